@@ -1,0 +1,20 @@
+//! Shopfloor: an edge agent for metal-products workshops.
+//!
+//! The module tree follows the pipeline in DESIGN.md: [`config`] describes the site, [`source`]
+//! reads machines, [`engine`] turns samples into states and indicators, [`sink`] carries records
+//! to the store through a disk spool, and [`sim`] simulates a workshop for the demo and tests.
+//! [`agent`] wires them together for `shopfloor run` and `shopfloor demo`.
+
+pub mod agent;
+pub mod config;
+pub mod engine;
+pub mod shutdown;
+pub mod sim;
+pub mod sink;
+pub mod source;
+
+/// rustls needs one process-wide crypto provider; Shopfloor uses ring (see Cargo.toml).
+/// Safe to call more than once.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

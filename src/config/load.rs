@@ -1,0 +1,736 @@
+//! Loading and checking a config file, reporting every problem at once.
+//!
+//! serde stops at the first error, which makes commissioning a slow loop of fix-one-run-again.
+//! So the document is first parsed into a tree that keeps every value's position, then each
+//! section, and each element of an array section, is deserialized on its own: a mistake in one
+//! `[[modbus]]` does not hide a mistake in the next. Unknown keys are collected with
+//! `serde_ignored` rather than `deny_unknown_fields`, so all of them are reported, not the first.
+//! Last, the cross-references (a field naming an unregistered machine, overlapping registers, a
+//! missing secret) are checked on whatever parsed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use super::{Config, DataType, InfluxApi, ModbusDevice, RegisterKind};
+
+/// One problem in a config file, located by 1-based line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone)]
+pub struct Diagnostics {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}", self.file, p.line, p.column, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => load_str(&text, &file),
+        Err(e) => Err(Diagnostics {
+            file,
+            problems: vec![Problem {
+                line: 0,
+                column: 0,
+                message: format!("cannot read the config file: {e}"),
+            }],
+        }),
+    }
+}
+
+/// Checks config text; `file` names it in messages.
+pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
+    let mut checker = Checker {
+        text,
+        problems: Vec::new(),
+    };
+    let config = match DeTable::parse(text) {
+        Ok(root) => checker.config(&root),
+        Err(e) => {
+            checker.push(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
+            None
+        }
+    };
+    match config {
+        Some(config) if checker.problems.is_empty() => Ok(config),
+        _ => {
+            let mut problems = checker.problems;
+            problems.sort_by_key(|p| (p.line, p.column));
+            problems.dedup();
+            Err(Diagnostics {
+                file: file.to_string(),
+                problems,
+            })
+        }
+    }
+}
+
+/// One step of a path into the document.
+#[derive(Debug, Clone, PartialEq)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+fn key(k: &str) -> Seg {
+    Seg::Key(k.to_string())
+}
+
+struct Checker<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+}
+
+const SECTIONS: &[&str] = &[
+    "site",
+    "agent",
+    "machine",
+    "meter",
+    "modbus",
+    "state_rules",
+    "spool",
+    "influx",
+    "file",
+];
+
+impl Checker<'_> {
+    fn push(&mut self, span: Range<usize>, message: String) {
+        let (line, column) = line_column(self.text, span.start);
+        self.problems.push(Problem {
+            line,
+            column,
+            message,
+        });
+    }
+
+    fn config(&mut self, root: &Spanned<DeTable<'_>>) -> Option<Config> {
+        let mut config = Config::default();
+        let mut site_seen = false;
+        // Document indices of the elements that parsed, for locating later problems.
+        let mut modbus_at = Vec::new();
+        let mut rules_at = Vec::new();
+        let mut influx_at = Vec::new();
+        let mut meter_at = Vec::new();
+        for (name, value) in root.get_ref().iter() {
+            let name_str: &str = name.get_ref();
+            match name_str {
+                "site" => {
+                    if let Some(site) = self.section(value, vec![key("site")]) {
+                        config.site = site;
+                    }
+                    site_seen = true;
+                }
+                "agent" => {
+                    if let Some(agent) = self.section(value, vec![key("agent")]) {
+                        config.agent = agent;
+                    }
+                }
+                "spool" => {
+                    if let Some(spool) = self.section(value, vec![key("spool")]) {
+                        config.spool = spool;
+                    }
+                }
+                "machine" => config.machines = strip(self.array(value, "machine")),
+                "meter" => (meter_at, config.meters) = self.array(value, "meter").into_iter().unzip(),
+                "modbus" => (modbus_at, config.modbus) = self.array(value, "modbus").into_iter().unzip(),
+                "state_rules" => {
+                    (rules_at, config.state_rules) =
+                        self.array(value, "state_rules").into_iter().unzip()
+                }
+                "influx" => (influx_at, config.influx) = self.array(value, "influx").into_iter().unzip(),
+                "file" => config.file = strip(self.array(value, "file")),
+                other => {
+                    let hint = suggest(other, SECTIONS)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    self.push(
+                        name.span(),
+                        format!(
+                            "unknown section `{other}`{hint}; the sections are: {}",
+                            SECTIONS.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+        if !site_seen {
+            self.push(
+                0..0,
+                "missing [site]: every config names its county, sector and enterprise".to_string(),
+            );
+            return None;
+        }
+        let raw_machine_ids = raw_ids(root, "machine");
+        let raw_meter_ids = raw_ids(root, "meter");
+        let refs = References {
+            machines: raw_machine_ids.iter().map(String::as_str).collect(),
+            meters: raw_meter_ids.iter().map(String::as_str).collect(),
+            kinds: config.machines.iter().map(|m| m.kind.as_str()).collect(),
+        };
+        self.site(root, &config);
+        self.unique_ids(root, "machine", &raw_machine_ids);
+        self.unique_ids(root, "meter", &raw_meter_ids);
+        for (i, meter) in meter_at.iter().zip(&config.meters) {
+            if meter.scope != "site" && !refs.machines.contains(meter.scope.as_str()) {
+                let at = self.span_of(root, &[key("meter"), Seg::Index(*i), key("scope")]);
+                self.push(
+                    at,
+                    format!(
+                        "meter `{}` has scope `{}`, which is neither \"site\" nor a registered machine",
+                        meter.id, meter.scope
+                    ),
+                );
+            }
+        }
+        let mut device_ids = HashSet::new();
+        for (i, device) in modbus_at.iter().zip(&config.modbus) {
+            let base = vec![key("modbus"), Seg::Index(*i)];
+            if !device_ids.insert(device.id.as_str()) {
+                let at = self.span_of(root, &join(&base, &[key("id")]));
+                self.push(at, format!("modbus device id `{}` is used twice", device.id));
+            }
+            self.modbus_device(root, &base, device, &refs);
+        }
+        for (i, rules) in rules_at.iter().zip(&config.state_rules) {
+            let base = vec![key("state_rules"), Seg::Index(*i)];
+            for (j, machine) in rules.machines.iter().enumerate() {
+                if !refs.machines.contains(machine.as_str()) {
+                    let at = self.span_of(root, &join(&base, &[key("machines"), Seg::Index(j)]));
+                    self.push(at, not_registered("state rules name machine", machine));
+                }
+            }
+            for (j, kind) in rules.kinds.iter().enumerate() {
+                if !refs.kinds.contains(kind.as_str()) {
+                    let at = self.span_of(root, &join(&base, &[key("kinds"), Seg::Index(j)]));
+                    self.push(
+                        at,
+                        format!("no registered machine has kind `{kind}`; check the spelling against the [[machine]] kinds"),
+                    );
+                }
+            }
+        }
+        let mut output_names = HashSet::new();
+        for (n, (i, output)) in influx_at.iter().zip(&config.influx).enumerate() {
+            let base = vec![key("influx"), Seg::Index(*i)];
+            let name = output.name.clone().unwrap_or_else(|| default_output_name("influx", n));
+            if !output_names.insert(name.clone()) {
+                let at = self.span_of(root, &join(&base, &[key("name")]));
+                self.push(at, format!("output name `{name}` is used twice"));
+            }
+            self.influx(root, &base, output);
+        }
+        Some(config)
+    }
+
+    /// Deserializes one section, reporting unknown keys and the first type error in it.
+    fn section<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: Vec<Seg>,
+    ) -> Option<T> {
+        let mut unknown = Vec::new();
+        let result = serde_ignored::deserialize(ValueDeserializer::from(value.clone()), |p| {
+            unknown.push(ignored_path(&p))
+        });
+        for rel in unknown {
+            let full = join(&path, &rel);
+            let span = key_span(value, &rel).unwrap_or_else(|| value.span());
+            let name = match full.last() {
+                Some(Seg::Key(k)) => k.clone(),
+                _ => String::new(),
+            };
+            let table = table_name(&full[..full.len().saturating_sub(1)]);
+            let known = known_keys(&full[..full.len().saturating_sub(1)]);
+            let hint = suggest(&name, known)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            self.push(span, format!("unknown key `{name}` in {table}{hint}"));
+        }
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let table = table_name(&path);
+                self.push(
+                    e.span().unwrap_or_else(|| value.span()),
+                    format!("in {table}: {}", e.message().trim_end()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Deserializes each element of an array of tables on its own.
+    fn array<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        name: &str,
+    ) -> Vec<(usize, T)> {
+        let Some(items) = value.get_ref().as_array() else {
+            self.push(
+                value.span(),
+                format!("`{name}` must be an array of tables: write [[{name}]]"),
+            );
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                self.section(item, vec![key(name), Seg::Index(i)])
+                    .map(|v| (i, v))
+            })
+            .collect()
+    }
+
+    fn span_of(&self, root: &Spanned<DeTable<'_>>, path: &[Seg]) -> Range<usize> {
+        // Walk as deep as the path goes; a missing key points at its table.
+        let mut span = root.span();
+        let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
+        let mut array: Option<&[Spanned<DeValue<'_>>]> = None;
+        for seg in path {
+            let next = match (seg, table, array) {
+                (Seg::Key(k), Some(t), _) => t
+                    .iter()
+                    .find(|(name, _)| name.get_ref().as_ref() as &str == k.as_str())
+                    .map(|(_, v)| v),
+                (Seg::Index(i), _, Some(a)) => a.get(*i),
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            span = next.span();
+            table = next.get_ref().as_table();
+            array = next.get_ref().as_array().map(|a| a.as_ref());
+        }
+        span
+    }
+
+    fn site(&mut self, root: &Spanned<DeTable<'_>>, config: &Config) {
+        let site = &config.site;
+        for (field, value) in [("county", &site.county), ("enterprise", &site.enterprise)] {
+            if value.trim().is_empty() {
+                let at = self.span_of(root, &[key("site"), key(field)]);
+                self.push(at, format!("[site] `{field}` must not be empty"));
+            }
+        }
+        if jiff::tz::TimeZone::get(&site.timezone).is_err() {
+            let at = self.span_of(root, &[key("site"), key("timezone")]);
+            self.push(
+                at,
+                format!(
+                    "unknown time zone `{}`: use an IANA name such as \"Asia/Shanghai\"",
+                    site.timezone
+                ),
+            );
+        }
+    }
+
+    fn unique_ids(&mut self, root: &Spanned<DeTable<'_>>, section: &str, ids: &[String]) {
+        let mut seen = HashSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            if id.is_empty() || !seen.insert(id) {
+                let at = self.span_of(root, &[key(section), Seg::Index(i), key("id")]);
+                let what = if id.is_empty() { "empty" } else { "used twice" };
+                self.push(at, format!("[[{section}]] id `{id}` is {what}"));
+            }
+        }
+    }
+
+    fn modbus_device(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        base: &[Seg],
+        device: &ModbusDevice,
+        refs: &References<'_>,
+    ) {
+        let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
+        if !valid_host_port(&device.address) {
+            let span = at(self, &[key("address")]);
+            self.push(
+                span,
+                format!(
+                    "modbus device `{}`: address `{}` is not host:port (e.g. \"192.168.1.20:502\")",
+                    device.id, device.address
+                ),
+            );
+        }
+        if device.unit > 247 {
+            let span = at(self, &[key("unit")]);
+            self.push(span, format!("modbus device `{}`: unit {} is out of 0–247", device.id, device.unit));
+        }
+        if device.address_base > 1 {
+            let span = at(self, &[key("address_base")]);
+            self.push(span, "address_base is 0 (protocol addresses) or 1 (manual numbering)".to_string());
+        }
+        if device.max_registers == 0 || device.max_registers > 125 {
+            let span = at(self, &[key("max_registers")]);
+            self.push(span, "max_registers must be 1–125, the protocol's limit".to_string());
+        }
+        if device.poll.is_zero() || device.timeout.is_zero() {
+            let span = at(self, &[key("poll")]);
+            self.push(span, format!("modbus device `{}`: poll and timeout must be longer than zero", device.id));
+        }
+        // (register kind, start, end, bit) of every field, for the overlap check.
+        let mut occupied: BTreeMap<RegisterKind, Vec<(u32, u32, Option<u8>, usize)>> = BTreeMap::new();
+        let mut signals = HashSet::new();
+        for (j, field) in device.fields.iter().enumerate() {
+            let fpath = [key("field"), Seg::Index(j)];
+            let here = |s: &Self, k: &str| at(s, &join(&fpath, &[key(k)]));
+            let target = match (&field.machine, &field.meter) {
+                (Some(m), None) => {
+                    if !refs.machines.contains(m.as_str()) {
+                        let span = here(self, "machine");
+                        self.push(span, not_registered("field names machine", m));
+                    }
+                    format!("machine {m}")
+                }
+                (None, Some(m)) => {
+                    if !refs.meters.contains(m.as_str()) {
+                        let span = here(self, "meter");
+                        self.push(span, format!("field names meter `{m}`, which is not in any [[meter]]: add it there or fix the id"));
+                    }
+                    format!("meter {m}")
+                }
+                _ => {
+                    let span = at(self, &fpath);
+                    self.push(span, format!("field `{}` needs exactly one of `machine` or `meter`", field.signal));
+                    continue;
+                }
+            };
+            if !signals.insert((target.clone(), field.signal.clone())) {
+                let span = here(self, "signal");
+                self.push(span, format!("signal `{}` of {target} is mapped twice", field.signal));
+            }
+            let ty = field.data_type();
+            if field.register.is_bit() && field.data_type.is_some_and(|t| t != DataType::Bool) {
+                let span = here(self, "type");
+                self.push(span, "coils and discrete inputs hold bits: leave out `type` or write \"bool\"".to_string());
+            }
+            if !field.register.is_bit() && ty == DataType::Bool && field.bit.is_none() {
+                let span = here(self, "type");
+                self.push(span, "a bool in a register needs `bit` (0–15)".to_string());
+            }
+            if let Some(bit) = field.bit {
+                if bit > 15 || field.register.is_bit() || ty != DataType::Bool {
+                    let span = here(self, "bit");
+                    self.push(span, "`bit` (0–15) goes with type \"bool\" in a holding or input register".to_string());
+                }
+            }
+            let Some(start) = field.address.checked_sub(device.address_base) else {
+                let span = here(self, "address");
+                self.push(span, "address 0 does not exist when address_base = 1".to_string());
+                continue;
+            };
+            let start = u32::from(start);
+            let end = start + u32::from(ty.registers());
+            if end > 65536 {
+                let span = here(self, "address");
+                self.push(span, "the value runs past the last register (65535)".to_string());
+            }
+            occupied.entry(field.register).or_default().push((start, end, field.bit, j));
+        }
+        for (kind, mut ranges) in occupied {
+            ranges.sort_unstable();
+            for pair in ranges.windows(2) {
+                let (a, b) = (pair[0], pair[1]);
+                let same_register_bits = a.0 == b.0 && a.1 == b.1 && a.2.is_some() && b.2.is_some() && a.2 != b.2;
+                if b.0 < a.1 && !same_register_bits {
+                    let span = at(self, &[key("field"), Seg::Index(b.3), key("address")]);
+                    self.push(
+                        span,
+                        format!(
+                            "{} registers of field `{}` overlap field `{}`: check the addresses and types",
+                            kind.as_str(),
+                            device.fields[b.3].signal,
+                            device.fields[a.3].signal
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn influx(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], output: &super::InfluxOutput) {
+        let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
+        match reqwest::Url::parse(&output.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => {
+                let span = at(self, "url");
+                self.push(span, format!("url `{}` is not an http:// or https:// URL", output.url));
+            }
+        }
+        let required: &[(&str, bool)] = match output.api {
+            InfluxApi::V2 => &[("bucket", output.bucket.is_some()), ("org", output.org.is_some())],
+            InfluxApi::V1 => &[("database", output.database.is_some())],
+        };
+        for (name, present) in required {
+            if !present {
+                let span = at(self, "api");
+                let api = if output.api == InfluxApi::V2 { "v2" } else { "v1" };
+                self.push(span, format!("[[influx]] with api = \"{api}\" needs `{name}`"));
+            }
+        }
+        for (name, secret) in [("token", &output.token), ("password", &output.password)] {
+            if let Some(Err(e)) = secret.as_ref().map(|s| s.resolve()) {
+                let span = at(self, name);
+                self.push(span, format!("{name}: {e}"));
+            }
+        }
+        if output.batch_lines == 0 {
+            let span = at(self, "batch_lines");
+            self.push(span, "batch_lines must be at least 1".to_string());
+        }
+    }
+}
+
+/// The ids things can refer to. Raw ids are read from the document so that a machine whose own
+/// entry has a mistake does not also make every reference to it an error.
+struct References<'a> {
+    machines: HashSet<&'a str>,
+    meters: HashSet<&'a str>,
+    kinds: HashSet<&'a str>,
+}
+
+/// The name the n-th output of a type gets when it has none.
+pub fn default_output_name(kind: &str, n: usize) -> String {
+    if n == 0 { kind.to_string() } else { format!("{kind}{}", n + 1) }
+}
+
+fn not_registered(what: &str, id: &str) -> String {
+    format!("{what} `{id}`, which is not in the register: add a [[machine]] with id = \"{id}\" or fix the id")
+}
+
+fn raw_ids(root: &Spanned<DeTable<'_>>, section: &str) -> Vec<String> {
+    let Some((_, value)) = root
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() as &str == section)
+    else {
+        return Vec::new();
+    };
+    let Some(items) = value.get_ref().as_array() else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .map(|item| {
+            item.get_ref()
+                .as_table()
+                .and_then(|t| t.iter().find(|(k, _)| k.get_ref().as_ref() as &str == "id"))
+                .and_then(|(_, v)| v.get_ref().as_str())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+fn strip<T>(items: Vec<(usize, T)>) -> Vec<T> {
+    items.into_iter().map(|(_, v)| v).collect()
+}
+
+fn join(base: &[Seg], rest: &[Seg]) -> Vec<Seg> {
+    base.iter().chain(rest).cloned().collect()
+}
+
+fn valid_host_port(address: &str) -> bool {
+    match address.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+/// The path serde_ignored reports, as segments. `Some` and newtype wrappers add no step.
+fn ignored_path(path: &serde_ignored::Path<'_>) -> Vec<Seg> {
+    match path {
+        serde_ignored::Path::Root => Vec::new(),
+        serde_ignored::Path::Seq { parent, index } => {
+            let mut p = ignored_path(parent);
+            p.push(Seg::Index(*index));
+            p
+        }
+        serde_ignored::Path::Map { parent, key } => {
+            let mut p = ignored_path(parent);
+            p.push(Seg::Key(key.clone()));
+            p
+        }
+        serde_ignored::Path::Some { parent }
+        | serde_ignored::Path::NewtypeStruct { parent }
+        | serde_ignored::Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+/// The span of the key at the end of `path` inside `value`.
+fn key_span(value: &Spanned<DeValue<'_>>, path: &[Seg]) -> Option<Range<usize>> {
+    let (last, parents) = path.split_last()?;
+    let mut node = value;
+    for seg in parents {
+        node = match seg {
+            Seg::Key(k) => node
+                .get_ref()
+                .as_table()?
+                .iter()
+                .find(|(name, _)| name.get_ref().as_ref() as &str == k.as_str())
+                .map(|(_, v)| v)?,
+            Seg::Index(i) => node.get_ref().as_array()?.as_ref().get(*i)?,
+        };
+    }
+    match last {
+        Seg::Key(k) => node
+            .get_ref()
+            .as_table()?
+            .iter()
+            .find(|(name, _)| name.get_ref().as_ref() as &str == k.as_str())
+            .map(|(name, _)| name.span()),
+        Seg::Index(i) => node.get_ref().as_array()?.as_ref().get(*i).map(|v| v.span()),
+    }
+}
+
+/// How a user writes the table at `path`: `[site]`, `[[modbus]] #2`, `[[modbus.field]] #3 of [[modbus]] #1`.
+fn table_name(path: &[Seg]) -> String {
+    let mut names = Vec::new();
+    let mut numbers = Vec::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => names.push(k.as_str()),
+            Seg::Index(i) => numbers.push(i + 1),
+        }
+    }
+    let dotted = names.join(".");
+    if numbers.is_empty() {
+        format!("[{dotted}]")
+    } else {
+        let mut text = format!("[[{dotted}]] #{}", numbers.last().copied().unwrap_or(0));
+        if numbers.len() > 1 {
+            text.push_str(&format!(" of [[{}]] #{}", names[0], numbers[0]));
+        }
+        text
+    }
+}
+
+/// The keys a table at `path` takes, for "did you mean" hints.
+fn known_keys(path: &[Seg]) -> &'static [&'static str] {
+    let names: Vec<&str> = path
+        .iter()
+        .filter_map(|s| match s {
+            Seg::Key(k) => Some(k.as_str()),
+            Seg::Index(_) => None,
+        })
+        .collect();
+    match names.as_slice() {
+        ["site"] => struct_fields::<super::Site>(),
+        ["agent"] => struct_fields::<super::Agent>(),
+        ["machine"] => struct_fields::<super::Machine>(),
+        ["meter"] => struct_fields::<super::Meter>(),
+        ["modbus"] => struct_fields::<super::ModbusDevice>(),
+        ["modbus", "field"] => struct_fields::<super::ModbusField>(),
+        ["state_rules"] => struct_fields::<super::StateRules>(),
+        ["state_rules", "rule"] => struct_fields::<super::Rule>(),
+        ["state_rules", "rule", "when"] => struct_fields::<super::Condition>(),
+        ["spool"] => struct_fields::<super::Spool>(),
+        ["influx"] => struct_fields::<super::InfluxOutput>(),
+        ["file"] => struct_fields::<super::FileOutput>(),
+        _ => &[],
+    }
+}
+
+/// The field names serde derived for a struct, read by asking it to deserialize from a
+/// deserializer that only records the names it is offered.
+fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+    struct Names(Option<&'static [&'static str]>);
+    #[derive(Debug)]
+    struct Stop;
+    impl fmt::Display for Stop {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("stop")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    impl<'de> serde::Deserializer<'de> for &mut Names {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            self.0 = Some(fields);
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut names = Names(None);
+    let _ = T::deserialize(&mut names);
+    names.0.unwrap_or(&[])
+}
+
+/// The closest candidate within two edits, if any.
+fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+

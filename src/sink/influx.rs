@@ -1,0 +1,293 @@
+//! Writes line protocol to InfluxDB's HTTP write API, v2 (`/api/v2/write`: InfluxDB 2.x and
+//! 3.x, VictoriaMetrics) or v1 (`/write`: InfluxDB 1.x).
+//!
+//! Posted with `reqwest` as plain bytes: the body is exactly what the spool holds, so a batch
+//! that failed can be sent again byte for byte.
+
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+
+use crate::config::{InfluxApi, InfluxOutput};
+
+/// What became of one write request, and so what the writer does next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Network error, timeout, 5xx, 429: keep the batch and try again later.
+    #[error("{reason}")]
+    Retry {
+        reason: String,
+        /// The server's Retry-After, when it sent one.
+        after: Option<Duration>,
+    },
+    /// 400 and other 4xx: the store will never take this batch as it is.
+    #[error("store rejected the batch ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// 413: the batch is too large for the store; send it in smaller pieces.
+    #[error("batch too large for the store (413)")]
+    TooLarge,
+    /// 401, 403, 404: wrong token, credentials, org, bucket or database. The data is kept
+    /// until someone fixes the configuration.
+    #[error("store refused the write ({status}): {message}; check url, credentials, org/bucket or database")]
+    Config { status: u16, message: String },
+}
+
+/// Errors building a writer from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum InfluxError {
+    #[error("output `{output}`: invalid url `{url}`: {reason}")]
+    Url {
+        output: String,
+        url: String,
+        reason: String,
+    },
+    #[error("output `{output}`: {source}")]
+    Secret {
+        output: String,
+        source: crate::config::SecretError,
+    },
+    #[error("output `{output}`: cannot build the HTTP client: {source}")]
+    Client {
+        output: String,
+        source: reqwest::Error,
+    },
+}
+
+/// One configured store.
+#[derive(Debug, Clone)]
+pub struct InfluxWriter {
+    name: String,
+    client: reqwest::Client,
+    write_url: Url,
+    authorization: Option<HeaderValue>,
+}
+
+impl InfluxWriter {
+    pub fn new(name: &str, cfg: &InfluxOutput) -> Result<Self, InfluxError> {
+        crate::install_crypto_provider();
+        let url_err = |reason: String| InfluxError::Url {
+            output: name.to_string(),
+            url: cfg.url.clone(),
+            reason,
+        };
+        let mut base = Url::parse(&cfg.url).map_err(|e| url_err(e.to_string()))?;
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        let secret = |s: &Option<crate::config::Secret>| -> Result<Option<String>, InfluxError> {
+            s.as_ref()
+                .map(|s| s.resolve())
+                .transpose()
+                .map_err(|source| InfluxError::Secret {
+                    output: name.to_string(),
+                    source,
+                })
+        };
+        let (mut write_url, authorization) = match cfg.api {
+            InfluxApi::V2 => {
+                let mut url = base.join("api/v2/write").map_err(|e| url_err(e.to_string()))?;
+                url.query_pairs_mut()
+                    .append_pair("org", cfg.org.as_deref().unwrap_or_default())
+                    .append_pair("bucket", cfg.bucket.as_deref().unwrap_or_default());
+                let auth = secret(&cfg.token)?.map(|t| format!("Token {t}"));
+                (url, auth)
+            }
+            InfluxApi::V1 => {
+                let mut url = base.join("write").map_err(|e| url_err(e.to_string()))?;
+                url.query_pairs_mut()
+                    .append_pair("db", cfg.database.as_deref().unwrap_or_default());
+                if let Some(rp) = &cfg.retention_policy {
+                    url.query_pairs_mut().append_pair("rp", rp);
+                }
+                let auth = match (&cfg.username, secret(&cfg.password)?) {
+                    (Some(user), password) => Some(format!(
+                        "Basic {}",
+                        base64(format!("{user}:{}", password.unwrap_or_default()).as_bytes())
+                    )),
+                    (None, _) => None,
+                };
+                (url, auth)
+            }
+        };
+        write_url.query_pairs_mut().append_pair("precision", "ns");
+        let authorization = authorization
+            .map(|a| {
+                let mut v = HeaderValue::from_str(&a).map_err(|e| url_err(e.to_string()))?;
+                v.set_sensitive(true);
+                Ok::<_, InfluxError>(v)
+            })
+            .transpose()?;
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .build()
+            .map_err(|source| InfluxError::Client {
+                output: name.to_string(),
+                source,
+            })?;
+        Ok(InfluxWriter {
+            name: name.to_string(),
+            client,
+            write_url,
+            authorization,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Posts one batch of lines.
+    pub async fn send(&self, body: Vec<u8>) -> Result<(), SendError> {
+        let mut request = self
+            .client
+            .post(self.write_url.clone())
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(body);
+        if let Some(auth) = &self.authorization {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = request.send().await.map_err(|e| SendError::Retry {
+            reason: format!("cannot reach the store: {}", error_chain(&e)),
+            after: None,
+        })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut message = response.text().await.unwrap_or_default();
+        message.truncate(1000);
+        let message = message.trim().to_string();
+        Err(classify(status, message, after))
+    }
+}
+
+/// The action for each HTTP status.
+fn classify(status: StatusCode, message: String, after: Option<Duration>) -> SendError {
+    match status.as_u16() {
+        401 | 403 | 404 => SendError::Config {
+            status: status.as_u16(),
+            message,
+        },
+        413 => SendError::TooLarge,
+        429 | 503 => SendError::Retry {
+            reason: format!("store busy ({status}): {message}"),
+            after,
+        },
+        s if (400..500).contains(&s) => SendError::Rejected { status: s, message },
+        _ => SendError::Retry {
+            reason: format!("store error ({status}): {message}"),
+            after: None,
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Standard base64 for the Basic authorization header; a few lines rather than a crate.
+fn base64(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_rfc_4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in cases {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
+    }
+
+    #[test]
+    fn each_status_maps_to_its_action() {
+        let c = |s: u16| classify(StatusCode::from_u16(s).unwrap(), "msg".into(), None);
+        assert!(matches!(c(400), SendError::Rejected { status: 400, .. }));
+        assert!(matches!(c(401), SendError::Config { .. }));
+        assert!(matches!(c(404), SendError::Config { .. }));
+        assert_eq!(c(413), SendError::TooLarge);
+        assert!(matches!(c(429), SendError::Retry { .. }));
+        assert!(matches!(c(500), SendError::Retry { .. }));
+        let busy = classify(
+            StatusCode::SERVICE_UNAVAILABLE,
+            String::new(),
+            Some(Duration::from_secs(7)),
+        );
+        assert!(matches!(busy, SendError::Retry { after: Some(d), .. } if d == Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn v2_and_v1_urls_and_auth() {
+        // SAFETY: tests in this module are the only readers of this variable.
+        unsafe { std::env::set_var("SHOPFLOOR_TEST_TOKEN_V2", "t0k") };
+        let cfg: InfluxOutput = toml::from_str(
+            r#"url = "http://db:8086/base"
+               org = "county"
+               bucket = "shop floor"
+               token = { env = "SHOPFLOOR_TEST_TOKEN_V2" }"#,
+        )
+        .unwrap();
+        let w = InfluxWriter::new("influx", &cfg).unwrap();
+        assert_eq!(
+            w.write_url.as_str(),
+            "http://db:8086/base/api/v2/write?org=county&bucket=shop+floor&precision=ns"
+        );
+        assert_eq!(w.authorization.unwrap(), "Token t0k");
+
+        let cfg: InfluxOutput = toml::from_str(
+            r#"url = "http://db:8086"
+               api = "v1"
+               database = "shopfloor"
+               retention_policy = "autogen"
+               username = "agent""#,
+        )
+        .unwrap();
+        let w = InfluxWriter::new("influx", &cfg).unwrap();
+        assert_eq!(
+            w.write_url.as_str(),
+            "http://db:8086/write?db=shopfloor&rp=autogen&precision=ns"
+        );
+        // "agent:" → YWdlbnQ6
+        assert_eq!(w.authorization.unwrap(), "Basic YWdlbnQ6");
+    }
+}

@@ -1,0 +1,194 @@
+//! Request planning: which reads fetch a device's register map in as few requests as the
+//! protocol and the device allow.
+//!
+//! Fields of one table that lie close together are read in one request, the gap between them
+//! included, as long as the request stays within the protocol's limit (125 registers, 2000 bits)
+//! and the device's own `max_registers`. Fewer requests means less time on a slow serial bus and
+//! less load on a PLC; a gap larger than `max_gap` is not worth reading (and some devices answer
+//! "illegal address" for holes in their map), so it splits the request.
+
+use std::fmt;
+
+use crate::config::{ModbusDevice, RegisterKind};
+
+/// One read request and the fields it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRequest {
+    pub kind: RegisterKind,
+    /// Protocol address of the first register or bit.
+    pub start: u16,
+    pub count: u16,
+    pub fields: Vec<PlannedField>,
+}
+
+/// Where a field sits inside a request's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedField {
+    /// Index into the device's `fields`.
+    pub index: usize,
+    /// Offset of the field's first register (or bit) in the answer.
+    pub offset: u16,
+    /// Registers (or bits) the field occupies.
+    pub len: u16,
+}
+
+impl fmt::Display for ReadRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "fc {} {} {}..{} ({} {}, {} field{})",
+            self.kind.function_code(),
+            self.kind.as_str(),
+            self.start,
+            u32::from(self.start) + u32::from(self.count) - 1,
+            self.count,
+            if self.kind.is_bit() { "bits" } else { "registers" },
+            self.fields.len(),
+            if self.fields.len() == 1 { "" } else { "s" },
+        )
+    }
+}
+
+/// Plans the reads for a device whose config passed `check`.
+pub fn plan(device: &ModbusDevice) -> Vec<ReadRequest> {
+    let mut spots: Vec<(RegisterKind, u32, u32, usize)> = device
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let start = u32::from(f.address.saturating_sub(device.address_base));
+            (f.register, start, u32::from(f.data_type().registers()), i)
+        })
+        .collect();
+    spots.sort_unstable();
+
+    let mut requests: Vec<ReadRequest> = Vec::new();
+    for (kind, start, len, index) in spots {
+        let (limit, gap) = if kind.is_bit() {
+            (u32::from(kind.protocol_limit()), u32::from(device.max_gap) * 16)
+        } else {
+            (
+                u32::from(device.max_registers.clamp(1, kind.protocol_limit())),
+                u32::from(device.max_gap),
+            )
+        };
+        let end = start + len;
+        let merged = match requests.last_mut() {
+            Some(req) if req.kind == kind => {
+                let req_start = u32::from(req.start);
+                let req_end = req_start + u32::from(req.count);
+                let new_end = end.max(req_end);
+                if start <= req_end + gap && new_end - req_start <= limit {
+                    req.count = (new_end - req_start) as u16;
+                    req.fields.push(PlannedField {
+                        index,
+                        offset: (start - req_start) as u16,
+                        len: len as u16,
+                    });
+                    true
+                } else {
+                    false
+                }
+            }
+            _ => false,
+        };
+        if !merged {
+            requests.push(ReadRequest {
+                kind,
+                start: start as u16,
+                count: len as u16,
+                fields: vec![PlannedField {
+                    index,
+                    offset: 0,
+                    len: len as u16,
+                }],
+            });
+        }
+    }
+    requests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ByteOrder, DataType, ModbusField};
+    use std::time::Duration;
+
+    fn field(register: RegisterKind, address: u16, ty: DataType) -> ModbusField {
+        ModbusField {
+            machine: Some("m".into()),
+            meter: None,
+            signal: format!("s{address}"),
+            register,
+            address,
+            data_type: Some(ty),
+            order: ByteOrder::ABCD,
+            bit: None,
+            scale: None,
+            offset: None,
+        }
+    }
+
+    fn device(fields: Vec<ModbusField>, max_gap: u16, max_registers: u16) -> ModbusDevice {
+        ModbusDevice {
+            id: "d".into(),
+            address: "127.0.0.1:502".into(),
+            unit: 1,
+            poll: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            address_base: 0,
+            max_gap,
+            max_registers,
+            fields,
+        }
+    }
+
+    #[test]
+    fn adjacent_and_near_fields_merge_far_ones_split() {
+        use DataType::*;
+        use RegisterKind::*;
+        // 0 (u16), 1–2 (u32), gap of 3 (3,4,5), 6 (u16) → one request 0..6 with max_gap 3;
+        // 20 is 13 past the end → second request; input registers never merge with holding.
+        let d = device(
+            vec![
+                field(Holding, 1, U32),
+                field(Holding, 0, U16),
+                field(Holding, 6, U16),
+                field(Holding, 20, F32),
+                field(Input, 0, U16),
+            ],
+            3,
+            125,
+        );
+        let plan = plan(&d);
+        let shape: Vec<_> = plan.iter().map(|r| (r.kind, r.start, r.count)).collect();
+        assert_eq!(
+            shape,
+            vec![(Holding, 0, 7), (Holding, 20, 2), (Input, 0, 1)]
+        );
+        // Field 0 (address 1, u32) sits at offset 1 of the first request.
+        assert!(plan[0].fields.contains(&PlannedField {
+            index: 0,
+            offset: 1,
+            len: 2
+        }));
+    }
+
+    #[test]
+    fn requests_respect_the_device_limit() {
+        // Ten u32 at 0,2,…,18 = 20 registers; at most 8 per request → 8 + 8 + 4.
+        let fields = (0..10)
+            .map(|i| field(RegisterKind::Holding, i * 2, DataType::U32))
+            .collect();
+        let plan = plan(&device(fields, 0, 8));
+        let counts: Vec<u16> = plan.iter().map(|r| r.count).collect();
+        assert_eq!(counts, vec![8, 8, 4]);
+    }
+
+    #[test]
+    fn one_based_addresses_are_shifted() {
+        let mut d = device(vec![field(RegisterKind::Holding, 40, DataType::U16)], 0, 125);
+        d.address_base = 1;
+        assert_eq!(plan(&d)[0].start, 39);
+    }
+}
