@@ -233,6 +233,28 @@ async fn dropping_a_handle_stops_its_process() {
 }
 
 #[tokio::test]
+async fn a_panicking_test_leaves_no_process_behind() {
+    // Run a "test" that starts a broker and panics on a thread of its own, as the test runner
+    // would, and check that the unwinding dropped the handle and so stopped the broker.
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let outcome = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the inner test");
+        runtime.block_on(async {
+            let broker = Mosquitto::start().await;
+            port_tx.send(broker.port()).expect("send the port");
+            panic!("the inner test fails on purpose");
+        })
+    })
+    .join();
+    assert!(outcome.is_err(), "the inner test should have panicked");
+    let port = port_rx.recv().expect("the inner test started a broker");
+    assert_eq!(mqtt_connack(port).await, None);
+}
+
+#[tokio::test]
 #[should_panic(expected = "Unknown configuration variable \"no_such_option\"")]
 async fn a_service_that_fails_to_start_is_reported_with_its_log() {
     let _broker = Mosquitto::start_with_config(&["no_such_option true"]).await;

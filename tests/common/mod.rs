@@ -4,7 +4,7 @@
 //! conflict rejects a whole batch, a broker restart does not end a subscription) are properties
 //! of the real services. A mock would only restate what we believe they do, and the old
 //! versions we test against (Debian 12: Mosquitto 2.0.11, InfluxDB 1.6.7, VictoriaMetrics
-//! 1.79.5) have quirks that are documented below because a test tripped over them.
+//! 1.79.5) have quirks, documented on each handle as they were found by trying them.
 //!
 //! Every handle owns a temporary directory (data, generated config, log) and one child process
 //! listening on a free loopback port. Dropping the handle kills the process and removes the
