@@ -38,7 +38,11 @@ struct MachineTrack {
     since: Timestamp,
     /// A candidate state waiting out the rule set's `min_duration`.
     pending: Option<(State, Timestamp)>,
+    /// When a line for this machine was last written, for the heartbeat.
     last_written: Timestamp,
+    /// The timestamp of the last heartbeat line, which a later-stamped change may have to
+    /// correct (see `change_state`).
+    last_heartbeat: Option<Timestamp>,
 }
 
 /// A device's health, from its up and down events.
@@ -118,6 +122,7 @@ impl Engine {
                     since: now,
                     pending: None,
                     last_written: Timestamp::UNIX_EPOCH,
+                    last_heartbeat: None,
                 }
             })
             .collect();
@@ -260,12 +265,9 @@ impl Engine {
                 }
             }
             if now.duration_since(m.last_written) >= self.heartbeat {
-                let line = LineBuilder::with_prefix(&m.state_prefix)
-                    .string("state", m.state.as_str())
-                    .int("code", m.state.code())
-                    .float("state_s", seconds(now.duration_since(m.since)));
-                out.extend(line.finish(now));
+                out.extend(heartbeat_line(m, now));
                 m.last_written = now;
+                m.last_heartbeat = Some(now);
             }
         }
     }
@@ -297,6 +299,19 @@ impl Engine {
     }
 }
 
+fn heartbeat_line(m: &MachineTrack, at: Timestamp) -> Option<String> {
+    LineBuilder::with_prefix(&m.state_prefix)
+        .string("state", m.state.as_str())
+        .int("code", m.state.code())
+        .float("state_s", seconds(at.duration_since(m.since).max(SignedDuration::ZERO)))
+        .finish(at)
+}
+
+/// Writes a state change stamped `at`, when the new state began. That can be earlier than the
+/// last heartbeat (a poll result still in the queue when the heartbeat was written, or a state
+/// waiting out `min_duration`); the heartbeat then stated the old state for a moment that
+/// belongs to the new one. It is rewritten with the same timestamp, which overwrites it in the
+/// store, so the stored timeline never contradicts itself.
 fn change_state(m: &mut MachineTrack, to: State, at: Timestamp, out: &mut Vec<String>) {
     let previous = m.state;
     let previous_s = seconds(at.duration_since(m.since).max(SignedDuration::ZERO));
@@ -310,7 +325,10 @@ fn change_state(m: &mut MachineTrack, to: State, at: Timestamp, out: &mut Vec<St
     m.state = to;
     m.since = at;
     m.pending = None;
-    m.last_written = at;
+    match m.last_heartbeat {
+        Some(hb) if hb >= at => out.extend(heartbeat_line(m, hb)),
+        _ => m.last_written = at,
+    }
 }
 
 fn seconds(d: SignedDuration) -> f64 {
@@ -491,6 +509,24 @@ rule = [
         assert!(out.iter().all(|l| !l.contains("machine=press01")), "no heartbeat before 60 s");
         e.tick(t(60), &mut out);
         assert!(out.iter().any(|l| l.contains("machine=press01") && l.contains("state_s=60.0")));
+    }
+
+    #[test]
+    fn a_heartbeat_contradicted_by_an_earlier_change_is_rewritten() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        // Heartbeat at t=0 says offline; then a poll stamped t=0 (still in the queue when the
+        // heartbeat was written) shows an alarm. min_duration is 2 s, so feed t=0..2.
+        e.tick(t(0), &mut out);
+        out.clear();
+        for s in 0..=2 {
+            e.on_event(poll("cnc01", t(s), 0, 9), &mut out);
+        }
+        let cnc: Vec<_> = state_lines(&out).into_iter().filter(|l| l.contains("cnc01")).collect();
+        assert_eq!(cnc.len(), 2, "{cnc:?}");
+        assert!(cnc[0].ends_with("state=\"alarm\",code=4i,previous=\"offline\",previous_s=0.0 1700000000000000000"));
+        // The heartbeat at t=0 is written again, now saying alarm.
+        assert!(cnc[1].ends_with("state=\"alarm\",code=4i,state_s=0.0 1700000000000000000"));
     }
 
     #[test]
