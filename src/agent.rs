@@ -70,7 +70,10 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
             .name
             .clone()
             .unwrap_or_else(|| default_output_name("influx", n));
-        outputs.push((Output::Influx(InfluxWriter::new(&name, cfg)?), cfg.batch_lines));
+        outputs.push((
+            Output::Influx(InfluxWriter::new(&name, cfg)?),
+            cfg.batch_lines,
+        ));
     }
     for (n, cfg) in config.file.iter().enumerate() {
         let name = cfg
@@ -80,10 +83,19 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         outputs.push((Output::File(FileWriter::new(&name, &cfg.path)), 5000));
     }
     let names: Vec<String> = outputs.iter().map(|(o, _)| o.name().to_string()).collect();
-    let spool = Spool::open(&spool_path, config.spool.max_bytes, config.spool.sync, &names)?;
+    let spool = Spool::open(
+        &spool_path,
+        config.spool.max_bytes,
+        config.spool.sync,
+        &names,
+    )?;
     let left = spool.stats();
     if left.lines > 0 {
-        info!(lines = left.lines, bytes = left.bytes, "records left in the spool will be sent first");
+        info!(
+            lines = left.lines,
+            bytes = left.bytes,
+            "records left in the spool will be sent first"
+        );
     }
 
     let (stats_tx, stats_rx) = watch::channel(left);
@@ -114,7 +126,9 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
 
     let engine = Engine::new(config, Timestamp::now());
     let (snap_tx, snap_rx) = watch::channel(engine.snapshot(Timestamp::now(), 0));
-    tasks.spawn(engine::run(engine, events_rx, records_tx, snap_tx, shutdown));
+    tasks.spawn(engine::run(
+        engine, events_rx, records_tx, snap_tx, shutdown,
+    ));
     info!(
         machines = config.machines.len(),
         devices = config.modbus.len(),

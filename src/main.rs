@@ -19,7 +19,11 @@ use shopfloor::{agent, shutdown};
 const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
 #[derive(Parser)]
-#[command(name = "shopfloor", version, about = "Edge agent for metal-products workshops")]
+#[command(
+    name = "shopfloor",
+    version,
+    about = "Edge agent for metal-products workshops"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +90,9 @@ fn main() -> ExitCode {
                 pace,
             }))
         }),
-        Command::Demo { data_dir, seed } => runtime().and_then(|rt| rt.block_on(demo(data_dir, seed))),
+        Command::Demo { data_dir, seed } => {
+            runtime().and_then(|rt| rt.block_on(demo(data_dir, seed)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,7 +141,10 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
             );
             if show_plan {
                 for device in &cfg.modbus {
-                    println!("device {} ({} unit {}):", device.id, device.address, device.unit);
+                    println!(
+                        "device {} ({} unit {}):",
+                        device.id, device.address, device.unit
+                    );
                     for request in plan::plan(device) {
                         println!("  {request}");
                     }
@@ -248,12 +257,22 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
         let spool = *stats.borrow();
         let mut out = std::io::stdout().lock();
         if tty {
-            let _ = write!(out, "\x1b[2J\x1b[H{}", board(&snapshot, spool.lines, &records));
+            let _ = write!(
+                out,
+                "\x1b[2J\x1b[H{}",
+                board(&snapshot, spool.lines, &records)
+            );
         } else {
             // Not a terminal: one line per change, so the output reads well in a log.
             for m in &snapshot.machines {
                 let before = last_states
-                    .get(snapshot.machines.iter().position(|x| x.id == m.id).unwrap_or(0))
+                    .get(
+                        snapshot
+                            .machines
+                            .iter()
+                            .position(|x| x.id == m.id)
+                            .unwrap_or(0),
+                    )
                     .copied();
                 if before != Some(m.state) {
                     let _ = writeln!(out, "{} {:<8} {}", m.since, m.id, m.state);

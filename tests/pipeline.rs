@@ -80,7 +80,13 @@ where
 
 /// A stored register value is right if the simulator held it at the poll's timestamp or within
 /// the 50 ms after it (the request is sent just after the timestamp is taken).
-fn register_matches(w: &Workshop, machine: usize, register: usize, at: Timestamp, stored: f64) -> bool {
+fn register_matches(
+    w: &Workshop,
+    machine: usize,
+    register: usize,
+    at: Timestamp,
+    stored: f64,
+) -> bool {
     [0, 1, 10, 50].iter().any(|ms| {
         w.machine_registers(machine, at + SignedDuration::from_millis(*ms))
             .is_some_and(|r| f64::from(r[register]) == stored)
@@ -117,7 +123,8 @@ fn assert_changes_stored(run: &Run, machine: usize, stored: &[(Timestamp, f64)])
 
 fn assert_read_only(run: &Run) {
     assert!(!run.requests.is_empty(), "the simulator saw no request");
-    let functions: std::collections::BTreeSet<u8> = run.requests.iter().map(|r| r.function).collect();
+    let functions: std::collections::BTreeSet<u8> =
+        run.requests.iter().map(|r| r.function).collect();
     assert!(
         functions.iter().all(|f| (1..=4).contains(f)),
         "the agent sent function codes {functions:?}; only 1–4 are reads"
@@ -157,10 +164,17 @@ async fn simulator_to_victoria_metrics_through_the_v2_write_api() {
             .await;
         assert_eq!(rpm.len(), 1, "one series per machine: {rpm:?}");
         let series = &rpm[0];
-        assert_eq!(series.labels.get("county").map(String::as_str), Some("demo-county"));
+        assert_eq!(
+            series.labels.get("county").map(String::as_str),
+            Some("demo-county")
+        );
         assert_eq!(series.labels.get("cnc").map(String::as_str), Some("true"));
         // About one poll a second for 12 s.
-        assert!(series.values.len() >= 9, "{id}: {} polls stored", series.values.len());
+        assert!(
+            series.values.len() >= 9,
+            "{id}: {} polls stored",
+            series.values.len()
+        );
         for (value, at) in series.values.iter().zip(&series.timestamps_ms) {
             assert!(
                 register_matches(&run.workshop, machine, 2, ts_ms(*at), *value),
@@ -171,9 +185,17 @@ async fn simulator_to_victoria_metrics_through_the_v2_write_api() {
             .export_series(&format!(r#"signal_alarm_code{{machine="{id}"}}"#))
             .await;
         for (value, at) in alarms[0].values.iter().zip(&alarms[0].timestamps_ms) {
-            assert!(register_matches(&run.workshop, machine, 3, ts_ms(*at), *value));
+            assert!(register_matches(
+                &run.workshop,
+                machine,
+                3,
+                ts_ms(*at),
+                *value
+            ));
         }
-        let parts = vm.export_series(&format!(r#"signal_parts{{machine="{id}"}}"#)).await;
+        let parts = vm
+            .export_series(&format!(r#"signal_parts{{machine="{id}"}}"#))
+            .await;
         for (value, at) in parts[0].values.iter().zip(&parts[0].timestamps_ms) {
             assert!(
                 parts_match(&run.workshop, machine, ts_ms(*at), *value),
@@ -196,7 +218,9 @@ async fn simulator_to_victoria_metrics_through_the_v2_write_api() {
     assert_eq!(energy.len(), 1, "{energy:?}");
     for (value, at) in energy[0].values.iter().zip(&energy[0].timestamps_ms) {
         let expect = [0, 1, 10, 50].map(|ms| {
-            let (kwh, _) = run.workshop.meter(ts_ms(*at) + SignedDuration::from_millis(ms));
+            let (kwh, _) = run
+                .workshop
+                .meter(ts_ms(*at) + SignedDuration::from_millis(ms));
             (kwh * 100.0).floor() / 100.0
         });
         assert!(
@@ -206,7 +230,9 @@ async fn simulator_to_victoria_metrics_through_the_v2_write_api() {
     }
     // Machines without a data source are in the store too, offline.
     let press = vm
-        .wait_for_query(r#"machine_state_code{machine="press01"}"#, |s| !s.is_empty())
+        .wait_for_query(r#"machine_state_code{machine="press01"}"#, |s| {
+            !s.is_empty()
+        })
         .await;
     assert_eq!(press[0].value, State::Offline.code() as f64);
 }
@@ -250,18 +276,31 @@ async fn simulator_to_influxdb_1_through_the_v1_write_api() {
         let rows = influx
             .query_rows(
                 "shopfloor",
-                &format!("SELECT spindle_rpm, alarm_code, parts FROM signal WHERE machine = '{id}'"),
+                &format!(
+                    "SELECT spindle_rpm, alarm_code, parts FROM signal WHERE machine = '{id}'"
+                ),
             )
             .await;
         assert!(rows.len() >= 9, "{id}: {} polls stored", rows.len());
         for row in &rows {
             let at = time_of(row);
-            let rpm = row["spindle_rpm"].as_f64().expect("spindle_rpm is a number");
-            assert!(register_matches(&run.workshop, machine, 2, at, rpm), "{id} rpm {rpm} at {at}");
+            let rpm = row["spindle_rpm"]
+                .as_f64()
+                .expect("spindle_rpm is a number");
+            assert!(
+                register_matches(&run.workshop, machine, 2, at, rpm),
+                "{id} rpm {rpm} at {at}"
+            );
             let alarm = row["alarm_code"].as_f64().expect("alarm_code is a number");
-            assert!(register_matches(&run.workshop, machine, 3, at, alarm), "{id} alarm {alarm} at {at}");
+            assert!(
+                register_matches(&run.workshop, machine, 3, at, alarm),
+                "{id} alarm {alarm} at {at}"
+            );
             let parts = row["parts"].as_f64().expect("parts is a number");
-            assert!(parts_match(&run.workshop, machine, at, parts), "{id} parts {parts} at {at}");
+            assert!(
+                parts_match(&run.workshop, machine, at, parts),
+                "{id} parts {parts} at {at}"
+            );
         }
         let states = influx
             .query_rows(
@@ -273,7 +312,10 @@ async fn simulator_to_influxdb_1_through_the_v1_write_api() {
             // The string and the code always agree.
             let code = row["code"].as_i64().expect("code is an integer");
             let state = row["state"].as_str().expect("state is a string");
-            let named = State::ALL.iter().find(|s| s.as_str() == state).expect("a known state");
+            let named = State::ALL
+                .iter()
+                .find(|s| s.as_str() == state)
+                .expect("a known state");
             assert_eq!(named.code(), code, "{row:?}");
         }
         let stored: Vec<(Timestamp, f64)> = states

@@ -157,13 +157,19 @@ impl Checker<'_> {
                     }
                 }
                 "machine" => config.machines = strip(self.array(value, "machine")),
-                "meter" => (meter_at, config.meters) = self.array(value, "meter").into_iter().unzip(),
-                "modbus" => (modbus_at, config.modbus) = self.array(value, "modbus").into_iter().unzip(),
+                "meter" => {
+                    (meter_at, config.meters) = self.array(value, "meter").into_iter().unzip()
+                }
+                "modbus" => {
+                    (modbus_at, config.modbus) = self.array(value, "modbus").into_iter().unzip()
+                }
                 "state_rules" => {
                     (rules_at, config.state_rules) =
                         self.array(value, "state_rules").into_iter().unzip()
                 }
-                "influx" => (influx_at, config.influx) = self.array(value, "influx").into_iter().unzip(),
+                "influx" => {
+                    (influx_at, config.influx) = self.array(value, "influx").into_iter().unzip()
+                }
                 "file" => config.file = strip(self.array(value, "file")),
                 other => {
                     let hint = suggest(other, SECTIONS)
@@ -213,7 +219,10 @@ impl Checker<'_> {
             let base = vec![key("modbus"), Seg::Index(*i)];
             if !device_ids.insert(device.id.as_str()) {
                 let at = self.span_of(root, &join(&base, &[key("id")]));
-                self.push(at, format!("modbus device id `{}` is used twice", device.id));
+                self.push(
+                    at,
+                    format!("modbus device id `{}` is used twice", device.id),
+                );
             }
             self.modbus_device(root, &base, device, &refs);
         }
@@ -238,7 +247,10 @@ impl Checker<'_> {
         let mut output_names = HashSet::new();
         for (n, (i, output)) in influx_at.iter().zip(&config.influx).enumerate() {
             let base = vec![key("influx"), Seg::Index(*i)];
-            let name = output.name.clone().unwrap_or_else(|| default_output_name("influx", n));
+            let name = output
+                .name
+                .clone()
+                .unwrap_or_else(|| default_output_name("influx", n));
             if !output_names.insert(name.clone()) {
                 let at = self.span_of(root, &join(&base, &[key("name")]));
                 self.push(at, format!("output name `{name}` is used twice"));
@@ -381,22 +393,40 @@ impl Checker<'_> {
         }
         if device.unit > 247 {
             let span = at(self, &[key("unit")]);
-            self.push(span, format!("modbus device `{}`: unit {} is out of 0–247", device.id, device.unit));
+            self.push(
+                span,
+                format!(
+                    "modbus device `{}`: unit {} is out of 0–247",
+                    device.id, device.unit
+                ),
+            );
         }
         if device.address_base > 1 {
             let span = at(self, &[key("address_base")]);
-            self.push(span, "address_base is 0 (protocol addresses) or 1 (manual numbering)".to_string());
+            self.push(
+                span,
+                "address_base is 0 (protocol addresses) or 1 (manual numbering)".to_string(),
+            );
         }
         if device.max_registers == 0 || device.max_registers > 125 {
             let span = at(self, &[key("max_registers")]);
-            self.push(span, "max_registers must be 1–125, the protocol's limit".to_string());
+            self.push(
+                span,
+                "max_registers must be 1–125, the protocol's limit".to_string(),
+            );
         }
         if device.poll.is_zero() || device.timeout.is_zero() {
             let span = at(self, &[key("poll")]);
-            self.push(span, format!("modbus device `{}`: poll and timeout must be longer than zero", device.id));
+            self.push(
+                span,
+                format!(
+                    "modbus device `{}`: poll and timeout must be longer than zero",
+                    device.id
+                ),
+            );
         }
         // (register kind, start, end, bit) of every field, for the overlap check.
-        let mut occupied: BTreeMap<RegisterKind, Vec<(u32, u32, Option<u8>, usize)>> = BTreeMap::new();
+        let mut occupied: BTreeMap<RegisterKind, Vec<Occupied>> = BTreeMap::new();
         let mut signals = HashSet::new();
         for (j, field) in device.fields.iter().enumerate() {
             let fpath = [key("field"), Seg::Index(j)];
@@ -418,47 +448,74 @@ impl Checker<'_> {
                 }
                 _ => {
                     let span = at(self, &fpath);
-                    self.push(span, format!("field `{}` needs exactly one of `machine` or `meter`", field.signal));
+                    self.push(
+                        span,
+                        format!(
+                            "field `{}` needs exactly one of `machine` or `meter`",
+                            field.signal
+                        ),
+                    );
                     continue;
                 }
             };
             if !signals.insert((target.clone(), field.signal.clone())) {
                 let span = here(self, "signal");
-                self.push(span, format!("signal `{}` of {target} is mapped twice", field.signal));
+                self.push(
+                    span,
+                    format!("signal `{}` of {target} is mapped twice", field.signal),
+                );
             }
             let ty = field.data_type();
             if field.register.is_bit() && field.data_type.is_some_and(|t| t != DataType::Bool) {
                 let span = here(self, "type");
-                self.push(span, "coils and discrete inputs hold bits: leave out `type` or write \"bool\"".to_string());
+                self.push(
+                    span,
+                    "coils and discrete inputs hold bits: leave out `type` or write \"bool\""
+                        .to_string(),
+                );
             }
             if !field.register.is_bit() && ty == DataType::Bool && field.bit.is_none() {
                 let span = here(self, "type");
                 self.push(span, "a bool in a register needs `bit` (0–15)".to_string());
             }
-            if let Some(bit) = field.bit {
-                if bit > 15 || field.register.is_bit() || ty != DataType::Bool {
-                    let span = here(self, "bit");
-                    self.push(span, "`bit` (0–15) goes with type \"bool\" in a holding or input register".to_string());
-                }
+            if let Some(bit) = field.bit
+                && (bit > 15 || field.register.is_bit() || ty != DataType::Bool)
+            {
+                let span = here(self, "bit");
+                self.push(
+                    span,
+                    "`bit` (0–15) goes with type \"bool\" in a holding or input register"
+                        .to_string(),
+                );
             }
             let Some(start) = field.address.checked_sub(device.address_base) else {
                 let span = here(self, "address");
-                self.push(span, "address 0 does not exist when address_base = 1".to_string());
+                self.push(
+                    span,
+                    "address 0 does not exist when address_base = 1".to_string(),
+                );
                 continue;
             };
             let start = u32::from(start);
             let end = start + u32::from(ty.registers());
             if end > 65536 {
                 let span = here(self, "address");
-                self.push(span, "the value runs past the last register (65535)".to_string());
+                self.push(
+                    span,
+                    "the value runs past the last register (65535)".to_string(),
+                );
             }
-            occupied.entry(field.register).or_default().push((start, end, field.bit, j));
+            occupied
+                .entry(field.register)
+                .or_default()
+                .push((start, end, field.bit, j));
         }
         for (kind, mut ranges) in occupied {
             ranges.sort_unstable();
             for pair in ranges.windows(2) {
                 let (a, b) = (pair[0], pair[1]);
-                let same_register_bits = a.0 == b.0 && a.1 == b.1 && a.2.is_some() && b.2.is_some() && a.2 != b.2;
+                let same_register_bits =
+                    a.0 == b.0 && a.1 == b.1 && a.2.is_some() && b.2.is_some() && a.2 != b.2;
                 if b.0 < a.1 && !same_register_bits {
                     let span = at(self, &[key("field"), Seg::Index(b.3), key("address")]);
                     self.push(
@@ -481,18 +538,31 @@ impl Checker<'_> {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
             _ => {
                 let span = at(self, "url");
-                self.push(span, format!("url `{}` is not an http:// or https:// URL", output.url));
+                self.push(
+                    span,
+                    format!("url `{}` is not an http:// or https:// URL", output.url),
+                );
             }
         }
         let required: &[(&str, bool)] = match output.api {
-            InfluxApi::V2 => &[("bucket", output.bucket.is_some()), ("org", output.org.is_some())],
+            InfluxApi::V2 => &[
+                ("bucket", output.bucket.is_some()),
+                ("org", output.org.is_some()),
+            ],
             InfluxApi::V1 => &[("database", output.database.is_some())],
         };
         for (name, present) in required {
             if !present {
                 let span = at(self, "api");
-                let api = if output.api == InfluxApi::V2 { "v2" } else { "v1" };
-                self.push(span, format!("[[influx]] with api = \"{api}\" needs `{name}`"));
+                let api = if output.api == InfluxApi::V2 {
+                    "v2"
+                } else {
+                    "v1"
+                };
+                self.push(
+                    span,
+                    format!("[[influx]] with api = \"{api}\" needs `{name}`"),
+                );
             }
         }
         for (name, secret) in [("token", &output.token), ("password", &output.password)] {
@@ -508,6 +578,9 @@ impl Checker<'_> {
     }
 }
 
+/// Registers a field occupies: start, end (exclusive), bit, and the field's index.
+type Occupied = (u32, u32, Option<u8>, usize);
+
 /// The ids things can refer to. Raw ids are read from the document so that a machine whose own
 /// entry has a mistake does not also make every reference to it an error.
 struct References<'a> {
@@ -518,11 +591,17 @@ struct References<'a> {
 
 /// The name the n-th output of a type gets when it has none.
 pub fn default_output_name(kind: &str, n: usize) -> String {
-    if n == 0 { kind.to_string() } else { format!("{kind}{}", n + 1) }
+    if n == 0 {
+        kind.to_string()
+    } else {
+        format!("{kind}{}", n + 1)
+    }
 }
 
 fn not_registered(what: &str, id: &str) -> String {
-    format!("{what} `{id}`, which is not in the register: add a [[machine]] with id = \"{id}\" or fix the id")
+    format!(
+        "{what} `{id}`, which is not in the register: add a [[machine]] with id = \"{id}\" or fix the id"
+    )
 }
 
 fn raw_ids(root: &Spanned<DeTable<'_>>, section: &str) -> Vec<String> {
@@ -606,7 +685,12 @@ fn key_span(value: &Spanned<DeValue<'_>>, path: &[Seg]) -> Option<Range<usize>> 
             .iter()
             .find(|(name, _)| name.get_ref().as_ref() as &str == k.as_str())
             .map(|(name, _)| name.span()),
-        Seg::Index(i) => node.get_ref().as_array()?.as_ref().get(*i).map(|v| v.span()),
+        Seg::Index(i) => node
+            .get_ref()
+            .as_array()?
+            .as_ref()
+            .get(*i)
+            .map(|v| v.span()),
     }
 }
 
@@ -733,4 +817,3 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
 }
-

@@ -18,7 +18,9 @@ pub enum Secret {
 /// Why a secret could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("environment variable `{0}` is not set or is empty: export it before starting the agent")]
+    #[error(
+        "environment variable `{0}` is not set or is empty: export it before starting the agent"
+    )]
     EnvMissing(String),
     #[error("secret file `{path}` cannot be read ({source}): check the path and its permissions")]
     FileUnreadable {
@@ -38,11 +40,12 @@ impl Secret {
                 _ => Err(SecretError::EnvMissing(name.clone())),
             },
             Secret::File(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| SecretError::FileUnreadable {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    SecretError::FileUnreadable {
                         path: path.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 let value = text.trim_end_matches(['\n', '\r']).to_string();
                 if value.is_empty() {
                     return Err(SecretError::FileEmpty(path.clone()));

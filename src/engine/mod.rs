@@ -106,7 +106,11 @@ impl Engine {
                 let tags: Vec<(&str, &str)> = base
                     .iter()
                     .copied()
-                    .chain([("machine", m.id.as_str()), ("kind", m.kind.as_str()), ("cnc", cnc)])
+                    .chain([
+                        ("machine", m.id.as_str()),
+                        ("kind", m.kind.as_str()),
+                        ("cnc", cnc),
+                    ])
                     .collect();
                 MachineTrack {
                     id: Arc::from(m.id.as_str()),
@@ -197,9 +201,9 @@ impl Engine {
                 Target::Machine(id) => self.machine_samples(id, at, group, out),
                 Target::Meter(id) => match self.meters.get(id) {
                     Some(prefix) => {
-                        let line = group
-                            .iter()
-                            .fold(LineBuilder::with_prefix(prefix), |b, s| b.value(&s.signal, &s.value));
+                        let line = group.iter().fold(LineBuilder::with_prefix(prefix), |b, s| {
+                            b.value(&s.signal, &s.value)
+                        });
                         out.extend(line.finish(at));
                     }
                     None => self.unknown_target(id),
@@ -212,19 +216,31 @@ impl Engine {
     fn unknown_target(&mut self, id: &str) {
         self.unknown_targets += 1;
         if self.unknown_targets.is_power_of_two() {
-            warn!(target = id, count = self.unknown_targets, "samples for a machine or meter that is not registered");
+            warn!(
+                target = id,
+                count = self.unknown_targets,
+                "samples for a machine or meter that is not registered"
+            );
         }
     }
 
-    fn machine_samples(&mut self, id: &Arc<str>, at: Timestamp, group: &[Sample], out: &mut Vec<String>) {
+    fn machine_samples(
+        &mut self,
+        id: &Arc<str>,
+        at: Timestamp,
+        group: &[Sample],
+        out: &mut Vec<String>,
+    ) {
         let Some(&index) = self.by_id.get(id) else {
             self.unknown_target(id);
             return;
         };
         let m = &mut self.machines[index];
-        let line = group.iter().fold(LineBuilder::with_prefix(&m.signal_prefix), |b, s| {
-            b.value(&s.signal, &s.value)
-        });
+        let line = group
+            .iter()
+            .fold(LineBuilder::with_prefix(&m.signal_prefix), |b, s| {
+                b.value(&s.signal, &s.value)
+            });
         out.extend(line.finish(at));
         for s in group {
             m.signals.insert(s.signal.clone(), s.value.clone());
@@ -279,8 +295,11 @@ impl Engine {
                 .machines
                 .iter()
                 .map(|m| {
-                    let mut signals: Vec<_> =
-                        m.signals.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let mut signals: Vec<_> = m
+                        .signals
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
                     signals.sort_by(|a, b| a.0.cmp(&b.0));
                     MachineView {
                         id: m.id.clone(),
@@ -303,7 +322,10 @@ fn heartbeat_line(m: &MachineTrack, at: Timestamp) -> Option<String> {
     LineBuilder::with_prefix(&m.state_prefix)
         .string("state", m.state.as_str())
         .int("code", m.state.code())
-        .float("state_s", seconds(at.duration_since(m.since).max(SignedDuration::ZERO)))
+        .float(
+            "state_s",
+            seconds(at.duration_since(m.since).max(SignedDuration::ZERO)),
+        )
         .finish(at)
 }
 
@@ -437,7 +459,9 @@ rule = [
     }
 
     fn state_lines(out: &[String]) -> Vec<&String> {
-        out.iter().filter(|l| l.starts_with("machine_state")).collect()
+        out.iter()
+            .filter(|l| l.starts_with("machine_state"))
+            .collect()
     }
 
     #[test]
@@ -484,7 +508,10 @@ rule = [
         out.clear();
         // Last data at t=3, offline_after 10 s: still running at t=12, offline from t=13.
         e.tick(t(12), &mut out);
-        assert!(!out.iter().any(|l| l.contains("machine=cnc01") && l.contains("offline")));
+        assert!(
+            !out.iter()
+                .any(|l| l.contains("machine=cnc01") && l.contains("offline"))
+        );
         e.tick(t(14), &mut out);
         let change = state_lines(&out)
             .into_iter()
@@ -501,14 +528,23 @@ rule = [
         let mut e = engine();
         let mut out = Vec::new();
         e.tick(t(0), &mut out);
-        let press: Vec<_> = out.iter().filter(|l| l.contains("machine=press01")).collect();
+        let press: Vec<_> = out
+            .iter()
+            .filter(|l| l.contains("machine=press01"))
+            .collect();
         assert_eq!(press.len(), 1);
         assert!(press[0].contains("state=\"offline\",code=0i,state_s=0.0"));
         out.clear();
         e.tick(t(30), &mut out);
-        assert!(out.iter().all(|l| !l.contains("machine=press01")), "no heartbeat before 60 s");
+        assert!(
+            out.iter().all(|l| !l.contains("machine=press01")),
+            "no heartbeat before 60 s"
+        );
         e.tick(t(60), &mut out);
-        assert!(out.iter().any(|l| l.contains("machine=press01") && l.contains("state_s=60.0")));
+        assert!(
+            out.iter()
+                .any(|l| l.contains("machine=press01") && l.contains("state_s=60.0"))
+        );
     }
 
     #[test]
@@ -522,9 +558,14 @@ rule = [
         for s in 0..=2 {
             e.on_event(poll("cnc01", t(s), 0, 9), &mut out);
         }
-        let cnc: Vec<_> = state_lines(&out).into_iter().filter(|l| l.contains("cnc01")).collect();
+        let cnc: Vec<_> = state_lines(&out)
+            .into_iter()
+            .filter(|l| l.contains("cnc01"))
+            .collect();
         assert_eq!(cnc.len(), 2, "{cnc:?}");
-        assert!(cnc[0].ends_with("state=\"alarm\",code=4i,previous=\"offline\",previous_s=0.0 1700000000000000000"));
+        assert!(cnc[0].ends_with(
+            "state=\"alarm\",code=4i,previous=\"offline\",previous_s=0.0 1700000000000000000"
+        ));
         // The heartbeat at t=0 is written again, now saying alarm.
         assert!(cnc[1].ends_with("state=\"alarm\",code=4i,state_s=0.0 1700000000000000000"));
     }

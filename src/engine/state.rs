@@ -10,9 +10,12 @@ use crate::source::Value;
 /// beats a catch-all naming neither. `None` when no rule set applies.
 pub fn rules_for<'a>(machine: &Machine, sets: &'a [StateRules]) -> Option<&'a StateRules> {
     sets.iter()
-        .find(|s| s.machines.iter().any(|m| *m == machine.id))
-        .or_else(|| sets.iter().find(|s| s.kinds.iter().any(|k| *k == machine.kind)))
-        .or_else(|| sets.iter().find(|s| s.machines.is_empty() && s.kinds.is_empty()))
+        .find(|s| s.machines.contains(&machine.id))
+        .or_else(|| sets.iter().find(|s| s.kinds.contains(&machine.kind)))
+        .or_else(|| {
+            sets.iter()
+                .find(|s| s.machines.is_empty() && s.kinds.is_empty())
+        })
 }
 
 /// The state the rules give for these signals: the first rule whose conditions all hold, else
@@ -112,7 +115,10 @@ mod tests {
     fn a_missing_signal_never_satisfies_a_condition() {
         let rules = cnc_rules();
         // power is unknown, so "power == 0" does not hold; nothing else matches → idle.
-        assert_eq!(evaluate(&rules, &signals(&[("alarm_code", Value::Int(0))])), State::Idle);
+        assert_eq!(
+            evaluate(&rules, &signals(&[("alarm_code", Value::Int(0))])),
+            State::Idle
+        );
     }
 
     #[test]
@@ -137,7 +143,13 @@ mod tests {
         };
         let sets = vec![catch_all.clone(), cnc_rules(), by_machine];
         assert_eq!(rules_for(&machine, &sets).unwrap().default, State::Setup);
-        assert_eq!(rules_for(&machine, &sets[..2]).unwrap().default, State::Idle);
-        assert_eq!(rules_for(&machine, &sets[..1]).unwrap().default, State::Stopped);
+        assert_eq!(
+            rules_for(&machine, &sets[..2]).unwrap().default,
+            State::Idle
+        );
+        assert_eq!(
+            rules_for(&machine, &sets[..1]).unwrap().default,
+            State::Stopped
+        );
     }
 }

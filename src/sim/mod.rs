@@ -210,7 +210,13 @@ mod tests {
     use super::*;
 
     fn shop() -> Workshop {
-        Workshop::generate(5, 4, Timestamp::UNIX_EPOCH, 1.0, SignedDuration::from_hours(1))
+        Workshop::generate(
+            5,
+            4,
+            Timestamp::UNIX_EPOCH,
+            1.0,
+            SignedDuration::from_hours(1),
+        )
     }
 
     #[test]
@@ -242,11 +248,26 @@ mod tests {
         let w = shop();
         let at = Timestamp::UNIX_EPOCH;
         // Write single register (fc 6) is refused: the simulator is read-only too.
-        assert_eq!(answer(&w, 1, &[6, 0, 0, 0, 1], at), vec![0x86, ILLEGAL_FUNCTION]);
-        assert_eq!(answer(&w, 1, &[3, 0, 6, 0, 2], at), vec![0x83, ILLEGAL_ADDRESS]);
-        assert_eq!(answer(&w, 1, &[3, 0, 0, 0, 126], at), vec![0x83, ILLEGAL_VALUE]);
-        assert_eq!(answer(&w, 9, &[3, 0, 0, 0, 1], at), vec![0x83, GATEWAY_TARGET_FAILED]);
-        assert_eq!(answer(&w, METER_UNIT, &[3, 0, 0, 0, 1], at), vec![0x83, ILLEGAL_ADDRESS]);
+        assert_eq!(
+            answer(&w, 1, &[6, 0, 0, 0, 1], at),
+            vec![0x86, ILLEGAL_FUNCTION]
+        );
+        assert_eq!(
+            answer(&w, 1, &[3, 0, 6, 0, 2], at),
+            vec![0x83, ILLEGAL_ADDRESS]
+        );
+        assert_eq!(
+            answer(&w, 1, &[3, 0, 0, 0, 126], at),
+            vec![0x83, ILLEGAL_VALUE]
+        );
+        assert_eq!(
+            answer(&w, 9, &[3, 0, 0, 0, 1], at),
+            vec![0x83, GATEWAY_TARGET_FAILED]
+        );
+        assert_eq!(
+            answer(&w, METER_UNIT, &[3, 0, 0, 0, 1], at),
+            vec![0x83, ILLEGAL_ADDRESS]
+        );
     }
 
     #[test]
@@ -254,7 +275,10 @@ mod tests {
         let w = shop();
         let at = Timestamp::from_second(3600).unwrap();
         let reply = answer(&w, METER_UNIT, &[4, 0, 0, 0, 2], at);
-        let (lo, hi) = (u16::from_be_bytes([reply[2], reply[3]]), u16::from_be_bytes([reply[4], reply[5]]));
+        let (lo, hi) = (
+            u16::from_be_bytes([reply[2], reply[3]]),
+            u16::from_be_bytes([reply[4], reply[5]]),
+        );
         let centi_kwh = (u32::from(hi) << 16) | u32::from(lo);
         let (kwh, _) = w.meter(at);
         assert_eq!(centi_kwh, (kwh * 100.0).floor() as u32);

@@ -99,9 +99,19 @@ impl Workshop {
     /// A workshop of `machines` CNC machines whose states change every few seconds (scaled by
     /// `pace`: 2.0 makes every segment twice as long). Timelines cover `horizon` and then
     /// repeat.
-    pub fn generate(seed: u64, machines: usize, start: Timestamp, pace: f64, horizon: SignedDuration) -> Self {
+    pub fn generate(
+        seed: u64,
+        machines: usize,
+        start: Timestamp,
+        pace: f64,
+        horizon: SignedDuration,
+    ) -> Self {
         let mut rng = Rng(seed);
-        let pace = if pace.is_finite() && pace > 0.0 { pace } else { 1.0 };
+        let pace = if pace.is_finite() && pace > 0.0 {
+            pace
+        } else {
+            1.0
+        };
         let machines = (0..machines)
             .map(|i| {
                 let spindle_rpm = (rng.range(6000.0, 12000.0) / 100.0).round() as u16 * 100;
@@ -120,7 +130,11 @@ impl Workshop {
                         State::Stopped => (5.0, 15.0),
                         State::Setup | State::Offline => (4.0, 10.0),
                     };
-                    let secs = if first { rng.range(2.0, 8.0) } else { rng.range(lo, hi) } * pace;
+                    let secs = if first {
+                        rng.range(2.0, 8.0)
+                    } else {
+                        rng.range(lo, hi)
+                    } * pace;
                     first = false;
                     let length = SignedDuration::from_millis((secs * 1000.0).round() as i64);
                     plan.push((state, at, length));
@@ -192,7 +206,12 @@ impl Workshop {
     }
 
     /// Every state change of a machine between two moments, as (when, new state).
-    pub fn changes(&self, machine: usize, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, State)> {
+    pub fn changes(
+        &self,
+        machine: usize,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<(Timestamp, State)> {
         let Some(m) = self.machines.get(machine) else {
             return Vec::new();
         };
@@ -211,7 +230,11 @@ impl Workshop {
     }
 
     /// The holding registers of machine `machine` at `at`.
-    pub fn machine_registers(&self, machine: usize, at: Timestamp) -> Option<[u16; MACHINE_REGISTERS as usize]> {
+    pub fn machine_registers(
+        &self,
+        machine: usize,
+        at: Timestamp,
+    ) -> Option<[u16; MACHINE_REGISTERS as usize]> {
         let m = self.machines.get(machine)?;
         let (seg, into, laps) = self.segment(machine, at)?;
         let parts_per_lap = m.segments.last().map_or(0, |s| {
@@ -222,7 +245,9 @@ impl Workshop {
                     0
                 }
         });
-        let mut parts = seg.parts_before.wrapping_add(parts_per_lap.wrapping_mul(laps as u32));
+        let mut parts = seg
+            .parts_before
+            .wrapping_add(parts_per_lap.wrapping_mul(laps as u32));
         if seg.state == State::Running {
             parts = parts.wrapping_add((into.as_secs_f64() / m.cycle_s).floor() as u32);
         }
@@ -230,7 +255,11 @@ impl Workshop {
         Some([
             u16::from(s == State::Running),
             u16::from(s != State::Stopped),
-            if s == State::Running { m.spindle_rpm } else { 0 },
+            if s == State::Running {
+                m.spindle_rpm
+            } else {
+                0
+            },
             if s == State::Alarm { m.alarm_code } else { 0 },
             (parts >> 16) as u16,
             parts as u16,
@@ -241,16 +270,23 @@ impl Workshop {
     /// Cumulative energy of the whole workshop in kWh, and the present load in kW.
     pub fn meter(&self, at: Timestamp) -> (f64, f64) {
         let (_, laps) = self.offset(at);
-        let elapsed_h = at.duration_since(self.start).max(SignedDuration::ZERO).as_secs_f64() / 3600.0;
+        let elapsed_h = at
+            .duration_since(self.start)
+            .max(SignedDuration::ZERO)
+            .as_secs_f64()
+            / 3600.0;
         let mut kwh = BASE_LOAD_KW * elapsed_h;
         let mut kw = BASE_LOAD_KW;
         for (i, m) in self.machines.iter().enumerate() {
-            let Some((seg, into, _)) = self.segment(i, at) else { continue };
-            let per_lap = m
-                .segments
-                .last()
-                .map_or(0.0, |s| s.kwh_before + load_kw(s.state) * s.length.as_secs_f64() / 3600.0);
-            kwh += per_lap * laps as f64 + seg.kwh_before + load_kw(seg.state) * into.as_secs_f64() / 3600.0;
+            let Some((seg, into, _)) = self.segment(i, at) else {
+                continue;
+            };
+            let per_lap = m.segments.last().map_or(0.0, |s| {
+                s.kwh_before + load_kw(s.state) * s.length.as_secs_f64() / 3600.0
+            });
+            kwh += per_lap * laps as f64
+                + seg.kwh_before
+                + load_kw(seg.state) * into.as_secs_f64() / 3600.0;
             kw += load_kw(seg.state);
         }
         (kwh, kw)
@@ -262,7 +298,12 @@ impl Workshop {
         let centi = (kwh * 100.0).floor() as u32;
         let power = (kw as f32).to_bits();
         // CDAB: low word first.
-        [centi as u16, (centi >> 16) as u16, (power >> 16) as u16, power as u16]
+        [
+            centi as u16,
+            (centi >> 16) as u16,
+            (power >> 16) as u16,
+            power as u16,
+        ]
     }
 }
 
@@ -299,7 +340,13 @@ mod tests {
     use super::*;
 
     fn shop(seed: u64) -> Workshop {
-        Workshop::generate(seed, 4, Timestamp::UNIX_EPOCH, 1.0, SignedDuration::from_hours(1))
+        Workshop::generate(
+            seed,
+            4,
+            Timestamp::UNIX_EPOCH,
+            1.0,
+            SignedDuration::from_hours(1),
+        )
     }
 
     #[test]
@@ -336,7 +383,10 @@ mod tests {
         let w = shop(42);
         let ten = Timestamp::from_second(10).unwrap();
         for i in 0..4 {
-            assert!(!w.changes(i, Timestamp::UNIX_EPOCH, ten).is_empty(), "machine {i}");
+            assert!(
+                !w.changes(i, Timestamp::UNIX_EPOCH, ten).is_empty(),
+                "machine {i}"
+            );
         }
     }
 

@@ -63,7 +63,10 @@ pub async fn append_dead_letter(
         .open(path)
         .await?;
     let reason = message.replace('\n', " ");
-    let header = format!("# {} rejected with {status}: {reason}\n", jiff::Timestamp::now());
+    let header = format!(
+        "# {} rejected with {status}: {reason}\n",
+        jiff::Timestamp::now()
+    );
     file.write_all(header.as_bytes()).await?;
     file.write_all(body).await?;
     file.sync_data().await

@@ -29,7 +29,9 @@ pub enum SendError {
     TooLarge,
     /// 401, 403, 404: wrong token, credentials, org, bucket or database. The data is kept
     /// until someone fixes the configuration.
-    #[error("store refused the write ({status}): {message}; check url, credentials, org/bucket or database")]
+    #[error(
+        "store refused the write ({status}): {message}; check url, credentials, org/bucket or database"
+    )]
     Config { status: u16, message: String },
 }
 
@@ -87,7 +89,9 @@ impl InfluxWriter {
         };
         let (mut write_url, authorization) = match cfg.api {
             InfluxApi::V2 => {
-                let mut url = base.join("api/v2/write").map_err(|e| url_err(e.to_string()))?;
+                let mut url = base
+                    .join("api/v2/write")
+                    .map_err(|e| url_err(e.to_string()))?;
                 url.query_pairs_mut()
                     .append_pair("org", cfg.org.as_deref().unwrap_or_default())
                     .append_pair("bucket", cfg.bucket.as_deref().unwrap_or_default());
@@ -206,7 +210,11 @@ fn base64(input: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -253,7 +261,9 @@ mod tests {
             String::new(),
             Some(Duration::from_secs(7)),
         );
-        assert!(matches!(busy, SendError::Retry { after: Some(d), .. } if d == Duration::from_secs(7)));
+        assert!(
+            matches!(busy, SendError::Retry { after: Some(d), .. } if d == Duration::from_secs(7))
+        );
     }
 
     #[test]

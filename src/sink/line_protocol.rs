@@ -181,7 +181,9 @@ mod tests {
 
     #[test]
     fn empty_tags_and_non_finite_floats_are_left_out() {
-        let b = LineBuilder::new("m").tag("empty", "").float("nan", f64::NAN);
+        let b = LineBuilder::new("m")
+            .tag("empty", "")
+            .float("nan", f64::NAN);
         assert_eq!(b.field_count(), 0);
         assert_eq!(b.finish(ts()), None);
         let line = LineBuilder::with_prefix(&tag_prefix("m", &[("a", "1"), ("b", "")]))

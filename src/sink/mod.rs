@@ -160,7 +160,8 @@ pub async fn run_writer(
                 // The store will never take this batch; keep it for a person and move on.
                 let file = dead_letter_dir.join(format!("dead-letter-{name}.lp"));
                 error!(parent: &span, status, %message, lines, file = %file.display(), "batch rejected: moved to the dead-letter file");
-                if let Err(e) = file::append_dead_letter(&file, status, &message, &batch.body).await {
+                if let Err(e) = file::append_dead_letter(&file, status, &message, &batch.body).await
+                {
                     error!(parent: &span, error = %e, "cannot write the dead-letter file");
                 }
                 match ack(reader, batch.last_id).await {
@@ -206,7 +207,10 @@ pub async fn run_writer(
 
 /// Exponential back-off with jitter, or the server's Retry-After when it gave one.
 fn retry_delay(failures: u32, error: &influx::SendError) -> Duration {
-    if let influx::SendError::Retry { after: Some(after), .. } = error {
+    if let influx::SendError::Retry {
+        after: Some(after), ..
+    } = error
+    {
         return (*after).min(MAX_RETRY * 5);
     }
     let base = Duration::from_millis(500).saturating_mul(1u32 << failures.min(10));

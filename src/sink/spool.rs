@@ -155,7 +155,11 @@ impl Spool {
         )?;
         let dropped: Option<i64> = self
             .conn
-            .query_row("SELECT value FROM counter WHERE name = 'dropped_lines'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM counter WHERE name = 'dropped_lines'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         self.stats.bytes = bytes as u64;
         self.stats.chunks = chunks as u64;
@@ -275,7 +279,11 @@ impl SpoolReader {
     pub fn open(path: &Path, output: &str) -> Result<Self, SpoolError> {
         let conn = open_conn(path, SyncPolicy::Normal)?;
         let acked: i64 = conn
-            .query_row("SELECT acked FROM cursor WHERE output = ?1", [output], |r| r.get(0))
+            .query_row(
+                "SELECT acked FROM cursor WHERE output = ?1",
+                [output],
+                |r| r.get(0),
+            )
             .optional()?
             .unwrap_or(0);
         Ok(SpoolReader {
@@ -377,7 +385,10 @@ mod tests {
         }
         // 390 bytes > 300: the oldest chunk (130) goes, 260 stay.
         let stats = spool.stats();
-        assert_eq!((stats.bytes, stats.lines, stats.dropped_lines), (260, 20, 10));
+        assert_eq!(
+            (stats.bytes, stats.lines, stats.dropped_lines),
+            (260, 20, 10)
+        );
         let mut reader = SpoolReader::open(&path, "out").unwrap();
         let batch = reader.next_batch(1000).unwrap().unwrap();
         assert!(batch.body.starts_with(b"m,k=1 "), "the newest survive");
@@ -392,7 +403,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
         {
-            let mut spool = Spool::open(&path, 1 << 20, SyncPolicy::Normal, &["out".into()]).unwrap();
+            let mut spool =
+                Spool::open(&path, 1 << 20, SyncPolicy::Normal, &["out".into()]).unwrap();
             spool.append(&[lines("old", 1)], 1).unwrap();
             spool.append(&[lines("new", 1)], 2).unwrap();
         }

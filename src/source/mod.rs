@@ -67,5 +67,9 @@ pub enum SourceEvent {
     /// A device answered after having been down (or for the first time).
     DeviceUp { device: Arc<str>, at: Timestamp },
     /// A device stopped answering; `reason` says why in words an engineer can act on.
-    DeviceDown { device: Arc<str>, at: Timestamp, reason: String },
+    DeviceDown {
+        device: Arc<str>,
+        at: Timestamp,
+        reason: String,
+    },
 }

@@ -151,8 +151,14 @@ mod tests {
         assert_eq!(d(&[0xF03F, 0, 0, 0], F64, BADC), Value::Float(1.0));
         assert_eq!(d(&[0, 0, 0, 0x3FF0], F64, CDAB), Value::Float(1.0));
         // -2 as i64 = 0xFFFF_FFFF_FFFF_FFFE.
-        assert_eq!(d(&[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], I64, ABCD), Value::Int(-2));
-        assert_eq!(d(&[0xFFFE, 0xFFFF, 0xFFFF, 0xFFFF], I64, CDAB), Value::Int(-2));
+        assert_eq!(
+            d(&[0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE], I64, ABCD),
+            Value::Int(-2)
+        );
+        assert_eq!(
+            d(&[0xFFFE, 0xFFFF, 0xFFFF, 0xFFFF], I64, CDAB),
+            Value::Int(-2)
+        );
         // 2^40 + 5 as u64 = 0x0000_0100_0000_0005.
         assert_eq!(d(&[0, 0x0100, 0, 5], U64, ABCD), Value::Int((1 << 40) + 5));
     }

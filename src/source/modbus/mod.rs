@@ -43,9 +43,8 @@ impl ReadOnly {
         start: u16,
         count: u16,
     ) -> Result<Result<Vec<u16>, ExceptionCode>, tokio_modbus::Error> {
-        let bits = |r: Result<Vec<bool>, ExceptionCode>| {
-            r.map(|b| b.into_iter().map(u16::from).collect())
-        };
+        let bits =
+            |r: Result<Vec<bool>, ExceptionCode>| r.map(|b| b.into_iter().map(u16::from).collect());
         match kind {
             RegisterKind::Coil => self.0.read_coils(start, count).await.map(bits),
             RegisterKind::Discrete => self.0.read_discrete_inputs(start, count).await.map(bits),
@@ -129,7 +128,15 @@ pub async fn run_device(
                 if up != Some(true) {
                     up = Some(true);
                     info!(parent: &span, "device answers");
-                    send(&events, SourceEvent::DeviceUp { device: id.clone(), at }, &mut dropped, &span);
+                    send(
+                        &events,
+                        SourceEvent::DeviceUp {
+                            device: id.clone(),
+                            at,
+                        },
+                        &mut dropped,
+                        &span,
+                    );
                 }
                 if samples.is_empty() {
                     continue;

@@ -42,7 +42,11 @@ impl fmt::Display for ReadRequest {
             self.start,
             u32::from(self.start) + u32::from(self.count) - 1,
             self.count,
-            if self.kind.is_bit() { "bits" } else { "registers" },
+            if self.kind.is_bit() {
+                "bits"
+            } else {
+                "registers"
+            },
             self.fields.len(),
             if self.fields.len() == 1 { "" } else { "s" },
         )
@@ -65,7 +69,10 @@ pub fn plan(device: &ModbusDevice) -> Vec<ReadRequest> {
     let mut requests: Vec<ReadRequest> = Vec::new();
     for (kind, start, len, index) in spots {
         let (limit, gap) = if kind.is_bit() {
-            (u32::from(kind.protocol_limit()), u32::from(device.max_gap) * 16)
+            (
+                u32::from(kind.protocol_limit()),
+                u32::from(device.max_gap) * 16,
+            )
         } else {
             (
                 u32::from(device.max_registers.clamp(1, kind.protocol_limit())),
@@ -187,7 +194,11 @@ mod tests {
 
     #[test]
     fn one_based_addresses_are_shifted() {
-        let mut d = device(vec![field(RegisterKind::Holding, 40, DataType::U16)], 0, 125);
+        let mut d = device(
+            vec![field(RegisterKind::Holding, 40, DataType::U16)],
+            0,
+            125,
+        );
         d.address_base = 1;
         assert_eq!(plan(&d)[0].start, 39);
     }

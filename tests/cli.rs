@@ -1,0 +1,172 @@
+//! The `shopfloor` command as a user runs it: `check` on good and bad configs, and `demo`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
+
+/// A config with three different mistakes: a duration without a unit (line 7), a misspelt key
+/// (line 16) and a field naming a machine that is not in the register (line 19).
+const THREE_MISTAKES: &str = r#"[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[agent]
+offline_after = 10
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[modbus]]
+id = "box1"
+adress = "127.0.0.1:502"
+address = "127.0.0.1:502"
+field = [
+  { machine = "cnc09", signal = "rpm", register = "holding", address = 1 },
+]
+"#;
+
+#[test]
+fn check_reports_every_mistake_with_its_line_and_column() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, THREE_MISTAKES).expect("write config");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run shopfloor check");
+    assert!(!out.status.success(), "a bad config must fail the check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    for (at, words) in [
+        ("7:17", "a duration needs a unit"),
+        ("16:1", "unknown key `adress`"),
+        ("19:15", "`cnc09`, which is not in the register"),
+    ] {
+        let wanted = format!("{file}:{at}: ");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&wanted) && l.contains(words)),
+            "expected `{wanted}… {words}` in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("3 problems found"), "{stderr}");
+}
+
+#[test]
+fn check_accepts_a_good_config_and_prints_the_request_plan() {
+    let out = Command::new(BIN)
+        .args(["check", "--plan", "-c", "config/demo.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run shopfloor check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("ok: 7 machines in the register (4 with a data source)"),
+        "{stdout}"
+    );
+    // Six fields in holding registers 0–6 of each box are read in one request.
+    assert!(
+        stdout.contains("fc 3 holding 0..6 (7 registers, 6 fields)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn every_sample_config_parses() {
+    // The samples name their secrets by environment variable; give them values.
+    let config_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut checked = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&config_dir)
+        .expect("config/ exists")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let out = Command::new(BIN)
+            .args(["check", "-c"])
+            .arg(&path)
+            .env("SHOPFLOOR_INFLUX_TOKEN", "sample-token")
+            .output()
+            .expect("run shopfloor check");
+        assert!(
+            out.status.success(),
+            "{} does not pass check:\n{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "expected the sample configs under config/, found {checked}"
+    );
+}
+
+#[test]
+fn demo_shows_machine_states_changing_within_ten_seconds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(BIN)
+        .args(["demo", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start shopfloor demo");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Lines arrive as "<timestamp> <machine> <state>", one per change (stdout is not a terminal).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut seen: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut changed_after_first_data = None;
+    while started.elapsed() < Duration::from_secs(10) && changed_after_first_data.is_none() {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [_, machine, state] = words[..] {
+            let states = seen.entry(machine.to_string()).or_default();
+            states.push(state.to_string());
+            // offline → (first data) → another state: a real change in the workshop.
+            if states.iter().filter(|s| *s != "offline").count() >= 2 {
+                changed_after_first_data = Some((machine.to_string(), states.clone()));
+            }
+        }
+    }
+    // Ctrl-C stops the demo cleanly.
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().expect("demo exits");
+    let (machine, states) = changed_after_first_data
+        .unwrap_or_else(|| panic!("no machine changed state within 10 s: {seen:?}"));
+    assert!(
+        states.windows(2).any(|w| w[0] != w[1] && w[0] != "offline"),
+        "{machine}: {states:?}"
+    );
+    assert!(status.success(), "demo exit status after Ctrl-C: {status}");
+    let records = std::fs::read_to_string(dir.path().join("records.lp")).unwrap_or_default();
+    assert!(
+        records.lines().any(|l| l.starts_with("machine_state,")),
+        "the local store has no machine_state lines"
+    );
+}
