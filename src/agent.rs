@@ -9,6 +9,7 @@ use tracing::info;
 
 use crate::config::{Config, default_output_name};
 use crate::engine::{self, Engine, Snapshot};
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::{Spool, SpoolError, SpoolStats};
 use crate::sink::{self, Output, file::FileWriter, influx::InfluxWriter};
@@ -38,6 +39,8 @@ pub struct Running {
     /// The engine's latest view, for the terminal summary and the board.
     pub snapshots: watch::Receiver<Snapshot>,
     pub spool_stats: watch::Receiver<SpoolStats>,
+    /// Counters and gauges of every part, for `/metrics` and the board.
+    pub metrics: Metrics,
     tasks: JoinSet<()>,
     spool_thread: std::thread::JoinHandle<()>,
 }
@@ -98,9 +101,10 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         );
     }
 
+    let metrics = Metrics::new();
     let (stats_tx, stats_rx) = watch::channel(left);
     let (records_tx, records_rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
-    let spool_thread = sink::spawn_spool_task(spool, records_rx, stats_tx);
+    let spool_thread = sink::spawn_spool_task(spool, records_rx, stats_tx, metrics.clone());
 
     let mut tasks = JoinSet::new();
     for (output, batch_lines) in outputs {
@@ -110,6 +114,7 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
             batch_lines,
             data_dir.clone(),
             stats_rx.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -119,6 +124,7 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         tasks.spawn(modbus::run_device(
             device.clone(),
             events_tx.clone(),
+            metrics.clone(),
             shutdown.clone(),
         ));
     }
@@ -127,7 +133,12 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
     let engine = Engine::new(config, Timestamp::now());
     let (snap_tx, snap_rx) = watch::channel(engine.snapshot(Timestamp::now(), 0));
     tasks.spawn(engine::run(
-        engine, events_rx, records_tx, snap_tx, shutdown,
+        engine,
+        events_rx,
+        records_tx,
+        snap_tx,
+        metrics.clone(),
+        shutdown,
     ));
     info!(
         machines = config.machines.len(),
@@ -137,6 +148,7 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         "agent started"
     );
     Ok(Running {
+        metrics,
         snapshots: snap_rx,
         spool_stats: stats_rx,
         tasks,

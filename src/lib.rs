@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod shutdown;
 pub mod sim;
 pub mod sink;

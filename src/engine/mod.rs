@@ -16,7 +16,13 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::{Config, State, StateRules};
+use std::sync::atomic::Ordering;
+
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+
+/// How often the engine writes the `agent` health line.
+const AGENT_LINE_EVERY: SignedDuration = SignedDuration::from_secs(60);
 use crate::sink::line_protocol::{LineBuilder, tag_prefix};
 use crate::source::{Sample, SourceEvent, Target, Value};
 
@@ -86,6 +92,8 @@ pub struct Engine {
     offline_after: SignedDuration,
     heartbeat: SignedDuration,
     unknown_targets: u64,
+    /// `agent,county=…,sector=…,enterprise=…`
+    agent_prefix: String,
 }
 
 impl Engine {
@@ -165,6 +173,7 @@ impl Engine {
             offline_after: to_signed(config.agent.offline_after),
             heartbeat: to_signed(config.agent.heartbeat),
             unknown_targets: 0,
+            agent_prefix: tag_prefix("agent", &base),
         }
     }
 
@@ -288,6 +297,24 @@ impl Engine {
         }
     }
 
+    /// The per-minute `agent` line: the agent's own health, so the county sees a gateway that
+    /// is alive but blind (devices down) or alive but cut off (spool growing).
+    pub fn agent_line(&self, now: Timestamp, metrics: &Metrics) -> Option<String> {
+        let up = self.devices.iter().filter(|d| d.up).count();
+        let sum = |name: &str| metrics.sum(name) as i64;
+        LineBuilder::with_prefix(&self.agent_prefix)
+            .int("devices_total", self.devices.len() as i64)
+            .int("devices_up", up as i64)
+            .int("poll_errors", sum("shopfloor_poll_errors_total"))
+            .int("spool_bytes", sum("shopfloor_spool_bytes"))
+            .int("spool_lines", sum("shopfloor_spool_lines"))
+            .int("dropped_lines", sum("shopfloor_spool_dropped_lines"))
+            .int("records_dropped", sum("shopfloor_records_dropped_total"))
+            .int("lag_s", sum("shopfloor_spool_oldest_age_seconds"))
+            .int("sent_lines", sum("shopfloor_output_lines_total"))
+            .finish(now)
+    }
+
     pub fn snapshot(&self, now: Timestamp, records_dropped: u64) -> Snapshot {
         Snapshot {
             at: Some(now),
@@ -368,29 +395,52 @@ pub async fn run(
     mut events: mpsc::Receiver<SourceEvent>,
     records: std::sync::mpsc::SyncSender<Vec<String>>,
     snapshots: watch::Sender<Snapshot>,
+    metrics: Metrics,
     mut shutdown: Shutdown,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut dropped: u64 = 0;
+    let dropped = metrics.counter(
+        "shopfloor_records_dropped_total",
+        "Records the engine could not hand to the spool because its queue was full.",
+        &[],
+    );
+    let unknown = metrics.counter(
+        "shopfloor_unknown_target_samples_total",
+        "Samples for machines or meters that are not registered.",
+        &[],
+    );
     let mut out = Vec::new();
+    let mut next_agent_line = Timestamp::now();
     loop {
         tokio::select! {
             event = events.recv() => match event {
                 Some(event) => engine.on_event(event, &mut out),
                 None => break,
             },
-            _ = ticker.tick() => engine.tick(Timestamp::now(), &mut out),
+            _ = ticker.tick() => {
+                let now = Timestamp::now();
+                engine.tick(now, &mut out);
+                if now >= next_agent_line {
+                    out.extend(engine.agent_line(now, &metrics));
+                    next_agent_line = now + AGENT_LINE_EVERY;
+                }
+            }
             _ = shutdown.wait() => break,
         }
+        unknown.store(engine.unknown_targets, Ordering::Relaxed);
         if !out.is_empty() {
             let batch = std::mem::take(&mut out);
             if let Err(std::sync::mpsc::TrySendError::Full(batch)) = records.try_send(batch) {
-                dropped += batch.len() as u64;
-                warn!(dropped, "spool queue full: records dropped");
+                let n = dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                warn!(
+                    dropped = n + batch.len() as u64,
+                    "spool queue full: records dropped"
+                );
             }
         }
-        snapshots.send_replace(engine.snapshot(Timestamp::now(), dropped));
+        let total_dropped = dropped.load(Ordering::Relaxed);
+        snapshots.send_replace(engine.snapshot(Timestamp::now(), total_dropped));
     }
     // Whatever the last event produced still goes to the spool.
     if !out.is_empty() {
@@ -568,6 +618,43 @@ rule = [
         ));
         // The heartbeat at t=0 is written again, now saying alarm.
         assert!(cnc[1].ends_with("state=\"alarm\",code=4i,state_s=0.0 1700000000000000000"));
+    }
+
+    #[test]
+    fn the_agent_line_reports_devices_and_spool_from_the_metrics() {
+        let cfg = load_str(
+            &format!(
+                "{CONFIG}\n[[modbus]]\nid = \"a\"\naddress = \"h:502\"\n[[modbus]]\nid = \"b\"\naddress = \"h:502\"\n"
+            ),
+            "test.toml",
+        )
+        .unwrap();
+        let mut e = Engine::new(&cfg, t(0));
+        e.on_event(
+            SourceEvent::DeviceUp {
+                device: Arc::from("a"),
+                at: t(1),
+            },
+            &mut Vec::new(),
+        );
+        let m = Metrics::new();
+        m.counter(
+            "shopfloor_poll_errors_total",
+            "",
+            &[("device", "b"), ("kind", "timeout")],
+        )
+        .store(3, Ordering::Relaxed);
+        m.gauge("shopfloor_spool_bytes", "", &[])
+            .store(2048, Ordering::Relaxed);
+        let line = e.agent_line(t(60), &m).unwrap();
+        assert!(
+            line.starts_with("agent,county=yk,sector=doors,enterprise=e1 "),
+            "{line}"
+        );
+        assert!(
+            line.contains("devices_total=2i,devices_up=1i,poll_errors=3i,spool_bytes=2048i"),
+            "{line}"
+        );
     }
 
     #[test]

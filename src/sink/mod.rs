@@ -23,6 +23,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use std::sync::atomic::Ordering;
+
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use spool::{Spool, SpoolError, SpoolReader, SpoolStats};
 
@@ -42,7 +45,37 @@ pub fn spawn_spool_task(
     mut spool: Spool,
     records: std_mpsc::Receiver<Vec<String>>,
     stats: watch::Sender<SpoolStats>,
+    metrics: Metrics,
 ) -> std::thread::JoinHandle<()> {
+    let bytes = metrics.gauge(
+        "shopfloor_spool_bytes",
+        "Bytes of records waiting in the spool.",
+        &[],
+    );
+    let lines = metrics.gauge(
+        "shopfloor_spool_lines",
+        "Records (lines) waiting in the spool.",
+        &[],
+    );
+    let dropped = metrics.gauge(
+        "shopfloor_spool_dropped_lines",
+        "Records dropped because the spool was full, since the spool was created.",
+        &[],
+    );
+    let oldest = metrics.gauge(
+        "shopfloor_spool_oldest_age_seconds",
+        "Age of the oldest record waiting in the spool.",
+        &[],
+    );
+    let publish = move |s: SpoolStats| {
+        bytes.store(s.bytes, Ordering::Relaxed);
+        lines.store(s.lines, Ordering::Relaxed);
+        dropped.store(s.dropped_lines, Ordering::Relaxed);
+        let now = jiff::Timestamp::now().as_millisecond();
+        let age = s.oldest_ms.map_or(0, |ms| (now - ms).max(0) / 1000);
+        oldest.store(age as u64, Ordering::Relaxed);
+        stats.send_replace(s);
+    };
     std::thread::spawn(move || {
         let mut last_trim = std::time::Instant::now();
         loop {
@@ -70,10 +103,10 @@ pub fn spawn_spool_task(
                 }
                 last_trim = std::time::Instant::now();
             }
-            stats.send_replace(spool.stats());
+            publish(spool.stats());
         }
         let _ = spool.trim();
-        stats.send_replace(spool.stats());
+        publish(spool.stats());
     })
 }
 
@@ -107,9 +140,30 @@ pub async fn run_writer(
     batch_lines: usize,
     dead_letter_dir: PathBuf,
     mut appended: watch::Receiver<SpoolStats>,
+    metrics: Metrics,
     mut shutdown: Shutdown,
 ) {
     let name = output.name().to_string();
+    let labels = [("output", name.as_str())];
+    let sent = metrics.counter(
+        "shopfloor_output_lines_total",
+        "Records delivered to an output.",
+        &labels,
+    );
+    let dead = metrics.counter(
+        "shopfloor_output_dead_letter_lines_total",
+        "Records the store rejected, moved to the dead-letter file.",
+        &labels,
+    );
+    let error_count = |kind: &'static str| {
+        metrics
+            .counter(
+                "shopfloor_output_errors_total",
+                "Failed write requests, by kind.",
+                &[("output", name.as_str()), ("kind", kind)],
+            )
+            .fetch_add(1, Ordering::Relaxed);
+    };
     let span = tracing::info_span!("output", output = %name);
     let mut reader = match open_reader(&spool_path, &name).await {
         Ok(r) => r,
@@ -147,6 +201,7 @@ pub async fn run_writer(
             Ok(()) => {
                 failures = 0;
                 limit = batch_lines.max(1);
+                sent.fetch_add(lines as u64, Ordering::Relaxed);
                 match ack(reader, batch.last_id).await {
                     Ok(r) => reader = r,
                     Err(e) => {
@@ -158,6 +213,8 @@ pub async fn run_writer(
             }
             Err(influx::SendError::Rejected { status, message }) => {
                 // The store will never take this batch; keep it for a person and move on.
+                error_count("rejected");
+                dead.fetch_add(lines as u64, Ordering::Relaxed);
                 let file = dead_letter_dir.join(format!("dead-letter-{name}.lp"));
                 error!(parent: &span, status, %message, lines, file = %file.display(), "batch rejected: moved to the dead-letter file");
                 if let Err(e) = file::append_dead_letter(&file, status, &message, &batch.body).await
@@ -174,11 +231,16 @@ pub async fn run_writer(
                 None
             }
             Err(influx::SendError::TooLarge) if limit > 1 => {
+                error_count("too_large");
                 limit = (lines / 2).max(1);
                 warn!(parent: &span, lines, next = limit, "store says the batch is too large: sending smaller batches");
                 None
             }
             Err(e) => {
+                error_count(match e {
+                    influx::SendError::Config { .. } => "config",
+                    _ => "retry",
+                });
                 failures = failures.saturating_add(1);
                 let backoff = retry_delay(failures, &e);
                 if matches!(e, influx::SendError::Config { .. }) {

@@ -23,7 +23,10 @@ use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::{ExceptionCode, Slave};
 use tracing::{debug, info, warn};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::config::{ModbusDevice, RegisterKind};
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::{Sample, SourceEvent, Target};
 use plan::ReadRequest;
@@ -64,6 +67,19 @@ pub enum PollFault {
     Protocol(String),
 }
 
+impl PollFault {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PollFault::Resolve(_) => "resolve",
+            PollFault::Connect(_) => "connect",
+            PollFault::Timeout => "timeout",
+            PollFault::Transport(_) => "transport",
+            PollFault::Protocol(_) => "protocol",
+        }
+    }
+}
+
 impl std::fmt::Display for PollFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -80,9 +96,26 @@ impl std::fmt::Display for PollFault {
 pub async fn run_device(
     device: ModbusDevice,
     events: mpsc::Sender<SourceEvent>,
+    metrics: Metrics,
     mut shutdown: Shutdown,
 ) {
     let id: Arc<str> = Arc::from(device.id.as_str());
+    let labels = [("device", device.id.as_str())];
+    let polls = metrics.counter(
+        "shopfloor_polls_total",
+        "Polls of a Modbus device that answered.",
+        &labels,
+    );
+    let up_gauge = metrics.gauge(
+        "shopfloor_device_up",
+        "1 while the device answers, 0 while it is down.",
+        &labels,
+    );
+    let dropped_events = metrics.counter(
+        "shopfloor_source_events_dropped_total",
+        "Poll results dropped because the engine's queue was full.",
+        &labels,
+    );
     let span = tracing::info_span!("modbus", device = %id);
     let requests = plan::plan(&device);
     let fields: Vec<(Target, Arc<str>)> = device
@@ -109,7 +142,6 @@ pub async fn run_device(
     let mut down: Option<PollFault> = None;
     let mut failures: u32 = 0;
     let mut next_attempt = Instant::now();
-    let mut dropped: u64 = 0;
 
     loop {
         tokio::select! {
@@ -124,6 +156,8 @@ pub async fn run_device(
         let event = match result {
             Ok(samples) => {
                 failures = 0;
+                polls.fetch_add(1, Ordering::Relaxed);
+                up_gauge.store(1, Ordering::Relaxed);
                 down = None;
                 if up != Some(true) {
                     up = Some(true);
@@ -134,7 +168,7 @@ pub async fn run_device(
                             device: id.clone(),
                             at,
                         },
-                        &mut dropped,
+                        &dropped_events,
                         &span,
                     );
                 }
@@ -145,6 +179,14 @@ pub async fn run_device(
             }
             Err(fault) => {
                 conn = None;
+                up_gauge.store(0, Ordering::Relaxed);
+                metrics
+                    .counter(
+                        "shopfloor_poll_errors_total",
+                        "Failed polls of a Modbus device, by kind of failure.",
+                        &[("device", device.id.as_str()), ("kind", fault.kind())],
+                    )
+                    .fetch_add(1, Ordering::Relaxed);
                 failures = failures.saturating_add(1);
                 let backoff = device
                     .poll
@@ -165,7 +207,7 @@ pub async fn run_device(
                 }
             }
         };
-        send(&events, event, &mut dropped, &span);
+        send(&events, event, &dropped_events, &span);
     }
 }
 
@@ -174,13 +216,13 @@ pub async fn run_device(
 fn send(
     events: &mpsc::Sender<SourceEvent>,
     event: SourceEvent,
-    dropped: &mut u64,
+    dropped: &AtomicU64,
     span: &tracing::Span,
 ) {
     if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event) {
-        *dropped += 1;
-        if dropped.is_power_of_two() {
-            warn!(parent: span, dropped = *dropped, "engine queue full: poll results dropped");
+        let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            warn!(parent: span, dropped = n, "engine queue full: poll results dropped");
         }
     }
 }
