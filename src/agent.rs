@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, default_output_name};
 use crate::engine::{self, Engine, Snapshot};
@@ -130,14 +130,43 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
     }
     drop(events_tx);
 
-    let engine = Engine::new(config, Timestamp::now());
-    let (snap_tx, snap_rx) = watch::channel(engine.snapshot(Timestamp::now(), 0));
+    let now = Timestamp::now();
+    let mut engine = Engine::new(config, now);
+    let state_path = data_dir.join("engine-state.json");
+    let mut restored = Vec::new();
+    match engine::persist::load(&state_path) {
+        Ok(Some(saved)) => {
+            info!(file = %state_path.display(), "continuing the saved windows; the time the agent was down counts as offline");
+            engine.restore(saved, now, &mut restored);
+        }
+        Ok(None) => {}
+        Err(e) => warn!(error = %e, "starting without the saved windows"),
+    }
+    if let Some(path) = &config.value_added.declared_file {
+        match engine::green::Declarations::new(&config.value_added.declared).with_file(path) {
+            Ok(d) => engine.set_declarations(d),
+            Err(e) => {
+                warn!(error = %e, "declared value-added file not read; retrying at every flush")
+            }
+        }
+    }
+    if !restored.is_empty() {
+        let _ = records_tx.try_send(restored);
+    }
+    let (snap_tx, snap_rx) = watch::channel(engine.snapshot(now, 0));
+    let options = engine::RunOptions {
+        state_path,
+        window_flush: config.agent.window_flush,
+        declared: config.value_added.declared.clone(),
+        declared_file: config.value_added.declared_file.clone(),
+    };
     tasks.spawn(engine::run(
         engine,
         events_rx,
         records_tx,
         snap_tx,
         metrics.clone(),
+        options,
         shutdown,
     ));
     info!(

@@ -117,6 +117,10 @@ const SECTIONS: &[&str] = &[
     "spool",
     "influx",
     "file",
+    "calendar",
+    "energy",
+    "value_added",
+    "green",
 ];
 
 impl Checker<'_> {
@@ -171,6 +175,26 @@ impl Checker<'_> {
                     (influx_at, config.influx) = self.array(value, "influx").into_iter().unzip()
                 }
                 "file" => config.file = strip(self.array(value, "file")),
+                "calendar" => {
+                    if let Some(calendar) = self.section(value, vec![key("calendar")]) {
+                        config.calendar = calendar;
+                    }
+                }
+                "energy" => {
+                    if let Some(energy) = self.section(value, vec![key("energy")]) {
+                        config.energy = energy;
+                    }
+                }
+                "value_added" => {
+                    if let Some(va) = self.section(value, vec![key("value_added")]) {
+                        config.value_added = va;
+                    }
+                }
+                "green" => {
+                    if let Some(green) = self.section(value, vec![key("green")]) {
+                        config.green = green;
+                    }
+                }
                 other => {
                     let hint = suggest(other, SECTIONS)
                         .map(|s| format!(" (did you mean `{s}`?)"))
@@ -244,6 +268,7 @@ impl Checker<'_> {
                 }
             }
         }
+        self.indicators(root, &config, &refs);
         let mut output_names = HashSet::new();
         for (n, (i, output)) in influx_at.iter().zip(&config.influx).enumerate() {
             let base = vec![key("influx"), Seg::Index(*i)];
@@ -532,6 +557,148 @@ impl Checker<'_> {
         }
     }
 
+    /// The calendar, meters and value added: what the indicators need to be computable.
+    fn indicators(&mut self, root: &Spanned<DeTable<'_>>, config: &Config, refs: &References<'_>) {
+        for (i, shift) in config.calendar.shifts.iter().enumerate() {
+            let at = |s: &Self, k: &str| {
+                s.span_of(
+                    root,
+                    &[key("calendar"), key("shift"), Seg::Index(i), key(k)],
+                )
+            };
+            if shift.days.is_empty() {
+                let span = at(self, "days");
+                self.push(span, format!("shift `{}` has no days: list the weekdays it starts on, e.g. [\"mon\", \"tue\"]", shift.name));
+            }
+            if shift.start == shift.end {
+                let span = at(self, "end");
+                self.push(
+                    span,
+                    format!(
+                        "shift `{}` ends when it starts; a 24-hour shift is written as two shifts",
+                        shift.name
+                    ),
+                );
+            }
+            for (j, b) in shift.breaks.iter().enumerate() {
+                if !crate::engine::calendar::break_within(shift, b) {
+                    let span = self.span_of(
+                        root,
+                        &[
+                            key("calendar"),
+                            key("shift"),
+                            Seg::Index(i),
+                            key("breaks"),
+                            Seg::Index(j),
+                        ],
+                    );
+                    self.push(
+                        span,
+                        format!(
+                            "a break of shift `{}` lies outside the shift or ends before it starts",
+                            shift.name
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, m) in config.calendar.maintenance.iter().enumerate() {
+            let base = [key("calendar"), key("maintenance"), Seg::Index(i)];
+            if m.end <= m.start {
+                let span = self.span_of(root, &join(&base, &[key("end")]));
+                self.push(
+                    span,
+                    "a maintenance window must end after it starts".to_string(),
+                );
+            }
+            for (j, machine) in m.machines.iter().enumerate() {
+                if !refs.machines.contains(machine.as_str()) {
+                    let span = self.span_of(root, &join(&base, &[key("machines"), Seg::Index(j)]));
+                    self.push(span, not_registered("maintenance names machine", machine));
+                }
+            }
+        }
+        for (carrier, factor) in &config.energy.kgce_per_unit {
+            if !(factor.is_finite() && *factor > 0.0) {
+                let span = self.span_of(
+                    root,
+                    &[key("energy"), key("kgce_per_unit"), key(carrier.as_str())],
+                );
+                self.push(
+                    span,
+                    format!(
+                        "kgce_per_unit for {} must be a positive number",
+                        carrier.as_str()
+                    ),
+                );
+            }
+        }
+        let va = &config.value_added;
+        let va_at = |s: &Self, k: &str| s.span_of(root, &[key("value_added"), key(k)]);
+        match va.method {
+            super::ValueAddedMethod::Parts => {
+                let any = config
+                    .machines
+                    .iter()
+                    .any(|m| m.value_added_per_part.is_some());
+                if !any && config.meters.iter().any(|m| m.signal.is_some()) {
+                    let span = va_at(self, "method");
+                    self.push(span, "value added by parts needs `value_added_per_part` on the machine that finishes the product (or choose method = \"declared\")".to_string());
+                }
+            }
+            super::ValueAddedMethod::GrossOutput => {
+                if !va.rate.is_some_and(|r| r > 0.0 && r <= 1.0) {
+                    let span = va_at(self, "rate");
+                    self.push(span, "method = \"gross_output\" needs `rate`, the value-added share of gross output, between 0 and 1".to_string());
+                }
+                if !config
+                    .machines
+                    .iter()
+                    .any(|m| m.gross_output_per_part.is_some())
+                {
+                    let span = va_at(self, "method");
+                    self.push(span, "method = \"gross_output\" needs `gross_output_per_part` on the machine that finishes the product".to_string());
+                }
+            }
+            super::ValueAddedMethod::Declared => {
+                if va.declared.is_empty() && va.declared_file.is_none() {
+                    let span = va_at(self, "method");
+                    self.push(
+                        span,
+                        "method = \"declared\" needs `declared` figures or a `declared_file`"
+                            .to_string(),
+                    );
+                }
+            }
+        }
+        for (i, d) in va.declared.iter().enumerate() {
+            if crate::engine::green::parse_period(&d.period).is_none() {
+                let span = self.span_of(
+                    root,
+                    &[
+                        key("value_added"),
+                        key("declared"),
+                        Seg::Index(i),
+                        key("period"),
+                    ],
+                );
+                self.push(
+                    span,
+                    format!(
+                        "period `{}` is neither a month (\"2026-11\") nor a day (\"2026-11-30\")",
+                        d.period
+                    ),
+                );
+            }
+        }
+        for (i, meter) in config.meters.iter().enumerate() {
+            if meter.rollover.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                let span = self.span_of(root, &[key("meter"), Seg::Index(i), key("rollover")]);
+                self.push(span, "rollover must be a positive number".to_string());
+            }
+        }
+    }
+
     fn influx(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], output: &super::InfluxOutput) {
         let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
         match reqwest::Url::parse(&output.url) {
@@ -738,6 +905,14 @@ fn known_keys(path: &[Seg]) -> &'static [&'static str] {
         ["spool"] => struct_fields::<super::Spool>(),
         ["influx"] => struct_fields::<super::InfluxOutput>(),
         ["file"] => struct_fields::<super::FileOutput>(),
+        ["calendar"] => struct_fields::<super::Calendar>(),
+        ["calendar", "shift"] => struct_fields::<super::Shift>(),
+        ["calendar", "shift", "breaks"] => struct_fields::<super::Break>(),
+        ["calendar", "maintenance"] => struct_fields::<super::Maintenance>(),
+        ["energy"] => struct_fields::<super::EnergyConfig>(),
+        ["value_added"] => struct_fields::<super::ValueAdded>(),
+        ["value_added", "declared"] => struct_fields::<super::Declared>(),
+        ["green"] => struct_fields::<super::Green>(),
         _ => &[],
     }
 }

@@ -48,6 +48,18 @@ pub struct Config {
     /// `[[file]]`: line-protocol files, the local store of `shopfloor demo`.
     #[serde(default)]
     pub file: Vec<FileOutput>,
+    /// `[calendar]`: shifts, breaks, holidays and planned maintenance.
+    #[serde(default)]
+    pub calendar: Calendar,
+    /// `[energy]`: conversion to tonnes of standard coal.
+    #[serde(default)]
+    pub energy: EnergyConfig,
+    /// `[value_added]`: how value added is estimated.
+    #[serde(default)]
+    pub value_added: ValueAdded,
+    /// `[green]`: limits for the green-manufacturing alerts.
+    #[serde(default)]
+    pub green: Green,
 }
 
 /// `[site]`
@@ -129,6 +141,10 @@ pub struct Agent {
     /// "last value" query always finds one.
     #[serde(default = "default_heartbeat", deserialize_with = "duration")]
     pub heartbeat: Duration,
+    /// Open window totals (`machine_time`, `fleet`, `energy`, `green`) are rewritten this
+    /// often, and the engine's accumulators saved to the data directory.
+    #[serde(default = "default_window_flush", deserialize_with = "duration")]
+    pub window_flush: Duration,
 }
 
 impl Default for Agent {
@@ -137,6 +153,7 @@ impl Default for Agent {
             data_dir: default_data_dir(),
             offline_after: default_offline_after(),
             heartbeat: default_heartbeat(),
+            window_flush: default_window_flush(),
         }
     }
 }
@@ -148,6 +165,9 @@ fn default_offline_after() -> Duration {
     Duration::from_secs(10)
 }
 fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_window_flush() -> Duration {
     Duration::from_secs(60)
 }
 
@@ -166,6 +186,25 @@ pub struct Machine {
     /// A digital machine (数字化设备) that can deliver data. Defaults to `cnc`.
     #[serde(default)]
     pub digital: Option<bool>,
+    /// The signal that carries the machine's cumulative count of parts made.
+    #[serde(default)]
+    pub parts_signal: Option<String>,
+    /// The signal that carries the cumulative count of good parts (or use `reject_signal`).
+    #[serde(default)]
+    pub good_signal: Option<String>,
+    /// The signal that carries the cumulative count of rejected parts; good = total − rejects.
+    #[serde(default)]
+    pub reject_signal: Option<String>,
+    /// Ideal cycle time of one part, for effectiveness (performance) and OEE.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub ideal_cycle: Option<Duration>,
+    /// Value added per good part in CNY, for `[value_added] method = "parts"`. Give it only on
+    /// the machine that finishes the product, or parts are counted once per process step.
+    #[serde(default)]
+    pub value_added_per_part: Option<f64>,
+    /// Gross output value per good part in CNY, for `method = "gross_output"`.
+    #[serde(default)]
+    pub gross_output_per_part: Option<f64>,
 }
 
 impl Machine {
@@ -183,6 +222,33 @@ pub struct Meter {
     /// `"site"` (default) or the id of the machine the meter belongs to.
     #[serde(default = "default_scope")]
     pub scope: String,
+    /// The signal with the meter's reading. Without it the meter's signals are written but no
+    /// energy is accounted.
+    #[serde(default)]
+    pub signal: Option<String>,
+    /// Whether `signal` is a cumulative `counter` (kWh, m³, t …) or a rate (`power`: kW, m³/h …)
+    /// that is integrated over time.
+    #[serde(default)]
+    pub reading: Reading,
+    /// The unit of the counter (or the unit per hour of a rate). Defaults to the carrier's
+    /// usual unit: kWh, m3, t, kg or GJ.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// The value at which the counter rolls over to zero (e.g. 99999999.9 for an 8+1 digit
+    /// register); without it a falling counter is taken as a reset.
+    #[serde(default)]
+    pub rollover: Option<f64>,
+}
+
+/// How a meter's reading is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reading {
+    /// A cumulative counter: consumption is the difference between readings.
+    #[default]
+    Counter,
+    /// A rate per hour (kW for electricity): consumption is its integral over time.
+    Power,
 }
 
 fn default_scope() -> String {
@@ -190,7 +256,9 @@ fn default_scope() -> String {
 }
 
 /// Energy carriers and water.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Carrier {
     Electricity,
@@ -203,6 +271,17 @@ pub enum Carrier {
 }
 
 impl Carrier {
+    /// The unit a meter of this carrier counts in unless the config says otherwise.
+    pub fn default_unit(self) -> &'static str {
+        match self {
+            Carrier::Electricity => "kWh",
+            Carrier::NaturalGas => "m3",
+            Carrier::Water | Carrier::Steam => "t",
+            Carrier::Diesel | Carrier::Lpg => "kg",
+            Carrier::Heat => "GJ",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Carrier::Electricity => "electricity",
@@ -390,7 +469,9 @@ pub enum ByteOrder {
 }
 
 /// Machine states after ISO 22400-2's time model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Actual production time (APT).
@@ -595,6 +676,205 @@ pub struct FileOutput {
     #[serde(default)]
     pub name: Option<String>,
     pub path: PathBuf,
+}
+
+/// `[calendar]`: when the enterprise plans to work. Without any shift every hour is planned
+/// busy time (a 24/7 plant).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Calendar {
+    #[serde(default, rename = "shift")]
+    pub shifts: Vec<Shift>,
+    /// Dates (local, `"2026-10-01"`) without any shift: public holidays, plant closures.
+    #[serde(default)]
+    pub holidays: Vec<jiff::civil::Date>,
+    /// Dates that are worked with Monday's shifts although their weekday has none (the make-up
+    /// working days of Chinese public holidays, 调休).
+    #[serde(default)]
+    pub workdays: Vec<jiff::civil::Date>,
+    /// Planned maintenance: planned downtime, not counted in planned busy time.
+    #[serde(default, rename = "maintenance")]
+    pub maintenance: Vec<Maintenance>,
+}
+
+/// `[[calendar.shift]]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct Shift {
+    /// Shift name, the `shift` tag of shift windows (e.g. `"day"`, `"night"`).
+    pub name: String,
+    /// Weekdays the shift starts on: `"mon"` … `"sun"`.
+    pub days: Vec<Weekday>,
+    /// Local start time, `"08:00"`.
+    pub start: jiff::civil::Time,
+    /// Local end time; an end at or before the start means the shift ends the next day.
+    pub end: jiff::civil::Time,
+    /// Breaks inside the shift: not planned operation time.
+    #[serde(default)]
+    pub breaks: Vec<Break>,
+}
+
+/// A break, `{ start = "12:00", end = "12:30" }`, in local time.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Break {
+    pub start: jiff::civil::Time,
+    pub end: jiff::civil::Time,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    pub fn to_jiff(self) -> jiff::civil::Weekday {
+        match self {
+            Weekday::Mon => jiff::civil::Weekday::Monday,
+            Weekday::Tue => jiff::civil::Weekday::Tuesday,
+            Weekday::Wed => jiff::civil::Weekday::Wednesday,
+            Weekday::Thu => jiff::civil::Weekday::Thursday,
+            Weekday::Fri => jiff::civil::Weekday::Friday,
+            Weekday::Sat => jiff::civil::Weekday::Saturday,
+            Weekday::Sun => jiff::civil::Weekday::Sunday,
+        }
+    }
+}
+
+/// `[[calendar.maintenance]]`: a planned maintenance window in local time.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Maintenance {
+    /// Machines under maintenance; empty means all.
+    #[serde(default)]
+    pub machines: Vec<String>,
+    pub start: jiff::civil::DateTime,
+    pub end: jiff::civil::DateTime,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `[energy]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnergyConfig {
+    /// How electricity becomes standard coal: `calorific` (当量值, 0.1229 kgce/kWh, the
+    /// default) or `equivalent` (等价值, the coal burnt to generate a kWh).
+    #[serde(default)]
+    pub electricity_method: ElectricityMethod,
+    /// kgce per kWh under the equivalent method: the year's published coal consumption of
+    /// thermal power supply.
+    #[serde(default = "default_equivalent")]
+    pub electricity_equivalent_kgce_per_kwh: f64,
+    /// Site-specific coefficients in kgce per unit, e.g. `{ natural_gas = 1.1 }` for a gas
+    /// whose measured calorific value is known; the GB/T 2589-2020 table is the default.
+    #[serde(default)]
+    pub kgce_per_unit: std::collections::BTreeMap<Carrier, f64>,
+    /// Readings of a counter further apart than this are a gap: the consumption across it is
+    /// spread evenly over the gap and the gap is reported.
+    #[serde(default = "default_meter_gap", deserialize_with = "duration")]
+    pub max_gap: Duration,
+}
+
+impl Default for EnergyConfig {
+    fn default() -> Self {
+        EnergyConfig {
+            electricity_method: ElectricityMethod::default(),
+            electricity_equivalent_kgce_per_kwh: default_equivalent(),
+            kgce_per_unit: Default::default(),
+            max_gap: default_meter_gap(),
+        }
+    }
+}
+
+fn default_equivalent() -> f64 {
+    0.3
+}
+fn default_meter_gap() -> Duration {
+    Duration::from_secs(900)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElectricityMethod {
+    #[default]
+    Calorific,
+    Equivalent,
+}
+
+impl ElectricityMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ElectricityMethod::Calorific => "calorific",
+            ElectricityMethod::Equivalent => "equivalent",
+        }
+    }
+}
+
+/// `[value_added]`: value added (工业增加值) is an estimate at the edge, always written with its
+/// method.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ValueAdded {
+    #[serde(default)]
+    pub method: ValueAddedMethod,
+    /// For `gross_output`: value added as a share of gross output (e.g. 0.22).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// For `declared`: figures for periods, `{ period = "2026-11", value_10k_cny = 850.0 }`
+    /// (a month) or `{ period = "2026-11-30", value_10k_cny = 30.5 }` (a day).
+    #[serde(default)]
+    pub declared: Vec<Declared>,
+    /// For `declared`: a file of `[[declared]]` entries in the same form, re-read when it
+    /// changes, so the finance office can drop in figures without touching the config.
+    #[serde(default)]
+    pub declared_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueAddedMethod {
+    /// Good parts × each machine's `value_added_per_part`.
+    #[default]
+    Parts,
+    /// Good parts × `gross_output_per_part` × `rate`.
+    GrossOutput,
+    /// Figures declared per period.
+    Declared,
+}
+
+impl ValueAddedMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueAddedMethod::Parts => "parts",
+            ValueAddedMethod::GrossOutput => "gross_output",
+            ValueAddedMethod::Declared => "declared",
+        }
+    }
+}
+
+/// A declared value added for a month (`"2026-11"`) or a day (`"2026-11-30"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Declared {
+    pub period: String,
+    pub value_10k_cny: f64,
+}
+
+/// `[green]`: limits that raise an alert when a closed window exceeds them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Green {
+    /// Energy intensity limit, tce per 10k CNY of value added (e.g. the year's target 0.43).
+    #[serde(default)]
+    pub tce_per_10k_cny_limit: Option<f64>,
+    /// Water intensity limit, t per 10k CNY.
+    #[serde(default)]
+    pub water_t_per_10k_cny_limit: Option<f64>,
+}
+
+/// An optional duration.
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 /// Reads a duration written as `"500ms"`, `"1s"`, `"5m"`, `"2h"` or `"7d"`.

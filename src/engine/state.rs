@@ -129,6 +129,12 @@ mod tests {
             kind: "machining_centre".into(),
             cnc: true,
             digital: None,
+            parts_signal: None,
+            good_signal: None,
+            reject_signal: None,
+            ideal_cycle: None,
+            value_added_per_part: None,
+            gross_output_per_part: None,
         };
         let catch_all = StateRules {
             kinds: vec![],
