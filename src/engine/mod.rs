@@ -22,6 +22,9 @@ pub mod state;
 pub mod timemodel;
 pub mod windows;
 
+#[cfg(test)]
+mod tests_indicators;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
