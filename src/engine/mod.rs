@@ -369,14 +369,8 @@ impl Engine {
     /// Advances the clock: machines without data for `offline_after` go offline, time is
     /// accounted to the windows, and every machine's state line is repeated once per heartbeat.
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<String>) {
+        self.advance(now, out);
         for m in &mut self.machines {
-            if m.state != State::Offline {
-                let deadline = m.last_data.unwrap_or(m.since) + self.offline_after;
-                if now >= deadline {
-                    m.change_state(State::Offline, deadline.max(m.since), &self.calendar, out);
-                }
-            }
-            m.account_to(now, &self.calendar);
             if now.duration_since(m.last_written) >= self.heartbeat {
                 out.extend(m.heartbeat_line(now));
                 m.last_written = now;
@@ -385,12 +379,25 @@ impl Engine {
         }
     }
 
+    /// Machines silent for `offline_after` go offline (stamped at that deadline), then time up
+    /// to `now` is accounted. The offline check comes first, so no window ever shows silent time
+    /// as the machine's last state, not even until the next tick.
+    fn advance(&mut self, now: Timestamp, out: &mut Vec<String>) {
+        for m in &mut self.machines {
+            if m.state != State::Offline {
+                let deadline = m.last_data.unwrap_or(m.since) + self.offline_after;
+                if now >= deadline {
+                    m.change_state(State::Offline, deadline.max(m.since), &self.calendar, out);
+                }
+            }
+            m.account_to(now, &self.calendar);
+        }
+    }
+
     /// Writes every open window's totals (and windows closed within the grace period), raises
     /// green alerts for closed windows, and forgets windows past the grace period.
     pub fn flush(&mut self, now: Timestamp, out: &mut Vec<String>) {
-        for m in &mut self.machines {
-            m.account_to(now, &self.calendar);
-        }
+        self.advance(now, out);
         for m in &self.machines {
             for (w, t) in &m.windows {
                 out.extend(m.time_line(w, t));
