@@ -258,6 +258,26 @@ impl Checker<'_> {
                     self.push(at, not_registered("state rules name machine", machine));
                 }
             }
+            for (j, rule) in rules.rules.iter().enumerate() {
+                for (k, condition) in rule.when.iter().enumerate() {
+                    if let Some(what) = condition.missing() {
+                        let at = self.span_of(
+                            root,
+                            &join(
+                                &base,
+                                &[key("rule"), Seg::Index(j), key("when"), Seg::Index(k)],
+                            ),
+                        );
+                        self.push(
+                            at,
+                            format!(
+                                "condition on `{}` with op {:?} needs {what}",
+                                condition.signal, condition.op
+                            ),
+                        );
+                    }
+                }
+            }
             for (j, kind) in rules.kinds.iter().enumerate() {
                 if !refs.kinds.contains(kind.as_str()) {
                     let at = self.span_of(root, &join(&base, &[key("kinds"), Seg::Index(j)]));

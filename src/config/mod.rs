@@ -562,16 +562,57 @@ pub struct Rule {
     pub when: Vec<Condition>,
 }
 
-/// `{ signal = "spindle_rpm", op = ">", value = 0 }`. Booleans compare as 0 and 1.
+/// One condition on a signal. Booleans compare as 0 and 1.
+///
+/// - `{ signal = "spindle_rpm", op = ">", value = 0 }`: a comparison (`==`, `!=`, `>`, `>=`,
+///   `<`, `<=`);
+/// - `{ signal = "load_pct", op = "between", min = 5, max = 95 }`: a closed range;
+/// - `{ signal = "status_word", op = "bit_set", bit = 3 }` (or `bit_clear`): one bit of an
+///   integer;
+/// - `{ signal = "parts", op = "changed_within", within = "90s" }`: the signal's value changed
+///   within the given time before the sample, the usual way to tell a machine is producing from
+///   its part counter alone.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Condition {
     pub signal: String,
     pub op: Op,
-    pub value: f64,
+    #[serde(default)]
+    pub value: Option<f64>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub bit: Option<u8>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub within: Option<Duration>,
+}
+
+impl Condition {
+    /// What the operator needs, when something is missing: for `check`.
+    pub fn missing(&self) -> Option<&'static str> {
+        match self.op {
+            Op::Between if self.min.is_none() || self.max.is_none() => Some("`min` and `max`"),
+            Op::BitSet | Op::BitClear if self.bit.is_none_or(|b| b > 63) => Some("`bit` (0–63)"),
+            Op::ChangedWithin if self.within.is_none() => Some("`within` (a duration)"),
+            Op::Eq | Op::Ne | Op::Gt | Op::Ge | Op::Lt | Op::Le if self.value.is_none() => {
+                Some("`value`")
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Op {
+    #[serde(rename = "between")]
+    Between,
+    #[serde(rename = "bit_set")]
+    BitSet,
+    #[serde(rename = "bit_clear")]
+    BitClear,
+    #[serde(rename = "changed_within")]
+    ChangedWithin,
     #[serde(rename = "==")]
     Eq,
     #[serde(rename = "!=")]

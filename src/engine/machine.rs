@@ -39,6 +39,9 @@ pub(super) struct MachineTrack {
     pub state_prefix: String,
     pub time_prefix: String,
     pub signals: HashMap<Arc<str>, Value>,
+    /// When each signal's value last changed. A first value is no change: nobody knows when
+    /// the counter last moved before the agent saw it.
+    pub changed: HashMap<Arc<str>, Timestamp>,
     pub last_data: Option<Timestamp>,
     pub state: State,
     pub since: Timestamp,
@@ -89,6 +92,7 @@ impl MachineTrack {
             state_prefix: tag_prefix("machine_state", &tags),
             time_prefix: tag_prefix("machine_time", &tags),
             signals: HashMap::new(),
+            changed: HashMap::new(),
             last_data: None,
             state: State::Offline,
             since: now,
@@ -119,7 +123,10 @@ impl MachineTrack {
             });
         out.extend(line.finish(at));
         for s in group {
-            self.signals.insert(s.signal.clone(), s.value.clone());
+            let previous = self.signals.insert(s.signal.clone(), s.value.clone());
+            if previous.is_some_and(|p| p != s.value) {
+                self.changed.insert(s.signal.clone(), at);
+            }
         }
         self.last_data = Some(self.last_data.map_or(at, |t| t.max(at)));
         let here = windows::containing(calendar, at);
@@ -129,7 +136,14 @@ impl MachineTrack {
         self.count_parts(at, group, &here);
 
         let candidate = match &self.rules {
-            Some(rules) => state::evaluate(rules, &self.signals),
+            Some(rules) => state::evaluate(
+                rules,
+                &state::Inputs {
+                    values: &self.signals,
+                    changed: &self.changed,
+                    at,
+                },
+            ),
             // Without rules the engine can only say the machine delivers data.
             None => State::Idle,
         };
