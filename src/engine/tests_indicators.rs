@@ -517,3 +517,40 @@ fn fleet() -> impl Strategy<Value = Fleet> {
         )
     })
 }
+
+#[test]
+fn a_machine_meter_splits_its_energy_by_state_and_per_good_part() {
+    let config = SHANGHAI_SHIFT.replace(
+        "[energy]",
+        "[[meter]]\nid = \"m1\"\ncarrier = \"electricity\"\nscope = \"cnc01\"\nsignal = \"energy_kwh\"\n\n[energy]",
+    );
+    let mut e = Engine::new(&load_str(&config, "test.toml").unwrap(), at(9, 0));
+    let mut out = Vec::new();
+    // Running 09:00–09:30 making 10 parts per 10 minutes (0 → 30), idle 09:30–10:00.
+    for (m, run, parts) in [(0, 1, 0), (10, 1, 10), (20, 1, 20), (30, 0, 30), (40, 0, 30), (50, 0, 30)] {
+        e.on_event(lathe(at(9, m), run, 0, parts, 0), &mut out);
+        e.tick(at(9, m), &mut out);
+    }
+    // The machine's meter: 0 kWh at 09:00, 30 kWh at 10:00.
+    e.on_event(meter("m1", "energy_kwh", at(9, 0), 0.0), &mut out);
+    e.on_event(meter("m1", "energy_kwh", at(10, 0), 30.0), &mut out);
+    e.tick(at(10, 0), &mut out);
+    out.clear();
+    e.flush(at(10, 0), &mut out);
+    let start = at(9, 0).as_nanosecond().to_string();
+    let line = find(&out, "energy", &["meter=m1", "window=1h", "scope=cnc01"])
+        .into_iter()
+        .find(|l| l.ends_with(&start))
+        .unwrap()
+        .clone();
+    // Half of the hour running, half idle: 15 kWh each.
+    assert!((field(&line, "quantity_running").unwrap() - 15.0).abs() < 1e-9, "{line}");
+    assert!((field(&line, "quantity_idle").unwrap() - 15.0).abs() < 1e-9);
+    assert_eq!(field(&line, "quantity_alarm"), Some(0.0));
+    // 30 kWh for 30 good parts: 1 kWh per part.
+    assert!((field(&line, "per_good_part").unwrap() - 1.0).abs() < 1e-9);
+    // The site meter has no reading, and a machine meter never stands in for a site meter of
+    // the same carrier: the day's electricity comes from "main", which read nothing.
+    let g = find(&out, "green", &["window=1d"]).pop().unwrap().clone();
+    assert_eq!(field(&g, "electricity_kwh"), Some(0.0));
+}
