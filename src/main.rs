@@ -296,13 +296,36 @@ fn board(snapshot: &Snapshot, waiting: u64, records: &std::path::Path) -> String
         .filter(|m| m.state != State::Offline)
         .count();
     let mut text = format!(
-        "Shopfloor demo   {} machines in the register, {} delivering data   spool: {} lines waiting → {}\n\n",
+        "Shopfloor demo   {} machines in the register, {} delivering data   spool: {} lines waiting → {}\n",
         snapshot.machines.len(),
         networked,
         waiting,
         records.display()
     );
-    text.push_str("machine   kind               cnc  state      for      rpm    parts  alarm\n");
+    let pct = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{:.1} %", r * 100.0));
+    if let Some(f) = &snapshot.fleet_today {
+        text.push_str(&format!(
+            "today: networking rate {} ({}/{}, target ≥ 55 %)   CNC rate {} ({}/{}, target ≥ 65 %)   CNC utilisation {}\n",
+            pct(f.networking_rate()),
+            f.machines_networked,
+            f.machines_total,
+            pct(f.cnc_rate()),
+            f.machines_cnc,
+            f.machines_total,
+            pct(f.cnc_utilisation()),
+        ));
+    }
+    if let Some(g) = &snapshot.green_today {
+        let intensity = g
+            .tce_per_10k_cny()
+            .map_or_else(|| "–".to_string(), |v| format!("{v:.3}"));
+        text.push_str(&format!(
+            "       electricity {:.2} kWh = {:.5} tce   value added {:.4} (10k CNY)   {} tce per 10k CNY (2022 target 0.43)\n",
+            g.electricity_kwh, g.energy_tce, g.value_added_10k_cny, intensity
+        ));
+    }
+    text.push('\n');
+    text.push_str("machine   kind               cnc  state      for      rpm    parts  alarm  avail today  parts today\n");
     for m in &snapshot.machines {
         let get = |name: &str| {
             m.signals
@@ -312,18 +335,20 @@ fn board(snapshot: &Snapshot, waiting: u64, records: &std::path::Path) -> String
         };
         let secs = now.duration_since(m.since).as_secs().max(0);
         text.push_str(&format!(
-            "{:<9} {:<18} {:<4} {}{:<10}\x1b[0m {:>2}:{:02}:{:02} {:>6} {:>8} {:>6}\n",
+            "{:<9} {:<18} {:<4} {}{:<10}\x1b[0m {:>2}:{:02}:{:02} {:>6} {:>8} {:>6}  {:>11}  {:>11}\n",
             m.id,
             m.kind,
             if m.cnc { "yes" } else { "no" },
             colour(m.state),
-            m.state,
+            m.state.as_str(),
             secs / 3600,
             secs / 60 % 60,
             secs % 60,
             get("spindle_rpm"),
             get("parts"),
             get("alarm_code"),
+            pct(m.availability_today),
+            m.parts_today,
         ));
     }
     text.push_str("\ndevices:\n");

@@ -527,7 +527,14 @@ fn a_machine_meter_splits_its_energy_by_state_and_per_good_part() {
     let mut e = Engine::new(&load_str(&config, "test.toml").unwrap(), at(9, 0));
     let mut out = Vec::new();
     // Running 09:00–09:30 making 10 parts per 10 minutes (0 → 30), idle 09:30–10:00.
-    for (m, run, parts) in [(0, 1, 0), (10, 1, 10), (20, 1, 20), (30, 0, 30), (40, 0, 30), (50, 0, 30)] {
+    for (m, run, parts) in [
+        (0, 1, 0),
+        (10, 1, 10),
+        (20, 1, 20),
+        (30, 0, 30),
+        (40, 0, 30),
+        (50, 0, 30),
+    ] {
         e.on_event(lathe(at(9, m), run, 0, parts, 0), &mut out);
         e.tick(at(9, m), &mut out);
     }
@@ -544,7 +551,10 @@ fn a_machine_meter_splits_its_energy_by_state_and_per_good_part() {
         .unwrap()
         .clone();
     // Half of the hour running, half idle: 15 kWh each.
-    assert!((field(&line, "quantity_running").unwrap() - 15.0).abs() < 1e-9, "{line}");
+    assert!(
+        (field(&line, "quantity_running").unwrap() - 15.0).abs() < 1e-9,
+        "{line}"
+    );
     assert!((field(&line, "quantity_idle").unwrap() - 15.0).abs() < 1e-9);
     assert_eq!(field(&line, "quantity_alarm"), Some(0.0));
     // 30 kWh for 30 good parts: 1 kWh per part.
