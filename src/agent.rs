@@ -14,6 +14,8 @@ use crate::shutdown::Shutdown;
 use crate::sink::spool::{Spool, SpoolError, SpoolStats};
 use crate::sink::{self, Output, file::FileWriter, influx::InfluxWriter};
 use crate::source::modbus;
+use crate::web;
+use std::sync::Arc;
 
 /// Events waiting between the sources and the engine. At the bound a device task drops its poll
 /// result and counts it (see `source::modbus`), so a stalled engine never stalls polling.
@@ -31,6 +33,13 @@ pub enum StartError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Influx(#[from] sink::influx::InfluxError),
+    #[error(
+        "cannot serve the web board on {addr}: {source}; change [web] listen or set enabled = false"
+    )]
+    Web {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running agent.
@@ -41,6 +50,8 @@ pub struct Running {
     pub spool_stats: watch::Receiver<SpoolStats>,
     /// Counters and gauges of every part, for `/metrics` and the board.
     pub metrics: Metrics,
+    /// Where the web board listens, when it is enabled.
+    pub web_addr: Option<std::net::SocketAddr>,
     tasks: JoinSet<()>,
     spool_thread: std::thread::JoinHandle<()>,
 }
@@ -61,6 +72,19 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         path: data_dir.clone(),
         source,
     })?;
+    // The board's port is taken first: when it is busy, nothing else has been started.
+    let mut web_listener = if config.web.enabled {
+        let listener = std::net::TcpListener::bind(config.web.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|source| StartError::Web {
+                addr: config.web.listen,
+                source,
+            })?;
+        Some(listener)
+    } else {
+        None
+    };
     let spool_path = config
         .spool
         .path
@@ -130,6 +154,12 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
     }
     drop(events_tx);
 
+    // Declared value added: the config's figures, then the file (which the board's API writes).
+    let declared_file = config
+        .value_added
+        .declared_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("value-added.toml"));
     let now = Timestamp::now();
     let mut engine = Engine::new(config, now);
     let state_path = data_dir.join("engine-state.json");
@@ -142,8 +172,10 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         Ok(None) => {}
         Err(e) => warn!(error = %e, "starting without the saved windows"),
     }
-    if let Some(path) = &config.value_added.declared_file {
-        match engine::green::Declarations::new(&config.value_added.declared).with_file(path) {
+    if declared_file.exists() {
+        match engine::green::Declarations::new(&config.value_added.declared)
+            .with_file(&declared_file)
+        {
             Ok(d) => engine.set_declarations(d),
             Err(e) => {
                 warn!(error = %e, "declared value-added file not read; retrying at every flush")
@@ -158,8 +190,29 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         state_path,
         window_flush: config.agent.window_flush,
         declared: config.value_added.declared.clone(),
-        declared_file: config.value_added.declared_file.clone(),
+        declared_file: Some(declared_file.clone()),
     };
+
+    let web_addr = if config.web.enabled {
+        let board = web::Board {
+            site_name: Arc::from(config.site.name.as_str()),
+            enterprise: Arc::from(config.site.enterprise.as_str()),
+            snapshots: snap_rx.clone(),
+            spool: stats_rx.clone(),
+            metrics: metrics.clone(),
+            declared_file: Some(declared_file),
+        };
+        let listener = web_listener.take().ok_or(StartError::Web {
+            addr: config.web.listen,
+            source: std::io::Error::other("listener already taken"),
+        })?;
+        let addr = listener.local_addr().ok();
+        tasks.spawn(web::serve(board, listener, shutdown.clone()));
+        addr
+    } else {
+        None
+    };
+
     tasks.spawn(engine::run(
         engine,
         events_rx,
@@ -174,9 +227,11 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         devices = config.modbus.len(),
         outputs = names.len(),
         spool = %spool_path.display(),
+        web = ?web_addr,
         "agent started"
     );
     Ok(Running {
+        web_addr,
         metrics,
         snapshots: snap_rx,
         spool_stats: stats_rx,

@@ -236,12 +236,22 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
         file.path = data_dir.join("records.lp");
     }
     let records = data_dir.join("records.lp");
-    let running = agent::start(&cfg, shutdown.clone())?;
+    let running = match agent::start(&cfg, shutdown.clone()) {
+        // Another program has the board's usual port: take any free one.
+        Err(agent::StartError::Web { .. }) => {
+            cfg.web.listen.set_port(0);
+            agent::start(&cfg, shutdown.clone())?
+        }
+        other => other?,
+    };
     let mut snapshots = running.snapshots.clone();
     let stats = running.spool_stats.clone();
     let tty = std::io::stdout().is_terminal();
+    let board_url = running
+        .web_addr
+        .map_or_else(|| "off".to_string(), |a| format!("http://{a}/"));
     println!(
-        "Shopfloor demo: simulator on {}, records in {} (Ctrl-C stops)",
+        "Shopfloor demo: simulator on {}, board on {board_url}, records in {} (Ctrl-C stops)",
         sim.addr,
         records.display()
     );
@@ -260,7 +270,7 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
             let _ = write!(
                 out,
                 "\x1b[2J\x1b[H{}",
-                board(&snapshot, spool.lines, &records)
+                board(&snapshot, spool.lines, &records, &board_url)
             );
         } else {
             // Not a terminal: one line per change, so the output reads well in a log.
@@ -288,7 +298,7 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
 }
 
 /// The terminal summary of `shopfloor demo`.
-fn board(snapshot: &Snapshot, waiting: u64, records: &std::path::Path) -> String {
+fn board(snapshot: &Snapshot, waiting: u64, records: &std::path::Path, url: &str) -> String {
     let now = snapshot.at.unwrap_or_else(Timestamp::now);
     let networked = snapshot
         .machines
@@ -296,11 +306,12 @@ fn board(snapshot: &Snapshot, waiting: u64, records: &std::path::Path) -> String
         .filter(|m| m.state != State::Offline)
         .count();
     let mut text = format!(
-        "Shopfloor demo   {} machines in the register, {} delivering data   spool: {} lines waiting → {}\n",
+        "Shopfloor demo   {} machines in the register, {} delivering data   spool: {} lines waiting → {}   board: {}\n",
         snapshot.machines.len(),
         networked,
         waiting,
-        records.display()
+        records.display(),
+        url
     );
     let pct = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{:.1} %", r * 100.0));
     if let Some(f) = &snapshot.fleet_today {

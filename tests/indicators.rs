@@ -119,6 +119,8 @@ async fn scripted_workshop_gives_the_hand_computed_indicators() {
         m.value_added_per_part = (m.id == "cnc01").then_some(50.0);
     }
     cfg.file.clear();
+    // Tests run side by side: each board on a port of its own.
+    cfg.web.listen.set_port(0);
     cfg.influx.push(
         toml::from_str::<InfluxOutput>(&format!(
             "url = \"{}\"\norg = \"county\"\nbucket = \"shopfloor\"",

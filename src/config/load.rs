@@ -121,6 +121,7 @@ const SECTIONS: &[&str] = &[
     "energy",
     "value_added",
     "green",
+    "web",
 ];
 
 impl Checker<'_> {
@@ -193,6 +194,11 @@ impl Checker<'_> {
                 "green" => {
                     if let Some(green) = self.section(value, vec![key("green")]) {
                         config.green = green;
+                    }
+                }
+                "web" => {
+                    if let Some(web) = self.section(value, vec![key("web")]) {
+                        config.web = web;
                     }
                 }
                 other => {
@@ -680,16 +686,8 @@ impl Checker<'_> {
                     self.push(span, "method = \"gross_output\" needs `gross_output_per_part` on the machine that finishes the product".to_string());
                 }
             }
-            super::ValueAddedMethod::Declared => {
-                if va.declared.is_empty() && va.declared_file.is_none() {
-                    let span = va_at(self, "method");
-                    self.push(
-                        span,
-                        "method = \"declared\" needs `declared` figures or a `declared_file`"
-                            .to_string(),
-                    );
-                }
-            }
+            // Declared figures may arrive later, in the file or through the board's API.
+            super::ValueAddedMethod::Declared => {}
         }
         for (i, d) in va.declared.iter().enumerate() {
             if crate::engine::green::parse_period(&d.period).is_none() {
@@ -933,6 +931,7 @@ fn known_keys(path: &[Seg]) -> &'static [&'static str] {
         ["value_added"] => struct_fields::<super::ValueAdded>(),
         ["value_added", "declared"] => struct_fields::<super::Declared>(),
         ["green"] => struct_fields::<super::Green>(),
+        ["web"] => struct_fields::<super::Web>(),
         _ => &[],
     }
 }

@@ -60,6 +60,38 @@ pub struct Config {
     /// `[green]`: limits for the green-manufacturing alerts.
     #[serde(default)]
     pub green: Green,
+    /// `[web]`: the local board, its API and `/metrics`.
+    #[serde(default)]
+    pub web: Web,
+}
+
+/// `[web]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct Web {
+    /// Serve the board at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address to listen on. The default keeps the board on the gateway itself; to show it on
+    /// the shop floor's network, listen on that interface and put it behind the plant's
+    /// firewall: the board has no login.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            enabled: true,
+            listen: default_listen(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
 /// `[site]`
@@ -868,7 +900,8 @@ pub struct ValueAdded {
     #[serde(default)]
     pub declared: Vec<Declared>,
     /// For `declared`: a file of `[[declared]]` entries in the same form, re-read when it
-    /// changes, so the finance office can drop in figures without touching the config.
+    /// changes, so the finance office can drop in figures without touching the config; the
+    /// board's `POST /api/value-added` writes here too. Default `<data_dir>/value-added.toml`.
     #[serde(default)]
     pub declared_file: Option<PathBuf>,
 }
