@@ -67,6 +67,16 @@ impl Running {
 
 /// Starts every task of the agent. They run until `shutdown` fires.
 pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError> {
+    start_resuming(config, shutdown, engine::Resume::AfterStop)
+}
+
+/// Starts the agent, continuing the engine's saved windows as `resume` says: after a stop the
+/// time in between is offline; after a config reload the machines keep their states.
+pub fn start_resuming(
+    config: &Config,
+    shutdown: Shutdown,
+    resume: engine::Resume,
+) -> Result<Running, StartError> {
     let data_dir = config.agent.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
@@ -167,7 +177,7 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
     match engine::persist::load(&state_path) {
         Ok(Some(saved)) => {
             info!(file = %state_path.display(), "continuing the saved windows; the time the agent was down counts as offline");
-            engine.restore(saved, now, &mut restored);
+            engine.restore(saved, now, resume, &mut restored);
         }
         Ok(None) => {}
         Err(e) => warn!(error = %e, "starting without the saved windows"),

@@ -15,6 +15,9 @@ use shopfloor::sim::{self, SimOptions};
 use shopfloor::source::modbus::plan;
 use shopfloor::{agent, shutdown};
 
+/// The starter config of `shopfloor init`: the complete commented example.
+const STARTER_CONFIG: &str = include_str!("../config/shopfloor.toml");
+
 /// The demo's configuration, compiled in so `shopfloor demo` needs no file.
 const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
@@ -39,7 +42,17 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
-    /// Poll the configured devices and write to the configured outputs.
+    /// Write a commented starter config to begin commissioning from.
+    Init {
+        /// Where to write it.
+        #[arg(short, long, default_value = "shopfloor.toml")]
+        output: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Poll the configured devices and write to the configured outputs. SIGHUP reloads the
+    /// config.
     Run {
         #[arg(short, long)]
         config: PathBuf,
@@ -76,6 +89,7 @@ fn main() -> ExitCode {
     shopfloor::install_crypto_provider();
     let result = match cli.command {
         Command::Check { config, plan } => return check(&config, plan),
+        Command::Init { output, force } => init(&output, force),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Sim {
             bind,
@@ -101,6 +115,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init(output: &std::path::Path, force: bool) -> Result<()> {
+    if output.exists() && !force {
+        anyhow::bail!(
+            "{} exists; choose another file with -o or replace it with --force",
+            output.display()
+        );
+    }
+    std::fs::write(output, STARTER_CONFIG)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    println!(
+        "wrote {}: edit [site], the [[machine]] register and the [[modbus]] devices, then run\n  shopfloor check -c {} --plan",
+        output.display(),
+        output.display()
+    );
+    Ok(())
 }
 
 fn init_logging(default: &str) {
@@ -194,12 +225,83 @@ async fn wait_for_signal() {
     }
 }
 
+/// Runs the agent; SIGHUP reloads the config. A config that does not pass the check is
+/// reported and the running one kept. A good one replaces it: the agent stops (the engine
+/// writes and saves its windows, the spool keeps every record) and starts again with the new
+/// config, continuing the windows and the machines' states.
 async fn run(path: PathBuf) -> Result<()> {
-    let cfg = config::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let shutdown = shutdown_on_signal();
-    let running = agent::start(&cfg, shutdown)?;
-    running.finished().await;
-    Ok(())
+    let mut cfg = config::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let mut signals = Signals::new()?;
+    let mut resume = shopfloor::engine::Resume::AfterStop;
+    loop {
+        let (trigger, shutdown) = shutdown::channel();
+        let running = agent::start_resuming(&cfg, shutdown, resume)?;
+        let next = loop {
+            match signals.next().await {
+                Signal::Stop => break None,
+                Signal::Reload => match config::load(&path) {
+                    Ok(new) => break Some(new),
+                    Err(d) => {
+                        tracing::error!("config not reloaded, the running one stays in force:\n{d}")
+                    }
+                },
+            }
+        };
+        trigger.fire();
+        running.finished().await;
+        match next {
+            Some(new) => {
+                tracing::info!(config = %path.display(), "config reloaded");
+                cfg = new;
+                resume = shopfloor::engine::Resume::Reload;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// Ctrl-C and SIGTERM stop, SIGHUP reloads.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("cannot watch SIGTERM")?,
+                hup: signal(SignalKind::hangup()).context("cannot watch SIGHUP")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Stop,
+                _ = self.term.recv() => Signal::Stop,
+                _ = self.hup.recv() => Signal::Reload,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
+    }
 }
 
 async fn serve_sim(options: SimOptions) -> Result<()> {

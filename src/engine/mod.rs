@@ -57,6 +57,18 @@ const AGENT_LINE_EVERY: SignedDuration = SignedDuration::from_secs(60);
 /// stamped back into it still lands in its totals.
 const CLOSED_WINDOW_GRACE: SignedDuration = SignedDuration::from_mins(10);
 
+/// Why the engine continues from a saved state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The agent was stopped and started again: the time between is offline.
+    AfterStop,
+    /// The config was reloaded: the agent kept watching, states carry on.
+    Reload,
+}
+
+/// A reload whose saved state is older than this is treated as a stop.
+const RELOAD_GAP: SignedDuration = SignedDuration::from_secs(60);
+
 /// A device's health, from its up and down events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceHealth {
@@ -208,7 +220,19 @@ impl Engine {
     /// Continues from a saved state. Windows and counters carry on; the time from the last
     /// accounting to `now` is offline, because the agent was not running. A machine that was
     /// not offline gets a state change to offline stamped when the agent stopped watching.
-    pub fn restore(&mut self, saved: SavedState, now: Timestamp, out: &mut Vec<String>) {
+    pub fn restore(
+        &mut self,
+        saved: SavedState,
+        now: Timestamp,
+        resume: Resume,
+        out: &mut Vec<String>,
+    ) {
+        // A reload (SIGHUP) takes a moment: the machines were watched all along, so they keep
+        // their states. After a real stop nobody watched them.
+        let watched = resume == Resume::Reload
+            && saved
+                .saved_at
+                .is_some_and(|t| now.duration_since(t) <= RELOAD_GAP);
         for s in saved.machines {
             let Some(&i) = self.by_id.get(s.id.as_str()) else {
                 continue;
@@ -226,7 +250,9 @@ impl Engine {
             m.reject = s.reject;
             m.history.clear();
             m.history.push_back((s.since, s.state));
-            if m.state != State::Offline {
+            if watched {
+                m.last_data = s.last_data;
+            } else if m.state != State::Offline {
                 m.change_state(State::Offline, s.accounted_to, &self.calendar, out);
             }
             m.account_to(now, &self.calendar);
@@ -256,6 +282,7 @@ impl Engine {
                     state: m.state,
                     since: m.since,
                     accounted_to: m.accounted_to,
+                    last_data: m.last_data,
                     windows: m
                         .windows
                         .iter()

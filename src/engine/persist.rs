@@ -35,6 +35,9 @@ pub struct SavedMachine {
     pub state: State,
     pub since: Timestamp,
     pub accounted_to: Timestamp,
+    /// The last valid data, so a reload keeps the offline deadline.
+    #[serde(default)]
+    pub last_data: Option<Timestamp>,
     pub windows: Vec<(Window, TimeTotals)>,
     pub parts: Counter,
     pub good: Counter,

@@ -367,7 +367,12 @@ fn a_restart_in_the_middle_of_a_window_continues_it_and_counts_the_downtime_as_o
     // The agent comes back at 10:20.
     let mut e = engine_at(at(10, 20));
     out.clear();
-    e.restore(persist::load(&path).unwrap().unwrap(), at(10, 20), &mut out);
+    e.restore(
+        persist::load(&path).unwrap().unwrap(),
+        at(10, 20),
+        Resume::AfterStop,
+        &mut out,
+    );
     // The machine went offline when the agent stopped watching, 09:59.
     let change = find(&out, "machine_state", &["machine=cnc01"])
         .pop()
