@@ -72,6 +72,11 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         pace: f64,
     },
+    /// The county's view of every enterprise: reports against the programme's targets.
+    County {
+        #[command(subcommand)]
+        command: shopfloor::county::cli::CountyCommand,
+    },
     /// Run the simulator and the agent together, writing to a local file; no other service needed.
     Demo {
         /// Where the spool and the records file go.
@@ -104,6 +109,9 @@ fn main() -> ExitCode {
                 pace,
             }))
         }),
+        Command::County { command } => {
+            runtime().and_then(|rt| rt.block_on(shopfloor::county::cli::run(command)))
+        }
         Command::Demo { data_dir, seed } => {
             runtime().and_then(|rt| rt.block_on(demo(data_dir, seed)))
         }
