@@ -643,9 +643,15 @@ fn line_chart(
     let step = n.div_ceil(8).max(1);
     for (i, (label, _)) in points.iter().enumerate() {
         if i % step == 0 || i + 1 == n {
+            // The ends are anchored inwards so that their labels stay inside the chart.
+            let anchor = match i {
+                0 if n > 1 => "start",
+                i if i + 1 == n && n > 1 => "end",
+                _ => "middle",
+            };
             let _ = write!(
                 s,
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
                 x(i),
                 height - bottom + 18.0,
                 esc(label)
@@ -657,9 +663,9 @@ fn line_chart(
         let ty = y(t.value);
         let _ = write!(
             s,
-            "<line x1=\"{left}\" y1=\"{ty:.1}\" x2=\"{}\" y2=\"{ty:.1}\" stroke=\"#1d2327\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{} {}</text>",
+            "<line x1=\"{left}\" y1=\"{ty:.1}\" x2=\"{}\" y2=\"{ty:.1}\" stroke=\"#1d2327\" stroke-width=\"1.5\" stroke-dasharray=\"6 4\"/><text x=\"{}\" y=\"{:.1}\">{} {}</text>",
             width - right,
-            width - right,
+            left + 6.0,
             ty - 4.0,
             w.legend_target,
             target_text(indicator, &t)
