@@ -178,7 +178,15 @@ async fn bench(enterprises: usize, days: usize) {
         sector: None,
         county: None,
     };
+    if std::env::var_os("COUNTY_BENCH_PROFILE").is_some() {
+        profile(&influx.url(), &store, &targets.county, first, last).await;
+    }
+    let influxd = child_pid("influxd");
     for run in 1..=3 {
+        let cpu_before = (
+            cpu_seconds("self"),
+            influxd.map(|p| cpu_seconds(&p.to_string())),
+        );
         let started = Instant::now();
         let r = report(
             &store,
@@ -190,6 +198,10 @@ async fn bench(enterprises: usize, days: usize) {
         .await
         .expect("report");
         let read_and_sum = started.elapsed();
+        let cpu_self = cpu_seconds("self") - cpu_before.0;
+        let cpu_influxd = influxd
+            .zip(cpu_before.1)
+            .map_or(f64::NAN, |(p, before)| cpu_seconds(&p.to_string()) - before);
         let mut sizes = Vec::new();
         for format in [Format::Table, Format::Csv, Format::Json, Format::Html] {
             let t = Instant::now();
@@ -202,7 +214,7 @@ async fn bench(enterprises: usize, days: usize) {
         }
         let county = r.county_total.as_ref().expect("county total");
         println!(
-            "run {run}: query + aggregation {:.2} s ({} enterprises reporting, {} not reporting, {} machine-days); render: {}",
+            "run {run}: query + aggregation {:.2} s wall, CPU {cpu_influxd:.2} s in influxd and {cpu_self:.2} s here ({} enterprises reporting, {} not reporting, {} machine-days); render: {}",
             read_and_sum.as_secs_f64(),
             county.enterprises_reporting,
             r.not_reporting.len(),
@@ -218,4 +230,116 @@ async fn bench(enterprises: usize, days: usize) {
             peak.trim_start_matches("VmHWM:").trim()
         );
     }
+}
+
+/// Where the time goes: the store's answer alone, then the answer read into series.
+async fn profile(url: &str, store: &Store, county: &str, first: Date, last: Date) {
+    let filter = format!(
+        "WHERE \"county\" = '{county}' AND \"window\" = '1d' AND time >= '{first}T00:00:00+08:00' AND time < '{last}T23:59:59+08:00'"
+    );
+    let fleet = format!(
+        "SELECT \"machines_total\", \"machines_digital\", \"machines_cnc\", \"machines_networked\", \"machines_digital_networked\", \"cnc_running_s\", \"cnc_planned_s\" FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""
+    );
+    let client = reqwest::Client::new();
+    for chunked in ["true", "false"] {
+        let t = Instant::now();
+        let mut u = reqwest::Url::parse(&format!("{url}/query")).expect("url");
+        u.query_pairs_mut()
+            .append_pair("db", DB)
+            .append_pair("q", &fleet)
+            .append_pair("epoch", "s")
+            .append_pair("chunked", chunked)
+            .append_pair("chunk_size", "10000");
+        let body = client
+            .get(u)
+            .send()
+            .await
+            .expect("query")
+            .bytes()
+            .await
+            .expect("body");
+        println!(
+            "profile: fleet answer, chunked={chunked}: {:.2} s, {:.1} MB",
+            t.elapsed().as_secs_f64(),
+            body.len() as f64 / 1e6
+        );
+    }
+    let sums = "SUM(\"machines_total\"), SUM(\"machines_digital\"), SUM(\"machines_cnc\"), SUM(\"machines_networked\"), SUM(\"machines_digital_networked\"), SUM(\"cnc_running_s\"), SUM(\"cnc_planned_s\"), COUNT(\"machines_total\")";
+    for (what, q) in [
+        (
+            "per-enterprise sums",
+            format!(
+                "SELECT {sums}, MIN(\"machines_total\"), MAX(\"machines_total\") FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""
+            ),
+        ),
+        (
+            "county sums per day",
+            format!("SELECT {sums} FROM \"fleet\" {filter} GROUP BY time(1d, 16h)"),
+        ),
+        (
+            "one field raw",
+            format!(
+                "SELECT \"machines_total\" FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""
+            ),
+        ),
+        (
+            "green raw",
+            format!(
+                "SELECT \"energy_tce\", \"electricity_kwh\", \"water_t\", \"value_added_10k_cny\" FROM \"green\" {filter} GROUP BY \"enterprise\", \"sector\", \"va_method\", \"el_method\""
+            ),
+        ),
+    ] {
+        let t = Instant::now();
+        let series = store.query(&q).await.expect("query");
+        let rows: usize = series.iter().map(|s| s.values.len()).sum();
+        println!(
+            "profile: {what}: {rows} rows in {:.2} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let t = Instant::now();
+    let series = store.query(&fleet).await.expect("query");
+    println!(
+        "profile: fleet answer read into {} series: {:.2} s",
+        series.len(),
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// CPU time (user + system) of a process so far, from /proc/<pid>/stat: a measure of the
+/// work done that the other processes on a shared machine do not inflate.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // After the command name in parentheses: field 3 (state) is index 0, utime and stime
+    // (fields 14 and 15) are indices 11 and 12.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// The pid of this process's child running `name` (the harness's influxd).
+fn child_pid(name: &str) -> Option<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let ppid = rest.split_whitespace().nth(1)?;
+            (ppid == me && head.contains(name)).then_some(pid)
+        })
 }

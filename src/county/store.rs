@@ -2,10 +2,13 @@
 //! endpoint, which InfluxDB 1.x, the 2.x compatibility API (a DBRP mapping names the bucket as
 //! a database) and 3.x all answer.
 //!
-//! Two queries, one per measurement, each over the whole period and grouped by the tags that
-//! identify an enterprise: a year of 600 enterprises is about 220 000 rows each. They are sent
-//! with `chunked=true`, which keeps the store from building one huge answer in memory; a
-//! server that does not chunk answers with one JSON document, which reads the same way.
+//! One raw query per measurement, grouped by the tags that identify an enterprise, so that the
+//! arithmetic (and its rules for missing and rewritten days) stays in one place, ours: a year
+//! of 600 enterprises is about 220 000 rows each. Letting the store sum instead was measured
+//! slower on InfluxDB 1.6 (docs/BENCHMARKS.md). A long period is cut into slices queried at
+//! once. Queries are sent with `chunked=true`, which keeps the store from building one huge
+//! answer in memory; a server that does not chunk answers with one JSON document, which reads
+//! the same way.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,7 +75,59 @@ pub struct Series {
     #[serde(default)]
     pub columns: Vec<String>,
     #[serde(default)]
-    pub values: Vec<Vec<serde_json::Value>>,
+    pub values: Vec<Vec<Cell>>,
+}
+
+/// One value of a row. Only numbers are read; a year of a county is a few million of them, so
+/// a cell is kept to 16 bytes instead of a whole JSON value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell {
+    Number(f64),
+    /// Null, or a string or boolean where a number was expected.
+    Other,
+}
+
+impl Cell {
+    pub fn number(self) -> Option<f64> {
+        match self {
+            Cell::Number(v) if v.is_finite() => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cell {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cell, D::Error> {
+        struct CellVisitor;
+        impl<'de> serde::de::Visitor<'de> for CellVisitor {
+            type Value = Cell;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Cell, E> {
+                Ok(Cell::Number(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Cell, E> {
+                Ok(Cell::Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Cell, E> {
+                Ok(Cell::Number(v as f64))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Cell, E> {
+                Ok(Cell::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Cell, E> {
+                Ok(Cell::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Cell, E> {
+                Ok(Cell::Other)
+            }
+            fn visit_none<E>(self) -> Result<Cell, E> {
+                Ok(Cell::Other)
+            }
+        }
+        d.deserialize_any(CellVisitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -209,28 +264,61 @@ impl Store {
         tz: &TimeZone,
     ) -> Result<Lines, StoreError> {
         let starts = day_starts(period, tz);
-        let (Some(first), Some(end)) = (starts.first(), starts.last()) else {
+        let days = starts.len().saturating_sub(1);
+        if days == 0 {
             return Ok(Lines::default());
-        };
-        let filter = format!(
-            "WHERE \"county\" = {} AND \"window\" = '1d' AND time >= '{first}' AND time < '{end}'",
-            influxql_string(county)
-        );
-        let fleet_q = format!(
-            "SELECT {} FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\"",
-            columns(FLEET_FIELDS)
-        );
-        let green_q = format!(
-            "SELECT {} FROM \"green\" {filter} GROUP BY \"enterprise\", \"sector\", \"va_method\", \"el_method\"",
-            columns(GREEN_FIELDS)
-        );
-        let (fleet, green) = tokio::try_join!(self.query(&fleet_q), self.query(&green_q))?;
+        }
+        let slices = days.div_ceil(DAYS_PER_QUERY).clamp(1, MAX_SLICES);
+        let per_slice = days.div_ceil(slices);
+        let mut queries = tokio::task::JoinSet::new();
+        for slice in 0..slices {
+            let (a, b) = (slice * per_slice, ((slice + 1) * per_slice).min(days));
+            if a >= b {
+                break;
+            }
+            let filter = format!(
+                "WHERE \"county\" = {} AND \"window\" = '1d' AND time >= '{}' AND time < '{}'",
+                influxql_string(county),
+                starts[a],
+                starts[b]
+            );
+            let fleet = format!(
+                "SELECT {} FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\"",
+                columns(FLEET_FIELDS)
+            );
+            let green = format!(
+                "SELECT {} FROM \"green\" {filter} GROUP BY \"enterprise\", \"sector\", \"va_method\", \"el_method\"",
+                columns(GREEN_FIELDS)
+            );
+            for (is_fleet, q) in [(true, fleet), (false, green)] {
+                let store = self.clone();
+                queries.spawn(async move { (is_fleet, store.query(&q).await) });
+            }
+        }
+        let (mut fleet, mut green) = (Vec::new(), Vec::new());
+        while let Some(done) = queries.join_next().await {
+            let (is_fleet, series) =
+                done.map_err(|e| StoreError::Statement(format!("a query task failed: {e}")))?;
+            if is_fleet {
+                fleet.extend(series?);
+            } else {
+                green.extend(series?);
+            }
+        }
         let mut lines = Lines::default();
         read_fleet(&fleet, &starts, &mut lines);
         read_green(&green, &starts, &mut lines);
         Ok(lines)
     }
 }
+
+/// A long period is read in slices of about this many days, queried at once: InfluxDB 1.x
+/// runs a raw query on about one core, so slices let a store with several cores answer a
+/// year's report in parallel.
+const DAYS_PER_QUERY: usize = 31;
+
+/// At most this many slices (so twice as many queries, `fleet` and `green`) at once.
+const MAX_SLICES: usize = 6;
 
 const FLEET_FIELDS: &[&str] = &[
     "machines_total",
@@ -348,15 +436,14 @@ impl<'a> Rows<'a> {
             let time = self
                 .time
                 .and_then(|i| row.get(i))
-                .and_then(serde_json::Value::as_i64)
-                .and_then(|s| Timestamp::from_second(s).ok());
+                .and_then(|c| c.number())
+                .and_then(|s| Timestamp::from_second(s as i64).ok());
             let fields = self
                 .at
                 .iter()
                 .map(|i| {
                     i.and_then(|i| row.get(i))
-                        .and_then(serde_json::Value::as_f64)
-                        .filter(|v| v.is_finite())
+                        .and_then(|c| c.number())
                 })
                 .collect();
             (time, fields)
@@ -517,7 +604,7 @@ mod tests {
         let body = format!("{}\n{}\n", chunk(1), chunk(2));
         let series = parse_answer(body.as_bytes()).unwrap();
         assert_eq!(series.len(), 2);
-        assert_eq!(series[1].values[0][0], serde_json::json!(2));
+        assert_eq!(series[1].values[0][0], Cell::Number(2.0));
         let error =
             parse_answer(br#"{"results":[{"statement_id":0,"error":"database not found: x"}]}"#)
                 .unwrap_err();
