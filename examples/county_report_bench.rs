@@ -179,7 +179,7 @@ async fn bench(enterprises: usize, days: usize) {
         county: None,
     };
     if std::env::var_os("COUNTY_BENCH_PROFILE").is_some() {
-        profile(&influx.url(), &store, &targets.county, first, last).await;
+        profile(&influx.url(), &targets.county, first, last).await;
     }
     let influxd = child_pid("influxd");
     for run in 1..=3 {
@@ -232,24 +232,69 @@ async fn bench(enterprises: usize, days: usize) {
     }
 }
 
-/// Where the time goes: the store's answer alone, then the answer read into series.
-async fn profile(url: &str, store: &Store, county: &str, first: Date, last: Date) {
+/// Where the time goes (`COUNTY_BENCH_PROFILE=1`): the InfluxDB CPU time of other ways of
+/// asking for the same year, one query at a time.
+async fn profile(url: &str, county: &str, first: Date, last: Date) {
+    let Some(influxd) = child_pid("influxd") else {
+        return;
+    };
     let filter = format!(
         "WHERE \"county\" = '{county}' AND \"window\" = '1d' AND time >= '{first}T00:00:00+08:00' AND time < '{last}T23:59:59+08:00'"
     );
-    let fleet = format!(
-        "SELECT \"machines_total\", \"machines_digital\", \"machines_cnc\", \"machines_networked\", \"machines_digital_networked\", \"cnc_running_s\", \"cnc_planned_s\" FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""
-    );
+    let fields = "\"machines_total\", \"machines_digital\", \"machines_cnc\", \"machines_networked\", \"machines_digital_networked\", \"cnc_running_s\", \"cnc_planned_s\"";
+    let sums = "SUM(\"machines_total\"), SUM(\"machines_digital\"), SUM(\"machines_cnc\"), SUM(\"machines_networked\"), SUM(\"machines_digital_networked\"), SUM(\"cnc_running_s\"), SUM(\"cnc_planned_s\"), COUNT(\"machines_total\")";
+    let variants = [
+        (
+            "fleet raw, GROUP BY enterprise, sector (what the report asks)",
+            format!("SELECT {fields} FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""),
+            "10000",
+        ),
+        (
+            "the same, chunk_size 100000",
+            format!("SELECT {fields} FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""),
+            "100000",
+        ),
+        (
+            "fleet raw, tags as columns, no GROUP BY",
+            format!("SELECT \"enterprise\", \"sector\", {fields} FROM \"fleet\" {filter}"),
+            "10000",
+        ),
+        (
+            "fleet raw, one field",
+            format!(
+                "SELECT \"machines_total\" FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""
+            ),
+            "10000",
+        ),
+        (
+            "fleet SUM per enterprise",
+            format!("SELECT {sums} FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""),
+            "10000",
+        ),
+        (
+            "fleet SUM per day for the county",
+            format!("SELECT {sums} FROM \"fleet\" {filter} GROUP BY time(1d, 16h)"),
+            "10000",
+        ),
+        (
+            "green raw (what the report asks)",
+            format!(
+                "SELECT \"energy_tce\", \"electricity_kwh\", \"water_t\", \"value_added_10k_cny\" FROM \"green\" {filter} GROUP BY \"enterprise\", \"sector\", \"va_method\", \"el_method\""
+            ),
+            "10000",
+        ),
+    ];
     let client = reqwest::Client::new();
-    for chunked in ["true", "false"] {
-        let t = Instant::now();
+    for (what, q, chunk) in variants {
         let mut u = reqwest::Url::parse(&format!("{url}/query")).expect("url");
         u.query_pairs_mut()
             .append_pair("db", DB)
-            .append_pair("q", &fleet)
+            .append_pair("q", &q)
             .append_pair("epoch", "s")
-            .append_pair("chunked", chunked)
-            .append_pair("chunk_size", "10000");
+            .append_pair("chunked", "true")
+            .append_pair("chunk_size", chunk);
+        let cpu = cpu_seconds(&influxd.to_string());
+        let t = Instant::now();
         let body = client
             .get(u)
             .send()
@@ -259,51 +304,12 @@ async fn profile(url: &str, store: &Store, county: &str, first: Date, last: Date
             .await
             .expect("body");
         println!(
-            "profile: fleet answer, chunked={chunked}: {:.2} s, {:.1} MB",
+            "profile: {what}: {:.2} s wall, {:.2} s influxd CPU, {:.1} MB",
             t.elapsed().as_secs_f64(),
+            cpu_seconds(&influxd.to_string()) - cpu,
             body.len() as f64 / 1e6
         );
     }
-    let sums = "SUM(\"machines_total\"), SUM(\"machines_digital\"), SUM(\"machines_cnc\"), SUM(\"machines_networked\"), SUM(\"machines_digital_networked\"), SUM(\"cnc_running_s\"), SUM(\"cnc_planned_s\"), COUNT(\"machines_total\")";
-    for (what, q) in [
-        (
-            "per-enterprise sums",
-            format!(
-                "SELECT {sums}, MIN(\"machines_total\"), MAX(\"machines_total\") FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""
-            ),
-        ),
-        (
-            "county sums per day",
-            format!("SELECT {sums} FROM \"fleet\" {filter} GROUP BY time(1d, 16h)"),
-        ),
-        (
-            "one field raw",
-            format!(
-                "SELECT \"machines_total\" FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""
-            ),
-        ),
-        (
-            "green raw",
-            format!(
-                "SELECT \"energy_tce\", \"electricity_kwh\", \"water_t\", \"value_added_10k_cny\" FROM \"green\" {filter} GROUP BY \"enterprise\", \"sector\", \"va_method\", \"el_method\""
-            ),
-        ),
-    ] {
-        let t = Instant::now();
-        let series = store.query(&q).await.expect("query");
-        let rows: usize = series.iter().map(|s| s.values.len()).sum();
-        println!(
-            "profile: {what}: {rows} rows in {:.2} s",
-            t.elapsed().as_secs_f64()
-        );
-    }
-    let t = Instant::now();
-    let series = store.query(&fleet).await.expect("query");
-    println!(
-        "profile: fleet answer read into {} series: {:.2} s",
-        series.len(),
-        t.elapsed().as_secs_f64()
-    );
 }
 
 /// CPU time (user + system) of a process so far, from /proc/<pid>/stat: a measure of the

@@ -65,146 +65,34 @@ const fn same(d: Day) -> [Option<Day>; 2] {
 }
 
 /// Twenty registered enterprises across the seven sectors; `o2` is silent.
+#[rustfmt::skip]
 fn enterprises() -> Vec<E> {
-    let e = |id, sector, total, cnc, days| E {
-        id,
-        sector,
-        total,
-        cnc,
-        days,
-    };
+    let e = |id, sector, total, cnc, days| E { id, sector, total, cnc, days };
+    //  day(networked, running h, planned h, tce, water t, value added 10k CNY)
     vec![
-        e(
-            "d1",
-            "doors",
-            10,
-            6,
-            [
-                Some(day(6, 30.0, 40.0, 0.40, 10.0, 1.0)),
-                Some(day(7, 32.0, 40.0, 0.45, 12.0, 1.0)),
-            ],
-        ),
-        e(
-            "d2",
-            "doors",
-            8,
-            4,
-            [
-                Some(day(4, 20.0, 32.0, 0.30, 8.0, 0.8)),
-                Some(day(4, 24.0, 32.0, 0.30, 8.0, 0.7)),
-            ],
-        ),
-        e(
-            "d3",
-            "doors",
-            12,
-            9,
-            [
-                Some(day(9, 60.0, 72.0, 0.50, 15.0, 1.2)),
-                Some(day(8, 50.0, 72.0, 0.55, 15.0, 1.3)),
-            ],
-        ),
+        e("d1", "doors", 10, 6, [Some(day(6, 30.0, 40.0, 0.40, 10.0, 1.0)), Some(day(7, 32.0, 40.0, 0.45, 12.0, 1.0))]),
+        e("d2", "doors", 8, 4, [Some(day(4, 20.0, 32.0, 0.30, 8.0, 0.8)), Some(day(4, 24.0, 32.0, 0.30, 8.0, 0.7))]),
+        e("d3", "doors", 12, 9, [Some(day(9, 60.0, 72.0, 0.50, 15.0, 1.2)), Some(day(8, 50.0, 72.0, 0.55, 15.0, 1.3))]),
         // Silent on the second day: its register still counts that day, nothing networked.
-        e(
-            "d4",
-            "doors",
-            5,
-            2,
-            [Some(day(2, 8.0, 16.0, 0.10, 2.0, 0.3)), None],
-        ),
-        e(
-            "c1",
-            "cups",
-            10,
-            7,
-            same(day(6, 40.0, 56.0, 0.6, 20.0, 1.5)),
-        ),
+        e("d4", "doors", 5, 2, [Some(day(2, 8.0, 16.0, 0.10, 2.0, 0.3)), None]),
+        e("c1", "cups", 10, 7, same(day(6, 40.0, 56.0, 0.6, 20.0, 1.5))),
         e("c2", "cups", 6, 3, same(day(3, 15.0, 24.0, 0.3, 9.0, 0.6))),
         e("c3", "cups", 4, 4, same(day(4, 25.0, 32.0, 0.2, 5.0, 0.5))),
-        e(
-            "k1",
-            "cookware",
-            20,
-            10,
-            same(day(12, 60.0, 80.0, 1.0, 30.0, 2.0)),
-        ),
-        e(
-            "k2",
-            "cookware",
-            10,
-            5,
-            same(day(5, 30.0, 40.0, 0.5, 15.0, 1.0)),
-        ),
-        e(
-            "k3",
-            "cookware",
-            10,
-            5,
-            same(day(3, 10.0, 40.0, 0.6, 10.0, 1.0)),
-        ),
-        e(
-            "p1",
-            "power_tools",
-            15,
-            12,
-            same(day(12, 80.0, 96.0, 0.8, 10.0, 2.5)),
-        ),
-        e(
-            "p2",
-            "power_tools",
-            10,
-            8,
-            same(day(9, 50.0, 64.0, 0.5, 6.0, 1.5)),
-        ),
-        e(
-            "p3",
-            "power_tools",
-            5,
-            5,
-            same(day(5, 30.0, 40.0, 0.3, 4.0, 1.0)),
-        ),
-        e(
-            "l1",
-            "leisure",
-            8,
-            4,
-            same(day(4, 16.0, 32.0, 0.4, 12.0, 0.8)),
-        ),
-        e(
-            "l2",
-            "leisure",
-            8,
-            4,
-            same(day(6, 20.0, 32.0, 0.4, 12.0, 0.8)),
-        ),
-        e(
-            "l3",
-            "leisure",
-            4,
-            2,
-            same(day(2, 12.0, 16.0, 0.2, 6.0, 0.4)),
-        ),
-        e(
-            "s1",
-            "castings",
-            20,
-            6,
-            same(day(10, 30.0, 48.0, 3.0, 100.0, 2.0)),
-        ),
+        e("k1", "cookware", 20, 10, same(day(12, 60.0, 80.0, 1.0, 30.0, 2.0))),
+        e("k2", "cookware", 10, 5, same(day(5, 30.0, 40.0, 0.5, 15.0, 1.0))),
+        e("k3", "cookware", 10, 5, same(day(3, 10.0, 40.0, 0.6, 10.0, 1.0))),
+        e("p1", "power_tools", 15, 12, same(day(12, 80.0, 96.0, 0.8, 10.0, 2.5))),
+        e("p2", "power_tools", 10, 8, same(day(9, 50.0, 64.0, 0.5, 6.0, 1.5))),
+        e("p3", "power_tools", 5, 5, same(day(5, 30.0, 40.0, 0.3, 4.0, 1.0))),
+        e("l1", "leisure", 8, 4, same(day(4, 16.0, 32.0, 0.4, 12.0, 0.8))),
+        e("l2", "leisure", 8, 4, same(day(6, 20.0, 32.0, 0.4, 12.0, 0.8))),
+        e("l3", "leisure", 4, 2, same(day(2, 12.0, 16.0, 0.2, 6.0, 0.4))),
+        e("s1", "castings", 20, 6, same(day(10, 30.0, 48.0, 3.0, 100.0, 2.0))),
         // Value added unknown on the second day: its energy is in the energy total only.
-        e(
-            "s2",
-            "castings",
-            10,
-            4,
-            [
-                Some(day(5, 20.0, 32.0, 1.5, 50.0, 1.0)),
-                Some(Day {
-                    va: None,
-                    ..day(5, 20.0, 32.0, 1.5, 50.0, 0.0)
-                }),
-            ],
-        ),
+        e("s2", "castings", 10, 4, [
+            Some(day(5, 20.0, 32.0, 1.5, 50.0, 1.0)),
+            Some(Day { va: None, ..day(5, 20.0, 32.0, 1.5, 50.0, 0.0) }),
+        ]),
         e("o1", "other", 6, 3, same(day(3, 12.0, 24.0, 0.3, 6.0, 0.6))),
         e("o2", "other", 7, 3, [None, None]),
     ]
@@ -394,6 +282,41 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9 * b.abs().max(1.0)
 }
 
+/// Seconds per hour.
+const H: f64 = 3600.0;
+
+/// Per sector over the two days, worked out by hand from [`enterprises`]: (networked /
+/// machine-days, CNC / machine-days, running / planned time, tce / value added, water / value
+/// added).
+#[rustfmt::skip]
+fn expected_sectors() -> [(&'static str, [(f64, f64); 5]); 7] {
+    [
+        // doors: machine-days d1 10×2 + d2 8×2 + d3 12×2 + d4 5×2 (its silent day filled)
+        // = 20 + 16 + 24 + 10 = 70; networked 13 + 8 + 17 + (2 + 0) = 40; CNC 12 + 8 + 18 + 4
+        // = 42; running 62 + 44 + 110 + 8 = 224 h of 80 + 64 + 144 + 16 = 304 h; energy
+        // 0.85 + 0.60 + 1.05 + 0.10 = 2.6 tce on value added 2.0 + 1.5 + 2.5 + 0.3 = 6.3;
+        // water 22 + 16 + 30 + 2 = 70 t.
+        ("doors", [(40.0, 70.0), (42.0, 70.0), (224.0 * H, 304.0 * H), (2.6, 6.3), (70.0, 6.3)]),
+        // cups per day: machines 10 + 6 + 4 = 20, networked 6 + 3 + 4 = 13, CNC 7 + 3 + 4 =
+        // 14, running 40 + 15 + 25 = 80 h of 56 + 24 + 32 = 112 h, 0.6 + 0.3 + 0.2 = 1.1 tce,
+        // 20 + 9 + 5 = 34 t, value added 1.5 + 0.6 + 0.5 = 2.6; twice.
+        ("cups", [(26.0, 40.0), (28.0, 40.0), (160.0 * H, 224.0 * H), (2.2, 5.2), (68.0, 5.2)]),
+        // cookware per day: 20 + 10 + 10 = 40, 12 + 5 + 3 = 20, 10 + 5 + 5 = 20, 100 h of
+        // 160 h, 2.1 tce, 55 t, 4.0; twice.
+        ("cookware", [(40.0, 80.0), (40.0, 80.0), (200.0 * H, 320.0 * H), (4.2, 8.0), (110.0, 8.0)]),
+        // power tools per day: 30, 26, 25, 160 h of 200 h, 1.6 tce, 20 t, 5.0; twice.
+        ("power_tools", [(52.0, 60.0), (50.0, 60.0), (320.0 * H, 400.0 * H), (3.2, 10.0), (40.0, 10.0)]),
+        // leisure per day: 20, 12, 10, 48 h of 80 h, 1.0 tce, 30 t, 2.0; twice.
+        ("leisure", [(24.0, 40.0), (20.0, 40.0), (96.0 * H, 160.0 * H), (2.0, 4.0), (60.0, 4.0)]),
+        // castings per day: 30, 15, 10, 50 h of 80 h; the intensities leave out s2's second
+        // day (no value added): tce 3.0 × 2 + 1.5 = 7.5, water 100 × 2 + 50 = 250 on value
+        // added 2.0 × 2 + 1.0 = 5.0.
+        ("castings", [(30.0, 60.0), (20.0, 60.0), (100.0 * H, 160.0 * H), (7.5, 5.0), (250.0, 5.0)]),
+        // other: o1 alone (o2 is silent): 6, 3, 3, 12 h of 24 h, 0.3 tce, 6 t, 0.6; twice.
+        ("other", [(6.0, 12.0), (6.0, 12.0), (24.0 * H, 48.0 * H), (0.6, 1.2), (12.0, 1.2)]),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn county_report_sums_every_enterprise_against_the_targets() {
     let influx = common::Influx1::start().await;
@@ -415,97 +338,6 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
         .map(|s| (s["sector"].as_str().unwrap(), s))
         .collect();
     assert_eq!(sectors.len(), 7);
-    const H: f64 = 3600.0;
-    // (sector, networked / machine-days, CNC / machine-days, running h / planned h,
-    //  tce / value added, water / value added), over the two days:
-    let expected: [(&str, [(f64, f64); 5]); 7] = [
-        // doors: machine-days d1 10×2 + d2 8×2 + d3 12×2 + d4 5×2 (its silent day filled)
-        // = 20 + 16 + 24 + 10 = 70; networked 13 + 8 + 17 + (2 + 0) = 40; CNC 12 + 8 + 18 + 4
-        // = 42; running 62 + 44 + 110 + 8 = 224 h of 80 + 64 + 144 + 16 = 304 h; energy
-        // 0.85 + 0.60 + 1.05 + 0.10 = 2.6 tce on value added 2.0 + 1.5 + 2.5 + 0.3 = 6.3;
-        // water 22 + 16 + 30 + 2 = 70 t.
-        (
-            "doors",
-            [
-                (40.0, 70.0),
-                (42.0, 70.0),
-                (224.0 * H, 304.0 * H),
-                (2.6, 6.3),
-                (70.0, 6.3),
-            ],
-        ),
-        // cups per day: machines 10 + 6 + 4 = 20, networked 6 + 3 + 4 = 13, CNC 7 + 3 + 4 =
-        // 14, running 40 + 15 + 25 = 80 h of 56 + 24 + 32 = 112 h, 0.6 + 0.3 + 0.2 = 1.1 tce,
-        // 20 + 9 + 5 = 34 t, value added 1.5 + 0.6 + 0.5 = 2.6; twice.
-        (
-            "cups",
-            [
-                (26.0, 40.0),
-                (28.0, 40.0),
-                (160.0 * H, 224.0 * H),
-                (2.2, 5.2),
-                (68.0, 5.2),
-            ],
-        ),
-        // cookware per day: 20 + 10 + 10 = 40, 12 + 5 + 3 = 20, 10 + 5 + 5 = 20, 100 h of
-        // 160 h, 2.1 tce, 55 t, 4.0; twice.
-        (
-            "cookware",
-            [
-                (40.0, 80.0),
-                (40.0, 80.0),
-                (200.0 * H, 320.0 * H),
-                (4.2, 8.0),
-                (110.0, 8.0),
-            ],
-        ),
-        // power tools per day: 30, 26, 25, 160 h of 200 h, 1.6 tce, 20 t, 5.0; twice.
-        (
-            "power_tools",
-            [
-                (52.0, 60.0),
-                (50.0, 60.0),
-                (320.0 * H, 400.0 * H),
-                (3.2, 10.0),
-                (40.0, 10.0),
-            ],
-        ),
-        // leisure per day: 20, 12, 10, 48 h of 80 h, 1.0 tce, 30 t, 2.0; twice.
-        (
-            "leisure",
-            [
-                (24.0, 40.0),
-                (20.0, 40.0),
-                (96.0 * H, 160.0 * H),
-                (2.0, 4.0),
-                (60.0, 4.0),
-            ],
-        ),
-        // castings per day: 30, 15, 10, 50 h of 80 h; the intensities leave out s2's second
-        // day (no value added): tce 3.0 × 2 + 1.5 = 7.5, water 100 × 2 + 50 = 250 on value
-        // added 2.0 × 2 + 1.0 = 5.0.
-        (
-            "castings",
-            [
-                (30.0, 60.0),
-                (20.0, 60.0),
-                (100.0 * H, 160.0 * H),
-                (7.5, 5.0),
-                (250.0, 5.0),
-            ],
-        ),
-        // other: o1 alone (o2 is silent): 6, 3, 3, 12 h of 24 h, 0.3 tce, 6 t, 0.6; twice.
-        (
-            "other",
-            [
-                (6.0, 12.0),
-                (6.0, 12.0),
-                (24.0 * H, 48.0 * H),
-                (0.6, 1.2),
-                (12.0, 1.2),
-            ],
-        ),
-    ];
     let names = [
         "networking_rate",
         "cnc_rate",
@@ -513,7 +345,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
         "tce_per_10k_cny",
         "water_t_per_10k_cny",
     ];
-    for (sector, rows) in expected {
+    for (sector, rows) in expected_sectors() {
         for (name, (n, d)) in names.iter().zip(rows) {
             let (got_n, got_d, _) = figures(sectors[sector], name);
             assert!(

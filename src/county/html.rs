@@ -269,12 +269,12 @@ pub fn render(report: &Report, lang: Lang) -> String {
             .iter()
             .map(|s| (summary_label(s, w, lang), s.indicator(indicator)))
             .collect();
-        let _ = writeln!(
-            h,
-            "<figure id=\"bars-{}\"><figcaption>{}</figcaption>{}</figure>",
-            indicator.as_str(),
-            indicator_name(indicator, lang),
-            bar_chart(indicator, &bars, w)
+        figure(
+            &mut h,
+            "bars",
+            indicator,
+            lang,
+            &bar_chart(indicator, &bars, w),
         );
     }
     h.push_str("</section>\n");
@@ -296,12 +296,12 @@ pub fn render(report: &Report, lang: Lang) -> String {
                 )
             })
             .collect();
-        let _ = writeln!(
-            h,
-            "<figure id=\"trend-{}\"><figcaption>{}</figcaption>{}</figure>",
-            indicator.as_str(),
-            indicator_name(indicator, lang),
-            line_chart(indicator, &points, w)
+        figure(
+            &mut h,
+            "trend",
+            indicator,
+            lang,
+            &line_chart(indicator, &points, w),
         );
     }
     h.push_str("</section>\n");
@@ -391,6 +391,15 @@ pub fn render(report: &Report, lang: Lang) -> String {
         env!("CARGO_PKG_VERSION")
     );
     h
+}
+
+fn figure(h: &mut String, kind: &str, indicator: Indicator, lang: Lang, svg: &str) {
+    let _ = writeln!(
+        h,
+        "<figure id=\"{kind}-{}\"><figcaption>{}</figcaption>{svg}</figure>",
+        indicator.as_str(),
+        indicator_name(indicator, lang),
+    );
 }
 
 fn card(h: &mut String, row: &IndicatorRow, w: &Words, lang: Lang) {
