@@ -300,19 +300,21 @@ impl Store {
                 queries.spawn(async move { (is_fleet, store.query(&q).await) });
             }
         }
-        let (mut fleet, mut green) = (Vec::new(), Vec::new());
+        // Each answer becomes records as it arrives, so that only the answers still being read
+        // are held as JSON rows.
+        let mut lines = Lines::default();
+        let (mut fleet_skipped, mut green_skipped) = (Skipped::default(), Skipped::default());
         while let Some(done) = queries.join_next().await {
             let (is_fleet, series) =
                 done.map_err(|e| StoreError::Statement(format!("a query task failed: {e}")))?;
             if is_fleet {
-                fleet.extend(series?);
+                read_fleet(&series?, &starts, &mut lines.fleet, &mut fleet_skipped);
             } else {
-                green.extend(series?);
+                read_green(&series?, &starts, &mut lines.green, &mut green_skipped);
             }
         }
-        let mut lines = Lines::default();
-        read_fleet(&fleet, &starts, &mut lines);
-        read_green(&green, &starts, &mut lines);
+        fleet_skipped.into_warnings("fleet", &mut lines.warnings);
+        green_skipped.into_warnings("green", &mut lines.warnings);
         Ok(lines)
     }
 }
@@ -515,19 +517,17 @@ fn count(v: f64) -> Option<u64> {
     (v >= 0.0).then(|| v.round() as u64)
 }
 
-/// Every usable row of `series` as made by `make` (given the row's `tags` and `fields` and its
-/// day); a row outside the period, or one `make` refuses with a reason, is counted in one
-/// warning per reason.
+/// Appends every usable row of `series` as made by `make` (given the row's `tags` and
+/// `fields` and its day); a row outside the period, or one `make` refuses with a reason, is
+/// counted by reason.
 fn read<T>(
     series: &[Series],
     (fields, tags): (&[&str], &[&str]),
     starts: &[Timestamp],
-    measurement: &str,
-    warnings: &mut Vec<String>,
+    out: &mut Vec<T>,
+    skipped: &mut Skipped,
     make: impl Fn(&Row<'_>, usize) -> Result<T, String>,
-) -> Vec<T> {
-    let mut out = Vec::new();
-    let mut skipped = Skipped::default();
+) {
     for s in series {
         let rows = Rows::new(s, fields, tags);
         for (time, row) in rows.each() {
@@ -541,17 +541,20 @@ fn read<T>(
             }
         }
     }
-    skipped.into_warnings(measurement, warnings);
-    out
 }
 
-fn read_fleet(series: &[Series], starts: &[Timestamp], lines: &mut Lines) {
-    let fleet = read(
+fn read_fleet(
+    series: &[Series],
+    starts: &[Timestamp],
+    out: &mut Vec<FleetDay>,
+    skipped: &mut Skipped,
+) {
+    read(
         series,
         (FLEET_FIELDS, FLEET_TAGS),
         starts,
-        "fleet",
-        &mut lines.warnings,
+        out,
+        skipped,
         |row, day| {
             let (enterprise, f) = (row.tags[0], &row.fields);
             let missing: Vec<&str> = FLEET_FIELDS
@@ -594,16 +597,20 @@ fn read_fleet(series: &[Series], starts: &[Timestamp], lines: &mut Lines) {
             })
         },
     );
-    lines.fleet.extend(fleet);
 }
 
-fn read_green(series: &[Series], starts: &[Timestamp], lines: &mut Lines) {
-    let green = read(
+fn read_green(
+    series: &[Series],
+    starts: &[Timestamp],
+    out: &mut Vec<GreenDay>,
+    skipped: &mut Skipped,
+) {
+    read(
         series,
         (GREEN_FIELDS, GREEN_TAGS),
         starts,
-        "green",
-        &mut lines.warnings,
+        out,
+        skipped,
         |row, day| {
             let f = &row.fields;
             let (Some(tce), Some(kwh), Some(water)) = (f[0], f[1], f[2]) else {
@@ -628,7 +635,6 @@ fn read_green(series: &[Series], starts: &[Timestamp], lines: &mut Lines) {
             })
         },
     );
-    lines.green.extend(green);
 }
 
 #[cfg(test)]
@@ -716,7 +722,7 @@ mod tests {
         ]))
         .unwrap();
         let mut lines = Lines::default();
-        read_green(&series, &starts, &mut lines);
+        read_green(&series, &starts, &mut lines.green, &mut Skipped::default());
         let got: Vec<(&str, &str, &str, bool)> = lines
             .green
             .iter()
@@ -758,7 +764,9 @@ mod tests {
         }]))
         .unwrap();
         let mut lines = Lines::default();
-        read_fleet(&series, &starts, &mut lines);
+        let mut skipped = Skipped::default();
+        read_fleet(&series, &starts, &mut lines.fleet, &mut skipped);
+        skipped.into_warnings("fleet", &mut lines.warnings);
         assert_eq!(lines.fleet.len(), 1);
         assert_eq!(lines.fleet[0].fleet.machines_networked, 5);
         assert_eq!(lines.warnings.len(), 2, "{:?}", lines.warnings);
