@@ -1,6 +1,9 @@
-//! Wires the pipeline together: device actors → engine → spool → one writer per output.
+//! Wires the pipeline together: device actors and MQTT brokers → engine → spool → one writer
+//! per output.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
@@ -13,10 +16,14 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::{Spool, SpoolError, SpoolStats};
 use crate::sink::{self, Output, file::FileWriter, influx::InfluxWriter};
-use crate::source::modbus;
+use crate::source::{modbus, mqtt};
 
-/// Events waiting between the sources and the engine. At the bound a device task drops its poll
-/// result and counts it (see `source::modbus`), so a stalled engine never stalls polling.
+/// Events waiting between the sources and the engine. What a source does at the bound depends
+/// on what its data is: a Modbus device task drops its poll result and counts it (the next poll
+/// a second later supersedes it; see `source::modbus`), so a stalled engine never stalls
+/// polling; an MQTT broker task waits for room and stops reading from the broker meanwhile, so
+/// the broker keeps the messages for the agent's session (see `source::mqtt`): a message is the
+/// only copy of its data.
 pub const EVENT_QUEUE: usize = 1024;
 
 /// Why the agent could not start.
@@ -31,6 +38,8 @@ pub enum StartError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Influx(#[from] sink::influx::InfluxError),
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
 }
 
 /// A running agent.
@@ -67,6 +76,31 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         .clone()
         .unwrap_or_else(|| data_dir.join("spool.db"));
 
+    let metrics = Metrics::new();
+    let machines: HashSet<Arc<str>> = config
+        .machines
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let meters: HashSet<Arc<str>> = config
+        .meters
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let brokers = config
+        .mqtt
+        .iter()
+        .map(|b| {
+            mqtt::prepare(
+                b,
+                &config.site,
+                machines.clone(),
+                meters.clone(),
+                metrics.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
     let mut outputs: Vec<(Output, usize)> = Vec::new();
     for (n, cfg) in config.influx.iter().enumerate() {
         let name = cfg
@@ -101,7 +135,6 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         );
     }
 
-    let metrics = Metrics::new();
     let (stats_tx, stats_rx) = watch::channel(left);
     let (records_tx, records_rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
     let spool_thread = sink::spawn_spool_task(spool, records_rx, stats_tx, metrics.clone());
@@ -128,6 +161,14 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
             shutdown.clone(),
         ));
     }
+    for broker in brokers {
+        tasks.spawn(mqtt::run(
+            broker,
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     drop(events_tx);
 
     let engine = Engine::new(config, Timestamp::now());
@@ -143,6 +184,7 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
     info!(
         machines = config.machines.len(),
         devices = config.modbus.len(),
+        brokers = config.mqtt.len(),
         outputs = names.len(),
         spool = %spool_path.display(),
         "agent started"

@@ -158,8 +158,10 @@ impl Engine {
         let devices = config
             .modbus
             .iter()
-            .map(|d| DeviceHealth {
-                id: Arc::from(d.id.as_str()),
+            .map(|d| &d.id)
+            .chain(config.mqtt.iter().map(|b| &b.id))
+            .map(|id| DeviceHealth {
+                id: Arc::from(id.as_str()),
                 up: false,
                 since: None,
                 reason: Some("not polled yet".into()),
@@ -185,6 +187,24 @@ impl Engine {
             SourceEvent::DeviceDown { device, at, reason } => {
                 self.set_device(&device, false, at, Some(reason))
             }
+            SourceEvent::Offline { target, at, reason } => {
+                self.offline_now(&target, at, &reason, out)
+            }
+        }
+    }
+
+    /// A source knows the machine is gone (a Last Will, a Sparkplug death): offline now rather
+    /// than after `offline_after`. Meters have no state, so only machines are concerned.
+    fn offline_now(&mut self, target: &Target, at: Timestamp, reason: &str, out: &mut Vec<String>) {
+        let Target::Machine(id) = target else { return };
+        let Some(&index) = self.by_id.get(id) else {
+            self.unknown_target(id);
+            return;
+        };
+        let m = &mut self.machines[index];
+        if m.state != State::Offline {
+            info!(machine = %m.id, reason, "offline at once");
+            change_state(m, State::Offline, at.max(m.since), out);
         }
     }
 
@@ -571,6 +591,33 @@ rule = [
         assert!(change.ends_with(
             " state=\"offline\",code=0i,previous=\"running\",previous_s=12.0 1700000013000000000"
         ));
+    }
+
+    #[test]
+    fn an_offline_event_makes_a_machine_offline_at_once() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        for s in 1..=3 {
+            e.on_event(poll("cnc01", t(s), 1, 0), &mut out);
+        }
+        out.clear();
+        let offline = |at| SourceEvent::Offline {
+            target: Target::Machine(Arc::from("cnc01")),
+            at,
+            reason: "last will".into(),
+        };
+        e.on_event(offline(t(5)), &mut out);
+        // Running from t=1 (taken after min_duration, stamped when it began) to t=5 = 4 s;
+        // offline at t=5, not at the silence deadline t=3+10.
+        let lines = state_lines(&out);
+        assert_eq!(lines.len(), 1, "{out:?}");
+        assert!(lines[0].ends_with(
+            " state=\"offline\",code=0i,previous=\"running\",previous_s=4.0 1700000005000000000"
+        ));
+        // A second death changes nothing.
+        out.clear();
+        e.on_event(offline(t(6)), &mut out);
+        assert!(state_lines(&out).is_empty());
     }
 
     #[test]

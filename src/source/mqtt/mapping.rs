@@ -1,0 +1,764 @@
+//! From a message (topic, payload, arrival time) to the events the engine takes: pure code with
+//! no socket, so every payload form and every kind of bad message is unit-tested here.
+//!
+//! What a message can come to:
+//! - samples for one registered machine or meter, all stamped with one time (the message's own
+//!   timestamp when it has one, else its arrival);
+//! - an `Offline` event: the machine's Last Will payload, or a Sparkplug NDEATH/DDEATH;
+//! - nothing, counted: oversized, malformed, a value of the wrong type, a timestamp far from
+//!   now, a Sparkplug alias whose birth was missed, a machine that is not in the register.
+//!
+//! Counters are labelled by topic so an engineer can find the box at fault. A topic label per
+//! message could grow without bound on a broker with thousands of topics, so after
+//! [`MAX_TOPIC_LABELS`] distinct topics the rest share the label `(other topics)`. Warnings are
+//! rate-limited per topic and kind: the first at once, then at most one a minute that says how
+//! many were not logged.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use tracing::{debug, warn};
+
+use super::payload::{self, JsonPath};
+use super::sparkplug::{self, MessageType};
+use super::topic::{Pattern, Template};
+use crate::config::{MqttBroker, MqttTopic, PayloadFormat, SignalType};
+use crate::metrics::Metrics;
+use crate::source::{Sample, SourceEvent, Target};
+
+/// Distinct topics that get a label of their own in the counters.
+pub const MAX_TOPIC_LABELS: usize = 1000;
+/// The label shared by topics past [`MAX_TOPIC_LABELS`].
+pub const OTHER_TOPICS: &str = "(other topics)";
+/// The least time between two warnings about one topic and kind of fault.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Why a message, or a value in it, was not used. The label of the bad-message counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// Payload larger than `max_packet_size`.
+    Oversized,
+    /// Not JSON, not UTF-8 text, not a Sparkplug payload.
+    Malformed,
+    /// A value that does not convert to its declared type.
+    WrongType,
+    /// A mapped field the message does not have (or has as null).
+    MissingField,
+    /// A timestamp that cannot be read or is further from now than `max_timestamp_skew`.
+    Timestamp,
+    /// A Sparkplug metric sent by alias whose birth certificate the agent has not seen.
+    UnknownAlias,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Oversized => "oversized",
+            Fault::Malformed => "malformed",
+            Fault::WrongType => "wrong_type",
+            Fault::MissingField => "missing_field",
+            Fault::Timestamp => "timestamp",
+            Fault::UnknownAlias => "unknown_alias",
+        }
+    }
+}
+
+/// Whom a topic mapping's messages are for.
+#[derive(Debug, Clone)]
+enum TargetTemplate {
+    Machine(Template),
+    Meter(Template),
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    signal: Template,
+    /// The signal name when the template has no capture (nearly always), made once.
+    fixed_signal: Option<Arc<str>>,
+    /// JSON path (json format).
+    path: Option<JsonPath>,
+    /// Metric name (sparkplug format).
+    metric: Option<String>,
+    value_type: SignalType,
+}
+
+#[derive(Debug, Clone)]
+struct Mapping {
+    pattern: Pattern,
+    format: PayloadFormat,
+    target: TargetTemplate,
+    timestamp: Option<JsonPath>,
+    offline_payload: Option<String>,
+    fields: Vec<Field>,
+}
+
+/// What the agent knows of one Sparkplug edge node from its birth certificates.
+#[derive(Debug, Default)]
+struct EdgeNode {
+    /// Metric alias → (name, datatype), from NBIRTH and DBIRTH.
+    aliases: HashMap<u64, (String, u32)>,
+    /// Metric name → datatype, for DATA messages that leave the datatype out.
+    datatypes: HashMap<String, u32>,
+    /// The node's `bdSeq` at its last birth: an NDEATH with another one is a stale will from an
+    /// earlier session and must not take the node's machines offline.
+    bd_seq: Option<i64>,
+    /// Device id → the target it maps to, for NDEATH (all of the node's devices go offline).
+    devices: HashMap<String, Target>,
+}
+
+/// Compiles a broker's topic map. The config was checked by `shopfloor check` (see
+/// `config::load`); anything that still fails to compile is reported by the caller.
+pub fn compile(topic: &MqttTopic) -> Result<(Pattern, Vec<String>), String> {
+    let pattern = Pattern::parse(&topic.pattern)?;
+    let mut names: Vec<String> = pattern.capture_names().map(str::to_string).collect();
+    if topic.format == PayloadFormat::Sparkplug {
+        names.extend(["group", "node", "device"].map(String::from));
+    }
+    Ok((pattern, names))
+}
+
+/// The machine template when the topic gives none: `{machine}`, or `{device}` for Sparkplug.
+pub fn default_machine(format: PayloadFormat) -> &'static str {
+    match format {
+        PayloadFormat::Sparkplug => "{device}",
+        _ => "{machine}",
+    }
+}
+
+/// Counters and rate-limited warnings of one broker.
+#[derive(Debug)]
+struct Stats {
+    broker: Arc<str>,
+    metrics: Metrics,
+    messages: Arc<AtomicU64>,
+    unmapped: Arc<AtomicU64>,
+    labelled: HashSet<String>,
+    bad: HashMap<(String, Fault), Arc<AtomicU64>>,
+    unregistered: HashMap<String, Arc<AtomicU64>>,
+    /// (topic label, fault) → when last logged and how many were not logged since.
+    logged: HashMap<(String, Fault), (Instant, u64)>,
+    unmapped_logged: HashSet<String>,
+}
+
+impl Stats {
+    fn new(broker: Arc<str>, metrics: Metrics) -> Self {
+        let labels = [("broker", &*broker)];
+        Stats {
+            messages: metrics.counter(
+                "shopfloor_mqtt_messages_total",
+                "MQTT messages received, good and bad.",
+                &labels,
+            ),
+            unmapped: metrics.counter(
+                "shopfloor_mqtt_unmapped_messages_total",
+                "MQTT messages on a subscribed topic that no topic pattern matches.",
+                &labels,
+            ),
+            broker,
+            metrics,
+            labelled: HashSet::new(),
+            bad: HashMap::new(),
+            unregistered: HashMap::new(),
+            logged: HashMap::new(),
+            unmapped_logged: HashSet::new(),
+        }
+    }
+
+    fn label(&mut self, topic: &str) -> String {
+        if self.labelled.contains(topic) {
+            return topic.to_string();
+        }
+        if self.labelled.len() < MAX_TOPIC_LABELS {
+            self.labelled.insert(topic.to_string());
+            return topic.to_string();
+        }
+        OTHER_TOPICS.to_string()
+    }
+
+    /// Counts a fault and logs it unless one like it was logged in the last minute.
+    fn fault(&mut self, topic: &str, fault: Fault, detail: &str) {
+        let label = self.label(topic);
+        let key = (label, fault);
+        let counter = match self.bad.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = self.metrics.counter(
+                    "shopfloor_mqtt_bad_messages_total",
+                    "MQTT messages or values not used, by topic and kind of fault.",
+                    &[
+                        ("broker", &self.broker),
+                        ("topic", &key.0),
+                        ("kind", fault.as_str()),
+                    ],
+                );
+                self.bad.insert(key.clone(), c.clone());
+                c
+            }
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        if self.logged.len() > 4 * MAX_TOPIC_LABELS {
+            self.logged.clear();
+        }
+        match self.logged.get_mut(&key) {
+            Some((last, suppressed)) if now.duration_since(*last) < LOG_EVERY => {
+                *suppressed += 1;
+            }
+            entry => {
+                let suppressed = entry.map_or(0, |(_, n)| *n);
+                warn!(
+                    broker = %self.broker,
+                    topic,
+                    kind = fault.as_str(),
+                    not_logged_since_last = suppressed,
+                    "{detail}"
+                );
+                self.logged.insert(key, (now, 0));
+            }
+        }
+    }
+
+    fn unregistered(&mut self, topic: &str, id: &str) {
+        let label = self.label(topic);
+        if let Some(c) = self.unregistered.get(&label) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        warn!(
+            broker = %self.broker,
+            topic,
+            id,
+            "messages for `{id}`, which is not in the register: add a [[machine]] (or [[meter]]) \
+             with this id or fix the topic map; counted, not logged again for this topic"
+        );
+        let c = self.metrics.counter(
+            "shopfloor_mqtt_unregistered_messages_total",
+            "MQTT messages for machines or meters that are not in the register, by topic.",
+            &[("broker", &self.broker), ("topic", &label)],
+        );
+        c.fetch_add(1, Ordering::Relaxed);
+        self.unregistered.insert(label, c);
+    }
+
+    fn unmapped(&mut self, topic: &str) {
+        self.unmapped.fetch_add(1, Ordering::Relaxed);
+        if self.unmapped_logged.len() < MAX_TOPIC_LABELS
+            && self.unmapped_logged.insert(topic.into())
+        {
+            debug!(broker = %self.broker, topic, "no topic pattern matches: message ignored");
+        }
+    }
+}
+
+/// Turns messages of one broker into engine events. See the module documentation.
+#[derive(Debug)]
+pub struct Mapper {
+    mappings: Vec<Mapping>,
+    ctx: Ctx,
+}
+
+/// Everything of a [`Mapper`] that handling a message changes, apart from the mappings it
+/// reads, so the two can be borrowed at once.
+#[derive(Debug)]
+struct Ctx {
+    machines: HashSet<Arc<str>>,
+    meters: HashSet<Arc<str>>,
+    max_payload: usize,
+    max_skew: SignedDuration,
+    /// (group, node) → what its births said.
+    nodes: HashMap<(String, String), EdgeNode>,
+    stats: Stats,
+}
+
+impl Mapper {
+    /// `machines` and `meters` are the register: messages for anything else are counted.
+    pub fn new(
+        broker: &MqttBroker,
+        machines: HashSet<Arc<str>>,
+        meters: HashSet<Arc<str>>,
+        metrics: Metrics,
+    ) -> Result<Mapper, String> {
+        let mut mappings = Vec::with_capacity(broker.topics.len());
+        for topic in &broker.topics {
+            let (pattern, _) = compile(topic)?;
+            let target = match (&topic.machine, &topic.meter) {
+                (_, Some(meter)) => TargetTemplate::Meter(Template::parse(meter)?),
+                (Some(machine), None) => TargetTemplate::Machine(Template::parse(machine)?),
+                (None, None) => {
+                    TargetTemplate::Machine(Template::parse(default_machine(topic.format))?)
+                }
+            };
+            let mut fields = Vec::with_capacity(topic.fields.len());
+            for f in &topic.fields {
+                let signal = Template::parse(&f.signal)?;
+                let (path, metric) = match (topic.format, &f.path) {
+                    (PayloadFormat::Json, Some(p)) => (Some(JsonPath::parse(p)?), None),
+                    (PayloadFormat::Json, None) => (Some(JsonPath::parse(&f.signal)?), None),
+                    (PayloadFormat::Sparkplug, p) => {
+                        (None, Some(p.clone().unwrap_or_else(|| f.signal.clone())))
+                    }
+                    (PayloadFormat::Text, _) => (None, None),
+                };
+                fields.push(Field {
+                    fixed_signal: signal.fixed().map(Arc::from),
+                    signal,
+                    path,
+                    metric,
+                    value_type: f.value_type,
+                });
+            }
+            mappings.push(Mapping {
+                pattern,
+                format: topic.format,
+                target,
+                timestamp: topic
+                    .timestamp
+                    .as_deref()
+                    .map(JsonPath::parse)
+                    .transpose()?,
+                offline_payload: topic.offline_payload.as_ref().map(|s| s.trim().to_string()),
+                fields,
+            });
+        }
+        Ok(Mapper {
+            mappings,
+            ctx: Ctx {
+                machines,
+                meters,
+                max_payload: broker.max_packet_size,
+                max_skew: SignedDuration::try_from(broker.max_timestamp_skew)
+                    .unwrap_or(SignedDuration::MAX),
+                nodes: HashMap::new(),
+                stats: Stats::new(Arc::from(broker.id.as_str()), metrics),
+            },
+        })
+    }
+
+    /// The subscription filters, one per distinct pattern.
+    pub fn filters(&self) -> Vec<String> {
+        let mut filters: Vec<String> = Vec::new();
+        for m in &self.mappings {
+            if !filters.iter().any(|f| f == m.pattern.filter()) {
+                filters.push(m.pattern.filter().to_string());
+            }
+        }
+        filters
+    }
+
+    /// Handles one message; appends what it comes to to `out`.
+    pub fn handle(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        arrival: Timestamp,
+        out: &mut Vec<SourceEvent>,
+    ) {
+        let ctx = &mut self.ctx;
+        ctx.stats.messages.fetch_add(1, Ordering::Relaxed);
+        let Some((mapping, captures)) = self
+            .mappings
+            .iter()
+            .find_map(|m| m.pattern.matches(topic).map(|c| (m, c)))
+        else {
+            ctx.stats.unmapped(topic);
+            return;
+        };
+        if payload.len() > ctx.max_payload {
+            let detail = format!(
+                "payload of {} bytes is larger than max_packet_size ({}): dropped",
+                payload.len(),
+                ctx.max_payload
+            );
+            ctx.stats.fault(topic, Fault::Oversized, &detail);
+            return;
+        }
+        if mapping.format == PayloadFormat::Sparkplug {
+            let Some(sp) = sparkplug::parse_topic(topic) else {
+                ctx.stats.unmapped(topic);
+                return;
+            };
+            let mut captures = captures;
+            captures.extend([
+                ("group", sp.group),
+                ("node", sp.node),
+                ("device", sp.device),
+            ]);
+            ctx.sparkplug(mapping, topic, &sp, &captures, payload, arrival, out);
+            return;
+        }
+        let Some(target) = ctx.resolve(mapping, topic, &captures) else {
+            return;
+        };
+        if let Some(offline) = &mapping.offline_payload
+            && std::str::from_utf8(payload).is_ok_and(|p| p.trim() == offline)
+        {
+            out.push(SourceEvent::Offline {
+                target,
+                at: arrival,
+                reason: format!("offline payload on {topic}"),
+            });
+            return;
+        }
+        match mapping.format {
+            PayloadFormat::Json => {
+                ctx.json(mapping, topic, &captures, target, payload, arrival, out)
+            }
+            PayloadFormat::Text => {
+                ctx.text(mapping, topic, &captures, target, payload, arrival, out)
+            }
+            PayloadFormat::Sparkplug => {}
+        }
+    }
+}
+
+impl Ctx {
+    /// The registered target of a message, or `None` (counted) when the topic names none.
+    fn resolve(
+        &mut self,
+        mapping: &Mapping,
+        topic: &str,
+        captures: &[(&str, &str)],
+    ) -> Option<Target> {
+        let (template, registered, make): (_, _, fn(Arc<str>) -> Target) = match &mapping.target {
+            TargetTemplate::Machine(t) => (t, &self.machines, Target::Machine),
+            TargetTemplate::Meter(t) => (t, &self.meters, Target::Meter),
+        };
+        let id = template.render(captures)?;
+        match registered.get(id.as_str()) {
+            Some(id) => Some(make(id.clone())),
+            None => {
+                self.stats.unregistered(topic, &id);
+                None
+            }
+        }
+    }
+
+    /// Checks a message's own timestamp against the clock; `None` (counted) when it is too far.
+    fn checked_time(
+        &mut self,
+        topic: &str,
+        at: Timestamp,
+        arrival: Timestamp,
+    ) -> Option<Timestamp> {
+        if at.duration_since(arrival).abs() > self.max_skew {
+            let detail = format!(
+                "timestamp {at} is {} from the agent's clock, more than max_timestamp_skew: message dropped",
+                at.duration_since(arrival)
+                    .round(jiff::Unit::Second)
+                    .unwrap_or_default()
+            );
+            self.stats.fault(topic, Fault::Timestamp, &detail);
+            return None;
+        }
+        Some(at)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn json(
+        &mut self,
+        mapping: &Mapping,
+        topic: &str,
+        captures: &[(&str, &str)],
+        target: Target,
+        payload: &[u8],
+        arrival: Timestamp,
+        out: &mut Vec<SourceEvent>,
+    ) {
+        let doc: serde_json::Value = match serde_json::from_slice(payload) {
+            Ok(doc) => doc,
+            Err(e) => {
+                self.stats
+                    .fault(topic, Fault::Malformed, &format!("not JSON ({e}): dropped"));
+                return;
+            }
+        };
+        let at = match mapping.timestamp.as_ref().and_then(|p| p.get(&doc)) {
+            None | Some(serde_json::Value::Null) => arrival,
+            Some(t) => match payload::timestamp(t) {
+                Ok(at) => at,
+                Err(e) => {
+                    self.stats.fault(
+                        topic,
+                        Fault::Timestamp,
+                        &format!("timestamp: {e}: message dropped"),
+                    );
+                    return;
+                }
+            },
+        };
+        let Some(at) = self.checked_time(topic, at, arrival) else {
+            return;
+        };
+        let mut samples = Vec::with_capacity(mapping.fields.len());
+        let mut faults: Vec<(Fault, String)> = Vec::new();
+        for field in &mapping.fields {
+            let Some(signal) = signal_name(field, captures) else {
+                continue;
+            };
+            let raw = match field.path.as_ref().and_then(|p| p.get(&doc)) {
+                None | Some(serde_json::Value::Null) => {
+                    faults.push((Fault::MissingField, format!("no value for `{signal}`")));
+                    continue;
+                }
+                Some(found) => match payload::from_json(found) {
+                    Ok(v) => v,
+                    Err(what) => {
+                        faults.push((
+                            Fault::WrongType,
+                            format!("`{signal}` is {what}, not a single value"),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            match payload::coerce(raw, field.value_type) {
+                Ok(value) => samples.push(Sample {
+                    target: target.clone(),
+                    signal,
+                    value,
+                    at,
+                }),
+                Err(e) => {
+                    faults.push((Fault::WrongType, format!("`{signal}`: {e}: value left out")))
+                }
+            }
+        }
+        for (fault, detail) in faults {
+            self.stats.fault(topic, fault, &detail);
+        }
+        if !samples.is_empty() {
+            out.push(SourceEvent::Samples(samples));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn text(
+        &mut self,
+        mapping: &Mapping,
+        topic: &str,
+        captures: &[(&str, &str)],
+        target: Target,
+        payload: &[u8],
+        arrival: Timestamp,
+        out: &mut Vec<SourceEvent>,
+    ) {
+        let Ok(text) = std::str::from_utf8(payload) else {
+            self.stats.fault(
+                topic,
+                Fault::Malformed,
+                "payload is not UTF-8 text: dropped",
+            );
+            return;
+        };
+        let Some(field) = mapping.fields.first() else {
+            return;
+        };
+        let Some(signal) = signal_name(field, captures) else {
+            return;
+        };
+        match payload::coerce(payload::from_text(text), field.value_type) {
+            Ok(value) => out.push(SourceEvent::Samples(vec![Sample {
+                target,
+                signal,
+                value,
+                at: arrival,
+            }])),
+            Err(e) => {
+                let detail = format!("`{signal}`: {e}: dropped");
+                self.stats.fault(topic, Fault::WrongType, &detail);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn sparkplug(
+        &mut self,
+        mapping: &Mapping,
+        topic: &str,
+        sp: &sparkplug::Topic<'_>,
+        captures: &[(&str, &str)],
+        payload: &[u8],
+        arrival: Timestamp,
+        out: &mut Vec<SourceEvent>,
+    ) {
+        let node_key = (sp.group.to_string(), sp.node.to_string());
+        match sp.kind {
+            MessageType::Other => return,
+            MessageType::NDeath => {
+                let Some(node) = self.nodes.get_mut(&node_key) else {
+                    return;
+                };
+                let bd_seq = sparkplug::decode(payload).ok().and_then(|p| bd_seq(&p));
+                if let (Some(death), Some(birth)) = (bd_seq, node.bd_seq)
+                    && death != birth
+                {
+                    debug!(topic, death, birth, "NDEATH of an earlier session: ignored");
+                    return;
+                }
+                node.aliases.clear();
+                node.datatypes.clear();
+                for (device, target) in node.devices.drain() {
+                    out.push(SourceEvent::Offline {
+                        target,
+                        at: arrival,
+                        reason: format!("Sparkplug NDEATH of node {} (device {device})", sp.node),
+                    });
+                }
+                return;
+            }
+            MessageType::DDeath => {
+                let target = self
+                    .nodes
+                    .get_mut(&node_key)
+                    .and_then(|n| n.devices.remove(sp.device));
+                if let Some(target) = target.or_else(|| self.resolve(mapping, topic, captures)) {
+                    out.push(SourceEvent::Offline {
+                        target,
+                        at: arrival,
+                        reason: format!("Sparkplug DDEATH of {}/{}", sp.node, sp.device),
+                    });
+                }
+                return;
+            }
+            _ => {}
+        }
+        let decoded = match sparkplug::decode(payload) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats
+                    .fault(topic, Fault::Malformed, &format!("{e}: dropped"));
+                return;
+            }
+        };
+        let node = self.nodes.entry(node_key).or_default();
+        if sp.kind == MessageType::NBirth {
+            // A new session of the node: its aliases start afresh.
+            *node = EdgeNode {
+                bd_seq: bd_seq(&decoded),
+                devices: std::mem::take(&mut node.devices),
+                ..EdgeNode::default()
+            };
+        }
+        if matches!(sp.kind, MessageType::NBirth | MessageType::DBirth) {
+            for m in &decoded.metrics {
+                if let Some(name) = &m.name {
+                    node.datatypes.insert(name.clone(), m.datatype);
+                    if let Some(alias) = m.alias {
+                        node.aliases.insert(alias, (name.clone(), m.datatype));
+                    }
+                }
+            }
+        }
+        // Node-level metrics belong to no machine unless the machine is named by `{node}`.
+        let Some(target) = self.resolve(mapping, topic, captures) else {
+            return;
+        };
+        if let Some(node) = self
+            .nodes
+            .get_mut(&(sp.group.to_string(), sp.node.to_string()))
+        {
+            node.devices.insert(sp.device.to_string(), target.clone());
+        }
+        let at = match decoded.timestamp.and_then(|ms| i64::try_from(ms).ok()) {
+            Some(ms) => match Timestamp::from_millisecond(ms) {
+                Ok(at) => at,
+                Err(e) => {
+                    let detail = format!("payload timestamp {ms}: {e}: message dropped");
+                    self.stats.fault(topic, Fault::Timestamp, &detail);
+                    return;
+                }
+            },
+            None => arrival,
+        };
+        let Some(at) = self.checked_time(topic, at, arrival) else {
+            return;
+        };
+        let mut samples = Vec::new();
+        let mut faults: Vec<(Fault, String)> = Vec::new();
+        let node = self.nodes.get(&(sp.group.to_string(), sp.node.to_string()));
+        for m in &decoded.metrics {
+            let (name, datatype) = match (&m.name, m.alias) {
+                (Some(name), _) => (
+                    name.as_str(),
+                    match m.datatype {
+                        0 => node
+                            .and_then(|n| n.datatypes.get(name))
+                            .copied()
+                            .unwrap_or(0),
+                        d => d,
+                    },
+                ),
+                (None, Some(alias)) => match node.and_then(|n| n.aliases.get(&alias)) {
+                    Some((name, datatype)) => (name.as_str(), *datatype),
+                    None => {
+                        faults.push((
+                            Fault::UnknownAlias,
+                            format!(
+                                "metric alias {alias} was not in any birth certificate seen \
+                                 since the agent started: value left out until the node \
+                                 publishes its birth again"
+                            ),
+                        ));
+                        continue;
+                    }
+                },
+                (None, None) => continue,
+            };
+            for field in mapping
+                .fields
+                .iter()
+                .filter(|f| f.metric.as_deref() == Some(name))
+            {
+                let Some(signal) = signal_name(field, captures) else {
+                    continue;
+                };
+                let raw = match (&m.value, m.is_null) {
+                    (Some(raw), false) => sparkplug::value(raw, datatype),
+                    _ => None,
+                };
+                let Some(raw) = raw else {
+                    faults.push((Fault::MissingField, format!("`{signal}` ({name}) is null")));
+                    continue;
+                };
+                match payload::coerce(raw, field.value_type) {
+                    Ok(value) => samples.push(Sample {
+                        target: target.clone(),
+                        signal,
+                        value,
+                        at,
+                    }),
+                    Err(e) => faults.push((Fault::WrongType, format!("`{signal}` ({name}): {e}"))),
+                }
+            }
+        }
+        for (fault, detail) in faults {
+            self.stats.fault(topic, fault, &detail);
+        }
+        if !samples.is_empty() {
+            out.push(SourceEvent::Samples(samples));
+        }
+    }
+}
+
+fn signal_name(field: &Field, captures: &[(&str, &str)]) -> Option<Arc<str>> {
+    match &field.fixed_signal {
+        Some(s) => Some(s.clone()),
+        None => field.signal.render(captures).map(Arc::from),
+    }
+}
+
+/// The `bdSeq` metric of an NBIRTH or NDEATH, which pairs a death with its birth.
+fn bd_seq(p: &sparkplug::Payload) -> Option<i64> {
+    p.metrics
+        .iter()
+        .find(|m| m.name.as_deref() == Some("bdSeq"))
+        .and_then(|m| m.value.as_ref())
+        .and_then(|raw| sparkplug::value(raw, sparkplug::datatype::INT64))
+        .and_then(|v| match v {
+            crate::source::Value::Int(i) => Some(i),
+            _ => None,
+        })
+}
