@@ -762,3 +762,406 @@ fn bd_seq(p: &sparkplug::Payload) -> Option<i64> {
             _ => None,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Value;
+    use crate::source::mqtt::sparkplug::{Metric, Payload, Raw, datatype};
+
+    const BROKER: &str = r#"
+id = "plant"
+address = "127.0.0.1:1883"
+max_packet_size = 2048
+max_timestamp_skew = "10m"
+
+[[topic]]
+pattern = "plant/{machine}/data"
+timestamp = "ts"
+field = [
+  { signal = "run", path = "state.run", type = "bool" },
+  { signal = "spindle_rpm", path = "spindle.rpm", type = "float" },
+  { signal = "parts", type = "int" },
+  { signal = "program", path = "nc.program", type = "string" },
+  { signal = "x_load", path = "axes[0].load" },
+]
+
+[[topic]]
+pattern = "plant/{machine}/status"
+format = "text"
+offline_payload = "offline"
+field = [{ signal = "status", type = "string" }]
+
+[[topic]]
+pattern = "meters/{m}/kwh"
+meter = "{m}"
+format = "text"
+field = [{ signal = "energy_kwh" }]
+
+[[topic]]
+pattern = "spBv1.0/shop1/#"
+format = "sparkplug"
+field = [
+  { signal = "spindle_rpm", path = "Spindle/RPM" },
+  { signal = "alarm_code", path = "Alarm/Code", type = "int" },
+  { signal = "run", path = "Running", type = "bool" },
+]
+"#;
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_714_521_600).unwrap()
+    }
+
+    fn mapper() -> (Mapper, Metrics) {
+        let broker: MqttBroker = toml::from_str(BROKER).unwrap();
+        let metrics = Metrics::new();
+        let ids = |list: &[&str]| list.iter().map(|s| Arc::from(*s)).collect();
+        let m = Mapper::new(
+            &broker,
+            ids(&["cnc01", "cnc02"]),
+            ids(&["main"]),
+            metrics.clone(),
+        )
+        .unwrap();
+        (m, metrics)
+    }
+
+    fn handle(m: &mut Mapper, topic: &str, payload: &[u8]) -> Vec<SourceEvent> {
+        let mut out = Vec::new();
+        m.handle(topic, payload, now(), &mut out);
+        out
+    }
+
+    /// (signal, value, at) of the one Samples event in `events`.
+    fn samples(events: &[SourceEvent]) -> Vec<(String, Value, Timestamp)> {
+        match events {
+            [SourceEvent::Samples(s)] => s
+                .iter()
+                .map(|s| (s.signal.to_string(), s.value.clone(), s.at))
+                .collect(),
+            other => panic!("expected one Samples event, got {other:?}"),
+        }
+    }
+
+    fn bad(metrics: &Metrics, topic: &str, kind: &str) -> u64 {
+        metrics
+            .read()
+            .iter()
+            .filter(|r| r.name == "shopfloor_mqtt_bad_messages_total")
+            .filter(|r| r.labels.contains(&("topic", topic.to_string())))
+            .filter(|r| r.labels.contains(&("kind", kind.to_string())))
+            .map(|r| r.value)
+            .sum()
+    }
+
+    #[test]
+    fn subscriptions_are_the_patterns_with_captures_as_plus() {
+        let (m, _) = mapper();
+        assert_eq!(
+            m.filters(),
+            vec![
+                "plant/+/data",
+                "plant/+/status",
+                "meters/+/kwh",
+                "spBv1.0/shop1/#"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_fields_are_read_by_path_and_typed_by_the_mapping() {
+        let (mut m, metrics) = mapper();
+        let payload = br#"{"ts": 1714521590000, "state": {"run": 1},
+            "spindle": {"rpm": 8000}, "parts": "42", "nc": {"program": "O1234"},
+            "axes": [{"load": 37.5}, {"load": 12}]}"#;
+        let events = handle(&mut m, "plant/cnc01/data", payload);
+        let at = Timestamp::from_second(1_714_521_590).unwrap();
+        assert_eq!(
+            samples(&events),
+            vec![
+                ("run".into(), Value::Bool(true), at),
+                // An integer in JSON, declared float: written as a float, always.
+                ("spindle_rpm".into(), Value::Float(8000.0), at),
+                ("parts".into(), Value::Int(42), at),
+                ("program".into(), Value::Text("O1234".into()), at),
+                ("x_load".into(), Value::Float(37.5), at),
+            ]
+        );
+        let SourceEvent::Samples(s) = &events[0] else {
+            unreachable!()
+        };
+        assert_eq!(s[0].target, Target::Machine(Arc::from("cnc01")));
+        assert_eq!(metrics.sum("shopfloor_mqtt_bad_messages_total"), 0);
+    }
+
+    #[test]
+    fn without_a_timestamp_field_the_arrival_time_is_used() {
+        let (mut m, _) = mapper();
+        let events = handle(&mut m, "plant/cnc01/data", br#"{"parts": 1}"#);
+        assert_eq!(samples(&events)[0].2, now());
+        let events = handle(&mut m, "plant/cnc01/data", br#"{"parts": 1, "ts": null}"#);
+        assert_eq!(samples(&events)[0].2, now());
+        let events = handle(
+            &mut m,
+            "plant/cnc01/data",
+            br#"{"parts": 1, "ts": "2024-05-01T07:59:00+08:00"}"#,
+        );
+        assert_eq!(
+            samples(&events)[0].2,
+            now() - jiff::SignedDuration::from_mins(1)
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_left_out_and_counted_while_the_rest_is_used() {
+        let (mut m, metrics) = mapper();
+        // rpm as text that is not a number, parts as a fraction, program fine.
+        let payload = br#"{"spindle": {"rpm": "fast"}, "parts": 2.5, "nc": {"program": 7},
+            "state": {"run": {"a": 1}}}"#;
+        let events = handle(&mut m, "plant/cnc01/data", payload);
+        assert_eq!(
+            samples(&events),
+            vec![("program".into(), Value::Text("7".into()), now())]
+        );
+        // rpm, parts, run: three wrong types; x_load absent: one missing field.
+        assert_eq!(bad(&metrics, "plant/cnc01/data", "wrong_type"), 3);
+        assert_eq!(bad(&metrics, "plant/cnc01/data", "missing_field"), 1);
+    }
+
+    #[test]
+    fn malformed_oversized_and_badly_stamped_messages_are_counted_per_topic() {
+        let (mut m, metrics) = mapper();
+        assert!(handle(&mut m, "plant/cnc01/data", b"{\"parts\": ").is_empty());
+        assert!(handle(&mut m, "plant/cnc02/data", &[0xff, 0xfe]).is_empty());
+        // max_packet_size is 2048 in this config.
+        let big = format!("{{\"parts\": 1, \"pad\": \"{}\"}}", "x".repeat(2048));
+        assert!(handle(&mut m, "plant/cnc01/data", big.as_bytes()).is_empty());
+        // 11 minutes in the future and a year in the past, with max_timestamp_skew = 10m.
+        let future = now().as_second() + 660;
+        let late = format!("{{\"parts\": 1, \"ts\": {future}}}");
+        assert!(handle(&mut m, "plant/cnc01/data", late.as_bytes()).is_empty());
+        let old = br#"{"parts": 1, "ts": "2023-05-01T00:00:00Z"}"#;
+        assert!(handle(&mut m, "plant/cnc01/data", old).is_empty());
+        let garbage = br#"{"parts": 1, "ts": "soon"}"#;
+        assert!(handle(&mut m, "plant/cnc01/data", garbage).is_empty());
+        assert_eq!(bad(&metrics, "plant/cnc01/data", "malformed"), 1);
+        assert_eq!(bad(&metrics, "plant/cnc02/data", "malformed"), 1);
+        assert_eq!(bad(&metrics, "plant/cnc01/data", "oversized"), 1);
+        assert_eq!(bad(&metrics, "plant/cnc01/data", "timestamp"), 3);
+        // A good message right after is used: one bad message never stops the flow.
+        assert_eq!(
+            samples(&handle(&mut m, "plant/cnc01/data", br#"{"parts": 9}"#)).len(),
+            1
+        );
+        assert_eq!(metrics.sum("shopfloor_mqtt_messages_total"), 7);
+    }
+
+    #[test]
+    fn unregistered_machines_and_unmapped_topics_are_counted() {
+        let (mut m, metrics) = mapper();
+        for _ in 0..3 {
+            assert!(handle(&mut m, "plant/ghost/data", br#"{"parts": 1}"#).is_empty());
+        }
+        assert!(handle(&mut m, "other/topic", b"1").is_empty());
+        let unregistered: Vec<_> = metrics
+            .read()
+            .into_iter()
+            .filter(|r| r.name == "shopfloor_mqtt_unregistered_messages_total")
+            .collect();
+        assert_eq!(unregistered.len(), 1);
+        assert_eq!(unregistered[0].value, 3);
+        assert!(
+            unregistered[0]
+                .labels
+                .contains(&("topic", "plant/ghost/data".into()))
+        );
+        assert_eq!(metrics.sum("shopfloor_mqtt_unmapped_messages_total"), 1);
+    }
+
+    #[test]
+    fn plain_text_values_and_the_offline_payload() {
+        let (mut m, metrics) = mapper();
+        assert_eq!(
+            samples(&handle(&mut m, "plant/cnc02/status", b"RUNNING\n")),
+            vec![("status".into(), Value::Text("RUNNING".into()), now())]
+        );
+        // Declared float (the default): an integer text becomes a float.
+        let events = handle(&mut m, "meters/main/kwh", b"1234");
+        assert_eq!(
+            samples(&events),
+            vec![("energy_kwh".into(), Value::Float(1234.0), now())]
+        );
+        let SourceEvent::Samples(s) = &events[0] else {
+            unreachable!()
+        };
+        assert_eq!(s[0].target, Target::Meter(Arc::from("main")));
+        assert!(handle(&mut m, "meters/main/kwh", b"n/a").is_empty());
+        assert_eq!(bad(&metrics, "meters/main/kwh", "wrong_type"), 1);
+        match handle(&mut m, "plant/cnc02/status", b" offline ").as_slice() {
+            [SourceEvent::Offline { target, at, .. }] => {
+                assert_eq!(*target, Target::Machine(Arc::from("cnc02")));
+                assert_eq!(*at, now());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn metric(name: Option<&str>, alias: Option<u64>, dt: u32, value: Raw) -> Metric {
+        Metric {
+            name: name.map(String::from),
+            alias,
+            datatype: dt,
+            value: Some(value),
+            ..Metric::default()
+        }
+    }
+
+    fn payload(ms: u64, metrics: Vec<Metric>) -> Vec<u8> {
+        sparkplug::encode(&Payload {
+            timestamp: Some(ms),
+            metrics,
+            seq: Some(0),
+        })
+    }
+
+    const T_MS: u64 = 1_714_521_600_000;
+
+    fn dbirth() -> Vec<u8> {
+        payload(
+            T_MS,
+            vec![
+                metric(
+                    Some("Spindle/RPM"),
+                    Some(10),
+                    datatype::FLOAT,
+                    Raw::Float(0.0),
+                ),
+                metric(Some("Alarm/Code"), Some(11), datatype::INT16, Raw::Int(0)),
+                metric(
+                    Some("Running"),
+                    Some(12),
+                    datatype::BOOLEAN,
+                    Raw::Bool(false),
+                ),
+                metric(Some("Unmapped"), Some(13), datatype::INT32, Raw::Int(5)),
+            ],
+        )
+    }
+
+    #[test]
+    fn sparkplug_births_define_aliases_that_data_messages_use() {
+        let (mut m, metrics) = mapper();
+        let nbirth = payload(
+            T_MS,
+            vec![metric(Some("bdSeq"), None, datatype::INT64, Raw::Long(3))],
+        );
+        // The node itself is no machine here (machine = "{device}"): nothing, no fault.
+        assert!(handle(&mut m, "spBv1.0/shop1/NBIRTH/edge1", &nbirth).is_empty());
+        let birth = samples(&handle(
+            &mut m,
+            "spBv1.0/shop1/DBIRTH/edge1/cnc01",
+            &dbirth(),
+        ));
+        assert_eq!(birth.len(), 3, "{birth:?}");
+        // DDATA by alias only, without datatypes: the birth's datatypes apply, so the Int16
+        // alarm code 0xFFFE reads -2.
+        let ddata = payload(
+            T_MS + 1000,
+            vec![
+                metric(None, Some(10), 0, Raw::Float(8000.0)),
+                metric(None, Some(11), 0, Raw::Int(0xFFFE)),
+                metric(None, Some(12), 0, Raw::Bool(true)),
+                metric(None, Some(13), 0, Raw::Int(6)),
+            ],
+        );
+        let at = Timestamp::from_millisecond(T_MS as i64 + 1000).unwrap();
+        assert_eq!(
+            samples(&handle(&mut m, "spBv1.0/shop1/DDATA/edge1/cnc01", &ddata)),
+            vec![
+                ("spindle_rpm".into(), Value::Float(8000.0), at),
+                ("alarm_code".into(), Value::Int(-2), at),
+                ("run".into(), Value::Bool(true), at),
+            ]
+        );
+        assert_eq!(metrics.sum("shopfloor_mqtt_bad_messages_total"), 0);
+    }
+
+    #[test]
+    fn an_alias_whose_birth_was_missed_is_counted() {
+        let (mut m, metrics) = mapper();
+        let ddata = payload(
+            T_MS,
+            vec![
+                metric(None, Some(10), 0, Raw::Float(8000.0)),
+                metric(Some("Running"), None, datatype::BOOLEAN, Raw::Bool(true)),
+            ],
+        );
+        // The named metric is still used; the alias is not.
+        assert_eq!(
+            samples(&handle(&mut m, "spBv1.0/shop1/DDATA/edge1/cnc01", &ddata)),
+            vec![(
+                "run".into(),
+                Value::Bool(true),
+                Timestamp::from_millisecond(T_MS as i64).unwrap()
+            )]
+        );
+        assert_eq!(
+            bad(&metrics, "spBv1.0/shop1/DDATA/edge1/cnc01", "unknown_alias"),
+            1
+        );
+        assert!(handle(&mut m, "spBv1.0/shop1/DDATA/edge1/cnc01", b"\x08").is_empty());
+        assert_eq!(
+            bad(&metrics, "spBv1.0/shop1/DDATA/edge1/cnc01", "malformed"),
+            1
+        );
+    }
+
+    #[test]
+    fn sparkplug_deaths_make_machines_offline_at_once() {
+        let (mut m, _) = mapper();
+        let nbirth = |bd: u64| {
+            payload(
+                T_MS,
+                vec![metric(Some("bdSeq"), None, datatype::INT64, Raw::Long(bd))],
+            )
+        };
+        let death = |bd: u64| {
+            payload(
+                T_MS,
+                vec![metric(Some("bdSeq"), None, datatype::INT64, Raw::Long(bd))],
+            )
+        };
+        handle(&mut m, "spBv1.0/shop1/NBIRTH/edge1", &nbirth(4));
+        handle(&mut m, "spBv1.0/shop1/DBIRTH/edge1/cnc01", &dbirth());
+        handle(&mut m, "spBv1.0/shop1/DBIRTH/edge1/cnc02", &dbirth());
+        // DDEATH: that device only, stamped on arrival (a will's payload is old).
+        match handle(
+            &mut m,
+            "spBv1.0/shop1/DDEATH/edge1/cnc02",
+            &payload(T_MS, vec![]),
+        )
+        .as_slice()
+        {
+            [SourceEvent::Offline { target, at, .. }] => {
+                assert_eq!(*target, Target::Machine(Arc::from("cnc02")));
+                assert_eq!(*at, now());
+            }
+            other => panic!("{other:?}"),
+        }
+        // A stale NDEATH (bdSeq of an earlier session) changes nothing.
+        assert!(handle(&mut m, "spBv1.0/shop1/NDEATH/edge1", &death(3)).is_empty());
+        // The node's own death: every device still alive under it.
+        let events = handle(&mut m, "spBv1.0/shop1/NDEATH/edge1", &death(4));
+        let targets: Vec<_> = events
+            .iter()
+            .map(|e| match e {
+                SourceEvent::Offline { target, .. } => target.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(targets, vec![Target::Machine(Arc::from("cnc01"))]);
+        // After the death the aliases are gone until the next birth.
+        let ddata = payload(T_MS, vec![metric(None, Some(10), 0, Raw::Float(1.0))]);
+        assert!(handle(&mut m, "spBv1.0/shop1/DDATA/edge1/cnc01", &ddata).is_empty());
+    }
+}

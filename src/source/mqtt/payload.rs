@@ -189,20 +189,22 @@ const MILLIS_FROM: f64 = 1e11;
 /// A timestamp from JSON: epoch seconds or milliseconds (integer or fractional, also written
 /// as text), or RFC 3339 text with an offset (`2024-05-01T08:00:00+08:00`).
 pub fn timestamp(j: &Json) -> Result<Timestamp, String> {
+    // Whole units and the fraction apart: seconds × 1e9 as one f64 would lose the last few
+    // hundred nanoseconds. The fraction is kept to the microsecond, which is what a decimal
+    // fraction of a second survives binary floating point with.
     let epoch = |x: f64| -> Result<Timestamp, String> {
-        let seconds = if x.abs() >= MILLIS_FROM {
-            x / 1000.0
-        } else {
-            x
-        };
-        if !seconds.is_finite() {
+        if !x.is_finite() || x.abs() >= 9.0e15 {
             return Err(format!("{x} is not a time"));
         }
-        let nanos = (seconds * 1e9).round();
-        if nanos.abs() >= 9.2e18 {
-            return Err(format!("{x} is out of range"));
-        }
-        Timestamp::from_nanosecond(nanos as i128).map_err(|e| e.to_string())
+        let unit: i128 = if x.abs() >= MILLIS_FROM {
+            1_000_000
+        } else {
+            1_000_000_000
+        };
+        let whole = x.trunc();
+        let micros = ((x - whole) * (unit / 1000) as f64).round() as i128;
+        let nanos = whole as i128 * unit + micros * 1000;
+        Timestamp::from_nanosecond(nanos).map_err(|e| format!("{x} is out of range ({e})"))
     };
     match j {
         Json::Number(n) => epoch(n.as_f64().unwrap_or(f64::NAN)),
