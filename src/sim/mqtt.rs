@@ -97,12 +97,13 @@ pub fn start(options: &MqttSimOptions, shutdown: Shutdown) -> Result<Arc<Worksho
     for n in 0..options.json_machines {
         let id = json_machine_id(n);
         let mut o = MqttOptions::new(format!("shopfloor-sim-{id}"), host.clone(), port);
-        o.set_keep_alive(Duration::from_secs(5)).set_last_will(LastWill::new(
-            format!("{JSON_PREFIX}/{id}/status"),
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
+        o.set_keep_alive(Duration::from_secs(5))
+            .set_last_will(LastWill::new(
+                format!("{JSON_PREFIX}/{id}/status"),
+                "offline",
+                QoS::AtLeastOnce,
+                true,
+            ));
         let (client, events) = AsyncClient::new(o, 64);
         tokio::spawn(drive(events, shutdown.clone()));
         tokio::spawn(json_box(

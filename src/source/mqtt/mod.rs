@@ -449,6 +449,11 @@ pub async fn run(
         "Connections made to the MQTT broker, the first one and every reconnection.",
         &labels,
     );
+    let connect_failures = metrics.counter(
+        "shopfloor_mqtt_connection_errors_total",
+        "Failed connection attempts and lost connections to the MQTT broker.",
+        &labels,
+    );
     let ack_failures = metrics.counter(
         "shopfloor_mqtt_ack_failures_total",
         "Acknowledgements that could not be queued; the broker sends those messages again.",
@@ -508,6 +513,7 @@ pub async fn run(
             Ok(_) => {}
             Err(reason) => {
                 connected.store(0, Ordering::Relaxed);
+                connect_failures.fetch_add(1, Ordering::Relaxed);
                 if up != Some(false) {
                     warn!(parent: &span, %reason, retry_in = ?backoff, "broker connection lost");
                     out.push(SourceEvent::DeviceDown {
