@@ -165,10 +165,7 @@ fn main() {
         rt.block_on(publish(port, count));
         return;
     }
-    let count: u64 = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200_000);
+    let count: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200_000);
     shopfloor::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -27,7 +27,7 @@ use super::sparkplug::{self, MessageType};
 use super::topic::{Pattern, Template};
 use crate::config::{MqttBroker, MqttTopic, PayloadFormat, SignalType};
 use crate::metrics::Metrics;
-use crate::source::{Sample, SourceEvent, Target};
+use crate::source::{Sample, SourceEvent, Target, Value};
 
 /// Distinct topics that get a label of their own in the counters.
 pub const MAX_TOPIC_LABELS: usize = 1000;
@@ -492,46 +492,25 @@ impl Ctx {
         let Some(at) = self.checked_time(topic, at, arrival) else {
             return;
         };
-        let mut samples = Vec::with_capacity(mapping.fields.len());
-        let mut faults: Vec<(Fault, String)> = Vec::new();
+        let mut found = Collected::new(target, at, mapping.fields.len());
         for field in &mapping.fields {
             let Some(signal) = signal_name(field, captures) else {
                 continue;
             };
-            let raw = match field.path.as_ref().and_then(|p| p.get(&doc)) {
+            match field.path.as_ref().and_then(|p| p.get(&doc)) {
                 None | Some(serde_json::Value::Null) => {
-                    faults.push((Fault::MissingField, format!("no value for `{signal}`")));
-                    continue;
+                    found.fault(Fault::MissingField, format!("no value for `{signal}`"));
                 }
-                Some(found) => match payload::from_json(found) {
-                    Ok(v) => v,
-                    Err(what) => {
-                        faults.push((
-                            Fault::WrongType,
-                            format!("`{signal}` is {what}, not a single value"),
-                        ));
-                        continue;
-                    }
+                Some(j) => match payload::from_json(j) {
+                    Ok(raw) => found.take(signal, raw, field.value_type, ""),
+                    Err(what) => found.fault(
+                        Fault::WrongType,
+                        format!("`{signal}` is {what}, not a single value"),
+                    ),
                 },
-            };
-            match payload::coerce(raw, field.value_type) {
-                Ok(value) => samples.push(Sample {
-                    target: target.clone(),
-                    signal,
-                    value,
-                    at,
-                }),
-                Err(e) => {
-                    faults.push((Fault::WrongType, format!("`{signal}`: {e}: value left out")))
-                }
             }
         }
-        for (fault, detail) in faults {
-            self.stats.fault(topic, fault, &detail);
-        }
-        if !samples.is_empty() {
-            out.push(SourceEvent::Samples(samples));
-        }
+        found.finish(&mut self.stats, topic, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -676,8 +655,7 @@ impl Ctx {
         let Some(at) = self.checked_time(topic, at, arrival) else {
             return;
         };
-        let mut samples = Vec::new();
-        let mut faults: Vec<(Fault, String)> = Vec::new();
+        let mut found = Collected::new(target, at, mapping.fields.len());
         let node = self.nodes.get(&(sp.group.to_string(), sp.node.to_string()));
         for m in &decoded.metrics {
             let (name, datatype) = match (&m.name, m.alias) {
@@ -694,14 +672,14 @@ impl Ctx {
                 (None, Some(alias)) => match node.and_then(|n| n.aliases.get(&alias)) {
                     Some((name, datatype)) => (name.as_str(), *datatype),
                     None => {
-                        faults.push((
+                        found.fault(
                             Fault::UnknownAlias,
                             format!(
                                 "metric alias {alias} was not in any birth certificate seen \
                                  since the agent started: value left out until the node \
                                  publishes its birth again"
                             ),
-                        ));
+                        );
                         continue;
                     }
                 },
@@ -719,26 +697,67 @@ impl Ctx {
                     (Some(raw), false) => sparkplug::value(raw, datatype),
                     _ => None,
                 };
-                let Some(raw) = raw else {
-                    faults.push((Fault::MissingField, format!("`{signal}` ({name}) is null")));
-                    continue;
-                };
-                match payload::coerce(raw, field.value_type) {
-                    Ok(value) => samples.push(Sample {
-                        target: target.clone(),
-                        signal,
-                        value,
-                        at,
-                    }),
-                    Err(e) => faults.push((Fault::WrongType, format!("`{signal}` ({name}): {e}"))),
+                match raw {
+                    Some(raw) => found.take(signal, raw, field.value_type, name),
+                    None => {
+                        found.fault(Fault::MissingField, format!("`{signal}` ({name}) is null"))
+                    }
                 }
             }
         }
-        for (fault, detail) in faults {
-            self.stats.fault(topic, fault, &detail);
+        found.finish(&mut self.stats, topic, out);
+    }
+}
+
+/// The samples and the faults of one message, all for one target and one timestamp.
+struct Collected {
+    target: Target,
+    at: Timestamp,
+    samples: Vec<Sample>,
+    faults: Vec<(Fault, String)>,
+}
+
+impl Collected {
+    fn new(target: Target, at: Timestamp, capacity: usize) -> Self {
+        Collected {
+            target,
+            at,
+            samples: Vec::with_capacity(capacity),
+            faults: Vec::new(),
         }
-        if !samples.is_empty() {
-            out.push(SourceEvent::Samples(samples));
+    }
+
+    fn fault(&mut self, fault: Fault, detail: String) {
+        self.faults.push((fault, detail));
+    }
+
+    /// Takes a value converted to the declared type, or records why it was left out. `source`
+    /// names where it came from (a Sparkplug metric) when that is not the signal.
+    fn take(&mut self, signal: Arc<str>, raw: Value, declared: SignalType, source: &str) {
+        match payload::coerce(raw, declared) {
+            Ok(value) => self.samples.push(Sample {
+                target: self.target.clone(),
+                signal,
+                value,
+                at: self.at,
+            }),
+            Err(e) if source.is_empty() => {
+                self.fault(Fault::WrongType, format!("`{signal}`: {e}: value left out"))
+            }
+            Err(e) => self.fault(
+                Fault::WrongType,
+                format!("`{signal}` ({source}): {e}: value left out"),
+            ),
+        }
+    }
+
+    /// Counts the faults and hands on the samples, if any.
+    fn finish(self, stats: &mut Stats, topic: &str, out: &mut Vec<SourceEvent>) {
+        for (fault, detail) in self.faults {
+            stats.fault(topic, fault, &detail);
+        }
+        if !self.samples.is_empty() {
+            out.push(SourceEvent::Samples(self.samples));
         }
     }
 }
@@ -766,7 +785,7 @@ fn bd_seq(p: &sparkplug::Payload) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Value;
+
     use crate::source::mqtt::sparkplug::{Metric, Payload, Raw, datatype};
 
     const BROKER: &str = r#"
