@@ -82,8 +82,8 @@ client_id = "{CLIENT_ID}"
 fn payload(i: u64, ts_ms: i64) -> String {
     format!(
         r#"{{"ts":{ts_ms},"state":{{"run":{},"alarm":{}}},"counters":{{"parts":{i}}},"spindle":{{"rpm":{}.5,"load":{}.25}},"axes":{{"feed":1200.0,"temps":[31.5,30.25,29.75]}},"nc":{{"program":"O{:04}"}}}}"#,
-        i % 7 != 0,
-        if i % 50 == 0 { 1021 } else { 0 },
+        !i.is_multiple_of(7),
+        if i.is_multiple_of(50) { 1021 } else { 0 },
         8000 + i % 100,
         40 + i % 20,
         i % 10_000

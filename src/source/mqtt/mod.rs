@@ -122,8 +122,8 @@ pub fn packet_ceiling(max_packet_size: usize) -> usize {
 }
 
 enum Options {
-    V4(rumqttc::MqttOptions),
-    V5(rumqttc::v5::MqttOptions),
+    V4(Box<rumqttc::MqttOptions>),
+    V5(Box<rumqttc::v5::MqttOptions>),
 }
 
 /// A broker ready to run: options, topic map, subscriptions.
@@ -193,7 +193,7 @@ pub fn prepare(
             if let Some(tls) = tls {
                 o.set_transport(rumqttc::Transport::tls_with_config(tls.into()));
             }
-            Options::V4(o)
+            Options::V4(Box::new(o))
         }
         MqttProtocol::V5 => {
             let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
@@ -211,7 +211,7 @@ pub fn prepare(
             if let Some(tls) = tls {
                 o.set_transport(rumqttc::Transport::tls_with_config(tls.into()));
             }
-            Options::V5(o)
+            Options::V5(Box::new(o))
         }
     };
     let mapper = Mapper::new(cfg, machines, meters, metrics).map_err(config_error)?;
@@ -298,7 +298,9 @@ impl Message {
     }
 }
 
-/// What one turn of the event loop produced.
+/// What one turn of the event loop produced. Moved once per message and never stored, so its
+/// size does not matter and boxing the message would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Polled {
     Connected { session_present: bool },
     Message(Message),
@@ -308,20 +310,20 @@ enum Polled {
 
 /// rumqttc's client and event loop, for either protocol version.
 enum Session {
-    V4(rumqttc::AsyncClient, rumqttc::EventLoop),
-    V5(rumqttc::v5::AsyncClient, rumqttc::v5::EventLoop),
+    V4(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
+    V5(rumqttc::v5::AsyncClient, Box<rumqttc::v5::EventLoop>),
 }
 
 impl Session {
     fn new(options: Options) -> Session {
         match options {
             Options::V4(o) => {
-                let (c, e) = rumqttc::AsyncClient::new(o, REQUEST_CAPACITY);
-                Session::V4(c, e)
+                let (c, e) = rumqttc::AsyncClient::new(*o, REQUEST_CAPACITY);
+                Session::V4(c, Box::new(e))
             }
             Options::V5(o) => {
-                let (c, e) = rumqttc::v5::AsyncClient::new(o, REQUEST_CAPACITY);
-                Session::V5(c, e)
+                let (c, e) = rumqttc::v5::AsyncClient::new(*o, REQUEST_CAPACITY);
+                Session::V5(c, Box::new(e))
             }
         }
     }
