@@ -1,6 +1,9 @@
-//! Wires the pipeline together: device actors → engine → spool → one writer per output.
+//! Wires the pipeline together: device actors and MQTT brokers → engine → spool → one writer
+//! per output.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
@@ -13,12 +16,15 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::{Spool, SpoolError, SpoolStats};
 use crate::sink::{self, Output, file::FileWriter, influx::InfluxWriter};
-use crate::source::modbus;
+use crate::source::{modbus, mqtt};
 use crate::web;
-use std::sync::Arc;
 
-/// Events waiting between the sources and the engine. At the bound a device task drops its poll
-/// result and counts it (see `source::modbus`), so a stalled engine never stalls polling.
+/// Events waiting between the sources and the engine. What a source does at the bound depends
+/// on what its data is: a Modbus device task drops its poll result and counts it (the next poll
+/// a second later supersedes it; see `source::modbus`), so a stalled engine never stalls
+/// polling; an MQTT broker task waits for room and stops reading from the broker meanwhile, so
+/// the broker keeps the messages for the agent's session (see `source::mqtt`): a message is the
+/// only copy of its data.
 pub const EVENT_QUEUE: usize = 1024;
 
 /// Why the agent could not start.
@@ -40,6 +46,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
 }
 
 /// A running agent.
@@ -101,6 +109,31 @@ pub fn start_resuming(
         .clone()
         .unwrap_or_else(|| data_dir.join("spool.db"));
 
+    let metrics = Metrics::new();
+    let machines: HashSet<Arc<str>> = config
+        .machines
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let meters: HashSet<Arc<str>> = config
+        .meters
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let brokers = config
+        .mqtt
+        .iter()
+        .map(|b| {
+            mqtt::prepare(
+                b,
+                &config.site,
+                machines.clone(),
+                meters.clone(),
+                metrics.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
     let mut outputs: Vec<(Output, usize)> = Vec::new();
     for (n, cfg) in config.influx.iter().enumerate() {
         let name = cfg
@@ -135,7 +168,6 @@ pub fn start_resuming(
         );
     }
 
-    let metrics = Metrics::new();
     let (stats_tx, stats_rx) = watch::channel(left);
     let (records_tx, records_rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
     let spool_thread = sink::spawn_spool_task(spool, records_rx, stats_tx, metrics.clone());
@@ -153,10 +185,20 @@ pub fn start_resuming(
         ));
     }
 
+    // The engine's start is taken before any source runs, so every sample is stamped after it.
+    let now = Timestamp::now();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     for device in &config.modbus {
         tasks.spawn(modbus::run_device(
             device.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    for broker in brokers {
+        tasks.spawn(mqtt::run(
+            broker,
             events_tx.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -170,7 +212,6 @@ pub fn start_resuming(
         .declared_file
         .clone()
         .unwrap_or_else(|| data_dir.join("value-added.toml"));
-    let now = Timestamp::now();
     let mut engine = Engine::new(config, now);
     let state_path = data_dir.join("engine-state.json");
     let mut restored = Vec::new();
@@ -179,8 +220,11 @@ pub fn start_resuming(
             info!(file = %state_path.display(), "continuing the saved windows; the time the agent was down counts as offline");
             engine.restore(saved, now, resume, &mut restored);
         }
-        Ok(None) => {}
-        Err(e) => warn!(error = %e, "starting without the saved windows"),
+        Ok(None) => engine.opening_lines(&mut restored),
+        Err(e) => {
+            warn!(error = %e, "starting without the saved windows");
+            engine.opening_lines(&mut restored);
+        }
     }
     if declared_file.exists() {
         match engine::green::Declarations::new(&config.value_added.declared)
@@ -235,6 +279,7 @@ pub fn start_resuming(
     info!(
         machines = config.machines.len(),
         devices = config.modbus.len(),
+        brokers = config.mqtt.len(),
         outputs = names.len(),
         spool = %spool_path.display(),
         web = ?web_addr,

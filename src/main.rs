@@ -71,6 +71,10 @@ enum Command {
         /// Stretch every state's duration by this factor.
         #[arg(long, default_value_t = 1.0)]
         pace: f64,
+        /// Also publish MQTT machines to this broker (`host:port`): JSON IoT boxes mq01… and a
+        /// Sparkplug B edge node with devices sp01… (see config/mqtt.toml).
+        #[arg(long, value_name = "HOST:PORT")]
+        mqtt: Option<String>,
     },
     /// Run the simulator and the agent together, writing to a local file; no other service needed.
     Demo {
@@ -96,13 +100,17 @@ fn main() -> ExitCode {
             seed,
             machines,
             pace,
+            mqtt,
         } => runtime().and_then(|rt| {
-            rt.block_on(serve_sim(SimOptions {
-                bind,
-                seed,
-                machines,
-                pace,
-            }))
+            rt.block_on(serve_sim(
+                SimOptions {
+                    bind,
+                    seed,
+                    machines,
+                    pace,
+                },
+                mqtt,
+            ))
         }),
         Command::Demo { data_dir, seed } => {
             runtime().and_then(|rt| rt.block_on(demo(data_dir, seed)))
@@ -162,14 +170,21 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 .collect::<std::collections::HashSet<_>>()
                 .len();
             println!(
-                "{}: ok: {} machines in the register ({} with a data source), {} meters, {} Modbus devices, {} outputs",
+                "{}: ok: {} machines in the register ({} with a data source), {} meters, {} Modbus devices, {} MQTT brokers, {} outputs",
                 path.display(),
                 cfg.machines.len(),
                 sourced,
                 cfg.meters.len(),
                 cfg.modbus.len(),
+                cfg.mqtt.len(),
                 cfg.influx.len() + cfg.file.len()
             );
+            for broker in &cfg.mqtt {
+                println!("mqtt broker {} ({}):", broker.id, broker.address);
+                for topic in &broker.topics {
+                    println!("  subscribe {} (QoS 1, {:?})", topic.pattern, topic.format);
+                }
+            }
             if show_plan {
                 for device in &cfg.modbus {
                     println!(
@@ -304,7 +319,7 @@ impl Signals {
     }
 }
 
-async fn serve_sim(options: SimOptions) -> Result<()> {
+async fn serve_sim(options: SimOptions, mqtt: Option<String>) -> Result<()> {
     let mut shutdown = shutdown_on_signal();
     let sim = sim::start(&options, shutdown.clone(), None)
         .await
@@ -316,6 +331,25 @@ async fn serve_sim(options: SimOptions) -> Result<()> {
         sim::METER_UNIT,
         sim.addr
     );
+    if let Some(broker) = mqtt {
+        let mqtt = sim::mqtt::MqttSimOptions {
+            broker: broker.clone(),
+            seed: options.seed,
+            pace: options.pace,
+            ..Default::default()
+        };
+        sim::mqtt::start(&mqtt, shutdown.clone())?;
+        println!(
+            "publishing to MQTT broker {broker}: JSON boxes {}–{} on {}/<id>/data, Sparkplug B node {}/{} with devices {}–{}",
+            sim::mqtt::json_machine_id(0),
+            sim::mqtt::json_machine_id(mqtt.json_machines - 1),
+            sim::mqtt::JSON_PREFIX,
+            sim::mqtt::SPARKPLUG_GROUP,
+            sim::mqtt::SPARKPLUG_NODE,
+            sim::mqtt::sparkplug_device_id(0),
+            sim::mqtt::sparkplug_device_id(mqtt.sparkplug_devices - 1),
+        );
+    }
     shutdown.wait().await;
     Ok(())
 }

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{Config, DataType, InfluxApi, ModbusDevice, RegisterKind};
+use super::{Config, DataType, InfluxApi, ModbusDevice, MqttBroker, PayloadFormat, RegisterKind};
+use crate::source::mqtt::{mapping, payload::JsonPath, topic::Template};
 
 /// One problem in a config file, located by 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +114,7 @@ const SECTIONS: &[&str] = &[
     "machine",
     "meter",
     "modbus",
+    "mqtt",
     "state_rules",
     "spool",
     "influx",
@@ -139,6 +141,7 @@ impl Checker<'_> {
         let mut site_seen = false;
         // Document indices of the elements that parsed, for locating later problems.
         let mut modbus_at = Vec::new();
+        let mut mqtt_at = Vec::new();
         let mut rules_at = Vec::new();
         let mut influx_at = Vec::new();
         let mut meter_at = Vec::new();
@@ -168,6 +171,7 @@ impl Checker<'_> {
                 "modbus" => {
                     (modbus_at, config.modbus) = self.array(value, "modbus").into_iter().unzip()
                 }
+                "mqtt" => (mqtt_at, config.mqtt) = self.array(value, "mqtt").into_iter().unzip(),
                 "state_rules" => {
                     (rules_at, config.state_rules) =
                         self.array(value, "state_rules").into_iter().unzip()
@@ -255,6 +259,20 @@ impl Checker<'_> {
                 );
             }
             self.modbus_device(root, &base, device, &refs);
+        }
+        for (i, broker) in mqtt_at.iter().zip(&config.mqtt) {
+            let base = vec![key("mqtt"), Seg::Index(*i)];
+            if !device_ids.insert(broker.id.as_str()) {
+                let at = self.span_of(root, &join(&base, &[key("id")]));
+                self.push(
+                    at,
+                    format!(
+                        "mqtt broker id `{}` is already used by another broker or Modbus device",
+                        broker.id
+                    ),
+                );
+            }
+            self.mqtt_broker(root, &base, broker, &refs);
         }
         for (i, rules) in rules_at.iter().zip(&config.state_rules) {
             let base = vec![key("state_rules"), Seg::Index(*i)];
@@ -717,6 +735,246 @@ impl Checker<'_> {
         }
     }
 
+    fn mqtt_broker(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        base: &[Seg],
+        broker: &MqttBroker,
+        refs: &References<'_>,
+    ) {
+        let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
+        let name = &broker.id;
+        if !valid_host_port(&broker.address) {
+            let span = at(self, &[key("address")]);
+            self.push(
+                span,
+                format!(
+                    "mqtt broker `{name}`: address `{}` is not host:port (e.g. \"192.168.1.10:1883\")",
+                    broker.address
+                ),
+            );
+        }
+        if broker.keepalive.is_zero() || broker.keepalive.as_secs() > u64::from(u16::MAX) {
+            let span = at(self, &[key("keepalive")]);
+            self.push(
+                span,
+                "keepalive must be between 1s and 65535s (18h12m15s)".into(),
+            );
+        }
+        if !(1024..=(1 << 28)).contains(&broker.max_packet_size) {
+            let span = at(self, &[key("max_packet_size")]);
+            self.push(
+                span,
+                "max_packet_size must be between 1024 bytes and 256 MiB (MQTT's limit)".into(),
+            );
+        }
+        if broker.password.is_some() && broker.username.is_none() {
+            let span = at(self, &[key("password")]);
+            self.push(span, "a password needs `username`".into());
+        }
+        if let Some(Err(e)) = broker.password.as_ref().map(|s| s.resolve()) {
+            let span = at(self, &[key("password")]);
+            self.push(span, format!("password: {e}"));
+        }
+        if let Some(tls) = &broker.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                let span = at(self, &[key("tls")]);
+                self.push(
+                    span,
+                    "a client certificate needs both `cert_file` and `key_file`".into(),
+                );
+            }
+            for (k, path) in [
+                ("ca_file", Some(&tls.ca_file)),
+                ("cert_file", tls.cert_file.as_ref()),
+                ("key_file", tls.key_file.as_ref()),
+            ] {
+                if let Some(path) = path
+                    && let Err(e) = std::fs::metadata(path)
+                {
+                    let span = at(self, &[key("tls"), key(k)]);
+                    self.push(
+                        span,
+                        format!("{k} `{}` cannot be read: {e}", path.display()),
+                    );
+                }
+            }
+        }
+        if broker.topics.is_empty() {
+            let span = at(self, &[key("id")]);
+            self.push(
+                span,
+                format!(
+                    "mqtt broker `{name}` has no [[mqtt.topic]]: it would subscribe to nothing"
+                ),
+            );
+        }
+        // (target template, signal) → declared type, across the broker's topics.
+        let mut types: BTreeMap<(String, String), super::SignalType> = BTreeMap::new();
+        for (j, topic) in broker.topics.iter().enumerate() {
+            let tpath = [key("topic"), Seg::Index(j)];
+            let here = |s: &Self, k: &str| at(s, &join(&tpath, &[key(k)]));
+            let names = match mapping::compile(topic) {
+                Ok((_, names)) => names,
+                Err(e) => {
+                    let span = here(self, "pattern");
+                    self.push(span, format!("pattern `{}`: {e}", topic.pattern));
+                    continue;
+                }
+            };
+            if topic.format == PayloadFormat::Sparkplug && !topic.pattern.starts_with("spBv1.0/") {
+                let span = here(self, "pattern");
+                self.push(
+                    span,
+                    "a sparkplug topic pattern starts with `spBv1.0/` (e.g. \"spBv1.0/shop1/#\")"
+                        .into(),
+                );
+            }
+            let (target_key, target_text, registered, what) = match (&topic.machine, &topic.meter) {
+                (Some(_), Some(_)) => {
+                    let span = here(self, "meter");
+                    self.push(
+                        span,
+                        "a topic names a `machine` or a `meter`, not both".into(),
+                    );
+                    continue;
+                }
+                (_, Some(m)) => ("meter", m.clone(), &refs.meters, "meter"),
+                (Some(m), None) => ("machine", m.clone(), &refs.machines, "machine"),
+                (None, None) => (
+                    "pattern",
+                    mapping::default_machine(topic.format).to_string(),
+                    &refs.machines,
+                    "machine",
+                ),
+            };
+            match Template::parse(&target_text) {
+                Err(e) => {
+                    let span = here(self, target_key);
+                    self.push(span, format!("{what}: {e}"));
+                }
+                Ok(t) => {
+                    if let Some(id) = t.fixed()
+                        && !registered.contains(id)
+                    {
+                        let span = here(self, target_key);
+                        self.push(span, not_registered(&format!("topic names {what}"), id));
+                    }
+                    for capture in t.capture_names() {
+                        if !names.iter().any(|n| n == capture) {
+                            let span = here(self, target_key);
+                            let hint = if target_key == "pattern" {
+                                format!(
+                                    "; write `{what} = \"...\"` or capture it with `{{{capture}}}` in the pattern"
+                                )
+                            } else {
+                                String::new()
+                            };
+                            self.push(
+                                span,
+                                format!(
+                                    "{what} `{target_text}` uses `{{{capture}}}`, which the pattern does not capture{hint}"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(ts) = &topic.timestamp {
+                let span = here(self, "timestamp");
+                if topic.format != PayloadFormat::Json {
+                    self.push(
+                        span,
+                        "`timestamp` is a JSON path; text messages are stamped on arrival and \
+                         Sparkplug payloads carry their own"
+                            .into(),
+                    );
+                } else if let Err(e) = JsonPath::parse(ts) {
+                    self.push(span, e);
+                }
+            }
+            if topic.offline_payload.is_some() && topic.format == PayloadFormat::Sparkplug {
+                let span = here(self, "offline_payload");
+                self.push(
+                    span,
+                    "Sparkplug machines go offline on NDEATH/DDEATH; `offline_payload` is for JSON and text topics".into(),
+                );
+            }
+            if topic.fields.is_empty() && topic.offline_payload.is_none() {
+                let span = here(self, "pattern");
+                self.push(
+                    span,
+                    "this topic has no `field` (and no `offline_payload`): its messages would deliver nothing".into(),
+                );
+            }
+            if topic.format == PayloadFormat::Text && topic.fields.len() > 1 {
+                let span = at(self, &join(&tpath, &[key("field"), Seg::Index(1)]));
+                self.push(
+                    span,
+                    "a text message carries one value: map one `field` per topic".into(),
+                );
+            }
+            let mut signals = HashSet::new();
+            for (k, field) in topic.fields.iter().enumerate() {
+                let fpath = join(&tpath, &[key("field"), Seg::Index(k)]);
+                let fhere = |s: &Self, name: &str| at(s, &join(&fpath, &[key(name)]));
+                if !signals.insert(field.signal.as_str()) {
+                    let span = fhere(self, "signal");
+                    self.push(
+                        span,
+                        format!("signal `{}` is mapped twice in this topic", field.signal),
+                    );
+                }
+                match Template::parse(&field.signal) {
+                    Err(e) => {
+                        let span = fhere(self, "signal");
+                        self.push(span, format!("signal: {e}"));
+                    }
+                    Ok(t) => {
+                        for capture in t.capture_names() {
+                            if !names.iter().any(|n| n == capture) {
+                                let span = fhere(self, "signal");
+                                self.push(
+                                    span,
+                                    format!("signal `{}` uses `{{{capture}}}`, which the pattern does not capture", field.signal),
+                                );
+                            }
+                        }
+                    }
+                }
+                match (topic.format, &field.path) {
+                    (PayloadFormat::Text, Some(_)) => {
+                        let span = fhere(self, "path");
+                        self.push(span, "a text message has no paths: leave out `path`".into());
+                    }
+                    (PayloadFormat::Json, path) => {
+                        if let Err(e) = JsonPath::parse(path.as_deref().unwrap_or(&field.signal)) {
+                            let span = fhere(self, if path.is_some() { "path" } else { "signal" });
+                            self.push(span, e);
+                        }
+                    }
+                    _ => {}
+                }
+                let declared = (target_text.clone(), field.signal.clone());
+                match types.get(&declared) {
+                    Some(t) if *t != field.value_type => {
+                        let span = fhere(self, "type");
+                        self.push(
+                            span,
+                            format!(
+                                "signal `{}` of {what} `{target_text}` is declared with another type in an earlier topic: a field keeps one type forever",
+                                field.signal
+                            ),
+                        );
+                    }
+                    _ => {
+                        types.insert(declared, field.value_type);
+                    }
+                }
+            }
+        }
+    }
+
     fn influx(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], output: &super::InfluxOutput) {
         let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
         match reqwest::Url::parse(&output.url) {
@@ -917,6 +1175,10 @@ fn known_keys(path: &[Seg]) -> &'static [&'static str] {
         ["meter"] => struct_fields::<super::Meter>(),
         ["modbus"] => struct_fields::<super::ModbusDevice>(),
         ["modbus", "field"] => struct_fields::<super::ModbusField>(),
+        ["mqtt"] => struct_fields::<super::MqttBroker>(),
+        ["mqtt", "tls"] => struct_fields::<super::MqttTls>(),
+        ["mqtt", "topic"] => struct_fields::<super::MqttTopic>(),
+        ["mqtt", "topic", "field"] => struct_fields::<super::MqttField>(),
         ["state_rules"] => struct_fields::<super::StateRules>(),
         ["state_rules", "rule"] => struct_fields::<super::Rule>(),
         ["state_rules", "rule", "when"] => struct_fields::<super::Condition>(),
@@ -1010,4 +1272,117 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+"#;
+
+    fn problems(mqtt: &str) -> Vec<(usize, String)> {
+        match load_str(&format!("{BASE}{mqtt}"), "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_mqtt_section_loads() {
+        let text = r#"
+[[mqtt]]
+id = "plant"
+address = "127.0.0.1:1883"
+protocol = "5"
+keepalive = "20s"
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/data"
+  timestamp = "ts"
+  field = [{ signal = "spindle_rpm", path = "spindle.rpm" }, { signal = "parts", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "spBv1.0/shop1/#"
+  format = "sparkplug"
+  field = [{ signal = "run", path = "Running", type = "bool" }]
+"#;
+        assert_eq!(problems(text), vec![]);
+        let cfg = load_str(&format!("{BASE}{text}"), "t.toml").unwrap();
+        assert_eq!(cfg.mqtt[0].protocol, super::super::MqttProtocol::V5);
+        assert_eq!(cfg.mqtt[0].max_packet_size, 256 * 1024);
+        assert!(!cfg.mqtt[0].clean_session);
+    }
+
+    #[test]
+    fn mqtt_mistakes_are_reported_on_their_lines() {
+        // BASE is 13 lines and `text` starts with a newline, so `[[mqtt]]` is line 15.
+        let text = r#"
+[[mqtt]]
+id = "plant"
+address = "plant-broker"
+pasword = { env = "X" }
+
+  [[mqtt.topic]]
+  pattern = "plant/line{n}/data"
+  field = [{ signal = "rpm" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/x"
+  machine = "cnc{n}"
+  format = "text"
+  field = [{ signal = "a", path = "x" }, { signal = "b" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/cnc09/y"
+  machine = "cnc09"
+  field = [{ signal = "rpm", path = "a..b", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/z"
+  field = [{ signal = "rpm", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/w"
+  field = [{ signal = "rpm", type = "float" }]
+"#;
+        let got = problems(text);
+        let expect: &[(usize, &str)] = &[
+            (17, "is not host:port"),
+            (
+                18,
+                "unknown key `pasword` in [[mqtt]] #1 (did you mean `password`?)",
+            ),
+            (21, "whole level"),
+            (26, "uses `{n}`, which the pattern does not capture"),
+            (28, "a text message has no paths"),
+            (28, "a text message carries one value"),
+            (32, "`cnc09`, which is not in the register"),
+            (33, "path `a..b`"),
+            (41, "declared with another type"),
+        ];
+        for (line, words) in expect {
+            assert!(
+                got.iter().any(|(l, m)| l == line && m.contains(words)),
+                "expected line {line}: {words} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+    }
 }

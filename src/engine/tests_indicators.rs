@@ -117,10 +117,17 @@ fn field(line: &str, name: &str) -> Option<f64> {
 
 /// The six state fields of a `machine_time` line, added up.
 fn state_seconds(line: &str) -> f64 {
-    ["running_s", "setup_s", "idle_s", "alarm_s", "stopped_s", "offline_s"]
-        .iter()
-        .map(|f| field(line, f).unwrap_or(f64::NAN))
-        .sum()
+    [
+        "running_s",
+        "setup_s",
+        "idle_s",
+        "alarm_s",
+        "stopped_s",
+        "offline_s",
+    ]
+    .iter()
+    .map(|f| field(line, f).unwrap_or(f64::NAN))
+    .sum()
 }
 
 fn find<'a>(out: &'a [String], prefix: &str, tags: &[&str]) -> Vec<&'a String> {

@@ -5,6 +5,7 @@
 //! simulator must be able to misbehave on purpose (late, wrong or missing answers), and every
 //! request it receives is visible to tests, which check that the agent only ever reads.
 
+pub mod mqtt;
 pub mod workshop;
 
 use std::net::SocketAddr;
