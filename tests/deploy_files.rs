@@ -30,157 +30,84 @@ const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
 // The data contract (README, "What is written")
 // ---------------------------------------------------------------------------------------------
 
+/// (measurement, tags, fields) as the README's "What is written" lists them; `*` for the
+/// fields of `signal`, which are the site's own signal names from its register map.
+const CONTRACT: &[(&str, &str, &str)] = &[
+    (
+        "signal",
+        "county sector enterprise machine kind cnc meter carrier",
+        "*",
+    ),
+    (
+        "machine_state",
+        "county sector enterprise machine kind cnc",
+        "state code previous previous_s state_s",
+    ),
+    (
+        "machine_time",
+        "county sector enterprise machine kind cnc window shift",
+        "planned_s planned_stop_s running_planned_s running_s setup_s idle_s alarm_s stopped_s \
+         offline_s parts_total parts_good availability effectiveness quality oee",
+    ),
+    (
+        "fleet",
+        "county sector enterprise window shift",
+        "machines_total machines_digital machines_cnc machines_networked \
+         machines_digital_networked networking_rate networking_rate_digital cnc_rate \
+         cnc_running_s cnc_planned_s cnc_utilisation",
+    ),
+    (
+        "energy",
+        "county sector enterprise meter carrier unit scope window shift",
+        "quantity tce gaps resets quantity_running quantity_setup quantity_idle quantity_alarm \
+         quantity_stopped quantity_offline per_good_part",
+    ),
+    (
+        "green",
+        "county sector enterprise va_method el_method window",
+        "energy_tce electricity_kwh water_t value_added_10k_cny tce_per_10k_cny \
+         value_added_per_tce water_t_per_10k_cny electricity_kgce_per_kwh",
+    ),
+    (
+        "green_alert",
+        "county sector enterprise va_method el_method window indicator",
+        "value limit over_by",
+    ),
+    (
+        "agent",
+        "county sector enterprise",
+        "devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines \
+         records_dropped lag_s sent_lines",
+    ),
+];
+
 struct Measurement {
     name: &'static str,
-    tags: &'static [&'static str],
-    /// `None`: the fields are the site's own signal names, from its register map.
-    fields: Option<&'static [&'static str]>,
+    tags: Vec<&'static str>,
+    /// `None`: any field (the site's signal names).
+    fields: Option<Vec<&'static str>>,
 }
 
-const CONTRACT: &[Measurement] = &[
-    Measurement {
-        name: "signal",
-        tags: &[
-            "county",
-            "sector",
-            "enterprise",
-            "machine",
-            "kind",
-            "cnc",
-            "meter",
-            "carrier",
-        ],
-        fields: None,
-    },
-    Measurement {
-        name: "machine_state",
-        tags: &["county", "sector", "enterprise", "machine", "kind", "cnc"],
-        fields: Some(&["state", "code", "previous", "previous_s", "state_s"]),
-    },
-    Measurement {
-        name: "machine_time",
-        tags: &[
-            "county",
-            "sector",
-            "enterprise",
-            "machine",
-            "kind",
-            "cnc",
-            "window",
-            "shift",
-        ],
-        fields: Some(&[
-            "planned_s",
-            "planned_stop_s",
-            "running_planned_s",
-            "running_s",
-            "setup_s",
-            "idle_s",
-            "alarm_s",
-            "stopped_s",
-            "offline_s",
-            "parts_total",
-            "parts_good",
-            "availability",
-            "effectiveness",
-            "quality",
-            "oee",
-        ]),
-    },
-    Measurement {
-        name: "fleet",
-        tags: &["county", "sector", "enterprise", "window", "shift"],
-        fields: Some(&[
-            "machines_total",
-            "machines_digital",
-            "machines_cnc",
-            "machines_networked",
-            "machines_digital_networked",
-            "networking_rate",
-            "networking_rate_digital",
-            "cnc_rate",
-            "cnc_running_s",
-            "cnc_planned_s",
-            "cnc_utilisation",
-        ]),
-    },
-    Measurement {
-        name: "energy",
-        tags: &[
-            "county",
-            "sector",
-            "enterprise",
-            "meter",
-            "carrier",
-            "unit",
-            "scope",
-            "window",
-            "shift",
-        ],
-        fields: Some(&[
-            "quantity",
-            "tce",
-            "gaps",
-            "resets",
-            "quantity_running",
-            "quantity_setup",
-            "quantity_idle",
-            "quantity_alarm",
-            "quantity_stopped",
-            "quantity_offline",
-            "per_good_part",
-        ]),
-    },
-    Measurement {
-        name: "green",
-        tags: &[
-            "county",
-            "sector",
-            "enterprise",
-            "va_method",
-            "el_method",
-            "window",
-        ],
-        fields: Some(&[
-            "energy_tce",
-            "electricity_kwh",
-            "water_t",
-            "value_added_10k_cny",
-            "tce_per_10k_cny",
-            "value_added_per_tce",
-            "water_t_per_10k_cny",
-            "electricity_kgce_per_kwh",
-        ]),
-    },
-    Measurement {
-        name: "green_alert",
-        tags: &[
-            "county",
-            "sector",
-            "enterprise",
-            "va_method",
-            "el_method",
-            "window",
-            "indicator",
-        ],
-        fields: Some(&["value", "limit", "over_by"]),
-    },
-    Measurement {
-        name: "agent",
-        tags: &["county", "sector", "enterprise"],
-        fields: Some(&[
-            "devices_total",
-            "devices_up",
-            "poll_errors",
-            "spool_bytes",
-            "spool_lines",
-            "dropped_lines",
-            "records_dropped",
-            "lag_s",
-            "sent_lines",
-        ]),
-    },
-];
+impl Measurement {
+    fn has_tag(&self, tag: &str) -> bool {
+        self.tags.contains(&tag)
+    }
+
+    fn has_field(&self, field: &str) -> bool {
+        self.fields.as_ref().is_none_or(|f| f.contains(&field))
+    }
+}
+
+fn measurement(name: &str) -> Option<Measurement> {
+    CONTRACT
+        .iter()
+        .find(|(m, _, _)| *m == name)
+        .map(|(name, tags, fields)| Measurement {
+            name,
+            tags: tags.split_whitespace().collect(),
+            fields: (*fields != "*").then(|| fields.split_whitespace().collect()),
+        })
+}
 
 /// Ratios: the county dashboard must compute these from summed numerators and denominators,
 /// never read (and so never average) them.
@@ -207,10 +134,6 @@ const FLUX_COLUMNS: &[&str] = &[
     "_start",
     "_stop",
 ];
-
-fn measurement(name: &str) -> Option<&'static Measurement> {
-    CONTRACT.iter().find(|m| m.name == name)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Files
@@ -608,12 +531,8 @@ fn check_flux(query: &str, variables: &BTreeSet<String>) -> Vec<String> {
     if measurements.is_empty() && problems.is_empty() {
         problems.push("filters on no measurement of the data contract".to_string());
     }
-    let field_known = |f: &str| {
-        measurements
-            .iter()
-            .any(|m| m.fields.is_none_or(|fields| fields.contains(&f)))
-    };
-    let tag_known = |t: &str| measurements.iter().any(|m| m.tags.contains(&t));
+    let field_known = |f: &str| measurements.iter().any(|m| m.has_field(f));
+    let tag_known = |t: &str| measurements.iter().any(|m| m.has_tag(t));
     for f in compared(&toks, "_field") {
         if !field_known(&f) {
             problems.push(format!(
@@ -1495,18 +1414,10 @@ fn the_contract_the_dashboards_are_checked_against_is_what_the_agent_writes() {
         let m = measurement(name)
             .unwrap_or_else(|| panic!("the agent writes `{name}`, which CONTRACT lacks"));
         for t in tags {
-            assert!(
-                m.tags.contains(&t.as_str()),
-                "`{name}` has tag `{t}`, not in CONTRACT"
-            );
+            assert!(m.has_tag(t), "`{name}` has tag `{t}`, not in CONTRACT");
         }
-        if let Some(known) = m.fields {
-            for f in fields {
-                assert!(
-                    known.contains(&f.as_str()),
-                    "`{name}` has field `{f}`, not in CONTRACT"
-                );
-            }
+        for f in fields {
+            assert!(m.has_field(f), "`{name}` has field `{f}`, not in CONTRACT");
         }
     }
 }
