@@ -137,6 +137,8 @@ impl Checker<'_> {
         let mut rules_at = Vec::new();
         let mut influx_at = Vec::new();
         let mut meter_at = Vec::new();
+        let mut file_at = Vec::new();
+        let mut spool_seen = false;
         for (name, value) in root.get_ref().iter() {
             let name_str: &str = name.get_ref();
             match name_str {
@@ -154,6 +156,7 @@ impl Checker<'_> {
                 "spool" => {
                     if let Some(spool) = self.section(value, vec![key("spool")]) {
                         config.spool = spool;
+                        spool_seen = true;
                     }
                 }
                 "machine" => config.machines = strip(self.array(value, "machine")),
@@ -170,7 +173,7 @@ impl Checker<'_> {
                 "influx" => {
                     (influx_at, config.influx) = self.array(value, "influx").into_iter().unzip()
                 }
-                "file" => config.file = strip(self.array(value, "file")),
+                "file" => (file_at, config.file) = self.array(value, "file").into_iter().unzip(),
                 other => {
                     let hint = suggest(other, SECTIONS)
                         .map(|s| format!(" (did you mean `{s}`?)"))
@@ -256,6 +259,21 @@ impl Checker<'_> {
                 self.push(at, format!("output name `{name}` is used twice"));
             }
             self.influx(root, &base, output);
+        }
+        // Every output has a cursor in the spool under its name, so names are unique across
+        // kinds too.
+        for (n, (i, output)) in file_at.iter().zip(&config.file).enumerate() {
+            let name = output
+                .name
+                .clone()
+                .unwrap_or_else(|| default_output_name("file", n));
+            if !output_names.insert(name.clone()) {
+                let at = self.span_of(root, &[key("file"), Seg::Index(*i), key("name")]);
+                self.push(at, format!("output name `{name}` is used twice"));
+            }
+        }
+        if spool_seen {
+            self.spool(root, &config.spool);
         }
         Some(config)
     }
@@ -574,6 +592,38 @@ impl Checker<'_> {
         if output.batch_lines == 0 {
             let span = at(self, "batch_lines");
             self.push(span, "batch_lines must be at least 1".to_string());
+        }
+        if output.retry_max.is_zero() {
+            let span = at(self, "retry_max");
+            self.push(
+                span,
+                "retry_max must be longer than zero: it bounds the wait between retries"
+                    .to_string(),
+            );
+        }
+        if output.timeout.is_zero() {
+            let span = at(self, "timeout");
+            self.push(span, "timeout must be longer than zero".to_string());
+        }
+    }
+
+    fn spool(&mut self, root: &Spanned<DeTable<'_>>, spool: &super::Spool) {
+        let at = |s: &Self, k: &str| s.span_of(root, &[key("spool"), key(k)]);
+        if spool.max_bytes == 0 {
+            let span = at(self, "max_bytes");
+            self.push(
+                span,
+                "max_bytes must be more than 0: it is how much the spool keeps while the store is unreachable"
+                    .to_string(),
+            );
+        }
+        if spool.sync_interval.is_zero() {
+            let span = at(self, "sync_interval");
+            self.push(
+                span,
+                "sync_interval must be longer than zero (write sync = \"full\" to sync every append)"
+                    .to_string(),
+            );
         }
     }
 }
