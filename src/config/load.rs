@@ -867,3 +867,72 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";
+
+    fn problems(text: &str) -> Vec<(usize, usize, String)> {
+        match load_str(text, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.column, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn store_and_forward_settings_are_read_with_their_defaults() {
+        let cfg = load_str(
+            &format!("{SITE}[spool]\nmax_age = \"2d\"\n[[influx]]\nurl = \"http://h:8086\"\napi = \"v1\"\ndatabase = \"d\"\nprecision = \"ms\"\ngzip = false\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let limits = cfg.spool.limits();
+        assert_eq!(limits.max_age, Some(std::time::Duration::from_secs(2 * 86_400)));
+        assert_eq!(cfg.spool.sync_interval, std::time::Duration::from_secs(1));
+        let out = &cfg.influx[0];
+        assert_eq!(out.precision, crate::sink::line_protocol::Precision::Ms);
+        assert!(!out.gzip);
+        assert_eq!(out.flush_interval, std::time::Duration::from_secs(1));
+        assert_eq!(out.retry_max, std::time::Duration::from_secs(60));
+        // "0s" turns the age bound off.
+        let cfg = load_str(&format!("{SITE}[spool]\nmax_age = \"0s\"\n"), "t.toml").unwrap();
+        assert_eq!(cfg.spool.limits().max_age, None);
+    }
+
+    #[test]
+    fn mistakes_in_spool_and_influx_are_located() {
+        // Lines 5–8: [spool]; lines 9–15: [[influx]]; lines 16–18: a [[file]].
+        let text = format!(
+            "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\nmax_age = 7\n[[influx]]\nname = \"store\"\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\nprecision = \"minutes\"\n[[file]]\nname = \"store\"\npath = \"x.lp\"\n"
+        );
+        let found = problems(&text);
+        let has = |line: usize, col: usize, words: &str| {
+            found
+                .iter()
+                .any(|(l, c, m)| *l == line && *c == col && m.contains(words))
+        };
+        assert!(has(8, 11, "a duration needs a unit"), "{found:?}");
+        assert!(has(15, 13, "unknown variant `minutes`"), "{found:?}");
+        // Range checks run on sections that parsed: fix the types and they show up.
+        let text = format!(
+            "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\n[[influx]]\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\n[[file]]\nname = \"influx\"\npath = \"x.lp\"\n"
+        );
+        let found = problems(&text);
+        let has = |line: usize, col: usize, words: &str| {
+            found
+                .iter()
+                .any(|(l, c, m)| *l == line && *c == col && m.contains(words))
+        };
+        assert!(has(6, 13, "max_bytes must be more than 0"), "{found:?}");
+        assert!(has(7, 17, "sync_interval must be longer than zero"), "{found:?}");
+        assert!(has(12, 13, "retry_max must be longer than zero"), "{found:?}");
+        // Outputs share the spool's cursor table, so names are unique across kinds.
+        assert!(has(14, 8, "output name `influx` is used twice"), "{found:?}");
+    }
+}
