@@ -39,7 +39,16 @@ impl Pipeline {
     /// `outputs` are `[[influx]]` tables in TOML. `fill` runs on the spool before the spool
     /// task takes it over (for tests that need exact appends).
     fn start(outputs: &[&str], limits: Limits, fill: impl FnOnce(&mut Spool)) -> Pipeline {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), outputs, limits, fill)
+    }
+
+    /// [`Pipeline::start`] on the spool in `dir`, e.g. one that a stopped pipeline left.
+    fn start_in(
+        dir: tempfile::TempDir,
+        outputs: &[&str],
+        limits: Limits,
+        fill: impl FnOnce(&mut Spool),
+    ) -> Pipeline {
         let path = dir.path().join("spool.db");
         let configs: Vec<InfluxOutput> = outputs
             .iter()
@@ -100,13 +109,15 @@ impl Pipeline {
             .sum()
     }
 
-    async fn stop(self) {
+    /// Stops every task and hands back the directory with the spool.
+    async fn stop(self) -> tempfile::TempDir {
         self.trigger.fire();
         drop(self.records);
         let mut writers = self.writers;
         while writers.join_next().await.is_some() {}
         let thread = self.spool_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        self.dir
     }
 }
 
@@ -342,6 +353,75 @@ async fn past_the_cap_the_oldest_are_dropped_counted_and_never_delivered() {
         .collect();
     let expected: BTreeSet<u64> = (100_150..100_250).collect();
     assert_eq!(seqs, expected, "exactly the newest 100, none of the dropped");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_too_large_for_the_store_is_split_until_it_fits() {
+    // The store takes bodies of at most 8000 bytes. 1000 lines of 36 bytes (36 000 bytes) in
+    // one step make one batch; halving gives 500 lines (18 000 bytes), 250 (9000), then 125
+    // (4500), which fit, and the rest of the batch goes in pieces of 125 too. InfluxDB 1.6
+    // applies the limit to the body as sent, so gzip is off here to keep the sizes plain.
+    let influx = Influx1::start_with_max_body_size(8000).await;
+    influx.create_db("big").await;
+    let pipeline = Pipeline::start(
+        &[&format!("{}\ngzip = false", influx_output("influx", &influx, "big"))],
+        Limits::bytes(1 << 30),
+        |_| {},
+    );
+    let t0: i128 = 1_700_000_000_000_000_000;
+    let lines: Vec<String> = (0..1000)
+        .map(|i| format!("big,s=a v={:04}i {}", i, t0 + i128::from(i)))
+        .collect();
+    assert_eq!(lines[0].len() + 1, 36);
+    pipeline.records.try_send(lines).expect("queue");
+    let stored = influx_count(&influx, "big", "SELECT COUNT(v) FROM big", 1000).await;
+    assert_eq!(stored, 1000);
+    // 36 000, 18 000 and 9000 bytes are refused: three 413s, then eight pieces of 125 lines.
+    assert_eq!(
+        pipeline.metric("shopfloor_output_errors_total", Some(("kind", "too_large"))),
+        3
+    );
+    assert_eq!(pipeline.dead_letter("influx"), "");
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_output_keeps_its_data_until_the_configuration_is_fixed() {
+    let influx = Influx1::start_with_auth("admin", "right").await;
+    influx.create_db("auth").await;
+    let output = |password: &str| {
+        format!(
+            "{}\nusername = \"admin\"\npassword = {{ env = \"SHOPFLOOR_TEST_AUTH_{password}\" }}",
+            influx_output("influx", &influx, "auth")
+        )
+    };
+    // SAFETY: only this test reads these variables, and it sets them before any reader.
+    unsafe {
+        std::env::set_var("SHOPFLOOR_TEST_AUTH_wrong", "wrong");
+        std::env::set_var("SHOPFLOOR_TEST_AUTH_right", "right");
+    }
+    let pipeline = Pipeline::start(&[&output("wrong")], Limits::bytes(1 << 30), |_| {});
+    let t0 = Timestamp::now().as_nanosecond();
+    let lines: Vec<String> = (0..100)
+        .map(|i| format!("auth,s=a v={i}i {}", t0 + i128::from(i)))
+        .collect();
+    pipeline.records.try_send(lines).expect("queue");
+    // 401: a configuration error, retried; the lines stay in the spool, none is dead-lettered.
+    common::eventually("a configuration error", Duration::from_secs(10), || async {
+        match pipeline.metric("shopfloor_output_errors_total", Some(("kind", "config"))) {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} configuration errors")),
+        }
+    })
+    .await;
+    assert_eq!(pipeline.metric("shopfloor_spool_lines", None), 100);
+    assert_eq!(pipeline.dead_letter("influx"), "");
+    // The engineer fixes the password and restarts: everything arrives.
+    let dir = pipeline.stop().await;
+    let pipeline = Pipeline::start_in(dir, &[&output("right")], Limits::bytes(1 << 30), |_| {});
+    let stored = influx_count(&influx, "auth", "SELECT COUNT(v) FROM auth", 100).await;
+    assert_eq!(stored, 100);
     pipeline.stop().await;
 }
 

@@ -382,9 +382,10 @@ impl Writer {
                     self.counters.error("too_large");
                     self.piece_lines = (piece.lines / 2).max(1);
                     warn!(parent: &self.span, lines = piece.lines, next = self.piece_lines, "store says the request is too large: sending smaller ones");
-                    let [a, b] = halves(piece);
-                    pieces.push_front(b);
-                    pieces.push_front(a);
+                    // Everything not yet sent goes out in pieces of the new size.
+                    let mut rest = piece.body;
+                    rest.extend(pieces.drain(..).flat_map(|p| p.body));
+                    pieces = split_lines(&rest, self.piece_lines).into();
                 }
                 Err(SendError::TooLarge) => {
                     self.counters.error("too_large");
