@@ -103,13 +103,14 @@ fn append_through_task(path: &Path, lines: u64, sync: SyncPolicy) -> f64 {
 
 /// Fills a spool directly (no timing) with about `lines` lines.
 fn fill(path: &Path, lines: u64) -> SpoolStats {
-    let mut spool =
-        Spool::open(path, Limits::bytes(u64::MAX), &["vm".to_string()]).expect("spool");
+    let mut spool = Spool::open(path, Limits::bytes(u64::MAX), &["vm".to_string()]).expect("spool");
     let start_ns = jiff::Timestamp::now().as_nanosecond() - 3_600_000_000_000;
     let group = 2560u64;
     let mut i = 0;
     while i < lines {
-        let chunk: Vec<String> = (i..(i + group).min(lines)).map(|n| line(n, start_ns)).collect();
+        let chunk: Vec<String> = (i..(i + group).min(lines))
+            .map(|n| line(n, start_ns))
+            .collect();
         spool
             .append(&[chunk], jiff::Timestamp::now().as_millisecond())
             .expect("append");
@@ -120,7 +121,12 @@ fn fill(path: &Path, lines: u64) -> SpoolStats {
 
 /// Drains the spool at `path` into `vm` with one writer; returns (lines/s, RSS samples in KiB
 /// taken every second).
-async fn drain(path: &Path, vm: &common::VictoriaMetrics, gzip: bool, lines: u64) -> (f64, Vec<u64>) {
+async fn drain(
+    path: &Path,
+    vm: &common::VictoriaMetrics,
+    gzip: bool,
+    lines: u64,
+) -> (f64, Vec<u64>) {
     let cfg: InfluxOutput = toml::from_str(&format!(
         "name = \"vm\"\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\ngzip = {gzip}",
         vm.url()
@@ -161,7 +167,9 @@ async fn drain(path: &Path, vm: &common::VictoriaMetrics, gzip: bool, lines: u64
 fn bench_append() {
     let dir = tempfile::tempdir().expect("temp dir");
     let lines = 2_000_000;
-    println!("## append ({lines} lines of ~190 bytes in steps of {STEP_LINES}, through the spool task)");
+    println!(
+        "## append ({lines} lines of ~190 bytes in steps of {STEP_LINES}, through the spool task)"
+    );
     let rate = append_through_task(&dir.path().join("normal.db"), lines, SyncPolicy::Normal);
     println!(
         "sync=normal: {rate:.0} lines/s, file {} MB (load {})",
@@ -170,7 +178,10 @@ fn bench_append() {
     );
     let lines = 200_000;
     let rate = append_through_task(&dir.path().join("full.db"), lines, SyncPolicy::Full);
-    println!("sync=full ({lines} lines): {rate:.0} lines/s (load {})", load());
+    println!(
+        "sync=full ({lines} lines): {rate:.0} lines/s (load {})",
+        load()
+    );
 }
 
 async fn bench_drain() {
@@ -216,10 +227,17 @@ async fn bench_rss(mb: u64) {
         before >> 10,
         min >> 10,
         max >> 10,
-        if min > 0 { (max - min) as f64 * 100.0 / min as f64 } else { 0.0 },
+        if min > 0 {
+            (max - min) as f64 * 100.0 / min as f64
+        } else {
+            0.0
+        },
         load()
     );
-    println!("rss samples (MiB, 1/s): {:?}", samples.iter().map(|s| s >> 10).collect::<Vec<_>>());
+    println!(
+        "rss samples (MiB, 1/s): {:?}",
+        samples.iter().map(|s| s >> 10).collect::<Vec<_>>()
+    );
 }
 
 fn main() {

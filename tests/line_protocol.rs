@@ -7,9 +7,12 @@
 //! The generator is a few lines over a xorshift: it needs no shrinking because a failure prints
 //! the seed and the line, and any seed can be replayed with `SHOPFLOOR_LP_SEED=<seed>`.
 
-use influxdb_line_protocol::{FieldValue, parse_lines};
+mod line_protocol_model;
+
+use influxdb_line_protocol::parse_lines;
 use jiff::Timestamp;
-use shopfloor::sink::line_protocol::{LineBuilder, Precision, tag_prefix};
+use line_protocol_model::{Case, Field, check, encode};
+use shopfloor::sink::line_protocol::Precision;
 
 /// Lines per test run: enough to hit every pair of special characters many times, quick in a
 /// debug build (well under a second).
@@ -40,8 +43,8 @@ impl Rng {
 
 /// Characters that mean something to line protocol, and some that do not.
 const ALPHABET: &[char] = &[
-    ' ', ',', '=', '"', '\\', '\n', '\r', '\t', '\0', '\u{7f}', '#', 'a', 'Z', '0', '9', '_',
-    '-', '.', 'é', '中', '🙂', 'i', 'u', 't',
+    ' ', ',', '=', '"', '\\', '\n', '\r', '\t', '\0', '\u{7f}', '#', 'a', 'Z', '0', '9', '_', '-',
+    '.', 'é', '中', '🙂', 'i', 'u', 't',
 ];
 
 fn text(rng: &mut Rng, max_len: u64) -> String {
@@ -56,27 +59,6 @@ fn text(rng: &mut Rng, max_len: u64) -> String {
             }
         })
         .collect()
-}
-
-/// What a name reads back as, by the encoder's documented rules (independent of its code).
-fn expected_name(name: &str) -> String {
-    name.trim_end_matches('\\')
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-fn expected_string(value: &str) -> String {
-    value.replace(['\n', '\r'], " ")
-}
-
-#[derive(Debug, Clone)]
-enum Field {
-    Int(i64),
-    Uint(u64),
-    Float(f64),
-    Bool(bool),
-    Str(String),
 }
 
 fn field(rng: &mut Rng) -> Field {
@@ -103,16 +85,6 @@ fn field(rng: &mut Rng) -> Field {
     }
 }
 
-/// One random line: the inputs, and what the parser must give back.
-#[derive(Debug)]
-struct Case {
-    measurement: String,
-    tags: Vec<(String, String)>,
-    fields: Vec<(String, Field)>,
-    at: Timestamp,
-    precision: Precision,
-}
-
 fn case(rng: &mut Rng) -> Case {
     let mut tags = Vec::new();
     for _ in 0..rng.below(4) {
@@ -134,115 +106,11 @@ fn case(rng: &mut Rng) -> Case {
     }
 }
 
-fn encode(case: &Case, via_prefix: bool) -> Option<String> {
-    let mut builder = if via_prefix {
-        let tags: Vec<(&str, &str)> = case
-            .tags
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        LineBuilder::with_prefix(&tag_prefix(&case.measurement, &tags))
-    } else {
-        case.tags
-            .iter()
-            .fold(LineBuilder::new(&case.measurement), |b, (k, v)| b.tag(k, v))
-    };
-    for (key, value) in &case.fields {
-        builder = match value {
-            Field::Int(v) => builder.int(key, *v),
-            Field::Uint(v) => builder.uint(key, *v),
-            Field::Float(v) => builder.float(key, *v),
-            Field::Bool(v) => builder.bool(key, *v),
-            Field::Str(v) => builder.string(key, v),
-        };
-    }
-    builder.finish_with(case.at, case.precision)
-}
-
 fn seeds() -> Vec<u64> {
     match std::env::var("SHOPFLOOR_LP_SEED") {
         Ok(seed) => vec![seed.parse().expect("SHOPFLOOR_LP_SEED is a number")],
         Err(_) => (1..=CASES).collect(),
     }
-}
-
-/// Checks one case; `Err` says what differed.
-fn check(case: &Case, line: Option<String>) -> Result<(), String> {
-    let measurement = expected_name(&case.measurement);
-    let tags: Vec<(String, String)> = case
-        .tags
-        .iter()
-        .map(|(k, v)| (expected_name(k), expected_name(v)))
-        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
-        .collect();
-    let fields: Vec<(String, &Field)> = case
-        .fields
-        .iter()
-        .map(|(k, v)| (expected_name(k), v))
-        .filter(|(k, v)| !k.is_empty() && !matches!(v, Field::Float(f) if !f.is_finite()))
-        .collect();
-    let writable = !measurement.is_empty() && !measurement.starts_with('#') && !fields.is_empty();
-    let Some(line) = line else {
-        return if writable {
-            Err("no line for a writable case".into())
-        } else {
-            Ok(())
-        };
-    };
-    if !writable {
-        return Err(format!("a line for an unwritable case: {line:?}"));
-    }
-    if line.contains('\n') {
-        return Err(format!("line break inside the line: {line:?}"));
-    }
-    let parsed: Vec<_> = parse_lines(&line).collect();
-    let [Ok(parsed)] = parsed.as_slice() else {
-        return Err(format!("does not parse as one line: {parsed:?}"));
-    };
-    if parsed.series.measurement.as_str() != measurement {
-        return Err(format!(
-            "measurement {:?} != {measurement:?}",
-            parsed.series.measurement.as_str()
-        ));
-    }
-    let got_tags: Vec<(String, String)> = parsed
-        .series
-        .tag_set
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    if got_tags != tags {
-        return Err(format!("tags {got_tags:?} != {tags:?}"));
-    }
-    if parsed.field_set.len() != fields.len() {
-        return Err(format!(
-            "{} fields, expected {}",
-            parsed.field_set.len(),
-            fields.len()
-        ));
-    }
-    for ((got_key, got), (key, want)) in parsed.field_set.iter().zip(&fields) {
-        if got_key.as_str() != key {
-            return Err(format!("field key {got_key:?} != {key:?}"));
-        }
-        let same = match (got, want) {
-            (FieldValue::I64(a), Field::Int(b)) => a == b,
-            (FieldValue::U64(a), Field::Uint(b)) => a == b,
-            (FieldValue::F64(a), Field::Float(b)) => a.to_bits() == b.to_bits(),
-            (FieldValue::Boolean(a), Field::Bool(b)) => a == b,
-            (FieldValue::String(a), Field::Str(b)) => a.as_str() == expected_string(b),
-            _ => false,
-        };
-        if !same {
-            return Err(format!("field {key:?}: {got:?} != {want:?}"));
-        }
-    }
-    let want_ts = case.precision.timestamp(case.at);
-    if parsed.timestamp.map(i128::from) != Some(want_ts) {
-        return Err(format!("timestamp {:?} != {want_ts}", parsed.timestamp));
-    }
-    Ok(())
 }
 
 #[test]

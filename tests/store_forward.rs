@@ -39,7 +39,12 @@ impl Pipeline {
     /// `outputs` are `[[influx]]` tables in TOML. `fill` runs on the spool before the spool
     /// task takes it over (for tests that need exact appends).
     fn start(outputs: &[&str], limits: Limits, fill: impl FnOnce(&mut Spool)) -> Pipeline {
-        Self::start_in(tempfile::tempdir().expect("temp dir"), outputs, limits, fill)
+        Self::start_in(
+            tempfile::tempdir().expect("temp dir"),
+            outputs,
+            limits,
+            fill,
+        )
     }
 
     /// [`Pipeline::start`] on the spool in `dir`, e.g. one that a stopped pipeline left.
@@ -104,7 +109,9 @@ impl Pipeline {
             .read()
             .iter()
             .filter(|r| r.name == name)
-            .filter(|r| label.is_none_or(|(k, v)| r.labels.iter().any(|(lk, lv)| *lk == k && lv == v)))
+            .filter(|r| {
+                label.is_none_or(|(k, v)| r.labels.iter().any(|(lk, lv)| *lk == k && lv == v))
+            })
             .map(|r| r.value)
             .sum()
     }
@@ -216,8 +223,13 @@ async fn a_sixty_second_outage_at_1000_points_per_second_loses_no_point() {
     assert!(sent > 60_000, "the driver wrote only {sent} points");
 
     let in_vm = vm_count(&vm, "outage_seq", sent).await;
-    let in_influx =
-        influx_count(&influx, "outage", "SELECT COUNT(seq) FROM outage", sent as i64).await;
+    let in_influx = influx_count(
+        &influx,
+        "outage",
+        "SELECT COUNT(seq) FROM outage",
+        sent as i64,
+    )
+    .await;
     assert_eq!(in_vm, sent, "VictoriaMetrics has every point, once");
     assert_eq!(in_influx, sent as i64, "InfluxDB has every point, once");
     assert_eq!(pipeline.metric("shopfloor_spool_dropped_lines", None), 0);
@@ -266,7 +278,10 @@ async fn a_poison_line_goes_to_the_dead_letter_file_and_the_rest_is_stored() {
     assert_eq!(kept, ["poison,s=a v= 1", lines_700(t0).as_str()], "{dead}");
     let reasons: Vec<&str> = dead.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(reasons.len(), 2, "{dead}");
-    assert!(reasons.iter().all(|r| r.contains("rejected with 400")), "{dead}");
+    assert!(
+        reasons.iter().all(|r| r.contains("rejected with 400")),
+        "{dead}"
+    );
     assert!(dead.contains("unable to parse"), "{dead}");
     assert!(dead.contains("field type conflict"), "{dead}");
     assert_eq!(
@@ -345,14 +360,19 @@ async fn past_the_cap_the_oldest_are_dropped_counted_and_never_delivered() {
     assert_eq!(pipeline.metric("shopfloor_spool_lines", None), 100);
     vm.restart().await;
     let series = vm
-        .wait_for_export("cap_seq", |s| s.iter().map(|x| x.values.len()).sum::<usize>() >= 100)
+        .wait_for_export("cap_seq", |s| {
+            s.iter().map(|x| x.values.len()).sum::<usize>() >= 100
+        })
         .await;
     let seqs: BTreeSet<u64> = series
         .iter()
         .flat_map(|s| s.values.iter().map(|v| *v as u64))
         .collect();
     let expected: BTreeSet<u64> = (100_150..100_250).collect();
-    assert_eq!(seqs, expected, "exactly the newest 100, none of the dropped");
+    assert_eq!(
+        seqs, expected,
+        "exactly the newest 100, none of the dropped"
+    );
     pipeline.stop().await;
 }
 
@@ -365,7 +385,10 @@ async fn a_batch_too_large_for_the_store_is_split_until_it_fits() {
     let influx = Influx1::start_with_max_body_size(8000).await;
     influx.create_db("big").await;
     let pipeline = Pipeline::start(
-        &[&format!("{}\ngzip = false", influx_output("influx", &influx, "big"))],
+        &[&format!(
+            "{}\ngzip = false",
+            influx_output("influx", &influx, "big")
+        )],
         Limits::bytes(1 << 30),
         |_| {},
     );
@@ -576,7 +599,7 @@ async fn the_agent_killed_with_sigkill_loses_no_point_it_had_spooled() {
     // Every point that was on disk at the kill is in the store.
     let missing: Vec<&(String, i64)> = waiting
         .iter()
-        .filter(|(m, t)| !stored.get(m).is_some_and(|ts| ts.binary_search(t).is_ok()))
+        .filter(|(m, t)| stored.get(m).is_none_or(|ts| ts.binary_search(t).is_err()))
         .collect();
     assert!(
         missing.is_empty(),
@@ -590,8 +613,16 @@ async fn the_agent_killed_with_sigkill_loses_no_point_it_had_spooled() {
     // longer than 500 ms (a slow poll or a reconnect takes a few hundred ms at most) up to the
     // last second before the kill (records younger than that may still have been in memory).
     for (machine, ts) in &stored {
-        let before: Vec<i64> = ts.iter().copied().filter(|t| *t < killed_ms - 1000).collect();
-        assert!(before.len() >= 30, "{machine}: {} points before the kill", before.len());
+        let before: Vec<i64> = ts
+            .iter()
+            .copied()
+            .filter(|t| *t < killed_ms - 1000)
+            .collect();
+        assert!(
+            before.len() >= 30,
+            "{machine}: {} points before the kill",
+            before.len()
+        );
         for pair in before.windows(2) {
             assert!(
                 pair[1] - pair[0] <= 500,

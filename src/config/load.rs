@@ -885,6 +885,12 @@ mod tests {
         }
     }
 
+    fn has_problem(found: &[(usize, usize, String)], line: usize, col: usize, words: &str) -> bool {
+        found
+            .iter()
+            .any(|(l, c, m)| *l == line && *c == col && m.contains(words))
+    }
+
     #[test]
     fn store_and_forward_settings_are_read_with_their_defaults() {
         let cfg = load_str(
@@ -893,7 +899,10 @@ mod tests {
         )
         .unwrap();
         let limits = cfg.spool.limits();
-        assert_eq!(limits.max_age, Some(std::time::Duration::from_secs(2 * 86_400)));
+        assert_eq!(
+            limits.max_age,
+            Some(std::time::Duration::from_secs(2 * 86_400))
+        );
         assert_eq!(cfg.spool.sync_interval, std::time::Duration::from_secs(1));
         let out = &cfg.influx[0];
         assert_eq!(out.precision, crate::sink::line_protocol::Precision::Ms);
@@ -912,11 +921,7 @@ mod tests {
             "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\nmax_age = 7\n[[influx]]\nname = \"store\"\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\nprecision = \"minutes\"\n[[file]]\nname = \"store\"\npath = \"x.lp\"\n"
         );
         let found = problems(&text);
-        let has = |line: usize, col: usize, words: &str| {
-            found
-                .iter()
-                .any(|(l, c, m)| *l == line && *c == col && m.contains(words))
-        };
+        let has = |line, col, words| has_problem(&found, line, col, words);
         assert!(has(8, 11, "a duration needs a unit"), "{found:?}");
         assert!(has(15, 13, "unknown variant `minutes`"), "{found:?}");
         // Range checks run on sections that parsed: fix the types and they show up.
@@ -924,15 +929,20 @@ mod tests {
             "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\n[[influx]]\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\n[[file]]\nname = \"influx\"\npath = \"x.lp\"\n"
         );
         let found = problems(&text);
-        let has = |line: usize, col: usize, words: &str| {
-            found
-                .iter()
-                .any(|(l, c, m)| *l == line && *c == col && m.contains(words))
-        };
+        let has = |line, col, words| has_problem(&found, line, col, words);
         assert!(has(6, 13, "max_bytes must be more than 0"), "{found:?}");
-        assert!(has(7, 17, "sync_interval must be longer than zero"), "{found:?}");
-        assert!(has(12, 13, "retry_max must be longer than zero"), "{found:?}");
+        assert!(
+            has(7, 17, "sync_interval must be longer than zero"),
+            "{found:?}"
+        );
+        assert!(
+            has(12, 13, "retry_max must be longer than zero"),
+            "{found:?}"
+        );
         // Outputs share the spool's cursor table, so names are unique across kinds.
-        assert!(has(14, 8, "output name `influx` is used twice"), "{found:?}");
+        assert!(
+            has(14, 8, "output name `influx` is used twice"),
+            "{found:?}"
+        );
     }
 }

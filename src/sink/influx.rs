@@ -167,9 +167,7 @@ impl InfluxWriter {
             .post(self.write_url.clone())
             .header(CONTENT_TYPE, "text/plain; charset=utf-8");
         request = if self.gzip {
-            request
-                .header(CONTENT_ENCODING, "gzip")
-                .body(gzip(&body))
+            request.header(CONTENT_ENCODING, "gzip").body(gzip(&body))
         } else {
             request.body(body)
         };

@@ -230,14 +230,11 @@ pub fn rescale_timestamps(body: &[u8], precision: Precision) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len());
     for line in body.split_inclusive(|b| *b == b'\n') {
         let text = line.strip_suffix(b"\n").unwrap_or(line);
-        let rescaled = text
-            .iter()
-            .rposition(|b| *b == b' ')
-            .and_then(|space| {
-                let digits = std::str::from_utf8(&text[space + 1..]).ok()?;
-                let ns: i64 = digits.parse().ok()?;
-                Some((space, i128::from(ns).div_euclid(precision.nanos())))
-            });
+        let rescaled = text.iter().rposition(|b| *b == b' ').and_then(|space| {
+            let digits = std::str::from_utf8(&text[space + 1..]).ok()?;
+            let ns: i64 = digits.parse().ok()?;
+            Some((space, i128::from(ns).div_euclid(precision.nanos())))
+        });
         match rescaled {
             Some((space, value)) => {
                 out.extend_from_slice(&text[..=space]);

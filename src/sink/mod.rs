@@ -389,8 +389,12 @@ impl Writer {
                 }
                 Err(SendError::TooLarge) => {
                     self.counters.error("too_large");
-                    self.dead_letter(413, "a single line is larger than the store accepts", &piece)
-                        .await;
+                    self.dead_letter(
+                        413,
+                        "a single line is larger than the store accepts",
+                        &piece,
+                    )
+                    .await;
                 }
                 Err(SendError::Rejected { status, message }) if piece.lines > 1 => {
                     // Find the bad line(s): resend in halves; the good half goes through.
@@ -543,7 +547,8 @@ fn retry_delay(failures: u32, error: &SendError, max: Duration) -> Duration {
         // A store that asks for more than five back-off ceilings is not believed.
         return (*after).min(max.saturating_mul(5));
     }
-    let base = Duration::from_millis(500).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let base =
+        Duration::from_millis(500).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     let base = base.min(max);
     // Jitter of up to a quarter, so many gateways do not retry in step after an outage.
     let nanos = jiff::Timestamp::now().subsec_nanosecond().unsigned_abs();
@@ -597,7 +602,10 @@ mod tests {
             texts,
             [&b"a 1\nb 2\n"[..], &b"c 3\nd 4\n"[..], &b"e 5\n"[..]]
         );
-        assert_eq!(pieces.iter().map(|p| p.lines).collect::<Vec<_>>(), [2, 2, 1]);
+        assert_eq!(
+            pieces.iter().map(|p| p.lines).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
         // Five lines halve into two and three.
         let [a, b] = halves(Piece {
             lines: 5,
@@ -615,7 +623,14 @@ mod tests {
         };
         let max = Duration::from_secs(60);
         // 0.5 s, 1 s, 2 s, … 32 s, then the 60 s ceiling; each plus up to 25 %.
-        for (failures, base_ms) in [(1, 500), (2, 1000), (3, 2000), (7, 32_000), (8, 60_000), (40, 60_000)] {
+        for (failures, base_ms) in [
+            (1, 500),
+            (2, 1000),
+            (3, 2000),
+            (7, 32_000),
+            (8, 60_000),
+            (40, 60_000),
+        ] {
             let d = retry_delay(failures, &err, max).as_millis() as u64;
             assert!(
                 (base_ms..=base_ms + base_ms / 4).contains(&d),

@@ -338,10 +338,7 @@ impl Spool {
 
     /// The id of the last row in the oldest run of rows that `take` accepts, reading from the
     /// front of the queue (cheap: the body blobs are not read).
-    fn front_run(
-        &self,
-        mut take: impl FnMut(i64, u64) -> bool,
-    ) -> Result<Option<i64>, SpoolError> {
+    fn front_run(&self, mut take: impl FnMut(i64, u64) -> bool) -> Result<Option<i64>, SpoolError> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT id, at_ms, bytes FROM chunk ORDER BY id")?;
@@ -473,8 +470,9 @@ impl SpoolReader {
                 Some(b) => {
                     b.last_id = id;
                     b.lines += lines;
-                    b.body
-                        .extend_from_slice(row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?);
+                    b.body.extend_from_slice(
+                        row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?,
+                    );
                 }
                 None => {
                     batch = Some(Batch {
@@ -569,8 +567,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
         {
-            let mut spool =
-                Spool::open(&path, Limits::bytes(1 << 20), &["out".into()]).unwrap();
+            let mut spool = Spool::open(&path, Limits::bytes(1 << 20), &["out".into()]).unwrap();
             spool.append(&[lines("old", 1)], 1).unwrap();
             spool.append(&[lines("new", 1)], 2).unwrap();
         }
@@ -603,7 +600,11 @@ mod tests {
         assert_eq!(stats.oldest_ms, Some(90_000));
         drop(spool);
         let spool = Spool::open(&path, limits, &["out".into()]).unwrap();
-        assert_eq!(spool.stats().expired_lines, 9, "the count survives a restart");
+        assert_eq!(
+            spool.stats().expired_lines,
+            9,
+            "the count survives a restart"
+        );
     }
 
     #[test]
@@ -630,7 +631,9 @@ mod tests {
         // 1000-byte lines (999 + `\n`): 65 fit in 65 536 bytes, the 66th starts a new row.
         let line = "x".repeat(999);
         let chunk: Vec<String> = vec![line; 200];
-        spool.append(&[chunk[..150].to_vec(), chunk[150..].to_vec()], 7).unwrap();
+        spool
+            .append(&[chunk[..150].to_vec(), chunk[150..].to_vec()], 7)
+            .unwrap();
         // 200 lines = 65 + 65 + 65 + 5.
         let stats = spool.stats();
         assert_eq!((stats.lines, stats.chunks, stats.bytes), (200, 4, 200_000));
