@@ -59,6 +59,26 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    let ticks: u64 = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses: utime is the 12th.
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum())
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on every Linux the agent runs on.
+    ticks as f64 / 100.0
+}
+
 fn file_size(path: &Path) -> u64 {
     let wal = format!("{}-wal", path.display());
     std::fs::metadata(path).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
@@ -119,14 +139,14 @@ fn fill(path: &Path, lines: u64) -> SpoolStats {
     spool.stats()
 }
 
-/// Drains the spool at `path` into `vm` with one writer; returns (lines/s, RSS samples in KiB
-/// taken every second).
+/// Drains the spool at `path` into `vm` with one writer; returns lines/s, RSS samples in KiB
+/// taken every second, and this process's CPU seconds per million lines.
 async fn drain(
     path: &Path,
     vm: &common::VictoriaMetrics,
     gzip: bool,
     lines: u64,
-) -> (f64, Vec<u64>) {
+) -> (f64, Vec<u64>, f64) {
     let cfg: InfluxOutput = toml::from_str(&format!(
         "name = \"vm\"\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\ngzip = {gzip}",
         vm.url()
@@ -149,6 +169,7 @@ async fn drain(
     ));
     let sent = metrics.counter("shopfloor_output_lines_total", "", &[("output", "vm")]);
     let t = Instant::now();
+    let cpu = cpu_seconds();
     let mut samples = Vec::new();
     let mut last_sample = Instant::now();
     while sent.load(Ordering::Relaxed) < lines {
@@ -159,9 +180,10 @@ async fn drain(
         }
     }
     let elapsed = t.elapsed().as_secs_f64();
+    let cpu_per_million = (cpu_seconds() - cpu) * 1e6 / lines as f64;
     trigger.fire();
     let _ = writer.await;
-    (lines as f64 / elapsed, samples)
+    (lines as f64 / elapsed, samples, cpu_per_million)
 }
 
 fn bench_append() {
@@ -191,9 +213,9 @@ async fn bench_drain() {
         let path = dir.path().join(format!("drain-{gzip}.db"));
         let lines = 1_000_000;
         let stats = fill(&path, lines);
-        let (rate, _) = drain(&path, &vm, gzip, lines).await;
+        let (rate, _, cpu) = drain(&path, &vm, gzip, lines).await;
         println!(
-            "## drain gzip={gzip}: {lines} lines ({} MB) in batches of 5000: {rate:.0} lines/s (load {})",
+            "## drain gzip={gzip}: {lines} lines ({} MB) in batches of 5000: {rate:.0} lines/s, agent CPU {cpu:.1} s per million lines (load {})",
             stats.bytes / 1_000_000,
             load()
         );
@@ -215,7 +237,7 @@ async fn bench_rss(mb: u64) {
     );
     let vm = common::VictoriaMetrics::start().await;
     let before = rss_kib();
-    let (rate, samples) = drain(&path, &vm, true, stats.lines).await;
+    let (rate, samples, cpu) = drain(&path, &vm, true, stats.lines).await;
     // The first tenth is warm-up (page cache, HTTP connection, allocator arenas).
     let steady = &samples[samples.len() / 10..];
     let (min, max) = (
@@ -223,7 +245,7 @@ async fn bench_rss(mb: u64) {
         steady.iter().copied().max().unwrap_or(0),
     );
     println!(
-        "drained at {rate:.0} lines/s; RSS before {} MiB, during drain (after the first tenth) {}–{} MiB, spread {:.1} % (load {})",
+        "drained at {rate:.0} lines/s (agent CPU {cpu:.1} s per million lines); RSS before {} MiB, during drain (after the first tenth) {}–{} MiB, spread {:.1} % (load {})",
         before >> 10,
         min >> 10,
         max >> 10,

@@ -503,6 +503,7 @@ pub async fn run_writer(
         // Batching by time: a batch that is not full waits out the flush interval since the
         // previous request, unless enough lines arrive meanwhile to fill it.
         if batch.lines < batch_lines
+            && !batch.more
             && let Some(due) = last_send.map(|t| t + flush_interval)
             && Instant::now() < due
         {

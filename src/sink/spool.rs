@@ -88,6 +88,9 @@ pub struct Batch {
     pub lines: usize,
     /// Lines separated by `\n`, with a trailing `\n`.
     pub body: Vec<u8>,
+    /// More rows were waiting behind the batch: it is as full as whole rows allow, and the
+    /// writer should not wait for more lines before sending it.
+    pub more: bool,
 }
 
 /// How hard the spool syncs to disk; see the module documentation.
@@ -457,16 +460,22 @@ impl SpoolReader {
     /// Rows the spool dropped meanwhile are simply not there: a writer re-reads after a failed
     /// send so that it never delivers what was already counted as dropped.
     pub fn next_batch(&mut self, max_lines: usize) -> Result<Option<Batch>, SpoolError> {
+        // Every row holds at least one line, so max_lines + 1 rows always fill the batch or
+        // show that more is waiting.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, lines, body FROM chunk WHERE id > ?1 ORDER BY id LIMIT 1000",
+            "SELECT id, lines, body FROM chunk WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
-        let mut rows = stmt.query([self.acked])?;
+        let limit = i64::try_from(max_lines.max(1)).unwrap_or(i64::MAX - 1) + 1;
+        let mut rows = stmt.query(params![self.acked, limit])?;
         let mut batch: Option<Batch> = None;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let lines = row.get::<_, i64>(1)? as usize;
             match batch.as_mut() {
-                Some(b) if b.lines + lines > max_lines => break,
+                Some(b) if b.lines + lines > max_lines => {
+                    b.more = true;
+                    break;
+                }
                 Some(b) => {
                     b.last_id = id;
                     b.lines += lines;
@@ -479,6 +488,7 @@ impl SpoolReader {
                         last_id: id,
                         lines,
                         body: row.get(2)?,
+                        more: false,
                     })
                 }
             }
@@ -520,9 +530,11 @@ mod tests {
         // Batch limit 4 lines: the first chunk (3) fits, the second (2) would exceed it.
         let first = a.next_batch(4).unwrap().unwrap();
         assert_eq!(first.lines, 3);
+        assert!(first.more, "the second row waits behind it");
         a.ack(first.last_id).unwrap();
         let second = a.next_batch(4).unwrap().unwrap();
         assert_eq!(second.lines, 2);
+        assert!(!second.more);
         assert!(second.body.starts_with(b"m,k=y v=0i 0\n"));
         a.ack(second.last_id).unwrap();
         assert_eq!(a.next_batch(4).unwrap(), None);
