@@ -264,6 +264,12 @@ async fn bench_rss(mb: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (scripts/test) runs this
+    // binary too, without it, and must not start a minutes-long benchmark in a debug build.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("spool benchmarks: run with `cargo bench --bench spool`");
+        return;
+    }
     // `cargo bench` passes `--bench`; anything else selects a part.
     let wanted: Vec<&str> = args
         .iter()
