@@ -240,6 +240,48 @@ async fn a_sixty_second_outage_at_1000_points_per_second_loses_no_point() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_that_is_down_does_not_hold_back_another() {
+    let vm = VictoriaMetrics::start_with_args(&["-dedup.minScrapeInterval=1ms"]).await;
+    let mut influx = Influx1::start().await;
+    influx.create_db("two").await;
+    influx.stop().await;
+    let pipeline = Pipeline::start(
+        &[
+            &vm_output("vm", &vm),
+            &influx_output("influx", &influx, "two"),
+        ],
+        Limits::bytes(1 << 30),
+        |_| {},
+    );
+    let t0 = Timestamp::now().as_nanosecond();
+    for step in 0..20 {
+        let lines: Vec<String> = (step * 50..step * 50 + 50)
+            .map(|i| format!("two,s=a v={i}i {}", t0 + i128::from(i) * 1_000_000))
+            .collect();
+        pipeline.records.try_send(lines).expect("queue");
+    }
+    // VictoriaMetrics gets all 1000 while InfluxDB is down; the spool keeps them for InfluxDB.
+    assert_eq!(vm_count(&vm, "two_v", 1000).await, 1000);
+    assert_eq!(pipeline.metric("shopfloor_spool_lines", None), 1000);
+    assert_eq!(
+        pipeline.metric("shopfloor_output_lines_total", Some(("output", "influx"))),
+        0
+    );
+    influx.restart().await;
+    let stored = influx_count(&influx, "two", "SELECT COUNT(v) FROM two", 1000).await;
+    assert_eq!(stored, 1000);
+    // Once both have them, the spool lets them go (trimmed within a second or so).
+    common::eventually("the spool trimmed", Duration::from_secs(10), || async {
+        match pipeline.metric("shopfloor_spool_lines", None) {
+            0 => Ok(()),
+            n => Err(format!("{n} lines still waiting")),
+        }
+    })
+    .await;
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_line_goes_to_the_dead_letter_file_and_the_rest_is_stored() {
     let influx = Influx1::start().await;
     influx.create_db("poison").await;
