@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::info;
+use std::time::Duration;
+
+use tracing::{info, warn};
 
 use crate::config::{Config, default_output_name};
 use crate::engine::{self, Engine, Snapshot};
@@ -51,6 +53,42 @@ impl Running {
         while self.tasks.join_next().await.is_some() {}
         let thread = self.spool_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// How often each Modbus device's health goes to the store as an `agent` line.
+const DEVICE_HEALTH_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes one `agent` line per Modbus device every minute (see `source::modbus::health`),
+/// straight to the spool: the lines come from the metrics alone, so the engine need not know.
+fn report_device_health(
+    config: &Config,
+    records: std::sync::mpsc::SyncSender<Vec<String>>,
+    metrics: Metrics,
+    mut shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let site = &config.site;
+    let tags: Vec<(String, String)> = vec![
+        ("county".into(), site.county.clone()),
+        ("sector".into(), site.sector.as_str().into()),
+        ("enterprise".into(), site.enterprise.clone()),
+    ];
+    async move {
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut ticker = tokio::time::interval(DEVICE_HEALTH_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The first tick is immediate; skip it so the first line reports a minute of polling.
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            let lines = modbus::health::device_lines(&metrics, &tags, Timestamp::now());
+            if !lines.is_empty() && records.try_send(lines).is_err() {
+                warn!("spool queue full: device health lines dropped");
+            }
+        }
     }
 }
 
@@ -120,15 +158,25 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
     }
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    for device in &config.modbus {
-        tasks.spawn(modbus::run_device(
-            device.clone(),
+    let connections = modbus::connections(config);
+    let connection_count = connections.len();
+    for connection in connections {
+        tasks.spawn(modbus::run_connection(
+            connection,
             events_tx.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));
     }
     drop(events_tx);
+    if !config.modbus.is_empty() {
+        tasks.spawn(report_device_health(
+            config,
+            records_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     let engine = Engine::new(config, Timestamp::now());
     let (snap_tx, snap_rx) = watch::channel(engine.snapshot(Timestamp::now(), 0));
@@ -143,6 +191,7 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
     info!(
         machines = config.machines.len(),
         devices = config.modbus.len(),
+        connections = connection_count,
         outputs = names.len(),
         spool = %spool_path.display(),
         "agent started"

@@ -1,6 +1,6 @@
 //! Registers to values: pure functions, no I/O, tested against bytes worked out by hand.
 
-use crate::config::{ByteOrder, DataType};
+use crate::config::{ByteOrder, DataType, ModbusField};
 use crate::source::Value;
 
 /// Why a field's registers could not be turned into a value.
@@ -40,9 +40,34 @@ fn ordered_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
     }
 }
 
-/// Decodes one value from its registers. `bit` picks one bit of a register for a bool.
-/// Integers stay integers unless `scale` or `offset` is given, which makes a float: a field
-/// keeps one type forever in the store, so the type follows the config, never the value.
+/// Decodes a field from the registers the plan cut out for it.
+pub fn decode_field(words: &[u16], field: &ModbusField) -> Result<Value, DecodeError> {
+    decode(
+        words,
+        field.data_type(),
+        field.order,
+        field.bit,
+        field.scale,
+        field.offset,
+    )
+}
+
+/// Text from registers: the bytes in big-endian order after `order` (so `ABCD` is the usual
+/// "first character in the high byte", and `BADC` the byte-swapped text some controllers
+/// send), up to the first NUL, without trailing spaces. Bytes that are not UTF-8 become U+FFFD
+/// rather than failing the field: a half-readable name is more use than none.
+pub fn text(words: &[u16], order: ByteOrder) -> String {
+    let bytes = ordered_bytes(words, order);
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end])
+        .trim_end_matches(' ')
+        .to_string()
+}
+
+/// Decodes one value from its registers. `bit` picks one bit of a register for a bool; a
+/// string takes all of `words`. Integers stay integers unless `scale` or `offset` is given,
+/// which makes a float: a field keeps one type forever in the store, so the type follows the
+/// config, never the value.
 pub fn decode(
     words: &[u16],
     ty: DataType,
@@ -59,8 +84,12 @@ pub fn decode(
             got: words.len(),
         });
     }
+    if ty == DataType::String {
+        return Ok(Value::Text(text(words, order)));
+    }
     let b = ordered_bytes(&words[..needed], order);
     let raw = match ty {
+        DataType::String => unreachable!("strings return above"),
         DataType::Bool => {
             let word = u16::from_be_bytes([b[0], b[1]]);
             return Ok(Value::Bool(match bit {
@@ -197,6 +226,37 @@ mod tests {
         // Temperature in 0.1 °C with -40 offset: 650 × 0.1 − 40 = 25.0.
         let v = decode(&[650], U16, ABCD, None, Some(0.1), Some(-40.0)).unwrap();
         assert_eq!(v, Value::Float(25.0));
+    }
+
+    #[test]
+    fn strings_in_every_byte_order() {
+        // "O1001" + NUL: bytes 4F 31 30 30 31 00 (then padding 00 00).
+        // ABCD (first character in the high byte): 4F31 3030 3100 0000.
+        let s = |w: &[u16], o| d(w, String, o);
+        let text = Value::Text("O1001".into());
+        assert_eq!(s(&[0x4F31, 0x3030, 0x3100, 0x0000], ABCD), text);
+        // BADC swaps the bytes in each register: 314F 3030 0031 0000.
+        assert_eq!(s(&[0x314F, 0x3030, 0x0031, 0x0000], BADC), text);
+        // CDAB reverses the register order: 0000 3100 3030 4F31.
+        assert_eq!(s(&[0x0000, 0x3100, 0x3030, 0x4F31], CDAB), text);
+        // DCBA reverses every byte: 0000 0031 3030 314F.
+        assert_eq!(s(&[0x0000, 0x0031, 0x3030, 0x314F], DCBA), text);
+    }
+
+    #[test]
+    fn strings_drop_trailing_spaces_and_keep_bad_bytes_visible() {
+        // "AB  " space-padded: 4142 2020 → "AB".
+        assert_eq!(
+            d(&[0x4142, 0x2020], String, ABCD),
+            Value::Text("AB".into())
+        );
+        // 0xFF is not UTF-8: it shows as U+FFFD instead of losing the field.
+        assert_eq!(
+            d(&[0x41FF], String, ABCD),
+            Value::Text("A\u{FFFD}".into())
+        );
+        // An empty register list is an empty text, and NUL first is empty too.
+        assert_eq!(d(&[0x0041], String, ABCD), Value::Text(std::string::String::new()));
     }
 
     #[test]
