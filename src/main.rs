@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use shopfloor::config::{self, Config, State};
-use shopfloor::engine::Snapshot;
 use shopfloor::config::{ModbusSerial, Parity, RegisterKind};
+use shopfloor::engine::Snapshot;
 use shopfloor::sim::{self, Fault, Framing, SimOptions};
 use shopfloor::source::modbus::{self, LinkSpec, plan, probe};
 use shopfloor::{agent, shutdown};
@@ -524,7 +524,10 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     );
     match probe::read(&link, unit, args.register, start, args.count, timeout).await {
         Ok(Ok(words)) => {
-            print!("{}", probe::table(args.register, u32::from(args.start), &words));
+            print!(
+                "{}",
+                probe::table(args.register, u32::from(args.start), &words)
+            );
             Ok(())
         }
         Ok(Err(exception)) => anyhow::bail!("the device answered with an exception: {exception}"),

@@ -141,13 +141,13 @@ pub fn load_profile_str(text: &str, file: &str) -> Result<Profile, Diagnostics> 
     };
     if let Some(p) = &profile {
         let root = DeTable::parse(text).ok();
-        let span_of = |path: &[Seg]| {
-            root.as_ref()
-                .map_or(0..0, |r| checker.span_of(r, path))
-        };
+        let span_of = |path: &[Seg]| root.as_ref().map_or(0..0, |r| checker.span_of(r, path));
         let mut found = Vec::new();
         if p.address_base > 1 {
-            found.push((span_of(&[key("address_base")]), "address_base is 0 or 1".to_string()));
+            found.push((
+                span_of(&[key("address_base")]),
+                "address_base is 0 or 1".to_string(),
+            ));
         }
         if p.max_registers.is_some_and(|m| m == 0 || m > 125) {
             found.push((
@@ -160,7 +160,11 @@ pub fn load_profile_str(text: &str, file: &str) -> Result<Profile, Diagnostics> 
             field.address_base = p.address_base;
             let here = |k: &str| span_of(&[key("field"), Seg::Index(j), key(k)]);
             if field.machine.is_some() || field.meter.is_some() {
-                let k = if field.machine.is_some() { "machine" } else { "meter" };
+                let k = if field.machine.is_some() {
+                    "machine"
+                } else {
+                    "meter"
+                };
                 found.push((
                     here(k),
                     "a profile's fields name no machine or meter: the device that uses the profile does".to_string(),
@@ -208,7 +212,10 @@ fn field_rules(field: &ModbusField) -> Vec<(&'static str, String)> {
         ));
     }
     if !field.register.is_bit() && ty == DataType::Bool && field.bit.is_none() {
-        found.push(("type", "a bool in a register needs `bit` (0–15)".to_string()));
+        found.push((
+            "type",
+            "a bool in a register needs `bit` (0–15)".to_string(),
+        ));
     }
     if let Some(bit) = field.bit
         && (bit > 15 || field.register.is_bit() || ty != DataType::Bool)
@@ -603,7 +610,10 @@ impl Checker<'_> {
         let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
         let mut problems = Vec::new();
         if port.port.trim().is_empty() {
-            problems.push(("port", "`port` names the serial device, e.g. \"/dev/ttyUSB0\"".to_string()));
+            problems.push((
+                "port",
+                "`port` names the serial device, e.g. \"/dev/ttyUSB0\"".to_string(),
+            ));
         }
         if port.baud == 0 {
             problems.push(("baud", "baud must be above 0 (e.g. 9600)".to_string()));
@@ -688,7 +698,10 @@ impl Checker<'_> {
             };
             self.push(
                 span,
-                format!("modbus device `{id}`: unit {} is not in {range}", device.unit),
+                format!(
+                    "modbus device `{id}`: unit {} is not in {range}",
+                    device.unit
+                ),
             );
         }
         if device.address_base > 1 {
@@ -1138,4 +1151,188 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SITE: &str = r#"[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+"#;
+
+    fn problems(text: &str, file: &str) -> Vec<String> {
+        match load_str(text, file) {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .problems
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_shipped_profile_parses() {
+        for (name, text) in profile::BUILTIN {
+            let p = load_profile_str(text, name).unwrap_or_else(|d| panic!("{d}"));
+            assert!(!p.fields.is_empty(), "{name}");
+            assert!(!p.description.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_profile_fills_the_device_and_its_fields_belong_to_the_device_machine() {
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"feed\", register = \"holding\", address = 41, address_base = 1 }}]\n"
+        );
+        // `address_base` is not a field key: the device's own fields use the device's base.
+        assert!(problems(&text, "t.toml")[0].contains("unknown key `address_base`"));
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\naddress_base = 1\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"feed\", register = \"holding\", address = 41 }}]\n"
+        );
+        let cfg = load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        let d = &cfg.modbus[0];
+        // Seven profile fields, then the device's own.
+        assert_eq!(d.fields.len(), 8);
+        assert!(
+            d.fields
+                .iter()
+                .all(|f| f.machine.as_deref() == Some("cnc01"))
+        );
+        let program = d.fields.iter().find(|f| f.signal == "program").unwrap();
+        assert_eq!(
+            (program.registers(), program.protocol_address()),
+            (8, Some(7))
+        );
+        // The device counts from 1, the profile from 0: each field keeps its own numbering.
+        let feed = d.fields.last().unwrap();
+        assert_eq!(feed.protocol_address(), Some(40));
+    }
+
+    #[test]
+    fn a_profile_beside_the_config_wins_and_its_mistakes_name_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("profiles")).unwrap();
+        std::fs::write(
+            dir.path().join("profiles/cnc-iot-box.toml"),
+            "description = \"local\"\n[[field]]\nsignal = \"run\"\nregister = \"holding\"\nadress = 0\n",
+        )
+        .unwrap();
+        let file = dir.path().join("site.toml");
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\n"
+        );
+        let found = problems(&text, &file.display().to_string());
+        // Reported at the `profile` key (line 18, column 11), naming the profile's own file
+        // and the line of the misspelt key in it.
+        let local = dir.path().join("profiles/cnc-iot-box.toml");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("18:11: profile `cnc-iot-box` (")
+                    && p.contains(&format!("{}:5:1): unknown key `adress`", local.display()))
+                    && p.contains("did you mean `address`")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn profile_fields_need_the_device_to_name_a_target() {
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"m\"\naddress = \"h:502\"\nprofile = \"eastron-sdm630\"\n"
+        );
+        let found = problems(&text, "t.toml");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("belong to no machine or meter"),
+            "{found:?}"
+        );
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"m\"\naddress = \"h:502\"\nprofile = \"no-such-meter\"\nmeter = \"main\"\n"
+        );
+        let found = problems(&text, "t.toml");
+        assert!(
+            found[0].contains("unknown profile `no-such-meter`")
+                && found[0].contains("eastron-sdm630"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn serial_devices_and_ports_are_checked() {
+        let text = format!(
+            r#"{SITE}
+[[modbus_serial]]
+id = "rs485"
+port = "/dev/ttyUSB0"
+stop_bits = 3
+
+[[modbus]]
+id = "a"
+serial = "rs486"
+unit = 2
+meter = "main"
+field = [{{ signal = "name", register = "holding", address = 0, type = "string" }}]
+
+[[modbus]]
+id = "b"
+serial = "rs485"
+transport = "rtu_over_tcp"
+unit = 0
+meter = "main"
+
+[[modbus]]
+id = "c"
+address = "h:502"
+serial = "rs485"
+"#
+        );
+        let found = problems(&text, "t.toml");
+        for (at, words) in [
+            ("18:13", "stop_bits is 1 or 2"),
+            (
+                "22:10",
+                "serial port `rs486`, which is not a [[modbus_serial]] id",
+            ),
+            ("25:71", "a string needs `length`"),
+            ("30:13", "`transport` goes with `address`"),
+            ("31:8", "unit 0 is not in 1–247 on RTU"),
+            ("34:1", "needs exactly one of `address`"),
+        ] {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{at}: ")) && p.contains(words)),
+                "expected {at} {words} in {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_serial_line_keeps_three_and_a_half_characters_of_silence() {
+        let mut port: ModbusSerial = toml::from_str("id = \"l\"\nport = \"/dev/ttyS0\"").unwrap();
+        // 9600 8N1: 10 bits a character; 3.5 × 10 / 9600 s = 3.6458 ms.
+        assert_eq!(port.effective_frame_gap().as_micros(), 3645);
+        // 19200 8E1: 11 bits; 3.5 × 11 / 19200 s = 2.0052 ms.
+        port.baud = 19_200;
+        port.parity = super::super::Parity::Even;
+        assert_eq!(port.effective_frame_gap().as_micros(), 2005);
+        // Above 19200 the specification fixes 1.75 ms.
+        port.baud = 115_200;
+        assert_eq!(port.effective_frame_gap().as_micros(), 1750);
+        port.frame_gap = Some(std::time::Duration::from_millis(10));
+        assert_eq!(port.effective_frame_gap().as_millis(), 10);
+    }
 }

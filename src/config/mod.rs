@@ -384,7 +384,8 @@ impl ModbusSerial {
             return Duration::from_micros(1750);
         }
         // A character is a start bit, the data bits, the parity bit if any, and the stop bits.
-        let bits = 1 + u32::from(self.data_bits)
+        let bits = 1
+            + u32::from(self.data_bits)
             + u32::from(self.parity != Parity::None)
             + u32::from(self.stop_bits);
         Duration::from_secs_f64(3.5 * f64::from(bits) / f64::from(self.baud))

@@ -34,9 +34,7 @@ pub struct Fault {
 pub fn pick(faults: &[Fault], unit: u8, nth: u64) -> Option<&FaultKind> {
     faults
         .iter()
-        .find(|f| {
-            f.unit.is_none_or(|u| u == unit) && nth.is_multiple_of(u64::from(f.every.max(1)))
-        })
+        .find(|f| f.unit.is_none_or(|u| u == unit) && nth.is_multiple_of(u64::from(f.every.max(1))))
         .map(|f| &f.kind)
 }
 
@@ -108,7 +106,14 @@ mod tests {
             "2:exception=6".parse::<Fault>().map(|f| f.kind),
             Ok(FaultKind::Exception(6))
         );
-        for bad in ["3", "x:drop", "3:explode", "3:exception=0", "3:drop:0", "3:drop:1:2"] {
+        for bad in [
+            "3",
+            "x:drop",
+            "3:explode",
+            "3:exception=0",
+            "3:drop:0",
+            "3:drop:1:2",
+        ] {
             assert!(bad.parse::<Fault>().is_err(), "{bad}");
         }
     }

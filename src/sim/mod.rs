@@ -250,7 +250,9 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Reads one Modbus TCP request: (MBAP header, unit, PDU).
-async fn read_mbap<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<(Vec<u8>, u8, Vec<u8>)> {
+async fn read_mbap<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<(Vec<u8>, u8, Vec<u8>)> {
     let mut header = [0u8; 7];
     stream.read_exact(&mut header).await?;
     let length = usize::from(u16::from_be_bytes([header[4], header[5]]));
@@ -415,11 +417,18 @@ mod tests {
         let reply = answer(&w, 2, &[3, 0, 14, 0, 3], at);
         let regs = w.machine_registers(1, at).unwrap();
         let mut expect = vec![3, 6];
-        for v in [regs[14], w.filler_register(1, 15, at), w.filler_register(1, 16, at)] {
+        for v in [
+            regs[14],
+            w.filler_register(1, 15, at),
+            w.filler_register(1, 16, at),
+        ] {
             expect.extend_from_slice(&v.to_be_bytes());
         }
         assert_eq!(reply, expect);
-        assert_eq!(answer(&w, 2, &[3, 0, 99, 0, 2], at), vec![0x83, ILLEGAL_ADDRESS]);
+        assert_eq!(
+            answer(&w, 2, &[3, 0, 99, 0, 2], at),
+            vec![0x83, ILLEGAL_ADDRESS]
+        );
     }
 
     #[test]

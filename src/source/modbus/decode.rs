@@ -246,17 +246,14 @@ mod tests {
     #[test]
     fn strings_drop_trailing_spaces_and_keep_bad_bytes_visible() {
         // "AB  " space-padded: 4142 2020 → "AB".
-        assert_eq!(
-            d(&[0x4142, 0x2020], String, ABCD),
-            Value::Text("AB".into())
-        );
+        assert_eq!(d(&[0x4142, 0x2020], String, ABCD), Value::Text("AB".into()));
         // 0xFF is not UTF-8: it shows as U+FFFD instead of losing the field.
-        assert_eq!(
-            d(&[0x41FF], String, ABCD),
-            Value::Text("A\u{FFFD}".into())
-        );
+        assert_eq!(d(&[0x41FF], String, ABCD), Value::Text("A\u{FFFD}".into()));
         // An empty register list is an empty text, and NUL first is empty too.
-        assert_eq!(d(&[0x0041], String, ABCD), Value::Text(std::string::String::new()));
+        assert_eq!(
+            d(&[0x0041], String, ABCD),
+            Value::Text(std::string::String::new())
+        );
     }
 
     #[test]

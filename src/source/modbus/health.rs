@@ -50,11 +50,7 @@ impl Health {
     pub fn register(metrics: &Metrics, device: &str) -> Self {
         let labels = [("device", device)];
         Health {
-            polls: metrics.counter(
-                POLLS,
-                "Polls of a Modbus device that answered.",
-                &labels,
-            ),
+            polls: metrics.counter(POLLS, "Polls of a Modbus device that answered.", &labels),
             up: metrics.gauge(
                 UP,
                 "1 while the device answers, 0 while it is down.",
@@ -125,7 +121,11 @@ pub fn device_lines(metrics: &Metrics, tags: &[(&str, &str)], now: Timestamp) ->
             LAST_SUCCESS => devices.entry(device).or_default().last_success = r.value,
             ERRORS => {
                 if let Some(kind) = label("kind") {
-                    devices.entry(device).or_default().errors.insert(kind, r.value);
+                    devices
+                        .entry(device)
+                        .or_default()
+                        .errors
+                        .insert(kind, r.value);
                 }
             }
             _ => {}

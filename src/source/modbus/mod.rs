@@ -36,8 +36,8 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::{Sample, SourceEvent, Target};
 use health::Health;
-pub use link::{LinkSpec, PollFault};
 use link::ReadOnly;
+pub use link::{LinkSpec, PollFault};
 use plan::{PollGroup, ReadRequest};
 
 /// The longest wait between attempts to reach a dead device.
@@ -271,7 +271,8 @@ fn next_tick(last: Instant, period: Duration, now: Instant) -> Instant {
 
 /// Back-off after the n-th failure in a row: 2ⁿ polls, at most [`MAX_BACKOFF`].
 pub fn backoff(poll: Duration, failures: u32) -> Duration {
-    poll.saturating_mul(1u32 << failures.min(16)).min(MAX_BACKOFF)
+    poll.saturating_mul(1u32 << failures.min(16))
+        .min(MAX_BACKOFF)
 }
 
 fn fail(

@@ -279,7 +279,11 @@ mod tests {
         // A 8-register string at 7 after a u16 at 6: one read of 6..=14 (9 registers).
         let mut text = field(RegisterKind::Holding, 7, DataType::String);
         text.length = Some(8);
-        let d = device(vec![field(RegisterKind::Holding, 6, DataType::U16), text], 0, 125);
+        let d = device(
+            vec![field(RegisterKind::Holding, 6, DataType::U16), text],
+            0,
+            125,
+        );
         let r = &requests(&d)[0];
         assert_eq!((r.start, r.count), (6, 9));
         assert!(r.fields.contains(&PlannedField {

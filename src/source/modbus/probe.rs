@@ -29,7 +29,13 @@ pub async fn read(
 pub fn table(kind: RegisterKind, first: u32, words: &[u16]) -> String {
     let mut out = String::new();
     if kind.is_bit() {
-        let _ = writeln!(out, "{} {}–{}:", kind.as_str(), first, first + words.len() as u32 - 1);
+        let _ = writeln!(
+            out,
+            "{} {}–{}:",
+            kind.as_str(),
+            first,
+            first + words.len() as u32 - 1
+        );
         for (row, chunk) in words.chunks(16).enumerate() {
             let _ = write!(out, "{:>7} ", first + row as u32 * 16);
             for bit in chunk {
@@ -160,7 +166,17 @@ mod tests {
         let row = t.lines().nth(2).expect("first row");
         assert_eq!(
             row.split_whitespace().collect::<Vec<_>>(),
-            vec!["1", "0x4142", "0100000101000010", "16706", "16706", "16961", "16961", "AB", "BA"]
+            vec![
+                "1",
+                "0x4142",
+                "0100000101000010",
+                "16706",
+                "16706",
+                "16961",
+                "16961",
+                "AB",
+                "BA"
+            ]
         );
         // One register: no 32-bit tables.
         assert!(!t.contains("u32 starting"));
@@ -174,6 +190,9 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "coil 0–17:");
         assert!(lines[1].starts_with("      0  1 0 0 1"));
-        assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), vec!["16", "0", "0"]);
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            vec!["16", "0", "0"]
+        );
     }
 }
