@@ -1185,6 +1185,19 @@ carrier = "electricity"
 
     #[test]
     fn every_shipped_profile_parses() {
+        // Every file under config/profiles/ is shipped (compiled in), and parses.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        files.sort();
+        let mut shipped: Vec<String> = profile::BUILTIN
+            .iter()
+            .map(|(n, _)| format!("{n}.toml"))
+            .collect();
+        shipped.sort();
+        assert_eq!(files, shipped);
         for (name, text) in profile::BUILTIN {
             let p = load_profile_str(text, name).unwrap_or_else(|d| panic!("{d}"));
             assert!(!p.fields.is_empty(), "{name}");
