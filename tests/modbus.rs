@@ -539,3 +539,63 @@ impl Recorder {
         self.sent.lock().unwrap().len()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_rtu_reads_two_units_through_a_pseudo_terminal() {
+    use tokio_serial::SerialPort;
+    // A pseudo-terminal pair stands in for an RS-485 adapter: the simulator speaks RTU on the
+    // master side, and the agent opens the slave side by its path, as it would /dev/ttyUSB0,
+    // with baud, parity and stop bits set through the serial port API.
+    let (sim, _stop) = simulator(1, Framing::Tcp, Vec::new()).await;
+    let (master, slave) = tokio_serial::SerialStream::pair().expect("a pseudo-terminal pair");
+    let path = slave.name().expect("the slave has a path");
+    // A master whose slave side is closed reads an error, so keep the slave open with a plain
+    // descriptor, which holds no lock, and close the locked one: the agent opens the port
+    // exclusively, as it should a real one.
+    let keep_open = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&path)
+            .expect("open the slave side")
+    };
+    drop(slave);
+    let (sim_stop_trigger, sim_stop) = shutdown::channel();
+    sim.serve_rtu(master, sim_stop);
+    let mut text = format!(
+        "{SITE}{}[[modbus_serial]]\nid = \"line\"\nport = \"{path}\"\nbaud = 19200\nparity = \"even\"\n",
+        machines(2)
+    );
+    for n in 1..=2 {
+        text += &format!(
+            "[[modbus]]\nid = \"box{n}\"\nserial = \"line\"\nunit = {n}\npoll = \"200ms\"\ntimeout = \"500ms\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc{n:02}\"\n"
+        );
+    }
+    let cfg = load(&text);
+    assert_eq!(modbus::connections(&cfg).len(), 1, "one bus, one owner");
+    let (events, _) = poll_for(&cfg, Duration::from_secs(2)).await;
+    sim_stop_trigger.fire();
+    let mut programs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in &events {
+        assert!(
+            !matches!(e, SourceEvent::DeviceDown { .. }),
+            "a unit went down: {e:?}"
+        );
+        if let SourceEvent::Samples(s) = e {
+            for s in s {
+                if let (Target::Machine(m), Value::Text(t)) = (&s.target, &s.value) {
+                    programs.entry(m.to_string()).or_default().push(t.clone());
+                }
+            }
+        }
+    }
+    for (i, machine) in ["cnc01", "cnc02"].iter().enumerate() {
+        let read = programs.get(*machine).cloned().unwrap_or_default();
+        // 2 s at 200 ms: about 10 polls per unit; a slow machine still gets more than 4.
+        assert!(read.len() >= 4, "{machine} was read {} times", read.len());
+        assert!(read.iter().all(|p| *p == sim.workshop.machines[i].program));
+    }
+    drop(keep_open);
+}

@@ -30,7 +30,7 @@ pub enum Framing {
     #[default]
     Tcp,
     /// RTU frames (unit, PDU, CRC) in the TCP stream, as a transparent serial server sends
-    /// them on from an RS-485 line.
+    /// them on from an RS-485 line (and as [`Simulator::serve_rtu`] speaks on a serial line).
     RtuOverTcp,
 }
 
@@ -84,9 +84,35 @@ pub struct Simulator {
     pub addrs: Vec<SocketAddr>,
     pub workshop: Arc<Workshop>,
     faults: Arc<RwLock<Vec<Fault>>>,
+    seen: Option<mpsc::Sender<SeenRequest>>,
 }
 
 impl Simulator {
+    /// Serves the workshop as RTU frames on `stream` until it closes or `shutdown` fires: a
+    /// serial line, such as the master side of a pseudo-terminal whose other side the agent
+    /// opens as its serial port.
+    pub fn serve_rtu<S>(&self, stream: S, mut shutdown: Shutdown)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let shared = Shared {
+            workshop: self.workshop.clone(),
+            faults: self.faults.clone(),
+            seen: self.seen.clone(),
+            framing: Framing::RtuOverTcp,
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                r = serve(stream, &shared) => {
+                    if let Err(e) = r {
+                        debug!(error = %e, "serial line closed");
+                    }
+                }
+                _ = shutdown.wait() => {}
+            }
+        });
+    }
+
     /// Replaces the faults the simulator commits, at once, on every connection.
     pub fn set_faults(&self, faults: Vec<Fault>) {
         *self.faults.write().unwrap_or_else(|e| e.into_inner()) = faults;
@@ -120,7 +146,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         workshop: workshop.clone(),
         faults: faults.clone(),
-        seen,
+        seen: seen.clone(),
         framing: options.framing,
     });
     let mut addrs = Vec::new();
@@ -156,6 +182,7 @@ pub async fn start(
         addrs,
         workshop,
         faults,
+        seen,
     })
 }
 
