@@ -96,6 +96,18 @@ async fn poll_for(cfg: &Config, run_for: Duration) -> (Vec<SourceEvent>, Metrics
     (events, metrics)
 }
 
+/// Starts the whole agent on `text`, writing to a file in `dir`.
+fn start_agent(text: &str, dir: &std::path::Path) -> (agent::Running, shutdown::Trigger) {
+    let text = format!(
+        "{text}[[file]]\npath = \"{}\"\n",
+        dir.join("out.lp").display()
+    );
+    let mut cfg = load(&text);
+    cfg.agent.data_dir = dir.to_path_buf();
+    let (trigger, stop) = shutdown::channel();
+    (agent::start(&cfg, stop).expect("agent starts"), trigger)
+}
+
 /// Poll timestamps per machine, in order.
 fn poll_times(events: &[SourceEvent]) -> BTreeMap<String, Vec<Timestamp>> {
     let mut out: BTreeMap<String, Vec<Timestamp>> = BTreeMap::new();
@@ -197,16 +209,9 @@ async fn an_exception_skips_only_the_fields_of_that_request() {
         signals.into_iter().collect::<Vec<_>>(),
         vec!["run", "spindle_rpm"]
     );
-    let read = metrics.read();
-    let count = |kind: &str| {
-        read.iter()
-            .find(|r| {
-                r.name == health::ERRORS && r.labels.iter().any(|(k, v)| *k == "kind" && v == kind)
-            })
-            .map_or(0, |r| r.value)
-    };
+    let count = |kind: &str| health::errors_of_kind(&metrics, kind);
     // 1.5 s at 200 ms: about 8 polls, each with one refused request.
-    assert!(count("exception") >= 4, "{read:?}");
+    assert!(count("exception") >= 4, "{:?}", metrics.read());
     assert_eq!(count("timeout"), 0);
 }
 
@@ -264,18 +269,11 @@ async fn a_late_reply_is_never_taken_for_the_next_request() {
         recorder.connections() >= 2,
         "the connection was never replaced"
     );
-    let protocol_errors: u64 = metrics
-        .read()
-        .iter()
-        .filter(|r| {
-            r.name == health::ERRORS
-                && r.labels
-                    .iter()
-                    .any(|(k, v)| *k == "kind" && v == "protocol")
-        })
-        .map(|r| r.value)
-        .sum();
-    assert_eq!(protocol_errors, 0, "a stale frame was read as an answer");
+    assert_eq!(
+        health::errors_of_kind(&metrics, "protocol"),
+        0,
+        "a stale frame was read as an answer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,14 +287,7 @@ async fn a_machine_whose_device_stops_answering_goes_offline_after_offline_after
             "[[modbus]]\nid = \"box{n}\"\naddress = \"{addr}\"\nunit = {n}\npoll = \"250ms\"\ntimeout = \"300ms\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc{n:02}\"\n"
         );
     }
-    text += &format!(
-        "[[file]]\npath = \"{}\"\n",
-        data.path().join("out.lp").display()
-    );
-    let mut cfg = load(&text);
-    cfg.agent.data_dir = data.path().to_path_buf();
-    let (trigger, stop) = shutdown::channel();
-    let running = agent::start(&cfg, stop).expect("agent starts");
+    let (running, trigger) = start_agent(&text, data.path());
     let mut snapshots = running.snapshots.clone();
     let state_of = |s: &shopfloor::engine::Snapshot, id: &str| {
         s.machines
@@ -404,14 +395,7 @@ async fn the_agent_sends_only_function_codes_1_to_4() {
             "[[modbus]]\nid = \"meter-{transport}\"\naddress = \"{addr}\"\ntransport = \"{transport}\"\nunit = 100\npoll = \"100ms\"\ntimeout = \"200ms\"\nfield = [{{ meter = \"main\", signal = \"kw_{transport}\", register = \"input\", address = 2, type = \"f32\" }}]\n"
         );
     }
-    text += &format!(
-        "[[file]]\npath = \"{}\"\n",
-        data.path().join("out.lp").display()
-    );
-    let mut cfg = load(&text);
-    cfg.agent.data_dir = data.path().to_path_buf();
-    let (trigger, stop) = shutdown::channel();
-    let running = agent::start(&cfg, stop).expect("agent starts");
+    let (running, trigger) = start_agent(&text, data.path());
     tokio::time::sleep(Duration::from_secs(4)).await;
     trigger.fire();
     running.finished().await;

@@ -276,17 +276,7 @@ async fn every_type_reads_right_from_pymodbus_over_tcp_and_rtu_over_tcp() {
             .any(|e| matches!(e, SourceEvent::DeviceDown { .. })),
         "{events:?}"
     );
-    let exceptions: u64 = metrics
-        .read()
-        .iter()
-        .filter(|r| {
-            r.name == health::ERRORS
-                && r.labels
-                    .iter()
-                    .any(|(k, v)| *k == "kind" && v == "exception")
-        })
-        .map(|r| r.value)
-        .sum();
+    let exceptions = health::errors_of_kind(&metrics, "exception");
     assert!(exceptions >= 2, "exceptions counted: {exceptions}");
 }
 

@@ -87,18 +87,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
             None
         }
     };
-    match config {
-        Some(config) if checker.problems.is_empty() => Ok(config),
-        _ => {
-            let mut problems = checker.problems;
-            problems.sort_by_key(|p| (p.line, p.column));
-            problems.dedup();
-            Err(Diagnostics {
-                file: file.to_string(),
-                problems,
-            })
-        }
-    }
+    checker.finish(config, file)
 }
 
 /// One step of a path into the document.
@@ -178,18 +167,7 @@ pub fn load_profile_str(text: &str, file: &str) -> Result<Profile, Diagnostics> 
             checker.push(span, message);
         }
     }
-    match profile {
-        Some(p) if checker.problems.is_empty() => Ok(p),
-        _ => {
-            let mut problems = checker.problems;
-            problems.sort_by_key(|p| (p.line, p.column));
-            problems.dedup();
-            Err(Diagnostics {
-                file: file.to_string(),
-                problems,
-            })
-        }
-    }
+    checker.finish(profile, file)
 }
 
 /// Where a device's field came from after its profile was merged in.
@@ -280,6 +258,22 @@ const SECTIONS: &[&str] = &[
 ];
 
 impl Checker<'_> {
+    /// The parsed document if nothing was wrong with it, else every problem in file order.
+    fn finish<T>(self, parsed: Option<T>, file: &str) -> Result<T, Diagnostics> {
+        match parsed {
+            Some(parsed) if self.problems.is_empty() => Ok(parsed),
+            _ => {
+                let mut problems = self.problems;
+                problems.sort_by_key(|p| (p.line, p.column));
+                problems.dedup();
+                Err(Diagnostics {
+                    file: file.to_string(),
+                    problems,
+                })
+            }
+        }
+    }
+
     fn push(&mut self, span: Range<usize>, message: String) {
         let (line, column) = line_column(self.text, span.start);
         self.problems.push(Problem {

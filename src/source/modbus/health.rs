@@ -93,6 +93,16 @@ impl Health {
     }
 }
 
+/// Errors of one kind, summed over every device.
+pub fn errors_of_kind(metrics: &Metrics, kind: &str) -> u64 {
+    metrics
+        .read()
+        .iter()
+        .filter(|r| r.name == ERRORS && r.labels.iter().any(|(k, v)| *k == "kind" && v == kind))
+        .map(|r| r.value)
+        .sum()
+}
+
 /// One `agent` line per Modbus device, tagged `device`, from the metrics registry:
 /// `up` (0 or 1), `polls`, `since_success_s` (absent until the first answer) and one
 /// `errors_<kind>` counter per kind in [`ERROR_KINDS`]. `tags` are the site's tags.
