@@ -19,7 +19,8 @@ pub enum DecodeError {
 }
 
 /// Puts the bytes of `words` (as sent on the wire, each register big-endian) into big-endian
-/// order `A B C D …` according to the declared order.
+/// order `A B C D …` according to the declared order. [`decode`] does the same on the stack for
+/// numbers; the test `stack_and_vec_orderings_agree` keeps the two in step.
 fn ordered_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
     let wire: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
     match order {
@@ -87,7 +88,23 @@ pub fn decode(
     if ty == DataType::String {
         return Ok(Value::Text(text(words, order)));
     }
-    let b = ordered_bytes(&words[..needed], order);
+    // Numbers are at most four registers: order them on the stack, not in a Vec (this runs
+    // for every value of every poll).
+    let mut b = [0u8; 8];
+    let n = 2 * needed;
+    for (i, w) in words[..needed].iter().enumerate() {
+        b[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
+    }
+    match order {
+        ByteOrder::ABCD => {}
+        ByteOrder::DCBA => b[..n].reverse(),
+        ByteOrder::BADC => b[..n].chunks_exact_mut(2).for_each(|pair| pair.swap(0, 1)),
+        ByteOrder::CDAB => {
+            // Reverse the registers: reverse all bytes, then swap each pair back.
+            b[..n].reverse();
+            b[..n].chunks_exact_mut(2).for_each(|pair| pair.swap(0, 1));
+        }
+    }
     let raw = match ty {
         DataType::String => unreachable!("strings return above"),
         DataType::Bool => {
@@ -102,9 +119,9 @@ pub fn decode(
         DataType::I32 => Raw::Int(i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
         DataType::U32 => Raw::Int(i64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
         DataType::F32 => Raw::Float(f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
-        DataType::I64 => Raw::Int(i64::from_be_bytes(eight(&b))),
-        DataType::U64 => Raw::Unsigned(u64::from_be_bytes(eight(&b))),
-        DataType::F64 => Raw::Float(f64::from_be_bytes(eight(&b))),
+        DataType::I64 => Raw::Int(i64::from_be_bytes(b)),
+        DataType::U64 => Raw::Unsigned(u64::from_be_bytes(b)),
+        DataType::F64 => Raw::Float(f64::from_be_bytes(b)),
     };
     if scale.is_some() || offset.is_some() {
         let x = match raw {
@@ -138,9 +155,6 @@ fn finite(x: f64) -> Result<Value, DecodeError> {
     }
 }
 
-fn eight(b: &[u8]) -> [u8; 8] {
-    [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]
-}
 
 #[cfg(test)]
 mod tests {
@@ -229,6 +243,22 @@ mod tests {
     }
 
     #[test]
+    fn stack_and_vec_orderings_agree() {
+        let words = [0x0102, 0x0304, 0x0506, 0x0708];
+        for order in ByteOrder::ALL {
+            let v = ordered_bytes(&words, order);
+            let expect = u64::from_be_bytes(v.try_into().unwrap());
+            assert_eq!(
+                d(&words, U64, order),
+                Value::Int(expect as i64),
+                "{order:?}"
+            );
+        }
+        // CDAB of four registers is the registers reversed: 0708 0506 0304 0102.
+        assert_eq!(d(&words, U64, CDAB), Value::Int(0x0708_0506_0304_0102));
+    }
+
+    #[test]
     fn strings_in_every_byte_order() {
         // "O1001" + NUL: bytes 4F 31 30 30 31 00 (then padding 00 00).
         // ABCD (first character in the high byte): 4F31 3030 3100 0000.
@@ -249,7 +279,7 @@ mod tests {
         assert_eq!(d(&[0x4142, 0x2020], String, ABCD), Value::Text("AB".into()));
         // 0xFF is not UTF-8: it shows as U+FFFD instead of losing the field.
         assert_eq!(d(&[0x41FF], String, ABCD), Value::Text("A\u{FFFD}".into()));
-        // An empty register list is an empty text, and NUL first is empty too.
+        // A NUL first ends the text at once: 0x0041 is NUL, 'A'.
         assert_eq!(
             d(&[0x0041], String, ABCD),
             Value::Text(std::string::String::new())
