@@ -102,9 +102,9 @@ fn config(dir: &Path, vm: &str, base_port: u16, devices: usize, registers: u16) 
             c,
             "[[modbus]]\nid = \"d{i:03}\"\naddress = \"127.0.0.1:{}\"\nunit = {}\npoll = \"1s\"\nmachine = \"m{i:03}\"\nfield = [",
             usize::from(base_port) + i - 1,
-            // Units 1…N are the simulator's machines; past 247 units wrap (each device has
-            // its own port, so units may repeat).
-            (i - 1) % 247 + 1,
+            // Units 1…99 are the simulator's machines (100 is its meter); past 99 they repeat,
+            // which is fine since each device has a port of its own.
+            (i - 1) % 99 + 1,
         );
         for r in 0..registers {
             let _ = writeln!(
@@ -190,7 +190,7 @@ async fn run(devices: usize, registers: u16, opts: &Options) -> Figures {
                 "--listeners",
                 &devices.to_string(),
                 "--machines",
-                &devices.min(247).to_string(),
+                &devices.min(99).to_string(),
                 "--registers",
                 &registers.max(15).to_string(),
             ])

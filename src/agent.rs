@@ -158,9 +158,9 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
     }
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let connections = modbus::connections(config);
-    let connection_count = connections.len();
-    for connection in connections {
+    let mut connection_count = 0;
+    for connection in modbus::connections_lazily(config) {
+        connection_count += 1;
         tasks.spawn(modbus::run_connection(
             connection,
             events_tx.clone(),

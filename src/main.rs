@@ -305,6 +305,8 @@ async fn run(path: PathBuf) -> Result<()> {
     let cfg = config::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
     let shutdown = shutdown_on_signal();
     let running = agent::start(&cfg, shutdown)?;
+    // Every task has what it needs; a large register map need not be held twice.
+    drop(cfg);
     running.finished().await;
     Ok(())
 }

@@ -21,6 +21,9 @@ use std::sync::atomic::Ordering;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
+/// The shortest interval between two snapshots for the board.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+
 /// How often the engine writes the `agent` health line.
 const AGENT_LINE_EVERY: SignedDuration = SignedDuration::from_secs(60);
 use crate::sink::line_protocol::{LineBuilder, tag_prefix};
@@ -412,6 +415,7 @@ pub async fn run(
     );
     let mut out = Vec::new();
     let mut next_agent_line = Timestamp::now();
+    let mut last_snapshot = None;
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -439,8 +443,14 @@ pub async fn run(
                 );
             }
         }
-        let total_dropped = dropped.load(Ordering::Relaxed);
-        snapshots.send_replace(engine.snapshot(Timestamp::now(), total_dropped));
+        // A snapshot clones every machine's signals: at hundreds of poll results a second that
+        // was most of the agent's CPU, so the board's view is refreshed at most every
+        // SNAPSHOT_EVERY (the 1 s tick always publishes the latest).
+        if last_snapshot.is_none_or(|t: std::time::Instant| t.elapsed() >= SNAPSHOT_EVERY) {
+            let total_dropped = dropped.load(Ordering::Relaxed);
+            snapshots.send_replace(engine.snapshot(Timestamp::now(), total_dropped));
+            last_snapshot = Some(std::time::Instant::now());
+        }
     }
     // Whatever the last event produced still goes to the spool.
     if !out.is_empty() {

@@ -41,16 +41,34 @@ fn ordered_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
     }
 }
 
-/// Decodes a field from the registers the plan cut out for it.
-pub fn decode_field(words: &[u16], field: &ModbusField) -> Result<Value, DecodeError> {
-    decode(
-        words,
-        field.data_type(),
-        field.order,
-        field.bit,
-        field.scale,
-        field.offset,
-    )
+/// What decoding needs of a field, and no more: a device task keeps one per field for as
+/// long as it runs, so a large register map should not cost its whole config twice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Codec {
+    pub ty: DataType,
+    pub order: ByteOrder,
+    pub bit: Option<u8>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+}
+
+impl From<&ModbusField> for Codec {
+    fn from(field: &ModbusField) -> Self {
+        Codec {
+            ty: field.data_type(),
+            order: field.order,
+            bit: field.bit,
+            scale: field.scale,
+            offset: field.offset,
+        }
+    }
+}
+
+impl Codec {
+    /// Decodes the field from the registers the plan cut out for it.
+    pub fn decode(&self, words: &[u16]) -> Result<Value, DecodeError> {
+        decode(words, self.ty, self.order, self.bit, self.scale, self.offset)
+    }
 }
 
 /// Text from registers: the bytes in big-endian order after `order` (so `ABCD` is the usual

@@ -52,9 +52,16 @@ pub struct Connection {
 
 /// Groups the configured devices by the connection they share, in config order.
 pub fn connections(config: &Config) -> Vec<Connection> {
+    connections_lazily(config).collect()
+}
+
+/// [`connections`], copying each connection's devices only when it is asked for: the agent
+/// compacts one connection before it copies the next, so a large register map is never held
+/// three times at once.
+pub fn connections_lazily(config: &Config) -> impl Iterator<Item = Connection> + '_ {
     let mut by_link: BTreeMap<Link, usize> = BTreeMap::new();
-    let mut out: Vec<Connection> = Vec::new();
-    for device in &config.modbus {
+    let mut groups: Vec<(LinkSpec, Vec<usize>)> = Vec::new();
+    for (n, device) in config.modbus.iter().enumerate() {
         let link = device.link();
         let spec = match &link {
             Link::Tcp(a) => LinkSpec::Tcp(a.clone()),
@@ -66,25 +73,30 @@ pub fn connections(config: &Config) -> Vec<Connection> {
             },
         };
         match by_link.get(&link) {
-            Some(&i) => out[i].devices.push(device.clone()),
+            Some(&i) => groups[i].1.push(n),
             None => {
-                by_link.insert(link, out.len());
-                out.push(Connection {
-                    link: spec,
-                    devices: vec![device.clone()],
-                });
+                by_link.insert(link, groups.len());
+                groups.push((spec, vec![n]));
             }
         }
     }
-    out
+    groups.into_iter().map(|(link, devices)| Connection {
+        link,
+        devices: devices
+            .into_iter()
+            .map(|n| config.modbus[n].clone())
+            .collect(),
+    })
 }
 
-/// One device as its connection's task keeps it.
+/// One device as its connection's task keeps it: the plan, and per field only what a sample
+/// needs (the device's config is dropped once planned).
 struct Polled {
-    device: ModbusDevice,
     id: Arc<str>,
-    /// (target, signal) of each field, made once so a sample costs two reference counts.
-    fields: Vec<(Target, Arc<str>)>,
+    unit: u8,
+    timeout: Duration,
+    poll: Duration,
+    fields: Vec<Slot>,
     groups: Vec<Scheduled>,
     health: Health,
     span: tracing::Span,
@@ -98,6 +110,14 @@ struct Polled {
     refused: Vec<Option<tokio_modbus::ExceptionCode>>,
 }
 
+/// A field ready to become samples: target and signal made once, so a sample costs two
+/// reference counts, and the decoding parameters.
+struct Slot {
+    target: Target,
+    signal: Arc<str>,
+    codec: decode::Codec,
+}
+
 struct Scheduled {
     group: PollGroup,
     next: Instant,
@@ -109,16 +129,40 @@ impl Polled {
     fn new(device: ModbusDevice, metrics: &Metrics, start: Instant) -> Self {
         let id: Arc<str> = Arc::from(device.id.as_str());
         let span = tracing::info_span!("modbus", device = %id);
+        // One shared name per machine or meter, not one per field.
+        let mut targets: Vec<Target> = Vec::new();
         let fields = device
             .fields
             .iter()
             .map(|f| {
                 let target = match (&f.machine, &f.meter) {
-                    (Some(m), _) => Target::Machine(Arc::from(m.as_str())),
-                    (None, Some(m)) => Target::Meter(Arc::from(m.as_str())),
-                    (None, None) => Target::Meter(Arc::from("")),
+                    (Some(m), _) => (true, m.as_str()),
+                    (None, Some(m)) => (false, m.as_str()),
+                    (None, None) => (false, ""),
                 };
-                (target, Arc::from(f.signal.as_str()))
+                let found = targets.iter().find(|t| match (t, target) {
+                    (Target::Machine(n), (true, m)) | (Target::Meter(n), (false, m)) => {
+                        &**n == m
+                    }
+                    _ => false,
+                });
+                let target = match found {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = if target.0 {
+                            Target::Machine(Arc::from(target.1))
+                        } else {
+                            Target::Meter(Arc::from(target.1))
+                        };
+                        targets.push(t.clone());
+                        t
+                    }
+                };
+                Slot {
+                    target,
+                    signal: Arc::from(f.signal.as_str()),
+                    codec: decode::Codec::from(f),
+                }
             })
             .collect();
         let mut first_request = 0;
@@ -140,7 +184,9 @@ impl Polled {
         Polled {
             health: Health::register(metrics, &device.id),
             refused: vec![None; first_request],
-            device,
+            unit: device.unit,
+            timeout: device.timeout,
+            poll: device.poll,
             id,
             fields,
             groups,
@@ -167,33 +213,44 @@ impl Polled {
             .iter()
             .map(|g| g.group.poll)
             .min()
-            .unwrap_or(self.device.poll)
+            .unwrap_or(self.poll)
     }
 }
 
 /// Polls every device of one connection until shutdown.
-pub async fn run_connection(
+pub fn run_connection(
     connection: Connection,
     events: mpsc::Sender<SourceEvent>,
     metrics: Metrics,
-    mut shutdown: Shutdown,
-) {
+    shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    // Planned and compacted now, before the task starts, so the caller can drop the
+    // connection's copy of the config before it makes the next one.
     let start = Instant::now();
-    let mut devices: Vec<Polled> = connection
+    let devices: Vec<Polled> = connection
         .devices
         .into_iter()
         .map(|d| Polled::new(d, &metrics, start))
         .filter(|p| !p.groups.is_empty())
         .collect();
-    if devices.is_empty() {
-        return;
-    }
     let dropped = metrics.counter(
         "shopfloor_source_events_dropped_total",
         "Poll results dropped because the engine's queue was full.",
         &[("connection", &connection.link.to_string())],
     );
-    let link = connection.link;
+    poll_devices(connection.link, devices, events, dropped, shutdown)
+}
+
+async fn poll_devices(
+    link: LinkSpec,
+    mut devices: Vec<Polled>,
+    events: mpsc::Sender<SourceEvent>,
+    dropped: Arc<AtomicU64>,
+    mut shutdown: Shutdown,
+) {
+    if devices.is_empty() {
+        return;
+    }
     let mut conn: Option<ReadOnly> = None;
     loop {
         // The most overdue group of any device goes first.
@@ -226,7 +283,7 @@ pub async fn run_connection(
                 p.health.answered(at);
                 if p.up != Some(true) {
                     p.up = Some(true);
-                    info!(parent: &p.span, link = %link, unit = p.device.unit, "device answers");
+                    info!(parent: &p.span, link = %link, unit = p.unit, "device answers");
                     send(
                         &events,
                         SourceEvent::DeviceUp {
@@ -330,7 +387,7 @@ async fn poll_group(
     g: usize,
     at: Timestamp,
 ) -> Result<Vec<Sample>, PollFault> {
-    let timeout = p.device.timeout;
+    let timeout = p.timeout;
     if conn.is_none() {
         *conn = Some(link::open(link, timeout).await?);
         debug!(parent: &p.span, %link, "connected");
@@ -338,7 +395,7 @@ async fn poll_group(
     let Some(client) = conn.as_mut() else {
         return Err(PollFault::Connect("no connection".into()));
     };
-    let unit = p.device.unit;
+    let unit = p.unit;
     let span = p.span.clone();
     let scheduled = &p.groups[g];
     let mut samples = Vec::with_capacity(p.fields.len());
@@ -376,7 +433,7 @@ fn decode_request(
     samples: &mut Vec<Sample>,
 ) {
     for planned in &request.fields {
-        let field = &p.device.fields[planned.index];
+        let field = &p.fields[planned.index];
         let from = usize::from(planned.offset);
         let to = from + usize::from(planned.len);
         let Some(slice) = words.get(from..to) else {
@@ -384,16 +441,13 @@ fn decode_request(
             warn!(parent: &p.span, signal = %field.signal, got = words.len(), "short answer: field skipped");
             continue;
         };
-        match decode::decode_field(slice, field) {
-            Ok(value) => {
-                let (target, signal) = &p.fields[planned.index];
-                samples.push(Sample {
-                    target: target.clone(),
-                    signal: signal.clone(),
-                    value,
-                    at,
-                });
-            }
+        match field.codec.decode(slice) {
+            Ok(value) => samples.push(Sample {
+                target: field.target.clone(),
+                signal: field.signal.clone(),
+                value,
+                at,
+            }),
             Err(e) => {
                 p.health.count_error("decode", 1);
                 debug!(parent: &p.span, signal = %field.signal, error = %e, "value skipped");
