@@ -152,7 +152,20 @@ fn parse_register(text: &str) -> Result<RegisterKind, String> {
     }
 }
 
+/// glibc gives each thread that contends for the allocator an arena of its own (up to eight per
+/// core) and keeps what every arena has freed. Poll results are built on one thread and freed
+/// on another, so at 100k values a second the arenas held as much again as the live heap
+/// (docs/BENCHMARKS.md). The agent has a handful of threads; two arenas serve them.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,

@@ -67,7 +67,14 @@ impl From<&ModbusField> for Codec {
 impl Codec {
     /// Decodes the field from the registers the plan cut out for it.
     pub fn decode(&self, words: &[u16]) -> Result<Value, DecodeError> {
-        decode(words, self.ty, self.order, self.bit, self.scale, self.offset)
+        decode(
+            words,
+            self.ty,
+            self.order,
+            self.bit,
+            self.scale,
+            self.offset,
+        )
     }
 }
 
@@ -172,7 +179,6 @@ fn finite(x: f64) -> Result<Value, DecodeError> {
         Err(DecodeError::NotFinite(x))
     }
 }
-
 
 #[cfg(test)]
 mod tests {

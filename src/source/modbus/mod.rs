@@ -141,9 +141,7 @@ impl Polled {
                     (None, None) => (false, ""),
                 };
                 let found = targets.iter().find(|t| match (t, target) {
-                    (Target::Machine(n), (true, m)) | (Target::Meter(n), (false, m)) => {
-                        &**n == m
-                    }
+                    (Target::Machine(n), (true, m)) | (Target::Meter(n), (false, m)) => &**n == m,
                     _ => false,
                 });
                 let target = match found {
