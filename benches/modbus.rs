@@ -209,15 +209,12 @@ async fn run(devices: usize, registers: u16, opts: &Options) -> Figures {
     let cfg = dir.path().join("bench.toml");
     std::fs::write(
         &cfg,
-        config(
-            &dir.path().join("data"),
-            &vm.url(),
-            base,
-            devices,
-            registers,
-        ),
+        config(&dir.path().join("data"), &vm.url(), base, devices),
     )
     .expect("write config");
+    std::fs::create_dir(dir.path().join("profiles")).expect("profiles dir");
+    std::fs::write(dir.path().join("profiles/bench.toml"), profile(registers))
+        .expect("write profile");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let agent = Proc(
         Command::new(BIN)
