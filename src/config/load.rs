@@ -79,6 +79,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
         problems: Vec::new(),
         dir,
         profile_doc: false,
+        profiles: Default::default(),
     };
     let config = match DeTable::parse(text) {
         Ok(root) => checker.config(&root),
@@ -108,6 +109,8 @@ struct Checker<'t> {
     dir: Option<&'t Path>,
     /// Checking a profile file rather than a config: other keys are known.
     profile_doc: bool,
+    /// Profiles already read, by name: a hundred devices of one model read its file once.
+    profiles: std::collections::HashMap<String, Profile>,
 }
 
 /// Checks a profile's text; `file` names it in messages.
@@ -117,6 +120,7 @@ pub fn load_profile_str(text: &str, file: &str) -> Result<Profile, Diagnostics> 
         problems: Vec::new(),
         dir: None,
         profile_doc: true,
+        profiles: Default::default(),
     };
     let profile = match DeTable::parse(text) {
         Ok(root) => {
@@ -555,28 +559,15 @@ impl Checker<'_> {
             return own;
         };
         let at = self.span_of(root, &join(base, &[key("profile")]));
-        let (source, text) = match profile::find(&name, self.dir) {
-            Ok(found) => found,
-            Err(message) => {
-                self.push(at, format!("modbus device `{}`: {message}", device.id));
-                return own;
-            }
-        };
-        let file = source.describe(&name);
-        let parsed = match load_profile_str(&text, &file) {
-            Ok(p) => p,
-            Err(diagnostics) => {
-                for p in diagnostics.problems {
-                    self.push(
-                        at.clone(),
-                        format!(
-                            "profile `{name}` ({file}:{}:{}): {}",
-                            p.line, p.column, p.message
-                        ),
-                    );
+        let parsed = match self.profiles.get(&name) {
+            Some(p) => p.clone(),
+            None => match self.read_profile(&name, &device.id, at) {
+                Some(p) => {
+                    self.profiles.insert(name.clone(), p.clone());
+                    p
                 }
-                return own;
-            }
+                None => return own,
+            },
         };
         if let Some(limit) = parsed.max_registers {
             device.max_registers = device.max_registers.min(limit);
@@ -598,6 +589,34 @@ impl Checker<'_> {
         origins.extend(own);
         device.fields = fields;
         origins
+    }
+
+    /// Finds and parses profile `name` for `device`; problems are reported at `at`, the
+    /// device's `profile` key, naming the profile's own file, line and column.
+    fn read_profile(&mut self, name: &str, device: &str, at: Range<usize>) -> Option<Profile> {
+        let (source, text) = match profile::find(name, self.dir) {
+            Ok(found) => found,
+            Err(message) => {
+                self.push(at, format!("modbus device `{device}`: {message}"));
+                return None;
+            }
+        };
+        let file = source.describe(name);
+        match load_profile_str(&text, &file) {
+            Ok(p) => Some(p),
+            Err(diagnostics) => {
+                for p in diagnostics.problems {
+                    self.push(
+                        at.clone(),
+                        format!(
+                            "profile `{name}` ({file}:{}:{}): {}",
+                            p.line, p.column, p.message
+                        ),
+                    );
+                }
+                None
+            }
+        }
     }
 
     fn modbus_serial(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], port: &ModbusSerial) {
