@@ -6,6 +6,7 @@
 //! request it receives is visible to tests, which check that the agent only ever reads.
 
 pub mod fault;
+pub mod mqtt;
 pub mod rtu;
 pub mod workshop;
 
@@ -21,7 +22,7 @@ use tracing::{debug, info};
 
 use crate::shutdown::Shutdown;
 pub use fault::{Fault, FaultKind};
-pub use workshop::{METER_UNIT, Workshop};
+pub use workshop::{METER_UNIT, ScriptedMachine, Workshop};
 
 /// How the simulator frames Modbus on its TCP connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,7 +104,7 @@ impl Simulator {
         };
         tokio::spawn(async move {
             tokio::select! {
-                r = serve(stream, &shared) => {
+                r = serve_stream(stream, &shared) => {
                     if let Err(e) = r {
                         debug!(error = %e, "serial line closed");
                     }
@@ -127,7 +128,8 @@ struct Shared {
     framing: Framing,
 }
 
-/// Binds the listeners and serves until shutdown. `seen`, when given, receives every request.
+/// Binds the listeners and serves a generated workshop until shutdown. `seen`, when given,
+/// receives every request.
 pub async fn start(
     options: &SimOptions,
     shutdown: Shutdown,
@@ -141,6 +143,35 @@ pub async fn start(
         SignedDuration::from_hours(24),
     );
     workshop.holding_registers = options.registers.max(workshop::MACHINE_REGISTERS);
+    info!(
+        machines = options.machines,
+        seed = options.seed,
+        "simulated workshop generated"
+    );
+    listen(workshop, options, shutdown, seen).await
+}
+
+/// Serves a given workshop (a scripted one, say) on `bind` with Modbus TCP until shutdown.
+pub async fn serve(
+    workshop: Workshop,
+    bind: SocketAddr,
+    shutdown: Shutdown,
+    seen: Option<mpsc::Sender<SeenRequest>>,
+) -> std::io::Result<Simulator> {
+    let options = SimOptions {
+        bind,
+        ..SimOptions::default()
+    };
+    listen(workshop, &options, shutdown, seen).await
+}
+
+/// Binds the listeners `options` asks for and serves `workshop` on them.
+async fn listen(
+    workshop: Workshop,
+    options: &SimOptions,
+    shutdown: Shutdown,
+    seen: Option<mpsc::Sender<SeenRequest>>,
+) -> std::io::Result<Simulator> {
     let workshop = Arc::new(workshop);
     let faults = Arc::new(RwLock::new(options.faults.clone()));
     let shared = Arc::new(Shared {
@@ -203,7 +234,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: S
         let (shared, mut stop) = (shared.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
-                r = serve(stream, &shared) => {
+                r = serve_stream(stream, &shared) => {
                     if let Err(e) = r {
                         debug!(%peer, error = %e, "client gone");
                     }
@@ -222,7 +253,7 @@ const GATEWAY_TARGET_FAILED: u8 = 0x0B;
 
 /// Serves one connection (a TCP stream, or anything else that carries bytes both ways) until
 /// the client hangs up, a frame cannot be read, or a `drop` fault ends it.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     shared: &Shared,
 ) -> std::io::Result<()> {
@@ -313,6 +344,9 @@ pub fn answer(workshop: &Workshop, unit: u8, pdu: &[u8], at: Timestamp) -> Vec<u
     let limit = if bits { 2000 } else { 125 };
     if count == 0 || count > limit {
         return exception(ILLEGAL_VALUE);
+    }
+    if !workshop.answers(at) {
+        return exception(GATEWAY_TARGET_FAILED);
     }
     let (start, end) = (usize::from(start), usize::from(start) + usize::from(count));
     let values: Vec<u16> = if unit == METER_UNIT {
