@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -70,6 +71,42 @@ impl Running {
         while self.tasks.join_next().await.is_some() {}
         let thread = self.spool_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// How often each Modbus device's health goes to the store as an `agent` line.
+const DEVICE_HEALTH_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes one `agent` line per Modbus device every minute (see `source::modbus::health`),
+/// straight to the spool: the lines come from the metrics alone, so the engine need not know.
+fn report_device_health(
+    config: &Config,
+    records: std::sync::mpsc::SyncSender<Vec<String>>,
+    metrics: Metrics,
+    mut shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let site = &config.site;
+    let tags: Vec<(String, String)> = vec![
+        ("county".into(), site.county.clone()),
+        ("sector".into(), site.sector.as_str().into()),
+        ("enterprise".into(), site.enterprise.clone()),
+    ];
+    async move {
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut ticker = tokio::time::interval(DEVICE_HEALTH_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The first tick is immediate; skip it so the first line reports a minute of polling.
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            let lines = modbus::health::device_lines(&metrics, &tags, Timestamp::now());
+            if !lines.is_empty() && records.try_send(lines).is_err() {
+                warn!("spool queue full: device health lines dropped");
+            }
+        }
     }
 }
 
@@ -188,9 +225,11 @@ pub fn start_resuming(
     // The engine's start is taken before any source runs, so every sample is stamped after it.
     let now = Timestamp::now();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    for device in &config.modbus {
-        tasks.spawn(modbus::run_device(
-            device.clone(),
+    let mut connection_count = 0;
+    for connection in modbus::connections_lazily(config) {
+        connection_count += 1;
+        tasks.spawn(modbus::run_connection(
+            connection,
             events_tx.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -205,6 +244,14 @@ pub fn start_resuming(
         ));
     }
     drop(events_tx);
+    if !config.modbus.is_empty() {
+        tasks.spawn(report_device_health(
+            config,
+            records_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     // Declared value added: the config's figures, then the file (which the board's API writes).
     let declared_file = config
@@ -279,6 +326,7 @@ pub fn start_resuming(
     info!(
         machines = config.machines.len(),
         devices = config.modbus.len(),
+        connections = connection_count,
         brokers = config.mqtt.len(),
         outputs = names.len(),
         spool = %spool_path.display(),

@@ -6,9 +6,10 @@
 //! at the first mistake: [`load`] reports every problem it finds with file, line and column.
 
 mod load;
+pub mod profile;
 mod secret;
 
-pub use load::{Diagnostics, Problem, default_output_name, load, load_str};
+pub use load::{Diagnostics, Problem, default_output_name, load, load_profile_str, load_str};
 pub use secret::{Secret, SecretError};
 
 use std::fmt;
@@ -33,9 +34,12 @@ pub struct Config {
     /// `[[meter]]`: energy and water meters.
     #[serde(default, rename = "meter")]
     pub meters: Vec<Meter>,
-    /// `[[modbus]]`: Modbus TCP devices and their register maps.
+    /// `[[modbus]]`: Modbus devices and their register maps, with profiles already merged in.
     #[serde(default)]
     pub modbus: Vec<ModbusDevice>,
+    /// `[[modbus_serial]]`: serial ports that Modbus RTU devices hang on.
+    #[serde(default)]
+    pub modbus_serial: Vec<ModbusSerial>,
     /// `[[mqtt]]`: MQTT brokers and the topics read from them.
     #[serde(default)]
     pub mqtt: Vec<MqttBroker>,
@@ -330,17 +334,30 @@ impl Carrier {
     }
 }
 
-/// `[[modbus]]`: a Modbus TCP device (an IoT box, a PLC, a meter, a serial gateway).
+/// `[[modbus]]`: one Modbus device (unit): an IoT box on a machine's controller, a PLC, a meter.
+///
+/// A device is reached in one of two ways: `address` (Modbus TCP, or RTU frames over TCP to a
+/// serial server or DTU), or `serial` (the id of a `[[modbus_serial]]` port, RTU). Devices that
+/// share an address and transport, or a serial port, share one connection: one task owns it and
+/// sends their requests one at a time, as a gateway or an RS-485 line needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModbusDevice {
     /// Device id for logs and health lines.
     pub id: String,
-    /// `host:port` of the device (port 502 by default).
-    pub address: String,
+    /// `host:port` of a Modbus TCP device or of a serial server (port 502 by default).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// How frames travel to `address`: `tcp` (Modbus TCP, MBAP header) or `rtu_over_tcp` (RTU
+    /// frames with CRC in a TCP stream, as transparent serial servers and DTUs forward them).
+    #[serde(default)]
+    pub transport: TcpTransport,
+    /// The id of the `[[modbus_serial]]` port the device hangs on (instead of `address`).
+    #[serde(default)]
+    pub serial: Option<String>,
     /// Modbus unit id (slave id), 0–247.
     #[serde(default = "default_unit")]
     pub unit: u8,
-    /// How often the device is read.
+    /// How often the device is read; a field's own `poll` overrides it for that field.
     #[serde(default = "default_poll", deserialize_with = "duration")]
     pub poll: Duration,
     /// Time allowed for connecting and for each request.
@@ -356,9 +373,73 @@ pub struct ModbusDevice {
     /// Upper bound on registers per request, for devices that cannot take the protocol's 125.
     #[serde(default = "default_max_registers")]
     pub max_registers: u16,
+    /// Read every field with a request of its own: for devices that answer "illegal address"
+    /// to any read that is not exactly one of their documented values.
+    #[serde(default)]
+    pub one_request_per_field: bool,
+    /// A register map from `profiles/<name>.toml` beside the config file, or one shipped with
+    /// Shopfloor (`config/profiles/`). Its fields come first; the device's own fields add to it.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The machine that fields without `machine` or `meter` belong to (a profile's fields
+    /// never name one).
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// The meter that fields without `machine` or `meter` belong to.
+    #[serde(default)]
+    pub meter: Option<String>,
     /// The register map.
     #[serde(default, rename = "field")]
     pub fields: Vec<ModbusField>,
+}
+
+impl ModbusDevice {
+    /// The connection this device is reached through. Devices with equal links share one.
+    pub fn link(&self) -> Link {
+        match (&self.serial, &self.address) {
+            (Some(port), _) => Link::Serial(port.clone()),
+            (None, Some(address)) => match self.transport {
+                TcpTransport::Tcp => Link::Tcp(address.clone()),
+                TcpTransport::RtuOverTcp => Link::RtuOverTcp(address.clone()),
+            },
+            (None, None) => Link::Tcp(String::new()),
+        }
+    }
+
+    /// The poll interval of a field: its own, else the device's.
+    pub fn poll_of(&self, field: &ModbusField) -> Duration {
+        field.poll.unwrap_or(self.poll)
+    }
+}
+
+/// How a device is reached; equal links share one connection and one owner task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Link {
+    /// Modbus TCP to `host:port`.
+    Tcp(String),
+    /// RTU frames over a TCP stream to `host:port`.
+    RtuOverTcp(String),
+    /// RTU on the `[[modbus_serial]]` port with this id.
+    Serial(String),
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Tcp(a) => write!(f, "tcp {a}"),
+            Link::RtuOverTcp(a) => write!(f, "rtu over tcp {a}"),
+            Link::Serial(p) => write!(f, "serial {p}"),
+        }
+    }
+}
+
+/// Framing on a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpTransport {
+    #[default]
+    Tcp,
+    RtuOverTcp,
 }
 
 fn default_unit() -> u8 {
@@ -377,13 +458,80 @@ fn default_max_registers() -> u16 {
     125
 }
 
+/// `[[modbus_serial]]`: an RS-485 (or RS-232) port that Modbus RTU devices hang on.
+///
+/// One task owns the port and sends one request at a time, leaving the line silent for
+/// `frame_gap` between frames as RTU requires (the end of a frame is recognised by silence).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModbusSerial {
+    /// The id devices name in `serial = "…"`.
+    pub id: String,
+    /// The serial device, e.g. `/dev/ttyUSB0` or `/dev/ttyS1`.
+    pub port: String,
+    /// Line speed in bit/s.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// 7 or 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// `none`, `even` or `odd`. The Modbus specification's default is `even`; most meters
+    /// leave the factory with `none`, so check the device's display or manual.
+    #[serde(default)]
+    pub parity: Parity,
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Silence kept on the line before each request. Default: 3.5 character times at `baud`
+    /// (4 ms at 9600 8N1), and 1.75 ms above 19200 bit/s, as the RTU specification sets.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub frame_gap: Option<Duration>,
+}
+
+impl ModbusSerial {
+    /// The silent interval before each request: `frame_gap`, else the specification's 3.5
+    /// characters (1.75 ms above 19200 bit/s).
+    pub fn effective_frame_gap(&self) -> Duration {
+        if let Some(gap) = self.frame_gap {
+            return gap;
+        }
+        if self.baud > 19_200 || self.baud == 0 {
+            return Duration::from_micros(1750);
+        }
+        // A character is a start bit, the data bits, the parity bit if any, and the stop bits.
+        let bits = 1
+            + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits);
+        Duration::from_secs_f64(3.5 * f64::from(bits) / f64::from(self.baud))
+    }
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
 /// `[[modbus.field]]`: one signal in a device's register map.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModbusField {
-    /// The registered machine this signal belongs to (or use `meter`).
+    /// The registered machine this signal belongs to (or use `meter`; default: the device's).
     #[serde(default)]
     pub machine: Option<String>,
-    /// The meter this signal belongs to (or use `machine`).
+    /// The meter this signal belongs to (or use `machine`; default: the device's).
     #[serde(default)]
     pub meter: Option<String>,
     /// Signal name, the field key in the `signal` line (e.g. `"spindle_rpm"`).
@@ -395,6 +543,9 @@ pub struct ModbusField {
     /// Value type; `bool` for coils and discrete inputs.
     #[serde(rename = "type", default)]
     pub data_type: Option<DataType>,
+    /// For `type = "string"`: how many registers (two characters each) the text occupies.
+    #[serde(default)]
+    pub length: Option<u16>,
     /// Byte and word order of multi-byte values.
     #[serde(default)]
     pub order: ByteOrder,
@@ -406,6 +557,14 @@ pub struct ModbusField {
     pub scale: Option<f64>,
     #[serde(default)]
     pub offset: Option<f64>,
+    /// Poll this field at its own interval (e.g. energy counters every minute while states are
+    /// read every second). Fields with the same interval form a group, planned together.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub poll: Option<Duration>,
+    /// The numbering `address` is written in: the device's `address_base`, or the profile's for
+    /// a field that came from a profile. Set by the loader.
+    #[serde(skip)]
+    pub address_base: u16,
 }
 
 impl ModbusField {
@@ -415,6 +574,20 @@ impl ModbusField {
             RegisterKind::Coil | RegisterKind::Discrete => DataType::Bool,
             _ => self.data_type.unwrap_or(DataType::U16),
         }
+    }
+
+    /// Registers (or bits) the field occupies.
+    pub fn registers(&self) -> u16 {
+        match self.data_type() {
+            DataType::String => self.length.unwrap_or(1),
+            ty => ty.registers(),
+        }
+    }
+
+    /// The protocol (0-based) address of the field's first register, or `None` for address 0
+    /// in 1-based numbering.
+    pub fn protocol_address(&self) -> Option<u16> {
+        self.address.checked_sub(self.address_base)
     }
 }
 
@@ -474,15 +647,35 @@ pub enum DataType {
     U64,
     F32,
     F64,
+    /// Text of `length` registers, two characters per register (ASCII or UTF-8), as devices
+    /// report program names, serial numbers and firmware versions. Trailing NULs and spaces
+    /// are dropped.
+    String,
 }
 
 impl DataType {
-    /// Registers the type occupies (bits for a bool in a bit table).
+    /// Registers the type occupies (bits for a bool in a bit table). A string occupies its
+    /// field's `length`; see [`ModbusField::registers`].
     pub fn registers(self) -> u16 {
         match self {
-            DataType::Bool | DataType::I16 | DataType::U16 => 1,
+            DataType::Bool | DataType::I16 | DataType::U16 | DataType::String => 1,
             DataType::I32 | DataType::U32 | DataType::F32 => 2,
             DataType::I64 | DataType::U64 | DataType::F64 => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::I16 => "i16",
+            DataType::U16 => "u16",
+            DataType::I32 => "i32",
+            DataType::U32 => "u32",
+            DataType::I64 => "i64",
+            DataType::U64 => "u64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+            DataType::String => "string",
         }
     }
 }
@@ -501,6 +694,51 @@ pub enum ByteOrder {
     BADC,
     #[serde(alias = "cdab")]
     CDAB,
+}
+
+impl ByteOrder {
+    pub const ALL: [ByteOrder; 4] = [
+        ByteOrder::ABCD,
+        ByteOrder::CDAB,
+        ByteOrder::BADC,
+        ByteOrder::DCBA,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByteOrder::ABCD => "ABCD",
+            ByteOrder::DCBA => "DCBA",
+            ByteOrder::BADC => "BADC",
+            ByteOrder::CDAB => "CDAB",
+        }
+    }
+}
+
+/// A device profile (`config/profiles/<name>.toml`): the register map of one device model,
+/// written once and used by name from every `[[modbus]]` of that model.
+///
+/// A profile's fields name no machine or meter; the device that uses the profile says which
+/// one they belong to. Limits in a profile describe what the model can take, so a device gets
+/// the tighter of its own and its profile's.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Profile {
+    /// What the profile describes, for `check --plan` and for people.
+    #[serde(default)]
+    pub description: String,
+    /// The numbering of the addresses below: 0 (protocol addresses) or 1 (manual numbering).
+    #[serde(default)]
+    pub address_base: u16,
+    /// The most registers the model answers in one request.
+    #[serde(default)]
+    pub max_registers: Option<u16>,
+    /// The widest hole the model lets a request span.
+    #[serde(default)]
+    pub max_gap: Option<u16>,
+    /// The model only answers reads of exactly one documented value.
+    #[serde(default)]
+    pub one_request_per_field: bool,
+    #[serde(default, rename = "field")]
+    pub fields: Vec<ModbusField>,
 }
 
 /// `[[mqtt]]`: an MQTT broker that machines, IoT boxes or PLC gateways publish to. The agent
