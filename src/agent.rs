@@ -1,8 +1,12 @@
-//! Wires the pipeline together: device actors → engine → spool → one writer per output.
+//! Wires the pipeline together: device actors and MQTT brokers → engine → spool → one writer
+//! per output.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use jiff::Timestamp;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -12,13 +16,16 @@ use crate::engine::{self, Engine, Snapshot};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::{Spool, SpoolError, SpoolStats};
-use crate::sink::{self, Output, file::FileWriter, influx::InfluxWriter};
-use crate::source::modbus;
+use crate::sink::{self, Output, WriterOptions, file::FileWriter, influx::InfluxWriter};
+use crate::source::{modbus, mqtt};
 use crate::web;
-use std::sync::Arc;
 
-/// Events waiting between the sources and the engine. At the bound a device task drops its poll
-/// result and counts it (see `source::modbus`), so a stalled engine never stalls polling.
+/// Events waiting between the sources and the engine. What a source does at the bound depends
+/// on what its data is: a Modbus device task drops its poll result and counts it (the next poll
+/// a second later supersedes it; see `source::modbus`), so a stalled engine never stalls
+/// polling; an MQTT broker task waits for room and stops reading from the broker meanwhile, so
+/// the broker keeps the messages for the agent's session (see `source::mqtt`): a message is the
+/// only copy of its data.
 pub const EVENT_QUEUE: usize = 1024;
 
 /// Why the agent could not start.
@@ -40,6 +47,8 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
 }
 
 /// A running agent.
@@ -62,6 +71,42 @@ impl Running {
         while self.tasks.join_next().await.is_some() {}
         let thread = self.spool_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// How often each Modbus device's health goes to the store as an `agent` line.
+const DEVICE_HEALTH_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes one `agent` line per Modbus device every minute (see `source::modbus::health`),
+/// straight to the spool: the lines come from the metrics alone, so the engine need not know.
+fn report_device_health(
+    config: &Config,
+    records: std::sync::mpsc::SyncSender<Vec<String>>,
+    metrics: Metrics,
+    mut shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let site = &config.site;
+    let tags: Vec<(String, String)> = vec![
+        ("county".into(), site.county.clone()),
+        ("sector".into(), site.sector.as_str().into()),
+        ("enterprise".into(), site.enterprise.clone()),
+    ];
+    async move {
+        let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut ticker = tokio::time::interval(DEVICE_HEALTH_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The first tick is immediate; skip it so the first line reports a minute of polling.
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.wait() => return,
+            }
+            let lines = modbus::health::device_lines(&metrics, &tags, Timestamp::now());
+            if !lines.is_empty() && records.try_send(lines).is_err() {
+                warn!("spool queue full: device health lines dropped");
+            }
+        }
     }
 }
 
@@ -101,68 +146,112 @@ pub fn start_resuming(
         .clone()
         .unwrap_or_else(|| data_dir.join("spool.db"));
 
-    let mut outputs: Vec<(Output, usize)> = Vec::new();
+    let metrics = Metrics::new();
+    let machines: HashSet<Arc<str>> = config
+        .machines
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let meters: HashSet<Arc<str>> = config
+        .meters
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let brokers = config
+        .mqtt
+        .iter()
+        .map(|b| {
+            mqtt::prepare(
+                b,
+                &config.site,
+                machines.clone(),
+                meters.clone(),
+                metrics.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut outputs: Vec<(Output, WriterOptions)> = Vec::new();
     for (n, cfg) in config.influx.iter().enumerate() {
         let name = cfg
             .name
             .clone()
             .unwrap_or_else(|| default_output_name("influx", n));
-        outputs.push((
-            Output::Influx(InfluxWriter::new(&name, cfg)?),
-            cfg.batch_lines,
-        ));
+        let options = cfg.writer_options(&name, &data_dir);
+        outputs.push((Output::Influx(InfluxWriter::new(&name, cfg)?), options));
     }
     for (n, cfg) in config.file.iter().enumerate() {
         let name = cfg
             .name
             .clone()
             .unwrap_or_else(|| default_output_name("file", n));
-        outputs.push((Output::File(FileWriter::new(&name, &cfg.path)), 5000));
+        let options = WriterOptions::new(&name, &data_dir);
+        outputs.push((Output::File(FileWriter::new(&name, &cfg.path)), options));
     }
     let names: Vec<String> = outputs.iter().map(|(o, _)| o.name().to_string()).collect();
-    let spool = Spool::open(
-        &spool_path,
-        config.spool.max_bytes,
-        config.spool.sync,
-        &names,
-    )?;
+    let spool = Spool::open(&spool_path, config.spool.limits(), &names)?;
     let left = spool.stats();
     if left.lines > 0 {
         info!(
             lines = left.lines,
             bytes = left.bytes,
-            "records left in the spool will be sent first"
+            "records left in the spool will be sent first, oldest first"
         );
     }
 
-    let metrics = Metrics::new();
     let (stats_tx, stats_rx) = watch::channel(left);
     let (records_tx, records_rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
-    let spool_thread = sink::spawn_spool_task(spool, records_rx, stats_tx, metrics.clone());
+    let spool_thread = sink::spawn_spool_task(
+        spool,
+        spool_path.clone(),
+        records_rx,
+        stats_tx,
+        metrics.clone(),
+        config.spool.sync_interval,
+    );
 
     let mut tasks = JoinSet::new();
-    for (output, batch_lines) in outputs {
+    for (output, options) in outputs {
         tasks.spawn(sink::run_writer(
             output,
             spool_path.clone(),
-            batch_lines,
-            data_dir.clone(),
+            options,
             stats_rx.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));
     }
 
+    // The engine's start is taken before any source runs, so every sample is stamped after it.
+    let now = Timestamp::now();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    for device in &config.modbus {
-        tasks.spawn(modbus::run_device(
-            device.clone(),
+    let mut connection_count = 0;
+    for connection in modbus::connections_lazily(config) {
+        connection_count += 1;
+        tasks.spawn(modbus::run_connection(
+            connection,
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    for broker in brokers {
+        tasks.spawn(mqtt::run(
+            broker,
             events_tx.clone(),
             metrics.clone(),
             shutdown.clone(),
         ));
     }
     drop(events_tx);
+    if !config.modbus.is_empty() {
+        tasks.spawn(report_device_health(
+            config,
+            records_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
 
     // Declared value added: the config's figures, then the file (which the board's API writes).
     let declared_file = config
@@ -170,7 +259,6 @@ pub fn start_resuming(
         .declared_file
         .clone()
         .unwrap_or_else(|| data_dir.join("value-added.toml"));
-    let now = Timestamp::now();
     let mut engine = Engine::new(config, now);
     let state_path = data_dir.join("engine-state.json");
     let mut restored = Vec::new();
@@ -179,8 +267,11 @@ pub fn start_resuming(
             info!(file = %state_path.display(), "continuing the saved windows; the time the agent was down counts as offline");
             engine.restore(saved, now, resume, &mut restored);
         }
-        Ok(None) => {}
-        Err(e) => warn!(error = %e, "starting without the saved windows"),
+        Ok(None) => engine.opening_lines(&mut restored),
+        Err(e) => {
+            warn!(error = %e, "starting without the saved windows");
+            engine.opening_lines(&mut restored);
+        }
     }
     if declared_file.exists() {
         match engine::green::Declarations::new(&config.value_added.declared)
@@ -235,6 +326,8 @@ pub fn start_resuming(
     info!(
         machines = config.machines.len(),
         devices = config.modbus.len(),
+        connections = connection_count,
+        brokers = config.mqtt.len(),
         outputs = names.len(),
         spool = %spool_path.display(),
         web = ?web_addr,

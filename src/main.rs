@@ -10,9 +10,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use shopfloor::config::{self, Config, State};
+use shopfloor::config::{ModbusSerial, Parity, RegisterKind};
 use shopfloor::engine::Snapshot;
-use shopfloor::sim::{self, SimOptions};
-use shopfloor::source::modbus::plan;
+use shopfloor::sim::{self, Fault, Framing, SimOptions};
+use shopfloor::source::modbus::{self, LinkSpec, plan, probe};
 use shopfloor::{agent, shutdown};
 
 /// The starter config of `shopfloor init`: the complete commented example.
@@ -57,7 +58,7 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
-    /// Serve a simulated workshop over Modbus TCP.
+    /// Serve a simulated workshop over Modbus TCP (or RTU over TCP).
     Sim {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:5020")]
@@ -71,7 +72,26 @@ enum Command {
         /// Stretch every state's duration by this factor.
         #[arg(long, default_value_t = 1.0)]
         pace: f64,
+        /// Serve the same workshop on this many consecutive ports, from --bind's port.
+        #[arg(long, default_value_t = 1)]
+        listeners: usize,
+        /// Holding registers per machine: the 15 of the map, then filler that changes every second.
+        #[arg(long, default_value_t = 15)]
+        registers: u16,
+        /// Speak RTU frames (with CRC) over TCP, like a serial server, instead of Modbus TCP.
+        #[arg(long)]
+        rtu_over_tcp: bool,
+        /// Misbehave: UNIT:KIND[:EVERY] with UNIT a unit id or *, KIND no-reply, delay=300ms,
+        /// exception=N or drop; EVERY n-th request only. Repeat for more faults.
+        #[arg(long = "fault", value_name = "FAULT")]
+        faults: Vec<Fault>,
+        /// Also publish MQTT machines to this broker (`host:port`): JSON IoT boxes mq01… and a
+        /// Sparkplug B edge node with devices sp01… (see config/mqtt.toml).
+        #[arg(long, value_name = "HOST:PORT")]
+        mqtt: Option<String>,
     },
+    /// Read registers from a device and print them decoded in every type and byte order.
+    Probe(ProbeArgs),
     /// The county's view of every enterprise: reports against the programme's targets.
     County {
         #[command(subcommand)]
@@ -87,9 +107,92 @@ enum Command {
     },
 }
 
+/// Where and what `shopfloor probe` reads.
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// Modbus TCP device or serial server, host:port.
+    #[arg(long, conflicts_with_all = ["serial", "device"])]
+    address: Option<String>,
+    /// With --address: RTU frames over TCP (transparent serial servers, DTUs).
+    #[arg(long, requires = "address")]
+    rtu_over_tcp: bool,
+    /// Serial port for Modbus RTU, e.g. /dev/ttyUSB0.
+    #[arg(long, conflicts_with = "device")]
+    serial: Option<String>,
+    #[arg(long, default_value_t = 9600)]
+    baud: u32,
+    /// none, even or odd.
+    #[arg(long, default_value = "none", value_parser = parse_parity)]
+    parity: Parity,
+    #[arg(long, default_value_t = 8)]
+    data_bits: u8,
+    #[arg(long, default_value_t = 1)]
+    stop_bits: u8,
+    /// Take the connection, unit, numbering and timeout of this device in --config.
+    #[arg(long, requires = "config")]
+    device: Option<String>,
+    #[arg(short, long)]
+    config: Option<PathBuf>,
+    /// Unit (slave) id; default 1, or the device's.
+    #[arg(long)]
+    unit: Option<u8>,
+    /// coil, discrete, holding or input.
+    #[arg(long, default_value = "holding", value_parser = parse_register)]
+    register: RegisterKind,
+    /// First register, in the numbering of --address-base.
+    #[arg(long)]
+    start: u16,
+    /// How many registers (at most 125) or bits (at most 2000).
+    #[arg(long, default_value_t = 10)]
+    count: u16,
+    /// 1 when --start is numbered as in a manual that counts from 1; default 0, or the device's.
+    #[arg(long)]
+    address_base: Option<u16>,
+    /// Time allowed for connecting and for the read, e.g. 2s.
+    #[arg(long, value_parser = config::parse_duration)]
+    timeout: Option<Duration>,
+}
+
+fn parse_parity(text: &str) -> Result<Parity, String> {
+    match text {
+        "none" | "n" | "N" => Ok(Parity::None),
+        "even" | "e" | "E" => Ok(Parity::Even),
+        "odd" | "o" | "O" => Ok(Parity::Odd),
+        _ => Err(format!("`{text}` is not a parity: write none, even or odd")),
+    }
+}
+
+fn parse_register(text: &str) -> Result<RegisterKind, String> {
+    match text {
+        "coil" | "coils" => Ok(RegisterKind::Coil),
+        "discrete" => Ok(RegisterKind::Discrete),
+        "holding" => Ok(RegisterKind::Holding),
+        "input" => Ok(RegisterKind::Input),
+        _ => Err(format!(
+            "`{text}` is not a register table: write coil, discrete, holding or input"
+        )),
+    }
+}
+
+/// glibc gives each thread that contends for the allocator an arena of its own (up to eight per
+/// core) and keeps what every arena has freed. Poll results are built on one thread and freed
+/// on another, so at 100k values a second the arenas held as much again as the live heap
+/// (docs/BENCHMARKS.md). The agent has a handful of threads; two arenas serve them.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Check { .. });
+    let quiet = matches!(
+        cli.command,
+        Command::Demo { .. } | Command::Check { .. } | Command::Probe(_)
+    );
     init_logging(if quiet { "warn" } else { "info" });
     shopfloor::install_crypto_provider();
     let result = match cli.command {
@@ -101,14 +204,31 @@ fn main() -> ExitCode {
             seed,
             machines,
             pace,
+            listeners,
+            registers,
+            rtu_over_tcp,
+            faults,
+            mqtt,
         } => runtime().and_then(|rt| {
-            rt.block_on(serve_sim(SimOptions {
-                bind,
-                seed,
-                machines,
-                pace,
-            }))
+            rt.block_on(serve_sim(
+                SimOptions {
+                    bind,
+                    seed,
+                    machines,
+                    pace,
+                    listeners,
+                    registers,
+                    framing: if rtu_over_tcp {
+                        Framing::RtuOverTcp
+                    } else {
+                        Framing::Tcp
+                    },
+                    faults,
+                },
+                mqtt,
+            ))
         }),
+        Command::Probe(args) => runtime().and_then(|rt| rt.block_on(run_probe(args))),
         Command::County { command } => {
             runtime().and_then(|rt| rt.block_on(shopfloor::county::cli::run(command)))
         }
@@ -170,22 +290,37 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 .collect::<std::collections::HashSet<_>>()
                 .len();
             println!(
-                "{}: ok: {} machines in the register ({} with a data source), {} meters, {} Modbus devices, {} outputs",
+                "{}: ok: {} machines in the register ({} with a data source), {} meters, {} Modbus devices, {} MQTT brokers, {} outputs",
                 path.display(),
                 cfg.machines.len(),
                 sourced,
                 cfg.meters.len(),
                 cfg.modbus.len(),
+                cfg.mqtt.len(),
                 cfg.influx.len() + cfg.file.len()
             );
+            for broker in &cfg.mqtt {
+                println!("mqtt broker {} ({}):", broker.id, broker.address);
+                for topic in &broker.topics {
+                    println!("  subscribe {} (QoS 1, {:?})", topic.pattern, topic.format);
+                }
+            }
             if show_plan {
-                for device in &cfg.modbus {
-                    println!(
-                        "device {} ({} unit {}):",
-                        device.id, device.address, device.unit
-                    );
-                    for request in plan::plan(device) {
-                        println!("  {request}");
+                for connection in modbus::connections(&cfg) {
+                    println!("connection {}:", connection.link);
+                    for device in &connection.devices {
+                        let profile = device
+                            .profile
+                            .as_deref()
+                            .map(|p| format!(", profile {p}"))
+                            .unwrap_or_default();
+                        println!("  device {} (unit {}{profile}):", device.id, device.unit);
+                        for group in plan::plan(device) {
+                            println!("    every {:?}:", group.poll);
+                            for request in group.requests {
+                                println!("      {request}");
+                            }
+                        }
                     }
                 }
             }
@@ -312,18 +447,46 @@ impl Signals {
     }
 }
 
-async fn serve_sim(options: SimOptions) -> Result<()> {
+async fn serve_sim(options: SimOptions, mqtt: Option<String>) -> Result<()> {
     let mut shutdown = shutdown_on_signal();
     let sim = sim::start(&options, shutdown.clone(), None)
         .await
         .with_context(|| format!("cannot listen on {}", options.bind))?;
+    let listening = match sim.addrs.as_slice() {
+        [one] => one.to_string(),
+        [first, .., last] => format!("{first} … {last} ({} ports)", sim.addrs.len()),
+        [] => String::new(),
+    };
     println!(
-        "simulating {} CNC machines (unit ids 1–{}) and an electricity meter (unit {}) on {}",
+        "simulating {} CNC machines (unit ids 1–{}) and an electricity meter (unit {}) on {listening}{}",
         options.machines,
         options.machines,
         sim::METER_UNIT,
-        sim.addr
+        if options.framing == Framing::RtuOverTcp {
+            ", RTU over TCP"
+        } else {
+            ""
+        }
     );
+    if let Some(broker) = mqtt {
+        let mqtt = sim::mqtt::MqttSimOptions {
+            broker: broker.clone(),
+            seed: options.seed,
+            pace: options.pace,
+            ..Default::default()
+        };
+        sim::mqtt::start(&mqtt, shutdown.clone())?;
+        println!(
+            "publishing to MQTT broker {broker}: JSON boxes {}–{} on {}/<id>/data, Sparkplug B node {}/{} with devices {}–{}",
+            sim::mqtt::json_machine_id(0),
+            sim::mqtt::json_machine_id(mqtt.json_machines - 1),
+            sim::mqtt::JSON_PREFIX,
+            sim::mqtt::SPARKPLUG_GROUP,
+            sim::mqtt::SPARKPLUG_NODE,
+            sim::mqtt::sparkplug_device_id(0),
+            sim::mqtt::sparkplug_device_id(mqtt.sparkplug_devices - 1),
+        );
+    }
     shutdown.wait().await;
     Ok(())
 }
@@ -339,7 +502,7 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
     };
     let sim = sim::start(&options, shutdown.clone(), None).await?;
     for device in &mut cfg.modbus {
-        device.address = sim.addr.to_string();
+        device.address = Some(sim.addr.to_string());
     }
     cfg.agent.data_dir = data_dir.clone();
     for file in &mut cfg.file {
@@ -492,5 +655,75 @@ fn colour(state: State) -> &'static str {
         State::Alarm => "\x1b[31m",
         State::Stopped => "\x1b[35m",
         State::Offline => "\x1b[90m",
+    }
+}
+
+async fn run_probe(args: ProbeArgs) -> Result<()> {
+    let mut link = None;
+    let (mut unit, mut base, mut timeout) = (1, 0, Duration::from_secs(1));
+    if let Some(id) = &args.device {
+        let path = args.config.as_deref().context("--device needs --config")?;
+        let cfg = config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let connection = modbus::connections(&cfg)
+            .into_iter()
+            .find(|c| c.devices.iter().any(|d| &d.id == id))
+            .with_context(|| format!("no [[modbus]] device `{id}` in {}", path.display()))?;
+        let device = connection
+            .devices
+            .iter()
+            .find(|d| &d.id == id)
+            .context("device vanished")?;
+        (unit, base, timeout) = (device.unit, device.address_base, device.timeout);
+        link = Some(connection.link.clone());
+    }
+    if let Some(address) = args.address {
+        link = Some(if args.rtu_over_tcp {
+            LinkSpec::RtuOverTcp(address)
+        } else {
+            LinkSpec::Tcp(address)
+        });
+    }
+    if let Some(port) = args.serial {
+        link = Some(LinkSpec::Serial(ModbusSerial {
+            id: "probe".into(),
+            port,
+            baud: args.baud,
+            data_bits: args.data_bits,
+            parity: args.parity,
+            stop_bits: args.stop_bits,
+            frame_gap: None,
+        }));
+    }
+    let link = link.context("say where to read: --address, --serial, or --config with --device")?;
+    unit = args.unit.unwrap_or(unit);
+    base = args.address_base.unwrap_or(base);
+    timeout = args.timeout.unwrap_or(timeout);
+    let start = args
+        .start
+        .checked_sub(base)
+        .context("--start 0 does not exist when --address-base is 1")?;
+    let limit = args.register.protocol_limit();
+    if args.count == 0 || args.count > limit {
+        anyhow::bail!("--count is 1–{limit} for {}", args.register.as_str());
+    }
+    println!(
+        "{link} unit {unit}: fc {} {} {}–{} (protocol addresses {}–{})\n",
+        args.register.function_code(),
+        args.register.as_str(),
+        args.start,
+        u32::from(args.start) + u32::from(args.count) - 1,
+        start,
+        u32::from(start) + u32::from(args.count) - 1,
+    );
+    match probe::read(&link, unit, args.register, start, args.count, timeout).await {
+        Ok(Ok(words)) => {
+            print!(
+                "{}",
+                probe::table(args.register, u32::from(args.start), &words)
+            );
+            Ok(())
+        }
+        Ok(Err(exception)) => anyhow::bail!("the device answered with an exception: {exception}"),
+        Err(fault) => anyhow::bail!("{fault}"),
     }
 }

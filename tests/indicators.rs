@@ -107,7 +107,7 @@ async fn scripted_workshop_gives_the_hand_computed_indicators() {
 
     let mut cfg = config::load_str(DEMO, "config/demo.toml").expect("demo config");
     for device in &mut cfg.modbus {
-        device.address = simulator.addr.to_string();
+        device.address = Some(simulator.addr.to_string());
         device.poll = Duration::from_millis(200);
         device.timeout = Duration::from_millis(500);
     }

@@ -23,7 +23,7 @@ const RUN_FOR: Duration = Duration::from_secs(12);
 fn config(sim_addr: std::net::SocketAddr, data_dir: &std::path::Path, output: &str) -> Config {
     let mut cfg = config::load_str(DEMO, "config/demo.toml").expect("demo config loads");
     for device in &mut cfg.modbus {
-        device.address = sim_addr.to_string();
+        device.address = Some(sim_addr.to_string());
     }
     cfg.agent.data_dir = data_dir.to_path_buf();
     cfg.file.clear();

@@ -24,7 +24,7 @@ async fn the_board_api_metrics_and_healthz_answer_for_a_running_agent() {
         .expect("sim");
     let mut cfg = config::load_str(DEMO, "config/demo.toml").expect("demo config");
     for d in &mut cfg.modbus {
-        d.address = simulator.addr.to_string();
+        d.address = Some(simulator.addr.to_string());
     }
     cfg.agent.data_dir = data.path().to_path_buf();
     cfg.file.clear();

@@ -17,7 +17,12 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{Config, DataType, InfluxApi, ModbusDevice, RegisterKind};
+use super::profile;
+use super::{
+    Config, DataType, InfluxApi, ModbusDevice, ModbusField, ModbusSerial, MqttBroker,
+    PayloadFormat, Profile, RegisterKind, TcpTransport,
+};
+use crate::source::mqtt::{mapping, payload::JsonPath, topic::Template};
 
 /// One problem in a config file, located by 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +78,6 @@ pub(crate) fn load_file<T>(
     }
 }
 
-/// Checks config text; `file` names it in messages.
-pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
-    check_document(text, file, known_keys, |checker, root| checker.config(root))
-}
-
 /// The keys a table at a path takes, for "did you mean" hints; `&[]` when there is no hint.
 pub(crate) type KnownKeys = fn(&[Seg]) -> &'static [&'static str];
 
@@ -94,7 +94,10 @@ pub(crate) fn check_document<T>(
     let mut checker = Checker {
         text,
         problems: Vec::new(),
-        known,
+        dir: None,
+        profile_doc: false,
+        profiles: Default::default(),
+        known: Some(known),
     };
     let value = match DeTable::parse(text) {
         Ok(root) => check(&mut checker, &root),
@@ -103,18 +106,31 @@ pub(crate) fn check_document<T>(
             None
         }
     };
-    match value {
-        Some(value) if checker.problems.is_empty() => Ok(value),
-        _ => {
-            let mut problems = checker.problems;
-            problems.sort_by_key(|p| (p.line, p.column));
-            problems.dedup();
-            Err(Diagnostics {
-                file: file.to_string(),
-                problems,
-            })
+    checker.finish(value, file)
+}
+
+/// Checks config text; `file` names it in messages.
+///
+/// Profiles named by devices are looked up in `profiles/` beside `file`, then among the shipped
+/// ones (see [`super::profile`]).
+pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
+    let dir = Path::new(file).parent();
+    let mut checker = Checker {
+        text,
+        problems: Vec::new(),
+        dir,
+        profile_doc: false,
+        profiles: Default::default(),
+        known: None,
+    };
+    let config = match DeTable::parse(text) {
+        Ok(root) => checker.config(&root),
+        Err(e) => {
+            checker.push(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
+            None
         }
-    }
+    };
+    checker.finish(config, file)
 }
 
 /// One step of a path into the document.
@@ -131,7 +147,150 @@ pub(crate) fn key(k: &str) -> Seg {
 pub(crate) struct Checker<'t> {
     text: &'t str,
     problems: Vec<Problem>,
-    known: KnownKeys,
+    /// The config file's directory, where `profiles/` is looked for.
+    dir: Option<&'t Path>,
+    /// Checking a profile file rather than a config: other keys are known.
+    profile_doc: bool,
+    /// Profiles already read, by name: a hundred devices of one model read its file once.
+    profiles: std::collections::HashMap<String, Profile>,
+    /// The keys of another kind of document ([`check_document`]), for hints.
+    known: Option<KnownKeys>,
+}
+
+/// Checks a profile's text; `file` names it in messages.
+pub fn load_profile_str(text: &str, file: &str) -> Result<Profile, Diagnostics> {
+    let mut checker = Checker {
+        text,
+        problems: Vec::new(),
+        dir: None,
+        profile_doc: true,
+        profiles: Default::default(),
+        known: None,
+    };
+    let profile = match DeTable::parse(text) {
+        Ok(root) => {
+            let value = Spanned::new(root.span(), DeValue::Table(root.get_ref().clone()));
+            checker.section::<Profile>(&value, Vec::new())
+        }
+        Err(e) => {
+            checker.push(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
+            None
+        }
+    };
+    if let Some(p) = &profile {
+        let root = DeTable::parse(text).ok();
+        let span_of = |path: &[Seg]| root.as_ref().map_or(0..0, |r| checker.span_of(r, path));
+        let mut found = Vec::new();
+        if p.address_base > 1 {
+            found.push((
+                span_of(&[key("address_base")]),
+                "address_base is 0 or 1".to_string(),
+            ));
+        }
+        if p.max_registers.is_some_and(|m| m == 0 || m > 125) {
+            found.push((
+                span_of(&[key("max_registers")]),
+                "max_registers must be 1–125, the protocol's limit".to_string(),
+            ));
+        }
+        for (j, field) in p.fields.iter().enumerate() {
+            let mut field = field.clone();
+            field.address_base = p.address_base;
+            let here = |k: &str| span_of(&[key("field"), Seg::Index(j), key(k)]);
+            if field.machine.is_some() || field.meter.is_some() {
+                let k = if field.machine.is_some() {
+                    "machine"
+                } else {
+                    "meter"
+                };
+                found.push((
+                    here(k),
+                    "a profile's fields name no machine or meter: the device that uses the profile does".to_string(),
+                ));
+            }
+            for (k, message) in field_rules(&field) {
+                found.push((here(k), message));
+            }
+        }
+        for (span, message) in found {
+            checker.push(span, message);
+        }
+    }
+    checker.finish(profile, file)
+}
+
+/// Where a device's field came from after its profile was merged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The n-th `[[modbus.field]]` of the device.
+    Own(usize),
+    /// The n-th field of the device's profile.
+    Profile(usize),
+}
+
+/// What is wrong with a field on its own, whichever device it is on: (key, message).
+fn field_rules(field: &ModbusField) -> Vec<(&'static str, String)> {
+    let mut found = Vec::new();
+    let ty = field.data_type();
+    if field.register.is_bit() && field.data_type.is_some_and(|t| t != DataType::Bool) {
+        found.push((
+            "type",
+            "coils and discrete inputs hold bits: leave out `type` or write \"bool\"".to_string(),
+        ));
+    }
+    if !field.register.is_bit() && ty == DataType::Bool && field.bit.is_none() {
+        found.push((
+            "type",
+            "a bool in a register needs `bit` (0–15)".to_string(),
+        ));
+    }
+    if let Some(bit) = field.bit
+        && (bit > 15 || field.register.is_bit() || ty != DataType::Bool)
+    {
+        found.push((
+            "bit",
+            "`bit` (0–15) goes with type \"bool\" in a holding or input register".to_string(),
+        ));
+    }
+    match (ty, field.length) {
+        (DataType::String, None) => found.push((
+            "type",
+            "a string needs `length`, the number of registers it occupies (two characters each)"
+                .to_string(),
+        )),
+        (DataType::String, Some(n)) if n == 0 || n > 125 => found.push((
+            "length",
+            "length is 1–125 registers (one request's worth)".to_string(),
+        )),
+        (DataType::String, Some(_)) => {
+            if field.scale.is_some() || field.offset.is_some() {
+                found.push(("scale", "a string has no scale or offset".to_string()));
+            }
+        }
+        (_, Some(_)) => found.push((
+            "length",
+            "`length` goes with type \"string\"; other types have a fixed size".to_string(),
+        )),
+        (_, None) => {}
+    }
+    if field.poll.is_some_and(|p| p.is_zero()) {
+        found.push(("poll", "poll must be longer than zero".to_string()));
+    }
+    match field.protocol_address() {
+        None => found.push((
+            "address",
+            "address 0 does not exist when address_base = 1".to_string(),
+        )),
+        Some(start) => {
+            if u32::from(start) + u32::from(field.registers()) > 65536 {
+                found.push((
+                    "address",
+                    "the value runs past the last register (65535)".to_string(),
+                ));
+            }
+        }
+    }
+    found
 }
 
 const SECTIONS: &[&str] = &[
@@ -140,6 +299,8 @@ const SECTIONS: &[&str] = &[
     "machine",
     "meter",
     "modbus",
+    "modbus_serial",
+    "mqtt",
     "state_rules",
     "spool",
     "influx",
@@ -152,6 +313,22 @@ const SECTIONS: &[&str] = &[
 ];
 
 impl Checker<'_> {
+    /// The parsed document if nothing was wrong with it, else every problem in file order.
+    fn finish<T>(self, parsed: Option<T>, file: &str) -> Result<T, Diagnostics> {
+        match parsed {
+            Some(parsed) if self.problems.is_empty() => Ok(parsed),
+            _ => {
+                let mut problems = self.problems;
+                problems.sort_by_key(|p| (p.line, p.column));
+                problems.dedup();
+                Err(Diagnostics {
+                    file: file.to_string(),
+                    problems,
+                })
+            }
+        }
+    }
+
     pub(crate) fn push(&mut self, span: Range<usize>, message: String) {
         let (line, column) = line_column(self.text, span.start);
         self.problems.push(Problem {
@@ -166,9 +343,13 @@ impl Checker<'_> {
         let mut site_seen = false;
         // Document indices of the elements that parsed, for locating later problems.
         let mut modbus_at = Vec::new();
+        let mut mqtt_at = Vec::new();
         let mut rules_at = Vec::new();
         let mut influx_at = Vec::new();
         let mut meter_at = Vec::new();
+        let mut serial_at = Vec::new();
+        let mut file_at = Vec::new();
+        let mut spool_seen = false;
         for (name, value) in root.get_ref().iter() {
             let name_str: &str = name.get_ref();
             match name_str {
@@ -186,6 +367,7 @@ impl Checker<'_> {
                 "spool" => {
                     if let Some(spool) = self.section(value, vec![key("spool")]) {
                         config.spool = spool;
+                        spool_seen = true;
                     }
                 }
                 "machine" => config.machines = strip(self.array(value, "machine")),
@@ -195,6 +377,11 @@ impl Checker<'_> {
                 "modbus" => {
                     (modbus_at, config.modbus) = self.array(value, "modbus").into_iter().unzip()
                 }
+                "modbus_serial" => {
+                    (serial_at, config.modbus_serial) =
+                        self.array(value, "modbus_serial").into_iter().unzip()
+                }
+                "mqtt" => (mqtt_at, config.mqtt) = self.array(value, "mqtt").into_iter().unzip(),
                 "state_rules" => {
                     (rules_at, config.state_rules) =
                         self.array(value, "state_rules").into_iter().unzip()
@@ -202,7 +389,7 @@ impl Checker<'_> {
                 "influx" => {
                     (influx_at, config.influx) = self.array(value, "influx").into_iter().unzip()
                 }
-                "file" => config.file = strip(self.array(value, "file")),
+                "file" => (file_at, config.file) = self.array(value, "file").into_iter().unzip(),
                 "calendar" => {
                     if let Some(calendar) = self.section(value, vec![key("calendar")]) {
                         config.calendar = calendar;
@@ -251,10 +438,12 @@ impl Checker<'_> {
         }
         let raw_machine_ids = raw_ids(root, "machine");
         let raw_meter_ids = raw_ids(root, "meter");
+        let raw_serial_ids = raw_ids(root, "modbus_serial");
         let refs = References {
             machines: raw_machine_ids.iter().map(String::as_str).collect(),
             meters: raw_meter_ids.iter().map(String::as_str).collect(),
             kinds: config.machines.iter().map(|m| m.kind.as_str()).collect(),
+            serial_ports: raw_serial_ids.iter().map(String::as_str).collect(),
         };
         self.site(root, &config);
         self.unique_ids(root, "machine", &raw_machine_ids);
@@ -271,17 +460,36 @@ impl Checker<'_> {
                 );
             }
         }
+        self.unique_ids(root, "modbus_serial", &raw_serial_ids);
+        for (i, port) in serial_at.iter().zip(&config.modbus_serial) {
+            self.modbus_serial(root, &[key("modbus_serial"), Seg::Index(*i)], port);
+        }
         let mut device_ids = HashSet::new();
-        for (i, device) in modbus_at.iter().zip(&config.modbus) {
+        for (i, device) in modbus_at.iter().zip(config.modbus.iter_mut()) {
             let base = vec![key("modbus"), Seg::Index(*i)];
-            if !device_ids.insert(device.id.as_str()) {
+            if !device_ids.insert(device.id.clone()) {
                 let at = self.span_of(root, &join(&base, &[key("id")]));
                 self.push(
                     at,
                     format!("modbus device id `{}` is used twice", device.id),
                 );
             }
-            self.modbus_device(root, &base, device, &refs);
+            let origins = self.merge_profile(root, &base, device);
+            self.modbus_device(root, &base, device, &origins, &refs);
+        }
+        for (i, broker) in mqtt_at.iter().zip(&config.mqtt) {
+            let base = vec![key("mqtt"), Seg::Index(*i)];
+            if !device_ids.insert(broker.id.clone()) {
+                let at = self.span_of(root, &join(&base, &[key("id")]));
+                self.push(
+                    at,
+                    format!(
+                        "mqtt broker id `{}` is already used by another broker or Modbus device",
+                        broker.id
+                    ),
+                );
+            }
+            self.mqtt_broker(root, &base, broker, &refs);
         }
         for (i, rules) in rules_at.iter().zip(&config.state_rules) {
             let base = vec![key("state_rules"), Seg::Index(*i)];
@@ -335,6 +543,21 @@ impl Checker<'_> {
             }
             self.influx(root, &base, output);
         }
+        // Every output has a cursor in the spool under its name, so names are unique across
+        // kinds too.
+        for (n, (i, output)) in file_at.iter().zip(&config.file).enumerate() {
+            let name = output
+                .name
+                .clone()
+                .unwrap_or_else(|| default_output_name("file", n));
+            if !output_names.insert(name.clone()) {
+                let at = self.span_of(root, &[key("file"), Seg::Index(*i), key("name")]);
+                self.push(at, format!("output name `{name}` is used twice"));
+            }
+        }
+        if spool_seen {
+            self.spool(root, &config.spool);
+        }
         Some(config)
     }
 
@@ -356,7 +579,11 @@ impl Checker<'_> {
                 _ => String::new(),
             };
             let table = table_name(&full[..full.len().saturating_sub(1)]);
-            let known = (self.known)(&full[..full.len().saturating_sub(1)]);
+            let parent = &full[..full.len().saturating_sub(1)];
+            let known = match self.known {
+                Some(known) => known(parent),
+                None => known_keys(parent, self.profile_doc),
+            };
             let hint = suggest(&name, known)
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
@@ -451,31 +678,177 @@ impl Checker<'_> {
         }
     }
 
+    /// Merges a device's profile into it. Returns where each resulting field came from, so
+    /// later problems point at the right place.
+    fn merge_profile(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        base: &[Seg],
+        device: &mut ModbusDevice,
+    ) -> Vec<Origin> {
+        let own: Vec<Origin> = (0..device.fields.len()).map(Origin::Own).collect();
+        for f in &mut device.fields {
+            f.address_base = device.address_base;
+        }
+        let Some(name) = device.profile.clone() else {
+            return own;
+        };
+        let at = self.span_of(root, &join(base, &[key("profile")]));
+        let parsed = match self.profiles.get(&name) {
+            Some(p) => p.clone(),
+            None => match self.read_profile(&name, &device.id, at) {
+                Some(p) => {
+                    self.profiles.insert(name.clone(), p.clone());
+                    p
+                }
+                None => return own,
+            },
+        };
+        if let Some(limit) = parsed.max_registers {
+            device.max_registers = device.max_registers.min(limit);
+        }
+        if let Some(gap) = parsed.max_gap {
+            device.max_gap = device.max_gap.min(gap);
+        }
+        device.one_request_per_field |= parsed.one_request_per_field;
+        let mut fields: Vec<ModbusField> = parsed
+            .fields
+            .into_iter()
+            .map(|mut f| {
+                f.address_base = parsed.address_base;
+                f
+            })
+            .collect();
+        let mut origins: Vec<Origin> = (0..fields.len()).map(Origin::Profile).collect();
+        fields.append(&mut device.fields);
+        origins.extend(own);
+        device.fields = fields;
+        origins
+    }
+
+    /// Finds and parses profile `name` for `device`; problems are reported at `at`, the
+    /// device's `profile` key, naming the profile's own file, line and column.
+    fn read_profile(&mut self, name: &str, device: &str, at: Range<usize>) -> Option<Profile> {
+        let (source, text) = match profile::find(name, self.dir) {
+            Ok(found) => found,
+            Err(message) => {
+                self.push(at, format!("modbus device `{device}`: {message}"));
+                return None;
+            }
+        };
+        let file = source.describe(name);
+        match load_profile_str(&text, &file) {
+            Ok(p) => Some(p),
+            Err(diagnostics) => {
+                for p in diagnostics.problems {
+                    self.push(
+                        at.clone(),
+                        format!(
+                            "profile `{name}` ({file}:{}:{}): {}",
+                            p.line, p.column, p.message
+                        ),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn modbus_serial(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], port: &ModbusSerial) {
+        let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
+        let mut problems = Vec::new();
+        if port.port.trim().is_empty() {
+            problems.push((
+                "port",
+                "`port` names the serial device, e.g. \"/dev/ttyUSB0\"".to_string(),
+            ));
+        }
+        if port.baud == 0 {
+            problems.push(("baud", "baud must be above 0 (e.g. 9600)".to_string()));
+        }
+        if !(7..=8).contains(&port.data_bits) {
+            problems.push(("data_bits", "data_bits is 7 or 8".to_string()));
+        }
+        if !(1..=2).contains(&port.stop_bits) {
+            problems.push(("stop_bits", "stop_bits is 1 or 2".to_string()));
+        }
+        for (k, message) in problems {
+            let span = at(self, k);
+            self.push(span, format!("[[modbus_serial]] `{}`: {message}", port.id));
+        }
+    }
+
     fn modbus_device(
         &mut self,
         root: &Spanned<DeTable<'_>>,
         base: &[Seg],
-        device: &ModbusDevice,
+        device: &mut ModbusDevice,
+        origins: &[Origin],
         refs: &References<'_>,
     ) {
         let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
-        if !valid_host_port(&device.address) {
-            let span = at(self, &[key("address")]);
-            self.push(
-                span,
-                format!(
-                    "modbus device `{}`: address `{}` is not host:port (e.g. \"192.168.1.20:502\")",
-                    device.id, device.address
-                ),
-            );
+        let id = device.id.clone();
+        match (&device.address, &device.serial) {
+            (Some(_), Some(_)) | (None, None) => {
+                let span = at(self, &[]);
+                self.push(
+                    span,
+                    format!(
+                        "modbus device `{id}` needs exactly one of `address` (\"host:port\", Modbus TCP or RTU over TCP) or `serial` (the id of a [[modbus_serial]])"
+                    ),
+                );
+            }
+            (Some(address), None) => {
+                if !valid_host_port(address) {
+                    let span = at(self, &[key("address")]);
+                    self.push(
+                        span,
+                        format!(
+                            "modbus device `{id}`: address `{address}` is not host:port (e.g. \"192.168.1.20:502\")"
+                        ),
+                    );
+                }
+            }
+            (None, Some(port)) => {
+                if !refs.serial_ports.contains(port.as_str()) {
+                    let span = at(self, &[key("serial")]);
+                    self.push(
+                        span,
+                        format!(
+                            "modbus device `{id}` names serial port `{port}`, which is not a [[modbus_serial]] id"
+                        ),
+                    );
+                }
+                if device.transport != TcpTransport::Tcp {
+                    let span = at(self, &[key("transport")]);
+                    self.push(
+                        span,
+                        "`transport` goes with `address`; a device on `serial` always speaks RTU"
+                            .to_string(),
+                    );
+                }
+            }
         }
-        if device.unit > 247 {
+        // RTU has no unit 0 that answers (it is the broadcast address); Modbus TCP devices
+        // that ignore the unit id commonly expect 0 or 255.
+        let rtu = device.serial.is_some() || device.transport == TcpTransport::RtuOverTcp;
+        let unit_ok = if rtu {
+            (1..=247).contains(&device.unit)
+        } else {
+            device.unit <= 247 || device.unit == 255
+        };
+        if !unit_ok {
             let span = at(self, &[key("unit")]);
+            let range = if rtu {
+                "1–247 on RTU (0 is broadcast, which no device answers)"
+            } else {
+                "0–247, or 255"
+            };
             self.push(
                 span,
                 format!(
-                    "modbus device `{}`: unit {} is out of 0–247",
-                    device.id, device.unit
+                    "modbus device `{id}`: unit {} is not in {range}",
+                    device.unit
                 ),
             );
         }
@@ -497,96 +870,113 @@ impl Checker<'_> {
             let span = at(self, &[key("poll")]);
             self.push(
                 span,
-                format!(
-                    "modbus device `{}`: poll and timeout must be longer than zero",
-                    device.id
-                ),
+                format!("modbus device `{id}`: poll and timeout must be longer than zero"),
             );
         }
-        // (register kind, start, end, bit) of every field, for the overlap check.
+        let default_target = match (&device.machine, &device.meter) {
+            (Some(_), Some(_)) => {
+                let span = at(self, &[key("meter")]);
+                self.push(
+                    span,
+                    format!("modbus device `{id}` names both a machine and a meter; its fields can only default to one"),
+                );
+                None
+            }
+            (Some(m), None) => {
+                if !refs.machines.contains(m.as_str()) {
+                    let span = at(self, &[key("machine")]);
+                    self.push(span, not_registered("device names machine", m));
+                }
+                Some((true, m.clone()))
+            }
+            (None, Some(m)) => {
+                if !refs.meters.contains(m.as_str()) {
+                    let span = at(self, &[key("meter")]);
+                    self.push(span, unknown_meter("device names meter", m));
+                }
+                Some((false, m.clone()))
+            }
+            (None, None) => None,
+        };
+        // Where a problem with field j is reported: its own key for the device's fields, the
+        // `profile` key for a profile's.
+        let field_span = |s: &Self, j: usize, k: &str| match origins.get(j) {
+            Some(Origin::Own(n)) => at(s, &[key("field"), Seg::Index(*n), key(k)]),
+            _ => at(s, &[key("profile")]),
+        };
         let mut occupied: BTreeMap<RegisterKind, Vec<Occupied>> = BTreeMap::new();
         let mut signals = HashSet::new();
-        for (j, field) in device.fields.iter().enumerate() {
-            let fpath = [key("field"), Seg::Index(j)];
-            let here = |s: &Self, k: &str| at(s, &join(&fpath, &[key(k)]));
-            let target = match (&field.machine, &field.meter) {
-                (Some(m), None) => {
+        let mut profile_without_target = false;
+        for (j, field) in device.fields.iter_mut().enumerate() {
+            let own = matches!(origins.get(j), Some(Origin::Own(_)));
+            if own {
+                for (k, message) in field_rules(field) {
+                    let span = field_span(self, j, k);
+                    self.push(span, message);
+                }
+            }
+            match (&field.machine, &field.meter, &default_target) {
+                (Some(m), None, _) => {
                     if !refs.machines.contains(m.as_str()) {
-                        let span = here(self, "machine");
+                        let span = field_span(self, j, "machine");
                         self.push(span, not_registered("field names machine", m));
                     }
-                    format!("machine {m}")
                 }
-                (None, Some(m)) => {
+                (None, Some(m), _) => {
                     if !refs.meters.contains(m.as_str()) {
-                        let span = here(self, "meter");
-                        self.push(span, format!("field names meter `{m}`, which is not in any [[meter]]: add it there or fix the id"));
+                        let span = field_span(self, j, "meter");
+                        self.push(span, unknown_meter("field names meter", m));
                     }
-                    format!("meter {m}")
                 }
+                (None, None, Some((true, m))) => field.machine = Some(m.clone()),
+                (None, None, Some((false, m))) => field.meter = Some(m.clone()),
+                (None, None, None) if !own => profile_without_target = true,
                 _ => {
-                    let span = at(self, &fpath);
+                    let span = match origins.get(j) {
+                        Some(Origin::Own(n)) => at(self, &[key("field"), Seg::Index(*n)]),
+                        _ => at(self, &[key("profile")]),
+                    };
                     self.push(
                         span,
                         format!(
-                            "field `{}` needs exactly one of `machine` or `meter`",
+                            "field `{}` needs exactly one of `machine` or `meter` (or the device's `machine` or `meter`)",
                             field.signal
                         ),
                     );
                     continue;
                 }
+            }
+            let target = match (&field.machine, &field.meter) {
+                (Some(m), _) => format!("machine {m}"),
+                (None, Some(m)) => format!("meter {m}"),
+                (None, None) => String::new(),
             };
             if !signals.insert((target.clone(), field.signal.clone())) {
-                let span = here(self, "signal");
+                let span = field_span(self, j, "signal");
                 self.push(
                     span,
                     format!("signal `{}` of {target} is mapped twice", field.signal),
                 );
             }
-            let ty = field.data_type();
-            if field.register.is_bit() && field.data_type.is_some_and(|t| t != DataType::Bool) {
-                let span = here(self, "type");
-                self.push(
-                    span,
-                    "coils and discrete inputs hold bits: leave out `type` or write \"bool\""
-                        .to_string(),
-                );
-            }
-            if !field.register.is_bit() && ty == DataType::Bool && field.bit.is_none() {
-                let span = here(self, "type");
-                self.push(span, "a bool in a register needs `bit` (0–15)".to_string());
-            }
-            if let Some(bit) = field.bit
-                && (bit > 15 || field.register.is_bit() || ty != DataType::Bool)
-            {
-                let span = here(self, "bit");
-                self.push(
-                    span,
-                    "`bit` (0–15) goes with type \"bool\" in a holding or input register"
-                        .to_string(),
-                );
-            }
-            let Some(start) = field.address.checked_sub(device.address_base) else {
-                let span = here(self, "address");
-                self.push(
-                    span,
-                    "address 0 does not exist when address_base = 1".to_string(),
-                );
+            let Some(start) = field.protocol_address() else {
                 continue;
             };
             let start = u32::from(start);
-            let end = start + u32::from(ty.registers());
-            if end > 65536 {
-                let span = here(self, "address");
-                self.push(
-                    span,
-                    "the value runs past the last register (65535)".to_string(),
-                );
-            }
+            let end = start + u32::from(field.registers());
             occupied
                 .entry(field.register)
                 .or_default()
                 .push((start, end, field.bit, j));
+        }
+        if profile_without_target {
+            let span = at(self, &[key("profile")]);
+            self.push(
+                span,
+                format!(
+                    "modbus device `{id}`: the fields of profile `{}` belong to no machine or meter: add `machine = \"…\"` or `meter = \"…\"` to the device",
+                    device.profile.as_deref().unwrap_or_default()
+                ),
+            );
         }
         for (kind, mut ranges) in occupied {
             ranges.sort_unstable();
@@ -595,7 +985,7 @@ impl Checker<'_> {
                 let same_register_bits =
                     a.0 == b.0 && a.1 == b.1 && a.2.is_some() && b.2.is_some() && a.2 != b.2;
                 if b.0 < a.1 && !same_register_bits {
-                    let span = at(self, &[key("field"), Seg::Index(b.3), key("address")]);
+                    let span = field_span(self, b.3, "address");
                     self.push(
                         span,
                         format!(
@@ -744,6 +1134,246 @@ impl Checker<'_> {
         }
     }
 
+    fn mqtt_broker(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        base: &[Seg],
+        broker: &MqttBroker,
+        refs: &References<'_>,
+    ) {
+        let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
+        let name = &broker.id;
+        if !valid_host_port(&broker.address) {
+            let span = at(self, &[key("address")]);
+            self.push(
+                span,
+                format!(
+                    "mqtt broker `{name}`: address `{}` is not host:port (e.g. \"192.168.1.10:1883\")",
+                    broker.address
+                ),
+            );
+        }
+        if broker.keepalive.is_zero() || broker.keepalive.as_secs() > u64::from(u16::MAX) {
+            let span = at(self, &[key("keepalive")]);
+            self.push(
+                span,
+                "keepalive must be between 1s and 65535s (18h12m15s)".into(),
+            );
+        }
+        if !(1024..=(1 << 28)).contains(&broker.max_packet_size) {
+            let span = at(self, &[key("max_packet_size")]);
+            self.push(
+                span,
+                "max_packet_size must be between 1024 bytes and 256 MiB (MQTT's limit)".into(),
+            );
+        }
+        if broker.password.is_some() && broker.username.is_none() {
+            let span = at(self, &[key("password")]);
+            self.push(span, "a password needs `username`".into());
+        }
+        if let Some(Err(e)) = broker.password.as_ref().map(|s| s.resolve()) {
+            let span = at(self, &[key("password")]);
+            self.push(span, format!("password: {e}"));
+        }
+        if let Some(tls) = &broker.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                let span = at(self, &[key("tls")]);
+                self.push(
+                    span,
+                    "a client certificate needs both `cert_file` and `key_file`".into(),
+                );
+            }
+            for (k, path) in [
+                ("ca_file", Some(&tls.ca_file)),
+                ("cert_file", tls.cert_file.as_ref()),
+                ("key_file", tls.key_file.as_ref()),
+            ] {
+                if let Some(path) = path
+                    && let Err(e) = std::fs::metadata(path)
+                {
+                    let span = at(self, &[key("tls"), key(k)]);
+                    self.push(
+                        span,
+                        format!("{k} `{}` cannot be read: {e}", path.display()),
+                    );
+                }
+            }
+        }
+        if broker.topics.is_empty() {
+            let span = at(self, &[key("id")]);
+            self.push(
+                span,
+                format!(
+                    "mqtt broker `{name}` has no [[mqtt.topic]]: it would subscribe to nothing"
+                ),
+            );
+        }
+        // (target template, signal) → declared type, across the broker's topics.
+        let mut types: BTreeMap<(String, String), super::SignalType> = BTreeMap::new();
+        for (j, topic) in broker.topics.iter().enumerate() {
+            let tpath = [key("topic"), Seg::Index(j)];
+            let here = |s: &Self, k: &str| at(s, &join(&tpath, &[key(k)]));
+            let names = match mapping::compile(topic) {
+                Ok((_, names)) => names,
+                Err(e) => {
+                    let span = here(self, "pattern");
+                    self.push(span, format!("pattern `{}`: {e}", topic.pattern));
+                    continue;
+                }
+            };
+            if topic.format == PayloadFormat::Sparkplug && !topic.pattern.starts_with("spBv1.0/") {
+                let span = here(self, "pattern");
+                self.push(
+                    span,
+                    "a sparkplug topic pattern starts with `spBv1.0/` (e.g. \"spBv1.0/shop1/#\")"
+                        .into(),
+                );
+            }
+            let (target_key, target_text, registered, what) = match (&topic.machine, &topic.meter) {
+                (Some(_), Some(_)) => {
+                    let span = here(self, "meter");
+                    self.push(
+                        span,
+                        "a topic names a `machine` or a `meter`, not both".into(),
+                    );
+                    continue;
+                }
+                (_, Some(m)) => ("meter", m.clone(), &refs.meters, "meter"),
+                (Some(m), None) => ("machine", m.clone(), &refs.machines, "machine"),
+                (None, None) => (
+                    "pattern",
+                    mapping::default_machine(topic.format).to_string(),
+                    &refs.machines,
+                    "machine",
+                ),
+            };
+            match Template::parse(&target_text) {
+                Err(e) => {
+                    let span = here(self, target_key);
+                    self.push(span, format!("{what}: {e}"));
+                }
+                Ok(t) => {
+                    if let Some(id) = t.fixed()
+                        && !registered.contains(id)
+                    {
+                        let span = here(self, target_key);
+                        self.push(span, not_registered(&format!("topic names {what}"), id));
+                    }
+                    for capture in t.capture_names() {
+                        if !names.iter().any(|n| n == capture) {
+                            let span = here(self, target_key);
+                            let hint = if target_key == "pattern" {
+                                format!(
+                                    "; write `{what} = \"...\"` or capture it with `{{{capture}}}` in the pattern"
+                                )
+                            } else {
+                                String::new()
+                            };
+                            self.push(
+                                span,
+                                format!(
+                                    "{what} `{target_text}` uses `{{{capture}}}`, which the pattern does not capture{hint}"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(ts) = &topic.timestamp {
+                let span = here(self, "timestamp");
+                if topic.format != PayloadFormat::Json {
+                    self.push(
+                        span,
+                        "`timestamp` is a JSON path; text messages are stamped on arrival and \
+                         Sparkplug payloads carry their own"
+                            .into(),
+                    );
+                } else if let Err(e) = JsonPath::parse(ts) {
+                    self.push(span, e);
+                }
+            }
+            if topic.offline_payload.is_some() && topic.format == PayloadFormat::Sparkplug {
+                let span = here(self, "offline_payload");
+                self.push(
+                    span,
+                    "Sparkplug machines go offline on NDEATH/DDEATH; `offline_payload` is for JSON and text topics".into(),
+                );
+            }
+            if topic.fields.is_empty() && topic.offline_payload.is_none() {
+                let span = here(self, "pattern");
+                self.push(
+                    span,
+                    "this topic has no `field` (and no `offline_payload`): its messages would deliver nothing".into(),
+                );
+            }
+            if topic.format == PayloadFormat::Text && topic.fields.len() > 1 {
+                let span = at(self, &join(&tpath, &[key("field"), Seg::Index(1)]));
+                self.push(
+                    span,
+                    "a text message carries one value: map one `field` per topic".into(),
+                );
+            }
+            let mut signals = HashSet::new();
+            for (k, field) in topic.fields.iter().enumerate() {
+                let fpath = join(&tpath, &[key("field"), Seg::Index(k)]);
+                let fhere = |s: &Self, name: &str| at(s, &join(&fpath, &[key(name)]));
+                if !signals.insert(field.signal.as_str()) {
+                    let span = fhere(self, "signal");
+                    self.push(
+                        span,
+                        format!("signal `{}` is mapped twice in this topic", field.signal),
+                    );
+                }
+                match Template::parse(&field.signal) {
+                    Err(e) => {
+                        let span = fhere(self, "signal");
+                        self.push(span, format!("signal: {e}"));
+                    }
+                    Ok(t) => {
+                        for capture in t.capture_names() {
+                            if !names.iter().any(|n| n == capture) {
+                                let span = fhere(self, "signal");
+                                self.push(
+                                    span,
+                                    format!("signal `{}` uses `{{{capture}}}`, which the pattern does not capture", field.signal),
+                                );
+                            }
+                        }
+                    }
+                }
+                match (topic.format, &field.path) {
+                    (PayloadFormat::Text, Some(_)) => {
+                        let span = fhere(self, "path");
+                        self.push(span, "a text message has no paths: leave out `path`".into());
+                    }
+                    (PayloadFormat::Json, path) => {
+                        if let Err(e) = JsonPath::parse(path.as_deref().unwrap_or(&field.signal)) {
+                            let span = fhere(self, if path.is_some() { "path" } else { "signal" });
+                            self.push(span, e);
+                        }
+                    }
+                    _ => {}
+                }
+                let declared = (target_text.clone(), field.signal.clone());
+                match types.get(&declared) {
+                    Some(t) if *t != field.value_type => {
+                        let span = fhere(self, "type");
+                        self.push(
+                            span,
+                            format!(
+                                "signal `{}` of {what} `{target_text}` is declared with another type in an earlier topic: a field keeps one type forever",
+                                field.signal
+                            ),
+                        );
+                    }
+                    _ => {
+                        types.insert(declared, field.value_type);
+                    }
+                }
+            }
+        }
+    }
+
     fn influx(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], output: &super::InfluxOutput) {
         let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
         match reqwest::Url::parse(&output.url) {
@@ -787,6 +1417,38 @@ impl Checker<'_> {
             let span = at(self, "batch_lines");
             self.push(span, "batch_lines must be at least 1".to_string());
         }
+        if output.retry_max.is_zero() {
+            let span = at(self, "retry_max");
+            self.push(
+                span,
+                "retry_max must be longer than zero: it bounds the wait between retries"
+                    .to_string(),
+            );
+        }
+        if output.timeout.is_zero() {
+            let span = at(self, "timeout");
+            self.push(span, "timeout must be longer than zero".to_string());
+        }
+    }
+
+    fn spool(&mut self, root: &Spanned<DeTable<'_>>, spool: &super::Spool) {
+        let at = |s: &Self, k: &str| s.span_of(root, &[key("spool"), key(k)]);
+        if spool.max_bytes == 0 {
+            let span = at(self, "max_bytes");
+            self.push(
+                span,
+                "max_bytes must be more than 0: it is how much the spool keeps while the store is unreachable"
+                    .to_string(),
+            );
+        }
+        if spool.sync_interval.is_zero() {
+            let span = at(self, "sync_interval");
+            self.push(
+                span,
+                "sync_interval must be longer than zero (write sync = \"full\" to sync every append)"
+                    .to_string(),
+            );
+        }
     }
 }
 
@@ -799,6 +1461,7 @@ struct References<'a> {
     machines: HashSet<&'a str>,
     meters: HashSet<&'a str>,
     kinds: HashSet<&'a str>,
+    serial_ports: HashSet<&'a str>,
 }
 
 /// The name the n-th output of a type gets when it has none.
@@ -814,6 +1477,10 @@ fn not_registered(what: &str, id: &str) -> String {
     format!(
         "{what} `{id}`, which is not in the register: add a [[machine]] with id = \"{id}\" or fix the id"
     )
+}
+
+fn unknown_meter(what: &str, id: &str) -> String {
+    format!("{what} `{id}`, which is not in any [[meter]]: add it there or fix the id")
 }
 
 fn raw_ids(root: &Spanned<DeTable<'_>>, section: &str) -> Vec<String> {
@@ -917,6 +1584,9 @@ fn table_name(path: &[Seg]) -> String {
         }
     }
     let dotted = names.join(".");
+    if names.is_empty() {
+        return "the profile".to_string();
+    }
     if numbers.is_empty() {
         format!("[{dotted}]")
     } else {
@@ -929,7 +1599,7 @@ fn table_name(path: &[Seg]) -> String {
 }
 
 /// The keys a table at `path` takes, for "did you mean" hints.
-fn known_keys(path: &[Seg]) -> &'static [&'static str] {
+fn known_keys(path: &[Seg], profile: bool) -> &'static [&'static str] {
     let names: Vec<&str> = path
         .iter()
         .filter_map(|s| match s {
@@ -937,6 +1607,12 @@ fn known_keys(path: &[Seg]) -> &'static [&'static str] {
             Seg::Index(_) => None,
         })
         .collect();
+    if profile {
+        return match names.as_slice() {
+            ["field"] => struct_fields::<super::ModbusField>(),
+            _ => struct_fields::<Profile>(),
+        };
+    }
     match names.as_slice() {
         ["site"] => struct_fields::<super::Site>(),
         ["agent"] => struct_fields::<super::Agent>(),
@@ -944,6 +1620,11 @@ fn known_keys(path: &[Seg]) -> &'static [&'static str] {
         ["meter"] => struct_fields::<super::Meter>(),
         ["modbus"] => struct_fields::<super::ModbusDevice>(),
         ["modbus", "field"] => struct_fields::<super::ModbusField>(),
+        ["modbus_serial"] => struct_fields::<super::ModbusSerial>(),
+        ["mqtt"] => struct_fields::<super::MqttBroker>(),
+        ["mqtt", "tls"] => struct_fields::<super::MqttTls>(),
+        ["mqtt", "topic"] => struct_fields::<super::MqttTopic>(),
+        ["mqtt", "topic", "field"] => struct_fields::<super::MqttField>(),
         ["state_rules"] => struct_fields::<super::StateRules>(),
         ["state_rules", "rule"] => struct_fields::<super::Rule>(),
         ["state_rules", "rule", "when"] => struct_fields::<super::Condition>(),
@@ -1037,4 +1718,394 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+"#;
+
+    fn problems(mqtt: &str) -> Vec<(usize, String)> {
+        match load_str(&format!("{BASE}{mqtt}"), "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_mqtt_section_loads() {
+        let text = r#"
+[[mqtt]]
+id = "plant"
+address = "127.0.0.1:1883"
+protocol = "5"
+keepalive = "20s"
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/data"
+  timestamp = "ts"
+  field = [{ signal = "spindle_rpm", path = "spindle.rpm" }, { signal = "parts", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "spBv1.0/shop1/#"
+  format = "sparkplug"
+  field = [{ signal = "run", path = "Running", type = "bool" }]
+"#;
+        assert_eq!(problems(text), vec![]);
+        let cfg = load_str(&format!("{BASE}{text}"), "t.toml").unwrap();
+        assert_eq!(cfg.mqtt[0].protocol, super::super::MqttProtocol::V5);
+        assert_eq!(cfg.mqtt[0].max_packet_size, 256 * 1024);
+        assert!(!cfg.mqtt[0].clean_session);
+    }
+
+    #[test]
+    fn mqtt_mistakes_are_reported_on_their_lines() {
+        // BASE is 13 lines and `text` starts with a newline, so `[[mqtt]]` is line 15.
+        let text = r#"
+[[mqtt]]
+id = "plant"
+address = "plant-broker"
+pasword = { env = "X" }
+
+  [[mqtt.topic]]
+  pattern = "plant/line{n}/data"
+  field = [{ signal = "rpm" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/x"
+  machine = "cnc{n}"
+  format = "text"
+  field = [{ signal = "a", path = "x" }, { signal = "b" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/cnc09/y"
+  machine = "cnc09"
+  field = [{ signal = "rpm", path = "a..b", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/z"
+  field = [{ signal = "rpm", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/w"
+  field = [{ signal = "rpm", type = "float" }]
+"#;
+        let got = problems(text);
+        let expect: &[(usize, &str)] = &[
+            (17, "is not host:port"),
+            (
+                18,
+                "unknown key `pasword` in [[mqtt]] #1 (did you mean `password`?)",
+            ),
+            (21, "whole level"),
+            (26, "uses `{n}`, which the pattern does not capture"),
+            (28, "a text message has no paths"),
+            (28, "a text message carries one value"),
+            (32, "`cnc09`, which is not in the register"),
+            (33, "path `a..b`"),
+            (41, "declared with another type"),
+        ];
+        for (line, words) in expect {
+            assert!(
+                got.iter().any(|(l, m)| l == line && m.contains(words)),
+                "expected line {line}: {words} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+    }
+}
+
+#[cfg(test)]
+mod spool_and_output_tests {
+    use super::*;
+
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";
+
+    fn problems(text: &str) -> Vec<(usize, usize, String)> {
+        match load_str(text, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.column, p.message))
+                .collect(),
+        }
+    }
+
+    fn has_problem(found: &[(usize, usize, String)], line: usize, col: usize, words: &str) -> bool {
+        found
+            .iter()
+            .any(|(l, c, m)| *l == line && *c == col && m.contains(words))
+    }
+
+    #[test]
+    fn store_and_forward_settings_are_read_with_their_defaults() {
+        let cfg = load_str(
+            &format!("{SITE}[spool]\nmax_age = \"2d\"\n[[influx]]\nurl = \"http://h:8086\"\napi = \"v1\"\ndatabase = \"d\"\nprecision = \"ms\"\ngzip = false\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let limits = cfg.spool.limits();
+        assert_eq!(
+            limits.max_age,
+            Some(std::time::Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(cfg.spool.sync_interval, std::time::Duration::from_secs(1));
+        let out = &cfg.influx[0];
+        assert_eq!(out.precision, crate::sink::line_protocol::Precision::Ms);
+        assert!(!out.gzip);
+        assert_eq!(out.flush_interval, std::time::Duration::from_secs(1));
+        assert_eq!(out.retry_max, std::time::Duration::from_secs(60));
+        // "0s" turns the age bound off.
+        let cfg = load_str(&format!("{SITE}[spool]\nmax_age = \"0s\"\n"), "t.toml").unwrap();
+        assert_eq!(cfg.spool.limits().max_age, None);
+    }
+
+    #[test]
+    fn mistakes_in_spool_and_influx_are_located() {
+        // Lines 5–8: [spool]; lines 9–15: [[influx]]; lines 16–18: a [[file]].
+        let text = format!(
+            "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\nmax_age = 7\n[[influx]]\nname = \"store\"\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\nprecision = \"minutes\"\n[[file]]\nname = \"store\"\npath = \"x.lp\"\n"
+        );
+        let found = problems(&text);
+        let has = |line, col, words| has_problem(&found, line, col, words);
+        assert!(has(8, 11, "a duration needs a unit"), "{found:?}");
+        assert!(has(15, 13, "unknown variant `minutes`"), "{found:?}");
+        // Range checks run on sections that parsed: fix the types and they show up.
+        let text = format!(
+            "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\n[[influx]]\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\n[[file]]\nname = \"influx\"\npath = \"x.lp\"\n"
+        );
+        let found = problems(&text);
+        let has = |line, col, words| has_problem(&found, line, col, words);
+        assert!(has(6, 13, "max_bytes must be more than 0"), "{found:?}");
+        assert!(
+            has(7, 17, "sync_interval must be longer than zero"),
+            "{found:?}"
+        );
+        assert!(
+            has(12, 13, "retry_max must be longer than zero"),
+            "{found:?}"
+        );
+        // Outputs share the spool's cursor table, so names are unique across kinds.
+        assert!(
+            has(14, 8, "output name `influx` is used twice"),
+            "{found:?}"
+        );
+    }
+}
+
+/// Modbus sections: devices, serial ports and profiles.
+#[cfg(test)]
+mod modbus_tests {
+    use super::*;
+
+    const SITE: &str = r#"[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+"#;
+
+    fn problems(text: &str, file: &str) -> Vec<String> {
+        match load_str(text, file) {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .problems
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_shipped_profile_parses() {
+        // Every file under config/profiles/ is shipped (compiled in), and parses.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        files.sort();
+        let mut shipped: Vec<String> = profile::BUILTIN
+            .iter()
+            .map(|(n, _)| format!("{n}.toml"))
+            .collect();
+        shipped.sort();
+        assert_eq!(files, shipped);
+        for (name, text) in profile::BUILTIN {
+            let p = load_profile_str(text, name).unwrap_or_else(|d| panic!("{d}"));
+            assert!(!p.fields.is_empty(), "{name}");
+            assert!(!p.description.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_profile_fills_the_device_and_its_fields_belong_to_the_device_machine() {
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"feed\", register = \"holding\", address = 41, address_base = 1 }}]\n"
+        );
+        // `address_base` is not a field key: the device's own fields use the device's base.
+        assert!(problems(&text, "t.toml")[0].contains("unknown key `address_base`"));
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\naddress_base = 1\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"feed\", register = \"holding\", address = 41 }}]\n"
+        );
+        let cfg = load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        let d = &cfg.modbus[0];
+        // Seven profile fields, then the device's own.
+        assert_eq!(d.fields.len(), 8);
+        assert!(
+            d.fields
+                .iter()
+                .all(|f| f.machine.as_deref() == Some("cnc01"))
+        );
+        let program = d.fields.iter().find(|f| f.signal == "program").unwrap();
+        assert_eq!(
+            (program.registers(), program.protocol_address()),
+            (8, Some(7))
+        );
+        // The device counts from 1, the profile from 0: each field keeps its own numbering.
+        let feed = d.fields.last().unwrap();
+        assert_eq!(feed.protocol_address(), Some(40));
+    }
+
+    #[test]
+    fn a_profile_beside_the_config_wins_and_its_mistakes_name_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("profiles")).unwrap();
+        std::fs::write(
+            dir.path().join("profiles/cnc-iot-box.toml"),
+            "description = \"local\"\n[[field]]\nsignal = \"run\"\nregister = \"holding\"\nadress = 0\n",
+        )
+        .unwrap();
+        let file = dir.path().join("site.toml");
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\n"
+        );
+        let found = problems(&text, &file.display().to_string());
+        // Reported at the `profile` key (line 18, column 11), naming the profile's own file
+        // and the line of the misspelt key in it.
+        let local = dir.path().join("profiles/cnc-iot-box.toml");
+        assert!(
+            found
+                .iter()
+                .any(|p| p.starts_with("18:11: profile `cnc-iot-box` (")
+                    && p.contains(&format!("{}:5:1): unknown key `adress`", local.display()))
+                    && p.contains("did you mean `address`")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn profile_fields_need_the_device_to_name_a_target() {
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"m\"\naddress = \"h:502\"\nprofile = \"eastron-sdm630\"\n"
+        );
+        let found = problems(&text, "t.toml");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("belong to no machine or meter"),
+            "{found:?}"
+        );
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"m\"\naddress = \"h:502\"\nprofile = \"no-such-meter\"\nmeter = \"main\"\n"
+        );
+        let found = problems(&text, "t.toml");
+        assert!(
+            found[0].contains("unknown profile `no-such-meter`")
+                && found[0].contains("eastron-sdm630"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn serial_devices_and_ports_are_checked() {
+        let text = format!(
+            r#"{SITE}
+[[modbus_serial]]
+id = "rs485"
+port = "/dev/ttyUSB0"
+stop_bits = 3
+
+[[modbus]]
+id = "a"
+serial = "rs486"
+unit = 2
+meter = "main"
+field = [{{ signal = "name", register = "holding", address = 0, type = "string" }}]
+
+[[modbus]]
+id = "b"
+serial = "rs485"
+transport = "rtu_over_tcp"
+unit = 0
+meter = "main"
+
+[[modbus]]
+id = "c"
+address = "h:502"
+serial = "rs485"
+"#
+        );
+        let found = problems(&text, "t.toml");
+        for (at, words) in [
+            ("18:13", "stop_bits is 1 or 2"),
+            (
+                "22:10",
+                "serial port `rs486`, which is not a [[modbus_serial]] id",
+            ),
+            ("25:71", "a string needs `length`"),
+            ("30:13", "`transport` goes with `address`"),
+            ("31:8", "unit 0 is not in 1–247 on RTU"),
+            ("34:1", "needs exactly one of `address`"),
+        ] {
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{at}: ")) && p.contains(words)),
+                "expected {at} {words} in {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_serial_line_keeps_three_and_a_half_characters_of_silence() {
+        let mut port: ModbusSerial = toml::from_str("id = \"l\"\nport = \"/dev/ttyS0\"").unwrap();
+        // 9600 8N1: 10 bits a character; 3.5 × 10 / 9600 s = 3.6458 ms.
+        assert_eq!(port.effective_frame_gap().as_micros(), 3645);
+        // 19200 8E1: 11 bits; 3.5 × 11 / 19200 s = 2.0052 ms.
+        port.baud = 19_200;
+        port.parity = super::super::Parity::Even;
+        assert_eq!(port.effective_frame_gap().as_micros(), 2005);
+        // Above 19200 the specification fixes 1.75 ms.
+        port.baud = 115_200;
+        assert_eq!(port.effective_frame_gap().as_micros(), 1750);
+        port.frame_gap = Some(std::time::Duration::from_millis(10));
+        assert_eq!(port.effective_frame_gap().as_millis(), 10);
+    }
 }

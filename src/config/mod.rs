@@ -6,10 +6,11 @@
 //! at the first mistake: [`load`] reports every problem it finds with file, line and column.
 
 mod load;
+pub mod profile;
 mod secret;
 
 pub(crate) use load::{Checker, Seg, check_document, key, load_file, struct_fields, suggest};
-pub use load::{Diagnostics, Problem, default_output_name, load, load_str};
+pub use load::{Diagnostics, Problem, default_output_name, load, load_profile_str, load_str};
 pub use secret::{Secret, SecretError};
 
 use std::fmt;
@@ -34,9 +35,15 @@ pub struct Config {
     /// `[[meter]]`: energy and water meters.
     #[serde(default, rename = "meter")]
     pub meters: Vec<Meter>,
-    /// `[[modbus]]`: Modbus TCP devices and their register maps.
+    /// `[[modbus]]`: Modbus devices and their register maps, with profiles already merged in.
     #[serde(default)]
     pub modbus: Vec<ModbusDevice>,
+    /// `[[modbus_serial]]`: serial ports that Modbus RTU devices hang on.
+    #[serde(default)]
+    pub modbus_serial: Vec<ModbusSerial>,
+    /// `[[mqtt]]`: MQTT brokers and the topics read from them.
+    #[serde(default)]
+    pub mqtt: Vec<MqttBroker>,
     /// `[[state_rules]]`: how machine states are derived from signals.
     #[serde(default)]
     pub state_rules: Vec<StateRules>,
@@ -346,17 +353,30 @@ impl Carrier {
     }
 }
 
-/// `[[modbus]]`: a Modbus TCP device (an IoT box, a PLC, a meter, a serial gateway).
+/// `[[modbus]]`: one Modbus device (unit): an IoT box on a machine's controller, a PLC, a meter.
+///
+/// A device is reached in one of two ways: `address` (Modbus TCP, or RTU frames over TCP to a
+/// serial server or DTU), or `serial` (the id of a `[[modbus_serial]]` port, RTU). Devices that
+/// share an address and transport, or a serial port, share one connection: one task owns it and
+/// sends their requests one at a time, as a gateway or an RS-485 line needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModbusDevice {
     /// Device id for logs and health lines.
     pub id: String,
-    /// `host:port` of the device (port 502 by default).
-    pub address: String,
+    /// `host:port` of a Modbus TCP device or of a serial server (port 502 by default).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// How frames travel to `address`: `tcp` (Modbus TCP, MBAP header) or `rtu_over_tcp` (RTU
+    /// frames with CRC in a TCP stream, as transparent serial servers and DTUs forward them).
+    #[serde(default)]
+    pub transport: TcpTransport,
+    /// The id of the `[[modbus_serial]]` port the device hangs on (instead of `address`).
+    #[serde(default)]
+    pub serial: Option<String>,
     /// Modbus unit id (slave id), 0–247.
     #[serde(default = "default_unit")]
     pub unit: u8,
-    /// How often the device is read.
+    /// How often the device is read; a field's own `poll` overrides it for that field.
     #[serde(default = "default_poll", deserialize_with = "duration")]
     pub poll: Duration,
     /// Time allowed for connecting and for each request.
@@ -372,9 +392,73 @@ pub struct ModbusDevice {
     /// Upper bound on registers per request, for devices that cannot take the protocol's 125.
     #[serde(default = "default_max_registers")]
     pub max_registers: u16,
+    /// Read every field with a request of its own: for devices that answer "illegal address"
+    /// to any read that is not exactly one of their documented values.
+    #[serde(default)]
+    pub one_request_per_field: bool,
+    /// A register map from `profiles/<name>.toml` beside the config file, or one shipped with
+    /// Shopfloor (`config/profiles/`). Its fields come first; the device's own fields add to it.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The machine that fields without `machine` or `meter` belong to (a profile's fields
+    /// never name one).
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// The meter that fields without `machine` or `meter` belong to.
+    #[serde(default)]
+    pub meter: Option<String>,
     /// The register map.
     #[serde(default, rename = "field")]
     pub fields: Vec<ModbusField>,
+}
+
+impl ModbusDevice {
+    /// The connection this device is reached through. Devices with equal links share one.
+    pub fn link(&self) -> Link {
+        match (&self.serial, &self.address) {
+            (Some(port), _) => Link::Serial(port.clone()),
+            (None, Some(address)) => match self.transport {
+                TcpTransport::Tcp => Link::Tcp(address.clone()),
+                TcpTransport::RtuOverTcp => Link::RtuOverTcp(address.clone()),
+            },
+            (None, None) => Link::Tcp(String::new()),
+        }
+    }
+
+    /// The poll interval of a field: its own, else the device's.
+    pub fn poll_of(&self, field: &ModbusField) -> Duration {
+        field.poll.unwrap_or(self.poll)
+    }
+}
+
+/// How a device is reached; equal links share one connection and one owner task.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Link {
+    /// Modbus TCP to `host:port`.
+    Tcp(String),
+    /// RTU frames over a TCP stream to `host:port`.
+    RtuOverTcp(String),
+    /// RTU on the `[[modbus_serial]]` port with this id.
+    Serial(String),
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Link::Tcp(a) => write!(f, "tcp {a}"),
+            Link::RtuOverTcp(a) => write!(f, "rtu over tcp {a}"),
+            Link::Serial(p) => write!(f, "serial {p}"),
+        }
+    }
+}
+
+/// Framing on a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpTransport {
+    #[default]
+    Tcp,
+    RtuOverTcp,
 }
 
 fn default_unit() -> u8 {
@@ -393,13 +477,80 @@ fn default_max_registers() -> u16 {
     125
 }
 
+/// `[[modbus_serial]]`: an RS-485 (or RS-232) port that Modbus RTU devices hang on.
+///
+/// One task owns the port and sends one request at a time, leaving the line silent for
+/// `frame_gap` between frames as RTU requires (the end of a frame is recognised by silence).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModbusSerial {
+    /// The id devices name in `serial = "…"`.
+    pub id: String,
+    /// The serial device, e.g. `/dev/ttyUSB0` or `/dev/ttyS1`.
+    pub port: String,
+    /// Line speed in bit/s.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// 7 or 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// `none`, `even` or `odd`. The Modbus specification's default is `even`; most meters
+    /// leave the factory with `none`, so check the device's display or manual.
+    #[serde(default)]
+    pub parity: Parity,
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Silence kept on the line before each request. Default: 3.5 character times at `baud`
+    /// (4 ms at 9600 8N1), and 1.75 ms above 19200 bit/s, as the RTU specification sets.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub frame_gap: Option<Duration>,
+}
+
+impl ModbusSerial {
+    /// The silent interval before each request: `frame_gap`, else the specification's 3.5
+    /// characters (1.75 ms above 19200 bit/s).
+    pub fn effective_frame_gap(&self) -> Duration {
+        if let Some(gap) = self.frame_gap {
+            return gap;
+        }
+        if self.baud > 19_200 || self.baud == 0 {
+            return Duration::from_micros(1750);
+        }
+        // A character is a start bit, the data bits, the parity bit if any, and the stop bits.
+        let bits = 1
+            + u32::from(self.data_bits)
+            + u32::from(self.parity != Parity::None)
+            + u32::from(self.stop_bits);
+        Duration::from_secs_f64(3.5 * f64::from(bits) / f64::from(self.baud))
+    }
+}
+
+fn default_baud() -> u32 {
+    9600
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Even,
+    Odd,
+}
+
 /// `[[modbus.field]]`: one signal in a device's register map.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModbusField {
-    /// The registered machine this signal belongs to (or use `meter`).
+    /// The registered machine this signal belongs to (or use `meter`; default: the device's).
     #[serde(default)]
     pub machine: Option<String>,
-    /// The meter this signal belongs to (or use `machine`).
+    /// The meter this signal belongs to (or use `machine`; default: the device's).
     #[serde(default)]
     pub meter: Option<String>,
     /// Signal name, the field key in the `signal` line (e.g. `"spindle_rpm"`).
@@ -411,6 +562,9 @@ pub struct ModbusField {
     /// Value type; `bool` for coils and discrete inputs.
     #[serde(rename = "type", default)]
     pub data_type: Option<DataType>,
+    /// For `type = "string"`: how many registers (two characters each) the text occupies.
+    #[serde(default)]
+    pub length: Option<u16>,
     /// Byte and word order of multi-byte values.
     #[serde(default)]
     pub order: ByteOrder,
@@ -422,6 +576,14 @@ pub struct ModbusField {
     pub scale: Option<f64>,
     #[serde(default)]
     pub offset: Option<f64>,
+    /// Poll this field at its own interval (e.g. energy counters every minute while states are
+    /// read every second). Fields with the same interval form a group, planned together.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub poll: Option<Duration>,
+    /// The numbering `address` is written in: the device's `address_base`, or the profile's for
+    /// a field that came from a profile. Set by the loader.
+    #[serde(skip)]
+    pub address_base: u16,
 }
 
 impl ModbusField {
@@ -431,6 +593,20 @@ impl ModbusField {
             RegisterKind::Coil | RegisterKind::Discrete => DataType::Bool,
             _ => self.data_type.unwrap_or(DataType::U16),
         }
+    }
+
+    /// Registers (or bits) the field occupies.
+    pub fn registers(&self) -> u16 {
+        match self.data_type() {
+            DataType::String => self.length.unwrap_or(1),
+            ty => ty.registers(),
+        }
+    }
+
+    /// The protocol (0-based) address of the field's first register, or `None` for address 0
+    /// in 1-based numbering.
+    pub fn protocol_address(&self) -> Option<u16> {
+        self.address.checked_sub(self.address_base)
     }
 }
 
@@ -490,15 +666,35 @@ pub enum DataType {
     U64,
     F32,
     F64,
+    /// Text of `length` registers, two characters per register (ASCII or UTF-8), as devices
+    /// report program names, serial numbers and firmware versions. Trailing NULs and spaces
+    /// are dropped.
+    String,
 }
 
 impl DataType {
-    /// Registers the type occupies (bits for a bool in a bit table).
+    /// Registers the type occupies (bits for a bool in a bit table). A string occupies its
+    /// field's `length`; see [`ModbusField::registers`].
     pub fn registers(self) -> u16 {
         match self {
-            DataType::Bool | DataType::I16 | DataType::U16 => 1,
+            DataType::Bool | DataType::I16 | DataType::U16 | DataType::String => 1,
             DataType::I32 | DataType::U32 | DataType::F32 => 2,
             DataType::I64 | DataType::U64 | DataType::F64 => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::I16 => "i16",
+            DataType::U16 => "u16",
+            DataType::I32 => "i32",
+            DataType::U32 => "u32",
+            DataType::I64 => "i64",
+            DataType::U64 => "u64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+            DataType::String => "string",
         }
     }
 }
@@ -517,6 +713,211 @@ pub enum ByteOrder {
     BADC,
     #[serde(alias = "cdab")]
     CDAB,
+}
+
+impl ByteOrder {
+    pub const ALL: [ByteOrder; 4] = [
+        ByteOrder::ABCD,
+        ByteOrder::CDAB,
+        ByteOrder::BADC,
+        ByteOrder::DCBA,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByteOrder::ABCD => "ABCD",
+            ByteOrder::DCBA => "DCBA",
+            ByteOrder::BADC => "BADC",
+            ByteOrder::CDAB => "CDAB",
+        }
+    }
+}
+
+/// A device profile (`config/profiles/<name>.toml`): the register map of one device model,
+/// written once and used by name from every `[[modbus]]` of that model.
+///
+/// A profile's fields name no machine or meter; the device that uses the profile says which
+/// one they belong to. Limits in a profile describe what the model can take, so a device gets
+/// the tighter of its own and its profile's.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Profile {
+    /// What the profile describes, for `check --plan` and for people.
+    #[serde(default)]
+    pub description: String,
+    /// The numbering of the addresses below: 0 (protocol addresses) or 1 (manual numbering).
+    #[serde(default)]
+    pub address_base: u16,
+    /// The most registers the model answers in one request.
+    #[serde(default)]
+    pub max_registers: Option<u16>,
+    /// The widest hole the model lets a request span.
+    #[serde(default)]
+    pub max_gap: Option<u16>,
+    /// The model only answers reads of exactly one documented value.
+    #[serde(default)]
+    pub one_request_per_field: bool,
+    #[serde(default, rename = "field")]
+    pub fields: Vec<ModbusField>,
+}
+
+/// `[[mqtt]]`: an MQTT broker that machines, IoT boxes or PLC gateways publish to. The agent
+/// subscribes to every `[[mqtt.topic]]` pattern with QoS 1 and keeps one connection per broker.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttBroker {
+    /// Broker id for logs, metrics and the agent's health line.
+    pub id: String,
+    /// `host:port` of the broker (1883 plain, 8883 TLS by convention). With TLS the host must be
+    /// the name (or IP address) the broker's certificate was issued for.
+    pub address: String,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// The client id; fixed, so that the broker keeps the agent's session (its subscriptions and
+    /// the QoS 1 messages queued while the agent is away) across reconnections and restarts.
+    /// Default `shopfloor-<enterprise>-<id>`. Two agents must never share one.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// `false` (default) asks the broker for a persistent session; `true` starts afresh on every
+    /// connection and loses what was published while the agent was away.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// How often the agent pings an idle connection; the broker drops a client that stays
+    /// silent for one and a half times this.
+    #[serde(default = "default_keepalive", deserialize_with = "duration")]
+    pub keepalive: Duration,
+    /// The longest wait between two connection attempts; the wait doubles from one second up to
+    /// this after each failure.
+    #[serde(default = "default_mqtt_max_backoff", deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// User name for the broker.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, `{ env = "VAR" }` or `{ file = "/path" }`; needs `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// TLS; without this table the connection is plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+    /// Messages whose payload is larger than this many bytes are counted as oversized and
+    /// dropped, never decoded. The client reads packets up to four times this (at least 1 MiB)
+    /// so that it can name the topic and acknowledge the message; see `source::mqtt`.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// A message whose own timestamp is further than this from the agent's clock (either way)
+    /// is counted as bad and dropped: a box with a wrong clock would put data in the wrong
+    /// shift. Raise it for boxes that replay a buffer after an outage.
+    #[serde(default = "default_max_timestamp_skew", deserialize_with = "duration")]
+    pub max_timestamp_skew: Duration,
+    /// The topic map.
+    #[serde(default, rename = "topic")]
+    pub topics: Vec<MqttTopic>,
+}
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_mqtt_max_backoff() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_packet_size() -> usize {
+    256 * 1024
+}
+fn default_max_timestamp_skew() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum MqttProtocol {
+    #[default]
+    #[serde(rename = "3.1.1", alias = "v3.1.1", alias = "4")]
+    V311,
+    #[serde(rename = "5", alias = "v5", alias = "5.0")]
+    V5,
+}
+
+/// `[mqtt.tls]`: TLS to the broker. The certificates are PEM files.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttTls {
+    /// The CA certificate(s) the broker's certificate must chain to. For a broker with a public
+    /// certificate, point it at the system bundle (`/etc/ssl/certs/ca-certificates.crt`).
+    pub ca_file: PathBuf,
+    /// The agent's own certificate, for brokers that require client certificates; needs
+    /// `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[[mqtt.topic]]`: which messages belong to which machine, and how their payloads map to
+/// signals.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttTopic {
+    /// A topic filter with named captures: `plant/{machine}/data`. `{name}` matches one level
+    /// like `+` and keeps its text for `machine`, `meter` and `signal`; `+` and a final `#` are
+    /// the usual MQTT wildcards.
+    pub pattern: String,
+    /// `json` (default), `text` (one value per message) or `sparkplug` (Sparkplug B).
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// The registered machine the messages belong to: fixed (`"cnc01"`) or built from captures
+    /// (`"{machine}"`, `"cnc{n}"`). Default `"{machine}"`, or `"{device}"` for Sparkplug, whose
+    /// topics give `{group}`, `{node}` and `{device}`.
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// The meter the messages belong to, instead of a machine.
+    #[serde(default)]
+    pub meter: Option<String>,
+    /// JSON only: the path of the message's timestamp (epoch seconds or milliseconds, or an
+    /// RFC 3339 text). Without it, or when a message lacks it, the arrival time is used.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// A payload that means "the machine is gone" (the Last Will its box registered with the
+    /// broker, e.g. `"offline"`): the machine becomes offline at once.
+    #[serde(default)]
+    pub offline_payload: Option<String>,
+    /// The signals taken from each message.
+    #[serde(default, rename = "field")]
+    pub fields: Vec<MqttField>,
+}
+
+/// How a message's payload is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    #[default]
+    Json,
+    Text,
+    Sparkplug,
+}
+
+/// `[[mqtt.topic.field]]`: one signal of a message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttField {
+    /// Signal name, the field key in the `signal` line; may use the pattern's captures.
+    pub signal: String,
+    /// JSON: the path to the value (`spindle.rpm`, `axes[0].load`); Sparkplug: the metric name.
+    /// Not used for text.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The type written to the store. A value that arrives as another type is converted when
+    /// that is exact (`"12.5"` → 12.5, `true` → 1), otherwise the value is counted as bad and
+    /// left out: a field keeps one type forever.
+    #[serde(rename = "type", default)]
+    pub value_type: SignalType,
+}
+
+/// The declared type of an MQTT signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalType {
+    #[default]
+    Float,
+    Int,
+    Bool,
+    String,
 }
 
 /// Machine states after ISO 22400-2's time model.
@@ -678,19 +1079,29 @@ pub enum Op {
     Le,
 }
 
-/// `[spool]`: the crash-safe disk queue every record passes through.
+/// `[spool]`: the crash-safe disk queue every record passes through. What the bounds and the
+/// sync policies guarantee is explained in `sink::spool`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Spool {
     /// Spool file; default `<data_dir>/spool.db`.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// Past this size the oldest records are dropped and counted.
+    /// Byte bound: past this many bytes of records waiting, the oldest are dropped and counted
+    /// (log, `/metrics`, the `agent` line). Default 1 GiB.
     #[serde(default = "default_spool_max_bytes")]
     pub max_bytes: u64,
-    /// `"normal"` (default: survives a crash of the agent, may lose the last second of records
-    /// on power loss) or `"full"` (syncs every append; much slower).
+    /// Age bound: records waiting longer than this are dropped and counted as expired.
+    /// Default 30 days; `"0s"` turns the age bound off.
+    #[serde(default = "default_spool_max_age", deserialize_with = "duration")]
+    pub max_age: Duration,
+    /// `"normal"` (default: survives a crash of the agent; on power loss may lose the records
+    /// of the last `sync_interval`) or `"full"` (syncs every append; nothing committed is
+    /// lost, at one disk sync per append).
     #[serde(default)]
     pub sync: crate::sink::spool::SyncPolicy,
+    /// With `sync = "normal"`: how often the spool's log is synced to disk. Default `"1s"`.
+    #[serde(default = "default_spool_sync_interval", deserialize_with = "duration")]
+    pub sync_interval: Duration,
 }
 
 impl Default for Spool {
@@ -698,13 +1109,32 @@ impl Default for Spool {
         Spool {
             path: None,
             max_bytes: default_spool_max_bytes(),
+            max_age: default_spool_max_age(),
             sync: Default::default(),
+            sync_interval: default_spool_sync_interval(),
+        }
+    }
+}
+
+impl Spool {
+    /// The bounds and sync policy the spool runs with.
+    pub fn limits(&self) -> crate::sink::spool::Limits {
+        crate::sink::spool::Limits {
+            max_bytes: self.max_bytes,
+            max_age: Some(self.max_age).filter(|a| !a.is_zero()),
+            sync: self.sync,
         }
     }
 }
 
 fn default_spool_max_bytes() -> u64 {
     1 << 30
+}
+fn default_spool_max_age() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_spool_sync_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// `[[influx]]`: an InfluxDB-compatible store.
@@ -742,9 +1172,38 @@ pub struct InfluxOutput {
     /// Timeout of one write request.
     #[serde(default = "default_write_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
-    /// Lines per write request.
+    /// Lines per write request at most. Default 5000.
     #[serde(default = "default_batch_lines")]
     pub batch_lines: usize,
+    /// A request with fewer than `batch_lines` lines waits until this long after the previous
+    /// one, so a quiet agent sends about one request per interval. Default `"1s"`.
+    #[serde(default = "default_flush_interval", deserialize_with = "duration")]
+    pub flush_interval: Duration,
+    /// Compress request bodies with gzip. Default true; turn off only for a store or proxy
+    /// that cannot take `Content-Encoding: gzip`.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Timestamp precision sent to the store: `"ns"` (default), `"us"`, `"ms"` or `"s"`.
+    /// Coarser precision is rounded down and makes points within the same unit overwrite
+    /// each other; use it only for a store that wants it.
+    #[serde(default)]
+    pub precision: crate::sink::line_protocol::Precision,
+    /// The longest wait between retries of a failing store (back-off doubles from 0.5 s up to
+    /// this, with up to 25 % jitter). Default `"60s"`.
+    #[serde(default = "default_retry_max", deserialize_with = "duration")]
+    pub retry_max: Duration,
+}
+
+impl InfluxOutput {
+    /// The writer's batching and retry settings, with the dead-letter file in `dir`.
+    pub fn writer_options(&self, name: &str, dir: &std::path::Path) -> crate::sink::WriterOptions {
+        crate::sink::WriterOptions {
+            batch_lines: self.batch_lines,
+            flush_interval: self.flush_interval,
+            retry_max: self.retry_max,
+            ..crate::sink::WriterOptions::new(name, dir)
+        }
+    }
 }
 
 fn default_write_timeout() -> Duration {
@@ -752,6 +1211,15 @@ fn default_write_timeout() -> Duration {
 }
 fn default_batch_lines() -> usize {
     5000
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -97,7 +97,7 @@ impl MachineTrack {
             state: State::Offline,
             since: now,
             pending: None,
-            last_written: Timestamp::UNIX_EPOCH,
+            last_written: now,
             last_heartbeat: None,
             accounted_to: now,
             windows: BTreeMap::new(),

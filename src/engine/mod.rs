@@ -170,8 +170,10 @@ impl Engine {
         let devices = config
             .modbus
             .iter()
-            .map(|d| DeviceHealth {
-                id: Arc::from(d.id.as_str()),
+            .map(|d| &d.id)
+            .chain(config.mqtt.iter().map(|b| &b.id))
+            .map(|id| DeviceHealth {
+                id: Arc::from(id.as_str()),
                 up: false,
                 since: None,
                 reason: Some("not polled yet".into()),
@@ -209,6 +211,16 @@ impl Engine {
             green_prefix: tag_prefix("green", &green_tags),
             alert_prefix: tag_prefix("green_alert", &green_tags),
             alerted: BTreeSet::new(),
+        }
+    }
+
+    /// The first `machine_state` line of every machine, offline at the engine's start, so a
+    /// dashboard shows the whole register at once, machines without a data source included.
+    /// Not for an engine continuing a saved state: its machines' lines are in the store.
+    pub fn opening_lines(&mut self, out: &mut Vec<String>) {
+        for m in &mut self.machines {
+            out.extend(m.heartbeat_line(m.since));
+            m.last_written = m.since;
         }
     }
 
@@ -319,6 +331,24 @@ impl Engine {
             SourceEvent::DeviceDown { device, at, reason } => {
                 self.set_device(&device, false, at, Some(reason))
             }
+            SourceEvent::Offline { target, at, reason } => {
+                self.offline_now(&target, at, &reason, out)
+            }
+        }
+    }
+
+    /// A source knows the machine is gone (a Last Will, a Sparkplug death): offline now rather
+    /// than after `offline_after`. Meters have no state, so only machines are concerned.
+    fn offline_now(&mut self, target: &Target, at: Timestamp, reason: &str, out: &mut Vec<String>) {
+        let Target::Machine(id) = target else { return };
+        let Some(&index) = self.by_id.get(id) else {
+            self.unknown_target(id);
+            return;
+        };
+        let m = &mut self.machines[index];
+        if m.state != State::Offline {
+            tracing::info!(machine = %m.id, reason, "offline at once");
+            m.change_state(State::Offline, at, &self.calendar, out);
         }
     }
 
@@ -665,6 +695,14 @@ impl Engine {
             .int("records_dropped", sum("shopfloor_records_dropped_total"))
             .int("lag_s", sum("shopfloor_spool_oldest_age_seconds"))
             .int("sent_lines", sum("shopfloor_output_lines_total"))
+            .int(
+                "sent_lines_1m",
+                sum("shopfloor_output_sent_lines_last_minute"),
+            )
+            .int(
+                "dead_letter_lines",
+                sum("shopfloor_output_dead_letter_lines_total"),
+            )
             .finish(now)
     }
 
@@ -993,9 +1031,37 @@ rule = [
     }
 
     #[test]
+    fn an_offline_event_makes_a_machine_offline_at_once() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        for s in 1..=3 {
+            e.on_event(poll("cnc01", t(s), 1, 0), &mut out);
+        }
+        out.clear();
+        let offline = |at| SourceEvent::Offline {
+            target: Target::Machine(Arc::from("cnc01")),
+            at,
+            reason: "last will".into(),
+        };
+        e.on_event(offline(t(5)), &mut out);
+        // Running from t=1 (taken after min_duration, stamped when it began) to t=5 = 4 s;
+        // offline at t=5, not at the silence deadline t=3+10.
+        let lines = state_lines(&out);
+        assert_eq!(lines.len(), 1, "{out:?}");
+        assert!(lines[0].ends_with(
+            " state=\"offline\",code=0i,previous=\"running\",previous_s=4.0 1700000005000000000"
+        ));
+        // A second death changes nothing.
+        out.clear();
+        e.on_event(offline(t(6)), &mut out);
+        assert!(state_lines(&out).is_empty());
+    }
+
+    #[test]
     fn machines_without_a_source_stay_offline_and_still_get_heartbeats() {
         let mut e = engine();
         let mut out = Vec::new();
+        e.opening_lines(&mut out);
         e.tick(t(0), &mut out);
         let press: Vec<_> = out
             .iter()
@@ -1020,11 +1086,11 @@ rule = [
     fn a_heartbeat_contradicted_by_an_earlier_change_is_rewritten() {
         let mut e = engine();
         let mut out = Vec::new();
-        // Heartbeat at t=0 says offline; then a poll stamped t=0 (still in the queue when the
-        // heartbeat was written) shows an alarm. min_duration is 2 s, so feed t=0..2.
-        e.tick(t(0), &mut out);
+        // The heartbeat at t=60 says offline; then a poll stamped t=60 (still in the queue
+        // when the heartbeat was written) shows an alarm. min_duration is 2 s: feed t=60..62.
+        e.tick(t(60), &mut out);
         out.clear();
-        for s in 0..=2 {
+        for s in 60..=62 {
             e.on_event(poll("cnc01", t(s), 0, 9), &mut out);
         }
         let cnc: Vec<_> = state_lines(&out)
@@ -1033,10 +1099,10 @@ rule = [
             .collect();
         assert_eq!(cnc.len(), 2, "{cnc:?}");
         assert!(cnc[0].ends_with(
-            "state=\"alarm\",code=4i,previous=\"offline\",previous_s=0.0 1700000000000000000"
+            "state=\"alarm\",code=4i,previous=\"offline\",previous_s=60.0 1700000060000000000"
         ));
-        // The heartbeat at t=0 is written again, now saying alarm.
-        assert!(cnc[1].ends_with("state=\"alarm\",code=4i,state_s=0.0 1700000000000000000"));
+        // The heartbeat at t=60 is written again, now saying alarm.
+        assert!(cnc[1].ends_with("state=\"alarm\",code=4i,state_s=0.0 1700000060000000000"));
     }
 
     #[test]

@@ -93,8 +93,9 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), PersistError> {
     Ok(())
 }
 
-/// Reads the saved state, `None` when there is none (or it is of another version). A file that
-/// cannot be parsed is renamed to `*.corrupt` so it can be looked at, and reported.
+/// Reads the saved state, `None` when there is none. A file of another version is renamed to
+/// `*.json.v<version>` and a file that cannot be parsed to `*.json.corrupt` (and reported), so
+/// neither is overwritten by the next save.
 pub fn load(path: &Path) -> Result<Option<SavedState>, PersistError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -108,7 +109,12 @@ pub fn load(path: &Path) -> Result<Option<SavedState>, PersistError> {
     };
     match serde_json::from_slice::<SavedState>(&bytes) {
         Ok(state) if state.version == VERSION => Ok(Some(state)),
-        Ok(_) => Ok(None),
+        Ok(state) => {
+            // Kept beside, not overwritten by the next save, for a downgrade or a person.
+            let aside = path.with_extension(format!("json.v{}", state.version));
+            let _ = std::fs::rename(path, aside);
+            Ok(None)
+        }
         Err(source) => {
             let _ = std::fs::rename(path, path.with_extension("json.corrupt"));
             Err(PersistError::Corrupt {

@@ -115,6 +115,21 @@ fn field(line: &str, name: &str) -> Option<f64> {
     })
 }
 
+/// The six state fields of a `machine_time` line, added up.
+fn state_seconds(line: &str) -> f64 {
+    [
+        "running_s",
+        "setup_s",
+        "idle_s",
+        "alarm_s",
+        "stopped_s",
+        "offline_s",
+    ]
+    .iter()
+    .map(|f| field(line, f).unwrap_or(f64::NAN))
+    .sum()
+}
+
 fn find<'a>(out: &'a [String], prefix: &str, tags: &[&str]) -> Vec<&'a String> {
     out.iter()
         .filter(|l| {
@@ -173,17 +188,7 @@ fn availability_of_the_example_shift_is_five_over_seven_and_a_half() {
     assert_eq!(field(line, "alarm_s"), Some(3600.0));
     assert_eq!(field(line, "idle_s"), Some(5400.0));
     // Every second of the 8 h shift is in exactly one state: 19 800 + 3600 + 5400 = 28 800.
-    let sum: f64 = [
-        "running_s",
-        "setup_s",
-        "idle_s",
-        "alarm_s",
-        "stopped_s",
-        "offline_s",
-    ]
-    .iter()
-    .map(|f| field(line, f).unwrap())
-    .sum();
+    let sum = state_seconds(line);
     assert_eq!(sum, 28_800.0);
     // Availability = 18 000 / 27 000 = 0.6667.
     let a = field(line, "availability").unwrap();
@@ -212,17 +217,7 @@ fn the_day_window_adds_up_to_the_whole_day_and_the_fleet_counts_the_register() {
     e.flush(day_end, &mut out);
     let day = find(&out, "machine_time", &["machine=cnc01", "window=1d"]);
     let line = day.last().unwrap();
-    let sum: f64 = [
-        "running_s",
-        "setup_s",
-        "idle_s",
-        "alarm_s",
-        "stopped_s",
-        "offline_s",
-    ]
-    .iter()
-    .map(|f| field(line, f).unwrap())
-    .sum();
+    let sum = state_seconds(line);
     assert_eq!(sum, 86_400.0);
     // Offline 00:00–08:00 (28 800 s), and from 17:50, when the 2 h offline_after ran out
     // after the last poll at 15:50, to midnight (6 h 10 min = 22 200 s): 51 000 s.

@@ -14,8 +14,11 @@
 //! | 3       | `alarm_code`  | u16, 0 = no alarm    |
 //! | 4–5     | `parts`       | u32, ABCD, counts up while running |
 //! | 6       | `mode`        | u16, 0 automatic, 1 manual (setup) |
+//! | 7–14    | `program`     | string of 8 registers, first character in the high byte |
+//! | 15…     | filler        | u16 that change every second, for benchmarks that read many registers |
 //!
-//! Coils 0 and 1 repeat `run` and `power` as bits.
+//! Coils 0 and 1 repeat `run` and `power` as bits. `config/profiles/cnc-iot-box.toml` is this
+//! map.
 //!
 //! The meter (unit id [`METER_UNIT`]; input registers): 0–1 energy in 0.01 kWh as u32 in CDAB
 //! order (low word first, as many meters do), 2–3 active power in kW as f32 ABCD.
@@ -27,8 +30,9 @@ use crate::config::State;
 /// Unit id of the simulated electricity meter.
 pub const METER_UNIT: u8 = 100;
 
-/// Holding registers each machine answers for (addresses 0..MACHINE_REGISTERS).
-pub const MACHINE_REGISTERS: u16 = 7;
+/// Holding registers of a machine's map (addresses 0..MACHINE_REGISTERS); a workshop can
+/// answer for more (see [`Workshop::holding_registers`]).
+pub const MACHINE_REGISTERS: u16 = 15;
 /// Input registers the meter answers for.
 pub const METER_REGISTERS: u16 = 4;
 
@@ -66,6 +70,8 @@ pub struct SimMachine {
     pub spindle_rpm: u16,
     pub cycle_s: f64,
     pub alarm_code: u16,
+    /// The program the machine runs, as the `program` string registers hold it.
+    pub program: String,
     pub segments: Vec<Segment>,
 }
 
@@ -74,6 +80,8 @@ pub struct SimMachine {
 pub struct Workshop {
     pub start: Timestamp,
     pub machines: Vec<SimMachine>,
+    /// Holding registers each machine answers for: its map, then filler up to this many.
+    pub holding_registers: u16,
     horizon: SignedDuration,
     /// A scripted workshop answers only between `start` and this moment.
     answers_until: Option<Timestamp>,
@@ -179,6 +187,7 @@ impl Workshop {
                     spindle_rpm,
                     cycle_s,
                     alarm_code,
+                    program: format!("O{} PART-{:02}", 1000 + rng.next() % 9000, i + 1),
                     segments: segments(plan, cycle_s),
                 }
             })
@@ -186,6 +195,7 @@ impl Workshop {
         Workshop {
             start,
             machines,
+            holding_registers: MACHINE_REGISTERS,
             horizon,
             answers_until: None,
         }
@@ -220,6 +230,7 @@ impl Workshop {
                     spindle_rpm: m.spindle_rpm,
                     cycle_s: m.cycle_s,
                     alarm_code: m.alarm_code,
+                    program: format!("O{} PART-{:02}", 1001 + i, i + 1),
                     segments: segments(plan, m.cycle_s),
                 }
             })
@@ -227,6 +238,7 @@ impl Workshop {
         Workshop {
             start,
             machines,
+            holding_registers: MACHINE_REGISTERS,
             horizon,
             answers_until: Some(until),
         }
@@ -316,7 +328,8 @@ impl Workshop {
             parts = parts.wrapping_add((into.as_secs_f64() / m.cycle_s).floor() as u32);
         }
         let s = seg.state;
-        Some([
+        let mut regs = [0u16; MACHINE_REGISTERS as usize];
+        regs[..7].copy_from_slice(&[
             u16::from(s == State::Running),
             u16::from(s != State::Stopped),
             if s == State::Running {
@@ -328,7 +341,24 @@ impl Workshop {
             (parts >> 16) as u16,
             parts as u16,
             u16::from(s == State::Setup),
-        ])
+        ]);
+        let text = m.program.as_bytes();
+        for (i, reg) in regs[7..].iter_mut().enumerate() {
+            let byte = |n: usize| text.get(n).copied().unwrap_or(0);
+            *reg = u16::from_be_bytes([byte(2 * i), byte(2 * i + 1)]);
+        }
+        Some(regs)
+    }
+
+    /// Holding register `address` of machine `machine` past its map: a value that changes every
+    /// second, different for every register and machine.
+    pub fn filler_register(&self, machine: usize, address: u16, at: Timestamp) -> u16 {
+        let seconds = at.duration_since(self.start).as_secs().max(0) as u64;
+        (seconds
+            .wrapping_mul(31)
+            .wrapping_add(u64::from(address) * 7)
+            .wrapping_add(machine as u64 * 1009)
+            & 0xFFFF) as u16
     }
 
     /// Cumulative energy of the whole workshop in kWh, and the present load in kW.
@@ -438,6 +468,10 @@ mod tests {
                     State::Idle => assert!(r[0] == 0 && r[1] == 1 && r[3] == 0 && r[6] == 0),
                     State::Offline => unreachable!("the simulator never goes offline by itself"),
                 }
+                // The program name reads back from its registers, high byte first.
+                let text =
+                    crate::source::modbus::decode::text(&r[7..], crate::config::ByteOrder::ABCD);
+                assert_eq!(text, w.machines[i].program);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Registers to values: pure functions, no I/O, tested against bytes worked out by hand.
 
-use crate::config::{ByteOrder, DataType};
+use crate::config::{ByteOrder, DataType, ModbusField};
 use crate::source::Value;
 
 /// Why a field's registers could not be turned into a value.
@@ -19,7 +19,8 @@ pub enum DecodeError {
 }
 
 /// Puts the bytes of `words` (as sent on the wire, each register big-endian) into big-endian
-/// order `A B C D …` according to the declared order.
+/// order `A B C D …` according to the declared order. [`decode`] does the same on the stack for
+/// numbers; the test `stack_and_vec_orderings_agree` keeps the two in step.
 fn ordered_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
     let wire: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
     match order {
@@ -40,9 +41,59 @@ fn ordered_bytes(words: &[u16], order: ByteOrder) -> Vec<u8> {
     }
 }
 
-/// Decodes one value from its registers. `bit` picks one bit of a register for a bool.
-/// Integers stay integers unless `scale` or `offset` is given, which makes a float: a field
-/// keeps one type forever in the store, so the type follows the config, never the value.
+/// What decoding needs of a field, and no more: a device task keeps one per field for as
+/// long as it runs, so a large register map should not cost its whole config twice.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Codec {
+    pub ty: DataType,
+    pub order: ByteOrder,
+    pub bit: Option<u8>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+}
+
+impl From<&ModbusField> for Codec {
+    fn from(field: &ModbusField) -> Self {
+        Codec {
+            ty: field.data_type(),
+            order: field.order,
+            bit: field.bit,
+            scale: field.scale,
+            offset: field.offset,
+        }
+    }
+}
+
+impl Codec {
+    /// Decodes the field from the registers the plan cut out for it.
+    pub fn decode(&self, words: &[u16]) -> Result<Value, DecodeError> {
+        decode(
+            words,
+            self.ty,
+            self.order,
+            self.bit,
+            self.scale,
+            self.offset,
+        )
+    }
+}
+
+/// Text from registers: the bytes in big-endian order after `order` (so `ABCD` is the usual
+/// "first character in the high byte", and `BADC` the byte-swapped text some controllers
+/// send), up to the first NUL, without trailing spaces. Bytes that are not UTF-8 become U+FFFD
+/// rather than failing the field: a half-readable name is more use than none.
+pub fn text(words: &[u16], order: ByteOrder) -> String {
+    let bytes = ordered_bytes(words, order);
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end])
+        .trim_end_matches(' ')
+        .to_string()
+}
+
+/// Decodes one value from its registers. `bit` picks one bit of a register for a bool; a
+/// string takes all of `words`. Integers stay integers unless `scale` or `offset` is given,
+/// which makes a float: a field keeps one type forever in the store, so the type follows the
+/// config, never the value.
 pub fn decode(
     words: &[u16],
     ty: DataType,
@@ -59,8 +110,28 @@ pub fn decode(
             got: words.len(),
         });
     }
-    let b = ordered_bytes(&words[..needed], order);
+    if ty == DataType::String {
+        return Ok(Value::Text(text(words, order)));
+    }
+    // Numbers are at most four registers: order them on the stack, not in a Vec (this runs
+    // for every value of every poll).
+    let mut b = [0u8; 8];
+    let n = 2 * needed;
+    for (i, w) in words[..needed].iter().enumerate() {
+        b[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
+    }
+    match order {
+        ByteOrder::ABCD => {}
+        ByteOrder::DCBA => b[..n].reverse(),
+        ByteOrder::BADC => b[..n].chunks_exact_mut(2).for_each(|pair| pair.swap(0, 1)),
+        ByteOrder::CDAB => {
+            // Reverse the registers: reverse all bytes, then swap each pair back.
+            b[..n].reverse();
+            b[..n].chunks_exact_mut(2).for_each(|pair| pair.swap(0, 1));
+        }
+    }
     let raw = match ty {
+        DataType::String => unreachable!("strings return above"),
         DataType::Bool => {
             let word = u16::from_be_bytes([b[0], b[1]]);
             return Ok(Value::Bool(match bit {
@@ -73,9 +144,9 @@ pub fn decode(
         DataType::I32 => Raw::Int(i64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
         DataType::U32 => Raw::Int(i64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
         DataType::F32 => Raw::Float(f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]]))),
-        DataType::I64 => Raw::Int(i64::from_be_bytes(eight(&b))),
-        DataType::U64 => Raw::Unsigned(u64::from_be_bytes(eight(&b))),
-        DataType::F64 => Raw::Float(f64::from_be_bytes(eight(&b))),
+        DataType::I64 => Raw::Int(i64::from_be_bytes(b)),
+        DataType::U64 => Raw::Unsigned(u64::from_be_bytes(b)),
+        DataType::F64 => Raw::Float(f64::from_be_bytes(b)),
     };
     if scale.is_some() || offset.is_some() {
         let x = match raw {
@@ -107,10 +178,6 @@ fn finite(x: f64) -> Result<Value, DecodeError> {
     } else {
         Err(DecodeError::NotFinite(x))
     }
-}
-
-fn eight(b: &[u8]) -> [u8; 8] {
-    [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]
 }
 
 #[cfg(test)]
@@ -197,6 +264,50 @@ mod tests {
         // Temperature in 0.1 °C with -40 offset: 650 × 0.1 − 40 = 25.0.
         let v = decode(&[650], U16, ABCD, None, Some(0.1), Some(-40.0)).unwrap();
         assert_eq!(v, Value::Float(25.0));
+    }
+
+    #[test]
+    fn stack_and_vec_orderings_agree() {
+        let words = [0x0102, 0x0304, 0x0506, 0x0708];
+        for order in ByteOrder::ALL {
+            let v = ordered_bytes(&words, order);
+            let expect = u64::from_be_bytes(v.try_into().unwrap());
+            assert_eq!(
+                d(&words, U64, order),
+                Value::Int(expect as i64),
+                "{order:?}"
+            );
+        }
+        // CDAB of four registers is the registers reversed: 0708 0506 0304 0102.
+        assert_eq!(d(&words, U64, CDAB), Value::Int(0x0708_0506_0304_0102));
+    }
+
+    #[test]
+    fn strings_in_every_byte_order() {
+        // "O1001" + NUL: bytes 4F 31 30 30 31 00 (then padding 00 00).
+        // ABCD (first character in the high byte): 4F31 3030 3100 0000.
+        let s = |w: &[u16], o| d(w, String, o);
+        let text = Value::Text("O1001".into());
+        assert_eq!(s(&[0x4F31, 0x3030, 0x3100, 0x0000], ABCD), text);
+        // BADC swaps the bytes in each register: 314F 3030 0031 0000.
+        assert_eq!(s(&[0x314F, 0x3030, 0x0031, 0x0000], BADC), text);
+        // CDAB reverses the register order: 0000 3100 3030 4F31.
+        assert_eq!(s(&[0x0000, 0x3100, 0x3030, 0x4F31], CDAB), text);
+        // DCBA reverses every byte: 0000 0031 3030 314F.
+        assert_eq!(s(&[0x0000, 0x0031, 0x3030, 0x314F], DCBA), text);
+    }
+
+    #[test]
+    fn strings_drop_trailing_spaces_and_keep_bad_bytes_visible() {
+        // "AB  " space-padded: 4142 2020 → "AB".
+        assert_eq!(d(&[0x4142, 0x2020], String, ABCD), Value::Text("AB".into()));
+        // 0xFF is not UTF-8: it shows as U+FFFD instead of losing the field.
+        assert_eq!(d(&[0x41FF], String, ABCD), Value::Text("A\u{FFFD}".into()));
+        // A NUL first ends the text at once: 0x0041 is NUL, 'A'.
+        assert_eq!(
+            d(&[0x0041], String, ABCD),
+            Value::Text(std::string::String::new())
+        );
     }
 
     #[test]

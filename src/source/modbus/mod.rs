@@ -1,218 +1,367 @@
-//! Modbus TCP devices.
+//! Modbus devices: Modbus TCP, RTU over TCP, and RTU on serial ports.
 //!
-//! Each device is an actor: one task owns its connection, polls it on its own schedule and sends
-//! what it read to the engine. A slow or dead device only ever delays its own task. After a
-//! timeout or a protocol error the connection is dropped and opened afresh, so a late reply can
-//! never be taken as the answer to a later request. A device that keeps failing is retried with
-//! exponential back-off up to a minute.
+//! One task owns each connection (a TCP connection, or a serial port) and polls every device
+//! (unit) on it, each on its own schedule, one request at a time: a gateway or an RS-485 line
+//! can only carry one at a time anyway, and a single owner means no lock and no interleaving.
+//! Devices on different connections never wait for each other, so a slow or dead device only
+//! delays the devices that share its wire.
 //!
-//! The agent never writes to a machine: [`ReadOnly`] is the only handle to a connection, and it
-//! offers function codes 1–4 and nothing else.
+//! After a timeout or a protocol error the connection is dropped and opened afresh, so a late
+//! reply can never be taken as the answer to a later request. A device that keeps failing is
+//! retried with exponential back-off up to a minute, which also keeps a dead unit from eating
+//! a shared line's time. An exception on one request (say, illegal address) skips that
+//! request's fields; the device's other requests go on.
+//!
+//! The agent never writes to a machine: [`link::ReadOnly`] is the only handle to a connection,
+//! and it offers function codes 1–4 and nothing else.
 
 pub mod decode;
+pub mod health;
+pub mod link;
 pub mod plan;
+pub mod probe;
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
-use tokio_modbus::client::{Context, Reader};
-use tokio_modbus::{ExceptionCode, Slave};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use crate::config::{ModbusDevice, RegisterKind};
+use crate::config::{Config, Link, ModbusDevice};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::{Sample, SourceEvent, Target};
-use plan::ReadRequest;
+use health::Health;
+use link::ReadOnly;
+pub use link::{LinkSpec, PollFault};
+use plan::{PollGroup, ReadRequest};
 
 /// The longest wait between attempts to reach a dead device.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// A connection that can only read. Wrapping the client here is what makes "read only" a
-/// property of the code rather than a promise.
-struct ReadOnly(Context);
+/// One connection and the devices on it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub link: LinkSpec,
+    pub devices: Vec<ModbusDevice>,
+}
 
-impl ReadOnly {
-    /// Reads `count` registers or bits; bits come back as registers of 0 or 1.
-    async fn read(
-        &mut self,
-        kind: RegisterKind,
-        start: u16,
-        count: u16,
-    ) -> Result<Result<Vec<u16>, ExceptionCode>, tokio_modbus::Error> {
-        let bits =
-            |r: Result<Vec<bool>, ExceptionCode>| r.map(|b| b.into_iter().map(u16::from).collect());
-        match kind {
-            RegisterKind::Coil => self.0.read_coils(start, count).await.map(bits),
-            RegisterKind::Discrete => self.0.read_discrete_inputs(start, count).await.map(bits),
-            RegisterKind::Holding => self.0.read_holding_registers(start, count).await,
-            RegisterKind::Input => self.0.read_input_registers(start, count).await,
+/// Groups the configured devices by the connection they share, in config order.
+pub fn connections(config: &Config) -> Vec<Connection> {
+    connections_lazily(config).collect()
+}
+
+/// [`connections`], copying each connection's devices only when it is asked for: the agent
+/// compacts one connection before it copies the next, so a large register map is never held
+/// three times at once.
+pub fn connections_lazily(config: &Config) -> impl Iterator<Item = Connection> + '_ {
+    let mut by_link: BTreeMap<Link, usize> = BTreeMap::new();
+    let mut groups: Vec<(LinkSpec, Vec<usize>)> = Vec::new();
+    for (n, device) in config.modbus.iter().enumerate() {
+        let link = device.link();
+        let spec = match &link {
+            Link::Tcp(a) => LinkSpec::Tcp(a.clone()),
+            Link::RtuOverTcp(a) => LinkSpec::RtuOverTcp(a.clone()),
+            Link::Serial(id) => match config.modbus_serial.iter().find(|s| &s.id == id) {
+                Some(s) => LinkSpec::Serial(s.clone()),
+                // `check` rejects a device naming an unknown port; skip it if one slips by.
+                None => continue,
+            },
+        };
+        match by_link.get(&link) {
+            Some(&i) => groups[i].1.push(n),
+            None => {
+                by_link.insert(link, groups.len());
+                groups.push((spec, vec![n]));
+            }
         }
+    }
+    groups.into_iter().map(|(link, devices)| Connection {
+        link,
+        devices: devices
+            .into_iter()
+            .map(|n| config.modbus[n].clone())
+            .collect(),
+    })
+}
+
+/// One device as its connection's task keeps it: the plan, and per field only what a sample
+/// needs (the device's config is dropped once planned).
+struct Polled {
+    id: Arc<str>,
+    unit: u8,
+    timeout: Duration,
+    poll: Duration,
+    fields: Vec<Slot>,
+    groups: Vec<Scheduled>,
+    health: Health,
+    span: tracing::Span,
+    /// None until the first poll: the first success and the first failure are both news.
+    up: Option<bool>,
+    down: Option<PollFault>,
+    failures: u32,
+    /// While backing off: no poll before this.
+    retry_at: Option<Instant>,
+    /// The exception each request last got, so a lasting refusal is logged once.
+    refused: Vec<Option<tokio_modbus::ExceptionCode>>,
+}
+
+/// A field ready to become samples: target and signal made once, so a sample costs two
+/// reference counts, and the decoding parameters.
+struct Slot {
+    target: Target,
+    signal: Arc<str>,
+    codec: decode::Codec,
+}
+
+struct Scheduled {
+    group: PollGroup,
+    next: Instant,
+    /// Offset of this group's requests in `Polled::refused`.
+    first_request: usize,
+}
+
+impl Polled {
+    fn new(device: ModbusDevice, metrics: &Metrics, start: Instant) -> Self {
+        let id: Arc<str> = Arc::from(device.id.as_str());
+        let span = tracing::info_span!("modbus", device = %id);
+        // One shared name per machine or meter, not one per field.
+        let mut targets: Vec<Target> = Vec::new();
+        let fields = device
+            .fields
+            .iter()
+            .map(|f| {
+                let target = match (&f.machine, &f.meter) {
+                    (Some(m), _) => (true, m.as_str()),
+                    (None, Some(m)) => (false, m.as_str()),
+                    (None, None) => (false, ""),
+                };
+                let found = targets.iter().find(|t| match (t, target) {
+                    (Target::Machine(n), (true, m)) | (Target::Meter(n), (false, m)) => &**n == m,
+                    _ => false,
+                });
+                let target = match found {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = if target.0 {
+                            Target::Machine(Arc::from(target.1))
+                        } else {
+                            Target::Meter(Arc::from(target.1))
+                        };
+                        targets.push(t.clone());
+                        t
+                    }
+                };
+                Slot {
+                    target,
+                    signal: Arc::from(f.signal.as_str()),
+                    codec: decode::Codec::from(f),
+                }
+            })
+            .collect();
+        let mut first_request = 0;
+        let groups: Vec<Scheduled> = plan::plan(&device)
+            .into_iter()
+            .map(|group| {
+                for r in &group.requests {
+                    debug!(parent: &span, poll = ?group.poll, request = %r, "planned");
+                }
+                let s = Scheduled {
+                    first_request,
+                    next: start,
+                    group,
+                };
+                first_request += s.group.requests.len();
+                s
+            })
+            .collect();
+        Polled {
+            health: Health::register(metrics, &device.id),
+            refused: vec![None; first_request],
+            unit: device.unit,
+            timeout: device.timeout,
+            poll: device.poll,
+            id,
+            fields,
+            groups,
+            span,
+            up: None,
+            down: None,
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    /// When this device's group `g` is due, back-off included.
+    fn due(&self, g: usize) -> Instant {
+        let next = self.groups[g].next;
+        match self.retry_at {
+            Some(retry) => next.max(retry),
+            None => next,
+        }
+    }
+
+    /// The device's shortest interval, which back-off starts from.
+    fn base_poll(&self) -> Duration {
+        self.groups
+            .iter()
+            .map(|g| g.group.poll)
+            .min()
+            .unwrap_or(self.poll)
     }
 }
 
-/// Why a poll failed, in the words the health report uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PollFault {
-    Resolve(String),
-    Connect(String),
-    Timeout,
-    Transport(String),
-    Protocol(String),
-}
-
-impl PollFault {
-    /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            PollFault::Resolve(_) => "resolve",
-            PollFault::Connect(_) => "connect",
-            PollFault::Timeout => "timeout",
-            PollFault::Transport(_) => "transport",
-            PollFault::Protocol(_) => "protocol",
-        }
-    }
-}
-
-impl std::fmt::Display for PollFault {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PollFault::Resolve(e) => write!(f, "cannot resolve address: {e}"),
-            PollFault::Connect(e) => write!(f, "cannot connect: {e}"),
-            PollFault::Timeout => f.write_str("no answer within the timeout"),
-            PollFault::Transport(e) => write!(f, "connection failed: {e}"),
-            PollFault::Protocol(e) => write!(f, "protocol error: {e}"),
-        }
-    }
-}
-
-/// Polls one device until shutdown.
-pub async fn run_device(
-    device: ModbusDevice,
+/// Polls every device of one connection until shutdown.
+pub fn run_connection(
+    connection: Connection,
     events: mpsc::Sender<SourceEvent>,
     metrics: Metrics,
-    mut shutdown: Shutdown,
-) {
-    let id: Arc<str> = Arc::from(device.id.as_str());
-    let labels = [("device", device.id.as_str())];
-    let polls = metrics.counter(
-        "shopfloor_polls_total",
-        "Polls of a Modbus device that answered.",
-        &labels,
-    );
-    let up_gauge = metrics.gauge(
-        "shopfloor_device_up",
-        "1 while the device answers, 0 while it is down.",
-        &labels,
-    );
-    let dropped_events = metrics.counter(
+    shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    // Planned and compacted now, before the task starts, so the caller can drop the
+    // connection's copy of the config before it makes the next one.
+    let start = Instant::now();
+    let devices: Vec<Polled> = connection
+        .devices
+        .into_iter()
+        .map(|d| Polled::new(d, &metrics, start))
+        .filter(|p| !p.groups.is_empty())
+        .collect();
+    let dropped = metrics.counter(
         "shopfloor_source_events_dropped_total",
         "Poll results dropped because the engine's queue was full.",
-        &labels,
+        &[("connection", &connection.link.to_string())],
     );
-    let span = tracing::info_span!("modbus", device = %id);
-    let requests = plan::plan(&device);
-    let fields: Vec<(Target, Arc<str>)> = device
-        .fields
-        .iter()
-        .map(|f| {
-            let target = match (&f.machine, &f.meter) {
-                (Some(m), _) => Target::Machine(Arc::from(m.as_str())),
-                (None, Some(m)) => Target::Meter(Arc::from(m.as_str())),
-                (None, None) => Target::Meter(Arc::from("")),
-            };
-            (target, Arc::from(f.signal.as_str()))
-        })
-        .collect();
-    for r in &requests {
-        debug!(parent: &span, request = %r, "planned");
+    poll_devices(connection.link, devices, events, dropped, shutdown)
+}
+
+async fn poll_devices(
+    link: LinkSpec,
+    mut devices: Vec<Polled>,
+    events: mpsc::Sender<SourceEvent>,
+    dropped: Arc<AtomicU64>,
+    mut shutdown: Shutdown,
+) {
+    if devices.is_empty() {
+        return;
     }
-
-    let mut ticker = tokio::time::interval(device.poll);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut conn: Option<ReadOnly> = None;
-    // None until the first poll: the first success and the first failure are both news.
-    let mut up: Option<bool> = None;
-    let mut down: Option<PollFault> = None;
-    let mut failures: u32 = 0;
-    let mut next_attempt = Instant::now();
-
     loop {
+        // The most overdue group of any device goes first.
+        let Some((d, g, due)) = devices
+            .iter()
+            .enumerate()
+            .flat_map(|(d, p)| (0..p.groups.len()).map(move |g| (d, g, p.due(g))))
+            .min_by_key(|(_, _, due)| *due)
+        else {
+            return;
+        };
         tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep_until(due) => {}
+            _ = shutdown.wait() => return,
         }
-        if Instant::now() < next_attempt {
-            continue;
-        }
+        let now = Instant::now();
         let at = Timestamp::now();
-        let result = poll_once(&device, &requests, &fields, &mut conn, at, &span).await;
-        let event = match result {
+        {
+            let p = &mut devices[d];
+            p.retry_at = None;
+            let s = &mut p.groups[g];
+            s.next = next_tick(s.next, s.group.poll, now);
+        }
+        let outcome = poll_group(&link, &mut conn, &mut devices[d], g, at).await;
+        match outcome {
             Ok(samples) => {
-                failures = 0;
-                polls.fetch_add(1, Ordering::Relaxed);
-                up_gauge.store(1, Ordering::Relaxed);
-                down = None;
-                if up != Some(true) {
-                    up = Some(true);
-                    info!(parent: &span, "device answers");
+                let p = &mut devices[d];
+                p.failures = 0;
+                p.down = None;
+                p.health.answered(at);
+                if p.up != Some(true) {
+                    p.up = Some(true);
+                    info!(parent: &p.span, link = %link, unit = p.unit, "device answers");
                     send(
                         &events,
                         SourceEvent::DeviceUp {
-                            device: id.clone(),
+                            device: p.id.clone(),
                             at,
                         },
-                        &dropped_events,
-                        &span,
+                        &dropped,
+                        &p.span,
                     );
                 }
-                if samples.is_empty() {
-                    continue;
+                if !samples.is_empty() {
+                    send(&events, SourceEvent::Samples(samples), &dropped, &p.span);
                 }
-                SourceEvent::Samples(samples)
             }
             Err(fault) => {
+                // Whatever the device may still send must not meet the next request.
                 conn = None;
-                up_gauge.store(0, Ordering::Relaxed);
-                metrics
-                    .counter(
-                        "shopfloor_poll_errors_total",
-                        "Failed polls of a Modbus device, by kind of failure.",
-                        &[("device", device.id.as_str()), ("kind", fault.kind())],
-                    )
-                    .fetch_add(1, Ordering::Relaxed);
-                failures = failures.saturating_add(1);
-                let backoff = device
-                    .poll
-                    .saturating_mul(1u32 << failures.min(16))
-                    .min(MAX_BACKOFF);
-                next_attempt = Instant::now() + backoff;
-                if down.as_ref() == Some(&fault) {
-                    debug!(parent: &span, %fault, retry_in = ?backoff, "still down");
-                    continue;
-                }
-                warn!(parent: &span, %fault, retry_in = ?backoff, "device down");
-                up = Some(false);
-                down = Some(fault.clone());
-                SourceEvent::DeviceDown {
-                    device: id.clone(),
-                    at,
-                    reason: fault.to_string(),
+                if fault.is_link_fault() {
+                    // Nothing on this connection can be reached: every device is down.
+                    for p in &mut devices {
+                        fail(p, &fault, at, &events, &dropped);
+                    }
+                } else {
+                    fail(&mut devices[d], &fault, at, &events, &dropped);
                 }
             }
-        };
-        send(&events, event, &dropped_events, &span);
+        }
     }
 }
 
-/// Sends without waiting: a full channel means the engine is behind, and a device task must not
-/// stall its polling for that. What cannot be sent is counted and logged.
+/// The tick after `last` that is still ahead of `now`, keeping the schedule's phase: a poll
+/// that overran skips the ticks it missed rather than firing them in a burst.
+fn next_tick(last: Instant, period: Duration, now: Instant) -> Instant {
+    let next = last + period;
+    if next > now {
+        return next;
+    }
+    let behind = now.duration_since(last).as_nanos();
+    let periods = behind / period.as_nanos().max(1) + 1;
+    last + period * u32::try_from(periods).unwrap_or(u32::MAX)
+}
+
+/// Back-off after the n-th failure in a row: 2ⁿ polls, at most [`MAX_BACKOFF`].
+pub fn backoff(poll: Duration, failures: u32) -> Duration {
+    poll.saturating_mul(1u32 << failures.min(16))
+        .min(MAX_BACKOFF)
+}
+
+fn fail(
+    p: &mut Polled,
+    fault: &PollFault,
+    at: Timestamp,
+    events: &mpsc::Sender<SourceEvent>,
+    dropped: &AtomicU64,
+) {
+    p.health.failed(fault.kind());
+    p.failures = p.failures.saturating_add(1);
+    let wait = backoff(p.base_poll(), p.failures);
+    p.retry_at = Some(Instant::now() + wait);
+    if p.down.as_ref() == Some(fault) {
+        debug!(parent: &p.span, %fault, retry_in = ?wait, "still down");
+        return;
+    }
+    warn!(parent: &p.span, %fault, retry_in = ?wait, "device down");
+    p.up = Some(false);
+    p.down = Some(fault.clone());
+    send(
+        events,
+        SourceEvent::DeviceDown {
+            device: p.id.clone(),
+            at,
+            reason: fault.to_string(),
+        },
+        dropped,
+        &p.span,
+    );
+}
+
+/// Sends without waiting: a full channel means the engine is behind, and a connection's task
+/// must not stall its polling for that. What cannot be sent is counted and logged.
 fn send(
     events: &mpsc::Sender<SourceEvent>,
     event: SourceEvent,
@@ -227,82 +376,109 @@ fn send(
     }
 }
 
-async fn poll_once(
-    device: &ModbusDevice,
-    requests: &[ReadRequest],
-    fields: &[(Target, Arc<str>)],
+/// Reads one group of one device. `Ok` when the device answered every request (exceptions
+/// included: refusing is an answer), with the samples of the requests it did not refuse.
+async fn poll_group(
+    link: &LinkSpec,
     conn: &mut Option<ReadOnly>,
+    p: &mut Polled,
+    g: usize,
     at: Timestamp,
-    span: &tracing::Span,
 ) -> Result<Vec<Sample>, PollFault> {
+    let timeout = p.timeout;
     if conn.is_none() {
-        let addr = resolve(&device.address).await?;
-        let connect = tokio_modbus::client::tcp::connect_slave(addr, Slave(device.unit));
-        let ctx = tokio::time::timeout(device.timeout, connect)
-            .await
-            .map_err(|_| PollFault::Timeout)?
-            .map_err(|e| PollFault::Connect(e.to_string()))?;
-        debug!(parent: span, %addr, "connected");
-        *conn = Some(ReadOnly(ctx));
+        *conn = Some(link::open(link, timeout).await?);
+        debug!(parent: &p.span, %link, "connected");
     }
     let Some(client) = conn.as_mut() else {
         return Err(PollFault::Connect("no connection".into()));
     };
-    let mut samples = Vec::with_capacity(device.fields.len());
-    for request in requests {
-        let read = client.read(request.kind, request.start, request.count);
-        let words = match tokio::time::timeout(device.timeout, read).await {
-            Err(_) => return Err(PollFault::Timeout),
-            Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                return Err(PollFault::Transport(e.to_string()));
-            }
-            Ok(Err(tokio_modbus::Error::Protocol(e))) => {
-                return Err(PollFault::Protocol(e.to_string()));
-            }
-            Ok(Ok(Err(exception))) => {
-                // The device refused this request; its other requests may still work.
-                warn!(parent: span, request = %request, %exception, "exception response: fields of this request are skipped");
-                continue;
-            }
-            Ok(Ok(Ok(words))) => words,
-        };
-        for planned in &request.fields {
-            let field = &device.fields[planned.index];
-            let from = usize::from(planned.offset);
-            let to = from + usize::from(planned.len);
-            let Some(slice) = words.get(from..to) else {
-                warn!(parent: span, signal = %field.signal, "short answer: field skipped");
-                continue;
-            };
-            match decode::decode(
-                slice,
-                field.data_type(),
-                field.order,
-                field.bit,
-                field.scale,
-                field.offset,
-            ) {
-                Ok(value) => {
-                    let (target, signal) = &fields[planned.index];
-                    samples.push(Sample {
-                        target: target.clone(),
-                        signal: signal.clone(),
-                        value,
-                        at,
-                    });
+    let unit = p.unit;
+    let span = p.span.clone();
+    let scheduled = &p.groups[g];
+    let mut samples = Vec::with_capacity(p.fields.len());
+    for (n, request) in scheduled.group.requests.iter().enumerate() {
+        let answer = client
+            .read(unit, request.kind, request.start, request.count, timeout)
+            .await?;
+        let refused = &mut p.refused[scheduled.first_request + n];
+        let words = match answer {
+            Err(exception) => {
+                p.health.count_error("exception", 1);
+                if *refused != Some(exception) {
+                    warn!(parent: &span, request = %request, %exception, "exception response: fields of this request are skipped");
+                    *refused = Some(exception);
                 }
-                Err(e) => warn!(parent: span, signal = %field.signal, error = %e, "value skipped"),
+                continue;
             }
-        }
+            Ok(words) => {
+                if refused.take().is_some() {
+                    info!(parent: &span, request = %request, "request answered again");
+                }
+                words
+            }
+        };
+        decode_request(p, request, &words, at, &mut samples);
     }
     Ok(samples)
 }
 
-async fn resolve(address: &str) -> Result<SocketAddr, PollFault> {
-    let mut addrs = tokio::net::lookup_host(address)
-        .await
-        .map_err(|e| PollFault::Resolve(e.to_string()))?;
-    addrs
-        .next()
-        .ok_or_else(|| PollFault::Resolve(format!("`{address}` has no address")))
+fn decode_request(
+    p: &Polled,
+    request: &ReadRequest,
+    words: &[u16],
+    at: Timestamp,
+    samples: &mut Vec<Sample>,
+) {
+    for planned in &request.fields {
+        let field = &p.fields[planned.index];
+        let from = usize::from(planned.offset);
+        let to = from + usize::from(planned.len);
+        let Some(slice) = words.get(from..to) else {
+            p.health.count_error("decode", 1);
+            warn!(parent: &p.span, signal = %field.signal, got = words.len(), "short answer: field skipped");
+            continue;
+        };
+        match field.codec.decode(slice) {
+            Ok(value) => samples.push(Sample {
+                target: field.target.clone(),
+                signal: field.signal.clone(),
+                value,
+                at,
+            }),
+            Err(e) => {
+                p.health.count_error("decode", 1);
+                debug!(parent: &p.span, signal = %field.signal, error = %e, "value skipped");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missed_ticks_are_skipped_keeping_the_phase() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        // On time: the next tick is one period on.
+        assert_eq!(next_tick(t0, s, t0 + Duration::from_millis(100)), t0 + s);
+        // A poll that overran to 3.4 s: ticks 1, 2 and 3 are gone, the next is at 4 s.
+        assert_eq!(
+            next_tick(t0, s, t0 + Duration::from_millis(3400)),
+            t0 + 4 * s
+        );
+        // Exactly on a tick counts as missed: the next is one further.
+        assert_eq!(next_tick(t0, s, t0 + 2 * s), t0 + 3 * s);
+    }
+
+    #[test]
+    fn back_off_doubles_up_to_a_minute() {
+        let s = Duration::from_secs(1);
+        // 2¹, 2², 2³ … polls of 1 s, capped at 60 s.
+        let waits: Vec<u64> = (1..=7).map(|n| backoff(s, n).as_secs()).collect();
+        assert_eq!(waits, vec![2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(s, 1000), MAX_BACKOFF);
+    }
 }

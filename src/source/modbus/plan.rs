@@ -5,11 +5,24 @@
 //! included, as long as the request stays within the protocol's limit (125 registers, 2000 bits)
 //! and the device's own `max_registers`. Fewer requests means less time on a slow serial bus and
 //! less load on a PLC; a gap larger than `max_gap` is not worth reading (and some devices answer
-//! "illegal address" for holes in their map), so it splits the request.
+//! "illegal address" for holes in their map), so it splits the request. A device with
+//! `one_request_per_field` gets exactly one request per field, for devices that refuse
+//! anything else.
+//!
+//! Fields with their own `poll` interval form groups; each group is planned on its own, so a
+//! request never mixes fields read at different rates.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::config::{ModbusDevice, RegisterKind};
+
+/// The requests for the fields that share one poll interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollGroup {
+    pub poll: Duration,
+    pub requests: Vec<ReadRequest>,
+}
 
 /// One read request and the fields it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,15 +66,31 @@ impl fmt::Display for ReadRequest {
     }
 }
 
-/// Plans the reads for a device whose config passed `check`.
-pub fn plan(device: &ModbusDevice) -> Vec<ReadRequest> {
+/// Plans the reads for a device whose config passed `check`: one group per poll interval,
+/// shortest interval first.
+pub fn plan(device: &ModbusDevice) -> Vec<PollGroup> {
+    let mut polls: Vec<Duration> = device.fields.iter().map(|f| device.poll_of(f)).collect();
+    polls.sort_unstable();
+    polls.dedup();
+    polls
+        .into_iter()
+        .map(|poll| PollGroup {
+            poll,
+            requests: plan_fields(device, |i| device.poll_of(&device.fields[i]) == poll),
+        })
+        .collect()
+}
+
+/// Plans the reads for the fields that `take` selects (by index).
+fn plan_fields(device: &ModbusDevice, take: impl Fn(usize) -> bool) -> Vec<ReadRequest> {
     let mut spots: Vec<(RegisterKind, u32, u32, usize)> = device
         .fields
         .iter()
         .enumerate()
+        .filter(|(i, _)| take(*i))
         .map(|(i, f)| {
-            let start = u32::from(f.address.saturating_sub(device.address_base));
-            (f.register, start, u32::from(f.data_type().registers()), i)
+            let start = u32::from(f.protocol_address().unwrap_or(0));
+            (f.register, start, u32::from(f.registers()), i)
         })
         .collect();
     spots.sort_unstable();
@@ -81,7 +110,7 @@ pub fn plan(device: &ModbusDevice) -> Vec<ReadRequest> {
         };
         let end = start + len;
         let merged = match requests.last_mut() {
-            Some(req) if req.kind == kind => {
+            Some(req) if req.kind == kind && !device.one_request_per_field => {
                 let req_start = u32::from(req.start);
                 let req_end = req_start + u32::from(req.count);
                 let new_end = end.max(req_end);
@@ -133,21 +162,37 @@ mod tests {
             bit: None,
             scale: None,
             offset: None,
+            length: None,
+            poll: None,
+            address_base: 0,
         }
     }
 
     fn device(fields: Vec<ModbusField>, max_gap: u16, max_registers: u16) -> ModbusDevice {
         ModbusDevice {
             id: "d".into(),
-            address: "127.0.0.1:502".into(),
+            address: Some("127.0.0.1:502".into()),
+            transport: Default::default(),
+            serial: None,
             unit: 1,
             poll: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             address_base: 0,
             max_gap,
             max_registers,
+            one_request_per_field: false,
+            profile: None,
+            machine: None,
+            meter: None,
             fields,
         }
+    }
+
+    /// The single group of a device whose fields all share the device's interval.
+    fn requests(d: &ModbusDevice) -> Vec<ReadRequest> {
+        let groups = plan(d);
+        assert_eq!(groups.len(), 1);
+        groups.into_iter().next().unwrap().requests
     }
 
     #[test]
@@ -167,7 +212,7 @@ mod tests {
             3,
             125,
         );
-        let plan = plan(&d);
+        let plan = requests(&d);
         let shape: Vec<_> = plan.iter().map(|r| (r.kind, r.start, r.count)).collect();
         assert_eq!(
             shape,
@@ -187,19 +232,64 @@ mod tests {
         let fields = (0..10)
             .map(|i| field(RegisterKind::Holding, i * 2, DataType::U32))
             .collect();
-        let plan = plan(&device(fields, 0, 8));
+        let plan = requests(&device(fields, 0, 8));
         let counts: Vec<u16> = plan.iter().map(|r| r.count).collect();
         assert_eq!(counts, vec![8, 8, 4]);
     }
 
     #[test]
     fn one_based_addresses_are_shifted() {
-        let mut d = device(
-            vec![field(RegisterKind::Holding, 40, DataType::U16)],
+        let mut f = field(RegisterKind::Holding, 40, DataType::U16);
+        f.address_base = 1;
+        assert_eq!(requests(&device(vec![f], 0, 125))[0].start, 39);
+    }
+
+    #[test]
+    fn one_request_per_field_never_merges() {
+        use DataType::*;
+        use RegisterKind::*;
+        // 0 (u16) and 1–2 (u32) would merge into one read of 3; here they stay two reads.
+        let mut d = device(vec![field(Holding, 0, U16), field(Holding, 1, U32)], 8, 125);
+        d.one_request_per_field = true;
+        let shape: Vec<_> = requests(&d).iter().map(|r| (r.start, r.count)).collect();
+        assert_eq!(shape, vec![(0, 1), (1, 2)]);
+    }
+
+    #[test]
+    fn fields_with_their_own_interval_are_planned_apart() {
+        use DataType::*;
+        use RegisterKind::*;
+        // Registers 0 and 1 are adjacent, but 1 is read every minute: two groups, and the
+        // 1 s group is first.
+        let mut slow = field(Holding, 1, U16);
+        slow.poll = Some(Duration::from_secs(60));
+        let d = device(vec![slow, field(Holding, 0, U16)], 8, 125);
+        let groups = plan(&d);
+        let shape: Vec<_> = groups
+            .iter()
+            .map(|g| (g.poll.as_secs(), g.requests[0].start, g.requests[0].count))
+            .collect();
+        assert_eq!(shape, vec![(1, 0, 1), (60, 1, 1)]);
+        // The slow group's one field is the device's field 0.
+        assert_eq!(groups[1].requests[0].fields[0].index, 0);
+    }
+
+    #[test]
+    fn a_string_occupies_its_length() {
+        // A 8-register string at 7 after a u16 at 6: one read of 6..=14 (9 registers).
+        let mut text = field(RegisterKind::Holding, 7, DataType::String);
+        text.length = Some(8);
+        let d = device(
+            vec![field(RegisterKind::Holding, 6, DataType::U16), text],
             0,
             125,
         );
-        d.address_base = 1;
-        assert_eq!(plan(&d)[0].start, 39);
+        let r = &requests(&d)[0];
+        assert_eq!((r.start, r.count), (6, 9));
+        assert!(r.fields.contains(&PlannedField {
+            index: 1,
+            offset: 1,
+            len: 8
+        }));
     }
 }
