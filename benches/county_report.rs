@@ -2,8 +2,9 @@
 //! day windows in a local InfluxDB 1.x, then the report over the whole year, timed.
 //!
 //! ```sh
-//! cargo run --release --example county_report_bench            # 600 enterprises, 365 days
-//! cargo run --release --example county_report_bench -- 100 30  # smaller
+//! cargo bench --bench county_report            # 600 enterprises, 365 days
+//! cargo bench --bench county_report -- 100 30  # smaller
+//! COUNTY_BENCH_PROFILE=1 cargo bench --bench county_report   # also other ways of asking
 //! ```
 //!
 //! It starts its own `influxd` through the integration-test harness (tests/common), so it
@@ -46,6 +47,14 @@ impl Lcg {
 }
 
 fn main() {
+    // `cargo test --all-targets` (scripts/test) runs bench binaries without `--bench`; the
+    // benchmark only runs under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "benches/county_report: run it with `cargo bench --bench county_report`; nothing to test"
+        );
+        return;
+    }
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
