@@ -254,7 +254,7 @@ async fn profile(url: &str, county: &str, first: Date, last: Date) {
     let sums = "SUM(\"machines_total\"), SUM(\"machines_digital\"), SUM(\"machines_cnc\"), SUM(\"machines_networked\"), SUM(\"machines_digital_networked\"), SUM(\"cnc_running_s\"), SUM(\"cnc_planned_s\"), COUNT(\"machines_total\")";
     let variants = [
         (
-            "fleet raw, GROUP BY enterprise, sector (what the report asks)",
+            "fleet raw, GROUP BY enterprise, sector",
             format!("SELECT {fields} FROM \"fleet\" {filter} GROUP BY \"enterprise\", \"sector\""),
             "10000",
         ),
@@ -264,7 +264,7 @@ async fn profile(url: &str, county: &str, first: Date, last: Date) {
             "100000",
         ),
         (
-            "fleet raw, tags as columns, no GROUP BY",
+            "fleet raw, tags as columns, no GROUP BY (what the report asks)",
             format!("SELECT \"enterprise\", \"sector\", {fields} FROM \"fleet\" {filter}"),
             "10000",
         ),
@@ -286,7 +286,7 @@ async fn profile(url: &str, county: &str, first: Date, last: Date) {
             "10000",
         ),
         (
-            "green raw (what the report asks)",
+            "green raw, GROUP BY its four tags",
             format!(
                 "SELECT \"energy_tce\", \"electricity_kwh\", \"water_t\", \"value_added_10k_cny\" FROM \"green\" {filter} GROUP BY \"enterprise\", \"sector\", \"va_method\", \"el_method\""
             ),
