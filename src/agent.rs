@@ -1,11 +1,14 @@
-//! Wires the pipeline together: device actors → engine → spool → one writer per output.
+//! Wires the pipeline together: device actors and MQTT brokers → engine → spool → one writer
+//! per output.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{Config, default_output_name};
 use crate::engine::{self, Engine, Snapshot};
@@ -13,10 +16,15 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::{Spool, SpoolError, SpoolStats};
 use crate::sink::{self, Output, WriterOptions, file::FileWriter, influx::InfluxWriter};
-use crate::source::modbus;
+use crate::source::{modbus, mqtt};
+use crate::web;
 
-/// Events waiting between the sources and the engine. At the bound a device task drops its poll
-/// result and counts it (see `source::modbus`), so a stalled engine never stalls polling.
+/// Events waiting between the sources and the engine. What a source does at the bound depends
+/// on what its data is: a Modbus device task drops its poll result and counts it (the next poll
+/// a second later supersedes it; see `source::modbus`), so a stalled engine never stalls
+/// polling; an MQTT broker task waits for room and stops reading from the broker meanwhile, so
+/// the broker keeps the messages for the agent's session (see `source::mqtt`): a message is the
+/// only copy of its data.
 pub const EVENT_QUEUE: usize = 1024;
 
 /// Why the agent could not start.
@@ -31,6 +39,15 @@ pub enum StartError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Influx(#[from] sink::influx::InfluxError),
+    #[error(
+        "cannot serve the web board on {addr}: {source}; change [web] listen or set enabled = false"
+    )]
+    Web {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::MqttError),
 }
 
 /// A running agent.
@@ -41,6 +58,8 @@ pub struct Running {
     pub spool_stats: watch::Receiver<SpoolStats>,
     /// Counters and gauges of every part, for `/metrics` and the board.
     pub metrics: Metrics,
+    /// Where the web board listens, when it is enabled.
+    pub web_addr: Option<std::net::SocketAddr>,
     tasks: JoinSet<()>,
     spool_thread: std::thread::JoinHandle<()>,
 }
@@ -56,16 +75,64 @@ impl Running {
 
 /// Starts every task of the agent. They run until `shutdown` fires.
 pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError> {
+    start_resuming(config, shutdown, engine::Resume::AfterStop)
+}
+
+/// Starts the agent, continuing the engine's saved windows as `resume` says: after a stop the
+/// time in between is offline; after a config reload the machines keep their states.
+pub fn start_resuming(
+    config: &Config,
+    shutdown: Shutdown,
+    resume: engine::Resume,
+) -> Result<Running, StartError> {
     let data_dir = config.agent.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
         path: data_dir.clone(),
         source,
     })?;
+    // The board's port is taken first: when it is busy, nothing else has been started.
+    let mut web_listener = if config.web.enabled {
+        let listener = std::net::TcpListener::bind(config.web.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|source| StartError::Web {
+                addr: config.web.listen,
+                source,
+            })?;
+        Some(listener)
+    } else {
+        None
+    };
     let spool_path = config
         .spool
         .path
         .clone()
         .unwrap_or_else(|| data_dir.join("spool.db"));
+
+    let metrics = Metrics::new();
+    let machines: HashSet<Arc<str>> = config
+        .machines
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let meters: HashSet<Arc<str>> = config
+        .meters
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let brokers = config
+        .mqtt
+        .iter()
+        .map(|b| {
+            mqtt::prepare(
+                b,
+                &config.site,
+                machines.clone(),
+                meters.clone(),
+                metrics.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     let mut outputs: Vec<(Output, WriterOptions)> = Vec::new();
     for (n, cfg) in config.influx.iter().enumerate() {
@@ -95,7 +162,6 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         );
     }
 
-    let metrics = Metrics::new();
     let (stats_tx, stats_rx) = watch::channel(left);
     let (records_tx, records_rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
     let spool_thread = sink::spawn_spool_task(
@@ -119,6 +185,8 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
         ));
     }
 
+    // The engine's start is taken before any source runs, so every sample is stamped after it.
+    let now = Timestamp::now();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     for device in &config.modbus {
         tasks.spawn(modbus::run_device(
@@ -128,26 +196,97 @@ pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError>
             shutdown.clone(),
         ));
     }
+    for broker in brokers {
+        tasks.spawn(mqtt::run(
+            broker,
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     drop(events_tx);
 
-    let engine = Engine::new(config, Timestamp::now());
-    let (snap_tx, snap_rx) = watch::channel(engine.snapshot(Timestamp::now(), 0));
+    // Declared value added: the config's figures, then the file (which the board's API writes).
+    let declared_file = config
+        .value_added
+        .declared_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join("value-added.toml"));
+    let mut engine = Engine::new(config, now);
+    let state_path = data_dir.join("engine-state.json");
+    let mut restored = Vec::new();
+    match engine::persist::load(&state_path) {
+        Ok(Some(saved)) => {
+            info!(file = %state_path.display(), "continuing the saved windows; the time the agent was down counts as offline");
+            engine.restore(saved, now, resume, &mut restored);
+        }
+        Ok(None) => engine.opening_lines(&mut restored),
+        Err(e) => {
+            warn!(error = %e, "starting without the saved windows");
+            engine.opening_lines(&mut restored);
+        }
+    }
+    if declared_file.exists() {
+        match engine::green::Declarations::new(&config.value_added.declared)
+            .with_file(&declared_file)
+        {
+            Ok(d) => engine.set_declarations(d),
+            Err(e) => {
+                warn!(error = %e, "declared value-added file not read; retrying at every flush")
+            }
+        }
+    }
+    if !restored.is_empty() {
+        let _ = records_tx.try_send(restored);
+    }
+    let (snap_tx, snap_rx) = watch::channel(engine.snapshot(now, 0));
+    let options = engine::RunOptions {
+        state_path,
+        window_flush: config.agent.window_flush,
+        declared: config.value_added.declared.clone(),
+        declared_file: Some(declared_file.clone()),
+    };
+
+    let web_addr = if config.web.enabled {
+        let board = web::Board {
+            site_name: Arc::from(config.site.name.as_str()),
+            enterprise: Arc::from(config.site.enterprise.as_str()),
+            snapshots: snap_rx.clone(),
+            spool: stats_rx.clone(),
+            metrics: metrics.clone(),
+            declared_file: Some(declared_file),
+        };
+        let listener = web_listener.take().ok_or(StartError::Web {
+            addr: config.web.listen,
+            source: std::io::Error::other("listener already taken"),
+        })?;
+        let addr = listener.local_addr().ok();
+        tasks.spawn(web::serve(board, listener, shutdown.clone()));
+        addr
+    } else {
+        None
+    };
+
     tasks.spawn(engine::run(
         engine,
         events_rx,
         records_tx,
         snap_tx,
         metrics.clone(),
+        options,
         shutdown,
     ));
     info!(
         machines = config.machines.len(),
         devices = config.modbus.len(),
+        brokers = config.mqtt.len(),
         outputs = names.len(),
         spool = %spool_path.display(),
+        web = ?web_addr,
         "agent started"
     );
     Ok(Running {
+        web_addr,
         metrics,
         snapshots: snap_rx,
         spool_stats: stats_rx,

@@ -13,6 +13,7 @@ pub mod shutdown;
 pub mod sim;
 pub mod sink;
 pub mod source;
+pub mod web;
 
 /// rustls needs one process-wide crypto provider; Shopfloor uses ring (see Cargo.toml).
 /// Safe to call more than once.

@@ -84,6 +84,43 @@ fn check_accepts_a_good_config_and_prints_the_request_plan() {
 }
 
 #[test]
+fn init_writes_a_starter_config_that_passes_check_and_never_overwrites_by_accident() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("shopfloor.toml");
+    let out = Command::new(BIN)
+        .args(["init", "-o"])
+        .arg(&path)
+        .output()
+        .expect("run shopfloor init");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let check = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .env("SHOPFLOOR_INFLUX_TOKEN", "starter")
+        .output()
+        .expect("run shopfloor check");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let again = Command::new(BIN)
+        .args(["init", "-o"])
+        .arg(&path)
+        .output()
+        .expect("run shopfloor init");
+    assert!(
+        !again.status.success(),
+        "init must not overwrite without --force"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
+#[test]
 fn every_sample_config_parses() {
     // The samples name their secrets by environment variable; give them values.
     let config_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");

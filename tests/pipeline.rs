@@ -27,6 +27,8 @@ fn config(sim_addr: std::net::SocketAddr, data_dir: &std::path::Path, output: &s
     }
     cfg.agent.data_dir = data_dir.to_path_buf();
     cfg.file.clear();
+    // Tests run side by side: each board on a port of its own.
+    cfg.web.listen.set_port(0);
     cfg.influx
         .push(toml::from_str::<InfluxOutput>(output).expect("output config"));
     cfg

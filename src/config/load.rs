@@ -17,7 +17,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{Config, DataType, InfluxApi, ModbusDevice, RegisterKind};
+use super::{Config, DataType, InfluxApi, ModbusDevice, MqttBroker, PayloadFormat, RegisterKind};
+use crate::source::mqtt::{mapping, payload::JsonPath, topic::Template};
 
 /// One problem in a config file, located by 1-based line and column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,10 +114,16 @@ const SECTIONS: &[&str] = &[
     "machine",
     "meter",
     "modbus",
+    "mqtt",
     "state_rules",
     "spool",
     "influx",
     "file",
+    "calendar",
+    "energy",
+    "value_added",
+    "green",
+    "web",
 ];
 
 impl Checker<'_> {
@@ -134,6 +141,7 @@ impl Checker<'_> {
         let mut site_seen = false;
         // Document indices of the elements that parsed, for locating later problems.
         let mut modbus_at = Vec::new();
+        let mut mqtt_at = Vec::new();
         let mut rules_at = Vec::new();
         let mut influx_at = Vec::new();
         let mut meter_at = Vec::new();
@@ -166,6 +174,7 @@ impl Checker<'_> {
                 "modbus" => {
                     (modbus_at, config.modbus) = self.array(value, "modbus").into_iter().unzip()
                 }
+                "mqtt" => (mqtt_at, config.mqtt) = self.array(value, "mqtt").into_iter().unzip(),
                 "state_rules" => {
                     (rules_at, config.state_rules) =
                         self.array(value, "state_rules").into_iter().unzip()
@@ -174,6 +183,31 @@ impl Checker<'_> {
                     (influx_at, config.influx) = self.array(value, "influx").into_iter().unzip()
                 }
                 "file" => (file_at, config.file) = self.array(value, "file").into_iter().unzip(),
+                "calendar" => {
+                    if let Some(calendar) = self.section(value, vec![key("calendar")]) {
+                        config.calendar = calendar;
+                    }
+                }
+                "energy" => {
+                    if let Some(energy) = self.section(value, vec![key("energy")]) {
+                        config.energy = energy;
+                    }
+                }
+                "value_added" => {
+                    if let Some(va) = self.section(value, vec![key("value_added")]) {
+                        config.value_added = va;
+                    }
+                }
+                "green" => {
+                    if let Some(green) = self.section(value, vec![key("green")]) {
+                        config.green = green;
+                    }
+                }
+                "web" => {
+                    if let Some(web) = self.section(value, vec![key("web")]) {
+                        config.web = web;
+                    }
+                }
                 other => {
                     let hint = suggest(other, SECTIONS)
                         .map(|s| format!(" (did you mean `{s}`?)"))
@@ -229,12 +263,46 @@ impl Checker<'_> {
             }
             self.modbus_device(root, &base, device, &refs);
         }
+        for (i, broker) in mqtt_at.iter().zip(&config.mqtt) {
+            let base = vec![key("mqtt"), Seg::Index(*i)];
+            if !device_ids.insert(broker.id.as_str()) {
+                let at = self.span_of(root, &join(&base, &[key("id")]));
+                self.push(
+                    at,
+                    format!(
+                        "mqtt broker id `{}` is already used by another broker or Modbus device",
+                        broker.id
+                    ),
+                );
+            }
+            self.mqtt_broker(root, &base, broker, &refs);
+        }
         for (i, rules) in rules_at.iter().zip(&config.state_rules) {
             let base = vec![key("state_rules"), Seg::Index(*i)];
             for (j, machine) in rules.machines.iter().enumerate() {
                 if !refs.machines.contains(machine.as_str()) {
                     let at = self.span_of(root, &join(&base, &[key("machines"), Seg::Index(j)]));
                     self.push(at, not_registered("state rules name machine", machine));
+                }
+            }
+            for (j, rule) in rules.rules.iter().enumerate() {
+                for (k, condition) in rule.when.iter().enumerate() {
+                    if let Some(what) = condition.missing() {
+                        let at = self.span_of(
+                            root,
+                            &join(
+                                &base,
+                                &[key("rule"), Seg::Index(j), key("when"), Seg::Index(k)],
+                            ),
+                        );
+                        self.push(
+                            at,
+                            format!(
+                                "condition on `{}` with op {:?} needs {what}",
+                                condition.signal, condition.op
+                            ),
+                        );
+                    }
                 }
             }
             for (j, kind) in rules.kinds.iter().enumerate() {
@@ -247,6 +315,7 @@ impl Checker<'_> {
                 }
             }
         }
+        self.indicators(root, &config, &refs);
         let mut output_names = HashSet::new();
         for (n, (i, output)) in influx_at.iter().zip(&config.influx).enumerate() {
             let base = vec![key("influx"), Seg::Index(*i)];
@@ -550,6 +619,380 @@ impl Checker<'_> {
         }
     }
 
+    /// The calendar, meters and value added: what the indicators need to be computable.
+    fn indicators(&mut self, root: &Spanned<DeTable<'_>>, config: &Config, refs: &References<'_>) {
+        for (i, shift) in config.calendar.shifts.iter().enumerate() {
+            let at = |s: &Self, k: &str| {
+                s.span_of(
+                    root,
+                    &[key("calendar"), key("shift"), Seg::Index(i), key(k)],
+                )
+            };
+            if shift.days.is_empty() {
+                let span = at(self, "days");
+                self.push(span, format!("shift `{}` has no days: list the weekdays it starts on, e.g. [\"mon\", \"tue\"]", shift.name));
+            }
+            if shift.start == shift.end {
+                let span = at(self, "end");
+                self.push(
+                    span,
+                    format!(
+                        "shift `{}` ends when it starts; a 24-hour shift is written as two shifts",
+                        shift.name
+                    ),
+                );
+            }
+            for (j, b) in shift.breaks.iter().enumerate() {
+                if !crate::engine::calendar::break_within(shift, b) {
+                    let span = self.span_of(
+                        root,
+                        &[
+                            key("calendar"),
+                            key("shift"),
+                            Seg::Index(i),
+                            key("breaks"),
+                            Seg::Index(j),
+                        ],
+                    );
+                    self.push(
+                        span,
+                        format!(
+                            "a break of shift `{}` lies outside the shift or ends before it starts",
+                            shift.name
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, m) in config.calendar.maintenance.iter().enumerate() {
+            let base = [key("calendar"), key("maintenance"), Seg::Index(i)];
+            if m.end <= m.start {
+                let span = self.span_of(root, &join(&base, &[key("end")]));
+                self.push(
+                    span,
+                    "a maintenance window must end after it starts".to_string(),
+                );
+            }
+            for (j, machine) in m.machines.iter().enumerate() {
+                if !refs.machines.contains(machine.as_str()) {
+                    let span = self.span_of(root, &join(&base, &[key("machines"), Seg::Index(j)]));
+                    self.push(span, not_registered("maintenance names machine", machine));
+                }
+            }
+        }
+        for (carrier, factor) in &config.energy.kgce_per_unit {
+            if !(factor.is_finite() && *factor > 0.0) {
+                let span = self.span_of(
+                    root,
+                    &[key("energy"), key("kgce_per_unit"), key(carrier.as_str())],
+                );
+                self.push(
+                    span,
+                    format!(
+                        "kgce_per_unit for {} must be a positive number",
+                        carrier.as_str()
+                    ),
+                );
+            }
+        }
+        let va = &config.value_added;
+        let va_at = |s: &Self, k: &str| s.span_of(root, &[key("value_added"), key(k)]);
+        match va.method {
+            super::ValueAddedMethod::Parts => {
+                let any = config
+                    .machines
+                    .iter()
+                    .any(|m| m.value_added_per_part.is_some());
+                if !any && config.meters.iter().any(|m| m.signal.is_some()) {
+                    let span = va_at(self, "method");
+                    self.push(span, "value added by parts needs `value_added_per_part` on the machine that finishes the product (or choose method = \"declared\")".to_string());
+                }
+            }
+            super::ValueAddedMethod::GrossOutput => {
+                if !va.rate.is_some_and(|r| r > 0.0 && r <= 1.0) {
+                    let span = va_at(self, "rate");
+                    self.push(span, "method = \"gross_output\" needs `rate`, the value-added share of gross output, between 0 and 1".to_string());
+                }
+                if !config
+                    .machines
+                    .iter()
+                    .any(|m| m.gross_output_per_part.is_some())
+                {
+                    let span = va_at(self, "method");
+                    self.push(span, "method = \"gross_output\" needs `gross_output_per_part` on the machine that finishes the product".to_string());
+                }
+            }
+            // Declared figures may arrive later, in the file or through the board's API.
+            super::ValueAddedMethod::Declared => {}
+        }
+        for (i, d) in va.declared.iter().enumerate() {
+            if crate::engine::green::parse_period(&d.period).is_none() {
+                let span = self.span_of(
+                    root,
+                    &[
+                        key("value_added"),
+                        key("declared"),
+                        Seg::Index(i),
+                        key("period"),
+                    ],
+                );
+                self.push(
+                    span,
+                    format!(
+                        "period `{}` is neither a month (\"2026-11\") nor a day (\"2026-11-30\")",
+                        d.period
+                    ),
+                );
+            }
+        }
+        for (i, meter) in config.meters.iter().enumerate() {
+            if meter.rollover.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                let span = self.span_of(root, &[key("meter"), Seg::Index(i), key("rollover")]);
+                self.push(span, "rollover must be a positive number".to_string());
+            }
+        }
+    }
+
+    fn mqtt_broker(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        base: &[Seg],
+        broker: &MqttBroker,
+        refs: &References<'_>,
+    ) {
+        let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
+        let name = &broker.id;
+        if !valid_host_port(&broker.address) {
+            let span = at(self, &[key("address")]);
+            self.push(
+                span,
+                format!(
+                    "mqtt broker `{name}`: address `{}` is not host:port (e.g. \"192.168.1.10:1883\")",
+                    broker.address
+                ),
+            );
+        }
+        if broker.keepalive.is_zero() || broker.keepalive.as_secs() > u64::from(u16::MAX) {
+            let span = at(self, &[key("keepalive")]);
+            self.push(
+                span,
+                "keepalive must be between 1s and 65535s (18h12m15s)".into(),
+            );
+        }
+        if !(1024..=(1 << 28)).contains(&broker.max_packet_size) {
+            let span = at(self, &[key("max_packet_size")]);
+            self.push(
+                span,
+                "max_packet_size must be between 1024 bytes and 256 MiB (MQTT's limit)".into(),
+            );
+        }
+        if broker.password.is_some() && broker.username.is_none() {
+            let span = at(self, &[key("password")]);
+            self.push(span, "a password needs `username`".into());
+        }
+        if let Some(Err(e)) = broker.password.as_ref().map(|s| s.resolve()) {
+            let span = at(self, &[key("password")]);
+            self.push(span, format!("password: {e}"));
+        }
+        if let Some(tls) = &broker.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                let span = at(self, &[key("tls")]);
+                self.push(
+                    span,
+                    "a client certificate needs both `cert_file` and `key_file`".into(),
+                );
+            }
+            for (k, path) in [
+                ("ca_file", Some(&tls.ca_file)),
+                ("cert_file", tls.cert_file.as_ref()),
+                ("key_file", tls.key_file.as_ref()),
+            ] {
+                if let Some(path) = path
+                    && let Err(e) = std::fs::metadata(path)
+                {
+                    let span = at(self, &[key("tls"), key(k)]);
+                    self.push(
+                        span,
+                        format!("{k} `{}` cannot be read: {e}", path.display()),
+                    );
+                }
+            }
+        }
+        if broker.topics.is_empty() {
+            let span = at(self, &[key("id")]);
+            self.push(
+                span,
+                format!(
+                    "mqtt broker `{name}` has no [[mqtt.topic]]: it would subscribe to nothing"
+                ),
+            );
+        }
+        // (target template, signal) → declared type, across the broker's topics.
+        let mut types: BTreeMap<(String, String), super::SignalType> = BTreeMap::new();
+        for (j, topic) in broker.topics.iter().enumerate() {
+            let tpath = [key("topic"), Seg::Index(j)];
+            let here = |s: &Self, k: &str| at(s, &join(&tpath, &[key(k)]));
+            let names = match mapping::compile(topic) {
+                Ok((_, names)) => names,
+                Err(e) => {
+                    let span = here(self, "pattern");
+                    self.push(span, format!("pattern `{}`: {e}", topic.pattern));
+                    continue;
+                }
+            };
+            if topic.format == PayloadFormat::Sparkplug && !topic.pattern.starts_with("spBv1.0/") {
+                let span = here(self, "pattern");
+                self.push(
+                    span,
+                    "a sparkplug topic pattern starts with `spBv1.0/` (e.g. \"spBv1.0/shop1/#\")"
+                        .into(),
+                );
+            }
+            let (target_key, target_text, registered, what) = match (&topic.machine, &topic.meter) {
+                (Some(_), Some(_)) => {
+                    let span = here(self, "meter");
+                    self.push(
+                        span,
+                        "a topic names a `machine` or a `meter`, not both".into(),
+                    );
+                    continue;
+                }
+                (_, Some(m)) => ("meter", m.clone(), &refs.meters, "meter"),
+                (Some(m), None) => ("machine", m.clone(), &refs.machines, "machine"),
+                (None, None) => (
+                    "pattern",
+                    mapping::default_machine(topic.format).to_string(),
+                    &refs.machines,
+                    "machine",
+                ),
+            };
+            match Template::parse(&target_text) {
+                Err(e) => {
+                    let span = here(self, target_key);
+                    self.push(span, format!("{what}: {e}"));
+                }
+                Ok(t) => {
+                    if let Some(id) = t.fixed()
+                        && !registered.contains(id)
+                    {
+                        let span = here(self, target_key);
+                        self.push(span, not_registered(&format!("topic names {what}"), id));
+                    }
+                    for capture in t.capture_names() {
+                        if !names.iter().any(|n| n == capture) {
+                            let span = here(self, target_key);
+                            let hint = if target_key == "pattern" {
+                                format!(
+                                    "; write `{what} = \"...\"` or capture it with `{{{capture}}}` in the pattern"
+                                )
+                            } else {
+                                String::new()
+                            };
+                            self.push(
+                                span,
+                                format!(
+                                    "{what} `{target_text}` uses `{{{capture}}}`, which the pattern does not capture{hint}"
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+            if let Some(ts) = &topic.timestamp {
+                let span = here(self, "timestamp");
+                if topic.format != PayloadFormat::Json {
+                    self.push(
+                        span,
+                        "`timestamp` is a JSON path; text messages are stamped on arrival and \
+                         Sparkplug payloads carry their own"
+                            .into(),
+                    );
+                } else if let Err(e) = JsonPath::parse(ts) {
+                    self.push(span, e);
+                }
+            }
+            if topic.offline_payload.is_some() && topic.format == PayloadFormat::Sparkplug {
+                let span = here(self, "offline_payload");
+                self.push(
+                    span,
+                    "Sparkplug machines go offline on NDEATH/DDEATH; `offline_payload` is for JSON and text topics".into(),
+                );
+            }
+            if topic.fields.is_empty() && topic.offline_payload.is_none() {
+                let span = here(self, "pattern");
+                self.push(
+                    span,
+                    "this topic has no `field` (and no `offline_payload`): its messages would deliver nothing".into(),
+                );
+            }
+            if topic.format == PayloadFormat::Text && topic.fields.len() > 1 {
+                let span = at(self, &join(&tpath, &[key("field"), Seg::Index(1)]));
+                self.push(
+                    span,
+                    "a text message carries one value: map one `field` per topic".into(),
+                );
+            }
+            let mut signals = HashSet::new();
+            for (k, field) in topic.fields.iter().enumerate() {
+                let fpath = join(&tpath, &[key("field"), Seg::Index(k)]);
+                let fhere = |s: &Self, name: &str| at(s, &join(&fpath, &[key(name)]));
+                if !signals.insert(field.signal.as_str()) {
+                    let span = fhere(self, "signal");
+                    self.push(
+                        span,
+                        format!("signal `{}` is mapped twice in this topic", field.signal),
+                    );
+                }
+                match Template::parse(&field.signal) {
+                    Err(e) => {
+                        let span = fhere(self, "signal");
+                        self.push(span, format!("signal: {e}"));
+                    }
+                    Ok(t) => {
+                        for capture in t.capture_names() {
+                            if !names.iter().any(|n| n == capture) {
+                                let span = fhere(self, "signal");
+                                self.push(
+                                    span,
+                                    format!("signal `{}` uses `{{{capture}}}`, which the pattern does not capture", field.signal),
+                                );
+                            }
+                        }
+                    }
+                }
+                match (topic.format, &field.path) {
+                    (PayloadFormat::Text, Some(_)) => {
+                        let span = fhere(self, "path");
+                        self.push(span, "a text message has no paths: leave out `path`".into());
+                    }
+                    (PayloadFormat::Json, path) => {
+                        if let Err(e) = JsonPath::parse(path.as_deref().unwrap_or(&field.signal)) {
+                            let span = fhere(self, if path.is_some() { "path" } else { "signal" });
+                            self.push(span, e);
+                        }
+                    }
+                    _ => {}
+                }
+                let declared = (target_text.clone(), field.signal.clone());
+                match types.get(&declared) {
+                    Some(t) if *t != field.value_type => {
+                        let span = fhere(self, "type");
+                        self.push(
+                            span,
+                            format!(
+                                "signal `{}` of {what} `{target_text}` is declared with another type in an earlier topic: a field keeps one type forever",
+                                field.signal
+                            ),
+                        );
+                    }
+                    _ => {
+                        types.insert(declared, field.value_type);
+                    }
+                }
+            }
+        }
+    }
+
     fn influx(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], output: &super::InfluxOutput) {
         let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
         match reqwest::Url::parse(&output.url) {
@@ -782,12 +1225,25 @@ fn known_keys(path: &[Seg]) -> &'static [&'static str] {
         ["meter"] => struct_fields::<super::Meter>(),
         ["modbus"] => struct_fields::<super::ModbusDevice>(),
         ["modbus", "field"] => struct_fields::<super::ModbusField>(),
+        ["mqtt"] => struct_fields::<super::MqttBroker>(),
+        ["mqtt", "tls"] => struct_fields::<super::MqttTls>(),
+        ["mqtt", "topic"] => struct_fields::<super::MqttTopic>(),
+        ["mqtt", "topic", "field"] => struct_fields::<super::MqttField>(),
         ["state_rules"] => struct_fields::<super::StateRules>(),
         ["state_rules", "rule"] => struct_fields::<super::Rule>(),
         ["state_rules", "rule", "when"] => struct_fields::<super::Condition>(),
         ["spool"] => struct_fields::<super::Spool>(),
         ["influx"] => struct_fields::<super::InfluxOutput>(),
         ["file"] => struct_fields::<super::FileOutput>(),
+        ["calendar"] => struct_fields::<super::Calendar>(),
+        ["calendar", "shift"] => struct_fields::<super::Shift>(),
+        ["calendar", "shift", "breaks"] => struct_fields::<super::Break>(),
+        ["calendar", "maintenance"] => struct_fields::<super::Maintenance>(),
+        ["energy"] => struct_fields::<super::EnergyConfig>(),
+        ["value_added"] => struct_fields::<super::ValueAdded>(),
+        ["value_added", "declared"] => struct_fields::<super::Declared>(),
+        ["green"] => struct_fields::<super::Green>(),
+        ["web"] => struct_fields::<super::Web>(),
         _ => &[],
     }
 }
@@ -870,6 +1326,120 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    const BASE: &str = r#"[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+"#;
+
+    fn problems(mqtt: &str) -> Vec<(usize, String)> {
+        match load_str(&format!("{BASE}{mqtt}"), "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_mqtt_section_loads() {
+        let text = r#"
+[[mqtt]]
+id = "plant"
+address = "127.0.0.1:1883"
+protocol = "5"
+keepalive = "20s"
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/data"
+  timestamp = "ts"
+  field = [{ signal = "spindle_rpm", path = "spindle.rpm" }, { signal = "parts", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "spBv1.0/shop1/#"
+  format = "sparkplug"
+  field = [{ signal = "run", path = "Running", type = "bool" }]
+"#;
+        assert_eq!(problems(text), vec![]);
+        let cfg = load_str(&format!("{BASE}{text}"), "t.toml").unwrap();
+        assert_eq!(cfg.mqtt[0].protocol, super::super::MqttProtocol::V5);
+        assert_eq!(cfg.mqtt[0].max_packet_size, 256 * 1024);
+        assert!(!cfg.mqtt[0].clean_session);
+    }
+
+    #[test]
+    fn mqtt_mistakes_are_reported_on_their_lines() {
+        // BASE is 13 lines and `text` starts with a newline, so `[[mqtt]]` is line 15.
+        let text = r#"
+[[mqtt]]
+id = "plant"
+address = "plant-broker"
+pasword = { env = "X" }
+
+  [[mqtt.topic]]
+  pattern = "plant/line{n}/data"
+  field = [{ signal = "rpm" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/x"
+  machine = "cnc{n}"
+  format = "text"
+  field = [{ signal = "a", path = "x" }, { signal = "b" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/cnc09/y"
+  machine = "cnc09"
+  field = [{ signal = "rpm", path = "a..b", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/z"
+  field = [{ signal = "rpm", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/w"
+  field = [{ signal = "rpm", type = "float" }]
+"#;
+        let got = problems(text);
+        let expect: &[(usize, &str)] = &[
+            (17, "is not host:port"),
+            (
+                18,
+                "unknown key `pasword` in [[mqtt]] #1 (did you mean `password`?)",
+            ),
+            (21, "whole level"),
+            (26, "uses `{n}`, which the pattern does not capture"),
+            (28, "a text message has no paths"),
+            (28, "a text message carries one value"),
+            (32, "`cnc09`, which is not in the register"),
+            (33, "path `a..b`"),
+            (41, "declared with another type"),
+        ];
+        for (line, words) in expect {
+            assert!(
+                got.iter().any(|(l, m)| l == line && m.contains(words)),
+                "expected line {line}: {words} in {got:#?}"
+            );
+        }
+        assert_eq!(got.len(), expect.len(), "{got:#?}");
+    }
+}
+
+/// `[spool]` and `[[influx]]`: store-and-forward settings.
+#[cfg(test)]
+mod store_forward_tests {
     use super::*;
 
     const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";

@@ -36,6 +36,9 @@ pub struct Config {
     /// `[[modbus]]`: Modbus TCP devices and their register maps.
     #[serde(default)]
     pub modbus: Vec<ModbusDevice>,
+    /// `[[mqtt]]`: MQTT brokers and the topics read from them.
+    #[serde(default)]
+    pub mqtt: Vec<MqttBroker>,
     /// `[[state_rules]]`: how machine states are derived from signals.
     #[serde(default)]
     pub state_rules: Vec<StateRules>,
@@ -48,6 +51,50 @@ pub struct Config {
     /// `[[file]]`: line-protocol files, the local store of `shopfloor demo`.
     #[serde(default)]
     pub file: Vec<FileOutput>,
+    /// `[calendar]`: shifts, breaks, holidays and planned maintenance.
+    #[serde(default)]
+    pub calendar: Calendar,
+    /// `[energy]`: conversion to tonnes of standard coal.
+    #[serde(default)]
+    pub energy: EnergyConfig,
+    /// `[value_added]`: how value added is estimated.
+    #[serde(default)]
+    pub value_added: ValueAdded,
+    /// `[green]`: limits for the green-manufacturing alerts.
+    #[serde(default)]
+    pub green: Green,
+    /// `[web]`: the local board, its API and `/metrics`.
+    #[serde(default)]
+    pub web: Web,
+}
+
+/// `[web]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct Web {
+    /// Serve the board at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Address to listen on. The default keeps the board on the gateway itself; to show it on
+    /// the shop floor's network, listen on that interface and put it behind the plant's
+    /// firewall: the board has no login.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            enabled: true,
+            listen: default_listen(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
 /// `[site]`
@@ -129,6 +176,10 @@ pub struct Agent {
     /// "last value" query always finds one.
     #[serde(default = "default_heartbeat", deserialize_with = "duration")]
     pub heartbeat: Duration,
+    /// Open window totals (`machine_time`, `fleet`, `energy`, `green`) are rewritten this
+    /// often, and the engine's accumulators saved to the data directory.
+    #[serde(default = "default_window_flush", deserialize_with = "duration")]
+    pub window_flush: Duration,
 }
 
 impl Default for Agent {
@@ -137,6 +188,7 @@ impl Default for Agent {
             data_dir: default_data_dir(),
             offline_after: default_offline_after(),
             heartbeat: default_heartbeat(),
+            window_flush: default_window_flush(),
         }
     }
 }
@@ -148,6 +200,9 @@ fn default_offline_after() -> Duration {
     Duration::from_secs(10)
 }
 fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_window_flush() -> Duration {
     Duration::from_secs(60)
 }
 
@@ -166,6 +221,25 @@ pub struct Machine {
     /// A digital machine (数字化设备) that can deliver data. Defaults to `cnc`.
     #[serde(default)]
     pub digital: Option<bool>,
+    /// The signal that carries the machine's cumulative count of parts made.
+    #[serde(default)]
+    pub parts_signal: Option<String>,
+    /// The signal that carries the cumulative count of good parts (or use `reject_signal`).
+    #[serde(default)]
+    pub good_signal: Option<String>,
+    /// The signal that carries the cumulative count of rejected parts; good = total − rejects.
+    #[serde(default)]
+    pub reject_signal: Option<String>,
+    /// Ideal cycle time of one part, for effectiveness (performance) and OEE.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub ideal_cycle: Option<Duration>,
+    /// Value added per good part in CNY, for `[value_added] method = "parts"`. Give it only on
+    /// the machine that finishes the product, or parts are counted once per process step.
+    #[serde(default)]
+    pub value_added_per_part: Option<f64>,
+    /// Gross output value per good part in CNY, for `method = "gross_output"`.
+    #[serde(default)]
+    pub gross_output_per_part: Option<f64>,
 }
 
 impl Machine {
@@ -183,6 +257,33 @@ pub struct Meter {
     /// `"site"` (default) or the id of the machine the meter belongs to.
     #[serde(default = "default_scope")]
     pub scope: String,
+    /// The signal with the meter's reading. Without it the meter's signals are written but no
+    /// energy is accounted.
+    #[serde(default)]
+    pub signal: Option<String>,
+    /// Whether `signal` is a cumulative `counter` (kWh, m³, t …) or a rate (`power`: kW, m³/h …)
+    /// that is integrated over time.
+    #[serde(default)]
+    pub reading: Reading,
+    /// The unit of the counter (or the unit per hour of a rate). Defaults to the carrier's
+    /// usual unit: kWh, m3, t, kg or GJ.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// The value at which the counter rolls over to zero (e.g. 99999999.9 for an 8+1 digit
+    /// register); without it a falling counter is taken as a reset.
+    #[serde(default)]
+    pub rollover: Option<f64>,
+}
+
+/// How a meter's reading is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reading {
+    /// A cumulative counter: consumption is the difference between readings.
+    #[default]
+    Counter,
+    /// A rate per hour (kW for electricity): consumption is its integral over time.
+    Power,
 }
 
 fn default_scope() -> String {
@@ -190,7 +291,9 @@ fn default_scope() -> String {
 }
 
 /// Energy carriers and water.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Carrier {
     Electricity,
@@ -203,6 +306,17 @@ pub enum Carrier {
 }
 
 impl Carrier {
+    /// The unit a meter of this carrier counts in unless the config says otherwise.
+    pub fn default_unit(self) -> &'static str {
+        match self {
+            Carrier::Electricity => "kWh",
+            Carrier::NaturalGas => "m3",
+            Carrier::Water | Carrier::Steam => "t",
+            Carrier::Diesel | Carrier::Lpg => "kg",
+            Carrier::Heat => "GJ",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Carrier::Electricity => "electricity",
@@ -389,8 +503,170 @@ pub enum ByteOrder {
     CDAB,
 }
 
+/// `[[mqtt]]`: an MQTT broker that machines, IoT boxes or PLC gateways publish to. The agent
+/// subscribes to every `[[mqtt.topic]]` pattern with QoS 1 and keeps one connection per broker.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttBroker {
+    /// Broker id for logs, metrics and the agent's health line.
+    pub id: String,
+    /// `host:port` of the broker (1883 plain, 8883 TLS by convention). With TLS the host must be
+    /// the name (or IP address) the broker's certificate was issued for.
+    pub address: String,
+    /// `"3.1.1"` (default) or `"5"`.
+    #[serde(default)]
+    pub protocol: MqttProtocol,
+    /// The client id; fixed, so that the broker keeps the agent's session (its subscriptions and
+    /// the QoS 1 messages queued while the agent is away) across reconnections and restarts.
+    /// Default `shopfloor-<enterprise>-<id>`. Two agents must never share one.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// `false` (default) asks the broker for a persistent session; `true` starts afresh on every
+    /// connection and loses what was published while the agent was away.
+    #[serde(default)]
+    pub clean_session: bool,
+    /// How often the agent pings an idle connection; the broker drops a client that stays
+    /// silent for one and a half times this.
+    #[serde(default = "default_keepalive", deserialize_with = "duration")]
+    pub keepalive: Duration,
+    /// The longest wait between two connection attempts; the wait doubles from one second up to
+    /// this after each failure.
+    #[serde(default = "default_mqtt_max_backoff", deserialize_with = "duration")]
+    pub max_backoff: Duration,
+    /// User name for the broker.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, `{ env = "VAR" }` or `{ file = "/path" }`; needs `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// TLS; without this table the connection is plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+    /// Messages whose payload is larger than this many bytes are counted as oversized and
+    /// dropped, never decoded. The client reads packets up to four times this (at least 1 MiB)
+    /// so that it can name the topic and acknowledge the message; see `source::mqtt`.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// A message whose own timestamp is further than this from the agent's clock (either way)
+    /// is counted as bad and dropped: a box with a wrong clock would put data in the wrong
+    /// shift. Raise it for boxes that replay a buffer after an outage.
+    #[serde(default = "default_max_timestamp_skew", deserialize_with = "duration")]
+    pub max_timestamp_skew: Duration,
+    /// The topic map.
+    #[serde(default, rename = "topic")]
+    pub topics: Vec<MqttTopic>,
+}
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_mqtt_max_backoff() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_packet_size() -> usize {
+    256 * 1024
+}
+fn default_max_timestamp_skew() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// The MQTT protocol version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum MqttProtocol {
+    #[default]
+    #[serde(rename = "3.1.1", alias = "v3.1.1", alias = "4")]
+    V311,
+    #[serde(rename = "5", alias = "v5", alias = "5.0")]
+    V5,
+}
+
+/// `[mqtt.tls]`: TLS to the broker. The certificates are PEM files.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttTls {
+    /// The CA certificate(s) the broker's certificate must chain to. For a broker with a public
+    /// certificate, point it at the system bundle (`/etc/ssl/certs/ca-certificates.crt`).
+    pub ca_file: PathBuf,
+    /// The agent's own certificate, for brokers that require client certificates; needs
+    /// `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[[mqtt.topic]]`: which messages belong to which machine, and how their payloads map to
+/// signals.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttTopic {
+    /// A topic filter with named captures: `plant/{machine}/data`. `{name}` matches one level
+    /// like `+` and keeps its text for `machine`, `meter` and `signal`; `+` and a final `#` are
+    /// the usual MQTT wildcards.
+    pub pattern: String,
+    /// `json` (default), `text` (one value per message) or `sparkplug` (Sparkplug B).
+    #[serde(default)]
+    pub format: PayloadFormat,
+    /// The registered machine the messages belong to: fixed (`"cnc01"`) or built from captures
+    /// (`"{machine}"`, `"cnc{n}"`). Default `"{machine}"`, or `"{device}"` for Sparkplug, whose
+    /// topics give `{group}`, `{node}` and `{device}`.
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// The meter the messages belong to, instead of a machine.
+    #[serde(default)]
+    pub meter: Option<String>,
+    /// JSON only: the path of the message's timestamp (epoch seconds or milliseconds, or an
+    /// RFC 3339 text). Without it, or when a message lacks it, the arrival time is used.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// A payload that means "the machine is gone" (the Last Will its box registered with the
+    /// broker, e.g. `"offline"`): the machine becomes offline at once.
+    #[serde(default)]
+    pub offline_payload: Option<String>,
+    /// The signals taken from each message.
+    #[serde(default, rename = "field")]
+    pub fields: Vec<MqttField>,
+}
+
+/// How a message's payload is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    #[default]
+    Json,
+    Text,
+    Sparkplug,
+}
+
+/// `[[mqtt.topic.field]]`: one signal of a message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqttField {
+    /// Signal name, the field key in the `signal` line; may use the pattern's captures.
+    pub signal: String,
+    /// JSON: the path to the value (`spindle.rpm`, `axes[0].load`); Sparkplug: the metric name.
+    /// Not used for text.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The type written to the store. A value that arrives as another type is converted when
+    /// that is exact (`"12.5"` → 12.5, `true` → 1), otherwise the value is counted as bad and
+    /// left out: a field keeps one type forever.
+    #[serde(rename = "type", default)]
+    pub value_type: SignalType,
+}
+
+/// The declared type of an MQTT signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalType {
+    #[default]
+    Float,
+    Int,
+    Bool,
+    String,
+}
+
 /// Machine states after ISO 22400-2's time model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Actual production time (APT).
@@ -443,7 +719,7 @@ impl State {
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -481,16 +757,57 @@ pub struct Rule {
     pub when: Vec<Condition>,
 }
 
-/// `{ signal = "spindle_rpm", op = ">", value = 0 }`. Booleans compare as 0 and 1.
+/// One condition on a signal. Booleans compare as 0 and 1.
+///
+/// - `{ signal = "spindle_rpm", op = ">", value = 0 }`: a comparison (`==`, `!=`, `>`, `>=`,
+///   `<`, `<=`);
+/// - `{ signal = "load_pct", op = "between", min = 5, max = 95 }`: a closed range;
+/// - `{ signal = "status_word", op = "bit_set", bit = 3 }` (or `bit_clear`): one bit of an
+///   integer;
+/// - `{ signal = "parts", op = "changed_within", within = "90s" }`: the signal's value changed
+///   within the given time before the sample, the usual way to tell a machine is producing from
+///   its part counter alone.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Condition {
     pub signal: String,
     pub op: Op,
-    pub value: f64,
+    #[serde(default)]
+    pub value: Option<f64>,
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
+    #[serde(default)]
+    pub bit: Option<u8>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub within: Option<Duration>,
+}
+
+impl Condition {
+    /// What the operator needs, when something is missing: for `check`.
+    pub fn missing(&self) -> Option<&'static str> {
+        match self.op {
+            Op::Between if self.min.is_none() || self.max.is_none() => Some("`min` and `max`"),
+            Op::BitSet | Op::BitClear if self.bit.is_none_or(|b| b > 63) => Some("`bit` (0–63)"),
+            Op::ChangedWithin if self.within.is_none() => Some("`within` (a duration)"),
+            Op::Eq | Op::Ne | Op::Gt | Op::Ge | Op::Lt | Op::Le if self.value.is_none() => {
+                Some("`value`")
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Op {
+    #[serde(rename = "between")]
+    Between,
+    #[serde(rename = "bit_set")]
+    BitSet,
+    #[serde(rename = "bit_clear")]
+    BitClear,
+    #[serde(rename = "changed_within")]
+    ChangedWithin,
     #[serde(rename = "==")]
     Eq,
     #[serde(rename = "!=")]
@@ -662,6 +979,206 @@ pub struct FileOutput {
     #[serde(default)]
     pub name: Option<String>,
     pub path: PathBuf,
+}
+
+/// `[calendar]`: when the enterprise plans to work. Without any shift every hour is planned
+/// busy time (a 24/7 plant).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Calendar {
+    #[serde(default, rename = "shift")]
+    pub shifts: Vec<Shift>,
+    /// Dates (local, `"2026-10-01"`) without any shift: public holidays, plant closures.
+    #[serde(default)]
+    pub holidays: Vec<jiff::civil::Date>,
+    /// Dates that are worked with Monday's shifts although their weekday has none (the make-up
+    /// working days of Chinese public holidays, 调休).
+    #[serde(default)]
+    pub workdays: Vec<jiff::civil::Date>,
+    /// Planned maintenance: planned downtime, not counted in planned busy time.
+    #[serde(default, rename = "maintenance")]
+    pub maintenance: Vec<Maintenance>,
+}
+
+/// `[[calendar.shift]]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct Shift {
+    /// Shift name, the `shift` tag of shift windows (e.g. `"day"`, `"night"`).
+    pub name: String,
+    /// Weekdays the shift starts on: `"mon"` … `"sun"`.
+    pub days: Vec<Weekday>,
+    /// Local start time, `"08:00"`.
+    pub start: jiff::civil::Time,
+    /// Local end time; an end at or before the start means the shift ends the next day.
+    pub end: jiff::civil::Time,
+    /// Breaks inside the shift: not planned operation time.
+    #[serde(default)]
+    pub breaks: Vec<Break>,
+}
+
+/// A break, `{ start = "12:00", end = "12:30" }`, in local time.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Break {
+    pub start: jiff::civil::Time,
+    pub end: jiff::civil::Time,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+impl Weekday {
+    pub fn to_jiff(self) -> jiff::civil::Weekday {
+        match self {
+            Weekday::Mon => jiff::civil::Weekday::Monday,
+            Weekday::Tue => jiff::civil::Weekday::Tuesday,
+            Weekday::Wed => jiff::civil::Weekday::Wednesday,
+            Weekday::Thu => jiff::civil::Weekday::Thursday,
+            Weekday::Fri => jiff::civil::Weekday::Friday,
+            Weekday::Sat => jiff::civil::Weekday::Saturday,
+            Weekday::Sun => jiff::civil::Weekday::Sunday,
+        }
+    }
+}
+
+/// `[[calendar.maintenance]]`: a planned maintenance window in local time.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Maintenance {
+    /// Machines under maintenance; empty means all.
+    #[serde(default)]
+    pub machines: Vec<String>,
+    pub start: jiff::civil::DateTime,
+    pub end: jiff::civil::DateTime,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `[energy]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct EnergyConfig {
+    /// How electricity becomes standard coal: `calorific` (当量值, 0.1229 kgce/kWh, the
+    /// default) or `equivalent` (等价值, the coal burnt to generate a kWh).
+    #[serde(default)]
+    pub electricity_method: ElectricityMethod,
+    /// kgce per kWh under the equivalent method: the year's published coal consumption of
+    /// thermal power supply.
+    #[serde(default = "default_equivalent")]
+    pub electricity_equivalent_kgce_per_kwh: f64,
+    /// Site-specific coefficients in kgce per unit, e.g. `{ natural_gas = 1.1 }` for a gas
+    /// whose measured calorific value is known; the GB/T 2589-2020 table is the default.
+    #[serde(default)]
+    pub kgce_per_unit: std::collections::BTreeMap<Carrier, f64>,
+    /// Readings of a counter further apart than this are a gap: the consumption across it is
+    /// spread evenly over the gap and the gap is reported.
+    #[serde(default = "default_meter_gap", deserialize_with = "duration")]
+    pub max_gap: Duration,
+}
+
+impl Default for EnergyConfig {
+    fn default() -> Self {
+        EnergyConfig {
+            electricity_method: ElectricityMethod::default(),
+            electricity_equivalent_kgce_per_kwh: default_equivalent(),
+            kgce_per_unit: Default::default(),
+            max_gap: default_meter_gap(),
+        }
+    }
+}
+
+fn default_equivalent() -> f64 {
+    0.3
+}
+fn default_meter_gap() -> Duration {
+    Duration::from_secs(900)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElectricityMethod {
+    #[default]
+    Calorific,
+    Equivalent,
+}
+
+impl ElectricityMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ElectricityMethod::Calorific => "calorific",
+            ElectricityMethod::Equivalent => "equivalent",
+        }
+    }
+}
+
+/// `[value_added]`: value added (工业增加值) is an estimate at the edge, always written with its
+/// method.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ValueAdded {
+    #[serde(default)]
+    pub method: ValueAddedMethod,
+    /// For `gross_output`: value added as a share of gross output (e.g. 0.22).
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// For `declared`: figures for periods, `{ period = "2026-11", value_10k_cny = 850.0 }`
+    /// (a month) or `{ period = "2026-11-30", value_10k_cny = 30.5 }` (a day).
+    #[serde(default)]
+    pub declared: Vec<Declared>,
+    /// For `declared`: a file of `[[declared]]` entries in the same form, re-read when it
+    /// changes, so the finance office can drop in figures without touching the config; the
+    /// board's `POST /api/value-added` writes here too. Default `<data_dir>/value-added.toml`.
+    #[serde(default)]
+    pub declared_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueAddedMethod {
+    /// Good parts × each machine's `value_added_per_part`.
+    #[default]
+    Parts,
+    /// Good parts × `gross_output_per_part` × `rate`.
+    GrossOutput,
+    /// Figures declared per period.
+    Declared,
+}
+
+impl ValueAddedMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueAddedMethod::Parts => "parts",
+            ValueAddedMethod::GrossOutput => "gross_output",
+            ValueAddedMethod::Declared => "declared",
+        }
+    }
+}
+
+/// A declared value added for a month (`"2026-11"`) or a day (`"2026-11-30"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Declared {
+    pub period: String,
+    pub value_10k_cny: f64,
+}
+
+/// `[green]`: limits that raise an alert when a closed window exceeds them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Green {
+    /// Energy intensity limit, tce per 10k CNY of value added (e.g. the year's target 0.43).
+    #[serde(default)]
+    pub tce_per_10k_cny_limit: Option<f64>,
+    /// Water intensity limit, t per 10k CNY.
+    #[serde(default)]
+    pub water_t_per_10k_cny_limit: Option<f64>,
+}
+
+/// An optional duration.
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 /// Reads a duration written as `"500ms"`, `"1s"`, `"5m"`, `"2h"` or `"7d"`.

@@ -1,55 +1,73 @@
-//! The engine: one owner for all machine state.
+//! The engine: one owner for all machine state, and the programme's indicators.
 //!
-//! It is plain synchronous code. [`Engine::on_event`] takes what a source delivered and
-//! [`Engine::tick`] advances time; both append line-protocol records to an output buffer. The
-//! clock is always passed in, so tests drive the engine with fabricated samples and a fake clock.
-//! [`run`] is the thin async shell that feeds it from the sources' channel.
+//! It is plain synchronous code. [`Engine::on_event`] takes what a source delivered,
+//! [`Engine::tick`] advances time and [`Engine::flush`] writes the window totals; all append
+//! line-protocol records to an output buffer. The clock is always passed in, so tests drive the
+//! engine with fabricated samples and a fake clock. [`run`] is the thin async shell that feeds
+//! it from the sources' channel, flushes it on a timer and saves its accumulators.
+//!
+//! What it writes (DESIGN.md, "Data contract"): `signal` and `machine_state` as data arrives;
+//! per window (hour, shift, day, month) `machine_time` per machine, `fleet` per enterprise,
+//! `energy` per meter, and `green` per enterprise for days and months, each with the window's
+//! start as timestamp and rewritten while the window is open.
 
+pub mod calendar;
+pub mod energy;
+pub mod green;
+pub mod indicators;
+mod machine;
+mod meter;
+pub mod persist;
 pub mod state;
+pub mod timemodel;
+pub mod windows;
 
-use std::collections::HashMap;
+#[cfg(test)]
+mod tests_indicators;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{error, warn};
 
-use crate::config::{Config, State, StateRules};
-use std::sync::atomic::Ordering;
-
+use crate::config::{Carrier, Config, State, ValueAddedMethod};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use crate::sink::line_protocol::{LineBuilder, tag_prefix};
+use crate::source::{Sample, SourceEvent, Target, Value};
+use calendar::Calendar;
+use energy::Coefficients;
+use green::Declarations;
+use indicators::{Fleet, Green};
+use machine::MachineTrack;
+use meter::MeterTrack;
+use persist::{SavedMachine, SavedMeter, SavedState};
+use windows::{Window, WindowKind};
 
 /// How often the engine writes the `agent` health line.
 const AGENT_LINE_EVERY: SignedDuration = SignedDuration::from_secs(60);
-use crate::sink::line_protocol::{LineBuilder, tag_prefix};
-use crate::source::{Sample, SourceEvent, Target, Value};
 
-/// One machine as the engine sees it.
-#[derive(Debug)]
-struct MachineTrack {
-    id: Arc<str>,
-    name: String,
-    kind: String,
-    cnc: bool,
-    rules: Option<StateRules>,
-    /// `signal,county=…,machine=…` ready for fields.
-    signal_prefix: String,
-    /// `machine_state,county=…,machine=…` ready for fields.
-    state_prefix: String,
-    signals: HashMap<Arc<str>, Value>,
-    last_data: Option<Timestamp>,
-    state: State,
-    since: Timestamp,
-    /// A candidate state waiting out the rule set's `min_duration`.
-    pending: Option<(State, Timestamp)>,
-    /// When a line for this machine was last written, for the heartbeat.
-    last_written: Timestamp,
-    /// The timestamp of the last heartbeat line, which a later-stamped change may have to
-    /// correct (see `change_state`).
-    last_heartbeat: Option<Timestamp>,
+/// How long a closed window is kept (and rewritten) after its end, so that a state change
+/// stamped back into it still lands in its totals.
+const CLOSED_WINDOW_GRACE: SignedDuration = SignedDuration::from_mins(10);
+
+/// Why the engine continues from a saved state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// The agent was stopped and started again: the time between is offline.
+    AfterStop,
+    /// The config was reloaded: the agent kept watching, states carry on.
+    Reload,
 }
+
+/// A reload whose saved state is older than this is treated as a stop.
+const RELOAD_GAP: SignedDuration = SignedDuration::from_secs(60);
 
 /// A device's health, from its up and down events.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +86,10 @@ pub struct Snapshot {
     pub devices: Vec<DeviceHealth>,
     /// Records the engine could not hand to the spool because its queue was full.
     pub records_dropped: u64,
+    /// The enterprise's fleet in today's (local) day window.
+    pub fleet_today: Option<Fleet>,
+    /// The enterprise's green figures in today's day window.
+    pub green_today: Option<Green>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +101,9 @@ pub struct MachineView {
     pub state: State,
     pub since: Timestamp,
     pub signals: Vec<(Arc<str>, Value)>,
+    /// Availability in today's day window, when there was planned busy time.
+    pub availability_today: Option<f64>,
+    pub parts_today: i64,
 }
 
 /// The engine. See the module documentation.
@@ -86,14 +111,26 @@ pub struct MachineView {
 pub struct Engine {
     machines: Vec<MachineTrack>,
     by_id: HashMap<Arc<str>, usize>,
-    /// Meter id → `signal,…,meter=…,carrier=…` prefix.
-    meters: HashMap<Arc<str>, String>,
+    meters: Vec<MeterTrack>,
+    meter_by_id: HashMap<Arc<str>, usize>,
     devices: Vec<DeviceHealth>,
+    calendar: Calendar,
+    coefficients: Coefficients,
+    va_method: ValueAddedMethod,
+    va_rate: Option<f64>,
+    declarations: Declarations,
+    tce_limit: Option<f64>,
+    water_limit: Option<f64>,
     offline_after: SignedDuration,
     heartbeat: SignedDuration,
+    meter_max_gap: SignedDuration,
     unknown_targets: u64,
-    /// `agent,county=…,sector=…,enterprise=…`
+    /// `agent,county=…,sector=…,enterprise=…` and the like for the enterprise's lines.
     agent_prefix: String,
+    fleet_prefix: String,
+    green_prefix: String,
+    alert_prefix: String,
+    alerted: BTreeSet<Window>,
 }
 
 impl Engine {
@@ -106,74 +143,183 @@ impl Engine {
             ("sector", site.sector.as_str()),
             ("enterprise", site.enterprise.as_str()),
         ];
+        let tz = TimeZone::get(&site.timezone).unwrap_or(TimeZone::UTC);
         let machines: Vec<MachineTrack> = config
             .machines
             .iter()
-            .map(|m| {
-                let cnc = if m.cnc { "true" } else { "false" };
-                let tags: Vec<(&str, &str)> = base
-                    .iter()
-                    .copied()
-                    .chain([
-                        ("machine", m.id.as_str()),
-                        ("kind", m.kind.as_str()),
-                        ("cnc", cnc),
-                    ])
-                    .collect();
-                MachineTrack {
-                    id: Arc::from(m.id.as_str()),
-                    name: m.name.clone(),
-                    kind: m.kind.clone(),
-                    cnc: m.cnc,
-                    rules: state::rules_for(m, &config.state_rules).cloned(),
-                    signal_prefix: tag_prefix("signal", &tags),
-                    state_prefix: tag_prefix("machine_state", &tags),
-                    signals: HashMap::new(),
-                    last_data: None,
-                    state: State::Offline,
-                    since: now,
-                    pending: None,
-                    last_written: Timestamp::UNIX_EPOCH,
-                    last_heartbeat: None,
-                }
-            })
+            .map(|m| MachineTrack::new(m, config, &base, now))
             .collect();
-        let by_id = machines
+        let by_id: HashMap<Arc<str>, usize> = machines
             .iter()
             .enumerate()
             .map(|(i, m)| (m.id.clone(), i))
             .collect();
-        let meters = config
+        let meters: Vec<MeterTrack> = config
             .meters
             .iter()
             .map(|m| {
-                let tags: Vec<(&str, &str)> = base
-                    .iter()
-                    .copied()
-                    .chain([("meter", m.id.as_str()), ("carrier", m.carrier.as_str())])
-                    .collect();
-                (Arc::from(m.id.as_str()), tag_prefix("signal", &tags))
+                let owner = by_id.get(m.scope.as_str()).copied();
+                MeterTrack::new(m, &base, owner)
             })
+            .collect();
+        let meter_by_id = meters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
             .collect();
         let devices = config
             .modbus
             .iter()
-            .map(|d| DeviceHealth {
-                id: Arc::from(d.id.as_str()),
+            .map(|d| &d.id)
+            .chain(config.mqtt.iter().map(|b| &b.id))
+            .map(|id| DeviceHealth {
+                id: Arc::from(id.as_str()),
                 up: false,
                 since: None,
                 reason: Some("not polled yet".into()),
             })
             .collect();
+        let va = &config.value_added;
+        let coefficients = Coefficients::new(&config.energy);
+        let green_tags: Vec<(&str, &str)> = base
+            .iter()
+            .copied()
+            .chain([
+                ("va_method", va.method.as_str()),
+                ("el_method", coefficients.electricity_method.as_str()),
+            ])
+            .collect();
         Engine {
             machines,
             by_id,
             meters,
+            meter_by_id,
             devices,
+            calendar: Calendar::new(&config.calendar, tz),
+            coefficients,
+            va_method: va.method,
+            va_rate: va.rate,
+            declarations: Declarations::new(&va.declared),
+            tce_limit: config.green.tce_per_10k_cny_limit,
+            water_limit: config.green.water_t_per_10k_cny_limit,
             offline_after: to_signed(config.agent.offline_after),
             heartbeat: to_signed(config.agent.heartbeat),
+            meter_max_gap: to_signed(config.energy.max_gap),
             unknown_targets: 0,
             agent_prefix: tag_prefix("agent", &base),
+            fleet_prefix: tag_prefix("fleet", &base),
+            green_prefix: tag_prefix("green", &green_tags),
+            alert_prefix: tag_prefix("green_alert", &green_tags),
+            alerted: BTreeSet::new(),
+        }
+    }
+
+    /// The first `machine_state` line of every machine, offline at the engine's start, so a
+    /// dashboard shows the whole register at once, machines without a data source included.
+    /// Not for an engine continuing a saved state: its machines' lines are in the store.
+    pub fn opening_lines(&mut self, out: &mut Vec<String>) {
+        for m in &mut self.machines {
+            out.extend(m.heartbeat_line(m.since));
+            m.last_written = m.since;
+        }
+    }
+
+    /// Replaces the declared value-added figures (the config's and the declared file's).
+    pub fn set_declarations(&mut self, declarations: Declarations) {
+        self.declarations = declarations;
+    }
+
+    /// Continues from a saved state. Windows and counters carry on; the time from the last
+    /// accounting to `now` is offline, because the agent was not running. A machine that was
+    /// not offline gets a state change to offline stamped when the agent stopped watching.
+    pub fn restore(
+        &mut self,
+        saved: SavedState,
+        now: Timestamp,
+        resume: Resume,
+        out: &mut Vec<String>,
+    ) {
+        // A reload (SIGHUP) takes a moment: the machines were watched all along, so they keep
+        // their states. After a real stop nobody watched them.
+        let watched = resume == Resume::Reload
+            && saved
+                .saved_at
+                .is_some_and(|t| now.duration_since(t) <= RELOAD_GAP);
+        for s in saved.machines {
+            let Some(&i) = self.by_id.get(s.id.as_str()) else {
+                continue;
+            };
+            let m = &mut self.machines[i];
+            if s.accounted_to > now {
+                continue;
+            }
+            m.state = s.state;
+            m.since = s.since;
+            m.accounted_to = s.accounted_to;
+            m.windows = s.windows.into_iter().collect();
+            m.parts = s.parts;
+            m.good = s.good;
+            m.reject = s.reject;
+            m.history.clear();
+            m.history.push_back((s.since, s.state));
+            if watched {
+                m.last_data = s.last_data;
+            } else if m.state != State::Offline {
+                m.change_state(State::Offline, s.accounted_to, &self.calendar, out);
+            }
+            m.account_to(now, &self.calendar);
+        }
+        for s in saved.meters {
+            let Some(&i) = self.meter_by_id.get(s.id.as_str()) else {
+                continue;
+            };
+            let meter = &mut self.meters[i];
+            meter.counter = s.counter;
+            meter.last_rate = s.last_rate;
+            meter.windows = s.windows.into_iter().collect();
+        }
+        self.alerted = saved.alerted.into_iter().collect();
+    }
+
+    /// Everything needed to continue after a restart.
+    pub fn save(&self, now: Timestamp) -> SavedState {
+        SavedState {
+            version: persist::VERSION,
+            saved_at: Some(now),
+            machines: self
+                .machines
+                .iter()
+                .map(|m| SavedMachine {
+                    id: m.id.to_string(),
+                    state: m.state,
+                    since: m.since,
+                    accounted_to: m.accounted_to,
+                    last_data: m.last_data,
+                    windows: m
+                        .windows
+                        .iter()
+                        .map(|(w, t)| (w.clone(), t.clone()))
+                        .collect(),
+                    parts: m.parts.clone(),
+                    good: m.good.clone(),
+                    reject: m.reject.clone(),
+                })
+                .collect(),
+            meters: self
+                .meters
+                .iter()
+                .map(|m| SavedMeter {
+                    id: m.id.to_string(),
+                    counter: m.counter.clone(),
+                    last_rate: m.last_rate,
+                    windows: m
+                        .windows
+                        .iter()
+                        .map(|(w, t)| (w.clone(), t.clone()))
+                        .collect(),
+                })
+                .collect(),
+            alerted: self.alerted.iter().cloned().collect(),
         }
     }
 
@@ -185,6 +331,24 @@ impl Engine {
             SourceEvent::DeviceDown { device, at, reason } => {
                 self.set_device(&device, false, at, Some(reason))
             }
+            SourceEvent::Offline { target, at, reason } => {
+                self.offline_now(&target, at, &reason, out)
+            }
+        }
+    }
+
+    /// A source knows the machine is gone (a Last Will, a Sparkplug death): offline now rather
+    /// than after `offline_after`. Meters have no state, so only machines are concerned.
+    fn offline_now(&mut self, target: &Target, at: Timestamp, reason: &str, out: &mut Vec<String>) {
+        let Target::Machine(id) = target else { return };
+        let Some(&index) = self.by_id.get(id) else {
+            self.unknown_target(id);
+            return;
+        };
+        let m = &mut self.machines[index];
+        if m.state != State::Offline {
+            tracing::info!(machine = %m.id, reason, "offline at once");
+            m.change_state(State::Offline, at, &self.calendar, out);
         }
     }
 
@@ -207,19 +371,45 @@ impl Engine {
                 .map_or(samples.len(), |n| start + n);
             let group = &samples[start..end];
             match target {
-                Target::Machine(id) => self.machine_samples(id, at, group, out),
-                Target::Meter(id) => match self.meters.get(id) {
-                    Some(prefix) => {
-                        let line = group.iter().fold(LineBuilder::with_prefix(prefix), |b, s| {
-                            b.value(&s.signal, &s.value)
-                        });
-                        out.extend(line.finish(at));
-                    }
+                Target::Machine(id) => match self.by_id.get(id) {
+                    Some(&i) => self.machines[i].samples(at, group, &self.calendar, out),
+                    None => self.unknown_target(id),
+                },
+                Target::Meter(id) => match self.meter_by_id.get(id) {
+                    Some(&i) => self.meter_samples(i, at, group, out),
                     None => self.unknown_target(id),
                 },
             }
             start = end;
         }
+    }
+
+    fn meter_samples(
+        &mut self,
+        index: usize,
+        at: Timestamp,
+        group: &[Sample],
+        out: &mut Vec<String>,
+    ) {
+        let meter = &mut self.meters[index];
+        let line = group
+            .iter()
+            .fold(LineBuilder::with_prefix(&meter.signal_prefix), |b, s| {
+                b.value(&s.signal, &s.value)
+            });
+        out.extend(line.finish(at));
+        let Some(signal) = meter.reading_signal() else {
+            return;
+        };
+        let Some(value) = group
+            .iter()
+            .find(|s| s.signal == *signal)
+            .and_then(|s| s.value.as_f64())
+        else {
+            return;
+        };
+        let owner = meter.machine.map(|i| &self.machines[i]);
+        meter.reading(value, at, self.meter_max_gap, &self.calendar, owner);
     }
 
     fn unknown_target(&mut self, id: &str) {
@@ -233,67 +423,260 @@ impl Engine {
         }
     }
 
-    fn machine_samples(
-        &mut self,
-        id: &Arc<str>,
-        at: Timestamp,
-        group: &[Sample],
-        out: &mut Vec<String>,
-    ) {
-        let Some(&index) = self.by_id.get(id) else {
-            self.unknown_target(id);
-            return;
-        };
-        let m = &mut self.machines[index];
-        let line = group
-            .iter()
-            .fold(LineBuilder::with_prefix(&m.signal_prefix), |b, s| {
-                b.value(&s.signal, &s.value)
-            });
-        out.extend(line.finish(at));
-        for s in group {
-            m.signals.insert(s.signal.clone(), s.value.clone());
-        }
-        m.last_data = Some(m.last_data.map_or(at, |t| t.max(at)));
-        let candidate = match &m.rules {
-            Some(rules) => state::evaluate(rules, &m.signals),
-            // Without rules the engine can only say the machine delivers data.
-            None => State::Idle,
-        };
-        let min = m
-            .rules
-            .as_ref()
-            .map_or(SignedDuration::ZERO, |r| to_signed(r.min_duration));
-        if candidate == m.state {
-            m.pending = None;
-            return;
-        }
-        let began = match m.pending {
-            Some((state, began)) if state == candidate => began,
-            _ => at,
-        };
-        if at.duration_since(began) >= min {
-            change_state(m, candidate, began, out);
-        } else {
-            m.pending = Some((candidate, began));
+    /// Advances the clock: machines without data for `offline_after` go offline, time is
+    /// accounted to the windows, and every machine's state line is repeated once per heartbeat.
+    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<String>) {
+        self.advance(now, out);
+        for m in &mut self.machines {
+            if now.duration_since(m.last_written) >= self.heartbeat {
+                out.extend(m.heartbeat_line(now));
+                m.last_written = now;
+                m.last_heartbeat = Some(now);
+            }
         }
     }
 
-    /// Advances the clock: machines without data for `offline_after` go offline, and every
-    /// machine's state line is repeated once per heartbeat.
-    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<String>) {
+    /// Machines silent for `offline_after` go offline (stamped at that deadline), then time up
+    /// to `now` is accounted. The offline check comes first, so no window ever shows silent time
+    /// as the machine's last state, not even until the next tick.
+    fn advance(&mut self, now: Timestamp, out: &mut Vec<String>) {
         for m in &mut self.machines {
             if m.state != State::Offline {
                 let deadline = m.last_data.unwrap_or(m.since) + self.offline_after;
                 if now >= deadline {
-                    change_state(m, State::Offline, deadline.max(m.since), out);
+                    m.change_state(State::Offline, deadline.max(m.since), &self.calendar, out);
                 }
             }
-            if now.duration_since(m.last_written) >= self.heartbeat {
-                out.extend(heartbeat_line(m, now));
-                m.last_written = now;
-                m.last_heartbeat = Some(now);
+            m.account_to(now, &self.calendar);
+        }
+    }
+
+    /// Writes every open window's totals (and windows closed within the grace period), raises
+    /// green alerts for closed windows, and forgets windows past the grace period.
+    pub fn flush(&mut self, now: Timestamp, out: &mut Vec<String>) {
+        self.advance(now, out);
+        for m in &self.machines {
+            for (w, t) in &m.windows {
+                out.extend(m.time_line(w, t));
             }
+        }
+        let fleets = self.fleets();
+        for (w, f) in &fleets {
+            out.extend(self.fleet_line(w, f));
+        }
+        for meter in &self.meters {
+            for (w, t) in &meter.windows {
+                let good = meter.machine.and_then(|i| {
+                    let m = &self.machines[i];
+                    m.windows.get(w).map(|t| {
+                        if t.good_known {
+                            t.parts_good
+                        } else {
+                            t.parts_total
+                        }
+                    })
+                });
+                out.extend(meter.energy_line(w, t, &self.coefficients, good));
+            }
+        }
+        let mut closed_green = Vec::new();
+        for w in fleets
+            .keys()
+            .filter(|w| matches!(w.kind, WindowKind::Day | WindowKind::Month))
+        {
+            let (g, va_known) = self.green(w);
+            out.extend(self.green_line(w, &g, va_known));
+            if w.end <= now && !self.alerted.contains(w) {
+                closed_green.push((w.clone(), g));
+            }
+        }
+        for (w, g) in closed_green {
+            self.alert(&w, &g, out);
+            self.alerted.insert(w);
+        }
+        let keep = |w: &Window| w.end + CLOSED_WINDOW_GRACE > now;
+        for m in &mut self.machines {
+            m.windows.retain(|w, _| keep(w));
+        }
+        for meter in &mut self.meters {
+            meter.windows.retain(|w, _| keep(w));
+        }
+        // Alerts are remembered as long as a month window could still be rewritten.
+        self.alerted
+            .retain(|w| w.end + SignedDuration::from_hours(24 * 40) > now);
+    }
+
+    /// The enterprise's fleet per window, from every machine's totals.
+    fn fleets(&self) -> BTreeMap<Window, Fleet> {
+        let mut out: BTreeMap<Window, Fleet> = BTreeMap::new();
+        let keys: BTreeSet<&Window> = self
+            .machines
+            .iter()
+            .flat_map(|m| m.windows.keys())
+            .collect();
+        for w in keys {
+            let mut f = Fleet::default();
+            for m in &self.machines {
+                f.machines_total += 1;
+                f.machines_digital += u64::from(m.digital);
+                f.machines_cnc += u64::from(m.cnc);
+                let Some(t) = m.windows.get(w) else { continue };
+                if t.delivered {
+                    f.machines_networked += 1;
+                    f.machines_digital_networked += u64::from(m.digital);
+                    if m.cnc {
+                        f.cnc_running_s += t.running_busy_ns as f64 / 1e9;
+                        f.cnc_planned_s += t.planned_busy_ns as f64 / 1e9;
+                    }
+                }
+            }
+            out.insert(w.clone(), f);
+        }
+        out
+    }
+
+    fn fleet_line(&self, w: &Window, f: &Fleet) -> Option<String> {
+        let mut b = LineBuilder::with_prefix(&self.fleet_prefix)
+            .tag("window", w.kind.tag())
+            .tag("shift", w.shift.as_deref().unwrap_or(""))
+            .int("machines_total", f.machines_total as i64)
+            .int("machines_digital", f.machines_digital as i64)
+            .int("machines_cnc", f.machines_cnc as i64)
+            .int("machines_networked", f.machines_networked as i64)
+            .int(
+                "machines_digital_networked",
+                f.machines_digital_networked as i64,
+            )
+            .float("cnc_running_s", f.cnc_running_s)
+            .float("cnc_planned_s", f.cnc_planned_s);
+        for (name, value) in [
+            ("networking_rate", f.networking_rate()),
+            ("networking_rate_digital", f.networking_rate_digital()),
+            ("cnc_rate", f.cnc_rate()),
+            ("cnc_utilisation", f.cnc_utilisation()),
+        ] {
+            if let Some(v) = value {
+                b = b.float(name, v);
+            }
+        }
+        b.finish(w.start)
+    }
+
+    /// The enterprise's green figures in a day or month window, and whether value added is
+    /// known. Energy comes from site meters; a carrier with no site meter is summed from its
+    /// machine meters instead (never both, which would count it twice).
+    fn green(&self, w: &Window) -> (Green, bool) {
+        let mut by_carrier: BTreeMap<Carrier, (f64, f64)> = BTreeMap::new();
+        for meter in &self.meters {
+            let q = meter.windows.get(w).map_or(0.0, |t| t.quantity);
+            let slot = by_carrier.entry(meter.carrier).or_default();
+            if meter.machine.is_none() {
+                slot.0 += q;
+            } else {
+                slot.1 += q;
+            }
+        }
+        let has_site = |c: &Carrier| {
+            self.meters
+                .iter()
+                .any(|m| m.carrier == *c && m.machine.is_none())
+        };
+        let mut g = Green::default();
+        for (carrier, (site, machines)) in &by_carrier {
+            let q = if has_site(carrier) { *site } else { *machines };
+            match carrier {
+                Carrier::Water => g.water_t += q,
+                c => {
+                    if *c == Carrier::Electricity {
+                        g.electricity_kwh += q;
+                    }
+                    g.energy_tce += self.coefficients.tce(*c, q).unwrap_or(0.0);
+                }
+            }
+        }
+        let va = match self.va_method {
+            ValueAddedMethod::Parts | ValueAddedMethod::GrossOutput => {
+                let mut cny = 0.0;
+                let mut any = false;
+                for m in &self.machines {
+                    let per_part = match self.va_method {
+                        ValueAddedMethod::Parts => m.value_added_per_part,
+                        _ => m
+                            .gross_output_per_part
+                            .zip(self.va_rate)
+                            .map(|(p, r)| p * r),
+                    };
+                    let (Some(per_part), Some(t)) = (per_part, m.windows.get(w)) else {
+                        continue;
+                    };
+                    let good = if t.good_known {
+                        t.parts_good
+                    } else {
+                        t.parts_total
+                    };
+                    cny += good as f64 * per_part;
+                    any = true;
+                }
+                any.then_some(cny / 10_000.0)
+            }
+            ValueAddedMethod::Declared => self.declarations.value_for(w, self.calendar.time_zone()),
+        };
+        g.value_added_10k_cny = va.unwrap_or(0.0);
+        (g, va.is_some())
+    }
+
+    fn green_line(&self, w: &Window, g: &Green, va_known: bool) -> Option<String> {
+        let mut b = LineBuilder::with_prefix(&self.green_prefix)
+            .tag("window", w.kind.tag())
+            .float("energy_tce", g.energy_tce)
+            .float("electricity_kwh", g.electricity_kwh)
+            .float("water_t", g.water_t)
+            .float(
+                "electricity_kgce_per_kwh",
+                self.coefficients
+                    .kgce_per_unit(Carrier::Electricity)
+                    .unwrap_or(0.0),
+            );
+        if va_known {
+            b = b.float("value_added_10k_cny", g.value_added_10k_cny);
+            for (name, value) in [
+                ("tce_per_10k_cny", g.tce_per_10k_cny()),
+                ("value_added_per_tce", g.value_added_per_tce()),
+                ("water_t_per_10k_cny", g.water_t_per_10k_cny()),
+            ] {
+                if let Some(v) = value {
+                    b = b.float(name, v);
+                }
+            }
+        }
+        b.finish(w.start)
+    }
+
+    /// A closed window over a configured limit: a `green_alert` line and a log entry.
+    fn alert(&self, w: &Window, g: &Green, out: &mut Vec<String>) {
+        let checks = [
+            ("tce_per_10k_cny", g.tce_per_10k_cny(), self.tce_limit),
+            (
+                "water_t_per_10k_cny",
+                g.water_t_per_10k_cny(),
+                self.water_limit,
+            ),
+        ];
+        for (indicator, value, limit) in checks {
+            let (Some(value), Some(limit)) = (value, limit) else {
+                continue;
+            };
+            if value <= limit {
+                continue;
+            }
+            warn!(window = w.kind.tag(), start = %w.start, indicator, value, limit, "green indicator over its limit");
+            let line = LineBuilder::with_prefix(&self.alert_prefix)
+                .tag("window", w.kind.tag())
+                .tag("indicator", indicator)
+                .float("value", value)
+                .float("limit", limit)
+                .float("over_by", value - limit);
+            out.extend(line.finish(w.start));
         }
     }
 
@@ -324,6 +707,9 @@ impl Engine {
     }
 
     pub fn snapshot(&self, now: Timestamp, records_dropped: u64) -> Snapshot {
+        let today = windows::containing(&self.calendar, now)
+            .into_iter()
+            .find(|w| w.kind == WindowKind::Day);
         Snapshot {
             at: Some(now),
             machines: self
@@ -336,6 +722,7 @@ impl Engine {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
                     signals.sort_by(|a, b| a.0.cmp(&b.0));
+                    let t = today.as_ref().and_then(|w| m.windows.get(w));
                     MachineView {
                         id: m.id.clone(),
                         name: m.name.clone(),
@@ -344,47 +731,21 @@ impl Engine {
                         state: m.state,
                         since: m.since,
                         signals,
+                        availability_today: t.and_then(|t| {
+                            indicators::availability(
+                                t.running_busy_ns as f64 / 1e9,
+                                t.planned_busy_ns as f64 / 1e9,
+                            )
+                        }),
+                        parts_today: t.map_or(0, |t| t.parts_total),
                     }
                 })
                 .collect(),
             devices: self.devices.clone(),
             records_dropped,
+            fleet_today: today.as_ref().and_then(|w| self.fleets().remove(w)),
+            green_today: today.as_ref().map(|w| self.green(w).0),
         }
-    }
-}
-
-fn heartbeat_line(m: &MachineTrack, at: Timestamp) -> Option<String> {
-    LineBuilder::with_prefix(&m.state_prefix)
-        .string("state", m.state.as_str())
-        .int("code", m.state.code())
-        .float(
-            "state_s",
-            seconds(at.duration_since(m.since).max(SignedDuration::ZERO)),
-        )
-        .finish(at)
-}
-
-/// Writes a state change stamped `at`, when the new state began. That can be earlier than the
-/// last heartbeat (a poll result still in the queue when the heartbeat was written, or a state
-/// waiting out `min_duration`); the heartbeat then stated the old state for a moment that
-/// belongs to the new one. It is rewritten with the same timestamp, which overwrites it in the
-/// store, so the stored timeline never contradicts itself.
-fn change_state(m: &mut MachineTrack, to: State, at: Timestamp, out: &mut Vec<String>) {
-    let previous = m.state;
-    let previous_s = seconds(at.duration_since(m.since).max(SignedDuration::ZERO));
-    info!(machine = %m.id, from = %previous, to = %to, "state change");
-    let line = LineBuilder::with_prefix(&m.state_prefix)
-        .string("state", to.as_str())
-        .int("code", to.code())
-        .string("previous", previous.as_str())
-        .float("previous_s", previous_s);
-    out.extend(line.finish(at));
-    m.state = to;
-    m.since = at;
-    m.pending = None;
-    match m.last_heartbeat {
-        Some(hb) if hb >= at => out.extend(heartbeat_line(m, hb)),
-        _ => m.last_written = at,
     }
 }
 
@@ -396,18 +757,34 @@ fn to_signed(d: Duration) -> SignedDuration {
     SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
 }
 
-/// Feeds the engine from the sources until shutdown, hands records to the spool and publishes
-/// snapshots. Records go to the spool with `try_send`: the engine never waits for a sink.
+/// What the engine's task needs besides the engine.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where the accumulators are saved.
+    pub state_path: PathBuf,
+    /// How often window totals are written and the state saved.
+    pub window_flush: Duration,
+    /// The config's declared value added, and the file that adds to it.
+    pub declared: Vec<crate::config::Declared>,
+    pub declared_file: Option<PathBuf>,
+}
+
+/// Feeds the engine from the sources until shutdown, hands records to the spool, publishes
+/// snapshots, writes window totals and saves the accumulators. Records go to the spool with
+/// `try_send`: the engine never waits for a sink.
 pub async fn run(
     mut engine: Engine,
     mut events: mpsc::Receiver<SourceEvent>,
     records: std::sync::mpsc::SyncSender<Vec<String>>,
     snapshots: watch::Sender<Snapshot>,
     metrics: Metrics,
+    options: RunOptions,
     mut shutdown: Shutdown,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut flush = tokio::time::interval(options.window_flush.max(Duration::from_secs(1)));
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let dropped = metrics.counter(
         "shopfloor_records_dropped_total",
         "Records the engine could not hand to the spool because its queue was full.",
@@ -418,13 +795,25 @@ pub async fn run(
         "Samples for machines or meters that are not registered.",
         &[],
     );
+    let state_errors = metrics.counter(
+        "shopfloor_state_save_errors_total",
+        "Failed saves of the engine's accumulators.",
+        &[],
+    );
+    let declared_errors = metrics.counter(
+        "shopfloor_declared_file_errors_total",
+        "Declared value-added files that could not be read.",
+        &[],
+    );
+    let mut declared_seen: Option<std::time::SystemTime> = None;
     let mut out = Vec::new();
     let mut next_agent_line = Timestamp::now();
     loop {
+        let mut stop = false;
         tokio::select! {
             event = events.recv() => match event {
                 Some(event) => engine.on_event(event, &mut out),
-                None => break,
+                None => stop = true,
             },
             _ = ticker.tick() => {
                 let now = Timestamp::now();
@@ -433,8 +822,24 @@ pub async fn run(
                     out.extend(engine.agent_line(now, &metrics));
                     next_agent_line = now + AGENT_LINE_EVERY;
                 }
+                let total_dropped = dropped.load(Ordering::Relaxed);
+                snapshots.send_replace(engine.snapshot(now, total_dropped));
             }
-            _ = shutdown.wait() => break,
+            _ = flush.tick() => {
+                if let Some(path) = &options.declared_file {
+                    reload_declared(&mut engine, &options, path, &mut declared_seen, &declared_errors);
+                }
+                let now = Timestamp::now();
+                engine.flush(now, &mut out);
+                save_state(&engine, now, &options.state_path, &state_errors).await;
+            }
+            _ = shutdown.wait() => stop = true,
+        }
+        if stop {
+            // The windows up to this moment are written and saved, so a restart continues them.
+            let now = Timestamp::now();
+            engine.flush(now, &mut out);
+            save_state(&engine, now, &options.state_path, &state_errors).await;
         }
         unknown.store(engine.unknown_targets, Ordering::Relaxed);
         if !out.is_empty() {
@@ -447,12 +852,56 @@ pub async fn run(
                 );
             }
         }
-        let total_dropped = dropped.load(Ordering::Relaxed);
-        snapshots.send_replace(engine.snapshot(Timestamp::now(), total_dropped));
+        if stop {
+            break;
+        }
     }
-    // Whatever the last event produced still goes to the spool.
-    if !out.is_empty() {
-        let _ = records.try_send(out);
+}
+
+async fn save_state(
+    engine: &Engine,
+    now: Timestamp,
+    path: &std::path::Path,
+    errors: &std::sync::atomic::AtomicU64,
+) {
+    let state = engine.save(now);
+    let path = path.to_path_buf();
+    let result = tokio::task::spawn_blocking(move || persist::save(&path, &state)).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            errors.fetch_add(1, Ordering::Relaxed);
+            error!(error = %e, "cannot save the engine state: a restart would lose the open windows");
+        }
+        Err(e) => {
+            errors.fetch_add(1, Ordering::Relaxed);
+            error!(error = %e, "engine state save task failed");
+        }
+    }
+}
+
+/// Re-reads the declared value-added file when it has changed.
+fn reload_declared(
+    engine: &mut Engine,
+    options: &RunOptions,
+    path: &std::path::Path,
+    seen: &mut Option<std::time::SystemTime>,
+    errors: &std::sync::atomic::AtomicU64,
+) {
+    let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if modified.is_none() || modified == *seen {
+        return;
+    }
+    *seen = modified;
+    match Declarations::new(&options.declared).with_file(path) {
+        Ok(d) => {
+            tracing::info!(file = %path.display(), "declared value added reloaded");
+            engine.set_declarations(d);
+        }
+        Err(e) => {
+            errors.fetch_add(1, Ordering::Relaxed);
+            error!(error = %e, "declared value-added file ignored; fix it and save it again");
+        }
     }
 }
 
@@ -582,9 +1031,37 @@ rule = [
     }
 
     #[test]
+    fn an_offline_event_makes_a_machine_offline_at_once() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        for s in 1..=3 {
+            e.on_event(poll("cnc01", t(s), 1, 0), &mut out);
+        }
+        out.clear();
+        let offline = |at| SourceEvent::Offline {
+            target: Target::Machine(Arc::from("cnc01")),
+            at,
+            reason: "last will".into(),
+        };
+        e.on_event(offline(t(5)), &mut out);
+        // Running from t=1 (taken after min_duration, stamped when it began) to t=5 = 4 s;
+        // offline at t=5, not at the silence deadline t=3+10.
+        let lines = state_lines(&out);
+        assert_eq!(lines.len(), 1, "{out:?}");
+        assert!(lines[0].ends_with(
+            " state=\"offline\",code=0i,previous=\"running\",previous_s=4.0 1700000005000000000"
+        ));
+        // A second death changes nothing.
+        out.clear();
+        e.on_event(offline(t(6)), &mut out);
+        assert!(state_lines(&out).is_empty());
+    }
+
+    #[test]
     fn machines_without_a_source_stay_offline_and_still_get_heartbeats() {
         let mut e = engine();
         let mut out = Vec::new();
+        e.opening_lines(&mut out);
         e.tick(t(0), &mut out);
         let press: Vec<_> = out
             .iter()
@@ -609,11 +1086,11 @@ rule = [
     fn a_heartbeat_contradicted_by_an_earlier_change_is_rewritten() {
         let mut e = engine();
         let mut out = Vec::new();
-        // Heartbeat at t=0 says offline; then a poll stamped t=0 (still in the queue when the
-        // heartbeat was written) shows an alarm. min_duration is 2 s, so feed t=0..2.
-        e.tick(t(0), &mut out);
+        // The heartbeat at t=60 says offline; then a poll stamped t=60 (still in the queue
+        // when the heartbeat was written) shows an alarm. min_duration is 2 s: feed t=60..62.
+        e.tick(t(60), &mut out);
         out.clear();
-        for s in 0..=2 {
+        for s in 60..=62 {
             e.on_event(poll("cnc01", t(s), 0, 9), &mut out);
         }
         let cnc: Vec<_> = state_lines(&out)
@@ -622,10 +1099,10 @@ rule = [
             .collect();
         assert_eq!(cnc.len(), 2, "{cnc:?}");
         assert!(cnc[0].ends_with(
-            "state=\"alarm\",code=4i,previous=\"offline\",previous_s=0.0 1700000000000000000"
+            "state=\"alarm\",code=4i,previous=\"offline\",previous_s=60.0 1700000060000000000"
         ));
-        // The heartbeat at t=0 is written again, now saying alarm.
-        assert!(cnc[1].ends_with("state=\"alarm\",code=4i,state_s=0.0 1700000000000000000"));
+        // The heartbeat at t=60 is written again, now saying alarm.
+        assert!(cnc[1].ends_with("state=\"alarm\",code=4i,state_s=0.0 1700000060000000000"));
     }
 
     #[test]

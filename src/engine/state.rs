@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use jiff::{SignedDuration, Timestamp};
+
 use crate::config::{Condition, Machine, Op, State, StateRules};
 use crate::source::Value;
 
@@ -21,22 +23,41 @@ pub fn rules_for<'a>(machine: &Machine, sets: &'a [StateRules]) -> Option<&'a St
 /// The state the rules give for these signals: the first rule whose conditions all hold, else
 /// the set's default. A condition on a signal the machine has not sent (or that is text) does
 /// not hold.
-pub fn evaluate(rules: &StateRules, signals: &HashMap<Arc<str>, Value>) -> State {
+pub fn evaluate(rules: &StateRules, inputs: &Inputs<'_>) -> State {
     rules
         .rules
         .iter()
-        .find(|rule| rule.when.iter().all(|c| holds(c, signals)))
+        .find(|rule| rule.when.iter().all(|c| holds(c, inputs)))
         .map_or(rules.default, |rule| rule.state)
 }
 
-fn holds(condition: &Condition, signals: &HashMap<Arc<str>, Value>) -> bool {
-    let Some(x) = signals
-        .get(condition.signal.as_str())
-        .and_then(Value::as_f64)
-    else {
+/// What the rules look at: the latest value of each signal, when each last changed, and the
+/// moment of evaluation.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub values: &'a HashMap<Arc<str>, Value>,
+    pub changed: &'a HashMap<Arc<str>, Timestamp>,
+    pub at: Timestamp,
+}
+
+fn holds(condition: &Condition, inputs: &Inputs<'_>) -> bool {
+    let name = condition.signal.as_str();
+    if condition.op == Op::ChangedWithin {
+        let (Some(changed), Some(within)) = (inputs.changed.get(name), condition.within) else {
+            return false;
+        };
+        return SignedDuration::try_from(within)
+            .is_ok_and(|within| inputs.at.duration_since(*changed) <= within);
+    }
+    let Some(x) = inputs.values.get(name).and_then(Value::as_f64) else {
         return false;
     };
-    let v = condition.value;
+    let v = condition.value.unwrap_or(f64::NAN);
+    let bit = |set: bool| {
+        condition
+            .bit
+            .is_some_and(|b| x.fract() == 0.0 && b < 64 && ((x as i64 >> b) & 1 == 1) == set)
+    };
     match condition.op {
         Op::Eq => x == v,
         Op::Ne => x != v,
@@ -44,6 +65,13 @@ fn holds(condition: &Condition, signals: &HashMap<Arc<str>, Value>) -> bool {
         Op::Ge => x >= v,
         Op::Lt => x < v,
         Op::Le => x <= v,
+        Op::Between => match (condition.min, condition.max) {
+            (Some(lo), Some(hi)) => lo <= x && x <= hi,
+            _ => false,
+        },
+        Op::BitSet => bit(true),
+        Op::BitClear => bit(false),
+        Op::ChangedWithin => false,
     }
 }
 
@@ -57,8 +85,28 @@ mod tests {
         Condition {
             signal: signal.into(),
             op,
-            value,
+            value: Some(value),
+            min: None,
+            max: None,
+            bit: None,
+            within: None,
         }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + s).unwrap()
+    }
+
+    /// Evaluates with no change history, at a fixed moment.
+    fn eval(rules: &StateRules, values: &HashMap<Arc<str>, Value>) -> State {
+        evaluate(
+            rules,
+            &Inputs {
+                values,
+                changed: &HashMap::new(),
+                at: t(0),
+            },
+        )
     }
 
     fn cnc_rules() -> StateRules {
@@ -100,15 +148,15 @@ mod tests {
             ("run", Value::Bool(true)),
             ("spindle_rpm", Value::Int(8000)),
         ]);
-        assert_eq!(evaluate(&rules, &running), State::Running);
+        assert_eq!(eval(&rules, &running), State::Running);
         // An alarm outranks running even while the spindle turns.
         let mut alarm = running.clone();
         alarm.insert(Arc::from("alarm_code"), Value::Int(1021));
-        assert_eq!(evaluate(&rules, &alarm), State::Alarm);
+        assert_eq!(eval(&rules, &alarm), State::Alarm);
         // Run flag set but spindle at 0: not all conditions hold → default idle.
         let mut waiting = running.clone();
         waiting.insert(Arc::from("spindle_rpm"), Value::Int(0));
-        assert_eq!(evaluate(&rules, &waiting), State::Idle);
+        assert_eq!(eval(&rules, &waiting), State::Idle);
     }
 
     #[test]
@@ -116,9 +164,73 @@ mod tests {
         let rules = cnc_rules();
         // power is unknown, so "power == 0" does not hold; nothing else matches → idle.
         assert_eq!(
-            evaluate(&rules, &signals(&[("alarm_code", Value::Int(0))])),
+            eval(&rules, &signals(&[("alarm_code", Value::Int(0))])),
             State::Idle
         );
+    }
+
+    #[test]
+    fn ranges_bits_and_recent_changes() {
+        let range = Condition {
+            op: Op::Between,
+            value: None,
+            min: Some(5.0),
+            max: Some(95.0),
+            ..cond("load_pct", Op::Between, 0.0)
+        };
+        let bit3 = Condition {
+            op: Op::BitSet,
+            value: None,
+            bit: Some(3),
+            ..cond("status", Op::BitSet, 0.0)
+        };
+        let counting = Condition {
+            op: Op::ChangedWithin,
+            value: None,
+            within: Some(Duration::from_secs(90)),
+            ..cond("parts", Op::ChangedWithin, 0.0)
+        };
+        let rules = StateRules {
+            default: State::Idle,
+            rules: vec![
+                Rule {
+                    state: State::Running,
+                    when: vec![counting.clone()],
+                },
+                Rule {
+                    state: State::Setup,
+                    when: vec![range.clone(), bit3.clone()],
+                },
+            ],
+            ..cnc_rules()
+        };
+        // load 50 % (in 5–95) and status 0b1000 (bit 3 set) → setup; no part count yet.
+        let mut values = signals(&[
+            ("load_pct", Value::Float(50.0)),
+            ("status", Value::Int(0b1000)),
+            ("parts", Value::Int(7)),
+        ]);
+        let mut changed = HashMap::new();
+        let at =
+            |s: i64, changed: &HashMap<Arc<str>, Timestamp>, values: &HashMap<Arc<str>, Value>| {
+                evaluate(
+                    &rules,
+                    &Inputs {
+                        values,
+                        changed,
+                        at: t(s),
+                    },
+                )
+            };
+        assert_eq!(at(0, &changed, &values), State::Setup);
+        // Bit 3 clear (0b0111) → no rule → idle; load 96 % is out of range as well.
+        values.insert(Arc::from("status"), Value::Int(0b0111));
+        assert_eq!(at(0, &changed, &values), State::Idle);
+        // The part counter changed at t=100: running until t=190 inclusive, idle after.
+        changed.insert(Arc::from("parts"), t(100));
+        assert_eq!(at(150, &changed, &values), State::Running);
+        assert_eq!(at(190, &changed, &values), State::Running);
+        assert_eq!(at(191, &changed, &values), State::Idle);
     }
 
     #[test]
@@ -129,6 +241,12 @@ mod tests {
             kind: "machining_centre".into(),
             cnc: true,
             digital: None,
+            parts_signal: None,
+            good_signal: None,
+            reject_signal: None,
+            ideal_cycle: None,
+            value_added_per_part: None,
+            gross_output_per_part: None,
         };
         let catch_all = StateRules {
             kinds: vec![],

@@ -5,6 +5,7 @@
 //! simulator must be able to misbehave on purpose (late, wrong or missing answers), and every
 //! request it receives is visible to tests, which check that the agent only ever reads.
 
+pub mod mqtt;
 pub mod workshop;
 
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::shutdown::Shutdown;
-pub use workshop::{METER_UNIT, Workshop};
+pub use workshop::{METER_UNIT, ScriptedMachine, Workshop};
 
 /// Options of `shopfloor sim`.
 #[derive(Debug, Clone)]
@@ -54,22 +55,39 @@ pub struct Simulator {
     pub workshop: Arc<Workshop>,
 }
 
-/// Binds the listener and serves until shutdown. `seen`, when given, receives every request.
+/// Binds the listener and serves a generated workshop until shutdown. `seen`, when given,
+/// receives every request.
 pub async fn start(
     options: &SimOptions,
     shutdown: Shutdown,
     seen: Option<mpsc::Sender<SeenRequest>>,
 ) -> std::io::Result<Simulator> {
-    let listener = TcpListener::bind(options.bind).await?;
-    let addr = listener.local_addr()?;
-    let workshop = Arc::new(Workshop::generate(
+    let workshop = Workshop::generate(
         options.seed,
         options.machines,
         Timestamp::now(),
         options.pace,
         SignedDuration::from_hours(24),
-    ));
-    info!(%addr, machines = options.machines, seed = options.seed, "simulator listening");
+    );
+    info!(
+        machines = options.machines,
+        seed = options.seed,
+        "simulated workshop generated"
+    );
+    serve(workshop, options.bind, shutdown, seen).await
+}
+
+/// Serves a given workshop (a scripted one, say) until shutdown.
+pub async fn serve(
+    workshop: Workshop,
+    bind: SocketAddr,
+    shutdown: Shutdown,
+    seen: Option<mpsc::Sender<SeenRequest>>,
+) -> std::io::Result<Simulator> {
+    let listener = TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    let workshop = Arc::new(workshop);
+    info!(%addr, "simulator listening");
     tokio::spawn(accept_loop(listener, workshop.clone(), shutdown, seen));
     Ok(Simulator { addr, workshop })
 }
@@ -163,6 +181,9 @@ pub fn answer(workshop: &Workshop, unit: u8, pdu: &[u8], at: Timestamp) -> Vec<u
     let limit = if bits { 2000 } else { 125 };
     if count == 0 || count > limit {
         return exception(ILLEGAL_VALUE);
+    }
+    if !workshop.answers(at) {
+        return exception(GATEWAY_TARGET_FAILED);
     }
     let table: Vec<u16> = if unit == METER_UNIT {
         match function {

@@ -75,6 +75,39 @@ pub struct Workshop {
     pub start: Timestamp,
     pub machines: Vec<SimMachine>,
     horizon: SignedDuration,
+    /// A scripted workshop answers only between `start` and this moment.
+    answers_until: Option<Timestamp>,
+}
+
+/// One machine of a scripted workshop.
+#[derive(Debug, Clone)]
+pub struct ScriptedMachine {
+    pub steps: Vec<(State, SignedDuration)>,
+    pub cycle_s: f64,
+    pub spindle_rpm: u16,
+    pub alarm_code: u16,
+}
+
+/// Numbers the segments of a plan with the parts made and energy used before each.
+fn segments(plan: Vec<(State, SignedDuration, SignedDuration)>, cycle_s: f64) -> Vec<Segment> {
+    let mut parts = 0u32;
+    let mut kwh = 0.0;
+    plan.into_iter()
+        .map(|(state, start, length)| {
+            let seg = Segment {
+                state,
+                start,
+                length,
+                parts_before: parts,
+                kwh_before: kwh,
+            };
+            if state == State::Running {
+                parts += (length.as_secs_f64() / cycle_s).floor() as u32;
+            }
+            kwh += load_kw(state) * length.as_secs_f64() / 3600.0;
+            seg
+        })
+        .collect()
 }
 
 /// splitmix64: a few lines of well-known PRNG, so the simulator needs no `rand`.
@@ -141,31 +174,12 @@ impl Workshop {
                     at += length;
                     state = next_state(state, &mut rng);
                 }
-                let mut parts = 0u32;
-                let mut kwh = 0.0;
-                let segments = plan
-                    .into_iter()
-                    .map(|(state, start, length)| {
-                        let seg = Segment {
-                            state,
-                            start,
-                            length,
-                            parts_before: parts,
-                            kwh_before: kwh,
-                        };
-                        if state == State::Running {
-                            parts += (length.as_secs_f64() / cycle_s).floor() as u32;
-                        }
-                        kwh += load_kw(state) * length.as_secs_f64() / 3600.0;
-                        seg
-                    })
-                    .collect();
                 SimMachine {
                     id: format!("cnc{:02}", i + 1),
                     spindle_rpm,
                     cycle_s,
                     alarm_code,
-                    segments,
+                    segments: segments(plan, cycle_s),
                 }
             })
             .collect();
@@ -173,6 +187,56 @@ impl Workshop {
             start,
             machines,
             horizon,
+            answers_until: None,
+        }
+    }
+
+    /// A workshop that follows a script, for tests whose expected figures are worked out by
+    /// hand: each machine goes through its `(state, length)` steps from `start`, and the last
+    /// step lasts until `until`. Before `start` and from `until` on, no unit answers (the
+    /// gateway reports "target failed to respond"), so the agent sees the machines offline.
+    pub fn scripted(start: Timestamp, until: Timestamp, machines: Vec<ScriptedMachine>) -> Self {
+        let horizon = until
+            .duration_since(start)
+            .max(SignedDuration::from_secs(1));
+        let machines = machines
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut at = SignedDuration::ZERO;
+                let mut plan = Vec::new();
+                let last = m.steps.len().saturating_sub(1);
+                for (n, (state, length)) in m.steps.into_iter().enumerate() {
+                    let length = if n == last {
+                        (horizon - at).max(length)
+                    } else {
+                        length
+                    };
+                    plan.push((state, at, length));
+                    at += length;
+                }
+                SimMachine {
+                    id: format!("cnc{:02}", i + 1),
+                    spindle_rpm: m.spindle_rpm,
+                    cycle_s: m.cycle_s,
+                    alarm_code: m.alarm_code,
+                    segments: segments(plan, m.cycle_s),
+                }
+            })
+            .collect();
+        Workshop {
+            start,
+            machines,
+            horizon,
+            answers_until: Some(until),
+        }
+    }
+
+    /// Whether the simulated devices answer at `at`.
+    pub fn answers(&self, at: Timestamp) -> bool {
+        match self.answers_until {
+            Some(until) => self.start <= at && at < until,
+            None => true,
         }
     }
 

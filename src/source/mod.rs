@@ -4,6 +4,7 @@
 //! states or indicators; that is the engine's business.
 
 pub mod modbus;
+pub mod mqtt;
 
 use std::fmt;
 use std::sync::Arc;
@@ -69,6 +70,13 @@ pub enum SourceEvent {
     /// A device stopped answering; `reason` says why in words an engineer can act on.
     DeviceDown {
         device: Arc<str>,
+        at: Timestamp,
+        reason: String,
+    },
+    /// The target is gone now, not after `offline_after` of silence: its Last Will arrived, or
+    /// a Sparkplug NDEATH/DDEATH. The engine makes a machine offline stamped `at`.
+    Offline {
+        target: Target,
         at: Timestamp,
         reason: String,
     },

@@ -1,0 +1,371 @@
+//! One machine as the engine sees it: its latest signals, its state, its part counters and its
+//! time model per window.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use tracing::info;
+
+use super::calendar::Calendar;
+use super::energy::{Counter, CounterStep};
+use super::timemodel::{Accounting, TimeTotals};
+use super::windows::{self, Window};
+use super::{seconds, state};
+use crate::config::{Config, Machine, State, StateRules};
+use crate::sink::line_protocol::{LineBuilder, tag_prefix};
+use crate::source::{Sample, Value};
+
+/// How far back state changes are kept, for sharing a machine meter's consumption between
+/// states: longer than any sensible gap between two meter readings.
+const HISTORY: SignedDuration = SignedDuration::from_hours(2);
+
+#[derive(Debug)]
+pub(super) struct MachineTrack {
+    pub id: Arc<str>,
+    pub name: String,
+    pub kind: String,
+    pub cnc: bool,
+    pub digital: bool,
+    pub rules: Option<StateRules>,
+    pub parts_signal: Option<Arc<str>>,
+    pub good_signal: Option<Arc<str>>,
+    pub reject_signal: Option<Arc<str>>,
+    pub ideal_cycle_s: Option<f64>,
+    pub value_added_per_part: Option<f64>,
+    pub gross_output_per_part: Option<f64>,
+    /// `signal,county=…,machine=…` ready for fields.
+    pub signal_prefix: String,
+    pub state_prefix: String,
+    pub time_prefix: String,
+    pub signals: HashMap<Arc<str>, Value>,
+    /// When each signal's value last changed. A first value is no change: nobody knows when
+    /// the counter last moved before the agent saw it.
+    pub changed: HashMap<Arc<str>, Timestamp>,
+    pub last_data: Option<Timestamp>,
+    pub state: State,
+    pub since: Timestamp,
+    /// A candidate state waiting out the rule set's `min_duration`.
+    pub pending: Option<(State, Timestamp)>,
+    /// When a line for this machine was last written, for the heartbeat.
+    pub last_written: Timestamp,
+    /// The timestamp of the last heartbeat line, which a later-stamped change may have to
+    /// correct (see `change_state`).
+    pub last_heartbeat: Option<Timestamp>,
+    /// Time is accounted to windows up to here.
+    pub accounted_to: Timestamp,
+    pub windows: BTreeMap<Window, TimeTotals>,
+    pub parts: Counter,
+    pub good: Counter,
+    pub reject: Counter,
+    /// Recent state changes (when each state began), oldest first.
+    pub history: VecDeque<(Timestamp, State)>,
+}
+
+impl MachineTrack {
+    pub fn new(m: &Machine, config: &Config, base: &[(&str, &str)], now: Timestamp) -> Self {
+        let cnc = if m.cnc { "true" } else { "false" };
+        let tags: Vec<(&str, &str)> = base
+            .iter()
+            .copied()
+            .chain([
+                ("machine", m.id.as_str()),
+                ("kind", m.kind.as_str()),
+                ("cnc", cnc),
+            ])
+            .collect();
+        let arc = |s: &Option<String>| s.as_deref().map(Arc::from);
+        MachineTrack {
+            id: Arc::from(m.id.as_str()),
+            name: m.name.clone(),
+            kind: m.kind.clone(),
+            cnc: m.cnc,
+            digital: m.is_digital(),
+            rules: state::rules_for(m, &config.state_rules).cloned(),
+            parts_signal: arc(&m.parts_signal),
+            good_signal: arc(&m.good_signal),
+            reject_signal: arc(&m.reject_signal),
+            ideal_cycle_s: m.ideal_cycle.map(|d| d.as_secs_f64()),
+            value_added_per_part: m.value_added_per_part,
+            gross_output_per_part: m.gross_output_per_part,
+            signal_prefix: tag_prefix("signal", &tags),
+            state_prefix: tag_prefix("machine_state", &tags),
+            time_prefix: tag_prefix("machine_time", &tags),
+            signals: HashMap::new(),
+            changed: HashMap::new(),
+            last_data: None,
+            state: State::Offline,
+            since: now,
+            pending: None,
+            last_written: now,
+            last_heartbeat: None,
+            accounted_to: now,
+            windows: BTreeMap::new(),
+            parts: Counter::default(),
+            good: Counter::default(),
+            reject: Counter::default(),
+            history: VecDeque::from([(now, State::Offline)]),
+        }
+    }
+
+    /// Takes the samples of one poll or message, all stamped `at`.
+    pub fn samples(
+        &mut self,
+        at: Timestamp,
+        group: &[Sample],
+        calendar: &Calendar,
+        out: &mut Vec<String>,
+    ) {
+        let line = group
+            .iter()
+            .fold(LineBuilder::with_prefix(&self.signal_prefix), |b, s| {
+                b.value(&s.signal, &s.value)
+            });
+        out.extend(line.finish(at));
+        for s in group {
+            let previous = self.signals.insert(s.signal.clone(), s.value.clone());
+            if previous.is_some_and(|p| p != s.value) {
+                self.changed.insert(s.signal.clone(), at);
+            }
+        }
+        self.last_data = Some(self.last_data.map_or(at, |t| t.max(at)));
+        let here = windows::containing(calendar, at);
+        for w in &here {
+            self.windows.entry(w.clone()).or_default().delivered = true;
+        }
+        self.count_parts(at, group, &here);
+
+        let candidate = match &self.rules {
+            Some(rules) => state::evaluate(
+                rules,
+                &state::Inputs {
+                    values: &self.signals,
+                    changed: &self.changed,
+                    at,
+                },
+            ),
+            // Without rules the engine can only say the machine delivers data.
+            None => State::Idle,
+        };
+        let min = self
+            .rules
+            .as_ref()
+            .map_or(SignedDuration::ZERO, |r| super::to_signed(r.min_duration));
+        if candidate == self.state {
+            self.pending = None;
+            return;
+        }
+        let began = match self.pending {
+            Some((state, began)) if state == candidate => began,
+            _ => at,
+        };
+        if at.duration_since(began) >= min {
+            self.change_state(candidate, began, calendar, out);
+        } else {
+            self.pending = Some((candidate, began));
+        }
+    }
+
+    /// Part counters: increments go to the windows containing the reading.
+    fn count_parts(&mut self, at: Timestamp, group: &[Sample], here: &[Window]) {
+        let reading = |name: &Option<Arc<str>>| {
+            name.as_ref().and_then(|n| {
+                group
+                    .iter()
+                    .find(|s| s.signal == *n)
+                    .and_then(|s| s.value.as_f64())
+            })
+        };
+        let step = |counter: &mut Counter, value: Option<f64>, what: &str, id: &str| {
+            let value = value?;
+            let step = counter.step(value, at, None);
+            if let CounterStep::Reset(_) = step {
+                info!(machine = id, counter = what, value, "part counter reset");
+            }
+            Some(step.delta().round() as i64)
+        };
+        let total = step(
+            &mut self.parts,
+            reading(&self.parts_signal),
+            "parts",
+            &self.id,
+        );
+        let good = step(&mut self.good, reading(&self.good_signal), "good", &self.id);
+        let rejects = step(
+            &mut self.reject,
+            reading(&self.reject_signal),
+            "reject",
+            &self.id,
+        );
+        let good = good.or_else(|| Some(total? - rejects?));
+        let known = self.good_signal.is_some() || self.reject_signal.is_some();
+        for w in here {
+            let t = self.windows.entry(w.clone()).or_default();
+            t.parts_total += total.unwrap_or(0);
+            t.parts_good += good.unwrap_or(0);
+            t.good_known |= known;
+        }
+    }
+
+    /// Gives the time since the last accounting to the current state.
+    pub fn account_to(&mut self, now: Timestamp, calendar: &Calendar) {
+        if now <= self.accounted_to {
+            return;
+        }
+        let span = windows::overlapping(calendar, self.accounted_to, now);
+        let acc = Accounting {
+            calendar,
+            windows: &span,
+        };
+        acc.add(
+            &mut self.windows,
+            &self.id,
+            (self.accounted_to, now),
+            self.state,
+            1,
+        );
+        self.accounted_to = now;
+    }
+
+    /// Writes a state change stamped `at`, when the new state began. That can be earlier than
+    /// the time already accounted (a poll result still in the queue during a tick, or a state
+    /// waiting out `min_duration`): that stretch is then moved from the old state to the new.
+    /// It can also be earlier than the last heartbeat, which then stated the old state for a
+    /// moment that belongs to the new one: it is rewritten with the same timestamp, which
+    /// overwrites it in the store, so the stored timeline never contradicts itself.
+    pub fn change_state(
+        &mut self,
+        to: State,
+        at: Timestamp,
+        calendar: &Calendar,
+        out: &mut Vec<String>,
+    ) {
+        let at = at.max(self.since);
+        if at >= self.accounted_to {
+            self.account_to(at, calendar);
+        } else {
+            let span = windows::overlapping(calendar, at, self.accounted_to);
+            let acc = Accounting {
+                calendar,
+                windows: &span,
+            };
+            let stretch = (at, self.accounted_to);
+            acc.add(&mut self.windows, &self.id, stretch, self.state, -1);
+            acc.add(&mut self.windows, &self.id, stretch, to, 1);
+        }
+        let previous = self.state;
+        let previous_s = seconds(at.duration_since(self.since).max(SignedDuration::ZERO));
+        info!(machine = %self.id, from = %previous, to = %to, "state change");
+        let line = LineBuilder::with_prefix(&self.state_prefix)
+            .string("state", to.as_str())
+            .int("code", to.code())
+            .string("previous", previous.as_str())
+            .float("previous_s", previous_s);
+        out.extend(line.finish(at));
+        self.state = to;
+        self.since = at;
+        self.pending = None;
+        self.history.push_back((at, to));
+        while self.history.len() > 1 && self.history[1].0 < at - HISTORY {
+            self.history.pop_front();
+        }
+        match self.last_heartbeat {
+            Some(hb) if hb >= at => out.extend(self.heartbeat_line(hb)),
+            _ => self.last_written = at,
+        }
+    }
+
+    pub fn heartbeat_line(&self, at: Timestamp) -> Option<String> {
+        LineBuilder::with_prefix(&self.state_prefix)
+            .string("state", self.state.as_str())
+            .int("code", self.state.code())
+            .float(
+                "state_s",
+                seconds(at.duration_since(self.since).max(SignedDuration::ZERO)),
+            )
+            .finish(at)
+    }
+
+    /// The share of `[from, to)` spent in each state, in `State::ALL` order.
+    pub fn state_shares(&self, from: Timestamp, to: Timestamp) -> [f64; 6] {
+        let mut shares = [0.0; 6];
+        let total = super::timemodel::nanos(from, to);
+        if total <= 0 {
+            shares[super::timemodel::state_index(self.state_at(to))] = 1.0;
+            return shares;
+        }
+        let mut entries: Vec<(Timestamp, State)> = self.history.iter().copied().collect();
+        entries.push((to, self.state));
+        for pair in entries.windows(2) {
+            let (s, e) = (pair[0].0.max(from), pair[1].0.min(to));
+            if e > s {
+                shares[super::timemodel::state_index(pair[0].1)] +=
+                    super::timemodel::nanos(s, e) as f64 / total as f64;
+            }
+        }
+        // Before the oldest kept change the state is unknown: offline.
+        let first = entries.first().map_or(to, |e| e.0);
+        if first > from {
+            shares[super::timemodel::state_index(State::Offline)] +=
+                super::timemodel::nanos(from, first.min(to)) as f64 / total as f64;
+        }
+        shares
+    }
+
+    fn state_at(&self, t: Timestamp) -> State {
+        self.history
+            .iter()
+            .rev()
+            .find(|(start, _)| *start <= t)
+            .map_or(State::Offline, |(_, s)| *s)
+    }
+
+    /// The `machine_time` line of one window.
+    pub fn time_line(&self, window: &Window, t: &TimeTotals) -> Option<String> {
+        let planned_s = t.planned_busy_ns as f64 / 1e9;
+        let running_planned_s = t.running_busy_ns as f64 / 1e9;
+        let running_s = t.state_s(State::Running);
+        let availability = super::indicators::availability(running_planned_s, planned_s);
+        let effectiveness = self
+            .ideal_cycle_s
+            .and_then(|c| super::indicators::effectiveness(c, t.parts_total, running_s));
+        let quality = t
+            .good_known
+            .then(|| super::indicators::quality(t.parts_good, t.parts_total))
+            .flatten();
+        let mut b = LineBuilder::with_prefix(&self.time_prefix)
+            .tag("window", window.kind.tag())
+            .tag("shift", window.shift.as_deref().unwrap_or(""))
+            .float("planned_s", planned_s)
+            .float("planned_stop_s", t.planned_down_ns as f64 / 1e9)
+            .float("running_planned_s", running_planned_s);
+        for state in State::ALL {
+            b = match state {
+                State::Running => b.float("running_s", t.state_s(state)),
+                State::Setup => b.float("setup_s", t.state_s(state)),
+                State::Idle => b.float("idle_s", t.state_s(state)),
+                State::Alarm => b.float("alarm_s", t.state_s(state)),
+                State::Stopped => b.float("stopped_s", t.state_s(state)),
+                State::Offline => b.float("offline_s", t.state_s(state)),
+            };
+        }
+        b = b.int("parts_total", t.parts_total);
+        if t.good_known {
+            b = b.int("parts_good", t.parts_good);
+        }
+        for (name, value) in [
+            ("availability", availability),
+            ("effectiveness", effectiveness),
+            ("quality", quality),
+            (
+                "oee",
+                super::indicators::oee(availability, effectiveness, quality),
+            ),
+        ] {
+            if let Some(v) = value {
+                b = b.float(name, v);
+            }
+        }
+        b.finish(window.start)
+    }
+}

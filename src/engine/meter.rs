@@ -1,0 +1,188 @@
+//! One energy or water meter: readings to consumption per window.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use tracing::warn;
+
+use super::calendar::Calendar;
+use super::energy::{Coefficients, Counter, CounterStep, EnergyTotals, distribute, to_base_unit};
+use super::machine::MachineTrack;
+use super::windows::{self, Window};
+use crate::config::{Carrier, Meter, Reading, State};
+use crate::sink::line_protocol::{LineBuilder, tag_prefix};
+
+#[derive(Debug)]
+pub(super) struct MeterTrack {
+    pub id: Arc<str>,
+    pub carrier: Carrier,
+    /// Base units per unit of the reading.
+    to_base: f64,
+    /// The machine the meter belongs to, when it is not a site meter.
+    pub machine: Option<usize>,
+    signal: Option<Arc<str>>,
+    reading: Reading,
+    rollover: Option<f64>,
+    /// `signal,county=…,meter=…,carrier=…` for the raw readings.
+    pub signal_prefix: String,
+    /// `energy,county=…,meter=…,carrier=…,unit=…,scope=…` for the window totals.
+    energy_prefix: String,
+    pub counter: Counter,
+    pub last_rate: Option<(Timestamp, f64)>,
+    pub windows: BTreeMap<Window, EnergyTotals>,
+}
+
+impl MeterTrack {
+    pub fn new(m: &Meter, base: &[(&str, &str)], machine: Option<usize>) -> Self {
+        let unit = m.unit.as_deref().unwrap_or(m.carrier.default_unit());
+        let to_base = to_base_unit(m.carrier, unit).unwrap_or(1.0);
+        let base_unit = m.carrier.default_unit();
+        let raw: Vec<(&str, &str)> = base
+            .iter()
+            .copied()
+            .chain([("meter", m.id.as_str()), ("carrier", m.carrier.as_str())])
+            .collect();
+        let scope = if machine.is_some() {
+            m.scope.as_str()
+        } else {
+            "site"
+        };
+        let energy: Vec<(&str, &str)> = raw
+            .iter()
+            .copied()
+            .chain([("unit", base_unit), ("scope", scope)])
+            .collect();
+        MeterTrack {
+            id: Arc::from(m.id.as_str()),
+            carrier: m.carrier,
+            to_base,
+            machine,
+            signal: m.signal.as_deref().map(Arc::from),
+            reading: m.reading,
+            rollover: m.rollover,
+            signal_prefix: tag_prefix("signal", &raw),
+            energy_prefix: tag_prefix("energy", &energy),
+            counter: Counter::default(),
+            last_rate: None,
+            windows: BTreeMap::new(),
+        }
+    }
+
+    /// The signal that carries the accounted reading.
+    pub fn reading_signal(&self) -> Option<&Arc<str>> {
+        self.signal.as_ref()
+    }
+
+    /// Takes one reading of the meter's accounted signal. `owner` is the machine the meter
+    /// belongs to, for consumption by state.
+    pub fn reading(
+        &mut self,
+        value: f64,
+        at: Timestamp,
+        max_gap: SignedDuration,
+        calendar: &Calendar,
+        owner: Option<&MachineTrack>,
+    ) -> MeterEvent {
+        let value = value * self.to_base;
+        let mut event = MeterEvent::default();
+        let (from, quantity) = match self.reading {
+            Reading::Counter => {
+                let previous = self.counter.last_at;
+                let step = self
+                    .counter
+                    .step(value, at, self.rollover.map(|r| r * self.to_base));
+                match step {
+                    CounterStep::First => return event,
+                    CounterStep::Reset(_) => {
+                        event.reset = true;
+                        warn!(meter = %self.id, value, "meter counter went down: taken as a reset");
+                    }
+                    _ => {}
+                }
+                (previous.unwrap_or(at), step.delta())
+            }
+            Reading::Power => {
+                let last = self.last_rate.replace((at, value));
+                let Some((t0, v0)) = last else { return event };
+                if at <= t0 {
+                    return event;
+                }
+                if at.duration_since(t0) > max_gap {
+                    // No reading for too long: the consumption in between is unknown.
+                    event.gap = true;
+                    self.mark(calendar, at, |t| t.gaps += 1);
+                    return event;
+                }
+                // The trapezoid between the two readings, the rate being per hour.
+                let hours = at.duration_since(t0).as_secs_f64() / 3600.0;
+                (t0, (v0 + value) / 2.0 * hours)
+            }
+        };
+        if self.reading == Reading::Counter && at.duration_since(from) > max_gap {
+            event.gap = true;
+            warn!(meter = %self.id, from = %from, to = %at, "gap in meter readings: consumption spread evenly over it");
+            self.mark(calendar, at, |t| t.gaps += 1);
+        }
+        if event.reset {
+            self.mark(calendar, at, |t| t.resets += 1);
+        }
+        let span = if from < at {
+            windows::overlapping(calendar, from, at)
+        } else {
+            windows::containing(calendar, at)
+        };
+        let shares = owner.map(|m| m.state_shares(from, at));
+        distribute(
+            &mut self.windows,
+            &span,
+            (from, at),
+            quantity,
+            shares.as_ref(),
+        );
+        event
+    }
+
+    fn mark(&mut self, calendar: &Calendar, at: Timestamp, f: impl Fn(&mut EnergyTotals)) {
+        for w in windows::containing(calendar, at) {
+            f(self.windows.entry(w).or_default());
+        }
+    }
+
+    /// The `energy` line of one window. `good_parts` is the owner machine's good parts in the
+    /// same window, for energy per good part.
+    pub fn energy_line(
+        &self,
+        window: &Window,
+        t: &EnergyTotals,
+        coefficients: &Coefficients,
+        good_parts: Option<i64>,
+    ) -> Option<String> {
+        let mut b = LineBuilder::with_prefix(&self.energy_prefix)
+            .tag("window", window.kind.tag())
+            .tag("shift", window.shift.as_deref().unwrap_or(""))
+            .float("quantity", t.quantity);
+        if let Some(tce) = coefficients.tce(self.carrier, t.quantity) {
+            b = b.float("tce", tce);
+        }
+        b = b.int("gaps", t.gaps).int("resets", t.resets);
+        if self.machine.is_some() {
+            for (state, q) in State::ALL.iter().zip(t.by_state) {
+                b = b.float(&format!("quantity_{}", state.as_str()), q);
+            }
+            if let Some(per) =
+                good_parts.and_then(|g| super::indicators::ratio(t.quantity, g as f64))
+            {
+                b = b.float("per_good_part", per);
+            }
+        }
+        b.finish(window.start)
+    }
+}
+
+/// What a reading revealed, for counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct MeterEvent {
+    pub reset: bool,
+    pub gap: bool,
+}

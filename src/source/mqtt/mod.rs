@@ -1,0 +1,569 @@
+//! MQTT brokers: machines, IoT boxes and PLC gateways that publish their state.
+//!
+//! Each `[[mqtt]]` broker is an actor like a Modbus device: one task owns the connection
+//! (rumqttc's event loop), turns each message into engine events with a [`Mapper`], and sends
+//! them over the engine's bounded channel. The pieces:
+//!
+//! - [`topic`]: patterns with named captures (`plant/{machine}/status`) and name templates;
+//! - [`payload`]: JSON paths, plain text, timestamps, conversion to the declared type;
+//! - [`sparkplug`]: the Sparkplug B topic namespace and protobuf payload;
+//! - [`mapping`]: message → events, with the counters for everything that is not used.
+//!
+//! ## Session and delivery
+//!
+//! The client id is fixed and the session persistent (clean session off; with MQTT 5 a session
+//! expiry of [`SESSION_EXPIRY_S`]), subscriptions are QoS 1, and messages are acknowledged by
+//! hand, *after* their events are in the engine's queue. So what the broker queued while the
+//! agent was away arrives when it is back, and a message the agent had received but not yet
+//! handed on when it stopped is sent again by the broker. Delivery is at least once.
+//!
+//! Subscriptions are made on the first connection of the process (the config may have changed
+//! since the broker stored the session) and again whenever the broker says it has no session
+//! for the agent (`session_present = 0`: it restarted without persistence, or the session
+//! expired). A broker that keeps the session keeps the subscriptions, so nothing is sent then.
+//!
+//! ## When the engine's queue is full
+//!
+//! The task waits for room: it stops reading from the broker, so TCP flow control holds the
+//! broker back and the broker keeps queueing QoS 1 messages for the session (up to its own
+//! limit, `max_queued_messages` in Mosquitto). Nothing is dropped by the agent. Unlike a Modbus
+//! poll, whose result is stale a second later, an MQTT message is the only copy of its data.
+//! If the engine stayed stuck for longer than one and a half keepalives the broker would close
+//! the connection; the unacknowledged messages are then delivered again after the reconnection.
+//!
+//! ## Never blocking the event loop
+//!
+//! rumqttc's event loop is also what sends the client's requests (acknowledgements,
+//! subscriptions), through a bounded channel. The task that drives it must never wait for room
+//! in that channel, or it waits for itself. So this task only uses the non-blocking `try_`
+//! calls, with a channel ([`REQUEST_CAPACITY`]) far larger than the acknowledgements that can
+//! be outstanding between two polls (the broker's in-flight window; with MQTT 5 the agent
+//! announces [`RECEIVE_MAXIMUM`]). It never publishes. Should a `try_ack` still fail, the
+//! message is delivered again on the next connection rather than lost.
+//!
+//! ## Oversized messages
+//!
+//! A payload larger than `max_packet_size` is counted and dropped by the [`Mapper`] (and
+//! acknowledged, so it is not sent again). To see its topic the client must read it, so the
+//! client accepts packets up to four times `max_packet_size` (at least 1 MiB). Beyond that
+//! ceiling the client cannot read the packet: with MQTT 5 the ceiling is announced to the
+//! broker, which then discards such messages itself; with 3.1.1 the connection fails and the
+//! broker would send the message again on every connection, so the error says to set the
+//! broker's own limit (`message_size_limit` in Mosquitto) below the ceiling.
+
+pub mod mapping;
+pub mod payload;
+pub mod sparkplug;
+pub mod topic;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rumqttc::v5::mqttbytes::v5 as v5b;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::config::{MqttBroker, MqttProtocol, MqttTls, Site};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::source::SourceEvent;
+pub use mapping::Mapper;
+
+/// The first wait after a failed connection; it doubles up to the broker's `max_backoff`.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Requests (acknowledgements, subscriptions) waiting for the event loop to send them.
+pub const REQUEST_CAPACITY: usize = 4096;
+/// MQTT 5: unacknowledged QoS 1 messages the broker may have in flight to the agent.
+pub const RECEIVE_MAXIMUM: u16 = 1024;
+/// MQTT 5: how long the broker keeps the agent's session after a disconnection (7 days), the
+/// equivalent of a 3.1.1 persistent session with an end.
+pub const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
+/// The smallest packet ceiling of the client (see "Oversized messages").
+const MIN_PACKET_CEILING: usize = 1 << 20;
+
+/// Why a broker cannot be started.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("mqtt broker `{broker}`: {message}")]
+    Config { broker: String, message: String },
+    #[error("mqtt broker `{broker}`: password: {source}")]
+    Secret {
+        broker: String,
+        source: crate::config::SecretError,
+    },
+    #[error("mqtt broker `{broker}`: {what} `{path}`: {reason}")]
+    Tls {
+        broker: String,
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// The id a broker's client uses when the config names none. It must be stable across
+/// restarts (the broker finds the session by it) and unique among the broker's clients.
+pub fn client_id(broker: &MqttBroker, site: &Site) -> String {
+    broker
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("shopfloor-{}-{}", site.enterprise, broker.id))
+}
+
+/// The packet size the client reads at most (see "Oversized messages").
+pub fn packet_ceiling(max_packet_size: usize) -> usize {
+    max_packet_size
+        .saturating_mul(4)
+        .max(MIN_PACKET_CEILING)
+        .min(u32::MAX as usize)
+}
+
+enum Options {
+    V4(Box<rumqttc::MqttOptions>),
+    V5(Box<rumqttc::v5::MqttOptions>),
+}
+
+/// A broker ready to run: options, topic map, subscriptions.
+pub struct Broker {
+    id: Arc<str>,
+    options: Options,
+    mapper: Mapper,
+    filters: Vec<String>,
+    max_backoff: Duration,
+    ceiling: usize,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("id", &self.id)
+            .field("filters", &self.filters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a broker's client options (reading the password and the TLS files now, so a missing
+/// file stops the start with a clear message) and its topic map. `machines` and `meters` are
+/// the register.
+pub fn prepare(
+    cfg: &MqttBroker,
+    site: &Site,
+    machines: HashSet<Arc<str>>,
+    meters: HashSet<Arc<str>>,
+    metrics: Metrics,
+) -> Result<Broker, MqttError> {
+    let config_error = |message: String| MqttError::Config {
+        broker: cfg.id.clone(),
+        message,
+    };
+    let (host, port) = cfg
+        .address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .ok_or_else(|| config_error(format!("address `{}` is not host:port", cfg.address)))?;
+    let password = cfg
+        .password
+        .as_ref()
+        .map(|s| s.resolve())
+        .transpose()
+        .map_err(|source| MqttError::Secret {
+            broker: cfg.id.clone(),
+            source,
+        })?;
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| tls_config(&cfg.id, t))
+        .transpose()?;
+    let id = client_id(cfg, site);
+    let ceiling = packet_ceiling(cfg.max_packet_size);
+    let options = match cfg.protocol {
+        MqttProtocol::V311 => {
+            let mut o = rumqttc::MqttOptions::new(id, host, port);
+            o.set_keep_alive(cfg.keepalive.max(Duration::from_secs(1)))
+                .set_clean_session(cfg.clean_session)
+                .set_manual_acks(true)
+                .set_max_packet_size(ceiling, ceiling);
+            if let Some(user) = &cfg.username {
+                o.set_credentials(user.clone(), password.clone().unwrap_or_default());
+            }
+            if let Some(tls) = tls {
+                o.set_transport(rumqttc::Transport::tls_with_config(tls.into()));
+            }
+            Options::V4(Box::new(o))
+        }
+        MqttProtocol::V5 => {
+            let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
+            o.set_keep_alive(cfg.keepalive.max(Duration::from_secs(1)))
+                .set_clean_start(cfg.clean_session)
+                .set_manual_acks(true)
+                .set_max_packet_size(Some(ceiling as u32))
+                .set_receive_maximum(Some(RECEIVE_MAXIMUM));
+            if !cfg.clean_session {
+                o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
+            }
+            if let Some(user) = &cfg.username {
+                o.set_credentials(user.clone(), password.unwrap_or_default());
+            }
+            if let Some(tls) = tls {
+                o.set_transport(rumqttc::Transport::tls_with_config(tls.into()));
+            }
+            Options::V5(Box::new(o))
+        }
+    };
+    let mapper = Mapper::new(cfg, machines, meters, metrics).map_err(config_error)?;
+    let filters = mapper.filters();
+    Ok(Broker {
+        id: Arc::from(cfg.id.as_str()),
+        options,
+        mapper,
+        filters,
+        max_backoff: cfg.max_backoff.max(MIN_BACKOFF),
+        ceiling,
+    })
+}
+
+/// A rustls client config with the ring provider passed in, so it does not depend on which
+/// provider is installed process-wide.
+fn tls_config(broker: &str, tls: &MqttTls) -> Result<rustls::ClientConfig, MqttError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fail = |what: &'static str, path: &Path, reason: String| MqttError::Tls {
+        broker: broker.to_string(),
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs =
+        |what: &'static str, path: &Path| -> Result<Vec<CertificateDer<'static>>, MqttError> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| fail(what, path, e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(what, path, e.to_string()))?;
+            if certs.is_empty() {
+                return Err(fail(what, path, "no PEM certificate in the file".into()));
+            }
+            Ok(certs)
+        };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs("ca_file", &tls.ca_file)? {
+        roots
+            .add(cert)
+            .map_err(|e| fail("ca_file", &tls.ca_file, e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail("ca_file", &tls.ca_file, e.to_string()))?
+        .with_root_certificates(roots);
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let chain = certs("cert_file", cert_file)?;
+            let key = PrivateKeyDer::from_pem_file(key_file)
+                .map_err(|e| fail("key_file", key_file, e.to_string()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| fail("cert_file", cert_file, e.to_string()))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(path), None) | (None, Some(path)) => Err(fail(
+            "cert_file and key_file",
+            path,
+            "a client certificate needs both".into(),
+        )),
+    }
+}
+
+/// A received message of either protocol version.
+enum Message {
+    V4(rumqttc::Publish),
+    V5(v5b::Publish),
+}
+
+impl Message {
+    fn topic(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Message::V4(p) => std::borrow::Cow::Borrowed(&p.topic),
+            Message::V5(p) => String::from_utf8_lossy(&p.topic),
+        }
+    }
+    fn payload(&self) -> &[u8] {
+        match self {
+            Message::V4(p) => &p.payload,
+            Message::V5(p) => &p.payload,
+        }
+    }
+}
+
+/// What one turn of the event loop produced. Moved once per message and never stored, so its
+/// size does not matter and boxing the message would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
+enum Polled {
+    Connected { session_present: bool },
+    Message(Message),
+    SubAck { refused: usize },
+    Other,
+}
+
+/// rumqttc's client and event loop, for either protocol version.
+enum Session {
+    V4(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
+    V5(rumqttc::v5::AsyncClient, Box<rumqttc::v5::EventLoop>),
+}
+
+impl Session {
+    fn new(options: Options) -> Session {
+        match options {
+            Options::V4(o) => {
+                let (c, e) = rumqttc::AsyncClient::new(*o, REQUEST_CAPACITY);
+                Session::V4(c, Box::new(e))
+            }
+            Options::V5(o) => {
+                let (c, e) = rumqttc::v5::AsyncClient::new(*o, REQUEST_CAPACITY);
+                Session::V5(c, Box::new(e))
+            }
+        }
+    }
+
+    async fn poll(&mut self, ceiling: usize) -> Result<Polled, String> {
+        use rumqttc::{Event, Packet};
+        match self {
+            Session::V4(_, events) => match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(c))) => Ok(Polled::Connected {
+                    session_present: c.session_present,
+                }),
+                Ok(Event::Incoming(Packet::Publish(p))) => Ok(Polled::Message(Message::V4(p))),
+                Ok(Event::Incoming(Packet::SubAck(s))) => Ok(Polled::SubAck {
+                    refused: s
+                        .return_codes
+                        .iter()
+                        .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                        .count(),
+                }),
+                Ok(_) => Ok(Polled::Other),
+                Err(e) => Err(describe_v4(&e, ceiling)),
+            },
+            Session::V5(_, events) => match events.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(v5b::Packet::ConnAck(c))) => {
+                    Ok(Polled::Connected {
+                        session_present: c.session_present,
+                    })
+                }
+                Ok(rumqttc::v5::Event::Incoming(v5b::Packet::Publish(p))) => {
+                    Ok(Polled::Message(Message::V5(p)))
+                }
+                Ok(rumqttc::v5::Event::Incoming(v5b::Packet::SubAck(s))) => Ok(Polled::SubAck {
+                    refused: s
+                        .return_codes
+                        .iter()
+                        .filter(|c| !matches!(c, v5b::SubscribeReasonCode::Success(_)))
+                        .count(),
+                }),
+                Ok(_) => Ok(Polled::Other),
+                Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => Err(format!(
+                    "the broker refused the connection ({code:?}): check username, password and client id"
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+
+    /// Queues the subscriptions without waiting; false when the request channel is full.
+    fn try_subscribe(&self, filters: &[String]) -> bool {
+        match self {
+            Session::V4(c, _) => c
+                .try_subscribe_many(
+                    filters.iter().map(|f| {
+                        rumqttc::SubscribeFilter::new(f.clone(), rumqttc::QoS::AtLeastOnce)
+                    }),
+                )
+                .is_ok(),
+            Session::V5(c, _) => c
+                .try_subscribe_many(
+                    filters.iter().map(|f| {
+                        v5b::Filter::new(f.clone(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                    }),
+                )
+                .is_ok(),
+        }
+    }
+
+    fn try_ack(&self, message: &Message) -> bool {
+        match (self, message) {
+            (Session::V4(c, _), Message::V4(p)) => c.try_ack(p).is_ok(),
+            (Session::V5(c, _), Message::V5(p)) => c.try_ack(p).is_ok(),
+            _ => false,
+        }
+    }
+
+    fn try_disconnect(&self) {
+        let _ = match self {
+            Session::V4(c, _) => c.try_disconnect().is_ok(),
+            Session::V5(c, _) => c.try_disconnect().is_ok(),
+        };
+    }
+}
+
+fn describe_v4(e: &rumqttc::ConnectionError, ceiling: usize) -> String {
+    use rumqttc::{ConnectionError, StateError};
+    match e {
+        ConnectionError::ConnectionRefused(code) => format!(
+            "the broker refused the connection ({code:?}): check username, password and client id"
+        ),
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => format!(
+            "the broker sent a {size}-byte packet, more than the {ceiling} bytes the client reads; \
+             with MQTT 3.1.1 it sends it again on every connection: set the broker's \
+             message_size_limit below {ceiling}, or raise max_packet_size, or use protocol = \"5\""
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Runs one broker until shutdown. See the module documentation.
+pub async fn run(
+    broker: Broker,
+    events: mpsc::Sender<SourceEvent>,
+    metrics: Metrics,
+    mut shutdown: Shutdown,
+) {
+    let Broker {
+        id,
+        options,
+        mut mapper,
+        filters,
+        max_backoff,
+        ceiling,
+    } = broker;
+    let span = tracing::info_span!("mqtt", broker = %id);
+    let labels = [("broker", &*id)];
+    let connected = metrics.gauge(
+        "shopfloor_mqtt_connected",
+        "1 while the agent is connected to the MQTT broker, 0 while it is not.",
+        &labels,
+    );
+    let connections = metrics.counter(
+        "shopfloor_mqtt_connections_total",
+        "Connections made to the MQTT broker, the first one and every reconnection.",
+        &labels,
+    );
+    let connect_failures = metrics.counter(
+        "shopfloor_mqtt_connection_errors_total",
+        "Failed connection attempts and lost connections to the MQTT broker.",
+        &labels,
+    );
+    let ack_failures = metrics.counter(
+        "shopfloor_mqtt_ack_failures_total",
+        "Acknowledgements that could not be queued; the broker sends those messages again.",
+        &labels,
+    );
+    let mut session = Session::new(options);
+    let mut backoff = MIN_BACKOFF;
+    let mut subscribed_once = false;
+    let mut resubscribe = false;
+    let mut up: Option<bool> = None;
+    let mut out = Vec::new();
+    'run: loop {
+        let polled = tokio::select! {
+            p = session.poll(ceiling) => p,
+            _ = shutdown.wait() => break,
+        };
+        if resubscribe && session.try_subscribe(&filters) {
+            resubscribe = false;
+        }
+        let now = Timestamp::now();
+        match polled {
+            Ok(Polled::Connected { session_present }) => {
+                backoff = MIN_BACKOFF;
+                connections.fetch_add(1, Ordering::Relaxed);
+                connected.store(1, Ordering::Relaxed);
+                if !session_present || !subscribed_once {
+                    info!(parent: &span, session_present, ?filters, "connected; subscribing");
+                    resubscribe = !session.try_subscribe(&filters);
+                    subscribed_once = true;
+                } else {
+                    info!(parent: &span, "connected; the broker kept the session and its subscriptions");
+                }
+                if up != Some(true) {
+                    up = Some(true);
+                    out.push(SourceEvent::DeviceUp {
+                        device: id.clone(),
+                        at: now,
+                    });
+                }
+            }
+            Ok(Polled::Message(message)) => {
+                mapper.handle(&message.topic(), message.payload(), now, &mut out);
+                if !send_all(&events, &mut out, &mut shutdown).await {
+                    break 'run;
+                }
+                if !session.try_ack(&message) {
+                    ack_failures.fetch_add(1, Ordering::Relaxed);
+                    debug!(parent: &span, "acknowledgement not queued; the broker will send the message again");
+                }
+                continue;
+            }
+            Ok(Polled::SubAck { refused }) if refused > 0 => warn!(
+                parent: &span,
+                refused,
+                "the broker refused subscriptions: check its ACL for this client and the topic patterns"
+            ),
+            Ok(_) => {}
+            Err(reason) => {
+                connected.store(0, Ordering::Relaxed);
+                connect_failures.fetch_add(1, Ordering::Relaxed);
+                if up != Some(false) {
+                    warn!(parent: &span, %reason, retry_in = ?backoff, "broker connection lost");
+                    out.push(SourceEvent::DeviceDown {
+                        device: id.clone(),
+                        at: now,
+                        reason: reason.clone(),
+                    });
+                    up = Some(false);
+                } else {
+                    debug!(parent: &span, %reason, retry_in = ?backoff, "broker still unreachable");
+                }
+                if !send_all(&events, &mut out, &mut shutdown).await {
+                    break 'run;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait() => break 'run,
+                }
+                backoff = (backoff * 2).min(max_backoff);
+                continue;
+            }
+        }
+        if !send_all(&events, &mut out, &mut shutdown).await {
+            break;
+        }
+    }
+    // A clean DISCONNECT keeps a persistent session (and tells the broker not to wait for us).
+    connected.store(0, Ordering::Relaxed);
+    session.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while session.poll(ceiling).await.is_ok() {}
+    })
+    .await;
+    debug!(parent: &span, "stopped");
+}
+
+/// Sends the events in order, waiting for room (see "When the engine's queue is full"). False
+/// when the agent is shutting down or the engine is gone.
+async fn send_all(
+    events: &mpsc::Sender<SourceEvent>,
+    out: &mut Vec<SourceEvent>,
+    shutdown: &mut Shutdown,
+) -> bool {
+    for event in out.drain(..) {
+        tokio::select! {
+            sent = events.send(event) => if sent.is_err() { return false },
+            _ = shutdown.wait() => return false,
+        }
+    }
+    true
+}

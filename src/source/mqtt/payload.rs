@@ -1,0 +1,315 @@
+//! Payloads as values: JSON paths, plain text, timestamps, and the conversion of whatever
+//! arrived into the type a signal was declared with.
+//!
+//! The conversion is where "a field keeps one type forever" is kept: the store rejects a whole
+//! batch when a field changes type, so a value that cannot be converted exactly is refused here
+//! (and counted by the caller) rather than written as something else.
+
+use std::fmt;
+
+use jiff::Timestamp;
+use serde_json::Value as Json;
+
+use crate::config::SignalType;
+use crate::source::Value;
+
+/// One step of a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A path into a JSON document: `spindle.rpm`, `axes[0].load`, `[2]`, `status.alarms[0]`.
+/// Keys are separated by dots and array elements taken with `[n]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPath {
+    steps: Vec<Step>,
+}
+
+impl JsonPath {
+    pub fn parse(text: &str) -> Result<JsonPath, String> {
+        let mut steps = Vec::new();
+        let bad = |why: &str| format!("path `{text}`: {why}");
+        if text.is_empty() {
+            return Err(bad("empty"));
+        }
+        for (i, part) in text.split('.').enumerate() {
+            let (key, mut indexes) = match part.find('[') {
+                Some(at) => part.split_at(at),
+                None => (part, ""),
+            };
+            if key.is_empty() && (i > 0 || indexes.is_empty()) {
+                return Err(bad("an empty key (two dots, or a dot at an end)"));
+            }
+            if !key.is_empty() {
+                steps.push(Step::Key(key.to_string()));
+            }
+            while !indexes.is_empty() {
+                let close = indexes.find(']').ok_or_else(|| bad("`[` without `]`"))?;
+                let index = indexes[1..close]
+                    .parse()
+                    .map_err(|_| bad("an array index is a whole number, like [0]"))?;
+                steps.push(Step::Index(index));
+                indexes = &indexes[close + 1..];
+                if !indexes.is_empty() && !indexes.starts_with('[') {
+                    return Err(bad("write a key after an index with a dot: `a[0].b`"));
+                }
+            }
+        }
+        Ok(JsonPath { steps })
+    }
+
+    /// The value at the path, if the document has one there.
+    pub fn get<'j>(&self, doc: &'j Json) -> Option<&'j Json> {
+        self.steps.iter().try_fold(doc, |node, step| match step {
+            Step::Key(k) => node.get(k.as_str()),
+            Step::Index(i) => node.get(*i),
+        })
+    }
+}
+
+/// Why a value was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// The value has a type that does not convert exactly to the declared one.
+    WrongType { declared: SignalType, got: String },
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::WrongType { declared, got } => {
+                write!(f, "declared {}, got {got}", type_name(*declared))
+            }
+        }
+    }
+}
+
+pub fn type_name(t: SignalType) -> &'static str {
+    match t {
+        SignalType::Float => "float",
+        SignalType::Int => "int",
+        SignalType::Bool => "bool",
+        SignalType::String => "string",
+    }
+}
+
+fn wrong(declared: SignalType, got: impl fmt::Display) -> Refused {
+    let mut got = got.to_string();
+    if got.len() > 40 {
+        let cut = (0..=40)
+            .rev()
+            .find(|i| got.is_char_boundary(*i))
+            .unwrap_or(0);
+        got.truncate(cut);
+        got.push('…');
+    }
+    Refused::WrongType { declared, got }
+}
+
+/// Converts a decoded value to the declared type: numbers written as text are read, booleans
+/// are 0 and 1 for numbers, and an integer must be whole. Anything else is refused.
+pub fn coerce(value: Value, declared: SignalType) -> Result<Value, Refused> {
+    match (declared, value) {
+        (SignalType::Float, Value::Float(x)) if x.is_finite() => Ok(Value::Float(x)),
+        (SignalType::Float, Value::Int(i)) => Ok(Value::Float(i as f64)),
+        (SignalType::Float, Value::Bool(b)) => Ok(Value::Float(f64::from(u8::from(b)))),
+        (SignalType::Float, Value::Text(s)) => match s.trim().parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(Value::Float(x)),
+            _ => Err(wrong(declared, format_args!("{s:?}"))),
+        },
+        (SignalType::Int, Value::Int(i)) => Ok(Value::Int(i)),
+        (SignalType::Int, Value::Float(x)) => whole(x).ok_or_else(|| wrong(declared, x)),
+        (SignalType::Int, Value::Bool(b)) => Ok(Value::Int(i64::from(b))),
+        (SignalType::Int, Value::Text(s)) => {
+            let t = s.trim();
+            t.parse::<i64>()
+                .map(Value::Int)
+                .ok()
+                .or_else(|| t.parse::<f64>().ok().and_then(whole))
+                .ok_or_else(|| wrong(declared, format_args!("{s:?}")))
+        }
+        (SignalType::Bool, Value::Bool(b)) => Ok(Value::Bool(b)),
+        (SignalType::Bool, Value::Int(i)) if i == 0 || i == 1 => Ok(Value::Bool(i == 1)),
+        (SignalType::Bool, Value::Float(x)) if x == 0.0 || x == 1.0 => Ok(Value::Bool(x == 1.0)),
+        (SignalType::Bool, Value::Text(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "on" | "1" => Ok(Value::Bool(true)),
+            "false" | "off" | "0" => Ok(Value::Bool(false)),
+            _ => Err(wrong(declared, format_args!("{s:?}"))),
+        },
+        (SignalType::String, Value::Text(s)) => Ok(Value::Text(s)),
+        (SignalType::String, other) => Ok(Value::Text(match other {
+            Value::Float(x) => format!("{x}"),
+            v => v.to_string(),
+        })),
+        (_, other) => Err(wrong(declared, other)),
+    }
+}
+
+fn whole(x: f64) -> Option<Value> {
+    (x.fract() == 0.0 && x.abs() < 9.0e15).then_some(Value::Int(x as i64))
+}
+
+/// A JSON scalar as a value; objects, arrays and null are not values of a signal.
+pub fn from_json(j: &Json) -> Result<Value, String> {
+    match j {
+        Json::Bool(b) => Ok(Value::Bool(*b)),
+        Json::Number(n) => Ok(match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        }),
+        Json::String(s) => Ok(Value::Text(s.clone())),
+        Json::Null => Err("null".into()),
+        Json::Array(_) => Err("an array".into()),
+        Json::Object(_) => Err("an object".into()),
+    }
+}
+
+/// A plain-text payload as a value: `true`/`false`, an integer, a number, or else the text.
+pub fn from_text(text: &str) -> Value {
+    let t = text.trim();
+    if let Ok(i) = t.parse::<i64>() {
+        return Value::Int(i);
+    }
+    if let Ok(x) = t.parse::<f64>() {
+        return Value::Float(x);
+    }
+    match t {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::Text(t.to_string()),
+    }
+}
+
+/// Epoch numbers at or above this are milliseconds: 1e11 seconds is the year 5138, 1e11
+/// milliseconds is March 1973, so every plausible timestamp is unambiguous.
+const MILLIS_FROM: f64 = 1e11;
+
+/// A timestamp from JSON: epoch seconds or milliseconds (integer or fractional, also written
+/// as text), or RFC 3339 text with an offset (`2024-05-01T08:00:00+08:00`).
+pub fn timestamp(j: &Json) -> Result<Timestamp, String> {
+    // Whole units and the fraction apart: seconds × 1e9 as one f64 would lose the last few
+    // hundred nanoseconds. The fraction is kept to the microsecond, which is what a decimal
+    // fraction of a second survives binary floating point with.
+    let epoch = |x: f64| -> Result<Timestamp, String> {
+        if !x.is_finite() || x.abs() >= 9.0e15 {
+            return Err(format!("{x} is not a time"));
+        }
+        let unit: i128 = if x.abs() >= MILLIS_FROM {
+            1_000_000
+        } else {
+            1_000_000_000
+        };
+        let whole = x.trunc();
+        let micros = ((x - whole) * (unit / 1000) as f64).round() as i128;
+        let nanos = whole as i128 * unit + micros * 1000;
+        Timestamp::from_nanosecond(nanos).map_err(|e| format!("{x} is out of range ({e})"))
+    };
+    match j {
+        Json::Number(n) => epoch(n.as_f64().unwrap_or(f64::NAN)),
+        Json::String(s) => match s.trim().parse::<f64>() {
+            Ok(x) => epoch(x),
+            Err(_) => s.trim().parse::<Timestamp>().map_err(|e| {
+                format!("{s:?} is neither epoch seconds or milliseconds nor RFC 3339 ({e})")
+            }),
+        },
+        other => Err(format!("{other} is not a time")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn path(p: &str) -> JsonPath {
+        JsonPath::parse(p).unwrap()
+    }
+
+    #[test]
+    fn paths_reach_into_nested_objects_and_arrays() {
+        let doc = json!({
+            "spindle": { "rpm": 8000, "load": 41.5 },
+            "axes": [ { "name": "X", "temp": 31.2 }, { "name": "Y", "temp": 30.9 } ],
+            "alarms": [[7, 9]],
+            "a.b": 1
+        });
+        assert_eq!(path("spindle.rpm").get(&doc), Some(&json!(8000)));
+        assert_eq!(path("axes[1].temp").get(&doc), Some(&json!(30.9)));
+        assert_eq!(path("alarms[0][1]").get(&doc), Some(&json!(9)));
+        assert_eq!(path("axes[2].temp").get(&doc), None);
+        assert_eq!(path("spindle.rpm.x").get(&doc), None);
+        assert_eq!(path("[0]").get(&json!([5])), Some(&json!(5)));
+        for bad in ["", "a..b", "a.", "a[x]", "a[0", "a[0]b"] {
+            assert!(JsonPath::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_convert_to_the_declared_type_only_when_exact() {
+        use SignalType::*;
+        let ok = |v: Value, t| coerce(v, t).unwrap();
+        assert_eq!(ok(Value::Int(3), Float), Value::Float(3.0));
+        assert_eq!(ok(Value::Text(" 12.5 ".into()), Float), Value::Float(12.5));
+        assert_eq!(ok(Value::Bool(true), Float), Value::Float(1.0));
+        assert_eq!(ok(Value::Float(42.0), Int), Value::Int(42));
+        assert_eq!(ok(Value::Text("42".into()), Int), Value::Int(42));
+        assert_eq!(ok(Value::Text("42.0".into()), Int), Value::Int(42));
+        assert_eq!(ok(Value::Bool(true), Int), Value::Int(1));
+        assert_eq!(ok(Value::Int(0), Bool), Value::Bool(false));
+        assert_eq!(ok(Value::Text("ON".into()), Bool), Value::Bool(true));
+        assert_eq!(ok(Value::Int(7), String), Value::Text("7".into()));
+        assert_eq!(ok(Value::Float(7.5), String), Value::Text("7.5".into()));
+        assert_eq!(ok(Value::Bool(false), String), Value::Text("false".into()));
+        // Refused: a number must never arrive as a string, nor an integer as a fraction.
+        for (v, t) in [
+            (Value::Text("fast".into()), Float),
+            (Value::Float(f64::NAN), Float),
+            (Value::Float(12.5), Int),
+            (Value::Text("12.5".into()), Int),
+            (Value::Int(2), Bool),
+            (Value::Text("maybe".into()), Bool),
+        ] {
+            assert!(
+                matches!(coerce(v.clone(), t), Err(Refused::WrongType { .. })),
+                "{v:?} as {t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_scalars_and_plain_text_become_values() {
+        assert_eq!(from_json(&json!(5)), Ok(Value::Int(5)));
+        assert_eq!(from_json(&json!(5.5)), Ok(Value::Float(5.5)));
+        assert_eq!(from_json(&json!(true)), Ok(Value::Bool(true)));
+        assert_eq!(from_json(&json!("x")), Ok(Value::Text("x".into())));
+        assert!(from_json(&json!(null)).is_err());
+        assert!(from_json(&json!({"a": 1})).is_err());
+        assert_eq!(from_text(" 8000\n"), Value::Int(8000));
+        assert_eq!(from_text("-1.25"), Value::Float(-1.25));
+        assert_eq!(from_text("true"), Value::Bool(true));
+        assert_eq!(from_text("RUNNING"), Value::Text("RUNNING".into()));
+    }
+
+    #[test]
+    fn timestamps_in_seconds_milliseconds_and_rfc3339() {
+        let at = Timestamp::from_second(1_714_521_600).unwrap(); // 2024-05-01T00:00:00Z
+        assert_eq!(timestamp(&json!(1_714_521_600)), Ok(at));
+        assert_eq!(timestamp(&json!(1_714_521_600_000u64)), Ok(at));
+        assert_eq!(timestamp(&json!("1714521600000")), Ok(at));
+        assert_eq!(
+            timestamp(&json!(1_714_521_600.25)),
+            Ok(at + jiff::SignedDuration::from_millis(250))
+        );
+        assert_eq!(timestamp(&json!("2024-05-01T08:00:00+08:00")), Ok(at));
+        assert_eq!(timestamp(&json!("2024-05-01T00:00:00Z")), Ok(at));
+        assert!(timestamp(&json!("yesterday")).is_err());
+        assert!(
+            timestamp(&json!("2024-05-01 08:00")).is_err(),
+            "no offset: ambiguous"
+        );
+        assert!(timestamp(&json!(true)).is_err());
+        assert!(timestamp(&json!(1e300)).is_err());
+    }
+}

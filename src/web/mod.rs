@@ -1,0 +1,359 @@
+//! The local web board and its JSON API, `/metrics` and `/healthz`.
+//!
+//! Served by the agent itself (axum), bound to 127.0.0.1:8080 unless `[web] listen` says
+//! otherwise. The board is one page with its script inline: it polls the JSON API every two
+//! seconds, so it needs no build step and works on the gateway's own screen with no network.
+//! It reads only the engine's published snapshot and the metrics registry: the web server owns
+//! no state of its own and can never slow the engine down.
+//!
+//! | path | what |
+//! |---|---|
+//! | `/` | the machine board, Chinese by default, `?lang=en` for English |
+//! | `/api/machines` | every machine: state, time in state, today's availability and parts, latest signals |
+//! | `/api/fleet` | today's networking rate, CNC rate, CNC utilisation, energy and intensity, with numerators, denominators and targets |
+//! | `/api/health` | devices up or down and why, the spool, dropped records |
+//! | `POST /api/value-added` | declares value added for a day or month (`{"period": "2026-11", "value_10k_cny": 850.0}`) |
+//! | `/metrics` | Prometheus text format |
+//! | `/healthz` | 200 while the engine publishes fresh snapshots, 503 otherwise |
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::engine::Snapshot;
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::sink::spool::SpoolStats;
+
+/// A snapshot older than this means the engine is stuck: `/healthz` answers 503.
+const STALE: SignedDuration = SignedDuration::from_secs(10);
+
+/// What the handlers read. Cheap to clone.
+#[derive(Clone)]
+pub struct Board {
+    pub site_name: Arc<str>,
+    pub enterprise: Arc<str>,
+    pub snapshots: watch::Receiver<Snapshot>,
+    pub spool: watch::Receiver<SpoolStats>,
+    pub metrics: Metrics,
+    /// Where `POST /api/value-added` writes declared figures (the engine re-reads it).
+    pub declared_file: Option<PathBuf>,
+}
+
+/// Serves on a bound listener until shutdown.
+pub async fn serve(board: Board, listener: tokio::net::TcpListener, mut shutdown: Shutdown) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "web board listening");
+    }
+    let stop = async move { shutdown.wait().await };
+    if let Err(e) = axum::serve(listener, router(board))
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        warn!(error = %e, "web board stopped");
+    }
+}
+
+pub fn router(board: Board) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/machines", get(machines))
+        .route("/api/fleet", get(fleet))
+        .route("/api/health", get(health))
+        .route("/api/value-added", post(value_added))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(board)
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    lang: Option<String>,
+}
+
+async fn page(Query(q): Query<PageQuery>) -> Html<String> {
+    let lang = match q.lang.as_deref() {
+        Some("en") => "en",
+        _ => "zh",
+    };
+    Html(include_str!("board.html").replace("__LANG__", lang))
+}
+
+#[derive(Serialize)]
+struct MachineJson {
+    id: String,
+    name: String,
+    kind: String,
+    cnc: bool,
+    state: &'static str,
+    code: i64,
+    since: String,
+    state_s: f64,
+    availability_today: Option<f64>,
+    parts_today: i64,
+    signals: serde_json::Map<String, serde_json::Value>,
+}
+
+async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
+    let snap = board.snapshots.borrow().clone();
+    let now = snap.at.unwrap_or_else(Timestamp::now);
+    Json(
+        snap.machines
+            .iter()
+            .map(|m| MachineJson {
+                id: m.id.to_string(),
+                name: m.name.clone(),
+                kind: m.kind.clone(),
+                cnc: m.cnc,
+                state: m.state.as_str(),
+                code: m.state.code(),
+                since: m.since.to_string(),
+                state_s: now.duration_since(m.since).as_secs_f64().max(0.0),
+                availability_today: m.availability_today,
+                parts_today: m.parts_today,
+                signals: m
+                    .signals
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), value_json(v)))
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
+fn value_json(v: &crate::source::Value) -> serde_json::Value {
+    use crate::source::Value;
+    match v {
+        Value::Bool(b) => (*b).into(),
+        Value::Int(i) => (*i).into(),
+        Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::Text(s) => s.clone().into(),
+    }
+}
+
+/// A ratio with what it is made of and the programme's target, so the board shows both.
+#[derive(Serialize)]
+struct Ratio {
+    value: Option<f64>,
+    numerator: f64,
+    denominator: f64,
+    target: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct FleetJson {
+    site: String,
+    enterprise: String,
+    at: Option<String>,
+    networking_rate: Option<Ratio>,
+    networking_rate_digital: Option<Ratio>,
+    cnc_rate: Option<Ratio>,
+    cnc_utilisation: Option<Ratio>,
+    energy_tce: Option<f64>,
+    electricity_kwh: Option<f64>,
+    water_t: Option<f64>,
+    value_added_10k_cny: Option<f64>,
+    tce_per_10k_cny: Option<f64>,
+    water_t_per_10k_cny: Option<f64>,
+}
+
+/// The programme's targets shown beside today's figures: networking rate ≥ 55 %, CNC rate
+/// ≥ 65 % (benchmark enterprises), energy intensity 0.43 tce per 10k CNY (the 2022 figure).
+const NETWORKING_TARGET: f64 = 0.55;
+const CNC_TARGET: f64 = 0.65;
+
+async fn fleet(State(board): State<Board>) -> Json<FleetJson> {
+    let snap = board.snapshots.borrow().clone();
+    let f = snap.fleet_today;
+    let g = snap.green_today;
+    Json(FleetJson {
+        site: board.site_name.to_string(),
+        enterprise: board.enterprise.to_string(),
+        at: snap.at.map(|t| t.to_string()),
+        networking_rate: f.map(|f| Ratio {
+            value: f.networking_rate(),
+            numerator: f.machines_networked as f64,
+            denominator: f.machines_total as f64,
+            target: Some(NETWORKING_TARGET),
+        }),
+        networking_rate_digital: f.map(|f| Ratio {
+            value: f.networking_rate_digital(),
+            numerator: f.machines_digital_networked as f64,
+            denominator: f.machines_digital as f64,
+            target: None,
+        }),
+        cnc_rate: f.map(|f| Ratio {
+            value: f.cnc_rate(),
+            numerator: f.machines_cnc as f64,
+            denominator: f.machines_total as f64,
+            target: Some(CNC_TARGET),
+        }),
+        cnc_utilisation: f.map(|f| Ratio {
+            value: f.cnc_utilisation(),
+            numerator: f.cnc_running_s,
+            denominator: f.cnc_planned_s,
+            target: None,
+        }),
+        energy_tce: g.map(|g| g.energy_tce),
+        electricity_kwh: g.map(|g| g.electricity_kwh),
+        water_t: g.map(|g| g.water_t),
+        value_added_10k_cny: g.map(|g| g.value_added_10k_cny),
+        tce_per_10k_cny: g.and_then(|g| g.tce_per_10k_cny()),
+        water_t_per_10k_cny: g.and_then(|g| g.water_t_per_10k_cny()),
+    })
+}
+
+#[derive(Serialize)]
+struct DeviceJson {
+    id: String,
+    up: bool,
+    since: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HealthJson {
+    devices: Vec<DeviceJson>,
+    devices_up: usize,
+    spool_lines: u64,
+    spool_bytes: u64,
+    spool_dropped_lines: u64,
+    oldest_waiting_s: Option<f64>,
+    records_dropped: u64,
+    sent_lines: u64,
+}
+
+async fn health(State(board): State<Board>) -> Json<HealthJson> {
+    let snap = board.snapshots.borrow().clone();
+    let spool = *board.spool.borrow();
+    let now = Timestamp::now().as_millisecond();
+    Json(HealthJson {
+        devices_up: snap.devices.iter().filter(|d| d.up).count(),
+        devices: snap
+            .devices
+            .iter()
+            .map(|d| DeviceJson {
+                id: d.id.to_string(),
+                up: d.up,
+                since: d.since.map(|t| t.to_string()),
+                reason: d.reason.clone(),
+            })
+            .collect(),
+        spool_lines: spool.lines,
+        spool_bytes: spool.bytes,
+        spool_dropped_lines: spool.dropped_lines,
+        oldest_waiting_s: spool.oldest_ms.map(|ms| (now - ms).max(0) as f64 / 1000.0),
+        records_dropped: snap.records_dropped,
+        sent_lines: board.metrics.sum("shopfloor_output_lines_total"),
+    })
+}
+
+async fn metrics(State(board): State<Board>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        board.metrics.render_prometheus(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(board): State<Board>) -> Response {
+    let at = board.snapshots.borrow().at;
+    match at {
+        Some(at) if Timestamp::now().duration_since(at) <= STALE => {
+            (StatusCode::OK, "ok\n").into_response()
+        }
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine has not published a snapshot in the last 10 s\n",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct DeclaredJson {
+    period: String,
+    value_10k_cny: f64,
+}
+
+/// Adds (or replaces) a declared figure in the declared file, atomically; the engine picks it
+/// up at its next flush.
+async fn value_added(State(board): State<Board>, Json(d): Json<DeclaredJson>) -> Response {
+    let Some(path) = board.declared_file.clone() else {
+        return (
+            StatusCode::CONFLICT,
+            "no [value_added] declared_file is configured; declared figures have nowhere to go\n",
+        )
+            .into_response();
+    };
+    if crate::engine::green::parse_period(&d.period).is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "period `{}` is neither \"YYYY-MM\" nor \"YYYY-MM-DD\"\n",
+                d.period
+            ),
+        )
+            .into_response();
+    }
+    if !(d.value_10k_cny.is_finite() && d.value_10k_cny >= 0.0) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "value_10k_cny must be a number ≥ 0\n",
+        )
+            .into_response();
+    }
+    let result =
+        tokio::task::spawn_blocking(move || declare(&path, &d.period, d.value_10k_cny)).await;
+    match result {
+        Ok(Ok(())) => (StatusCode::NO_CONTENT, "").into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// Rewrites the declared file with `period` set to `value`, keeping every other entry.
+fn declare(path: &std::path::Path, period: &str, value: f64) -> std::io::Result<()> {
+    let mut entries: Vec<(String, f64)> = Vec::new();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            declared: Vec<crate::config::Declared>,
+        }
+        let file: File = toml::from_str(&text)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        entries = file
+            .declared
+            .into_iter()
+            .map(|d| (d.period, d.value_10k_cny))
+            .collect();
+    }
+    entries.retain(|(p, _)| p != period);
+    entries.push((period.to_string(), value));
+    let mut text = String::from(
+        "# Declared value added, 10k CNY per period. Written by the board's API; may be edited.\n",
+    );
+    for (p, v) in &entries {
+        text.push_str(&format!(
+            "\n[[declared]]\nperiod = \"{p}\"\nvalue_10k_cny = {v:?}\n"
+        ));
+    }
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}

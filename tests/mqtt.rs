@@ -1,0 +1,462 @@
+//! The MQTT source against a real Mosquitto: plain TCP with both protocol versions, TLS with
+//! certificates made for the test, a broker restart in mid-stream with a persistent session,
+//! and bad payloads among good ones.
+//!
+//! The agent runs in-process with a `[[file]]` output; a test publishes with its own rumqttc
+//! client and reads the line-protocol file, which is what the store would receive.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Mosquitto, eventually};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use shopfloor::{agent, config, metrics::Metrics, shutdown};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn agent_config(data: &Path, broker: &str) -> String {
+    format!(
+        r#"
+[site]
+county = "yk"
+sector = "power_tools"
+enterprise = "e1"
+
+[agent]
+data_dir = "{data}"
+
+# Tests run side by side: no board on the shared default port.
+[web]
+enabled = false
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[machine]]
+id = "cnc02"
+kind = "lathe"
+cnc = true
+
+{broker}
+
+  [[mqtt.topic]]
+  pattern = "plant/{{machine}}/data"
+  timestamp = "ts"
+  field = [
+    {{ signal = "spindle_rpm", path = "spindle.rpm" }},
+    {{ signal = "seq", type = "int" }},
+  ]
+
+[[file]]
+path = "{data}/records.lp"
+"#,
+        data = data.display()
+    )
+}
+
+/// A running agent and what a test needs to watch it.
+struct Agent {
+    trigger: shutdown::Trigger,
+    running: Option<agent::Running>,
+    records: PathBuf,
+    metrics: Metrics,
+}
+
+impl Agent {
+    fn start(data: &Path, broker: &str) -> Agent {
+        shopfloor::install_crypto_provider();
+        let text = agent_config(data, broker);
+        let cfg = config::load_str(&text, "test.toml").unwrap_or_else(|d| panic!("{d}\n{text}"));
+        let (trigger, shutdown) = shutdown::channel();
+        let running = agent::start(&cfg, shutdown).expect("agent starts");
+        Agent {
+            trigger,
+            metrics: running.metrics.clone(),
+            running: Some(running),
+            records: data.join("records.lp"),
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.trigger.fire();
+        if let Some(running) = self.running.take() {
+            running.finished().await;
+        }
+    }
+
+    fn records(&self) -> String {
+        std::fs::read_to_string(&self.records).unwrap_or_default()
+    }
+
+    /// The `seq` values written for a machine, in file order.
+    fn seqs(&self, machine: &str) -> Vec<i64> {
+        self.records()
+            .lines()
+            .filter(|l| l.starts_with("signal,") && l.contains(&format!("machine={machine},")))
+            .filter_map(|l| {
+                let at = l.find("seq=")? + 4;
+                let end = at + l[at..].find('i')?;
+                l[at..end].parse().ok()
+            })
+            .collect()
+    }
+
+    async fn wait_for_seqs(&self, machine: &str, wanted: &[i64]) {
+        eventually(&format!("seq {wanted:?} of {machine}"), WAIT, || async {
+            let seqs = self.seqs(machine);
+            if wanted.iter().all(|w| seqs.contains(w)) {
+                Ok(())
+            } else {
+                Err(format!("have {seqs:?}"))
+            }
+        })
+        .await
+    }
+
+    fn counter(&self, name: &str, kind: &str) -> u64 {
+        self.metrics
+            .read()
+            .iter()
+            .filter(|r| r.name == name)
+            .filter(|r| kind.is_empty() || r.labels.contains(&("kind", kind.to_string())))
+            .map(|r| r.value)
+            .sum()
+    }
+}
+
+/// A test's own publishing client, its event loop driven by a task of its own.
+async fn publisher(port: u16) -> AsyncClient {
+    let mut options = MqttOptions::new(
+        format!("test-publisher-{}", common::free_port()),
+        common::HOST,
+        port,
+    );
+    options.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut events) = AsyncClient::new(options, 100);
+    tokio::spawn(async move {
+        loop {
+            if events.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    client
+}
+
+fn json(seq: i64) -> String {
+    let ts = jiff::Timestamp::now().as_millisecond();
+    format!(r#"{{"ts": {ts}, "spindle": {{"rpm": 8000}}, "seq": {seq}}}"#)
+}
+
+async fn publish(client: &AsyncClient, machine: &str, payload: impl Into<Vec<u8>>) {
+    client
+        .publish(
+            format!("plant/{machine}/data"),
+            QoS::AtLeastOnce,
+            false,
+            payload,
+        )
+        .await
+        .expect("queue a publish");
+}
+
+/// Waits until the broker has acknowledged the agent's subscription, so that what is published
+/// next is delivered to it.
+async fn wait_subscribed(broker: &Mosquitto, client_id: &str) {
+    let suback = format!("Sending SUBACK to {client_id}");
+    eventually("the agent's subscription", WAIT, || async {
+        broker
+            .log()
+            .contains(&suback)
+            .then_some(())
+            .ok_or_else(|| "no SUBACK yet".to_string())
+    })
+    .await;
+}
+
+/// The broker's log since its last (re)start.
+fn log_since_start(broker: &Mosquitto) -> String {
+    let log = broker.log();
+    let at = log.rfind("=== harness: starting").unwrap_or(0);
+    log[at..].to_string()
+}
+
+fn broker_section(port: u16, id: &str, extra: &str) -> String {
+    format!(
+        "[[mqtt]]\nid = \"{id}\"\naddress = \"127.0.0.1:{port}\"\nclient_id = \"agent-{id}\"\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn json_messages_arrive_over_plain_tcp_with_mqtt_3_and_5() {
+    let broker = Mosquitto::start().await;
+    for (protocol, machine) in [("3.1.1", "cnc01"), ("5", "cnc02")] {
+        let data = tempfile::tempdir().expect("temp dir");
+        let id = format!("plain-v{}", &protocol[..1]);
+        let section = broker_section(broker.port(), &id, &format!("protocol = \"{protocol}\""));
+        let mut agent = Agent::start(data.path(), &section);
+        wait_subscribed(&broker, &format!("agent-{id}")).await;
+        let client = publisher(broker.port()).await;
+        for seq in 1..=3 {
+            publish(&client, machine, json(seq)).await;
+        }
+        agent.wait_for_seqs(machine, &[1, 2, 3]).await;
+        // The machine delivered data, so it left `offline`.
+        eventually("a state change", WAIT, || async {
+            let r = agent.records();
+            r.lines()
+                .any(|l| {
+                    l.starts_with("machine_state,")
+                        && l.contains(&format!("machine={machine},"))
+                        && l.contains("previous=\"offline\"")
+                })
+                .then_some(())
+                .ok_or_else(|| r.clone())
+        })
+        .await;
+        agent.stop().await;
+        assert_eq!(agent.counter("shopfloor_mqtt_bad_messages_total", ""), 0);
+    }
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_payloads_are_counted_and_do_not_stop_the_flow() {
+    let broker = Mosquitto::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let section = broker_section(broker.port(), "bad", "max_packet_size = 4096");
+    let mut agent = Agent::start(data.path(), &section);
+    wait_subscribed(&broker, "agent-bad").await;
+    let client = publisher(broker.port()).await;
+    publish(&client, "cnc01", json(1)).await;
+    publish(&client, "cnc01", "{\"seq\": ").await;
+    // 5000 bytes of padding: over max_packet_size (4096), under the client's 1 MiB ceiling.
+    publish(
+        &client,
+        "cnc01",
+        format!(r#"{{"seq": 99, "pad": "{}"}}"#, "x".repeat(5000)),
+    )
+    .await;
+    publish(&client, "cnc01", r#"{"seq": "many"}"#).await;
+    publish(&client, "cnc01", json(2)).await;
+    agent.wait_for_seqs("cnc01", &[1, 2]).await;
+    assert!(
+        !agent.seqs("cnc01").contains(&99),
+        "the oversized message was used"
+    );
+    let bad = |kind: &str| agent.counter("shopfloor_mqtt_bad_messages_total", kind);
+    assert_eq!(bad("malformed"), 1);
+    assert_eq!(bad("oversized"), 1);
+    // `{"seq": "many"}`: seq has the wrong type, spindle.rpm is missing.
+    assert_eq!(bad("wrong_type"), 1);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_restart_loses_nothing_with_a_persistent_session() {
+    let mut broker = Mosquitto::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let section = broker_section(broker.port(), "restart", "max_backoff = \"30s\"");
+    let mut agent = Agent::start(data.path(), &section);
+    wait_subscribed(&broker, "agent-restart").await;
+    let client = publisher(broker.port()).await;
+    for seq in 1..=3 {
+        publish(&client, "cnc01", json(seq)).await;
+    }
+    agent.wait_for_seqs("cnc01", &[1, 2, 3]).await;
+
+    // Stop the broker (SIGTERM: it saves the sessions): the agent loses the connection and
+    // fails three attempts after waiting 1, 2 and 4 s, so its next wait is 8 s. Then start the broker and publish at once: the
+    // agent is still waiting, so the broker must queue these for the agent's session.
+    broker.stop().await;
+    let errors = || agent.counter("shopfloor_mqtt_connection_errors_total", "");
+    eventually("three failed connection attempts", WAIT, || async {
+        (errors() >= 4)
+            .then_some(())
+            .ok_or_else(|| format!("{} errors", errors()))
+    })
+    .await;
+    broker.restart().await;
+    let late = publisher(broker.port()).await;
+    for seq in 4..=6 {
+        publish(&late, "cnc01", json(seq)).await;
+    }
+    agent.wait_for_seqs("cnc01", &[4, 5, 6]).await;
+    let log = log_since_start(&broker);
+    let published = log
+        .rfind("Received PUBLISH from test-publisher")
+        .expect("the broker logged the publishes");
+    let reconnected = log
+        .find("as agent-restart")
+        .expect("the broker logged the agent's reconnection");
+    assert!(
+        published < reconnected,
+        "seq 4–6 were published before the agent was back, so they came from its session:\n{log}"
+    );
+    // And what is published after the reconnection arrives as usual.
+    publish(&late, "cnc01", json(7)).await;
+    agent.wait_for_seqs("cnc01", &[7]).await;
+    agent.stop().await;
+
+    // The agent itself away for a moment (a clean stop keeps the session): what is published
+    // meanwhile is delivered when it comes back with the same client id.
+    publish(&late, "cnc01", json(8)).await;
+    publish(&late, "cnc01", json(9)).await;
+    eventually("seq 8 and 9 at the broker", WAIT, || async {
+        (log_since_start(&broker)
+            .matches("Received PUBLISH from test-publisher")
+            .count()
+            >= 6)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let mut again = Agent::start(data.path(), &section);
+    again.wait_for_seqs("cnc01", &[8, 9]).await;
+    again.stop().await;
+    // Every message of the three phases arrived.
+    let mut seqs = again.seqs("cnc01");
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs, (1..=9).collect::<Vec<_>>());
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with `openssl`.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs (it is on every Debian machine)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = |name: &str| {
+        run(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            name,
+        ])
+    };
+    key("ca.key");
+    run(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Shopfloor test CA",
+        "-out",
+        "ca.pem",
+    ]);
+    for (name, cn, ext) in [
+        (
+            "server",
+            "127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "shopfloor-agent", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        key(&format!("{name}.key"));
+        run(&[
+            "req",
+            "-new",
+            "-key",
+            &format!("{name}.key"),
+            "-subj",
+            &format!("/CN={cn}"),
+            "-out",
+            &format!("{name}.csr"),
+        ]);
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write ext file");
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+}
+
+#[tokio::test]
+async fn tls_with_a_client_certificate_made_for_the_test() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_certificates(certs.path());
+    let tls_port = common::free_port();
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let listener = format!("listener {tls_port} 127.0.0.1");
+    let (cafile, certfile, keyfile) = (
+        format!("cafile {}", p("ca.pem")),
+        format!("certfile {}", p("server.pem")),
+        format!("keyfile {}", p("server.key")),
+    );
+    let broker = Mosquitto::start_with_config(&[
+        &listener,
+        &cafile,
+        &certfile,
+        &keyfile,
+        "require_certificate true",
+    ])
+    .await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let section = format!(
+        "[[mqtt]]\nid = \"tls\"\naddress = \"127.0.0.1:{tls_port}\"\nclient_id = \"agent-tls\"\n\
+         tls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\" }}\n",
+        p("ca.pem"),
+        p("client.pem"),
+        p("client.key")
+    );
+    let mut agent = Agent::start(data.path(), &section);
+    wait_subscribed(&broker, "agent-tls").await;
+    // The test publishes on the plain listener; the agent reads over TLS.
+    let client = publisher(broker.port()).await;
+    publish(&client, "cnc02", json(42)).await;
+    agent.wait_for_seqs("cnc02", &[42]).await;
+    agent.stop().await;
+
+    // Without the client certificate the broker refuses the handshake, and the agent says so
+    // instead of pretending to be up.
+    let data = tempfile::tempdir().expect("temp dir");
+    let section = format!(
+        "[[mqtt]]\nid = \"tls-anon\"\naddress = \"127.0.0.1:{tls_port}\"\n\
+         tls = {{ ca_file = \"{}\" }}\n",
+        p("ca.pem")
+    );
+    let mut anonymous = Agent::start(data.path(), &section);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !anonymous
+            .metrics
+            .read()
+            .iter()
+            .any(|r| r.name == "shopfloor_mqtt_connected" && r.value == 1),
+        "connected without a client certificate"
+    );
+    anonymous.stop().await;
+}
