@@ -16,7 +16,7 @@ use crate::engine::{self, Engine, Snapshot};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::{Spool, SpoolError, SpoolStats};
-use crate::sink::{self, Output, file::FileWriter, influx::InfluxWriter};
+use crate::sink::{self, Output, WriterOptions, file::FileWriter, influx::InfluxWriter};
 use crate::source::{modbus, mqtt};
 use crate::web;
 
@@ -171,51 +171,51 @@ pub fn start_resuming(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut outputs: Vec<(Output, usize)> = Vec::new();
+    let mut outputs: Vec<(Output, WriterOptions)> = Vec::new();
     for (n, cfg) in config.influx.iter().enumerate() {
         let name = cfg
             .name
             .clone()
             .unwrap_or_else(|| default_output_name("influx", n));
-        outputs.push((
-            Output::Influx(InfluxWriter::new(&name, cfg)?),
-            cfg.batch_lines,
-        ));
+        let options = cfg.writer_options(&name, &data_dir);
+        outputs.push((Output::Influx(InfluxWriter::new(&name, cfg)?), options));
     }
     for (n, cfg) in config.file.iter().enumerate() {
         let name = cfg
             .name
             .clone()
             .unwrap_or_else(|| default_output_name("file", n));
-        outputs.push((Output::File(FileWriter::new(&name, &cfg.path)), 5000));
+        let options = WriterOptions::new(&name, &data_dir);
+        outputs.push((Output::File(FileWriter::new(&name, &cfg.path)), options));
     }
     let names: Vec<String> = outputs.iter().map(|(o, _)| o.name().to_string()).collect();
-    let spool = Spool::open(
-        &spool_path,
-        config.spool.max_bytes,
-        config.spool.sync,
-        &names,
-    )?;
+    let spool = Spool::open(&spool_path, config.spool.limits(), &names)?;
     let left = spool.stats();
     if left.lines > 0 {
         info!(
             lines = left.lines,
             bytes = left.bytes,
-            "records left in the spool will be sent first"
+            "records left in the spool will be sent first, oldest first"
         );
     }
 
     let (stats_tx, stats_rx) = watch::channel(left);
     let (records_tx, records_rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
-    let spool_thread = sink::spawn_spool_task(spool, records_rx, stats_tx, metrics.clone());
+    let spool_thread = sink::spawn_spool_task(
+        spool,
+        spool_path.clone(),
+        records_rx,
+        stats_tx,
+        metrics.clone(),
+        config.spool.sync_interval,
+    );
 
     let mut tasks = JoinSet::new();
-    for (output, batch_lines) in outputs {
+    for (output, options) in outputs {
         tasks.spawn(sink::run_writer(
             output,
             spool_path.clone(),
-            batch_lines,
-            data_dir.clone(),
+            options,
             stats_rx.clone(),
             metrics.clone(),
             shutdown.clone(),

@@ -304,6 +304,8 @@ impl Checker<'_> {
         let mut influx_at = Vec::new();
         let mut meter_at = Vec::new();
         let mut serial_at = Vec::new();
+        let mut file_at = Vec::new();
+        let mut spool_seen = false;
         for (name, value) in root.get_ref().iter() {
             let name_str: &str = name.get_ref();
             match name_str {
@@ -321,6 +323,7 @@ impl Checker<'_> {
                 "spool" => {
                     if let Some(spool) = self.section(value, vec![key("spool")]) {
                         config.spool = spool;
+                        spool_seen = true;
                     }
                 }
                 "machine" => config.machines = strip(self.array(value, "machine")),
@@ -342,7 +345,7 @@ impl Checker<'_> {
                 "influx" => {
                     (influx_at, config.influx) = self.array(value, "influx").into_iter().unzip()
                 }
-                "file" => config.file = strip(self.array(value, "file")),
+                "file" => (file_at, config.file) = self.array(value, "file").into_iter().unzip(),
                 "calendar" => {
                     if let Some(calendar) = self.section(value, vec![key("calendar")]) {
                         config.calendar = calendar;
@@ -495,6 +498,21 @@ impl Checker<'_> {
                 self.push(at, format!("output name `{name}` is used twice"));
             }
             self.influx(root, &base, output);
+        }
+        // Every output has a cursor in the spool under its name, so names are unique across
+        // kinds too.
+        for (n, (i, output)) in file_at.iter().zip(&config.file).enumerate() {
+            let name = output
+                .name
+                .clone()
+                .unwrap_or_else(|| default_output_name("file", n));
+            if !output_names.insert(name.clone()) {
+                let at = self.span_of(root, &[key("file"), Seg::Index(*i), key("name")]);
+                self.push(at, format!("output name `{name}` is used twice"));
+            }
+        }
+        if spool_seen {
+            self.spool(root, &config.spool);
         }
         Some(config)
     }
@@ -1351,6 +1369,38 @@ impl Checker<'_> {
             let span = at(self, "batch_lines");
             self.push(span, "batch_lines must be at least 1".to_string());
         }
+        if output.retry_max.is_zero() {
+            let span = at(self, "retry_max");
+            self.push(
+                span,
+                "retry_max must be longer than zero: it bounds the wait between retries"
+                    .to_string(),
+            );
+        }
+        if output.timeout.is_zero() {
+            let span = at(self, "timeout");
+            self.push(span, "timeout must be longer than zero".to_string());
+        }
+    }
+
+    fn spool(&mut self, root: &Spanned<DeTable<'_>>, spool: &super::Spool) {
+        let at = |s: &Self, k: &str| s.span_of(root, &[key("spool"), key(k)]);
+        if spool.max_bytes == 0 {
+            let span = at(self, "max_bytes");
+            self.push(
+                span,
+                "max_bytes must be more than 0: it is how much the spool keeps while the store is unreachable"
+                    .to_string(),
+            );
+        }
+        if spool.sync_interval.is_zero() {
+            let span = at(self, "sync_interval");
+            self.push(
+                span,
+                "sync_interval must be longer than zero (write sync = \"full\" to sync every append)"
+                    .to_string(),
+            );
+        }
     }
 }
 
@@ -1732,6 +1782,85 @@ pasword = { env = "X" }
             );
         }
         assert_eq!(got.len(), expect.len(), "{got:#?}");
+    }
+}
+
+#[cfg(test)]
+mod spool_and_output_tests {
+    use super::*;
+
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";
+
+    fn problems(text: &str) -> Vec<(usize, usize, String)> {
+        match load_str(text, "t.toml") {
+            Ok(_) => Vec::new(),
+            Err(d) => d
+                .problems
+                .into_iter()
+                .map(|p| (p.line, p.column, p.message))
+                .collect(),
+        }
+    }
+
+    fn has_problem(found: &[(usize, usize, String)], line: usize, col: usize, words: &str) -> bool {
+        found
+            .iter()
+            .any(|(l, c, m)| *l == line && *c == col && m.contains(words))
+    }
+
+    #[test]
+    fn store_and_forward_settings_are_read_with_their_defaults() {
+        let cfg = load_str(
+            &format!("{SITE}[spool]\nmax_age = \"2d\"\n[[influx]]\nurl = \"http://h:8086\"\napi = \"v1\"\ndatabase = \"d\"\nprecision = \"ms\"\ngzip = false\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let limits = cfg.spool.limits();
+        assert_eq!(
+            limits.max_age,
+            Some(std::time::Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(cfg.spool.sync_interval, std::time::Duration::from_secs(1));
+        let out = &cfg.influx[0];
+        assert_eq!(out.precision, crate::sink::line_protocol::Precision::Ms);
+        assert!(!out.gzip);
+        assert_eq!(out.flush_interval, std::time::Duration::from_secs(1));
+        assert_eq!(out.retry_max, std::time::Duration::from_secs(60));
+        // "0s" turns the age bound off.
+        let cfg = load_str(&format!("{SITE}[spool]\nmax_age = \"0s\"\n"), "t.toml").unwrap();
+        assert_eq!(cfg.spool.limits().max_age, None);
+    }
+
+    #[test]
+    fn mistakes_in_spool_and_influx_are_located() {
+        // Lines 5–8: [spool]; lines 9–15: [[influx]]; lines 16–18: a [[file]].
+        let text = format!(
+            "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\nmax_age = 7\n[[influx]]\nname = \"store\"\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\nprecision = \"minutes\"\n[[file]]\nname = \"store\"\npath = \"x.lp\"\n"
+        );
+        let found = problems(&text);
+        let has = |line, col, words| has_problem(&found, line, col, words);
+        assert!(has(8, 11, "a duration needs a unit"), "{found:?}");
+        assert!(has(15, 13, "unknown variant `minutes`"), "{found:?}");
+        // Range checks run on sections that parsed: fix the types and they show up.
+        let text = format!(
+            "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\n[[influx]]\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\n[[file]]\nname = \"influx\"\npath = \"x.lp\"\n"
+        );
+        let found = problems(&text);
+        let has = |line, col, words| has_problem(&found, line, col, words);
+        assert!(has(6, 13, "max_bytes must be more than 0"), "{found:?}");
+        assert!(
+            has(7, 17, "sync_interval must be longer than zero"),
+            "{found:?}"
+        );
+        assert!(
+            has(12, 13, "retry_max must be longer than zero"),
+            "{found:?}"
+        );
+        // Outputs share the spool's cursor table, so names are unique across kinds.
+        assert!(
+            has(14, 8, "output name `influx` is used twice"),
+            "{found:?}"
+        );
     }
 }
 

@@ -1060,19 +1060,29 @@ pub enum Op {
     Le,
 }
 
-/// `[spool]`: the crash-safe disk queue every record passes through.
+/// `[spool]`: the crash-safe disk queue every record passes through. What the bounds and the
+/// sync policies guarantee is explained in `sink::spool`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Spool {
     /// Spool file; default `<data_dir>/spool.db`.
     #[serde(default)]
     pub path: Option<PathBuf>,
-    /// Past this size the oldest records are dropped and counted.
+    /// Byte bound: past this many bytes of records waiting, the oldest are dropped and counted
+    /// (log, `/metrics`, the `agent` line). Default 1 GiB.
     #[serde(default = "default_spool_max_bytes")]
     pub max_bytes: u64,
-    /// `"normal"` (default: survives a crash of the agent, may lose the last second of records
-    /// on power loss) or `"full"` (syncs every append; much slower).
+    /// Age bound: records waiting longer than this are dropped and counted as expired.
+    /// Default 30 days; `"0s"` turns the age bound off.
+    #[serde(default = "default_spool_max_age", deserialize_with = "duration")]
+    pub max_age: Duration,
+    /// `"normal"` (default: survives a crash of the agent; on power loss may lose the records
+    /// of the last `sync_interval`) or `"full"` (syncs every append; nothing committed is
+    /// lost, at one disk sync per append).
     #[serde(default)]
     pub sync: crate::sink::spool::SyncPolicy,
+    /// With `sync = "normal"`: how often the spool's log is synced to disk. Default `"1s"`.
+    #[serde(default = "default_spool_sync_interval", deserialize_with = "duration")]
+    pub sync_interval: Duration,
 }
 
 impl Default for Spool {
@@ -1080,13 +1090,32 @@ impl Default for Spool {
         Spool {
             path: None,
             max_bytes: default_spool_max_bytes(),
+            max_age: default_spool_max_age(),
             sync: Default::default(),
+            sync_interval: default_spool_sync_interval(),
+        }
+    }
+}
+
+impl Spool {
+    /// The bounds and sync policy the spool runs with.
+    pub fn limits(&self) -> crate::sink::spool::Limits {
+        crate::sink::spool::Limits {
+            max_bytes: self.max_bytes,
+            max_age: Some(self.max_age).filter(|a| !a.is_zero()),
+            sync: self.sync,
         }
     }
 }
 
 fn default_spool_max_bytes() -> u64 {
     1 << 30
+}
+fn default_spool_max_age() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_spool_sync_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 /// `[[influx]]`: an InfluxDB-compatible store.
@@ -1124,9 +1153,38 @@ pub struct InfluxOutput {
     /// Timeout of one write request.
     #[serde(default = "default_write_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
-    /// Lines per write request.
+    /// Lines per write request at most. Default 5000.
     #[serde(default = "default_batch_lines")]
     pub batch_lines: usize,
+    /// A request with fewer than `batch_lines` lines waits until this long after the previous
+    /// one, so a quiet agent sends about one request per interval. Default `"1s"`.
+    #[serde(default = "default_flush_interval", deserialize_with = "duration")]
+    pub flush_interval: Duration,
+    /// Compress request bodies with gzip. Default true; turn off only for a store or proxy
+    /// that cannot take `Content-Encoding: gzip`.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Timestamp precision sent to the store: `"ns"` (default), `"us"`, `"ms"` or `"s"`.
+    /// Coarser precision is rounded down and makes points within the same unit overwrite
+    /// each other; use it only for a store that wants it.
+    #[serde(default)]
+    pub precision: crate::sink::line_protocol::Precision,
+    /// The longest wait between retries of a failing store (back-off doubles from 0.5 s up to
+    /// this, with up to 25 % jitter). Default `"60s"`.
+    #[serde(default = "default_retry_max", deserialize_with = "duration")]
+    pub retry_max: Duration,
+}
+
+impl InfluxOutput {
+    /// The writer's batching and retry settings, with the dead-letter file in `dir`.
+    pub fn writer_options(&self, name: &str, dir: &std::path::Path) -> crate::sink::WriterOptions {
+        crate::sink::WriterOptions {
+            batch_lines: self.batch_lines,
+            flush_interval: self.flush_interval,
+            retry_max: self.retry_max,
+            ..crate::sink::WriterOptions::new(name, dir)
+        }
+    }
 }
 
 fn default_write_timeout() -> Duration {
@@ -1134,6 +1192,15 @@ fn default_write_timeout() -> Duration {
 }
 fn default_batch_lines() -> usize {
     5000
+}
+fn default_flush_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -695,6 +695,14 @@ impl Engine {
             .int("records_dropped", sum("shopfloor_records_dropped_total"))
             .int("lag_s", sum("shopfloor_spool_oldest_age_seconds"))
             .int("sent_lines", sum("shopfloor_output_lines_total"))
+            .int(
+                "sent_lines_1m",
+                sum("shopfloor_output_sent_lines_last_minute"),
+            )
+            .int(
+                "dead_letter_lines",
+                sum("shopfloor_output_dead_letter_lines_total"),
+            )
             .finish(now)
     }
 

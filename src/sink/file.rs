@@ -27,7 +27,7 @@ impl FileWriter {
 
     /// Appends and syncs one batch. A full disk or a missing directory is retried, like a store
     /// that is down: the records stay in the spool meanwhile.
-    pub async fn send(&self, body: Vec<u8>) -> Result<(), SendError> {
+    pub async fn send(&self, body: &[u8]) -> Result<(), SendError> {
         let retry = |e: std::io::Error| SendError::Retry {
             reason: format!("cannot write {}: {e}", self.path.display()),
             after: None,
@@ -41,7 +41,7 @@ impl FileWriter {
             .open(&self.path)
             .await
             .map_err(retry)?;
-        file.write_all(&body).await.map_err(retry)?;
+        file.write_all(body).await.map_err(retry)?;
         file.sync_data().await.map_err(retry)?;
         Ok(())
     }

@@ -1,12 +1,32 @@
 //! InfluxDB line protocol, written by hand: it is a few escaping rules, and owning them keeps
 //! every byte that reaches the spool under our control (a batch must be resent byte for byte).
 //!
-//! `measurement,tag=value field=1i,text="a \"b\"" 1700000000000000000`
+//! `measurement,tag=value field=1i,count=7u,ratio=0.5,ok=true,text="a \"b\"" 1700000000000000000`
 //!
-//! Escaping: measurement names escape `,` and space; tag keys, tag values and field keys escape
-//! `,`, `=` and space; string field values escape `"` and `\`. Line breaks cannot be escaped in
-//! line protocol, so they become spaces. Empty tag values are left out (the store rejects them),
-//! and non-finite floats are left out (they have no line-protocol form).
+//! The rules, from InfluxDB's line-protocol reference, and what the encoder does where the
+//! protocol has no way to say something:
+//!
+//! | element | escaped with a backslash | notes |
+//! |---|---|---|
+//! | measurement | `,` and space | must not be empty or start with `#` (a comment line) |
+//! | tag key, tag value, field key | `,`, `=` and space | an empty tag key or value is left out (the stores reject it); an empty field key leaves the field out |
+//! | string field value | `"` and `\` | always quoted |
+//!
+//! - A backslash in a name is literal unless it stands before a character the parser treats as
+//!   an escape (a special character of that element, or another backslash); there it is
+//!   doubled. InfluxDB 2/3 and VictoriaMetrics read the result back exactly; InfluxDB 1.x keeps
+//!   doubled backslashes doubled, so only names with `\\` or `\,`-like pairs differ there.
+//! - A name cannot end in a backslash (it would escape the separator after it, and InfluxDB 2
+//!   rejects the line), so trailing backslashes are removed.
+//! - Line protocol has no escape for line breaks or other control characters in names: they
+//!   become spaces (and are then escaped as spaces). In string values `\n` and `\r` become
+//!   spaces too, because VictoriaMetrics splits a body at every line break.
+//! - Integers are `i64` with an `i` suffix, unsigned `u64` with `u` (InfluxDB 2/3 and
+//!   VictoriaMetrics; InfluxDB 1.x takes them only when built with unsigned support), floats
+//!   in Rust's shortest round-trip form (`1.5`, `1e-7`); a NaN or infinite float has no
+//!   line-protocol form and leaves the field out. Booleans are `true` / `false`.
+//! - Timestamps are Unix time in a [`Precision`]; the spool holds nanoseconds and each output
+//!   rescales to its own precision when it sends ([`rescale_timestamps`]).
 
 use std::fmt::Write as _;
 
@@ -14,25 +34,79 @@ use jiff::Timestamp;
 
 use crate::source::Value;
 
+/// The unit of a line's timestamp; also the `precision` query parameter of a write request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Nanoseconds: what the spool holds, and what the stores default to.
+    #[default]
+    Ns,
+    Us,
+    Ms,
+    S,
+}
+
+impl Precision {
+    /// The value of the `precision` query parameter (v1 and v2 spell these four the same).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Ns => "ns",
+            Precision::Us => "us",
+            Precision::Ms => "ms",
+            Precision::S => "s",
+        }
+    }
+
+    /// Nanoseconds per unit.
+    fn nanos(self) -> i128 {
+        match self {
+            Precision::Ns => 1,
+            Precision::Us => 1_000,
+            Precision::Ms => 1_000_000,
+            Precision::S => 1_000_000_000,
+        }
+    }
+
+    /// `at` in this unit, rounded down (towards the past, also before 1970), so that a point
+    /// never moves into a later second than the one it happened in. The stores take an `i64`,
+    /// which in nanoseconds covers 1677–2262; jiff's wider range is written as it is and left
+    /// to the store to reject.
+    pub fn timestamp(self, at: Timestamp) -> i128 {
+        at.as_nanosecond().div_euclid(self.nanos())
+    }
+}
+
 /// Builds one line. Tags first, then fields, then [`LineBuilder::finish`] with the timestamp.
 #[derive(Debug)]
 pub struct LineBuilder {
     buf: String,
     fields: usize,
+    /// False when the measurement cannot be written (empty, or a `#` that makes a comment).
+    valid: bool,
 }
 
 impl LineBuilder {
     pub fn new(measurement: &str) -> Self {
         let mut buf = String::with_capacity(160);
-        escape_into(&mut buf, measurement, &[',', ' ']);
-        LineBuilder { buf, fields: 0 }
+        escape_name(&mut buf, measurement, MEASUREMENT_SPECIAL);
+        let valid = !buf.is_empty() && !buf.starts_with('#');
+        LineBuilder {
+            buf,
+            fields: 0,
+            valid,
+        }
     }
 
     /// Starts from a prefix made by [`tag_prefix`], for tag sets that repeat on every line.
     pub fn with_prefix(prefix: &str) -> Self {
         let mut buf = String::with_capacity(prefix.len() + 96);
         buf.push_str(prefix);
-        LineBuilder { buf, fields: 0 }
+        let valid = !buf.is_empty() && !buf.starts_with([',', '#']);
+        LineBuilder {
+            buf,
+            fields: 0,
+            valid,
+        }
     }
 
     pub fn tag(mut self, key: &str, value: &str) -> Self {
@@ -40,35 +114,57 @@ impl LineBuilder {
         self
     }
 
-    fn field_key(&mut self, key: &str) {
+    /// Writes the separator and the escaped key; false when the key is empty after escaping
+    /// (the field is then left out).
+    fn field_key(&mut self, key: &str) -> bool {
+        let mark = self.buf.len();
         self.buf.push(if self.fields == 0 { ' ' } else { ',' });
-        escape_into(&mut self.buf, key, &[',', '=', ' ']);
+        let before = self.buf.len();
+        escape_name(&mut self.buf, key, KEY_SPECIAL);
+        if self.buf.len() == before {
+            self.buf.truncate(mark);
+            return false;
+        }
         self.buf.push('=');
         self.fields += 1;
+        true
     }
 
     pub fn int(mut self, key: &str, value: i64) -> Self {
-        self.field_key(key);
-        let _ = write!(self.buf, "{value}i");
+        if self.field_key(key) {
+            let _ = write!(self.buf, "{value}i");
+        }
+        self
+    }
+
+    /// An unsigned integer field (`7u`).
+    pub fn uint(mut self, key: &str, value: u64) -> Self {
+        if self.field_key(key) {
+            let _ = write!(self.buf, "{value}u");
+        }
         self
     }
 
     pub fn float(mut self, key: &str, value: f64) -> Self {
-        if value.is_finite() {
-            self.field_key(key);
+        if value.is_finite() && self.field_key(key) {
+            // Debug prints the shortest text that parses back to the same f64, and always
+            // with a `.` or an exponent, so a whole float never reads back as an integer.
             let _ = write!(self.buf, "{value:?}");
         }
         self
     }
 
     pub fn bool(mut self, key: &str, value: bool) -> Self {
-        self.field_key(key);
-        self.buf.push_str(if value { "true" } else { "false" });
+        if self.field_key(key) {
+            self.buf.push_str(if value { "true" } else { "false" });
+        }
         self
     }
 
     pub fn string(mut self, key: &str, value: &str) -> Self {
-        self.field_key(key);
+        if !self.field_key(key) {
+            return self;
+        }
         self.buf.push('"');
         for c in value.chars() {
             match c {
@@ -98,12 +194,18 @@ impl LineBuilder {
         self.fields
     }
 
-    /// The finished line (no trailing newline), or `None` when it has no field.
-    pub fn finish(mut self, at: Timestamp) -> Option<String> {
-        if self.fields == 0 {
+    /// The finished line with a nanosecond timestamp (no trailing newline), or `None` when it
+    /// has no field or no valid measurement.
+    pub fn finish(self, at: Timestamp) -> Option<String> {
+        self.finish_with(at, Precision::Ns)
+    }
+
+    /// The finished line with its timestamp in `precision`.
+    pub fn finish_with(mut self, at: Timestamp, precision: Precision) -> Option<String> {
+        if self.fields == 0 || !self.valid {
             return None;
         }
-        let _ = write!(self.buf, " {}", at.as_nanosecond());
+        let _ = write!(self.buf, " {}", precision.timestamp(at));
         Some(self.buf)
     }
 }
@@ -111,27 +213,89 @@ impl LineBuilder {
 /// `measurement,k1=v1,k2=v2` for tags that repeat on every line of a kind.
 pub fn tag_prefix(measurement: &str, tags: &[(&str, &str)]) -> String {
     let mut buf = String::new();
-    escape_into(&mut buf, measurement, &[',', ' ']);
+    escape_name(&mut buf, measurement, MEASUREMENT_SPECIAL);
     for (k, v) in tags {
         push_tag(&mut buf, k, v);
     }
     buf
 }
 
-fn push_tag(buf: &mut String, key: &str, value: &str) {
-    if key.is_empty() || value.is_empty() {
-        return;
+/// Rewrites the nanosecond timestamps of a body (lines ending in `\n`, as the spool holds them)
+/// into `precision`. A line whose last word is not a timestamp is passed on unchanged: the
+/// store then judges it, and a rejection sends it to the dead-letter file like any bad line.
+pub fn rescale_timestamps(body: &[u8], precision: Precision) -> Vec<u8> {
+    if precision == Precision::Ns {
+        return body.to_vec();
     }
-    buf.push(',');
-    escape_into(buf, key, &[',', '=', ' ']);
-    buf.push('=');
-    escape_into(buf, value, &[',', '=', ' ']);
+    let mut out = Vec::with_capacity(body.len());
+    for line in body.split_inclusive(|b| *b == b'\n') {
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let rescaled = text.iter().rposition(|b| *b == b' ').and_then(|space| {
+            let digits = std::str::from_utf8(&text[space + 1..]).ok()?;
+            let ns: i64 = digits.parse().ok()?;
+            Some((space, i128::from(ns).div_euclid(precision.nanos())))
+        });
+        match rescaled {
+            Some((space, value)) => {
+                out.extend_from_slice(&text[..=space]);
+                let _ = write!(VecWriter(&mut out), "{value}");
+                if line.len() > text.len() {
+                    out.push(b'\n');
+                }
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    out
 }
 
-fn escape_into(buf: &mut String, text: &str, special: &[char]) {
-    for c in text.chars() {
+/// `fmt::Write` into a byte vector, to format integers without an intermediate String.
+struct VecWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for VecWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Characters a measurement name escapes.
+const MEASUREMENT_SPECIAL: &[char] = &[',', ' '];
+/// Characters tag keys, tag values and field keys escape.
+const KEY_SPECIAL: &[char] = &[',', '=', ' '];
+
+fn push_tag(buf: &mut String, key: &str, value: &str) {
+    let mark = buf.len();
+    buf.push(',');
+    let key_start = buf.len();
+    escape_name(buf, key, KEY_SPECIAL);
+    let key_empty = buf.len() == key_start;
+    buf.push('=');
+    let value_start = buf.len();
+    escape_name(buf, value, KEY_SPECIAL);
+    if key_empty || buf.len() == value_start {
+        buf.truncate(mark);
+    }
+}
+
+/// Escapes a measurement, tag key, tag value or field key (see the module documentation).
+fn escape_name(buf: &mut String, text: &str, special: &[char]) {
+    let text = text.trim_end_matches('\\');
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
-            '\n' | '\r' => buf.push(' '),
+            c if c.is_control() => buf.push_str("\\ "),
+            '\\' => {
+                buf.push('\\');
+                // A backslash the parser would take as an escape: double it. The next
+                // character cannot be absent, since trailing backslashes were trimmed.
+                if chars
+                    .peek()
+                    .is_some_and(|n| *n == '\\' || special.contains(n) || n.is_control())
+                {
+                    buf.push('\\');
+                }
+            }
             c if special.contains(&c) => {
                 buf.push('\\');
                 buf.push(c);
@@ -154,6 +318,7 @@ mod tests {
         let line = LineBuilder::new("signal")
             .tag("machine", "cnc01")
             .int("parts", 42)
+            .uint("count", u64::MAX)
             .float("rpm", 1200.5)
             .float("whole", 3.0)
             .bool("run", true)
@@ -162,28 +327,48 @@ mod tests {
             .unwrap();
         assert_eq!(
             line,
-            "signal,machine=cnc01 parts=42i,rpm=1200.5,whole=3.0,run=true,program=\"O1234\" 1700000000000000000"
+            "signal,machine=cnc01 parts=42i,count=18446744073709551615u,rpm=1200.5,whole=3.0,run=true,program=\"O1234\" 1700000000000000000"
         );
     }
 
     #[test]
     fn special_characters_are_escaped_where_they_matter() {
-        let line = LineBuilder::new("my meas,x")
+        let line = LineBuilder::new("my meas,x=y")
             .tag("tag key", "a=b,c d")
             .string("field=key", "say \"hi\" \\ bye\nnext")
             .finish(ts())
             .unwrap();
         assert_eq!(
             line,
-            r#"my\ meas\,x,tag\ key=a\=b\,c\ d field\=key="say \"hi\" \\ bye next" 1700000000000000000"#
+            r#"my\ meas\,x=y,tag\ key=a\=b\,c\ d field\=key="say \"hi\" \\ bye next" 1700000000000000000"#
         );
     }
 
     #[test]
-    fn empty_tags_and_non_finite_floats_are_left_out() {
+    fn backslashes_in_names_are_doubled_only_where_the_parser_would_read_an_escape() {
+        // `C:\data` keeps its lone backslash; `a\,b` needs `\\` then `\,`; `\\` becomes `\\\`
+        // (an escaped backslash, then a literal one before `x`); a trailing `\` is removed.
+        let line = LineBuilder::new("m")
+            .tag("path", r"C:\data")
+            .tag("odd", r"a\,b")
+            .tag("two", r"\\x")
+            .tag("end", r"v\")
+            .int("f", 1)
+            .finish(ts())
+            .unwrap();
+        assert_eq!(
+            line,
+            r"m,path=C:\data,odd=a\\\,b,two=\\\x,end=v f=1i 1700000000000000000"
+        );
+    }
+
+    #[test]
+    fn empty_tags_keys_and_non_finite_floats_are_left_out() {
         let b = LineBuilder::new("m")
             .tag("empty", "")
-            .float("nan", f64::NAN);
+            .tag("", "x")
+            .float("nan", f64::NAN)
+            .int("", 3);
         assert_eq!(b.field_count(), 0);
         assert_eq!(b.finish(ts()), None);
         let line = LineBuilder::with_prefix(&tag_prefix("m", &[("a", "1"), ("b", "")]))
@@ -191,5 +376,45 @@ mod tests {
             .finish(ts())
             .unwrap();
         assert_eq!(line, "m,a=1 x=1i 1700000000000000000");
+    }
+
+    #[test]
+    fn a_measurement_that_cannot_be_written_gives_no_line() {
+        assert_eq!(LineBuilder::new("").int("x", 1).finish(ts()), None);
+        assert_eq!(LineBuilder::new("#note").int("x", 1).finish(ts()), None);
+        assert_eq!(LineBuilder::new("\\").int("x", 1).finish(ts()), None);
+    }
+
+    #[test]
+    fn timestamps_in_each_precision_round_towards_the_past() {
+        // 1_700_000_000.123_456_789 s
+        let at = Timestamp::from_nanosecond(1_700_000_000_123_456_789).unwrap();
+        let stamp = |p| {
+            LineBuilder::new("m")
+                .int("x", 1)
+                .finish_with(at, p)
+                .unwrap()
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(stamp(Precision::Ns), "1700000000123456789");
+        assert_eq!(stamp(Precision::Us), "1700000000123456");
+        assert_eq!(stamp(Precision::Ms), "1700000000123");
+        assert_eq!(stamp(Precision::S), "1700000000");
+        // 0.5 s before 1970 is in second -1, not second 0.
+        let before = Timestamp::from_nanosecond(-500_000_000).unwrap();
+        assert_eq!(Precision::S.timestamp(before), -1);
+    }
+
+    #[test]
+    fn a_spooled_body_is_rescaled_line_by_line() {
+        let body = b"m x=1i 1700000000123456789\nm y=\"a b\" -1500000000\nbad line\n";
+        assert_eq!(
+            rescale_timestamps(body, Precision::Ms),
+            b"m x=1i 1700000000123\nm y=\"a b\" -1500\nbad line\n".to_vec()
+        );
+        assert_eq!(rescale_timestamps(body, Precision::Ns), body.to_vec());
     }
 }

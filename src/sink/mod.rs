@@ -8,85 +8,81 @@
 //!
 //! The engine hands records over with `try_send`, so it never waits for the disk. The spool
 //! task owns the appending connection; every writer has its own reading connection. Delivery is
-//! at least once: a batch is acknowledged only after the store said 2xx, and a resent batch
-//! overwrites itself in the store (same measurement, tags and timestamp).
+//! at least once: a batch is acknowledged only after the store said 2xx (or its bad lines were
+//! moved to the dead-letter file), and a resent batch overwrites itself in the store (same
+//! measurement, tags and timestamp).
+//!
+//! What a writer does with each answer:
+//!
+//! | answer | action |
+//! |---|---|
+//! | 2xx | the lines are delivered |
+//! | 400 and other 4xx not below | the batch is bisected and resent in halves until the line(s) the store rejects stand alone; those go to `dead-letter-<output>.lp` with the store's message, the rest is delivered. InfluxDB 1.x answers 400 "partial write" having stored the good lines; resending them overwrites them with themselves |
+//! | 401, 403, 404 | a configuration error (token, credentials, org, bucket, database): logged as an error on every attempt, the data is kept and retried with back-off |
+//! | 413 | the batch is split in halves until the store takes it; later batches use the size that worked |
+//! | 429, 503 | retried after the store's Retry-After, or with back-off |
+//! | other 5xx, timeouts, network errors | retried with exponential back-off and jitter, up to `retry_max` |
+//!
+//! After a failed attempt the writer reads its batch from the spool again, so rows the spool
+//! dropped meanwhile (at its byte or age bound) are not delivered after being counted as lost.
 
 pub mod file;
 pub mod influx;
 pub mod line_protocol;
 pub mod spool;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use std::sync::atomic::Ordering;
-
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
+use influx::SendError;
 use spool::{Spool, SpoolError, SpoolReader, SpoolStats};
 
 /// Records waiting between the engine and the spool task, in engine steps. At the bound the
 /// engine drops the step's records and counts them (see `engine::run`).
 pub const SPOOL_QUEUE: usize = 4096;
 
-/// How long a writer lets records gather after sending a batch that was not full.
-const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the spool task trims delivered rows, applies the age bound and publishes figures.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
-/// The longest a writer waits before retrying a store that failed.
-const MAX_RETRY: Duration = Duration::from_secs(60);
+/// Engine steps the spool task appends in one transaction at most.
+const APPEND_GROUP: usize = 256;
 
 /// Runs the spool's appending side on its own thread until the engine's sender is dropped.
-/// Each wake-up appends everything queued in one transaction, then trims delivered chunks.
+/// Each wake-up appends everything queued in one transaction; once a second it trims delivered
+/// rows and applies the age bound, and every `sync_interval` it syncs the WAL to disk.
 pub fn spawn_spool_task(
     mut spool: Spool,
+    path: PathBuf,
     records: std_mpsc::Receiver<Vec<String>>,
     stats: watch::Sender<SpoolStats>,
     metrics: Metrics,
+    sync_interval: Duration,
 ) -> std::thread::JoinHandle<()> {
-    let bytes = metrics.gauge(
-        "shopfloor_spool_bytes",
-        "Bytes of records waiting in the spool.",
-        &[],
-    );
-    let lines = metrics.gauge(
-        "shopfloor_spool_lines",
-        "Records (lines) waiting in the spool.",
-        &[],
-    );
-    let dropped = metrics.gauge(
-        "shopfloor_spool_dropped_lines",
-        "Records dropped because the spool was full, since the spool was created.",
-        &[],
-    );
-    let oldest = metrics.gauge(
-        "shopfloor_spool_oldest_age_seconds",
-        "Age of the oldest record waiting in the spool.",
-        &[],
-    );
-    let publish = move |s: SpoolStats| {
-        bytes.store(s.bytes, Ordering::Relaxed);
-        lines.store(s.lines, Ordering::Relaxed);
-        dropped.store(s.dropped_lines, Ordering::Relaxed);
-        let now = jiff::Timestamp::now().as_millisecond();
-        let age = s.oldest_ms.map_or(0, |ms| (now - ms).max(0) / 1000);
-        oldest.store(age as u64, Ordering::Relaxed);
-        stats.send_replace(s);
-    };
+    let publish = spool_gauges(&metrics, path);
+    publish(spool.stats(), true);
+    stats.send_replace(spool.stats());
     std::thread::spawn(move || {
-        let mut last_trim = std::time::Instant::now();
+        let mut last_housekeeping = Instant::now();
+        let mut last_sync = Instant::now();
+        let wake = HOUSEKEEPING.min(sync_interval.max(Duration::from_millis(10)));
         loop {
-            let first = match records.recv_timeout(Duration::from_secs(1)) {
+            let first = match records.recv_timeout(wake) {
                 Ok(batch) => Some(batch),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => None,
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             };
             if let Some(first) = first {
                 let mut chunks = vec![first];
-                while chunks.len() < 256 {
+                while chunks.len() < APPEND_GROUP {
                     match records.try_recv() {
                         Ok(batch) => chunks.push(batch),
                         Err(_) => break,
@@ -97,17 +93,80 @@ pub fn spawn_spool_task(
                     error!(error = %e, lines = chunks.iter().map(Vec::len).sum::<usize>(), "cannot append to the spool: records lost");
                 }
             }
-            if last_trim.elapsed() >= Duration::from_secs(1) {
+            let housekeeping = last_housekeeping.elapsed() >= HOUSEKEEPING;
+            if housekeeping {
                 if let Err(e) = spool.trim() {
                     warn!(error = %e, "cannot trim the spool");
                 }
-                last_trim = std::time::Instant::now();
+                if let Err(e) = spool.expire(jiff::Timestamp::now().as_millisecond()) {
+                    warn!(error = %e, "cannot apply the spool's max_age");
+                }
+                last_housekeeping = Instant::now();
             }
-            publish(spool.stats());
+            if last_sync.elapsed() >= sync_interval {
+                if let Err(e) = spool.checkpoint() {
+                    warn!(error = %e, "cannot sync the spool");
+                }
+                last_sync = Instant::now();
+            }
+            publish(spool.stats(), housekeeping);
+            stats.send_replace(spool.stats());
         }
         let _ = spool.trim();
-        publish(spool.stats());
+        let _ = spool.checkpoint();
+        publish(spool.stats(), true);
+        stats.send_replace(spool.stats());
     })
+}
+
+/// The spool's gauges, and a function that sets them from the figures (and, when asked, from
+/// the file's size on disk, which costs two `stat` calls).
+fn spool_gauges(metrics: &Metrics, path: PathBuf) -> impl Fn(SpoolStats, bool) + Send + 'static {
+    let bytes = metrics.gauge(
+        "shopfloor_spool_bytes",
+        "Bytes of records (line protocol) waiting in the spool.",
+        &[],
+    );
+    let file_bytes = metrics.gauge(
+        "shopfloor_spool_file_bytes",
+        "Size of the spool file and its write-ahead log on disk.",
+        &[],
+    );
+    let lines = metrics.gauge(
+        "shopfloor_spool_lines",
+        "Records (lines) waiting in the spool.",
+        &[],
+    );
+    let help = "Records deleted before every output had them, since the spool was created: \
+                reason=\"full\" at max_bytes, reason=\"age\" at max_age.";
+    let dropped = metrics.gauge("shopfloor_spool_dropped_lines", help, &[("reason", "full")]);
+    let expired = metrics.gauge("shopfloor_spool_dropped_lines", help, &[("reason", "age")]);
+    let appended = metrics.counter(
+        "shopfloor_spool_appended_lines_total",
+        "Records appended to the spool since the agent started.",
+        &[],
+    );
+    let oldest = metrics.gauge(
+        "shopfloor_spool_oldest_age_seconds",
+        "Age of the oldest record waiting in the spool.",
+        &[],
+    );
+    move |s: SpoolStats, with_file: bool| {
+        bytes.store(s.bytes, Ordering::Relaxed);
+        lines.store(s.lines, Ordering::Relaxed);
+        dropped.store(s.dropped_lines, Ordering::Relaxed);
+        expired.store(s.expired_lines, Ordering::Relaxed);
+        appended.store(s.appended_lines, Ordering::Relaxed);
+        let now = jiff::Timestamp::now().as_millisecond();
+        let age = s.oldest_ms.map_or(0, |ms| (now - ms).max(0) / 1000);
+        oldest.store(age as u64, Ordering::Relaxed);
+        if with_file {
+            let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            file_bytes.store(size(&path) + size(Path::new(&wal)), Ordering::Relaxed);
+        }
+    }
 }
 
 /// A place records are delivered to.
@@ -125,10 +184,256 @@ impl Output {
         }
     }
 
-    async fn send(&self, body: Vec<u8>) -> Result<(), influx::SendError> {
+    async fn send(&self, body: &[u8]) -> Result<(), SendError> {
         match self {
             Output::Influx(w) => w.send(body).await,
             Output::File(w) => w.send(body).await,
+        }
+    }
+}
+
+/// How one writer batches and retries (`[[influx]]` keys of the same names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Lines per request at most.
+    pub batch_lines: usize,
+    /// A batch with fewer lines waits until this long after the previous request.
+    pub flush_interval: Duration,
+    /// The longest back-off between retries.
+    pub retry_max: Duration,
+    /// Where rejected lines go.
+    pub dead_letter: PathBuf,
+}
+
+impl WriterOptions {
+    /// The defaults of `[[influx]]`, with the dead-letter file in `dir`.
+    pub fn new(output: &str, dir: &Path) -> Self {
+        WriterOptions {
+            batch_lines: 5000,
+            flush_interval: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            dead_letter: dir.join(format!("dead-letter-{output}.lp")),
+        }
+    }
+}
+
+/// The per-output counters.
+struct WriterMetrics {
+    sent: Arc<AtomicU64>,
+    dead: Arc<AtomicU64>,
+    last_success: Arc<AtomicU64>,
+    metrics: Metrics,
+    name: String,
+}
+
+impl WriterMetrics {
+    fn new(metrics: &Metrics, name: &str) -> Self {
+        let labels = [("output", name)];
+        WriterMetrics {
+            sent: metrics.counter(
+                "shopfloor_output_lines_total",
+                "Records delivered to an output.",
+                &labels,
+            ),
+            dead: metrics.counter(
+                "shopfloor_output_dead_letter_lines_total",
+                "Records the store rejected, moved to the dead-letter file.",
+                &labels,
+            ),
+            last_success: metrics.gauge(
+                "shopfloor_output_last_success_seconds",
+                "Unix time of the output's last successful write request.",
+                &labels,
+            ),
+            metrics: metrics.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    fn error(&self, kind: &'static str) {
+        self.metrics
+            .counter(
+                "shopfloor_output_errors_total",
+                "Failed write requests, by kind: rejected (4xx), too_large (413), config (401, 403, 404), retry (network, timeout, 5xx, 429).",
+                &[("output", self.name.as_str()), ("kind", kind)],
+            )
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps `shopfloor_output_sent_lines_last_minute` current: the send rate for the `agent` line
+/// and for people, from a ring of one-second samples of the delivered-lines counter. A task of
+/// its own, so that it keeps ticking while the writer sleeps in a back-off.
+async fn track_send_rate(sent: Arc<AtomicU64>, gauge: Arc<AtomicU64>, mut shutdown: Shutdown) {
+    let mut samples: VecDeque<u64> = VecDeque::with_capacity(61);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => break,
+        }
+        samples.push_back(sent.load(Ordering::Relaxed));
+        if samples.len() > 61 {
+            samples.pop_front();
+        }
+        let oldest = samples.front().copied().unwrap_or(0);
+        let newest = samples.back().copied().unwrap_or(0);
+        gauge.store(newest.saturating_sub(oldest), Ordering::Relaxed);
+    }
+}
+
+/// What became of one batch.
+enum Outcome {
+    /// Every line is in the store or the dead-letter file: acknowledge it.
+    Done,
+    /// Try again after this long (the batch is read from the spool afresh).
+    Retry(Duration),
+    /// Shutdown came first; the batch stays in the spool.
+    Stopped,
+}
+
+/// Part of a batch, sent as one request.
+struct Piece {
+    lines: usize,
+    body: Vec<u8>,
+}
+
+/// Splits a body of `\n`-terminated lines into pieces of at most `max_lines` lines.
+fn split_lines(body: &[u8], max_lines: usize) -> Vec<Piece> {
+    let max_lines = max_lines.max(1);
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut lines = 0;
+    for (i, byte) in body.iter().enumerate() {
+        if *byte == b'\n' {
+            lines += 1;
+            if lines == max_lines {
+                pieces.push(Piece {
+                    lines,
+                    body: body[start..=i].to_vec(),
+                });
+                start = i + 1;
+                lines = 0;
+            }
+        }
+    }
+    if start < body.len() {
+        // A last line without `\n` (never written by the spool) still counts as a line.
+        let tail = &body[start..];
+        pieces.push(Piece {
+            lines: lines + usize::from(!tail.ends_with(b"\n")),
+            body: tail.to_vec(),
+        });
+    }
+    pieces
+}
+
+/// Splits a piece of two or more lines in two halves, by lines.
+fn halves(piece: Piece) -> [Piece; 2] {
+    let half = piece.lines / 2;
+    let mut parts = split_lines(&piece.body, half.max(1)).into_iter();
+    let first = parts.next().unwrap_or(Piece {
+        lines: 0,
+        body: Vec::new(),
+    });
+    let rest: Vec<Piece> = parts.collect();
+    let second = Piece {
+        lines: rest.iter().map(|p| p.lines).sum(),
+        body: rest.into_iter().flat_map(|p| p.body).collect(),
+    };
+    [first, second]
+}
+
+/// The state of one writer between batches.
+struct Writer {
+    output: Output,
+    options: WriterOptions,
+    /// Lines per request: `batch_lines`, less after a 413.
+    piece_lines: usize,
+    failures: u32,
+    counters: WriterMetrics,
+    span: tracing::Span,
+}
+
+impl Writer {
+    /// Sends a batch in pieces, bisecting rejected pieces down to the lines at fault.
+    async fn deliver(&mut self, body: &[u8], shutdown: &mut Shutdown) -> Outcome {
+        let mut pieces: VecDeque<Piece> = split_lines(body, self.piece_lines).into();
+        while let Some(piece) = pieces.pop_front() {
+            if piece.lines == 0 {
+                continue;
+            }
+            let result = tokio::select! {
+                r = self.output.send(&piece.body) => r,
+                _ = shutdown.wait() => return Outcome::Stopped,
+            };
+            match result {
+                Ok(()) => {
+                    self.failures = 0;
+                    self.counters
+                        .sent
+                        .fetch_add(piece.lines as u64, Ordering::Relaxed);
+                    let now = jiff::Timestamp::now().as_second();
+                    self.counters
+                        .last_success
+                        .store(now.max(0) as u64, Ordering::Relaxed);
+                }
+                Err(SendError::TooLarge) if piece.lines > 1 => {
+                    self.counters.error("too_large");
+                    self.piece_lines = (piece.lines / 2).max(1);
+                    warn!(parent: &self.span, lines = piece.lines, next = self.piece_lines, "store says the request is too large: sending smaller ones");
+                    // Everything not yet sent goes out in pieces of the new size.
+                    let mut rest = piece.body;
+                    rest.extend(pieces.drain(..).flat_map(|p| p.body));
+                    pieces = split_lines(&rest, self.piece_lines).into();
+                }
+                Err(SendError::TooLarge) => {
+                    self.counters.error("too_large");
+                    self.dead_letter(
+                        413,
+                        "a single line is larger than the store accepts",
+                        &piece,
+                    )
+                    .await;
+                }
+                Err(SendError::Rejected { status, message }) if piece.lines > 1 => {
+                    // Find the bad line(s): resend in halves; the good half goes through.
+                    self.counters.error("rejected");
+                    info!(parent: &self.span, status, %message, lines = piece.lines, "store rejected a batch: bisecting to find the bad lines");
+                    let [a, b] = halves(piece);
+                    pieces.push_front(b);
+                    pieces.push_front(a);
+                }
+                Err(SendError::Rejected { status, message }) => {
+                    self.counters.error("rejected");
+                    self.dead_letter(status, &message, &piece).await;
+                }
+                Err(e) => {
+                    let config = matches!(e, SendError::Config { .. });
+                    self.counters.error(if config { "config" } else { "retry" });
+                    self.failures = self.failures.saturating_add(1);
+                    let backoff = retry_delay(self.failures, &e, self.options.retry_max);
+                    if config {
+                        error!(parent: &self.span, error = %e, retry_in = ?backoff, "output misconfigured: data is kept in the spool");
+                    } else {
+                        warn!(parent: &self.span, error = %e, retry_in = ?backoff, "write failed: data is kept in the spool");
+                    }
+                    return Outcome::Retry(backoff);
+                }
+            }
+        }
+        Outcome::Done
+    }
+
+    /// Keeps rejected lines, with the store's reason, for a person to look at.
+    async fn dead_letter(&self, status: u16, message: &str, piece: &Piece) {
+        self.counters
+            .dead
+            .fetch_add(piece.lines as u64, Ordering::Relaxed);
+        let file = &self.options.dead_letter;
+        error!(parent: &self.span, status, %message, lines = piece.lines, file = %file.display(), "store rejected a line: moved to the dead-letter file");
+        if let Err(e) = file::append_dead_letter(file, status, message, &piece.body).await {
+            error!(parent: &self.span, error = %e, lines = piece.lines, "cannot write the dead-letter file: rejected lines lost");
         }
     }
 }
@@ -137,34 +442,24 @@ impl Output {
 pub async fn run_writer(
     output: Output,
     spool_path: PathBuf,
-    batch_lines: usize,
-    dead_letter_dir: PathBuf,
+    options: WriterOptions,
     mut appended: watch::Receiver<SpoolStats>,
     metrics: Metrics,
     mut shutdown: Shutdown,
 ) {
     let name = output.name().to_string();
-    let labels = [("output", name.as_str())];
-    let sent = metrics.counter(
-        "shopfloor_output_lines_total",
-        "Records delivered to an output.",
-        &labels,
-    );
-    let dead = metrics.counter(
-        "shopfloor_output_dead_letter_lines_total",
-        "Records the store rejected, moved to the dead-letter file.",
-        &labels,
-    );
-    let error_count = |kind: &'static str| {
-        metrics
-            .counter(
-                "shopfloor_output_errors_total",
-                "Failed write requests, by kind.",
-                &[("output", name.as_str()), ("kind", kind)],
-            )
-            .fetch_add(1, Ordering::Relaxed);
-    };
     let span = tracing::info_span!("output", output = %name);
+    let counters = WriterMetrics::new(&metrics, &name);
+    let rate = metrics.gauge(
+        "shopfloor_output_sent_lines_last_minute",
+        "Records delivered to an output in the last 60 seconds: its send rate.",
+        &[("output", name.as_str())],
+    );
+    tokio::spawn(track_send_rate(
+        counters.sent.clone(),
+        rate,
+        shutdown.clone(),
+    ));
     let mut reader = match open_reader(&spool_path, &name).await {
         Ok(r) => r,
         Err(e) => {
@@ -172,13 +467,23 @@ pub async fn run_writer(
             return;
         }
     };
-    let mut failures: u32 = 0;
-    let mut limit = batch_lines.max(1);
+    let batch_lines = options.batch_lines.max(1);
+    let flush_interval = options.flush_interval;
+    let mut writer = Writer {
+        output,
+        piece_lines: batch_lines,
+        options,
+        failures: 0,
+        counters,
+        span: span.clone(),
+    };
+    // A first partial batch goes out at once.
+    let mut last_send = Instant::now().checked_sub(flush_interval);
     loop {
         if shutdown.is_triggered() {
             break;
         }
-        let (returned, batch) = match next_batch(reader, limit).await {
+        let (returned, batch) = match next_batch(reader, batch_lines).await {
             Ok(pair) => pair,
             Err(e) => {
                 error!(parent: &span, error = %e, "spool read failed");
@@ -195,88 +500,57 @@ pub async fn run_writer(
             }
             continue;
         };
-        let lines = batch.lines;
-        let result = output.send(batch.body.clone()).await;
-        let wait = match result {
-            Ok(()) => {
-                failures = 0;
-                limit = batch_lines.max(1);
-                sent.fetch_add(lines as u64, Ordering::Relaxed);
-                match ack(reader, batch.last_id).await {
-                    Ok(r) => reader = r,
-                    Err(e) => {
-                        error!(parent: &span, error = %e, "spool ack failed");
-                        return;
-                    }
-                }
-                None
-            }
-            Err(influx::SendError::Rejected { status, message }) => {
-                // The store will never take this batch; keep it for a person and move on.
-                error_count("rejected");
-                dead.fetch_add(lines as u64, Ordering::Relaxed);
-                let file = dead_letter_dir.join(format!("dead-letter-{name}.lp"));
-                error!(parent: &span, status, %message, lines, file = %file.display(), "batch rejected: moved to the dead-letter file");
-                if let Err(e) = file::append_dead_letter(&file, status, &message, &batch.body).await
-                {
-                    error!(parent: &span, error = %e, "cannot write the dead-letter file");
-                }
-                match ack(reader, batch.last_id).await {
-                    Ok(r) => reader = r,
-                    Err(e) => {
-                        error!(parent: &span, error = %e, "spool ack failed");
-                        return;
-                    }
-                }
-                None
-            }
-            Err(influx::SendError::TooLarge) if limit > 1 => {
-                error_count("too_large");
-                limit = (lines / 2).max(1);
-                warn!(parent: &span, lines, next = limit, "store says the batch is too large: sending smaller batches");
-                None
-            }
-            Err(e) => {
-                error_count(match e {
-                    influx::SendError::Config { .. } => "config",
-                    _ => "retry",
-                });
-                failures = failures.saturating_add(1);
-                let backoff = retry_delay(failures, &e);
-                if matches!(e, influx::SendError::Config { .. }) {
-                    error!(parent: &span, error = %e, retry_in = ?backoff, "output misconfigured: data is kept in the spool");
-                } else {
-                    warn!(parent: &span, error = %e, retry_in = ?backoff, "write failed: data is kept in the spool");
-                }
-                Some(backoff)
-            }
-        };
-        if let Some(wait) = wait {
+        // Batching by time: a batch that is not full waits out the flush interval since the
+        // previous request, unless enough lines arrive meanwhile to fill it.
+        if batch.lines < batch_lines
+            && !batch.more
+            && let Some(due) = last_send.map(|t| t + flush_interval)
+            && Instant::now() < due
+        {
+            let wanted = appended.borrow().appended_lines + (batch_lines - batch.lines) as u64;
+            let deadline = tokio::time::Instant::from_std(due);
+            let fill = appended.wait_for(|s| s.appended_lines >= wanted);
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = fill => {}
                 _ = shutdown.wait() => break,
             }
-        } else if lines < limit {
-            // A partial batch: let records gather for a flush interval before the next request.
-            tokio::select! {
-                _ = tokio::time::sleep(FLUSH_INTERVAL) => {}
-                _ = shutdown.wait() => break,
+            continue;
+        }
+        let outcome = writer.deliver(&batch.body, &mut shutdown).await;
+        last_send = Some(Instant::now());
+        match outcome {
+            Outcome::Done => match ack(reader, batch.last_id).await {
+                Ok(r) => reader = r,
+                Err(e) => {
+                    error!(parent: &span, error = %e, "spool ack failed");
+                    return;
+                }
+            },
+            Outcome::Retry(wait) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait() => break,
+                }
             }
+            Outcome::Stopped => break,
         }
     }
     info!(parent: &span, "writer stopped");
 }
 
 /// Exponential back-off with jitter, or the server's Retry-After when it gave one.
-fn retry_delay(failures: u32, error: &influx::SendError) -> Duration {
-    if let influx::SendError::Retry {
+fn retry_delay(failures: u32, error: &SendError, max: Duration) -> Duration {
+    if let SendError::Retry {
         after: Some(after), ..
     } = error
     {
-        return (*after).min(MAX_RETRY * 5);
+        // A store that asks for more than five back-off ceilings is not believed.
+        return (*after).min(max.saturating_mul(5));
     }
-    let base = Duration::from_millis(500).saturating_mul(1u32 << failures.min(10));
-    let base = base.min(MAX_RETRY);
+    let base =
+        Duration::from_millis(500).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let base = base.min(max);
     // Jitter of up to a quarter, so many gateways do not retry in step after an outage.
     let nanos = jiff::Timestamp::now().subsec_nanosecond().unsigned_abs();
     let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
@@ -314,4 +588,60 @@ async fn ack(mut reader: SpoolReader, last_id: i64) -> Result<SpoolReader, Spool
         Ok(reader)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_splits_into_pieces_of_whole_lines() {
+        let body = b"a 1\nb 2\nc 3\nd 4\ne 5\n";
+        let pieces = split_lines(body, 2);
+        let texts: Vec<&[u8]> = pieces.iter().map(|p| p.body.as_slice()).collect();
+        assert_eq!(
+            texts,
+            [&b"a 1\nb 2\n"[..], &b"c 3\nd 4\n"[..], &b"e 5\n"[..]]
+        );
+        assert_eq!(
+            pieces.iter().map(|p| p.lines).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        // Five lines halve into two and three.
+        let [a, b] = halves(Piece {
+            lines: 5,
+            body: body.to_vec(),
+        });
+        assert_eq!((a.lines, b.lines), (2, 3));
+        assert_eq!(b.body, b"c 3\nd 4\ne 5\n");
+    }
+
+    #[test]
+    fn back_off_doubles_to_the_ceiling_with_at_most_a_quarter_of_jitter() {
+        let err = SendError::Retry {
+            reason: String::new(),
+            after: None,
+        };
+        let max = Duration::from_secs(60);
+        // 0.5 s, 1 s, 2 s, … 32 s, then the 60 s ceiling; each plus up to 25 %.
+        for (failures, base_ms) in [
+            (1, 500),
+            (2, 1000),
+            (3, 2000),
+            (7, 32_000),
+            (8, 60_000),
+            (40, 60_000),
+        ] {
+            let d = retry_delay(failures, &err, max).as_millis() as u64;
+            assert!(
+                (base_ms..=base_ms + base_ms / 4).contains(&d),
+                "failure {failures}: {d} ms"
+            );
+        }
+        let busy = SendError::Retry {
+            reason: String::new(),
+            after: Some(Duration::from_secs(7)),
+        };
+        assert_eq!(retry_delay(1, &busy, max), Duration::from_secs(7));
+    }
 }

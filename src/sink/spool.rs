@@ -7,20 +7,44 @@
 //! its file format has changed between major versions, and nobody on a factory floor has a tool
 //! to look inside it.
 //!
-//! Layout: the engine's records arrive in chunks (all lines of one engine step), and each chunk
-//! is one row. Each output keeps its own cursor, the id of the last chunk it delivered; a chunk
-//! is deleted once every output has passed it. When the spool grows past `max_bytes`, the oldest
-//! chunks are deleted whether delivered or not, and their lines are counted as dropped: the
-//! newest data is what an operator needs when the link comes back.
+//! Layout: the lines of one append (everything the spool task collected in one wake-up) are
+//! packed into rows of up to [`ROW_BYTES`], oldest first; a row is the unit of storage, of
+//! dropping and of acknowledgement. Each output keeps its own cursor, the id of the last row it
+//! delivered; a row is deleted once every output has passed it. At start-up each output simply
+//! reads on from its cursor, so what was left is sent first, oldest first.
 //!
-//! Durability: the database runs in WAL mode with `synchronous = NORMAL`. A committed append
-//! survives a killed process at once; after a power cut SQLite may roll back the last few
-//! commits (those since the last WAL sync) but never corrupts the file. `synchronous = FULL`
-//! (`[spool] sync = "full"`) syncs every commit, at a large cost in appends per second.
+//! Bounds, both checked on every append and once a second:
+//! - **bytes** (`max_bytes`): past it the oldest rows are deleted, delivered or not, and their
+//!   lines counted as dropped: the newest data is what an operator needs when the link comes
+//!   back. The bound counts line-protocol bytes; the file is larger by SQLite's page overhead
+//!   (about 1 % for the row sizes used here) plus a WAL of at most [`WAL_LIMIT`] between
+//!   checkpoints. Freed pages are reused, so the file stops growing at the bound.
+//! - **age** (`max_age`): rows appended longer ago than this are deleted and counted as expired
+//!   (data a store would reject as out of retention, or that nobody will look at any more).
+//!
+//! Both counts persist in the spool file, so a restart does not reset them.
+//!
+//! Durability (`sync`): the database runs in WAL mode. A committed append survives a killed
+//! process (SIGKILL, a panic, the OOM killer) at once, in every mode: the commit is in the
+//! operating system's page cache. Power loss is what the modes differ in:
+//! - `normal` (default): `synchronous = NORMAL`, and the spool task checkpoints every
+//!   `sync_interval` (default 1 s), which syncs the WAL to the disk. A power cut loses at most
+//!   the records of the last interval; the file is never corrupted.
+//! - `full`: `synchronous = FULL`, every append is synced before it counts as done. Nothing
+//!   committed is lost, at the price of one disk sync per append (a few ms on an SD card or
+//!   eMMC; the spool task batches appends, so throughput drops far less than per line).
 
 use std::path::Path;
+use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+/// Rows are filled up to about this many bytes: large enough that SQLite's per-row cost
+/// vanishes, small enough that dropping the oldest row at the cap loses little.
+pub const ROW_BYTES: usize = 64 * 1024;
+
+/// The WAL is truncated back to this size after a checkpoint (`journal_size_limit`).
+pub const WAL_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// Errors from the spool database.
 #[derive(Debug, thiserror::Error)]
@@ -41,43 +65,71 @@ pub enum SpoolError {
 pub struct SpoolStats {
     /// Bytes of line protocol waiting (not counting SQLite's own overhead).
     pub bytes: u64,
+    /// Rows waiting.
     pub chunks: u64,
     pub lines: u64,
-    /// When the oldest waiting chunk was appended, in Unix milliseconds.
+    /// When the oldest waiting row was appended, in Unix milliseconds.
     pub oldest_ms: Option<i64>,
-    /// Lines deleted before every output had them, since the spool was created.
+    /// Lines deleted at the byte bound before every output had them, since the spool was
+    /// created.
     pub dropped_lines: u64,
+    /// Lines deleted at the age bound before every output had them, since the spool was
+    /// created.
+    pub expired_lines: u64,
     /// Lines appended since this process started.
     pub appended_lines: u64,
 }
 
-/// A run of chunks read for one output, joined into one request body.
+/// A run of rows read for one output, joined into one request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    /// Id of the last chunk in the batch: the cursor after it is delivered.
+    /// Id of the last row in the batch: the cursor after it is delivered.
     pub last_id: i64,
     pub lines: usize,
     /// Lines separated by `\n`, with a trailing `\n`.
     pub body: Vec<u8>,
+    /// More rows were waiting behind the batch: it is as full as whole rows allow, and the
+    /// writer should not wait for more lines before sending it.
+    pub more: bool,
 }
 
-/// How hard the spool syncs to disk.
+/// How hard the spool syncs to disk; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncPolicy {
-    /// WAL sync at checkpoints: survives a crash of the process, may lose the last commits on
-    /// power loss.
+    /// WAL synced at every checkpoint (`sync_interval`): survives a crash of the process, may
+    /// lose the last interval on power loss.
     #[default]
     Normal,
     /// Sync every commit.
     Full,
 }
 
+/// The spool's bounds and sync policy (`[spool]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_bytes: u64,
+    /// `None`: no age bound.
+    pub max_age: Option<Duration>,
+    pub sync: SyncPolicy,
+}
+
+impl Limits {
+    /// A byte bound only, `normal` sync: for tests and benchmarks.
+    pub fn bytes(max_bytes: u64) -> Self {
+        Limits {
+            max_bytes,
+            max_age: None,
+            sync: SyncPolicy::Normal,
+        }
+    }
+}
+
 /// The appending side of the spool. One process owns it.
 #[derive(Debug)]
 pub struct Spool {
     conn: Connection,
-    max_bytes: u64,
+    limits: Limits,
     stats: SpoolStats,
 }
 
@@ -87,7 +139,7 @@ fn open_conn(path: &Path, sync: SyncPolicy) -> Result<Connection, SpoolError> {
         source,
     };
     let conn = Connection::open(path).map_err(open_err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
+    conn.busy_timeout(Duration::from_secs(5))
         .map_err(open_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open_err)?;
@@ -97,19 +149,37 @@ fn open_conn(path: &Path, sync: SyncPolicy) -> Result<Connection, SpoolError> {
     };
     conn.pragma_update(None, "synchronous", sync)
         .map_err(open_err)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_LIMIT)
+        .map_err(open_err)?;
     Ok(conn)
+}
+
+/// Lines, bytes and rows of the rows with `id <= last`.
+fn sums_up_to(tx: &Transaction<'_>, last: i64) -> Result<(u64, u64, u64), SpoolError> {
+    let (lines, bytes, rows): (i64, i64, i64) = tx.query_row(
+        "SELECT COALESCE(SUM(lines),0), COALESCE(SUM(bytes),0), COUNT(*) FROM chunk WHERE id <= ?1",
+        [last],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    Ok((lines as u64, bytes as u64, rows as u64))
+}
+
+/// Why rows are deleted, and so which counter their lines go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Every output has them: not a loss.
+    Delivered,
+    /// Past the byte bound.
+    Dropped,
+    /// Past the age bound.
+    Expired,
 }
 
 impl Spool {
     /// Opens (or creates) the spool and registers the outputs that read it. Cursors of outputs
     /// no longer configured are removed, so a retired output does not pin the spool.
-    pub fn open(
-        path: &Path,
-        max_bytes: u64,
-        sync: SyncPolicy,
-        outputs: &[String],
-    ) -> Result<Self, SpoolError> {
-        let mut conn = open_conn(path, sync)?;
+    pub fn open(path: &Path, limits: Limits, outputs: &[String]) -> Result<Self, SpoolError> {
+        let mut conn = open_conn(path, limits.sync)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS chunk (
                  id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -139,130 +209,223 @@ impl Spool {
         tx.commit()?;
         let mut spool = Spool {
             conn,
-            max_bytes,
+            limits,
             stats: SpoolStats::default(),
         };
-        spool.trim()?;
         spool.refresh_stats()?;
+        spool.trim()?;
         Ok(spool)
     }
 
+    /// Reads every figure from the database; a full scan, so only at start-up.
     fn refresh_stats(&mut self) -> Result<(), SpoolError> {
-        let (bytes, chunks, lines, oldest): (i64, i64, i64, Option<i64>) = self.conn.query_row(
-            "SELECT COALESCE(SUM(bytes),0), COUNT(*), COALESCE(SUM(lines),0), MIN(at_ms) FROM chunk",
+        let (bytes, chunks, lines): (i64, i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(bytes),0), COUNT(*), COALESCE(SUM(lines),0) FROM chunk",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let dropped: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT value FROM counter WHERE name = 'dropped_lines'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let counter = |name: &str| -> Result<u64, SpoolError> {
+            let value: Option<i64> = self
+                .conn
+                .query_row("SELECT value FROM counter WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(value.unwrap_or(0) as u64)
+        };
+        self.stats.dropped_lines = counter("dropped_lines")?;
+        self.stats.expired_lines = counter("expired_lines")?;
         self.stats.bytes = bytes as u64;
         self.stats.chunks = chunks as u64;
         self.stats.lines = lines as u64;
-        self.stats.oldest_ms = oldest;
-        self.stats.dropped_lines = dropped.unwrap_or(0) as u64;
+        self.stats.oldest_ms = self.oldest_ms()?;
         Ok(())
+    }
+
+    /// The append time of the first row. Rows are appended in time order (unless the clock
+    /// was set back), so this is the oldest, found without a scan.
+    fn oldest_ms(&self) -> Result<Option<i64>, SpoolError> {
+        Ok(self
+            .conn
+            .query_row("SELECT at_ms FROM chunk ORDER BY id LIMIT 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     pub fn stats(&self) -> SpoolStats {
         self.stats
     }
 
-    /// Appends chunks in one transaction; each chunk is a list of lines. Then enforces the cap.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Appends chunks (each a list of lines) in one transaction, packed into rows of about
+    /// [`ROW_BYTES`] in order, then enforces the bounds.
     pub fn append(&mut self, chunks: &[Vec<String>], now_ms: i64) -> Result<(), SpoolError> {
         let tx = self.conn.transaction()?;
         let mut added_bytes = 0u64;
         let mut added_lines = 0u64;
-        let mut added_chunks = 0u64;
+        let mut added_rows = 0u64;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO chunk (at_ms, lines, bytes, body) VALUES (?1, ?2, ?3, ?4)",
             )?;
-            for chunk in chunks.iter().filter(|c| !c.is_empty()) {
-                let size: usize = chunk.iter().map(|l| l.len() + 1).sum();
-                let mut body = Vec::with_capacity(size);
-                for line in chunk {
-                    body.extend_from_slice(line.as_bytes());
-                    body.push(b'\n');
+            let mut body: Vec<u8> = Vec::new();
+            let mut lines = 0usize;
+            let mut flush = |body: &mut Vec<u8>, lines: &mut usize| -> Result<(), SpoolError> {
+                if *lines > 0 {
+                    insert.execute(params![now_ms, *lines as i64, body.len() as i64, &*body])?;
+                    added_bytes += body.len() as u64;
+                    added_lines += *lines as u64;
+                    added_rows += 1;
                 }
-                insert.execute(params![now_ms, chunk.len() as i64, size as i64, body])?;
-                added_bytes += size as u64;
-                added_lines += chunk.len() as u64;
-                added_chunks += 1;
+                body.clear();
+                *lines = 0;
+                Ok(())
+            };
+            for line in chunks.iter().flatten() {
+                if lines > 0 && body.len() + line.len() + 1 > ROW_BYTES {
+                    flush(&mut body, &mut lines)?;
+                }
+                body.extend_from_slice(line.as_bytes());
+                body.push(b'\n');
+                lines += 1;
             }
+            flush(&mut body, &mut lines)?;
         }
         tx.commit()?;
-        if added_chunks > 0 && self.stats.oldest_ms.is_none() {
+        if added_rows > 0 && self.stats.oldest_ms.is_none() {
             self.stats.oldest_ms = Some(now_ms);
         }
         self.stats.bytes += added_bytes;
         self.stats.lines += added_lines;
-        self.stats.chunks += added_chunks;
+        self.stats.chunks += added_rows;
         self.stats.appended_lines += added_lines;
-        if self.stats.bytes > self.max_bytes {
+        if self.stats.bytes > self.limits.max_bytes {
             self.enforce_cap()?;
         }
         Ok(())
     }
 
-    /// Deletes the oldest chunks until the spool fits its cap; counts their lines as dropped.
-    fn enforce_cap(&mut self) -> Result<(), SpoolError> {
-        let excess = self.stats.bytes.saturating_sub(self.max_bytes) as i64;
+    /// Deletes rows up to `last` and moves the figures by what went.
+    fn remove_up_to(&mut self, last: i64, why: Removal) -> Result<u64, SpoolError> {
         let tx = self.conn.transaction()?;
-        // The smallest id whose running total of bytes covers the excess.
-        let cut: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM (SELECT id, SUM(bytes) OVER (ORDER BY id) AS run FROM chunk)
-                 WHERE run >= ?1 ORDER BY id LIMIT 1",
-                [excess],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(cut) = cut else {
-            return Ok(());
+        let (lines, bytes, rows) = sums_up_to(&tx, last)?;
+        tx.execute("DELETE FROM chunk WHERE id <= ?1", [last])?;
+        let counter = match why {
+            Removal::Delivered => None,
+            Removal::Dropped => Some("dropped_lines"),
+            Removal::Expired => Some("expired_lines"),
         };
-        let lines: i64 = tx.query_row(
-            "SELECT COALESCE(SUM(lines),0) FROM chunk WHERE id <= ?1",
-            [cut],
-            |r| r.get(0),
-        )?;
-        tx.execute("DELETE FROM chunk WHERE id <= ?1", [cut])?;
-        tx.execute(
-            "INSERT INTO counter (name, value) VALUES ('dropped_lines', ?1)
-             ON CONFLICT(name) DO UPDATE SET value = value + ?1",
-            [lines],
-        )?;
+        if let Some(name) = counter.filter(|_| lines > 0) {
+            tx.execute(
+                "INSERT INTO counter (name, value) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+                params![name, lines as i64],
+            )?;
+        }
         tx.commit()?;
-        tracing::warn!(
-            dropped_lines = lines,
-            max_bytes = self.max_bytes,
-            "spool full: oldest records dropped"
-        );
-        self.refresh_stats()
+        self.stats.lines -= lines.min(self.stats.lines);
+        self.stats.bytes -= bytes.min(self.stats.bytes);
+        self.stats.chunks -= rows.min(self.stats.chunks);
+        match why {
+            Removal::Delivered => {}
+            Removal::Dropped => self.stats.dropped_lines += lines,
+            Removal::Expired => self.stats.expired_lines += lines,
+        }
+        self.stats.oldest_ms = self.oldest_ms()?;
+        Ok(lines)
     }
 
-    /// Deletes chunks every output has delivered.
-    pub fn trim(&mut self) -> Result<(), SpoolError> {
-        let outputs: i64 = self
+    /// The id of the last row in the oldest run of rows that `take` accepts, reading from the
+    /// front of the queue (cheap: the body blobs are not read).
+    fn front_run(&self, mut take: impl FnMut(i64, u64) -> bool) -> Result<Option<i64>, SpoolError> {
+        let mut stmt = self
             .conn
-            .query_row("SELECT COUNT(*) FROM cursor", [], |r| r.get(0))?;
-        let deleted = if outputs == 0 {
-            // Nobody reads the spool: nothing needs to be kept.
-            self.conn.execute("DELETE FROM chunk", [])?
-        } else {
-            self.conn.execute(
-                "DELETE FROM chunk WHERE id <= (SELECT MIN(acked) FROM cursor)",
-                [],
-            )?
-        };
-        if deleted > 0 {
-            self.refresh_stats()?;
+            .prepare_cached("SELECT id, at_ms, bytes FROM chunk ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut last = None;
+        while let Some(row) = rows.next()? {
+            let (id, at_ms, bytes): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            if !take(at_ms, bytes as u64) {
+                break;
+            }
+            last = Some(id);
         }
+        Ok(last)
+    }
+
+    /// Deletes the oldest rows until the spool fits its byte bound; counts their lines as
+    /// dropped. Delivered rows go first and uncounted, so only real losses are counted.
+    fn enforce_cap(&mut self) -> Result<(), SpoolError> {
+        self.trim()?;
+        if self.stats.bytes <= self.limits.max_bytes {
+            return Ok(());
+        }
+        let mut excess = self.stats.bytes - self.limits.max_bytes;
+        let cut = self.front_run(|_, bytes| {
+            let more = excess > 0;
+            excess = excess.saturating_sub(bytes);
+            more
+        })?;
+        if let Some(cut) = cut {
+            let lines = self.remove_up_to(cut, Removal::Dropped)?;
+            tracing::warn!(
+                dropped_lines = lines,
+                total_dropped = self.stats.dropped_lines,
+                max_bytes = self.limits.max_bytes,
+                "spool full: oldest records dropped"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes rows older than the age bound; counts their lines as expired.
+    pub fn expire(&mut self, now_ms: i64) -> Result<(), SpoolError> {
+        let Some(max_age) = self.limits.max_age else {
+            return Ok(());
+        };
+        let cutoff = now_ms.saturating_sub(i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX));
+        if self.stats.oldest_ms.is_none_or(|oldest| oldest >= cutoff) {
+            return Ok(());
+        }
+        self.trim()?;
+        if let Some(cut) = self.front_run(|at_ms, _| at_ms < cutoff)? {
+            let lines = self.remove_up_to(cut, Removal::Expired)?;
+            tracing::warn!(
+                expired_lines = lines,
+                total_expired = self.stats.expired_lines,
+                max_age = ?max_age,
+                "records older than the spool's max_age dropped"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes rows every output has delivered.
+    pub fn trim(&mut self) -> Result<(), SpoolError> {
+        let acked: Option<i64> = self
+            .conn
+            .query_row("SELECT MIN(acked) FROM cursor", [], |r| r.get(0))?;
+        // No output at all: nobody reads the spool, nothing needs to be kept.
+        let last = acked.unwrap_or(i64::MAX);
+        let first: Option<i64> = self
+            .conn
+            .query_row("SELECT id FROM chunk ORDER BY id LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        if first.is_some_and(|first| first <= last) {
+            self.remove_up_to(last, Removal::Delivered)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the WAL to disk (a passive checkpoint): what `sync_interval` bounds for the
+    /// `normal` policy.
+    pub fn checkpoint(&mut self) -> Result<(), SpoolError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
         Ok(())
     }
 }
@@ -293,29 +456,39 @@ impl SpoolReader {
         })
     }
 
-    /// The oldest undelivered chunks, whole, up to about `max_lines` lines (at least one chunk).
+    /// The oldest undelivered rows, whole, up to about `max_lines` lines (at least one row).
+    /// Rows the spool dropped meanwhile are simply not there: a writer re-reads after a failed
+    /// send so that it never delivers what was already counted as dropped.
     pub fn next_batch(&mut self, max_lines: usize) -> Result<Option<Batch>, SpoolError> {
+        // Every row holds at least one line, so max_lines + 1 rows always fill the batch or
+        // show that more is waiting.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, lines, body FROM chunk WHERE id > ?1 ORDER BY id LIMIT 1000",
+            "SELECT id, lines, body FROM chunk WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
-        let mut rows = stmt.query([self.acked])?;
+        let limit = i64::try_from(max_lines.max(1)).unwrap_or(i64::MAX - 1) + 1;
+        let mut rows = stmt.query(params![self.acked, limit])?;
         let mut batch: Option<Batch> = None;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let lines = row.get::<_, i64>(1)? as usize;
-            let body: Vec<u8> = row.get(2)?;
             match batch.as_mut() {
-                Some(b) if b.lines + lines > max_lines => break,
+                Some(b) if b.lines + lines > max_lines => {
+                    b.more = true;
+                    break;
+                }
                 Some(b) => {
                     b.last_id = id;
                     b.lines += lines;
-                    b.body.extend_from_slice(&body);
+                    b.body.extend_from_slice(
+                        row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?,
+                    );
                 }
                 None => {
                     batch = Some(Batch {
                         last_id: id,
                         lines,
-                        body,
+                        body: row.get(2)?,
+                        more: false,
                     })
                 }
             }
@@ -347,8 +520,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
         let outputs = vec!["a".to_string(), "b".to_string()];
-        let mut spool = Spool::open(&path, 1 << 20, SyncPolicy::Normal, &outputs).unwrap();
-        spool.append(&[lines("x", 3), lines("y", 2)], 1000).unwrap();
+        let mut spool = Spool::open(&path, Limits::bytes(1 << 20), &outputs).unwrap();
+        spool.append(&[lines("x", 3)], 1000).unwrap();
+        spool.append(&[lines("y", 2)], 1000).unwrap();
         assert_eq!(spool.stats().lines, 5);
 
         let mut a = SpoolReader::open(&path, "a").unwrap();
@@ -356,9 +530,11 @@ mod tests {
         // Batch limit 4 lines: the first chunk (3) fits, the second (2) would exceed it.
         let first = a.next_batch(4).unwrap().unwrap();
         assert_eq!(first.lines, 3);
+        assert!(first.more, "the second row waits behind it");
         a.ack(first.last_id).unwrap();
         let second = a.next_batch(4).unwrap().unwrap();
         assert_eq!(second.lines, 2);
+        assert!(!second.more);
         assert!(second.body.starts_with(b"m,k=y v=0i 0\n"));
         a.ack(second.last_id).unwrap();
         assert_eq!(a.next_batch(4).unwrap(), None);
@@ -379,7 +555,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
         // Each line "m,k=x v=0i 0\n" is 13 bytes; a chunk of 10 lines is 130 bytes.
-        let mut spool = Spool::open(&path, 300, SyncPolicy::Normal, &["out".into()]).unwrap();
+        let mut spool = Spool::open(&path, Limits::bytes(300), &["out".into()]).unwrap();
         for i in 0..3 {
             spool.append(&[lines(&i.to_string(), 10)], i).unwrap();
         }
@@ -394,7 +570,7 @@ mod tests {
         assert!(batch.body.starts_with(b"m,k=1 "), "the newest survive");
         // The dropped count survives a restart.
         drop(spool);
-        let spool = Spool::open(&path, 300, SyncPolicy::Normal, &["out".into()]).unwrap();
+        let spool = Spool::open(&path, Limits::bytes(300), &["out".into()]).unwrap();
         assert_eq!(spool.stats().dropped_lines, 10);
     }
 
@@ -403,15 +579,83 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
         {
-            let mut spool =
-                Spool::open(&path, 1 << 20, SyncPolicy::Normal, &["out".into()]).unwrap();
+            let mut spool = Spool::open(&path, Limits::bytes(1 << 20), &["out".into()]).unwrap();
             spool.append(&[lines("old", 1)], 1).unwrap();
             spool.append(&[lines("new", 1)], 2).unwrap();
         }
-        let spool = Spool::open(&path, 1 << 20, SyncPolicy::Normal, &["out".into()]).unwrap();
+        let spool = Spool::open(&path, Limits::bytes(1 << 20), &["out".into()]).unwrap();
         assert_eq!(spool.stats().oldest_ms, Some(1));
         let mut reader = SpoolReader::open(&path, "out").unwrap();
         let batch = reader.next_batch(1).unwrap().unwrap();
         assert!(batch.body.starts_with(b"m,k=old"));
+    }
+
+    #[test]
+    fn rows_older_than_max_age_are_dropped_and_counted_as_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let limits = Limits {
+            max_age: Some(Duration::from_secs(60)),
+            ..Limits::bytes(1 << 20)
+        };
+        let mut spool = Spool::open(&path, limits, &["out".into()]).unwrap();
+        // Rows appended at 0 s, 30 s and 90 s; at 100 s the cutoff is 40 s: the first two go.
+        spool.append(&[lines("a", 4)], 0).unwrap();
+        spool.append(&[lines("b", 5)], 30_000).unwrap();
+        spool.append(&[lines("c", 6)], 90_000).unwrap();
+        spool.expire(100_000).unwrap();
+        let stats = spool.stats();
+        assert_eq!(
+            (stats.lines, stats.expired_lines, stats.dropped_lines),
+            (6, 9, 0)
+        );
+        assert_eq!(stats.oldest_ms, Some(90_000));
+        drop(spool);
+        let spool = Spool::open(&path, limits, &["out".into()]).unwrap();
+        assert_eq!(
+            spool.stats().expired_lines,
+            9,
+            "the count survives a restart"
+        );
+    }
+
+    #[test]
+    fn delivered_rows_are_not_counted_as_dropped_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let mut spool = Spool::open(&path, Limits::bytes(300), &["out".into()]).unwrap();
+        spool.append(&[lines("0", 10)], 0).unwrap();
+        let mut reader = SpoolReader::open(&path, "out").unwrap();
+        let batch = reader.next_batch(100).unwrap().unwrap();
+        reader.ack(batch.last_id).unwrap();
+        // 130 delivered + 130 + 130 = 390 > 300, but the delivered row goes first, uncounted.
+        spool.append(&[lines("1", 10)], 1).unwrap();
+        spool.append(&[lines("2", 10)], 2).unwrap();
+        assert_eq!(spool.stats().dropped_lines, 0);
+        assert_eq!(spool.stats().lines, 20);
+    }
+
+    #[test]
+    fn one_append_is_packed_into_rows_of_about_row_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let mut spool = Spool::open(&path, Limits::bytes(1 << 30), &["out".into()]).unwrap();
+        // 1000-byte lines (999 + `\n`): 65 fit in 65 536 bytes, the 66th starts a new row.
+        let line = "x".repeat(999);
+        let chunk: Vec<String> = vec![line; 200];
+        spool
+            .append(&[chunk[..150].to_vec(), chunk[150..].to_vec()], 7)
+            .unwrap();
+        // 200 lines = 65 + 65 + 65 + 5.
+        let stats = spool.stats();
+        assert_eq!((stats.lines, stats.chunks, stats.bytes), (200, 4, 200_000));
+        let mut reader = SpoolReader::open(&path, "out").unwrap();
+        let first = reader.next_batch(1).unwrap().unwrap();
+        assert_eq!(first.lines, 65, "a batch is at least one whole row");
+        // The figures kept along the way equal a fresh count from the file.
+        drop(spool);
+        let reopened = Spool::open(&path, Limits::bytes(1 << 30), &["out".into()]).unwrap();
+        assert_eq!(reopened.stats().lines, 200);
+        assert_eq!(reopened.stats().chunks, 4);
     }
 }

@@ -1,0 +1,306 @@
+//! Spool benchmarks (a plain binary, `harness = false`): append throughput, drain throughput
+//! into a local VictoriaMetrics, and the agent's memory while a large backlog drains.
+//!
+//! ```sh
+//! cargo bench --bench spool                      # all three, default sizes
+//! cargo bench --bench spool -- append            # one of: append, drain, rss
+//! cargo bench --bench spool -- rss --mb 1024     # backlog size for rss (default 1024 MiB)
+//! ```
+//!
+//! Every figure goes to standard output with the machine's load average, because the machine
+//! may be shared with other builds while it runs. Method and results: docs/BENCHMARKS.md.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use shopfloor::config::InfluxOutput;
+use shopfloor::metrics::Metrics;
+use shopfloor::shutdown;
+use shopfloor::sink::influx::InfluxWriter;
+use shopfloor::sink::spool::{Limits, Spool, SpoolStats, SyncPolicy};
+use shopfloor::sink::{self, Output};
+use tokio::sync::watch;
+
+/// Lines per engine step handed to the spool task: a step of a site with ten machines.
+const STEP_LINES: usize = 10;
+
+/// A `signal` line as the engine writes it for one machine poll (about 190 bytes).
+fn line(i: u64, start_ns: i128) -> String {
+    format!(
+        "signal,county=demo-county,sector=doors,enterprise=demo-enterprise,machine=cnc{:03},kind=machining_centre,cnc=true run=true,power={}i,spindle_rpm={}i,alarm_code=0i,parts={}i,mode=1i {}",
+        i % 100,
+        i % 7,
+        1000 + i % 2000,
+        i / 100,
+        // Machine i % 100 polled every 10 ms: unique series and timestamp per line.
+        start_ns + i128::from(i / 100) * 10_000_000
+    )
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    let ticks: u64 = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses: utime is the 12th.
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let fields: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum())
+        })
+        .unwrap_or(0);
+    // USER_HZ is 100 on every Linux the agent runs on.
+    ticks as f64 / 100.0
+}
+
+fn file_size(path: &Path) -> u64 {
+    let wal = format!("{}-wal", path.display());
+    std::fs::metadata(path).map_or(0, |m| m.len()) + std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
+/// Appends `lines` through the spool task, as the engine hands them over, and returns lines/s.
+fn append_through_task(path: &Path, lines: u64, sync: SyncPolicy) -> f64 {
+    let limits = Limits {
+        sync,
+        ..Limits::bytes(u64::MAX)
+    };
+    let spool = Spool::open(path, limits, &["bench".to_string()]).expect("spool");
+    let (stats_tx, stats_rx) = watch::channel(SpoolStats::default());
+    let (tx, rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
+    let thread = sink::spawn_spool_task(
+        spool,
+        path.to_path_buf(),
+        rx,
+        stats_tx,
+        Metrics::new(),
+        Duration::from_secs(1),
+    );
+    let start_ns = jiff::Timestamp::now().as_nanosecond();
+    // Lines are formatted before the clock starts: the engine's cost is not the spool's.
+    let steps: Vec<Vec<String>> = (0..lines / STEP_LINES as u64)
+        .map(|s| {
+            (0..STEP_LINES as u64)
+                .map(|j| line(s * STEP_LINES as u64 + j, start_ns))
+                .collect()
+        })
+        .collect();
+    let t = Instant::now();
+    for step in steps {
+        tx.send(step).expect("spool task alive");
+    }
+    drop(tx);
+    thread.join().expect("spool task");
+    let elapsed = t.elapsed().as_secs_f64();
+    assert_eq!(stats_rx.borrow().appended_lines, lines);
+    lines as f64 / elapsed
+}
+
+/// Fills a spool directly (no timing) with about `lines` lines.
+fn fill(path: &Path, lines: u64) -> SpoolStats {
+    let mut spool = Spool::open(path, Limits::bytes(u64::MAX), &["vm".to_string()]).expect("spool");
+    let start_ns = jiff::Timestamp::now().as_nanosecond() - 3_600_000_000_000;
+    let group = 2560u64;
+    let mut i = 0;
+    while i < lines {
+        let chunk: Vec<String> = (i..(i + group).min(lines))
+            .map(|n| line(n, start_ns))
+            .collect();
+        spool
+            .append(&[chunk], jiff::Timestamp::now().as_millisecond())
+            .expect("append");
+        i += group;
+    }
+    spool.stats()
+}
+
+/// Drains the spool at `path` into `vm` with one writer; returns lines/s, RSS samples in KiB
+/// taken every second, and this process's CPU seconds per million lines.
+async fn drain(
+    path: &Path,
+    vm: &common::VictoriaMetrics,
+    gzip: bool,
+    lines: u64,
+) -> (f64, Vec<u64>, f64) {
+    let cfg: InfluxOutput = toml::from_str(&format!(
+        "name = \"vm\"\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\ngzip = {gzip}",
+        vm.url()
+    ))
+    .expect("output config");
+    let metrics = Metrics::new();
+    let (trigger, shutdown) = shutdown::channel();
+    let stats = Spool::open(path, Limits::bytes(u64::MAX), &["vm".to_string()])
+        .expect("spool")
+        .stats();
+    let (_stats_tx, stats_rx) = watch::channel(stats);
+    let dir = path.parent().expect("spool dir");
+    let writer = tokio::spawn(sink::run_writer(
+        Output::Influx(InfluxWriter::new("vm", &cfg).expect("writer")),
+        path.to_path_buf(),
+        cfg.writer_options("vm", dir),
+        stats_rx,
+        metrics.clone(),
+        shutdown,
+    ));
+    let sent = metrics.counter("shopfloor_output_lines_total", "", &[("output", "vm")]);
+    let t = Instant::now();
+    let cpu = cpu_seconds();
+    let mut samples = Vec::new();
+    let mut last_sample = Instant::now();
+    while sent.load(Ordering::Relaxed) < lines {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            samples.push(rss_kib());
+            last_sample = Instant::now();
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let cpu_per_million = (cpu_seconds() - cpu) * 1e6 / lines as f64;
+    trigger.fire();
+    let _ = writer.await;
+    (lines as f64 / elapsed, samples, cpu_per_million)
+}
+
+fn bench_append() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lines = 2_000_000;
+    println!(
+        "## append ({lines} lines of ~190 bytes in steps of {STEP_LINES}, through the spool task)"
+    );
+    let rate = append_through_task(&dir.path().join("normal.db"), lines, SyncPolicy::Normal);
+    println!(
+        "sync=normal: {rate:.0} lines/s, file {} MB (load {})",
+        file_size(&dir.path().join("normal.db")) / 1_000_000,
+        load()
+    );
+    let lines = 200_000;
+    let rate = append_through_task(&dir.path().join("full.db"), lines, SyncPolicy::Full);
+    println!(
+        "sync=full ({lines} lines): {rate:.0} lines/s (load {})",
+        load()
+    );
+}
+
+async fn bench_drain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let vm = common::VictoriaMetrics::start().await;
+    for gzip in [true, false] {
+        let path = dir.path().join(format!("drain-{gzip}.db"));
+        let lines = 1_000_000;
+        let stats = fill(&path, lines);
+        let (rate, _, cpu) = drain(&path, &vm, gzip, lines).await;
+        println!(
+            "## drain gzip={gzip}: {lines} lines ({} MB) in batches of 5000: {rate:.0} lines/s, agent CPU {cpu:.1} s per million lines (load {})",
+            stats.bytes / 1_000_000,
+            load()
+        );
+    }
+}
+
+async fn bench_rss(mb: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("backlog.db");
+    let lines = mb * 1024 * 1024 / line(0, 0).len() as u64;
+    let t = Instant::now();
+    let stats = fill(&path, lines);
+    println!(
+        "## rss: backlog of {} lines, {} MiB of line protocol, spool file {} MiB, filled in {:.0} s",
+        stats.lines,
+        stats.bytes >> 20,
+        file_size(&path) >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    let vm = common::VictoriaMetrics::start().await;
+    let before = rss_kib();
+    let (rate, samples, cpu) = drain(&path, &vm, true, stats.lines).await;
+    // The first tenth is warm-up (page cache, HTTP connection, allocator arenas).
+    let steady = &samples[samples.len() / 10..];
+    let (min, max) = (
+        steady.iter().copied().min().unwrap_or(0),
+        steady.iter().copied().max().unwrap_or(0),
+    );
+    println!(
+        "drained at {rate:.0} lines/s (agent CPU {cpu:.1} s per million lines); RSS before {} MiB, during drain (after the first tenth) {}–{} MiB, spread {:.1} % (load {})",
+        before >> 10,
+        min >> 10,
+        max >> 10,
+        if min > 0 {
+            (max - min) as f64 * 100.0 / min as f64
+        } else {
+            0.0
+        },
+        load()
+    );
+    println!(
+        "rss samples (MiB, 1/s): {:?}",
+        samples.iter().map(|s| s >> 10).collect::<Vec<_>>()
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` (scripts/test) runs this
+    // binary too, without it, and must not start a minutes-long benchmark in a debug build.
+    if !args.iter().any(|a| a == "--bench") {
+        println!("spool benchmarks: run with `cargo bench --bench spool`");
+        return;
+    }
+    // `cargo bench` passes `--bench`; anything else selects a part.
+    let wanted: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| ["append", "drain", "rss"].contains(a))
+        .collect();
+    let mb = args
+        .iter()
+        .position(|a| a == "--mb")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let run = |part: &str| wanted.is_empty() || wanted.contains(&part);
+    shopfloor::install_crypto_provider();
+    println!(
+        "# spool benchmarks: {} cores, load {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load()
+    );
+    if run("append") {
+        bench_append();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if run("drain") {
+        runtime.block_on(bench_drain());
+    }
+    if run("rss") {
+        runtime.block_on(bench_rss(mb));
+    }
+}
