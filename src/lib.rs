@@ -3,10 +3,12 @@
 //! The module tree follows the pipeline in DESIGN.md: [`config`] describes the site, [`source`]
 //! reads machines, [`engine`] turns samples into states and indicators, [`sink`] carries records
 //! to the store through a disk spool, and [`sim`] simulates a workshop for the demo and tests.
-//! [`agent`] wires them together for `shopfloor run` and `shopfloor demo`.
+//! [`agent`] wires them together for `shopfloor run` and `shopfloor demo`. [`county`] is the
+//! county's side: every enterprise's indicators from the store against the programme's targets.
 
 pub mod agent;
 pub mod config;
+pub mod county;
 pub mod engine;
 pub mod metrics;
 pub mod shutdown;

@@ -92,6 +92,11 @@ enum Command {
     },
     /// Read registers from a device and print them decoded in every type and byte order.
     Probe(ProbeArgs),
+    /// The county's view of every enterprise: reports against the programme's targets.
+    County {
+        #[command(subcommand)]
+        command: shopfloor::county::cli::CountyCommand,
+    },
     /// Run the simulator and the agent together, writing to a local file; no other service needed.
     Demo {
         /// Where the spool and the records file go.
@@ -224,6 +229,9 @@ fn main() -> ExitCode {
             ))
         }),
         Command::Probe(args) => runtime().and_then(|rt| rt.block_on(run_probe(args))),
+        Command::County { command } => {
+            runtime().and_then(|rt| rt.block_on(shopfloor::county::cli::run(command)))
+        }
         Command::Demo { data_dir, seed } => {
             runtime().and_then(|rt| rt.block_on(demo(data_dir, seed)))
         }

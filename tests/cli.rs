@@ -160,6 +160,28 @@ fn every_sample_config_parses() {
 }
 
 #[test]
+fn the_county_sample_files_pass_county_check() {
+    let config_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let out = Command::new(BIN)
+        .args(["county", "check", "--targets"])
+        .arg(config_dir.join("targets.toml"))
+        .arg("--enterprises")
+        .arg(config_dir.join("enterprises.toml"))
+        .output()
+        .expect("run shopfloor county check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("targets.toml: ok: county yongkang"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn demo_shows_machine_states_changing_within_ten_seconds() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(BIN)

@@ -55,18 +55,58 @@ impl std::error::Error for Diagnostics {}
 
 /// Reads and checks a config file.
 pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    load_file(path, load_str)
+}
+
+/// Reads a file and hands its text to `check`; a file that cannot be read is one problem at
+/// line 0.
+pub(crate) fn load_file<T>(
+    path: &Path,
+    check: impl FnOnce(&str, &str) -> Result<T, Diagnostics>,
+) -> Result<T, Diagnostics> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => load_str(&text, &file),
+        Ok(text) => check(&text, &file),
         Err(e) => Err(Diagnostics {
             file,
             problems: vec![Problem {
                 line: 0,
                 column: 0,
-                message: format!("cannot read the config file: {e}"),
+                message: format!("cannot read the file: {e}"),
             }],
         }),
     }
+}
+
+/// The keys a table at a path takes, for "did you mean" hints; `&[]` when there is no hint.
+pub(crate) type KnownKeys = fn(&[Seg]) -> &'static [&'static str];
+
+/// Checks a TOML document with the diagnostics of the agent's config, for the other files
+/// Shopfloor reads (the county's targets and register): `check` deserializes the sections
+/// through the [`Checker`] and adds its cross-checks; every problem comes back with its line
+/// and column, and the value only when there was none.
+pub(crate) fn check_document<T>(
+    text: &str,
+    file: &str,
+    known: KnownKeys,
+    check: impl FnOnce(&mut Checker<'_>, &Spanned<DeTable<'_>>) -> Option<T>,
+) -> Result<T, Diagnostics> {
+    let mut checker = Checker {
+        text,
+        problems: Vec::new(),
+        dir: None,
+        profile_doc: false,
+        profiles: Default::default(),
+        known: Some(known),
+    };
+    let value = match DeTable::parse(text) {
+        Ok(root) => check(&mut checker, &root),
+        Err(e) => {
+            checker.push(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
+            None
+        }
+    };
+    checker.finish(value, file)
 }
 
 /// Checks config text; `file` names it in messages.
@@ -81,6 +121,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
         dir,
         profile_doc: false,
         profiles: Default::default(),
+        known: None,
     };
     let config = match DeTable::parse(text) {
         Ok(root) => checker.config(&root),
@@ -94,16 +135,16 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
 
 /// One step of a path into the document.
 #[derive(Debug, Clone, PartialEq)]
-enum Seg {
+pub(crate) enum Seg {
     Key(String),
     Index(usize),
 }
 
-fn key(k: &str) -> Seg {
+pub(crate) fn key(k: &str) -> Seg {
     Seg::Key(k.to_string())
 }
 
-struct Checker<'t> {
+pub(crate) struct Checker<'t> {
     text: &'t str,
     problems: Vec<Problem>,
     /// The config file's directory, where `profiles/` is looked for.
@@ -112,6 +153,8 @@ struct Checker<'t> {
     profile_doc: bool,
     /// Profiles already read, by name: a hundred devices of one model read its file once.
     profiles: std::collections::HashMap<String, Profile>,
+    /// The keys of another kind of document ([`check_document`]), for hints.
+    known: Option<KnownKeys>,
 }
 
 /// Checks a profile's text; `file` names it in messages.
@@ -122,6 +165,7 @@ pub fn load_profile_str(text: &str, file: &str) -> Result<Profile, Diagnostics> 
         dir: None,
         profile_doc: true,
         profiles: Default::default(),
+        known: None,
     };
     let profile = match DeTable::parse(text) {
         Ok(root) => {
@@ -285,7 +329,7 @@ impl Checker<'_> {
         }
     }
 
-    fn push(&mut self, span: Range<usize>, message: String) {
+    pub(crate) fn push(&mut self, span: Range<usize>, message: String) {
         let (line, column) = line_column(self.text, span.start);
         self.problems.push(Problem {
             line,
@@ -518,7 +562,7 @@ impl Checker<'_> {
     }
 
     /// Deserializes one section, reporting unknown keys and the first type error in it.
-    fn section<T: for<'de> Deserialize<'de>>(
+    pub(crate) fn section<T: for<'de> Deserialize<'de>>(
         &mut self,
         value: &Spanned<DeValue<'_>>,
         path: Vec<Seg>,
@@ -535,7 +579,11 @@ impl Checker<'_> {
                 _ => String::new(),
             };
             let table = table_name(&full[..full.len().saturating_sub(1)]);
-            let known = known_keys(&full[..full.len().saturating_sub(1)], self.profile_doc);
+            let parent = &full[..full.len().saturating_sub(1)];
+            let known = match self.known {
+                Some(known) => known(parent),
+                None => known_keys(parent, self.profile_doc),
+            };
             let hint = suggest(&name, known)
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
@@ -555,7 +603,7 @@ impl Checker<'_> {
     }
 
     /// Deserializes each element of an array of tables on its own.
-    fn array<T: for<'de> Deserialize<'de>>(
+    pub(crate) fn array<T: for<'de> Deserialize<'de>>(
         &mut self,
         value: &Spanned<DeValue<'_>>,
         name: &str,
@@ -577,7 +625,7 @@ impl Checker<'_> {
             .collect()
     }
 
-    fn span_of(&self, root: &Spanned<DeTable<'_>>, path: &[Seg]) -> Range<usize> {
+    pub(crate) fn span_of(&self, root: &Spanned<DeTable<'_>>, path: &[Seg]) -> Range<usize> {
         // Walk as deep as the path goes; a missing key points at its table.
         let mut span = root.span();
         let mut table: Option<&DeTable<'_>> = Some(root.get_ref());
@@ -1598,7 +1646,7 @@ fn known_keys(path: &[Seg], profile: bool) -> &'static [&'static str] {
 
 /// The field names serde derived for a struct, read by asking it to deserialize from a
 /// deserializer that only records the names it is offered.
-fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+pub(crate) fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
     struct Names(Option<&'static [&'static str]>);
     #[derive(Debug)]
     struct Stop;
@@ -1639,7 +1687,7 @@ fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
 }
 
 /// The closest candidate within two edits, if any.
-fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))

@@ -9,6 +9,7 @@ mod load;
 pub mod profile;
 mod secret;
 
+pub(crate) use load::{Checker, Seg, check_document, key, load_file, struct_fields, suggest};
 pub use load::{Diagnostics, Problem, default_output_name, load, load_profile_str, load_str};
 pub use secret::{Secret, SecretError};
 
@@ -135,7 +136,9 @@ fn default_timezone() -> String {
 }
 
 /// The programme's seven sectors of the metal-products industry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Sector {
     /// 门业
@@ -154,6 +157,22 @@ pub enum Sector {
 }
 
 impl Sector {
+    /// Every sector, in the programme's order.
+    pub const ALL: [Sector; 7] = [
+        Sector::Doors,
+        Sector::Cups,
+        Sector::Cookware,
+        Sector::PowerTools,
+        Sector::Leisure,
+        Sector::Castings,
+        Sector::Other,
+    ];
+
+    /// The sector whose [`Sector::as_str`] is `name`.
+    pub fn parse(name: &str) -> Option<Sector> {
+        Sector::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Sector::Doors => "doors",

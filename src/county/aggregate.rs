@@ -1,0 +1,955 @@
+//! The county's arithmetic, as pure functions over what the store holds: each enterprise's
+//! `fleet` and `green` lines of the day windows in a period, the register and the targets.
+//!
+//! Enterprises, sectors and the county are combined by adding numerators and adding
+//! denominators, then dividing once; a ratio is never averaged (DESIGN.md).
+//!
+//! **How machine counts combine over days: machine-days.** The agent writes, per enterprise
+//! and local day, the machines in the register and how many of them delivered data that day.
+//! Over a period, the networking rate is networked machine-days ÷ registered machine-days, and
+//! the CNC rate is CNC machine-days ÷ registered machine-days. Why machine-days rather than
+//! the mean over days of each enterprise's counts: machine-days are plain sums, so enterprise,
+//! sector and county figures add up exactly whatever each reported; a machine networked on 10
+//! days of 30 counts as a third of a networked machine, which is what a networking rate over a
+//! month should say; and a register that grows during the period weighs each machine by the
+//! days it was in it. The mean number of machines shown beside them is machine-days ÷ days in
+//! the period, so it too adds up across enterprises.
+//!
+//! **Days an enterprise did not report.** A day of the period without a `fleet` line from an
+//! enterprise that reported on other days (the agent was off, or the gateway lost its
+//! network and the spool did not catch up) still counts its register: the register of the
+//! nearest earlier day with a line (or the first later one), with no machine networked and no
+//! CNC time. The register does not shrink because the agent was silent, so the denominator
+//! stays honest, as DESIGN.md asks. CNC utilisation needs the planned time the agent computes,
+//! so it covers the days with a line. An enterprise with no line at all in the period is
+//! listed as not reporting and counts in no sum: nothing is known of its register.
+//!
+//! **Energy and water** are summed over the days with a `green` line. The intensities (energy
+//! and water per unit of value added) are taken over the days on which value added is known,
+//! numerator and denominator alike; energy on a day without a value-added estimate would
+//! otherwise inflate them.
+//!
+//! **Rewritten windows.** The agent rewrites a day's totals with the day's start as timestamp
+//! until the day closes, and InfluxDB keeps the last write, so one query row per enterprise
+//! and day is the final figure. Should an enterprise's tags change during a day (its config
+//! was edited), two lines of different series share that day: window totals only grow while a
+//! window is open, so the larger is the later and is the one kept.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use jiff::civil::Date;
+use serde::Serialize;
+
+use super::targets::{Enterprise, Indicator, Registry, TargetInForce, Targets};
+use crate::config::Sector;
+use crate::engine::indicators::{Fleet, Green, ratio};
+
+/// One enterprise's `fleet` line for one day window of the period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetDay {
+    pub enterprise: String,
+    pub sector_tag: String,
+    /// Index into [`Period::days`].
+    pub day: usize,
+    pub fleet: Fleet,
+}
+
+/// One enterprise's `green` line for one day window of the period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GreenDay {
+    pub enterprise: String,
+    pub sector_tag: String,
+    /// Index into [`Period::days`].
+    pub day: usize,
+    /// `value_added_10k_cny` is 0 when value added is not known.
+    pub green: Green,
+    pub value_added_known: bool,
+    pub va_method: String,
+    pub el_method: String,
+}
+
+/// The days a report covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Period {
+    pub from: Date,
+    pub to: Date,
+    /// The local days counted: `from` to `to`, but none after today. A day that has not begun
+    /// has no data and must not count as a day nobody reported.
+    pub days: Vec<Date>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    #[error("--from {from} is after --to {to}")]
+    Reversed { from: Date, to: Date },
+    #[error("the period starting {from} has not begun yet (today is {today})")]
+    Future { from: Date, today: Date },
+}
+
+impl Period {
+    /// The period from `from` to `to`, both included, clipped at `today`.
+    pub fn new(from: Date, to: Date, today: Date) -> Result<Period, PeriodError> {
+        if from > to {
+            return Err(PeriodError::Reversed { from, to });
+        }
+        if from > today {
+            return Err(PeriodError::Future { from, today });
+        }
+        let last = to.min(today);
+        let days = from
+            .series(jiff::Span::new().days(1))
+            .take_while(|d| *d <= last)
+            .collect();
+        Ok(Period { from, to, days })
+    }
+
+    /// The year whose targets apply: the year of the last day counted.
+    pub fn target_year(&self) -> i16 {
+        self.days.last().unwrap_or(&self.from).year()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    County,
+    Sector,
+    Enterprise,
+}
+
+/// One indicator of one enterprise, sector or the county: value, its numerator and
+/// denominator, and how it stands against the target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IndicatorRow {
+    pub indicator: Indicator,
+    /// `None` when the denominator is zero: no data is not zero.
+    pub value: Option<f64>,
+    pub numerator: f64,
+    pub denominator: f64,
+    pub target: Option<TargetInForce>,
+    /// value − target, in the indicator's unit (positive is above the target).
+    pub gap: Option<f64>,
+    pub meets: Option<bool>,
+}
+
+impl IndicatorRow {
+    fn new(indicator: Indicator, numerator: f64, denominator: f64) -> IndicatorRow {
+        IndicatorRow {
+            indicator,
+            value: ratio(numerator, denominator),
+            numerator,
+            denominator,
+            target: None,
+            gap: None,
+            meets: None,
+        }
+    }
+
+    fn against(mut self, target: Option<TargetInForce>) -> IndicatorRow {
+        self.target = target;
+        if let (Some(v), Some(t)) = (self.value, target) {
+            self.gap = Some(v - t.value);
+            self.meets = Some(t.is_met_by(v));
+        }
+        self
+    }
+}
+
+/// The indicators of a fleet (machine-days) and the green sums of the value-added days.
+pub fn indicators(fleet: &Fleet, green: &Green) -> Vec<IndicatorRow> {
+    Indicator::ALL
+        .iter()
+        .map(|&i| {
+            let (n, d) = match i {
+                Indicator::NetworkingRate => {
+                    (fleet.machines_networked as f64, fleet.machines_total as f64)
+                }
+                Indicator::NetworkingRateDigital => (
+                    fleet.machines_digital_networked as f64,
+                    fleet.machines_digital as f64,
+                ),
+                Indicator::CncRate => (fleet.machines_cnc as f64, fleet.machines_total as f64),
+                Indicator::CncUtilisation => (fleet.cnc_running_s, fleet.cnc_planned_s),
+                Indicator::TcePer10kCny => (green.energy_tce, green.value_added_10k_cny),
+                Indicator::ValueAddedPerTce => (green.value_added_10k_cny, green.energy_tce),
+                Indicator::WaterTPer10kCny => (green.water_t, green.value_added_10k_cny),
+            };
+            IndicatorRow::new(i, n, d)
+        })
+        .collect()
+}
+
+/// Energy, water and value added over a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct GreenTotals {
+    /// Sums over every day with a `green` line.
+    pub all_days: Green,
+    /// Sums over the days on which value added is known: the intensities' basis.
+    pub value_added_days: Green,
+    pub days: usize,
+    pub days_with_value_added: usize,
+}
+
+impl GreenTotals {
+    fn add(&mut self, other: &GreenTotals) {
+        self.all_days = self.all_days.add(&other.all_days);
+        self.value_added_days = self.value_added_days.add(&other.value_added_days);
+        self.days += other.days;
+        self.days_with_value_added += other.days_with_value_added;
+    }
+}
+
+/// The figures of one enterprise, one sector or the county over the period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    pub level: Level,
+    pub sector: Option<Sector>,
+    pub enterprise: Option<String>,
+    /// The enterprise's name from the register; empty for sectors and the county.
+    pub name: String,
+    pub enterprises_registered: usize,
+    pub enterprises_reporting: usize,
+    /// Days in the period.
+    pub days: usize,
+    /// Enterprise-days with a `fleet` or `green` line.
+    pub days_reported: usize,
+    /// The mean number of machines in the register: machine-days ÷ days.
+    pub machines: f64,
+    /// The fleet's numerators and denominators in machine-days (CNC times in seconds).
+    pub machine_days: Fleet,
+    pub green: GreenTotals,
+    /// Value-added methods (`va_method`) behind the figures.
+    pub va_methods: BTreeSet<String>,
+    /// Electricity conversion methods (`el_method`) behind the energy figures.
+    pub el_methods: BTreeSet<String>,
+    pub indicators: Vec<IndicatorRow>,
+}
+
+impl Summary {
+    fn empty(level: Level, sector: Option<Sector>, days: usize) -> Summary {
+        Summary {
+            level,
+            sector,
+            enterprise: None,
+            name: String::new(),
+            enterprises_registered: 0,
+            enterprises_reporting: 0,
+            days,
+            days_reported: 0,
+            machines: 0.0,
+            machine_days: Fleet::default(),
+            green: GreenTotals::default(),
+            va_methods: BTreeSet::new(),
+            el_methods: BTreeSet::new(),
+            indicators: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, other: &Summary) {
+        self.enterprises_registered += other.enterprises_registered;
+        self.enterprises_reporting += other.enterprises_reporting;
+        self.days_reported += other.days_reported;
+        self.machine_days = self.machine_days.add(&other.machine_days);
+        self.green.add(&other.green);
+        self.va_methods.extend(other.va_methods.iter().cloned());
+        self.el_methods.extend(other.el_methods.iter().cloned());
+    }
+
+    /// Computes the mean register and the indicators against the targets of `sector` (the
+    /// programme-wide ones for the county).
+    fn finish(&mut self, targets: &Targets, year: i16) {
+        self.machines = if self.days == 0 {
+            0.0
+        } else {
+            self.machine_days.machines_total as f64 / self.days as f64
+        };
+        self.indicators = indicators(&self.machine_days, &self.green.value_added_days)
+            .into_iter()
+            .map(|row| {
+                let target = targets.in_force(self.sector, row.indicator, year);
+                row.against(target)
+            })
+            .collect();
+    }
+
+    pub fn indicator(&self, indicator: Indicator) -> Option<&IndicatorRow> {
+        self.indicators.iter().find(|r| r.indicator == indicator)
+    }
+}
+
+/// An enterprise writing to the county's store that is not in the register.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unregistered {
+    pub enterprise: String,
+    pub sector_tags: BTreeSet<String>,
+    pub days_reported: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bucket {
+    Day,
+    Month,
+}
+
+/// The trend: the figures of the whole report (the county, or the sector asked for) per day,
+/// or per month for periods longer than [`DAILY_TREND_MAX_DAYS`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trend {
+    pub bucket: Bucket,
+    pub points: Vec<TrendPoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrendPoint {
+    /// `2026-11-03` or `2026-11`.
+    pub label: String,
+    pub first_day: Date,
+    pub days: usize,
+    pub indicators: Vec<IndicatorRow>,
+}
+
+/// A trend over more days than this is drawn per month: two months of daily points still read
+/// as a line, a year of them as noise.
+pub const DAILY_TREND_MAX_DAYS: usize = 62;
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub county: String,
+    pub title: Option<String>,
+    pub from: Date,
+    pub to: Date,
+    /// Days counted (the period is clipped at today).
+    pub days: usize,
+    pub last_day: Option<Date>,
+    /// The year whose targets apply.
+    pub target_year: i16,
+    /// The sector the report is limited to.
+    pub sector_filter: Option<Sector>,
+    /// The county as a whole; absent when the report is limited to one sector.
+    pub county_total: Option<Summary>,
+    pub sectors: Vec<Summary>,
+    pub enterprises: Vec<Summary>,
+    pub not_reporting: Vec<Enterprise>,
+    pub unregistered: Vec<Unregistered>,
+    pub trend: Trend,
+    pub warnings: Vec<String>,
+}
+
+/// What one enterprise's lines say, day by day.
+#[derive(Default)]
+struct Days {
+    fleet: Vec<Option<Fleet>>,
+    green: Vec<Option<GreenDay>>,
+    sector_tags: BTreeSet<String>,
+    duplicates: usize,
+}
+
+impl Days {
+    fn new(n: usize) -> Days {
+        Days {
+            fleet: vec![None; n],
+            green: vec![None; n],
+            ..Days::default()
+        }
+    }
+
+    fn days_reported(&self) -> usize {
+        self.fleet
+            .iter()
+            .zip(&self.green)
+            .filter(|(f, g)| f.is_some() || g.is_some())
+            .count()
+    }
+}
+
+/// How far a day window's totals had got: of two lines for one enterprise and day, the larger
+/// is the later (see the module documentation).
+fn fleet_progress(f: &Fleet) -> (f64, u64, f64) {
+    (f.cnc_planned_s, f.machines_networked, f.cnc_running_s)
+}
+
+fn green_progress(g: &GreenDay) -> f64 {
+    g.green.energy_tce + g.green.water_t + g.green.value_added_10k_cny
+}
+
+/// Every day's fleet of one enterprise with the days it did not report filled in: the
+/// register of the nearest earlier reported day (the first later one for days before it),
+/// nothing networked, no CNC time. All zeros when it reported no day.
+pub fn fill_days(days: &[Option<Fleet>]) -> Vec<Fleet> {
+    let register = |f: &Fleet| Fleet {
+        machines_total: f.machines_total,
+        machines_digital: f.machines_digital,
+        machines_cnc: f.machines_cnc,
+        ..Fleet::default()
+    };
+    let mut last = days
+        .iter()
+        .flatten()
+        .next()
+        .map(register)
+        .unwrap_or_default();
+    days.iter()
+        .map(|d| match d {
+            Some(f) => {
+                last = register(f);
+                *f
+            }
+            None => last,
+        })
+        .collect()
+}
+
+/// Builds the report. `fleet` and `green` are the lines read from the store, with their day
+/// index into `period.days`; `warnings` are carried over from reading them.
+pub fn aggregate(
+    targets: &Targets,
+    registry: &Registry,
+    period: &Period,
+    sector_filter: Option<Sector>,
+    fleet: Vec<FleetDay>,
+    green: Vec<GreenDay>,
+    mut warnings: Vec<String>,
+) -> Report {
+    let n = period.days.len();
+    let year = period.target_year();
+    let mut by_enterprise: HashMap<String, Days> = HashMap::new();
+    for line in fleet {
+        if line.day >= n {
+            continue;
+        }
+        let days = by_enterprise
+            .entry(line.enterprise)
+            .or_insert_with(|| Days::new(n));
+        days.sector_tags.insert(line.sector_tag);
+        let slot = &mut days.fleet[line.day];
+        match slot {
+            Some(old) => {
+                days.duplicates += 1;
+                if fleet_progress(&line.fleet) > fleet_progress(old) {
+                    *old = line.fleet;
+                }
+            }
+            None => *slot = Some(line.fleet),
+        }
+    }
+    for line in green {
+        if line.day >= n {
+            continue;
+        }
+        let days = by_enterprise
+            .entry(line.enterprise.clone())
+            .or_insert_with(|| Days::new(n));
+        days.sector_tags.insert(line.sector_tag.clone());
+        let day = line.day;
+        let slot = &mut days.green[day];
+        match slot {
+            Some(old) => {
+                days.duplicates += 1;
+                if green_progress(&line) > green_progress(old) {
+                    *old = line;
+                }
+            }
+            None => *slot = Some(line),
+        }
+    }
+
+    let wanted = |s: Sector| sector_filter.is_none_or(|f| f == s);
+    let mut enterprises = Vec::new();
+    let mut not_reporting = Vec::new();
+    let mut trend_fleet = vec![Fleet::default(); n];
+    let mut trend_green = vec![Green::default(); n];
+    let mut registered_per_sector: BTreeMap<Sector, usize> = BTreeMap::new();
+    for e in registry.enterprises.iter().filter(|e| wanted(e.sector)) {
+        *registered_per_sector.entry(e.sector).or_default() += 1;
+        let days = by_enterprise.remove(&e.id);
+        let Some(days) = days.filter(|d| d.days_reported() > 0) else {
+            not_reporting.push(e.clone());
+            continue;
+        };
+        if days.sector_tags.iter().any(|t| t != e.sector.as_str()) {
+            warnings.push(format!(
+                "enterprise {} is registered in sector {} but its agent writes sector={}; it is counted in {}",
+                e.id,
+                e.sector.as_str(),
+                days.sector_tags.iter().cloned().collect::<Vec<_>>().join(","),
+                e.sector.as_str()
+            ));
+        }
+        if days.duplicates > 0 {
+            warnings.push(format!(
+                "enterprise {}: {} day(s) have lines under two tag sets (its config changed during the day); the larger totals were kept",
+                e.id, days.duplicates
+            ));
+        }
+        let mut s = Summary::empty(Level::Enterprise, Some(e.sector), n);
+        s.enterprise = Some(e.id.clone());
+        s.name = e.name.clone();
+        s.enterprises_registered = 1;
+        s.enterprises_reporting = 1;
+        s.days_reported = days.days_reported();
+        for (day, f) in fill_days(&days.fleet).iter().enumerate() {
+            s.machine_days = s.machine_days.add(f);
+            trend_fleet[day] = trend_fleet[day].add(f);
+        }
+        for (day, g) in days.green.iter().enumerate() {
+            let Some(g) = g else { continue };
+            s.green.days += 1;
+            s.green.all_days = s.green.all_days.add(&g.green);
+            s.va_methods.insert(g.va_method.clone());
+            s.el_methods.insert(g.el_method.clone());
+            if g.value_added_known {
+                s.green.days_with_value_added += 1;
+                s.green.value_added_days = s.green.value_added_days.add(&g.green);
+                trend_green[day] = trend_green[day].add(&g.green);
+            }
+        }
+        s.finish(targets, year);
+        enterprises.push(s);
+    }
+    enterprises.sort_by(|a, b| (a.sector, &a.enterprise).cmp(&(b.sector, &b.enterprise)));
+
+    let mut unregistered: Vec<Unregistered> = by_enterprise
+        .into_iter()
+        .filter(|(_, d)| {
+            sector_filter.is_none_or(|f| d.sector_tags.contains(f.as_str()))
+                && d.days_reported() > 0
+        })
+        .map(|(id, d)| Unregistered {
+            days_reported: d.days_reported(),
+            enterprise: id,
+            sector_tags: d.sector_tags,
+        })
+        .collect();
+    unregistered.sort_by(|a, b| a.enterprise.cmp(&b.enterprise));
+    if !unregistered.is_empty() {
+        warnings.push(format!(
+            "{} enterprise(s) write to the store but are not in the register and are left out of the sums: {}",
+            unregistered.len(),
+            unregistered
+                .iter()
+                .map(|u| u.enterprise.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+
+    let mut sectors = Vec::new();
+    let mut total = Summary::empty(Level::County, None, n);
+    for sector in Sector::ALL.into_iter().filter(|s| wanted(*s)) {
+        let mut s = Summary::empty(Level::Sector, Some(sector), n);
+        for e in enterprises.iter().filter(|e| e.sector == Some(sector)) {
+            s.add(e);
+        }
+        s.enterprises_registered = registered_per_sector.get(&sector).copied().unwrap_or(0);
+        total.add(&s);
+        s.finish(targets, year);
+        sectors.push(s);
+    }
+    total.finish(targets, year);
+    if total.el_methods.len() > 1 {
+        warnings.push(format!(
+            "electricity is converted by different methods ({}): the energy sums mix calorific and equivalent values",
+            total.el_methods.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+
+    // The trend is drawn against the targets of the report's scope.
+    let trend = trend(period, &trend_fleet, &trend_green, |i| {
+        targets.in_force(sector_filter, i, year)
+    });
+
+    Report {
+        county: targets.county.clone(),
+        title: targets.title.clone(),
+        from: period.from,
+        to: period.to,
+        days: n,
+        last_day: period.days.last().copied(),
+        target_year: year,
+        sector_filter,
+        county_total: sector_filter.is_none().then_some(total),
+        sectors,
+        enterprises,
+        not_reporting,
+        unregistered,
+        trend,
+        warnings,
+    }
+}
+
+/// The per-day sums bucketed by day or by month.
+fn trend(
+    period: &Period,
+    fleet: &[Fleet],
+    green: &[Green],
+    target: impl Fn(Indicator) -> Option<TargetInForce>,
+) -> Trend {
+    let bucket = if period.days.len() > DAILY_TREND_MAX_DAYS {
+        Bucket::Month
+    } else {
+        Bucket::Day
+    };
+    let mut points: Vec<(String, Date, usize, Fleet, Green)> = Vec::new();
+    for (i, day) in period.days.iter().enumerate() {
+        let label = match bucket {
+            Bucket::Day => day.to_string(),
+            Bucket::Month => format!("{:04}-{:02}", day.year(), day.month()),
+        };
+        match points.last_mut() {
+            Some(p) if p.0 == label => {
+                p.2 += 1;
+                p.3 = p.3.add(&fleet[i]);
+                p.4 = p.4.add(&green[i]);
+            }
+            _ => points.push((label, *day, 1, fleet[i], green[i])),
+        }
+    }
+    Trend {
+        bucket,
+        points: points
+            .into_iter()
+            .map(|(label, first_day, days, f, g)| TrendPoint {
+                label,
+                first_day,
+                days,
+                indicators: indicators(&f, &g)
+                    .into_iter()
+                    .map(|r| {
+                        let t = target(r.indicator);
+                        r.against(t)
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    fn targets() -> Targets {
+        Targets::load_str(
+            r#"county = "yk"
+[target]
+networking_rate = { min = 0.55 }
+cnc_rate = { min = 0.65 }
+tce_per_10k_cny = { max = { 2021 = 0.45, 2022 = 0.43 } }
+water_t_per_10k_cny = { max = { 2022 = 26.76 } }
+[sector.castings]
+cnc_rate = { min = 0.4 }
+"#,
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    fn registry() -> Registry {
+        Registry::load_str(
+            r#"
+[[enterprise]]
+id = "a"
+name = "A Doors"
+sector = "doors"
+[[enterprise]]
+id = "b"
+sector = "doors"
+[[enterprise]]
+id = "c"
+sector = "castings"
+[[enterprise]]
+id = "silent"
+sector = "cups"
+"#,
+            "e.toml",
+        )
+        .unwrap()
+    }
+
+    fn fleet(total: u64, cnc: u64, networked: u64, running_h: f64, planned_h: f64) -> Fleet {
+        Fleet {
+            machines_total: total,
+            machines_digital: cnc,
+            machines_cnc: cnc,
+            machines_networked: networked,
+            machines_digital_networked: networked.min(cnc),
+            cnc_running_s: running_h * 3600.0,
+            cnc_planned_s: planned_h * 3600.0,
+        }
+    }
+
+    fn f(enterprise: &str, sector: &str, day: usize, fleet: Fleet) -> FleetDay {
+        FleetDay {
+            enterprise: enterprise.into(),
+            sector_tag: sector.into(),
+            day,
+            fleet,
+        }
+    }
+
+    fn g(
+        enterprise: &str,
+        sector: &str,
+        day: usize,
+        tce: f64,
+        water: f64,
+        va: Option<f64>,
+    ) -> GreenDay {
+        GreenDay {
+            enterprise: enterprise.into(),
+            sector_tag: sector.into(),
+            day,
+            green: Green {
+                energy_tce: tce,
+                electricity_kwh: tce / 0.0001229,
+                water_t: water,
+                value_added_10k_cny: va.unwrap_or(0.0),
+            },
+            value_added_known: va.is_some(),
+            va_method: "parts".into(),
+            el_method: "calorific".into(),
+        }
+    }
+
+    fn period() -> Period {
+        Period::new(date(2022, 3, 1), date(2022, 3, 3), date(2022, 6, 1)).unwrap()
+    }
+
+    fn value(s: &Summary, i: Indicator) -> f64 {
+        s.indicator(i).and_then(|r| r.value).unwrap()
+    }
+
+    fn report() -> Report {
+        let fleet = vec![
+            // a: 10 machines, 6 CNC, on all three days.
+            f("a", "doors", 0, fleet(10, 6, 6, 30.0, 40.0)),
+            f("a", "doors", 1, fleet(10, 6, 5, 20.0, 40.0)),
+            f("a", "doors", 2, fleet(10, 6, 7, 35.0, 40.0)),
+            // b: 4 machines, 2 CNC; silent on day 1 (index 0), so day 1 takes day 2's register.
+            f("b", "doors", 1, fleet(4, 2, 2, 10.0, 16.0)),
+            f("b", "doors", 2, fleet(4, 2, 1, 6.0, 16.0)),
+            // c: 5 machines, 2 CNC, one day only; its agent writes the wrong sector.
+            f("c", "cups", 0, fleet(5, 2, 5, 12.0, 16.0)),
+            // Not in the register.
+            f("stranger", "doors", 0, fleet(100, 100, 100, 1.0, 1.0)),
+        ];
+        let green = vec![
+            g("a", "doors", 0, 0.9, 40.0, Some(2.0)),
+            g("a", "doors", 1, 1.1, 60.0, Some(2.5)),
+            // Energy on a day without value added: in the energy total, not in the intensity.
+            g("a", "doors", 2, 0.5, 20.0, None),
+            g("b", "doors", 1, 0.2, 10.0, Some(0.5)),
+        ];
+        aggregate(
+            &targets(),
+            &registry(),
+            &period(),
+            None,
+            fleet,
+            green,
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn a_missing_day_keeps_the_register_with_nothing_networked() {
+        // Days: none, (4 machines, 2 networked), none, (5 machines, 1 networked).
+        let filled = fill_days(&[
+            None,
+            Some(fleet(4, 2, 2, 1.0, 2.0)),
+            None,
+            Some(fleet(5, 3, 1, 1.0, 2.0)),
+        ]);
+        let totals: Vec<(u64, u64, u64)> = filled
+            .iter()
+            .map(|f| (f.machines_total, f.machines_cnc, f.machines_networked))
+            .collect();
+        // Day 1 takes the first later register, day 3 the earlier one.
+        assert_eq!(totals, vec![(4, 2, 0), (4, 2, 2), (4, 2, 0), (5, 3, 1)]);
+        assert_eq!(filled[0].cnc_planned_s, 0.0);
+        assert_eq!(fill_days(&[None, None]), vec![Fleet::default(); 2]);
+    }
+
+    #[test]
+    fn enterprises_add_up_in_machine_days() {
+        let r = report();
+        let a = &r.enterprises[0];
+        assert_eq!(a.enterprise.as_deref(), Some("a"));
+        // a: networked 6 + 5 + 7 = 18 of 3 × 10 = 30 machine-days → 0.6; CNC 18 / 30 = 0.6.
+        assert_eq!(a.machine_days.machines_networked, 18);
+        assert_eq!(a.machine_days.machines_total, 30);
+        assert!((value(a, Indicator::NetworkingRate) - 0.6).abs() < 1e-12);
+        assert!((a.machines - 10.0).abs() < 1e-12);
+        // CNC utilisation (30 + 20 + 35) h / 120 h = 85 / 120 = 0.70833.
+        assert!((value(a, Indicator::CncUtilisation) - 85.0 / 120.0).abs() < 1e-12);
+
+        let b = &r.enterprises[1];
+        // b: day 1 filled with day 2's register: 4 + 4 + 4 = 12 machine-days, networked
+        // 0 + 2 + 1 = 3 → 0.25; CNC 2 × 3 = 6 / 12 = 0.5; 2 of 3 days reported.
+        assert_eq!(b.machine_days.machines_total, 12);
+        assert_eq!(b.machine_days.machines_networked, 3);
+        assert_eq!(b.days_reported, 2);
+        assert!((value(b, Indicator::NetworkingRate) - 0.25).abs() < 1e-12);
+
+        let doors = &r.sectors[0];
+        assert_eq!(doors.sector, Some(Sector::Doors));
+        // Sector doors = a + b: networked 18 + 3 = 21 of 30 + 12 = 42 → 0.5; not the mean of
+        // 0.6 and 0.25 (0.425). Mean machines 42 / 3 = 14 = 10 + 4.
+        assert!((value(doors, Indicator::NetworkingRate) - 0.5).abs() < 1e-12);
+        assert!((doors.machines - 14.0).abs() < 1e-12);
+        let row = doors.indicator(Indicator::NetworkingRate).unwrap();
+        // 0.5 − 0.55 = −0.05: below the target.
+        assert!((row.gap.unwrap() + 0.05).abs() < 1e-12);
+        assert_eq!(row.meets, Some(false));
+        // CNC rate: a 18 + b 6 = 24 of 42 = 0.5714 < 0.65.
+        let cnc = doors.indicator(Indicator::CncRate).unwrap();
+        assert!((cnc.value.unwrap() - 24.0 / 42.0).abs() < 1e-12);
+        assert_eq!(cnc.meets, Some(false));
+    }
+
+    #[test]
+    fn intensities_sum_over_the_days_with_value_added() {
+        let r = report();
+        let a = &r.enterprises[0];
+        // Energy over all green days: 0.9 + 1.1 + 0.5 = 2.5 tce; value added 2.0 + 2.5 = 4.5.
+        assert!((a.green.all_days.energy_tce - 2.5).abs() < 1e-12);
+        // Intensity over the value-added days only: (0.9 + 1.1) / 4.5 = 0.4444 ≤ 0.43? No.
+        let tce = a.indicator(Indicator::TcePer10kCny).unwrap();
+        assert!((tce.value.unwrap() - 2.0 / 4.5).abs() < 1e-12);
+        assert_eq!(
+            tce.target.map(|t| (t.value, t.year)),
+            Some((0.43, Some(2022)))
+        );
+        assert_eq!(tce.meets, Some(false));
+        // Water (40 + 60) / 4.5 = 22.22 ≤ 26.76: met, 4.54 under.
+        let water = a.indicator(Indicator::WaterTPer10kCny).unwrap();
+        assert!((water.value.unwrap() - 100.0 / 4.5).abs() < 1e-12);
+        assert_eq!(water.meets, Some(true));
+        assert!(water.gap.unwrap() < 0.0);
+
+        // Doors = a + b: (2.0 + 0.2) tce / (4.5 + 0.5) = 2.2 / 5.0 = 0.44.
+        let doors = &r.sectors[0];
+        assert!((value(doors, Indicator::TcePer10kCny) - 0.44).abs() < 1e-12);
+        // Value added per tce: 5.0 / 2.2 = 2.2727.
+        assert!((value(doors, Indicator::ValueAddedPerTce) - 5.0 / 2.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn silent_and_unregistered_enterprises_are_listed_not_summed() {
+        let r = report();
+        let ids: Vec<&str> = r.not_reporting.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, vec!["silent"]);
+        assert_eq!(r.unregistered.len(), 1);
+        assert_eq!(r.unregistered[0].enterprise, "stranger");
+        let county = r.county_total.as_ref().unwrap();
+        // County = a 30 + b 12 + c (5 × 3 = 15, its one day's register filled to all three)
+        // = 57 machine-days; networked 18 + 3 + 5 = 26. The stranger's 100 count nowhere.
+        assert_eq!(county.machine_days.machines_total, 57);
+        assert_eq!(county.machine_days.machines_networked, 26);
+        assert_eq!(county.enterprises_registered, 4);
+        assert_eq!(county.enterprises_reporting, 3);
+        // c is counted in castings, its registered sector, against castings' own CNC target:
+        // 2 × 3 = 6 of 15 = 0.4 ≥ 0.4.
+        let castings = r
+            .sectors
+            .iter()
+            .find(|s| s.sector == Some(Sector::Castings))
+            .unwrap();
+        let cnc = castings.indicator(Indicator::CncRate).unwrap();
+        assert!((cnc.value.unwrap() - 0.4).abs() < 1e-12);
+        assert_eq!(cnc.meets, Some(true));
+        assert!(cnc.target.unwrap().sector_specific);
+        assert!(
+            r.warnings
+                .iter()
+                .any(|w| w.contains("enterprise c is registered in sector castings"))
+        );
+        // Every sector has a row, also those without enterprises.
+        assert_eq!(r.sectors.len(), 7);
+        let cups = r
+            .sectors
+            .iter()
+            .find(|s| s.sector == Some(Sector::Cups))
+            .unwrap();
+        assert_eq!(
+            (cups.enterprises_registered, cups.enterprises_reporting),
+            (1, 0)
+        );
+        assert_eq!(
+            cups.indicator(Indicator::NetworkingRate).unwrap().value,
+            None
+        );
+    }
+
+    #[test]
+    fn of_two_lines_for_one_day_the_larger_is_kept() {
+        let lines = vec![
+            f("a", "doors", 0, fleet(10, 6, 6, 30.0, 40.0)),
+            f("a", "other", 0, fleet(10, 6, 6, 10.0, 12.0)),
+        ];
+        let r = aggregate(
+            &targets(),
+            &registry(),
+            &period(),
+            Some(Sector::Doors),
+            lines,
+            Vec::new(),
+            Vec::new(),
+        );
+        let a = &r.enterprises[0];
+        // Day 0: the line with 40 h planned wins; days 1 and 2 are filled.
+        assert_eq!(a.machine_days.cnc_planned_s, 40.0 * 3600.0);
+        assert!(r.county_total.is_none(), "limited to one sector");
+        assert_eq!(r.sectors.len(), 1);
+        assert!(r.warnings.iter().any(|w| w.contains("two tag sets")));
+    }
+
+    #[test]
+    fn the_trend_sums_each_day_across_enterprises() {
+        let r = report();
+        assert_eq!(r.trend.bucket, Bucket::Day);
+        assert_eq!(r.trend.points.len(), 3);
+        let day1 = &r.trend.points[0];
+        // Day 1: a 6 of 10, b filled 0 of 4, c 5 of 5 → 11 / 19.
+        let net = day1
+            .indicators
+            .iter()
+            .find(|i| i.indicator == Indicator::NetworkingRate)
+            .unwrap();
+        assert_eq!((net.numerator, net.denominator), (11.0, 19.0));
+        // Day 3: a's energy without value added is not in the intensity: no value added that
+        // day at all, so no intensity.
+        let tce = r.trend.points[2]
+            .indicators
+            .iter()
+            .find(|i| i.indicator == Indicator::TcePer10kCny)
+            .unwrap();
+        assert_eq!(tce.value, None);
+    }
+
+    #[test]
+    fn long_periods_trend_by_month_and_stop_at_today() {
+        let p = Period::new(date(2022, 1, 1), date(2022, 12, 31), date(2022, 3, 10)).unwrap();
+        // 31 + 28 + 10 = 69 days counted, more than 62: by month, three points.
+        assert_eq!(p.days.len(), 69);
+        let r = aggregate(
+            &targets(),
+            &registry(),
+            &p,
+            None,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        assert_eq!(r.trend.bucket, Bucket::Month);
+        let labels: Vec<&str> = r.trend.points.iter().map(|p| p.label.as_str()).collect();
+        assert_eq!(labels, vec!["2022-01", "2022-02", "2022-03"]);
+        assert_eq!(r.trend.points[2].days, 10);
+        assert_eq!(r.not_reporting.len(), 4);
+        assert!(Period::new(date(2022, 2, 1), date(2022, 1, 1), date(2022, 3, 1)).is_err());
+        assert!(Period::new(date(2023, 2, 1), date(2023, 3, 1), date(2022, 3, 1)).is_err());
+    }
+}
