@@ -100,7 +100,8 @@ fn config(dir: &Path, vm: &str, base_port: u16, devices: usize) -> String {
         c,
         "[site]\ncounty = \"bench\"\nsector = \"doors\"\nenterprise = \"bench\"\n\n\
          [agent]\ndata_dir = \"{}\"\noffline_after = \"10s\"\nheartbeat = \"60s\"\n\n\
-         [[influx]]\nurl = \"{vm}\"\napi = \"v2\"\norg = \"bench\"\nbucket = \"bench\"\n\n",
+         [[influx]]\nurl = \"{vm}\"\napi = \"v2\"\norg = \"bench\"\nbucket = \"bench\"\n\n\
+         [web]\nenabled = false\n\n",
         dir.display()
     );
     for i in 1..=devices {

@@ -1833,8 +1833,9 @@ pasword = { env = "X" }
     }
 }
 
+/// `[spool]` and `[[influx]]`: store-and-forward settings.
 #[cfg(test)]
-mod spool_and_output_tests {
+mod store_forward_tests {
     use super::*;
 
     const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";

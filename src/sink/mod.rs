@@ -154,7 +154,10 @@ fn spool_gauges(metrics: &Metrics, path: PathBuf) -> impl Fn(SpoolStats, bool) +
     move |s: SpoolStats, with_file: bool| {
         bytes.store(s.bytes, Ordering::Relaxed);
         lines.store(s.lines, Ordering::Relaxed);
-        dropped.store(s.dropped_lines, Ordering::Relaxed);
+        dropped.store(
+            s.dropped_lines.saturating_sub(s.expired_lines),
+            Ordering::Relaxed,
+        );
         expired.store(s.expired_lines, Ordering::Relaxed);
         appended.store(s.appended_lines, Ordering::Relaxed);
         let now = jiff::Timestamp::now().as_millisecond();

@@ -70,11 +70,10 @@ pub struct SpoolStats {
     pub lines: u64,
     /// When the oldest waiting row was appended, in Unix milliseconds.
     pub oldest_ms: Option<i64>,
-    /// Lines deleted at the byte bound before every output had them, since the spool was
+    /// Lines deleted before every output had them, at either bound, since the spool was
     /// created.
     pub dropped_lines: u64,
-    /// Lines deleted at the age bound before every output had them, since the spool was
-    /// created.
+    /// Of those, the lines deleted at the age bound.
     pub expired_lines: u64,
     /// Lines appended since this process started.
     pub appended_lines: u64,
@@ -233,8 +232,9 @@ impl Spool {
                 .optional()?;
             Ok(value.unwrap_or(0) as u64)
         };
-        self.stats.dropped_lines = counter("dropped_lines")?;
+        // The file keeps the two causes apart: `dropped_lines` there counts the byte bound only.
         self.stats.expired_lines = counter("expired_lines")?;
+        self.stats.dropped_lines = counter("dropped_lines")? + self.stats.expired_lines;
         self.stats.bytes = bytes as u64;
         self.stats.chunks = chunks as u64;
         self.stats.lines = lines as u64;
@@ -333,7 +333,10 @@ impl Spool {
         match why {
             Removal::Delivered => {}
             Removal::Dropped => self.stats.dropped_lines += lines,
-            Removal::Expired => self.stats.expired_lines += lines,
+            Removal::Expired => {
+                self.stats.dropped_lines += lines;
+                self.stats.expired_lines += lines;
+            }
         }
         self.stats.oldest_ms = self.oldest_ms()?;
         Ok(lines)
@@ -374,7 +377,7 @@ impl Spool {
             let lines = self.remove_up_to(cut, Removal::Dropped)?;
             tracing::warn!(
                 dropped_lines = lines,
-                total_dropped = self.stats.dropped_lines,
+                total_dropped = self.stats.dropped_lines - self.stats.expired_lines,
                 max_bytes = self.limits.max_bytes,
                 "spool full: oldest records dropped"
             );
@@ -605,9 +608,10 @@ mod tests {
         spool.append(&[lines("c", 6)], 90_000).unwrap();
         spool.expire(100_000).unwrap();
         let stats = spool.stats();
+        // Expired lines count among the dropped ones too.
         assert_eq!(
             (stats.lines, stats.expired_lines, stats.dropped_lines),
-            (6, 9, 0)
+            (6, 9, 9)
         );
         assert_eq!(stats.oldest_ms, Some(90_000));
         drop(spool);
