@@ -379,6 +379,9 @@ async fn run(path: PathBuf) -> Result<()> {
     loop {
         let (trigger, shutdown) = shutdown::channel();
         let running = agent::start_resuming(&cfg, shutdown, resume)?;
+        // Every task has what it needs; a reload reads the file afresh. A large register map
+        // (100k Modbus fields: about 20 MB) is not worth holding for nothing.
+        drop(cfg);
         let next = loop {
             match signals.next().await {
                 Signal::Stop => break None,
