@@ -11,12 +11,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::config::{Config, default_output_name};
+use crate::config::Config;
 use crate::engine::{self, Engine, Snapshot};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::{Spool, SpoolError, SpoolStats};
-use crate::sink::{self, Output, WriterOptions, file::FileWriter, influx::InfluxWriter};
+use crate::sink::{self, Output, uplink::UplinkWriter};
 use crate::source::{modbus, mqtt};
 use crate::web;
 
@@ -171,22 +171,12 @@ pub fn start_resuming(
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut outputs: Vec<(Output, WriterOptions)> = Vec::new();
-    for (n, cfg) in config.influx.iter().enumerate() {
-        let name = cfg
-            .name
-            .clone()
-            .unwrap_or_else(|| default_output_name("influx", n));
-        let options = cfg.writer_options(&name, &data_dir);
-        outputs.push((Output::Influx(InfluxWriter::new(&name, cfg)?), options));
-    }
-    for (n, cfg) in config.file.iter().enumerate() {
-        let name = cfg
-            .name
-            .clone()
-            .unwrap_or_else(|| default_output_name("file", n));
-        let options = WriterOptions::new(&name, &data_dir);
-        outputs.push((Output::File(FileWriter::new(&name, &cfg.path)), options));
+    let mut outputs = sink::stores(&config.influx, &config.file, &data_dir)?;
+    let mut uplink_connection = None;
+    if let Some(cfg) = &config.uplink {
+        let (writer, connection) = UplinkWriter::new(cfg, &config.site, &metrics)?;
+        outputs.push((Output::Uplink(writer), cfg.writer_options(&data_dir)));
+        uplink_connection = Some(connection);
     }
     let names: Vec<String> = outputs.iter().map(|(o, _)| o.name().to_string()).collect();
     let spool = Spool::open(&spool_path, config.spool.limits(), &names)?;
@@ -211,6 +201,9 @@ pub fn start_resuming(
     );
 
     let mut tasks = JoinSet::new();
+    if let Some(connection) = uplink_connection {
+        tasks.spawn(connection.run(shutdown.clone()));
+    }
     for (output, options) in outputs {
         tasks.spawn(sink::run_writer(
             output,

@@ -229,9 +229,8 @@ fn main() -> ExitCode {
             ))
         }),
         Command::Probe(args) => runtime().and_then(|rt| rt.block_on(run_probe(args))),
-        Command::County { command } => {
-            runtime().and_then(|rt| rt.block_on(shopfloor::county::cli::run(command)))
-        }
+        Command::County { command } => runtime()
+            .and_then(|rt| rt.block_on(shopfloor::county::cli::run(command, shutdown_on_signal))),
         Command::Demo { data_dir, seed } => {
             runtime().and_then(|rt| rt.block_on(demo(data_dir, seed)))
         }

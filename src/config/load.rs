@@ -310,6 +310,7 @@ const SECTIONS: &[&str] = &[
     "value_added",
     "green",
     "web",
+    "uplink",
 ];
 
 impl Checker<'_> {
@@ -415,6 +416,7 @@ impl Checker<'_> {
                         config.web = web;
                     }
                 }
+                "uplink" => config.uplink = self.section(value, vec![key("uplink")]),
                 other => {
                     let hint = suggest(other, SECTIONS)
                         .map(|s| format!(" (did you mean `{s}`?)"))
@@ -554,6 +556,19 @@ impl Checker<'_> {
                 let at = self.span_of(root, &[key("file"), Seg::Index(*i), key("name")]);
                 self.push(at, format!("output name `{name}` is used twice"));
             }
+        }
+        if let Some(uplink) = &config.uplink {
+            if !output_names.insert(super::UPLINK_OUTPUT.to_string()) {
+                let at = self.span_of(root, &[key("uplink")]);
+                self.push(
+                    at,
+                    format!(
+                        "output name `{}` is the uplink's: rename the other output",
+                        super::UPLINK_OUTPUT
+                    ),
+                );
+            }
+            self.uplink(root, uplink);
         }
         if spool_seen {
             self.spool(root, &config.spool);
@@ -1143,61 +1158,24 @@ impl Checker<'_> {
     ) {
         let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
         let name = &broker.id;
-        if !valid_host_port(&broker.address) {
-            let span = at(self, &[key("address")]);
-            self.push(
-                span,
-                format!(
-                    "mqtt broker `{name}`: address `{}` is not host:port (e.g. \"192.168.1.10:1883\")",
-                    broker.address
-                ),
-            );
-        }
-        if broker.keepalive.is_zero() || broker.keepalive.as_secs() > u64::from(u16::MAX) {
-            let span = at(self, &[key("keepalive")]);
-            self.push(
-                span,
-                "keepalive must be between 1s and 65535s (18h12m15s)".into(),
-            );
-        }
+        self.broker_link(
+            root,
+            base,
+            &format!("mqtt broker `{name}`"),
+            BrokerLink {
+                address: &broker.address,
+                keepalive: broker.keepalive,
+                username: broker.username.as_deref(),
+                password: broker.password.as_ref(),
+                tls: broker.tls.as_ref(),
+            },
+        );
         if !(1024..=(1 << 28)).contains(&broker.max_packet_size) {
             let span = at(self, &[key("max_packet_size")]);
             self.push(
                 span,
                 "max_packet_size must be between 1024 bytes and 256 MiB (MQTT's limit)".into(),
             );
-        }
-        if broker.password.is_some() && broker.username.is_none() {
-            let span = at(self, &[key("password")]);
-            self.push(span, "a password needs `username`".into());
-        }
-        if let Some(Err(e)) = broker.password.as_ref().map(|s| s.resolve()) {
-            let span = at(self, &[key("password")]);
-            self.push(span, format!("password: {e}"));
-        }
-        if let Some(tls) = &broker.tls {
-            if tls.cert_file.is_some() != tls.key_file.is_some() {
-                let span = at(self, &[key("tls")]);
-                self.push(
-                    span,
-                    "a client certificate needs both `cert_file` and `key_file`".into(),
-                );
-            }
-            for (k, path) in [
-                ("ca_file", Some(&tls.ca_file)),
-                ("cert_file", tls.cert_file.as_ref()),
-                ("key_file", tls.key_file.as_ref()),
-            ] {
-                if let Some(path) = path
-                    && let Err(e) = std::fs::metadata(path)
-                {
-                    let span = at(self, &[key("tls"), key(k)]);
-                    self.push(
-                        span,
-                        format!("{k} `{}` cannot be read: {e}", path.display()),
-                    );
-                }
-            }
         }
         if broker.topics.is_empty() {
             let span = at(self, &[key("id")]);
@@ -1374,7 +1352,118 @@ impl Checker<'_> {
         }
     }
 
-    fn influx(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], output: &super::InfluxOutput) {
+    /// Checks the connection settings every MQTT client of Shopfloor has (an `[[mqtt]]`
+    /// broker, the `[uplink]`, `county ingest`'s `[broker]`); `what` names it in messages.
+    pub(crate) fn broker_link(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        base: &[Seg],
+        what: &str,
+        link: BrokerLink<'_>,
+    ) {
+        let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
+        if !valid_host_port(link.address) {
+            let span = at(self, &[key("address")]);
+            self.push(
+                span,
+                format!(
+                    "{what}: address `{}` is not host:port (e.g. \"192.168.1.10:1883\")",
+                    link.address
+                ),
+            );
+        }
+        if link.keepalive.is_zero() || link.keepalive.as_secs() > u64::from(u16::MAX) {
+            let span = at(self, &[key("keepalive")]);
+            self.push(
+                span,
+                "keepalive must be between 1s and 65535s (18h12m15s)".into(),
+            );
+        }
+        if link.password.is_some() && link.username.is_none() {
+            let span = at(self, &[key("password")]);
+            self.push(span, "a password needs `username`".into());
+        }
+        if let Some(Err(e)) = link.password.map(|s| s.resolve()) {
+            let span = at(self, &[key("password")]);
+            self.push(span, format!("password: {e}"));
+        }
+        if let Some(tls) = link.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                let span = at(self, &[key("tls")]);
+                self.push(
+                    span,
+                    "a client certificate needs both `cert_file` and `key_file`".into(),
+                );
+            }
+            for (k, path) in [
+                ("ca_file", Some(&tls.ca_file)),
+                ("cert_file", tls.cert_file.as_ref()),
+                ("key_file", tls.key_file.as_ref()),
+            ] {
+                if let Some(path) = path
+                    && let Err(e) = std::fs::metadata(path)
+                {
+                    let span = at(self, &[key("tls"), key(k)]);
+                    self.push(
+                        span,
+                        format!("{k} `{}` cannot be read: {e}", path.display()),
+                    );
+                }
+            }
+        }
+    }
+
+    fn uplink(&mut self, root: &Spanned<DeTable<'_>>, uplink: &super::Uplink) {
+        let base = [key("uplink")];
+        let at = |s: &Self, k: &str| s.span_of(root, &[key("uplink"), key(k)]);
+        self.broker_link(
+            root,
+            &base,
+            "[uplink]",
+            BrokerLink {
+                address: &uplink.address,
+                keepalive: uplink.keepalive,
+                username: uplink.username.as_deref(),
+                password: uplink.password.as_ref(),
+                tls: uplink.tls.as_ref(),
+            },
+        );
+        if let Some(problem) = topic_level_problem(&uplink.topic_prefix) {
+            let span = at(self, "topic_prefix");
+            self.push(span, format!("topic_prefix: {problem}"));
+        }
+        if uplink.measurements.is_empty() {
+            let span = at(self, "measurements");
+            self.push(
+                span,
+                "measurements is empty: the uplink would publish nothing (leave it out for fleet and green)"
+                    .into(),
+            );
+        }
+        for (j, m) in uplink.measurements.iter().enumerate() {
+            if let Some(problem) = topic_level_problem(m) {
+                let span = self.span_of(root, &[key("uplink"), key("measurements"), Seg::Index(j)]);
+                self.push(span, format!("measurement `{m}`: {problem}"));
+            }
+        }
+        if uplink.batch_lines == 0 {
+            let span = at(self, "batch_lines");
+            self.push(span, "batch_lines must be at least 1".to_string());
+        }
+        for (k, d) in [("timeout", uplink.timeout), ("retry_max", uplink.retry_max)] {
+            if d.is_zero() {
+                let span = at(self, k);
+                self.push(span, format!("{k} must be longer than zero"));
+            }
+        }
+    }
+
+    pub(crate) fn influx(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        base: &[Seg],
+        output: &super::InfluxOutput,
+    ) {
         let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
         match reqwest::Url::parse(&output.url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
@@ -1431,7 +1520,7 @@ impl Checker<'_> {
         }
     }
 
-    fn spool(&mut self, root: &Spanned<DeTable<'_>>, spool: &super::Spool) {
+    pub(crate) fn spool(&mut self, root: &Spanned<DeTable<'_>>, spool: &super::Spool) {
         let at = |s: &Self, k: &str| s.span_of(root, &[key("spool"), key(k)]);
         if spool.max_bytes == 0 {
             let span = at(self, "max_bytes");
@@ -1513,6 +1602,30 @@ fn strip<T>(items: Vec<(usize, T)>) -> Vec<T> {
 
 fn join(base: &[Seg], rest: &[Seg]) -> Vec<Seg> {
     base.iter().chain(rest).cloned().collect()
+}
+
+/// The connection settings [`Checker::broker_link`] checks.
+pub(crate) struct BrokerLink<'a> {
+    pub address: &'a str,
+    pub keepalive: std::time::Duration,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a super::Secret>,
+    pub tls: Option<&'a super::MqttTls>,
+}
+
+/// What is wrong with `text` as one or more literal MQTT topic levels, if anything.
+pub(crate) fn topic_level_problem(text: &str) -> Option<&'static str> {
+    if text.is_empty() {
+        Some("must not be empty")
+    } else if text.contains(['+', '#']) {
+        Some("must not contain the wildcards + or #")
+    } else if text.starts_with('/') || text.ends_with('/') || text.contains("//") {
+        Some("must not start or end with `/` or have an empty level")
+    } else if text.starts_with('$') {
+        Some("must not start with `$` (the broker's own topics)")
+    } else {
+        None
+    }
 }
 
 fn valid_host_port(address: &str) -> bool {
@@ -1640,6 +1753,8 @@ fn known_keys(path: &[Seg], profile: bool) -> &'static [&'static str] {
         ["value_added", "declared"] => struct_fields::<super::Declared>(),
         ["green"] => struct_fields::<super::Green>(),
         ["web"] => struct_fields::<super::Web>(),
+        ["uplink"] => struct_fields::<super::Uplink>(),
+        ["uplink", "tls"] => struct_fields::<super::MqttTls>(),
         _ => &[],
     }
 }

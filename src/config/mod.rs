@@ -9,7 +9,10 @@ mod load;
 pub mod profile;
 mod secret;
 
-pub(crate) use load::{Checker, Seg, check_document, key, load_file, struct_fields, suggest};
+pub(crate) use load::{
+    BrokerLink, Checker, Seg, check_document, key, load_file, struct_fields, suggest,
+    topic_level_problem,
+};
 pub use load::{Diagnostics, Problem, default_output_name, load, load_profile_str, load_str};
 pub use secret::{Secret, SecretError};
 
@@ -71,6 +74,10 @@ pub struct Config {
     /// `[web]`: the local board, its API and `/metrics`.
     #[serde(default)]
     pub web: Web,
+    /// `[uplink]`: the enterprise's `fleet` and `green` records published to the county's MQTT
+    /// broker. Optional; without it the agent publishes nothing.
+    #[serde(default)]
+    pub uplink: Option<Uplink>,
 }
 
 /// `[web]`
@@ -1230,6 +1237,77 @@ pub enum InfluxApi {
     V2,
 }
 
+/// `[uplink]`: publishes the enterprise's indicators (`fleet` and `green` records) to the
+/// county's MQTT broker under `<topic_prefix>/<county>/<sector>/<enterprise>/<measurement>`,
+/// where `shopfloor county ingest` writes them into the county's store. An output like
+/// `[[influx]]`: it drains the spool from its own cursor, so nothing is lost while the broker
+/// or the network is down. MQTT 5 only: a broker that refuses a publish (its ACL) says so in
+/// the acknowledgement, where MQTT 3.1.1 acknowledges it as if delivered.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Uplink {
+    /// `host:port` of the county's broker (8883 for TLS by convention). With TLS the host must
+    /// be the name the broker's certificate was issued for.
+    pub address: String,
+    /// The client id; default `shopfloor-uplink-<enterprise>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The enterprise's account on the county's broker. The shipped ACL
+    /// (`deploy/county/mosquitto.acl`) lets the account named after the enterprise id publish
+    /// under its own enterprise's topics only.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password, `{ env = "VAR" }` or `{ file = "/path" }`; needs `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// TLS; without this table the connection is plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+    /// How often an idle connection is pinged.
+    #[serde(default = "default_keepalive", deserialize_with = "duration")]
+    pub keepalive: Duration,
+    /// The first topic level. Default `"shopfloor"`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// The measurements published. Default `["fleet", "green"]`; `"green_alert"` and
+    /// `"energy"` are the other enterprise-level ones a county may want.
+    #[serde(default = "default_uplink_measurements")]
+    pub measurements: Vec<String>,
+    /// How long a batch waits for the broker's acknowledgements before it is sent again.
+    #[serde(default = "default_write_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Spool lines read per batch (of which only the `measurements` are published).
+    #[serde(default = "default_batch_lines")]
+    pub batch_lines: usize,
+    /// As `[[influx]] flush_interval`.
+    #[serde(default = "default_flush_interval", deserialize_with = "duration")]
+    pub flush_interval: Duration,
+    /// The longest wait between retries (and between connection attempts).
+    #[serde(default = "default_retry_max", deserialize_with = "duration")]
+    pub retry_max: Duration,
+}
+
+impl Uplink {
+    /// The writer's batching and retry settings.
+    pub fn writer_options(&self, dir: &std::path::Path) -> crate::sink::WriterOptions {
+        crate::sink::WriterOptions {
+            batch_lines: self.batch_lines,
+            flush_interval: self.flush_interval,
+            retry_max: self.retry_max,
+            ..crate::sink::WriterOptions::new(UPLINK_OUTPUT, dir)
+        }
+    }
+}
+
+/// The uplink's output name: its spool cursor, logs and metrics.
+pub const UPLINK_OUTPUT: &str = "uplink";
+
+pub fn default_topic_prefix() -> String {
+    "shopfloor".to_string()
+}
+pub fn default_uplink_measurements() -> Vec<String> {
+    vec!["fleet".to_string(), "green".to_string()]
+}
+
 /// `[[file]]`: appends line protocol to a file.
 #[derive(Debug, Clone, Deserialize)]
 pub struct FileOutput {
@@ -1439,7 +1517,7 @@ fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>
 }
 
 /// Reads a duration written as `"500ms"`, `"1s"`, `"5m"`, `"2h"` or `"7d"`.
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     struct DurationVisitor;
     impl serde::de::Visitor<'_> for DurationVisitor {
         type Value = Duration;

@@ -6,11 +6,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use jiff::civil::Date;
 
+use super::ingest::{self, IngestConfig};
 use super::render::{self, Format, Lang};
 use super::store::{Store, StoreOptions};
 use super::targets::{Registry, Targets};
 use super::{ReportRequest, report};
 use crate::config::{Secret, Sector};
+use crate::shutdown::Shutdown;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CountyCommand {
@@ -20,6 +22,19 @@ pub enum CountyCommand {
     /// Check the targets and the register of enterprises, reporting every mistake with its
     /// line and column.
     Check(Files),
+    /// Subscribe to every enterprise's uplink on the county's MQTT broker and write the
+    /// indicators into the county's store. SIGTERM or Ctrl-C stops it.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IngestArgs {
+    /// The ingest's config (see config/county-ingest.toml).
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Only check the config, reporting every problem with its line and column.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,11 +131,33 @@ fn load(files: &Files) -> Result<(Targets, Registry)> {
     }
 }
 
-pub async fn run(command: CountyCommand) -> Result<()> {
+/// Runs a county command; `shutdown` gives the signal that stops a long-running one.
+pub async fn run(command: CountyCommand, shutdown: impl FnOnce() -> Shutdown) -> Result<()> {
     match command {
         CountyCommand::Check(files) => check(&files),
         CountyCommand::Report(args) => run_report(*args).await,
+        CountyCommand::Ingest(args) => run_ingest(&args, shutdown).await,
     }
+}
+
+async fn run_ingest(args: &IngestArgs, shutdown: impl FnOnce() -> Shutdown) -> Result<()> {
+    let config = IngestConfig::load(&args.config).map_err(|d| anyhow::anyhow!("{d}"))?;
+    if args.check {
+        println!(
+            "{}: ok: subscribes to {} on {}, {} output(s)",
+            args.config.display(),
+            config.filter(),
+            config.broker.address,
+            config.influx.len() + config.file.len()
+        );
+        return Ok(());
+    }
+    let shutdown = shutdown();
+    let running = ingest::start(&config, shutdown)
+        .await
+        .context("cannot start the county ingest")?;
+    running.finished().await;
+    Ok(())
 }
 
 fn check(files: &Files) -> Result<()> {

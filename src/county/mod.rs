@@ -11,6 +11,7 @@
 pub mod aggregate;
 pub mod cli;
 mod html;
+pub mod ingest;
 pub mod render;
 pub mod store;
 pub mod targets;

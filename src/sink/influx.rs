@@ -42,6 +42,10 @@ pub enum SendError {
         "store refused the write ({status}): {message}; check url, credentials, org/bucket or database"
     )]
     Config { status: u16, message: String },
+    /// A broker refused a message (the uplink's MQTT 5 reason code): like `Config`, the data
+    /// is kept until someone fixes the account or the ACL.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Errors building a writer from its config.

@@ -30,6 +30,7 @@ pub mod file;
 pub mod influx;
 pub mod line_protocol;
 pub mod spool;
+pub mod uplink;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -56,13 +57,28 @@ const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Engine steps the spool task appends in one transaction at most.
 const APPEND_GROUP: usize = 256;
 
+/// What the spool task appends: the lines of one engine step (a `Vec<String>`), or lines whose
+/// sender must know when they are on disk (`county ingest` acknowledges a message to its broker
+/// only then).
+pub trait Chunk: AsRef<[String]> + Send + 'static {
+    /// Called once the append transaction holding the chunk committed (`true`) or failed.
+    fn appended(self, committed: bool)
+    where
+        Self: Sized,
+    {
+        let _ = committed;
+    }
+}
+
+impl Chunk for Vec<String> {}
+
 /// Runs the spool's appending side on its own thread until the engine's sender is dropped.
 /// Each wake-up appends everything queued in one transaction; once a second it trims delivered
 /// rows and applies the age bound, and every `sync_interval` it syncs the WAL to disk.
-pub fn spawn_spool_task(
+pub fn spawn_spool_task<C: Chunk>(
     mut spool: Spool,
     path: PathBuf,
-    records: std_mpsc::Receiver<Vec<String>>,
+    records: std_mpsc::Receiver<C>,
     stats: watch::Sender<SpoolStats>,
     metrics: Metrics,
     sync_interval: Duration,
@@ -89,8 +105,16 @@ pub fn spawn_spool_task(
                     }
                 }
                 let now_ms = jiff::Timestamp::now().as_millisecond();
-                if let Err(e) = spool.append(&chunks, now_ms) {
-                    error!(error = %e, lines = chunks.iter().map(Vec::len).sum::<usize>(), "cannot append to the spool: records lost");
+                let committed = match spool.append(&chunks, now_ms) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        let lines = chunks.iter().map(|c| c.as_ref().len()).sum::<usize>();
+                        error!(error = %e, lines, "cannot append to the spool: records lost");
+                        false
+                    }
+                };
+                for chunk in chunks {
+                    chunk.appended(committed);
                 }
             }
             let housekeeping = last_housekeeping.elapsed() >= HOUSEKEEPING;
@@ -177,6 +201,7 @@ fn spool_gauges(metrics: &Metrics, path: PathBuf) -> impl Fn(SpoolStats, bool) +
 pub enum Output {
     Influx(influx::InfluxWriter),
     File(file::FileWriter),
+    Uplink(uplink::UplinkWriter),
 }
 
 impl Output {
@@ -184,6 +209,7 @@ impl Output {
         match self {
             Output::Influx(w) => w.name(),
             Output::File(w) => w.name(),
+            Output::Uplink(w) => w.name(),
         }
     }
 
@@ -191,8 +217,43 @@ impl Output {
         match self {
             Output::Influx(w) => w.send(body).await,
             Output::File(w) => w.send(body).await,
+            Output::Uplink(w) => w.send(body).await,
         }
     }
+}
+
+/// The stores of an `[[influx]]` and `[[file]]` list, named and with their writer options (the
+/// agent's outputs, and `county ingest`'s).
+pub fn stores(
+    influx: &[crate::config::InfluxOutput],
+    files: &[crate::config::FileOutput],
+    data_dir: &Path,
+) -> Result<Vec<(Output, WriterOptions)>, influx::InfluxError> {
+    use crate::config::default_output_name;
+    let mut outputs = Vec::new();
+    for (n, cfg) in influx.iter().enumerate() {
+        let name = cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| default_output_name("influx", n));
+        let options = cfg.writer_options(&name, data_dir);
+        outputs.push((
+            Output::Influx(influx::InfluxWriter::new(&name, cfg)?),
+            options,
+        ));
+    }
+    for (n, cfg) in files.iter().enumerate() {
+        let name = cfg
+            .name
+            .clone()
+            .unwrap_or_else(|| default_output_name("file", n));
+        let options = WriterOptions::new(&name, data_dir);
+        outputs.push((
+            Output::File(file::FileWriter::new(&name, &cfg.path)),
+            options,
+        ));
+    }
+    Ok(outputs)
 }
 
 /// How one writer batches and retries (`[[influx]]` keys of the same names).
@@ -412,7 +473,7 @@ impl Writer {
                     self.dead_letter(status, &message, &piece).await;
                 }
                 Err(e) => {
-                    let config = matches!(e, SendError::Config { .. });
+                    let config = matches!(e, SendError::Config { .. } | SendError::Refused(_));
                     self.counters.error(if config { "config" } else { "retry" });
                     self.failures = self.failures.saturating_add(1);
                     let backoff = retry_delay(self.failures, &e, self.options.retry_max);

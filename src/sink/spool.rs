@@ -263,7 +263,11 @@ impl Spool {
 
     /// Appends chunks (each a list of lines) in one transaction, packed into rows of about
     /// [`ROW_BYTES`] in order, then enforces the bounds.
-    pub fn append(&mut self, chunks: &[Vec<String>], now_ms: i64) -> Result<(), SpoolError> {
+    pub fn append<C: AsRef<[String]>>(
+        &mut self,
+        chunks: &[C],
+        now_ms: i64,
+    ) -> Result<(), SpoolError> {
         let tx = self.conn.transaction()?;
         let mut added_bytes = 0u64;
         let mut added_lines = 0u64;
@@ -285,7 +289,7 @@ impl Spool {
                 *lines = 0;
                 Ok(())
             };
-            for line in chunks.iter().flatten() {
+            for line in chunks.iter().flat_map(|c| c.as_ref()) {
                 if lines > 0 && body.len() + line.len() + 1 > ROW_BYTES {
                     flush(&mut body, &mut lines)?;
                 }

@@ -1,0 +1,1022 @@
+//! `shopfloor county ingest`: the county's side of the uplink. Subscribes to every enterprise's
+//! `fleet` and `green` messages on the county's MQTT broker and writes them into the county's
+//! store through the same disk spool and writers as the agent.
+//!
+//! ```text
+//! county broker ──> subscriber task ──(lines + message)──> spool task ──> spool.db ──> writers ──> store
+//!        ^                 │                                   │
+//!        └──── PUBACK ─────┘<──────────── committed ───────────┘
+//! ```
+//!
+//! ## Delivery
+//!
+//! The session is persistent (clean start off, a session expiry of seven days), the
+//! subscription QoS 1 and acknowledgements manual: a message is acknowledged to the broker only
+//! once its lines are committed to the spool, so neither a broker restart, nor an ingest
+//! restart, nor a store outage loses one. A message whose lines could not be committed (a full
+//! disk) is not acknowledged; the ingest reconnects after a back-off and the broker sends it
+//! again. Delivery is at least once and a point written twice is kept once by the store.
+//!
+//! ## Scaling out
+//!
+//! With `share_group` set (the default) the subscription is shared
+//! (`$share/<group>/<prefix>/<county>/+/+/+`): every instance with the same group and its own
+//! `client_id` gets a share of the messages, so the county adds instances, not code. The broker
+//! cluster and the store are what the county scales.
+//!
+//! ## What is refused
+//!
+//! The broker's ACL (`deploy/county/mosquitto.acl`) lets each enterprise publish only under its
+//! own topic. The ingest checks it again, line by line, so a misconfigured broker cannot let one
+//! enterprise write another's figures: the topic must be `<prefix>/<county>/<sector>/<enterprise>/<measurement>`
+//! with a known sector and one of the `measurements`, and every line must be that measurement,
+//! carry the topic's `county`, `sector` and `enterprise` tags and a timestamp. Anything else is
+//! counted (`shopfloor_ingest_rejected_lines_total{reason}`), logged and dropped; the message
+//! is still acknowledged, since sending it again would not make it right.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
+use rumqttc::v5::{AsyncClient, Event};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use toml::Spanned;
+use toml::de::DeTable;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{
+    self, BrokerLink, Checker, Diagnostics, FileOutput, InfluxOutput, MqttTls, Secret, Sector, Seg,
+    key,
+};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::sink::spool::{Spool, SpoolError};
+use crate::sink::{self, Chunk};
+use crate::source::mqtt::{self as mqtt_source, MqttError};
+
+/// MQTT 5: unacknowledged messages the broker may have in flight to one ingest instance. Every
+/// one of them may be waiting in the spool task's queue, which is sized to hold them all.
+pub const RECEIVE_MAXIMUM: u16 = 1024;
+/// MQTT 5: how long the broker keeps an ingest's session (and queues its share of the
+/// messages) while it is away.
+const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
+/// The first wait after a failed connection; it doubles up to `max_backoff`.
+const MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// Rejected lines are logged at most this often (each time with the count since the last).
+const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The ingest's config file (`config/county-ingest.toml`).
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub ingest: Ingest,
+    pub broker: Broker,
+    pub spool: config::Spool,
+    pub influx: Vec<InfluxOutput>,
+    pub file: Vec<FileOutput>,
+}
+
+/// `[ingest]`: what is read, and where the ingest keeps its spool.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ingest {
+    /// The county whose enterprises' messages are read (the agents' `[site] county`).
+    pub county: String,
+    /// The first topic level, as the agents' `[uplink] topic_prefix`. Default `"shopfloor"`.
+    #[serde(default = "config::default_topic_prefix")]
+    pub topic_prefix: String,
+    /// Instances with the same group share the messages; `""` subscribes without sharing.
+    /// Default `"county-ingest"`.
+    #[serde(default = "default_share_group")]
+    pub share_group: String,
+    /// The measurements accepted. Default `["fleet", "green"]`.
+    #[serde(default = "config::default_uplink_measurements")]
+    pub measurements: Vec<String>,
+    /// Where the spool and dead-letter files go. Default `/var/lib/shopfloor-ingest`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Serve `/metrics` (Prometheus) and `/healthz` here, e.g. `"127.0.0.1:9108"`.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+fn default_share_group() -> String {
+    "county-ingest".to_string()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/shopfloor-ingest")
+}
+
+/// `[broker]`: the county's MQTT broker (MQTT 5).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Broker {
+    /// `host:port`.
+    pub address: String,
+    /// Fixed and unique per instance: the broker keeps the instance's session under it.
+    pub client_id: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `{ env = "VAR" }` or `{ file = "/path" }`; needs `username`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+    /// How often an idle connection is pinged. Default `"30s"`.
+    #[serde(default = "default_keepalive", deserialize_with = "config::duration")]
+    pub keepalive: Duration,
+    /// The longest wait between connection attempts. Default `"60s"`.
+    #[serde(default = "default_max_backoff", deserialize_with = "config::duration")]
+    pub max_backoff: Duration,
+    /// Messages larger than this are refused by the client. Default 1 MiB (an uplink message
+    /// holds at most 500 lines, a few tens of kilobytes).
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: u32,
+}
+
+fn default_keepalive() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_packet_size() -> u32 {
+    1 << 20
+}
+
+const SECTIONS: &[&str] = &["ingest", "broker", "spool", "influx", "file"];
+
+fn known_keys(path: &[Seg]) -> &'static [&'static str] {
+    let names: Vec<&str> = path
+        .iter()
+        .filter_map(|s| match s {
+            Seg::Key(k) => Some(k.as_str()),
+            Seg::Index(_) => None,
+        })
+        .collect();
+    match names.as_slice() {
+        [] => SECTIONS,
+        ["ingest"] => config::struct_fields::<Ingest>(),
+        ["broker"] => config::struct_fields::<Broker>(),
+        ["broker", "tls"] => config::struct_fields::<MqttTls>(),
+        ["spool"] => config::struct_fields::<config::Spool>(),
+        ["influx"] => config::struct_fields::<InfluxOutput>(),
+        ["file"] => config::struct_fields::<FileOutput>(),
+        _ => &[],
+    }
+}
+
+impl IngestConfig {
+    /// Reads and checks the file, reporting every problem with its line and column.
+    pub fn load(path: &Path) -> Result<IngestConfig, Diagnostics> {
+        config::load_file(path, IngestConfig::load_str)
+    }
+
+    pub fn load_str(text: &str, file: &str) -> Result<IngestConfig, Diagnostics> {
+        config::check_document(text, file, known_keys, check)
+    }
+
+    /// The subscription: `[$share/<group>/]<prefix>/<county>/+/+/+` (sector, enterprise,
+    /// measurement).
+    pub fn filter(&self) -> String {
+        let i = &self.ingest;
+        let topics = format!("{}/{}/+/+/+", i.topic_prefix, i.county);
+        if i.share_group.is_empty() {
+            topics
+        } else {
+            format!("$share/{}/{topics}", i.share_group)
+        }
+    }
+}
+
+fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<IngestConfig> {
+    let mut ingest = None;
+    let mut broker = None;
+    let mut spool = None;
+    let mut influx = Vec::new();
+    let mut file = Vec::new();
+    for (name, value) in root.get_ref().iter() {
+        let name_str: &str = name.get_ref();
+        match name_str {
+            "ingest" => ingest = checker.section::<Ingest>(value, vec![key("ingest")]),
+            "broker" => broker = checker.section::<Broker>(value, vec![key("broker")]),
+            "spool" => spool = checker.section::<config::Spool>(value, vec![key("spool")]),
+            "influx" => influx = checker.array::<InfluxOutput>(value, "influx"),
+            "file" => file = checker.array::<FileOutput>(value, "file"),
+            other => {
+                let hint = config::suggest(other, SECTIONS)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                checker.push(
+                    name.span(),
+                    format!(
+                        "unknown section `{other}`{hint}; the sections are: {}",
+                        SECTIONS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    let missing = |checker: &mut Checker<'_>, what: &str| {
+        checker.push(
+            0..0,
+            format!("missing [{what}]: see config/county-ingest.toml for an example"),
+        );
+    };
+    if ingest.is_none() && root.get_ref().get("ingest").is_none() {
+        missing(checker, "ingest");
+    }
+    if broker.is_none() && root.get_ref().get("broker").is_none() {
+        missing(checker, "broker");
+    }
+    if influx.is_empty() && file.is_empty() {
+        checker.push(
+            0..0,
+            "no [[influx]] or [[file]] output: the ingest would have nowhere to write".into(),
+        );
+    }
+    if let Some(i) = &ingest {
+        let at = |c: &Checker<'_>, k: &str| c.span_of(root, &[key("ingest"), key(k)]);
+        for (k, text) in [("county", &i.county), ("topic_prefix", &i.topic_prefix)] {
+            if let Some(problem) = config::topic_level_problem(text) {
+                let span = at(checker, k);
+                checker.push(span, format!("{k}: {problem}"));
+            }
+        }
+        if i.county.contains('/') {
+            let span = at(checker, "county");
+            checker.push(
+                span,
+                "county is one topic level, the agents' [site] county: no `/`".into(),
+            );
+        }
+        if i.share_group.contains(['/', '+', '#']) {
+            let span = at(checker, "share_group");
+            checker.push(
+                span,
+                "share_group is one topic level: no `/`, `+` or `#`".into(),
+            );
+        }
+        if i.measurements.is_empty() {
+            let span = at(checker, "measurements");
+            checker.push(
+                span,
+                "measurements is empty: nothing would be accepted".into(),
+            );
+        }
+    }
+    if let Some(b) = &broker {
+        checker.broker_link(
+            root,
+            &[key("broker")],
+            "[broker]",
+            BrokerLink {
+                address: &b.address,
+                keepalive: b.keepalive,
+                username: b.username.as_deref(),
+                password: b.password.as_ref(),
+                tls: b.tls.as_ref(),
+            },
+        );
+        if b.client_id.is_empty() {
+            let span = checker.span_of(root, &[key("broker"), key("client_id")]);
+            checker.push(
+                span,
+                "client_id must not be empty: each instance needs its own".into(),
+            );
+        }
+    }
+    let mut names = std::collections::HashSet::new();
+    for (n, (i, output)) in influx.iter().enumerate() {
+        let base = vec![key("influx"), Seg::Index(*i)];
+        let name = output
+            .name
+            .clone()
+            .unwrap_or_else(|| config::default_output_name("influx", n));
+        if !names.insert(name.clone()) {
+            let span = checker.span_of(root, &[key("influx"), Seg::Index(*i), key("name")]);
+            checker.push(span, format!("output name `{name}` is used twice"));
+        }
+        checker.influx(root, &base, output);
+    }
+    for (n, (i, output)) in file.iter().enumerate() {
+        let name = output
+            .name
+            .clone()
+            .unwrap_or_else(|| config::default_output_name("file", n));
+        if !names.insert(name.clone()) {
+            let span = checker.span_of(root, &[key("file"), Seg::Index(*i), key("name")]);
+            checker.push(span, format!("output name `{name}` is used twice"));
+        }
+    }
+    if let Some(s) = &spool {
+        checker.spool(root, s);
+    }
+    Some(IngestConfig {
+        ingest: ingest?,
+        broker: broker?,
+        spool: spool.unwrap_or_default(),
+        influx: influx.into_iter().map(|(_, o)| o).collect(),
+        file: file.into_iter().map(|(_, o)| o).collect(),
+    })
+}
+
+/// Why a line (or a whole message) is not written to the county's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reject {
+    /// The topic is not `<prefix>/<county>/<sector>/<enterprise>/<measurement>` with a known
+    /// sector and an accepted measurement.
+    Topic,
+    /// The payload is not UTF-8 text.
+    Encoding,
+    /// Not a line-protocol line with a timestamp.
+    Syntax,
+    /// The line is another measurement than its topic's.
+    Measurement,
+    /// The line's `county`, `sector` or `enterprise` tag is missing or differs from its topic.
+    Origin,
+}
+
+impl Reject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Topic => "topic",
+            Reject::Encoding => "encoding",
+            Reject::Syntax => "syntax",
+            Reject::Measurement => "measurement",
+            Reject::Origin => "origin",
+        }
+    }
+}
+
+/// Where a message says it comes from: its topic's levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin<'a> {
+    pub county: &'a str,
+    pub sector: &'a str,
+    pub enterprise: &'a str,
+    pub measurement: &'a str,
+}
+
+/// Reads the origin off a topic, or says why the topic is not one the ingest takes.
+pub fn origin<'a>(topic: &'a str, ingest: &'a Ingest) -> Result<Origin<'a>, Reject> {
+    let rest = topic
+        .strip_prefix(ingest.topic_prefix.as_str())
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or(Reject::Topic)?;
+    let levels: Vec<&str> = rest.split('/').collect();
+    let [county, sector, enterprise, measurement] = levels[..] else {
+        return Err(Reject::Topic);
+    };
+    if county != ingest.county
+        || Sector::parse(sector).is_none()
+        || enterprise.is_empty()
+        || !ingest.measurements.iter().any(|m| m == measurement)
+    {
+        return Err(Reject::Topic);
+    }
+    Ok(Origin {
+        county,
+        sector,
+        enterprise,
+        measurement,
+    })
+}
+
+/// The parts of a line that say what it is about: measurement and tags, unescaped.
+#[derive(Debug, PartialEq, Eq)]
+struct Key {
+    measurement: String,
+    tags: Vec<(String, String)>,
+}
+
+/// Splits a line-protocol line's series key (measurement and tags) off and checks that fields
+/// and an integer timestamp follow. Backslash escapes are honoured in the key and double-quoted
+/// strings in the fields, so a `,`, `=` or space inside them does not split.
+fn parse_key(line: &str) -> Option<Key> {
+    let bytes = line.as_bytes();
+    // The key ends at the first unescaped space.
+    let mut i = 0;
+    while i < bytes.len() && bytes[i] != b' ' {
+        i += if bytes[i] == b'\\' { 2 } else { 1 };
+    }
+    let key = line.get(..i)?;
+    let rest = line.get(i + 1..)?;
+    // The fields end at the first space outside a string.
+    let fb = rest.as_bytes();
+    let (mut j, mut quoted) = (0, false);
+    while j < fb.len() && (quoted || fb[j] != b' ') {
+        match fb[j] {
+            b'\\' => j += 1,
+            b'"' => quoted = !quoted,
+            _ => {}
+        }
+        j += 1;
+    }
+    let fields = rest.get(..j)?;
+    let timestamp = rest.get(j + 1..)?;
+    if quoted || fields.is_empty() || !fields.contains('=') || timestamp.parse::<i64>().is_err() {
+        return None;
+    }
+    let mut parts = split_unescaped(key, b',').into_iter();
+    let measurement = unescape(parts.next()?);
+    if measurement.is_empty() {
+        return None;
+    }
+    let mut tags = Vec::new();
+    for part in parts {
+        let kv = split_unescaped(part, b'=');
+        let [k, v] = kv[..] else { return None };
+        tags.push((unescape(k), unescape(v)));
+    }
+    Some(Key { measurement, tags })
+}
+
+fn split_unescaped(text: &str, at: u8) -> Vec<&str> {
+    let bytes = text.as_bytes();
+    let mut parts = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if bytes[i] == at {
+            parts.push(&text[start..i]);
+            start = i + 1;
+        }
+        i += 1;
+    }
+    parts.push(text.get(start..).unwrap_or(""));
+    parts
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(next @ (',' | '=' | ' ' | '\\'))) => {
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The lines of a message that may go to the county's store, and the count of the others by
+/// reason.
+pub fn accept(payload: &[u8], origin: &Origin<'_>, out: &mut Vec<String>) -> BTreeMap<Reject, u64> {
+    let mut rejected = BTreeMap::new();
+    let Ok(text) = std::str::from_utf8(payload) else {
+        let lines = payload
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count();
+        rejected.insert(Reject::Encoding, lines.max(1) as u64);
+        return rejected;
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let verdict = match parse_key(line) {
+            None => Err(Reject::Syntax),
+            Some(k) if k.measurement != origin.measurement => Err(Reject::Measurement),
+            Some(k) => {
+                let tag = |name: &str| {
+                    k.tags
+                        .iter()
+                        .find(|(t, _)| t == name)
+                        .map(|(_, v)| v.as_str())
+                };
+                if tag("county") == Some(origin.county)
+                    && tag("sector") == Some(origin.sector)
+                    && tag("enterprise") == Some(origin.enterprise)
+                {
+                    Ok(())
+                } else {
+                    Err(Reject::Origin)
+                }
+            }
+        };
+        match verdict {
+            Ok(()) => out.push(line.to_string()),
+            Err(reason) => *rejected.entry(reason).or_insert(0) += 1,
+        }
+    }
+    rejected
+}
+
+/// A message's accepted lines on their way to the spool, with what acknowledges the message
+/// once they are committed.
+struct Accepted {
+    lines: Vec<String>,
+    message: Publish,
+    committed: mpsc::Sender<(Publish, bool)>,
+}
+
+impl AsRef<[String]> for Accepted {
+    fn as_ref(&self) -> &[String] {
+        &self.lines
+    }
+}
+
+impl Chunk for Accepted {
+    fn appended(self, committed: bool) {
+        // The subscriber task's queue holds as many as can be in flight; should it be full the
+        // message is simply not acknowledged, and the broker sends it again.
+        let _ = self.committed.try_send((self.message, committed));
+    }
+}
+
+/// Why the ingest could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Influx(#[from] sink::influx::InfluxError),
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+    #[error("cannot serve /metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running ingest.
+#[derive(Debug)]
+pub struct Running {
+    pub metrics: Metrics,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<SocketAddr>,
+    tasks: JoinSet<()>,
+    spool_thread: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until every task has stopped after shutdown was triggered.
+    pub async fn finished(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+        let thread = self.spool_thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+}
+
+/// Starts the subscriber, the spool task and the writers. They run until `shutdown` fires.
+pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running, IngestError> {
+    let data_dir = config.ingest.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| IngestError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let listener = match config.ingest.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| IngestError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let metrics = Metrics::new();
+    let b = &config.broker;
+    let mut options = mqtt_source::link_options(mqtt_source::Link {
+        name: "[broker]",
+        address: &b.address,
+        client_id: &b.client_id,
+        username: b.username.as_deref(),
+        password: b.password.as_ref(),
+        tls: b.tls.as_ref(),
+        keepalive: b.keepalive,
+    })?;
+    options
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
+        .set_manual_acks(true)
+        .set_receive_maximum(Some(RECEIVE_MAXIMUM))
+        .set_max_packet_size(Some(b.max_packet_size));
+
+    let spool_path = config
+        .spool
+        .path
+        .clone()
+        .unwrap_or_else(|| data_dir.join("spool.db"));
+    let outputs = sink::stores(&config.influx, &config.file, &data_dir)?;
+    let names: Vec<String> = outputs.iter().map(|(o, _)| o.name().to_string()).collect();
+    let spool = Spool::open(&spool_path, config.spool.limits(), &names)?;
+    let left = spool.stats();
+    let (stats_tx, stats_rx) = tokio::sync::watch::channel(left);
+    // Room for every message the broker may have in flight to us (see RECEIVE_MAXIMUM).
+    let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(usize::from(RECEIVE_MAXIMUM));
+    let spool_thread = sink::spawn_spool_task(
+        spool,
+        spool_path.clone(),
+        chunks_rx,
+        stats_tx,
+        metrics.clone(),
+        config.spool.sync_interval,
+    );
+    let mut tasks = JoinSet::new();
+    for (output, options) in outputs {
+        tasks.spawn(sink::run_writer(
+            output,
+            spool_path.clone(),
+            options,
+            stats_rx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let subscriber = Subscriber {
+        client_options: options,
+        filter: config.filter(),
+        ingest: config.ingest.clone(),
+        max_backoff: b.max_backoff.max(MIN_BACKOFF),
+        address: b.address.clone(),
+    };
+    tasks.spawn(subscriber.run(chunks_tx, metrics.clone(), shutdown.clone()));
+    let metrics_addr = match listener {
+        Some(listener) => {
+            let addr = listener.local_addr().ok();
+            tasks.spawn(serve_metrics(listener, metrics.clone(), shutdown));
+            addr
+        }
+        None => None,
+    };
+    info!(
+        filter = %config.filter(),
+        broker = %b.address,
+        outputs = names.len(),
+        spool = %spool_path.display(),
+        metrics = ?metrics_addr,
+        "county ingest started"
+    );
+    Ok(Running {
+        metrics,
+        metrics_addr,
+        tasks,
+        spool_thread,
+    })
+}
+
+/// `/metrics` and `/healthz` for the county's monitoring.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    mut shutdown: Shutdown,
+) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render_prometheus(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await;
+    if let Err(e) = served {
+        error!(error = %e, "the /metrics server stopped");
+    }
+}
+
+/// The subscription's settings.
+struct Subscriber {
+    client_options: rumqttc::v5::MqttOptions,
+    filter: String,
+    ingest: Ingest,
+    max_backoff: Duration,
+    address: String,
+}
+
+/// The subscriber's counters.
+struct Counters {
+    messages: Arc<AtomicU64>,
+    lines: Arc<AtomicU64>,
+    connected: Arc<AtomicU64>,
+    rejected: BTreeMap<Reject, Arc<AtomicU64>>,
+    not_committed: Arc<AtomicU64>,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics) -> Self {
+        let help = "Lines not written to the county's store, by reason: topic, encoding, syntax, \
+                    measurement, origin (tags that differ from the topic).";
+        Counters {
+            messages: metrics.counter(
+                "shopfloor_ingest_messages_total",
+                "Messages received from the county's broker.",
+                &[],
+            ),
+            lines: metrics.counter(
+                "shopfloor_ingest_lines_total",
+                "Lines accepted and committed to the ingest's spool.",
+                &[],
+            ),
+            connected: metrics.gauge(
+                "shopfloor_ingest_connected",
+                "1 while the ingest is connected to the county's broker, 0 while it is not.",
+                &[],
+            ),
+            rejected: [
+                Reject::Topic,
+                Reject::Encoding,
+                Reject::Syntax,
+                Reject::Measurement,
+                Reject::Origin,
+            ]
+            .into_iter()
+            .map(|r| {
+                let c = metrics.counter(
+                    "shopfloor_ingest_rejected_lines_total",
+                    help,
+                    &[("reason", r.as_str())],
+                );
+                (r, c)
+            })
+            .collect(),
+            not_committed: metrics.counter(
+                "shopfloor_ingest_uncommitted_messages_total",
+                "Messages whose lines could not be committed to the spool (the broker sends them again).",
+                &[],
+            ),
+        }
+    }
+}
+
+impl Subscriber {
+    async fn run(
+        self,
+        chunks: std::sync::mpsc::SyncSender<Accepted>,
+        metrics: Metrics,
+        mut shutdown: Shutdown,
+    ) {
+        let span = tracing::info_span!("ingest", broker = %self.address);
+        let counters = Counters::new(&metrics);
+        let (committed_tx, mut committed_rx) = mpsc::channel(usize::from(RECEIVE_MAXIMUM) * 2);
+        let (client, mut events) = AsyncClient::new(self.client_options, 4096);
+        let mut backoff = MIN_BACKOFF;
+        let mut subscribed_once = false;
+        let mut up: Option<bool> = None;
+        let mut rejected_since_log: BTreeMap<Reject, u64> = BTreeMap::new();
+        let mut last_reject_log: Option<Instant> = None;
+        let mut reconnect = false;
+        loop {
+            let polled = tokio::select! {
+                p = events.poll() => p,
+                done = committed_rx.recv() => {
+                    let Some((message, ok)) = done else { break };
+                    if ok {
+                        let _ = client.try_ack(&message);
+                    } else {
+                        counters.not_committed.fetch_add(1, Ordering::Relaxed);
+                        if !reconnect {
+                            error!(parent: &span, topic = %String::from_utf8_lossy(&message.topic), "lines not committed to the spool (see the spool's error): the message stays with the broker, reconnecting to have it sent again");
+                            reconnect = true;
+                            let _ = client.try_disconnect();
+                        }
+                    }
+                    continue;
+                }
+                _ = shutdown.wait() => break,
+            };
+            match polled {
+                Ok(Event::Incoming(Packet::ConnAck(c))) => {
+                    backoff = MIN_BACKOFF;
+                    reconnect = false;
+                    counters.connected.store(1, Ordering::Relaxed);
+                    if up != Some(true) {
+                        info!(parent: &span, session_present = c.session_present, "connected to the county's broker");
+                        up = Some(true);
+                    }
+                    if !c.session_present || !subscribed_once {
+                        let filter = Filter::new(self.filter.clone(), QoS::AtLeastOnce);
+                        if client.try_subscribe_many([filter]).is_err() {
+                            warn!(parent: &span, "subscription not queued; retrying on the next connection");
+                        } else {
+                            subscribed_once = true;
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(s))) => {
+                    use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode;
+                    if s.return_codes
+                        .iter()
+                        .any(|c| !matches!(c, SubscribeReasonCode::Success(_)))
+                    {
+                        error!(parent: &span, filter = %self.filter, codes = ?s.return_codes, "the broker refused the subscription: check the ingest account's ACL (it reads <prefix>/#)");
+                    } else {
+                        info!(parent: &span, filter = %self.filter, "subscribed");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    counters.messages.fetch_add(1, Ordering::Relaxed);
+                    let mut lines = Vec::new();
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let rejected = match origin(&topic, &self.ingest) {
+                        Ok(o) => accept(&p.payload, &o, &mut lines),
+                        Err(reason) => {
+                            let n = p
+                                .payload
+                                .split(|b| *b == b'\n')
+                                .filter(|l| !l.is_empty())
+                                .count();
+                            BTreeMap::from([(reason, n.max(1) as u64)])
+                        }
+                    };
+                    for (reason, n) in &rejected {
+                        if let Some(c) = counters.rejected.get(reason) {
+                            c.fetch_add(*n, Ordering::Relaxed);
+                        }
+                        *rejected_since_log.entry(*reason).or_insert(0) += n;
+                    }
+                    if !rejected_since_log.is_empty()
+                        && last_reject_log.is_none_or(|t| t.elapsed() >= REJECT_LOG_EVERY)
+                    {
+                        let counts: Vec<String> = rejected_since_log
+                            .iter()
+                            .map(|(r, n)| format!("{} {n}", r.as_str()))
+                            .collect();
+                        warn!(parent: &span, %topic, rejected = %counts.join(", "), "lines refused: not this county's, or not from the enterprise their topic names (counted in shopfloor_ingest_rejected_lines_total)");
+                        rejected_since_log.clear();
+                        last_reject_log = Some(Instant::now());
+                    }
+                    if lines.is_empty() {
+                        // Nothing to keep; acknowledging is all there is to do.
+                        let _ = client.try_ack(&p);
+                        continue;
+                    }
+                    let n = lines.len() as u64;
+                    let chunk = Accepted {
+                        lines,
+                        message: p,
+                        committed: committed_tx.clone(),
+                    };
+                    match chunks.try_send(chunk) {
+                        Ok(()) => {
+                            counters.lines.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                            // Cannot happen while the broker honours the receive maximum; if it
+                            // does, the unacknowledged message comes again after a reconnection.
+                            counters.not_committed.fetch_add(1, Ordering::Relaxed);
+                            warn!(parent: &span, "spool queue full: reconnecting to have the message sent again");
+                            let _ = client.try_disconnect();
+                        }
+                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    counters.connected.store(0, Ordering::Relaxed);
+                    let reason = match e {
+                        rumqttc::v5::ConnectionError::ConnectionRefused(code) => format!(
+                            "the county's broker refused the connection ({code:?}): check username, password and client_id"
+                        ),
+                        other => other.to_string(),
+                    };
+                    if up != Some(false) && !reconnect {
+                        warn!(parent: &span, %reason, retry_in = ?backoff, "county broker connection lost");
+                    } else {
+                        debug!(parent: &span, %reason, retry_in = ?backoff, "county broker still unreachable");
+                    }
+                    up = Some(false);
+                    // Acknowledgements of the old connection are void: the broker sends those
+                    // messages again on the resumed session.
+                    while committed_rx.try_recv().is_ok() {}
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => break,
+                    }
+                    backoff = (backoff * 2).min(self.max_backoff);
+                }
+            }
+        }
+        counters.connected.store(0, Ordering::Relaxed);
+        // Lines already handed to the spool task are committed before it stops; a clean
+        // DISCONNECT keeps the session, so what is unacknowledged comes again next time.
+        let _ = client.try_disconnect();
+        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            while events.poll().await.is_ok() {}
+        })
+        .await;
+        debug!(parent: &span, "stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest() -> Ingest {
+        Ingest {
+            county: "yongkang".into(),
+            topic_prefix: "shopfloor".into(),
+            share_group: "g".into(),
+            measurements: vec!["fleet".into(), "green".into()],
+            data_dir: PathBuf::from("/tmp"),
+            metrics_listen: None,
+        }
+    }
+
+    #[test]
+    fn a_topic_names_county_sector_enterprise_and_measurement() {
+        let i = ingest();
+        assert_eq!(
+            origin("shopfloor/yongkang/doors/e01/fleet", &i),
+            Ok(Origin {
+                county: "yongkang",
+                sector: "doors",
+                enterprise: "e01",
+                measurement: "fleet"
+            })
+        );
+        for bad in [
+            "shopfloor/other/doors/e01/fleet",
+            "shopfloor/yongkang/boats/e01/fleet",
+            "shopfloor/yongkang/doors/e01/signal",
+            "shopfloor/yongkang/doors/e01/fleet/extra",
+            "shopfloor/yongkang/doors//fleet",
+            "elsewhere/yongkang/doors/e01/fleet",
+        ] {
+            assert_eq!(origin(bad, &i), Err(Reject::Topic), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_lines_of_the_topics_enterprise_and_measurement_are_accepted() {
+        let i = ingest();
+        let o = origin("shopfloor/yongkang/doors/e01/fleet", &i).unwrap();
+        let payload = "fleet,county=yongkang,sector=doors,enterprise=e01,window=1d machines_total=10i 1700000000000000000\n\
+                       fleet,county=yongkang,sector=doors,enterprise=e02,window=1d machines_total=10i 1700000000000000000\n\
+                       green,county=yongkang,sector=doors,enterprise=e01,window=1d energy_tce=1 1700000000000000000\n\
+                       fleet,county=yongkang,sector=doors,window=1d machines_total=1i 1700000000000000000\n\
+                       fleet,county=yongkang,sector=doors,enterprise=e01 machines_total=10i\n\
+                       not line protocol\n";
+        let mut out = Vec::new();
+        let rejected = accept(payload.as_bytes(), &o, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].contains("enterprise=e01,window=1d"));
+        assert_eq!(rejected.get(&Reject::Origin), Some(&2));
+        assert_eq!(rejected.get(&Reject::Measurement), Some(&1));
+        assert_eq!(rejected.get(&Reject::Syntax), Some(&2));
+        let mut out = Vec::new();
+        let rejected = accept(b"fleet\xff\xfe x=1 1\n", &o, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(rejected.get(&Reject::Encoding), Some(&1));
+    }
+
+    #[test]
+    fn escapes_and_quoted_strings_do_not_split_a_line() {
+        let line =
+            r#"fleet,county=yong\ kang,sector=doors,enterprise=e\,01 note="a b, c=d",x=1i 17"#;
+        let key = parse_key(line).unwrap();
+        assert_eq!(key.measurement, "fleet");
+        assert_eq!(
+            key.tags,
+            vec![
+                ("county".to_string(), "yong kang".to_string()),
+                ("sector".to_string(), "doors".to_string()),
+                ("enterprise".to_string(), "e,01".to_string()),
+            ]
+        );
+        assert!(parse_key(r#"fleet,a=b note="unterminated 17"#).is_none());
+        assert!(parse_key("fleet,a=b x=1i notanumber").is_none());
+        assert!(parse_key("fleet,a x=1i 17").is_none());
+        assert!(parse_key("").is_none());
+        assert!(parse_key("\\").is_none());
+    }
+
+    #[test]
+    fn a_config_with_mistakes_reports_each_with_its_line() {
+        let text = "[ingest]\ncounty = \"a/b\"\nshare_grop = \"x\"\n[broker]\naddress = \"nohost\"\nclient_id = \"\"\n";
+        let err = IngestConfig::load_str(text, "ingest.toml").unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("ingest.toml:2:"), "{shown}");
+        assert!(shown.contains("share_group"), "{shown}");
+        assert!(shown.contains("not host:port"), "{shown}");
+        assert!(shown.contains("client_id must not be empty"), "{shown}");
+        assert!(shown.contains("nowhere to write"), "{shown}");
+    }
+}
