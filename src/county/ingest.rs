@@ -11,7 +11,8 @@
 //! ## Delivery
 //!
 //! The session is persistent (clean start off, a session expiry of seven days), the
-//! subscription QoS 1 and acknowledgements manual: a message is acknowledged to the broker only
+//! subscription QoS 1 (made again on every connection: Mosquitto 2.0 forgets shared
+//! subscriptions in a restart, though it keeps the session) and acknowledgements manual: a message is acknowledged to the broker only
 //! once its lines are committed to the spool, so neither a broker restart, nor an ingest
 //! restart, nor a store outage loses one. A message whose lines could not be committed (a full
 //! disk) is not acknowledged; the ingest reconnects after a back-off and the broker sends it
@@ -777,7 +778,6 @@ impl Subscriber {
         let (committed_tx, mut committed_rx) = mpsc::channel(usize::from(RECEIVE_MAXIMUM) * 2);
         let (client, mut events) = AsyncClient::new(self.client_options, 4096);
         let mut backoff = MIN_BACKOFF;
-        let mut subscribed_once = false;
         let mut up: Option<bool> = None;
         let mut rejected_since_log: BTreeMap<Reject, u64> = BTreeMap::new();
         let mut last_reject_log: Option<Instant> = None;
@@ -810,13 +810,13 @@ impl Subscriber {
                         info!(parent: &span, session_present = c.session_present, "connected to the county's broker");
                         up = Some(true);
                     }
-                    if !c.session_present || !subscribed_once {
-                        let filter = Filter::new(self.filter.clone(), QoS::AtLeastOnce);
-                        if client.try_subscribe_many([filter]).is_err() {
-                            warn!(parent: &span, "subscription not queued; retrying on the next connection");
-                        } else {
-                            subscribed_once = true;
-                        }
+                    // Subscribed on every connection, even when the broker kept the session:
+                    // Mosquitto 2.0 restores a persistent session after a restart but not its
+                    // shared subscriptions. Subscribing again to the same filter only replaces
+                    // the subscription; the session's queued messages stay.
+                    let filter = Filter::new(self.filter.clone(), QoS::AtLeastOnce);
+                    if client.try_subscribe_many([filter]).is_err() {
+                        warn!(parent: &span, "subscription not queued; retrying on the next connection");
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(s))) => {

@@ -19,7 +19,10 @@
 //! in the spool to be sent again: delivery is at least once, and a message that arrives twice
 //! writes the same points twice, which the store keeps once. A broker that *refuses* a message
 //! (MQTT 5 reason code, e.g. "not authorized" from its ACL) is a configuration error, reported
-//! as loudly as a 401 from a store; the data is kept meanwhile.
+//! as loudly as a 401 from a store; the data is kept meanwhile. A message the broker had no
+//! subscriber for ("no matching subscribers": no `county ingest` holds a subscription, or the
+//! broker lost it in a restart, as Mosquitto 2.0 does with shared subscriptions) would reach
+//! nobody, so its batch is kept and sent again as well.
 //!
 //! The connection is owned by one task, which also keeps it alive between batches (rumqttc
 //! only pings while its event loop is polled). The session is clean: what is unacknowledged
@@ -81,6 +84,7 @@ pub struct Connection {
     retry_max: Duration,
     connected: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
+    unheard: Arc<AtomicU64>,
     address: String,
 }
 
@@ -164,6 +168,11 @@ impl UplinkWriter {
             refused: metrics.counter(
                 "shopfloor_uplink_refused_messages_total",
                 "Messages the county's broker refused (its ACL, or a malformed topic).",
+                &labels,
+            ),
+            unheard: metrics.counter(
+                "shopfloor_uplink_unheard_messages_total",
+                "Messages the county's broker had no subscriber for (no ingest running): sent again later.",
                 &labels,
             ),
             address: cfg.address.clone(),
@@ -273,6 +282,7 @@ impl Connection {
             retry_max,
             connected,
             refused,
+            unheard,
             address,
         } = self;
         let span = tracing::info_span!("uplink", broker = %address);
@@ -314,7 +324,12 @@ impl Connection {
                         if !c.pkids.remove(&ack.pkid) {
                             continue;
                         }
-                        if !matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                        if ack.reason == PubAckReason::NoMatchingSubscribers {
+                            // Nobody would get it: no ingest holds a subscription (it never
+                            // subscribed, or the broker lost it in a restart). Keep the batch.
+                            unheard.fetch_add(1, Ordering::Relaxed);
+                            c.failure.get_or_insert_with(|| "no county ingest is subscribed to the uplink's topics (the broker answered \"no matching subscribers\"): the batch stays in the spool until one is".to_string());
+                        } else if ack.reason != PubAckReason::Success {
                             refused.fetch_add(1, Ordering::Relaxed);
                             let reason = ack
                                 .properties
