@@ -22,6 +22,7 @@ use shopfloor::sink::uplink::UplinkWriter;
 use shopfloor::{agent, metrics::Metrics, shutdown};
 
 const ACL: &str = include_str!("../deploy/county/mosquitto.acl");
+const CONF: &str = include_str!("../deploy/county/mosquitto.conf");
 const DEMO: &str = include_str!("../config/demo.toml");
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -32,8 +33,17 @@ const ACCOUNTS: [(&str, &str); 3] = [
     ("e02", "e02-pw"),
 ];
 
-/// A broker with the shipped ACL, a password file of [`ACCOUNTS`] and no anonymous access.
-async fn county_broker(dir: &Path) -> Mosquitto {
+/// The county's broker as shipped: `deploy/county/mosquitto.conf` with its files in `dir`
+/// (the ACL as shipped, a password file of [`ACCOUNTS`], certificates made for the test) and
+/// its TLS listener on a free port. The harness's plain listener on loopback stands for the
+/// shipped one for the ingest.
+struct CountyBroker {
+    mosquitto: Mosquitto,
+    tls_port: u16,
+    ca_file: std::path::PathBuf,
+}
+
+async fn county_broker(dir: &Path) -> CountyBroker {
     let acl = dir.join("mosquitto.acl");
     std::fs::write(&acl, ACL).expect("write the ACL");
     let passwd = dir.join("passwd");
@@ -51,13 +61,33 @@ async fn county_broker(dir: &Path) -> Mosquitto {
             .expect("mosquitto_passwd (Debian package mosquitto) runs");
         assert!(status.success(), "mosquitto_passwd failed for {user}");
     }
-    Mosquitto::start_with_config(&[
-        "allow_anonymous false",
-        &format!("password_file {}", passwd.display()),
-        &format!("acl_file {}", acl.display()),
-        "max_queued_messages 100000",
-    ])
-    .await
+    common::make_certificates(dir);
+    let tls_port = common::free_port();
+    let mut lines = Vec::new();
+    for line in CONF.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let path = |p: &Path| p.display().to_string();
+        let replaced = match line.split_once(' ').map_or(line, |(k, _)| k) {
+            "password_file" => format!("password_file {}", path(&passwd)),
+            "acl_file" => format!("acl_file {}", path(&acl)),
+            "listener" if line.contains("8883") => format!("listener {tls_port} 127.0.0.1"),
+            "certfile" => format!("certfile {}", path(&dir.join("server.pem"))),
+            "keyfile" => format!("keyfile {}", path(&dir.join("server.key"))),
+            // The harness's own: the plain listener, persistence in its temp dir; and
+            // per_listener_settings, the default, must precede every listener.
+            "listener" | "persistence" | "per_listener_settings" => continue,
+            _ => line.to_string(),
+        };
+        lines.push(replaced);
+    }
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    CountyBroker {
+        mosquitto: Mosquitto::start_with_config(&lines).await,
+        tls_port,
+        ca_file: dir.join("ca.pem"),
+    }
 }
 
 /// An MQTT 5 client of one account, with its event loop driven into a channel.
@@ -110,10 +140,11 @@ fn site(enterprise: &str) -> config::Site {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shipped_acl_lets_an_enterprise_publish_under_its_own_topic_only() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let broker = county_broker(dir.path()).await;
+    let county = county_broker(dir.path()).await;
+    let broker = &county.mosquitto;
 
     // The county's side reads everything under shopfloor/.
-    let (reader, mut read) = client(&broker, "reader", "county-ingest", "ingest-pw");
+    let (reader, mut read) = client(broker, "reader", "county-ingest", "ingest-pw");
     reader
         .subscribe("shopfloor/#", QoS::AtLeastOnce)
         .await
@@ -121,7 +152,7 @@ async fn the_shipped_acl_lets_an_enterprise_publish_under_its_own_topic_only() {
     next(&mut read, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
 
     // Enterprise e01 publishes under its own topic, then under e02's.
-    let (e01, mut e01_events) = client(&broker, "e01-agent", "e01", "e01-pw");
+    let (e01, mut e01_events) = client(broker, "e01-agent", "e01", "e01-pw");
     let line = "fleet,county=yk,sector=doors,enterprise=e01 machines_total=1i 1\n";
     e01.publish(
         "shopfloor/yk/doors/e01/fleet",
@@ -183,10 +214,10 @@ async fn the_shipped_acl_lets_an_enterprise_publish_under_its_own_topic_only() {
     // told so: its batch is not counted as delivered (the writer keeps it in the spool).
     let metrics = Metrics::new();
     let uplink: Uplink = toml::from_str(&format!(
-        "address = \"{}:{}\"\nusername = \"e01\"\npassword = {{ file = \"{}\" }}\ntimeout = \"10s\"",
-        broker.host(),
-        broker.port(),
-        dir.path().join("e01-password").display()
+        "address = \"127.0.0.1:{}\"\nusername = \"e01\"\npassword = {{ file = \"{}\" }}\ntimeout = \"10s\"\ntls = {{ ca_file = \"{}\" }}",
+        county.tls_port,
+        dir.path().join("e01-password").display(),
+        county.ca_file.display()
     ))
     .expect("uplink");
     std::fs::write(dir.path().join("e01-password"), "e01-pw\n").expect("password file");
@@ -276,7 +307,7 @@ async fn stored(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_uplink_ingest_store_loses_nothing_across_a_broker_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut broker = county_broker(dir.path()).await;
+    let mut county = county_broker(dir.path()).await;
     let influx = Influx1::start().await;
     influx.create_db("county").await;
     std::fs::write(dir.path().join("ingest-password"), "ingest-pw\n").expect("password file");
@@ -302,8 +333,8 @@ database = "county"
 flush_interval = "100ms"
 "#,
         data = dir.path().display(),
-        host = broker.host(),
-        port = broker.port(),
+        host = county.mosquitto.host(),
+        port = county.mosquitto.port(),
         influx = influx.url(),
     );
     let ingest_config = IngestConfig::load_str(&ingest_text, "ingest.toml").expect("ingest config");
@@ -353,10 +384,10 @@ flush_interval = "100ms"
     ];
     cfg.uplink = Some(
         toml::from_str(&format!(
-            "address = \"{}:{}\"\nusername = \"e01\"\npassword = {{ file = \"{}/e01-password\" }}\nflush_interval = \"100ms\"\nretry_max = \"1s\"\ntimeout = \"3s\"",
-            broker.host(),
-            broker.port(),
-            dir.path().display()
+            "address = \"127.0.0.1:{}\"\nusername = \"e01\"\npassword = {{ file = \"{}/e01-password\" }}\nflush_interval = \"100ms\"\nretry_max = \"1s\"\ntimeout = \"3s\"\ntls = {{ ca_file = \"{}\" }}",
+            county.tls_port,
+            dir.path().display(),
+            county.ca_file.display()
         ))
         .expect("uplink"),
     );
@@ -383,7 +414,7 @@ flush_interval = "100ms"
     .await;
 
     // The broker restarts; the agent goes on computing meanwhile and its uplink waits.
-    broker.stop().await;
+    county.mosquitto.stop().await;
     eventually("the uplink to notice", WAIT, || async {
         match running.metrics.sum("shopfloor_uplink_connected") {
             0 => Ok(()),
@@ -392,7 +423,7 @@ flush_interval = "100ms"
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    broker.restart().await;
+    county.mosquitto.restart().await;
     eventually("the uplink to reconnect", WAIT, || async {
         match running.metrics.sum("shopfloor_uplink_connected") {
             1 => Ok(()),
@@ -466,7 +497,11 @@ flush_interval = "100ms"
     )
     .await;
     // The outage was real on both sides: the ingest lost its connection and came back.
-    assert!(broker.log().matches("county-ingest-1").count() >= 2);
+    let log = county.mosquitto.log();
+    assert!(
+        log.matches("as county-ingest-1 (p5").count() >= 2,
+        "the ingest did not reconnect after the restart"
+    );
 
     stop_agent.fire();
     running.finished().await;

@@ -215,6 +215,10 @@ fn kind_of(path: &Path) -> Option<Kind> {
             | "shopfloor.service"
             | "env.example"
             | "compose/mosquitto.conf"
+            // Mosquitto's, on the county's broker; tests/county_uplink.rs runs a broker with
+            // both.
+            | "county/mosquitto.acl"
+            | "county/mosquitto.conf"
             | "journald-shopfloor.conf"
             | "logrotate-shopfloor",
             _,

@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Mosquitto, eventually};
@@ -325,89 +324,10 @@ async fn a_broker_restart_loses_nothing_with_a_persistent_session() {
     assert_eq!(seqs, (1..=9).collect::<Vec<_>>());
 }
 
-/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with `openssl`.
-fn make_certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl runs (it is on every Debian machine)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let key = |name: &str| {
-        run(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            name,
-        ])
-    };
-    key("ca.key");
-    run(&[
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "ca.key",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Shopfloor test CA",
-        "-out",
-        "ca.pem",
-    ]);
-    for (name, cn, ext) in [
-        (
-            "server",
-            "127.0.0.1",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        ),
-        ("client", "shopfloor-agent", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        key(&format!("{name}.key"));
-        run(&[
-            "req",
-            "-new",
-            "-key",
-            &format!("{name}.key"),
-            "-subj",
-            &format!("/CN={cn}"),
-            "-out",
-            &format!("{name}.csr"),
-        ]);
-        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write ext file");
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-    }
-}
-
 #[tokio::test]
 async fn tls_with_a_client_certificate_made_for_the_test() {
     let certs = tempfile::tempdir().expect("temp dir");
-    make_certificates(certs.path());
+    common::make_certificates(certs.path());
     let tls_port = common::free_port();
     let p = |f: &str| certs.path().join(f).display().to_string();
     let listener = format!("listener {tls_port} 127.0.0.1");
