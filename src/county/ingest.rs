@@ -517,7 +517,7 @@ pub fn accept(payload: &[u8], origin: &Origin<'_>, out: &mut Vec<String>) -> BTr
 struct Accepted {
     lines: Vec<String>,
     message: Publish,
-    committed: mpsc::Sender<(Publish, bool)>,
+    committed: mpsc::Sender<(Publish, usize, bool)>,
 }
 
 impl AsRef<[String]> for Accepted {
@@ -530,7 +530,8 @@ impl Chunk for Accepted {
     fn appended(self, committed: bool) {
         // The subscriber task's queue holds as many as can be in flight; should it be full the
         // message is simply not acknowledged, and the broker sends it again.
-        let _ = self.committed.try_send((self.message, committed));
+        let lines = self.lines.len();
+        let _ = self.committed.try_send((self.message, lines, committed));
     }
 }
 
@@ -786,8 +787,9 @@ impl Subscriber {
             let polled = tokio::select! {
                 p = events.poll() => p,
                 done = committed_rx.recv() => {
-                    let Some((message, ok)) = done else { break };
+                    let Some((message, lines, ok)) = done else { break };
                     if ok {
+                        counters.lines.fetch_add(lines as u64, Ordering::Relaxed);
                         let _ = client.try_ack(&message);
                     } else {
                         counters.not_committed.fetch_add(1, Ordering::Relaxed);
