@@ -128,8 +128,24 @@ fn payload(e: usize, n: usize) -> (String, String) {
 /// One enterprise publishes its messages and waits for every acknowledgement.
 async fn enterprise(port: u16, e: usize, messages: usize) -> usize {
     let mut options = MqttOptions::new(format!("bench-e{e:03}"), common::HOST, port);
-    options.set_keep_alive(Duration::from_secs(60));
+    options
+        .set_keep_alive(Duration::from_secs(60))
+        .set_connection_timeout(30);
     let (client, mut events) = AsyncClient::new(options, messages + 10);
+    // Six hundred connections at once on a loaded machine: connect first, retrying, so that
+    // no publish is queued on a connection that then fails.
+    let mut attempts = 0;
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(_) if attempts < 20 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(err) => panic!("publisher e{e:03} cannot connect: {err}"),
+        }
+    }
     for n in 0..messages {
         let (topic, body) = payload(e, n);
         client

@@ -67,10 +67,8 @@ pub struct Running {
 
 impl Running {
     /// Waits until every task has stopped after shutdown was triggered.
-    pub async fn finished(mut self) {
-        while self.tasks.join_next().await.is_some() {}
-        let thread = self.spool_thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    pub async fn finished(self) {
+        sink::stopped(self.tasks, self.spool_thread).await;
     }
 }
 

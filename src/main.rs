@@ -296,8 +296,17 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 cfg.meters.len(),
                 cfg.modbus.len(),
                 cfg.mqtt.len(),
-                cfg.influx.len() + cfg.file.len()
+                cfg.influx.len() + cfg.file.len() + usize::from(cfg.uplink.is_some())
             );
+            if let Some(uplink) = &cfg.uplink {
+                println!("uplink ({}):", uplink.address);
+                for m in &uplink.measurements {
+                    println!(
+                        "  publish {} (QoS 1, MQTT 5)",
+                        shopfloor::sink::uplink::topic(&uplink.topic_prefix, &cfg.site, m)
+                    );
+                }
+            }
             for broker in &cfg.mqtt {
                 println!("mqtt broker {} ({}):", broker.id, broker.address);
                 for topic in &broker.topics {

@@ -534,3 +534,71 @@ fn the_sample_ingest_config_checks() {
         "{stdout}"
     );
 }
+
+#[test]
+fn check_shows_the_uplink_topics_and_every_mistake_in_uplink() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!("{DEMO}\n[uplink]\naddress = \"county.example:8883\"\nusername = \"e01\"\n"),
+    )
+    .expect("write config");
+    let check = |path: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+            .args(["check", "-c"])
+            .arg(path)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("shopfloor runs")
+    };
+    let out = check(&good);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The demo config's own site.
+    let site = config::load_str(DEMO, "config/demo.toml")
+        .expect("demo")
+        .site;
+    for m in ["fleet", "green"] {
+        let topic = format!(
+            "shopfloor/{}/{}/{}/{m}",
+            site.county,
+            site.sector.as_str(),
+            site.enterprise
+        );
+        assert!(stdout.contains(&format!("publish {topic}")), "{stdout}");
+    }
+
+    let demo_lines = DEMO.lines().count();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "{DEMO}\n[uplink]\naddress = \"no-port\"\nmeasurements = [\"fleet/#\"]\npassword = {{ env = \"SHOPFLOOR_TEST_UNSET_UPLINK\" }}\ntopic_prefx = \"x\"\n"
+        ),
+    )
+    .expect("write config");
+    let out = check(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    // [uplink] is on the line after the demo's last; its keys follow, one a line.
+    let at = |n: usize| format!("bad.toml:{}:", demo_lines + 2 + n);
+    for (line, what) in [
+        (1, "not host:port"),
+        (2, "wildcards"),
+        (3, "a password needs `username`"),
+        (4, "did you mean `topic_prefix`"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(&at(line)) && l.contains(what)),
+            "expected {what:?} at {}: {stderr}",
+            at(line)
+        );
+    }
+}

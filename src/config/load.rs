@@ -1711,15 +1711,19 @@ fn table_name(path: &[Seg]) -> String {
     }
 }
 
-/// The keys a table at `path` takes, for "did you mean" hints.
-fn known_keys(path: &[Seg], profile: bool) -> &'static [&'static str] {
-    let names: Vec<&str> = path
-        .iter()
+/// The table names along a path into the document, array indices left out.
+pub(crate) fn key_names(path: &[Seg]) -> Vec<&str> {
+    path.iter()
         .filter_map(|s| match s {
             Seg::Key(k) => Some(k.as_str()),
             Seg::Index(_) => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The keys a table at `path` takes, for "did you mean" hints.
+fn known_keys(path: &[Seg], profile: bool) -> &'static [&'static str] {
+    let names = key_names(path);
     if profile {
         return match names.as_slice() {
             ["field"] => struct_fields::<super::ModbusField>(),

@@ -10,7 +10,7 @@ pub mod profile;
 mod secret;
 
 pub(crate) use load::{
-    BrokerLink, Checker, Seg, check_document, key, load_file, struct_fields, suggest,
+    BrokerLink, Checker, Seg, check_document, key, key_names, load_file, struct_fields, suggest,
     topic_level_problem,
 };
 pub use load::{Diagnostics, Problem, default_output_name, load, load_profile_str, load_str};
@@ -820,10 +820,10 @@ pub struct MqttBroker {
     pub topics: Vec<MqttTopic>,
 }
 
-fn default_keepalive() -> Duration {
+pub(crate) fn default_keepalive() -> Duration {
     Duration::from_secs(30)
 }
-fn default_mqtt_max_backoff() -> Duration {
+pub(crate) fn default_mqtt_max_backoff() -> Duration {
     Duration::from_secs(60)
 }
 fn default_max_packet_size() -> usize {

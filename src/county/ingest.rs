@@ -62,8 +62,9 @@ use crate::sink::spool::{Spool, SpoolError};
 use crate::sink::{self, Chunk};
 use crate::source::mqtt::{self as mqtt_source, MqttError};
 
-/// MQTT 5: unacknowledged messages the broker may have in flight to one ingest instance. Every
-/// one of them may be waiting in the spool task's queue, which is sized to hold them all.
+/// MQTT 5: unacknowledged messages the broker may have in flight to one ingest instance. The
+/// spool task's queue is sized to hold them all; should it be full all the same, the
+/// subscriber stops reading until there is room.
 pub const RECEIVE_MAXIMUM: u16 = 1024;
 /// MQTT 5: how long the broker keeps an ingest's session (and queues its share of the
 /// messages) while it is away.
@@ -128,10 +129,16 @@ pub struct Broker {
     #[serde(default)]
     pub tls: Option<MqttTls>,
     /// How often an idle connection is pinged. Default `"30s"`.
-    #[serde(default = "default_keepalive", deserialize_with = "config::duration")]
+    #[serde(
+        default = "config::default_keepalive",
+        deserialize_with = "config::duration"
+    )]
     pub keepalive: Duration,
     /// The longest wait between connection attempts. Default `"60s"`.
-    #[serde(default = "default_max_backoff", deserialize_with = "config::duration")]
+    #[serde(
+        default = "config::default_mqtt_max_backoff",
+        deserialize_with = "config::duration"
+    )]
     pub max_backoff: Duration,
     /// Messages larger than this are refused by the client. Default 1 MiB (an uplink message
     /// holds at most 500 lines, a few tens of kilobytes).
@@ -139,12 +146,6 @@ pub struct Broker {
     pub max_packet_size: u32,
 }
 
-fn default_keepalive() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(60)
-}
 fn default_max_packet_size() -> u32 {
     1 << 20
 }
@@ -152,14 +153,7 @@ fn default_max_packet_size() -> u32 {
 const SECTIONS: &[&str] = &["ingest", "broker", "spool", "influx", "file"];
 
 fn known_keys(path: &[Seg]) -> &'static [&'static str] {
-    let names: Vec<&str> = path
-        .iter()
-        .filter_map(|s| match s {
-            Seg::Key(k) => Some(k.as_str()),
-            Seg::Index(_) => None,
-        })
-        .collect();
-    match names.as_slice() {
+    match config::key_names(path).as_slice() {
         [] => SECTIONS,
         ["ingest"] => config::struct_fields::<Ingest>(),
         ["broker"] => config::struct_fields::<Broker>(),
@@ -568,10 +562,8 @@ pub struct Running {
 
 impl Running {
     /// Waits until every task has stopped after shutdown was triggered.
-    pub async fn finished(mut self) {
-        while self.tasks.join_next().await.is_some() {}
-        let thread = self.spool_thread;
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    pub async fn finished(self) {
+        sink::stopped(self.tasks, self.spool_thread).await;
     }
 }
 
@@ -782,23 +774,28 @@ impl Subscriber {
         let mut up: Option<bool> = None;
         let mut rejected_since_log: BTreeMap<Reject, u64> = BTreeMap::new();
         let mut last_reject_log: Option<Instant> = None;
-        let mut reconnect = false;
-        loop {
+        // Set when the spool failed a commit: the connection is being dropped so that the broker
+        // sends the unacknowledged messages again.
+        let reconnect = std::sync::atomic::AtomicBool::new(false);
+        // Acknowledges a message whose lines are on disk, or has it sent again.
+        let on_committed = |message: Publish, lines: usize, ok: bool| {
+            if ok {
+                counters.lines.fetch_add(lines as u64, Ordering::Relaxed);
+                let _ = client.try_ack(&message);
+            } else {
+                counters.not_committed.fetch_add(1, Ordering::Relaxed);
+                if !reconnect.swap(true, Ordering::Relaxed) {
+                    error!(parent: &span, topic = %String::from_utf8_lossy(&message.topic), "lines not committed to the spool (see the spool's error): the message stays with the broker, reconnecting to have it sent again");
+                    let _ = client.try_disconnect();
+                }
+            }
+        };
+        'run: loop {
             let polled = tokio::select! {
                 p = events.poll() => p,
                 done = committed_rx.recv() => {
                     let Some((message, lines, ok)) = done else { break };
-                    if ok {
-                        counters.lines.fetch_add(lines as u64, Ordering::Relaxed);
-                        let _ = client.try_ack(&message);
-                    } else {
-                        counters.not_committed.fetch_add(1, Ordering::Relaxed);
-                        if !reconnect {
-                            error!(parent: &span, topic = %String::from_utf8_lossy(&message.topic), "lines not committed to the spool (see the spool's error): the message stays with the broker, reconnecting to have it sent again");
-                            reconnect = true;
-                            let _ = client.try_disconnect();
-                        }
-                    }
+                    on_committed(message, lines, ok);
                     continue;
                 }
                 _ = shutdown.wait() => break,
@@ -806,7 +803,7 @@ impl Subscriber {
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(c))) => {
                     backoff = MIN_BACKOFF;
-                    reconnect = false;
+                    reconnect.store(false, Ordering::Relaxed);
                     counters.connected.store(1, Ordering::Relaxed);
                     if up != Some(true) {
                         info!(parent: &span, session_present = c.session_present, "connected to the county's broker");
@@ -869,24 +866,27 @@ impl Subscriber {
                         let _ = client.try_ack(&p);
                         continue;
                     }
-                    let n = lines.len() as u64;
-                    let chunk = Accepted {
+                    let mut chunk = Accepted {
                         lines,
                         message: p,
                         committed: committed_tx.clone(),
                     };
-                    match chunks.try_send(chunk) {
-                        Ok(()) => {
-                            counters.lines.fetch_add(n, Ordering::Relaxed);
+                    // A full queue means the spool is behind: wait for room without reading
+                    // from the broker, so TCP holds it back and it keeps the messages, and
+                    // acknowledge what gets committed meanwhile.
+                    loop {
+                        match chunks.try_send(chunk) {
+                            Ok(()) => break,
+                            Err(std::sync::mpsc::TrySendError::Full(back)) => chunk = back,
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break 'run,
                         }
-                        Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                            // Cannot happen while the broker honours the receive maximum; if it
-                            // does, the unacknowledged message comes again after a reconnection.
-                            counters.not_committed.fetch_add(1, Ordering::Relaxed);
-                            warn!(parent: &span, "spool queue full: reconnecting to have the message sent again");
-                            let _ = client.try_disconnect();
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                            _ = shutdown.wait() => break 'run,
                         }
-                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
+                        while let Ok((message, lines, ok)) = committed_rx.try_recv() {
+                            on_committed(message, lines, ok);
+                        }
                     }
                 }
                 Ok(_) => {}
@@ -898,7 +898,7 @@ impl Subscriber {
                         ),
                         other => other.to_string(),
                     };
-                    if up != Some(false) && !reconnect {
+                    if up != Some(false) && !reconnect.load(Ordering::Relaxed) {
                         warn!(parent: &span, %reason, retry_in = ?backoff, "county broker connection lost");
                     } else {
                         debug!(parent: &span, %reason, retry_in = ?backoff, "county broker still unreachable");

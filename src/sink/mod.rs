@@ -143,6 +143,16 @@ pub fn spawn_spool_task<C: Chunk>(
     })
 }
 
+/// Waits for a pipeline's tasks, then for its spool task, which finishes what it was handed
+/// once the senders are gone (the agent's and `county ingest`'s shutdown).
+pub async fn stopped(
+    mut tasks: tokio::task::JoinSet<()>,
+    spool_thread: std::thread::JoinHandle<()>,
+) {
+    while tasks.join_next().await.is_some() {}
+    let _ = tokio::task::spawn_blocking(move || spool_thread.join()).await;
+}
+
 /// The spool's gauges, and a function that sets them from the figures (and, when asked, from
 /// the file's size on disk, which costs two `stat` calls).
 fn spool_gauges(metrics: &Metrics, path: PathBuf) -> impl Fn(SpoolStats, bool) + Send + 'static {

@@ -161,15 +161,7 @@ pub fn prepare(
     };
     let (host, port) = host_port(&cfg.address)
         .ok_or_else(|| config_error(format!("address `{}` is not host:port", cfg.address)))?;
-    let password = cfg
-        .password
-        .as_ref()
-        .map(|s| s.resolve())
-        .transpose()
-        .map_err(|source| MqttError::Secret {
-            broker: cfg.id.clone(),
-            source,
-        })?;
+    let password = password(&cfg.id, cfg.password.as_ref())?;
     let tls = cfg
         .tls
         .as_ref()
@@ -223,6 +215,20 @@ pub fn prepare(
     })
 }
 
+/// Reads a broker's password now, so that a missing one stops the start with a clear message.
+fn password(
+    broker: &str,
+    secret: Option<&crate::config::Secret>,
+) -> Result<Option<String>, MqttError> {
+    secret
+        .map(|s| s.resolve())
+        .transpose()
+        .map_err(|source| MqttError::Secret {
+            broker: broker.to_string(),
+            source,
+        })
+}
+
 /// `host:port` split, with the brackets of an IPv6 address taken off.
 fn host_port(address: &str) -> Option<(&str, u16)> {
     address
@@ -256,14 +262,7 @@ pub fn link_options(link: Link<'_>) -> Result<rumqttc::v5::MqttOptions, MqttErro
     let mut o = rumqttc::v5::MqttOptions::new(link.client_id, host, port);
     o.set_keep_alive(link.keepalive.max(Duration::from_secs(1)));
     if let Some(user) = link.username {
-        let password = link
-            .password
-            .map(|s| s.resolve())
-            .transpose()
-            .map_err(|source| MqttError::Secret {
-                broker: link.name.to_string(),
-                source,
-            })?;
+        let password = password(link.name, link.password)?;
         o.set_credentials(user, password.unwrap_or_default());
     }
     if let Some(tls) = link.tls {
