@@ -101,7 +101,7 @@ fn payload(e: usize, n: usize) -> (String, String) {
     let tags = format!("county=yk,sector={sector},enterprise=e{e:03}");
     let ts = 1_796_140_800_000_000_000i64 + n as i64 * 60_000_000_000;
     let topic = |m: &str| format!("shopfloor/yk/{sector}/e{e:03}/{m}");
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         let mut body = String::new();
         for window in ["1h", "shift", "1d", "1mo"] {
             body.push_str(&format!(
