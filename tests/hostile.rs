@@ -1,0 +1,231 @@
+//! Hostile peers against the real `shopfloor run` process: Modbus servers that misbehave in
+//! every way the issue lists, an MQTT broker fed abuse, a store that hangs, fails or dawdles,
+//! and a spool on a disk that fills up.
+//!
+//! Each test asserts what the agent promises: it keeps running, says what is wrong (metrics and
+//! log), keeps everything else going, drops only by its documented policy, recovers by itself,
+//! and keeps its memory bounded. Memory is read from `/proc/<pid>/status` (VmRSS, VmHWM) and
+//! held to generous bounds: they are resource bounds, meant to catch a buffer that grows with
+//! what a peer sends, not to measure anything. docs/RELIABILITY.md lists what each test shows.
+
+mod common;
+mod hostile_peers;
+
+use std::time::Duration;
+
+use common::eventually;
+use hostile_peers::{Agent, ModbusMode, ModbusServer, free_addr, site};
+
+/// Modbus devices poll this often; hostile ones cost at most `TIMEOUT` per attempt.
+const POLL: &str = "200ms";
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A machine and the Modbus device that reads two holding registers of it at `addr`.
+fn modbus_device(id: &str, addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[[machine]]
+id = "m_{id}"
+kind = "lathe"
+cnc = true
+
+[[modbus]]
+id = "{id}"
+address = "{addr}"
+machine = "m_{id}"
+poll = "{POLL}"
+timeout = "{}ms"
+field = [
+  {{ signal = "a", register = "holding", address = 0 }},
+  {{ signal = "b", register = "holding", address = 1 }},
+]
+"#,
+        TIMEOUT.as_millis()
+    )
+}
+
+/// The Unix-nanosecond timestamps of the `signal` lines for machine `m_<id>` in `lp`, and
+/// whether every one of them carried the honest values (a=1000i, b=1001i).
+fn signal_times(lp: &str, id: &str) -> (Vec<i64>, bool) {
+    let tag = format!("machine=m_{id},");
+    let mut times = Vec::new();
+    let mut correct = true;
+    for line in lp
+        .lines()
+        .filter(|l| l.starts_with("signal,") && l.contains(&tag))
+    {
+        correct &= line.contains("a=1000i") && line.contains("b=1001i");
+        if let Some(t) = line.rsplit(' ').next().and_then(|t| t.parse().ok()) {
+            times.push(t);
+        }
+    }
+    times.sort_unstable();
+    (times, correct)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() {
+    use ModbusMode::*;
+    // (device id, mode, error kinds that count as the right reason, words in the log reason)
+    let hostile: Vec<(&str, ModbusMode, &[&str], &str)> = vec![
+        (
+            "never",
+            NeverReplies,
+            &["timeout"],
+            "no answer within the timeout",
+        ),
+        (
+            "late",
+            Late(TIMEOUT + Duration::from_millis(400)),
+            &["timeout"],
+            "no answer within the timeout",
+        ),
+        (
+            "wrong_tid",
+            WrongTransactionId,
+            &["protocol"],
+            "protocol error",
+        ),
+        (
+            "len65535",
+            Length65535ThenSilence,
+            &["timeout"],
+            "no answer within the timeout",
+        ),
+        // Random bytes usually make a length field that is never filled (a timeout), sometimes
+        // a frame tokio-modbus refuses at once (a protocol error).
+        ("random", RandomBytes, &["timeout", "protocol"], ""),
+        (
+            "closes",
+            ClosesAfterRequest,
+            &["transport"],
+            "closed the connection",
+        ),
+        ("other_unit", OtherUnit, &["protocol"], "protocol error"),
+        (
+            "short_count",
+            ShortByteCount,
+            &["protocol"],
+            "byte count does not match the quantity",
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let web = free_addr();
+    let mut config = site(dir.path(), web);
+    for (id, mode, _, _) in &hostile {
+        let server = ModbusServer::start(*mode).await;
+        config.push_str(&modbus_device(id, server.addr));
+    }
+    // Two honest devices, and one that sends its answer a byte at a time: 13 bytes 15 ms
+    // apart is about 200 ms, well within the 500 ms timeout.
+    for (id, mode) in [
+        ("honest1", Honest),
+        ("honest2", Honest),
+        ("trickle", OneByteAtATime(Duration::from_millis(15))),
+    ] {
+        let server = ModbusServer::start(mode).await;
+        config.push_str(&modbus_device(id, server.addr));
+    }
+    let out = dir.path().join("out.lp");
+    config.push_str(&format!("\n[[file]]\npath = \"{}\"\n", out.display()));
+    let mut agent = Agent::start(dir.path(), &config, web);
+
+    // Every hostile device down, with the right kind of error counted.
+    eventually(
+        "every hostile device marked down",
+        Duration::from_secs(30),
+        || async {
+            let m = agent.metrics().await;
+            let mut waiting = Vec::new();
+            for (id, _, kinds, _) in &hostile {
+                let errors: f64 = kinds
+                    .iter()
+                    .map(|k| {
+                        m.get(&format!(
+                            "shopfloor_poll_errors_total{{device=\"{id}\",kind=\"{k}\"}}"
+                        ))
+                        .copied()
+                        .unwrap_or(0.0)
+                    })
+                    .sum();
+                let up = m
+                    .get(&format!("shopfloor_device_up{{device=\"{id}\"}}"))
+                    .copied();
+                if errors < 2.0 || up != Some(0.0) {
+                    waiting.push(format!("{id}: up {up:?}, {kinds:?} errors {errors}"));
+                }
+            }
+            if waiting.is_empty() {
+                Ok(())
+            } else {
+                Err(waiting.join("; "))
+            }
+        },
+    )
+    .await;
+    agent.assert_running();
+    let (rss_before, _) = agent.memory_kib();
+
+    // Ten more seconds of abuse: at least five more attempts at every hostile server.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    agent.assert_running();
+    let (rss_after, hwm) = agent.memory_kib();
+    let m = agent.metrics().await;
+    let log = agent.log();
+
+    for (id, _, _, reason) in &hostile {
+        // The log says the device went down, and why.
+        let down = log
+            .lines()
+            .find(|l| l.contains(&format!("device={id}}}")) && l.contains("device down"))
+            .unwrap_or_else(|| panic!("no `device down` line for {id}\n{log}"));
+        assert!(
+            down.contains(reason),
+            "{id}: reason should say `{reason}`: {down}"
+        );
+        let polls = m
+            .get(&format!("shopfloor_polls_total{{device=\"{id}\"}}"))
+            .copied();
+        assert_eq!(
+            polls,
+            Some(0.0),
+            "{id} never answered, yet polls = {polls:?}"
+        );
+    }
+    // Nothing panicked on anything a server sent.
+    assert!(!log.contains("panicked"), "a task panicked:\n{log}");
+
+    // The honest devices and the trickling one kept their 200 ms schedule: no gap of a
+    // second between polls (a hostile device on the same schedule would cost 500 ms per
+    // attempt, eight of them 4 s), and their values are right.
+    let lp = std::fs::read_to_string(&out).expect("the file output");
+    for id in ["honest1", "honest2", "trickle"] {
+        let (times, correct) = signal_times(&lp, id);
+        assert!(correct, "{id}: a value was wrong:\n{lp}");
+        assert!(
+            times.len() >= 40,
+            "{id}: only {} polls in over 10 s",
+            times.len()
+        );
+        let gap_ms = times
+            .windows(2)
+            .map(|w| (w[1] - w[0]) / 1_000_000)
+            .max()
+            .unwrap_or(0);
+        assert!(gap_ms < 1000, "{id}: {gap_ms} ms without a poll");
+        assert_eq!(
+            m.get(&format!("shopfloor_device_up{{device=\"{id}\"}}")),
+            Some(&1.0)
+        );
+    }
+
+    // Memory: a connection's buffers are dropped with it, so ten seconds of garbage leave the
+    // resident set where it was, give or take allocator noise.
+    let growth = rss_after.saturating_sub(rss_before);
+    assert!(
+        growth < 8 * 1024,
+        "resident memory grew by {growth} KiB ({rss_before} → {rss_after} KiB)"
+    );
+    assert!(hwm < 200 * 1024, "peak resident memory {hwm} KiB");
+    agent.stop();
+}
