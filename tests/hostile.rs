@@ -229,3 +229,153 @@ async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() 
     assert!(hwm < 200 * 1024, "peak resident memory {hwm} KiB");
     agent.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// A store that misbehaves
+// ---------------------------------------------------------------------------------------------
+
+/// The spool's byte bound in the store and disk tests: reached within seconds.
+const SPOOL_MAX_BYTES: u64 = 16 * 1024;
+
+/// `n` honest Modbus devices polled every 100 ms: the agent's data while the store misbehaves.
+async fn honest_devices(n: usize) -> String {
+    let mut config = String::new();
+    for i in 1..=n {
+        let server = ModbusServer::start(ModbusMode::Honest).await;
+        config.push_str(&modbus_device(&format!("src{i}"), server.addr).replace(POLL, "100ms"));
+    }
+    config
+}
+
+async fn wait_for_metric(agent: &Agent, what: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    eventually(what, Duration::from_secs(30), || async {
+        let v = agent.metric(series).await;
+        if ok(v) {
+            Ok(v)
+        } else {
+            Err(format!("{series} = {v}"))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_hangs_fails_or_dawdles_fills_the_spool_to_its_cap_and_gets_the_rest_back() {
+    use hostile_peers::{Store, StoreMode};
+    let store = Store::start(StoreMode::Silent).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let web = free_addr();
+    let mut config = site(dir.path(), web);
+    config.push_str(&honest_devices(4).await);
+    config.push_str(&format!(
+        r#"
+[spool]
+max_bytes = {SPOOL_MAX_BYTES}
+
+[[influx]]
+name = "store"
+url = "{}"
+org = "o"
+bucket = "b"
+gzip = false
+timeout = "1s"
+retry_max = "2s"
+"#,
+        store.url
+    ));
+    let mut agent = Agent::start(dir.path(), &config, web);
+    let retries = r#"shopfloor_output_errors_total{output="store",kind="retry"}"#;
+
+    // A store that accepts the connection and never answers: the request times out.
+    wait_for_metric(&agent, "write timeouts", retries, |v| v >= 2.0).await;
+    let log = agent.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("write failed") && l.contains("timed out")),
+        "no timed-out write in the log:\n{log}"
+    );
+    let (rss_before, _) = agent.memory_kib();
+
+    // 500 forever: retried with back-off while the spool fills to its cap and then drops the
+    // oldest, counted.
+    store.set_mode(StoreMode::Error500);
+    let full = r#"shopfloor_spool_dropped_lines{reason="full"}"#;
+    wait_for_metric(&agent, "lines dropped at the spool's cap", full, |v| {
+        v > 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = agent.metrics().await;
+    let spooled = m.get("shopfloor_spool_bytes").copied().unwrap_or(0.0);
+    assert!(
+        spooled <= SPOOL_MAX_BYTES as f64,
+        "{spooled} bytes in the spool, above max_bytes = {SPOOL_MAX_BYTES}"
+    );
+    assert!(spooled > 0.0, "the spool should hold the newest records");
+    let log = agent.log();
+    assert!(
+        log.contains("store error (500 Internal Server Error)"),
+        "{log}"
+    );
+    assert!(log.contains("spool full: oldest records dropped"), "{log}");
+    assert_eq!(store.lines().len(), 0, "nothing was accepted yet");
+    agent.assert_running();
+    let (rss_outage, _) = agent.memory_kib();
+
+    // The store comes back: the writer's next retry delivers what the spool kept, oldest
+    // first, and the spool empties.
+    let recovered_at_ns = jiff::Timestamp::now().as_nanosecond() as i64;
+    store.set_mode(StoreMode::Accept);
+    wait_for_metric(&agent, "the spool drained", "shopfloor_spool_lines", |v| {
+        v < 20.0
+    })
+    .await;
+    let lines = store.lines();
+    let kept: Vec<i64> = lines
+        .iter()
+        .filter(|l| l.starts_with("signal,") && l.contains("machine=m_src1,"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .filter(|t| *t < recovered_at_ns)
+        .collect();
+    // What was kept is the newest part of the outage, without holes: the spool dropped only
+    // from the front. 100 ms polls; a second without one would be a hole.
+    assert!(
+        kept.len() >= 10,
+        "only {} outage lines of src1 delivered",
+        kept.len()
+    );
+    let mut sorted = kept.clone();
+    sorted.sort_unstable();
+    let gap_ms = sorted
+        .windows(2)
+        .map(|w| (w[1] - w[0]) / 1_000_000)
+        .max()
+        .unwrap_or(0);
+    assert!(gap_ms < 1000, "a {gap_ms} ms hole in what the spool kept");
+
+    // A slow store (600 ms, under the 1 s timeout) is slow, not failing: lines keep arriving
+    // and no request fails.
+    store.set_mode(StoreMode::Slow(Duration::from_millis(600)));
+    let failed_before = agent.metric(retries).await;
+    let delivered_before = store.lines().len();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        store.lines().len() > delivered_before,
+        "nothing delivered to the slow store"
+    );
+    assert_eq!(
+        agent.metric(retries).await,
+        failed_before,
+        "a slow answer counted as failure"
+    );
+
+    agent.assert_running();
+    let (rss_after, hwm) = agent.memory_kib();
+    let growth = rss_outage.max(rss_after).saturating_sub(rss_before);
+    assert!(
+        growth < 8 * 1024,
+        "resident memory grew by {growth} KiB during the outage"
+    );
+    assert!(hwm < 200 * 1024, "peak resident memory {hwm} KiB");
+    agent.stop();
+}

@@ -57,8 +57,6 @@ pub enum ModbusMode {
 /// A Modbus TCP server on a loopback port, until the test's runtime ends.
 pub struct ModbusServer {
     pub addr: SocketAddr,
-    /// Requests received so far.
-    pub requests: Arc<AtomicU64>,
 }
 
 impl ModbusServer {
@@ -67,16 +65,14 @@ impl ModbusServer {
             .await
             .expect("bind a loopback port for the Modbus server");
         let addr = listener.local_addr().expect("listener address");
-        let requests = Arc::new(AtomicU64::new(0));
-        let counter = requests.clone();
         tokio::spawn(async move {
             let mut seed = 0x2545_F491_4F6C_DD1D_u64;
             while let Ok((stream, _)) = listener.accept().await {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                tokio::spawn(serve_modbus(stream, mode, counter.clone(), seed));
+                tokio::spawn(serve_modbus(stream, mode, seed));
             }
         });
-        ModbusServer { addr, requests }
+        ModbusServer { addr }
     }
 }
 
@@ -142,7 +138,6 @@ async fn serve_modbus(
     let _ = stream.set_nodelay(true);
     let mut rng = seed | 1;
     while let Some(r) = read_request(&mut stream).await {
-        requests.fetch_add(1, Ordering::Relaxed);
         let honest = answer(&r, r.transaction, r.unit, r.count);
         let sent = match mode {
             ModbusMode::Honest => stream.write_all(&honest).await,
