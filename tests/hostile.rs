@@ -22,6 +22,11 @@ const TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A machine and the Modbus device that reads two holding registers of it at `addr`.
 fn modbus_device(id: &str, addr: std::net::SocketAddr) -> String {
+    modbus_device_with(id, addr, POLL, "")
+}
+
+/// [`modbus_device`] polled every `poll`, with `extra` fields.
+fn modbus_device_with(id: &str, addr: std::net::SocketAddr, poll: &str, extra: &str) -> String {
     format!(
         r#"
 [[machine]]
@@ -33,11 +38,11 @@ cnc = true
 id = "{id}"
 address = "{addr}"
 machine = "m_{id}"
-poll = "{POLL}"
+poll = "{poll}"
 timeout = "{}ms"
 field = [
   {{ signal = "a", register = "holding", address = 0 }},
-  {{ signal = "b", register = "holding", address = 1 }},
+  {{ signal = "b", register = "holding", address = 1 }},{extra}
 ]
 "#,
         TIMEOUT.as_millis()
@@ -237,26 +242,44 @@ async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() 
 /// The spool's byte bound in the store and disk tests: reached within seconds.
 const SPOOL_MAX_BYTES: u64 = 16 * 1024;
 
-/// `n` honest Modbus devices polled every 100 ms: the agent's data while the store misbehaves.
-async fn honest_devices(n: usize) -> String {
+/// `n` honest Modbus devices polled every 100 ms, each with `fields` registers beyond the two
+/// every device has: the agent's data while the store or the disk misbehaves.
+async fn honest_devices(n: usize, fields: u16) -> String {
+    let extra: String = (2..2 + fields)
+        .map(|a| format!("\n  {{ signal = \"r{a}\", register = \"holding\", address = {a} }},"))
+        .collect();
     let mut config = String::new();
     for i in 1..=n {
         let server = ModbusServer::start(ModbusMode::Honest).await;
-        config.push_str(&modbus_device(&format!("src{i}"), server.addr).replace(POLL, "100ms"));
+        config.push_str(&modbus_device_with(
+            &format!("src{i}"),
+            server.addr,
+            "100ms",
+            &extra,
+        ));
     }
     config
 }
 
+/// Waits until `series` satisfies `ok`; panics with its last value and the agent's log.
 async fn wait_for_metric(agent: &Agent, what: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    eventually(what, Duration::from_secs(30), || async {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let v = agent.metric(series).await;
         if ok(v) {
-            Ok(v)
-        } else {
-            Err(format!("{series} = {v}"))
+            return v;
         }
-    })
-    .await
+        if std::time::Instant::now() > deadline {
+            let log = agent.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "gave up waiting for {what}: {series} = {v}\nagent log (end):\n{}",
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +289,7 @@ async fn a_store_that_hangs_fails_or_dawdles_fills_the_spool_to_its_cap_and_gets
     let dir = tempfile::tempdir().expect("temp dir");
     let web = free_addr();
     let mut config = site(dir.path(), web);
-    config.push_str(&honest_devices(4).await);
+    config.push_str(&honest_devices(4, 0).await);
     config.push_str(&format!(
         r#"
 [spool]
@@ -378,4 +401,112 @@ retry_max = "2s"
     );
     assert!(hwm < 200 * 1024, "peak resident memory {hwm} KiB");
     agent.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A full disk
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_drops_the_oldest_records_loudly_and_the_spool_recovers_when_space_returns() {
+    use hostile_peers::{SmallDisk, Store, StoreMode};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = match SmallDisk::mount(&dir.path().join("disk"), "8m") {
+        Ok(disk) => disk,
+        Err(reason) => {
+            println!("skipping the full-disk test: cannot mount a small file system: {reason}");
+            return;
+        }
+    };
+    // The store fails, so everything stays in the spool, which only the disk bounds.
+    let store = Store::start(StoreMode::Error500).await;
+    let web = free_addr();
+    let mut config = site(dir.path(), web);
+    config.push_str(&honest_devices(8, 20).await);
+    config.push_str(&format!(
+        r#"
+[spool]
+path = "{}"
+max_bytes = 1073741824
+
+[[influx]]
+name = "store"
+url = "{}"
+org = "o"
+bucket = "b"
+gzip = false
+timeout = "1s"
+retry_max = "1s"
+"#,
+        disk.dir.join("spool.db").display(),
+        store.url
+    ));
+    let mut agent = Agent::start(dir.path(), &config, web);
+    wait_for_metric(&agent, "records spooled", "shopfloor_spool_lines", |v| {
+        v > 0.0
+    })
+    .await;
+    let filler = disk.fill("filler", 256 * 1024);
+    let (rss_before, _) = agent.memory_kib();
+
+    // The disk fills: reported as an error, a gauge and on the `agent` line's metrics, and the
+    // oldest records make room for the newest.
+    wait_for_metric(
+        &agent,
+        "the disk reported full",
+        "shopfloor_spool_disk_full",
+        |v| v == 1.0,
+    )
+    .await;
+    let full = r#"shopfloor_spool_dropped_lines{reason="full"}"#;
+    wait_for_metric(&agent, "records dropped for room", full, |v| v > 0.0).await;
+    let log = agent.log();
+    assert!(
+        log.contains("the spool's disk is full"),
+        "no disk-full error:\n{log}"
+    );
+
+    // Polling goes on while the disk is full, and appends keep succeeding in the room made.
+    let polls = r#"shopfloor_polls_total{device="src1"}"#;
+    let appended = "shopfloor_spool_appended_lines_total";
+    let (polls_then, appended_then) = (agent.metric(polls).await, agent.metric(appended).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        agent.metric(polls).await >= polls_then + 10.0,
+        "polling stalled on a full disk"
+    );
+    assert!(
+        agent.metric(appended).await > appended_then,
+        "nothing appended on a full disk"
+    );
+    agent.assert_running();
+    let (rss_full, _) = agent.memory_kib();
+
+    // Space returns: the condition clears by itself, and once the store is back the spool
+    // drains to it.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    wait_for_metric(
+        &agent,
+        "the disk no longer full",
+        "shopfloor_spool_disk_full",
+        |v| v == 0.0,
+    )
+    .await;
+    assert!(agent.log().contains("the spool's disk has room again"));
+    store.set_mode(StoreMode::Accept);
+    wait_for_metric(&agent, "the spool drained", "shopfloor_spool_lines", |v| {
+        v < 200.0
+    })
+    .await;
+    assert!(!store.lines().is_empty());
+    agent.assert_running();
+    let (rss_after, hwm) = agent.memory_kib();
+    let growth = rss_full.max(rss_after).saturating_sub(rss_before);
+    assert!(
+        growth < 8 * 1024,
+        "resident memory grew by {growth} KiB on a full disk"
+    );
+    assert!(hwm < 200 * 1024, "peak resident memory {hwm} KiB");
+    agent.stop();
+    drop(disk);
 }

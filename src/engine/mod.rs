@@ -692,6 +692,8 @@ impl Engine {
             .int("spool_bytes", sum("shopfloor_spool_bytes"))
             .int("spool_lines", sum("shopfloor_spool_lines"))
             .int("dropped_lines", sum("shopfloor_spool_dropped_lines"))
+            .int("spool_disk_full", sum("shopfloor_spool_disk_full"))
+            .int("lost_lines", sum("shopfloor_spool_lost_lines_total"))
             .int("records_dropped", sum("shopfloor_records_dropped_total"))
             .int("lag_s", sum("shopfloor_spool_oldest_age_seconds"))
             .int("sent_lines", sum("shopfloor_output_lines_total"))

@@ -129,12 +129,7 @@ fn answer(r: &Request, transaction: u16, unit: u8, values: u16) -> Vec<u8> {
     frame
 }
 
-async fn serve_modbus(
-    mut stream: TcpStream,
-    mode: ModbusMode,
-    requests: Arc<AtomicU64>,
-    seed: u64,
-) {
+async fn serve_modbus(mut stream: TcpStream, mode: ModbusMode, seed: u64) {
     let _ = stream.set_nodelay(true);
     let mut rng = seed | 1;
     while let Some(r) = read_request(&mut stream).await {
@@ -463,4 +458,62 @@ listen = "{web}"
 "#,
         data_dir.display()
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small disk
+// ---------------------------------------------------------------------------------------------
+
+/// A tmpfs of a few MiB mounted for one test, unmounted on drop (lazily, so a file the agent
+/// still holds open does not keep it mounted).
+pub struct SmallDisk {
+    pub dir: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (`"4m"`) at `dir`; the error says why not (not root, no
+    /// permission to mount in this container, no `mount` binary).
+    pub fn mount(dir: &Path, size: &str) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "mount -t tmpfs failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(SmallDisk {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Fills the disk with `name` until only about `leave` bytes are free.
+    pub fn fill(&self, name: &str, leave: u64) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.join(name);
+        let mut file = std::fs::File::create(&path).expect("create the filler file");
+        let block = vec![0xA5u8; 64 * 1024];
+        let mut written = 0u64;
+        while let Ok(n) = file.write(&block) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+        file.set_len(written.saturating_sub(leave))
+            .expect("shorten the filler file");
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
 }
