@@ -510,3 +510,287 @@ retry_max = "1s"
     agent.stop();
     drop(disk);
 }
+
+// ---------------------------------------------------------------------------------------------
+// MQTT abuse
+// ---------------------------------------------------------------------------------------------
+
+/// The sum of every `/metrics` series whose text contains all of `parts`.
+async fn metric_sum(agent: &Agent, parts: &[&str]) -> f64 {
+    agent
+        .metrics()
+        .await
+        .iter()
+        .filter(|(series, _)| parts.iter().all(|p| series.contains(p)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+async fn wait_for_sum(agent: &Agent, what: &str, parts: &[&str], at_least: f64) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = metric_sum(agent, parts).await;
+        if v >= at_least {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "gave up waiting for {what}: {parts:?} sum to {v}\n{}",
+                agent.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_abuse_is_counted_and_dropped_and_memory_stays_bounded() {
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    const MIB: usize = 1024 * 1024;
+    // Mosquitto's own limit lets 10 MB through to the agent, whose ceiling (four times
+    // max_packet_size) is 16 MiB: the agent must read them, count them and let them go.
+    let broker = common::Mosquitto::start_with_config(&["message_size_limit 12582912"]).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let web = free_addr();
+    let out = dir.path().join("out.lp");
+    let mut config = site(dir.path(), web);
+    config.push_str(&format!(
+        r#"
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[machine]]
+id = "cnc02"
+kind = "lathe"
+cnc = true
+
+[[mqtt]]
+id = "plant"
+address = "{}:{}"
+max_packet_size = 4194304
+
+  [[mqtt.topic]]
+  pattern = "plant/{{machine}}/data"
+  field = [{{ signal = "spindle_rpm", path = "spindle.rpm" }}, {{ signal = "seq", type = "int" }}]
+
+  [[mqtt.topic]]
+  pattern = "plant/{{machine}}/status"
+  format = "text"
+  field = [{{ signal = "status", type = "string" }}]
+
+  [[mqtt.topic]]
+  pattern = "deep/{{machine}}/#"
+  field = [{{ signal = "seq", type = "int" }}]
+
+[[file]]
+path = "{}"
+"#,
+        broker.host(),
+        broker.port(),
+        out.display()
+    ));
+    let mut agent = Agent::start(dir.path(), &config, web);
+
+    let mut options = MqttOptions::new("abuser", broker.host(), broker.port());
+    options.set_max_packet_size(20 * MIB, 20 * MIB);
+    let (client, mut events) = AsyncClient::new(options, 1000);
+    tokio::spawn(async move {
+        loop {
+            if events.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let publish = |topic: String, payload: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("queue a publish");
+        }
+    };
+    let delivered = |seq: u64| {
+        let out = out.clone();
+        move || std::fs::read_to_string(&out).is_ok_and(|t| t.contains(&format!("seq={seq}i")))
+    };
+    // Once the agent's subscription is in place, a good message comes through.
+    let started = std::time::Instant::now();
+    while !delivered(1)() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no message arrived\n{}",
+            agent.log()
+        );
+        publish(
+            "plant/cnc01/data".into(),
+            br#"{"spindle": {"rpm": 1}, "seq": 1}"#.to_vec(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (rss_start, _) = agent.memory_kib();
+
+    // 10 MB payloads, JSON 100 000 levels deep, invalid UTF-8 as JSON and as text, a topic of
+    // 3000 levels.
+    let big = |n: u8| {
+        let mut p = br#"{"seq": 2, "pad": ""#.to_vec();
+        p.resize(10_000_000, b'a' + n);
+        p.extend_from_slice(br#""}"#);
+        p
+    };
+    for n in 0..3 {
+        publish("plant/cnc01/data".into(), big(n)).await;
+    }
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    publish("plant/cnc01/data".into(), deep.into_bytes()).await;
+    publish(
+        "plant/cnc02/data".into(),
+        vec![0xFF, 0xFE, b'{', 0xC3, 0x28],
+    )
+    .await;
+    publish("plant/cnc01/status".into(), vec![b'o', 0xFF, b'k']).await;
+    // 150 levels: Mosquitto passes it on (it refuses more than 200 itself, below).
+    publish(
+        format!("deep/cnc01/{}end", "x/".repeat(148)),
+        br#"{"seq": 3}"#.to_vec(),
+    )
+    .await;
+
+    let plant = r#"broker="plant""#;
+    let bad = "shopfloor_mqtt_bad_messages_total";
+    let cnc01 = r#"topic="plant/cnc01/data""#;
+    wait_for_sum(
+        &agent,
+        "10 MB payloads counted",
+        &[bad, plant, cnc01, r#"kind="oversized""#],
+        3.0,
+    )
+    .await;
+    wait_for_sum(
+        &agent,
+        "deep JSON counted",
+        &[bad, cnc01, r#"kind="malformed""#],
+        1.0,
+    )
+    .await;
+    let cnc02 = r#"topic="plant/cnc02/data""#;
+    wait_for_sum(
+        &agent,
+        "invalid UTF-8 JSON counted",
+        &[bad, cnc02, r#"kind="malformed""#],
+        1.0,
+    )
+    .await;
+    let status = r#"topic="plant/cnc01/status""#;
+    wait_for_sum(
+        &agent,
+        "invalid UTF-8 text counted",
+        &[bad, status, r#"kind="malformed""#],
+        1.0,
+    )
+    .await;
+    wait_for_sum(&agent, "deep topic counted", &[bad, r#"kind="topic""#], 1.0).await;
+    let log = agent.log();
+    for (what, words) in [
+        ("10 MB", "larger than max_packet_size"),
+        ("deep JSON", "recursion limit exceeded"),
+        ("invalid UTF-8 JSON", "topic=plant/cnc02/data"),
+        ("invalid UTF-8 text", "payload is not UTF-8 text"),
+        ("deep topic", "topic of 151 levels"),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("WARN") && l.contains(words)),
+            "no warning for {what} (`{words}`):\n{log}"
+        );
+    }
+    // Thousands of levels, from a client of its own: Mosquitto itself refuses the publish and
+    // drops that client (it allows at most 200 levels), so the agent never sees it.
+    {
+        let options = MqttOptions::new("deep-abuser", broker.host(), broker.port());
+        let (client, mut events) = AsyncClient::new(options, 10);
+        let topic = format!("deep/cnc01/{}end", "x/".repeat(3000));
+        client
+            .publish(topic, QoS::AtLeastOnce, false, br#"{"seq": 4}"#.to_vec())
+            .await
+            .expect("queue the deep publish");
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Err(e) = events.poll().await {
+                    break e.to_string();
+                }
+            }
+        })
+        .await;
+        let ended = ended.expect("Mosquitto should drop a client publishing 3000 levels");
+        assert!(ended.contains("closed"), "{ended}");
+        assert!(
+            broker
+                .log()
+                .contains("deep-abuser disconnected due to protocol error")
+        );
+    }
+    agent.assert_running();
+    let (rss_abused, _) = agent.memory_kib();
+
+    // Six more 10 MB payloads, one after the other, cost far less than one more each: nothing
+    // of them is kept (what growth there is, is the allocator settling at the largest packet).
+    for n in 3..9 {
+        publish("plant/cnc01/data".into(), big(n)).await;
+        let oversized = [bad, plant, cnc01, r#"kind="oversized""#];
+        wait_for_sum(
+            &agent,
+            "a 10 MB payload counted",
+            &oversized,
+            1.0 + f64::from(n),
+        )
+        .await;
+    }
+    let (rss_again, _) = agent.memory_kib();
+    let more = rss_again.saturating_sub(rss_abused);
+    assert!(
+        more < 32 * 1024,
+        "six more 10 MB payloads grew memory by {more} KiB"
+    );
+
+    // A flood faster than the engine takes it: the agent stops reading (the broker queues or
+    // drops, by its own limits), keeps going, and takes a message after the flood.
+    for seq in 10..20_010u64 {
+        let payload = format!(r#"{{"spindle": {{"rpm": {seq}}}, "seq": {seq}}}"#);
+        publish("plant/cnc02/data".into(), payload.into_bytes()).await;
+    }
+    let started = std::time::Instant::now();
+    while !delivered(777_777)() {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no message after the flood\n{}",
+            agent.log()
+        );
+        publish(
+            "plant/cnc01/data".into(),
+            br#"{"spindle": {"rpm": 7}, "seq": 777777}"#.to_vec(),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    agent.assert_running();
+    let messages = metric_sum(&agent, &["shopfloor_mqtt_messages_total", plant]).await;
+    assert!(
+        messages > 1000.0,
+        "only {messages} messages read during the flood"
+    );
+    let (rss_end, hwm) = agent.memory_kib();
+    let flood = rss_end.saturating_sub(rss_again);
+    assert!(flood < 16 * 1024, "the flood grew memory by {flood} KiB");
+    // The 10 MB packets are read whole (the client's buffer holds one), nothing more.
+    let total = rss_end.saturating_sub(rss_start);
+    assert!(
+        total < 96 * 1024,
+        "memory grew by {total} KiB in all ({rss_start} → {rss_end})"
+    );
+    assert!(hwm < 300 * 1024, "peak resident memory {hwm} KiB");
+    assert!(!agent.log().contains("panicked"));
+    agent.stop();
+}
