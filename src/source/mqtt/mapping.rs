@@ -38,6 +38,12 @@ const LOG_EVERY: Duration = Duration::from_secs(60);
 /// Topics with more levels are dropped unread: far beyond any real topic scheme (ISA-95 paths
 /// and Sparkplug use under ten), and a topic is matched level by level.
 pub const MAX_TOPIC_LEVELS: usize = 128;
+/// Sparkplug edge nodes the agent keeps birth certificates of, per broker; messages of
+/// further nodes are counted as malformed and dropped.
+pub const MAX_SPARKPLUG_NODES: usize = 1000;
+/// Metric names (and aliases) kept per Sparkplug node; metrics born past it are read by name
+/// only, and by alias counted as `unknown_alias`.
+pub const MAX_SPARKPLUG_METRICS: usize = 10_000;
 /// Topics are cut to this many bytes in labels and logs: a topic may be 64 KiB long, and up
 /// to [`MAX_TOPIC_LABELS`] of them are kept.
 pub const MAX_TOPIC_TEXT: usize = 200;
@@ -644,6 +650,13 @@ impl Ctx {
                 return;
             }
         };
+        if !self.nodes.contains_key(&node_key) && self.nodes.len() >= MAX_SPARKPLUG_NODES {
+            let detail = format!(
+                "more than {MAX_SPARKPLUG_NODES} Sparkplug edge nodes on this broker: message of a new node dropped"
+            );
+            self.stats.fault(topic, Fault::Malformed, &detail);
+            return;
+        }
         let node = self.nodes.entry(node_key).or_default();
         if sp.kind == MessageType::NBirth {
             // A new session of the node: its aliases start afresh.
@@ -656,6 +669,11 @@ impl Ctx {
         if matches!(sp.kind, MessageType::NBirth | MessageType::DBirth) {
             for m in &decoded.metrics {
                 if let Some(name) = &m.name {
+                    if node.datatypes.len() >= MAX_SPARKPLUG_METRICS
+                        && !node.datatypes.contains_key(name)
+                    {
+                        continue;
+                    }
                     node.datatypes.insert(name.clone(), m.datatype);
                     if let Some(alias) = m.alias {
                         node.aliases.insert(alias, (name.clone(), m.datatype));
@@ -671,6 +689,7 @@ impl Ctx {
             .nodes
             .get_mut(&(sp.group.to_string(), sp.node.to_string()))
         {
+            // Devices map to registered machines, so there are only as many as the register.
             node.devices.insert(sp.device.to_string(), target.clone());
         }
         let at = match decoded.timestamp.and_then(|ms| i64::try_from(ms).ok()) {
