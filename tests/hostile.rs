@@ -11,6 +11,7 @@
 mod common;
 mod hostile_peers;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::eventually;
@@ -261,11 +262,17 @@ async fn honest_devices(n: usize, fields: u16) -> String {
     config
 }
 
-/// Waits until `series` satisfies `ok`; panics with its last value and the agent's log.
-async fn wait_for_metric(agent: &Agent, what: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+/// Waits until `value` of the agent's `/metrics` satisfies `ok`; panics with the last value
+/// and the end of the agent's log.
+async fn wait_for_value(
+    agent: &Agent,
+    what: &str,
+    value: impl Fn(&BTreeMap<String, f64>) -> f64,
+    ok: impl Fn(f64) -> bool,
+) -> f64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let v = agent.metric(series).await;
+        let v = value(&agent.metrics().await);
         if ok(v) {
             return v;
         }
@@ -274,12 +281,17 @@ async fn wait_for_metric(agent: &Agent, what: &str, series: &str, ok: impl Fn(f6
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             panic!(
-                "gave up waiting for {what}: {series} = {v}\nagent log (end):\n{}",
+                "gave up waiting for {what} (last {v})\nagent log (end):\n{}",
                 tail.join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until the series `series` satisfies `ok`.
+async fn wait_for_metric(agent: &Agent, what: &str, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    wait_for_value(agent, what, |m| m.get(series).copied().unwrap_or(0.0), ok).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,32 +527,21 @@ retry_max = "1s"
 // MQTT abuse
 // ---------------------------------------------------------------------------------------------
 
-/// The sum of every `/metrics` series whose text contains all of `parts`.
-async fn metric_sum(agent: &Agent, parts: &[&str]) -> f64 {
-    agent
-        .metrics()
-        .await
+/// The sum of every series whose text contains all of `parts`.
+fn sum_of(metrics: &BTreeMap<String, f64>, parts: &[&str]) -> f64 {
+    metrics
         .iter()
         .filter(|(series, _)| parts.iter().all(|p| series.contains(p)))
         .map(|(_, v)| v)
         .sum()
 }
 
+async fn metric_sum(agent: &Agent, parts: &[&str]) -> f64 {
+    sum_of(&agent.metrics().await, parts)
+}
+
 async fn wait_for_sum(agent: &Agent, what: &str, parts: &[&str], at_least: f64) -> f64 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let v = metric_sum(agent, parts).await;
-        if v >= at_least {
-            return v;
-        }
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "gave up waiting for {what}: {parts:?} sum to {v}\n{}",
-                agent.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_value(agent, what, |m| sum_of(m, parts), |v| v >= at_least).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,37 +663,17 @@ path = "{}"
     let plant = r#"broker="plant""#;
     let bad = "shopfloor_mqtt_bad_messages_total";
     let cnc01 = r#"topic="plant/cnc01/data""#;
-    wait_for_sum(
-        &agent,
-        "10 MB payloads counted",
-        &[bad, plant, cnc01, r#"kind="oversized""#],
-        3.0,
-    )
-    .await;
-    wait_for_sum(
-        &agent,
-        "deep JSON counted",
-        &[bad, cnc01, r#"kind="malformed""#],
-        1.0,
-    )
-    .await;
     let cnc02 = r#"topic="plant/cnc02/data""#;
-    wait_for_sum(
-        &agent,
-        "invalid UTF-8 JSON counted",
-        &[bad, cnc02, r#"kind="malformed""#],
-        1.0,
-    )
-    .await;
     let status = r#"topic="plant/cnc01/status""#;
-    wait_for_sum(
-        &agent,
-        "invalid UTF-8 text counted",
-        &[bad, status, r#"kind="malformed""#],
-        1.0,
-    )
-    .await;
-    wait_for_sum(&agent, "deep topic counted", &[bad, r#"kind="topic""#], 1.0).await;
+    for (what, topic, kind, n) in [
+        ("10 MB payloads", cnc01, r#"kind="oversized""#, 3.0),
+        ("deep JSON", cnc01, r#"kind="malformed""#, 1.0),
+        ("invalid UTF-8 JSON", cnc02, r#"kind="malformed""#, 1.0),
+        ("invalid UTF-8 text", status, r#"kind="malformed""#, 1.0),
+        ("the 150-level topic", "", r#"kind="topic""#, 1.0),
+    ] {
+        wait_for_sum(&agent, what, &[bad, plant, topic, kind], n).await;
+    }
     let log = agent.log();
     for (what, words) in [
         ("10 MB", "larger than max_packet_size"),
