@@ -613,25 +613,26 @@ path = "{}"
                 .expect("queue a publish");
         }
     };
-    let delivered = |seq: u64| {
-        let out = out.clone();
-        move || std::fs::read_to_string(&out).is_ok_and(|t| t.contains(&format!("seq={seq}i")))
+    // Publishes a good message with `seq` every half second until it is in the file output.
+    let publish_until_delivered = |seq: u64, within: Duration| {
+        let (out, publish) = (out.clone(), publish.clone());
+        let log = dir.path().join("agent.log");
+        async move {
+            let payload = format!(r#"{{"spindle": {{"rpm": 1}}, "seq": {seq}}}"#);
+            let started = std::time::Instant::now();
+            while !std::fs::read_to_string(&out).is_ok_and(|t| t.contains(&format!("seq={seq}i"))) {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(
+                    started.elapsed() < within,
+                    "message {seq} never arrived\n{log}"
+                );
+                publish("plant/cnc01/data".into(), payload.clone().into_bytes()).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     };
     // Once the agent's subscription is in place, a good message comes through.
-    let started = std::time::Instant::now();
-    while !delivered(1)() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no message arrived\n{}",
-            agent.log()
-        );
-        publish(
-            "plant/cnc01/data".into(),
-            br#"{"spindle": {"rpm": 1}, "seq": 1}"#.to_vec(),
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    publish_until_delivered(1, Duration::from_secs(30)).await;
     let (rss_start, _) = agent.memory_kib();
 
     // 10 MB payloads, JSON 100 000 levels deep, invalid UTF-8 as JSON and as text, a topic of
@@ -742,20 +743,7 @@ path = "{}"
         let payload = format!(r#"{{"spindle": {{"rpm": {seq}}}, "seq": {seq}}}"#);
         publish("plant/cnc02/data".into(), payload.into_bytes()).await;
     }
-    let started = std::time::Instant::now();
-    while !delivered(777_777)() {
-        assert!(
-            started.elapsed() < Duration::from_secs(40),
-            "no message after the flood\n{}",
-            agent.log()
-        );
-        publish(
-            "plant/cnc01/data".into(),
-            br#"{"spindle": {"rpm": 7}, "seq": 777777}"#.to_vec(),
-        )
-        .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    publish_until_delivered(777_777, Duration::from_secs(40)).await;
     agent.assert_running();
     let messages = metric_sum(&agent, &["shopfloor_mqtt_messages_total", plant]).await;
     assert!(
