@@ -411,6 +411,18 @@ impl Agent {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
+    /// Asserts that resident memory is now less than `limit_kib` above `before_kib`, and that
+    /// its peak stayed under 300 MiB (a generous bound for a debug build).
+    pub fn assert_memory_grew_less_than(&self, before_kib: u64, limit_kib: u64, when: &str) {
+        let (rss, hwm) = self.memory_kib();
+        let growth = rss.saturating_sub(before_kib);
+        assert!(
+            growth < limit_kib,
+            "resident memory grew by {growth} KiB {when} ({before_kib} → {rss} KiB)"
+        );
+        assert!(hwm < 300 * 1024, "peak resident memory {hwm} KiB {when}");
+    }
+
     /// SIGTERM, then a wait of up to ten seconds, then SIGKILL.
     pub fn stop(&mut self) {
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
