@@ -256,6 +256,16 @@ async fn honest_devices(n: usize, fields: u16) -> String {
     config
 }
 
+/// The `[[influx]]` output `store` writing to `store`: plain bodies, a 1 s timeout, retries
+/// at most 2 s apart.
+fn store_output(store: &hostile_peers::Store) -> String {
+    format!(
+        "\n[[influx]]\nname = \"store\"\nurl = \"{}\"\norg = \"o\"\nbucket = \"b\"\n\
+         gzip = false\ntimeout = \"1s\"\nretry_max = \"2s\"\n",
+        store.url
+    )
+}
+
 /// Waits until `value` of the agent's `/metrics` satisfies `ok`; panics with the last value
 /// and the end of the agent's log.
 async fn wait_for_value(
@@ -297,20 +307,8 @@ async fn a_store_that_hangs_fails_or_dawdles_fills_the_spool_to_its_cap_and_gets
     let mut config = site(dir.path(), web);
     config.push_str(&honest_devices(4, 0).await);
     config.push_str(&format!(
-        r#"
-[spool]
-max_bytes = {SPOOL_MAX_BYTES}
-
-[[influx]]
-name = "store"
-url = "{}"
-org = "o"
-bucket = "b"
-gzip = false
-timeout = "1s"
-retry_max = "2s"
-"#,
-        store.url
+        "\n[spool]\nmax_bytes = {SPOOL_MAX_BYTES}\n{}",
+        store_output(&store)
     ));
     let mut agent = Agent::start(dir.path(), &config, web);
     let retries = r#"shopfloor_output_errors_total{output="store",kind="retry"}"#;
@@ -423,23 +421,11 @@ async fn a_full_disk_drops_the_oldest_records_loudly_and_the_spool_recovers_when
     let web = free_addr();
     let mut config = site(dir.path(), web);
     config.push_str(&honest_devices(8, 20).await);
+    let spool = disk.dir.join("spool.db");
     config.push_str(&format!(
-        r#"
-[spool]
-path = "{}"
-max_bytes = 1073741824
-
-[[influx]]
-name = "store"
-url = "{}"
-org = "o"
-bucket = "b"
-gzip = false
-timeout = "1s"
-retry_max = "1s"
-"#,
-        disk.dir.join("spool.db").display(),
-        store.url
+        "\n[spool]\npath = \"{}\"\nmax_bytes = 1073741824\n{}",
+        spool.display(),
+        store_output(&store)
     ));
     let mut agent = Agent::start(dir.path(), &config, web);
     wait_for_metric(&agent, "records spooled", "shopfloor_spool_lines", |v| {
