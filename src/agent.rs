@@ -90,6 +90,8 @@ fn report_device_health(
         ("enterprise".into(), site.enterprise.clone()),
     ];
     async move {
+        // The engine's counter of records the spool queue had no room for: the same series.
+        let dropped = metrics.counter(engine::RECORDS_DROPPED, engine::RECORDS_DROPPED_HELP, &[]);
         let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut ticker = tokio::time::interval(DEVICE_HEALTH_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -101,8 +103,13 @@ fn report_device_health(
                 _ = shutdown.wait() => return,
             }
             let lines = modbus::health::device_lines(&metrics, &tags, Timestamp::now());
+            let count = lines.len() as u64;
             if !lines.is_empty() && records.try_send(lines).is_err() {
-                warn!("spool queue full: device health lines dropped");
+                dropped.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+                warn!(
+                    lines = count,
+                    "spool queue full: device health lines dropped"
+                );
             }
         }
     }

@@ -77,7 +77,8 @@ const CONTRACT: &[(&str, &str, &str)] = &[
         "agent",
         "county sector enterprise",
         "devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines \
-         records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines",
+         spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m \
+         dead_letter_lines",
     ),
 ];
 

@@ -63,8 +63,9 @@ use crate::sink::{self, Chunk};
 use crate::source::mqtt::{self as mqtt_source, MqttError};
 
 /// MQTT 5: unacknowledged messages the broker may have in flight to one ingest instance. The
-/// spool task's queue is sized to hold them all; should it be full all the same, the
-/// subscriber stops reading until there is room.
+/// spool task's queue is sized to hold them all; should it be full all the same (Mosquitto 2.0
+/// was seen to send more when it resumes a session with a backlog), the subscriber stops
+/// reading until there is room.
 pub const RECEIVE_MAXIMUM: u16 = 1024;
 /// MQTT 5: how long the broker keeps an ingest's session (and queues its share of the
 /// messages) while it is away.
@@ -511,7 +512,7 @@ pub fn accept(payload: &[u8], origin: &Origin<'_>, out: &mut Vec<String>) -> BTr
 struct Accepted {
     lines: Vec<String>,
     message: Publish,
-    committed: mpsc::Sender<(Publish, usize, bool)>,
+    committed: mpsc::UnboundedSender<(Publish, usize, bool)>,
 }
 
 impl AsRef<[String]> for Accepted {
@@ -522,10 +523,9 @@ impl AsRef<[String]> for Accepted {
 
 impl Chunk for Accepted {
     fn appended(self, committed: bool) {
-        // The subscriber task's queue holds as many as can be in flight; should it be full the
-        // message is simply not acknowledged, and the broker sends it again.
+        // Gone only when the subscriber has stopped: the broker then sends the message again.
         let lines = self.lines.len();
-        let _ = self.committed.try_send((self.message, lines, committed));
+        let _ = self.committed.send((self.message, lines, committed));
     }
 }
 
@@ -768,7 +768,10 @@ impl Subscriber {
     ) {
         let span = tracing::info_span!("ingest", broker = %self.address);
         let counters = Counters::new(&metrics);
-        let (committed_tx, mut committed_rx) = mpsc::channel(usize::from(RECEIVE_MAXIMUM) * 2);
+        // Unbounded, because an acknowledgement must never be lost (the broker would hold the
+        // message in flight for good); what waits in it is bounded by the spool queue and the
+        // append group in progress, since the subscriber stops reading when the queue is full.
+        let (committed_tx, mut committed_rx) = mpsc::unbounded_channel();
         let (client, mut events) = AsyncClient::new(self.client_options, 4096);
         let mut backoff = MIN_BACKOFF;
         let mut up: Option<bool> = None;

@@ -20,6 +20,9 @@ use crate::source::{Sample, Value};
 /// states: longer than any sensible gap between two meter readings.
 const HISTORY: SignedDuration = SignedDuration::from_hours(2);
 
+/// Distinct signals a machine keeps the latest value of (for its state rules and the board).
+pub const MAX_SIGNALS: usize = 1000;
+
 #[derive(Debug)]
 pub(super) struct MachineTrack {
     pub id: Arc<str>,
@@ -123,6 +126,11 @@ impl MachineTrack {
             });
         out.extend(line.finish(at));
         for s in group {
+            // A signal name built from a topic capture could be anything: past the bound, new
+            // names are still written, just not kept for the rules and the board.
+            if self.signals.len() >= MAX_SIGNALS && !self.signals.contains_key(&s.signal) {
+                continue;
+            }
             let previous = self.signals.insert(s.signal.clone(), s.value.clone());
             if previous.is_some_and(|p| p != s.value) {
                 self.changed.insert(s.signal.clone(), at);

@@ -50,6 +50,11 @@ use meter::MeterTrack;
 use persist::{SavedMachine, SavedMeter, SavedState};
 use windows::{Window, WindowKind};
 
+/// The counter of records that found the spool's queue full, and its help text.
+pub const RECORDS_DROPPED: &str = "shopfloor_records_dropped_total";
+pub const RECORDS_DROPPED_HELP: &str =
+    "Records the engine could not hand to the spool because its queue was full.";
+
 /// How often the engine writes the `agent` health line.
 const AGENT_LINE_EVERY: SignedDuration = SignedDuration::from_secs(60);
 
@@ -692,6 +697,8 @@ impl Engine {
             .int("spool_bytes", sum("shopfloor_spool_bytes"))
             .int("spool_lines", sum("shopfloor_spool_lines"))
             .int("dropped_lines", sum("shopfloor_spool_dropped_lines"))
+            .int("spool_disk_full", sum("shopfloor_spool_disk_full"))
+            .int("lost_lines", sum("shopfloor_spool_lost_lines_total"))
             .int("records_dropped", sum("shopfloor_records_dropped_total"))
             .int("lag_s", sum("shopfloor_spool_oldest_age_seconds"))
             .int("sent_lines", sum("shopfloor_output_lines_total"))
@@ -785,11 +792,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut flush = tokio::time::interval(options.window_flush.max(Duration::from_secs(1)));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let dropped = metrics.counter(
-        "shopfloor_records_dropped_total",
-        "Records the engine could not hand to the spool because its queue was full.",
-        &[],
-    );
+    let dropped = metrics.counter(RECORDS_DROPPED, RECORDS_DROPPED_HELP, &[]);
     let unknown = metrics.counter(
         "shopfloor_unknown_target_samples_total",
         "Samples for machines or meters that are not registered.",

@@ -72,9 +72,17 @@ pub trait Chunk: AsRef<[String]> + Send + 'static {
 
 impl Chunk for Vec<String> {}
 
+/// Free space on the spool's file system above which a full disk counts as over: room for
+/// the reserve and a few rows.
+const DISK_ROOM_AGAIN: u64 = spool::RESERVE_BYTES + 4 * spool::ROW_BYTES as u64;
+
 /// Runs the spool's appending side on its own thread until the engine's sender is dropped.
 /// Each wake-up appends everything queued in one transaction; once a second it trims delivered
 /// rows and applies the age bound, and every `sync_interval` it syncs the WAL to disk.
+///
+/// A full disk is reported loudly: an error when it starts (and once a minute while records
+/// are being lost), `shopfloor_spool_disk_full` at 1 until the file system has room again, and
+/// every line that could not be appended in `shopfloor_spool_lost_lines_total`.
 pub fn spawn_spool_task<C: Chunk>(
     mut spool: Spool,
     path: PathBuf,
@@ -83,6 +91,18 @@ pub fn spawn_spool_task<C: Chunk>(
     metrics: Metrics,
     sync_interval: Duration,
 ) -> std::thread::JoinHandle<()> {
+    let disk_full = metrics.gauge(
+        "shopfloor_spool_disk_full",
+        "1 while the spool's disk is full (oldest records are dropped to make room), else 0.",
+        &[],
+    );
+    let lost = metrics.counter(
+        "shopfloor_spool_lost_lines_total",
+        "Records that could not be appended to the spool (disk full with nothing left to drop, or a database error).",
+        &[],
+    );
+    let mut failures = AppendFailures::default();
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let publish = spool_gauges(&metrics, path);
     publish(spool.stats(), true);
     stats.send_replace(spool.stats());
@@ -106,10 +126,20 @@ pub fn spawn_spool_task<C: Chunk>(
                 }
                 let now_ms = jiff::Timestamp::now().as_millisecond();
                 let committed = match spool.append(&chunks, now_ms) {
-                    Ok(()) => true,
+                    Ok(0) => true,
+                    Ok(_) => {
+                        if disk_full.swap(1, Ordering::Relaxed) == 0 {
+                            error!(dir = %dir.display(), "the spool's disk is full: the oldest records are dropped to make room for new ones; free space there");
+                        }
+                        true
+                    }
                     Err(e) => {
-                        let lines = chunks.iter().map(|c| c.as_ref().len()).sum::<usize>();
-                        error!(error = %e, lines, "cannot append to the spool: records lost");
+                        let lines = chunks.iter().map(|c| c.as_ref().len()).sum::<usize>() as u64;
+                        lost.fetch_add(lines, Ordering::Relaxed);
+                        if e.is_disk_full() {
+                            disk_full.store(1, Ordering::Relaxed);
+                        }
+                        failures.report(&e, lines, &dir);
                         false
                     }
                 };
@@ -118,6 +148,15 @@ pub fn spawn_spool_task<C: Chunk>(
                 }
             }
             let housekeeping = last_housekeeping.elapsed() >= HOUSEKEEPING;
+            if housekeeping
+                && disk_full.load(Ordering::Relaxed) == 1
+                && free_bytes(&dir).is_some_and(|free| free >= DISK_ROOM_AGAIN)
+            {
+                disk_full.store(0, Ordering::Relaxed);
+                failures = AppendFailures::default();
+                spool.disk_has_room();
+                info!(dir = %dir.display(), "the spool's disk has room again");
+            }
             if housekeeping {
                 if let Err(e) = spool.trim() {
                     warn!(error = %e, "cannot trim the spool");
@@ -151,6 +190,56 @@ pub async fn stopped(
 ) {
     while tasks.join_next().await.is_some() {}
     let _ = tokio::task::spawn_blocking(move || spool_thread.join()).await;
+}
+
+/// Failed appends, logged at the first and then at most once a minute with the count since.
+#[derive(Default)]
+struct AppendFailures {
+    last_logged: Option<Instant>,
+    lines_since: u64,
+}
+
+impl AppendFailures {
+    fn report(&mut self, e: &SpoolError, lines: u64, dir: &Path) {
+        self.lines_since += lines;
+        if self
+            .last_logged
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        let lost_lines = std::mem::take(&mut self.lines_since);
+        if e.is_disk_full() {
+            error!(error = %e, lost_lines, dir = %dir.display(), "the spool's disk is full and nothing is left to drop: records lost; free space there");
+        } else {
+            error!(error = %e, lost_lines, "cannot append to the spool: records lost");
+        }
+        self.last_logged = Some(Instant::now());
+    }
+}
+
+/// Bytes available to the agent on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` is large enough for the result,
+    // which is read only when statvfs reports success.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    // The C types are 32 bits on some gateways' targets and 64 on others.
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize));
+    Some(free)
 }
 
 /// The spool's gauges, and a function that sets them from the figures (and, when asked, from
@@ -534,8 +623,8 @@ pub async fn run_writer(
         rate,
         shutdown.clone(),
     ));
-    let mut reader = match open_reader(&spool_path, &name).await {
-        Ok(r) => r,
+    let reader = match open_reader(&spool_path, &name).await {
+        Ok(r) => Arc::new(std::sync::Mutex::new(r)),
         Err(e) => {
             error!(parent: &span, error = %e, "cannot open the spool: this output sends nothing");
             return;
@@ -557,14 +646,18 @@ pub async fn run_writer(
         if shutdown.is_triggered() {
             break;
         }
-        let (returned, batch) = match next_batch(reader, batch_lines).await {
-            Ok(pair) => pair,
+        let batch = match next_batch(&reader, batch_lines).await {
+            Ok(batch) => batch,
             Err(e) => {
-                error!(parent: &span, error = %e, "spool read failed");
-                return;
+                // A busy or full disk passes; the writer must outlive it.
+                error!(parent: &span, error = %e, retry_in = ?SPOOL_RETRY, "spool read failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(SPOOL_RETRY) => {}
+                    _ = shutdown.wait() => break,
+                }
+                continue;
             }
         };
-        reader = returned;
         let Some(batch) = batch else {
             // Nothing waiting: sleep until the spool task appends (or a second passes).
             tokio::select! {
@@ -594,13 +687,17 @@ pub async fn run_writer(
         let outcome = writer.deliver(&batch.body, &mut shutdown).await;
         last_send = Some(Instant::now());
         match outcome {
-            Outcome::Done => match ack(reader, batch.last_id).await {
-                Ok(r) => reader = r,
-                Err(e) => {
-                    error!(parent: &span, error = %e, "spool ack failed");
-                    return;
+            Outcome::Done => {
+                if let Err(e) = ack(&reader, batch.last_id).await {
+                    // The cursor stays where it was: the batch is sent again (at least once)
+                    // when the spool can be written again, e.g. once a full disk has room.
+                    error!(parent: &span, error = %e, retry_in = ?SPOOL_RETRY, "spool ack failed: the batch will be sent again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(SPOOL_RETRY) => {}
+                        _ = shutdown.wait() => break,
+                    }
                 }
-            },
+            }
             Outcome::Retry(wait) => {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -645,21 +742,30 @@ async fn open_reader(path: &Path, name: &str) -> Result<SpoolReader, SpoolError>
     blocking(move || SpoolReader::open(&path, &name)).await
 }
 
+/// A writer's reader, shared with the blocking pool one call at a time (the lock is never
+/// contended); shared rather than moved in and out so a failed call does not lose it.
+type SharedReader = Arc<std::sync::Mutex<SpoolReader>>;
+
+/// How long a writer waits after a failed spool read or acknowledgement.
+const SPOOL_RETRY: Duration = Duration::from_secs(1);
+
 async fn next_batch(
-    mut reader: SpoolReader,
+    reader: &SharedReader,
     limit: usize,
-) -> Result<(SpoolReader, Option<spool::Batch>), SpoolError> {
+) -> Result<Option<spool::Batch>, SpoolError> {
+    let reader = reader.clone();
     blocking(move || {
-        let batch = reader.next_batch(limit)?;
-        Ok((reader, batch))
+        let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
+        reader.next_batch(limit)
     })
     .await
 }
 
-async fn ack(mut reader: SpoolReader, last_id: i64) -> Result<SpoolReader, SpoolError> {
+async fn ack(reader: &SharedReader, last_id: i64) -> Result<(), SpoolError> {
+    let reader = reader.clone();
     blocking(move || {
-        reader.ack(last_id)?;
-        Ok(reader)
+        let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
+        reader.ack(last_id)
     })
     .await
 }

@@ -24,6 +24,17 @@
 //!
 //! Both counts persist in the spool file, so a restart does not reset them.
 //!
+//! A full disk (SQLite's `SQLITE_FULL`) becomes a third bound, like `max_bytes` but lower:
+//! what waits at that moment, less a quarter. The append that hit it deletes the oldest rows
+//! down to that bound (counted as dropped at the cap, delivered rows first and uncounted) and
+//! is tried once more; later appends stay under it, reusing the freed pages, so the file
+//! stops growing and the newest records are kept. In WAL mode even a delete needs room (frames
+//! in the log, and a checkpoint may grow the database file), so the spool keeps a reserve file
+//! of [`RESERVE_BYTES`] beside it (`spool.db-reserve`) and deletes it first: that is the room
+//! the way out needs. When the disk has room again, [`Spool::disk_has_room`] lifts the bound
+//! and puts the reserve back. An append that still does not fit fails with
+//! [`SpoolError::is_disk_full`], and the caller counts its lines as lost.
+
 //! Durability (`sync`): the database runs in WAL mode. A committed append survives a killed
 //! process (SIGKILL, a panic, the OOM killer) at once, in every mode: the commit is in the
 //! operating system's page cache. Power loss is what the modes differ in:
@@ -46,6 +57,10 @@ pub const ROW_BYTES: usize = 64 * 1024;
 /// The WAL is truncated back to this size after a checkpoint (`journal_size_limit`).
 pub const WAL_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// The room kept in `<spool>-reserve` for getting out of a full disk (see the module
+/// documentation).
+pub const RESERVE_BYTES: u64 = 1024 * 1024;
+
 /// Errors from the spool database.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -58,6 +73,18 @@ pub enum SpoolError {
     Sql(#[from] rusqlite::Error),
     #[error("spool task failed: {0}")]
     Task(String),
+}
+
+impl SpoolError {
+    /// Whether SQLite said the disk (or the file system's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        let sql = match self {
+            SpoolError::Open { source, .. } => source,
+            SpoolError::Sql(e) => e,
+            SpoolError::Task(_) => return false,
+        };
+        sql.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+    }
 }
 
 /// Figures for health lines and `/metrics`.
@@ -130,6 +157,13 @@ pub struct Spool {
     conn: Connection,
     limits: Limits,
     stats: SpoolStats,
+    /// The byte bound in force: `max_bytes`, or lower while the disk is full.
+    cap: u64,
+    /// The reserve file (see the module documentation).
+    reserve: std::path::PathBuf,
+    /// When dropping at the bound was last logged, and the lines dropped since.
+    cap_logged: Option<std::time::Instant>,
+    cap_drops_unlogged: u64,
 }
 
 fn open_conn(path: &Path, sync: SyncPolicy) -> Result<Connection, SpoolError> {
@@ -206,11 +240,18 @@ impl Spool {
             }
         }
         tx.commit()?;
+        let mut reserve = path.as_os_str().to_owned();
+        reserve.push("-reserve");
         let mut spool = Spool {
             conn,
             limits,
             stats: SpoolStats::default(),
+            cap: limits.max_bytes,
+            reserve: reserve.into(),
+            cap_logged: None,
+            cap_drops_unlogged: 0,
         };
+        spool.make_reserve();
         spool.refresh_stats()?;
         spool.trim()?;
         Ok(spool)
@@ -262,12 +303,76 @@ impl Spool {
     }
 
     /// Appends chunks (each a list of lines) in one transaction, packed into rows of about
-    /// [`ROW_BYTES`] in order, then enforces the bounds.
+    /// [`ROW_BYTES`] in order, then enforces the bounds. On a full disk the oldest rows make
+    /// room (see the module documentation); the result is how many lines that dropped.
     pub fn append<C: AsRef<[String]>>(
         &mut self,
         chunks: &[C],
         now_ms: i64,
-    ) -> Result<(), SpoolError> {
+    ) -> Result<u64, SpoolError> {
+        match self.insert(chunks, now_ms) {
+            Err(e) if e.is_disk_full() => {
+                // The reserve's room lets the log be checkpointed and the delete be written.
+                let _ = std::fs::remove_file(&self.reserve);
+                let _ = self.checkpoint();
+                // Delivered rows go first and uncounted, as at the byte bound.
+                let _ = self.trim();
+                let bringing: u64 = chunks
+                    .iter()
+                    .flat_map(|c| c.as_ref())
+                    .map(|l| l.len() as u64 + 1)
+                    .sum();
+                // Never below a few rows: with nothing waiting the disk is full of something else, and
+                // a bound of 0 would drop every record as it comes.
+                let floor = 4 * ROW_BYTES as u64;
+                self.cap = self
+                    .cap
+                    .min((self.stats.bytes - self.stats.bytes / 4).max(floor));
+                let excess = (self.stats.bytes + bringing).saturating_sub(self.cap);
+                let dropped = self.drop_oldest(excess)?;
+                let _ = self.checkpoint();
+                tracing::error!(
+                    dropped_lines = dropped,
+                    total_dropped = self.stats.dropped_lines - self.stats.expired_lines,
+                    bound_bytes = self.cap,
+                    "disk full: the spool keeps at most bound_bytes until the disk has room, dropping the oldest records; free space on the spool's disk"
+                );
+                self.insert(chunks, now_ms)?;
+                Ok(dropped.max(1))
+            }
+            other => other.map(|()| 0),
+        }
+    }
+
+    /// The disk has room again: back to `max_bytes`, and the reserve is put back.
+    pub fn disk_has_room(&mut self) {
+        self.cap = self.limits.max_bytes;
+        self.make_reserve();
+    }
+
+    /// Writes the reserve file unless it is there (best effort: a disk too full for it is
+    /// what the reserve is for, and the spool works without it). Written, not sized, so the
+    /// file system really allocates it.
+    fn make_reserve(&self) {
+        use std::io::Write as _;
+        let exists = std::fs::metadata(&self.reserve).is_ok_and(|m| m.len() >= RESERVE_BYTES);
+        if exists {
+            return;
+        }
+        let written = std::fs::File::create(&self.reserve).and_then(|mut f| {
+            let block = [0u8; 64 * 1024];
+            for _ in 0..RESERVE_BYTES / block.len() as u64 {
+                f.write_all(&block)?;
+            }
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&self.reserve);
+            tracing::warn!(file = %self.reserve.display(), error = %e, "cannot write the spool's disk reserve; a full disk may then cost records");
+        }
+    }
+
+    fn insert<C: AsRef<[String]>>(&mut self, chunks: &[C], now_ms: i64) -> Result<(), SpoolError> {
         let tx = self.conn.transaction()?;
         let mut added_bytes = 0u64;
         let mut added_lines = 0u64;
@@ -307,7 +412,7 @@ impl Spool {
         self.stats.lines += added_lines;
         self.stats.chunks += added_rows;
         self.stats.appended_lines += added_lines;
-        if self.stats.bytes > self.limits.max_bytes {
+        if self.stats.bytes > self.cap {
             self.enforce_cap()?;
         }
         Ok(())
@@ -368,25 +473,40 @@ impl Spool {
     /// dropped. Delivered rows go first and uncounted, so only real losses are counted.
     fn enforce_cap(&mut self) -> Result<(), SpoolError> {
         self.trim()?;
-        if self.stats.bytes <= self.limits.max_bytes {
+        if self.stats.bytes <= self.cap {
             return Ok(());
         }
-        let mut excess = self.stats.bytes - self.limits.max_bytes;
+        let lines = self.drop_oldest(self.stats.bytes - self.cap)?;
+        // At the bound every append drops a little: one warning a minute says how much.
+        self.cap_drops_unlogged += lines;
+        let due = self
+            .cap_logged
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
+        if lines > 0 && due {
+            tracing::warn!(
+                dropped_lines = std::mem::take(&mut self.cap_drops_unlogged),
+                total_dropped = self.stats.dropped_lines - self.stats.expired_lines,
+                bound_bytes = self.cap,
+                "spool full: oldest records dropped (logged at most once a minute)"
+            );
+            self.cap_logged = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest rows holding at least `bytes`, delivered or not, and counts their
+    /// lines as dropped (returned).
+    fn drop_oldest(&mut self, bytes: u64) -> Result<u64, SpoolError> {
+        let mut excess = bytes;
         let cut = self.front_run(|_, bytes| {
             let more = excess > 0;
             excess = excess.saturating_sub(bytes);
             more
         })?;
-        if let Some(cut) = cut {
-            let lines = self.remove_up_to(cut, Removal::Dropped)?;
-            tracing::warn!(
-                dropped_lines = lines,
-                total_dropped = self.stats.dropped_lines - self.stats.expired_lines,
-                max_bytes = self.limits.max_bytes,
-                "spool full: oldest records dropped"
-            );
+        match cut {
+            Some(cut) => self.remove_up_to(cut, Removal::Dropped),
+            None => Ok(0),
         }
-        Ok(())
     }
 
     /// Deletes rows older than the age bound; counts their lines as expired.
@@ -665,5 +785,41 @@ mod tests {
         let reopened = Spool::open(&path, Limits::bytes(1 << 30), &["out".into()]).unwrap();
         assert_eq!(reopened.stats().lines, 200);
         assert_eq!(reopened.stats().chunks, 4);
+    }
+
+    #[test]
+    fn a_full_disk_lowers_the_bound_drops_the_oldest_and_keeps_appending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let mut spool = Spool::open(&path, Limits::bytes(1 << 30), &["out".into()]).unwrap();
+        assert!(path.with_file_name("spool.db-reserve").exists());
+        // SQLite answers SQLITE_FULL once the file reaches max_page_count, as on a full disk.
+        let pages: i64 = spool
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        spool
+            .conn
+            .pragma_update(None, "max_page_count", pages + 100)
+            .unwrap();
+        // 1000-byte lines, 50 an append: about 12 pages of 4 KiB each, so the disk fills
+        // within ten appends; none of forty fails, and the oldest make room.
+        let line = "x".repeat(999);
+        let mut dropped_for_room = 0;
+        for _ in 0..40 {
+            dropped_for_room += spool.append(&[vec![line.clone(); 50]], 0).unwrap();
+        }
+        let stats = spool.stats();
+        assert!(dropped_for_room > 0 && stats.dropped_lines > 0, "{stats:?}");
+        assert_eq!(stats.appended_lines, 2000);
+        assert_eq!(stats.lines + stats.dropped_lines, 2000);
+        assert!(
+            !path.with_file_name("spool.db-reserve").exists(),
+            "the reserve was used"
+        );
+        // Room again: the reserve comes back and max_bytes is the bound again.
+        spool.disk_has_room();
+        assert!(path.with_file_name("spool.db-reserve").exists());
+        assert_eq!(spool.cap, 1 << 30);
     }
 }

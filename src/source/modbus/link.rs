@@ -5,14 +5,20 @@
 //! promise kept by its callers. Every operation carries its own timeout and turns every way of
 //! failing into a [`PollFault`] that the health report can count by kind.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{ExceptionCode, Slave};
+use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
 use crate::config::{ModbusSerial, Parity, RegisterKind};
 
@@ -90,6 +96,9 @@ impl std::fmt::Display for PollFault {
 /// An open connection that can only read.
 pub struct ReadOnly {
     ctx: Context,
+    /// Set when the peer closed its side of the connection: tokio-modbus reports that with
+    /// whatever the last OS error was, which would put a misleading reason in the log.
+    closed: Arc<AtomicBool>,
     /// RTU on a serial line: the silence to keep before each request.
     frame_gap: Option<Duration>,
     /// When the line last carried a frame (the end of the last answer or timeout).
@@ -108,13 +117,18 @@ impl std::fmt::Debug for ReadOnly {
 pub async fn open(spec: &LinkSpec, timeout: Duration) -> Result<ReadOnly, PollFault> {
     // The unit is set before every request; this one is never used.
     let slave = Slave(1);
+    let closed = Arc::new(AtomicBool::new(false));
+    let watch = |inner| Watched {
+        inner,
+        closed: closed.clone(),
+    };
     let (ctx, frame_gap) = match spec {
         LinkSpec::Tcp(address) => {
-            let stream = connect_tcp(address, timeout).await?;
+            let stream = watch(connect_tcp(address, timeout).await?);
             (tokio_modbus::client::tcp::attach_slave(stream, slave), None)
         }
         LinkSpec::RtuOverTcp(address) => {
-            let stream = connect_tcp(address, timeout).await?;
+            let stream = watch(connect_tcp(address, timeout).await?);
             (tokio_modbus::client::rtu::attach_slave(stream, slave), None)
         }
         LinkSpec::Serial(settings) => {
@@ -127,6 +141,7 @@ pub async fn open(spec: &LinkSpec, timeout: Duration) -> Result<ReadOnly, PollFa
     };
     Ok(ReadOnly {
         ctx,
+        closed,
         frame_gap,
         last_frame: Instant::now(),
     })
@@ -195,24 +210,140 @@ impl ReadOnly {
             tokio::time::sleep_until(self.last_frame + gap).await;
         }
         self.ctx.set_slave(Slave(unit));
-        let ctx = &mut self.ctx;
-        let bits =
-            |r: Result<Vec<bool>, ExceptionCode>| r.map(|b| b.into_iter().map(u16::from).collect());
-        let read = async move {
-            match kind {
-                RegisterKind::Coil => ctx.read_coils(start, count).await.map(bits),
-                RegisterKind::Discrete => ctx.read_discrete_inputs(start, count).await.map(bits),
-                RegisterKind::Holding => ctx.read_holding_registers(start, count).await,
-                RegisterKind::Input => ctx.read_input_registers(start, count).await,
-            }
+        // Only the four read requests are ever built here: this is what keeps the type
+        // read-only. `call` rather than tokio-modbus's `Reader` methods, because those only
+        // `debug_assert` that the answer has as many values as asked for: a device that sends
+        // fewer would panic the connection's task in a debug build and pass unnoticed in a
+        // release build.
+        let request = match kind {
+            RegisterKind::Coil => Request::ReadCoils(start, count),
+            RegisterKind::Discrete => Request::ReadDiscreteInputs(start, count),
+            RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
+            RegisterKind::Input => Request::ReadInputRegisters(start, count),
         };
-        let result = tokio::time::timeout(timeout, read).await;
+        let result = tokio::time::timeout(timeout, self.ctx.call(request)).await;
         self.last_frame = Instant::now();
         match result {
             Err(_) => Err(PollFault::Timeout),
-            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(PollFault::Transport(e.to_string())),
+            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(self.transport_fault(&e)),
             Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(PollFault::Protocol(e.to_string())),
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok(Err(exception))) => Ok(Err(exception)),
+            Ok(Ok(Ok(response))) => checked(response, count).map(Ok),
+        }
+    }
+
+    /// A transport error in the words of what happened: the device hung up, it sent bytes
+    /// that are not a Modbus frame (tokio-modbus's codec says `InvalidData`), or the
+    /// connection itself failed.
+    fn transport_fault(&self, e: &io::Error) -> PollFault {
+        if self.closed.load(Ordering::Relaxed) {
+            PollFault::Transport("the device closed the connection without answering".into())
+        } else if e.kind() == io::ErrorKind::InvalidData {
+            PollFault::Protocol(format!("not a Modbus answer: {e}"))
+        } else {
+            PollFault::Transport(e.to_string())
+        }
+    }
+}
+
+/// The values of an answer, if it has exactly as many as were asked for: registers come two
+/// bytes each, bits packed eight to a byte (so the answer holds `count` rounded up to whole
+/// bytes). Anything else is a protocol error rather than values shifted into the wrong fields.
+fn checked(response: Response, count: u16) -> Result<Vec<u16>, PollFault> {
+    let wrong = |got: String| {
+        PollFault::Protocol(format!(
+            "byte count does not match the quantity: asked for {count}, the answer holds {got}"
+        ))
+    };
+    match response {
+        Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
+            let bytes = usize::from(count).div_ceil(8);
+            if bits.len() != bytes * 8 {
+                return Err(wrong(format!("{} bytes of bits", bits.len() / 8)));
+            }
+            Ok(bits
+                .into_iter()
+                .take(usize::from(count))
+                .map(u16::from)
+                .collect())
+        }
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            if words.len() != usize::from(count) {
+                return Err(wrong(format!("{} registers", words.len())));
+            }
+            Ok(words)
+        }
+        // `call` checks that the answer's function code is the request's.
+        other => Err(PollFault::Protocol(format!(
+            "answer to a read is not a read: {other:?}"
+        ))),
+    }
+}
+
+/// A byte stream that notes when the peer closes it (a read of zero bytes).
+#[derive(Debug)]
+struct Watched<T> {
+    inner: T,
+    closed: Arc<AtomicBool>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let room = buf.remaining() > 0;
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = poll
+            && room
+            && buf.filled().len() == before
+        {
+            self.closed.store(true, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_with_more_or_fewer_values_than_asked_is_a_protocol_error() {
+        // Three registers asked for: exactly three pass, two or four do not.
+        let ok = checked(Response::ReadHoldingRegisters(vec![1, 2, 3]), 3);
+        assert_eq!(ok, Ok(vec![1, 2, 3]));
+        for words in [vec![1, 2], vec![1, 2, 3, 4]] {
+            let err = checked(Response::ReadInputRegisters(words), 3).unwrap_err();
+            assert_eq!(err.kind(), "protocol", "{err}");
+        }
+        // Ten coils come in two bytes (16 bits); the six padding bits are cut off.
+        let bits = checked(Response::ReadCoils(vec![true; 16]), 10);
+        assert_eq!(bits, Ok(vec![1; 10]));
+        // One byte (8 bits) cannot hold ten; three bytes are one too many.
+        for n in [8, 24] {
+            let err = checked(Response::ReadDiscreteInputs(vec![false; n]), 10).unwrap_err();
+            assert!(err.to_string().contains("asked for 10"), "{err}");
         }
     }
 }

@@ -35,6 +35,30 @@ pub const MAX_TOPIC_LABELS: usize = 1000;
 pub const OTHER_TOPICS: &str = "(other topics)";
 /// The least time between two warnings about one topic and kind of fault.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// Topics with more levels are dropped unread: far beyond any real topic scheme (ISA-95 paths
+/// and Sparkplug use under ten), and a topic is matched level by level.
+pub const MAX_TOPIC_LEVELS: usize = 128;
+/// Sparkplug edge nodes the agent keeps birth certificates of, per broker; messages of
+/// further nodes are counted as malformed and dropped.
+pub const MAX_SPARKPLUG_NODES: usize = 1000;
+/// Metric names (and aliases) kept per Sparkplug node; metrics born past it are read by name
+/// only, and by alias counted as `unknown_alias`.
+pub const MAX_SPARKPLUG_METRICS: usize = 10_000;
+/// Topics are cut to this many bytes in labels and logs: a topic may be 64 KiB long, and up
+/// to [`MAX_TOPIC_LABELS`] of them are kept.
+pub const MAX_TOPIC_TEXT: usize = 200;
+
+/// `topic` cut to [`MAX_TOPIC_TEXT`] bytes (at a character boundary), with `…` when cut.
+fn shown(topic: &str) -> std::borrow::Cow<'_, str> {
+    if topic.len() <= MAX_TOPIC_TEXT {
+        return std::borrow::Cow::Borrowed(topic);
+    }
+    let cut = (0..=MAX_TOPIC_TEXT)
+        .rev()
+        .find(|i| topic.is_char_boundary(*i))
+        .unwrap_or(0);
+    std::borrow::Cow::Owned(format!("{}…", &topic[..cut]))
+}
 
 /// Why a message, or a value in it, was not used. The label of the bad-message counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -51,6 +75,8 @@ pub enum Fault {
     Timestamp,
     /// A Sparkplug metric sent by alias whose birth certificate the agent has not seen.
     UnknownAlias,
+    /// A topic of more than [`MAX_TOPIC_LEVELS`] levels.
+    Topic,
 }
 
 impl Fault {
@@ -62,6 +88,7 @@ impl Fault {
             Fault::MissingField => "missing_field",
             Fault::Timestamp => "timestamp",
             Fault::UnknownAlias => "unknown_alias",
+            Fault::Topic => "topic",
         }
     }
 }
@@ -168,6 +195,7 @@ impl Stats {
     }
 
     fn label(&mut self, topic: &str) -> String {
+        let topic = &*shown(topic);
         if self.labelled.contains(topic) {
             return topic.to_string();
         }
@@ -211,7 +239,7 @@ impl Stats {
                 let suppressed = entry.map_or(0, |(_, n)| *n);
                 warn!(
                     broker = %self.broker,
-                    topic,
+                    topic = %shown(topic),
                     kind = fault.as_str(),
                     not_logged_since_last = suppressed,
                     "{detail}"
@@ -229,7 +257,7 @@ impl Stats {
         }
         warn!(
             broker = %self.broker,
-            topic,
+            topic = %shown(topic),
             id,
             "messages for `{id}`, which is not in the register: add a [[machine]] (or [[meter]]) \
              with this id or fix the topic map; counted, not logged again for this topic"
@@ -245,10 +273,11 @@ impl Stats {
 
     fn unmapped(&mut self, topic: &str) {
         self.unmapped.fetch_add(1, Ordering::Relaxed);
+        let topic = shown(topic);
         if self.unmapped_logged.len() < MAX_TOPIC_LABELS
-            && self.unmapped_logged.insert(topic.into())
+            && self.unmapped_logged.insert(topic.to_string())
         {
-            debug!(broker = %self.broker, topic, "no topic pattern matches: message ignored");
+            debug!(broker = %self.broker, %topic, "no topic pattern matches: message ignored");
         }
     }
 }
@@ -358,6 +387,15 @@ impl Mapper {
     ) {
         let ctx = &mut self.ctx;
         ctx.stats.messages.fetch_add(1, Ordering::Relaxed);
+        let levels = topic.bytes().filter(|b| *b == b'/').count() + 1;
+        if levels > MAX_TOPIC_LEVELS {
+            let detail = format!(
+                "topic of {levels} levels ({} bytes), more than {MAX_TOPIC_LEVELS}: dropped",
+                topic.len()
+            );
+            ctx.stats.fault(topic, Fault::Topic, &detail);
+            return;
+        }
         let Some((mapping, captures)) = self
             .mappings
             .iter()
@@ -612,6 +650,13 @@ impl Ctx {
                 return;
             }
         };
+        if !self.nodes.contains_key(&node_key) && self.nodes.len() >= MAX_SPARKPLUG_NODES {
+            let detail = format!(
+                "more than {MAX_SPARKPLUG_NODES} Sparkplug edge nodes on this broker: message of a new node dropped"
+            );
+            self.stats.fault(topic, Fault::Malformed, &detail);
+            return;
+        }
         let node = self.nodes.entry(node_key).or_default();
         if sp.kind == MessageType::NBirth {
             // A new session of the node: its aliases start afresh.
@@ -624,6 +669,11 @@ impl Ctx {
         if matches!(sp.kind, MessageType::NBirth | MessageType::DBirth) {
             for m in &decoded.metrics {
                 if let Some(name) = &m.name {
+                    if node.datatypes.len() >= MAX_SPARKPLUG_METRICS
+                        && !node.datatypes.contains_key(name)
+                    {
+                        continue;
+                    }
                     node.datatypes.insert(name.clone(), m.datatype);
                     if let Some(alias) = m.alias {
                         node.aliases.insert(alias, (name.clone(), m.datatype));
@@ -639,6 +689,7 @@ impl Ctx {
             .nodes
             .get_mut(&(sp.group.to_string(), sp.node.to_string()))
         {
+            // Devices map to registered machines, so there are only as many as the register.
             node.devices.insert(sp.device.to_string(), target.clone());
         }
         let at = match decoded.timestamp.and_then(|ms| i64::try_from(ms).ok()) {
@@ -1182,5 +1233,31 @@ field = [
         // After the death the aliases are gone until the next birth.
         let ddata = payload(T_MS, vec![metric(None, Some(10), 0, Raw::Float(1.0))]);
         assert!(handle(&mut m, "spBv1.0/shop1/DDATA/edge1/cnc01", &ddata).is_empty());
+    }
+
+    #[test]
+    fn json_nested_past_serde_jsons_recursion_limit_is_malformed_not_a_crash() {
+        // 1000 levels of arrays (2000 bytes, under this config's max_packet_size): serde_json
+        // stops at 128, its default; the `unbounded_depth` feature would lift the limit and let
+        // deeper payloads overflow the stack. tests/hostile.rs sends 100 000 levels through a
+        // real broker.
+        let (mut m, metrics) = mapper();
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        assert!(handle(&mut m, "plant/cnc01/data", deep.as_bytes()).is_empty());
+        assert_eq!(bad(&metrics, "plant/cnc01/data", "malformed"), 1);
+    }
+
+    #[test]
+    fn topics_of_thousands_of_levels_are_dropped_and_labelled_short() {
+        let (mut m, metrics) = mapper();
+        let deep = format!("plant/cnc01/{}data", "x/".repeat(3000));
+        assert!(handle(&mut m, &deep, br#"{"parts": 1}"#).is_empty());
+        let label = format!("{}…", &deep[..MAX_TOPIC_TEXT]);
+        assert_eq!(bad(&metrics, &label, "topic"), 1);
+        // 128 levels are still read.
+        let ok = format!("plant/{}", "x/".repeat(126));
+        assert_eq!(ok.split('/').count(), MAX_TOPIC_LEVELS);
+        handle(&mut m, &ok, b"1");
+        assert_eq!(metrics.sum("shopfloor_mqtt_bad_messages_total"), 1);
     }
 }
