@@ -8,8 +8,8 @@ use jiff::{SignedDuration, Timestamp};
 use tracing::info;
 
 use super::calendar::Calendar;
-use super::signals::Signals;
 use super::energy::{Counter, CounterStep};
+use super::signals::Signals;
 use super::timemodel::{Accounting, TimeTotals};
 use super::windows::{self, Window};
 use super::{seconds, state};

@@ -40,8 +40,7 @@ pub struct Inputs<'a> {
 fn holds(condition: &Condition, inputs: &Inputs<'_>) -> bool {
     let name = condition.signal.as_str();
     if condition.op == Op::ChangedWithin {
-        let (Some(changed), Some(within)) = (inputs.signals.changed(name), condition.within)
-        else {
+        let (Some(changed), Some(within)) = (inputs.signals.changed(name), condition.within) else {
             return false;
         };
         return SignedDuration::try_from(within)

@@ -625,7 +625,10 @@ mod tests {
         assert_eq!(&body[b.bytes.clone()], b"c 3\nd 4\ne 5\n");
         // The second of the first pieces halves into one line each, within its own bytes.
         let [c, d] = halves(body, pieces[1].clone());
-        assert_eq!((&body[c.bytes], &body[d.bytes]), (&b"c 3\n"[..], &b"d 4\n"[..]));
+        assert_eq!(
+            (&body[c.bytes], &body[d.bytes]),
+            (&b"c 3\n"[..], &b"d 4\n"[..])
+        );
         // A piece from the middle of the body splits from where it starts.
         let tail = split_lines(body, 4..body.len(), 3);
         assert_eq!(tail.iter().map(|p| p.lines).collect::<Vec<_>>(), [3, 1]);
