@@ -114,8 +114,9 @@ pub struct MachineSignals {
     pub signals: Vec<(Arc<str>, Value)>,
 }
 
-/// How long [`SignalQuery::latest`] waits for the engine. It answers between two events, in
-/// well under a millisecond; only a stuck engine takes this long.
+/// How long [`SignalQuery::latest`] waits for the engine. It answers between two events (the
+/// copy of 100 machines × 1000 signals takes a few milliseconds); only a stuck engine takes
+/// this long.
 const SIGNAL_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The engine's end of [`SignalQuery`].
