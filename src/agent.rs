@@ -56,6 +56,8 @@ pub enum StartError {
 pub struct Running {
     /// The engine's latest view, for the terminal summary and the board.
     pub snapshots: watch::Receiver<Snapshot>,
+    /// Asks the engine for the machines' latest signals.
+    pub signals: engine::SignalQuery,
     pub spool_stats: watch::Receiver<SpoolStats>,
     /// Counters and gauges of every part, for `/metrics` and the board.
     pub metrics: Metrics,
@@ -285,6 +287,7 @@ pub fn start_resuming(
         let _ = records_tx.try_send(restored);
     }
     let (snap_tx, snap_rx) = watch::channel(engine.snapshot(now, 0));
+    let (signal_query, signal_requests) = engine::SignalQuery::channel();
     let options = engine::RunOptions {
         state_path,
         window_flush: config.agent.window_flush,
@@ -297,6 +300,7 @@ pub fn start_resuming(
             site_name: Arc::from(config.site.name.as_str()),
             enterprise: Arc::from(config.site.enterprise.as_str()),
             snapshots: snap_rx.clone(),
+            signals: signal_query.clone(),
             spool: stats_rx.clone(),
             metrics: metrics.clone(),
             declared_file: Some(declared_file),
@@ -316,7 +320,10 @@ pub fn start_resuming(
         engine,
         events_rx,
         records_tx,
-        snap_tx,
+        engine::Views {
+            snapshots: snap_tx,
+            signal_requests,
+        },
         metrics.clone(),
         options,
         shutdown,
@@ -335,6 +342,7 @@ pub fn start_resuming(
         web_addr,
         metrics,
         snapshots: snap_rx,
+        signals: signal_query,
         spool_stats: stats_rx,
         tasks,
         spool_thread,

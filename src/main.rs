@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use shopfloor::config::{self, Config, State};
 use shopfloor::config::{ModbusSerial, Parity, RegisterKind};
-use shopfloor::engine::Snapshot;
+use shopfloor::engine::{MachineSignals, Snapshot};
 use shopfloor::sim::{self, Fault, Framing, SimOptions};
 use shopfloor::source::modbus::{self, LinkSpec, plan, probe};
 use shopfloor::{agent, shutdown};
@@ -174,20 +174,34 @@ fn parse_register(text: &str) -> Result<RegisterKind, String> {
     }
 }
 
-/// glibc gives each thread that contends for the allocator an arena of its own (up to eight per
-/// core) and keeps what every arena has freed. Poll results are built on one thread and freed
-/// on another, so at 100k values a second the arenas held as much again as the live heap
-/// (docs/BENCHMARKS.md). The agent has a handful of threads; two arenas serve them.
-fn limit_malloc_arenas() {
+/// Two glibc malloc settings, for a process that runs for months at a steady rate:
+///
+/// - Arenas. glibc gives each thread that contends for the allocator an arena of its own (up
+///   to eight per core) and keeps what every arena has freed. Poll results are built on one
+///   thread and freed on another, so at 100k values a second the arenas held as much again as
+///   the live heap (docs/BENCHMARKS.md). The agent has a handful of threads; two arenas serve
+///   them.
+/// - Large blocks. A block of [`MMAP_THRESHOLD`] or more gets pages of its own, returned to the
+///   system when it is freed. glibc's default starts at 128 KiB but rises to the size of any
+///   such block freed, up to 32 MiB: after the first batch of a few megabytes the writers' and
+///   the poll results' buffers all came from the heap, and every size that had ever been
+///   freed stayed resident in its holes. A fixed threshold keeps them out of the heap; the
+///   cost is a map and an unmap per block (a few hundred a second at 100k values a second).
+fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
+    // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 
+/// See [`tune_malloc`]: a Modbus poll result of 1000 values is 88 KiB, a spool row 64 KiB.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD: libc::c_int = 64 * 1024;
+
 fn main() -> ExitCode {
-    limit_malloc_arenas();
+    tune_malloc();
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
@@ -549,12 +563,17 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
         }
         let snapshot = snapshots.borrow().clone();
         let spool = *stats.borrow();
+        let signals = if tty {
+            running.signals.latest().await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut out = std::io::stdout().lock();
         if tty {
             let _ = write!(
                 out,
                 "\x1b[2J\x1b[H{}",
-                board(&snapshot, spool.lines, &records, &board_url)
+                board(&snapshot, &signals, spool.lines, &records, &board_url)
             );
         } else {
             // Not a terminal: one line per change, so the output reads well in a log.
@@ -582,7 +601,13 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
 }
 
 /// The terminal summary of `shopfloor demo`.
-fn board(snapshot: &Snapshot, waiting: u64, records: &std::path::Path, url: &str) -> String {
+fn board(
+    snapshot: &Snapshot,
+    signals: &[MachineSignals],
+    waiting: u64,
+    records: &std::path::Path,
+    url: &str,
+) -> String {
     let now = snapshot.at.unwrap_or_else(Timestamp::now);
     let networked = snapshot
         .machines
@@ -622,10 +647,10 @@ fn board(snapshot: &Snapshot, waiting: u64, records: &std::path::Path, url: &str
     text.push('\n');
     text.push_str("machine   kind               cnc  state      for      rpm    parts  alarm  avail today  parts today\n");
     for m in &snapshot.machines {
+        let latest = signals.iter().find(|s| s.id == m.id);
         let get = |name: &str| {
-            m.signals
-                .iter()
-                .find(|(k, _)| &**k == name)
+            latest
+                .and_then(|s| s.signals.iter().find(|(k, _)| &**k == name))
                 .map_or_else(|| "-".to_string(), |(_, v)| v.to_string())
         };
         let secs = now.duration_since(m.since).as_secs().max(0);

@@ -1,7 +1,7 @@
 //! One machine as the engine sees it: its latest signals, its state, its part counters and its
 //! time model per window.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
@@ -9,12 +9,13 @@ use tracing::info;
 
 use super::calendar::Calendar;
 use super::energy::{Counter, CounterStep};
+use super::signals::Signals;
 use super::timemodel::{Accounting, TimeTotals};
 use super::windows::{self, Window};
 use super::{seconds, state};
 use crate::config::{Config, Machine, State, StateRules};
 use crate::sink::line_protocol::{LineBuilder, tag_prefix};
-use crate::source::{Sample, Value};
+use crate::source::Sample;
 
 /// How far back state changes are kept, for sharing a machine meter's consumption between
 /// states: longer than any sensible gap between two meter readings.
@@ -41,10 +42,8 @@ pub(super) struct MachineTrack {
     pub signal_prefix: String,
     pub state_prefix: String,
     pub time_prefix: String,
-    pub signals: HashMap<Arc<str>, Value>,
-    /// When each signal's value last changed. A first value is no change: nobody knows when
-    /// the counter last moved before the agent saw it.
-    pub changed: HashMap<Arc<str>, Timestamp>,
+    /// Latest values and when each changed.
+    pub signals: Signals,
     pub last_data: Option<Timestamp>,
     pub state: State,
     pub since: Timestamp,
@@ -94,8 +93,7 @@ impl MachineTrack {
             signal_prefix: tag_prefix("signal", &tags),
             state_prefix: tag_prefix("machine_state", &tags),
             time_prefix: tag_prefix("machine_time", &tags),
-            signals: HashMap::new(),
-            changed: HashMap::new(),
+            signals: Signals::default(),
             last_data: None,
             state: State::Offline,
             since: now,
@@ -128,13 +126,10 @@ impl MachineTrack {
         for s in group {
             // A signal name built from a topic capture could be anything: past the bound, new
             // names are still written, just not kept for the rules and the board.
-            if self.signals.len() >= MAX_SIGNALS && !self.signals.contains_key(&s.signal) {
+            if self.signals.len() >= MAX_SIGNALS && self.signals.get(&s.signal).is_none() {
                 continue;
             }
-            let previous = self.signals.insert(s.signal.clone(), s.value.clone());
-            if previous.is_some_and(|p| p != s.value) {
-                self.changed.insert(s.signal.clone(), at);
-            }
+            self.signals.update(&s.signal, &s.value, at);
         }
         self.last_data = Some(self.last_data.map_or(at, |t| t.max(at)));
         let here = windows::containing(calendar, at);
@@ -147,8 +142,7 @@ impl MachineTrack {
             Some(rules) => state::evaluate(
                 rules,
                 &state::Inputs {
-                    values: &self.signals,
-                    changed: &self.changed,
+                    signals: &self.signals,
                     at,
                 },
             ),

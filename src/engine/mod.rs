@@ -18,6 +18,7 @@ pub mod indicators;
 mod machine;
 mod meter;
 pub mod persist;
+pub mod signals;
 pub mod state;
 pub mod timemodel;
 pub mod windows;
@@ -33,7 +34,7 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
 use crate::config::{Carrier, Config, State, ValueAddedMethod};
@@ -83,7 +84,8 @@ pub struct DeviceHealth {
     pub reason: Option<String>,
 }
 
-/// What the board and the terminal summary show; published after every change.
+/// What the board and the terminal summary show; published every second. The machines' latest
+/// signals are not in it: they are asked for ([`SignalQuery`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub at: Option<Timestamp>,
@@ -105,10 +107,59 @@ pub struct MachineView {
     pub cnc: bool,
     pub state: State,
     pub since: Timestamp,
-    pub signals: Vec<(Arc<str>, Value)>,
     /// Availability in today's day window, when there was planned busy time.
     pub availability_today: Option<f64>,
     pub parts_today: i64,
+}
+
+/// One machine's latest signals, ordered by name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineSignals {
+    pub id: Arc<str>,
+    pub signals: Vec<(Arc<str>, Value)>,
+}
+
+/// How long [`SignalQuery::latest`] waits for the engine. It answers between two events (the
+/// copy of 100 machines × 1000 signals takes a few milliseconds); only a stuck engine takes
+/// this long.
+const SIGNAL_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The engine's end of [`SignalQuery`].
+pub type SignalRequests = mpsc::Receiver<oneshot::Sender<Vec<MachineSignals>>>;
+
+/// Asks the engine for every machine's latest signals, for the board and the demo's summary.
+/// They are copied on request rather than into every [`Snapshot`]: at 100 machines of 1000
+/// Modbus fields that copy is 5 MB, made every second (and held twice while the new snapshot
+/// replaces the old) for a board that nobody may be looking at.
+#[derive(Debug, Clone)]
+pub struct SignalQuery(mpsc::Sender<oneshot::Sender<Vec<MachineSignals>>>);
+
+impl SignalQuery {
+    pub fn channel() -> (SignalQuery, SignalRequests) {
+        let (tx, rx) = mpsc::channel(8);
+        (SignalQuery(tx), rx)
+    }
+
+    /// Every machine's latest signals, in register order; `None` when the engine has stopped
+    /// or did not answer within [`SIGNAL_QUERY_TIMEOUT`].
+    pub async fn latest(&self) -> Option<Vec<MachineSignals>> {
+        let ask = async {
+            let (reply, answer) = oneshot::channel();
+            self.0.send(reply).await.ok()?;
+            answer.await.ok()
+        };
+        tokio::time::timeout(SIGNAL_QUERY_TIMEOUT, ask)
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// Where [`run`] publishes: the snapshot every second, and answers to signal queries.
+#[derive(Debug)]
+pub struct Views {
+    pub snapshots: watch::Sender<Snapshot>,
+    pub signal_requests: SignalRequests,
 }
 
 /// The engine. See the module documentation.
@@ -723,12 +774,6 @@ impl Engine {
                 .machines
                 .iter()
                 .map(|m| {
-                    let mut signals: Vec<_> = m
-                        .signals
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    signals.sort_by(|a, b| a.0.cmp(&b.0));
                     let t = today.as_ref().and_then(|w| m.windows.get(w));
                     MachineView {
                         id: m.id.clone(),
@@ -737,7 +782,6 @@ impl Engine {
                         cnc: m.cnc,
                         state: m.state,
                         since: m.since,
-                        signals,
                         availability_today: t.and_then(|t| {
                             indicators::availability(
                                 t.running_busy_ns as f64 / 1e9,
@@ -753,6 +797,21 @@ impl Engine {
             fleet_today: today.as_ref().and_then(|w| self.fleets().remove(w)),
             green_today: today.as_ref().map(|w| self.green(w).0),
         }
+    }
+
+    /// Every machine's latest signals, in register order (see [`SignalQuery`]).
+    pub fn machine_signals(&self) -> Vec<MachineSignals> {
+        self.machines
+            .iter()
+            .map(|m| MachineSignals {
+                id: m.id.clone(),
+                signals: m
+                    .signals
+                    .sorted()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .collect()
     }
 }
 
@@ -777,13 +836,13 @@ pub struct RunOptions {
 }
 
 /// Feeds the engine from the sources until shutdown, hands records to the spool, publishes
-/// snapshots, writes window totals and saves the accumulators. Records go to the spool with
-/// `try_send`: the engine never waits for a sink.
+/// snapshots, answers signal queries, writes window totals and saves the accumulators.
+/// Records go to the spool with `try_send`: the engine never waits for a sink.
 pub async fn run(
     mut engine: Engine,
     mut events: mpsc::Receiver<SourceEvent>,
     records: std::sync::mpsc::SyncSender<Vec<String>>,
-    snapshots: watch::Sender<Snapshot>,
+    mut views: Views,
     metrics: Metrics,
     options: RunOptions,
     mut shutdown: Shutdown,
@@ -826,7 +885,11 @@ pub async fn run(
                     next_agent_line = now + AGENT_LINE_EVERY;
                 }
                 let total_dropped = dropped.load(Ordering::Relaxed);
-                snapshots.send_replace(engine.snapshot(now, total_dropped));
+                views.snapshots.send_replace(engine.snapshot(now, total_dropped));
+            }
+            Some(reply) = views.signal_requests.recv() => {
+                // The asker may have given up meanwhile; then nobody wants the answer.
+                let _ = reply.send(engine.machine_signals());
             }
             _ = flush.tick() => {
                 if let Some(path) = &options.declared_file {
@@ -983,6 +1046,25 @@ rule = [
             out[0],
             "signal,county=yk,sector=doors,enterprise=e1,machine=cnc01,kind=machining_centre,cnc=true run=1i,alarm_code=0i 1700000001000000000"
         );
+    }
+
+    #[test]
+    fn latest_signals_are_listed_per_machine_by_name_in_register_order() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        e.on_event(poll("cnc01", t(1), 1, 0), &mut out);
+        e.on_event(poll("cnc01", t(2), 0, 5), &mut out);
+        let listed = e.machine_signals();
+        let ids: Vec<&str> = listed.iter().map(|m| &*m.id).collect();
+        assert_eq!(ids, ["cnc01", "press01"]);
+        assert_eq!(
+            listed[0].signals,
+            [
+                (Arc::from("alarm_code"), Value::Int(5)),
+                (Arc::from("run"), Value::Int(0)),
+            ]
+        );
+        assert!(listed[1].signals.is_empty(), "press01 sent nothing");
     }
 
     #[test]

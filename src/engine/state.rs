@@ -1,10 +1,8 @@
 //! State rules: from a machine's latest signals to one of the ISO 22400-2 states.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use jiff::{SignedDuration, Timestamp};
 
+use super::signals::Signals;
 use crate::config::{Condition, Machine, Op, State, StateRules};
 use crate::source::Value;
 
@@ -31,25 +29,24 @@ pub fn evaluate(rules: &StateRules, inputs: &Inputs<'_>) -> State {
         .map_or(rules.default, |rule| rule.state)
 }
 
-/// What the rules look at: the latest value of each signal, when each last changed, and the
-/// moment of evaluation.
+/// What the rules look at: the latest value of each signal and when each last changed, and
+/// the moment of evaluation.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
-    pub values: &'a HashMap<Arc<str>, Value>,
-    pub changed: &'a HashMap<Arc<str>, Timestamp>,
+    pub signals: &'a Signals,
     pub at: Timestamp,
 }
 
 fn holds(condition: &Condition, inputs: &Inputs<'_>) -> bool {
     let name = condition.signal.as_str();
     if condition.op == Op::ChangedWithin {
-        let (Some(changed), Some(within)) = (inputs.changed.get(name), condition.within) else {
+        let (Some(changed), Some(within)) = (inputs.signals.changed(name), condition.within) else {
             return false;
         };
         return SignedDuration::try_from(within)
-            .is_ok_and(|within| inputs.at.duration_since(*changed) <= within);
+            .is_ok_and(|within| inputs.at.duration_since(changed) <= within);
     }
-    let Some(x) = inputs.values.get(name).and_then(Value::as_f64) else {
+    let Some(x) = inputs.signals.get(name).and_then(Value::as_f64) else {
         return false;
     };
     let v = condition.value.unwrap_or(f64::NAN);
@@ -79,6 +76,7 @@ fn holds(condition: &Condition, inputs: &Inputs<'_>) -> bool {
 mod tests {
     use super::*;
     use crate::config::Rule;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn cond(signal: &str, op: Op, value: f64) -> Condition {
@@ -98,15 +96,8 @@ mod tests {
     }
 
     /// Evaluates with no change history, at a fixed moment.
-    fn eval(rules: &StateRules, values: &HashMap<Arc<str>, Value>) -> State {
-        evaluate(
-            rules,
-            &Inputs {
-                values,
-                changed: &HashMap::new(),
-                at: t(0),
-            },
-        )
+    fn eval(rules: &StateRules, signals: &Signals) -> State {
+        evaluate(rules, &Inputs { signals, at: t(0) })
     }
 
     fn cnc_rules() -> StateRules {
@@ -132,11 +123,12 @@ mod tests {
         }
     }
 
-    fn signals(pairs: &[(&str, Value)]) -> HashMap<Arc<str>, Value> {
-        pairs
-            .iter()
-            .map(|(k, v)| (Arc::from(*k), v.clone()))
-            .collect()
+    fn signals(pairs: &[(&str, Value)]) -> Signals {
+        let mut s = Signals::default();
+        for (k, v) in pairs {
+            s.update(&Arc::from(*k), v, t(0));
+        }
+        s
     }
 
     #[test]
@@ -151,11 +143,11 @@ mod tests {
         assert_eq!(eval(&rules, &running), State::Running);
         // An alarm outranks running even while the spindle turns.
         let mut alarm = running.clone();
-        alarm.insert(Arc::from("alarm_code"), Value::Int(1021));
+        alarm.update(&Arc::from("alarm_code"), &Value::Int(1021), t(0));
         assert_eq!(eval(&rules, &alarm), State::Alarm);
         // Run flag set but spindle at 0: not all conditions hold → default idle.
         let mut waiting = running.clone();
-        waiting.insert(Arc::from("spindle_rpm"), Value::Int(0));
+        waiting.update(&Arc::from("spindle_rpm"), &Value::Int(0), t(0));
         assert_eq!(eval(&rules, &waiting), State::Idle);
     }
 
@@ -210,27 +202,16 @@ mod tests {
             ("status", Value::Int(0b1000)),
             ("parts", Value::Int(7)),
         ]);
-        let mut changed = HashMap::new();
-        let at =
-            |s: i64, changed: &HashMap<Arc<str>, Timestamp>, values: &HashMap<Arc<str>, Value>| {
-                evaluate(
-                    &rules,
-                    &Inputs {
-                        values,
-                        changed,
-                        at: t(s),
-                    },
-                )
-            };
-        assert_eq!(at(0, &changed, &values), State::Setup);
+        let at = |s: i64, signals: &Signals| evaluate(&rules, &Inputs { signals, at: t(s) });
+        assert_eq!(at(0, &values), State::Setup);
         // Bit 3 clear (0b0111) → no rule → idle; load 96 % is out of range as well.
-        values.insert(Arc::from("status"), Value::Int(0b0111));
-        assert_eq!(at(0, &changed, &values), State::Idle);
+        values.update(&Arc::from("status"), &Value::Int(0b0111), t(0));
+        assert_eq!(at(0, &values), State::Idle);
         // The part counter changed at t=100: running until t=190 inclusive, idle after.
-        changed.insert(Arc::from("parts"), t(100));
-        assert_eq!(at(150, &changed, &values), State::Running);
-        assert_eq!(at(190, &changed, &values), State::Running);
-        assert_eq!(at(191, &changed, &values), State::Idle);
+        values.update(&Arc::from("parts"), &Value::Int(8), t(100));
+        assert_eq!(at(150, &values), State::Running);
+        assert_eq!(at(190, &values), State::Running);
+        assert_eq!(at(191, &values), State::Idle);
     }
 
     #[test]

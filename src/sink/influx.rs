@@ -165,16 +165,24 @@ impl InfluxWriter {
     /// Posts one batch of lines (`\n`-terminated, nanosecond timestamps, as the spool holds
     /// them).
     pub async fn send(&self, body: &[u8]) -> Result<(), SendError> {
-        let body = rescale_timestamps(body, self.precision);
         let mut request = self
             .client
             .post(self.write_url.clone())
             .header(CONTENT_TYPE, "text/plain; charset=utf-8");
-        request = if self.gzip {
-            request.header(CONTENT_ENCODING, "gzip").body(gzip(&body))
-        } else {
-            request.body(body)
+        // The request owns its body; the rescaled text (or the spool's, borrowed) is gone
+        // once it is compressed, before the request is sent.
+        let payload = {
+            let text = rescale_timestamps(body, self.precision);
+            if self.gzip {
+                gzip(&text)
+            } else {
+                text.into_owned()
+            }
         };
+        if self.gzip {
+            request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        request = request.body(payload);
         if let Some(auth) = &self.authorization {
             request = request.header(AUTHORIZATION, auth.clone());
         }

@@ -3,8 +3,9 @@
 //! Served by the agent itself (axum), bound to 127.0.0.1:8080 unless `[web] listen` says
 //! otherwise. The board is one page with its script inline: it polls the JSON API every two
 //! seconds, so it needs no build step and works on the gateway's own screen with no network.
-//! It reads only the engine's published snapshot and the metrics registry: the web server owns
-//! no state of its own and can never slow the engine down.
+//! It reads only the engine's published snapshot, the signals it asks the engine for (one copy
+//! per `/api/machines` request, made between two of the engine's events) and the metrics
+//! registry: the web server owns no state of its own and can never slow the engine down.
 //!
 //! | path | what |
 //! |---|---|
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::engine::Snapshot;
+use crate::engine::{SignalQuery, Snapshot};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::SpoolStats;
@@ -43,6 +44,7 @@ pub struct Board {
     pub site_name: Arc<str>,
     pub enterprise: Arc<str>,
     pub snapshots: watch::Receiver<Snapshot>,
+    pub signals: SignalQuery,
     pub spool: watch::Receiver<SpoolStats>,
     pub metrics: Metrics,
     /// Where `POST /api/value-added` writes declared figures (the engine re-reads it).
@@ -105,6 +107,8 @@ struct MachineJson {
 
 async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
     let snap = board.snapshots.borrow().clone();
+    // A stuck engine answers nothing: the states are shown without signals then.
+    let signals = board.signals.latest().await.unwrap_or_default();
     let now = snap.at.unwrap_or_else(Timestamp::now);
     Json(
         snap.machines
@@ -120,11 +124,16 @@ async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
                 state_s: now.duration_since(m.since).as_secs_f64().max(0.0),
                 availability_today: m.availability_today,
                 parts_today: m.parts_today,
-                signals: m
-                    .signals
+                signals: signals
                     .iter()
-                    .map(|(k, v)| (k.to_string(), value_json(v)))
-                    .collect(),
+                    .find(|s| s.id == m.id)
+                    .map(|s| {
+                        s.signals
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), value_json(v)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
             .collect(),
     )
