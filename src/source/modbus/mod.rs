@@ -454,6 +454,125 @@ fn decode_request(
     }
 }
 
+/// Entry points for the fuzz targets under `fuzz/`, not an API: the whole response path of a
+/// poll (framing, the device's answer, cutting fields out of it, decoding) behind a
+/// transport that replays bytes the fuzzer made up instead of a socket.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    use crate::config::ModbusDevice;
+
+    use super::*;
+
+    /// A device's side of a connection: reads get the next bytes of the reply script, in the
+    /// chunk sizes the script says (so a frame can arrive a byte at a time), then end of
+    /// stream.
+    #[derive(Debug)]
+    struct Replay {
+        chunks: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    impl Replay {
+        fn read(&mut self, buf: &mut ReadBuf<'_>) {
+            if let Some(chunk) = self.chunks.front_mut() {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                chunk.drain(..n);
+                if chunk.is_empty() {
+                    self.chunks.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Polls every group of `device` once over a connection whose answers are `chunks`, in
+    /// order, with RTU or TCP framing; after a fault the connection is opened afresh on what
+    /// is left, as the real loop does. Returns the samples and the faults. The replay
+    /// ends in end of stream, never in silence, so no input waits out a timeout.
+    pub fn poll_replayed(
+        device: ModbusDevice,
+        rtu: bool,
+        chunks: Vec<Vec<u8>>,
+    ) -> (Vec<Sample>, Vec<PollFault>) {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
+            return (Vec::new(), Vec::new());
+        };
+        runtime.block_on(async move {
+            let metrics = Metrics::new();
+            let mut p = Polled::new(device, &metrics, Instant::now());
+            let link = LinkSpec::Tcp("replay".into());
+            let replay = Arc::new(std::sync::Mutex::new(Some(Replay {
+                chunks: chunks.into(),
+            })));
+            let mut samples = Vec::new();
+            let mut faults = Vec::new();
+            for g in 0..p.groups.len() {
+                // A fresh connection per group: the same bytes continue, as after a reconnect.
+                let Some(transport) = replay.lock().ok().and_then(|mut r| r.take()) else {
+                    break;
+                };
+                let transport = Shared(replay.clone(), Some(transport));
+                let mut conn = Some(link::attach(transport, rtu));
+                match poll_group(&link, &mut conn, &mut p, g, Timestamp::UNIX_EPOCH).await {
+                    Ok(s) => samples.extend(s),
+                    Err(fault) => faults.push(fault),
+                }
+                drop(conn);
+            }
+            (samples, faults)
+        })
+    }
+
+    /// A [`Replay`] that goes back to the shared slot when the connection drops it; requests
+    /// written to it are thrown away.
+    #[derive(Debug)]
+    struct Shared(Arc<std::sync::Mutex<Option<Replay>>>, Option<Replay>);
+
+    impl Drop for Shared {
+        fn drop(&mut self) {
+            if let (Ok(mut slot), Some(r)) = (self.0.lock(), self.1.take()) {
+                *slot = Some(r);
+            }
+        }
+    }
+
+    impl AsyncRead for Shared {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if let Some(r) = self.1.as_mut() {
+                r.read(buf);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Shared {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
