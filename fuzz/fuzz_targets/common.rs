@@ -19,8 +19,16 @@ fn config() -> &'static Config {
 /// A fresh mapper, so that no input depends on what an earlier one left behind.
 pub fn mapper() -> Mapper {
     let config = config();
-    let machines: HashSet<Arc<str>> = config.machines.iter().map(|m| Arc::from(m.id.as_str())).collect();
-    let meters: HashSet<Arc<str>> = config.meters.iter().map(|m| Arc::from(m.id.as_str())).collect();
+    let machines: HashSet<Arc<str>> = config
+        .machines
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
+    let meters: HashSet<Arc<str>> = config
+        .meters
+        .iter()
+        .map(|m| Arc::from(m.id.as_str()))
+        .collect();
     Mapper::new(&config.mqtt[0], machines, meters, Metrics::new())
         .unwrap_or_else(|e| panic!("config/mqtt.toml's mapper: {e}"))
 }

@@ -11,9 +11,15 @@ use shopfloor::config;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     if let Err(d) = config::load_str(&text, "fuzz.toml") {
-        assert!(!d.to_string().is_empty(), "a refused config without a reason");
+        assert!(
+            !d.to_string().is_empty(),
+            "a refused config without a reason"
+        );
     }
     if let Err(d) = config::load_profile_str(&text, "fuzz-profile.toml") {
-        assert!(!d.to_string().is_empty(), "a refused profile without a reason");
+        assert!(
+            !d.to_string().is_empty(),
+            "a refused profile without a reason"
+        );
     }
 });

@@ -23,7 +23,12 @@ const TYPES: [DataType; 10] = [
     DataType::F64,
     DataType::String,
 ];
-const ORDERS: [ByteOrder; 4] = [ByteOrder::ABCD, ByteOrder::DCBA, ByteOrder::BADC, ByteOrder::CDAB];
+const ORDERS: [ByteOrder; 4] = [
+    ByteOrder::ABCD,
+    ByteOrder::DCBA,
+    ByteOrder::BADC,
+    ByteOrder::CDAB,
+];
 const KINDS: [RegisterKind; 4] = [
     RegisterKind::Coil,
     RegisterKind::Discrete,

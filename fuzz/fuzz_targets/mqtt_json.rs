@@ -42,7 +42,12 @@ fuzz_target!(|data: &[u8]| {
     let mut mapper = common::mapper();
     let mut out = Vec::new();
     let arrival = Timestamp::from_second(1_800_000_000).unwrap_or_default();
-    mapper.handle(TOPICS[usize::from(which) % TOPICS.len()], body, arrival, &mut out);
+    mapper.handle(
+        TOPICS[usize::from(which) % TOPICS.len()],
+        body,
+        arrival,
+        &mut out,
+    );
     for event in out {
         if let SourceEvent::Samples(samples) = event {
             for s in samples {

@@ -43,7 +43,12 @@ fuzz_target!(|data: &[u8]| {
                 "encode then decode changed the payload"
             );
         }
-        mapper.handle(TOPICS[usize::from(*topic) % TOPICS.len()], payload, arrival, &mut out);
+        mapper.handle(
+            TOPICS[usize::from(*topic) % TOPICS.len()],
+            payload,
+            arrival,
+            &mut out,
+        );
     }
     for event in out {
         if let SourceEvent::Samples(samples) = event {

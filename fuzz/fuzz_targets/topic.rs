@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(p) = Pattern::parse(pattern) else {
         return;
     };
-    assert_eq!(Pattern::parse(p.filter()).map(|q| q.filter().to_string()), Ok(p.filter().to_string()));
+    assert_eq!(
+        Pattern::parse(p.filter()).map(|q| q.filter().to_string()),
+        Ok(p.filter().to_string())
+    );
     let captures = p.matches(topic);
     assert_eq!(
         captures.is_some(),
@@ -56,13 +59,19 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(captures.iter().map(|c| c.0).collect::<Vec<_>>(), names);
         let levels: Vec<&str> = topic.split('/').collect();
         for (_, value) in captures {
-            assert!(levels.contains(value), "capture {value:?} is not a level of {topic:?}");
+            assert!(
+                levels.contains(value),
+                "capture {value:?} is not a level of {topic:?}"
+            );
         }
         if let Some(Ok(t)) = template.map(Template::parse)
             && let Some(rendered) = t.render(captures)
         {
             for name in t.capture_names() {
-                assert!(captures.iter().any(|c| c.0 == name), "rendered without {name}");
+                assert!(
+                    captures.iter().any(|c| c.0 == name),
+                    "rendered without {name}"
+                );
             }
             assert!(!rendered.is_empty());
         }
