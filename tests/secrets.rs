@@ -80,6 +80,17 @@ fn leaks(place: &str, text: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A child process that is killed when the test ends, also when it panics: a failed test
+/// must not leave an agent or a simulator running.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
@@ -233,7 +244,7 @@ retry_max = "1s"
     );
 
     let sim_log = std::fs::File::create(dir.path().join("sim.log")).expect("sim log");
-    let mut sim = Command::new(BIN)
+    let sim = Command::new(BIN)
         .args(["sim", "--bind", &format!("127.0.0.1:{sim_port}")])
         .args(["--mqtt", &format!("127.0.0.1:{}", broker.port())])
         .stdin(Stdio::null())
@@ -241,9 +252,10 @@ retry_max = "1s"
         .stderr(sim_log)
         .spawn()
         .expect("start shopfloor sim");
+    let _sim = Reaped(sim);
     let stdout_path = dir.path().join("agent.stdout");
     let stderr_path = dir.path().join("agent.stderr");
-    let mut agent = Command::new(BIN)
+    let agent = Command::new(BIN)
         .args(["run", "-c"])
         .arg(&config_path)
         .envs(env)
@@ -252,6 +264,7 @@ retry_max = "1s"
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
         .expect("start shopfloor run");
+    let mut agent = Reaped(agent);
 
     // Wait until every path has been taken: points in InfluxDB through the right password,
     // the refusals of the wrong passwords logged, a dead letter, and an MQTT machine on the
@@ -324,11 +337,9 @@ retry_max = "1s"
     // A graceful stop, so the spool and the saved state are written out as they would be.
     // SAFETY: kill(2) on our own child's pid.
     unsafe {
-        libc::kill(agent.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(agent.0.id() as libc::pid_t, libc::SIGTERM);
     }
-    let _ = agent.wait();
-    let _ = sim.kill();
-    let _ = sim.wait();
+    let _ = agent.0.wait();
 
     found.extend(leaks("shopfloor check's stdout", &check.stdout));
     found.extend(leaks("shopfloor check's stderr", &check.stderr));
