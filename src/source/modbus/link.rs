@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_modbus::client::{Context, Reader};
+use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{ExceptionCode, Slave};
+use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
 use crate::config::{ModbusSerial, Parity, RegisterKind};
 
@@ -196,6 +196,35 @@ fn open_serial(s: &ModbusSerial) -> Result<tokio_serial::SerialStream, PollFault
         .map_err(|e| PollFault::Connect(format!("{}: {e}", s.port)))
 }
 
+/// The values of an answer, if it carries exactly what was asked for: `count` registers, or
+/// at least `count` bits (bits come in whole bytes; the padding is dropped).
+fn answer(response: Response, count: u16) -> Result<Vec<u16>, PollFault> {
+    let wanted = usize::from(count);
+    let short = |what: &str, got: usize| {
+        PollFault::Protocol(format!(
+            "the answer carries {got} {what} for the {wanted} asked for"
+        ))
+    };
+    match response {
+        Response::ReadCoils(bits) | Response::ReadDiscreteInputs(bits) => {
+            if bits.len() < wanted {
+                return Err(short("bits", bits.len()));
+            }
+            Ok(bits.into_iter().take(wanted).map(u16::from).collect())
+        }
+        Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => {
+            if words.len() != wanted {
+                return Err(short("registers", words.len()));
+            }
+            Ok(words)
+        }
+        // `call` checks the function code of the answer against the request's.
+        _ => Err(PollFault::Protocol(
+            "the answer is not one to a read request".into(),
+        )),
+    }
+}
+
 /// What one read brought back: registers (bits as 0 or 1), or the device's exception.
 pub type ReadResult = Result<Vec<u16>, ExceptionCode>;
 
@@ -214,24 +243,25 @@ impl ReadOnly {
             tokio::time::sleep_until(self.last_frame + gap).await;
         }
         self.ctx.set_slave(Slave(unit));
-        let ctx = &mut self.ctx;
-        let bits =
-            |r: Result<Vec<bool>, ExceptionCode>| r.map(|b| b.into_iter().map(u16::from).collect());
-        let read = async move {
-            match kind {
-                RegisterKind::Coil => ctx.read_coils(start, count).await.map(bits),
-                RegisterKind::Discrete => ctx.read_discrete_inputs(start, count).await.map(bits),
-                RegisterKind::Holding => ctx.read_holding_registers(start, count).await,
-                RegisterKind::Input => ctx.read_input_registers(start, count).await,
-            }
+        let request = match kind {
+            RegisterKind::Coil => Request::ReadCoils(start, count),
+            RegisterKind::Discrete => Request::ReadDiscreteInputs(start, count),
+            RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
+            RegisterKind::Input => Request::ReadInputRegisters(start, count),
         };
+        // `Client::call` rather than `Reader`'s read_* methods: those take an answer's size on
+        // trust (a debug assertion, which panics in a debug build, and otherwise a short
+        // vector), while an answer that does not carry what was asked for is a protocol error
+        // of the device, to be counted and reported like any other.
+        let read = self.ctx.call(request);
         let result = tokio::time::timeout(timeout, read).await;
         self.last_frame = Instant::now();
         match result {
             Err(_) => Err(PollFault::Timeout),
             Ok(Err(tokio_modbus::Error::Transport(e))) => Err(PollFault::Transport(e.to_string())),
             Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(PollFault::Protocol(e.to_string())),
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok(Err(exception))) => Ok(Err(exception)),
+            Ok(Ok(Ok(response))) => answer(response, count).map(Ok),
         }
     }
 }

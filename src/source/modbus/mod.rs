@@ -592,6 +592,89 @@ mod tests {
         assert_eq!(next_tick(t0, s, t0 + 2 * s), t0 + 3 * s);
     }
 
+    /// One device with a coil and two holding registers, as the fuzz target's replay sees it.
+    fn replay_device() -> ModbusDevice {
+        let text = r#"
+[site]
+county = "c"
+sector = "other"
+enterprise = "e"
+
+[[machine]]
+id = "m1"
+kind = "lathe"
+cnc = true
+
+[[modbus]]
+id = "dev"
+address = "127.0.0.1:502"
+unit = 7
+field = [
+  { machine = "m1", signal = "run", register = "coil", address = 0, type = "bool" },
+  { machine = "m1", signal = "parts", register = "holding", address = 0, type = "u32" },
+]
+"#;
+        match crate::config::load_str(text, "t.toml") {
+            Ok(config) => config.modbus[0].clone(),
+            Err(d) => panic!("{d}"),
+        }
+    }
+
+    /// A Modbus TCP answer: transaction id, protocol 0, length, unit 7, then the PDU.
+    fn tcp_frame(transaction: u16, pdu: &[u8]) -> Vec<u8> {
+        let mut frame = transaction.to_be_bytes().to_vec();
+        frame.extend([0, 0]);
+        frame.extend((pdu.len() as u16 + 1).to_be_bytes());
+        frame.push(7);
+        frame.extend(pdu);
+        frame
+    }
+
+    #[test]
+    fn answers_of_the_right_size_become_samples() {
+        let chunks = vec![
+            tcp_frame(0, &[1, 1, 0b1]),
+            tcp_frame(1, &[3, 4, 0, 1, 0, 2]),
+        ];
+        let (samples, faults) = fuzzing::poll_replayed(replay_device(), false, chunks);
+        assert_eq!(faults, vec![]);
+        let values: Vec<_> = samples.iter().map(|s| s.value.clone()).collect();
+        // 0x0001_0002 = 65538.
+        assert_eq!(
+            values,
+            vec![
+                crate::source::Value::Bool(true),
+                crate::source::Value::Int(65538)
+            ]
+        );
+    }
+
+    /// Found by the modbus_response fuzz target: an answer to "read 1 coil" with a byte count
+    /// of 0 tripped an assertion inside tokio-modbus (a panic of the connection's task in a
+    /// debug build, a silently short answer otherwise). It is the device's protocol error.
+    #[test]
+    fn an_answer_with_fewer_bits_than_asked_for_is_a_protocol_error() {
+        let chunks = vec![tcp_frame(0, &[1, 0])];
+        let (samples, faults) = fuzzing::poll_replayed(replay_device(), false, chunks);
+        assert!(samples.is_empty(), "{samples:?}");
+        assert!(
+            matches!(&faults[..], [PollFault::Protocol(why)] if why.contains("0 bits for the 1 asked for")),
+            "{faults:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_with_other_than_the_registers_asked_for_is_a_protocol_error() {
+        for pdu in [&[3u8, 2, 0, 1][..], &[3, 6, 0, 1, 0, 2, 0, 3]] {
+            let chunks = vec![tcp_frame(0, &[1, 1, 1]), tcp_frame(1, pdu)];
+            let (_, faults) = fuzzing::poll_replayed(replay_device(), false, chunks);
+            assert!(
+                matches!(&faults[..], [PollFault::Protocol(why)] if why.contains("registers for the 2 asked for")),
+                "{pdu:?}: {faults:?}"
+            );
+        }
+    }
+
     #[test]
     fn back_off_doubles_up_to_a_minute() {
         let s = Duration::from_secs(1);
