@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use shopfloor::config::{self, Config};
 use shopfloor::metrics::Metrics;
 use shopfloor::source::mqtt::Mapper;
+use shopfloor::source::{SourceEvent, Value};
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
@@ -31,4 +32,17 @@ pub fn mapper() -> Mapper {
         .collect();
     Mapper::new(&config.mqtt[0], machines, meters, Metrics::new())
         .unwrap_or_else(|e| panic!("config/mqtt.toml's mapper: {e}"))
+}
+
+/// The store takes no NaN or infinity: every value the mapper lets through must be finite.
+pub fn assert_finite(events: Vec<SourceEvent>) {
+    for event in events {
+        if let SourceEvent::Samples(samples) = event {
+            for s in samples {
+                if let Value::Float(x) = s.value {
+                    assert!(x.is_finite(), "{}: non-finite {x}", s.signal);
+                }
+            }
+        }
+    }
 }

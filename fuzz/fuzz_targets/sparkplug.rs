@@ -12,7 +12,6 @@ mod common;
 use jiff::Timestamp;
 use libfuzzer_sys::fuzz_target;
 use shopfloor::source::mqtt::sparkplug;
-use shopfloor::source::{SourceEvent, Value};
 
 const TOPICS: [&str; 8] = [
     "spBv1.0/shopfloor-sim/NBIRTH/edge",
@@ -50,13 +49,5 @@ fuzz_target!(|data: &[u8]| {
             &mut out,
         );
     }
-    for event in out {
-        if let SourceEvent::Samples(samples) = event {
-            for s in samples {
-                if let Value::Float(x) = s.value {
-                    assert!(x.is_finite(), "{}: non-finite {x}", s.signal);
-                }
-            }
-        }
-    }
+    common::assert_finite(out);
 });
