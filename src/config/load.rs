@@ -1466,6 +1466,20 @@ impl Checker<'_> {
     ) {
         let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
         match reqwest::Url::parse(&output.url) {
+            // Credentials in the URL would be a secret in the config text, and every error
+            // message that names the URL (reqwest's among them) would print them.
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                let span = at(self, "url");
+                self.push(
+                    span,
+                    format!(
+                        "url `{}` carries credentials: a secret is never written in the config; \
+                         remove them and use `username` and `password = {{ env = \"VARIABLE\" }}` \
+                         (api v1) or `token = {{ env = \"VARIABLE\" }}` (v2)",
+                        without_credentials(url)
+                    ),
+                );
+            }
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
             _ => {
                 let span = at(self, "url");
@@ -1626,6 +1640,13 @@ pub(crate) fn topic_level_problem(text: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The URL as a diagnostic may show it: user and password replaced by `***`.
+fn without_credentials(mut url: reqwest::Url) -> String {
+    let _ = url.set_username("***");
+    let _ = url.set_password(None);
+    url.to_string()
 }
 
 fn valid_host_port(address: &str) -> bool {
@@ -1997,6 +2018,35 @@ mod store_forward_tests {
         // "0s" turns the age bound off.
         let cfg = load_str(&format!("{SITE}[spool]\nmax_age = \"0s\"\n"), "t.toml").unwrap();
         assert_eq!(cfg.spool.limits().max_age, None);
+    }
+
+    #[test]
+    fn credentials_in_an_output_url_are_refused_without_being_echoed() {
+        let text = format!(
+            "{SITE}[[influx]]\nurl = \"http://admin:hunter2-secret@h:8086\"\napi = \"v1\"\ndatabase = \"d\"\n"
+        );
+        let found = problems(&text);
+        assert!(
+            has_problem(&found, 6, 7, "carries credentials"),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .all(|(_, _, m)| !m.contains("hunter2") && !m.contains("admin")),
+            "{found:?}"
+        );
+        // A token alone is a user name to the URL parser: refused the same way.
+        let text = format!(
+            "{SITE}[[influx]]\nurl = \"https://t0ken-secret@h\"\norg = \"o\"\nbucket = \"b\"\n"
+        );
+        let found = problems(&text);
+        assert!(
+            found
+                .iter()
+                .any(|(_, _, m)| m.contains("carries credentials") && !m.contains("t0ken")),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -147,6 +147,31 @@ pub async fn open(spec: &LinkSpec, timeout: Duration) -> Result<ReadOnly, PollFa
     })
 }
 
+/// A connection over a transport that is already open, with TCP (MBAP) or RTU framing:
+/// what [`open`] makes of a socket, for the fuzz targets' replayed byte streams.
+pub(crate) fn attach<T>(transport: T, rtu: bool) -> ReadOnly
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + std::fmt::Debug + 'static,
+{
+    let slave = Slave(1);
+    let closed = Arc::new(AtomicBool::new(false));
+    let transport = Watched {
+        inner: transport,
+        closed: closed.clone(),
+    };
+    let ctx = if rtu {
+        tokio_modbus::client::rtu::attach_slave(transport, slave)
+    } else {
+        tokio_modbus::client::tcp::attach_slave(transport, slave)
+    };
+    ReadOnly {
+        ctx,
+        closed,
+        frame_gap: None,
+        last_frame: Instant::now(),
+    }
+}
+
 async fn connect_tcp(address: &str, timeout: Duration) -> Result<TcpStream, PollFault> {
     let addr = resolve(address, timeout).await?;
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))

@@ -454,6 +454,125 @@ fn decode_request(
     }
 }
 
+/// Entry points for the fuzz targets under `fuzz/`, not an API: the whole response path of a
+/// poll (framing, the device's answer, cutting fields out of it, decoding) behind a
+/// transport that replays bytes the fuzzer made up instead of a socket.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    use crate::config::ModbusDevice;
+
+    use super::*;
+
+    /// A device's side of a connection: reads get the next bytes of the reply script, in the
+    /// chunk sizes the script says (so a frame can arrive a byte at a time), then end of
+    /// stream.
+    #[derive(Debug)]
+    struct Replay {
+        chunks: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    impl Replay {
+        fn read(&mut self, buf: &mut ReadBuf<'_>) {
+            if let Some(chunk) = self.chunks.front_mut() {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                chunk.drain(..n);
+                if chunk.is_empty() {
+                    self.chunks.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Polls every group of `device` once over a connection whose answers are `chunks`, in
+    /// order, with RTU or TCP framing; after a fault the connection is opened afresh on what
+    /// is left, as the real loop does. Returns the samples and the faults. The replay
+    /// ends in end of stream, never in silence, so no input waits out a timeout.
+    pub fn poll_replayed(
+        device: ModbusDevice,
+        rtu: bool,
+        chunks: Vec<Vec<u8>>,
+    ) -> (Vec<Sample>, Vec<PollFault>) {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        else {
+            return (Vec::new(), Vec::new());
+        };
+        runtime.block_on(async move {
+            let metrics = Metrics::new();
+            let mut p = Polled::new(device, &metrics, Instant::now());
+            let link = LinkSpec::Tcp("replay".into());
+            let replay = Arc::new(std::sync::Mutex::new(Some(Replay {
+                chunks: chunks.into(),
+            })));
+            let mut samples = Vec::new();
+            let mut faults = Vec::new();
+            for g in 0..p.groups.len() {
+                // A fresh connection per group: the same bytes continue, as after a reconnect.
+                let Some(transport) = replay.lock().ok().and_then(|mut r| r.take()) else {
+                    break;
+                };
+                let transport = Shared(replay.clone(), Some(transport));
+                let mut conn = Some(link::attach(transport, rtu));
+                match poll_group(&link, &mut conn, &mut p, g, Timestamp::UNIX_EPOCH).await {
+                    Ok(s) => samples.extend(s),
+                    Err(fault) => faults.push(fault),
+                }
+                drop(conn);
+            }
+            (samples, faults)
+        })
+    }
+
+    /// A [`Replay`] that goes back to the shared slot when the connection drops it; requests
+    /// written to it are thrown away.
+    #[derive(Debug)]
+    struct Shared(Arc<std::sync::Mutex<Option<Replay>>>, Option<Replay>);
+
+    impl Drop for Shared {
+        fn drop(&mut self) {
+            if let (Ok(mut slot), Some(r)) = (self.0.lock(), self.1.take()) {
+                *slot = Some(r);
+            }
+        }
+    }
+
+    impl AsyncRead for Shared {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            if let Some(r) = self.1.as_mut() {
+                r.read(buf);
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Shared {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +590,89 @@ mod tests {
         );
         // Exactly on a tick counts as missed: the next is one further.
         assert_eq!(next_tick(t0, s, t0 + 2 * s), t0 + 3 * s);
+    }
+
+    /// One device with a coil and two holding registers, as the fuzz target's replay sees it.
+    fn replay_device() -> ModbusDevice {
+        let text = r#"
+[site]
+county = "c"
+sector = "other"
+enterprise = "e"
+
+[[machine]]
+id = "m1"
+kind = "lathe"
+cnc = true
+
+[[modbus]]
+id = "dev"
+address = "127.0.0.1:502"
+unit = 7
+field = [
+  { machine = "m1", signal = "run", register = "coil", address = 0, type = "bool" },
+  { machine = "m1", signal = "parts", register = "holding", address = 0, type = "u32" },
+]
+"#;
+        match crate::config::load_str(text, "t.toml") {
+            Ok(config) => config.modbus[0].clone(),
+            Err(d) => panic!("{d}"),
+        }
+    }
+
+    /// A Modbus TCP answer: transaction id, protocol 0, length, unit 7, then the PDU.
+    fn tcp_frame(transaction: u16, pdu: &[u8]) -> Vec<u8> {
+        let mut frame = transaction.to_be_bytes().to_vec();
+        frame.extend([0, 0]);
+        frame.extend((pdu.len() as u16 + 1).to_be_bytes());
+        frame.push(7);
+        frame.extend(pdu);
+        frame
+    }
+
+    #[test]
+    fn answers_of_the_right_size_become_samples() {
+        let chunks = vec![
+            tcp_frame(0, &[1, 1, 0b1]),
+            tcp_frame(1, &[3, 4, 0, 1, 0, 2]),
+        ];
+        let (samples, faults) = fuzzing::poll_replayed(replay_device(), false, chunks);
+        assert_eq!(faults, vec![]);
+        let values: Vec<_> = samples.iter().map(|s| s.value.clone()).collect();
+        // 0x0001_0002 = 65538.
+        assert_eq!(
+            values,
+            vec![
+                crate::source::Value::Bool(true),
+                crate::source::Value::Int(65538)
+            ]
+        );
+    }
+
+    /// Found by the modbus_response fuzz target: an answer to "read 1 coil" with a byte count
+    /// of 0 tripped an assertion inside tokio-modbus (a panic of the connection's task in a
+    /// debug build, a silently short answer otherwise). It is the device's protocol error.
+    #[test]
+    fn an_answer_with_fewer_bits_than_asked_for_is_a_protocol_error() {
+        let chunks = vec![tcp_frame(0, &[1, 0])];
+        let (samples, faults) = fuzzing::poll_replayed(replay_device(), false, chunks);
+        assert!(samples.is_empty(), "{samples:?}");
+        assert!(
+            matches!(&faults[..], [PollFault::Protocol(why)] if why.contains("asked for 1, the answer holds 0 bytes of bits")),
+            "{faults:?}"
+        );
+    }
+
+    #[test]
+    fn an_answer_with_other_than_the_registers_asked_for_is_a_protocol_error() {
+        for pdu in [&[3u8, 2, 0, 1][..], &[3, 6, 0, 1, 0, 2, 0, 3]] {
+            let chunks = vec![tcp_frame(0, &[1, 1, 1]), tcp_frame(1, pdu)];
+            let (_, faults) = fuzzing::poll_replayed(replay_device(), false, chunks);
+            assert!(
+                matches!(&faults[..], [PollFault::Protocol(why)] if why.contains("asked for 2, the answer holds")),
+                "{pdu:?}: {faults:?}"
+            );
+        }
     }
 
     #[test]

@@ -29,15 +29,24 @@ pub async fn read(
 pub fn table(kind: RegisterKind, first: u32, words: &[u16]) -> String {
     let mut out = String::new();
     if kind.is_bit() {
-        let _ = writeln!(
-            out,
-            "{} {}–{}:",
-            kind.as_str(),
-            first,
-            first + words.len() as u32 - 1
-        );
+        // A read always asks for at least one bit and `link` refuses a shorter answer; an
+        // empty table still says so rather than computing "first − 1" as its end.
+        match (words.len() as u32).checked_sub(1) {
+            Some(last) => {
+                let _ = writeln!(
+                    out,
+                    "{} {}–{}:",
+                    kind.as_str(),
+                    first,
+                    first.saturating_add(last)
+                );
+            }
+            None => {
+                let _ = writeln!(out, "{} {first}: no bits", kind.as_str());
+            }
+        }
         for (row, chunk) in words.chunks(16).enumerate() {
-            let _ = write!(out, "{:>7} ", first + row as u32 * 16);
+            let _ = write!(out, "{:>7} ", first.saturating_add(row as u32 * 16));
             for bit in chunk {
                 let _ = write!(out, " {bit}");
             }
@@ -55,7 +64,7 @@ pub fn table(kind: RegisterKind, first: u32, words: &[u16]) -> String {
         let _ = writeln!(
             out,
             "{:>7}  0x{:04X}  {:016b}  {:>6}  {:>6}  {:>6}  {:>6}  {:>4}  {:>4}",
-            first + i as u32,
+            first.saturating_add(i as u32),
             w,
             w,
             w,
@@ -84,7 +93,7 @@ pub fn table(kind: RegisterKind, first: u32, words: &[u16]) -> String {
         }
         out.push('\n');
         for i in 0..=words.len() - n {
-            let _ = write!(out, "{:>7}", first + i as u32);
+            let _ = write!(out, "{:>7}", first.saturating_add(i as u32));
             for order in ByteOrder::ALL {
                 let _ = write!(out, "  {:>22}", shown(&words[i..i + n], ty, order));
             }
@@ -180,6 +189,15 @@ mod tests {
         );
         // One register: no 32-bit tables.
         assert!(!t.contains("u32 starting"));
+    }
+
+    #[test]
+    fn an_empty_answer_makes_a_table_that_says_so() {
+        assert_eq!(table(RegisterKind::Coil, 0, &[]), "coil 0: no bits\n");
+        assert_eq!(
+            table(RegisterKind::Discrete, u32::MAX, &[1]).lines().next(),
+            Some(format!("discrete {}–{}:", u32::MAX, u32::MAX).as_str())
+        );
     }
 
     #[test]
