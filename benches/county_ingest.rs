@@ -26,11 +26,16 @@
 //! ingest. The broker and the store run on the same two cores; the broker's CPU over the drain
 //! is shown beside the ingest's.
 
+#[path = "support/process.rs"]
+mod process;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use process::{Proc, cpu_ticks, status_kb, ticks_per_second};
 use std::time::{Duration, Instant};
 
 use rumqttc::v5::mqttbytes::QoS;
@@ -49,41 +54,6 @@ const SECTORS: [&str; 7] = [
     "other",
 ];
 
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    /// SIGTERM, then wait: the ingest disconnects cleanly and the broker keeps its session.
-    fn stop(mut self) {
-        // SAFETY: kill only sends a signal to our own child.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
-}
-
 /// The pid of the process whose command line mentions `needle` (the broker, by its config's
 /// path in its temp dir).
 fn pid_of(needle: &str) -> Option<u32> {
@@ -94,17 +64,6 @@ fn pid_of(needle: &str) -> Option<u32> {
             .contains(needle)
             .then_some(pid)
     })
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// The uplink payloads of enterprise `e`, message `n`: a `fleet` message of four window lines
@@ -306,14 +265,16 @@ async fn round(instances: usize, per_enterprise: usize) -> Figures {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drain_s = t.elapsed().as_secs_f64();
-    // SAFETY: sysconf only reads a system constant.
-    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let tck = ticks_per_second();
     let cpu_percent = pids
         .iter()
         .zip(&ticks_before)
         .map(|(p, b)| (cpu_ticks(*p) - b) as f64 / tck / drain_s * 100.0)
         .collect();
-    let rss_mb = pids.iter().map(|p| peak_rss_mb(*p)).collect();
+    let rss_mb = pids
+        .iter()
+        .map(|p| status_kb(*p, "VmHWM:") as f64 / 1024.0)
+        .collect();
     let broker_cpu_percent =
         broker_pid.map_or(0, |p| cpu_ticks(p) - broker_before) as f64 / tck / drain_s * 100.0;
     drop(running);

@@ -17,12 +17,17 @@
 //! This is a benchmark, not a test: `cargo test --all-targets` builds it and runs it without
 //! `--bench`, and then it only says how to run it.
 
+#[path = "support/process.rs"]
+mod process;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use process::{Proc, cpu_ticks, status_kb, ticks_per_second};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
@@ -53,16 +58,6 @@ fn options() -> Option<Options> {
         warmup: Duration::from_secs(value("--warmup").unwrap_or(15)),
         seconds: value("--seconds").unwrap_or(60),
     })
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn free_port_block(n: usize) -> u16 {
@@ -123,40 +118,6 @@ fn config(dir: &Path, vm: &str, base_port: u16, devices: usize) -> String {
         );
     }
     c
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses and may contain spaces).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let get = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    get(11) + get(12)
-}
-
-fn status_kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn ticks_per_second() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output();
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 async fn rows_inserted(http: &reqwest::Client, vm: &str) -> f64 {
