@@ -12,11 +12,12 @@
 //!
 //! The session is persistent (clean start off, a session expiry of seven days), the
 //! subscription QoS 1 (made again on every connection: Mosquitto 2.0 forgets shared
-//! subscriptions in a restart, though it keeps the session) and acknowledgements manual: a message is acknowledged to the broker only
-//! once its lines are committed to the spool, so neither a broker restart, nor an ingest
-//! restart, nor a store outage loses one. A message whose lines could not be committed (a full
-//! disk) is not acknowledged; the ingest reconnects after a back-off and the broker sends it
-//! again. Delivery is at least once and a point written twice is kept once by the store.
+//! subscriptions in a restart, though it keeps the session) and acknowledgements manual: a
+//! message is acknowledged to the broker only once its lines are committed to the spool, and
+//! only on the connection it came on, so neither a broker restart, nor an ingest restart, nor a
+//! store outage loses one. A message whose lines could not be committed (a full disk) is not
+//! acknowledged; the ingest reconnects after a back-off and the broker sends it again.
+//! Delivery is at least once and a point written twice is kept once by the store.
 //!
 //! ## Scaling out
 //!
@@ -512,8 +513,13 @@ pub fn accept(payload: &[u8], origin: &Origin<'_>, out: &mut Vec<String>) -> BTr
 struct Accepted {
     lines: Vec<String>,
     message: Publish,
-    committed: mpsc::UnboundedSender<(Publish, usize, bool)>,
+    /// The connection the message came on (see `Subscriber::run`).
+    connection: u64,
+    committed: mpsc::UnboundedSender<Committed>,
 }
+
+/// What the spool task says of a message: its connection, lines, and whether they are on disk.
+type Committed = (Publish, u64, usize, bool);
 
 impl AsRef<[String]> for Accepted {
     fn as_ref(&self) -> &[String] {
@@ -525,7 +531,9 @@ impl Chunk for Accepted {
     fn appended(self, committed: bool) {
         // Gone only when the subscriber has stopped: the broker then sends the message again.
         let lines = self.lines.len();
-        let _ = self.committed.send((self.message, lines, committed));
+        let _ = self
+            .committed
+            .send((self.message, self.connection, lines, committed));
     }
 }
 
@@ -725,7 +733,7 @@ impl Counters {
             ),
             lines: metrics.counter(
                 "shopfloor_ingest_lines_total",
-                "Lines accepted and committed to the ingest's spool.",
+                "Lines committed to the ingest's spool and acknowledged to the broker.",
                 &[],
             ),
             connected: metrics.gauge(
@@ -780,8 +788,15 @@ impl Subscriber {
         // Set when the spool failed a commit: the connection is being dropped so that the broker
         // sends the unacknowledged messages again.
         let reconnect = std::sync::atomic::AtomicBool::new(false);
+        // Counts the connections: an acknowledgement is only good on the connection its message
+        // came on (a packet id of an old one may be another message's on the new one), and the
+        // broker sends the old connection's unacknowledged messages again anyway.
+        let connection = AtomicU64::new(0);
         // Acknowledges a message whose lines are on disk, or has it sent again.
-        let on_committed = |message: Publish, lines: usize, ok: bool| {
+        let on_committed = |(message, on, lines, ok): Committed| {
+            if on != connection.load(Ordering::Relaxed) {
+                return;
+            }
             if ok {
                 counters.lines.fetch_add(lines as u64, Ordering::Relaxed);
                 let _ = client.try_ack(&message);
@@ -797,8 +812,8 @@ impl Subscriber {
             let polled = tokio::select! {
                 p = events.poll() => p,
                 done = committed_rx.recv() => {
-                    let Some((message, lines, ok)) = done else { break };
-                    on_committed(message, lines, ok);
+                    let Some(done) = done else { break };
+                    on_committed(done);
                     continue;
                 }
                 _ = shutdown.wait() => break,
@@ -806,6 +821,7 @@ impl Subscriber {
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(c))) => {
                     backoff = MIN_BACKOFF;
+                    connection.fetch_add(1, Ordering::Relaxed);
                     reconnect.store(false, Ordering::Relaxed);
                     counters.connected.store(1, Ordering::Relaxed);
                     if up != Some(true) {
@@ -872,6 +888,7 @@ impl Subscriber {
                     let mut chunk = Accepted {
                         lines,
                         message: p,
+                        connection: connection.load(Ordering::Relaxed),
                         committed: committed_tx.clone(),
                     };
                     // A full queue means the spool is behind: wait for room without reading
@@ -887,8 +904,8 @@ impl Subscriber {
                             _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                             _ = shutdown.wait() => break 'run,
                         }
-                        while let Ok((message, lines, ok)) = committed_rx.try_recv() {
-                            on_committed(message, lines, ok);
+                        while let Ok(done) = committed_rx.try_recv() {
+                            on_committed(done);
                         }
                     }
                 }
@@ -907,9 +924,6 @@ impl Subscriber {
                         debug!(parent: &span, %reason, retry_in = ?backoff, "county broker still unreachable");
                     }
                     up = Some(false);
-                    // Acknowledgements of the old connection are void: the broker sends those
-                    // messages again on the resumed session.
-                    while committed_rx.try_recv().is_ok() {}
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.wait() => break,
