@@ -25,7 +25,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
@@ -195,11 +194,7 @@ fn main() {
         let cfg = config::load_str(&config_text(broker.port()), "bench.toml")
             .unwrap_or_else(|d| panic!("{d}"));
         let metrics = Metrics::new();
-        let machines: HashSet<Arc<str>> = cfg
-            .machines
-            .iter()
-            .map(|m| Arc::from(m.id.as_str()))
-            .collect();
+        let (machines, _) = cfg.register_ids();
         let source = mqtt::prepare(
             &cfg.mqtt[0],
             &cfg.site,

@@ -1,7 +1,6 @@
 //! Wires the pipeline together: device actors and MQTT brokers → engine → spool → one writer
 //! per output.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -154,16 +153,7 @@ pub fn start_resuming(
         .unwrap_or_else(|| data_dir.join("spool.db"));
 
     let metrics = Metrics::new();
-    let machines: HashSet<Arc<str>> = config
-        .machines
-        .iter()
-        .map(|m| Arc::from(m.id.as_str()))
-        .collect();
-    let meters: HashSet<Arc<str>> = config
-        .meters
-        .iter()
-        .map(|m| Arc::from(m.id.as_str()))
-        .collect();
+    let (machines, meters) = config.register_ids();
     let brokers = config
         .mqtt
         .iter()

@@ -1,8 +1,7 @@
 //! What the MQTT targets share: the mapper of config/mqtt.toml (JSON IoT boxes, a text
 //! status topic with a Last Will, a Sparkplug B edge node), as `shopfloor run` builds it.
 
-use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use shopfloor::config::{self, Config};
 use shopfloor::metrics::Metrics;
@@ -20,16 +19,7 @@ fn config() -> &'static Config {
 /// A fresh mapper, so that no input depends on what an earlier one left behind.
 pub fn mapper() -> Mapper {
     let config = config();
-    let machines: HashSet<Arc<str>> = config
-        .machines
-        .iter()
-        .map(|m| Arc::from(m.id.as_str()))
-        .collect();
-    let meters: HashSet<Arc<str>> = config
-        .meters
-        .iter()
-        .map(|m| Arc::from(m.id.as_str()))
-        .collect();
+    let (machines, meters) = config.register_ids();
     Mapper::new(&config.mqtt[0], machines, meters, Metrics::new())
         .unwrap_or_else(|e| panic!("config/mqtt.toml's mapper: {e}"))
 }

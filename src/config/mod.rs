@@ -80,6 +80,20 @@ pub struct Config {
     pub uplink: Option<Uplink>,
 }
 
+impl Config {
+    /// The register's machine ids and meter ids, as the sources look samples up against them.
+    pub fn register_ids(
+        &self,
+    ) -> (
+        std::collections::HashSet<std::sync::Arc<str>>,
+        std::collections::HashSet<std::sync::Arc<str>>,
+    ) {
+        let machines = self.machines.iter().map(|m| m.id.as_str().into()).collect();
+        let meters = self.meters.iter().map(|m| m.id.as_str().into()).collect();
+        (machines, meters)
+    }
+}
+
 /// `[web]`
 #[derive(Debug, Clone, Deserialize)]
 pub struct Web {
