@@ -333,6 +333,73 @@ async fn a_poison_line_goes_to_the_dead_letter_file_and_the_rest_is_stored() {
     pipeline.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_rejects_everything_keeps_the_dead_letter_files_within_their_bound() {
+    let influx = Influx1::start().await;
+    influx.create_db("refusing").await;
+    // A store that refuses every line from now on: `v` is an integer in the database, and
+    // every line the agent sends has a string `v` (a field type conflict, answered 400).
+    let t0 = Timestamp::now().as_nanosecond();
+    influx
+        .write_lines("refusing", &format!("refusing,s=a v=1i {t0}"))
+        .await;
+    let max = 4096;
+    let output = format!(
+        "{}\ndead_letter_max_bytes = {max}",
+        influx_output("influx", &influx, "refusing")
+    );
+    let pipeline = Pipeline::start(&[&output], Limits::bytes(1 << 30), |_| {});
+    // 60 lines, each rejected on its own once the batch is split down to single lines; each
+    // goes to the file with a `#` line holding Influx's message, some 300 bytes an entry, so
+    // the 4096-byte bound is passed several times.
+    let total = 60;
+    let lines: Vec<String> = (0..total)
+        .map(|i| format!("refusing,s=a v=\"r{i}\" {}", t0 + 1 + i128::from(i)))
+        .collect();
+    pipeline.records.try_send(lines.clone()).expect("queue");
+    common::eventually(
+        "every line dead-lettered",
+        Duration::from_secs(30),
+        || async {
+            let dead = pipeline.metric("shopfloor_output_dead_letter_lines_total", None);
+            if dead == total as u64 {
+                Ok(())
+            } else {
+                Err(format!("{dead} of {total} dead-lettered"))
+            }
+        },
+    )
+    .await;
+    let file = WriterOptions::new("influx", pipeline.dir.path()).dead_letter;
+    let previous = sink::file::previous_dead_letter(&file);
+    let records = |path: &Path| -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    let (current, older) = (records(&file), records(&previous));
+    let deleted = pipeline.metric("shopfloor_output_dead_letter_deleted_lines_total", None);
+    // Every rejected line is in one of the two files or counted as deleted, none twice.
+    assert_eq!(
+        current.len() as u64 + older.len() as u64 + deleted,
+        total as u64,
+        "current {current:?}, previous {older:?}, deleted {deleted}"
+    );
+    assert!(deleted > 0, "the bound was never reached");
+    // What is kept is the newest: the last line sent is in the current file, and the kept
+    // lines are the last ones sent, in order.
+    let kept: Vec<String> = older.iter().chain(&current).cloned().collect();
+    assert_eq!(kept, lines[lines.len() - kept.len()..], "kept {kept:?}");
+    for path in [&file, &previous] {
+        let size = std::fs::metadata(path).expect("dead-letter file").len();
+        assert!(size <= max, "{} is {size} bytes", path.display());
+    }
+    pipeline.stop().await;
+}
+
 fn lines_700(t0: i128) -> String {
     format!("poison,s=a v=\"seven hundred\" {}", t0 + 700)
 }

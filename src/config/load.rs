@@ -293,6 +293,9 @@ fn field_rules(field: &ModbusField) -> Vec<(&'static str, String)> {
     found
 }
 
+/// The smallest dead-letter bound `check` takes: one rejected batch's reason and a few lines.
+const MIN_DEAD_LETTER_BYTES: u64 = 4096;
+
 const SECTIONS: &[&str] = &[
     "site",
     "agent",
@@ -1532,6 +1535,15 @@ impl Checker<'_> {
             let span = at(self, "timeout");
             self.push(span, "timeout must be longer than zero".to_string());
         }
+        if output.dead_letter_max_bytes < MIN_DEAD_LETTER_BYTES {
+            let span = at(self, "dead_letter_max_bytes");
+            self.push(
+                span,
+                format!(
+                    "dead_letter_max_bytes must be at least {MIN_DEAD_LETTER_BYTES}: it keeps the rejected lines for a person to read"
+                ),
+            );
+        }
     }
 
     pub(crate) fn spool(&mut self, root: &Spanned<DeTable<'_>>, spool: &super::Spool) {
@@ -2061,7 +2073,7 @@ mod store_forward_tests {
         assert!(has(15, 13, "unknown variant `minutes`"), "{found:?}");
         // Range checks run on sections that parsed: fix the types and they show up.
         let text = format!(
-            "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\n[[influx]]\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\n[[file]]\nname = \"influx\"\npath = \"x.lp\"\n"
+            "{SITE}[spool]\nmax_bytes = 0\nsync_interval = \"0s\"\n[[influx]]\nurl = \"http://h:8086\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"0s\"\ndead_letter_max_bytes = 100\n[[file]]\nname = \"influx\"\npath = \"x.lp\"\n"
         );
         let found = problems(&text);
         let has = |line, col, words| has_problem(&found, line, col, words);
@@ -2074,9 +2086,13 @@ mod store_forward_tests {
             has(12, 13, "retry_max must be longer than zero"),
             "{found:?}"
         );
+        assert!(
+            has(13, 25, "dead_letter_max_bytes must be at least 4096"),
+            "{found:?}"
+        );
         // Outputs share the spool's cursor table, so names are unique across kinds.
         assert!(
-            has(14, 8, "output name `influx` is used twice"),
+            has(15, 8, "output name `influx` is used twice"),
             "{found:?}"
         );
     }

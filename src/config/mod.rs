@@ -1213,6 +1213,11 @@ pub struct InfluxOutput {
     /// this, with up to 25 % jitter). Default `"60s"`.
     #[serde(default = "default_retry_max", deserialize_with = "duration")]
     pub retry_max: Duration,
+    /// Bound of the dead-letter file (`<data_dir>/dead-letter-<name>.lp`, the lines the
+    /// store rejected), in bytes. At the bound the file becomes `<file>.1`, replacing the
+    /// previous one, whose lines are deleted and counted. Default 16 MiB.
+    #[serde(default = "default_dead_letter_max_bytes")]
+    pub dead_letter_max_bytes: u64,
 }
 
 impl InfluxOutput {
@@ -1222,6 +1227,7 @@ impl InfluxOutput {
             batch_lines: self.batch_lines,
             flush_interval: self.flush_interval,
             retry_max: self.retry_max,
+            dead_letter_max_bytes: self.dead_letter_max_bytes,
             ..crate::sink::WriterOptions::new(name, dir)
         }
     }
@@ -1235,6 +1241,9 @@ fn default_batch_lines() -> usize {
 }
 fn default_flush_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_dead_letter_max_bytes() -> u64 {
+    crate::sink::DEAD_LETTER_MAX_BYTES
 }
 fn default_retry_max() -> Duration {
     Duration::from_secs(60)

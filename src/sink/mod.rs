@@ -367,6 +367,8 @@ pub struct WriterOptions {
     pub retry_max: Duration,
     /// Where rejected lines go.
     pub dead_letter: PathBuf,
+    /// The dead-letter file's bound (`file::append_dead_letter`).
+    pub dead_letter_max_bytes: u64,
 }
 
 impl WriterOptions {
@@ -377,14 +379,20 @@ impl WriterOptions {
             flush_interval: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             dead_letter: dir.join(format!("dead-letter-{output}.lp")),
+            dead_letter_max_bytes: DEAD_LETTER_MAX_BYTES,
         }
     }
 }
+
+/// The default bound of a dead-letter file: 16 MiB, some 50 000 rejected lines, so the file
+/// and its previous generation take at most 32 MiB of a gateway's disk.
+pub const DEAD_LETTER_MAX_BYTES: u64 = 16 << 20;
 
 /// The per-output counters.
 struct WriterMetrics {
     sent: Arc<AtomicU64>,
     dead: Arc<AtomicU64>,
+    dead_deleted: Arc<AtomicU64>,
     last_success: Arc<AtomicU64>,
     metrics: Metrics,
     name: String,
@@ -402,6 +410,11 @@ impl WriterMetrics {
             dead: metrics.counter(
                 "shopfloor_output_dead_letter_lines_total",
                 "Records the store rejected, moved to the dead-letter file.",
+                &labels,
+            ),
+            dead_deleted: metrics.counter(
+                "shopfloor_output_dead_letter_deleted_lines_total",
+                "Rejected records deleted with the dead-letter file's oldest generation at its bound.",
                 &labels,
             ),
             last_success: metrics.gauge(
@@ -600,8 +613,18 @@ impl Writer {
             .fetch_add(lines as u64, Ordering::Relaxed);
         let file = &self.options.dead_letter;
         error!(parent: &self.span, status, %message, lines, file = %file.display(), "store rejected a line: moved to the dead-letter file");
-        if let Err(e) = file::append_dead_letter(file, status, message, body).await {
-            error!(parent: &self.span, error = %e, lines, "cannot write the dead-letter file: rejected lines lost");
+        let max = self.options.dead_letter_max_bytes;
+        match file::append_dead_letter(file, max, status, message, body).await {
+            Ok(0) => {}
+            Ok(deleted) => {
+                self.counters
+                    .dead_deleted
+                    .fetch_add(deleted, Ordering::Relaxed);
+                warn!(parent: &self.span, deleted, max_bytes = max, file = %file::previous_dead_letter(file).display(), "dead-letter file at its bound: its oldest generation deleted");
+            }
+            Err(e) => {
+                error!(parent: &self.span, error = %e, lines, "cannot write the dead-letter file: rejected lines lost");
+            }
         }
     }
 }
