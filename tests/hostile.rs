@@ -406,7 +406,7 @@ async fn a_store_that_hangs_fails_or_dawdles_fills_the_spool_to_its_cap_and_gets
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_drops_the_oldest_records_loudly_and_the_spool_recovers_when_space_returns() {
+async fn a_full_disk_drops_the_oldest_records_loudly_and_the_agent_recovers_when_space_returns() {
     use hostile_peers::{SmallDisk, Store, StoreMode};
     let dir = tempfile::tempdir().expect("temp dir");
     let disk = match SmallDisk::mount(&dir.path().join("disk"), "8m") {
@@ -419,7 +419,13 @@ async fn a_full_disk_drops_the_oldest_records_loudly_and_the_spool_recovers_when
     // The store fails, so everything stays in the spool, which only the disk bounds.
     let store = Store::start(StoreMode::Error500).await;
     let web = free_addr();
-    let mut config = site(dir.path(), web);
+    // The data directory (the engine's saved state, dead-letter files) is on the small disk
+    // too, with the state saved every second.
+    let data = disk.dir.join("data");
+    let mut config = site(&data, web).replace(
+        "offline_after = \"2s\"",
+        "offline_after = \"2s\"\nwindow_flush = \"1s\"",
+    );
     config.push_str(&honest_devices(8, 20).await);
     let spool = disk.dir.join("spool.db");
     config.push_str(&format!(
@@ -451,6 +457,21 @@ async fn a_full_disk_drops_the_oldest_records_loudly_and_the_spool_recovers_when
         log.contains("the spool's disk is full"),
         "no disk-full error:\n{log}"
     );
+    // The engine's state cannot be saved either: counted and logged, and the last saved
+    // state stays whole.
+    let save_errors = "shopfloor_state_save_errors_total";
+    wait_for_metric(&agent, "state saves failing", save_errors, |v| v > 0.0).await;
+    assert!(
+        agent
+            .log()
+            .contains("cannot save the engine state: a restart would lose the open windows"),
+        "no state-save error:\n{}",
+        agent.log()
+    );
+    let state = data.join("engine-state.json");
+    if let Ok(saved) = std::fs::read(&state) {
+        serde_json::from_slice::<serde_json::Value>(&saved).expect("the saved state is whole");
+    }
 
     // Polling goes on while the disk is full, and appends keep succeeding in the room made.
     let polls = r#"shopfloor_polls_total{device="src1"}"#;
@@ -479,6 +500,25 @@ async fn a_full_disk_drops_the_oldest_records_loudly_and_the_spool_recovers_when
     )
     .await;
     assert!(agent.log().contains("the spool's disk has room again"));
+    // And the engine saves its state again: the failures stop and the file is rewritten.
+    let removed = std::time::SystemTime::now();
+    eventually("the state saved again", Duration::from_secs(10), || async {
+        let modified = std::fs::metadata(&state).and_then(|m| m.modified());
+        match modified {
+            Ok(t) if t > removed => Ok(()),
+            other => Err(format!("{}: {other:?}", state.display())),
+        }
+    })
+    .await;
+    let failed = agent.metric(save_errors).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        agent.metric(save_errors).await,
+        failed,
+        "state saves still failing with room on the disk"
+    );
+    serde_json::from_slice::<serde_json::Value>(&std::fs::read(&state).expect("state file"))
+        .expect("the saved state is whole");
     store.set_mode(StoreMode::Accept);
     wait_for_metric(&agent, "the spool drained", "shopfloor_spool_lines", |v| {
         v < 200.0

@@ -79,10 +79,16 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), PersistError> {
     };
     let tmp = path.with_extension("json.tmp");
     let json = serde_json::to_vec(state).map_err(|e| err(std::io::Error::other(e)))?;
-    let mut file = std::fs::File::create(&tmp).map_err(err)?;
-    file.write_all(&json).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    drop(file);
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(&json)?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        // On a full disk the half-written copy would hold the little room there is; the
+        // previous state file is untouched.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
     std::fs::rename(&tmp, path).map_err(err)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // The rename is durable only once the directory is synced.
