@@ -98,6 +98,7 @@ pub(crate) fn check_document<T>(
         profile_doc: false,
         profiles: Default::default(),
         known: Some(known),
+        signal_types: Default::default(),
     };
     let value = match DeTable::parse(text) {
         Ok(root) => check(&mut checker, &root),
@@ -122,6 +123,7 @@ pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
         profile_doc: false,
         profiles: Default::default(),
         known: None,
+        signal_types: Default::default(),
     };
     let config = match DeTable::parse(text) {
         Ok(root) => checker.config(&root),
@@ -155,6 +157,9 @@ pub(crate) struct Checker<'t> {
     profiles: std::collections::HashMap<String, Profile>,
     /// The keys of another kind of document ([`check_document`]), for hints.
     known: Option<KnownKeys>,
+    /// Signal name → its type in the `signal` line and where that was first declared
+    /// ([`Checker::signal_type`]).
+    signal_types: std::collections::HashMap<String, (super::SignalType, String)>,
 }
 
 /// Checks a profile's text; `file` names it in messages.
@@ -166,6 +171,7 @@ pub fn load_profile_str(text: &str, file: &str) -> Result<Profile, Diagnostics> 
         profile_doc: true,
         profiles: Default::default(),
         known: None,
+        signal_types: Default::default(),
     };
     let profile = match DeTable::parse(text) {
         Ok(root) => {
@@ -976,6 +982,12 @@ impl Checker<'_> {
                     format!("signal `{}` of {target} is mapped twice", field.signal),
                 );
             }
+            let span = field_span(self, j, "signal");
+            let here = match (origins.get(j), &device.profile) {
+                (Some(Origin::Own(_)), _) | (_, None) => format!("modbus device `{id}`"),
+                (_, Some(profile)) => format!("modbus device `{id}` (profile `{profile}`)"),
+            };
+            self.signal_type(span, &field.signal, field.signal_type(), here);
             let Some(start) = field.protocol_address() else {
                 continue;
             };
@@ -1320,6 +1332,11 @@ impl Checker<'_> {
                                 );
                             }
                         }
+                        if t.capture_names().next().is_none() {
+                            let span = fhere(self, "type");
+                            let here = format!("mqtt broker `{name}` topic `{}`", topic.pattern);
+                            self.signal_type(span, &field.signal, field.value_type, here);
+                        }
                     }
                 }
                 match (topic.format, &field.path) {
@@ -1335,9 +1352,13 @@ impl Checker<'_> {
                     }
                     _ => {}
                 }
+                // A name without captures is checked across the whole config above; one
+                // made from captures is known only per target and topic pattern.
+                let templated = Template::parse(&field.signal)
+                    .is_ok_and(|t| t.capture_names().next().is_some());
                 let declared = (target_text.clone(), field.signal.clone());
                 match types.get(&declared) {
-                    Some(t) if *t != field.value_type => {
+                    Some(t) if templated && *t != field.value_type => {
                         let span = fhere(self, "type");
                         self.push(
                             span,
@@ -1351,6 +1372,33 @@ impl Checker<'_> {
                         types.insert(declared, field.value_type);
                     }
                 }
+            }
+        }
+    }
+
+    /// A field of the `signal` line keeps one type across every machine and meter: InfluxDB
+    /// types a field per measurement, not per series, and refuses every line that brings it
+    /// with another type (they would end in the dead-letter file). The first declaration of
+    /// a name sets its type; a later one of another type is a problem, at `span`.
+    fn signal_type(
+        &mut self,
+        span: Range<usize>,
+        signal: &str,
+        ty: super::SignalType,
+        here: String,
+    ) {
+        match self.signal_types.get(signal) {
+            Some((first, there)) if *first != ty => {
+                let message = format!(
+                    "signal `{signal}` is {} here but {} in {there}: the store keeps one type per field of `signal` across all machines and meters, and refuses the lines of the other type (rename one, or make the types agree: `scale` makes a register a float)",
+                    ty.with_article(),
+                    first.with_article()
+                );
+                self.push(span, message);
+            }
+            Some(_) => {}
+            None => {
+                self.signal_types.insert(signal.to_string(), (ty, here));
             }
         }
     }
@@ -1973,7 +2021,14 @@ pasword = { env = "X" }
             (28, "a text message carries one value"),
             (32, "`cnc09`, which is not in the register"),
             (33, "path `a..b`"),
-            (41, "declared with another type"),
+            // The first topic's pattern does not compile, so its fields are not looked at;
+            // `rpm` is first an integer (line 33, cnc09), and the float at line 41 is refused
+            // although its machine is another: the store types a field across the whole
+            // `signal` measurement.
+            (
+                41,
+                "signal `rpm` is a float here but an integer in mqtt broker `plant` topic `plant/cnc09/y`",
+            ),
         ];
         for (line, words) in expect {
             assert!(
@@ -2205,6 +2260,86 @@ carrier = "electricity"
                     && p.contains("did you mean `address`")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn a_signal_keeps_one_type_across_devices_profiles_and_mqtt() {
+        // cnc-iot-box's `spindle_rpm` is a u16: an integer. A second machine's device reads
+        // its `spindle_rpm` as an f32, and an MQTT box sends it as a float; InfluxDB would
+        // refuse whichever comes second, for every machine, so `check` refuses both here.
+        // `spindle_rpm` with a scale is a float too; `feed` as u16 on both devices is fine.
+        let text = format!(
+            r#"{SITE}
+[[machine]]
+id = "cnc02"
+kind = "mill"
+cnc = true
+
+[[modbus]]
+id = "box"
+address = "h:502"
+profile = "cnc-iot-box"
+machine = "cnc01"
+field = [{{ signal = "feed", register = "holding", address = 40 }}]
+
+[[modbus]]
+id = "plc"
+address = "h2:502"
+machine = "cnc02"
+field = [
+  {{ signal = "spindle_rpm", register = "input", address = 0, type = "f32" }},
+  {{ signal = "feed", register = "input", address = 2 }},
+  {{ signal = "run", register = "input", address = 3, scale = 0.1 }},
+]
+
+[[mqtt]]
+id = "plant"
+address = "h:1883"
+[[mqtt.topic]]
+pattern = "plant/{{machine}}/data"
+field = [{{ signal = "spindle_rpm", type = "float" }}, {{ signal = "feed", type = "int" }}]
+"#
+        );
+        let found = problems(&text, "t.toml");
+        let conflict = |line: usize, signal: &str, is: &str, was: &str, there: &str| {
+            found.iter().any(|p| {
+                p.starts_with(&format!("{line}:"))
+                    && p.contains(&format!(
+                        "signal `{signal}` is {is} here but {was} in {there}"
+                    ))
+            })
+        };
+        assert!(
+            conflict(
+                32,
+                "spindle_rpm",
+                "a float",
+                "an integer",
+                "modbus device `box` (profile `cnc-iot-box`)"
+            ),
+            "{found:?}"
+        );
+        assert!(
+            conflict(
+                34,
+                "run",
+                "a float",
+                "an integer",
+                "modbus device `box` (profile `cnc-iot-box`)"
+            ),
+            "{found:?}"
+        );
+        assert!(
+            conflict(
+                42,
+                "spindle_rpm",
+                "a float",
+                "an integer",
+                "modbus device `box`"
+            ),
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 3, "{found:?}");
     }
 
     #[test]

@@ -624,6 +624,18 @@ impl ModbusField {
         }
     }
 
+    /// The type the field's value has in the `signal` line: what `decode::decode` makes of
+    /// the registers.
+    pub fn signal_type(&self) -> SignalType {
+        match self.data_type() {
+            DataType::Bool => SignalType::Bool,
+            DataType::String => SignalType::String,
+            DataType::F32 | DataType::F64 => SignalType::Float,
+            _ if self.scale.is_some() || self.offset.is_some() => SignalType::Float,
+            _ => SignalType::Int,
+        }
+    }
+
     /// The protocol (0-based) address of the field's first register, or `None` for address 0
     /// in 1-based numbering.
     pub fn protocol_address(&self) -> Option<u16> {
@@ -939,6 +951,18 @@ pub enum SignalType {
     Int,
     Bool,
     String,
+}
+
+impl SignalType {
+    /// For messages: "a float", "an integer", …
+    pub fn with_article(self) -> &'static str {
+        match self {
+            SignalType::Float => "a float",
+            SignalType::Int => "an integer",
+            SignalType::Bool => "a bool",
+            SignalType::String => "a string",
+        }
+    }
 }
 
 /// Machine states after ISO 22400-2's time model.
