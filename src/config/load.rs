@@ -2267,7 +2267,8 @@ carrier = "electricity"
         // cnc-iot-box's `spindle_rpm` is a u16: an integer. A second machine's device reads
         // its `spindle_rpm` as an f32, and an MQTT box sends it as a float; InfluxDB would
         // refuse whichever comes second, for every machine, so `check` refuses both here.
-        // `spindle_rpm` with a scale is a float too; `feed` as u16 on both devices is fine.
+        // The profile's `run` (u16) read with a scale on the second device is a float there,
+        // refused too; `feed`, u16 on both devices and an int over MQTT, is fine.
         let text = format!(
             r#"{SITE}
 [[machine]]
