@@ -168,19 +168,10 @@ bucket = "county"
 }
 
 async fn committed_lines(http: &reqwest::Client, port: u16) -> u64 {
-    let Ok(response) = http
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    process::scraped(http, &url, "shopfloor_ingest_lines_total")
         .await
-    else {
-        return 0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .find(|l| l.starts_with("shopfloor_ingest_lines_total"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .map_or(0, |v| v as u64)
 }
 
 struct Figures {

@@ -121,18 +121,10 @@ fn config(dir: &Path, vm: &str, base_port: u16, devices: usize) -> String {
 }
 
 async fn rows_inserted(http: &reqwest::Client, vm: &str) -> f64 {
-    let text = http
-        .get(format!("{vm}/metrics"))
-        .send()
+    let url = format!("{vm}/metrics");
+    // 0 until VictoriaMetrics has taken its first line (or while it cannot be reached).
+    process::scraped(http, &url, "vm_rows_inserted_total{type=\"influx\"}")
         .await
-        .expect("VictoriaMetrics /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find(|l| l.starts_with("vm_rows_inserted_total{type=\"influx\"}"))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
 

@@ -58,3 +58,14 @@ pub fn ticks_per_second() -> f64 {
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
+
+/// The value of the first sample in a Prometheus text page whose line starts with `series`
+/// (a metric name, with its labels where they matter): what a benchmark counts progress by.
+/// `None` when the page could not be fetched or has no such line.
+pub async fn scraped(http: &reqwest::Client, url: &str, series: &str) -> Option<f64> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+}
