@@ -15,18 +15,26 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::eventually;
-use hostile_peers::{Agent, ModbusMode, ModbusServer, free_addr, site};
+use hostile_peers::{Agent, Framing, ModbusMode, ModbusServer, free_addr, site};
 
 /// Modbus devices poll this often; hostile ones cost at most `TIMEOUT` per attempt.
 const POLL: &str = "200ms";
 const TIMEOUT: Duration = Duration::from_millis(500);
 
-/// A machine and the Modbus device that reads two holding registers of it at `addr`.
-fn modbus_device(id: &str, addr: std::net::SocketAddr) -> String {
-    modbus_device_with(id, addr, POLL, "")
+/// A machine and the Modbus device that reads two holding registers of it at `addr`, framed
+/// as `framing` says.
+fn modbus_device(id: &str, addr: std::net::SocketAddr, framing: Framing) -> String {
+    let transport = match framing {
+        Framing::Tcp => "tcp",
+        Framing::Rtu => "rtu_over_tcp",
+    };
+    modbus_device_with(id, addr, POLL, "").replace(
+        "\n[[modbus]]\n",
+        &format!("\n[[modbus]]\ntransport = \"{transport}\"\n"),
+    )
 }
 
-/// [`modbus_device`] polled every `poll`, with `extra` fields.
+/// A Modbus TCP [`modbus_device`] polled every `poll`, with `extra` fields.
 fn modbus_device_with(id: &str, addr: std::net::SocketAddr, poll: &str, extra: &str) -> String {
     format!(
         r#"
@@ -72,8 +80,7 @@ fn signal_times(lp: &str, id: &str) -> (Vec<i64>, bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() {
     use ModbusMode::*;
-    // (device id, mode, error kinds that count as the right reason, words in the log reason)
-    let hostile: Vec<(&str, ModbusMode, &[&str], &str)> = vec![
+    let hostile: Vec<Hostile> = vec![
         (
             "never",
             NeverReplies,
@@ -115,12 +122,87 @@ async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() 
             "byte count does not match the quantity",
         ),
     ];
+    hostile_modbus_servers(Framing::Tcp, hostile).await;
+}
+
+/// The same against RTU frames in a TCP stream (`transport = "rtu_over_tcp"`, what a
+/// transparent serial server or DTU forwards): tokio-modbus's RTU decoder has no length field
+/// to trust and resynchronises by dropping bytes, so garbage must end in a bounded wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_rtu_over_tcp_servers_are_marked_down_and_do_not_disturb_the_others() {
+    use ModbusMode::*;
+    let hostile: Vec<Hostile> = vec![
+        (
+            "never",
+            NeverReplies,
+            &["timeout"],
+            "no answer within the timeout",
+        ),
+        (
+            "late",
+            Late(TIMEOUT + Duration::from_millis(400)),
+            &["timeout"],
+            "no answer within the timeout",
+        ),
+        // tokio-modbus's RTU decoder drops a byte at a time looking for a frame whose
+        // checksum holds, so a corrupt answer ends as a timeout, not as a CRC error.
+        (
+            "bad_crc",
+            BadChecksum,
+            &["timeout"],
+            "no answer within the timeout",
+        ),
+        (
+            "count255",
+            ByteCount255ThenSilence,
+            &["timeout"],
+            "no answer within the timeout",
+        ),
+        // After 256 dropped bytes the decoder gives up ("Too many retries"): a protocol
+        // error; fewer bytes than that end as a timeout.
+        ("random", RandomBytes, &["timeout", "protocol"], ""),
+        (
+            "closes",
+            ClosesAfterRequest,
+            &["transport"],
+            "closed the connection",
+        ),
+        (
+            "other_unit",
+            OtherUnit,
+            &["protocol"],
+            "mismatching headers",
+        ),
+        (
+            "short_count",
+            ShortByteCount,
+            &["protocol"],
+            "byte count does not match the quantity",
+        ),
+    ];
+    hostile_modbus_servers(Framing::Rtu, hostile).await;
+}
+
+/// A hostile device: its id, the server's mode, the error kinds that count as the right
+/// reason, and words the `device down` log line must hold.
+type Hostile = (
+    &'static str,
+    ModbusMode,
+    &'static [&'static str],
+    &'static str,
+);
+
+/// Every `hostile` server behind a device of its own, beside two honest ones and one that
+/// answers a byte at a time, all framed as `framing` says: each hostile device is marked down
+/// with its reason, the others keep their schedule, nothing panics, memory stays put.
+async fn hostile_modbus_servers(framing: Framing, hostile: Vec<Hostile>) {
+    use ModbusMode::*;
     let dir = tempfile::tempdir().expect("temp dir");
     let web = free_addr();
     let mut config = site(dir.path(), web);
     for (id, mode, _, _) in &hostile {
-        let server = ModbusServer::start(*mode).await;
-        config.push_str(&modbus_device(id, server.addr));
+        let server = ModbusServer::start_framed(*mode, framing).await;
+        config.push_str(&modbus_device(id, server.addr, framing));
     }
     // Two honest devices, and one that sends its answer a byte at a time: 13 bytes 15 ms
     // apart is about 200 ms, well within the 500 ms timeout.
@@ -129,8 +211,8 @@ async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() 
         ("honest2", Honest),
         ("trickle", OneByteAtATime(Duration::from_millis(15))),
     ] {
-        let server = ModbusServer::start(mode).await;
-        config.push_str(&modbus_device(id, server.addr));
+        let server = ModbusServer::start_framed(mode, framing).await;
+        config.push_str(&modbus_device(id, server.addr, framing));
     }
     let out = dir.path().join("out.lp");
     config.push_str(&format!("\n[[file]]\npath = \"{}\"\n", out.display()));

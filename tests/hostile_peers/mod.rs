@@ -37,10 +37,16 @@ pub enum ModbusMode {
     NeverReplies,
     /// Answers correctly, this long after the request.
     Late(Duration),
-    /// Answers with the request's transaction id plus one.
+    /// Answers with the request's transaction id plus one (Modbus TCP only: RTU has none).
     WrongTransactionId,
-    /// Sends a header whose length field is 65535, two bytes of PDU, then nothing.
+    /// Sends a header whose length field is 65535, two bytes of PDU, then nothing (Modbus TCP
+    /// only).
     Length65535ThenSilence,
+    /// Answers with the checksum's bits flipped (RTU only: Modbus TCP has no checksum).
+    BadChecksum,
+    /// Sends the unit, the function and a byte count of 255, more than any frame holds, two
+    /// bytes of data, then nothing (RTU only).
+    ByteCount255ThenSilence,
     /// Sends 300 pseudo-random bytes for every request.
     RandomBytes,
     /// Closes the connection once a request has arrived.
@@ -54,13 +60,28 @@ pub enum ModbusMode {
     OneByteAtATime(Duration),
 }
 
-/// A Modbus TCP server on a loopback port, until the test's runtime ends.
+/// How frames travel over the server's TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Modbus TCP: the MBAP header with transaction id and length.
+    Tcp,
+    /// RTU frames with their CRC, as a transparent serial server forwards them
+    /// (`transport = "rtu_over_tcp"`): no header, the length follows from the function.
+    Rtu,
+}
+
+/// A Modbus server on a loopback port, until the test's runtime ends.
 pub struct ModbusServer {
     pub addr: SocketAddr,
 }
 
 impl ModbusServer {
+    /// A Modbus TCP server.
     pub async fn start(mode: ModbusMode) -> ModbusServer {
+        Self::start_framed(mode, Framing::Tcp).await
+    }
+
+    pub async fn start_framed(mode: ModbusMode, framing: Framing) -> ModbusServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port for the Modbus server");
@@ -69,7 +90,7 @@ impl ModbusServer {
             let mut seed = 0x2545_F491_4F6C_DD1D_u64;
             while let Ok((stream, _)) = listener.accept().await {
                 seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-                tokio::spawn(serve_modbus(stream, mode, seed));
+                tokio::spawn(serve_modbus(stream, mode, framing, seed));
             }
         });
         ModbusServer { addr }
@@ -85,7 +106,22 @@ struct Request {
     count: u16,
 }
 
-async fn read_request(stream: &mut TcpStream) -> Option<Request> {
+async fn read_request(stream: &mut TcpStream, framing: Framing) -> Option<Request> {
+    if framing == Framing::Rtu {
+        // unit, function, start, count, CRC: a read request is always 8 bytes.
+        let mut frame = [0u8; 8];
+        stream.read_exact(&mut frame).await.ok()?;
+        if crc16(&frame[..6]).to_le_bytes() != frame[6..] {
+            return None;
+        }
+        return Some(Request {
+            transaction: 0,
+            unit: frame[0],
+            function: frame[1],
+            start: u16::from_be_bytes([frame[2], frame[3]]),
+            count: u16::from_be_bytes([frame[4], frame[5]]),
+        });
+    }
     let mut header = [0u8; 7];
     stream.read_exact(&mut header).await.ok()?;
     let len = usize::from(u16::from_be_bytes([header[4], header[5]]));
@@ -103,8 +139,24 @@ async fn read_request(stream: &mut TcpStream) -> Option<Request> {
     })
 }
 
+/// CRC-16/MODBUS (reflected polynomial 0xA001, initial value 0xFFFF), sent low byte first.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc = 0xFFFF_u16;
+    for &b in bytes {
+        crc ^= u16::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
 /// The correct answer to `r`, with `values` registers (or bits) instead of `r.count`.
-fn answer(r: &Request, transaction: u16, unit: u8, values: u16) -> Vec<u8> {
+fn answer(r: &Request, transaction: u16, unit: u8, values: u16, framing: Framing) -> Vec<u8> {
     let mut pdu = vec![r.function];
     match r.function {
         1 | 2 => {
@@ -120,20 +172,33 @@ fn answer(r: &Request, transaction: u16, unit: u8, values: u16) -> Vec<u8> {
             }
         }
     }
-    let mut frame = Vec::with_capacity(7 + pdu.len());
-    frame.extend_from_slice(&transaction.to_be_bytes());
-    frame.extend_from_slice(&[0, 0]);
-    frame.extend_from_slice(&((pdu.len() + 1) as u16).to_be_bytes());
-    frame.push(unit);
-    frame.extend_from_slice(&pdu);
+    let mut frame = Vec::with_capacity(9 + pdu.len());
+    match framing {
+        Framing::Tcp => {
+            frame.extend_from_slice(&transaction.to_be_bytes());
+            frame.extend_from_slice(&[0, 0]);
+            frame.extend_from_slice(&((pdu.len() + 1) as u16).to_be_bytes());
+            frame.push(unit);
+            frame.extend_from_slice(&pdu);
+        }
+        Framing::Rtu => {
+            frame.push(unit);
+            frame.extend_from_slice(&pdu);
+            let crc = crc16(&frame);
+            frame.extend_from_slice(&crc.to_le_bytes());
+        }
+    }
     frame
 }
 
-async fn serve_modbus(mut stream: TcpStream, mode: ModbusMode, seed: u64) {
+async fn serve_modbus(mut stream: TcpStream, mode: ModbusMode, framing: Framing, seed: u64) {
     let _ = stream.set_nodelay(true);
     let mut rng = seed | 1;
-    while let Some(r) = read_request(&mut stream).await {
-        let honest = answer(&r, r.transaction, r.unit, r.count);
+    let framed_only = |only: Framing| {
+        assert_eq!(framing, only, "{mode:?} is a {only:?} mode");
+    };
+    while let Some(r) = read_request(&mut stream, framing).await {
+        let honest = answer(&r, r.transaction, r.unit, r.count, framing);
         let sent = match mode {
             ModbusMode::Honest => stream.write_all(&honest).await,
             ModbusMode::NeverReplies => Ok(()),
@@ -142,13 +207,28 @@ async fn serve_modbus(mut stream: TcpStream, mode: ModbusMode, seed: u64) {
                 stream.write_all(&honest).await
             }
             ModbusMode::WrongTransactionId => {
-                let frame = answer(&r, r.transaction.wrapping_add(1), r.unit, r.count);
+                framed_only(Framing::Tcp);
+                let frame = answer(&r, r.transaction.wrapping_add(1), r.unit, r.count, framing);
                 stream.write_all(&frame).await
             }
             ModbusMode::Length65535ThenSilence => {
+                framed_only(Framing::Tcp);
                 let mut frame = honest[..9].to_vec();
                 frame[4] = 0xFF;
                 frame[5] = 0xFF;
+                stream.write_all(&frame).await
+            }
+            ModbusMode::BadChecksum => {
+                framed_only(Framing::Rtu);
+                let mut frame = honest.clone();
+                let n = frame.len();
+                frame[n - 1] ^= 0xFF;
+                frame[n - 2] ^= 0xFF;
+                stream.write_all(&frame).await
+            }
+            ModbusMode::ByteCount255ThenSilence => {
+                framed_only(Framing::Rtu);
+                let frame = [r.unit, r.function, 0xFF, 0x03, 0xE8];
                 stream.write_all(&frame).await
             }
             ModbusMode::RandomBytes => {
@@ -165,11 +245,17 @@ async fn serve_modbus(mut stream: TcpStream, mode: ModbusMode, seed: u64) {
             }
             ModbusMode::ClosesAfterRequest => return,
             ModbusMode::OtherUnit => {
-                let frame = answer(&r, r.transaction, r.unit.wrapping_add(1), r.count);
+                let frame = answer(&r, r.transaction, r.unit.wrapping_add(1), r.count, framing);
                 stream.write_all(&frame).await
             }
             ModbusMode::ShortByteCount => {
-                let frame = answer(&r, r.transaction, r.unit, r.count.saturating_sub(1));
+                let frame = answer(
+                    &r,
+                    r.transaction,
+                    r.unit,
+                    r.count.saturating_sub(1),
+                    framing,
+                );
                 stream.write_all(&frame).await
             }
             ModbusMode::OneByteAtATime(pause) => {
