@@ -539,22 +539,6 @@ async fn a_full_disk_drops_the_oldest_records_loudly_and_the_agent_recovers_when
         log.contains("the spool's disk is full"),
         "no disk-full error:\n{log}"
     );
-    // The engine's state cannot be saved either: counted and logged, and the last saved
-    // state stays whole.
-    let save_errors = "shopfloor_state_save_errors_total";
-    wait_for_metric(&agent, "state saves failing", save_errors, |v| v > 0.0).await;
-    assert!(
-        agent
-            .log()
-            .contains("cannot save the engine state: a restart would lose the open windows"),
-        "no state-save error:\n{}",
-        agent.log()
-    );
-    let state = data.join("engine-state.json");
-    if let Ok(saved) = std::fs::read(&state) {
-        serde_json::from_slice::<serde_json::Value>(&saved).expect("the saved state is whole");
-    }
-
     // Polling goes on while the disk is full, and appends keep succeeding in the room made.
     let polls = r#"shopfloor_polls_total{device="src1"}"#;
     let appended = "shopfloor_spool_appended_lines_total";
@@ -571,9 +555,28 @@ async fn a_full_disk_drops_the_oldest_records_loudly_and_the_agent_recovers_when
     agent.assert_running();
     agent.assert_memory_grew_less_than(rss_before, 8 * 1024, "on the full disk");
 
+    // The filler left 256 KiB for the spool to work in, and a small state file can still fit
+    // there now and then; taking the last of it makes every save fail. The engine's state
+    // cannot be saved: counted and logged, and the last saved state stays whole.
+    let rest = disk.fill("rest", 0);
+    let save_errors = "shopfloor_state_save_errors_total";
+    wait_for_metric(&agent, "state saves failing", save_errors, |v| v > 0.0).await;
+    assert!(
+        agent
+            .log()
+            .contains("cannot save the engine state: a restart would lose the open windows"),
+        "no state-save error:\n{}",
+        agent.log()
+    );
+    let state = data.join("engine-state.json");
+    if let Ok(saved) = std::fs::read(&state) {
+        serde_json::from_slice::<serde_json::Value>(&saved).expect("the saved state is whole");
+    }
+
     // Space returns: the condition clears by itself, and once the store is back the spool
     // drains to it.
     std::fs::remove_file(&filler).expect("remove the filler");
+    std::fs::remove_file(&rest).expect("remove the rest");
     wait_for_metric(
         &agent,
         "the disk no longer full",
