@@ -109,11 +109,16 @@ async fn secrets_never_reach_logs_the_board_or_the_data_directory() {
 
     let influx = Influx1::start_with_auth("shopfloor", INFLUX_PASSWORD).await;
     influx.create_db("shopfloor").await;
-    // `spindle_rpm` already a string here: the agent's float values conflict, the store
+    // `spindle_rpm` already a string here: the agent's integer values conflict, the store
     // refuses those lines with a 400, and the agent moves them to its dead-letter file, which
-    // is then searched too.
+    // is then searched too. Stamped now: InfluxDB types a field per shard (a week), so a
+    // string from another week would not conflict.
+    let now_ns = jiff::Timestamp::now().as_nanosecond();
     influx
-        .write_lines("shopfloor", "signal spindle_rpm=\"text\" 1000000000\n")
+        .write_lines(
+            "shopfloor",
+            &format!("signal spindle_rpm=\"text\" {now_ns}\n"),
+        )
         .await;
     let vm = VictoriaMetrics::start().await;
     let passwd = dir.path().join("mosquitto.passwd");
@@ -168,7 +173,7 @@ password = {{ env = "SECRETS_TEST_MQTT_PASSWORD" }}
   [[mqtt.topic]]
   pattern = "shopfloor/sim/{{machine}}/data"
   format = "json"
-  field = [{{ signal = "spindle_rpm", path = "spindle.rpm", type = "float" }}]
+  field = [{{ signal = "spindle_rpm", path = "spindle.rpm", type = "int" }}]
 
 [[mqtt]]
 id = "broker-wrong-password"
