@@ -77,10 +77,10 @@ fn signal_times(lp: &str, id: &str) -> (Vec<i64>, bool) {
     (times, correct)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() {
+/// The modes both framings share, with what the agent must make of them.
+fn hostile_in_either_framing() -> Vec<Hostile> {
     use ModbusMode::*;
-    let hostile: Vec<Hostile> = vec![
+    vec![
         (
             "never",
             NeverReplies,
@@ -93,6 +93,26 @@ async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() 
             &["timeout"],
             "no answer within the timeout",
         ),
+        (
+            "closes",
+            ClosesAfterRequest,
+            &["transport"],
+            "closed the connection",
+        ),
+        (
+            "short_count",
+            ShortByteCount,
+            &["protocol"],
+            "byte count does not match the quantity",
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() {
+    use ModbusMode::*;
+    let mut hostile = hostile_in_either_framing();
+    hostile.extend::<[Hostile; 4]>([
         (
             "wrong_tid",
             WrongTransactionId,
@@ -108,20 +128,8 @@ async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() 
         // Random bytes usually make a length field that is never filled (a timeout), sometimes
         // a frame tokio-modbus refuses at once (a protocol error).
         ("random", RandomBytes, &["timeout", "protocol"], ""),
-        (
-            "closes",
-            ClosesAfterRequest,
-            &["transport"],
-            "closed the connection",
-        ),
         ("other_unit", OtherUnit, &["protocol"], "protocol error"),
-        (
-            "short_count",
-            ShortByteCount,
-            &["protocol"],
-            "byte count does not match the quantity",
-        ),
-    ];
+    ]);
     hostile_modbus_servers(Framing::Tcp, hostile).await;
 }
 
@@ -131,19 +139,8 @@ async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_rtu_over_tcp_servers_are_marked_down_and_do_not_disturb_the_others() {
     use ModbusMode::*;
-    let hostile: Vec<Hostile> = vec![
-        (
-            "never",
-            NeverReplies,
-            &["timeout"],
-            "no answer within the timeout",
-        ),
-        (
-            "late",
-            Late(TIMEOUT + Duration::from_millis(400)),
-            &["timeout"],
-            "no answer within the timeout",
-        ),
+    let mut hostile = hostile_in_either_framing();
+    hostile.extend::<[Hostile; 4]>([
         // tokio-modbus's RTU decoder drops a byte at a time looking for a frame whose
         // checksum holds, so a corrupt answer ends as a timeout, not as a CRC error.
         (
@@ -162,24 +159,12 @@ async fn hostile_rtu_over_tcp_servers_are_marked_down_and_do_not_disturb_the_oth
         // error; fewer bytes than that end as a timeout.
         ("random", RandomBytes, &["timeout", "protocol"], ""),
         (
-            "closes",
-            ClosesAfterRequest,
-            &["transport"],
-            "closed the connection",
-        ),
-        (
             "other_unit",
             OtherUnit,
             &["protocol"],
             "mismatching headers",
         ),
-        (
-            "short_count",
-            ShortByteCount,
-            &["protocol"],
-            "byte count does not match the quantity",
-        ),
-    ];
+    ]);
     hostile_modbus_servers(Framing::Rtu, hostile).await;
 }
 
