@@ -74,17 +74,7 @@ async fn sighup_applies_a_new_config_and_keeps_spool_windows_and_states() {
     let board = format!("http://127.0.0.1:{web}");
     let json = |path: &'static str| {
         let (http, url) = (http.clone(), format!("{board}{path}"));
-        async move {
-            let text = http
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .text()
-                .await
-                .map_err(|e| e.to_string())?;
-            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| format!("{e}: {text}"))
-        }
+        async move { common::get_json(&http, &url).await }
     };
     let parts_today = |v: &serde_json::Value| -> i64 {
         v.as_array().map_or(0, |a| {

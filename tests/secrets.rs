@@ -299,20 +299,12 @@ retry_max = "1s"
     })
     .await;
     eventually("mq01 on the board", Duration::from_secs(30), || async {
-        let text = http
-            .get(format!("{board}/api/machines"))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let v = common::get_json(&http, &format!("{board}/api/machines")).await?;
         let online = v.as_array().is_some_and(|a| {
             a.iter()
                 .any(|m| m["id"] == "mq01" && m["state"] != "offline")
         });
-        online.then_some(()).ok_or(text)
+        online.then_some(()).ok_or(v.to_string())
     })
     .await;
 

@@ -982,12 +982,14 @@ impl Checker<'_> {
                     format!("signal `{}` of {target} is mapped twice", field.signal),
                 );
             }
-            let span = field_span(self, j, "signal");
-            let here = match (origins.get(j), &device.profile) {
+            let here = || match (origins.get(j), &device.profile) {
                 (Some(Origin::Own(_)), _) | (_, None) => format!("modbus device `{id}`"),
                 (_, Some(profile)) => format!("modbus device `{id}` (profile `{profile}`)"),
             };
-            self.signal_type(span, &field.signal, field.signal_type(), here);
+            if let Some(clash) = self.signal_type_clash(&field.signal, field.signal_type(), here) {
+                let span = field_span(self, j, "signal");
+                self.push(span, clash);
+            }
             let Some(start) = field.protocol_address() else {
                 continue;
             };
@@ -1333,9 +1335,13 @@ impl Checker<'_> {
                             }
                         }
                         if t.capture_names().next().is_none() {
-                            let span = fhere(self, "type");
-                            let here = format!("mqtt broker `{name}` topic `{}`", topic.pattern);
-                            self.signal_type(span, &field.signal, field.value_type, here);
+                            let here = || format!("mqtt broker `{name}` topic `{}`", topic.pattern);
+                            if let Some(clash) =
+                                self.signal_type_clash(&field.signal, field.value_type, here)
+                            {
+                                let span = fhere(self, "type");
+                                self.push(span, clash);
+                            }
                         }
                     }
                 }
@@ -1379,26 +1385,25 @@ impl Checker<'_> {
     /// A field of the `signal` line keeps one type across every machine and meter: InfluxDB
     /// types a field per measurement, not per series, and refuses every line that brings it
     /// with another type (they would end in the dead-letter file). The first declaration of
-    /// a name sets its type; a later one of another type is a problem, at `span`.
-    fn signal_type(
+    /// a name sets its type, with `here` saying where; a later one of another type gets the
+    /// problem's message back. `here` runs only for a first declaration, so a register of
+    /// 100 000 devices of one profile costs a lookup a field.
+    fn signal_type_clash(
         &mut self,
-        span: Range<usize>,
         signal: &str,
         ty: super::SignalType,
-        here: String,
-    ) {
+        here: impl FnOnce() -> String,
+    ) -> Option<String> {
         match self.signal_types.get(signal) {
-            Some((first, there)) if *first != ty => {
-                let message = format!(
-                    "signal `{signal}` is {} here but {} in {there}: the store keeps one type per field of `signal` across all machines and meters, and refuses the lines of the other type (rename one, or make the types agree: `scale` makes a register a float)",
-                    ty.with_article(),
-                    first.with_article()
-                );
-                self.push(span, message);
-            }
-            Some(_) => {}
+            Some((first, there)) if *first != ty => Some(format!(
+                "signal `{signal}` is {} here but {} in {there}: the store keeps one type per field of `signal` across all machines and meters, and refuses the lines of the other type (rename one, or make the types agree: `scale` makes a register a float)",
+                ty.with_article(),
+                first.with_article()
+            )),
+            Some(_) => None,
             None => {
-                self.signal_types.insert(signal.to_string(), (ty, here));
+                self.signal_types.insert(signal.to_string(), (ty, here()));
+                None
             }
         }
     }

@@ -127,6 +127,20 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_else(|e| panic!("cannot build the test HTTP client: {e}"))
 }
 
+/// GETs `url` and parses the body as JSON; an error says what failed, with the body when it
+/// was not JSON. Made for [`eventually`], which retries on `Err`.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    let text = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
 /// Polls `attempt` until it returns `Ok`, and panics after `timeout` with the last `Err`.
 ///
 /// Use it instead of a sleep whenever a test waits for something another process does: it is
