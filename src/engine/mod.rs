@@ -319,7 +319,13 @@ impl Engine {
             m.history.clear();
             m.history.push_back((s.since, s.state));
             if watched {
-                m.last_data = s.last_data;
+                // The pause between the save and now is the agent's, not the machine's
+                // silence: `offline_after` counts from where it stood at the save, so a
+                // reload that takes a few seconds makes no machine offline.
+                let paused = saved
+                    .saved_at
+                    .map_or(SignedDuration::ZERO, |t| now.duration_since(t));
+                m.last_data = s.last_data.map(|t| t.checked_add(paused).unwrap_or(t));
             } else if m.state != State::Offline {
                 m.change_state(State::Offline, s.accounted_to, &self.calendar, out);
             }

@@ -404,6 +404,37 @@ fn a_restart_in_the_middle_of_a_window_continues_it_and_counts_the_downtime_as_o
 }
 
 #[test]
+fn a_reload_does_not_count_its_own_pause_toward_offline_after() {
+    let secs = SignedDuration::from_secs;
+    let mut out = Vec::new();
+    let mut e = engine_at(at(9, 0));
+    e.on_event(lathe(at(9, 0), 1, 0, 0, 0), &mut out);
+    // Silent since 09:00; offline_after is 2 h, so the deadline is 11:00:00. The reload saves
+    // at 10:59:30 and the new engine restores at 11:00:00: a 30 s pause.
+    let saved_at = at(10, 59) + secs(30);
+    e.tick(saved_at, &mut out);
+    let saved = e.save(saved_at);
+    let mut e = engine_at(at(11, 0));
+    out.clear();
+    e.restore(saved, at(11, 0), Resume::Reload, &mut out);
+    // The pause moves the deadline to 11:00:30: still running at 11:00:20 …
+    e.tick(at(11, 0) + secs(20), &mut out);
+    assert!(
+        find(&out, "machine_state", &["machine=cnc01"]).is_empty(),
+        "{out:?}"
+    );
+    // … and offline at 11:00:31, stamped at the moved deadline.
+    e.tick(at(11, 0) + secs(31), &mut out);
+    let change = find(&out, "machine_state", &["machine=cnc01"])
+        .pop()
+        .unwrap()
+        .clone();
+    assert!(change.contains("state=\"offline\""), "{change}");
+    let deadline = (at(11, 0) + secs(30)).as_nanosecond();
+    assert!(change.ends_with(&format!(" {deadline}")), "{change}");
+}
+
+#[test]
 fn the_spring_forward_day_is_accounted_as_twenty_three_hours() {
     let config = SHANGHAI_SHIFT.replace("Asia/Shanghai", "Europe/Berlin");
     let berlin = TimeZone::get("Europe/Berlin").unwrap();
