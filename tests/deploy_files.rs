@@ -1436,3 +1436,103 @@ fn the_contract_the_dashboards_are_checked_against_is_what_the_agent_writes() {
 fn read_or_empty(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
+
+// ---------------------------------------------------------------------------------------------
+// The systemd unit
+// ---------------------------------------------------------------------------------------------
+
+/// The unit's `[Service]` settings as (key, value) pairs, in order; a key may repeat.
+fn unit_settings(text: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.to_string();
+        } else if section == "[Service]"
+            && let Some((k, v)) = line.split_once('=')
+        {
+            out.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// A Modbus RTU device hangs on /dev/ttyUSB0 (or ttyS*, ttyACM*), owned by group dialout. The
+/// hardened unit once had `PrivateDevices=yes` and no dialout group, so the agent could not open
+/// the port it was configured for. The unit must keep every other device closed while letting
+/// the serial families through.
+#[test]
+fn the_systemd_unit_opens_serial_ports_and_keeps_other_devices_closed() {
+    let path = deploy().join("shopfloor.service");
+    let text = read(&path);
+    let settings = unit_settings(&text);
+    let values = |key: &str| -> Vec<&str> {
+        settings
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_ne!(
+        values("PrivateDevices").last().copied(),
+        Some("yes"),
+        "PrivateDevices=yes hides every serial port"
+    );
+    assert_eq!(
+        values("DevicePolicy"),
+        ["closed"],
+        "other devices stay closed"
+    );
+    let allowed: Vec<&str> = values("DeviceAllow");
+    for family in ["char-ttyS", "char-ttyUSB", "char-ttyACM"] {
+        assert!(
+            allowed.iter().any(|a| {
+                let mut words = a.split_whitespace();
+                words.next() == Some(family)
+                    && words
+                        .next()
+                        .is_some_and(|m| m.contains('r') && m.contains('w'))
+            }),
+            "DeviceAllow lacks `{family} rw`: {allowed:?}"
+        );
+    }
+    assert!(
+        values("SupplementaryGroups")
+            .iter()
+            .any(|g| g.split_whitespace().any(|g| g == "dialout")),
+        "the serial ports belong to group dialout"
+    );
+
+    // systemd's own reading of the unit, where systemd-analyze is at hand: no unknown key, no
+    // bad value. The agent's path is replaced by this build's binary, which verify wants to
+    // exist.
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-analyze not found: the unit's syntax is not verified by systemd");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let unit = dir.path().join("shopfloor.service");
+    std::fs::write(&unit, text.replace("/usr/local/bin/shopfloor", BIN)).expect("write the unit");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("run systemd-analyze verify");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !said.contains("Unknown") && !said.contains("Failed to parse"),
+        "systemd-analyze verify {}: {said}",
+        path.display()
+    );
+}
