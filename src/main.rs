@@ -275,12 +275,21 @@ fn init(output: &std::path::Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Logs go to standard error at `default` unless `SHOPFLOOR_LOG` says otherwise (the
+/// `EnvFilter` syntax: `debug`, `shopfloor::source=debug,tokio_modbus=debug`). Colours only on a
+/// terminal and only without `NO_COLOR` (<https://no-color.org>): a journal or a log file gets
+/// plain text. The `log` crate's records (tokio-modbus, rumqttc, rustls) are bridged in by
+/// `init`, under their crate's target, so the same filter selects them.
 fn init_logging(default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHOPFLOOR_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 }
 

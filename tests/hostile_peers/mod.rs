@@ -424,7 +424,9 @@ impl Agent {
         let child = Command::new(BIN)
             .args(["run", "-c"])
             .arg(&path)
-            .env("NO_COLOR", "1")
+            // No NO_COLOR: the log goes to a file, not a terminal, and must be plain text
+            // by that alone (tests/hostile.rs checks it).
+            .env_remove("NO_COLOR")
             .env("SHOPFLOOR_LOG", "info")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log handle"))
