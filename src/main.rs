@@ -208,6 +208,17 @@ fn main() -> ExitCode {
         Command::Demo { .. } | Command::Check { .. } | Command::Probe(_)
     );
     init_logging(if quiet { "warn" } else { "info" });
+    // Commands that print a result and exit end quietly when their reader goes away
+    // (`shopfloor check --plan | head`), as other command-line tools do; Rust's runtime ignores
+    // SIGPIPE, which would make every later `println!` panic. The long-running commands keep
+    // ignoring it: a peer that closes a socket must cost the agent an error, not its life.
+    let prints_and_exits = matches!(
+        cli.command,
+        Command::Check { .. } | Command::Init { .. } | Command::Probe(_)
+    ) || matches!(&cli.command, Command::County { command } if command.prints_and_exits());
+    if prints_and_exits {
+        restore_default_sigpipe();
+    }
     shopfloor::install_crypto_provider();
     let result = match cli.command {
         Command::Check { config, plan } => return check(&config, plan),
@@ -273,6 +284,16 @@ fn init(output: &std::path::Path, force: bool) -> Result<()> {
         output.display()
     );
     Ok(())
+}
+
+/// Lets SIGPIPE end the process, as it does a C program's.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called at start-up before any thread exists; SIG_DFL is always a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Logs go to standard error at `default` unless `SHOPFLOOR_LOG` says otherwise (the

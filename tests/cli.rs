@@ -85,6 +85,37 @@ fn check_accepts_a_good_config_and_prints_the_request_plan() {
     assert_eq!(stdout.matches("connection tcp://").count(), 1, "{stdout}");
 }
 
+/// `shopfloor check --plan | head` once ended in a panic ("failed printing to stdout: Broken
+/// pipe"). The reader here goes away before the command writes anything, so every line it
+/// prints meets a closed pipe.
+#[test]
+fn check_ends_quietly_when_its_reader_goes_away() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(BIN)
+        .args(["check", "--plan", "-c", "config/demo.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shopfloor check");
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    let status = child.wait().expect("wait for check");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Ended by SIGPIPE like `cat` would be, or finished before noticing: never a panic's 101.
+    assert!(
+        status.signal() == Some(libc::SIGPIPE) || status.success(),
+        "{status:?}: {stderr}"
+    );
+}
+
 #[test]
 fn init_writes_a_starter_config_that_passes_check_and_never_overwrites_by_accident() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -27,6 +27,13 @@ pub enum CountyCommand {
     Ingest(IngestArgs),
 }
 
+impl CountyCommand {
+    /// The command prints its result and exits (not the long-running ingest).
+    pub fn prints_and_exits(&self) -> bool {
+        !matches!(self, CountyCommand::Ingest(_))
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct IngestArgs {
     /// The ingest's config (see config/county-ingest.toml).
