@@ -5,6 +5,7 @@
 
 pub mod modbus;
 pub mod mqtt;
+pub mod s7;
 
 use std::fmt;
 use std::sync::Arc;
