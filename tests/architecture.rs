@@ -123,6 +123,10 @@ const RULES: &[Rule] = &[
     },
 ];
 
+/// What the check says of a file it cannot follow (a bug in the reader below, or a file that
+/// does not compile).
+const UNREADABLE: &str = "every file must be read to the end for the rules to mean anything";
+
 /// What the cycle check says when two sibling files import each other.
 const NO_SIBLING_CYCLE: &str = "two sibling files that import each other are one piece in two \
                                 files: move what both need into one of them, or below both";
@@ -219,7 +223,14 @@ fn check(files: &BTreeMap<String, String>) -> Report {
     // (importing file module, imported file module) → the first place it happens.
     let mut file_edges: BTreeMap<(Vec<String>, Vec<String>), (String, usize)> = BTreeMap::new();
     for (path, module) in &modules {
-        let edges = crate_paths(&files[*path], module);
+        let edges = match crate_paths(&files[*path], module) {
+            Ok(edges) => edges,
+            Err(why) => {
+                violations.push(format!("{path}: {why}: rule \"readable\""));
+                broken.insert("readable".to_string(), UNREADABLE);
+                continue;
+            }
+        };
         edges_found += edges.len();
         for edge in &edges {
             for rule in RULES {
@@ -250,28 +261,28 @@ fn check(files: &BTreeMap<String, String>) -> Report {
                 .rev()
                 .map(|n| &edge.resolved[..n])
                 .find(|p| known.contains(p))
+                && target != module.as_slice()
             {
-                if target != module.as_slice() {
-                    file_edges
-                        .entry((module.clone(), target.to_vec()))
-                        .or_insert_with(|| (path.to_string(), edge.line));
-                }
+                file_edges
+                    .entry((module.clone(), target.to_vec()))
+                    .or_insert_with(|| (path.to_string(), edge.line));
             }
         }
     }
     for ((a, b), (a_file, a_line)) in &file_edges {
         let siblings = !a.is_empty() && !b.is_empty() && a[..a.len() - 1] == b[..b.len() - 1];
-        if siblings && a < b {
-            if let Some((b_file, b_line)) = file_edges.get(&(b.clone(), a.clone())) {
-                violations.push(format!(
+        if siblings
+            && a < b
+            && let Some((b_file, b_line)) = file_edges.get(&(b.clone(), a.clone()))
+        {
+            violations.push(format!(
                     "{a_file}:{a_line}: {} imports {} and {b_file}:{b_line}: {} imports {} back: rule \"no sibling cycle\"",
                     a.join("::"),
                     b.join("::"),
                     b.join("::"),
                     a.join("::"),
                 ));
-                broken.insert("no sibling cycle".to_string(), NO_SIBLING_CYCLE);
-            }
+            broken.insert("no sibling cycle".to_string(), NO_SIBLING_CYCLE);
         }
     }
     Report {
@@ -388,7 +399,8 @@ fn lex(text: &str) -> Vec<(Tok, usize)> {
         } else if ch == '\'' {
             // A char literal ('a', '\n', '\u{1F600}', '"') or a lifetime / label ('a, 'static).
             if c.get(i + 1) == Some(&'\\') {
-                i += 2;
+                // Past the quote, the backslash and the escaped character (which may be `'`).
+                i += 3;
                 while i < c.len() && c[i] != '\'' {
                     i += 1;
                 }
@@ -458,8 +470,9 @@ fn lex(text: &str) -> Vec<(Tok, usize)> {
     out
 }
 
-/// Every path into the crate that the text of the file for `module` writes, resolved.
-fn crate_paths(text: &str, module: &[String]) -> Vec<Edge> {
+/// Every path into the crate that the text of the file for `module` writes, resolved; `Err`
+/// when its braces do not balance (then the reader lost its way, and says so).
+fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
     let toks = lex(text);
     let mut edges = Vec::new();
     // Inline modules (`mod tests { … }`): name and the brace depth inside them.
@@ -485,7 +498,10 @@ fn crate_paths(text: &str, module: &[String]) -> Vec<Edge> {
                 if inline.last().is_some_and(|(_, d)| *d == depth) {
                     inline.pop();
                 }
-                depth = depth.saturating_sub(1);
+                match depth.checked_sub(1) {
+                    Some(d) => depth = d,
+                    None => return Err("a `}` closes nothing: the reader misread this file".into()),
+                }
                 i += 1;
             }
             Tok::Ident(w) if w == "mod" => {
@@ -541,7 +557,12 @@ fn crate_paths(text: &str, module: &[String]) -> Vec<Edge> {
             _ => i += 1,
         }
     }
-    edges
+    if depth != 0 || !inline.is_empty() {
+        return Err(format!(
+            "{depth} brace(s) left open at the end: the reader misread this file"
+        ));
+    }
+    Ok(edges)
 }
 
 /// Reads one use tree starting at `i` under `prefix`; pushes each leaf path with the line of
@@ -553,7 +574,7 @@ fn use_tree(
     leaves: &mut Vec<(Vec<String>, usize)>,
 ) -> usize {
     let mut path = prefix;
-    let mut line = toks.get(i).map_or(0, |t| t.1);
+    let mut line;
     if toks.get(i).is_some_and(|(t, _)| *t == Tok::PathSep) {
         i += 1;
     }
@@ -806,4 +827,28 @@ fn a_module_missing_from_the_tree_breaks_no_rule() {
         ("src/sink/mod.rs", "use crate::config::Output;\n"),
     ]);
     assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn quotes_and_braces_in_literals_do_not_mislead_the_reader() {
+    let mut files = CLEAN.to_vec();
+    files.push((
+        "src/engine/text.rs",
+        "fn f(c: char) -> bool {\n    matches!(c, '\\'' | '{' | '\\\\' | '\"')\n        && \"}\\\"{\" != r##\"\"#}\"##\n}\nuse crate::sink::Spool;\n",
+    ));
+    let found = violations(&files);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].starts_with("src/engine/text.rs:5: engine::text imports `crate::sink::Spool`"),
+        "{}",
+        found[0]
+    );
+    // A file the reader cannot follow is reported, not skipped.
+    let found = violations(&[("src/lib.rs", "pub mod a;\n"), ("src/a.rs", "fn f() {\n")]);
+    assert_eq!(
+        found,
+        vec![
+            "src/a.rs: 1 brace(s) left open at the end: the reader misread this file: rule \"readable\""
+        ]
+    );
 }
