@@ -5,17 +5,18 @@
 //! sources, engine and sink above that (none importing a later stage, none importing another's
 //! internals), then the web board, the county side and the simulator, and the agent on top
 //! (docs/ARCHITECTURE.md draws the map). This test reads every file under `src/`, finds each
-//! path into the crate — `use crate::…` lines (multi-line `use crate::{a, b::{c}}` groups too),
-//! `use super::…` resolved to the module it names, and `crate::x::…` / `super::x::…` paths
-//! written in the code — and checks them against [`RULES`]. It also refuses a cycle between two
-//! sibling files (a imports b and b imports a); a `mod.rs` and its own child file may use each
-//! other.
+//! path into the crate — `use crate::…` lines (multi-line `use crate::{a, b::{c}}` groups
+//! too), `use super::…` resolved to the module it names, `crate::x::…` / `super::x::…` paths
+//! written in the code, and paths named in an attribute's string
+//! (`#[serde(deserialize_with = "crate::…")]`) — and checks them against [`RULES`]. It also
+//! refuses a cycle between two sibling files (a imports b and b imports a); a `mod.rs` and its
+//! own child file may use each other.
 //!
-//! What counts: code, including `#[cfg(test)]` modules (a test's import is still an edge in the
-//! module graph). What does not: comments (so doc links are free), string literals, `$crate` in
-//! macros, and paths that do not start with `crate`, `super` or `self` (other crates, or a
-//! module's own children). `src/main.rs` is the command line, a crate of its own on top of
-//! everything; nothing is forbidden to it.
+//! What counts: code, including `#[cfg(test)]` modules (a test's import is still an edge in
+//! the module graph). What does not: comments (so doc links are free), other string literals,
+//! `$crate` in macros, and paths that do not start with `crate`, `super` or `self` (other
+//! crates, or a module's own children). `src/main.rs` is the command line, a crate of its own
+//! on top of everything; nothing is forbidden to it.
 //!
 //! A rule names modules by path (`"sink"`, or deeper, `"source::mqtt"`), and applies to every
 //! file at or under that path. Modules that do not exist yet simply match no file.
@@ -330,6 +331,9 @@ enum Tok {
     /// `::`
     PathSep,
     Punct(char),
+    /// An ordinary string literal's text: attributes name functions in strings
+    /// (`#[serde(deserialize_with = "crate::config::duration")]`).
+    Str(String),
 }
 
 fn lex(text: &str) -> Vec<(Tok, usize)> {
@@ -395,7 +399,12 @@ fn lex(text: &str) -> Vec<(Tok, usize)> {
                 }
             }
         } else if ch == '"' {
+            let (start, at) = (i, line);
             i = skip_string(i, None, &mut line);
+            let text: String = c[start + 1..i.saturating_sub(1).max(start + 1)]
+                .iter()
+                .collect();
+            out.push((Tok::Str(text), at));
         } else if ch == '\'' {
             // A char literal ('a', '\n', '\u{1F600}', '"') or a lifetime / label ('a, 'static).
             if c.get(i + 1) == Some(&'\\') {
@@ -478,6 +487,8 @@ fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
     // Inline modules (`mod tests { … }`): name and the brace depth inside them.
     let mut inline: Vec<(String, usize)> = Vec::new();
     let mut depth = 0usize;
+    // Inside an attribute `#[…]` / `#![…]`: the depth of its square brackets.
+    let mut attribute = 0usize;
     let mut i = 0;
     let ident = |i: usize| match toks.get(i) {
         Some((Tok::Ident(s), _)) => Some(s.as_str()),
@@ -553,6 +564,49 @@ fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
                     });
                 }
                 i = j;
+            }
+            Tok::Punct('#') => {
+                let open = match (toks.get(i + 1), toks.get(i + 2)) {
+                    (Some((Tok::Punct('['), _)), _) => Some(i + 2),
+                    (Some((Tok::Punct('!'), _)), Some((Tok::Punct('['), _))) => Some(i + 3),
+                    _ => None,
+                };
+                match open {
+                    Some(next) if attribute == 0 => {
+                        attribute = 1;
+                        i = next;
+                    }
+                    _ => i += 1,
+                }
+            }
+            Tok::Punct('[') if attribute > 0 => {
+                attribute += 1;
+                i += 1;
+            }
+            Tok::Punct(']') if attribute > 0 => {
+                attribute -= 1;
+                i += 1;
+            }
+            // `#[doc = "…"]` is documentation, like a `///` comment.
+            Tok::Str(text)
+                if attribute > 0
+                    && !(i >= 2
+                        && toks[i - 1].0 == Tok::Punct('=')
+                        && toks[i - 2].0 == Tok::Ident("doc".to_string())) =>
+            {
+                let path: Vec<String> = text.split("::").map(str::to_string).collect();
+                let is_path = path.len() > 1
+                    && path.iter().all(|s| {
+                        !s.is_empty() && s.chars().all(|ch| ch == '_' || ch.is_alphanumeric())
+                    });
+                if is_path && let Some(resolved) = resolve(&path, &here) {
+                    edges.push(Edge {
+                        line: toks[i].1,
+                        written: text.clone(),
+                        resolved,
+                    });
+                }
+                i += 1;
             }
             _ => i += 1,
         }
@@ -761,12 +815,17 @@ fn a_forbidden_path_in_a_multi_line_group_is_reported_on_its_own_line() {
 }
 
 #[test]
-fn super_and_bare_crate_paths_are_resolved_to_the_module_they_name() {
+fn super_bare_and_attribute_paths_are_resolved_to_the_module_they_name() {
     let mut files = CLEAN.to_vec();
     // From engine::state, super::super is the root: this is the sink.
     files.push((
         "src/engine/state.rs",
         "use super::super::sink::LineBuilder;\n",
+    ));
+    // A function named in an attribute's string; the same text in a plain string is no path.
+    files.push((
+        "src/config/secret.rs",
+        "#[derive(serde::Deserialize)]\nstruct S {\n    #[serde(deserialize_with = \"crate::sink::spool::sync\")]\n    sync: u8,\n    #[doc = \"crate::sink::spool\"]\n    x: u8,\n}\nconst T: &str = \"crate::engine::Engine\";\n",
     ));
     // A path in an expression, inside a test module's function.
     files.push((
@@ -774,7 +833,12 @@ fn super_and_bare_crate_paths_are_resolved_to_the_module_they_name() {
         "#[cfg(test)]\nmod tests {\n    use super::*;\n    fn f() {\n        let _ = crate::source::Value::Int(1);\n    }\n}\n",
     ));
     let found = violations(&files);
-    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(
+        found[0],
+        "src/config/secret.rs:3: config::secret imports `crate::sink::spool::sync`: rule \"config ↛ sink\""
+    );
+    let found = &found[1..];
     assert!(
         found[0].starts_with(
             "src/engine/green.rs:5: engine::green imports `crate::source::Value::Int`"
