@@ -134,6 +134,9 @@ fn run_case(case: &Path, name: &str, bless: bool) -> Result<(), String> {
 fn outcome(code: Option<i32>, stdout: &str, stderr: &str) -> Result<String, String> {
     match code {
         Some(0) if stdout.contains(": ok: ") && stderr.trim().is_empty() => Ok("ok\n".to_string()),
+        Some(0) => Err(format!(
+            "`check` accepted the config but did not print only its \"ok\" line:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        )),
         Some(1) => {
             let mut lines: Vec<&str> = stderr.lines().collect();
             let summary = lines.pop().unwrap_or_default();
