@@ -58,8 +58,8 @@ use crate::config::{
     key,
 };
 use crate::metrics::Metrics;
+use crate::queue::{self, WhenFull};
 use crate::shutdown::Shutdown;
-use crate::sink::spool::{Spool, SpoolError};
 use crate::sink::{self, Chunk};
 use crate::source::mqtt::{self as mqtt_source, MqttError};
 
@@ -68,6 +68,7 @@ use crate::source::mqtt::{self as mqtt_source, MqttError};
 /// was seen to send more when it resumes a session with a backlog), the subscriber stops
 /// reading until there is room.
 pub const RECEIVE_MAXIMUM: u16 = 1024;
+const _: () = assert!(queue::INGEST_MESSAGES.capacity == RECEIVE_MAXIMUM as usize);
 /// MQTT 5: how long the broker keeps an ingest's session (and queues its share of the
 /// messages) while it is away.
 const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
@@ -540,15 +541,9 @@ impl Chunk for Accepted {
 /// Why the ingest could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The data directory, the spool or an output.
     #[error(transparent)]
-    Spool(#[from] SpoolError),
-    #[error(transparent)]
-    Influx(#[from] sink::influx::InfluxError),
+    Sink(#[from] sink::StartError),
     #[error(transparent)]
     Mqtt(#[from] MqttError),
     #[error("cannot serve /metrics on {addr}: {source}")]
@@ -578,10 +573,7 @@ impl Running {
 /// Starts the subscriber, the spool task and the writers. They run until `shutdown` fires.
 pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running, IngestError> {
     let data_dir = config.ingest.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| IngestError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
+    sink::create_data_dir(&data_dir)?;
     let listener = match config.ingest.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -608,37 +600,23 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
         .set_receive_maximum(Some(RECEIVE_MAXIMUM))
         .set_max_packet_size(Some(b.max_packet_size));
 
-    let spool_path = config
-        .spool
-        .path
-        .clone()
-        .unwrap_or_else(|| data_dir.join("spool.db"));
     let outputs = sink::stores(&config.influx, &config.file, &data_dir)?;
-    let names: Vec<String> = outputs.iter().map(|(o, _)| o.name().to_string()).collect();
-    let spool = Spool::open(&spool_path, config.spool.limits(), &names)?;
-    let left = spool.stats();
-    let (stats_tx, stats_rx) = tokio::sync::watch::channel(left);
     // Room for every message the broker may have in flight to us (see RECEIVE_MAXIMUM).
-    let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(usize::from(RECEIVE_MAXIMUM));
-    let spool_thread = sink::spawn_spool_task(
-        spool,
-        spool_path.clone(),
-        chunks_rx,
-        stats_tx,
-        metrics.clone(),
-        config.spool.sync_interval,
-    );
-    let mut tasks = JoinSet::new();
-    for (output, options) in outputs {
-        tasks.spawn(sink::run_writer(
-            output,
-            spool_path.clone(),
-            options,
-            stats_rx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
+    let sink::Stage {
+        records: chunks_tx,
+        spool_path,
+        outputs,
+        mut tasks,
+        spool_thread,
+        ..
+    } = sink::start(
+        &config.spool,
+        &data_dir,
+        outputs,
+        queue::INGEST_MESSAGES,
+        &metrics,
+        &shutdown,
+    )?;
     let subscriber = Subscriber {
         client_options: options,
         filter: config.filter(),
@@ -658,7 +636,7 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
     info!(
         filter = %config.filter(),
         broker = %b.address,
-        outputs = names.len(),
+        outputs,
         spool = %spool_path.display(),
         metrics = ?metrics_addr,
         "county ingest started"
@@ -780,7 +758,9 @@ impl Subscriber {
         // message in flight for good); what waits in it is bounded by the spool queue and the
         // append group in progress, since the subscriber stops reading when the queue is full.
         let (committed_tx, mut committed_rx) = mpsc::unbounded_channel();
-        let (client, mut events) = AsyncClient::new(self.client_options, 4096);
+        let (client, mut events) =
+            AsyncClient::new(self.client_options, queue::INGEST_REQUESTS.capacity);
+        const _: () = queue::INGEST_REQUESTS.sent_as(WhenFull::DropNewest);
         let mut backoff = MIN_BACKOFF;
         let mut up: Option<bool> = None;
         let mut rejected_since_log: BTreeMap<Reject, u64> = BTreeMap::new();
@@ -894,6 +874,7 @@ impl Subscriber {
                     // A full queue means the spool is behind: wait for room without reading
                     // from the broker, so TCP holds it back and it keeps the messages, and
                     // acknowledge what gets committed meanwhile.
+                    const _: () = queue::INGEST_MESSAGES.sent_as(WhenFull::Block);
                     loop {
                         match chunks.try_send(chunk) {
                             Ok(()) => break,
