@@ -6,7 +6,6 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -56,14 +55,13 @@ pub struct Running {
     pub metrics: Metrics,
     /// Where the web board listens, when it is enabled.
     pub web_addr: Option<std::net::SocketAddr>,
-    tasks: JoinSet<()>,
-    spool_thread: std::thread::JoinHandle<()>,
+    tasks: sink::Tasks,
 }
 
 impl Running {
     /// Waits until every task has stopped after shutdown was triggered.
     pub async fn finished(self) {
-        sink::stopped(self.tasks, self.spool_thread).await;
+        self.tasks.stopped().await;
     }
 }
 
@@ -167,15 +165,7 @@ pub fn start_resuming(
         spool_path,
         outputs,
         mut tasks,
-        spool_thread,
-    } = sink::start(
-        &config.spool,
-        &data_dir,
-        outputs,
-        queue::RECORDS_FROM_ENGINE,
-        &metrics,
-        &shutdown,
-    )?;
+    } = sink::start(&config.spool, &data_dir, outputs, &metrics, &shutdown)?;
     if let Some(connection) = uplink_connection {
         tasks.spawn(connection.run(shutdown.clone()));
     }
@@ -303,6 +293,5 @@ pub fn start_resuming(
         signals: signal_query,
         spool_stats: stats_rx,
         tasks,
-        spool_thread,
     })
 }

@@ -71,6 +71,14 @@ pub struct Queue {
 }
 
 impl Queue {
+    pub const fn new(name: &'static str, capacity: usize, when_full: WhenFull) -> Queue {
+        Queue {
+            name,
+            capacity,
+            when_full,
+        }
+    }
+
     /// Called at a send site as `const _: () = QUEUE.sent_as(WhenFull::…);`: fails the build
     /// when the table gives the queue another policy than the code there implements.
     pub const fn sent_as(&self, policy: WhenFull) {
@@ -96,62 +104,25 @@ pub const EVENT_QUEUE: usize = 1024;
 /// Engine steps waiting for the spool task (`sink::SPOOL_QUEUE`).
 pub const SPOOL_QUEUE: usize = 4096;
 
-pub const EVENTS_FROM_MODBUS: Queue = Queue {
-    name: "EVENTS_FROM_MODBUS",
-    capacity: EVENT_QUEUE,
-    when_full: WhenFull::DropNewest,
-};
-pub const EVENTS_FROM_MQTT: Queue = Queue {
-    name: "EVENTS_FROM_MQTT",
-    capacity: EVENT_QUEUE,
-    when_full: WhenFull::Block,
-};
-pub const RECORDS_FROM_ENGINE: Queue = Queue {
-    name: "RECORDS_FROM_ENGINE",
-    capacity: SPOOL_QUEUE,
-    when_full: WhenFull::DropNewest,
-};
-pub const RECORDS_FROM_DEVICE_HEALTH: Queue = Queue {
-    name: "RECORDS_FROM_DEVICE_HEALTH",
-    capacity: SPOOL_QUEUE,
-    when_full: WhenFull::DropNewest,
-};
-pub const INGEST_MESSAGES: Queue = Queue {
-    name: "INGEST_MESSAGES",
-    // MQTT 5 receive maximum of `county ingest` (`county::ingest::RECEIVE_MAXIMUM`).
-    capacity: 1024,
-    when_full: WhenFull::Block,
-};
-pub const UPLINK_JOBS: Queue = Queue {
-    name: "UPLINK_JOBS",
-    capacity: 1,
-    when_full: WhenFull::Block,
-};
-pub const UPLINK_REQUESTS: Queue = Queue {
-    name: "UPLINK_REQUESTS",
-    capacity: 1024,
-    when_full: WhenFull::DropNewest,
-};
-pub const MQTT_SOURCE_REQUESTS: Queue = Queue {
-    name: "MQTT_SOURCE_REQUESTS",
-    capacity: 4096,
-    when_full: WhenFull::DropNewest,
-};
-pub const INGEST_REQUESTS: Queue = Queue {
-    name: "INGEST_REQUESTS",
-    capacity: 4096,
-    when_full: WhenFull::DropNewest,
-};
-pub const SIGNAL_QUERIES: Queue = Queue {
-    name: "SIGNAL_QUERIES",
-    capacity: 8,
-    when_full: WhenFull::Block,
-};
-pub const SIM_MQTT_REQUESTS: Queue = Queue {
-    name: "SIM_MQTT_REQUESTS",
-    capacity: 64,
-    when_full: WhenFull::Block,
-};
+pub const EVENTS_FROM_MODBUS: Queue =
+    Queue::new("EVENTS_FROM_MODBUS", EVENT_QUEUE, WhenFull::DropNewest);
+pub const EVENTS_FROM_MQTT: Queue = Queue::new("EVENTS_FROM_MQTT", EVENT_QUEUE, WhenFull::Block);
+pub const RECORDS_FROM_ENGINE: Queue =
+    Queue::new("RECORDS_FROM_ENGINE", SPOOL_QUEUE, WhenFull::DropNewest);
+pub const RECORDS_FROM_DEVICE_HEALTH: Queue = Queue::new(
+    "RECORDS_FROM_DEVICE_HEALTH",
+    SPOOL_QUEUE,
+    WhenFull::DropNewest,
+);
+// MQTT 5 receive maximum of `county ingest` (`county::ingest::RECEIVE_MAXIMUM`).
+pub const INGEST_MESSAGES: Queue = Queue::new("INGEST_MESSAGES", 1024, WhenFull::Block);
+pub const UPLINK_JOBS: Queue = Queue::new("UPLINK_JOBS", 1, WhenFull::Block);
+pub const UPLINK_REQUESTS: Queue = Queue::new("UPLINK_REQUESTS", 1024, WhenFull::DropNewest);
+pub const MQTT_SOURCE_REQUESTS: Queue =
+    Queue::new("MQTT_SOURCE_REQUESTS", 4096, WhenFull::DropNewest);
+pub const INGEST_REQUESTS: Queue = Queue::new("INGEST_REQUESTS", 4096, WhenFull::DropNewest);
+pub const SIGNAL_QUERIES: Queue = Queue::new("SIGNAL_QUERIES", 8, WhenFull::Block);
+pub const SIM_MQTT_REQUESTS: Queue = Queue::new("SIM_MQTT_REQUESTS", 64, WhenFull::Block);
 
 /// Every row of the table, in its order.
 pub const ALL: &[Queue] = &[

@@ -48,7 +48,6 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use toml::Spanned;
 use toml::de::DeTable;
 use tracing::{debug, error, info, warn};
@@ -529,6 +528,8 @@ impl AsRef<[String]> for Accepted {
 }
 
 impl Chunk for Accepted {
+    const QUEUE: queue::Queue = queue::INGEST_MESSAGES;
+
     fn appended(self, committed: bool) {
         // Gone only when the subscriber has stopped: the broker then sends the message again.
         let lines = self.lines.len();
@@ -559,14 +560,13 @@ pub struct Running {
     pub metrics: Metrics,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
-    tasks: JoinSet<()>,
-    spool_thread: std::thread::JoinHandle<()>,
+    tasks: sink::Tasks,
 }
 
 impl Running {
     /// Waits until every task has stopped after shutdown was triggered.
     pub async fn finished(self) {
-        sink::stopped(self.tasks, self.spool_thread).await;
+        self.tasks.stopped().await;
     }
 }
 
@@ -601,22 +601,9 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
         .set_max_packet_size(Some(b.max_packet_size));
 
     let outputs = sink::stores(&config.influx, &config.file, &data_dir)?;
-    // Room for every message the broker may have in flight to us (see RECEIVE_MAXIMUM).
-    let sink::Stage {
-        records: chunks_tx,
-        spool_path,
-        outputs,
-        mut tasks,
-        spool_thread,
-        ..
-    } = sink::start(
-        &config.spool,
-        &data_dir,
-        outputs,
-        queue::INGEST_MESSAGES,
-        &metrics,
-        &shutdown,
-    )?;
+    // Its queue has room for every message the broker may have in flight to us (see
+    // RECEIVE_MAXIMUM and `Accepted`).
+    let mut stage = sink::start(&config.spool, &data_dir, outputs, &metrics, &shutdown)?;
     let subscriber = Subscriber {
         client_options: options,
         filter: config.filter(),
@@ -624,7 +611,8 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
         max_backoff: b.max_backoff.max(MIN_BACKOFF),
         address: b.address.clone(),
     };
-    tasks.spawn(subscriber.run(chunks_tx, metrics.clone(), shutdown.clone()));
+    let tasks = &mut stage.tasks;
+    tasks.spawn(subscriber.run(stage.records, metrics.clone(), shutdown.clone()));
     let metrics_addr = match listener {
         Some(listener) => {
             let addr = listener.local_addr().ok();
@@ -636,16 +624,15 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
     info!(
         filter = %config.filter(),
         broker = %b.address,
-        outputs,
-        spool = %spool_path.display(),
+        outputs = stage.outputs,
+        spool = %stage.spool_path.display(),
         metrics = ?metrics_addr,
         "county ingest started"
     );
     Ok(Running {
         metrics,
         metrics_addr,
-        tasks,
-        spool_thread,
+        tasks: stage.tasks,
     })
 }
 

@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use spool_task::spawn_spool_task;
-pub use stage::{Stage, StartError, create_data_dir, start, stopped, stores};
+pub use stage::{Stage, StartError, Tasks, create_data_dir, start, stores};
 pub use writer::run_writer;
 
 /// Records waiting between the engine and the spool task, in engine steps. At the bound the
@@ -62,6 +62,9 @@ pub const SPOOL_QUEUE: usize = crate::queue::SPOOL_QUEUE;
 /// sender must know when they are on disk (`county ingest` acknowledges a message to its broker
 /// only then).
 pub trait Chunk: AsRef<[String]> + Send + 'static {
+    /// The spool queue this kind of chunk waits in: its capacity (a row of [`crate::queue`]).
+    const QUEUE: crate::queue::Queue;
+
     /// Called once the append transaction holding the chunk committed (`true`) or failed.
     fn appended(self, committed: bool)
     where
@@ -71,7 +74,10 @@ pub trait Chunk: AsRef<[String]> + Send + 'static {
     }
 }
 
-impl Chunk for Vec<String> {}
+/// The engine's steps (and the device-health task's lines).
+impl Chunk for Vec<String> {
+    const QUEUE: crate::queue::Queue = crate::queue::RECORDS_FROM_ENGINE;
+}
 
 /// What became of one write request, and so what the writer does next. Every output answers
 /// with one: the HTTP status of a store, an I/O error of a file, an MQTT reason code of the

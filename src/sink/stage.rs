@@ -1,7 +1,8 @@
 //! Starting the store-and-forward stage: the spool, the spool task and one writer per output,
 //! the same for the agent and for `county ingest`. Each of them builds its outputs (the agent
-//! adds the uplink to its stores), hands them to [`start`] and feeds the queue of the
-//! [`Stage`] it gets back; [`stopped`] waits for it all after shutdown.
+//! adds the uplink to its stores), hands them to [`start`], feeds the queue of the [`Stage`]
+//! it gets back and adds its own tasks to the stage's; [`Tasks::stopped`] waits for them all
+//! after shutdown.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,6 @@ use tracing::info;
 use super::spool::{Spool, SpoolError, SpoolStats};
 use super::{Chunk, Output, WriterOptions, file, influx, run_writer, spawn_spool_task};
 use crate::metrics::Metrics;
-use crate::queue::Queue;
 use crate::shutdown::Shutdown;
 
 /// Why the stage could not start.
@@ -40,9 +40,36 @@ pub struct Stage<C> {
     pub spool_path: PathBuf,
     /// How many writers run.
     pub outputs: usize,
-    /// The writers; the caller adds its own tasks and waits for them all with [`stopped`].
-    pub tasks: JoinSet<()>,
-    pub spool_thread: std::thread::JoinHandle<()>,
+    /// The writers and the spool task; the caller adds its own.
+    pub tasks: Tasks,
+}
+
+/// The tasks of a pipeline (the stage's writers and spool task, and what the caller adds
+/// beside them: sources, engine, web board, subscriber), to be waited for at shutdown.
+#[derive(Debug)]
+pub struct Tasks {
+    set: JoinSet<()>,
+    spool_thread: std::thread::JoinHandle<()>,
+}
+
+impl Tasks {
+    pub fn spawn<F>(&mut self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.set.spawn(task);
+    }
+
+    /// Waits for every task, then for the spool task, which finishes what it was handed once
+    /// the senders are gone (the agent's and `county ingest`'s shutdown).
+    pub async fn stopped(self) {
+        let Tasks {
+            mut set,
+            spool_thread,
+        } = self;
+        while set.join_next().await.is_some() {}
+        let _ = tokio::task::spawn_blocking(move || spool_thread.join()).await;
+    }
 }
 
 /// Creates the data directory (the spool's and the dead-letter files' default place).
@@ -54,13 +81,12 @@ pub fn create_data_dir(dir: &Path) -> Result<(), StartError> {
 }
 
 /// Opens the spool (at `[spool] path`, by default `spool.db` in `data_dir`) with a cursor per
-/// output, starts the spool task behind a queue of `queue`'s capacity and one writer per
+/// output, starts the spool task behind a queue of `C::QUEUE`'s capacity and one writer per
 /// output. They run until `shutdown` fires and the queue's senders are gone.
 pub fn start<C: Chunk>(
     spool: &crate::config::Spool,
     data_dir: &Path,
     outputs: Vec<(Output, WriterOptions)>,
-    queue: Queue,
     metrics: &Metrics,
     shutdown: &Shutdown,
 ) -> Result<Stage<C>, StartError> {
@@ -80,7 +106,7 @@ pub fn start<C: Chunk>(
         );
     }
     let (stats_tx, stats_rx) = watch::channel(left);
-    let (records_tx, records_rx) = queue.sync();
+    let (records_tx, records_rx) = C::QUEUE.sync();
     let spool_thread = spawn_spool_task(
         spool,
         spool_path.clone(),
@@ -89,9 +115,9 @@ pub fn start<C: Chunk>(
         metrics.clone(),
         sync_interval,
     );
-    let mut tasks = JoinSet::new();
+    let mut set = JoinSet::new();
     for (output, options) in outputs {
-        tasks.spawn(run_writer(
+        set.spawn(run_writer(
             output,
             spool_path.clone(),
             options,
@@ -105,19 +131,8 @@ pub fn start<C: Chunk>(
         stats: stats_rx,
         spool_path,
         outputs: names.len(),
-        tasks,
-        spool_thread,
+        tasks: Tasks { set, spool_thread },
     })
-}
-
-/// Waits for a pipeline's tasks, then for its spool task, which finishes what it was handed
-/// once the senders are gone (the agent's and `county ingest`'s shutdown).
-pub async fn stopped(
-    mut tasks: tokio::task::JoinSet<()>,
-    spool_thread: std::thread::JoinHandle<()>,
-) {
-    while tasks.join_next().await.is_some() {}
-    let _ = tokio::task::spawn_blocking(move || spool_thread.join()).await;
 }
 
 /// The stores of an `[[influx]]` and `[[file]]` list, named and with their writer options (the
