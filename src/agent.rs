@@ -1,20 +1,19 @@
 //! Wires the pipeline together: device actors and MQTT brokers → engine → spool → one writer
 //! per output.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::engine::{self, Engine, Snapshot};
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::shutdown::Shutdown;
-use crate::sink::spool::{Spool, SpoolError, SpoolStats};
+use crate::sink::spool::SpoolStats;
 use crate::sink::{self, Output, uplink::UplinkWriter};
 use crate::source::{modbus, mqtt};
 use crate::web;
@@ -24,21 +23,15 @@ use crate::web;
 /// a second later supersedes it; see `source::modbus`), so a stalled engine never stalls
 /// polling; an MQTT broker task waits for room and stops reading from the broker meanwhile, so
 /// the broker keeps the messages for the agent's session (see `source::mqtt`): a message is the
-/// only copy of its data.
-pub const EVENT_QUEUE: usize = 1024;
+/// only copy of its data. Both policies are rows of [`crate::queue`].
+pub const EVENT_QUEUE: usize = queue::EVENT_QUEUE;
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The data directory, the spool or an output.
     #[error(transparent)]
-    Spool(#[from] SpoolError),
-    #[error(transparent)]
-    Influx(#[from] sink::influx::InfluxError),
+    Sink(#[from] sink::StartError),
     #[error(
         "cannot serve the web board on {addr}: {source}; change [web] listen or set enabled = false"
     )]
@@ -62,14 +55,13 @@ pub struct Running {
     pub metrics: Metrics,
     /// Where the web board listens, when it is enabled.
     pub web_addr: Option<std::net::SocketAddr>,
-    tasks: JoinSet<()>,
-    spool_thread: std::thread::JoinHandle<()>,
+    tasks: sink::Tasks,
 }
 
 impl Running {
     /// Waits until every task has stopped after shutdown was triggered.
     pub async fn finished(self) {
-        sink::stopped(self.tasks, self.spool_thread).await;
+        self.tasks.stopped().await;
     }
 }
 
@@ -105,6 +97,7 @@ fn report_device_health(
             }
             let lines = modbus::health::device_lines(&metrics, &tags, Timestamp::now());
             let count = lines.len() as u64;
+            const _: () = queue::RECORDS_FROM_DEVICE_HEALTH.sent_as(queue::WhenFull::DropNewest);
             if !lines.is_empty() && records.try_send(lines).is_err() {
                 dropped.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
                 warn!(
@@ -129,10 +122,7 @@ pub fn start_resuming(
     resume: engine::Resume,
 ) -> Result<Running, StartError> {
     let data_dir = config.agent.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
+    sink::create_data_dir(&data_dir)?;
     // The board's port is taken first: when it is busy, nothing else has been started.
     let mut web_listener = if config.web.enabled {
         let listener = std::net::TcpListener::bind(config.web.listen)
@@ -146,12 +136,6 @@ pub fn start_resuming(
     } else {
         None
     };
-    let spool_path = config
-        .spool
-        .path
-        .clone()
-        .unwrap_or_else(|| data_dir.join("spool.db"));
-
     let metrics = Metrics::new();
     let (machines, meters) = config.register_ids();
     let brokers = config
@@ -175,41 +159,15 @@ pub fn start_resuming(
         outputs.push((Output::Uplink(writer), cfg.writer_options(&data_dir)));
         uplink_connection = Some(connection);
     }
-    let names: Vec<String> = outputs.iter().map(|(o, _)| o.name().to_string()).collect();
-    let spool = Spool::open(&spool_path, config.spool.limits(), &names)?;
-    let left = spool.stats();
-    if left.lines > 0 {
-        info!(
-            lines = left.lines,
-            bytes = left.bytes,
-            "records left in the spool will be sent first, oldest first"
-        );
-    }
-
-    let (stats_tx, stats_rx) = watch::channel(left);
-    let (records_tx, records_rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
-    let spool_thread = sink::spawn_spool_task(
-        spool,
-        spool_path.clone(),
-        records_rx,
-        stats_tx,
-        metrics.clone(),
-        config.spool.sync_interval,
-    );
-
-    let mut tasks = JoinSet::new();
+    let sink::Stage {
+        records: records_tx,
+        stats: stats_rx,
+        spool_path,
+        outputs,
+        mut tasks,
+    } = sink::start(&config.spool, &data_dir, outputs, &metrics, &shutdown)?;
     if let Some(connection) = uplink_connection {
         tasks.spawn(connection.run(shutdown.clone()));
-    }
-    for (output, options) in outputs {
-        tasks.spawn(sink::run_writer(
-            output,
-            spool_path.clone(),
-            options,
-            stats_rx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
     }
 
     // The engine's start is taken before any source runs, so every sample is stamped after it.
@@ -323,7 +281,7 @@ pub fn start_resuming(
         devices = config.modbus.len(),
         connections = connection_count,
         brokers = config.mqtt.len(),
-        outputs = names.len(),
+        outputs,
         spool = %spool_path.display(),
         web = ?web_addr,
         "agent started"
@@ -335,6 +293,5 @@ pub fn start_resuming(
         signals: signal_query,
         spool_stats: stats_rx,
         tasks,
-        spool_thread,
     })
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod county;
 pub mod engine;
 pub mod metrics;
+pub mod queue;
 pub mod shutdown;
 pub mod sim;
 pub mod sink;

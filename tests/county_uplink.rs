@@ -228,7 +228,7 @@ async fn the_shipped_acl_lets_an_enterprise_publish_under_its_own_topic_only() {
     let body = b"signal,machine=m1 x=1i 1\nfleet,county=yk,sector=doors,enterprise=e02 machines_total=5i 1\n";
     let refused = writer.send(body).await;
     match refused {
-        Err(shopfloor::sink::influx::SendError::Refused(message)) => {
+        Err(shopfloor::sink::SendError::Refused(message)) => {
             assert!(message.contains("NotAuthorized"), "{message}")
         }
         other => panic!("expected a refusal, got {other:?}"),

@@ -48,7 +48,6 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::{AsyncClient, Event};
 use serde::Deserialize;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use toml::Spanned;
 use toml::de::DeTable;
 use tracing::{debug, error, info, warn};
@@ -58,8 +57,8 @@ use crate::config::{
     key,
 };
 use crate::metrics::Metrics;
+use crate::queue::{self, WhenFull};
 use crate::shutdown::Shutdown;
-use crate::sink::spool::{Spool, SpoolError};
 use crate::sink::{self, Chunk};
 use crate::source::mqtt::{self as mqtt_source, MqttError};
 
@@ -68,6 +67,7 @@ use crate::source::mqtt::{self as mqtt_source, MqttError};
 /// was seen to send more when it resumes a session with a backlog), the subscriber stops
 /// reading until there is room.
 pub const RECEIVE_MAXIMUM: u16 = 1024;
+const _: () = assert!(queue::INGEST_MESSAGES.capacity == RECEIVE_MAXIMUM as usize);
 /// MQTT 5: how long the broker keeps an ingest's session (and queues its share of the
 /// messages) while it is away.
 const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
@@ -528,6 +528,8 @@ impl AsRef<[String]> for Accepted {
 }
 
 impl Chunk for Accepted {
+    const QUEUE: queue::Queue = queue::INGEST_MESSAGES;
+
     fn appended(self, committed: bool) {
         // Gone only when the subscriber has stopped: the broker then sends the message again.
         let lines = self.lines.len();
@@ -540,15 +542,9 @@ impl Chunk for Accepted {
 /// Why the ingest could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The data directory, the spool or an output.
     #[error(transparent)]
-    Spool(#[from] SpoolError),
-    #[error(transparent)]
-    Influx(#[from] sink::influx::InfluxError),
+    Sink(#[from] sink::StartError),
     #[error(transparent)]
     Mqtt(#[from] MqttError),
     #[error("cannot serve /metrics on {addr}: {source}")]
@@ -564,24 +560,20 @@ pub struct Running {
     pub metrics: Metrics,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<SocketAddr>,
-    tasks: JoinSet<()>,
-    spool_thread: std::thread::JoinHandle<()>,
+    tasks: sink::Tasks,
 }
 
 impl Running {
     /// Waits until every task has stopped after shutdown was triggered.
     pub async fn finished(self) {
-        sink::stopped(self.tasks, self.spool_thread).await;
+        self.tasks.stopped().await;
     }
 }
 
 /// Starts the subscriber, the spool task and the writers. They run until `shutdown` fires.
 pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running, IngestError> {
     let data_dir = config.ingest.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| IngestError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
+    sink::create_data_dir(&data_dir)?;
     let listener = match config.ingest.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -608,37 +600,10 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
         .set_receive_maximum(Some(RECEIVE_MAXIMUM))
         .set_max_packet_size(Some(b.max_packet_size));
 
-    let spool_path = config
-        .spool
-        .path
-        .clone()
-        .unwrap_or_else(|| data_dir.join("spool.db"));
     let outputs = sink::stores(&config.influx, &config.file, &data_dir)?;
-    let names: Vec<String> = outputs.iter().map(|(o, _)| o.name().to_string()).collect();
-    let spool = Spool::open(&spool_path, config.spool.limits(), &names)?;
-    let left = spool.stats();
-    let (stats_tx, stats_rx) = tokio::sync::watch::channel(left);
-    // Room for every message the broker may have in flight to us (see RECEIVE_MAXIMUM).
-    let (chunks_tx, chunks_rx) = std::sync::mpsc::sync_channel(usize::from(RECEIVE_MAXIMUM));
-    let spool_thread = sink::spawn_spool_task(
-        spool,
-        spool_path.clone(),
-        chunks_rx,
-        stats_tx,
-        metrics.clone(),
-        config.spool.sync_interval,
-    );
-    let mut tasks = JoinSet::new();
-    for (output, options) in outputs {
-        tasks.spawn(sink::run_writer(
-            output,
-            spool_path.clone(),
-            options,
-            stats_rx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
+    // Its queue has room for every message the broker may have in flight to us (see
+    // RECEIVE_MAXIMUM and `Accepted`).
+    let mut stage = sink::start(&config.spool, &data_dir, outputs, &metrics, &shutdown)?;
     let subscriber = Subscriber {
         client_options: options,
         filter: config.filter(),
@@ -646,7 +611,8 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
         max_backoff: b.max_backoff.max(MIN_BACKOFF),
         address: b.address.clone(),
     };
-    tasks.spawn(subscriber.run(chunks_tx, metrics.clone(), shutdown.clone()));
+    let tasks = &mut stage.tasks;
+    tasks.spawn(subscriber.run(stage.records, metrics.clone(), shutdown.clone()));
     let metrics_addr = match listener {
         Some(listener) => {
             let addr = listener.local_addr().ok();
@@ -658,16 +624,15 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
     info!(
         filter = %config.filter(),
         broker = %b.address,
-        outputs = names.len(),
-        spool = %spool_path.display(),
+        outputs = stage.outputs,
+        spool = %stage.spool_path.display(),
         metrics = ?metrics_addr,
         "county ingest started"
     );
     Ok(Running {
         metrics,
         metrics_addr,
-        tasks,
-        spool_thread,
+        tasks: stage.tasks,
     })
 }
 
@@ -780,7 +745,9 @@ impl Subscriber {
         // message in flight for good); what waits in it is bounded by the spool queue and the
         // append group in progress, since the subscriber stops reading when the queue is full.
         let (committed_tx, mut committed_rx) = mpsc::unbounded_channel();
-        let (client, mut events) = AsyncClient::new(self.client_options, 4096);
+        let (client, mut events) =
+            AsyncClient::new(self.client_options, queue::INGEST_REQUESTS.capacity);
+        const _: () = queue::INGEST_REQUESTS.sent_as(WhenFull::DropNewest);
         let mut backoff = MIN_BACKOFF;
         let mut up: Option<bool> = None;
         let mut rejected_since_log: BTreeMap<Reject, u64> = BTreeMap::new();
@@ -894,6 +861,7 @@ impl Subscriber {
                     // A full queue means the spool is behind: wait for room without reading
                     // from the broker, so TCP holds it back and it keeps the messages, and
                     // acknowledge what gets committed meanwhile.
+                    const _: () = queue::INGEST_MESSAGES.sent_as(WhenFull::Block);
                     loop {
                         match chunks.try_send(chunk) {
                             Ok(()) => break,

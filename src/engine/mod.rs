@@ -136,7 +136,7 @@ pub struct SignalQuery(mpsc::Sender<oneshot::Sender<Vec<MachineSignals>>>);
 
 impl SignalQuery {
     pub fn channel() -> (SignalQuery, SignalRequests) {
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = crate::queue::SIGNAL_QUERIES.tokio();
         (SignalQuery(tx), rx)
     }
 
@@ -145,6 +145,7 @@ impl SignalQuery {
     pub async fn latest(&self) -> Option<Vec<MachineSignals>> {
         let ask = async {
             let (reply, answer) = oneshot::channel();
+            const _: () = crate::queue::SIGNAL_QUERIES.sent_as(crate::queue::WhenFull::Block);
             self.0.send(reply).await.ok()?;
             answer.await.ok()
         };
@@ -916,6 +917,8 @@ pub async fn run(
         unknown.store(engine.unknown_targets, Ordering::Relaxed);
         if !out.is_empty() {
             let batch = std::mem::take(&mut out);
+            const _: () =
+                crate::queue::RECORDS_FROM_ENGINE.sent_as(crate::queue::WhenFull::DropNewest);
             if let Err(std::sync::mpsc::TrySendError::Full(batch)) = records.try_send(batch) {
                 let n = dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 warn!(

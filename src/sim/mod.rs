@@ -269,6 +269,8 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
             },
         };
         if let Some(seen) = &shared.seen {
+            // Drops the newest when full: the simulator never waits for its observer (see
+            // `crate::queue`).
             let _ = seen.try_send(SeenRequest {
                 unit,
                 function: pdu.first().copied().unwrap_or(0),

@@ -29,8 +29,12 @@ use rumqttc::{AsyncClient, EventLoop, LastWill, MqttOptions, QoS};
 use tracing::{debug, info};
 
 use super::workshop::Workshop;
+use crate::queue::{SIM_MQTT_REQUESTS, WhenFull};
 use crate::shutdown::Shutdown;
 use crate::source::mqtt::sparkplug::{self, Metric, Payload, Raw, datatype};
+
+// The publishing tasks wait for room (`publish().await`): they do not drive the event loop.
+const _: () = SIM_MQTT_REQUESTS.sent_as(WhenFull::Block);
 
 /// Topic prefix of the IoT boxes.
 pub const JSON_PREFIX: &str = "shopfloor/sim";
@@ -104,7 +108,7 @@ pub fn start(options: &MqttSimOptions, shutdown: Shutdown) -> Result<Arc<Worksho
                 QoS::AtLeastOnce,
                 true,
             ));
-        let (client, events) = AsyncClient::new(o, 64);
+        let (client, events) = AsyncClient::new(o, SIM_MQTT_REQUESTS.capacity);
         tokio::spawn(drive(events, shutdown.clone()));
         tokio::spawn(json_box(
             client,
@@ -130,7 +134,7 @@ pub fn start(options: &MqttSimOptions, shutdown: Shutdown) -> Result<Arc<Worksho
                 QoS::AtLeastOnce,
                 false,
             ));
-        let (client, events) = AsyncClient::new(o, 64);
+        let (client, events) = AsyncClient::new(o, SIM_MQTT_REQUESTS.capacity);
         tokio::spawn(drive(events, shutdown.clone()));
         let devices = (0..options.sparkplug_devices)
             .map(|d| (sparkplug_device_id(d), options.json_machines + d))

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
-use super::influx::SendError;
+use super::SendError;
 
 #[derive(Debug, Clone)]
 pub struct FileWriter {

@@ -17,36 +17,9 @@ use flate2::write::GzEncoder;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
+use super::SendError;
 use super::line_protocol::{Precision, rescale_timestamps};
 use crate::config::{InfluxApi, InfluxOutput};
-
-/// What became of one write request, and so what the writer does next.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// Network error, timeout, 5xx, 429: keep the batch and try again later.
-    #[error("{reason}")]
-    Retry {
-        reason: String,
-        /// The server's Retry-After, when it sent one.
-        after: Option<Duration>,
-    },
-    /// 400 and other 4xx: the store will never take this batch as it is.
-    #[error("store rejected the batch ({status}): {message}")]
-    Rejected { status: u16, message: String },
-    /// 413: the batch is too large for the store; send it in smaller pieces.
-    #[error("batch too large for the store (413)")]
-    TooLarge,
-    /// 401, 403, 404: wrong token, credentials, org, bucket or database. The data is kept
-    /// until someone fixes the configuration.
-    #[error(
-        "store refused the write ({status}): {message}; check url, credentials, org/bucket or database"
-    )]
-    Config { status: u16, message: String },
-    /// A broker refused a message (the uplink's MQTT 5 reason code): like `Config`, the data
-    /// is kept until someone fixes the account or the ACL.
-    #[error("{0}")]
-    Refused(String),
-}
 
 /// Errors building a writer from its config.
 #[derive(Debug, thiserror::Error)]

@@ -39,7 +39,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use super::influx::SendError;
+use super::SendError;
 use crate::config::{Site, UPLINK_OUTPUT, Uplink};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -51,7 +51,7 @@ pub const MESSAGE_LINES: usize = 500;
 
 /// Requests waiting for rumqttc's event loop. A batch's messages are queued at once, so this
 /// bounds the messages of one batch as well.
-const REQUEST_CAPACITY: usize = 1024;
+const REQUEST_CAPACITY: usize = crate::queue::UPLINK_REQUESTS.capacity;
 
 /// The first wait after a failed connection; it doubles up to `retry_max`.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -133,7 +133,7 @@ impl UplinkWriter {
         // The spool is the session: what was not acknowledged is sent again from there.
         options.set_clean_start(true);
         let (client, events) = AsyncClient::new(options, REQUEST_CAPACITY);
-        let (jobs_tx, jobs_rx) = mpsc::channel(1);
+        let (jobs_tx, jobs_rx) = crate::queue::UPLINK_JOBS.tokio();
         let labels = [("output", UPLINK_OUTPUT)];
         let writer = UplinkWriter {
             topic_base: topic(&cfg.topic_prefix, site, ""),
@@ -235,6 +235,7 @@ impl UplinkWriter {
         };
         // The connection task takes one job at a time; while it reconnects the job waits, and
         // the timeout below covers the wait.
+        const _: () = crate::queue::UPLINK_JOBS.sent_as(crate::queue::WhenFull::Block);
         let result = tokio::time::timeout(self.timeout, async {
             self.jobs
                 .send(Job { messages, done })
@@ -400,6 +401,7 @@ fn queue(client: &AsyncClient, job: Job) -> Option<InFlight> {
         refusal: None,
         failure: None,
     };
+    const _: () = crate::queue::UPLINK_REQUESTS.sent_as(crate::queue::WhenFull::DropNewest);
     for (topic, payload) in job.messages {
         if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
             flight.failure = Some(format!(

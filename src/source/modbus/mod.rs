@@ -368,6 +368,7 @@ fn send(
     dropped: &AtomicU64,
     span: &tracing::Span,
 ) {
+    const _: () = crate::queue::EVENTS_FROM_MODBUS.sent_as(crate::queue::WhenFull::DropNewest);
     if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event) {
         let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {

@@ -76,7 +76,7 @@ pub use mapping::Mapper;
 /// The first wait after a failed connection; it doubles up to the broker's `max_backoff`.
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Requests (acknowledgements, subscriptions) waiting for the event loop to send them.
-pub const REQUEST_CAPACITY: usize = 4096;
+pub const REQUEST_CAPACITY: usize = crate::queue::MQTT_SOURCE_REQUESTS.capacity;
 /// MQTT 5: unacknowledged QoS 1 messages the broker may have in flight to the agent.
 pub const RECEIVE_MAXIMUM: u16 = 1024;
 /// MQTT 5: how long the broker keeps the agent's session after a disconnection (7 days), the
@@ -362,6 +362,9 @@ enum Session {
 
 impl Session {
     fn new(options: Options) -> Session {
+        // Only `try_` requests: see "Never blocking the event loop".
+        const _: () =
+            crate::queue::MQTT_SOURCE_REQUESTS.sent_as(crate::queue::WhenFull::DropNewest);
         match options {
             Options::V4(o) => {
                 let (c, e) = rumqttc::AsyncClient::new(*o, REQUEST_CAPACITY);
@@ -605,6 +608,7 @@ async fn send_all(
     out: &mut Vec<SourceEvent>,
     shutdown: &mut Shutdown,
 ) -> bool {
+    const _: () = crate::queue::EVENTS_FROM_MQTT.sent_as(crate::queue::WhenFull::Block);
     for event in out.drain(..) {
         tokio::select! {
             sent = events.send(event) => if sent.is_err() { return false },

@@ -1,0 +1,175 @@
+//! Every bounded channel of the process, with its capacity and what its sender does when it is
+//! full: the pipeline's buffering semantics in one place, as Vector names them with `WhenFull`.
+//!
+//! A channel with two kinds of sender has a row per sender: the policy belongs to the side
+//! that meets the full queue. Each row is a [`Queue`] below; the code that creates the channel
+//! takes the capacity from it, and the code that sends checks at compile time that it does
+//! what the row says, so neither can change without the other (and this table: a test
+//! compares it with [`ALL`]).
+//!
+//! | queue | from → to | capacity | when full | why |
+//! |---|---|---|---|---|
+//! | [`EVENTS_FROM_MODBUS`] | Modbus connection task → engine | 1024 events | DropNewest | a poll result is stale a second later, and a stalled engine must never stall polling; counted in `shopfloor_source_events_dropped_total` |
+//! | [`EVENTS_FROM_MQTT`] | MQTT broker task → engine | 1024 events | Block | a message is the only copy of its data: the task stops reading, so the broker keeps the messages for the agent's session |
+//! | [`RECORDS_FROM_ENGINE`] | engine → spool task | 4096 engine steps | DropNewest | the engine never waits for the disk; the step's records are counted in `shopfloor_records_dropped_total` (issue 21 will make this Block) |
+//! | [`RECORDS_FROM_DEVICE_HEALTH`] | device-health task → spool task | 4096 engine steps | DropNewest | the same queue as the engine's and the same counter; the lines say again a minute later what they said |
+//! | [`INGEST_MESSAGES`] | `county ingest` subscriber → spool task | 1024 messages | Block | a message is acknowledged only once on disk: the subscriber stops reading and the broker keeps it; sized to the broker's in-flight window (`RECEIVE_MAXIMUM`) |
+//! | [`UPLINK_JOBS`] | uplink writer → uplink connection task | 1 batch | Block | one batch in flight at a time; the writer waits within its `timeout`, then retries from the spool |
+//! | [`UPLINK_REQUESTS`] | uplink connection task → rumqttc event loop | 1024 requests | DropNewest | the task drives the event loop itself and must never wait for room; a message not queued fails its batch, which is sent again from the spool |
+//! | [`MQTT_SOURCE_REQUESTS`] | MQTT broker task → rumqttc event loop | 4096 requests | DropNewest | the task drives the event loop itself; an acknowledgement not queued means the broker sends the message again |
+//! | [`INGEST_REQUESTS`] | `county ingest` subscriber → rumqttc event loop | 4096 requests | DropNewest | as for the MQTT source: an acknowledgement not queued means the broker sends the message again |
+//! | [`SIGNAL_QUERIES`] | web board, summary → engine | 8 queries | Block | the asker waits, at most `SIGNAL_QUERY_TIMEOUT` (2 s); the engine answers between two events |
+//! | [`SIM_MQTT_REQUESTS`] | simulator publishers → rumqttc event loop | 64 requests | Block | the simulator's publishing task is not the one driving the event loop, so it may wait |
+//!
+//! Not in the table, because their bound is not a channel's:
+//!
+//! - The spool itself is the one queue that drops the oldest: at `[spool] max_bytes` or
+//!   `max_age` it deletes the oldest records, counted in `shopfloor_spool_dropped_lines`
+//!   (see `sink::spool`).
+//! - The simulator's `seen` channel (requests it served, for tests) has the test's capacity;
+//!   the simulator drops the newest when it is full and never waits for its observer.
+//! - `county ingest`'s "committed" channel (spool task → subscriber) is unbounded on purpose:
+//!   an acknowledgement must never be lost, and what waits in it is bounded by
+//!   [`INGEST_MESSAGES`] and the spool task's append group.
+//! - `watch` and `oneshot` channels hold one value and never fill.
+
+/// What a sender does when its bounded channel is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Wait for room: the producer is held back, and with it whatever feeds it (a broker's TCP
+    /// stream, a writer's batch). Nothing is dropped.
+    Block,
+    /// Drop what is being sent and count it; what is already queued stays.
+    DropNewest,
+    /// Drop the oldest queued item to make room. No channel does this today; the spool does,
+    /// on disk, at its bounds.
+    DropOldest,
+}
+
+impl WhenFull {
+    /// For the compile-time checks at the send sites (`==` is not `const`).
+    pub const fn is(self, other: WhenFull) -> bool {
+        self as u8 == other as u8
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WhenFull::Block => "Block",
+            WhenFull::DropNewest => "DropNewest",
+            WhenFull::DropOldest => "DropOldest",
+        }
+    }
+}
+
+/// A bounded channel as one kind of its senders meets it: a row of the table above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queue {
+    /// The constant's name, as the table shows it: `EVENTS_FROM_MODBUS`.
+    pub name: &'static str,
+    pub capacity: usize,
+    pub when_full: WhenFull,
+}
+
+impl Queue {
+    pub const fn new(name: &'static str, capacity: usize, when_full: WhenFull) -> Queue {
+        Queue {
+            name,
+            capacity,
+            when_full,
+        }
+    }
+
+    /// Called at a send site as `const _: () = QUEUE.sent_as(WhenFull::…);`: fails the build
+    /// when the table gives the queue another policy than the code there implements.
+    pub const fn sent_as(&self, policy: WhenFull) {
+        assert!(
+            self.when_full.is(policy),
+            "this send site does not do what crate::queue says its queue does when full"
+        );
+    }
+
+    /// A tokio channel of this capacity.
+    pub fn tokio<T>(&self) -> (tokio::sync::mpsc::Sender<T>, tokio::sync::mpsc::Receiver<T>) {
+        tokio::sync::mpsc::channel(self.capacity)
+    }
+
+    /// A channel of this capacity for a sender on the async side and a receiver on a thread.
+    pub fn sync<T>(&self) -> (std::sync::mpsc::SyncSender<T>, std::sync::mpsc::Receiver<T>) {
+        std::sync::mpsc::sync_channel(self.capacity)
+    }
+}
+
+/// Source events waiting for the engine (`agent::EVENT_QUEUE`).
+pub const EVENT_QUEUE: usize = 1024;
+/// Engine steps waiting for the spool task (`sink::SPOOL_QUEUE`).
+pub const SPOOL_QUEUE: usize = 4096;
+
+pub const EVENTS_FROM_MODBUS: Queue =
+    Queue::new("EVENTS_FROM_MODBUS", EVENT_QUEUE, WhenFull::DropNewest);
+pub const EVENTS_FROM_MQTT: Queue = Queue::new("EVENTS_FROM_MQTT", EVENT_QUEUE, WhenFull::Block);
+pub const RECORDS_FROM_ENGINE: Queue =
+    Queue::new("RECORDS_FROM_ENGINE", SPOOL_QUEUE, WhenFull::DropNewest);
+pub const RECORDS_FROM_DEVICE_HEALTH: Queue = Queue::new(
+    "RECORDS_FROM_DEVICE_HEALTH",
+    SPOOL_QUEUE,
+    WhenFull::DropNewest,
+);
+// MQTT 5 receive maximum of `county ingest` (`county::ingest::RECEIVE_MAXIMUM`).
+pub const INGEST_MESSAGES: Queue = Queue::new("INGEST_MESSAGES", 1024, WhenFull::Block);
+pub const UPLINK_JOBS: Queue = Queue::new("UPLINK_JOBS", 1, WhenFull::Block);
+pub const UPLINK_REQUESTS: Queue = Queue::new("UPLINK_REQUESTS", 1024, WhenFull::DropNewest);
+pub const MQTT_SOURCE_REQUESTS: Queue =
+    Queue::new("MQTT_SOURCE_REQUESTS", 4096, WhenFull::DropNewest);
+pub const INGEST_REQUESTS: Queue = Queue::new("INGEST_REQUESTS", 4096, WhenFull::DropNewest);
+pub const SIGNAL_QUERIES: Queue = Queue::new("SIGNAL_QUERIES", 8, WhenFull::Block);
+pub const SIM_MQTT_REQUESTS: Queue = Queue::new("SIM_MQTT_REQUESTS", 64, WhenFull::Block);
+
+/// Every row of the table, in its order.
+pub const ALL: &[Queue] = &[
+    EVENTS_FROM_MODBUS,
+    EVENTS_FROM_MQTT,
+    RECORDS_FROM_ENGINE,
+    RECORDS_FROM_DEVICE_HEALTH,
+    INGEST_MESSAGES,
+    UPLINK_JOBS,
+    UPLINK_REQUESTS,
+    MQTT_SOURCE_REQUESTS,
+    INGEST_REQUESTS,
+    SIGNAL_QUERIES,
+    SIM_MQTT_REQUESTS,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table in the module docs says what the constants say, row for row.
+    #[test]
+    fn the_table_lists_every_queue_with_its_capacity_and_policy() {
+        let rows: Vec<(String, usize, String)> = include_str!("queue.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | [`"))
+            .map(|row| {
+                let cells: Vec<&str> = row.split(" | ").collect();
+                let name = cells[0].trim_end_matches("`]").to_string();
+                let capacity = cells[2]
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(usize::MAX);
+                (name, capacity, cells[3].to_string())
+            })
+            .collect();
+        let expected: Vec<(String, usize, String)> = ALL
+            .iter()
+            .map(|q| {
+                (
+                    q.name.to_string(),
+                    q.capacity,
+                    q.when_full.as_str().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(rows, expected);
+    }
+}
