@@ -11,7 +11,8 @@ use super::render::{self, Format, Lang};
 use super::store::{Store, StoreOptions};
 use super::targets::{Registry, Targets};
 use super::{ReportRequest, report};
-use crate::config::{Secret, Sector};
+use crate::config::Secret;
+use crate::model::Sector;
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, clap::Subcommand)]

@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
-use crate::config::Sector;
+use crate::model::Sector;
 use aggregate::{Period, PeriodError, Report};
 use store::{Store, StoreError};
 use targets::{Registry, Targets};

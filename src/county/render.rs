@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::aggregate::{Level, Report, Summary};
 use super::targets::{Bound, Indicator, TargetInForce};
-use crate::config::Sector;
+use crate::model::Sector;
 
 /// `--format`
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -13,9 +13,9 @@ use super::signals::Signals;
 use super::timemodel::{Accounting, TimeTotals};
 use super::windows::{self, Window};
 use super::{seconds, state};
-use crate::config::{Config, Machine, State, StateRules};
+use crate::config::{Config, Machine, StateRules};
+use crate::model::{Sample, State};
 use crate::sink::line_protocol::{LineBuilder, tag_prefix};
-use crate::source::Sample;
 
 /// How far back state changes are kept, for sharing a machine meter's consumption between
 /// states: longer than any sensible gap between two meter readings.

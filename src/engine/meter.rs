@@ -10,7 +10,8 @@ use super::calendar::Calendar;
 use super::energy::{Coefficients, Counter, CounterStep, EnergyTotals, distribute, to_base_unit};
 use super::machine::MachineTrack;
 use super::windows::{self, Window};
-use crate::config::{Carrier, Meter, Reading, State};
+use crate::config::{Carrier, Meter, Reading};
+use crate::model::State;
 use crate::sink::line_protocol::{LineBuilder, tag_prefix};
 
 #[derive(Debug)]

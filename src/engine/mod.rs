@@ -37,11 +37,11 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
-use crate::config::{Carrier, Config, State, ValueAddedMethod};
+use crate::config::{Carrier, Config, ValueAddedMethod};
 use crate::metrics::Metrics;
+use crate::model::{Sample, SourceEvent, State, Target, Value};
 use crate::shutdown::Shutdown;
 use crate::sink::line_protocol::{LineBuilder, tag_prefix};
-use crate::source::{Sample, SourceEvent, Target, Value};
 use calendar::Calendar;
 use energy::Coefficients;
 use green::Declarations;

@@ -12,7 +12,7 @@ use super::indicators::Fleet;
 use super::machine::MachineTrack;
 use super::*;
 use crate::config::load_str;
-use crate::source::{Sample, SourceEvent, Target, Value};
+use crate::model::{Sample, SourceEvent, Target, Value};
 
 const SHANGHAI_SHIFT: &str = r#"
 [site]
