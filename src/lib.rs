@@ -13,6 +13,7 @@ pub mod agent;
 pub mod config;
 pub mod county;
 pub mod engine;
+pub mod line_protocol;
 pub mod metrics;
 pub mod model;
 pub mod shutdown;

@@ -12,7 +12,7 @@ mod line_protocol_model;
 use influxdb_line_protocol::parse_lines;
 use jiff::Timestamp;
 use line_protocol_model::{Case, Field, check, encode};
-use shopfloor::sink::line_protocol::Precision;
+use shopfloor::line_protocol::Precision;
 
 /// Lines per test run: enough to hit every pair of special characters many times, quick in a
 /// debug build (well under a second).

@@ -17,8 +17,8 @@ use flate2::write::GzEncoder;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
-use super::line_protocol::{Precision, rescale_timestamps};
 use crate::config::{InfluxApi, InfluxOutput};
+use crate::line_protocol::{Precision, rescale_timestamps};
 
 /// What became of one write request, and so what the writer does next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
