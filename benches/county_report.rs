@@ -20,7 +20,8 @@ use std::time::Instant;
 
 use jiff::civil::{Date, date};
 use shopfloor::config::Sector;
-use shopfloor::county::render::{self, Format, Lang};
+use shopfloor::county::labels::Lang;
+use shopfloor::county::render::{self, Format};
 use shopfloor::county::store::{Store, StoreOptions};
 use shopfloor::county::targets::{Enterprise, Registry, Targets};
 use shopfloor::county::{ReportRequest, report};

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use jiff::civil::Date;
 
 use super::ingest::{self, IngestConfig};
-use super::render::{self, Format, Lang};
+use super::labels::Lang;
+use super::render::{self, Format};
 use super::store::{Store, StoreOptions};
 use super::targets::{Registry, Targets};
 use super::{ReportRequest, report};

@@ -12,6 +12,7 @@ pub mod aggregate;
 pub mod cli;
 mod html;
 pub mod ingest;
+pub mod labels;
 pub mod render;
 pub mod store;
 pub mod targets;
