@@ -1,7 +1,7 @@
 //! How the county's reports word a figure: an indicator's value, gap and target in its display
 //! unit, its basis (numerator and denominator with their units), and the names of indicators
 //! and sectors in Chinese or English. The text report ([`super::render`]) and the HTML page
-//! ([`super::html`]) both use these, so a number reads the same in each.
+//! (`html.rs`) both use these, so a number reads the same in each.
 
 use super::targets::{Bound, Indicator, TargetInForce};
 use crate::model::Sector;

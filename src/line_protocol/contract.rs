@@ -93,9 +93,6 @@ pub const TAG_POLLUTANT: &str = "pollutant";
 pub const TAG_CN: &str = "cn";
 pub const TAG_SUBJECT: &str = "subject";
 
-/// The tags every line carries.
-pub const SITE_TAGS: [&str; 3] = [TAG_COUNTY, TAG_SECTOR, TAG_ENTERPRISE];
-
 // ---------------------------------------------------------------------------------------------
 // Values of the `window` tag
 // ---------------------------------------------------------------------------------------------
