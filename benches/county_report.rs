@@ -19,11 +19,12 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use jiff::civil::{Date, date};
-use shopfloor::config::Sector;
-use shopfloor::county::render::{self, Format, Lang};
+use shopfloor::county::labels::Lang;
+use shopfloor::county::render::{self, Format};
 use shopfloor::county::store::{Store, StoreOptions};
 use shopfloor::county::targets::{Enterprise, Registry, Targets};
 use shopfloor::county::{ReportRequest, report};
+use shopfloor::model::Sector;
 
 const DB: &str = "county";
 /// Lines per write request: InfluxDB 1.6 takes 25 MB per request by default.

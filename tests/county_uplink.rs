@@ -17,6 +17,7 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
 use shopfloor::config::{self, Uplink};
 use shopfloor::county::ingest::{self, IngestConfig};
+use shopfloor::line_protocol::contract::{MEASUREMENT_FLEET, MEASUREMENT_GREEN};
 use shopfloor::sim::{self, Workshop};
 use shopfloor::sink::uplink::UplinkWriter;
 use shopfloor::{agent, metrics::Metrics, shutdown};
@@ -476,8 +477,8 @@ flush_interval = "100ms"
         "the county's store to hold every point as the agent last wrote it",
         WAIT,
         || async {
-            let mut points = stored(&influx, "fleet").await;
-            points.extend(stored(&influx, "green").await);
+            let mut points = stored(&influx, MEASUREMENT_FLEET).await;
+            points.extend(stored(&influx, MEASUREMENT_GREEN).await);
             for ((series, ts), fields) in &expected {
                 let key = (tags(series), *ts);
                 let Some(row) = points.get(&key) else {
@@ -563,7 +564,7 @@ fn check_shows_the_uplink_topics_and_every_mistake_in_uplink() {
     let site = config::load_str(DEMO, "config/demo.toml")
         .expect("demo")
         .site;
-    for m in ["fleet", "green"] {
+    for m in [MEASUREMENT_FLEET, MEASUREMENT_GREEN] {
         let topic = format!(
             "shopfloor/{}/{}/{}/{m}",
             site.county,

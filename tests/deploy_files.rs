@@ -6,9 +6,9 @@
 //!
 //! - agent configs parse through `shopfloor::config::load_str`, and the compose stack's config
 //!   passes `shopfloor check`;
-//! - the dashboards' Flux queries name only measurements, fields and tags of [`CONTRACT`] (the
-//!   README's "What is written"), and [`CONTRACT`] itself is checked against what the agent
-//!   writes during a demo;
+//! - the dashboards' Flux queries name only measurements, fields and tags of the data contract
+//!   (`shopfloor::line_protocol::contract`, the README's "What is written"), and the contract
+//!   itself is checked against what the agent writes during a demo;
 //! - Grafana's provisioning files are YAML written in its JSON form, so serde_json parses them
 //!   exactly, without a YAML crate (serde_yaml is unmaintained) for two short files;
 //! - compose.yaml stays ordinary block YAML for the people who edit it; [`yaml_entries`] reads
@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shopfloor::config::{self, Config, Secret};
+use shopfloor::line_protocol::contract::{self, RATIO_FIELDS, fleet, green, measurement};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
 
@@ -30,101 +31,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
 // The data contract (README, "What is written")
 // ---------------------------------------------------------------------------------------------
 
-/// (measurement, tags, fields) as the README's "What is written" lists them; `*` for the
-/// fields of `signal`, which are the site's own signal names from its register map.
-const CONTRACT: &[(&str, &str, &str)] = &[
-    (
-        "signal",
-        "county sector enterprise machine kind cnc meter carrier",
-        "*",
-    ),
-    (
-        "machine_state",
-        "county sector enterprise machine kind cnc",
-        "state code previous previous_s state_s",
-    ),
-    (
-        "machine_time",
-        "county sector enterprise machine kind cnc window shift",
-        "planned_s planned_stop_s running_planned_s running_s setup_s idle_s alarm_s stopped_s \
-         offline_s parts_total parts_good availability effectiveness quality oee",
-    ),
-    (
-        "fleet",
-        "county sector enterprise window shift",
-        "machines_total machines_digital machines_cnc machines_networked \
-         machines_digital_networked networking_rate networking_rate_digital cnc_rate \
-         cnc_running_s cnc_planned_s cnc_utilisation",
-    ),
-    (
-        "energy",
-        "county sector enterprise meter carrier unit scope window shift",
-        "quantity tce gaps resets quantity_running quantity_setup quantity_idle quantity_alarm \
-         quantity_stopped quantity_offline per_good_part",
-    ),
-    (
-        "green",
-        "county sector enterprise va_method el_method window",
-        "energy_tce electricity_kwh water_t value_added_10k_cny tce_per_10k_cny \
-         value_added_per_tce water_t_per_10k_cny electricity_kgce_per_kwh",
-    ),
-    (
-        "green_alert",
-        "county sector enterprise va_method el_method window indicator",
-        "value limit over_by",
-    ),
-    (
-        "agent",
-        "county sector enterprise",
-        "devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines \
-         spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m \
-         dead_letter_lines",
-    ),
-];
-
-struct Measurement {
-    name: &'static str,
-    tags: Vec<&'static str>,
-    /// `None`: any field (the site's signal names).
-    fields: Option<Vec<&'static str>>,
-}
-
-impl Measurement {
-    fn has_tag(&self, tag: &str) -> bool {
-        self.tags.contains(&tag)
-    }
-
-    fn has_field(&self, field: &str) -> bool {
-        self.fields.as_ref().is_none_or(|f| f.contains(&field))
-    }
-}
-
-fn measurement(name: &str) -> Option<Measurement> {
-    CONTRACT
-        .iter()
-        .find(|(m, _, _)| *m == name)
-        .map(|(name, tags, fields)| Measurement {
-            name,
-            tags: tags.split_whitespace().collect(),
-            fields: (*fields != "*").then(|| fields.split_whitespace().collect()),
-        })
-}
-
-/// Ratios: the county dashboard must compute these from summed numerators and denominators,
-/// never read (and so never average) them.
-const RATIO_FIELDS: &[&str] = &[
-    "networking_rate",
-    "networking_rate_digital",
-    "cnc_rate",
-    "cnc_utilisation",
-    "tce_per_10k_cny",
-    "value_added_per_tce",
-    "water_t_per_10k_cny",
-    "availability",
-    "effectiveness",
-    "quality",
-    "oee",
-];
+// The contract is the library's own table, `shopfloor::line_protocol::contract::MEASUREMENTS`
+// (the README's "What is written"): the engine writes through the same names, and
+// `the_contract_the_dashboards_are_checked_against_is_what_the_agent_writes` checks the table
+// against what the agent writes during a demo. Ratios: the county dashboard must compute these
+// from summed numerators and denominators, never read (and so never average) them
+// (`contract::RATIO_FIELDS`).
 
 /// Columns every Flux table may have besides tags and fields.
 const FLUX_COLUMNS: &[&str] = &[
@@ -898,10 +810,10 @@ fn the_county_dashboard_sums_numerators_and_denominators_and_never_reads_a_ratio
         assert!(!query.contains("mean("), "{place} averages");
     }
     for pair in [
-        ["machines_networked", "machines_total"],
-        ["machines_cnc", "machines_total"],
-        ["cnc_running_s", "cnc_planned_s"],
-        ["energy_tce", "value_added_10k_cny"],
+        [fleet::MACHINES_NETWORKED, fleet::MACHINES_TOTAL],
+        [fleet::MACHINES_CNC, fleet::MACHINES_TOTAL],
+        [fleet::CNC_RUNNING_S, fleet::CNC_PLANNED_S],
+        [green::ENERGY_TCE, green::VALUE_ADDED_10K_CNY],
     ] {
         for f in pair {
             assert!(used.contains(f), "the county dashboard never reads `{f}`");
@@ -1387,13 +1299,13 @@ fn the_contract_the_dashboards_are_checked_against_is_what_the_agent_writes() {
         .expect("start shopfloor demo");
     // The demo writes every measurement but green_alert within its first window flush (10 s).
     let wanted = [
-        "signal",
-        "machine_state",
-        "machine_time",
-        "fleet",
-        "energy",
-        "green",
-        "agent",
+        contract::MEASUREMENT_SIGNAL,
+        contract::MEASUREMENT_MACHINE_STATE,
+        contract::MEASUREMENT_MACHINE_TIME,
+        contract::MEASUREMENT_FLEET,
+        contract::MEASUREMENT_ENERGY,
+        contract::MEASUREMENT_GREEN,
+        contract::MEASUREMENT_AGENT,
     ];
     let started = Instant::now();
     let mut seen: BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
@@ -1423,12 +1335,15 @@ fn the_contract_the_dashboards_are_checked_against_is_what_the_agent_writes() {
     }
     for (name, (tags, fields)) in &seen {
         let m = measurement(name)
-            .unwrap_or_else(|| panic!("the agent writes `{name}`, which CONTRACT lacks"));
+            .unwrap_or_else(|| panic!("the agent writes `{name}`, which the contract lacks"));
         for t in tags {
-            assert!(m.has_tag(t), "`{name}` has tag `{t}`, not in CONTRACT");
+            assert!(m.has_tag(t), "`{name}` has tag `{t}`, not in the contract");
         }
         for f in fields {
-            assert!(m.has_field(f), "`{name}` has field `{f}`, not in CONTRACT");
+            assert!(
+                m.has_field(f),
+                "`{name}` has field `{f}`, not in the contract"
+            );
         }
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::VictoriaMetrics;
 use jiff::{SignedDuration, Timestamp};
-use shopfloor::config::{self, InfluxOutput, State};
+use shopfloor::config::{self, InfluxOutput};
+use shopfloor::model::State;
 use shopfloor::sim::{self, ScriptedMachine, Workshop};
 use shopfloor::{agent, shutdown};
 

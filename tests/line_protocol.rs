@@ -2,7 +2,8 @@
 //! escaping, are encoded and parsed back with InfluxDB's own parser (the
 //! `influxdb-line-protocol` crate from IOx, a parser we did not write), and every name, value
 //! and timestamp must come back as it went in, or as the encoder's documented rules change it
-//! (control characters become spaces, trailing backslashes go, empty names are left out).
+//! (control characters become spaces, trailing backslashes go, empty names are left out). The
+//! county ingest's parser (`line_protocol::parse`) must read the same measurement and tags back.
 //!
 //! The generator is a few lines over a xorshift: it needs no shrinking because a failure prints
 //! the seed and the line, and any seed can be replayed with `SHOPFLOOR_LP_SEED=<seed>`.
@@ -12,7 +13,8 @@ mod line_protocol_model;
 use influxdb_line_protocol::parse_lines;
 use jiff::Timestamp;
 use line_protocol_model::{Case, Field, check, encode};
-use shopfloor::sink::line_protocol::Precision;
+use shopfloor::line_protocol::Precision;
+use shopfloor::line_protocol::parse::parse_key;
 
 /// Lines per test run: enough to hit every pair of special characters many times, quick in a
 /// debug build (well under a second).
@@ -151,5 +153,41 @@ fn a_body_of_many_lines_parses_line_for_line() {
     assert_eq!(parsed.len(), lines.len());
     for (i, result) in parsed.iter().enumerate() {
         assert!(result.is_ok(), "line {i} {:?}: {result:?}", lines[i]);
+    }
+}
+
+#[test]
+fn the_ingest_parser_reads_the_measurement_and_tags_influxdb_reads() {
+    // The county ingest judges a line by its measurement and tags (parse_key); it must read
+    // them as the store will, whatever the encoder had to escape. Two known limits, left out
+    // here (see src/line_protocol/parse.rs; no name of the contract has either): a `"` in a
+    // field key is taken for the start of a string and the line refused, and `\=` in a
+    // measurement is read as `=` where InfluxDB keeps the backslash.
+    for seed in seeds() {
+        let mut rng = Rng::new(seed);
+        let case = case(&mut rng);
+        if case.fields.iter().any(|(k, _)| k.contains('"')) || case.measurement.contains("\\=") {
+            continue;
+        }
+        let Some(line) = encode(&case, false) else {
+            continue;
+        };
+        let parsed: Vec<_> = parse_lines(&line).collect();
+        let [Ok(want)] = parsed.as_slice() else {
+            panic!("seed {seed}: InfluxDB's parser rejects {line:?}");
+        };
+        let want_tags: Vec<(String, String)> = want
+            .series
+            .tag_set
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let got = parse_key(&line).unwrap_or_else(|| panic!("seed {seed}: no key in {line:?}"));
+        assert_eq!(
+            (got.measurement.as_str(), &got.tags),
+            (want.series.measurement.as_str(), &want_tags),
+            "seed {seed}: {line:?}"
+        );
     }
 }

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use shopfloor::config::{self, Config, State};
+use shopfloor::config::{self, Config};
 use shopfloor::metrics::Metrics;
+use shopfloor::model::{SourceEvent, State, Target, Value};
 use shopfloor::sim::{self, Fault, FaultKind, Framing, SimOptions, Simulator};
 use shopfloor::source::modbus::{self, health};
-use shopfloor::source::{SourceEvent, Target, Value};
 use shopfloor::{agent, shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::{Influx1, VictoriaMetrics};
 use jiff::{SignedDuration, Timestamp};
-use shopfloor::config::{self, Config, InfluxOutput, State};
+use shopfloor::config::{self, Config, InfluxOutput};
+use shopfloor::model::State;
 use shopfloor::sim::{self, SeenRequest, SimOptions, Workshop};
 use shopfloor::{agent, shutdown};
 use tokio::sync::mpsc;

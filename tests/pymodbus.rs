@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use shopfloor::config::{self, Config};
 use shopfloor::metrics::Metrics;
+use shopfloor::model::{SourceEvent, Target, Value};
 use shopfloor::shutdown;
 use shopfloor::source::modbus::{self, health};
-use shopfloor::source::{SourceEvent, Target, Value};
 use tokio::sync::mpsc;
 
 /// The Python that has pymodbus.

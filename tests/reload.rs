@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{VictoriaMetrics, eventually, free_port, http_client};
-use shopfloor::config::State;
+use shopfloor::model::State;
 use shopfloor::shutdown;
 use shopfloor::sim::{self, SimOptions};
 

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use shopfloor::config::{self, Config};
 use shopfloor::metrics::Metrics;
 use shopfloor::source::mqtt::Mapper;
-use shopfloor::source::{SourceEvent, Value};
+use shopfloor::model::{SourceEvent, Value};
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();

@@ -15,7 +15,7 @@ mod line_protocol_model;
 use jiff::Timestamp;
 use libfuzzer_sys::fuzz_target;
 use line_protocol_model::{Case, Field, check, encode};
-use shopfloor::sink::line_protocol::Precision;
+use shopfloor::line_protocol::Precision;
 
 struct Input<'a>(&'a [u8]);
 

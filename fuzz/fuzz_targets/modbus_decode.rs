@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use shopfloor::config::{ByteOrder, DataType, RegisterKind};
-use shopfloor::source::Value;
+use shopfloor::model::Value;
 use shopfloor::source::modbus::{decode, probe};
 
 const TYPES: [DataType; 10] = [

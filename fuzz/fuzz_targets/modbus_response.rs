@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use shopfloor::config::{self, ModbusDevice};
-use shopfloor::source::Value;
+use shopfloor::model::Value;
 use shopfloor::source::modbus::fuzzing::poll_replayed;
 
 const CONFIG: &str = r#"

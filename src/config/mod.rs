@@ -9,6 +9,9 @@ mod load;
 pub mod profile;
 mod secret;
 
+/// Transition: these moved to [`crate::model`]; the re-export keeps `config::State` and the
+/// others working until every user imports them from there.
+pub use crate::model::{Sector, SignalType, State};
 pub(crate) use load::{
     BrokerLink, Checker, Seg, check_document, key, key_names, load_file, struct_fields, suggest,
     topic_level_problem,
@@ -154,57 +157,6 @@ impl Default for Site {
 
 fn default_timezone() -> String {
     "Asia/Shanghai".to_string()
-}
-
-/// The programme's seven sectors of the metal-products industry.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Sector {
-    /// 门业
-    Doors,
-    /// 杯业 (vacuum cups)
-    Cups,
-    /// 炊具
-    Cookware,
-    /// 电动工具
-    PowerTools,
-    /// 休闲器具
-    Leisure,
-    /// 铸造
-    Castings,
-    Other,
-}
-
-impl Sector {
-    /// Every sector, in the programme's order.
-    pub const ALL: [Sector; 7] = [
-        Sector::Doors,
-        Sector::Cups,
-        Sector::Cookware,
-        Sector::PowerTools,
-        Sector::Leisure,
-        Sector::Castings,
-        Sector::Other,
-    ];
-
-    /// The sector whose [`Sector::as_str`] is `name`.
-    pub fn parse(name: &str) -> Option<Sector> {
-        Sector::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sector::Doors => "doors",
-            Sector::Cups => "cups",
-            Sector::Cookware => "cookware",
-            Sector::PowerTools => "power_tools",
-            Sector::Leisure => "leisure",
-            Sector::Castings => "castings",
-            Sector::Other => "other",
-        }
-    }
 }
 
 /// `[agent]`
@@ -942,89 +894,6 @@ pub struct MqttField {
     pub value_type: SignalType,
 }
 
-/// The declared type of an MQTT signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SignalType {
-    #[default]
-    Float,
-    Int,
-    Bool,
-    String,
-}
-
-impl SignalType {
-    /// For messages: "a float", "an integer", …
-    pub fn with_article(self) -> &'static str {
-        match self {
-            SignalType::Float => "a float",
-            SignalType::Int => "an integer",
-            SignalType::Bool => "a bool",
-            SignalType::String => "a string",
-        }
-    }
-}
-
-/// Machine states after ISO 22400-2's time model.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, PartialOrd, Ord,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Actual production time (APT).
-    Running,
-    /// Setup and changeover.
-    Setup,
-    /// Powered, ready, not producing.
-    Idle,
-    /// Unplanned delay: a fault or alarm.
-    Alarm,
-    /// Switched off or stopped by the operator.
-    Stopped,
-    /// No valid data: the machine or its data path is down.
-    Offline,
-}
-
-impl State {
-    pub const ALL: [State; 6] = [
-        State::Running,
-        State::Setup,
-        State::Idle,
-        State::Alarm,
-        State::Stopped,
-        State::Offline,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Running => "running",
-            State::Setup => "setup",
-            State::Idle => "idle",
-            State::Alarm => "alarm",
-            State::Stopped => "stopped",
-            State::Offline => "offline",
-        }
-    }
-
-    /// The integer written as `machine_state.code`, stable forever: dashboards map colours on it.
-    pub fn code(self) -> i64 {
-        match self {
-            State::Offline => 0,
-            State::Running => 1,
-            State::Setup => 2,
-            State::Idle => 3,
-            State::Alarm => 4,
-            State::Stopped => 5,
-        }
-    }
-}
-
-impl fmt::Display for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
 /// `[[state_rules]]`: an ordered list of rules for some machines. The first rule whose
 /// conditions all hold gives the state; when none holds, `default` does.
 ///
@@ -1232,7 +1101,7 @@ pub struct InfluxOutput {
     /// Coarser precision is rounded down and makes points within the same unit overwrite
     /// each other; use it only for a store that wants it.
     #[serde(default)]
-    pub precision: crate::sink::line_protocol::Precision,
+    pub precision: crate::line_protocol::Precision,
     /// The longest wait between retries of a failing store (back-off doubles from 0.5 s up to
     /// this, with up to 25 % jitter). Default `"60s"`.
     #[serde(default = "default_retry_max", deserialize_with = "duration")]

@@ -41,8 +41,8 @@ use jiff::civil::Date;
 use serde::Serialize;
 
 use super::targets::{Enterprise, Indicator, Registry, TargetInForce, Targets};
-use crate::config::Sector;
 use crate::engine::indicators::{Fleet, Green, ratio};
+use crate::model::Sector;
 
 /// One enterprise's `fleet` line for one day window of the period.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,11 +7,13 @@ use anyhow::{Context, Result};
 use jiff::civil::Date;
 
 use super::ingest::{self, IngestConfig};
-use super::render::{self, Format, Lang};
+use super::labels::Lang;
+use super::render::{self, Format};
 use super::store::{Store, StoreOptions};
 use super::targets::{Registry, Targets};
 use super::{ReportRequest, report};
-use crate::config::{Secret, Sector};
+use crate::config::Secret;
+use crate::model::Sector;
 use crate::shutdown::Shutdown;
 
 #[derive(Debug, clap::Subcommand)]

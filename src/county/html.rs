@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 
 use super::aggregate::{Bucket, IndicatorRow, Report, Summary};
-use super::render::{
+use super::labels::{
     Lang, basis_text, gap_text, indicator_name, sector_name, target_text, value_text,
 };
 use super::targets::Indicator;

@@ -53,11 +53,13 @@ use toml::de::DeTable;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{
-    self, BrokerLink, Checker, Diagnostics, FileOutput, InfluxOutput, MqttTls, Secret, Sector, Seg,
-    key,
+    self, BrokerLink, Checker, Diagnostics, FileOutput, InfluxOutput, MqttTls, Secret, Seg, key,
 };
+use crate::line_protocol::contract::{TAG_COUNTY, TAG_ENTERPRISE, TAG_SECTOR};
+use crate::line_protocol::parse::parse_key;
 use crate::metrics::Metrics;
 use crate::queue::{self, WhenFull};
+use crate::model::Sector;
 use crate::shutdown::Shutdown;
 use crate::sink::{self, Chunk};
 use crate::source::mqtt::{self as mqtt_source, MqttError};
@@ -384,89 +386,6 @@ pub fn origin<'a>(topic: &'a str, ingest: &'a Ingest) -> Result<Origin<'a>, Reje
     })
 }
 
-/// The parts of a line that say what it is about: measurement and tags, unescaped.
-#[derive(Debug, PartialEq, Eq)]
-struct Key {
-    measurement: String,
-    tags: Vec<(String, String)>,
-}
-
-/// Splits a line-protocol line's series key (measurement and tags) off and checks that fields
-/// and an integer timestamp follow. Backslash escapes are honoured in the key and double-quoted
-/// strings in the fields, so a `,`, `=` or space inside them does not split.
-fn parse_key(line: &str) -> Option<Key> {
-    let bytes = line.as_bytes();
-    // The key ends at the first unescaped space.
-    let mut i = 0;
-    while i < bytes.len() && bytes[i] != b' ' {
-        i += if bytes[i] == b'\\' { 2 } else { 1 };
-    }
-    let key = line.get(..i)?;
-    let rest = line.get(i + 1..)?;
-    // The fields end at the first space outside a string.
-    let fb = rest.as_bytes();
-    let (mut j, mut quoted) = (0, false);
-    while j < fb.len() && (quoted || fb[j] != b' ') {
-        match fb[j] {
-            b'\\' => j += 1,
-            b'"' => quoted = !quoted,
-            _ => {}
-        }
-        j += 1;
-    }
-    let fields = rest.get(..j)?;
-    let timestamp = rest.get(j + 1..)?;
-    if quoted || fields.is_empty() || !fields.contains('=') || timestamp.parse::<i64>().is_err() {
-        return None;
-    }
-    let mut parts = split_unescaped(key, b',').into_iter();
-    let measurement = unescape(parts.next()?);
-    if measurement.is_empty() {
-        return None;
-    }
-    let mut tags = Vec::new();
-    for part in parts {
-        let kv = split_unescaped(part, b'=');
-        let [k, v] = kv[..] else { return None };
-        tags.push((unescape(k), unescape(v)));
-    }
-    Some(Key { measurement, tags })
-}
-
-fn split_unescaped(text: &str, at: u8) -> Vec<&str> {
-    let bytes = text.as_bytes();
-    let mut parts = Vec::new();
-    let (mut start, mut i) = (0, 0);
-    while i < bytes.len() {
-        if bytes[i] == b'\\' {
-            i += 2;
-            continue;
-        }
-        if bytes[i] == at {
-            parts.push(&text[start..i]);
-            start = i + 1;
-        }
-        i += 1;
-    }
-    parts.push(text.get(start..).unwrap_or(""));
-    parts
-}
-
-fn unescape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match (c, chars.clone().next()) {
-            ('\\', Some(next @ (',' | '=' | ' ' | '\\'))) => {
-                out.push(next);
-                chars.next();
-            }
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// The lines of a message that may go to the county's store, and the count of the others by
 /// reason.
 pub fn accept(payload: &[u8], origin: &Origin<'_>, out: &mut Vec<String>) -> BTreeMap<Reject, u64> {
@@ -484,15 +403,9 @@ pub fn accept(payload: &[u8], origin: &Origin<'_>, out: &mut Vec<String>) -> BTr
             None => Err(Reject::Syntax),
             Some(k) if k.measurement != origin.measurement => Err(Reject::Measurement),
             Some(k) => {
-                let tag = |name: &str| {
-                    k.tags
-                        .iter()
-                        .find(|(t, _)| t == name)
-                        .map(|(_, v)| v.as_str())
-                };
-                if tag("county") == Some(origin.county)
-                    && tag("sector") == Some(origin.sector)
-                    && tag("enterprise") == Some(origin.enterprise)
+                if k.tag(TAG_COUNTY) == Some(origin.county)
+                    && k.tag(TAG_SECTOR) == Some(origin.sector)
+                    && k.tag(TAG_ENTERPRISE) == Some(origin.enterprise)
                 {
                     Ok(())
                 } else {
@@ -972,27 +885,6 @@ mod tests {
         let rejected = accept(b"fleet\xff\xfe x=1 1\n", &o, &mut out);
         assert!(out.is_empty());
         assert_eq!(rejected.get(&Reject::Encoding), Some(&1));
-    }
-
-    #[test]
-    fn escapes_and_quoted_strings_do_not_split_a_line() {
-        let line =
-            r#"fleet,county=yong\ kang,sector=doors,enterprise=e\,01 note="a b, c=d",x=1i 17"#;
-        let key = parse_key(line).unwrap();
-        assert_eq!(key.measurement, "fleet");
-        assert_eq!(
-            key.tags,
-            vec![
-                ("county".to_string(), "yong kang".to_string()),
-                ("sector".to_string(), "doors".to_string()),
-                ("enterprise".to_string(), "e,01".to_string()),
-            ]
-        );
-        assert!(parse_key(r#"fleet,a=b note="unterminated 17"#).is_none());
-        assert!(parse_key("fleet,a=b x=1i notanumber").is_none());
-        assert!(parse_key("fleet,a x=1i 17").is_none());
-        assert!(parse_key("").is_none());
-        assert!(parse_key("\\").is_none());
     }
 
     #[test]

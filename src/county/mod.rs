@@ -12,6 +12,7 @@ pub mod aggregate;
 pub mod cli;
 mod html;
 pub mod ingest;
+pub mod labels;
 pub mod render;
 pub mod store;
 pub mod targets;
@@ -20,7 +21,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
-use crate::config::Sector;
+use crate::model::Sector;
 use aggregate::{Period, PeriodError, Report};
 use store::{Store, StoreError};
 use targets::{Registry, Targets};

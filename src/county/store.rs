@@ -22,6 +22,10 @@ use serde::Deserialize;
 use super::aggregate::{FleetDay, GreenDay, Period};
 use crate::config::{Secret, SecretError};
 use crate::engine::indicators::{Fleet, Green};
+use crate::line_protocol::contract::{
+    MEASUREMENT_FLEET, MEASUREMENT_GREEN, TAG_COUNTY, TAG_EL_METHOD, TAG_ENTERPRISE, TAG_SECTOR,
+    TAG_VA_METHOD, TAG_WINDOW, WINDOW_DAY, fleet, green,
+};
 
 /// Where the county's store is and how to log in.
 #[derive(Debug, Clone)]
@@ -280,18 +284,19 @@ impl Store {
         let mut queries = tokio::task::JoinSet::new();
         for (a, b) in slices(days) {
             let filter = format!(
-                "WHERE \"county\" = {} AND \"window\" = '1d' AND time >= '{}' AND time < '{}'",
+                "WHERE \"{TAG_COUNTY}\" = {} AND \"{TAG_WINDOW}\" = {} AND time >= '{}' AND time < '{}'",
                 influxql_string(county),
+                influxql_string(WINDOW_DAY),
                 starts[a],
                 starts[b]
             );
             let fleet = format!(
-                "SELECT {}, {} FROM \"fleet\" {filter}",
+                "SELECT {}, {} FROM \"{MEASUREMENT_FLEET}\" {filter}",
                 columns(FLEET_TAGS),
                 columns(FLEET_FIELDS)
             );
             let green = format!(
-                "SELECT {}, {} FROM \"green\" {filter}",
+                "SELECT {}, {} FROM \"{MEASUREMENT_GREEN}\" {filter}",
                 columns(GREEN_TAGS),
                 columns(GREEN_FIELDS)
             );
@@ -313,8 +318,8 @@ impl Store {
                 read_green(&series?, &starts, &mut lines.green, &mut green_skipped);
             }
         }
-        fleet_skipped.into_warnings("fleet", &mut lines.warnings);
-        green_skipped.into_warnings("green", &mut lines.warnings);
+        fleet_skipped.into_warnings(MEASUREMENT_FLEET, &mut lines.warnings);
+        green_skipped.into_warnings(MEASUREMENT_GREEN, &mut lines.warnings);
         Ok(lines)
     }
 }
@@ -339,26 +344,26 @@ fn slices(days: usize) -> Vec<(usize, usize)> {
 }
 
 const FLEET_FIELDS: &[&str] = &[
-    "machines_total",
-    "machines_digital",
-    "machines_cnc",
-    "machines_networked",
-    "machines_digital_networked",
-    "cnc_running_s",
-    "cnc_planned_s",
+    fleet::MACHINES_TOTAL,
+    fleet::MACHINES_DIGITAL,
+    fleet::MACHINES_CNC,
+    fleet::MACHINES_NETWORKED,
+    fleet::MACHINES_DIGITAL_NETWORKED,
+    fleet::CNC_RUNNING_S,
+    fleet::CNC_PLANNED_S,
 ];
 
 /// The tags that identify an enterprise's line, selected beside the fields: InfluxDB 1.6
 /// answers that with about a quarter less work than the same rows grouped by the tags
 /// (docs/BENCHMARKS.md). An answer grouped by them reads the same.
-const FLEET_TAGS: &[&str] = &["enterprise", "sector"];
-const GREEN_TAGS: &[&str] = &["enterprise", "sector", "va_method", "el_method"];
+const FLEET_TAGS: &[&str] = &[TAG_ENTERPRISE, TAG_SECTOR];
+const GREEN_TAGS: &[&str] = &[TAG_ENTERPRISE, TAG_SECTOR, TAG_VA_METHOD, TAG_EL_METHOD];
 
 const GREEN_FIELDS: &[&str] = &[
-    "energy_tce",
-    "electricity_kwh",
-    "water_t",
-    "value_added_10k_cny",
+    green::ENERGY_TCE,
+    green::ELECTRICITY_KWH,
+    green::WATER_T,
+    green::VALUE_ADDED_10K_CNY,
 ];
 
 fn columns(fields: &[&str]) -> String {

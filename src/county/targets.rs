@@ -16,7 +16,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 use toml::de::DeTable;
 
-use crate::config::{self, Checker, Diagnostics, Sector, Seg, key};
+use crate::config::{self, Checker, Diagnostics, Seg, key};
+use crate::model::Sector;
 
 /// The indicators the county compares with the programme's targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]

@@ -13,9 +13,13 @@ use super::signals::Signals;
 use super::timemodel::{Accounting, TimeTotals};
 use super::windows::{self, Window};
 use super::{seconds, state};
-use crate::config::{Config, Machine, State, StateRules};
-use crate::sink::line_protocol::{LineBuilder, tag_prefix};
-use crate::source::Sample;
+use crate::config::{Config, Machine, StateRules};
+use crate::line_protocol::contract::{
+    MEASUREMENT_MACHINE_STATE, MEASUREMENT_MACHINE_TIME, MEASUREMENT_SIGNAL, TAG_CNC, TAG_KIND,
+    TAG_MACHINE, TAG_SHIFT, TAG_WINDOW, machine_state, machine_time,
+};
+use crate::line_protocol::{LineBuilder, tag_prefix};
+use crate::model::{Sample, State};
 
 /// How far back state changes are kept, for sharing a machine meter's consumption between
 /// states: longer than any sensible gap between two meter readings.
@@ -71,9 +75,9 @@ impl MachineTrack {
             .iter()
             .copied()
             .chain([
-                ("machine", m.id.as_str()),
-                ("kind", m.kind.as_str()),
-                ("cnc", cnc),
+                (TAG_MACHINE, m.id.as_str()),
+                (TAG_KIND, m.kind.as_str()),
+                (TAG_CNC, cnc),
             ])
             .collect();
         let arc = |s: &Option<String>| s.as_deref().map(Arc::from);
@@ -90,9 +94,9 @@ impl MachineTrack {
             ideal_cycle_s: m.ideal_cycle.map(|d| d.as_secs_f64()),
             value_added_per_part: m.value_added_per_part,
             gross_output_per_part: m.gross_output_per_part,
-            signal_prefix: tag_prefix("signal", &tags),
-            state_prefix: tag_prefix("machine_state", &tags),
-            time_prefix: tag_prefix("machine_time", &tags),
+            signal_prefix: tag_prefix(MEASUREMENT_SIGNAL, &tags),
+            state_prefix: tag_prefix(MEASUREMENT_MACHINE_STATE, &tags),
+            time_prefix: tag_prefix(MEASUREMENT_MACHINE_TIME, &tags),
             signals: Signals::default(),
             last_data: None,
             state: State::Offline,
@@ -259,10 +263,10 @@ impl MachineTrack {
         let previous_s = seconds(at.duration_since(self.since).max(SignedDuration::ZERO));
         info!(machine = %self.id, from = %previous, to = %to, "state change");
         let line = LineBuilder::with_prefix(&self.state_prefix)
-            .string("state", to.as_str())
-            .int("code", to.code())
-            .string("previous", previous.as_str())
-            .float("previous_s", previous_s);
+            .string(machine_state::STATE, to.as_str())
+            .int(machine_state::CODE, to.code())
+            .string(machine_state::PREVIOUS, previous.as_str())
+            .float(machine_state::PREVIOUS_S, previous_s);
         out.extend(line.finish(at));
         self.state = to;
         self.since = at;
@@ -279,10 +283,10 @@ impl MachineTrack {
 
     pub fn heartbeat_line(&self, at: Timestamp) -> Option<String> {
         LineBuilder::with_prefix(&self.state_prefix)
-            .string("state", self.state.as_str())
-            .int("code", self.state.code())
+            .string(machine_state::STATE, self.state.as_str())
+            .int(machine_state::CODE, self.state.code())
             .float(
-                "state_s",
+                machine_state::STATE_S,
                 seconds(at.duration_since(self.since).max(SignedDuration::ZERO)),
             )
             .finish(at)
@@ -336,31 +340,24 @@ impl MachineTrack {
             .then(|| super::indicators::quality(t.parts_good, t.parts_total))
             .flatten();
         let mut b = LineBuilder::with_prefix(&self.time_prefix)
-            .tag("window", window.kind.tag())
-            .tag("shift", window.shift.as_deref().unwrap_or(""))
-            .float("planned_s", planned_s)
-            .float("planned_stop_s", t.planned_down_ns as f64 / 1e9)
-            .float("running_planned_s", running_planned_s);
+            .tag(TAG_WINDOW, window.kind.tag())
+            .tag(TAG_SHIFT, window.shift.as_deref().unwrap_or(""))
+            .float(machine_time::PLANNED_S, planned_s)
+            .float(machine_time::PLANNED_STOP_S, t.planned_down_ns as f64 / 1e9)
+            .float(machine_time::RUNNING_PLANNED_S, running_planned_s);
         for state in State::ALL {
-            b = match state {
-                State::Running => b.float("running_s", t.state_s(state)),
-                State::Setup => b.float("setup_s", t.state_s(state)),
-                State::Idle => b.float("idle_s", t.state_s(state)),
-                State::Alarm => b.float("alarm_s", t.state_s(state)),
-                State::Stopped => b.float("stopped_s", t.state_s(state)),
-                State::Offline => b.float("offline_s", t.state_s(state)),
-            };
+            b = b.float(machine_time::seconds_in(state), t.state_s(state));
         }
-        b = b.int("parts_total", t.parts_total);
+        b = b.int(machine_time::PARTS_TOTAL, t.parts_total);
         if t.good_known {
-            b = b.int("parts_good", t.parts_good);
+            b = b.int(machine_time::PARTS_GOOD, t.parts_good);
         }
         for (name, value) in [
-            ("availability", availability),
-            ("effectiveness", effectiveness),
-            ("quality", quality),
+            (machine_time::AVAILABILITY, availability),
+            (machine_time::EFFECTIVENESS, effectiveness),
+            (machine_time::QUALITY, quality),
             (
-                "oee",
+                machine_time::OEE,
                 super::indicators::oee(availability, effectiveness, quality),
             ),
         ] {

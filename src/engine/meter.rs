@@ -10,8 +10,14 @@ use super::calendar::Calendar;
 use super::energy::{Coefficients, Counter, CounterStep, EnergyTotals, distribute, to_base_unit};
 use super::machine::MachineTrack;
 use super::windows::{self, Window};
-use crate::config::{Carrier, Meter, Reading, State};
-use crate::sink::line_protocol::{LineBuilder, tag_prefix};
+use crate::config::{Carrier, Meter, Reading};
+use crate::line_protocol::contract;
+use crate::line_protocol::contract::{
+    MEASUREMENT_ENERGY, MEASUREMENT_SIGNAL, SCOPE_SITE, TAG_CARRIER, TAG_METER, TAG_SCOPE,
+    TAG_SHIFT, TAG_UNIT, TAG_WINDOW,
+};
+use crate::line_protocol::{LineBuilder, tag_prefix};
+use crate::model::State;
 
 #[derive(Debug)]
 pub(super) struct MeterTrack {
@@ -41,17 +47,20 @@ impl MeterTrack {
         let raw: Vec<(&str, &str)> = base
             .iter()
             .copied()
-            .chain([("meter", m.id.as_str()), ("carrier", m.carrier.as_str())])
+            .chain([
+                (TAG_METER, m.id.as_str()),
+                (TAG_CARRIER, m.carrier.as_str()),
+            ])
             .collect();
         let scope = if machine.is_some() {
             m.scope.as_str()
         } else {
-            "site"
+            SCOPE_SITE
         };
         let energy: Vec<(&str, &str)> = raw
             .iter()
             .copied()
-            .chain([("unit", base_unit), ("scope", scope)])
+            .chain([(TAG_UNIT, base_unit), (TAG_SCOPE, scope)])
             .collect();
         MeterTrack {
             id: Arc::from(m.id.as_str()),
@@ -61,8 +70,8 @@ impl MeterTrack {
             signal: m.signal.as_deref().map(Arc::from),
             reading: m.reading,
             rollover: m.rollover,
-            signal_prefix: tag_prefix("signal", &raw),
-            energy_prefix: tag_prefix("energy", &energy),
+            signal_prefix: tag_prefix(MEASUREMENT_SIGNAL, &raw),
+            energy_prefix: tag_prefix(MEASUREMENT_ENERGY, &energy),
             counter: Counter::default(),
             last_rate: None,
             windows: BTreeMap::new(),
@@ -159,21 +168,23 @@ impl MeterTrack {
         good_parts: Option<i64>,
     ) -> Option<String> {
         let mut b = LineBuilder::with_prefix(&self.energy_prefix)
-            .tag("window", window.kind.tag())
-            .tag("shift", window.shift.as_deref().unwrap_or(""))
-            .float("quantity", t.quantity);
+            .tag(TAG_WINDOW, window.kind.tag())
+            .tag(TAG_SHIFT, window.shift.as_deref().unwrap_or(""))
+            .float(contract::energy::QUANTITY, t.quantity);
         if let Some(tce) = coefficients.tce(self.carrier, t.quantity) {
-            b = b.float("tce", tce);
+            b = b.float(contract::energy::TCE, tce);
         }
-        b = b.int("gaps", t.gaps).int("resets", t.resets);
+        b = b
+            .int(contract::energy::GAPS, t.gaps)
+            .int(contract::energy::RESETS, t.resets);
         if self.machine.is_some() {
-            for (state, q) in State::ALL.iter().zip(t.by_state) {
-                b = b.float(&format!("quantity_{}", state.as_str()), q);
+            for (state, q) in State::ALL.into_iter().zip(t.by_state) {
+                b = b.float(contract::energy::quantity_in(state), q);
             }
             if let Some(per) =
                 good_parts.and_then(|g| super::indicators::ratio(t.quantity, g as f64))
             {
-                b = b.float("per_good_part", per);
+                b = b.float(contract::energy::PER_GOOD_PART, per);
             }
         }
         b.finish(window.start)

@@ -37,11 +37,16 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
-use crate::config::{Carrier, Config, State, ValueAddedMethod};
+use crate::config::{Carrier, Config, ValueAddedMethod};
+use crate::line_protocol::contract::{
+    self, MEASUREMENT_AGENT, MEASUREMENT_FLEET, MEASUREMENT_GREEN, MEASUREMENT_GREEN_ALERT,
+    TAG_COUNTY, TAG_EL_METHOD, TAG_ENTERPRISE, TAG_INDICATOR, TAG_SECTOR, TAG_SHIFT, TAG_VA_METHOD,
+    TAG_WINDOW,
+};
+use crate::line_protocol::{LineBuilder, tag_prefix};
 use crate::metrics::Metrics;
+use crate::model::{Sample, SourceEvent, State, Target, Value};
 use crate::shutdown::Shutdown;
-use crate::sink::line_protocol::{LineBuilder, tag_prefix};
-use crate::source::{Sample, SourceEvent, Target, Value};
 use calendar::Calendar;
 use energy::Coefficients;
 use green::Declarations;
@@ -196,9 +201,9 @@ impl Engine {
     pub fn new(config: &Config, now: Timestamp) -> Self {
         let site = &config.site;
         let base = [
-            ("county", site.county.as_str()),
-            ("sector", site.sector.as_str()),
-            ("enterprise", site.enterprise.as_str()),
+            (TAG_COUNTY, site.county.as_str()),
+            (TAG_SECTOR, site.sector.as_str()),
+            (TAG_ENTERPRISE, site.enterprise.as_str()),
         ];
         let tz = TimeZone::get(&site.timezone).unwrap_or(TimeZone::UTC);
         let machines: Vec<MachineTrack> = config
@@ -242,8 +247,8 @@ impl Engine {
             .iter()
             .copied()
             .chain([
-                ("va_method", va.method.as_str()),
-                ("el_method", coefficients.electricity_method.as_str()),
+                (TAG_VA_METHOD, va.method.as_str()),
+                (TAG_EL_METHOD, coefficients.electricity_method.as_str()),
             ])
             .collect();
         Engine {
@@ -263,10 +268,10 @@ impl Engine {
             heartbeat: to_signed(config.agent.heartbeat),
             meter_max_gap: to_signed(config.energy.max_gap),
             unknown_targets: 0,
-            agent_prefix: tag_prefix("agent", &base),
-            fleet_prefix: tag_prefix("fleet", &base),
-            green_prefix: tag_prefix("green", &green_tags),
-            alert_prefix: tag_prefix("green_alert", &green_tags),
+            agent_prefix: tag_prefix(MEASUREMENT_AGENT, &base),
+            fleet_prefix: tag_prefix(MEASUREMENT_FLEET, &base),
+            green_prefix: tag_prefix(MEASUREMENT_GREEN, &green_tags),
+            alert_prefix: tag_prefix(MEASUREMENT_GREEN_ALERT, &green_tags),
             alerted: BTreeSet::new(),
         }
     }
@@ -600,23 +605,29 @@ impl Engine {
 
     fn fleet_line(&self, w: &Window, f: &Fleet) -> Option<String> {
         let mut b = LineBuilder::with_prefix(&self.fleet_prefix)
-            .tag("window", w.kind.tag())
-            .tag("shift", w.shift.as_deref().unwrap_or(""))
-            .int("machines_total", f.machines_total as i64)
-            .int("machines_digital", f.machines_digital as i64)
-            .int("machines_cnc", f.machines_cnc as i64)
-            .int("machines_networked", f.machines_networked as i64)
+            .tag(TAG_WINDOW, w.kind.tag())
+            .tag(TAG_SHIFT, w.shift.as_deref().unwrap_or(""))
+            .int(contract::fleet::MACHINES_TOTAL, f.machines_total as i64)
+            .int(contract::fleet::MACHINES_DIGITAL, f.machines_digital as i64)
+            .int(contract::fleet::MACHINES_CNC, f.machines_cnc as i64)
             .int(
-                "machines_digital_networked",
+                contract::fleet::MACHINES_NETWORKED,
+                f.machines_networked as i64,
+            )
+            .int(
+                contract::fleet::MACHINES_DIGITAL_NETWORKED,
                 f.machines_digital_networked as i64,
             )
-            .float("cnc_running_s", f.cnc_running_s)
-            .float("cnc_planned_s", f.cnc_planned_s);
+            .float(contract::fleet::CNC_RUNNING_S, f.cnc_running_s)
+            .float(contract::fleet::CNC_PLANNED_S, f.cnc_planned_s);
         for (name, value) in [
-            ("networking_rate", f.networking_rate()),
-            ("networking_rate_digital", f.networking_rate_digital()),
-            ("cnc_rate", f.cnc_rate()),
-            ("cnc_utilisation", f.cnc_utilisation()),
+            (contract::fleet::NETWORKING_RATE, f.networking_rate()),
+            (
+                contract::fleet::NETWORKING_RATE_DIGITAL,
+                f.networking_rate_digital(),
+            ),
+            (contract::fleet::CNC_RATE, f.cnc_rate()),
+            (contract::fleet::CNC_UTILISATION, f.cnc_utilisation()),
         ] {
             if let Some(v) = value {
                 b = b.float(name, v);
@@ -690,22 +701,28 @@ impl Engine {
 
     fn green_line(&self, w: &Window, g: &Green, va_known: bool) -> Option<String> {
         let mut b = LineBuilder::with_prefix(&self.green_prefix)
-            .tag("window", w.kind.tag())
-            .float("energy_tce", g.energy_tce)
-            .float("electricity_kwh", g.electricity_kwh)
-            .float("water_t", g.water_t)
+            .tag(TAG_WINDOW, w.kind.tag())
+            .float(contract::green::ENERGY_TCE, g.energy_tce)
+            .float(contract::green::ELECTRICITY_KWH, g.electricity_kwh)
+            .float(contract::green::WATER_T, g.water_t)
             .float(
-                "electricity_kgce_per_kwh",
+                contract::green::ELECTRICITY_KGCE_PER_KWH,
                 self.coefficients
                     .kgce_per_unit(Carrier::Electricity)
                     .unwrap_or(0.0),
             );
         if va_known {
-            b = b.float("value_added_10k_cny", g.value_added_10k_cny);
+            b = b.float(contract::green::VALUE_ADDED_10K_CNY, g.value_added_10k_cny);
             for (name, value) in [
-                ("tce_per_10k_cny", g.tce_per_10k_cny()),
-                ("value_added_per_tce", g.value_added_per_tce()),
-                ("water_t_per_10k_cny", g.water_t_per_10k_cny()),
+                (contract::green::TCE_PER_10K_CNY, g.tce_per_10k_cny()),
+                (
+                    contract::green::VALUE_ADDED_PER_TCE,
+                    g.value_added_per_tce(),
+                ),
+                (
+                    contract::green::WATER_T_PER_10K_CNY,
+                    g.water_t_per_10k_cny(),
+                ),
             ] {
                 if let Some(v) = value {
                     b = b.float(name, v);
@@ -718,9 +735,13 @@ impl Engine {
     /// A closed window over a configured limit: a `green_alert` line and a log entry.
     fn alert(&self, w: &Window, g: &Green, out: &mut Vec<String>) {
         let checks = [
-            ("tce_per_10k_cny", g.tce_per_10k_cny(), self.tce_limit),
             (
-                "water_t_per_10k_cny",
+                contract::green::TCE_PER_10K_CNY,
+                g.tce_per_10k_cny(),
+                self.tce_limit,
+            ),
+            (
+                contract::green::WATER_T_PER_10K_CNY,
                 g.water_t_per_10k_cny(),
                 self.water_limit,
             ),
@@ -734,11 +755,11 @@ impl Engine {
             }
             warn!(window = w.kind.tag(), start = %w.start, indicator, value, limit, "green indicator over its limit");
             let line = LineBuilder::with_prefix(&self.alert_prefix)
-                .tag("window", w.kind.tag())
-                .tag("indicator", indicator)
-                .float("value", value)
-                .float("limit", limit)
-                .float("over_by", value - limit);
+                .tag(TAG_WINDOW, w.kind.tag())
+                .tag(TAG_INDICATOR, indicator)
+                .float(contract::green_alert::VALUE, value)
+                .float(contract::green_alert::LIMIT, limit)
+                .float(contract::green_alert::OVER_BY, value - limit);
             out.extend(line.finish(w.start));
         }
     }
@@ -749,23 +770,44 @@ impl Engine {
         let up = self.devices.iter().filter(|d| d.up).count();
         let sum = |name: &str| metrics.sum(name) as i64;
         LineBuilder::with_prefix(&self.agent_prefix)
-            .int("devices_total", self.devices.len() as i64)
-            .int("devices_up", up as i64)
-            .int("poll_errors", sum("shopfloor_poll_errors_total"))
-            .int("spool_bytes", sum("shopfloor_spool_bytes"))
-            .int("spool_lines", sum("shopfloor_spool_lines"))
-            .int("dropped_lines", sum("shopfloor_spool_dropped_lines"))
-            .int("spool_disk_full", sum("shopfloor_spool_disk_full"))
-            .int("lost_lines", sum("shopfloor_spool_lost_lines_total"))
-            .int("records_dropped", sum("shopfloor_records_dropped_total"))
-            .int("lag_s", sum("shopfloor_spool_oldest_age_seconds"))
-            .int("sent_lines", sum("shopfloor_output_lines_total"))
+            .int(contract::agent::DEVICES_TOTAL, self.devices.len() as i64)
+            .int(contract::agent::DEVICES_UP, up as i64)
             .int(
-                "sent_lines_1m",
+                contract::agent::POLL_ERRORS,
+                sum("shopfloor_poll_errors_total"),
+            )
+            .int(contract::agent::SPOOL_BYTES, sum("shopfloor_spool_bytes"))
+            .int(contract::agent::SPOOL_LINES, sum("shopfloor_spool_lines"))
+            .int(
+                contract::agent::DROPPED_LINES,
+                sum("shopfloor_spool_dropped_lines"),
+            )
+            .int(
+                contract::agent::SPOOL_DISK_FULL,
+                sum("shopfloor_spool_disk_full"),
+            )
+            .int(
+                contract::agent::LOST_LINES,
+                sum("shopfloor_spool_lost_lines_total"),
+            )
+            .int(
+                contract::agent::RECORDS_DROPPED,
+                sum("shopfloor_records_dropped_total"),
+            )
+            .int(
+                contract::agent::LAG_S,
+                sum("shopfloor_spool_oldest_age_seconds"),
+            )
+            .int(
+                contract::agent::SENT_LINES,
+                sum("shopfloor_output_lines_total"),
+            )
+            .int(
+                contract::agent::SENT_LINES_1M,
                 sum("shopfloor_output_sent_lines_last_minute"),
             )
             .int(
-                "dead_letter_lines",
+                contract::agent::DEAD_LETTER_LINES,
                 sum("shopfloor_output_dead_letter_lines_total"),
             )
             .finish(now)
@@ -1042,7 +1084,7 @@ rule = [
 
     fn state_lines(out: &[String]) -> Vec<&String> {
         out.iter()
-            .filter(|l| l.starts_with("machine_state"))
+            .filter(|l| l.starts_with(contract::MEASUREMENT_MACHINE_STATE))
             .collect()
     }
 

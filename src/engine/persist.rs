@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::energy::{Counter, EnergyTotals};
 use super::timemodel::TimeTotals;
 use super::windows::Window;
-use crate::config::State;
+use crate::model::State;
 
 /// Bumped when the layout changes; a file of another version is set aside, not misread.
 pub const VERSION: u32 = 1;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use crate::source::Value;
+use crate::model::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Entry {

@@ -3,8 +3,8 @@
 use jiff::{SignedDuration, Timestamp};
 
 use super::signals::Signals;
-use crate::config::{Condition, Machine, Op, State, StateRules};
-use crate::source::Value;
+use crate::config::{Condition, Machine, Op, StateRules};
+use crate::model::{State, Value};
 
 /// Picks the rule set for a machine: one naming the machine beats one naming its kind, which
 /// beats a catch-all naming neither. `None` when no rule set applies.

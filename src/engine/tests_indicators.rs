@@ -12,7 +12,7 @@ use super::indicators::Fleet;
 use super::machine::MachineTrack;
 use super::*;
 use crate::config::load_str;
-use crate::source::{Sample, SourceEvent, Target, Value};
+use crate::model::{Sample, SourceEvent, Target, Value};
 
 const SHANGHAI_SHIFT: &str = r#"
 [site]
@@ -117,17 +117,10 @@ fn field(line: &str, name: &str) -> Option<f64> {
 
 /// The six state fields of a `machine_time` line, added up.
 fn state_seconds(line: &str) -> f64 {
-    [
-        "running_s",
-        "setup_s",
-        "idle_s",
-        "alarm_s",
-        "stopped_s",
-        "offline_s",
-    ]
-    .iter()
-    .map(|f| field(line, f).unwrap_or(f64::NAN))
-    .sum()
+    State::ALL
+        .into_iter()
+        .map(|s| field(line, contract::machine_time::seconds_in(s)).unwrap_or(f64::NAN))
+        .sum()
 }
 
 fn find<'a>(out: &'a [String], prefix: &str, tags: &[&str]) -> Vec<&'a String> {
@@ -176,31 +169,43 @@ fn availability_of_the_example_shift_is_five_over_seven_and_a_half() {
     e.flush(at(16, 0), &mut out);
     let shift = find(
         &out,
-        "machine_time",
+        contract::MEASUREMENT_MACHINE_TIME,
         &["machine=cnc01", "window=shift", "shift=day"],
     );
     let line = shift.last().expect("a shift line");
     // PBT = 8 h − 0.5 h break = 7.5 h = 27 000 s.
-    assert_eq!(field(line, "planned_s"), Some(27_000.0));
+    assert_eq!(
+        field(line, contract::machine_time::PLANNED_S),
+        Some(27_000.0)
+    );
     // Running 08:00–13:30 = 5.5 h = 19 800 s, of which 5 h (18 000 s) inside PBT.
-    assert_eq!(field(line, "running_s"), Some(19_800.0));
-    assert_eq!(field(line, "running_planned_s"), Some(18_000.0));
-    assert_eq!(field(line, "alarm_s"), Some(3600.0));
-    assert_eq!(field(line, "idle_s"), Some(5400.0));
+    assert_eq!(
+        field(line, contract::machine_time::RUNNING_S),
+        Some(19_800.0)
+    );
+    assert_eq!(
+        field(line, contract::machine_time::RUNNING_PLANNED_S),
+        Some(18_000.0)
+    );
+    assert_eq!(field(line, contract::machine_time::ALARM_S), Some(3600.0));
+    assert_eq!(field(line, contract::machine_time::IDLE_S), Some(5400.0));
     // Every second of the 8 h shift is in exactly one state: 19 800 + 3600 + 5400 = 28 800.
     let sum = state_seconds(line);
     assert_eq!(sum, 28_800.0);
     // Availability = 18 000 / 27 000 = 0.6667.
-    let a = field(line, "availability").unwrap();
+    let a = field(line, contract::machine_time::AVAILABILITY).unwrap();
     assert!((a - 2.0 / 3.0).abs() < 1e-12, "{a}");
     // Parts: the first reading (1000 at 08:00) sets the counter; it then rises by 12 for each
     // of the 33 running polls 08:00–13:20, so it reads 1000 + 33 × 12 = 1396 from 13:30 on:
     // 396 parts. Rejects stay at 10: 396 good.
-    assert_eq!(field(line, "parts_total"), Some(396.0));
-    assert_eq!(field(line, "parts_good"), Some(396.0));
+    assert_eq!(
+        field(line, contract::machine_time::PARTS_TOTAL),
+        Some(396.0)
+    );
+    assert_eq!(field(line, contract::machine_time::PARTS_GOOD), Some(396.0));
     // Effectiveness = 50 s × 396 / 19 800 s = 1.0; quality 1.0; OEE = availability.
-    assert!((field(line, "effectiveness").unwrap() - 1.0).abs() < 1e-12);
-    assert!((field(line, "oee").unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    assert!((field(line, contract::machine_time::EFFECTIVENESS).unwrap() - 1.0).abs() < 1e-12);
+    assert!((field(line, contract::machine_time::OEE).unwrap() - 2.0 / 3.0).abs() < 1e-12);
 }
 
 #[test]
@@ -215,26 +220,36 @@ fn the_day_window_adds_up_to_the_whole_day_and_the_fleet_counts_the_register() {
         .timestamp();
     e.tick(day_end, &mut out);
     e.flush(day_end, &mut out);
-    let day = find(&out, "machine_time", &["machine=cnc01", "window=1d"]);
+    let day = find(
+        &out,
+        contract::MEASUREMENT_MACHINE_TIME,
+        &["machine=cnc01", "window=1d"],
+    );
     let line = day.last().unwrap();
     let sum = state_seconds(line);
     assert_eq!(sum, 86_400.0);
     // Offline 00:00–08:00 (28 800 s), and from 17:50, when the 2 h offline_after ran out
     // after the last poll at 15:50, to midnight (6 h 10 min = 22 200 s): 51 000 s.
-    assert_eq!(field(line, "offline_s"), Some(51_000.0));
-    let fleet = find(&out, "fleet", &["window=1d"]);
+    assert_eq!(
+        field(line, contract::machine_time::OFFLINE_S),
+        Some(51_000.0)
+    );
+    let fleet = find(&out, contract::MEASUREMENT_FLEET, &["window=1d"]);
     let f = fleet.last().unwrap();
     // Register: 2 machines, 1 digital (the lathe, digital = cnc), 1 CNC; the lathe delivered.
-    assert_eq!(field(f, "machines_total"), Some(2.0));
-    assert_eq!(field(f, "machines_digital"), Some(1.0));
-    assert_eq!(field(f, "machines_networked"), Some(1.0));
+    assert_eq!(field(f, contract::fleet::MACHINES_TOTAL), Some(2.0));
+    assert_eq!(field(f, contract::fleet::MACHINES_DIGITAL), Some(1.0));
+    assert_eq!(field(f, contract::fleet::MACHINES_NETWORKED), Some(1.0));
     // 1 / 2 = 0.5 networked; 1 / 1 of the digital machines; CNC rate 1 / 2.
-    assert_eq!(field(f, "networking_rate"), Some(0.5));
-    assert_eq!(field(f, "networking_rate_digital"), Some(1.0));
-    assert_eq!(field(f, "cnc_rate"), Some(0.5));
+    assert_eq!(field(f, contract::fleet::NETWORKING_RATE), Some(0.5));
+    assert_eq!(
+        field(f, contract::fleet::NETWORKING_RATE_DIGITAL),
+        Some(1.0)
+    );
+    assert_eq!(field(f, contract::fleet::CNC_RATE), Some(0.5));
     // CNC utilisation: 18 000 s running in 27 000 s planned = 0.6667.
-    assert_eq!(field(f, "cnc_running_s"), Some(18_000.0));
-    assert_eq!(field(f, "cnc_planned_s"), Some(27_000.0));
+    assert_eq!(field(f, contract::fleet::CNC_RUNNING_S), Some(18_000.0));
+    assert_eq!(field(f, contract::fleet::CNC_PLANNED_S), Some(27_000.0));
 }
 
 #[test]
@@ -247,14 +262,21 @@ fn part_counter_resets_are_counted_from_zero() {
         e.on_event(lathe(at(9, m), 1, 0, parts, rejects), &mut out);
     }
     e.flush(at(9, 20), &mut out);
-    let line = find(&out, "machine_time", &["machine=cnc01", "window=1h"])
-        .pop()
-        .unwrap()
-        .clone();
-    assert_eq!(field(&line, "parts_total"), Some(18.0));
-    assert_eq!(field(&line, "parts_good"), Some(15.0));
+    let line = find(
+        &out,
+        contract::MEASUREMENT_MACHINE_TIME,
+        &["machine=cnc01", "window=1h"],
+    )
+    .pop()
+    .unwrap()
+    .clone();
+    assert_eq!(
+        field(&line, contract::machine_time::PARTS_TOTAL),
+        Some(18.0)
+    );
+    assert_eq!(field(&line, contract::machine_time::PARTS_GOOD), Some(15.0));
     // Quality = 15 / 18 = 0.8333.
-    assert!((field(&line, "quality").unwrap() - 15.0 / 18.0).abs() < 1e-12);
+    assert!((field(&line, contract::machine_time::QUALITY).unwrap() - 15.0 / 18.0).abs() < 1e-12);
 }
 
 #[test]
@@ -268,18 +290,22 @@ fn meter_gaps_are_spread_and_reported_and_resets_counted() {
         e.on_event(meter("main", "energy_kwh", at(9, m), v), &mut out);
     }
     e.flush(at(9, 55), &mut out);
-    let line = find(&out, "energy", &["meter=main", "window=1h"])
-        .pop()
-        .unwrap()
-        .clone();
+    let line = find(
+        &out,
+        contract::MEASUREMENT_ENERGY,
+        &["meter=main", "window=1h"],
+    )
+    .pop()
+    .unwrap()
+    .clone();
     assert!(
-        (field(&line, "quantity").unwrap() - 42.0).abs() < 1e-9,
+        (field(&line, contract::energy::QUANTITY).unwrap() - 42.0).abs() < 1e-9,
         "{line}"
     );
     // 42 kWh × 0.1229 kgce/kWh = 5.1618 kgce = 0.0051618 tce.
-    assert!((field(&line, "tce").unwrap() - 0.005_161_8).abs() < 1e-12);
-    assert_eq!(field(&line, "gaps"), Some(1.0));
-    assert_eq!(field(&line, "resets"), Some(1.0));
+    assert!((field(&line, contract::energy::TCE).unwrap() - 0.005_161_8).abs() < 1e-12);
+    assert_eq!(field(&line, contract::energy::GAPS), Some(1.0));
+    assert_eq!(field(&line, contract::energy::RESETS), Some(1.0));
 }
 
 #[test]
@@ -302,25 +328,28 @@ fn green_figures_and_the_alert_when_the_day_closes_over_its_limit() {
     e.flush(day_end, &mut out);
     let g = find(
         &out,
-        "green",
+        contract::MEASUREMENT_GREEN,
         &["window=1d", "va_method=parts", "el_method=calorific"],
     )
     .pop()
     .unwrap()
     .clone();
     // 420 kWh × 0.1229 = 51.618 kgce = 0.051618 tce.
-    assert!((field(&g, "energy_tce").unwrap() - 0.051_618).abs() < 1e-12);
-    assert_eq!(field(&g, "electricity_kwh"), Some(420.0));
-    assert_eq!(field(&g, "water_t"), Some(18.0));
+    assert!((field(&g, contract::green::ENERGY_TCE).unwrap() - 0.051_618).abs() < 1e-12);
+    assert_eq!(field(&g, contract::green::ELECTRICITY_KWH), Some(420.0));
+    assert_eq!(field(&g, contract::green::WATER_T), Some(18.0));
     // 396 good parts × 50 CNY = 19 800 CNY = 1.98 (10k CNY).
-    assert!((field(&g, "value_added_10k_cny").unwrap() - 1.98).abs() < 1e-12);
+    assert!((field(&g, contract::green::VALUE_ADDED_10K_CNY).unwrap() - 1.98).abs() < 1e-12);
     // 0.051618 / 1.98 = 0.02607 tce per 10k CNY; 1.98 / 0.051618 = 38.358; 18 / 1.98 = 9.0909.
-    assert!((field(&g, "tce_per_10k_cny").unwrap() - 0.026_07).abs() < 1e-5);
-    assert!((field(&g, "value_added_per_tce").unwrap() - 38.358).abs() < 1e-3);
-    assert!((field(&g, "water_t_per_10k_cny").unwrap() - 9.0909).abs() < 1e-4);
-    assert_eq!(field(&g, "electricity_kgce_per_kwh"), Some(0.1229));
+    assert!((field(&g, contract::green::TCE_PER_10K_CNY).unwrap() - 0.026_07).abs() < 1e-5);
+    assert!((field(&g, contract::green::VALUE_ADDED_PER_TCE).unwrap() - 38.358).abs() < 1e-3);
+    assert!((field(&g, contract::green::WATER_T_PER_10K_CNY).unwrap() - 9.0909).abs() < 1e-4);
+    assert_eq!(
+        field(&g, contract::green::ELECTRICITY_KGCE_PER_KWH),
+        Some(0.1229)
+    );
     // 0.02607 is under the 0.05 limit: no alert.
-    assert!(find(&out, "green_alert", &[]).is_empty());
+    assert!(find(&out, contract::MEASUREMENT_GREEN_ALERT, &[]).is_empty());
 
     // A second engine whose day used ten times the electricity: 0.2607 > 0.05 → one alert,
     // only once.
@@ -334,15 +363,18 @@ fn green_figures_and_the_alert_when_the_day_closes_over_its_limit() {
     e.flush(day_end, &mut out);
     let alerts = find(
         &out,
-        "green_alert",
+        contract::MEASUREMENT_GREEN_ALERT,
         &["window=1d", "indicator=tce_per_10k_cny"],
     );
     assert_eq!(alerts.len(), 1, "{out:?}");
     // 4200 kWh → 0.51618 tce / 1.98 = 0.26070.
-    assert!((field(alerts[0], "value").unwrap() - 0.260_70).abs() < 1e-5);
+    assert!((field(alerts[0], contract::green_alert::VALUE).unwrap() - 0.260_70).abs() < 1e-5);
     out.clear();
     e.flush(day_end + SignedDuration::from_mins(1), &mut out);
-    assert!(find(&out, "green_alert", &[]).is_empty(), "alerted once");
+    assert!(
+        find(&out, contract::MEASUREMENT_GREEN_ALERT, &[]).is_empty(),
+        "alerted once"
+    );
 }
 
 #[test]
@@ -369,10 +401,14 @@ fn a_restart_in_the_middle_of_a_window_continues_it_and_counts_the_downtime_as_o
         &mut out,
     );
     // The machine went offline when the agent stopped watching, 09:59.
-    let change = find(&out, "machine_state", &["machine=cnc01"])
-        .pop()
-        .unwrap()
-        .clone();
+    let change = find(
+        &out,
+        contract::MEASUREMENT_MACHINE_STATE,
+        &["machine=cnc01"],
+    )
+    .pop()
+    .unwrap()
+    .clone();
     assert!(change.contains("state=\"offline\""), "{change}");
     assert!(change.ends_with(&format!(" {}", at(9, 59).as_nanosecond())));
     for m in (20..60).step_by(10) {
@@ -383,24 +419,44 @@ fn a_restart_in_the_middle_of_a_window_continues_it_and_counts_the_downtime_as_o
     e.flush(at(11, 0), &mut out);
     let hour = |h: i8| {
         let start = at(h, 0).as_nanosecond().to_string();
-        find(&out, "machine_time", &["machine=cnc01", "window=1h"])
-            .into_iter()
-            .find(|l| l.ends_with(&start))
-            .unwrap()
-            .clone()
+        find(
+            &out,
+            contract::MEASUREMENT_MACHINE_TIME,
+            &["machine=cnc01", "window=1h"],
+        )
+        .into_iter()
+        .find(|l| l.ends_with(&start))
+        .unwrap()
+        .clone()
     };
     // 09:00–10:00: running 59 min, offline 1 min (09:59–10:00).
-    assert_eq!(field(&hour(9), "running_s"), Some(3540.0));
-    assert_eq!(field(&hour(9), "offline_s"), Some(60.0));
+    assert_eq!(
+        field(&hour(9), contract::machine_time::RUNNING_S),
+        Some(3540.0)
+    );
+    assert_eq!(
+        field(&hour(9), contract::machine_time::OFFLINE_S),
+        Some(60.0)
+    );
     // 10:00–11:00: offline 10:00–10:20 (the agent was down), running 10:20–11:00.
-    assert_eq!(field(&hour(10), "offline_s"), Some(1200.0));
-    assert_eq!(field(&hour(10), "running_s"), Some(2400.0));
+    assert_eq!(
+        field(&hour(10), contract::machine_time::OFFLINE_S),
+        Some(1200.0)
+    );
+    assert_eq!(
+        field(&hour(10), contract::machine_time::RUNNING_S),
+        Some(2400.0)
+    );
     // The day window carried over: running 59 + 40 = 99 min = 5940 s.
-    let day = find(&out, "machine_time", &["machine=cnc01", "window=1d"])
-        .pop()
-        .unwrap()
-        .clone();
-    assert_eq!(field(&day, "running_s"), Some(5940.0));
+    let day = find(
+        &out,
+        contract::MEASUREMENT_MACHINE_TIME,
+        &["machine=cnc01", "window=1d"],
+    )
+    .pop()
+    .unwrap()
+    .clone();
+    assert_eq!(field(&day, contract::machine_time::RUNNING_S), Some(5940.0));
 }
 
 #[test]
@@ -420,15 +476,24 @@ fn a_reload_does_not_count_its_own_pause_toward_offline_after() {
     // The pause moves the deadline to 11:00:30: still running at 11:00:20 …
     e.tick(at(11, 0) + secs(20), &mut out);
     assert!(
-        find(&out, "machine_state", &["machine=cnc01"]).is_empty(),
+        find(
+            &out,
+            contract::MEASUREMENT_MACHINE_STATE,
+            &["machine=cnc01"]
+        )
+        .is_empty(),
         "{out:?}"
     );
     // … and offline at 11:00:31, stamped at the moved deadline.
     e.tick(at(11, 0) + secs(31), &mut out);
-    let change = find(&out, "machine_state", &["machine=cnc01"])
-        .pop()
-        .unwrap()
-        .clone();
+    let change = find(
+        &out,
+        contract::MEASUREMENT_MACHINE_STATE,
+        &["machine=cnc01"],
+    )
+    .pop()
+    .unwrap()
+    .clone();
     assert!(change.contains("state=\"offline\""), "{change}");
     let deadline = (at(11, 0) + secs(30)).as_nanosecond();
     assert!(change.ends_with(&format!(" {deadline}")), "{change}");
@@ -455,12 +520,19 @@ fn the_spring_forward_day_is_accounted_as_twenty_three_hours() {
     }
     e.tick(midnight(30), &mut out);
     e.flush(midnight(30), &mut out);
-    let day = find(&out, "machine_time", &["machine=cnc01", "window=1d"])
-        .pop()
-        .unwrap()
-        .clone();
+    let day = find(
+        &out,
+        contract::MEASUREMENT_MACHINE_TIME,
+        &["machine=cnc01", "window=1d"],
+    )
+    .pop()
+    .unwrap()
+    .clone();
     // Running from midnight to midnight: 23 h = 82 800 s.
-    assert_eq!(field(&day, "running_s"), Some(82_800.0));
+    assert_eq!(
+        field(&day, contract::machine_time::RUNNING_S),
+        Some(82_800.0)
+    );
 }
 
 proptest! {
@@ -576,22 +648,29 @@ fn a_machine_meter_splits_its_energy_by_state_and_per_good_part() {
     out.clear();
     e.flush(at(10, 0), &mut out);
     let start = at(9, 0).as_nanosecond().to_string();
-    let line = find(&out, "energy", &["meter=m1", "window=1h", "scope=cnc01"])
-        .into_iter()
-        .find(|l| l.ends_with(&start))
-        .unwrap()
-        .clone();
+    let line = find(
+        &out,
+        contract::MEASUREMENT_ENERGY,
+        &["meter=m1", "window=1h", "scope=cnc01"],
+    )
+    .into_iter()
+    .find(|l| l.ends_with(&start))
+    .unwrap()
+    .clone();
     // Half of the hour running, half idle: 15 kWh each.
     assert!(
-        (field(&line, "quantity_running").unwrap() - 15.0).abs() < 1e-9,
+        (field(&line, contract::energy::QUANTITY_RUNNING).unwrap() - 15.0).abs() < 1e-9,
         "{line}"
     );
-    assert!((field(&line, "quantity_idle").unwrap() - 15.0).abs() < 1e-9);
-    assert_eq!(field(&line, "quantity_alarm"), Some(0.0));
+    assert!((field(&line, contract::energy::QUANTITY_IDLE).unwrap() - 15.0).abs() < 1e-9);
+    assert_eq!(field(&line, contract::energy::QUANTITY_ALARM), Some(0.0));
     // 30 kWh for 30 good parts: 1 kWh per part.
-    assert!((field(&line, "per_good_part").unwrap() - 1.0).abs() < 1e-9);
+    assert!((field(&line, contract::energy::PER_GOOD_PART).unwrap() - 1.0).abs() < 1e-9);
     // The site meter has no reading, and a machine meter never stands in for a site meter of
     // the same carrier: the day's electricity comes from "main", which read nothing.
-    let g = find(&out, "green", &["window=1d"]).pop().unwrap().clone();
-    assert_eq!(field(&g, "electricity_kwh"), Some(0.0));
+    let g = find(&out, contract::MEASUREMENT_GREEN, &["window=1d"])
+        .pop()
+        .unwrap()
+        .clone();
+    assert_eq!(field(&g, contract::green::ELECTRICITY_KWH), Some(0.0));
 }

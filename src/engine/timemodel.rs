@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calendar::{Calendar, Category};
 use super::windows::Window;
-use crate::config::State;
+use crate::model::State;
 
 /// Totals of one machine in one window. Durations in nanoseconds, exact.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::calendar::{Calendar, next_month_start};
+use crate::line_protocol::contract::{WINDOW_DAY, WINDOW_HOUR, WINDOW_MONTH, WINDOW_SHIFT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum WindowKind {
@@ -24,10 +25,10 @@ impl WindowKind {
     /// The `window` tag.
     pub fn tag(self) -> &'static str {
         match self {
-            WindowKind::Hour => "1h",
-            WindowKind::Shift => "shift",
-            WindowKind::Day => "1d",
-            WindowKind::Month => "1mo",
+            WindowKind::Hour => WINDOW_HOUR,
+            WindowKind::Shift => WINDOW_SHIFT,
+            WindowKind::Day => WINDOW_DAY,
+            WindowKind::Month => WINDOW_MONTH,
         }
     }
 }

@@ -437,7 +437,7 @@ mod tests {
         // Find a moment when machine 1 runs: run = power = 1 → bits 0 and 1 → 0b11.
         let at = (0..3600)
             .map(|s| Timestamp::from_second(s).unwrap())
-            .find(|t| w.state(0, *t) == Some(crate::config::State::Running))
+            .find(|t| w.state(0, *t) == Some(crate::model::State::Running))
             .unwrap();
         assert_eq!(answer(&w, 1, &[1, 0, 0, 0, 2], at), vec![1, 1, 0b11]);
     }

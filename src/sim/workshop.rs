@@ -25,7 +25,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::config::State;
+use crate::model::State;
 
 /// Unit id of the simulated electricity meter.
 pub const METER_UNIT: u8 = 100;

@@ -139,8 +139,8 @@ async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
     )
 }
 
-fn value_json(v: &crate::source::Value) -> serde_json::Value {
-    use crate::source::Value;
+fn value_json(v: &crate::model::Value) -> serde_json::Value {
+    use crate::model::Value;
     match v {
         Value::Bool(b) => (*b).into(),
         Value::Int(i) => (*i).into(),

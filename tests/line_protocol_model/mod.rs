@@ -2,11 +2,11 @@
 //! (tests/line_protocol.rs) and the fuzz target (fuzz/fuzz_targets/encoder.rs): a line's
 //! inputs, how to encode them, and the check that InfluxDB's own parser (the
 //! `influxdb-line-protocol` crate) reads back what went in, changed only as the encoder's rules
-//! in src/sink/line_protocol.rs say.
+//! in src/line_protocol/ say.
 
 use influxdb_line_protocol::{FieldValue, parse_lines};
 use jiff::Timestamp;
-use shopfloor::sink::line_protocol::{LineBuilder, Precision, tag_prefix};
+use shopfloor::line_protocol::{LineBuilder, Precision, tag_prefix};
 
 /// What a name reads back as, by the encoder's documented rules (independent of its code).
 pub fn expected_name(name: &str) -> String {

@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 
+use crate::line_protocol::contract::{MEASUREMENT_AGENT, TAG_DEVICE, agent};
+use crate::line_protocol::{LineBuilder, tag_prefix};
 use crate::metrics::Metrics;
-use crate::sink::line_protocol::{LineBuilder, tag_prefix};
 
-/// Every kind of error a device's health counts, in the order `agent` lines list them.
+/// Every kind of error a device's health counts, in the order `agent` lines list them (their
+/// fields are [`agent::DEVICE_ERRORS`]; `every_error_kind_has_its_field` checks the two agree).
 ///
 /// `exception` and `decode` are per request or field: the device answered, but refused a
 /// request (an exception response) or sent a value that is not one (a NaN, an out-of-range
@@ -146,19 +148,19 @@ pub fn device_lines(metrics: &Metrics, tags: &[(&str, &str)], now: Timestamp) ->
         .into_iter()
         .filter_map(|(id, d)| {
             let mut all: Vec<(&str, &str)> = tags.to_vec();
-            all.push(("device", &id));
-            let mut line = LineBuilder::with_prefix(&tag_prefix("agent", &all))
-                .int("up", d.up as i64)
-                .int("polls", d.polls as i64);
+            all.push((TAG_DEVICE, &id));
+            let mut line = LineBuilder::with_prefix(&tag_prefix(MEASUREMENT_AGENT, &all))
+                .int(agent::UP, d.up as i64)
+                .int(agent::POLLS, d.polls as i64);
             if d.last_success > 0 {
                 line = line.int(
-                    "since_success_s",
+                    agent::SINCE_SUCCESS_S,
                     now_s.saturating_sub(d.last_success) as i64,
                 );
             }
-            for kind in ERROR_KINDS {
+            for (kind, field) in agent::DEVICE_ERRORS {
                 let n = d.errors.get(kind).copied().unwrap_or(0);
-                line = line.int(&format!("errors_{kind}"), n as i64);
+                line = line.int(field, n as i64);
             }
             line.finish(now)
         })
@@ -168,6 +170,11 @@ pub fn device_lines(metrics: &Metrics, tags: &[(&str, &str)], now: Timestamp) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_kind_has_its_field() {
+        assert_eq!(ERROR_KINDS, agent::DEVICE_ERRORS.map(|(kind, _)| kind));
+    }
 
     #[test]
     fn one_agent_line_per_device_with_errors_by_kind() {

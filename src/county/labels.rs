@@ -1,0 +1,153 @@
+//! How the county's reports word a figure: an indicator's value, gap and target in its display
+//! unit, its basis (numerator and denominator with their units), and the names of indicators
+//! and sectors in Chinese or English. The text report ([`super::render`]) and the HTML page
+//! (`html.rs`) both use these, so a number reads the same in each.
+
+use super::targets::{Bound, Indicator, TargetInForce};
+use crate::model::Sector;
+
+/// `--lang` of the HTML report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    /// 中文
+    Zh,
+    En,
+}
+
+/// The value in the indicator's display unit.
+pub fn value_text(indicator: Indicator, v: f64) -> String {
+    match indicator {
+        i if i.is_rate() => format!("{:.1} %", v * 100.0),
+        Indicator::TcePer10kCny => format!("{v:.3}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+/// value − target: percentage points for rates.
+pub fn gap_text(indicator: Indicator, gap: f64) -> String {
+    if indicator.is_rate() {
+        format!("{:+.1} pp", gap * 100.0)
+    } else if indicator == Indicator::TcePer10kCny {
+        format!("{gap:+.3}")
+    } else {
+        format!("{gap:+.2}")
+    }
+}
+
+pub fn target_text(indicator: Indicator, t: &TargetInForce) -> String {
+    let sign = match t.bound {
+        Bound::Min => "≥",
+        Bound::Max => "≤",
+    };
+    let year = t.year.map(|y| format!(" ({y})")).unwrap_or_default();
+    format!("{sign} {}{year}", value_text(indicator, t.value))
+}
+
+/// The units of an indicator's numerator and denominator.
+pub fn basis_units(indicator: Indicator, lang: Lang) -> (&'static str, &'static str) {
+    let zh = lang == Lang::Zh;
+    let machine_days = if zh { "台·日" } else { "machine-days" };
+    let cny = if zh { "万元" } else { "10k CNY" };
+    let tce = if zh { "吨标煤" } else { "tce" };
+    let water = if zh { "吨水" } else { "t water" };
+    match indicator {
+        Indicator::NetworkingRate | Indicator::NetworkingRateDigital | Indicator::CncRate => {
+            ("", machine_days)
+        }
+        Indicator::CncUtilisation => ("h", "h"),
+        Indicator::TcePer10kCny => (tce, cny),
+        Indicator::ValueAddedPerTce => (cny, tce),
+        Indicator::WaterTPer10kCny => (water, cny),
+    }
+}
+
+/// `21 / 42 machine-days`, `85.0 h / 120.0 h`, `2.200 tce / 5.000 10k CNY`.
+pub fn basis_text(indicator: Indicator, numerator: f64, denominator: f64, lang: Lang) -> String {
+    let (nu, du) = basis_units(indicator, lang);
+    let (n, d) = match indicator {
+        Indicator::CncUtilisation => (
+            format!("{:.1}", numerator / 3600.0),
+            format!("{:.1}", denominator / 3600.0),
+        ),
+        i if i.is_rate() => (format!("{numerator:.0}"), format!("{denominator:.0}")),
+        _ => (format!("{numerator:.3}"), format!("{denominator:.3}")),
+    };
+    let join = |v: String, u: &str| {
+        if u.is_empty() { v } else { format!("{v} {u}") }
+    };
+    format!("{} / {}", join(n, nu), join(d, du))
+}
+
+pub fn indicator_name(indicator: Indicator, lang: Lang) -> &'static str {
+    match (indicator, lang) {
+        (Indicator::NetworkingRate, Lang::Zh) => "机器联网率",
+        (Indicator::NetworkingRate, Lang::En) => "Machine networking rate",
+        (Indicator::NetworkingRateDigital, Lang::Zh) => "数字化设备联网率",
+        (Indicator::NetworkingRateDigital, Lang::En) => "Networking rate of digital machines",
+        (Indicator::CncRate, Lang::Zh) => "数控化率",
+        (Indicator::CncRate, Lang::En) => "CNC rate",
+        (Indicator::CncUtilisation, Lang::Zh) => "数控设备利用率",
+        (Indicator::CncUtilisation, Lang::En) => "CNC utilisation",
+        (Indicator::TcePer10kCny, Lang::Zh) => "万元增加值能耗 (吨标煤/万元)",
+        (Indicator::TcePer10kCny, Lang::En) => "Energy per value added (tce / 10k CNY)",
+        (Indicator::ValueAddedPerTce, Lang::Zh) => "单位能耗增加值 (万元/吨标煤)",
+        (Indicator::ValueAddedPerTce, Lang::En) => "Value added per energy (10k CNY / tce)",
+        (Indicator::WaterTPer10kCny, Lang::Zh) => "万元增加值用水量 (吨/万元)",
+        (Indicator::WaterTPer10kCny, Lang::En) => "Water per value added (t / 10k CNY)",
+    }
+}
+
+pub fn sector_name(sector: Sector, lang: Lang) -> &'static str {
+    match (sector, lang) {
+        (Sector::Doors, Lang::Zh) => "门业",
+        (Sector::Doors, Lang::En) => "Doors",
+        (Sector::Cups, Lang::Zh) => "杯业",
+        (Sector::Cups, Lang::En) => "Cups",
+        (Sector::Cookware, Lang::Zh) => "炊具",
+        (Sector::Cookware, Lang::En) => "Cookware",
+        (Sector::PowerTools, Lang::Zh) => "电动工具",
+        (Sector::PowerTools, Lang::En) => "Power tools",
+        (Sector::Leisure, Lang::Zh) => "休闲器具",
+        (Sector::Leisure, Lang::En) => "Leisure products",
+        (Sector::Castings, Lang::Zh) => "铸造",
+        (Sector::Castings, Lang::En) => "Castings",
+        (Sector::Other, Lang::Zh) => "其他",
+        (Sector::Other, Lang::En) => "Other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_carry_their_units() {
+        assert_eq!(value_text(Indicator::NetworkingRate, 0.5734), "57.3 %");
+        assert_eq!(gap_text(Indicator::NetworkingRate, -0.05), "-5.0 pp");
+        assert_eq!(value_text(Indicator::TcePer10kCny, 0.44), "0.440");
+        assert_eq!(
+            basis_text(
+                Indicator::CncUtilisation,
+                85.0 * 3600.0,
+                120.0 * 3600.0,
+                Lang::En
+            ),
+            "85.0 h / 120.0 h"
+        );
+        assert_eq!(
+            basis_text(Indicator::NetworkingRate, 21.0, 42.0, Lang::En),
+            "21 / 42 machine-days"
+        );
+        assert_eq!(
+            basis_text(Indicator::TcePer10kCny, 2.2, 5.0, Lang::Zh),
+            "2.200 吨标煤 / 5.000 万元"
+        );
+        let t = TargetInForce {
+            bound: Bound::Max,
+            value: 0.43,
+            year: Some(2022),
+            sector_specific: false,
+        };
+        assert_eq!(target_text(Indicator::TcePer10kCny, &t), "≤ 0.430 (2022)");
+    }
+}

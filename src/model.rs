@@ -1,0 +1,219 @@
+//! The shared vocabulary of the pipeline, on the ground floor: what sources deliver ([`Value`],
+//! [`Target`], [`Sample`], [`SourceEvent`]), what the engine derives ([`State`]), and the
+//! register's words every stage uses ([`Sector`], [`SignalType`]).
+//!
+//! Plain data with no behaviour beyond naming itself: everything above (config, sources, engine,
+//! sinks, county) may import it, and it imports nothing of theirs. The types that a config file
+//! names carry serde's `Deserialize`, so the config reads them directly.
+
+use std::fmt;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+/// A typed signal value as it came from a device, after decoding and scaling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Value {
+    /// The value as a number for rule comparisons: booleans are 0 and 1, text has no number.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Text(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// What a sample describes: a production machine in the register, or an energy or water meter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Machine(Arc<str>),
+    Meter(Arc<str>),
+}
+
+/// One reading (采集数据) of one signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub target: Target,
+    pub signal: Arc<str>,
+    pub value: Value,
+    /// When the source read the value, in UTC.
+    pub at: Timestamp,
+}
+
+/// What a source tells the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceEvent {
+    /// The values one poll or one message delivered. All share one timestamp per target.
+    Samples(Vec<Sample>),
+    /// A device answered after having been down (or for the first time).
+    DeviceUp { device: Arc<str>, at: Timestamp },
+    /// A device stopped answering; `reason` says why in words an engineer can act on.
+    DeviceDown {
+        device: Arc<str>,
+        at: Timestamp,
+        reason: String,
+    },
+    /// The target is gone now, not after `offline_after` of silence: its Last Will arrived, or
+    /// a Sparkplug NDEATH/DDEATH. The engine makes a machine offline stamped `at`.
+    Offline {
+        target: Target,
+        at: Timestamp,
+        reason: String,
+    },
+}
+
+/// Machine states (设备状态) after ISO 22400-2's time model.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize, PartialOrd, Ord,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// 运行: actual production time (APT).
+    Running,
+    /// 调机: setup and changeover.
+    Setup,
+    /// 待机: powered, ready, not producing.
+    Idle,
+    /// 报警: unplanned delay, a fault or alarm.
+    Alarm,
+    /// 停机: switched off or stopped by the operator.
+    Stopped,
+    /// 离线: no valid data, the machine or its data path is down.
+    Offline,
+}
+
+impl State {
+    pub const ALL: [State; 6] = [
+        State::Running,
+        State::Setup,
+        State::Idle,
+        State::Alarm,
+        State::Stopped,
+        State::Offline,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Setup => "setup",
+            State::Idle => "idle",
+            State::Alarm => "alarm",
+            State::Stopped => "stopped",
+            State::Offline => "offline",
+        }
+    }
+
+    /// The integer written as `machine_state.code`, stable forever: dashboards map colours on it.
+    pub fn code(self) -> i64 {
+        match self {
+            State::Offline => 0,
+            State::Running => 1,
+            State::Setup => 2,
+            State::Idle => 3,
+            State::Alarm => 4,
+            State::Stopped => 5,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The declared type of an MQTT signal (`type` of a `[[mqtt.topic.field]]`): the type its field
+/// keeps in the store forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignalType {
+    #[default]
+    Float,
+    Int,
+    Bool,
+    String,
+}
+
+impl SignalType {
+    /// For messages: "a float", "an integer", …
+    pub fn with_article(self) -> &'static str {
+        match self {
+            SignalType::Float => "a float",
+            SignalType::Int => "an integer",
+            SignalType::Bool => "a bool",
+            SignalType::String => "a string",
+        }
+    }
+}
+
+/// The programme's seven sectors (行业) of the metal-products industry. Written as the `sector`
+/// tag of every line ([`crate::line_protocol::contract::TAG_SECTOR`]) and read back by the county.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Sector {
+    /// 门业
+    Doors,
+    /// 杯业 (vacuum cups)
+    Cups,
+    /// 炊具
+    Cookware,
+    /// 电动工具
+    PowerTools,
+    /// 休闲器具
+    Leisure,
+    /// 铸造
+    Castings,
+    Other,
+}
+
+impl Sector {
+    /// Every sector, in the programme's order.
+    pub const ALL: [Sector; 7] = [
+        Sector::Doors,
+        Sector::Cups,
+        Sector::Cookware,
+        Sector::PowerTools,
+        Sector::Leisure,
+        Sector::Castings,
+        Sector::Other,
+    ];
+
+    /// The sector whose [`Sector::as_str`] is `name`.
+    pub fn parse(name: &str) -> Option<Sector> {
+        Sector::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sector::Doors => "doors",
+            Sector::Cups => "cups",
+            Sector::Cookware => "cookware",
+            Sector::PowerTools => "power_tools",
+            Sector::Leisure => "leisure",
+            Sector::Castings => "castings",
+            Sector::Other => "other",
+        }
+    }
+}
