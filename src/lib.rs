@@ -7,6 +7,7 @@
 //! county's side: every enterprise's indicators from the store against the programme's targets.
 
 pub mod agent;
+pub mod common;
 pub mod config;
 pub mod county;
 pub mod engine;
