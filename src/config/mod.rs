@@ -20,9 +20,7 @@ pub use secret::{Secret, SecretError};
 pub(crate) use composite::Composite;
 // Moved by issue 14; re-exported here until the other lanes import them from their new homes.
 pub use crate::common::mqtt::MqttTls;
-pub use crate::sink::uplink::{
-    UPLINK_OUTPUT, Uplink, default_topic_prefix, default_uplink_measurements,
-};
+pub use crate::sink::uplink::{UPLINK_OUTPUT, Uplink};
 pub use crate::source::mqtt::config::{
     MqttBroker, MqttField, MqttProtocol, MqttTopic, PayloadFormat,
 };

@@ -87,14 +87,14 @@ pub struct Ingest {
     /// The county whose enterprises' messages are read (the agents' `[site] county`).
     pub county: String,
     /// The first topic level, as the agents' `[uplink] topic_prefix`. Default `"shopfloor"`.
-    #[serde(default = "config::default_topic_prefix")]
+    #[serde(default = "sink::uplink::default_topic_prefix")]
     pub topic_prefix: String,
     /// Instances with the same group share the messages; `""` subscribes without sharing.
     /// Default `"county-ingest"`.
     #[serde(default = "default_share_group")]
     pub share_group: String,
     /// The measurements accepted. Default `["fleet", "green"]`.
-    #[serde(default = "config::default_uplink_measurements")]
+    #[serde(default = "sink::uplink::default_uplink_measurements")]
     pub measurements: Vec<String>,
     /// Where the spool and dead-letter files go. Default `/var/lib/shopfloor-ingest`.
     #[serde(default = "default_data_dir")]
