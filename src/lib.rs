@@ -10,6 +10,7 @@
 //! programme's targets.
 
 pub mod agent;
+pub mod common;
 pub mod config;
 pub mod county;
 pub mod engine;

@@ -343,7 +343,7 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 cfg.influx.len() + cfg.file.len() + usize::from(cfg.uplink.is_some())
             );
             if let Some(uplink) = &cfg.uplink {
-                println!("uplink ({}):", uplink.address);
+                println!("uplink ({}):", uplink.connection.address);
                 for m in &uplink.measurements {
                     println!(
                         "  publish {} (QoS 1, MQTT 5)",
@@ -352,7 +352,7 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 }
             }
             for broker in &cfg.mqtt {
-                println!("mqtt broker {} ({}):", broker.id, broker.address);
+                println!("mqtt broker {} ({}):", broker.id, broker.connection.address);
                 for topic in &broker.topics {
                     println!("  subscribe {} (QoS 1, {:?})", topic.pattern, topic.format);
                 }

@@ -391,7 +391,9 @@ impl Checker<'_> {
                     (serial_at, config.modbus_serial) =
                         self.array(value, "modbus_serial").into_iter().unzip()
                 }
-                "mqtt" => (mqtt_at, config.mqtt) = self.array(value, "mqtt").into_iter().unzip(),
+                "mqtt" => {
+                    (mqtt_at, config.mqtt) = self.composite_array(value, "mqtt").into_iter().unzip()
+                }
                 "state_rules" => {
                     (rules_at, config.state_rules) =
                         self.array(value, "state_rules").into_iter().unzip()
@@ -425,7 +427,7 @@ impl Checker<'_> {
                         config.web = web;
                     }
                 }
-                "uplink" => config.uplink = self.section(value, vec![key("uplink")]),
+                "uplink" => config.uplink = self.composite(value, vec![key("uplink")]),
                 other => {
                     let hint = suggest(other, SECTIONS)
                         .map(|s| format!(" (did you mean `{s}`?)"))
@@ -577,7 +579,7 @@ impl Checker<'_> {
                     ),
                 );
             }
-            self.uplink(root, uplink);
+            uplink.check(self, root);
         }
         if spool_seen {
             self.spool(root, &config.spool);
@@ -591,39 +593,97 @@ impl Checker<'_> {
         value: &Spanned<DeValue<'_>>,
         path: Vec<Seg>,
     ) -> Option<T> {
+        let (result, unknown) = self.read::<T>(value, &path);
+        for rel in unknown {
+            self.unknown_key(value, &path, rel);
+        }
+        result
+    }
+
+    /// Deserializes a section that holds a shared part's keys beside its own (see
+    /// [`super::composite`]): the table is read once as each part, both with positions, and a
+    /// key is unknown only when neither part knows it.
+    pub(crate) fn composite<T: super::Composite>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: Vec<Seg>,
+    ) -> Option<T> {
+        let (shared, in_shared) = self.read::<T::Shared>(value, &path);
+        let (own, in_own) = self.read::<super::composite::Own<T>>(value, &path);
+        // A key at the top is unknown when neither part takes it. It is looked up in the
+        // table itself: each part stops at its first type error, and the table's keys do not
+        // come in document order, so neither part's list of ignored keys is complete.
+        let own_keys = struct_fields::<super::composite::Own<T>>();
+        let shared_keys = struct_fields::<T::Shared>();
+        let mut unknown: Vec<Vec<Seg>> = value
+            .get_ref()
+            .as_table()
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .map(|(k, _)| k.get_ref().as_ref() as &str)
+            .filter(|k| !own_keys.contains(k) && !shared_keys.contains(k))
+            .map(|k| vec![key(k)])
+            .collect();
+        // Below the top, each part reports the keys it does not take in its own tables (`tls`,
+        // `topic`); the other part ignores those tables whole.
+        for (paths, mine) in [(&in_shared, shared_keys), (&in_own, own_keys)] {
+            for p in paths {
+                if p.len() > 1
+                    && matches!(p.first(), Some(Seg::Key(k)) if mine.contains(&k.as_str()))
+                {
+                    unknown.push(p.clone());
+                }
+            }
+        }
+        for rel in unknown {
+            self.unknown_key(value, &path, rel);
+        }
+        Some(own?.0.with_shared(shared?))
+    }
+
+    /// Deserializes `value` as `T`, reporting its first type error; returns the paths (under
+    /// `value`) of the keys `T` does not take.
+    fn read<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        path: &[Seg],
+    ) -> (Option<T>, Vec<Vec<Seg>>) {
         let mut unknown = Vec::new();
         let result = serde_ignored::deserialize(ValueDeserializer::from(value.clone()), |p| {
             unknown.push(ignored_path(&p))
         });
-        for rel in unknown {
-            let full = join(&path, &rel);
-            let span = key_span(value, &rel).unwrap_or_else(|| value.span());
-            let name = match full.last() {
-                Some(Seg::Key(k)) => k.clone(),
-                _ => String::new(),
-            };
-            let table = table_name(&full[..full.len().saturating_sub(1)]);
-            let parent = &full[..full.len().saturating_sub(1)];
-            let known = match self.known {
-                Some(known) => known(parent),
-                None => known_keys(parent, self.profile_doc),
-            };
-            let hint = suggest(&name, known)
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            self.push(span, format!("unknown key `{name}` in {table}{hint}"));
-        }
-        match result {
+        let result = match result {
             Ok(v) => Some(v),
             Err(e) => {
-                let table = table_name(&path);
+                let table = table_name(path);
                 self.push(
                     e.span().unwrap_or_else(|| value.span()),
                     format!("in {table}: {}", e.message().trim_end()),
                 );
                 None
             }
-        }
+        };
+        (result, unknown)
+    }
+
+    /// Reports the key at `rel` under the section at `path`, with a "did you mean".
+    fn unknown_key(&mut self, value: &Spanned<DeValue<'_>>, path: &[Seg], rel: Vec<Seg>) {
+        let full = join(path, &rel);
+        let span = key_span(value, &rel).unwrap_or_else(|| value.span());
+        let name = match full.last() {
+            Some(Seg::Key(k)) => k.clone(),
+            _ => String::new(),
+        };
+        let table = table_name(&full[..full.len().saturating_sub(1)]);
+        let parent = &full[..full.len().saturating_sub(1)];
+        let known = match self.known {
+            Some(known) => known(parent),
+            None => known_keys(parent, self.profile_doc),
+        };
+        let hint = suggest(&name, known)
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        self.push(span, format!("unknown key `{name}` in {table}{hint}"));
     }
 
     /// Deserializes each element of an array of tables on its own.
@@ -631,6 +691,24 @@ impl Checker<'_> {
         &mut self,
         value: &Spanned<DeValue<'_>>,
         name: &str,
+    ) -> Vec<(usize, T)> {
+        self.array_with(value, name, Self::section)
+    }
+
+    /// [`Checker::array`] of a composite section ([`Checker::composite`]).
+    pub(crate) fn composite_array<T: super::Composite>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        name: &str,
+    ) -> Vec<(usize, T)> {
+        self.array_with(value, name, Self::composite)
+    }
+
+    fn array_with<T>(
+        &mut self,
+        value: &Spanned<DeValue<'_>>,
+        name: &str,
+        mut read: impl FnMut(&mut Self, &Spanned<DeValue<'_>>, Vec<Seg>) -> Option<T>,
     ) -> Vec<(usize, T)> {
         let Some(items) = value.get_ref().as_array() else {
             self.push(
@@ -643,8 +721,7 @@ impl Checker<'_> {
             .iter()
             .enumerate()
             .filter_map(|(i, item)| {
-                self.section(item, vec![key(name), Seg::Index(i)])
-                    .map(|v| (i, v))
+                read(self, item, vec![key(name), Seg::Index(i)]).map(|v| (i, v))
             })
             .collect()
     }
@@ -1175,25 +1252,9 @@ impl Checker<'_> {
     ) {
         let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
         let name = &broker.id;
-        self.broker_link(
-            root,
-            base,
-            &format!("mqtt broker `{name}`"),
-            BrokerLink {
-                address: &broker.address,
-                keepalive: broker.keepalive,
-                username: broker.username.as_deref(),
-                password: broker.password.as_ref(),
-                tls: broker.tls.as_ref(),
-            },
-        );
-        if !(1024..=(1 << 28)).contains(&broker.max_packet_size) {
-            let span = at(self, &[key("max_packet_size")]);
-            self.push(
-                span,
-                "max_packet_size must be between 1024 bytes and 256 MiB (MQTT's limit)".into(),
-            );
-        }
+        broker
+            .connection
+            .check(self, root, base, &format!("mqtt broker `{name}`"));
         if broker.topics.is_empty() {
             let span = at(self, &[key("id")]);
             self.push(
@@ -1408,112 +1469,6 @@ impl Checker<'_> {
         }
     }
 
-    /// Checks the connection settings every MQTT client of Shopfloor has (an `[[mqtt]]`
-    /// broker, the `[uplink]`, `county ingest`'s `[broker]`); `what` names it in messages.
-    pub(crate) fn broker_link(
-        &mut self,
-        root: &Spanned<DeTable<'_>>,
-        base: &[Seg],
-        what: &str,
-        link: BrokerLink<'_>,
-    ) {
-        let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
-        if !valid_host_port(link.address) {
-            let span = at(self, &[key("address")]);
-            self.push(
-                span,
-                format!(
-                    "{what}: address `{}` is not host:port (e.g. \"192.168.1.10:1883\")",
-                    link.address
-                ),
-            );
-        }
-        if link.keepalive.is_zero() || link.keepalive.as_secs() > u64::from(u16::MAX) {
-            let span = at(self, &[key("keepalive")]);
-            self.push(
-                span,
-                "keepalive must be between 1s and 65535s (18h12m15s)".into(),
-            );
-        }
-        if link.password.is_some() && link.username.is_none() {
-            let span = at(self, &[key("password")]);
-            self.push(span, "a password needs `username`".into());
-        }
-        if let Some(Err(e)) = link.password.map(|s| s.resolve()) {
-            let span = at(self, &[key("password")]);
-            self.push(span, format!("password: {e}"));
-        }
-        if let Some(tls) = link.tls {
-            if tls.cert_file.is_some() != tls.key_file.is_some() {
-                let span = at(self, &[key("tls")]);
-                self.push(
-                    span,
-                    "a client certificate needs both `cert_file` and `key_file`".into(),
-                );
-            }
-            for (k, path) in [
-                ("ca_file", Some(&tls.ca_file)),
-                ("cert_file", tls.cert_file.as_ref()),
-                ("key_file", tls.key_file.as_ref()),
-            ] {
-                if let Some(path) = path
-                    && let Err(e) = std::fs::metadata(path)
-                {
-                    let span = at(self, &[key("tls"), key(k)]);
-                    self.push(
-                        span,
-                        format!("{k} `{}` cannot be read: {e}", path.display()),
-                    );
-                }
-            }
-        }
-    }
-
-    fn uplink(&mut self, root: &Spanned<DeTable<'_>>, uplink: &super::Uplink) {
-        let base = [key("uplink")];
-        let at = |s: &Self, k: &str| s.span_of(root, &[key("uplink"), key(k)]);
-        self.broker_link(
-            root,
-            &base,
-            "[uplink]",
-            BrokerLink {
-                address: &uplink.address,
-                keepalive: uplink.keepalive,
-                username: uplink.username.as_deref(),
-                password: uplink.password.as_ref(),
-                tls: uplink.tls.as_ref(),
-            },
-        );
-        if let Some(problem) = topic_level_problem(&uplink.topic_prefix) {
-            let span = at(self, "topic_prefix");
-            self.push(span, format!("topic_prefix: {problem}"));
-        }
-        if uplink.measurements.is_empty() {
-            let span = at(self, "measurements");
-            self.push(
-                span,
-                "measurements is empty: the uplink would publish nothing (leave it out for fleet and green)"
-                    .into(),
-            );
-        }
-        for (j, m) in uplink.measurements.iter().enumerate() {
-            if let Some(problem) = topic_level_problem(m) {
-                let span = self.span_of(root, &[key("uplink"), key("measurements"), Seg::Index(j)]);
-                self.push(span, format!("measurement `{m}`: {problem}"));
-            }
-        }
-        if uplink.batch_lines == 0 {
-            let span = at(self, "batch_lines");
-            self.push(span, "batch_lines must be at least 1".to_string());
-        }
-        for (k, d) in [("timeout", uplink.timeout), ("retry_max", uplink.retry_max)] {
-            if d.is_zero() {
-                let span = at(self, k);
-                self.push(span, format!("{k} must be longer than zero"));
-            }
-        }
-    }
-
     pub(crate) fn influx(
         &mut self,
         root: &Spanned<DeTable<'_>>,
@@ -1683,30 +1638,6 @@ fn join(base: &[Seg], rest: &[Seg]) -> Vec<Seg> {
     base.iter().chain(rest).cloned().collect()
 }
 
-/// The connection settings [`Checker::broker_link`] checks.
-pub(crate) struct BrokerLink<'a> {
-    pub address: &'a str,
-    pub keepalive: std::time::Duration,
-    pub username: Option<&'a str>,
-    pub password: Option<&'a super::Secret>,
-    pub tls: Option<&'a super::MqttTls>,
-}
-
-/// What is wrong with `text` as one or more literal MQTT topic levels, if anything.
-pub(crate) fn topic_level_problem(text: &str) -> Option<&'static str> {
-    if text.is_empty() {
-        Some("must not be empty")
-    } else if text.contains(['+', '#']) {
-        Some("must not contain the wildcards + or #")
-    } else if text.starts_with('/') || text.ends_with('/') || text.contains("//") {
-        Some("must not start or end with `/` or have an empty level")
-    } else if text.starts_with('$') {
-        Some("must not start with `$` (the broker's own topics)")
-    } else {
-        None
-    }
-}
-
 /// The URL as a diagnostic may show it: user and password replaced by `***`.
 fn without_credentials(mut url: reqwest::Url) -> String {
     let _ = url.set_username("***");
@@ -1714,7 +1645,7 @@ fn without_credentials(mut url: reqwest::Url) -> String {
     url.to_string()
 }
 
-fn valid_host_port(address: &str) -> bool {
+pub(crate) fn valid_host_port(address: &str) -> bool {
     match address.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
         None => false,
@@ -1824,7 +1755,7 @@ fn known_keys(path: &[Seg], profile: bool) -> &'static [&'static str] {
         ["modbus"] => struct_fields::<super::ModbusDevice>(),
         ["modbus", "field"] => struct_fields::<super::ModbusField>(),
         ["modbus_serial"] => struct_fields::<super::ModbusSerial>(),
-        ["mqtt"] => struct_fields::<super::MqttBroker>(),
+        ["mqtt"] => super::composite::fields::<super::MqttBroker>(),
         ["mqtt", "tls"] => struct_fields::<super::MqttTls>(),
         ["mqtt", "topic"] => struct_fields::<super::MqttTopic>(),
         ["mqtt", "topic", "field"] => struct_fields::<super::MqttField>(),
@@ -1843,7 +1774,7 @@ fn known_keys(path: &[Seg], profile: bool) -> &'static [&'static str] {
         ["value_added", "declared"] => struct_fields::<super::Declared>(),
         ["green"] => struct_fields::<super::Green>(),
         ["web"] => struct_fields::<super::Web>(),
-        ["uplink"] => struct_fields::<super::Uplink>(),
+        ["uplink"] => super::composite::fields::<super::Uplink>(),
         ["uplink", "tls"] => struct_fields::<super::MqttTls>(),
         _ => &[],
     }
@@ -1967,7 +1898,7 @@ keepalive = "20s"
         // (tests/config_cases/); here, what it reads.
         let cfg = load_str(&format!("{BASE}{text}"), "t.toml").unwrap_or_else(|d| panic!("{d}"));
         assert_eq!(cfg.mqtt[0].protocol, super::super::MqttProtocol::V5);
-        assert_eq!(cfg.mqtt[0].max_packet_size, 256 * 1024);
+        assert_eq!(cfg.mqtt[0].max_packet_size(), 256 * 1024);
         assert!(!cfg.mqtt[0].clean_session);
     }
 }

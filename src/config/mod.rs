@@ -5,6 +5,7 @@
 //! complete commented example, and `README.md` carries the reference tables. Loading never stops
 //! at the first mistake: [`load`] reports every problem it finds with file, line and column.
 
+pub(crate) mod composite;
 mod load;
 pub mod profile;
 mod secret;
@@ -13,11 +14,19 @@ mod secret;
 /// others working until every user imports them from there.
 pub use crate::model::{Sector, SignalType, State};
 pub(crate) use load::{
-    BrokerLink, Checker, Seg, check_document, key, key_names, load_file, struct_fields, suggest,
-    topic_level_problem,
+    Checker, Seg, check_document, key, key_names, load_file, struct_fields, suggest,
+    valid_host_port,
 };
 pub use load::{Diagnostics, Problem, default_output_name, load, load_profile_str, load_str};
 pub use secret::{Secret, SecretError};
+
+pub(crate) use composite::Composite;
+// Moved by issue 14; re-exported here until the other lanes import them from their new homes.
+pub use crate::common::mqtt::MqttTls;
+pub use crate::sink::uplink::{UPLINK_OUTPUT, Uplink};
+pub use crate::source::mqtt::config::{
+    MqttBroker, MqttField, MqttProtocol, MqttTopic, PayloadFormat,
+};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -745,155 +754,6 @@ pub struct Profile {
     pub fields: Vec<ModbusField>,
 }
 
-/// `[[mqtt]]`: an MQTT broker that machines, IoT boxes or PLC gateways publish to. The agent
-/// subscribes to every `[[mqtt.topic]]` pattern with QoS 1 and keeps one connection per broker.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MqttBroker {
-    /// Broker id for logs, metrics and the agent's health line.
-    pub id: String,
-    /// `host:port` of the broker (1883 plain, 8883 TLS by convention). With TLS the host must be
-    /// the name (or IP address) the broker's certificate was issued for.
-    pub address: String,
-    /// `"3.1.1"` (default) or `"5"`.
-    #[serde(default)]
-    pub protocol: MqttProtocol,
-    /// The client id; fixed, so that the broker keeps the agent's session (its subscriptions and
-    /// the QoS 1 messages queued while the agent is away) across reconnections and restarts.
-    /// Default `shopfloor-<enterprise>-<id>`. Two agents must never share one.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// `false` (default) asks the broker for a persistent session; `true` starts afresh on every
-    /// connection and loses what was published while the agent was away.
-    #[serde(default)]
-    pub clean_session: bool,
-    /// How often the agent pings an idle connection; the broker drops a client that stays
-    /// silent for one and a half times this.
-    #[serde(default = "default_keepalive", deserialize_with = "duration")]
-    pub keepalive: Duration,
-    /// The longest wait between two connection attempts; the wait doubles from one second up to
-    /// this after each failure.
-    #[serde(default = "default_mqtt_max_backoff", deserialize_with = "duration")]
-    pub max_backoff: Duration,
-    /// User name for the broker.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password, `{ env = "VAR" }` or `{ file = "/path" }`; needs `username`.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// TLS; without this table the connection is plain TCP.
-    #[serde(default)]
-    pub tls: Option<MqttTls>,
-    /// Messages whose payload is larger than this many bytes are counted as oversized and
-    /// dropped, never decoded. The client reads packets up to four times this (at least 1 MiB)
-    /// so that it can name the topic and acknowledge the message; see `source::mqtt`.
-    #[serde(default = "default_max_packet_size")]
-    pub max_packet_size: usize,
-    /// A message whose own timestamp is further than this from the agent's clock (either way)
-    /// is counted as bad and dropped: a box with a wrong clock would put data in the wrong
-    /// shift. Raise it for boxes that replay a buffer after an outage.
-    #[serde(default = "default_max_timestamp_skew", deserialize_with = "duration")]
-    pub max_timestamp_skew: Duration,
-    /// The topic map.
-    #[serde(default, rename = "topic")]
-    pub topics: Vec<MqttTopic>,
-}
-
-pub(crate) fn default_keepalive() -> Duration {
-    Duration::from_secs(30)
-}
-pub(crate) fn default_mqtt_max_backoff() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_max_packet_size() -> usize {
-    256 * 1024
-}
-fn default_max_timestamp_skew() -> Duration {
-    Duration::from_secs(600)
-}
-
-/// The MQTT protocol version spoken to the broker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum MqttProtocol {
-    #[default]
-    #[serde(rename = "3.1.1", alias = "v3.1.1", alias = "4")]
-    V311,
-    #[serde(rename = "5", alias = "v5", alias = "5.0")]
-    V5,
-}
-
-/// `[mqtt.tls]`: TLS to the broker. The certificates are PEM files.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MqttTls {
-    /// The CA certificate(s) the broker's certificate must chain to. For a broker with a public
-    /// certificate, point it at the system bundle (`/etc/ssl/certs/ca-certificates.crt`).
-    pub ca_file: PathBuf,
-    /// The agent's own certificate, for brokers that require client certificates; needs
-    /// `key_file`.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// The private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-}
-
-/// `[[mqtt.topic]]`: which messages belong to which machine, and how their payloads map to
-/// signals.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MqttTopic {
-    /// A topic filter with named captures: `plant/{machine}/data`. `{name}` matches one level
-    /// like `+` and keeps its text for `machine`, `meter` and `signal`; `+` and a final `#` are
-    /// the usual MQTT wildcards.
-    pub pattern: String,
-    /// `json` (default), `text` (one value per message) or `sparkplug` (Sparkplug B).
-    #[serde(default)]
-    pub format: PayloadFormat,
-    /// The registered machine the messages belong to: fixed (`"cnc01"`) or built from captures
-    /// (`"{machine}"`, `"cnc{n}"`). Default `"{machine}"`, or `"{device}"` for Sparkplug, whose
-    /// topics give `{group}`, `{node}` and `{device}`.
-    #[serde(default)]
-    pub machine: Option<String>,
-    /// The meter the messages belong to, instead of a machine.
-    #[serde(default)]
-    pub meter: Option<String>,
-    /// JSON only: the path of the message's timestamp (epoch seconds or milliseconds, or an
-    /// RFC 3339 text). Without it, or when a message lacks it, the arrival time is used.
-    #[serde(default)]
-    pub timestamp: Option<String>,
-    /// A payload that means "the machine is gone" (the Last Will its box registered with the
-    /// broker, e.g. `"offline"`): the machine becomes offline at once.
-    #[serde(default)]
-    pub offline_payload: Option<String>,
-    /// The signals taken from each message.
-    #[serde(default, rename = "field")]
-    pub fields: Vec<MqttField>,
-}
-
-/// How a message's payload is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PayloadFormat {
-    #[default]
-    Json,
-    Text,
-    Sparkplug,
-}
-
-/// `[[mqtt.topic.field]]`: one signal of a message.
-#[derive(Debug, Clone, Deserialize)]
-pub struct MqttField {
-    /// Signal name, the field key in the `signal` line; may use the pattern's captures.
-    pub signal: String,
-    /// JSON: the path to the value (`spindle.rpm`, `axes[0].load`); Sparkplug: the metric name.
-    /// Not used for text.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// The type written to the store. A value that arrives as another type is converted when
-    /// that is exact (`"12.5"` → 12.5, `true` → 1), otherwise the value is counted as bad and
-    /// left out: a field keeps one type forever.
-    #[serde(rename = "type", default)]
-    pub value_type: SignalType,
-}
-
 /// `[[state_rules]]`: an ordered list of rules for some machines. The first rule whose
 /// conditions all hold gives the state; when none holds, `default` does.
 ///
@@ -1126,13 +986,13 @@ impl InfluxOutput {
     }
 }
 
-fn default_write_timeout() -> Duration {
+pub(crate) fn default_write_timeout() -> Duration {
     Duration::from_secs(10)
 }
-fn default_batch_lines() -> usize {
+pub(crate) fn default_batch_lines() -> usize {
     5000
 }
-fn default_flush_interval() -> Duration {
+pub(crate) fn default_flush_interval() -> Duration {
     Duration::from_secs(1)
 }
 fn default_dead_letter_max_bytes() -> u64 {
@@ -1151,77 +1011,6 @@ pub enum InfluxApi {
     V1,
     #[default]
     V2,
-}
-
-/// `[uplink]`: publishes the enterprise's indicators (`fleet` and `green` records) to the
-/// county's MQTT broker under `<topic_prefix>/<county>/<sector>/<enterprise>/<measurement>`,
-/// where `shopfloor county ingest` writes them into the county's store. An output like
-/// `[[influx]]`: it drains the spool from its own cursor, so nothing is lost while the broker
-/// or the network is down. MQTT 5 only: a broker that refuses a publish (its ACL) says so in
-/// the acknowledgement, where MQTT 3.1.1 acknowledges it as if delivered.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Uplink {
-    /// `host:port` of the county's broker (8883 for TLS by convention). With TLS the host must
-    /// be the name the broker's certificate was issued for.
-    pub address: String,
-    /// The client id; default `shopfloor-uplink-<enterprise>`.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    /// The enterprise's account on the county's broker. The shipped ACL
-    /// (`deploy/county/mosquitto.acl`) lets the account named after the enterprise id publish
-    /// under its own enterprise's topics only.
-    #[serde(default)]
-    pub username: Option<String>,
-    /// Password, `{ env = "VAR" }` or `{ file = "/path" }`; needs `username`.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    /// TLS; without this table the connection is plain TCP.
-    #[serde(default)]
-    pub tls: Option<MqttTls>,
-    /// How often an idle connection is pinged.
-    #[serde(default = "default_keepalive", deserialize_with = "duration")]
-    pub keepalive: Duration,
-    /// The first topic level. Default `"shopfloor"`.
-    #[serde(default = "default_topic_prefix")]
-    pub topic_prefix: String,
-    /// The measurements published. Default `["fleet", "green"]`; `"green_alert"` and
-    /// `"energy"` are the other enterprise-level ones a county may want.
-    #[serde(default = "default_uplink_measurements")]
-    pub measurements: Vec<String>,
-    /// How long a batch waits for the broker's acknowledgements before it is sent again.
-    #[serde(default = "default_write_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-    /// Spool lines read per batch (of which only the `measurements` are published).
-    #[serde(default = "default_batch_lines")]
-    pub batch_lines: usize,
-    /// As `[[influx]] flush_interval`.
-    #[serde(default = "default_flush_interval", deserialize_with = "duration")]
-    pub flush_interval: Duration,
-    /// The longest wait between retries (and between connection attempts).
-    #[serde(default = "default_retry_max", deserialize_with = "duration")]
-    pub retry_max: Duration,
-}
-
-impl Uplink {
-    /// The writer's batching and retry settings.
-    pub fn writer_options(&self, dir: &std::path::Path) -> crate::sink::WriterOptions {
-        crate::sink::WriterOptions {
-            batch_lines: self.batch_lines,
-            flush_interval: self.flush_interval,
-            retry_max: self.retry_max,
-            ..crate::sink::WriterOptions::new(UPLINK_OUTPUT, dir)
-        }
-    }
-}
-
-/// The uplink's output name: its spool cursor, logs and metrics.
-pub const UPLINK_OUTPUT: &str = "uplink";
-
-pub fn default_topic_prefix() -> String {
-    "shopfloor".to_string()
-}
-pub fn default_uplink_measurements() -> Vec<String> {
-    vec!["fleet".to_string(), "green".to_string()]
 }
 
 /// `[[file]]`: appends line protocol to a file.

@@ -52,29 +52,25 @@ use toml::Spanned;
 use toml::de::DeTable;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{
-    self, BrokerLink, Checker, Diagnostics, FileOutput, InfluxOutput, MqttTls, Secret, Seg, key,
+pub use crate::common::mqtt::RECEIVE_MAXIMUM;
+use crate::common::mqtt::{
+    Backoff, MqttConnection, MqttError, MqttTls, SESSION_EXPIRY_S, topic_level_problem,
 };
+use crate::config::{self, Checker, Diagnostics, FileOutput, InfluxOutput, Seg, key};
 use crate::line_protocol::contract::{TAG_COUNTY, TAG_ENTERPRISE, TAG_SECTOR};
 use crate::line_protocol::parse::parse_key;
 use crate::metrics::Metrics;
-use crate::queue::{self, WhenFull};
 use crate::model::Sector;
+use crate::queue::{self, WhenFull};
 use crate::shutdown::Shutdown;
 use crate::sink::{self, Chunk};
-use crate::source::mqtt::{self as mqtt_source, MqttError};
 
-/// MQTT 5: unacknowledged messages the broker may have in flight to one ingest instance. The
-/// spool task's queue is sized to hold them all; should it be full all the same (Mosquitto 2.0
-/// was seen to send more when it resumes a session with a backlog), the subscriber stops
-/// reading until there is room.
-pub const RECEIVE_MAXIMUM: u16 = 1024;
+// MQTT 5: RECEIVE_MAXIMUM, the unacknowledged messages the broker may have in flight to one
+// ingest instance. The spool task's queue is sized to hold them all; should it be full all the
+// same (Mosquitto 2.0 was seen to send more when it resumes a session with a backlog), the
+// subscriber stops reading until there is room. SESSION_EXPIRY_S: how long the broker keeps an
+// ingest's session (and queues its share of the messages) while it is away.
 const _: () = assert!(queue::INGEST_MESSAGES.capacity == RECEIVE_MAXIMUM as usize);
-/// MQTT 5: how long the broker keeps an ingest's session (and queues its share of the
-/// messages) while it is away.
-const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
-/// The first wait after a failed connection; it doubles up to `max_backoff`.
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Rejected lines are logged at most this often (each time with the count since the last).
 const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -94,14 +90,14 @@ pub struct Ingest {
     /// The county whose enterprises' messages are read (the agents' `[site] county`).
     pub county: String,
     /// The first topic level, as the agents' `[uplink] topic_prefix`. Default `"shopfloor"`.
-    #[serde(default = "config::default_topic_prefix")]
+    #[serde(default = "sink::uplink::default_topic_prefix")]
     pub topic_prefix: String,
     /// Instances with the same group share the messages; `""` subscribes without sharing.
     /// Default `"county-ingest"`.
     #[serde(default = "default_share_group")]
     pub share_group: String,
     /// The measurements accepted. Default `["fleet", "green"]`.
-    #[serde(default = "config::default_uplink_measurements")]
+    #[serde(default = "sink::uplink::default_uplink_measurements")]
     pub measurements: Vec<String>,
     /// Where the spool and dead-letter files go. Default `/var/lib/shopfloor-ingest`.
     #[serde(default = "default_data_dir")]
@@ -118,41 +114,15 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/shopfloor-ingest")
 }
 
-/// `[broker]`: the county's MQTT broker (MQTT 5).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Broker {
-    /// `host:port`.
-    pub address: String,
-    /// Fixed and unique per instance: the broker keeps the instance's session under it.
-    pub client_id: String,
-    #[serde(default)]
-    pub username: Option<String>,
-    /// `{ env = "VAR" }` or `{ file = "/path" }`; needs `username`.
-    #[serde(default)]
-    pub password: Option<Secret>,
-    #[serde(default)]
-    pub tls: Option<MqttTls>,
-    /// How often an idle connection is pinged. Default `"30s"`.
-    #[serde(
-        default = "config::default_keepalive",
-        deserialize_with = "config::duration"
-    )]
-    pub keepalive: Duration,
-    /// The longest wait between connection attempts. Default `"60s"`.
-    #[serde(
-        default = "config::default_mqtt_max_backoff",
-        deserialize_with = "config::duration"
-    )]
-    pub max_backoff: Duration,
-    /// Messages larger than this are refused by the client. Default 1 MiB (an uplink message
-    /// holds at most 500 lines, a few tens of kilobytes).
-    #[serde(default = "default_max_packet_size")]
-    pub max_packet_size: u32,
-}
+/// `[broker]`: the county's MQTT broker (MQTT 5): an MQTT connection and nothing else (see
+/// [`crate::common::mqtt`]). `client_id` is required here, fixed and unique per instance: the
+/// broker keeps the instance's session under it. `max_packet_size`: larger messages are refused
+/// by the client, default [`DEFAULT_MAX_PACKET_SIZE`].
+pub type Broker = MqttConnection;
 
-fn default_max_packet_size() -> u32 {
-    1 << 20
-}
+/// `[broker] max_packet_size` when the file gives none: 1 MiB (an uplink message holds at most
+/// 500 lines, a few tens of kilobytes).
+pub const DEFAULT_MAX_PACKET_SIZE: u32 = 1 << 20;
 
 const SECTIONS: &[&str] = &["ingest", "broker", "spool", "influx", "file"];
 
@@ -160,7 +130,7 @@ fn known_keys(path: &[Seg]) -> &'static [&'static str] {
     match config::key_names(path).as_slice() {
         [] => SECTIONS,
         ["ingest"] => config::struct_fields::<Ingest>(),
-        ["broker"] => config::struct_fields::<Broker>(),
+        ["broker"] => config::struct_fields::<MqttConnection>(),
         ["broker", "tls"] => config::struct_fields::<MqttTls>(),
         ["spool"] => config::struct_fields::<config::Spool>(),
         ["influx"] => config::struct_fields::<InfluxOutput>(),
@@ -241,7 +211,7 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Inges
     if let Some(i) = &ingest {
         let at = |c: &Checker<'_>, k: &str| c.span_of(root, &[key("ingest"), key(k)]);
         for (k, text) in [("county", &i.county), ("topic_prefix", &i.topic_prefix)] {
-            if let Some(problem) = config::topic_level_problem(text) {
+            if let Some(problem) = topic_level_problem(text) {
                 let span = at(checker, k);
                 checker.push(span, format!("{k}: {problem}"));
             }
@@ -268,26 +238,28 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Inges
             );
         }
     }
+    let mut no_client_id = false;
     if let Some(b) = &broker {
-        checker.broker_link(
-            root,
-            &[key("broker")],
-            "[broker]",
-            BrokerLink {
-                address: &b.address,
-                keepalive: b.keepalive,
-                username: b.username.as_deref(),
-                password: b.password.as_ref(),
-                tls: b.tls.as_ref(),
-            },
-        );
-        if b.client_id.is_empty() {
-            let span = checker.span_of(root, &[key("broker"), key("client_id")]);
-            checker.push(
-                span,
-                "client_id must not be empty: each instance needs its own".into(),
-            );
+        b.check(checker, root, &[key("broker")], "[broker]");
+        match &b.client_id {
+            Some(id) if id.is_empty() => {
+                let span = checker.span_of(root, &[key("broker"), key("client_id")]);
+                checker.push(
+                    span,
+                    "client_id must not be empty: each instance needs its own".into(),
+                );
+            }
+            Some(_) => {}
+            None => {
+                // As serde said it when `client_id` was a required field of [broker].
+                let span = checker.span_of(root, &[key("broker")]);
+                checker.push(span, "in [broker]: missing field `client_id`".into());
+                no_client_id = true;
+            }
         }
+    }
+    if no_client_id {
+        broker = None;
     }
     let mut names = std::collections::HashSet::new();
     for (n, (i, output)) in influx.iter().enumerate() {
@@ -497,21 +469,14 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
     };
     let metrics = Metrics::new();
     let b = &config.broker;
-    let mut options = mqtt_source::link_options(mqtt_source::Link {
-        name: "[broker]",
-        address: &b.address,
-        client_id: &b.client_id,
-        username: b.username.as_deref(),
-        password: b.password.as_ref(),
-        tls: b.tls.as_ref(),
-        keepalive: b.keepalive,
-    })?;
+    let client_id = b.client_id.as_deref().unwrap_or_default();
+    let mut options = b.options_v5("[broker]", client_id)?;
     options
         .set_clean_start(false)
         .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
         .set_manual_acks(true)
         .set_receive_maximum(Some(RECEIVE_MAXIMUM))
-        .set_max_packet_size(Some(b.max_packet_size));
+        .set_max_packet_size(Some(b.max_packet_size.unwrap_or(DEFAULT_MAX_PACKET_SIZE)));
 
     let outputs = sink::stores(&config.influx, &config.file, &data_dir)?;
     // Its queue has room for every message the broker may have in flight to us (see
@@ -521,7 +486,7 @@ pub async fn start(config: &IngestConfig, shutdown: Shutdown) -> Result<Running,
         client_options: options,
         filter: config.filter(),
         ingest: config.ingest.clone(),
-        max_backoff: b.max_backoff.max(MIN_BACKOFF),
+        backoff: b.backoff(),
         address: b.address.clone(),
     };
     let tasks = &mut stage.tasks;
@@ -586,7 +551,7 @@ struct Subscriber {
     client_options: rumqttc::v5::MqttOptions,
     filter: String,
     ingest: Ingest,
-    max_backoff: Duration,
+    backoff: Backoff,
     address: String,
 }
 
@@ -661,7 +626,7 @@ impl Subscriber {
         let (client, mut events) =
             AsyncClient::new(self.client_options, queue::INGEST_REQUESTS.capacity);
         const _: () = queue::INGEST_REQUESTS.sent_as(WhenFull::DropNewest);
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = self.backoff.clone();
         let mut up: Option<bool> = None;
         let mut rejected_since_log: BTreeMap<Reject, u64> = BTreeMap::new();
         let mut last_reject_log: Option<Instant> = None;
@@ -700,7 +665,7 @@ impl Subscriber {
             };
             match polled {
                 Ok(Event::Incoming(Packet::ConnAck(c))) => {
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                     connection.fetch_add(1, Ordering::Relaxed);
                     reconnect.store(false, Ordering::Relaxed);
                     counters.connected.store(1, Ordering::Relaxed);
@@ -799,17 +764,17 @@ impl Subscriber {
                         ),
                         other => other.to_string(),
                     };
+                    let wait = backoff.next_wait();
                     if up != Some(false) && !reconnect.load(Ordering::Relaxed) {
-                        warn!(parent: &span, %reason, retry_in = ?backoff, "county broker connection lost");
+                        warn!(parent: &span, %reason, retry_in = ?wait, "county broker connection lost");
                     } else {
-                        debug!(parent: &span, %reason, retry_in = ?backoff, "county broker still unreachable");
+                        debug!(parent: &span, %reason, retry_in = ?wait, "county broker still unreachable");
                     }
                     up = Some(false);
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.wait() => break,
                     }
-                    backoff = (backoff * 2).min(self.max_backoff);
                 }
             }
         }

@@ -39,11 +39,151 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+use toml::de::DeTable;
+
 use super::SendError;
-use crate::config::{Site, UPLINK_OUTPUT, Uplink};
+use crate::common::mqtt::{Backoff, MqttConnection, MqttError, topic_level_problem};
+use crate::config::{self, Checker, Composite, Seg, Site, key};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::source::mqtt::{self as mqtt_source, MqttError};
+
+/// `[uplink]`: publishes the enterprise's indicators (`fleet` and `green` records) to the
+/// county's MQTT broker under `<topic_prefix>/<county>/<sector>/<enterprise>/<measurement>`,
+/// where `shopfloor county ingest` writes them into the county's store. An output like
+/// `[[influx]]`: it drains the spool from its own cursor, so nothing is lost while the broker
+/// or the network is down. MQTT 5 only: a broker that refuses a publish (its ACL) says so in
+/// the acknowledgement, where MQTT 3.1.1 acknowledges it as if delivered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(remote = "Self")]
+pub struct Uplink {
+    /// The connection to the county's broker: `address` (8883 for TLS by convention; with TLS
+    /// the host must be the name the broker's certificate was issued for), `client_id` (default
+    /// `shopfloor-uplink-<enterprise>`), `username` (the enterprise's account: the shipped ACL,
+    /// `deploy/county/mosquitto.acl`, lets the account named after the enterprise id publish
+    /// under its own enterprise's topics only), `password`, `tls`, `keepalive`, `max_backoff`
+    /// (the longest wait between retries and between connection attempts; `retry_max` is its
+    /// deprecated name) and `max_packet_size`. Its keys sit at the top level of `[uplink]`; see
+    /// [`crate::common::mqtt`].
+    #[serde(skip)]
+    pub connection: MqttConnection,
+    /// The first topic level. Default `"shopfloor"`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// The measurements published. Default `["fleet", "green"]`; `"green_alert"` and
+    /// `"energy"` are the other enterprise-level ones a county may want.
+    #[serde(default = "default_uplink_measurements")]
+    pub measurements: Vec<String>,
+    /// How long a batch waits for the broker's acknowledgements before it is sent again.
+    #[serde(
+        default = "config::default_write_timeout",
+        deserialize_with = "config::duration"
+    )]
+    pub timeout: Duration,
+    /// Spool lines read per batch (of which only the `measurements` are published).
+    #[serde(default = "config::default_batch_lines")]
+    pub batch_lines: usize,
+    /// As `[[influx]] flush_interval`.
+    #[serde(
+        default = "config::default_flush_interval",
+        deserialize_with = "config::duration"
+    )]
+    pub flush_interval: Duration,
+}
+
+impl Composite for Uplink {
+    type Shared = MqttConnection;
+    fn own<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Uplink::deserialize(d)
+    }
+    fn with_shared(self, connection: MqttConnection) -> Self {
+        Uplink { connection, ..self }
+    }
+}
+
+impl<'de> Deserialize<'de> for Uplink {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        config::composite::deserialize(d)
+    }
+}
+
+impl Uplink {
+    /// The writer's batching and retry settings: `max_backoff` bounds the wait between tries
+    /// of a batch as it bounds the wait between connection attempts.
+    pub fn writer_options(&self, dir: &std::path::Path) -> super::WriterOptions {
+        super::WriterOptions {
+            batch_lines: self.batch_lines,
+            flush_interval: self.flush_interval,
+            retry_max: self.connection.max_backoff,
+            ..super::WriterOptions::new(UPLINK_OUTPUT, dir)
+        }
+    }
+
+    /// Checks the section (its connection included); `root` is the whole document.
+    pub(crate) fn check(&self, checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) {
+        let base = [key("uplink")];
+        let at = |c: &Checker<'_>, k: &str| c.span_of(root, &[key("uplink"), key(k)]);
+        self.connection.check(checker, root, &base, "[uplink]");
+        if let Some(problem) = topic_level_problem(&self.topic_prefix) {
+            let span = at(checker, "topic_prefix");
+            checker.push(span, format!("topic_prefix: {problem}"));
+        }
+        if self.measurements.is_empty() {
+            let span = at(checker, "measurements");
+            checker.push(
+                span,
+                "measurements is empty: the uplink would publish nothing (leave it out for fleet and green)"
+                    .into(),
+            );
+        }
+        for (j, m) in self.measurements.iter().enumerate() {
+            if let Some(problem) = topic_level_problem(m) {
+                let span =
+                    checker.span_of(root, &[key("uplink"), key("measurements"), Seg::Index(j)]);
+                checker.push(span, format!("measurement `{m}`: {problem}"));
+            }
+        }
+        if self.batch_lines == 0 {
+            let span = at(checker, "batch_lines");
+            checker.push(span, "batch_lines must be at least 1".to_string());
+        }
+        if self.timeout.is_zero() {
+            let span = at(checker, "timeout");
+            checker.push(span, "timeout must be longer than zero".to_string());
+        }
+        // Here it is also the writer's retry ceiling, where zero would retry without a pause.
+        if self.connection.max_backoff.is_zero() {
+            let k = written_key(root, &["max_backoff", "retry_max"]);
+            let span = at(checker, k);
+            checker.push(span, format!("{k} must be longer than zero"));
+        }
+    }
+}
+
+/// Which of a setting's names the `[uplink]` table uses (the first when it uses none).
+fn written_key(root: &Spanned<DeTable<'_>>, names: &[&'static str]) -> &'static str {
+    let table = root
+        .get_ref()
+        .get("uplink")
+        .and_then(|t| t.get_ref().as_table());
+    names
+        .iter()
+        .find(|n| table.is_some_and(|t| t.get(**n).is_some()))
+        .or(names.first())
+        .copied()
+        .unwrap_or_default()
+}
+
+/// The uplink's output name: its spool cursor, logs and metrics.
+pub const UPLINK_OUTPUT: &str = "uplink";
+
+pub fn default_topic_prefix() -> String {
+    "shopfloor".to_string()
+}
+pub fn default_uplink_measurements() -> Vec<String> {
+    vec!["fleet".to_string(), "green".to_string()]
+}
 
 /// Lines per message at most: a day's backlog of one enterprise goes out in messages of a few
 /// tens of kilobytes, well under any broker's message size limit.
@@ -52,9 +192,6 @@ pub const MESSAGE_LINES: usize = 500;
 /// Requests waiting for rumqttc's event loop. A batch's messages are queued at once, so this
 /// bounds the messages of one batch as well.
 const REQUEST_CAPACITY: usize = crate::queue::UPLINK_REQUESTS.capacity;
-
-/// The first wait after a failed connection; it doubles up to `retry_max`.
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
 
 /// One batch's messages, and where to say how it went.
 struct Job {
@@ -81,7 +218,7 @@ pub struct Connection {
     client: AsyncClient,
     events: EventLoop,
     jobs: mpsc::Receiver<Job>,
-    retry_max: Duration,
+    backoff: Backoff,
     connected: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
     unheard: Arc<AtomicU64>,
@@ -108,7 +245,8 @@ pub fn topic(prefix: &str, site: &Site, measurement: &str) -> String {
 
 /// The client id an uplink uses when the config names none.
 pub fn client_id(cfg: &Uplink, site: &Site) -> String {
-    cfg.client_id
+    cfg.connection
+        .client_id
         .clone()
         .unwrap_or_else(|| format!("shopfloor-uplink-{}", site.enterprise))
 }
@@ -121,15 +259,13 @@ impl UplinkWriter {
         metrics: &Metrics,
     ) -> Result<(UplinkWriter, Connection), MqttError> {
         let id = client_id(cfg, site);
-        let mut options = mqtt_source::link_options(mqtt_source::Link {
-            name: "[uplink]",
-            address: &cfg.address,
-            client_id: &id,
-            username: cfg.username.as_deref(),
-            password: cfg.password.as_ref(),
-            tls: cfg.tls.as_ref(),
-            keepalive: cfg.keepalive,
-        })?;
+        // MQTT 5 because its acknowledgements carry a reason code: a publish the broker's ACL
+        // refuses comes back as "not authorized", where an MQTT 3.1.1 broker acknowledges it
+        // like any other and the data would be lost unseen.
+        let mut options = cfg.connection.options_v5("[uplink]", &id)?;
+        if let Some(size) = cfg.connection.max_packet_size {
+            options.set_max_packet_size(Some(size));
+        }
         // The spool is the session: what was not acknowledged is sent again from there.
         options.set_clean_start(true);
         let (client, events) = AsyncClient::new(options, REQUEST_CAPACITY);
@@ -159,7 +295,7 @@ impl UplinkWriter {
             client,
             events,
             jobs: jobs_rx,
-            retry_max: cfg.retry_max.max(MIN_BACKOFF),
+            backoff: cfg.connection.backoff(),
             connected: metrics.gauge(
                 "shopfloor_uplink_connected",
                 "1 while the agent is connected to the county's broker, 0 while it is not.",
@@ -175,7 +311,7 @@ impl UplinkWriter {
                 "Messages the county's broker had no subscriber for (no ingest running): sent again later.",
                 &labels,
             ),
-            address: cfg.address.clone(),
+            address: cfg.connection.address.clone(),
         };
         Ok((writer, connection))
     }
@@ -280,14 +416,13 @@ impl Connection {
             client,
             mut events,
             mut jobs,
-            retry_max,
+            mut backoff,
             connected,
             refused,
             unheard,
             address,
         } = self;
         let span = tracing::info_span!("uplink", broker = %address);
-        let mut backoff = MIN_BACKOFF;
         let mut current: Option<InFlight> = None;
         let mut up: Option<bool> = None;
         // Publish events still to come for messages of a job the writer gave up on.
@@ -306,7 +441,7 @@ impl Connection {
                 }
                 polled = events.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        backoff = MIN_BACKOFF;
+                        backoff.reset();
                         connected.store(1, Ordering::Relaxed);
                         if up != Some(true) {
                             info!(parent: &span, "connected to the county's broker");
@@ -366,17 +501,17 @@ impl Connection {
                         // spool, not by the client.
                         events.pending.clear();
                         skip = 0;
+                        let wait = backoff.next_wait();
                         if up != Some(false) {
-                            warn!(parent: &span, %reason, retry_in = ?backoff, "county broker connection lost");
+                            warn!(parent: &span, %reason, retry_in = ?wait, "county broker connection lost");
                             up = Some(false);
                         } else {
-                            debug!(parent: &span, %reason, retry_in = ?backoff, "county broker still unreachable");
+                            debug!(parent: &span, %reason, retry_in = ?wait, "county broker still unreachable");
                         }
                         tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(wait) => {}
                             _ = shutdown.wait() => break,
                         }
-                        backoff = (backoff * 2).min(retry_max);
                     }
                 },
                 _ = shutdown.wait() => break,

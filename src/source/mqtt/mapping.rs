@@ -357,7 +357,7 @@ impl Mapper {
             ctx: Ctx {
                 machines,
                 meters,
-                max_payload: broker.max_packet_size,
+                max_payload: broker.max_packet_size() as usize,
                 max_skew: SignedDuration::try_from(broker.max_timestamp_skew)
                     .unwrap_or(SignedDuration::MAX),
                 nodes: HashMap::new(),

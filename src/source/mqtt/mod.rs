@@ -51,13 +51,13 @@
 //! broker would send the message again on every connection, so the error says to set the
 //! broker's own limit (`message_size_limit` in Mosquitto) below the ceiling.
 
+pub mod config;
 pub mod mapping;
 pub mod payload;
 pub mod sparkplug;
 pub mod topic;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -67,55 +67,33 @@ use rumqttc::v5::mqttbytes::v5 as v5b;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::{MqttBroker, MqttProtocol, MqttTls, Site};
+pub use self::config::{MqttBroker, MqttProtocol};
+use crate::common::mqtt::Backoff;
+pub use crate::common::mqtt::{MqttError, RECEIVE_MAXIMUM, SESSION_EXPIRY_S};
+use crate::config::Site;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::SourceEvent;
 pub use mapping::Mapper;
 
-/// The first wait after a failed connection; it doubles up to the broker's `max_backoff`.
-const MIN_BACKOFF: Duration = Duration::from_secs(1);
 /// Requests (acknowledgements, subscriptions) waiting for the event loop to send them.
 pub const REQUEST_CAPACITY: usize = crate::queue::MQTT_SOURCE_REQUESTS.capacity;
-/// MQTT 5: unacknowledged QoS 1 messages the broker may have in flight to the agent.
-pub const RECEIVE_MAXIMUM: u16 = 1024;
-/// MQTT 5: how long the broker keeps the agent's session after a disconnection (7 days), the
-/// equivalent of a 3.1.1 persistent session with an end.
-pub const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 /// The smallest packet ceiling of the client (see "Oversized messages").
 const MIN_PACKET_CEILING: usize = 1 << 20;
-
-/// Why a broker cannot be started.
-#[derive(Debug, thiserror::Error)]
-pub enum MqttError {
-    #[error("mqtt broker `{broker}`: {message}")]
-    Config { broker: String, message: String },
-    #[error("mqtt broker `{broker}`: password: {source}")]
-    Secret {
-        broker: String,
-        source: crate::config::SecretError,
-    },
-    #[error("mqtt broker `{broker}`: {what} `{path}`: {reason}")]
-    Tls {
-        broker: String,
-        what: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
-}
 
 /// The id a broker's client uses when the config names none. It must be stable across
 /// restarts (the broker finds the session by it) and unique among the broker's clients.
 pub fn client_id(broker: &MqttBroker, site: &Site) -> String {
     broker
+        .connection
         .client_id
         .clone()
         .unwrap_or_else(|| format!("shopfloor-{}-{}", site.enterprise, broker.id))
 }
 
 /// The packet size the client reads at most (see "Oversized messages").
-pub fn packet_ceiling(max_packet_size: usize) -> usize {
-    max_packet_size
+pub fn packet_ceiling(max_packet_size: u32) -> usize {
+    (max_packet_size as usize)
         .saturating_mul(4)
         .max(MIN_PACKET_CEILING)
         .min(u32::MAX as usize)
@@ -132,7 +110,7 @@ pub struct Broker {
     options: Options,
     mapper: Mapper,
     filters: Vec<String>,
-    max_backoff: Duration,
+    backoff: Backoff,
     ceiling: usize,
 }
 
@@ -159,46 +137,24 @@ pub fn prepare(
         broker: cfg.id.clone(),
         message,
     };
-    let (host, port) = host_port(&cfg.address)
-        .ok_or_else(|| config_error(format!("address `{}` is not host:port", cfg.address)))?;
-    let password = password(&cfg.id, cfg.password.as_ref())?;
-    let tls = cfg
-        .tls
-        .as_ref()
-        .map(|t| tls_config(&cfg.id, t))
-        .transpose()?;
     let id = client_id(cfg, site);
-    let ceiling = packet_ceiling(cfg.max_packet_size);
+    let ceiling = packet_ceiling(cfg.max_packet_size());
     let options = match cfg.protocol {
         MqttProtocol::V311 => {
-            let mut o = rumqttc::MqttOptions::new(id, host, port);
-            o.set_keep_alive(cfg.keepalive.max(Duration::from_secs(1)))
-                .set_clean_session(cfg.clean_session)
+            let mut o = cfg.connection.options_v311(&cfg.id, &id)?;
+            o.set_clean_session(cfg.clean_session)
                 .set_manual_acks(true)
                 .set_max_packet_size(ceiling, ceiling);
-            if let Some(user) = &cfg.username {
-                o.set_credentials(user.clone(), password.clone().unwrap_or_default());
-            }
-            if let Some(tls) = tls {
-                o.set_transport(rumqttc::Transport::tls_with_config(tls.into()));
-            }
             Options::V4(Box::new(o))
         }
         MqttProtocol::V5 => {
-            let mut o = rumqttc::v5::MqttOptions::new(id, host, port);
-            o.set_keep_alive(cfg.keepalive.max(Duration::from_secs(1)))
-                .set_clean_start(cfg.clean_session)
+            let mut o = cfg.connection.options_v5(&cfg.id, &id)?;
+            o.set_clean_start(cfg.clean_session)
                 .set_manual_acks(true)
                 .set_max_packet_size(Some(ceiling as u32))
                 .set_receive_maximum(Some(RECEIVE_MAXIMUM));
             if !cfg.clean_session {
                 o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
-            }
-            if let Some(user) = &cfg.username {
-                o.set_credentials(user.clone(), password.unwrap_or_default());
-            }
-            if let Some(tls) = tls {
-                o.set_transport(rumqttc::Transport::tls_with_config(tls.into()));
             }
             Options::V5(Box::new(o))
         }
@@ -210,117 +166,9 @@ pub fn prepare(
         options,
         mapper,
         filters,
-        max_backoff: cfg.max_backoff.max(MIN_BACKOFF),
+        backoff: cfg.connection.backoff(),
         ceiling,
     })
-}
-
-/// Reads a broker's password now, so that a missing one stops the start with a clear message.
-fn password(
-    broker: &str,
-    secret: Option<&crate::config::Secret>,
-) -> Result<Option<String>, MqttError> {
-    secret
-        .map(|s| s.resolve())
-        .transpose()
-        .map_err(|source| MqttError::Secret {
-            broker: broker.to_string(),
-            source,
-        })
-}
-
-/// `host:port` split, with the brackets of an IPv6 address taken off.
-fn host_port(address: &str) -> Option<(&str, u16)> {
-    address
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-}
-
-/// The connection settings of one of the county's MQTT links: the `[uplink]` of an agent and
-/// the `[broker]` of `county ingest`. Both speak MQTT 5 only (see [`link_options`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Link<'a> {
-    /// Names the link in errors.
-    pub name: &'a str,
-    pub address: &'a str,
-    pub client_id: &'a str,
-    pub username: Option<&'a str>,
-    pub password: Option<&'a crate::config::Secret>,
-    pub tls: Option<&'a MqttTls>,
-    pub keepalive: Duration,
-}
-
-/// MQTT 5 client options for a county link, reading the password and TLS files now so that a
-/// missing file stops the start with a clear message. MQTT 5 because its acknowledgements carry
-/// a reason code: a publish the broker's ACL refuses comes back as "not authorized", where an
-/// MQTT 3.1.1 broker acknowledges it like any other and the data would be lost unseen.
-pub fn link_options(link: Link<'_>) -> Result<rumqttc::v5::MqttOptions, MqttError> {
-    let (host, port) = host_port(link.address).ok_or_else(|| MqttError::Config {
-        broker: link.name.to_string(),
-        message: format!("address `{}` is not host:port", link.address),
-    })?;
-    let mut o = rumqttc::v5::MqttOptions::new(link.client_id, host, port);
-    o.set_keep_alive(link.keepalive.max(Duration::from_secs(1)));
-    if let Some(user) = link.username {
-        let password = password(link.name, link.password)?;
-        o.set_credentials(user, password.unwrap_or_default());
-    }
-    if let Some(tls) = link.tls {
-        let tls = tls_config(link.name, tls)?;
-        o.set_transport(rumqttc::Transport::tls_with_config(tls.into()));
-    }
-    Ok(o)
-}
-
-/// A rustls client config with the ring provider passed in, so it does not depend on which
-/// provider is installed process-wide.
-fn tls_config(broker: &str, tls: &MqttTls) -> Result<rustls::ClientConfig, MqttError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let fail = |what: &'static str, path: &Path, reason: String| MqttError::Tls {
-        broker: broker.to_string(),
-        what,
-        path: path.to_path_buf(),
-        reason,
-    };
-    let certs =
-        |what: &'static str, path: &Path| -> Result<Vec<CertificateDer<'static>>, MqttError> {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| fail(what, path, e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| fail(what, path, e.to_string()))?;
-            if certs.is_empty() {
-                return Err(fail(what, path, "no PEM certificate in the file".into()));
-            }
-            Ok(certs)
-        };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs("ca_file", &tls.ca_file)? {
-        roots
-            .add(cert)
-            .map_err(|e| fail("ca_file", &tls.ca_file, e.to_string()))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail("ca_file", &tls.ca_file, e.to_string()))?
-        .with_root_certificates(roots);
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(cert_file), Some(key_file)) => {
-            let chain = certs("cert_file", cert_file)?;
-            let key = PrivateKeyDer::from_pem_file(key_file)
-                .map_err(|e| fail("key_file", key_file, e.to_string()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| fail("cert_file", cert_file, e.to_string()))
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
-        (Some(path), None) | (None, Some(path)) => Err(fail(
-            "cert_file and key_file",
-            path,
-            "a client certificate needs both".into(),
-        )),
-    }
 }
 
 /// A received message of either protocol version.
@@ -485,7 +333,7 @@ pub async fn run(
         options,
         mut mapper,
         filters,
-        max_backoff,
+        mut backoff,
         ceiling,
     } = broker;
     let span = tracing::info_span!("mqtt", broker = %id);
@@ -511,7 +359,6 @@ pub async fn run(
         &labels,
     );
     let mut session = Session::new(options);
-    let mut backoff = MIN_BACKOFF;
     let mut subscribed_once = false;
     let mut resubscribe = false;
     let mut up: Option<bool> = None;
@@ -527,7 +374,7 @@ pub async fn run(
         let now = Timestamp::now();
         match polled {
             Ok(Polled::Connected { session_present }) => {
-                backoff = MIN_BACKOFF;
+                backoff.reset();
                 connections.fetch_add(1, Ordering::Relaxed);
                 connected.store(1, Ordering::Relaxed);
                 if !session_present || !subscribed_once {
@@ -565,8 +412,9 @@ pub async fn run(
             Err(reason) => {
                 connected.store(0, Ordering::Relaxed);
                 connect_failures.fetch_add(1, Ordering::Relaxed);
+                let wait = backoff.next_wait();
                 if up != Some(false) {
-                    warn!(parent: &span, %reason, retry_in = ?backoff, "broker connection lost");
+                    warn!(parent: &span, %reason, retry_in = ?wait, "broker connection lost");
                     out.push(SourceEvent::DeviceDown {
                         device: id.clone(),
                         at: now,
@@ -574,16 +422,15 @@ pub async fn run(
                     });
                     up = Some(false);
                 } else {
-                    debug!(parent: &span, %reason, retry_in = ?backoff, "broker still unreachable");
+                    debug!(parent: &span, %reason, retry_in = ?wait, "broker still unreachable");
                 }
                 if !send_all(&events, &mut out, &mut shutdown).await {
                     break 'run;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = shutdown.wait() => break 'run,
                 }
-                backoff = (backoff * 2).min(max_backoff);
                 continue;
             }
         }
