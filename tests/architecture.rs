@@ -36,10 +36,10 @@ const ABOVE_GROUND: &[&str] = &[
     "config", "common", "source", "engine", "sink", "web", "county", "sim", "agent",
 ];
 
-/// The rule table: DESIGN.md's pipeline order, as PLAN-14's layers spell it out.
+/// The rule table: DESIGN.md's pipeline order in layers (docs/ARCHITECTURE.md).
 ///
 /// ```text
-/// layer 0  model, line_protocol, metrics, shutdown
+/// layer 0  model, line_protocol, metrics, shutdown, queue
 /// layer 1  config
 /// layer 2  common (the one MQTT connection)
 /// layer 3  source, engine, sink
@@ -50,26 +50,32 @@ const RULES: &[Rule] = &[
     Rule {
         module: "model",
         forbidden: ABOVE_GROUND,
-        why: "the ground floor (model, line_protocol, metrics, shutdown) is the shared vocabulary \
+        why: "the ground floor (model, line_protocol, metrics, shutdown, queue) is the shared vocabulary \
               and data contract every stage uses; it imports only itself",
     },
     Rule {
         module: "line_protocol",
         forbidden: ABOVE_GROUND,
-        why: "the ground floor (model, line_protocol, metrics, shutdown) is the shared vocabulary \
+        why: "the ground floor (model, line_protocol, metrics, shutdown, queue) is the shared vocabulary \
               and data contract every stage uses; it imports only itself",
     },
     Rule {
         module: "metrics",
         forbidden: ABOVE_GROUND,
-        why: "the ground floor (model, line_protocol, metrics, shutdown) is the shared vocabulary \
+        why: "the ground floor (model, line_protocol, metrics, shutdown, queue) is the shared vocabulary \
               and data contract every stage uses; it imports only itself",
     },
     Rule {
         module: "shutdown",
         forbidden: ABOVE_GROUND,
-        why: "the ground floor (model, line_protocol, metrics, shutdown) is the shared vocabulary \
+        why: "the ground floor (model, line_protocol, metrics, shutdown, queue) is the shared vocabulary \
               and data contract every stage uses; it imports only itself",
+    },
+    Rule {
+        module: "queue",
+        forbidden: ABOVE_GROUND,
+        why: "the ground floor's queue table names every bounded channel's capacity and \
+              full-queue policy for sources, engine and sinks alike; it imports only itself",
     },
     Rule {
         module: "config",
