@@ -5,6 +5,7 @@
 
 pub mod cjt188;
 pub mod dlt645;
+pub mod hj212;
 pub mod modbus;
 pub mod mqtt;
 pub mod s7;
