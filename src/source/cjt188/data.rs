@@ -374,6 +374,16 @@ mod tests {
         assert!((gj.in_base() - 1000.0 * 1000.0 / 3.6).abs() < 1e-6);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_make_decoding_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..60),
+        ) {
+            let _ = flow_reading(&bytes);
+            let _ = heat_reading(&bytes);
+        }
+    }
+
     #[test]
     fn bad_data_is_an_error_not_a_panic() {
         for n in 0..FLOW_DATA {

@@ -663,6 +663,31 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_make_the_reader_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let _ = frame_length(&bytes);
+            let _ = read_reply(&bytes, MeterType::COLD_WATER, meter(), DI_METERING, 0);
+            let _ = address_reply(&bytes, 0);
+        }
+
+        #[test]
+        fn no_answer_with_a_good_checksum_makes_the_reader_panic(
+            t in proptest::num::u8::ANY,
+            control in proptest::num::u8::ANY,
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..60),
+        ) {
+            let frame = answer(MeterType(t), meter(), control, &data);
+            if let Ok(data) = read_reply(&frame, MeterType::WILDCARD, meter(), DI_METERING, 0) {
+                let _ = super::super::data::flow_reading(&data);
+                let _ = super::super::data::heat_reading(&data);
+            }
+            let _ = address_reply(&frame, 0);
+        }
+    }
+
     #[test]
     fn every_malformed_frame_is_an_error_not_a_panic() {
         let t = MeterType::COLD_WATER;

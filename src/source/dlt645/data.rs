@@ -317,6 +317,11 @@ pub enum DecodeError {
          FF bytes for an identifier they do not fill)"
     )]
     NotBcd { byte: u8 },
+    #[error(
+        "a format of {bytes} bytes: DL/T 645 numbers have 8 bytes at most (check the \
+         identifier's format in the config)"
+    )]
+    TooLong { bytes: usize },
     #[error("{value} does not fit format {pattern}")]
     OutOfRange { value: f64, pattern: String },
 }
@@ -330,6 +335,10 @@ pub fn decode(format: Format, bytes: &[u8]) -> Result<f64, DecodeError> {
             got: bytes.len(),
             want,
         });
+    }
+    // Sixteen digits fit a u64 (and an f64 exactly enough); no identifier has more.
+    if want > 8 {
+        return Err(DecodeError::TooLong { bytes: want });
     }
     let mut negative = false;
     let mut magnitude: u64 = 0;
@@ -375,6 +384,11 @@ pub fn encode(format: Format, value: f64) -> Result<Vec<u8>, DecodeError> {
         value,
         pattern: format.pattern(),
     };
+    if format.bytes > 8 {
+        return Err(DecodeError::TooLong {
+            bytes: usize::from(format.bytes),
+        });
+    }
     let digits = u32::from(format.bytes) * 2;
     let scaled = (value.abs() * 10f64.powi(i32::from(format.decimals))).round();
     // A signed format gives its top bit to the sign: the top digit may be 0–7 only.
@@ -426,6 +440,38 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_make_decoding_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            size in 0u8..16,
+            decimals in 0u8..8,
+            signed in proptest::bool::ANY,
+        ) {
+            let format = Format::new(size, decimals, signed);
+            let _ = decode(format, &bytes);
+            let _ = decode_block(format, &bytes);
+            let _ = format.pattern();
+        }
+
+        #[test]
+        fn what_encodes_decodes_to_the_rounded_value(
+            value in -1e9f64..1e9,
+            size in 1u8..=8,
+            decimals in 0u8..=4,
+            signed in proptest::bool::ANY,
+        ) {
+            let format = Format::new(size, decimals, signed);
+            if let Ok(bytes) = encode(format, value) {
+                let back = decode(format, &bytes).unwrap();
+                let step = 10f64.powi(-i32::from(decimals));
+                proptest::prop_assert!((back - value).abs() <= step / 2.0 + 1e-9 * value.abs());
+            }
+        }
+    }
+
+    /// The byte vectors below are what the `dlt645` package (PyPI, 3.2.0) produces with
+    /// `float_to_bcd(value, format, "little")` for the same values, sign bits included.
     #[test]
     fn each_common_format_decodes_with_its_decimals_and_sign() {
         // Voltage 20 22 → 2220 → 222.0 V.
@@ -499,6 +545,8 @@ mod tests {
         let e = decode(ENERGY, &[0x78, 0x56]).unwrap_err();
         assert!(e.to_string().contains("XXXXXX.XX has 4"), "{e}");
         assert!(decode(Format::new(0, 0, false), &[]).is_err());
+        let e = decode(Format::new(9, 0, false), &[0; 9]).unwrap_err();
+        assert!(e.to_string().contains("8 bytes at most"), "{e}");
         assert!(decode_block(ENERGY, &[0; 6]).is_err());
         assert!(decode_block(ENERGY, &[]).is_err());
         // Total and four tariffs: 5 × 4 bytes.

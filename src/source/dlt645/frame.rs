@@ -643,8 +643,11 @@ mod tests {
             ]
         );
         // The 1997 read of 9010: control 0x01, DI0 DI1 = 10 90 → 43 C3.
+        // Checksum: 104 + 276 + 104 + 0x01 + 0x02 + 0x43 + 0xC3 = 749 = 0x2ED → 0xED.
+        // Both frames are byte for byte what the `dlt645` package (PyPI, 3.2.0) builds with
+        // DLT645Protocol.build_frame for the same address, control and identifier.
         let old = read_request(meter(), DataId::V1997(0x9010));
-        assert_eq!(old[12..18], [0x01, 0x02, 0x43, 0xC3, old[16], 0x16]);
+        assert_eq!(old[12..18], [0x01, 0x02, 0x43, 0xC3, 0xED, 0x16]);
         assert_eq!(parse(&old).unwrap().data, [0x10, 0x90]);
     }
 
@@ -770,6 +773,29 @@ mod tests {
         assert_eq!(address_reply(&frame), Ok(a));
         assert!(address_reply(&answer(a, 0x93, &[0x78])).is_err());
         assert!(address_reply(&answer(a, 0x93, &Address::WILDCARD.wire())).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_make_the_reader_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let _ = frame_length(&bytes);
+            let _ = parse(&bytes);
+            let _ = read_reply(&bytes, meter(), DataId::V2007(0x0001_0000));
+            let _ = address_reply(&bytes);
+        }
+
+        #[test]
+        fn no_answer_with_a_good_checksum_makes_the_reader_panic(
+            control in proptest::num::u8::ANY,
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+        ) {
+            let frame = answer(meter(), control, &data);
+            let _ = read_reply(&frame, meter(), DataId::V2007(0x0001_0000));
+            let _ = read_reply(&frame, meter(), DataId::V1997(0x9010));
+            let _ = address_reply(&frame);
+        }
     }
 
     #[test]

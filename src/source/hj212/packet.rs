@@ -840,6 +840,53 @@ mod tests {
         assert!(merge(&[two]).is_err(), "no part 1");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_make_the_parser_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        ) {
+            let _ = packet_length(&bytes);
+            let _ = parse(&bytes);
+        }
+
+        /// Text made of the characters packets are made of, framed with a correct CRC so
+        /// that it reaches the field parser.
+        #[test]
+        fn no_data_segment_makes_the_parser_panic(segment in "[A-Za-z0-9=;,&.\\-]{0,120}") {
+            let framed = frame(&segment).unwrap();
+            if let Ok(p) = parse(framed.as_bytes()) {
+                // Whatever parses writes back to something that parses the same.
+                proptest::prop_assert_eq!(parse_segment(&p.data_segment()), Ok(p.clone()));
+                let _ = acknowledgement(&p);
+                let _ = merge(std::slice::from_ref(&p));
+            }
+        }
+
+        /// A valid header and CP items built from the standard's field names with values that
+        /// may or may not be numbers and flags: parsed or refused, and what parses round trips.
+        #[test]
+        fn cp_items_parse_or_are_refused(
+            cp in "(DataTime=20[0-9]{12};|[aw][0-9]{5}-(Rtd|Avg|Min|Max|Cou|ZsAvg|Flag|EFlag)=[-0-9.eNFMSDCTB]{1,6}[;,]){0,8}",
+        ) {
+            let segment = format!(
+                "QN=20261206190000123;ST=32;CN=2061;PW=123456;MN=A1;Flag=5;CP=&&{cp}&&"
+            );
+            let framed = frame(&segment).unwrap();
+            if let Ok(p) = parse(framed.as_bytes()) {
+                proptest::prop_assert_eq!(parse_segment(&p.data_segment()), Ok(p.clone()));
+                proptest::prop_assert!(acknowledgement(&p).is_some());
+            }
+        }
+
+        #[test]
+        fn mutated_packets_are_errors_not_panics(at in 0usize..200, byte in proptest::num::u8::ANY) {
+            let mut bytes = frame(&hourly(7).data_segment()).unwrap().into_bytes();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            let _ = parse(&bytes);
+        }
+    }
+
     #[test]
     fn every_malformed_part_is_named() {
         let good = frame(&hourly(5).data_segment()).unwrap();
