@@ -170,9 +170,10 @@ impl fmt::Display for Address {
     }
 }
 
-/// How the two identifier bytes go on the wire. The standard's tables print the identifier
-/// as `DI0 DI1` = `90 1F` and most meters take it in that order; some manufacturers read the
-/// identifier as a little-endian word and want `1F 90`. Answers are accepted in either order.
+/// How the two identifier bytes go on the wire. Most meters and collectors send the
+/// identifier as it is written, `90 1F`; some makers' meters want the low byte first, `1F 90`
+/// (as DL/T 645 does it). Answers are accepted in either order, so only requests need the
+/// setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DiOrder {
     #[default]

@@ -675,6 +675,13 @@ mod tests {
         CP=&&DataTime=20160103133030;060-Rtd=3.0943,060-Flag=N;011-Rtd=18.0412,011-Flag=N;\
         001-Rtd=8.2137,001-Flag=N;B01-Rtd=10.9890,B01-Flag=N&&a9c1\r\n";
 
+    /// Hourly data of an exhaust outlet with averages and a 24-character password, as the
+    /// hj212 Java library's tests carry it from a logger: 285 characters, CRC C181.
+    const HOURLY_EXAMPLE: &str = "##0285QN=20190925181031464;ST=22;CN=2061;\
+        PW=BF470F88957588DE902D1A52;MN=Z13401000010301;Flag=5;CP=&&DataTime=20190924220000;\
+        a34006-Avg=2.69700,a34006-Flag=N;a34007-Avg=7.96600,a34007-Flag=N;a34048-Avg=3.30600,\
+        a34048-Flag=N;a34047-Avg=7.35700,a34047-Flag=N;a34049-Avg=10.66300,a34049-Flag=N&&C181\r\n";
+
     fn ok(text: &str) -> Packet {
         parse(text.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -738,7 +745,7 @@ mod tests {
     }
 
     #[test]
-    fn the_standards_examples_parse() {
+    fn the_published_example_packets_parse() {
         let p = ok(STANDARD_EXAMPLE);
         assert_eq!(p.qn.as_deref(), Some("20160801085857223"));
         assert_eq!((p.st, p.cn), (32, 1062));
@@ -764,6 +771,13 @@ mod tests {
         // Flag 7 sets the split bit, yet the standard's packet is whole: no PNUM and PNO.
         assert!(rt.wants_ack() && !rt.is_split());
 
+        let hourly = ok(HOURLY_EXAMPLE);
+        assert_eq!(hourly.cn, codes::CN_HOURLY);
+        assert_eq!(hourly.pw.as_deref(), Some("BF470F88957588DE902D1A52"));
+        assert_eq!(hourly.cp.values.len(), 5);
+        assert_eq!(hourly.cp.values[4].avg, Some(10.663));
+        assert!(hourly.cp.values.iter().all(|v| v.rtd.is_none()));
+
         let old = ok(V2005_EXAMPLE);
         assert_eq!(old.edition(), Edition::V2005);
         assert!(!old.wants_ack());
@@ -782,7 +796,12 @@ mod tests {
         assert_eq!(parse(text.as_bytes()), Ok(p.clone()));
         assert_eq!(packet_length(text.as_bytes()), Ok(Some(text.len())));
         // Every standard example comes back as it was, CRC case aside.
-        for example in [STANDARD_EXAMPLE, V2005_EXAMPLE] {
+        for example in [
+            STANDARD_EXAMPLE,
+            REALTIME_EXAMPLE,
+            HOURLY_EXAMPLE,
+            V2005_EXAMPLE,
+        ] {
             let p = ok(example);
             assert_eq!(parse_segment(&p.data_segment()), Ok(p));
         }
