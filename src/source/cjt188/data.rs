@@ -14,10 +14,13 @@
 //! cumulative flow (each 4 bytes BCD and a unit code), supply and return temperature (3 bytes,
 //! XXXX.XX °C), operating hours (3 bytes), real time and status.
 //!
-//! Layout, unit codes and status bits are those of CJ/T 188-2004's data tables (its unit code
-//! table: 0x2C m³, 0x29 L, 0x05 kWh, 0x11 GJ …). Bytes a maker appends after the standard's
-//! fields are ignored. The meter's clock is local time, as it was set; the actor decides what
-//! to do with it.
+//! Layout, unit codes and status bits follow CJ/T 188-2004's data tables as water-meter
+//! firmware and collectors implement them: the unit codes and the 19-byte layout as in the
+//! public KingDa NB water meter firmware's `CJT-188-2004.h` (the standard's text itself was
+//! not at hand). The heat meter's layout is the standard's as commonly implemented and has
+//! not yet met a real heat meter. Status bits beyond valve and battery are the maker's, so the
+//! raw bytes are kept. Bytes a maker appends after the standard's fields are ignored. The
+//! meter's clock is local time, as it was set; the actor decides what to do with it.
 
 use jiff::civil::DateTime;
 

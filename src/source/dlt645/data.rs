@@ -6,11 +6,15 @@
 //! direction (current, power, power factor, combined energy), the highest bit of the highest
 //! byte is the sign (1 = negative) and the digits are the magnitude.
 //!
-//! The table holds the identifiers an energy account needs. The formats are those of
-//! DL/T 645-2007 Appendix A (data identifier tables A.1 energy and A.3 variables) and, for
-//! the 1997 edition, of DL/T 645-1997 Appendix A; they agree with the tables of the `dlt645`
-//! package on PyPI (version 3.2.0, `config/variable_types.py`), which the integration tests
-//! use as an independent meter. Any other identifier is configured with its format.
+//! The table holds the identifiers an energy account needs. Identifiers and formats follow
+//! DL/T 645-2007 Appendix A (tables A.1 energy and A.3 variables); the standard's text was not
+//! at hand, so they were taken from the identifier tables of the `dlt645` package on PyPI
+//! (version 3.2.0, `config/variable_types.py`, which the integration tests will use as an
+//! independent meter), and the package's BCD encoder gives the same bytes as the tests here.
+//! Which quantities carry a sign (current, power, power factor, combined energy) follows the
+//! 2007 edition's notes on direction. The 1997 identifiers (`9010`, `B611` …) and their formats
+//! are the common ones of that edition, from its widely reproduced appendix; a meter's manual
+//! is the last word, and any identifier can be configured with its own format.
 
 use super::frame::DataId;
 
