@@ -3,6 +3,9 @@
 //! Sources only produce [`Sample`]s and device health events. They know nothing of machine
 //! states or indicators; that is the engine's business.
 
+pub mod cjt188;
+pub mod dlt645;
+pub mod hj212;
 pub mod melsec;
 pub mod modbus;
 pub mod mqtt;
