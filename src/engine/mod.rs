@@ -11,6 +11,7 @@
 //! `energy` per meter, and `green` per enterprise for days and months, each with the window's
 //! start as timestamp and rewritten while the window is open.
 
+pub mod config;
 pub mod calendar;
 pub mod energy;
 pub mod green;

@@ -15,11 +15,13 @@
 //! The agent never writes to a machine: [`link::ReadOnly`] is the only handle to a connection,
 //! and it offers function codes 1–4 and nothing else.
 
+pub mod config;
 pub mod decode;
 pub mod health;
 pub mod link;
 pub mod plan;
 pub mod probe;
+pub mod profile;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

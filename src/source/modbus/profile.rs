@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 pub const BUILTIN: &[(&str, &str)] = &[
     (
         "cnc-iot-box",
-        include_str!("../../config/profiles/cnc-iot-box.toml"),
+        include_str!("../../../config/profiles/cnc-iot-box.toml"),
     ),
     (
         "eastron-sdm630",
-        include_str!("../../config/profiles/eastron-sdm630.toml"),
+        include_str!("../../../config/profiles/eastron-sdm630.toml"),
     ),
     (
         "carlo-gavazzi-em340",
-        include_str!("../../config/profiles/carlo-gavazzi-em340.toml"),
+        include_str!("../../../config/profiles/carlo-gavazzi-em340.toml"),
     ),
 ];
 

@@ -1,0 +1,153 @@
+//! The agent's config file: the whole-file [`Config`] and its one table of sections.
+//!
+//! Each row of the table below registers one section: the field, its TOML name, `one` table
+//! (defaults when absent), `optional` or `many` (an array of tables), its type (which says the
+//! keys of its nested tables through [`Section`]) and the owner's check. The list of sections in
+//! "unknown section" messages, the keys for "did you mean", the dispatch and the checks all come
+//! from the row: a new source adds its `config.rs` beside its code and one row here.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeTable;
+
+use crate::config::{
+    self, Checker, Diagnostics, Machine, Meter, MqttBroker, References, Section, Site, duration,
+    load_file, sections, unchecked,
+};
+use crate::engine::config::{self as engine, Calendar, EnergyConfig, Green, StateRules, ValueAdded};
+use crate::sink::config::{self as sink, FileOutput, InfluxOutput, Spool, Uplink};
+use crate::source::modbus::config::{self as modbus, ModbusDevice, ModbusSerial};
+use crate::web::config::Web;
+
+sections! {
+    /// The whole configuration file.
+    pub struct Config {
+        /// `[site]`: who and where this agent is.
+        site: one Site = "site", config::check_site;
+        /// `[agent]`: data directory, timings.
+        agent: one Agent = "agent", unchecked;
+        /// `[[machine]]`: the enterprise's register of production machines (生产设备台账),
+        /// including machines that have no data source. The register is the denominator of the
+        /// networking and CNC rates, so it must list every production machine, connected or not.
+        machines: many Machine = "machine", config::check_machines;
+        /// `[[meter]]`: energy and water meters.
+        meters: many Meter = "meter", config::check_meters;
+        /// `[[modbus]]`: Modbus devices and their register maps, with profiles already merged in.
+        modbus: many ModbusDevice = "modbus", modbus::check_devices;
+        /// `[[modbus_serial]]`: serial ports that Modbus RTU devices hang on.
+        modbus_serial: many ModbusSerial = "modbus_serial", modbus::check_serial_ports;
+        /// `[[mqtt]]`: MQTT brokers and the topics read from them.
+        mqtt: many MqttBroker = "mqtt", config::check_mqtt_brokers;
+        /// `[[state_rules]]`: how machine states are derived from signals.
+        state_rules: many StateRules = "state_rules", engine::check_state_rules;
+        /// `[spool]`: the disk buffer between the engine and the outputs.
+        spool: one Spool = "spool", sink::check_spool;
+        /// `[[influx]]`: InfluxDB-compatible stores (InfluxDB 1.x/2.x/3.x, VictoriaMetrics).
+        influx: many InfluxOutput = "influx", sink::check_influx;
+        /// `[[file]]`: line-protocol files, the local store of `shopfloor demo`.
+        file: many FileOutput = "file", sink::check_files;
+        /// `[calendar]`: shifts, breaks, holidays and planned maintenance.
+        calendar: one Calendar = "calendar", engine::check_calendar;
+        /// `[energy]`: conversion to tonnes of standard coal.
+        energy: one EnergyConfig = "energy", engine::check_energy;
+        /// `[value_added]`: how value added is estimated.
+        value_added: one ValueAdded = "value_added", engine::check_value_added;
+        /// `[green]`: limits for the green-manufacturing alerts.
+        green: one Green = "green", unchecked;
+        /// `[web]`: the local board, its API and `/metrics`.
+        web: one Web = "web", unchecked;
+        /// `[uplink]`: the enterprise's `fleet` and `green` records published to the county's
+        /// MQTT broker. Optional; without it the agent publishes nothing.
+        uplink: optional Uplink = "uplink", sink::check_uplink;
+    }
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    load_file(path, load_str)
+}
+
+/// Checks config text; `file` names it in messages.
+///
+/// Profiles named by devices are looked up in `profiles/` beside `file`, then among the shipped
+/// ones (see [`crate::source::modbus::profile`]).
+pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
+    let dir = Path::new(file).parent();
+    config::check_document_in(text, file, dir, Config::known_keys, check)
+}
+
+fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Config> {
+    let (mut config, at) = Config::read_sections(checker, root);
+    if root.get_ref().get("site").is_none() {
+        checker.push(
+            0..0,
+            "missing [site]: every config names its county, sector and enterprise".to_string(),
+        );
+        return None;
+    }
+    let refs = References::new(root, &config.machines, &config.meters);
+    config.check_sections(checker, root, &at, &refs);
+    Some(config)
+}
+
+impl Config {
+    /// The register's machine ids and meter ids, as the sources look samples up against them.
+    pub fn register_ids(
+        &self,
+    ) -> (
+        std::collections::HashSet<std::sync::Arc<str>>,
+        std::collections::HashSet<std::sync::Arc<str>>,
+    ) {
+        let machines = self.machines.iter().map(|m| m.id.as_str().into()).collect();
+        let meters = self.meters.iter().map(|m| m.id.as_str().into()).collect();
+        (machines, meters)
+    }
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct Agent {
+    /// Where the spool and the engine's saved state live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A machine with no valid data for this long becomes `offline`.
+    #[serde(default = "default_offline_after", deserialize_with = "duration")]
+    pub offline_after: Duration,
+    /// A `machine_state` line is repeated this often even without a change, so a dashboard's
+    /// "last value" query always finds one.
+    #[serde(default = "default_heartbeat", deserialize_with = "duration")]
+    pub heartbeat: Duration,
+    /// Open window totals (`machine_time`, `fleet`, `energy`, `green`) are rewritten this
+    /// often, and the engine's accumulators saved to the data directory.
+    #[serde(default = "default_window_flush", deserialize_with = "duration")]
+    pub window_flush: Duration,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent {
+            data_dir: default_data_dir(),
+            offline_after: default_offline_after(),
+            heartbeat: default_heartbeat(),
+            window_flush: default_window_flush(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/shopfloor")
+}
+fn default_offline_after() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_window_flush() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Section for Agent {}
