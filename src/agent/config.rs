@@ -17,7 +17,9 @@ use crate::config::{
     self, Checker, Diagnostics, Machine, Meter, MqttBroker, References, Section, Site, duration,
     load_file, sections, unchecked,
 };
-use crate::engine::config::{self as engine, Calendar, EnergyConfig, Green, StateRules, ValueAdded};
+use crate::engine::config::{
+    self as engine, Calendar, EnergyConfig, Green, StateRules, ValueAdded,
+};
 use crate::sink::config::{self as sink, FileOutput, InfluxOutput, Spool, Uplink};
 use crate::source::modbus::config::{self as modbus, ModbusDevice, ModbusSerial};
 use crate::web::config::Web;

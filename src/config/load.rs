@@ -141,8 +141,6 @@ pub(crate) struct Checker<'t> {
     signal_types: std::collections::HashMap<String, (super::SignalType, String)>,
 }
 
-
-
 impl Checker<'_> {
     /// The directory of the file being checked, where files it names are looked for.
     pub(crate) fn dir(&self) -> Option<&Path> {
@@ -590,7 +588,6 @@ impl Checker<'_> {
     }
 }
 
-
 pub(crate) fn not_registered(what: &str, id: &str) -> String {
     format!(
         "{what} `{id}`, which is not in the register: add a [[machine]] with id = \"{id}\" or fix the id"
@@ -677,7 +674,6 @@ pub(crate) fn topic_level_problem(text: &str) -> Option<&'static str> {
         None
     }
 }
-
 
 pub(crate) fn valid_host_port(address: &str) -> bool {
     match address.rsplit_once(':') {

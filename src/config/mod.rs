@@ -14,9 +14,9 @@ mod secret;
 mod section;
 
 pub(crate) use load::{
-    BrokerLink, Checker, Seg, check_document, check_document_in, check_mqtt_brokers,
-    join, key, key_names, load_file, not_registered, raw_ids, struct_fields, suggest,
-    topic_level_problem, unknown_meter, valid_host_port,
+    BrokerLink, Checker, Seg, check_document, check_document_in, check_mqtt_brokers, join, key,
+    key_names, load_file, not_registered, raw_ids, struct_fields, suggest, topic_level_problem,
+    unknown_meter, valid_host_port,
 };
 pub use load::{Diagnostics, Problem};
 pub(crate) use register::{check_machines, check_meters, check_site};
@@ -502,9 +502,10 @@ impl fmt::Display for State {
     }
 }
 
-
 /// An optional duration.
-pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn optional_duration<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Duration>, D::Error> {
     duration(d).map(Some)
 }
 
@@ -587,4 +588,3 @@ mod tests {
         );
     }
 }
-

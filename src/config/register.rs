@@ -77,7 +77,12 @@ impl Checker<'_> {
     }
 
     /// Ids of an array section's elements are unique and not empty.
-    pub(crate) fn unique_ids(&mut self, root: &Spanned<DeTable<'_>>, section: &str, ids: &[String]) {
+    pub(crate) fn unique_ids(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        section: &str,
+        ids: &[String],
+    ) {
         let mut seen = HashSet::new();
         for (i, id) in ids.iter().enumerate() {
             if id.is_empty() || !seen.insert(id) {

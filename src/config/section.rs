@@ -31,8 +31,7 @@ pub(crate) trait Section: for<'de> Deserialize<'de> {
 }
 
 /// The check of a section that is one table; it runs on the defaults when the table is absent.
-pub(crate) type CheckOne<T> =
-    fn(&mut Checker<'_>, &Spanned<DeTable<'_>>, &mut T, &References<'_>);
+pub(crate) type CheckOne<T> = fn(&mut Checker<'_>, &Spanned<DeTable<'_>>, &mut T, &References<'_>);
 
 /// The check of an array section: `at[k]` is the document index of `items[k]` (elements that did
 /// not parse are left out).

@@ -57,37 +57,152 @@ pub struct Rule {
 /// - `{ signal = "parts", op = "changed_within", within = "90s" }`: the signal's value changed
 ///   within the given time before the sample, the usual way to tell a machine is producing from
 ///   its part counter alone.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     pub signal: String,
-    pub op: Op,
-    #[serde(default)]
-    pub value: Option<f64>,
-    #[serde(default)]
-    pub min: Option<f64>,
-    #[serde(default)]
-    pub max: Option<f64>,
-    #[serde(default)]
-    pub bit: Option<u8>,
-    #[serde(default, deserialize_with = "optional_duration")]
-    pub within: Option<Duration>,
+    /// What the operator tests, with exactly the operands it needs.
+    pub test: Test,
 }
 
-impl Condition {
-    /// What the operator needs, when something is missing: for `check`.
-    pub fn missing(&self) -> Option<&'static str> {
-        match self.op {
-            Op::Between if self.min.is_none() || self.max.is_none() => Some("`min` and `max`"),
-            Op::BitSet | Op::BitClear if self.bit.is_none_or(|b| b > 63) => Some("`bit` (0–63)"),
-            Op::ChangedWithin if self.within.is_none() => Some("`within` (a duration)"),
-            Op::Eq | Op::Ne | Op::Gt | Op::Ge | Op::Lt | Op::Le if self.value.is_none() => {
-                Some("`value`")
-            }
-            _ => None,
+/// The test a condition's operator makes on the signal's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Test {
+    /// `==`, `!=`, `>`, `>=`, `<`, `<=` against a value.
+    Compare(Compare, f64),
+    /// `between`: `min` ≤ value ≤ `max`.
+    Between { min: f64, max: f64 },
+    /// `bit_set`: bit `n` (0–63) of an integer value is 1.
+    BitSet(Bit),
+    /// `bit_clear`: bit `n` of an integer value is 0.
+    BitClear(Bit),
+    /// `changed_within`: the value changed within this time before the evaluation.
+    ChangedWithin(Duration),
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Compare {
+    /// Whether `x <op> value` holds.
+    pub fn holds(self, x: f64, value: f64) -> bool {
+        match self {
+            Compare::Eq => x == value,
+            Compare::Ne => x != value,
+            Compare::Gt => x > value,
+            Compare::Ge => x >= value,
+            Compare::Lt => x < value,
+            Compare::Le => x <= value,
         }
     }
 }
 
+/// A bit of a 64-bit integer: 0–63.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bit(u8);
+
+impl Bit {
+    pub fn new(n: u8) -> Option<Bit> {
+        (n < 64).then_some(Bit(n))
+    }
+
+    /// Whether this bit of `x`, a whole number, is `set`.
+    pub fn is(self, x: f64, set: bool) -> bool {
+        x.fract() == 0.0 && ((x as i64 >> self.0) & 1 == 1) == set
+    }
+}
+
+/// A condition as written: the operator and whichever operands were given.
+#[derive(Debug, Clone, Deserialize)]
+struct RawCondition {
+    signal: String,
+    op: Op,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    min: Option<f64>,
+    #[serde(default)]
+    max: Option<f64>,
+    #[serde(default)]
+    bit: Option<u8>,
+    #[serde(default, deserialize_with = "optional_duration")]
+    within: Option<Duration>,
+}
+
+impl TryFrom<RawCondition> for Condition {
+    type Error = String;
+
+    fn try_from(raw: RawCondition) -> Result<Condition, String> {
+        let compare = |c: Compare| raw.value.map(|v| Test::Compare(c, v));
+        let test = match raw.op {
+            Op::Between => raw
+                .min
+                .zip(raw.max)
+                .map(|(min, max)| Test::Between { min, max }),
+            Op::BitSet => raw.bit.and_then(Bit::new).map(Test::BitSet),
+            Op::BitClear => raw.bit.and_then(Bit::new).map(Test::BitClear),
+            Op::ChangedWithin => raw.within.map(Test::ChangedWithin),
+            Op::Eq => compare(Compare::Eq),
+            Op::Ne => compare(Compare::Ne),
+            Op::Gt => compare(Compare::Gt),
+            Op::Ge => compare(Compare::Ge),
+            Op::Lt => compare(Compare::Lt),
+            Op::Le => compare(Compare::Le),
+        };
+        let what = match raw.op {
+            Op::Between => "`min` and `max`",
+            Op::BitSet | Op::BitClear => "`bit` (0–63)",
+            Op::ChangedWithin => "`within` (a duration)",
+            _ => "`value`",
+        };
+        match test {
+            Some(test) => Ok(Condition {
+                signal: raw.signal,
+                test,
+            }),
+            None => Err(format!(
+                "condition on `{}` with op {:?} needs {what}",
+                raw.signal, raw.op
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    /// A [`RawCondition`] made into a condition inside the table's own visit, so that an error
+    /// points at the condition rather than at the list it is in.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Condition, D::Error> {
+        struct ConditionVisitor;
+        impl<'de> serde::de::Visitor<'de> for ConditionVisitor {
+            type Value = Condition;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("struct Condition")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Condition, A::Error> {
+                let raw =
+                    RawCondition::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Condition::try_from(raw).map_err(serde::de::Error::custom)
+            }
+        }
+        d.deserialize_struct(
+            "Condition",
+            struct_fields::<RawCondition>(),
+            ConditionVisitor,
+        )
+    }
+}
+
+/// The operators as written in `op`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Op {
     #[serde(rename = "between")]
@@ -111,7 +226,6 @@ pub enum Op {
     #[serde(rename = "<=")]
     Le,
 }
-
 
 /// `[calendar]`: when the enterprise plans to work. Without any shift every hour is planned
 /// busy time (a 24/7 plant).
@@ -310,7 +424,12 @@ pub struct Green {
 
 impl Checker<'_> {
     /// Shifts, breaks and maintenance windows that the time model can use.
-    fn calendar(&mut self, root: &Spanned<DeTable<'_>>, calendar: &Calendar, refs: &References<'_>) {
+    fn calendar(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        calendar: &Calendar,
+        refs: &References<'_>,
+    ) {
         for (i, shift) in calendar.shifts.iter().enumerate() {
             let at = |s: &Self, k: &str| {
                 s.span_of(
@@ -477,8 +596,8 @@ impl Section for ValueAdded {
 }
 impl Section for Green {}
 
-/// `[[state_rules]]`'s row in the section table: the machines and kinds named are registered,
-/// and every condition has what its operator needs.
+/// `[[state_rules]]`'s row in the section table: the machines and kinds named are registered.
+/// (A condition without what its operator needs does not parse: see [`Condition`].)
 pub(crate) fn check_state_rules(
     checker: &mut Checker<'_>,
     root: &Spanned<DeTable<'_>>,
@@ -492,26 +611,6 @@ pub(crate) fn check_state_rules(
             if !refs.machines.contains(machine.as_str()) {
                 let at = checker.span_of(root, &join(&base, &[key("machines"), Seg::Index(j)]));
                 checker.push(at, not_registered("state rules name machine", machine));
-            }
-        }
-        for (j, rule) in rules.rules.iter().enumerate() {
-            for (k, condition) in rule.when.iter().enumerate() {
-                if let Some(what) = condition.missing() {
-                    let at = checker.span_of(
-                        root,
-                        &join(
-                            &base,
-                            &[key("rule"), Seg::Index(j), key("when"), Seg::Index(k)],
-                        ),
-                    );
-                    checker.push(
-                        at,
-                        format!(
-                            "condition on `{}` with op {:?} needs {what}",
-                            condition.signal, condition.op
-                        ),
-                    );
-                }
             }
         }
         for (j, kind) in rules.kinds.iter().enumerate() {
@@ -554,4 +653,72 @@ pub(crate) fn check_value_added(
     refs: &References<'_>,
 ) {
     checker.value_added(root, va, refs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::load_str;
+
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";
+
+    fn conditions(when: &str) -> Result<Vec<Condition>, crate::config::Diagnostics> {
+        let text =
+            format!("{SITE}[[state_rules]]\nrule = [{{ state = \"running\", when = [{when}] }}]\n");
+        load_str(&text, "t.toml").map(|c| c.state_rules[0].rules[0].when.clone())
+    }
+
+    #[test]
+    fn each_operator_takes_exactly_its_operands() {
+        let got = conditions(
+            r#"{ signal = "a", op = ">=", value = 2 }, { signal = "b", op = "between", min = 5, max = 95 },
+               { signal = "c", op = "bit_clear", bit = 63 }, { signal = "d", op = "changed_within", within = "90s" }"#,
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        let tests: Vec<Test> = got.iter().map(|c| c.test).collect();
+        assert_eq!(
+            tests,
+            vec![
+                Test::Compare(Compare::Ge, 2.0),
+                Test::Between {
+                    min: 5.0,
+                    max: 95.0
+                },
+                Test::BitClear(Bit::new(63).unwrap()),
+                Test::ChangedWithin(Duration::from_secs(90)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_condition_without_its_operands_is_reported_where_it_is_written() {
+        for (when, needs) in [
+            (r#"{ signal = "run", op = ">" }"#, "op Gt needs `value`"),
+            (
+                r#"{ signal = "run", op = "between", min = 1 }"#,
+                "op Between needs `min` and `max`",
+            ),
+            (
+                r#"{ signal = "run", op = "bit_set", bit = 64 }"#,
+                "op BitSet needs `bit` (0–63)",
+            ),
+            (
+                r#"{ signal = "run", op = "changed_within" }"#,
+                "op ChangedWithin needs `within` (a duration)",
+            ),
+        ] {
+            let d = conditions(when).unwrap_err();
+            assert_eq!(d.problems.len(), 1, "{d}");
+            let p = &d.problems[0];
+            // The condition's table on line 6.
+            let line = format!("rule = [{{ state = \"running\", when = [{when}] }}]");
+            let column = line.find("{ signal").unwrap() + 1;
+            assert_eq!((p.line, p.column), (6, column), "{d}");
+            assert!(
+                p.message
+                    .contains(&format!("condition on `run` with {needs}")),
+                "{d}"
+            );
+        }
+    }
 }

@@ -11,8 +11,8 @@
 //! `energy` per meter, and `green` per enterprise for days and months, each with the window's
 //! start as timestamp and rewritten while the window is open.
 
-pub mod config;
 pub mod calendar;
+pub mod config;
 pub mod energy;
 pub mod green;
 pub mod indicators;

@@ -7,6 +7,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio_modbus::Slave;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -38,8 +39,8 @@ pub struct ModbusDevice {
     #[serde(default)]
     pub serial: Option<String>,
     /// Modbus unit id (slave id), 0–247.
-    #[serde(default = "default_unit")]
-    pub unit: u8,
+    #[serde(default = "default_unit", deserialize_with = "unit_id")]
+    pub unit: Slave,
     /// How often the device is read; a field's own `poll` overrides it for that field.
     #[serde(default = "default_poll", deserialize_with = "duration")]
     pub poll: Duration,
@@ -49,7 +50,7 @@ pub struct ModbusDevice {
     /// Whether `address` values in the register map count from 0 (protocol addresses, the
     /// default) or from 1 (as many vendor manuals print them: register 40001 is address 0).
     #[serde(default)]
-    pub address_base: u16,
+    pub address_base: AddressBase,
     /// Fields closer than this many registers are read in one request, gap included.
     #[serde(default = "default_max_gap")]
     pub max_gap: u16,
@@ -95,6 +96,66 @@ impl ModbusDevice {
     }
 }
 
+/// The protocol's limit on registers in one read (function codes 3 and 4).
+pub const MAX_READ_REGISTERS: u16 = 125;
+/// The protocol's limit on bits in one read (function codes 1 and 2).
+pub const MAX_READ_BITS: u16 = 2000;
+
+/// How a register map numbers its addresses: `address_base = 0` (protocol addresses, the
+/// default) or `1` (as many vendor manuals print them: register 40001 is address 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AddressBase {
+    #[default]
+    Zero,
+    One,
+}
+
+impl AddressBase {
+    /// What is subtracted from a written address to get the protocol's.
+    pub fn offset(self) -> u16 {
+        match self {
+            AddressBase::Zero => 0,
+            AddressBase::One => 1,
+        }
+    }
+
+    fn from_number<E: serde::de::Error>(n: i64, message: &str) -> Result<AddressBase, E> {
+        match n {
+            0 => Ok(AddressBase::Zero),
+            1 => Ok(AddressBase::One),
+            _ => Err(E::custom(message)),
+        }
+    }
+
+    /// A profile's `address_base`, with the profile's wording.
+    fn in_profile<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AddressBase, D::Error> {
+        d.deserialize_any(AddressBaseVisitor("address_base is 0 or 1"))
+    }
+}
+
+impl<'de> Deserialize<'de> for AddressBase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<AddressBase, D::Error> {
+        d.deserialize_any(AddressBaseVisitor(
+            "address_base is 0 (protocol addresses) or 1 (manual numbering)",
+        ))
+    }
+}
+
+struct AddressBaseVisitor(&'static str);
+
+impl serde::de::Visitor<'_> for AddressBaseVisitor {
+    type Value = AddressBase;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<AddressBase, E> {
+        AddressBase::from_number(n, self.0)
+    }
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<AddressBase, E> {
+        AddressBase::from_number(i64::try_from(n).unwrap_or(i64::MAX), self.0)
+    }
+}
+
 /// How a device is reached; equal links share one connection and one owner task.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Link {
@@ -125,8 +186,13 @@ pub enum TcpTransport {
     RtuOverTcp,
 }
 
-fn default_unit() -> u8 {
-    1
+fn default_unit() -> Slave {
+    Slave::min_device()
+}
+
+/// A unit id as written: a number 0–255 (which ones a device may use is checked with its link).
+fn unit_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Slave, D::Error> {
+    u8::deserialize(d).map(Slave)
 }
 fn default_poll() -> Duration {
     Duration::from_secs(1)
@@ -138,7 +204,7 @@ fn default_max_gap() -> u16 {
     8
 }
 fn default_max_registers() -> u16 {
-    125
+    MAX_READ_REGISTERS
 }
 
 /// `[[modbus_serial]]`: an RS-485 (or RS-232) port that Modbus RTU devices hang on.
@@ -247,7 +313,7 @@ pub struct ModbusField {
     /// The numbering `address` is written in: the device's `address_base`, or the profile's for
     /// a field that came from a profile. Set by the loader.
     #[serde(skip)]
-    pub address_base: u16,
+    pub address_base: AddressBase,
 }
 
 impl ModbusField {
@@ -282,7 +348,7 @@ impl ModbusField {
     /// The protocol (0-based) address of the field's first register, or `None` for address 0
     /// in 1-based numbering.
     pub fn protocol_address(&self) -> Option<u16> {
-        self.address.checked_sub(self.address_base)
+        self.address.checked_sub(self.address_base.offset())
     }
 }
 
@@ -325,7 +391,11 @@ impl RegisterKind {
 
     /// The protocol's limit on one read of this table.
     pub fn protocol_limit(self) -> u16 {
-        if self.is_bit() { 2000 } else { 125 }
+        if self.is_bit() {
+            MAX_READ_BITS
+        } else {
+            MAX_READ_REGISTERS
+        }
     }
 }
 
@@ -421,8 +491,8 @@ pub struct Profile {
     #[serde(default)]
     pub description: String,
     /// The numbering of the addresses below: 0 (protocol addresses) or 1 (manual numbering).
-    #[serde(default)]
-    pub address_base: u16,
+    #[serde(default, deserialize_with = "AddressBase::in_profile")]
+    pub address_base: AddressBase,
     /// The most registers the model answers in one request.
     #[serde(default)]
     pub max_registers: Option<u16>,
@@ -455,16 +525,12 @@ fn check_profile(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Opti
     if let Some(p) = &profile {
         let span_of = |path: &[Seg]| checker.span_of(root, path);
         let mut found = Vec::new();
-        if p.address_base > 1 {
-            found.push((
-                span_of(&[key("address_base")]),
-                "address_base is 0 or 1".to_string(),
-            ));
-        }
-        if p.max_registers.is_some_and(|m| m == 0 || m > 125) {
+        if p.max_registers
+            .is_some_and(|m| m == 0 || m > MAX_READ_REGISTERS)
+        {
             found.push((
                 span_of(&[key("max_registers")]),
-                "max_registers must be 1–125, the protocol's limit".to_string(),
+                format!("max_registers must be 1–{MAX_READ_REGISTERS}, the protocol's limit"),
             ));
         }
         for (j, field) in p.fields.iter().enumerate() {
@@ -532,9 +598,9 @@ fn field_rules(field: &ModbusField) -> Vec<(&'static str, String)> {
             "a string needs `length`, the number of registers it occupies (two characters each)"
                 .to_string(),
         )),
-        (DataType::String, Some(n)) if n == 0 || n > 125 => found.push((
+        (DataType::String, Some(n)) if n == 0 || n > MAX_READ_REGISTERS => found.push((
             "length",
-            "length is 1–125 registers (one request's worth)".to_string(),
+            format!("length is 1–{MAX_READ_REGISTERS} registers (one request's worth)"),
         )),
         (DataType::String, Some(_)) => {
             if field.scale.is_some() || field.offset.is_some() {
@@ -724,9 +790,9 @@ impl Checker<'_> {
         // that ignore the unit id commonly expect 0 or 255.
         let rtu = device.serial.is_some() || device.transport == TcpTransport::RtuOverTcp;
         let unit_ok = if rtu {
-            (1..=247).contains(&device.unit)
+            device.unit.is_single_device()
         } else {
-            device.unit <= 247 || device.unit == 255
+            !device.unit.is_reserved() || device.unit == Slave::tcp_device()
         };
         if !unit_ok {
             let span = at(self, &[key("unit")]);
@@ -739,22 +805,15 @@ impl Checker<'_> {
                 span,
                 format!(
                     "modbus device `{id}`: unit {} is not in {range}",
-                    device.unit
+                    device.unit.0
                 ),
             );
         }
-        if device.address_base > 1 {
-            let span = at(self, &[key("address_base")]);
-            self.push(
-                span,
-                "address_base is 0 (protocol addresses) or 1 (manual numbering)".to_string(),
-            );
-        }
-        if device.max_registers == 0 || device.max_registers > 125 {
+        if device.max_registers == 0 || device.max_registers > MAX_READ_REGISTERS {
             let span = at(self, &[key("max_registers")]);
             self.push(
                 span,
-                "max_registers must be 1–125, the protocol's limit".to_string(),
+                format!("max_registers must be 1–{MAX_READ_REGISTERS}, the protocol's limit"),
             );
         }
         if device.poll.is_zero() || device.timeout.is_zero() {
@@ -949,5 +1008,40 @@ pub(crate) fn check_devices(
         }
         let origins = checker.merge_profile(root, &base, device);
         checker.modbus_device(root, &base, device, &origins, refs, &serial_ports);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::load_str;
+
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n[[meter]]\nid = \"m\"\ncarrier = \"electricity\"\n";
+
+    #[test]
+    fn the_address_base_is_zero_or_one() {
+        let device = |base: &str| {
+            format!(
+                "{SITE}[[modbus]]\nid = \"d\"\naddress = \"h:502\"\nmeter = \"m\"\naddress_base = {base}\nfield = [{{ signal = \"e\", register = \"input\", address = 1 }}]\n"
+            )
+        };
+        let cfg = load_str(&device("1"), "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(cfg.modbus[0].address_base, AddressBase::One);
+        assert_eq!(cfg.modbus[0].fields[0].protocol_address(), Some(0));
+        let d = load_str(&device("2"), "t.toml").unwrap_err();
+        assert_eq!(d.problems.len(), 1, "{d}");
+        assert_eq!((d.problems[0].line, d.problems[0].column), (12, 16), "{d}");
+        assert!(
+            d.problems[0]
+                .message
+                .contains("address_base is 0 (protocol addresses) or 1 (manual numbering)"),
+            "{d}"
+        );
+        let d = load_profile_str("address_base = 7\n", "p.toml").unwrap_err();
+        assert!(
+            d.to_string()
+                .contains("p.toml:1:16: in the profile: address_base is 0 or 1"),
+            "{d}"
+        );
     }
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_modbus::Slave;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Link, ModbusDevice};
@@ -95,7 +96,7 @@ pub fn connections_lazily(config: &Config) -> impl Iterator<Item = Connection> +
 /// needs (the device's config is dropped once planned).
 struct Polled {
     id: Arc<str>,
-    unit: u8,
+    unit: Slave,
     timeout: Duration,
     poll: Duration,
     fields: Vec<Slot>,
@@ -283,7 +284,7 @@ async fn poll_devices(
                 p.health.answered(at);
                 if p.up != Some(true) {
                     p.up = Some(true);
-                    info!(parent: &p.span, link = %link, unit = p.unit, "device answers");
+                    info!(parent: &p.span, link = %link, unit = p.unit.0, "device answers");
                     send(
                         &events,
                         SourceEvent::DeviceUp {
