@@ -6,19 +6,17 @@
 //! "unknown section" messages, the keys for "did you mean", the dispatch and the checks all come
 //! from the row: a new source adds its `config.rs` beside its code and one row here.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::config::{
-    self, Checker, Diagnostics, Machine, Meter, MqttBroker, References, Section, Site, duration,
-    load_file, sections, unchecked,
+    self, Checker, Diagnostics, Machine, Meter, MqttBroker, References, Site, load_file, sections,
+    unchecked,
 };
 use crate::engine::config::{
-    self as engine, Calendar, EnergyConfig, Green, StateRules, ValueAdded,
+    self as engine, Agent, Calendar, EnergyConfig, Green, StateRules, ValueAdded,
 };
 use crate::sink::config::{self as sink, FileOutput, InfluxOutput, Spool, Uplink};
 use crate::source::modbus::config::{self as modbus, ModbusDevice, ModbusSerial};
@@ -95,6 +93,34 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Confi
     Some(config)
 }
 
+impl<'a> From<&'a Config> for engine::Sections<'a> {
+    fn from(config: &'a Config) -> Self {
+        engine::Sections {
+            site: &config.site,
+            agent: &config.agent,
+            machines: &config.machines,
+            meters: &config.meters,
+            state_rules: &config.state_rules,
+            calendar: &config.calendar,
+            energy: &config.energy,
+            value_added: &config.value_added,
+            green: &config.green,
+            devices: (config.modbus.iter().map(|d| d.id.as_str()))
+                .chain(config.mqtt.iter().map(|b| b.id.as_str()))
+                .collect(),
+        }
+    }
+}
+
+impl<'a> From<&'a Config> for modbus::Sections<'a> {
+    fn from(config: &'a Config) -> Self {
+        modbus::Sections {
+            devices: &config.modbus,
+            serial: &config.modbus_serial,
+        }
+    }
+}
+
 impl Config {
     /// The register's machine ids and meter ids, as the sources look samples up against them.
     pub fn register_ids(
@@ -108,48 +134,3 @@ impl Config {
         (machines, meters)
     }
 }
-
-/// `[agent]`
-#[derive(Debug, Clone, Deserialize)]
-pub struct Agent {
-    /// Where the spool and the engine's saved state live.
-    #[serde(default = "default_data_dir")]
-    pub data_dir: PathBuf,
-    /// A machine with no valid data for this long becomes `offline`.
-    #[serde(default = "default_offline_after", deserialize_with = "duration")]
-    pub offline_after: Duration,
-    /// A `machine_state` line is repeated this often even without a change, so a dashboard's
-    /// "last value" query always finds one.
-    #[serde(default = "default_heartbeat", deserialize_with = "duration")]
-    pub heartbeat: Duration,
-    /// Open window totals (`machine_time`, `fleet`, `energy`, `green`) are rewritten this
-    /// often, and the engine's accumulators saved to the data directory.
-    #[serde(default = "default_window_flush", deserialize_with = "duration")]
-    pub window_flush: Duration,
-}
-
-impl Default for Agent {
-    fn default() -> Self {
-        Agent {
-            data_dir: default_data_dir(),
-            offline_after: default_offline_after(),
-            heartbeat: default_heartbeat(),
-            window_flush: default_window_flush(),
-        }
-    }
-}
-
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/shopfloor")
-}
-fn default_offline_after() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_heartbeat() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_window_flush() -> Duration {
-    Duration::from_secs(60)
-}
-
-impl Section for Agent {}

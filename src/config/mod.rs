@@ -25,10 +25,10 @@ pub(crate) use section::{CheckMany, CheckOne, References, Section, sections, unc
 
 // Transition (issue 14): the old paths of the section types that moved to their owners, so
 // that files outside the config lane compile unchanged. The lead removes these after merging.
-pub use crate::agent::config::{Agent, Config, load, load_str};
+pub use crate::agent::config::{Config, load, load_str};
 pub use crate::engine::config::{
-    Break, Calendar, Condition, Declared, ElectricityMethod, EnergyConfig, Green, Maintenance, Op,
-    Rule, Shift, StateRules, ValueAdded, ValueAddedMethod, Weekday,
+    Agent, Break, Calendar, Condition, Declared, ElectricityMethod, EnergyConfig, Green,
+    Maintenance, Op, Rule, Shift, StateRules, ValueAdded, ValueAddedMethod, Weekday,
 };
 pub use crate::sink::config::{
     FileOutput, InfluxApi, InfluxOutput, Spool, UPLINK_OUTPUT, Uplink, default_output_name,

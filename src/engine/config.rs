@@ -9,9 +9,70 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::config::{
-    Carrier, Checker, References, Section, Seg, State, duration, join, key, not_registered,
-    optional_duration, struct_fields,
+    Carrier, Checker, Machine, Meter, References, Section, Seg, Site, State, duration, join, key,
+    not_registered, optional_duration, struct_fields,
 };
+
+/// The engine's sections of the config: what it takes from the whole file.
+#[derive(Debug, Clone)]
+pub struct Sections<'a> {
+    pub site: &'a Site,
+    pub agent: &'a Agent,
+    pub machines: &'a [Machine],
+    pub meters: &'a [Meter],
+    pub state_rules: &'a [StateRules],
+    pub calendar: &'a Calendar,
+    pub energy: &'a EnergyConfig,
+    pub value_added: &'a ValueAdded,
+    pub green: &'a Green,
+    /// The ids of the devices (Modbus devices, then MQTT brokers) whose health is shown.
+    pub devices: Vec<&'a str>,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, Deserialize)]
+pub struct Agent {
+    /// Where the spool and the engine's saved state live.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A machine with no valid data for this long becomes `offline`.
+    #[serde(default = "default_offline_after", deserialize_with = "duration")]
+    pub offline_after: Duration,
+    /// A `machine_state` line is repeated this often even without a change, so a dashboard's
+    /// "last value" query always finds one.
+    #[serde(default = "default_heartbeat", deserialize_with = "duration")]
+    pub heartbeat: Duration,
+    /// Open window totals (`machine_time`, `fleet`, `energy`, `green`) are rewritten this
+    /// often, and the engine's accumulators saved to the data directory.
+    #[serde(default = "default_window_flush", deserialize_with = "duration")]
+    pub window_flush: Duration,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent {
+            data_dir: default_data_dir(),
+            offline_after: default_offline_after(),
+            heartbeat: default_heartbeat(),
+            window_flush: default_window_flush(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/shopfloor")
+}
+fn default_offline_after() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_window_flush() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Section for Agent {}
 
 /// `[[state_rules]]`: an ordered list of rules for some machines. The first rule whose
 /// conditions all hold gives the state; when none holds, `default` does.

@@ -13,7 +13,7 @@ use super::signals::Signals;
 use super::timemodel::{Accounting, TimeTotals};
 use super::windows::{self, Window};
 use super::{seconds, state};
-use crate::config::{Config, Machine, State, StateRules};
+use crate::config::{Machine, State, StateRules};
 use crate::sink::line_protocol::{LineBuilder, tag_prefix};
 use crate::source::Sample;
 
@@ -65,7 +65,12 @@ pub(super) struct MachineTrack {
 }
 
 impl MachineTrack {
-    pub fn new(m: &Machine, config: &Config, base: &[(&str, &str)], now: Timestamp) -> Self {
+    pub fn new(
+        m: &Machine,
+        state_rules: &[StateRules],
+        base: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Self {
         let cnc = if m.cnc { "true" } else { "false" };
         let tags: Vec<(&str, &str)> = base
             .iter()
@@ -83,7 +88,7 @@ impl MachineTrack {
             kind: m.kind.clone(),
             cnc: m.cnc,
             digital: m.is_digital(),
-            rules: state::rules_for(m, &config.state_rules).cloned(),
+            rules: state::rules_for(m, state_rules).cloned(),
             parts_signal: arc(&m.parts_signal),
             good_signal: arc(&m.good_signal),
             reject_signal: arc(&m.reject_signal),

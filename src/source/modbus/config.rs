@@ -96,6 +96,15 @@ impl ModbusDevice {
     }
 }
 
+/// The Modbus source's sections of the config: what it takes from the whole file.
+#[derive(Debug, Clone, Copy)]
+pub struct Sections<'a> {
+    /// `[[modbus]]`, with profiles merged in.
+    pub devices: &'a [ModbusDevice],
+    /// `[[modbus_serial]]`.
+    pub serial: &'a [ModbusSerial],
+}
+
 /// The protocol's limit on registers in one read (function codes 3 and 4).
 pub const MAX_READ_REGISTERS: u16 = 125;
 /// The protocol's limit on bits in one read (function codes 1 and 2).

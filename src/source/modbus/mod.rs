@@ -34,10 +34,11 @@ use tokio::time::Instant;
 use tokio_modbus::Slave;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Link, ModbusDevice};
+use crate::config::{Link, ModbusDevice};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::{Sample, SourceEvent, Target};
+pub use config::Sections;
 use health::Health;
 use link::ReadOnly;
 pub use link::{LinkSpec, PollFault};
@@ -54,22 +55,25 @@ pub struct Connection {
 }
 
 /// Groups the configured devices by the connection they share, in config order.
-pub fn connections(config: &Config) -> Vec<Connection> {
+pub fn connections<'a>(config: impl Into<Sections<'a>>) -> Vec<Connection> {
     connections_lazily(config).collect()
 }
 
 /// [`connections`], copying each connection's devices only when it is asked for: the agent
 /// compacts one connection before it copies the next, so a large register map is never held
 /// three times at once.
-pub fn connections_lazily(config: &Config) -> impl Iterator<Item = Connection> + '_ {
+pub fn connections_lazily<'a>(
+    config: impl Into<Sections<'a>>,
+) -> impl Iterator<Item = Connection> + 'a {
+    let config = config.into();
     let mut by_link: BTreeMap<Link, usize> = BTreeMap::new();
     let mut groups: Vec<(LinkSpec, Vec<usize>)> = Vec::new();
-    for (n, device) in config.modbus.iter().enumerate() {
+    for (n, device) in config.devices.iter().enumerate() {
         let link = device.link();
         let spec = match &link {
             Link::Tcp(a) => LinkSpec::Tcp(a.clone()),
             Link::RtuOverTcp(a) => LinkSpec::RtuOverTcp(a.clone()),
-            Link::Serial(id) => match config.modbus_serial.iter().find(|s| &s.id == id) {
+            Link::Serial(id) => match config.serial.iter().find(|s| &s.id == id) {
                 Some(s) => LinkSpec::Serial(s.clone()),
                 // `check` rejects a device naming an unknown port; skip it if one slips by.
                 None => continue,
@@ -87,7 +91,7 @@ pub fn connections_lazily(config: &Config) -> impl Iterator<Item = Connection> +
         link,
         devices: devices
             .into_iter()
-            .map(|n| config.modbus[n].clone())
+            .map(|n| config.devices[n].clone())
             .collect(),
     })
 }
