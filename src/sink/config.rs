@@ -445,8 +445,7 @@ pub(crate) fn check_spool(
     checker.spool(root, spool);
 }
 
-/// `[[influx]]`'s row. Every output has a cursor in the spool under its name, so names are
-/// unique across kinds: `[[influx]]` claims first, then `[[file]]`, then `[uplink]`.
+/// `[[influx]]`'s row.
 pub(crate) fn check_influx(
     checker: &mut Checker<'_>,
     root: &Spanned<DeTable<'_>>,
@@ -454,8 +453,30 @@ pub(crate) fn check_influx(
     outputs: &mut [InfluxOutput],
     _: &References<'_>,
 ) {
-    for (n, (i, output)) in at.iter().zip(outputs.iter()).enumerate() {
-        let base = vec![key("influx"), Seg::Index(*i)];
+    influx_outputs(checker, root, at.iter().copied().zip(outputs.iter()));
+}
+
+/// `[[file]]`'s row.
+pub(crate) fn check_files(
+    checker: &mut Checker<'_>,
+    root: &Spanned<DeTable<'_>>,
+    at: &[usize],
+    outputs: &mut [FileOutput],
+    _: &References<'_>,
+) {
+    file_outputs(checker, root, at.iter().copied().zip(outputs.iter()));
+}
+
+/// Checks `[[influx]]` outputs (document index, output), here and in `county ingest`'s file.
+/// Every output has a cursor in the spool under its name, so names are unique across kinds:
+/// `[[influx]]` claims first, then `[[file]]`, then `[uplink]`.
+pub(crate) fn influx_outputs<'a>(
+    checker: &mut Checker<'_>,
+    root: &Spanned<DeTable<'_>>,
+    outputs: impl IntoIterator<Item = (usize, &'a InfluxOutput)>,
+) {
+    for (n, (i, output)) in outputs.into_iter().enumerate() {
+        let base = vec![key("influx"), Seg::Index(i)];
         let name = output
             .name
             .clone()
@@ -468,21 +489,19 @@ pub(crate) fn check_influx(
     }
 }
 
-/// `[[file]]`'s row.
-pub(crate) fn check_files(
+/// Checks `[[file]]` outputs (document index, output): their names.
+pub(crate) fn file_outputs<'a>(
     checker: &mut Checker<'_>,
     root: &Spanned<DeTable<'_>>,
-    at: &[usize],
-    outputs: &mut [FileOutput],
-    _: &References<'_>,
+    outputs: impl IntoIterator<Item = (usize, &'a FileOutput)>,
 ) {
-    for (n, (i, output)) in at.iter().zip(outputs.iter()).enumerate() {
+    for (n, (i, output)) in outputs.into_iter().enumerate() {
         let name = output
             .name
             .clone()
             .unwrap_or_else(|| default_output_name("file", n));
         if !checker.claim("output", &name) {
-            let at = checker.span_of(root, &[key("file"), Seg::Index(*i), key("name")]);
+            let at = checker.span_of(root, &[key("file"), Seg::Index(i), key("name")]);
             checker.push(at, format!("output name `{name}` is used twice"));
         }
     }
