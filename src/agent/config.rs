@@ -134,3 +134,30 @@ impl Config {
         (machines, meters)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::key;
+
+    #[test]
+    fn every_row_gives_its_section_and_its_keys() {
+        assert_eq!(
+            Config::SECTIONS.join(", "),
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, state_rules, spool, influx, \
+             file, calendar, energy, value_added, green, web, uplink"
+        );
+        for name in Config::SECTIONS {
+            assert!(!Config::known_keys(&[key(name)]).is_empty(), "{name}");
+        }
+        // Nested tables' keys come from the section's owner.
+        let nested =
+            |path: &[&str]| Config::known_keys(&path.iter().map(|k| key(k)).collect::<Vec<_>>());
+        assert!(nested(&["modbus", "field"]).contains(&"register"));
+        assert!(nested(&["mqtt", "topic", "field"]).contains(&"path"));
+        assert!(nested(&["state_rules", "rule", "when"]).contains(&"within"));
+        assert!(nested(&["calendar", "shift", "breaks"]).contains(&"start"));
+        assert!(nested(&["uplink", "tls"]).contains(&"ca_file"));
+        assert!(nested(&["web", "nothing"]).is_empty());
+    }
+}
