@@ -20,7 +20,7 @@ use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
-use crate::config::{ModbusSerial, Parity, RegisterKind};
+use super::config::{ModbusSerial, Parity, RegisterKind};
 
 /// How to reach a connection's devices, with everything needed to open it.
 #[derive(Debug, Clone)]

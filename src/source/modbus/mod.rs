@@ -34,11 +34,11 @@ use tokio::time::Instant;
 use tokio_modbus::Slave;
 use tracing::{debug, info, warn};
 
-use crate::config::{Link, ModbusDevice};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::{Sample, SourceEvent, Target};
 pub use config::Sections;
+use config::{Link, ModbusDevice};
 use health::Health;
 use link::ReadOnly;
 pub use link::{LinkSpec, PollFault};
@@ -471,7 +471,7 @@ pub mod fuzzing {
 
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-    use crate::config::ModbusDevice;
+    use crate::source::modbus::config::ModbusDevice;
 
     use super::*;
 

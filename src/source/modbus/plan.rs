@@ -16,7 +16,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{ModbusDevice, RegisterKind};
+use super::config::{ModbusDevice, RegisterKind};
 #[cfg(doc)]
 use crate::source::modbus::config::{MAX_READ_BITS, MAX_READ_REGISTERS};
 
@@ -150,8 +150,8 @@ fn plan_fields(device: &ModbusDevice, take: impl Fn(usize) -> bool) -> Vec<ReadR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ByteOrder, DataType, ModbusField};
     use crate::source::modbus::config::{AddressBase, MAX_READ_REGISTERS};
+    use crate::source::modbus::config::{ByteOrder, DataType, ModbusField};
     use std::time::Duration;
 
     fn field(register: RegisterKind, address: u16, ty: DataType) -> ModbusField {

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::{ByteOrder, DataType, RegisterKind};
+use super::config::{ByteOrder, DataType, RegisterKind};
 use crate::source::Value;
 
 use super::decode::{self, DecodeError};
