@@ -237,7 +237,7 @@ impl TryFrom<RawCondition> for Condition {
 }
 
 impl<'de> Deserialize<'de> for Condition {
-    /// A [`RawCondition`] made into a condition inside the table's own visit, so that an error
+    /// A `RawCondition` made into a condition inside the table's own visit, so that an error
     /// points at the condition rather than at the list it is in.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Condition, D::Error> {
         struct ConditionVisitor;
