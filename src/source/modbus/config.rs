@@ -1,21 +1,19 @@
-//! `[[modbus]]`, `[[modbus_serial]]` and device profiles: the types the Modbus source reads,
-//! and their checks.
+//! `[[modbus]]` and `[[modbus_serial]]`: the types the Modbus source reads, and their checks
+//! (device profiles, their file and their merging are in `profile.rs`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::ops::Range;
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio_modbus::Slave;
 use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+use toml::de::DeTable;
 
-use super::profile;
+pub use super::profile::{Profile, load_profile_str};
 use crate::config::{
-    Checker, Diagnostics, References, Section, Seg, SignalType, check_document, duration, join,
-    key, key_names, not_registered, optional_duration, raw_ids, struct_fields, unknown_meter,
-    valid_host_port,
+    Checker, References, Section, Seg, SignalType, duration, join, key, not_registered,
+    optional_duration, raw_ids, struct_fields, unknown_meter, valid_host_port,
 };
 
 /// `[[modbus]]`: one Modbus device (unit): an IoT box on a machine's controller, a PLC, a meter.
@@ -137,7 +135,9 @@ impl AddressBase {
     }
 
     /// A profile's `address_base`, with the profile's wording.
-    fn in_profile<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AddressBase, D::Error> {
+    pub(super) fn in_profile<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<AddressBase, D::Error> {
         d.deserialize_any(AddressBaseVisitor("address_base is 0 or 1"))
     }
 }
@@ -488,89 +488,9 @@ impl ByteOrder {
     }
 }
 
-/// A device profile (`config/profiles/<name>.toml`): the register map of one device model,
-/// written once and used by name from every `[[modbus]]` of that model.
-///
-/// A profile's fields name no machine or meter; the device that uses the profile says which
-/// one they belong to. Limits in a profile describe what the model can take, so a device gets
-/// the tighter of its own and its profile's.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct Profile {
-    /// What the profile describes, for `check --plan` and for people.
-    #[serde(default)]
-    pub description: String,
-    /// The numbering of the addresses below: 0 (protocol addresses) or 1 (manual numbering).
-    #[serde(default, deserialize_with = "AddressBase::in_profile")]
-    pub address_base: AddressBase,
-    /// The most registers the model answers in one request.
-    #[serde(default)]
-    pub max_registers: Option<u16>,
-    /// The widest hole the model lets a request span.
-    #[serde(default)]
-    pub max_gap: Option<u16>,
-    /// The model only answers reads of exactly one documented value.
-    #[serde(default)]
-    pub one_request_per_field: bool,
-    #[serde(default, rename = "field")]
-    pub fields: Vec<ModbusField>,
-}
-
-/// Checks a profile's text; `file` names it in messages.
-pub fn load_profile_str(text: &str, file: &str) -> Result<Profile, Diagnostics> {
-    check_document(text, file, profile_keys, check_profile)
-}
-
-/// The keys of a profile's tables, for hints.
-fn profile_keys(path: &[Seg]) -> &'static [&'static str] {
-    match key_names(path).as_slice() {
-        ["field"] => struct_fields::<ModbusField>(),
-        _ => struct_fields::<Profile>(),
-    }
-}
-
-fn check_profile(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Profile> {
-    let value = Spanned::new(root.span(), DeValue::Table(root.get_ref().clone()));
-    let profile = checker.section::<Profile>(&value, Vec::new());
-    if let Some(p) = &profile {
-        let span_of = |path: &[Seg]| checker.span_of(root, path);
-        let mut found = Vec::new();
-        if p.max_registers
-            .is_some_and(|m| m == 0 || m > MAX_READ_REGISTERS)
-        {
-            found.push((
-                span_of(&[key("max_registers")]),
-                format!("max_registers must be 1–{MAX_READ_REGISTERS}, the protocol's limit"),
-            ));
-        }
-        for (j, field) in p.fields.iter().enumerate() {
-            let mut field = field.clone();
-            field.address_base = p.address_base;
-            let here = |k: &str| span_of(&[key("field"), Seg::Index(j), key(k)]);
-            if field.machine.is_some() || field.meter.is_some() {
-                let k = if field.machine.is_some() {
-                    "machine"
-                } else {
-                    "meter"
-                };
-                found.push((
-                    here(k),
-                    "a profile's fields name no machine or meter: the device that uses the profile does".to_string(),
-                ));
-            }
-            for (k, message) in field_rules(&field) {
-                found.push((here(k), message));
-            }
-        }
-        for (span, message) in found {
-            checker.push(span, message);
-        }
-    }
-    profile
-}
-
 /// Where a device's field came from after its profile was merged in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Origin {
+pub(super) enum Origin {
     /// The n-th `[[modbus.field]]` of the device.
     Own(usize),
     /// The n-th field of the device's profile.
@@ -578,7 +498,7 @@ enum Origin {
 }
 
 /// What is wrong with a field on its own, whichever device it is on: (key, message).
-fn field_rules(field: &ModbusField) -> Vec<(&'static str, String)> {
+pub(super) fn field_rules(field: &ModbusField) -> Vec<(&'static str, String)> {
     let mut found = Vec::new();
     let ty = field.data_type();
     if field.register.is_bit() && field.data_type.is_some_and(|t| t != DataType::Bool) {
@@ -643,82 +563,6 @@ fn field_rules(field: &ModbusField) -> Vec<(&'static str, String)> {
 }
 
 impl Checker<'_> {
-    /// Merges a device's profile into it. Returns where each resulting field came from, so
-    /// later problems point at the right place.
-    fn merge_profile(
-        &mut self,
-        root: &Spanned<DeTable<'_>>,
-        base: &[Seg],
-        device: &mut ModbusDevice,
-    ) -> Vec<Origin> {
-        let own: Vec<Origin> = (0..device.fields.len()).map(Origin::Own).collect();
-        for f in &mut device.fields {
-            f.address_base = device.address_base;
-        }
-        let Some(name) = device.profile.clone() else {
-            return own;
-        };
-        let at = self.span_of(root, &join(base, &[key("profile")]));
-        let parsed = match self.remembered::<Profile>(&name) {
-            Some(p) => p,
-            None => match self.read_profile(&name, &device.id, at) {
-                Some(p) => {
-                    self.remember(name.clone(), p.clone());
-                    p
-                }
-                None => return own,
-            },
-        };
-        if let Some(limit) = parsed.max_registers {
-            device.max_registers = device.max_registers.min(limit);
-        }
-        if let Some(gap) = parsed.max_gap {
-            device.max_gap = device.max_gap.min(gap);
-        }
-        device.one_request_per_field |= parsed.one_request_per_field;
-        let mut fields: Vec<ModbusField> = parsed
-            .fields
-            .into_iter()
-            .map(|mut f| {
-                f.address_base = parsed.address_base;
-                f
-            })
-            .collect();
-        let mut origins: Vec<Origin> = (0..fields.len()).map(Origin::Profile).collect();
-        fields.append(&mut device.fields);
-        origins.extend(own);
-        device.fields = fields;
-        origins
-    }
-
-    /// Finds and parses profile `name` for `device`; problems are reported at `at`, the
-    /// device's `profile` key, naming the profile's own file, line and column.
-    fn read_profile(&mut self, name: &str, device: &str, at: Range<usize>) -> Option<Profile> {
-        let (source, text) = match profile::find(name, self.dir()) {
-            Ok(found) => found,
-            Err(message) => {
-                self.push(at, format!("modbus device `{device}`: {message}"));
-                return None;
-            }
-        };
-        let file = source.describe(name);
-        match load_profile_str(&text, &file) {
-            Ok(p) => Some(p),
-            Err(diagnostics) => {
-                for p in diagnostics.problems {
-                    self.push(
-                        at.clone(),
-                        format!(
-                            "profile `{name}` ({file}:{}:{}): {}",
-                            p.line, p.column, p.message
-                        ),
-                    );
-                }
-                None
-            }
-        }
-    }
-
     fn modbus_serial(&mut self, root: &Spanned<DeTable<'_>>, base: &[Seg], port: &ModbusSerial) {
         let at = |s: &Self, k: &str| s.span_of(root, &join(base, &[key(k)]));
         let mut problems = Vec::new();
