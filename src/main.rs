@@ -366,7 +366,7 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                             .as_deref()
                             .map(|p| format!(", profile {p}"))
                             .unwrap_or_default();
-                        println!("  device {} (unit {}{profile}):", device.id, device.unit);
+                        println!("  device {} (unit {}{profile}):", device.id, device.unit.0);
                         for group in plan::plan(device) {
                             println!("    every {:?}:", group.poll);
                             for request in group.requests {
@@ -739,7 +739,7 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
             .iter()
             .find(|d| &d.id == id)
             .context("device vanished")?;
-        (unit, base, timeout) = (device.unit, device.address_base, device.timeout);
+        (unit, base, timeout) = (device.unit.0, device.address_base.offset(), device.timeout);
         link = Some(connection.link.clone());
     }
     if let Some(address) = args.address {

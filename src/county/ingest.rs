@@ -176,18 +176,7 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Inges
             "spool" => spool = checker.section::<config::Spool>(value, vec![key("spool")]),
             "influx" => influx = checker.array::<InfluxOutput>(value, "influx"),
             "file" => file = checker.array::<FileOutput>(value, "file"),
-            other => {
-                let hint = config::suggest(other, SECTIONS)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                checker.push(
-                    name.span(),
-                    format!(
-                        "unknown section `{other}`{hint}; the sections are: {}",
-                        SECTIONS.join(", ")
-                    ),
-                );
-            }
+            other => checker.unknown_section(name.span(), other, SECTIONS),
         }
     }
     let missing = |checker: &mut Checker<'_>, what: &str| {
@@ -261,29 +250,8 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Inges
     if no_client_id {
         broker = None;
     }
-    let mut names = std::collections::HashSet::new();
-    for (n, (i, output)) in influx.iter().enumerate() {
-        let base = vec![key("influx"), Seg::Index(*i)];
-        let name = output
-            .name
-            .clone()
-            .unwrap_or_else(|| config::default_output_name("influx", n));
-        if !names.insert(name.clone()) {
-            let span = checker.span_of(root, &[key("influx"), Seg::Index(*i), key("name")]);
-            checker.push(span, format!("output name `{name}` is used twice"));
-        }
-        checker.influx(root, &base, output);
-    }
-    for (n, (i, output)) in file.iter().enumerate() {
-        let name = output
-            .name
-            .clone()
-            .unwrap_or_else(|| config::default_output_name("file", n));
-        if !names.insert(name.clone()) {
-            let span = checker.span_of(root, &[key("file"), Seg::Index(*i), key("name")]);
-            checker.push(span, format!("output name `{name}` is used twice"));
-        }
-    }
+    sink::config::influx_outputs(checker, root, influx.iter().map(|(i, o)| (*i, o)));
+    sink::config::file_outputs(checker, root, file.iter().map(|(i, o)| (*i, o)));
     if let Some(s) = &spool {
         checker.spool(root, s);
     }

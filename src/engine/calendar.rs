@@ -15,7 +15,7 @@ use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 
-use crate::config;
+use super::config;
 
 /// What kind of time a moment is for one machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,7 +304,7 @@ pub fn next_month_start(t: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Break, Shift, Weekday as W};
+    use crate::engine::config::{Break, Shift, Weekday as W};
     use jiff::civil::{date, time};
 
     fn shanghai() -> TimeZone {

@@ -11,8 +11,8 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 
+use super::config::Declared;
 use super::windows::{Window, WindowKind};
-use crate::config::Declared;
 
 /// A period a value added is declared for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use super::signals::Signals;
 use super::timemodel::{Accounting, TimeTotals};
 use super::windows::{self, Window};
 use super::{seconds, state};
-use crate::config::{Config, Machine, StateRules};
+use crate::config::{Machine, StateRules};
 use crate::line_protocol::contract::{
     MEASUREMENT_MACHINE_STATE, MEASUREMENT_MACHINE_TIME, MEASUREMENT_SIGNAL, TAG_CNC, TAG_KIND,
     TAG_MACHINE, TAG_SHIFT, TAG_WINDOW, machine_state, machine_time,
@@ -69,7 +69,12 @@ pub(super) struct MachineTrack {
 }
 
 impl MachineTrack {
-    pub fn new(m: &Machine, config: &Config, base: &[(&str, &str)], now: Timestamp) -> Self {
+    pub fn new(
+        m: &Machine,
+        state_rules: &[StateRules],
+        base: &[(&str, &str)],
+        now: Timestamp,
+    ) -> Self {
         let cnc = if m.cnc { "true" } else { "false" };
         let tags: Vec<(&str, &str)> = base
             .iter()
@@ -87,7 +92,7 @@ impl MachineTrack {
             kind: m.kind.clone(),
             cnc: m.cnc,
             digital: m.is_digital(),
-            rules: state::rules_for(m, &config.state_rules).cloned(),
+            rules: state::rules_for(m, state_rules).cloned(),
             parts_signal: arc(&m.parts_signal),
             good_signal: arc(&m.good_signal),
             reject_signal: arc(&m.reject_signal),

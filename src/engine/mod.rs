@@ -12,6 +12,7 @@
 //! start as timestamp and rewritten while the window is open.
 
 pub mod calendar;
+pub mod config;
 pub mod energy;
 pub mod green;
 pub mod indicators;
@@ -37,7 +38,7 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
-use crate::config::{Carrier, Config, ValueAddedMethod};
+use crate::config::{Carrier, ValueAddedMethod};
 use crate::line_protocol::contract::{
     self, MEASUREMENT_AGENT, MEASUREMENT_FLEET, MEASUREMENT_GREEN, MEASUREMENT_GREEN_ALERT,
     TAG_COUNTY, TAG_EL_METHOD, TAG_ENTERPRISE, TAG_INDICATOR, TAG_SECTOR, TAG_SHIFT, TAG_VA_METHOD,
@@ -198,7 +199,8 @@ pub struct Engine {
 impl Engine {
     /// Every registered machine starts `offline` at `now`: until it delivers data, nothing is
     /// known about it.
-    pub fn new(config: &Config, now: Timestamp) -> Self {
+    pub fn new<'a>(config: impl Into<config::Sections<'a>>, now: Timestamp) -> Self {
+        let config = &config.into();
         let site = &config.site;
         let base = [
             (TAG_COUNTY, site.county.as_str()),
@@ -209,7 +211,7 @@ impl Engine {
         let machines: Vec<MachineTrack> = config
             .machines
             .iter()
-            .map(|m| MachineTrack::new(m, config, &base, now))
+            .map(|m| MachineTrack::new(m, config.state_rules, &base, now))
             .collect();
         let by_id: HashMap<Arc<str>, usize> = machines
             .iter()
@@ -230,19 +232,17 @@ impl Engine {
             .map(|(i, m)| (m.id.clone(), i))
             .collect();
         let devices = config
-            .modbus
+            .devices
             .iter()
-            .map(|d| &d.id)
-            .chain(config.mqtt.iter().map(|b| &b.id))
             .map(|id| DeviceHealth {
-                id: Arc::from(id.as_str()),
+                id: Arc::from(*id),
                 up: false,
                 since: None,
                 reason: Some("not polled yet".into()),
             })
             .collect();
         let va = &config.value_added;
-        let coefficients = Coefficients::new(&config.energy);
+        let coefficients = Coefficients::new(config.energy);
         let green_tags: Vec<(&str, &str)> = base
             .iter()
             .copied()
@@ -257,7 +257,7 @@ impl Engine {
             meters,
             meter_by_id,
             devices,
-            calendar: Calendar::new(&config.calendar, tz),
+            calendar: Calendar::new(config.calendar, tz),
             coefficients,
             va_method: va.method,
             va_rate: va.rate,

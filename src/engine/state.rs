@@ -2,8 +2,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::config::Test;
 use super::signals::Signals;
-use crate::config::{Condition, Machine, Op, StateRules};
+use crate::config::{Condition, Machine, StateRules};
 use crate::model::{State, Value};
 
 /// Picks the rule set for a machine: one naming the machine beats one naming its kind, which
@@ -39,36 +40,19 @@ pub struct Inputs<'a> {
 
 fn holds(condition: &Condition, inputs: &Inputs<'_>) -> bool {
     let name = condition.signal.as_str();
-    if condition.op == Op::ChangedWithin {
-        let (Some(changed), Some(within)) = (inputs.signals.changed(name), condition.within) else {
-            return false;
-        };
-        return SignedDuration::try_from(within)
-            .is_ok_and(|within| inputs.at.duration_since(changed) <= within);
-    }
-    let Some(x) = inputs.signals.get(name).and_then(Value::as_f64) else {
-        return false;
-    };
-    let v = condition.value.unwrap_or(f64::NAN);
-    let bit = |set: bool| {
-        condition
-            .bit
-            .is_some_and(|b| x.fract() == 0.0 && b < 64 && ((x as i64 >> b) & 1 == 1) == set)
-    };
-    match condition.op {
-        Op::Eq => x == v,
-        Op::Ne => x != v,
-        Op::Gt => x > v,
-        Op::Ge => x >= v,
-        Op::Lt => x < v,
-        Op::Le => x <= v,
-        Op::Between => match (condition.min, condition.max) {
-            (Some(lo), Some(hi)) => lo <= x && x <= hi,
-            _ => false,
-        },
-        Op::BitSet => bit(true),
-        Op::BitClear => bit(false),
-        Op::ChangedWithin => false,
+    let value = || inputs.signals.get(name).and_then(Value::as_f64);
+    match condition.test {
+        Test::ChangedWithin(within) => {
+            let Some(changed) = inputs.signals.changed(name) else {
+                return false;
+            };
+            SignedDuration::try_from(within)
+                .is_ok_and(|within| inputs.at.duration_since(changed) <= within)
+        }
+        Test::Compare(compare, v) => value().is_some_and(|x| compare.holds(x, v)),
+        Test::Between { min, max } => value().is_some_and(|x| min <= x && x <= max),
+        Test::BitSet(bit) => value().is_some_and(|x| bit.is(x, true)),
+        Test::BitClear(bit) => value().is_some_and(|x| bit.is(x, false)),
     }
 }
 
@@ -76,18 +60,14 @@ fn holds(condition: &Condition, inputs: &Inputs<'_>) -> bool {
 mod tests {
     use super::*;
     use crate::config::Rule;
+    use crate::engine::config::{Bit, Compare};
     use std::sync::Arc;
     use std::time::Duration;
 
-    fn cond(signal: &str, op: Op, value: f64) -> Condition {
+    fn cond(signal: &str, compare: Compare, value: f64) -> Condition {
         Condition {
             signal: signal.into(),
-            op,
-            value: Some(value),
-            min: None,
-            max: None,
-            bit: None,
-            within: None,
+            test: Test::Compare(compare, value),
         }
     }
 
@@ -109,15 +89,18 @@ mod tests {
             rules: vec![
                 Rule {
                     state: State::Alarm,
-                    when: vec![cond("alarm_code", Op::Ne, 0.0)],
+                    when: vec![cond("alarm_code", Compare::Ne, 0.0)],
                 },
                 Rule {
                     state: State::Stopped,
-                    when: vec![cond("power", Op::Eq, 0.0)],
+                    when: vec![cond("power", Compare::Eq, 0.0)],
                 },
                 Rule {
                     state: State::Running,
-                    when: vec![cond("run", Op::Eq, 1.0), cond("spindle_rpm", Op::Gt, 0.0)],
+                    when: vec![
+                        cond("run", Compare::Eq, 1.0),
+                        cond("spindle_rpm", Compare::Gt, 0.0),
+                    ],
                 },
             ],
         }
@@ -164,23 +147,19 @@ mod tests {
     #[test]
     fn ranges_bits_and_recent_changes() {
         let range = Condition {
-            op: Op::Between,
-            value: None,
-            min: Some(5.0),
-            max: Some(95.0),
-            ..cond("load_pct", Op::Between, 0.0)
+            signal: "load_pct".into(),
+            test: Test::Between {
+                min: 5.0,
+                max: 95.0,
+            },
         };
         let bit3 = Condition {
-            op: Op::BitSet,
-            value: None,
-            bit: Some(3),
-            ..cond("status", Op::BitSet, 0.0)
+            signal: "status".into(),
+            test: Test::BitSet(Bit::new(3).unwrap()),
         };
         let counting = Condition {
-            op: Op::ChangedWithin,
-            value: None,
-            within: Some(Duration::from_secs(90)),
-            ..cond("parts", Op::ChangedWithin, 0.0)
+            signal: "parts".into(),
+            test: Test::ChangedWithin(Duration::from_secs(90)),
         };
         let rules = StateRules {
             default: State::Idle,

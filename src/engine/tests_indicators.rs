@@ -546,7 +546,7 @@ proptest! {
         let cfg = load_str(SHANGHAI_SHIFT, "test.toml").unwrap();
         let calendar = Calendar::new(&cfg.calendar, tz());
         let start = at(0, 0) + SignedDuration::from_mins(start_min);
-        let mut m = MachineTrack::new(&cfg.machines[0], &cfg, &[], start);
+        let mut m = MachineTrack::new(&cfg.machines[0], &cfg.state_rules, &[], start);
         let mut out = Vec::new();
         let mut t = start;
         for (gap, state) in steps {

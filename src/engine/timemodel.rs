@@ -133,7 +133,7 @@ pub fn nanos(a: Timestamp, b: Timestamp) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::engine::config;
     use crate::engine::windows::{WindowKind, overlapping};
     use jiff::civil::{date, time};
     use jiff::tz::TimeZone;

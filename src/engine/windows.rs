@@ -132,7 +132,7 @@ fn window_end(kind: WindowKind, start: Timestamp, tz: &TimeZone) -> Option<Times
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
+    use crate::engine::config;
     use jiff::civil::date;
 
     fn cal(tz: &str) -> Calendar {

@@ -343,7 +343,11 @@ pub fn answer(workshop: &Workshop, unit: u8, pdu: &[u8], at: Timestamp) -> Vec<u
     let start = u16::from_be_bytes([pdu[1], pdu[2]]);
     let count = u16::from_be_bytes([pdu[3], pdu[4]]);
     let bits = function <= 2;
-    let limit = if bits { 2000 } else { 125 };
+    let limit = if bits {
+        crate::source::modbus::config::MAX_READ_BITS
+    } else {
+        crate::source::modbus::config::MAX_READ_REGISTERS
+    };
     if count == 0 || count > limit {
         return exception(ILLEGAL_VALUE);
     }

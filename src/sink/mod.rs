@@ -38,6 +38,7 @@
 //! After a failed attempt the writer reads its batch from the spool again, so rows the spool
 //! dropped meanwhile (at its byte or age bound) are not delivered after being counted as lost.
 
+pub mod config;
 pub mod file;
 pub mod influx;
 pub mod line_protocol;

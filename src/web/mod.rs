@@ -17,6 +17,8 @@
 //! | `/metrics` | Prometheus text format |
 //! | `/healthz` | 200 while the engine publishes fresh snapshots, 503 otherwise |
 
+pub mod config;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

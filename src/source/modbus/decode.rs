@@ -1,6 +1,6 @@
 //! Registers to values: pure functions, no I/O, tested against bytes worked out by hand.
 
-use crate::config::{ByteOrder, DataType, ModbusField};
+use super::config::{ByteOrder, DataType, ModbusField};
 use crate::source::Value;
 
 /// Why a field's registers could not be turned into a value.

@@ -20,7 +20,7 @@ use tokio_modbus::client::{Client, Context};
 use tokio_modbus::prelude::SlaveContext;
 use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 
-use crate::config::{ModbusSerial, Parity, RegisterKind};
+use super::config::{ModbusSerial, Parity, RegisterKind};
 
 /// How to reach a connection's devices, with everything needed to open it.
 #[derive(Debug, Clone)]
@@ -225,7 +225,7 @@ impl ReadOnly {
     /// connection must be dropped: a late answer could otherwise be read as the next one's.
     pub async fn read(
         &mut self,
-        unit: u8,
+        unit: Slave,
         kind: RegisterKind,
         start: u16,
         count: u16,
@@ -234,7 +234,7 @@ impl ReadOnly {
         if let Some(gap) = self.frame_gap {
             tokio::time::sleep_until(self.last_frame + gap).await;
         }
-        self.ctx.set_slave(Slave(unit));
+        self.ctx.set_slave(unit);
         // Only the four read requests are ever built here: this is what keeps the type
         // read-only. `call` rather than tokio-modbus's `Reader` methods, because those only
         // `debug_assert` that the answer has as many values as asked for: a device that sends

@@ -15,11 +15,13 @@
 //! The agent never writes to a machine: [`link::ReadOnly`] is the only handle to a connection,
 //! and it offers function codes 1–4 and nothing else.
 
+pub mod config;
 pub mod decode;
 pub mod health;
 pub mod link;
 pub mod plan;
 pub mod probe;
+pub mod profile;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,12 +31,14 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_modbus::Slave;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, Link, ModbusDevice};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::source::{Sample, SourceEvent, Target};
+pub use config::Sections;
+use config::{Link, ModbusDevice};
 use health::Health;
 use link::ReadOnly;
 pub use link::{LinkSpec, PollFault};
@@ -51,22 +55,25 @@ pub struct Connection {
 }
 
 /// Groups the configured devices by the connection they share, in config order.
-pub fn connections(config: &Config) -> Vec<Connection> {
+pub fn connections<'a>(config: impl Into<Sections<'a>>) -> Vec<Connection> {
     connections_lazily(config).collect()
 }
 
 /// [`connections`], copying each connection's devices only when it is asked for: the agent
 /// compacts one connection before it copies the next, so a large register map is never held
 /// three times at once.
-pub fn connections_lazily(config: &Config) -> impl Iterator<Item = Connection> + '_ {
+pub fn connections_lazily<'a>(
+    config: impl Into<Sections<'a>>,
+) -> impl Iterator<Item = Connection> + 'a {
+    let config = config.into();
     let mut by_link: BTreeMap<Link, usize> = BTreeMap::new();
     let mut groups: Vec<(LinkSpec, Vec<usize>)> = Vec::new();
-    for (n, device) in config.modbus.iter().enumerate() {
+    for (n, device) in config.devices.iter().enumerate() {
         let link = device.link();
         let spec = match &link {
             Link::Tcp(a) => LinkSpec::Tcp(a.clone()),
             Link::RtuOverTcp(a) => LinkSpec::RtuOverTcp(a.clone()),
-            Link::Serial(id) => match config.modbus_serial.iter().find(|s| &s.id == id) {
+            Link::Serial(id) => match config.serial.iter().find(|s| &s.id == id) {
                 Some(s) => LinkSpec::Serial(s.clone()),
                 // `check` rejects a device naming an unknown port; skip it if one slips by.
                 None => continue,
@@ -84,7 +91,7 @@ pub fn connections_lazily(config: &Config) -> impl Iterator<Item = Connection> +
         link,
         devices: devices
             .into_iter()
-            .map(|n| config.modbus[n].clone())
+            .map(|n| config.devices[n].clone())
             .collect(),
     })
 }
@@ -93,7 +100,7 @@ pub fn connections_lazily(config: &Config) -> impl Iterator<Item = Connection> +
 /// needs (the device's config is dropped once planned).
 struct Polled {
     id: Arc<str>,
-    unit: u8,
+    unit: Slave,
     timeout: Duration,
     poll: Duration,
     fields: Vec<Slot>,
@@ -281,7 +288,7 @@ async fn poll_devices(
                 p.health.answered(at);
                 if p.up != Some(true) {
                     p.up = Some(true);
-                    info!(parent: &p.span, link = %link, unit = p.unit, "device answers");
+                    info!(parent: &p.span, link = %link, unit = p.unit.0, "device answers");
                     send(
                         &events,
                         SourceEvent::DeviceUp {
@@ -465,7 +472,7 @@ pub mod fuzzing {
 
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-    use crate::config::ModbusDevice;
+    use crate::source::modbus::config::ModbusDevice;
 
     use super::*;
 

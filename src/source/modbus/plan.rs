@@ -2,10 +2,11 @@
 //! protocol and the device allow.
 //!
 //! Fields of one table that lie close together are read in one request, the gap between them
-//! included, as long as the request stays within the protocol's limit (125 registers, 2000 bits)
-//! and the device's own `max_registers`. Fewer requests means less time on a slow serial bus and
-//! less load on a PLC; a gap larger than `max_gap` is not worth reading (and some devices answer
-//! "illegal address" for holes in their map), so it splits the request. A device with
+//! included, as long as the request stays within the protocol's limit ([`MAX_READ_REGISTERS`]
+//! registers, [`MAX_READ_BITS`] bits) and the device's own `max_registers`. Fewer requests
+//! means less time on a slow serial bus and less load on a PLC; a gap larger than `max_gap` is
+//! not worth reading (and some devices answer "illegal address" for holes in their map), so it
+//! splits the request. A device with
 //! `one_request_per_field` gets exactly one request per field, for devices that refuse
 //! anything else.
 //!
@@ -15,7 +16,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{ModbusDevice, RegisterKind};
+use super::config::{ModbusDevice, RegisterKind};
+#[cfg(doc)]
+use crate::source::modbus::config::{MAX_READ_BITS, MAX_READ_REGISTERS};
 
 /// The requests for the fields that share one poll interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +150,8 @@ fn plan_fields(device: &ModbusDevice, take: impl Fn(usize) -> bool) -> Vec<ReadR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ByteOrder, DataType, ModbusField};
+    use crate::source::modbus::config::{AddressBase, MAX_READ_REGISTERS};
+    use crate::source::modbus::config::{ByteOrder, DataType, ModbusField};
     use std::time::Duration;
 
     fn field(register: RegisterKind, address: u16, ty: DataType) -> ModbusField {
@@ -164,7 +168,7 @@ mod tests {
             offset: None,
             length: None,
             poll: None,
-            address_base: 0,
+            address_base: AddressBase::Zero,
         }
     }
 
@@ -174,10 +178,10 @@ mod tests {
             address: Some("127.0.0.1:502".into()),
             transport: Default::default(),
             serial: None,
-            unit: 1,
+            unit: tokio_modbus::Slave(1),
             poll: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
-            address_base: 0,
+            address_base: AddressBase::Zero,
             max_gap,
             max_registers,
             one_request_per_field: false,
@@ -210,7 +214,7 @@ mod tests {
                 field(Input, 0, U16),
             ],
             3,
-            125,
+            MAX_READ_REGISTERS,
         );
         let plan = requests(&d);
         let shape: Vec<_> = plan.iter().map(|r| (r.kind, r.start, r.count)).collect();
@@ -240,8 +244,11 @@ mod tests {
     #[test]
     fn one_based_addresses_are_shifted() {
         let mut f = field(RegisterKind::Holding, 40, DataType::U16);
-        f.address_base = 1;
-        assert_eq!(requests(&device(vec![f], 0, 125))[0].start, 39);
+        f.address_base = AddressBase::One;
+        assert_eq!(
+            requests(&device(vec![f], 0, MAX_READ_REGISTERS))[0].start,
+            39
+        );
     }
 
     #[test]
@@ -249,7 +256,11 @@ mod tests {
         use DataType::*;
         use RegisterKind::*;
         // 0 (u16) and 1–2 (u32) would merge into one read of 3; here they stay two reads.
-        let mut d = device(vec![field(Holding, 0, U16), field(Holding, 1, U32)], 8, 125);
+        let mut d = device(
+            vec![field(Holding, 0, U16), field(Holding, 1, U32)],
+            8,
+            MAX_READ_REGISTERS,
+        );
         d.one_request_per_field = true;
         let shape: Vec<_> = requests(&d).iter().map(|r| (r.start, r.count)).collect();
         assert_eq!(shape, vec![(0, 1), (1, 2)]);
@@ -263,7 +274,7 @@ mod tests {
         // 1 s group is first.
         let mut slow = field(Holding, 1, U16);
         slow.poll = Some(Duration::from_secs(60));
-        let d = device(vec![slow, field(Holding, 0, U16)], 8, 125);
+        let d = device(vec![slow, field(Holding, 0, U16)], 8, MAX_READ_REGISTERS);
         let groups = plan(&d);
         let shape: Vec<_> = groups
             .iter()
@@ -282,7 +293,7 @@ mod tests {
         let d = device(
             vec![field(RegisterKind::Holding, 6, DataType::U16), text],
             0,
-            125,
+            MAX_READ_REGISTERS,
         );
         let r = &requests(&d)[0];
         assert_eq!((r.start, r.count), (6, 9));

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::{ByteOrder, DataType, RegisterKind};
+use super::config::{ByteOrder, DataType, RegisterKind};
 use crate::source::Value;
 
 use super::decode::{self, DecodeError};
@@ -21,7 +21,8 @@ pub async fn read(
     timeout: Duration,
 ) -> Result<ReadResult, PollFault> {
     let mut conn = link::open(link, timeout).await?;
-    conn.read(unit, kind, start, count, timeout).await
+    conn.read(tokio_modbus::Slave(unit), kind, start, count, timeout)
+        .await
 }
 
 /// The decoded tables. `first` is the first address as the user numbers it (protocol address

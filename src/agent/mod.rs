@@ -1,6 +1,8 @@
 //! Wires the pipeline together: device actors and MQTT brokers → engine → spool → one writer
 //! per output.
 
+pub mod config;
+
 use std::sync::Arc;
 
 use jiff::Timestamp;

@@ -1,0 +1,163 @@
+//! The agent's config file: the whole-file [`Config`] and its one table of sections.
+//!
+//! Each row of the table below registers one section: the field, its TOML name, `one` table
+//! (defaults when absent), `optional` or `many` (an array of tables), its type (which says the
+//! keys of its nested tables through [`Section`]) and the owner's check. The list of sections in
+//! "unknown section" messages, the keys for "did you mean", the dispatch and the checks all come
+//! from the row: a new source adds its `config.rs` beside its code and one row here.
+
+use std::path::Path;
+
+use toml::Spanned;
+use toml::de::DeTable;
+
+use crate::config::{
+    self, Checker, Diagnostics, Machine, Meter, MqttBroker, References, Site, load_file, sections,
+    unchecked,
+};
+use crate::engine::config::{
+    self as engine, Agent, Calendar, EnergyConfig, Green, StateRules, ValueAdded,
+};
+use crate::sink::config::{self as sink, FileOutput, InfluxOutput, Spool, Uplink};
+use crate::source::modbus::config::{self as modbus, ModbusDevice, ModbusSerial};
+use crate::web::config::Web;
+
+sections! {
+    /// The whole configuration file.
+    pub struct Config {
+        /// `[site]`: who and where this agent is.
+        site: one Site = "site", config::check_site;
+        /// `[agent]`: data directory, timings.
+        agent: one Agent = "agent", unchecked;
+        /// `[[machine]]`: the enterprise's register of production machines (生产设备台账),
+        /// including machines that have no data source. The register is the denominator of the
+        /// networking and CNC rates, so it must list every production machine, connected or not.
+        machines: many Machine = "machine", config::check_machines;
+        /// `[[meter]]`: energy and water meters.
+        meters: many Meter = "meter", config::check_meters;
+        /// `[[modbus]]`: Modbus devices and their register maps, with profiles already merged in.
+        modbus: many ModbusDevice = "modbus", modbus::check_devices;
+        /// `[[modbus_serial]]`: serial ports that Modbus RTU devices hang on.
+        modbus_serial: many ModbusSerial = "modbus_serial", modbus::check_serial_ports;
+        /// `[[mqtt]]`: MQTT brokers and the topics read from them.
+        mqtt: many MqttBroker = "mqtt", crate::source::mqtt::config::check_brokers;
+        /// `[[state_rules]]`: how machine states are derived from signals.
+        state_rules: many StateRules = "state_rules", engine::check_state_rules;
+        /// `[spool]`: the disk buffer between the engine and the outputs.
+        spool: one Spool = "spool", sink::check_spool;
+        /// `[[influx]]`: InfluxDB-compatible stores (InfluxDB 1.x/2.x/3.x, VictoriaMetrics).
+        influx: many InfluxOutput = "influx", sink::check_influx;
+        /// `[[file]]`: line-protocol files, the local store of `shopfloor demo`.
+        file: many FileOutput = "file", sink::check_files;
+        /// `[calendar]`: shifts, breaks, holidays and planned maintenance.
+        calendar: one Calendar = "calendar", engine::check_calendar;
+        /// `[energy]`: conversion to tonnes of standard coal.
+        energy: one EnergyConfig = "energy", engine::check_energy;
+        /// `[value_added]`: how value added is estimated.
+        value_added: one ValueAdded = "value_added", engine::check_value_added;
+        /// `[green]`: limits for the green-manufacturing alerts.
+        green: one Green = "green", unchecked;
+        /// `[web]`: the local board, its API and `/metrics`.
+        web: one Web = "web", unchecked;
+        /// `[uplink]`: the enterprise's `fleet` and `green` records published to the county's
+        /// MQTT broker. Optional; without it the agent publishes nothing.
+        uplink: optional Uplink = "uplink", sink::check_uplink;
+    }
+}
+
+/// Reads and checks a config file.
+pub fn load(path: &Path) -> Result<Config, Diagnostics> {
+    load_file(path, load_str)
+}
+
+/// Checks config text; `file` names it in messages.
+///
+/// Profiles named by devices are looked up in `profiles/` beside `file`, then among the shipped
+/// ones (see [`crate::source::modbus::profile`]).
+pub fn load_str(text: &str, file: &str) -> Result<Config, Diagnostics> {
+    let dir = Path::new(file).parent();
+    config::check_document_in(text, file, dir, Config::known_keys, check)
+}
+
+fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Config> {
+    let (mut config, at) = Config::read_sections(checker, root);
+    if root.get_ref().get("site").is_none() {
+        checker.push(
+            0..0,
+            "missing [site]: every config names its county, sector and enterprise".to_string(),
+        );
+        return None;
+    }
+    let refs = References::new(root, &config.machines, &config.meters);
+    config.check_sections(checker, root, &at, &refs);
+    Some(config)
+}
+
+impl<'a> From<&'a Config> for engine::Sections<'a> {
+    fn from(config: &'a Config) -> Self {
+        engine::Sections {
+            site: &config.site,
+            agent: &config.agent,
+            machines: &config.machines,
+            meters: &config.meters,
+            state_rules: &config.state_rules,
+            calendar: &config.calendar,
+            energy: &config.energy,
+            value_added: &config.value_added,
+            green: &config.green,
+            devices: (config.modbus.iter().map(|d| d.id.as_str()))
+                .chain(config.mqtt.iter().map(|b| b.id.as_str()))
+                .collect(),
+        }
+    }
+}
+
+impl<'a> From<&'a Config> for modbus::Sections<'a> {
+    fn from(config: &'a Config) -> Self {
+        modbus::Sections {
+            devices: &config.modbus,
+            serial: &config.modbus_serial,
+        }
+    }
+}
+
+impl Config {
+    /// The register's machine ids and meter ids, as the sources look samples up against them.
+    pub fn register_ids(
+        &self,
+    ) -> (
+        std::collections::HashSet<std::sync::Arc<str>>,
+        std::collections::HashSet<std::sync::Arc<str>>,
+    ) {
+        let machines = self.machines.iter().map(|m| m.id.as_str().into()).collect();
+        let meters = self.meters.iter().map(|m| m.id.as_str().into()).collect();
+        (machines, meters)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::key;
+
+    #[test]
+    fn every_row_gives_its_section_and_its_keys() {
+        assert_eq!(
+            Config::SECTIONS.join(", "),
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, state_rules, spool, influx, \
+             file, calendar, energy, value_added, green, web, uplink"
+        );
+        for name in Config::SECTIONS {
+            assert!(!Config::known_keys(&[key(name)]).is_empty(), "{name}");
+        }
+        // Nested tables' keys come from the section's owner.
+        let nested =
+            |path: &[&str]| Config::known_keys(&path.iter().map(|k| key(k)).collect::<Vec<_>>());
+        assert!(nested(&["modbus", "field"]).contains(&"register"));
+        assert!(nested(&["mqtt", "topic", "field"]).contains(&"path"));
+        assert!(nested(&["state_rules", "rule", "when"]).contains(&"within"));
+        assert!(nested(&["calendar", "shift", "breaks"]).contains(&"start"));
+        assert!(nested(&["uplink", "tls"]).contains(&"ca_file"));
+        assert!(nested(&["web", "nothing"]).is_empty());
+    }
+}
