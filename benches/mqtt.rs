@@ -28,10 +28,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
-use shopfloor::config;
 use shopfloor::engine::Engine;
 use shopfloor::metrics::Metrics;
-use shopfloor::source::SourceEvent;
+use shopfloor::model::SourceEvent;
 use shopfloor::source::mqtt;
 
 const MACHINES: usize = 10;
@@ -191,7 +190,7 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
 
-        let cfg = config::load_str(&config_text(broker.port()), "bench.toml")
+        let cfg = shopfloor::agent::config::load_str(&config_text(broker.port()), "bench.toml")
             .unwrap_or_else(|d| panic!("{d}"));
         let metrics = Metrics::new();
         let (machines, _) = cfg.register_ids();

@@ -17,9 +17,9 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use shopfloor::config::InfluxOutput;
 use shopfloor::metrics::Metrics;
 use shopfloor::shutdown;
+use shopfloor::sink::config::InfluxOutput;
 use shopfloor::sink::influx::InfluxWriter;
 use shopfloor::sink::spool::{Limits, Spool, SpoolStats, SyncPolicy};
 use shopfloor::sink::{self, Output};

@@ -9,10 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use jiff::Timestamp;
-use shopfloor::config::{self, Config, State};
-use shopfloor::config::{ModbusSerial, Parity, RegisterKind};
+use shopfloor::agent::config::Config;
+use shopfloor::config::{self};
 use shopfloor::engine::{MachineSignals, Snapshot};
+use shopfloor::model::State;
 use shopfloor::sim::{self, Fault, Framing, SimOptions};
+use shopfloor::source::modbus::config::{ModbusSerial, Parity, RegisterKind};
 use shopfloor::source::modbus::{self, LinkSpec, plan, probe};
 use shopfloor::{agent, shutdown};
 
@@ -323,7 +325,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
-    match config::load(path) {
+    match shopfloor::agent::config::load(path) {
         Ok(cfg) => {
             let sourced = cfg
                 .modbus
@@ -425,7 +427,7 @@ async fn wait_for_signal() {
 /// writes and saves its windows, the spool keeps every record) and starts again with the new
 /// config, continuing the windows and the machines' states.
 async fn run(path: PathBuf) -> Result<()> {
-    let mut cfg = config::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let mut cfg = shopfloor::agent::config::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
     let mut signals = Signals::new()?;
     let mut resume = shopfloor::engine::Resume::AfterStop;
     loop {
@@ -437,7 +439,7 @@ async fn run(path: PathBuf) -> Result<()> {
         let next = loop {
             match signals.next().await {
                 Signal::Stop => break None,
-                Signal::Reload => match config::load(&path) {
+                Signal::Reload => match shopfloor::agent::config::load(&path) {
                     Ok(new) => break Some(new),
                     Err(d) => {
                         tracing::error!("config not reloaded, the running one stays in force:\n{d}")
@@ -547,7 +549,7 @@ async fn serve_sim(options: SimOptions, mqtt: Option<String>) -> Result<()> {
 }
 
 async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
-    let mut cfg: Config = config::load_str(DEMO_CONFIG, "config/demo.toml")
+    let mut cfg: Config = shopfloor::agent::config::load_str(DEMO_CONFIG, "config/demo.toml")
         .map_err(|d| anyhow::anyhow!("the built-in demo config is broken:\n{d}"))?;
     let mut shutdown = shutdown_on_signal();
     let options = SimOptions {
@@ -729,7 +731,7 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     let (mut unit, mut base, mut timeout) = (1, 0, Duration::from_secs(1));
     if let Some(id) = &args.device {
         let path = args.config.as_deref().context("--device needs --config")?;
-        let cfg = config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let cfg = shopfloor::agent::config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?;
         let connection = modbus::connections(&cfg)
             .into_iter()
             .find(|c| c.devices.iter().any(|d| &d.id == id))

@@ -212,6 +212,8 @@ struct Edge {
     /// As written in the file, for the message (`super::render::Theme`).
     written: String,
     resolved: Vec<String>,
+    /// Written in test code: a `#[cfg(test)]` module, inline or a file of its own.
+    test: bool,
 }
 
 fn check(files: &BTreeMap<String, String>) -> Report {
@@ -229,9 +231,25 @@ fn check(files: &BTreeMap<String, String>) -> Report {
     let mut edges_found = 0;
     // (importing file module, imported file module) → the first place it happens.
     let mut file_edges: BTreeMap<(Vec<String>, Vec<String>), (String, usize)> = BTreeMap::new();
+    // Files declared `#[cfg(test)] mod name;` by their parent are test code throughout.
+    let mut test_files: BTreeSet<Vec<String>> = BTreeSet::new();
+    for (path, module) in &modules {
+        if let Ok((_, children)) = crate_paths(&files[*path], module) {
+            for child in children {
+                let mut m = module.clone();
+                m.push(child);
+                test_files.insert(m);
+            }
+        }
+    }
     for (path, module) in &modules {
         let edges = match crate_paths(&files[*path], module) {
-            Ok(edges) => edges,
+            Ok((mut edges, _)) => {
+                if test_files.iter().any(|t| module.starts_with(t)) {
+                    edges.iter_mut().for_each(|e| e.test = true);
+                }
+                edges
+            }
             Err(why) => {
                 violations.push(format!("{path}: {why}: rule \"readable\""));
                 broken.insert("readable".to_string(), UNREADABLE);
@@ -240,6 +258,11 @@ fn check(files: &BTreeMap<String, String>) -> Report {
         };
         edges_found += edges.len();
         for edge in &edges {
+            // Tests build whole configs as fixtures with the agent's loader; that is the one
+            // import upward they may make.
+            if edge.test && starts_with(&edge.resolved, TEST_FIXTURE_LOADER) {
+                continue;
+            }
             for rule in RULES {
                 if !starts_with(module, rule.module) {
                     continue;
@@ -299,6 +322,10 @@ fn check(files: &BTreeMap<String, String>) -> Report {
         broken,
     }
 }
+
+/// What test code may import from above its layer: the agent's config loader, with which unit
+/// tests build a whole `Config` from TOML as a fixture.
+const TEST_FIXTURE_LOADER: &str = "agent::config";
 
 /// Whether the module path `path` is `prefix` (`"a::b"`) or inside it.
 fn starts_with(path: &[String], prefix: &str) -> bool {
@@ -487,11 +514,16 @@ fn lex(text: &str) -> Vec<(Tok, usize)> {
 
 /// Every path into the crate that the text of the file for `module` writes, resolved; `Err`
 /// when its braces do not balance (then the reader lost its way, and says so).
-fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
+fn crate_paths(text: &str, module: &[String]) -> Result<(Vec<Edge>, Vec<String>), String> {
     let toks = lex(text);
     let mut edges = Vec::new();
-    // Inline modules (`mod tests { … }`): name and the brace depth inside them.
-    let mut inline: Vec<(String, usize)> = Vec::new();
+    // Inline modules (`mod tests { … }`): name, the brace depth inside them, and whether it is
+    // test code (`#[cfg(test)]`, or inside such a module).
+    let mut inline: Vec<(String, usize, bool)> = Vec::new();
+    // `#[cfg(test)]` was just read, for the item that follows.
+    let mut cfg_test = false;
+    // Child files declared `#[cfg(test)] mod name;`.
+    let mut test_children = Vec::new();
     let mut depth = 0usize;
     // Inside an attribute `#[…]` / `#![…]`: the depth of its square brackets.
     let mut attribute = 0usize;
@@ -504,15 +536,21 @@ fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
         let here: Vec<String> = module
             .iter()
             .cloned()
-            .chain(inline.iter().map(|(n, _)| n.clone()))
+            .chain(inline.iter().map(|(n, _, _)| n.clone()))
             .collect();
+        let in_test = inline.last().is_some_and(|(_, _, t)| *t);
         match &toks[i].0 {
             Tok::Punct('{') => {
                 depth += 1;
+                cfg_test = false;
+                i += 1;
+            }
+            Tok::Punct(';') if attribute == 0 => {
+                cfg_test = false;
                 i += 1;
             }
             Tok::Punct('}') => {
-                if inline.last().is_some_and(|(_, d)| *d == depth) {
+                if inline.last().is_some_and(|(_, d, _)| *d == depth) {
                     inline.pop();
                 }
                 match depth.checked_sub(1) {
@@ -522,13 +560,30 @@ fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
                 i += 1;
             }
             Tok::Ident(w) if w == "mod" => {
-                if let (Some(name), Some((Tok::Punct('{'), _))) = (ident(i + 1), toks.get(i + 2)) {
-                    depth += 1;
-                    inline.push((name.to_string(), depth));
-                    i += 3;
-                } else {
-                    i += 1;
+                let test = cfg_test || in_test;
+                cfg_test = false;
+                match (ident(i + 1), toks.get(i + 2)) {
+                    (Some(name), Some((Tok::Punct('{'), _))) => {
+                        depth += 1;
+                        inline.push((name.to_string(), depth, test));
+                        i += 3;
+                    }
+                    (Some(name), Some((Tok::Punct(';'), _))) if test => {
+                        test_children.push(name.to_string());
+                        i += 3;
+                    }
+                    _ => i += 1,
                 }
+            }
+            Tok::Ident(w) if w == "cfg" && attribute == 1 => {
+                // `#[cfg(test)]` exactly; `cfg(all(test, …))` and the like are left as code.
+                if toks.get(i + 1).is_some_and(|(t, _)| *t == Tok::Punct('('))
+                    && ident(i + 2) == Some("test")
+                    && toks.get(i + 3).is_some_and(|(t, _)| *t == Tok::Punct(')'))
+                {
+                    cfg_test = true;
+                }
+                i += 1;
             }
             Tok::Ident(w) if w == "use" => {
                 let mut leaves = Vec::new();
@@ -539,6 +594,7 @@ fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
                             line,
                             written: path.join("::"),
                             resolved,
+                            test: in_test,
                         });
                     }
                 }
@@ -567,6 +623,7 @@ fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
                         line,
                         written: path.join("::"),
                         resolved,
+                        test: in_test,
                     });
                 }
                 i = j;
@@ -610,6 +667,7 @@ fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
                         line: toks[i].1,
                         written: text.clone(),
                         resolved,
+                        test: in_test,
                     });
                 }
                 i += 1;
@@ -622,7 +680,7 @@ fn crate_paths(text: &str, module: &[String]) -> Result<Vec<Edge>, String> {
             "{depth} brace(s) left open at the end: the reader misread this file"
         ));
     }
-    Ok(edges)
+    Ok((edges, test_children))
 }
 
 /// Reads one use tree starting at `i` under `prefix`; pushes each leaf path with the line of

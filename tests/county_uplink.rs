@@ -15,10 +15,11 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
-use shopfloor::config::{self, Uplink};
+use shopfloor::config::{self};
 use shopfloor::county::ingest::{self, IngestConfig};
 use shopfloor::line_protocol::contract::{MEASUREMENT_FLEET, MEASUREMENT_GREEN};
 use shopfloor::sim::{self, Workshop};
+use shopfloor::sink::config::Uplink;
 use shopfloor::sink::uplink::UplinkWriter;
 use shopfloor::{agent, metrics::Metrics, shutdown};
 
@@ -367,7 +368,8 @@ flush_interval = "100ms"
     )
     .await
     .expect("simulator");
-    let mut cfg = config::load_str(DEMO, "config/demo.toml").expect("demo config");
+    let mut cfg =
+        shopfloor::agent::config::load_str(DEMO, "config/demo.toml").expect("demo config");
     cfg.site = site("e01");
     for device in &mut cfg.modbus {
         device.address = Some(simulator.addr.to_string());
@@ -561,7 +563,7 @@ fn check_shows_the_uplink_topics_and_every_mistake_in_uplink() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The demo config's own site.
-    let site = config::load_str(DEMO, "config/demo.toml")
+    let site = shopfloor::agent::config::load_str(DEMO, "config/demo.toml")
         .expect("demo")
         .site;
     for m in [MEASUREMENT_FLEET, MEASUREMENT_GREEN] {

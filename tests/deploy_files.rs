@@ -4,7 +4,7 @@
 //! A renamed field, a moved file or a typo in a Flux query would otherwise surface as an empty
 //! panel on a county screen or a container that never starts, long after the change. So:
 //!
-//! - agent configs parse through `shopfloor::config::load_str`, and the compose stack's config
+//! - agent configs parse through `shopfloor::agent::config::load_str`, and the compose stack's config
 //!   passes `shopfloor check`;
 //! - the dashboards' Flux queries name only measurements, fields and tags of the data contract
 //!   (`shopfloor::line_protocol::contract`, the README's "What is written"), and the contract
@@ -22,7 +22,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shopfloor::config::{self, Config, Secret};
+use shopfloor::agent::config::Config;
+use shopfloor::config::Secret;
 use shopfloor::line_protocol::contract::{self, RATIO_FIELDS, fleet, green, measurement};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
@@ -226,7 +227,7 @@ fn set_sample_secrets() {
 
 fn load(path: &Path) -> Config {
     set_sample_secrets();
-    config::load_str(&read(path), &rel(path))
+    shopfloor::agent::config::load_str(&read(path), &rel(path))
         .unwrap_or_else(|d| panic!("{} does not load:\n{d}", rel(path)))
 }
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use common::VictoriaMetrics;
 use jiff::{SignedDuration, Timestamp};
-use shopfloor::config::{self, InfluxOutput};
 use shopfloor::model::State;
 use shopfloor::sim::{self, ScriptedMachine, Workshop};
+use shopfloor::sink::config::InfluxOutput;
 use shopfloor::{agent, shutdown};
 
 const DEMO: &str = include_str!("../config/demo.toml");
@@ -106,7 +106,8 @@ async fn scripted_workshop_gives_the_hand_computed_indicators() {
     .await
     .expect("simulator");
 
-    let mut cfg = config::load_str(DEMO, "config/demo.toml").expect("demo config");
+    let mut cfg =
+        shopfloor::agent::config::load_str(DEMO, "config/demo.toml").expect("demo config");
     for device in &mut cfg.modbus {
         device.address = Some(simulator.addr.to_string());
         device.poll = Duration::from_millis(200);

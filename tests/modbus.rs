@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use shopfloor::config::{self, Config};
+use shopfloor::agent::config::Config;
 use shopfloor::metrics::Metrics;
 use shopfloor::model::{SourceEvent, State, Target, Value};
 use shopfloor::sim::{self, Fault, FaultKind, Framing, SimOptions, Simulator};
@@ -65,7 +65,7 @@ fn machines(n: usize) -> String {
 }
 
 fn load(text: &str) -> Config {
-    config::load_str(text, "test.toml").unwrap_or_else(|d| panic!("{d}\n{text}"))
+    shopfloor::agent::config::load_str(text, "test.toml").unwrap_or_else(|d| panic!("{d}\n{text}"))
 }
 
 /// Runs the Modbus connections of `cfg` (without engine or outputs) for `run_for` and returns

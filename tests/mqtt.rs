@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{Mosquitto, eventually};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
-use shopfloor::{agent, config, metrics::Metrics, shutdown};
+use shopfloor::{agent, metrics::Metrics, shutdown};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -70,7 +70,8 @@ impl Agent {
     fn start(data: &Path, broker: &str) -> Agent {
         shopfloor::install_crypto_provider();
         let text = agent_config(data, broker);
-        let cfg = config::load_str(&text, "test.toml").unwrap_or_else(|d| panic!("{d}\n{text}"));
+        let cfg = shopfloor::agent::config::load_str(&text, "test.toml")
+            .unwrap_or_else(|d| panic!("{d}\n{text}"));
         let (trigger, shutdown) = shutdown::channel();
         let running = agent::start(&cfg, shutdown).expect("agent starts");
         Agent {

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use common::{Influx1, VictoriaMetrics};
 use jiff::{SignedDuration, Timestamp};
-use shopfloor::config::{self, Config, InfluxOutput};
+use shopfloor::agent::config::Config;
 use shopfloor::model::State;
 use shopfloor::sim::{self, SeenRequest, SimOptions, Workshop};
+use shopfloor::sink::config::InfluxOutput;
 use shopfloor::{agent, shutdown};
 use tokio::sync::mpsc;
 
@@ -22,7 +23,8 @@ const RUN_FOR: Duration = Duration::from_secs(12);
 
 /// The demo's register and maps, pointed at `sim_addr`, writing to one Influx output.
 fn config(sim_addr: std::net::SocketAddr, data_dir: &std::path::Path, output: &str) -> Config {
-    let mut cfg = config::load_str(DEMO, "config/demo.toml").expect("demo config loads");
+    let mut cfg =
+        shopfloor::agent::config::load_str(DEMO, "config/demo.toml").expect("demo config loads");
     for device in &mut cfg.modbus {
         device.address = Some(sim_addr.to_string());
     }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use shopfloor::config::{self, Config};
+use shopfloor::agent::config::Config;
 use shopfloor::metrics::Metrics;
 use shopfloor::model::{SourceEvent, Target, Value};
 use shopfloor::shutdown;
@@ -171,7 +171,7 @@ meter = "sdm630"
         tcp = server.tcp,
         rtu = server.rtu
     );
-    config::load_str(&text, "pymodbus.toml").unwrap_or_else(|d| panic!("{d}"))
+    shopfloor::agent::config::load_str(&text, "pymodbus.toml").unwrap_or_else(|d| panic!("{d}"))
 }
 
 /// The last value of every (target, signal) after polling for `run_for`.

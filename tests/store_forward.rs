@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use common::{Influx1, VictoriaMetrics};
 use jiff::Timestamp;
-use shopfloor::config::InfluxOutput;
 use shopfloor::metrics::Metrics;
 use shopfloor::shutdown::{self, Trigger};
+use shopfloor::sink::config::InfluxOutput;
 use shopfloor::sink::influx::InfluxWriter;
 use shopfloor::sink::spool::{Limits, Spool};
 use shopfloor::sink::{self, Output, WriterOptions};

@@ -5,7 +5,6 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, http_client};
-use shopfloor::config;
 use shopfloor::sim::{self, SimOptions};
 use shopfloor::{agent, shutdown};
 
@@ -22,7 +21,8 @@ async fn the_board_api_metrics_and_healthz_answer_for_a_running_agent() {
     let simulator = sim::start(&options, shutdown.clone(), None)
         .await
         .expect("sim");
-    let mut cfg = config::load_str(DEMO, "config/demo.toml").expect("demo config");
+    let mut cfg =
+        shopfloor::agent::config::load_str(DEMO, "config/demo.toml").expect("demo config");
     for d in &mut cfg.modbus {
         d.address = Some(simulator.addr.to_string());
     }

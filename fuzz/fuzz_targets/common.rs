@@ -3,16 +3,19 @@
 
 use std::sync::OnceLock;
 
-use shopfloor::config::{self, Config};
+use shopfloor::agent::config::Config;
 use shopfloor::metrics::Metrics;
-use shopfloor::source::mqtt::Mapper;
 use shopfloor::model::{SourceEvent, Value};
+use shopfloor::source::mqtt::Mapper;
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
     CONFIG.get_or_init(|| {
-        config::load_str(include_str!("../../config/mqtt.toml"), "config/mqtt.toml")
-            .unwrap_or_else(|d| panic!("config/mqtt.toml does not load: {d}"))
+        shopfloor::agent::config::load_str(
+            include_str!("../../config/mqtt.toml"),
+            "config/mqtt.toml",
+        )
+        .unwrap_or_else(|d| panic!("config/mqtt.toml does not load: {d}"))
     })
 }
 

@@ -6,17 +6,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shopfloor::config;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Err(d) = config::load_str(&text, "fuzz.toml") {
+    if let Err(d) = shopfloor::agent::config::load_str(&text, "fuzz.toml") {
         assert!(
             !d.to_string().is_empty(),
             "a refused config without a reason"
         );
     }
-    if let Err(d) = config::load_profile_str(&text, "fuzz-profile.toml") {
+    if let Err(d) = shopfloor::source::modbus::profile::load_profile_str(&text, "fuzz-profile.toml")
+    {
         assert!(
             !d.to_string().is_empty(),
             "a refused profile without a reason"

@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shopfloor::config::{ByteOrder, DataType, RegisterKind};
 use shopfloor::model::Value;
+use shopfloor::source::modbus::config::{ByteOrder, DataType, RegisterKind};
 use shopfloor::source::modbus::{decode, probe};
 
 const TYPES: [DataType; 10] = [

@@ -14,8 +14,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use shopfloor::config::{self, ModbusDevice};
+
 use shopfloor::model::Value;
+use shopfloor::source::modbus::config::ModbusDevice;
 use shopfloor::source::modbus::fuzzing::poll_replayed;
 
 const CONFIG: &str = r#"
@@ -54,7 +55,7 @@ field = [
 fn device() -> &'static ModbusDevice {
     static DEVICE: OnceLock<ModbusDevice> = OnceLock::new();
     DEVICE.get_or_init(|| {
-        let config = config::load_str(CONFIG, "modbus_response.toml")
+        let config = shopfloor::agent::config::load_str(CONFIG, "modbus_response.toml")
             .unwrap_or_else(|d| panic!("the target's own config is wrong: {d}"));
         config.modbus[0].clone()
     })

@@ -12,14 +12,14 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::config::{
-    self, Checker, Diagnostics, Machine, Meter, MqttBroker, References, Site, load_file, sections,
-    unchecked,
+    self, Checker, Diagnostics, Machine, Meter, References, Site, load_file, sections, unchecked,
 };
 use crate::engine::config::{
     self as engine, Agent, Calendar, EnergyConfig, Green, StateRules, ValueAdded,
 };
 use crate::sink::config::{self as sink, FileOutput, InfluxOutput, Spool, Uplink};
 use crate::source::modbus::config::{self as modbus, ModbusDevice, ModbusSerial};
+use crate::source::mqtt::config::MqttBroker;
 use crate::web::config::Web;
 
 sections! {
@@ -36,11 +36,11 @@ sections! {
         /// `[[meter]]`: energy and water meters.
         meters: many Meter = "meter", config::check_meters;
         /// `[[modbus]]`: Modbus devices and their register maps, with profiles already merged in.
-        modbus: many ModbusDevice = "modbus", modbus::check_devices;
+        modbus: many ModbusDevice = "modbus", crate::source::modbus::profile::check_devices;
         /// `[[modbus_serial]]`: serial ports that Modbus RTU devices hang on.
         modbus_serial: many ModbusSerial = "modbus_serial", modbus::check_serial_ports;
         /// `[[mqtt]]`: MQTT brokers and the topics read from them.
-        mqtt: many MqttBroker = "mqtt", crate::source::mqtt::config::check_brokers;
+        mqtt: many MqttBroker = "mqtt", crate::source::mqtt::check::check_brokers;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -159,5 +159,133 @@ mod tests {
         assert!(nested(&["calendar", "shift", "breaks"]).contains(&"start"));
         assert!(nested(&["uplink", "tls"]).contains(&"ca_file"));
         assert!(nested(&["web", "nothing"]).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod mqtt_tests {
+    use crate::agent::config::load_str;
+
+    const BASE: &str = r#"[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+"#;
+
+    #[test]
+    fn a_good_mqtt_section_loads() {
+        let text = r#"
+[[mqtt]]
+id = "plant"
+address = "127.0.0.1:1883"
+protocol = "5"
+keepalive = "20s"
+
+  [[mqtt.topic]]
+  pattern = "plant/{machine}/data"
+  timestamp = "ts"
+  field = [{ signal = "spindle_rpm", path = "spindle.rpm" }, { signal = "parts", type = "int" }]
+
+  [[mqtt.topic]]
+  pattern = "spBv1.0/shop1/#"
+  format = "sparkplug"
+  field = [{ signal = "run", path = "Running", type = "bool" }]
+"#;
+        // That it loads, with no problem, is also the config case of the same name
+        // (tests/config_cases/); here, what it reads.
+        let cfg = load_str(&format!("{BASE}{text}"), "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(
+            cfg.mqtt[0].protocol,
+            crate::source::mqtt::config::MqttProtocol::V5
+        );
+        assert_eq!(cfg.mqtt[0].max_packet_size(), 256 * 1024);
+        assert!(!cfg.mqtt[0].clean_session);
+    }
+}
+
+/// `[spool]` and `[[influx]]`: store-and-forward settings.
+#[cfg(test)]
+mod store_forward_tests {
+    use crate::agent::config::load_str;
+
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";
+
+    #[test]
+    fn store_and_forward_settings_are_read_with_their_defaults() {
+        let cfg = load_str(
+            &format!("{SITE}[spool]\nmax_age = \"2d\"\n[[influx]]\nurl = \"http://h:8086\"\napi = \"v1\"\ndatabase = \"d\"\nprecision = \"ms\"\ngzip = false\n"),
+            "t.toml",
+        )
+        .unwrap();
+        let limits = cfg.spool.limits();
+        assert_eq!(
+            limits.max_age,
+            Some(std::time::Duration::from_secs(2 * 86_400))
+        );
+        assert_eq!(cfg.spool.sync_interval, std::time::Duration::from_secs(1));
+        let out = &cfg.influx[0];
+        assert_eq!(out.precision, crate::line_protocol::Precision::Ms);
+        assert!(!out.gzip);
+        assert_eq!(out.flush_interval, std::time::Duration::from_secs(1));
+        assert_eq!(out.retry_max, std::time::Duration::from_secs(60));
+        // "0s" turns the age bound off.
+        let cfg = load_str(&format!("{SITE}[spool]\nmax_age = \"0s\"\n"), "t.toml").unwrap();
+        assert_eq!(cfg.spool.limits().max_age, None);
+    }
+}
+
+/// Modbus sections: devices, serial ports and profiles.
+#[cfg(test)]
+mod modbus_tests {
+    use crate::agent::config::load_str;
+
+    const SITE: &str = r#"[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+"#;
+
+    #[test]
+    fn a_profile_fills_the_device_and_its_fields_belong_to_the_device_machine() {
+        // `address_base` is not a field key, the device's own fields use the device's base: the
+        // config case of the same name (tests/config_cases/). Here, what the profile fills in.
+        let text = format!(
+            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\naddress_base = 1\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"feed\", register = \"holding\", address = 41 }}]\n"
+        );
+        let cfg = load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        let d = &cfg.modbus[0];
+        // Seven profile fields, then the device's own.
+        assert_eq!(d.fields.len(), 8);
+        assert!(
+            d.fields
+                .iter()
+                .all(|f| f.machine.as_deref() == Some("cnc01"))
+        );
+        let program = d.fields.iter().find(|f| f.signal == "program").unwrap();
+        assert_eq!(
+            (program.registers(), program.protocol_address()),
+            (8, Some(7))
+        );
+        // The device counts from 1, the profile from 0: each field keeps its own numbering.
+        let feed = d.fields.last().unwrap();
+        assert_eq!(feed.protocol_address(), Some(40));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::agent::config::Config;
 use crate::engine::{self, Engine, Snapshot};
 use crate::metrics::Metrics;
 use crate::queue;

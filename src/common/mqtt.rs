@@ -441,7 +441,7 @@ mod tests {
     const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n[[machine]]\nid = \"cnc01\"\nkind = \"lathe\"\ncnc = true\n";
 
     fn problems(section: &str) -> Vec<(usize, usize, String)> {
-        match crate::config::load_str(&format!("{SITE}{section}"), "t.toml") {
+        match crate::agent::config::load_str(&format!("{SITE}{section}"), "t.toml") {
             Ok(_) => Vec::new(),
             Err(d) => d
                 .problems
@@ -458,7 +458,7 @@ mod tests {
              [[mqtt]]\nid = \"plant\"\naddress = \"plant:1883\"\nmax_backoff = \"7s\"\nclean_session = true\n\
              [[mqtt.topic]]\npattern = \"plant/{{machine}}/data\"\nfield = [{{ signal = \"rpm\" }}]\n"
         );
-        let cfg = crate::config::load_str(&text, "t.toml").expect("loads");
+        let cfg = crate::agent::config::load_str(&text, "t.toml").expect("loads");
         let uplink = cfg.uplink.expect("uplink");
         assert_eq!(uplink.connection.address, "county:8883");
         assert_eq!(uplink.connection.max_backoff, Duration::from_secs(5));

@@ -135,7 +135,7 @@ pub(crate) struct Checker<'t> {
     known: KnownKeys,
     /// Signal name → its type in the `signal` line and where that was first declared
     /// ([`Checker::signal_type`]).
-    signal_types: std::collections::HashMap<String, (super::SignalType, String)>,
+    signal_types: std::collections::HashMap<String, (crate::model::SignalType, String)>,
 }
 
 impl Checker<'_> {
@@ -358,7 +358,7 @@ impl Checker<'_> {
     pub(crate) fn signal_type_clash(
         &mut self,
         signal: &str,
-        ty: super::SignalType,
+        ty: crate::model::SignalType,
         here: impl FnOnce() -> String,
     ) -> Option<String> {
         match self.signal_types.get(signal) {
@@ -587,170 +587,4 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::agent::config::load_str;
-
-    const BASE: &str = r#"[site]
-county = "yk"
-sector = "doors"
-enterprise = "e1"
-
-[[machine]]
-id = "cnc01"
-kind = "lathe"
-cnc = true
-
-[[meter]]
-id = "main"
-carrier = "electricity"
-"#;
-
-    #[test]
-    fn a_good_mqtt_section_loads() {
-        let text = r#"
-[[mqtt]]
-id = "plant"
-address = "127.0.0.1:1883"
-protocol = "5"
-keepalive = "20s"
-
-  [[mqtt.topic]]
-  pattern = "plant/{machine}/data"
-  timestamp = "ts"
-  field = [{ signal = "spindle_rpm", path = "spindle.rpm" }, { signal = "parts", type = "int" }]
-
-  [[mqtt.topic]]
-  pattern = "spBv1.0/shop1/#"
-  format = "sparkplug"
-  field = [{ signal = "run", path = "Running", type = "bool" }]
-"#;
-        // That it loads, with no problem, is also the config case of the same name
-        // (tests/config_cases/); here, what it reads.
-        let cfg = load_str(&format!("{BASE}{text}"), "t.toml").unwrap_or_else(|d| panic!("{d}"));
-        assert_eq!(cfg.mqtt[0].protocol, super::super::MqttProtocol::V5);
-        assert_eq!(cfg.mqtt[0].max_packet_size(), 256 * 1024);
-        assert!(!cfg.mqtt[0].clean_session);
-    }
-}
-
-/// `[spool]` and `[[influx]]`: store-and-forward settings.
-#[cfg(test)]
-mod store_forward_tests {
-    use crate::agent::config::load_str;
-
-    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";
-
-    #[test]
-    fn store_and_forward_settings_are_read_with_their_defaults() {
-        let cfg = load_str(
-            &format!("{SITE}[spool]\nmax_age = \"2d\"\n[[influx]]\nurl = \"http://h:8086\"\napi = \"v1\"\ndatabase = \"d\"\nprecision = \"ms\"\ngzip = false\n"),
-            "t.toml",
-        )
-        .unwrap();
-        let limits = cfg.spool.limits();
-        assert_eq!(
-            limits.max_age,
-            Some(std::time::Duration::from_secs(2 * 86_400))
-        );
-        assert_eq!(cfg.spool.sync_interval, std::time::Duration::from_secs(1));
-        let out = &cfg.influx[0];
-        assert_eq!(out.precision, crate::sink::line_protocol::Precision::Ms);
-        assert!(!out.gzip);
-        assert_eq!(out.flush_interval, std::time::Duration::from_secs(1));
-        assert_eq!(out.retry_max, std::time::Duration::from_secs(60));
-        // "0s" turns the age bound off.
-        let cfg = load_str(&format!("{SITE}[spool]\nmax_age = \"0s\"\n"), "t.toml").unwrap();
-        assert_eq!(cfg.spool.limits().max_age, None);
-    }
-}
-
-/// Modbus sections: devices, serial ports and profiles.
-#[cfg(test)]
-mod modbus_tests {
-    use super::*;
-    use crate::agent::config::load_str;
-    use crate::source::modbus::config::{ModbusSerial, load_profile_str};
-    use crate::source::modbus::profile;
-
-    const SITE: &str = r#"[site]
-county = "yk"
-sector = "doors"
-enterprise = "e1"
-
-[[machine]]
-id = "cnc01"
-kind = "lathe"
-cnc = true
-
-[[meter]]
-id = "main"
-carrier = "electricity"
-"#;
-
-    #[test]
-    fn every_shipped_profile_parses() {
-        // Every file under config/profiles/ is shipped (compiled in), and parses.
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
-        let mut files: Vec<String> = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        files.sort();
-        let mut shipped: Vec<String> = profile::BUILTIN
-            .iter()
-            .map(|(n, _)| format!("{n}.toml"))
-            .collect();
-        shipped.sort();
-        assert_eq!(files, shipped);
-        for (name, text) in profile::BUILTIN {
-            let p = load_profile_str(text, name).unwrap_or_else(|d| panic!("{d}"));
-            assert!(!p.fields.is_empty(), "{name}");
-            assert!(!p.description.is_empty(), "{name}");
-        }
-    }
-
-    #[test]
-    fn a_profile_fills_the_device_and_its_fields_belong_to_the_device_machine() {
-        // `address_base` is not a field key, the device's own fields use the device's base: the
-        // config case of the same name (tests/config_cases/). Here, what the profile fills in.
-        let text = format!(
-            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\naddress_base = 1\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"feed\", register = \"holding\", address = 41 }}]\n"
-        );
-        let cfg = load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
-        let d = &cfg.modbus[0];
-        // Seven profile fields, then the device's own.
-        assert_eq!(d.fields.len(), 8);
-        assert!(
-            d.fields
-                .iter()
-                .all(|f| f.machine.as_deref() == Some("cnc01"))
-        );
-        let program = d.fields.iter().find(|f| f.signal == "program").unwrap();
-        assert_eq!(
-            (program.registers(), program.protocol_address()),
-            (8, Some(7))
-        );
-        // The device counts from 1, the profile from 0: each field keeps its own numbering.
-        let feed = d.fields.last().unwrap();
-        assert_eq!(feed.protocol_address(), Some(40));
-    }
-
-    #[test]
-    fn a_serial_line_keeps_three_and_a_half_characters_of_silence() {
-        let mut port: ModbusSerial = toml::from_str("id = \"l\"\nport = \"/dev/ttyS0\"").unwrap();
-        // 9600 8N1: 10 bits a character; 3.5 × 10 / 9600 s = 3.6458 ms.
-        assert_eq!(port.effective_frame_gap().as_micros(), 3645);
-        // 19200 8E1: 11 bits; 3.5 × 11 / 19200 s = 2.0052 ms.
-        port.baud = 19_200;
-        port.parity = super::super::Parity::Even;
-        assert_eq!(port.effective_frame_gap().as_micros(), 2005);
-        // Above 19200 the specification fixes 1.75 ms.
-        port.baud = 115_200;
-        assert_eq!(port.effective_frame_gap().as_micros(), 1750);
-        port.frame_gap = Some(std::time::Duration::from_millis(10));
-        assert_eq!(port.effective_frame_gap().as_millis(), 10);
-    }
 }

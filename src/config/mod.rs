@@ -25,34 +25,12 @@ pub(crate) use register::{check_machines, check_meters, check_site};
 pub use secret::{Secret, SecretError};
 pub(crate) use section::{CheckMany, CheckOne, References, Section, sections, unchecked};
 
-// Transition (issue 14): the old paths of the section types that moved to their owners, so
-// that files outside the config lane compile unchanged. The lead removes these after merging.
-pub use crate::agent::config::{Config, load, load_str};
-pub use crate::common::mqtt::MqttTls;
-pub use crate::engine::config::{
-    Agent, Break, Calendar, Condition, Declared, ElectricityMethod, EnergyConfig, Green,
-    Maintenance, Op, Rule, Shift, StateRules, ValueAdded, ValueAddedMethod, Weekday,
-};
-/// Transition: these moved to [`crate::model`].
-pub use crate::model::{Sector, SignalType, State};
-pub use crate::sink::config::{
-    FileOutput, InfluxApi, InfluxOutput, Spool, UPLINK_OUTPUT, Uplink, default_output_name,
-    default_topic_prefix, default_uplink_measurements,
-};
-pub use crate::source::modbus::config::{
-    ByteOrder, DataType, Link, ModbusDevice, ModbusField, ModbusSerial, Parity, Profile,
-    RegisterKind, TcpTransport, load_profile_str,
-};
-pub use crate::source::modbus::profile;
-pub use crate::source::mqtt::config::{
-    MqttBroker, MqttField, MqttProtocol, MqttTopic, PayloadFormat,
-};
-pub use crate::web::config::Web;
-
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::model::Sector;
 
 /// `[site]`
 #[derive(Debug, Clone, Deserialize)]

@@ -56,13 +56,14 @@ pub use crate::common::mqtt::RECEIVE_MAXIMUM;
 use crate::common::mqtt::{
     Backoff, MqttConnection, MqttError, MqttTls, SESSION_EXPIRY_S, topic_level_problem,
 };
-use crate::config::{self, Checker, Diagnostics, FileOutput, InfluxOutput, Seg, key};
+use crate::config::{self, Checker, Diagnostics, Seg, key};
 use crate::line_protocol::contract::{TAG_COUNTY, TAG_ENTERPRISE, TAG_SECTOR};
 use crate::line_protocol::parse::parse_key;
 use crate::metrics::Metrics;
 use crate::model::Sector;
 use crate::queue::{self, WhenFull};
 use crate::shutdown::Shutdown;
+use crate::sink::config::{FileOutput, InfluxOutput};
 use crate::sink::{self, Chunk};
 
 // MQTT 5: RECEIVE_MAXIMUM, the unacknowledged messages the broker may have in flight to one
@@ -79,7 +80,7 @@ const REJECT_LOG_EVERY: Duration = Duration::from_secs(10);
 pub struct IngestConfig {
     pub ingest: Ingest,
     pub broker: Broker,
-    pub spool: config::Spool,
+    pub spool: crate::sink::config::Spool,
     pub influx: Vec<InfluxOutput>,
     pub file: Vec<FileOutput>,
 }
@@ -132,7 +133,7 @@ fn known_keys(path: &[Seg]) -> &'static [&'static str] {
         ["ingest"] => config::struct_fields::<Ingest>(),
         ["broker"] => config::struct_fields::<MqttConnection>(),
         ["broker", "tls"] => config::struct_fields::<MqttTls>(),
-        ["spool"] => config::struct_fields::<config::Spool>(),
+        ["spool"] => config::struct_fields::<crate::sink::config::Spool>(),
         ["influx"] => config::struct_fields::<InfluxOutput>(),
         ["file"] => config::struct_fields::<FileOutput>(),
         _ => &[],
@@ -173,7 +174,9 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Inges
         match name_str {
             "ingest" => ingest = checker.section::<Ingest>(value, vec![key("ingest")]),
             "broker" => broker = checker.section::<Broker>(value, vec![key("broker")]),
-            "spool" => spool = checker.section::<config::Spool>(value, vec![key("spool")]),
+            "spool" => {
+                spool = checker.section::<crate::sink::config::Spool>(value, vec![key("spool")])
+            }
             "influx" => influx = checker.array::<InfluxOutput>(value, "influx"),
             "file" => file = checker.array::<FileOutput>(value, "file"),
             other => checker.unknown_section(name.span(), other, SECTIONS),

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use jiff::civil::{Date, DateTime, Time, Weekday};
+use jiff::civil::{Date, DateTime, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 
@@ -253,23 +253,6 @@ impl Calendar {
     }
 }
 
-/// Whether a break lies inside its shift (both read on the shift's own 24-hour clock).
-pub fn break_within(shift: &config::Shift, b: &config::Break) -> bool {
-    let day = 86_400;
-    let since_start = |t: Time| (secs(t) - secs(shift.start)).rem_euclid(day);
-    let length = match since_start(shift.end) {
-        0 => day,
-        n => n,
-    };
-    let (bs, be) = (since_start(b.start), since_start(b.end));
-    let be = if be == 0 { day } else { be };
-    bs < be && be <= length
-}
-
-fn secs(t: Time) -> i64 {
-    i64::from(t.hour()) * 3600 + i64::from(t.minute()) * 60 + i64::from(t.second())
-}
-
 /// A local wall-clock moment as an instant (in a DST gap, the moment after the gap).
 fn instant(dt: DateTime, tz: &TimeZone) -> Option<Timestamp> {
     dt.to_zoned_datetime(tz.clone()).ok().map(|z| z.timestamp())
@@ -304,6 +287,7 @@ pub fn next_month_start(t: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::config::break_within;
     use crate::engine::config::{Break, Shift, Weekday as W};
     use jiff::civil::{date, time};
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use jiff::civil::Date;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -488,6 +489,43 @@ pub struct Green {
     pub water_t_per_10k_cny_limit: Option<f64>,
 }
 
+/// A period a value added is declared for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Month { year: i16, month: i8 },
+    Day(Date),
+}
+
+/// `"2026-11"` is a month, `"2026-11-30"` a day.
+pub fn parse_period(text: &str) -> Option<Period> {
+    let text = text.trim();
+    if let Ok(day) = text.parse::<Date>() {
+        return Some(Period::Day(day));
+    }
+    let (y, m) = text.split_once('-')?;
+    let (year, month) = (y.parse::<i16>().ok()?, m.parse::<i8>().ok()?);
+    // Validates the month: the first of it must exist.
+    Date::new(year, month, 1).ok()?;
+    Some(Period::Month { year, month })
+}
+
+/// Whether a break lies inside its shift (both read on the shift's own 24-hour clock).
+pub fn break_within(shift: &Shift, b: &Break) -> bool {
+    let day = 86_400;
+    let since_start = |t: jiff::civil::Time| (secs(t) - secs(shift.start)).rem_euclid(day);
+    let length = match since_start(shift.end) {
+        0 => day,
+        n => n,
+    };
+    let (bs, be) = (since_start(b.start), since_start(b.end));
+    let be = if be == 0 { day } else { be };
+    bs < be && be <= length
+}
+
+fn secs(t: jiff::civil::Time) -> i64 {
+    i64::from(t.hour()) * 3600 + i64::from(t.minute()) * 60 + i64::from(t.second())
+}
+
 impl Checker<'_> {
     /// Shifts, breaks and maintenance windows that the time model can use.
     fn calendar(
@@ -518,7 +556,7 @@ impl Checker<'_> {
                 );
             }
             for (j, b) in shift.breaks.iter().enumerate() {
-                if !super::calendar::break_within(shift, b) {
+                if !break_within(shift, b) {
                     let span = self.span_of(
                         root,
                         &[
@@ -607,7 +645,7 @@ impl Checker<'_> {
             ValueAddedMethod::Declared => {}
         }
         for (i, d) in va.declared.iter().enumerate() {
-            if super::green::parse_period(&d.period).is_none() {
+            if parse_period(&d.period).is_none() {
                 let span = self.span_of(
                     root,
                     &[

@@ -11,28 +11,8 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 
-use super::config::Declared;
+use super::config::{Declared, Period, parse_period};
 use super::windows::{Window, WindowKind};
-
-/// A period a value added is declared for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Month { year: i16, month: i8 },
-    Day(Date),
-}
-
-/// `"2026-11"` is a month, `"2026-11-30"` a day.
-pub fn parse_period(text: &str) -> Option<Period> {
-    let text = text.trim();
-    if let Ok(day) = text.parse::<Date>() {
-        return Some(Period::Day(day));
-    }
-    let (y, m) = text.split_once('-')?;
-    let (year, month) = (y.parse::<i16>().ok()?, m.parse::<i8>().ok()?);
-    // Validates the month: the first of it must exist.
-    Date::new(year, month, 1).ok()?;
-    Some(Period::Month { year, month })
-}
 
 /// Declared figures, from the config and the declared file.
 #[derive(Debug, Clone, Default, PartialEq)]

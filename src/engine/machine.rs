@@ -13,7 +13,8 @@ use super::signals::Signals;
 use super::timemodel::{Accounting, TimeTotals};
 use super::windows::{self, Window};
 use super::{seconds, state};
-use crate::config::{Machine, StateRules};
+use crate::config::Machine;
+use crate::engine::config::StateRules;
 use crate::line_protocol::contract::{
     MEASUREMENT_MACHINE_STATE, MEASUREMENT_MACHINE_TIME, MEASUREMENT_SIGNAL, TAG_CNC, TAG_KIND,
     TAG_MACHINE, TAG_SHIFT, TAG_WINDOW, machine_state, machine_time,

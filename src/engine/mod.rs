@@ -38,7 +38,8 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
-use crate::config::{Carrier, ValueAddedMethod};
+use crate::config::Carrier;
+use crate::engine::config::ValueAddedMethod;
 use crate::line_protocol::contract::{
     self, MEASUREMENT_AGENT, MEASUREMENT_FLEET, MEASUREMENT_GREEN, MEASUREMENT_GREEN_ALERT,
     TAG_COUNTY, TAG_EL_METHOD, TAG_ENTERPRISE, TAG_INDICATOR, TAG_SECTOR, TAG_SHIFT, TAG_VA_METHOD,
@@ -880,7 +881,7 @@ pub struct RunOptions {
     /// How often window totals are written and the state saved.
     pub window_flush: Duration,
     /// The config's declared value added, and the file that adds to it.
-    pub declared: Vec<crate::config::Declared>,
+    pub declared: Vec<crate::engine::config::Declared>,
     pub declared_file: Option<PathBuf>,
 }
 
@@ -1025,7 +1026,7 @@ fn reload_declared(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::load_str;
+    use crate::agent::config::load_str;
 
     const CONFIG: &str = r#"
 [site]

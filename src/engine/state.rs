@@ -4,7 +4,8 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::config::Test;
 use super::signals::Signals;
-use crate::config::{Condition, Machine, StateRules};
+use crate::config::Machine;
+use crate::engine::config::{Condition, StateRules};
 use crate::model::{State, Value};
 
 /// Picks the rule set for a machine: one naming the machine beats one naming its kind, which
@@ -59,7 +60,7 @@ fn holds(condition: &Condition, inputs: &Inputs<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Rule;
+    use crate::engine::config::Rule;
     use crate::engine::config::{Bit, Compare};
     use std::sync::Arc;
     use std::time::Duration;

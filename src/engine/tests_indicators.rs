@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use super::indicators::Fleet;
 use super::machine::MachineTrack;
 use super::*;
-use crate::config::load_str;
+use crate::agent::config::load_str;
 use crate::model::{Sample, SourceEvent, Target, Value};
 
 const SHANGHAI_SHIFT: &str = r#"

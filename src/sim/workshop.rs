@@ -469,8 +469,10 @@ mod tests {
                     State::Offline => unreachable!("the simulator never goes offline by itself"),
                 }
                 // The program name reads back from its registers, high byte first.
-                let text =
-                    crate::source::modbus::decode::text(&r[7..], crate::config::ByteOrder::ABCD);
+                let text = crate::source::modbus::decode::text(
+                    &r[7..],
+                    crate::source::modbus::config::ByteOrder::ABCD,
+                );
                 assert_eq!(text, w.machines[i].program);
             }
         }

@@ -120,7 +120,7 @@ pub struct InfluxOutput {
     /// Coarser precision is rounded down and makes points within the same unit overwrite
     /// each other; use it only for a store that wants it.
     #[serde(default)]
-    pub precision: crate::sink::line_protocol::Precision,
+    pub precision: crate::line_protocol::Precision,
     /// The longest wait between retries of a failing store (back-off doubles from 0.5 s up to
     /// this, with up to 25 % jitter). Default `"60s"`.
     #[serde(default = "default_retry_max", deserialize_with = "duration")]

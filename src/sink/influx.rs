@@ -18,8 +18,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue
 use reqwest::{StatusCode, Url};
 
 use super::SendError;
-use crate::config::{InfluxApi, InfluxOutput};
 use crate::line_protocol::{Precision, rescale_timestamps};
+use crate::sink::config::{InfluxApi, InfluxOutput};
 
 /// Errors building a writer from its config.
 #[derive(Debug, thiserror::Error)]

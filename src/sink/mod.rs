@@ -41,7 +41,6 @@
 pub mod config;
 pub mod file;
 pub mod influx;
-pub mod line_protocol;
 pub mod spool;
 mod spool_task;
 mod stage;

@@ -84,7 +84,7 @@ pub fn create_data_dir(dir: &Path) -> Result<(), StartError> {
 /// output, starts the spool task behind a queue of `C::QUEUE`'s capacity and one writer per
 /// output. They run until `shutdown` fires and the queue's senders are gone.
 pub fn start<C: Chunk>(
-    spool: &crate::config::Spool,
+    spool: &crate::sink::config::Spool,
     data_dir: &Path,
     outputs: Vec<(Output, WriterOptions)>,
     metrics: &Metrics,
@@ -138,11 +138,11 @@ pub fn start<C: Chunk>(
 /// The stores of an `[[influx]]` and `[[file]]` list, named and with their writer options (the
 /// agent's outputs, and `county ingest`'s).
 pub fn stores(
-    influx: &[crate::config::InfluxOutput],
-    files: &[crate::config::FileOutput],
+    influx: &[crate::sink::config::InfluxOutput],
+    files: &[crate::sink::config::FileOutput],
     data_dir: &Path,
 ) -> Result<Vec<(Output, WriterOptions)>, StartError> {
-    use crate::config::default_output_name;
+    use crate::sink::config::default_output_name;
     let mut outputs = Vec::new();
     for (n, cfg) in influx.iter().enumerate() {
         let name = cfg

@@ -10,7 +10,3 @@ pub mod melsec;
 pub mod modbus;
 pub mod mqtt;
 pub mod s7;
-
-/// Transition: the types moved to [`crate::model`]; this re-export keeps the old paths working
-/// until every user imports them from there.
-pub use crate::model::{Sample, SourceEvent, Target, Value};

@@ -311,7 +311,7 @@ async fn value_added(State(board): State<Board>, Json(d): Json<DeclaredJson>) ->
         )
             .into_response();
     };
-    if crate::engine::green::parse_period(&d.period).is_none() {
+    if crate::engine::config::parse_period(&d.period).is_none() {
         return (
             StatusCode::BAD_REQUEST,
             format!(
@@ -344,7 +344,7 @@ fn declare(path: &std::path::Path, period: &str, value: f64) -> std::io::Result<
         #[derive(Deserialize)]
         struct File {
             #[serde(default)]
-            declared: Vec<crate::config::Declared>,
+            declared: Vec<crate::engine::config::Declared>,
         }
         let file: File = toml::from_str(&text)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;

@@ -5,7 +5,7 @@
 //! never the bytes (a field keeps one type forever in the store).
 
 use super::address::McType;
-use crate::source::Value;
+use crate::model::Value;
 
 /// Why a field's bytes could not be turned into a value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -10,11 +10,11 @@ use tokio_modbus::Slave;
 use toml::Spanned;
 use toml::de::DeTable;
 
-pub use super::profile::{Profile, load_profile_str};
 use crate::config::{
-    Checker, References, Section, Seg, SignalType, duration, join, key, not_registered,
-    optional_duration, raw_ids, struct_fields, unknown_meter, valid_host_port,
+    Checker, References, Section, Seg, duration, join, key, not_registered, optional_duration,
+    raw_ids, struct_fields, unknown_meter, valid_host_port,
 };
+use crate::model::SignalType;
 
 /// `[[modbus]]`: one Modbus device (unit): an IoT box on a machine's controller, a PLC, a meter.
 ///
@@ -587,7 +587,7 @@ impl Checker<'_> {
         }
     }
 
-    fn modbus_device(
+    pub(super) fn modbus_device(
         &mut self,
         root: &Spanned<DeTable<'_>>,
         base: &[Seg],
@@ -840,30 +840,6 @@ pub(crate) fn check_serial_ports(
     }
 }
 
-/// `[[modbus]]`'s row: merges each device's profile in, then checks the device and its map.
-pub(crate) fn check_devices(
-    checker: &mut Checker<'_>,
-    root: &Spanned<DeTable<'_>>,
-    at: &[usize],
-    devices: &mut [ModbusDevice],
-    refs: &References<'_>,
-) {
-    let serial_ids = raw_ids(root, "modbus_serial");
-    let serial_ports: HashSet<&str> = serial_ids.iter().map(String::as_str).collect();
-    for (i, device) in at.iter().zip(devices.iter_mut()) {
-        let base = vec![key("modbus"), Seg::Index(*i)];
-        if !checker.claim("device", &device.id) {
-            let at = checker.span_of(root, &join(&base, &[key("id")]));
-            checker.push(
-                at,
-                format!("modbus device id `{}` is used twice", device.id),
-            );
-        }
-        let origins = checker.merge_profile(root, &base, device);
-        checker.modbus_device(root, &base, device, &origins, refs, &serial_ports);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,11 +866,21 @@ mod tests {
                 .contains("address_base is 0 (protocol addresses) or 1 (manual numbering)"),
             "{d}"
         );
-        let d = load_profile_str("address_base = 7\n", "p.toml").unwrap_err();
-        assert!(
-            d.to_string()
-                .contains("p.toml:1:16: in the profile: address_base is 0 or 1"),
-            "{d}"
-        );
+    }
+
+    #[test]
+    fn a_serial_line_keeps_three_and_a_half_characters_of_silence() {
+        let mut port: ModbusSerial = toml::from_str("id = \"l\"\nport = \"/dev/ttyS0\"").unwrap();
+        // 9600 8N1: 10 bits a character; 3.5 × 10 / 9600 s = 3.6458 ms.
+        assert_eq!(port.effective_frame_gap().as_micros(), 3645);
+        // 19200 8E1: 11 bits; 3.5 × 11 / 19200 s = 2.0052 ms.
+        port.baud = 19_200;
+        port.parity = Parity::Even;
+        assert_eq!(port.effective_frame_gap().as_micros(), 2005);
+        // Above 19200 the specification fixes 1.75 ms.
+        port.baud = 115_200;
+        assert_eq!(port.effective_frame_gap().as_micros(), 1750);
+        port.frame_gap = Some(std::time::Duration::from_millis(10));
+        assert_eq!(port.effective_frame_gap().as_millis(), 10);
     }
 }

@@ -1,7 +1,7 @@
 //! Registers to values: pure functions, no I/O, tested against bytes worked out by hand.
 
 use super::config::{ByteOrder, DataType, ModbusField};
-use crate::source::Value;
+use crate::model::Value;
 
 /// Why a field's registers could not be turned into a value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

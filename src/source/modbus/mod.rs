@@ -35,8 +35,8 @@ use tokio_modbus::Slave;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
+use crate::model::{Sample, SourceEvent, Target};
 use crate::shutdown::Shutdown;
-use crate::source::{Sample, SourceEvent, Target};
 pub use config::Sections;
 use config::{Link, ModbusDevice};
 use health::Health;
@@ -622,7 +622,7 @@ field = [
   { machine = "m1", signal = "parts", register = "holding", address = 0, type = "u32" },
 ]
 "#;
-        match crate::config::load_str(text, "t.toml") {
+        match crate::agent::config::load_str(text, "t.toml") {
             Ok(config) => config.modbus[0].clone(),
             Err(d) => panic!("{d}"),
         }
@@ -651,8 +651,8 @@ field = [
         assert_eq!(
             values,
             vec![
-                crate::source::Value::Bool(true),
-                crate::source::Value::Int(65538)
+                crate::model::Value::Bool(true),
+                crate::model::Value::Int(65538)
             ]
         );
     }

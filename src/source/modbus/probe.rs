@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::config::{ByteOrder, DataType, RegisterKind};
-use crate::source::Value;
+use crate::model::Value;
 
 use super::decode::{self, DecodeError};
 use super::link::{self, LinkSpec, PollFault, ReadResult};

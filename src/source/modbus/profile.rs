@@ -5,6 +5,7 @@
 //! or extend a shipped map without waiting for a release.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,8 @@ use super::config::{
     AddressBase, MAX_READ_REGISTERS, ModbusDevice, ModbusField, Origin, field_rules,
 };
 use crate::config::{
-    Checker, Diagnostics, Seg, check_document, join, key, key_names, struct_fields,
+    Checker, Diagnostics, References, Seg, check_document, join, key, key_names, raw_ids,
+    struct_fields,
 };
 
 /// The profiles shipped with Shopfloor: (name, file text).
@@ -168,6 +170,30 @@ fn check_profile(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Opti
     profile
 }
 
+/// `[[modbus]]`'s row: merges each device's profile in, then checks the device and its map.
+pub(crate) fn check_devices(
+    checker: &mut Checker<'_>,
+    root: &Spanned<DeTable<'_>>,
+    at: &[usize],
+    devices: &mut [ModbusDevice],
+    refs: &References<'_>,
+) {
+    let serial_ids = raw_ids(root, "modbus_serial");
+    let serial_ports: HashSet<&str> = serial_ids.iter().map(String::as_str).collect();
+    for (i, device) in at.iter().zip(devices.iter_mut()) {
+        let base = vec![key("modbus"), Seg::Index(*i)];
+        if !checker.claim("device", &device.id) {
+            let at = checker.span_of(root, &join(&base, &[key("id")]));
+            checker.push(
+                at,
+                format!("modbus device id `{}` is used twice", device.id),
+            );
+        }
+        let origins = checker.merge_profile(root, &base, device);
+        checker.modbus_device(root, &base, device, &origins, refs, &serial_ports);
+    }
+}
+
 impl Checker<'_> {
     /// Merges a device's profile into it. Returns where each resulting field came from, so
     /// later problems point at the right place.
@@ -242,6 +268,42 @@ impl Checker<'_> {
                 }
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_profile_counts_its_addresses_from_zero_or_one() {
+        let d = load_profile_str("address_base = 7\n", "p.toml").unwrap_err();
+        assert!(
+            d.to_string()
+                .contains("p.toml:1:16: in the profile: address_base is 0 or 1"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn every_shipped_profile_parses() {
+        // Every file under config/profiles/ is shipped (compiled in), and parses.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        files.sort();
+        let mut shipped: Vec<String> = BUILTIN.iter().map(|(n, _)| format!("{n}.toml")).collect();
+        shipped.sort();
+        assert_eq!(files, shipped);
+        for (name, text) in BUILTIN {
+            let p = load_profile_str(text, name).unwrap_or_else(|d| panic!("{d}"));
+            assert!(!p.fields.is_empty(), "{name}");
+            assert!(!p.description.is_empty(), "{name}");
         }
     }
 }

@@ -25,9 +25,10 @@ use tracing::{debug, warn};
 use super::payload::{self, JsonPath};
 use super::sparkplug::{self, MessageType};
 use super::topic::{Pattern, Template};
-use crate::config::{MqttBroker, MqttTopic, PayloadFormat, SignalType};
 use crate::metrics::Metrics;
-use crate::source::{Sample, SourceEvent, Target, Value};
+use crate::model::SignalType;
+use crate::model::{Sample, SourceEvent, Target, Value};
+use crate::source::mqtt::config::{MqttBroker, MqttTopic, PayloadFormat};
 
 /// Distinct topics that get a label of their own in the counters.
 pub const MAX_TOPIC_LABELS: usize = 1000;
@@ -828,7 +829,7 @@ fn bd_seq(p: &sparkplug::Payload) -> Option<i64> {
         .and_then(|m| m.value.as_ref())
         .and_then(|raw| sparkplug::value(raw, sparkplug::datatype::INT64))
         .and_then(|v| match v {
-            crate::source::Value::Int(i) => Some(i),
+            crate::model::Value::Int(i) => Some(i),
             _ => None,
         })
 }

@@ -51,6 +51,7 @@
 //! broker would send the message again on every connection, so the error says to set the
 //! broker's own limit (`message_size_limit` in Mosquitto) below the ceiling.
 
+pub mod check;
 pub mod config;
 pub mod mapping;
 pub mod payload;
@@ -72,8 +73,8 @@ use crate::common::mqtt::Backoff;
 pub use crate::common::mqtt::{MqttError, RECEIVE_MAXIMUM, SESSION_EXPIRY_S};
 use crate::config::Site;
 use crate::metrics::Metrics;
+use crate::model::SourceEvent;
 use crate::shutdown::Shutdown;
-use crate::source::SourceEvent;
 pub use mapping::Mapper;
 
 /// Requests (acknowledgements, subscriptions) waiting for the event loop to send them.

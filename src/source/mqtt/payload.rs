@@ -10,8 +10,8 @@ use std::fmt;
 use jiff::Timestamp;
 use serde_json::Value as Json;
 
-use crate::config::SignalType;
-use crate::source::Value;
+use crate::model::SignalType;
+use crate::model::Value;
 
 /// One step of a JSON path.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use crate::source::Value;
+use crate::model::Value;
 
 /// The first level of every Sparkplug B topic.
 pub const NAMESPACE: &str = "spBv1.0";

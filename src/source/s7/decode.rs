@@ -3,7 +3,7 @@
 //! one type forever in the store).
 
 use super::address::S7Type;
-use crate::source::Value;
+use crate::model::Value;
 
 /// Why a field's bytes could not be turned into a value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
