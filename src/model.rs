@@ -217,3 +217,43 @@ impl Sector {
         }
     }
 }
+
+/// Energy carriers and water.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Carrier {
+    Electricity,
+    NaturalGas,
+    Water,
+    Diesel,
+    Lpg,
+    Steam,
+    Heat,
+}
+
+impl Carrier {
+    /// The unit a meter of this carrier counts in unless the config says otherwise.
+    pub fn default_unit(self) -> &'static str {
+        match self {
+            Carrier::Electricity => "kWh",
+            Carrier::NaturalGas => "m3",
+            Carrier::Water | Carrier::Steam => "t",
+            Carrier::Diesel | Carrier::Lpg => "kg",
+            Carrier::Heat => "GJ",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Carrier::Electricity => "electricity",
+            Carrier::NaturalGas => "natural_gas",
+            Carrier::Water => "water",
+            Carrier::Diesel => "diesel",
+            Carrier::Lpg => "lpg",
+            Carrier::Steam => "steam",
+            Carrier::Heat => "heat",
+        }
+    }
+}

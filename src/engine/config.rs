@@ -10,10 +10,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::config::{
-    Carrier, Checker, Machine, Meter, References, Section, Seg, Site, duration, join, key,
-    not_registered, optional_duration, span_in, struct_fields,
+    Checker, Machine, Meter, References, Section, Seg, Site, duration, join, key, not_registered,
+    optional_duration, span_in, struct_fields,
 };
-use crate::model::State;
+use crate::model::{Carrier, State};
 
 /// The engine's sections of the config: what it takes from the whole file.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ElectricityMethod, EnergyConfig};
 use super::timemodel::nanos;
 use super::windows::Window;
-use crate::config::Carrier;
+use crate::model::Carrier;
 
 /// Electricity by its calorific value (当量值): 3600 kJ/kWh ÷ 29 307 kJ/kgce = 0.1229 kgce/kWh.
 pub const ELECTRICITY_CALORIFIC_KGCE_PER_KWH: f64 = 0.1229;

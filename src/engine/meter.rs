@@ -10,14 +10,14 @@ use super::calendar::Calendar;
 use super::energy::{Coefficients, Counter, CounterStep, EnergyTotals, distribute, to_base_unit};
 use super::machine::MachineTrack;
 use super::windows::{self, Window};
-use crate::config::{Carrier, Meter, Reading};
+use crate::config::{Meter, Reading};
 use crate::line_protocol::contract;
 use crate::line_protocol::contract::{
     MEASUREMENT_ENERGY, MEASUREMENT_SIGNAL, SCOPE_SITE, TAG_CARRIER, TAG_METER, TAG_SCOPE,
     TAG_SHIFT, TAG_UNIT, TAG_WINDOW,
 };
 use crate::line_protocol::{LineBuilder, tag_prefix};
-use crate::model::State;
+use crate::model::{Carrier, State};
 
 #[derive(Debug)]
 pub(super) struct MeterTrack {

@@ -38,7 +38,6 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, warn};
 
-use crate::config::Carrier;
 use crate::engine::config::ValueAddedMethod;
 use crate::line_protocol::contract::{
     self, MEASUREMENT_AGENT, MEASUREMENT_FLEET, MEASUREMENT_GREEN, MEASUREMENT_GREEN_ALERT,
@@ -47,6 +46,7 @@ use crate::line_protocol::contract::{
 };
 use crate::line_protocol::{LineBuilder, tag_prefix};
 use crate::metrics::Metrics;
+use crate::model::Carrier;
 use crate::model::{Sample, SourceEvent, State, Target, Value};
 use crate::shutdown::Shutdown;
 use calendar::Calendar;

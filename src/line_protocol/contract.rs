@@ -62,7 +62,7 @@ pub const TAG_MACHINE: &str = "machine";
 pub const TAG_KIND: &str = "kind";
 pub const TAG_CNC: &str = "cnc";
 
-/// On meter lines: the meter's id and its carrier ([`crate::config::Carrier::as_str`]).
+/// On meter lines: the meter's id and its carrier ([`crate::model::Carrier::as_str`]).
 pub const TAG_METER: &str = "meter";
 pub const TAG_CARRIER: &str = "carrier";
 /// On `energy` lines: the carrier's base unit, and [`SCOPE_SITE`] or the machine the meter
