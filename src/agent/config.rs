@@ -160,6 +160,90 @@ mod tests {
         assert!(nested(&["uplink", "tls"]).contains(&"ca_file"));
         assert!(nested(&["web", "nothing"]).is_empty());
     }
+
+    /// The README's "Configuration reference" is the user's manual of every option: a key the
+    /// table of sections knows and the README does not is an option nobody can find. A key of a
+    /// table with a heading of its own (`### [[modbus]]`, `#### [[modbus.field]]`) must start a
+    /// row of that heading's table; a key of a table without one (`[[calendar.shift]]`) must be
+    /// shown in its parent's block, as `` `key` `` or `key =` in an example.
+    #[test]
+    fn every_key_of_every_section_is_in_the_readme() {
+        let readme = include_str!("../../README.md");
+        let blocks = readme_blocks(readme);
+        let mut missing = Vec::new();
+        for name in Config::SECTIONS {
+            check_table(&blocks, &[name.to_string()], None, &mut missing);
+        }
+        assert!(
+            missing.is_empty(),
+            "options the README's configuration reference does not describe:\n{}",
+            missing.join("\n")
+        );
+    }
+
+    /// The block of text under each heading that names a table (`` `[site]` ``,
+    /// `` `[[modbus.field]]` ``), by the table's dotted name.
+    fn readme_blocks(readme: &str) -> std::collections::HashMap<String, String> {
+        let mut blocks = std::collections::HashMap::new();
+        let mut current: Option<(String, String)> = None;
+        for line in readme.lines() {
+            if line.starts_with('#') {
+                if let Some((name, text)) = current.take() {
+                    blocks.entry(name).or_insert(text);
+                }
+                let table = line
+                    .split('`')
+                    .nth(1)
+                    .map(|t| t.trim_matches(['[', ']']))
+                    .filter(|t| !t.is_empty() && !t.contains(' '));
+                current = table.map(|t| (t.to_string(), String::new()));
+            } else if let Some((_, text)) = &mut current {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        if let Some((name, text)) = current {
+            blocks.entry(name).or_insert(text);
+        }
+        blocks
+    }
+
+    /// Checks the keys of the table at `path`, and of its nested tables; `parent` is the block
+    /// of the nearest table above with a heading.
+    fn check_table(
+        blocks: &std::collections::HashMap<String, String>,
+        path: &[String],
+        parent: Option<&str>,
+        missing: &mut Vec<String>,
+    ) {
+        let segs: Vec<_> = path.iter().map(|k| key(k)).collect();
+        let name = path.join(".");
+        let own = blocks.get(&name).map(String::as_str);
+        for k in Config::known_keys(&segs) {
+            let found = match (own, parent) {
+                (Some(block), _) => block.lines().any(|row| {
+                    row.starts_with('|')
+                        && row
+                            .split('|')
+                            .nth(1)
+                            .is_some_and(|cell| cell.contains(&format!("`{k}`")))
+                }),
+                (None, Some(block)) => {
+                    block.contains(&format!("`{k}`")) || block.contains(&format!("{k} ="))
+                }
+                (None, None) => false,
+            };
+            if !found {
+                missing.push(format!("[{name}] {k}"));
+            }
+            let mut inner = path.to_vec();
+            inner.push(k.to_string());
+            let inner_segs: Vec<_> = inner.iter().map(|k| key(k)).collect();
+            if !Config::known_keys(&inner_segs).is_empty() {
+                check_table(blocks, &inner, own.or(parent), missing);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
