@@ -249,10 +249,16 @@ mod tests {
 }
 
 #[cfg(test)]
-mod mqtt_tests {
+mod loading_tests {
+    //! What whole config files read into: defaults and parsed values of several sections. What
+    //! `check` says of a config is in tests/config_cases/.
+
     use crate::agent::config::load_str;
 
-    const BASE: &str = r#"[site]
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";
+
+    /// The site with one machine and one meter in the register.
+    const REGISTER: &str = r#"[site]
 county = "yk"
 sector = "doors"
 enterprise = "e1"
@@ -288,7 +294,8 @@ keepalive = "20s"
 "#;
         // That it loads, with no problem, is also the config case of the same name
         // (tests/config_cases/); here, what it reads.
-        let cfg = load_str(&format!("{BASE}{text}"), "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        let cfg =
+            load_str(&format!("{REGISTER}{text}"), "t.toml").unwrap_or_else(|d| panic!("{d}"));
         assert_eq!(
             cfg.mqtt[0].protocol,
             crate::source::mqtt::config::MqttProtocol::V5
@@ -296,14 +303,6 @@ keepalive = "20s"
         assert_eq!(cfg.mqtt[0].max_packet_size(), 256 * 1024);
         assert!(!cfg.mqtt[0].clean_session);
     }
-}
-
-/// `[spool]` and `[[influx]]`: store-and-forward settings.
-#[cfg(test)]
-mod store_forward_tests {
-    use crate::agent::config::load_str;
-
-    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n";
 
     #[test]
     fn store_and_forward_settings_are_read_with_their_defaults() {
@@ -327,34 +326,13 @@ mod store_forward_tests {
         let cfg = load_str(&format!("{SITE}[spool]\nmax_age = \"0s\"\n"), "t.toml").unwrap();
         assert_eq!(cfg.spool.limits().max_age, None);
     }
-}
-
-/// Modbus sections: devices, serial ports and profiles.
-#[cfg(test)]
-mod modbus_tests {
-    use crate::agent::config::load_str;
-
-    const SITE: &str = r#"[site]
-county = "yk"
-sector = "doors"
-enterprise = "e1"
-
-[[machine]]
-id = "cnc01"
-kind = "lathe"
-cnc = true
-
-[[meter]]
-id = "main"
-carrier = "electricity"
-"#;
 
     #[test]
     fn a_profile_fills_the_device_and_its_fields_belong_to_the_device_machine() {
         // `address_base` is not a field key, the device's own fields use the device's base: the
         // config case of the same name (tests/config_cases/). Here, what the profile fills in.
         let text = format!(
-            "{SITE}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\naddress_base = 1\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"feed\", register = \"holding\", address = 41 }}]\n"
+            "{REGISTER}\n[[modbus]]\nid = \"box\"\naddress = \"h:502\"\naddress_base = 1\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"feed\", register = \"holding\", address = 41 }}]\n"
         );
         let cfg = load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
         let d = &cfg.modbus[0];
