@@ -81,10 +81,18 @@ async fn the_board_api_metrics_and_healthz_answer_for_a_running_agent() {
     assert_eq!(fleet["networking_rate"]["target"], 0.55);
     assert_eq!(fleet["cnc_rate"]["numerator"], 4.0);
 
-    // /api/health: every device up.
+    // /api/health: every device up, once each has been polled (the meter's device may not have
+    // been yet when the machines came online: it is then "not polled yet", rightly not up).
     let health: serde_json::Value =
-        serde_json::from_str(&get("/api/health").await.text().await.unwrap_or_default())
-            .expect("health JSON");
+        eventually("every device up", Duration::from_secs(10), || async {
+            let v: serde_json::Value =
+                serde_json::from_str(&get("/api/health").await.text().await.unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
+            (v["devices_up"] == 5)
+                .then_some(v.clone())
+                .ok_or(format!("{v}"))
+        })
+        .await;
     assert_eq!(health["devices_up"], 5, "{health}");
 
     // /metrics: Prometheus text with the poll counters of each device.
