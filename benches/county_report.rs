@@ -84,10 +84,12 @@ async fn bench(enterprises: usize, days: usize) {
     influx.create_db(DB).await;
     let registry = Registry {
         enterprises: (0..enterprises)
-            .map(|i| Enterprise {
-                id: format!("e{i:04}"),
-                name: format!("Enterprise {i}"),
-                sector: Sector::ALL[i % 7],
+            .map(|i| {
+                Enterprise::new(
+                    format!("e{i:04}"),
+                    format!("Enterprise {i}"),
+                    Sector::ALL[i % 7],
+                )
             })
             .collect(),
     };

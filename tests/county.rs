@@ -462,7 +462,9 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
         .find(|l| l.starts_with("sector,doors,,,reporting,networking_rate,"))
         .unwrap_or_else(|| panic!("doors networking row in\n{csv}"));
     let cells: Vec<&str> = row.split(',').collect();
-    assert!(close(cells[6].parse().unwrap(), 40.0 / 70.0));
+    // Rounded to the rate's five decimals: 40 / 70 = 0.571428… → 0.57143.
+    assert_eq!(cells[6], "0.57143");
+    assert!(csv.starts_with('\u{feff}'), "a BOM for Excel");
     assert_eq!(cells[11], "true");
     assert!(!csv.contains(",cups,"), "limited to doors:\n{csv}");
 

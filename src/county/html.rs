@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use super::aggregate::{Bucket, IndicatorRow, Report, Summary};
 use super::labels::{
-    Lang, basis_text, gap_text, indicator_name, sector_name, target_text, value_text,
+    Lang, basis_with_coverage, gap_text, indicator_name, sector_name, target_text, value_text,
 };
 use super::targets::Indicator;
 
@@ -281,7 +281,7 @@ pub fn render(report: &Report, lang: Lang) -> String {
 
     let bucket = match report.trend.bucket {
         Bucket::Day => w.trend_daily,
-        Bucket::Month => w.trend_monthly,
+        Bucket::Month | Bucket::Year => w.trend_monthly,
     };
     let _ = writeln!(h, "<section id=\"trend\"><h2>{} ({bucket})</h2>", w.trend);
     for indicator in CHARTED {
@@ -426,7 +426,7 @@ fn card(h: &mut String, row: &IndicatorRow, w: &Words, lang: Lang) {
         row.indicator.as_str(),
         indicator_name(row.indicator, lang),
         class(row),
-        basis_text(row.indicator, row.numerator, row.denominator, lang)
+        esc(&basis_with_coverage(row, lang))
     );
 }
 
@@ -476,8 +476,8 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
         for row in &s.indicators {
             let value = row
                 .value
-                .map_or("–".to_string(), |v| value_text(row.indicator, v));
-            let title = basis_text(row.indicator, row.numerator, row.denominator, lang);
+                .map_or(w.no_data.to_string(), |v| value_text(row.indicator, v));
+            let title = basis_with_coverage(row, lang);
             let target = row
                 .target
                 .as_ref()

@@ -3,6 +3,7 @@
 //! and sectors in Chinese or English. The text report ([`super::render`]) and the HTML page
 //! (`html.rs`) both use these, so a number reads the same in each.
 
+use super::aggregate::IndicatorRow;
 use super::targets::{Bound, Indicator, TargetInForce};
 use crate::model::Sector;
 
@@ -76,6 +77,51 @@ pub fn basis_text(indicator: Indicator, numerator: f64, denominator: f64, lang: 
         if u.is_empty() { v } else { format!("{v} {u}") }
     };
     format!("{} / {}", join(n, nu), join(d, du))
+}
+
+/// What a figure stands on: `21 / 42 machine-days · 3 enterprises, 28.6 % declared`, or
+/// "no data" when nothing was measured (never `0 / 0`).
+pub fn basis_with_coverage(row: &IndicatorRow, lang: Lang) -> String {
+    let zh = lang == Lang::Zh;
+    if row.enterprises == 0 {
+        return no_data(lang).to_string();
+    }
+    let basis = basis_text(row.indicator, row.numerator, row.denominator, lang);
+    let covers = if zh {
+        format!("{} 家企业", row.enterprises)
+    } else if row.enterprises == 1 {
+        "1 enterprise".to_string()
+    } else {
+        format!("{} enterprises", row.enterprises)
+    };
+    let declared = match row.declared_share {
+        Some(d) if d > 0.0 && zh => format!("，其中申报 {:.1} %", d * 100.0),
+        Some(d) if d > 0.0 => format!(", {:.1} % declared", d * 100.0),
+        _ => String::new(),
+    };
+    format!("{basis} · {covers}{declared}")
+}
+
+/// "no data" / "无数据": a figure nothing was measured for.
+pub fn no_data(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Zh => "无数据",
+        Lang::En => "no data",
+    }
+}
+
+/// The number of decimals a value of `indicator` is written with in CSV and JSON: enough for
+/// its display precision with two digits to spare, and none of floating-point noise
+/// (0.000000000000003552713678800501).
+pub fn decimals(indicator: Indicator) -> i32 {
+    if indicator.is_rate() { 5 } else { 4 }
+}
+
+/// `v` rounded to `decimals` places, without -0.
+pub fn round_to(v: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    let r = (v * scale).round() / scale;
+    if r == 0.0 { 0.0 } else { r }
 }
 
 pub fn indicator_name(indicator: Indicator, lang: Lang) -> &'static str {

@@ -618,23 +618,28 @@ fn read_green(
         skipped,
         |row, day| {
             let f = &row.fields;
-            let (Some(tce), Some(kwh), Some(water)) = (f[0], f[1], f[2]) else {
+            // A field the agent did not write was not measured (no meter of that carrier, no
+            // value-added source): it counts in no sum, and is never read as 0.
+            let energy_known = f[0].is_some() && f[1].is_some();
+            if f[0].is_none() && f[2].is_none() && f[3].is_none() {
                 return Err(format!(
-                    "enterprise {} lacks energy_tce, electricity_kwh or water_t",
+                    "enterprise {} has a green line without energy, water or value added",
                     row.tags[0]
                 ));
-            };
+            }
             Ok(GreenDay {
                 enterprise: row.tags[0].to_string(),
                 sector_tag: row.tags[1].to_string(),
                 day,
                 green: Green {
-                    energy_tce: tce,
-                    electricity_kwh: kwh,
-                    water_t: water,
+                    energy_tce: f[0].unwrap_or(0.0),
+                    electricity_kwh: f[1].unwrap_or(0.0),
+                    water_t: f[2].unwrap_or(0.0),
                     value_added_10k_cny: f[3].unwrap_or(0.0),
                 },
                 value_added_known: f[3].is_some(),
+                energy_known,
+                water_known: f[2].is_some(),
                 va_method: row.tags[2].to_string(),
                 el_method: row.tags[3].to_string(),
             })

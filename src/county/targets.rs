@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 
+use jiff::civil::Date;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
@@ -394,6 +395,14 @@ fn unknown_top_level(
 }
 
 /// One enterprise in the programme.
+///
+/// Besides who it is and the sector it is counted in, the register carries what the county
+/// knows of an enterprise without its agent: when it joined (and left) the programme, whether
+/// it is above-scale (规上) and a key enterprise (重点骨干), and its declared machine counts,
+/// robots, digital workshops and management systems. The declared machine counts stand in for
+/// the agent's register while it sends nothing, so a silent enterprise still counts in the
+/// denominators (with no machine networked) and the county's rates cannot improve because
+/// fewer enterprises report.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Enterprise {
     /// The id its agent writes in the `enterprise` tag (`[site] enterprise`).
@@ -403,6 +412,122 @@ pub struct Enterprise {
     pub name: String,
     /// The sector the county counts it in, whatever its agent's `sector` tag says.
     pub sector: Sector,
+    /// The first day it counts in the programme; its rates cover its registered days only.
+    #[serde(
+        default,
+        deserialize_with = "de_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub joined: Option<Date>,
+    /// The last day it counts in the programme.
+    #[serde(
+        default,
+        deserialize_with = "de_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub left: Option<Date>,
+    /// 规上企业: above-scale (annual revenue of 20 million CNY or more).
+    #[serde(default)]
+    pub above_scale: bool,
+    /// 重点骨干企业: a key enterprise, the base of the ERP/MES/SCM/PLM adoption rates.
+    #[serde(default)]
+    pub key_enterprise: bool,
+    /// Declared production machines (used while its agent sends nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machines_total: Option<u64>,
+    /// Declared digital machines (with a controller that can deliver data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machines_digital: Option<u64>,
+    /// Declared CNC machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machines_cnc: Option<u64>,
+    /// 在役工业机器人: industrial robots in service, declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robots: Option<u64>,
+    /// The year the declared counts above were taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_year: Option<i16>,
+    /// 数字化车间: the year each of its recognised digital workshops was recognised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digital_workshops: Vec<i16>,
+    /// 企业资源计划: the year ERP went into use; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp: Option<i16>,
+    /// 制造执行系统: the year MES went into use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mes: Option<i16>,
+    /// 供应链管理: the year SCM went into use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scm: Option<i16>,
+    /// 产品全生命周期管理: the year PLM went into use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plm: Option<i16>,
+}
+
+impl Enterprise {
+    /// An enterprise with nothing declared but who it is.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, sector: Sector) -> Enterprise {
+        Enterprise {
+            id: id.into(),
+            name: name.into(),
+            sector,
+            joined: None,
+            left: None,
+            above_scale: false,
+            key_enterprise: false,
+            machines_total: None,
+            machines_digital: None,
+            machines_cnc: None,
+            robots: None,
+            declared_year: None,
+            digital_workshops: Vec::new(),
+            erp: None,
+            mes: None,
+            scm: None,
+            plm: None,
+        }
+    }
+
+    /// Whether `day` lies between its join and leave dates (both included).
+    pub fn registered_on(&self, day: Date) -> bool {
+        self.joined.is_none_or(|j| day >= j) && self.left.is_none_or(|l| day <= l)
+    }
+
+    /// The declared register as a day's fleet with nothing networked; `None` when it declares
+    /// no machine count.
+    pub fn declared_fleet(&self) -> Option<crate::engine::indicators::Fleet> {
+        let total = self.machines_total?;
+        Some(crate::engine::indicators::Fleet {
+            machines_total: total,
+            machines_digital: self.machines_digital.unwrap_or(0),
+            machines_cnc: self.machines_cnc.unwrap_or(0),
+            ..Default::default()
+        })
+    }
+}
+
+/// A date written as a TOML date (`joined = 2022-03-15`) or a string (`"2022-03-15"`).
+fn de_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Date>, D::Error> {
+    struct DateVisitor;
+    impl<'de> Visitor<'de> for DateVisitor {
+        type Value = Option<Date>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a date such as 2022-03-15")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.parse::<Date>().map(Some).map_err(|_| {
+                de::Error::custom(format!("`{v}` is not a date: write it as 2022-03-15"))
+            })
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            // toml hands a datetime over as a one-entry map holding its text.
+            let Some((_, text)) = map.next_entry::<String, String>()? else {
+                return Err(de::Error::custom("a date such as 2022-03-15"));
+            };
+            self.visit_str(&text)
+        }
+    }
+    d.deserialize_any(DateVisitor)
 }
 
 /// The register of the enterprises in the programme: `config/enterprises.toml`.
@@ -458,6 +583,36 @@ fn check_registry(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Opt
         if let Some(problem) = problem {
             let span = checker.span_of(root, &[key("enterprise"), Seg::Index(*i), key("id")]);
             checker.push(span, format!("[[enterprise]] id `{}` {problem}", e.id));
+        }
+        if let (Some(j), Some(l)) = (e.joined, e.left)
+            && l < j
+        {
+            let span = checker.span_of(root, &[key("enterprise"), Seg::Index(*i), key("left")]);
+            checker.push(
+                span,
+                format!(
+                    "[[enterprise]] `{}` left ({l}) before it joined ({j})",
+                    e.id
+                ),
+            );
+        }
+        let total = e.machines_total.unwrap_or(0);
+        for (name, n) in [
+            ("machines_digital", e.machines_digital),
+            ("machines_cnc", e.machines_cnc),
+        ] {
+            if let Some(n) = n
+                && n > total
+            {
+                let span = checker.span_of(root, &[key("enterprise"), Seg::Index(*i), key(name)]);
+                checker.push(
+                    span,
+                    format!(
+                        "[[enterprise]] `{}` declares {n} {name} but machines_total = {total}: they are among its machines",
+                        e.id
+                    ),
+                );
+            }
         }
     }
     Some(registry)
