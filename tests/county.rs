@@ -168,12 +168,12 @@ fn batches() -> (String, String) {
                 water_t: d.water_t / 2.0,
                 va: d.va.map(|v| v / 2.0),
             };
-            early.push_str(&fleet_line("yongkang", &e, "1d", &partial, at));
-            early.push_str(&green_line("yongkang", &e, &partial, at));
-            last.push_str(&fleet_line("yongkang", &e, "1d", d, at));
-            last.push_str(&green_line("yongkang", &e, d, at));
+            early.push_str(&fleet_line("wuyi", &e, "1d", &partial, at));
+            early.push_str(&green_line("wuyi", &e, &partial, at));
+            last.push_str(&fleet_line("wuyi", &e, "1d", d, at));
+            last.push_str(&green_line("wuyi", &e, d, at));
             // An hour window at the same timestamp: not a day window.
-            last.push_str(&fleet_line("yongkang", &e, "1h", d, at));
+            last.push_str(&fleet_line("wuyi", &e, "1h", d, at));
         }
     }
     let all = enterprises();
@@ -181,25 +181,20 @@ fn batches() -> (String, String) {
     let busy = day(10, 40.0, 40.0, 5.0, 50.0, 1.0);
     // Days just outside the period, another county, and an enterprise not in the register.
     last.push_str(&fleet_line(
-        "yongkang",
+        "wuyi",
         d1,
         "1d",
         &busy,
         day_start(date(2026, 11, 1)),
     ));
     last.push_str(&fleet_line(
-        "yongkang",
+        "wuyi",
         d1,
         "1d",
         &busy,
         day_start(date(2026, 11, 4)),
     ));
-    last.push_str(&green_line(
-        "yongkang",
-        d1,
-        &busy,
-        day_start(date(2026, 11, 4)),
-    ));
+    last.push_str(&green_line("wuyi", d1, &busy, day_start(date(2026, 11, 4))));
     last.push_str(&fleet_line(
         "elsewhere",
         d1,
@@ -215,7 +210,7 @@ fn batches() -> (String, String) {
         days: [None, None],
     };
     last.push_str(&fleet_line(
-        "yongkang",
+        "wuyi",
         &stranger,
         "1d",
         &busy,

@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use jiff::civil::Date;
 use serde::Serialize;
 
-use super::targets::{Enterprise, Indicator, Registry, TargetInForce, Targets};
+use super::targets::{Bound, Enterprise, Indicator, Registry, TargetInForce, Targets};
 use crate::engine::indicators::{Fleet, Green, ratio};
 use crate::model::Sector;
 
@@ -69,6 +69,8 @@ pub struct GreenDay {
     pub energy_known: bool,
     /// `water_t` was on the line.
     pub water_known: bool,
+    /// `wastewater_t`, when the line carries it (outlets' flow).
+    pub wastewater_t: Option<f64>,
     pub va_method: String,
     pub el_method: String,
 }
@@ -167,10 +169,12 @@ impl IndicatorRow {
     }
 }
 
-/// The indicators of a fleet (machine-days) and the green sums: `energy` over the days with
-/// both energy and value added, `water` over the days with both water and value added.
-pub fn indicators(fleet: &Fleet, energy: &Green, water: &Green) -> Vec<IndicatorRow> {
-    Indicator::ALL
+/// The measured indicators of a fleet (machine-days) and the green sums: energy over the days
+/// with both energy and value added, water (and wastewater) over the days with both it and
+/// value added.
+pub fn indicators(fleet: &Fleet, green: &GreenTotals) -> Vec<IndicatorRow> {
+    let (energy, water) = (&green.energy_basis, &green.water_basis);
+    Indicator::MEASURED
         .iter()
         .map(|&i| {
             let (n, d) = match i {
@@ -186,6 +190,11 @@ pub fn indicators(fleet: &Fleet, energy: &Green, water: &Green) -> Vec<Indicator
                 Indicator::TcePer10kCny => (energy.energy_tce, energy.value_added_10k_cny),
                 Indicator::ValueAddedPerTce => (energy.value_added_10k_cny, energy.energy_tce),
                 Indicator::WaterTPer10kCny => (water.water_t, water.value_added_10k_cny),
+                Indicator::WastewaterTPer10kCny => {
+                    (green.wastewater_t, green.wastewater_value_added)
+                }
+                // Not measured per day: see [`RegisterFacts`].
+                _ => (0.0, 0.0),
             };
             IndicatorRow::new(i, n, d)
         })
@@ -207,6 +216,9 @@ pub struct GreenTotals {
     pub days_with_value_added: usize,
     /// Days on which water was measured.
     pub days_with_water: usize,
+    /// Wastewater discharged and value added over the days on which both are known.
+    pub wastewater_t: f64,
+    pub wastewater_value_added: f64,
 }
 
 impl GreenTotals {
@@ -217,6 +229,8 @@ impl GreenTotals {
         self.days += other.days;
         self.days_with_value_added += other.days_with_value_added;
         self.days_with_water += other.days_with_water;
+        self.wastewater_t += other.wastewater_t;
+        self.wastewater_value_added += other.wastewater_value_added;
     }
 
     /// Adds one day's line.
@@ -251,6 +265,10 @@ impl GreenTotals {
                     water_t: 0.0,
                     ..measured
                 });
+            }
+            if let Some(w) = g.wastewater_t {
+                self.wastewater_t += w;
+                self.wastewater_value_added += measured.value_added_10k_cny;
             }
             if g.water_known {
                 self.water_basis = self.water_basis.add(&Green {
@@ -294,6 +312,8 @@ pub struct Summary {
     /// Electricity conversion methods (`el_method`) behind the energy figures.
     pub el_methods: BTreeSet<String>,
     pub indicators: Vec<IndicatorRow>,
+    /// The programme facts of the enterprise register, as of the report's year.
+    pub register: RegisterFacts,
     /// Per indicator, the enterprises the sums cover (sectors and the county).
     #[serde(skip)]
     covered: BTreeMap<Indicator, usize>,
@@ -319,6 +339,7 @@ impl Summary {
             va_methods: BTreeSet::new(),
             el_methods: BTreeSet::new(),
             indicators: Vec::new(),
+            register: RegisterFacts::default(),
             covered: BTreeMap::new(),
         }
     }
@@ -330,6 +351,7 @@ impl Summary {
         self.days_reported += other.days_reported;
         self.machine_days = self.machine_days.add(&other.machine_days);
         self.declared_machine_days = self.declared_machine_days.add(&other.declared_machine_days);
+        self.register.add(&other.register);
         for row in &other.indicators {
             *self.covered.entry(row.indicator).or_default() += row.enterprises;
         }
@@ -349,10 +371,12 @@ impl Summary {
         let (md, declared) = (&self.machine_days, &self.declared_machine_days);
         let level = self.level;
         let covered = &self.covered;
-        self.indicators = indicators(md, &self.green.energy_basis, &self.green.water_basis)
+        let register = self.register.rows();
+        self.indicators = indicators(md, &self.green)
             .into_iter()
+            .chain(register)
             .map(|mut row| {
-                if level != Level::Enterprise {
+                if level != Level::Enterprise && !row.indicator.is_count() {
                     row.enterprises = covered.get(&row.indicator).copied().unwrap_or(0);
                 }
                 row.declared_share = match row.indicator {
@@ -373,6 +397,100 @@ impl Summary {
     pub fn indicator(&self, indicator: Indicator) -> Option<&IndicatorRow> {
         self.indicators.iter().find(|r| r.indicator == indicator)
     }
+}
+
+/// What the enterprise register declares of the programme's facts, summed over enterprises:
+/// robots in service, digital workshops, ERP/MES/SCM/PLM among key enterprises, above-scale
+/// enterprises. Robots are declared counts (no agent reports robots yet); a system or
+/// workshop counts from the year the register gives for it up to the report's year; an
+/// enterprise without a `robots` entry is left out of the robot count's coverage rather than
+/// counted as 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RegisterFacts {
+    pub enterprises: usize,
+    pub robots: u64,
+    /// Enterprises that declared their robots.
+    pub robots_declared: usize,
+    pub digital_workshops: u64,
+    pub key_enterprises: usize,
+    pub erp: usize,
+    pub mes: usize,
+    pub scm: usize,
+    pub plm: usize,
+    pub above_scale: usize,
+}
+
+impl RegisterFacts {
+    /// One enterprise's facts as of `year`.
+    pub fn of(e: &Enterprise, year: i16) -> RegisterFacts {
+        let by = |y: Option<i16>| usize::from(e.key_enterprise && y.is_some_and(|y| y <= year));
+        RegisterFacts {
+            enterprises: 1,
+            robots: e.robots.unwrap_or(0),
+            robots_declared: usize::from(e.robots.is_some()),
+            digital_workshops: e.digital_workshops.iter().filter(|&&y| y <= year).count() as u64,
+            key_enterprises: usize::from(e.key_enterprise),
+            erp: by(e.erp),
+            mes: by(e.mes),
+            scm: by(e.scm),
+            plm: by(e.plm),
+            above_scale: usize::from(e.above_scale),
+        }
+    }
+
+    fn add(&mut self, o: &RegisterFacts) {
+        self.enterprises += o.enterprises;
+        self.robots += o.robots;
+        self.robots_declared += o.robots_declared;
+        self.digital_workshops += o.digital_workshops;
+        self.key_enterprises += o.key_enterprises;
+        self.erp += o.erp;
+        self.mes += o.mes;
+        self.scm += o.scm;
+        self.plm += o.plm;
+        self.above_scale += o.above_scale;
+    }
+
+    /// The register's indicator rows (before targets). A count's value is its numerator and
+    /// its denominator the enterprises counted; a rate divides by the key enterprises.
+    fn rows(&self) -> Vec<IndicatorRow> {
+        let count = |i, n: f64, d: usize| IndicatorRow {
+            value: (d > 0).then_some(n),
+            enterprises: d,
+            ..IndicatorRow::new(i, n, d as f64)
+        };
+        let key = self.key_enterprises as f64;
+        let rate = |i, n: usize| IndicatorRow {
+            enterprises: self.key_enterprises,
+            ..IndicatorRow::new(i, n as f64, key)
+        };
+        vec![
+            count(Indicator::Robots, self.robots as f64, self.robots_declared),
+            count(
+                Indicator::DigitalWorkshops,
+                self.digital_workshops as f64,
+                self.enterprises,
+            ),
+            rate(Indicator::ErpRate, self.erp),
+            rate(Indicator::MesRate, self.mes),
+            rate(Indicator::ScmRate, self.scm),
+            rate(Indicator::PlmRate, self.plm),
+            count(
+                Indicator::AboveScaleEnterprises,
+                self.above_scale as f64,
+                self.enterprises,
+            ),
+        ]
+    }
+}
+
+/// What the store holds when a report's filter matched nothing: the counties, sectors and
+/// enterprises of its `fleet` lines, so the reader sees the typo (`wuyi` for `武义`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreHolds {
+    pub counties: Vec<String>,
+    pub sectors: Vec<String>,
+    pub enterprises: Vec<String>,
 }
 
 /// An enterprise writing to the county's store that is not in the register.
@@ -412,10 +530,71 @@ pub struct TrendPoint {
 /// as a line, a year of them as noise.
 pub const DAILY_TREND_MAX_DAYS: usize = 62;
 
+/// An enterprise that pulls its sector below a target: its numerator and denominator, and by
+/// how much of the numerator it falls short of the target (machine-days, hours, key
+/// enterprises, or tce/t over for an intensity).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Laggard {
+    pub sector: Sector,
+    pub indicator: Indicator,
+    pub enterprise: String,
+    pub name: String,
+    pub value: Option<f64>,
+    pub numerator: f64,
+    pub denominator: f64,
+    /// For a minimum, target × denominator − numerator; for a maximum, numerator − target ×
+    /// denominator: what the enterprise lacks for the sector to meet the target on its share.
+    pub shortfall: f64,
+    pub reporting: bool,
+}
+
+/// The enterprises of each sector below a target it misses, the largest shortfall first.
+fn laggards(sectors: &[Summary], enterprises: &[Summary]) -> Vec<Laggard> {
+    let mut out = Vec::new();
+    for s in sectors {
+        for row in s.indicators.iter().filter(|r| r.meets == Some(false)) {
+            if row.indicator.is_count() {
+                continue;
+            }
+            let Some(target) = row.target else { continue };
+            let mut here: Vec<Laggard> = enterprises
+                .iter()
+                .filter(|e| e.sector == s.sector)
+                .filter_map(|e| {
+                    let r = e.indicator(row.indicator)?;
+                    if r.enterprises == 0 {
+                        return None;
+                    }
+                    let shortfall = match target.bound {
+                        Bound::Min => target.value * r.denominator - r.numerator,
+                        Bound::Max => r.numerator - target.value * r.denominator,
+                    };
+                    (shortfall > 1e-9).then(|| Laggard {
+                        sector: s.sector.unwrap_or(Sector::Other),
+                        indicator: row.indicator,
+                        enterprise: e.enterprise.clone().unwrap_or_default(),
+                        name: e.name.clone(),
+                        value: r.value,
+                        numerator: r.numerator,
+                        denominator: r.denominator,
+                        shortfall,
+                        reporting: e.reporting,
+                    })
+                })
+                .collect();
+            here.sort_by(|a, b| b.shortfall.total_cmp(&a.shortfall));
+            out.extend(here);
+        }
+    }
+    out
+}
+
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub county: String,
+    /// The targets' time zone: the report's days and times are in it.
+    pub timezone: String,
     pub title: Option<String>,
     pub from: Date,
     pub to: Date,
@@ -431,7 +610,12 @@ pub struct Report {
     pub sectors: Vec<Summary>,
     pub enterprises: Vec<Summary>,
     pub not_reporting: Vec<Enterprise>,
+    /// Per sector and missed target, the enterprises below it, largest shortfall first.
+    pub laggards: Vec<Laggard>,
     pub unregistered: Vec<Unregistered>,
+    /// When the period, county or sector asked for matched no line: what the store holds
+    /// (filled in by the caller that reads the store).
+    pub store_holds: Option<StoreHolds>,
     pub trend: Trend,
     /// Per calendar year of the period, against that year's targets (Table 1's columns).
     pub years: Trend,
@@ -625,6 +809,7 @@ pub fn aggregate(
         s.enterprises_reporting = usize::from(reporting);
         s.reporting = reporting;
         s.days_reported = days_reported;
+        s.register = RegisterFacts::of(e, year);
         if fleet_days.iter().any(Option::is_some) {
             for (&day, f) in active.iter().zip(fill_days(&fleet_days).iter()) {
                 s.machine_days = s.machine_days.add(f);
@@ -715,8 +900,10 @@ pub fn aggregate(
     let years = trend(period, Bucket::Year, &trend_fleet, &trend_green, in_force);
     let trend = trend(period, bucket, &trend_fleet, &trend_green, in_force);
 
+    let laggards = laggards(&sectors, &enterprises);
     Report {
         county: targets.county.clone(),
+        timezone: targets.timezone.clone(),
         title: targets.title.clone(),
         from: period.from,
         to: period.to,
@@ -728,7 +915,9 @@ pub fn aggregate(
         sectors,
         enterprises,
         not_reporting,
+        laggards,
         unregistered,
+        store_holds: None,
         trend,
         years,
         warnings,
@@ -768,7 +957,7 @@ fn trend(
                 label,
                 first_day,
                 days,
-                indicators: indicators(&f, &g.energy_basis, &g.water_basis)
+                indicators: indicators(&f, &g)
                     .into_iter()
                     .map(|r| {
                         let t = target(r.indicator, first_day.year());
@@ -865,6 +1054,7 @@ sector = "cups"
             value_added_known: va.is_some(),
             energy_known: true,
             water_known: true,
+            wastewater_t: None,
             va_method: "parts".into(),
             el_method: "calorific".into(),
         }
@@ -1115,7 +1305,7 @@ sector = "cups"
     /// Period 1–10 March 2022, ten days.
     fn wuyi() -> (Targets, Registry, Period, Vec<FleetDay>, Vec<GreenDay>) {
         let targets = Targets::load_str(
-            "county = \"wuyi\"\n[target]\nnetworking_rate = { min = 0.55 }\ncnc_rate = { min = 0.65 }\ntce_per_10k_cny = { max = { 2022 = 0.43 } }\nwater_t_per_10k_cny = { max = { 2022 = 26.76 } }\n",
+            "county = \"wuyi\"\n[target]\nnetworking_rate = { min = 0.55 }\ncnc_rate = { min = 0.65 }\ntce_per_10k_cny = { max = { 2022 = 0.43 } }\nwater_t_per_10k_cny = { max = { 2022 = 26.76 } }\n[sector.doors]\nerp_rate = { min = 0.9 }\nrobots = { min = 200 }\n",
             "t.toml",
         )
         .unwrap();
@@ -1124,13 +1314,21 @@ sector = "cups"
 [[enterprise]]
 id = "d1"
 sector = "doors"
+key_enterprise = true
+above_scale = true
+robots = 10
+digital_workshops = [2021, 2023]
+erp = 2020
+mes = 2023
 [[enterprise]]
 id = "d2"
 sector = "doors"
-joined = 2022-03-07
+joined = "2022-03-07"
+key_enterprise = true
 [[enterprise]]
 id = "c1"
 sector = "cups"
+robots = 40
 machines_total = 20
 machines_digital = 12
 machines_cnc = 14
@@ -1318,5 +1516,72 @@ sector = "cookware"
         assert!(r.years.points[0].indicators.iter().all(|i| {
             i.indicator != Indicator::WaterTPer10kCny || (i.value.is_none() && i.meets.is_none())
         }));
+    }
+
+    #[test]
+    fn register_facts_and_the_enterprises_below_target() {
+        let (t, reg, p, fleet, green) = wuyi();
+        let r = aggregate(&t, &reg, &p, None, fleet, green, Vec::new());
+        let doors = sector(&r, Sector::Doors);
+        // Robots: d1 declares 10, d2 declares nothing: 10 over 1 enterprise (d2 is not
+        // counted as 0), against doors' 200: short by 190.
+        let robots = row(doors, Indicator::Robots);
+        assert_eq!((robots.value, robots.enterprises), (Some(10.0), 1));
+        assert_eq!(robots.meets, Some(false));
+        assert!((robots.gap.unwrap() + 190.0).abs() < 1e-12);
+        // Digital workshops as of 2022: d1's 2021 one, not its 2023 one; over 2 enterprises.
+        let ws = row(doors, Indicator::DigitalWorkshops);
+        assert_eq!((ws.value, ws.enterprises), (Some(1.0), 2));
+        // ERP among key enterprises: d1 (2020) of d1, d2 = 1 / 2 = 0.5 < 0.9. MES: d1's is
+        // from 2023, after the report's year: 0 / 2.
+        let erp = row(doors, Indicator::ErpRate);
+        assert_eq!((erp.numerator, erp.denominator), (1.0, 2.0));
+        assert_eq!(erp.meets, Some(false));
+        assert_eq!(row(doors, Indicator::MesRate).numerator, 0.0);
+        // No key enterprise in cups: no data, not 0 %.
+        assert_eq!(
+            row(sector(&r, Sector::Cups), Indicator::ErpRate).value,
+            None
+        );
+        // County: robots 10 + 40 = 50 over 2 declaring; above-scale 1 of 4.
+        let county = r.county_total.as_ref().unwrap();
+        assert_eq!(row(county, Indicator::Robots).value, Some(50.0));
+        assert_eq!(
+            row(county, Indicator::AboveScaleEnterprises).value,
+            Some(1.0)
+        );
+
+        // Below target, per sector: doors' ERP is pulled down by d2 (0.9 × 1 − 0 = 0.9 of a
+        // key enterprise short; d1's 1 ≥ 0.9 is not); cups' networking rate by c1, silent:
+        // 0.55 × 200 − 0 = 110 machine-days short. Doors' networking (76 / 120) meets it, so
+        // nobody is listed for it.
+        let listed: Vec<(Sector, Indicator, &str, f64)> = r
+            .laggards
+            .iter()
+            .map(|l| (l.sector, l.indicator, l.enterprise.as_str(), l.shortfall))
+            .collect();
+        let has = |s: Sector, i: Indicator, e: &str, short: f64| {
+            listed
+                .iter()
+                .any(|l| l.0 == s && l.1 == i && l.2 == e && (l.3 - short).abs() < 1e-9)
+        };
+        assert!(
+            has(Sector::Doors, Indicator::ErpRate, "d2", 0.9),
+            "{listed:?}"
+        );
+        assert!(
+            has(Sector::Cups, Indicator::NetworkingRate, "c1", 110.0),
+            "{listed:?}"
+        );
+        assert!(
+            !listed
+                .iter()
+                .any(|l| l.1 == Indicator::NetworkingRate && l.0 == Sector::Doors)
+        );
+        assert!(
+            !listed
+                .iter()
+                .any(|l| l.2 == "d1" && l.1 == Indicator::ErpRate)
+        );
     }
 }

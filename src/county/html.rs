@@ -8,7 +8,8 @@
 
 use std::fmt::Write as _;
 
-use super::aggregate::{Bucket, IndicatorRow, Report, Summary};
+use super::aggregate::{Bucket, IndicatorRow, Level, Report, Summary};
+use super::labels;
 use super::labels::{
     Lang, basis_with_coverage, gap_text, indicator_name, sector_name, target_text, value_text,
 };
@@ -59,6 +60,22 @@ struct Words {
     legend_target: &'static str,
     method_notes: [&'static str; 4],
     generated: &'static str,
+    programme: &'static str,
+    robots: &'static str,
+    cnc: &'static str,
+    digital_workshops: &'static str,
+    systems: &'static str,
+    years: &'static str,
+    indicator: &'static str,
+    laggards: &'static str,
+    laggards_none: &'static str,
+    shortfall: &'static str,
+    value: &'static str,
+    basis: &'static str,
+    declared_note: &'static str,
+    store_holds: &'static str,
+    counties: &'static str,
+    not_reporting_mark: &'static str,
 }
 
 const ZH: Words = Words {
@@ -102,6 +119,22 @@ const ZH: Words = Words {
         "名录中期间内无任何数据的企业列为未报送，不计入合计。",
     ],
     generated: "生成",
+    programme: "行动计划目标（2022年）",
+    robots: "在役工业机器人",
+    cnc: "装备数控化率",
+    digital_workshops: "数字化车间",
+    systems: "重点骨干企业 ERP / MES / SCM / PLM 普及率",
+    years: "分年度进度（表1）",
+    indicator: "指标",
+    laggards: "拉低行业指标的企业",
+    laggards_none: "无：各行业均达到目标，或无可对照的数据。",
+    shortfall: "差额",
+    value: "数值",
+    basis: "分子 / 分母",
+    declared_note: "机器人、数字化车间、信息化系统与规上企业数取自企业名录中的申报（含年份）；未报送企业按名录中申报的设备台数计入分母，联网台数为零。",
+    store_holds: "所选县域、行业与期间无数据。数据库中现有",
+    counties: "县域",
+    not_reporting_mark: "未报送，按申报台数计",
 };
 
 const EN: Words = Words {
@@ -145,6 +178,22 @@ const EN: Words = Words {
         "A registered enterprise with no data in the period is listed as not reporting and is in no sum.",
     ],
     generated: "Generated",
+    programme: "The programme's targets (2022)",
+    robots: "Industrial robots in service",
+    cnc: "CNC rate",
+    digital_workshops: "Digital workshops",
+    systems: "ERP / MES / SCM / PLM adoption among key enterprises",
+    years: "Progress per year (Table 1)",
+    indicator: "Indicator",
+    laggards: "Enterprises pulling their sector below a target",
+    laggards_none: "None: every sector meets its targets, or there is nothing to compare.",
+    shortfall: "Shortfall",
+    value: "Value",
+    basis: "Numerator / denominator",
+    declared_note: "Robots, digital workshops, management systems and above-scale counts are declared in the enterprise register (with the year); an enterprise that sends nothing counts with its declared machines, none networked.",
+    store_holds: "Nothing in the store matches the county, sector and period. The store holds",
+    counties: "Counties",
+    not_reporting_mark: "not reporting, declared machines",
 };
 
 const STYLE: &str = r#"
@@ -238,6 +287,27 @@ pub fn render(report: &Report, lang: Lang) -> String {
         report.target_year
     );
 
+    if let Some(holds) = &report.store_holds {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                w.none.to_string()
+            } else {
+                v.iter().map(|x| esc(x)).collect::<Vec<_>>().join(", ")
+            }
+        };
+        let _ = writeln!(
+            h,
+            "<section id=\"store-holds\"><p class=\"bad\">{}:</p><ul><li>{}: {}</li><li>{}: {}</li><li>{}: {}</li></ul></section>",
+            w.store_holds,
+            w.counties,
+            list(&holds.counties),
+            w.sectors,
+            list(&holds.sectors),
+            w.enterprises,
+            list(&holds.enterprises)
+        );
+    }
+
     let top = report
         .county_total
         .as_ref()
@@ -309,6 +379,10 @@ pub fn render(report: &Report, lang: Lang) -> String {
     let _ = writeln!(h, "<section id=\"sector-table\"><h2>{}</h2>", w.sectors);
     summary_table(&mut h, &rows, w, lang, false);
     h.push_str("</section>\n");
+
+    programme_sections(&mut h, &rows, w, lang);
+    years_section(&mut h, report, w, lang);
+    laggards_section(&mut h, report, w, lang);
 
     let _ = writeln!(
         h,
@@ -387,10 +461,182 @@ pub fn render(report: &Report, lang: Lang) -> String {
         h,
         "<footer class=\"small\"><p>{} {} · shopfloor {}</p></footer>\n</body>\n</html>",
         w.generated,
-        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        generated_at(&report.timezone),
         env!("CARGO_PKG_VERSION")
     );
     h
+}
+
+/// The report's generation time in its time zone.
+fn generated_at(timezone: &str) -> String {
+    let now = jiff::Timestamp::now();
+    match jiff::tz::TimeZone::get(timezone) {
+        Ok(tz) => format!(
+            "{} ({timezone})",
+            now.to_zoned_datetime(tz).strftime("%Y-%m-%d %H:%M %:z")
+        ),
+        Err(_) => now.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+    }
+}
+
+/// One cell: the value (or "no data"), the target in force and the verdict, the basis below.
+fn cell(row: Option<&IndicatorRow>, w: &Words, lang: Lang) -> String {
+    let Some(row) = row else {
+        return "<td class=\"na\">–</td>".to_string();
+    };
+    let value = row
+        .value
+        .map_or(w.no_data.to_string(), |v| value_text(row.indicator, v));
+    let target = row
+        .target
+        .as_ref()
+        .map(|t| {
+            format!(
+                " <span class=\"small\">{}</span>",
+                target_text(row.indicator, t)
+            )
+        })
+        .unwrap_or_default();
+    let verdict = match row.meets {
+        Some(true) => format!(" <span class=\"ok\">✔ {}</span>", w.yes),
+        Some(false) => format!(" <span class=\"bad\">✘ {}</span>", w.no),
+        None => String::new(),
+    };
+    format!(
+        "<td class=\"{}\" data-indicator=\"{}\">{value}{target}{verdict}<br><span class=\"small\">{}</span></td>",
+        class(row),
+        row.indicator.as_str(),
+        esc(&basis_with_coverage(row, lang))
+    )
+}
+
+/// The programme's 2022 goals per sector (section 三): robots, CNC rate, digital workshops,
+/// ERP/MES/SCM/PLM among key enterprises, above-scale enterprises.
+fn programme_sections(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang) {
+    let _ = writeln!(h, "<section id=\"programme\"><h2>{}</h2>", w.programme);
+    let groups: [(&str, &str, &[Indicator]); 4] = [
+        ("robots", w.robots, &[Indicator::Robots]),
+        (
+            "cnc",
+            w.cnc,
+            &[Indicator::CncRate, Indicator::NetworkingRate],
+        ),
+        (
+            "digital-workshops",
+            w.digital_workshops,
+            &[
+                Indicator::DigitalWorkshops,
+                Indicator::AboveScaleEnterprises,
+            ],
+        ),
+        (
+            "systems",
+            w.systems,
+            &[
+                Indicator::ErpRate,
+                Indicator::MesRate,
+                Indicator::ScmRate,
+                Indicator::PlmRate,
+            ],
+        ),
+    ];
+    for (id, title, indicators) in groups {
+        let _ = write!(
+            h,
+            "<section id=\"{id}\"><h3>{title}</h3><table><thead><tr><th class=\"l\">{}</th>",
+            w.sector
+        );
+        for i in indicators {
+            let _ = write!(h, "<th>{}</th>", indicator_name(*i, lang));
+        }
+        h.push_str("</tr></thead><tbody>");
+        for s in rows {
+            let _ = write!(h, "<tr><td>{}</td>", esc(&summary_label(s, w, lang)));
+            for i in indicators {
+                h.push_str(&cell(s.indicator(*i), w, lang));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</tbody></table></section>\n");
+    }
+    let _ = writeln!(h, "<p class=\"small\">{}</p></section>", w.declared_note);
+}
+
+/// Table 1's layout: one row per indicator, one column per year of the period, each against
+/// that year's target.
+fn years_section(h: &mut String, report: &Report, w: &Words, lang: Lang) {
+    let _ = write!(
+        h,
+        "<section id=\"years\"><h2>{}</h2><table><thead><tr><th class=\"l\">{}</th>",
+        w.years, w.indicator
+    );
+    for p in &report.years.points {
+        let _ = write!(h, "<th>{}</th>", esc(&p.label));
+    }
+    h.push_str("</tr></thead><tbody>");
+    for i in Indicator::MEASURED {
+        let _ = write!(h, "<tr><td>{}</td>", indicator_name(i, lang));
+        for p in &report.years.points {
+            h.push_str(&cell(
+                p.indicators.iter().find(|r| r.indicator == i),
+                w,
+                lang,
+            ));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table></section>\n");
+}
+
+fn laggards_section(h: &mut String, report: &Report, w: &Words, lang: Lang) {
+    let _ = write!(h, "<section id=\"laggards\"><h2>{}</h2>", w.laggards);
+    if report.laggards.is_empty() {
+        let _ = writeln!(h, "<p>{}</p></section>", w.laggards_none);
+        return;
+    }
+    let _ = write!(
+        h,
+        "<table><thead><tr><th class=\"l\">{}</th><th class=\"l\">{}</th><th class=\"l\">{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        w.sector, w.indicator, w.enterprise, w.value, w.basis, w.shortfall
+    );
+    for l in &report.laggards {
+        let name = if l.name.is_empty() {
+            esc(&l.enterprise)
+        } else {
+            format!("{} ({})", esc(&l.name), esc(&l.enterprise))
+        };
+        let mark = if l.reporting {
+            String::new()
+        } else {
+            format!(
+                " <span class=\"small bad\">({})</span>",
+                w.not_reporting_mark
+            )
+        };
+        let (n, d) = labels::basis_units(l.indicator, lang);
+        let shortfall = match l.indicator {
+            Indicator::CncUtilisation => format!("{:.1} h", l.shortfall / 3600.0),
+            i if i.is_rate() => format!("{:.0} {}", l.shortfall, if n.is_empty() { d } else { n }),
+            _ => format!("{:.3} {n}", l.shortfall),
+        };
+        let _ = write!(
+            h,
+            "<tr data-enterprise=\"{}\"><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{name}{mark}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.enterprise),
+            sector_name(l.sector, lang),
+            indicator_name(l.indicator, lang),
+            l.value
+                .map_or(w.no_data.to_string(), |v| value_text(l.indicator, v)),
+            esc(&labels::basis_text(
+                l.indicator,
+                l.numerator,
+                l.denominator,
+                lang
+            )),
+            esc(&shortfall)
+        );
+    }
+    h.push_str("</tbody></table></section>\n");
 }
 
 fn figure(h: &mut String, kind: &str, indicator: Indicator, lang: Lang, svg: &str) {
@@ -446,7 +692,7 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
         let _ = write!(h, "<th>{}</th>", w.reporting);
     }
     let _ = write!(h, "<th>{}</th>", w.machines);
-    for i in Indicator::ALL {
+    for i in Indicator::MEASURED {
         let _ = write!(h, "<th>{}</th>", indicator_name(i, lang));
     }
     let _ = write!(h, "<th class=\"l\">{}</th></tr></thead><tbody>", w.methods);
@@ -456,7 +702,19 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
             (None, Some(sector)) => format!(" id=\"sector-{}\"", sector.as_str()),
             (None, None) => " id=\"county\"".to_string(),
         };
-        let _ = write!(h, "<tr{id}><td>{}</td>", esc(&summary_label(s, w, lang)));
+        let mark = if s.level == Level::Enterprise && !s.reporting {
+            format!(
+                " <span class=\"small bad\">({})</span>",
+                w.not_reporting_mark
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            h,
+            "<tr{id}><td>{}{mark}</td>",
+            esc(&summary_label(s, w, lang))
+        );
         if enterprises {
             let _ = write!(
                 h,
@@ -473,7 +731,11 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
             );
         }
         let _ = write!(h, "<td>{:.1}</td>", s.machines);
-        for row in &s.indicators {
+        for row in s
+            .indicators
+            .iter()
+            .filter(|r| Indicator::MEASURED.contains(&r.indicator))
+        {
             let value = row
                 .value
                 .map_or(w.no_data.to_string(), |v| value_text(row.indicator, v));

@@ -19,6 +19,7 @@ pub enum Lang {
 pub fn value_text(indicator: Indicator, v: f64) -> String {
     match indicator {
         i if i.is_rate() => format!("{:.1} %", v * 100.0),
+        i if i.is_count() => format!("{v:.0}"),
         Indicator::TcePer10kCny => format!("{v:.3}"),
         _ => format!("{v:.2}"),
     }
@@ -28,6 +29,8 @@ pub fn value_text(indicator: Indicator, v: f64) -> String {
 pub fn gap_text(indicator: Indicator, gap: f64) -> String {
     if indicator.is_rate() {
         format!("{:+.1} pp", gap * 100.0)
+    } else if indicator.is_count() {
+        format!("{gap:+.0}")
     } else if indicator == Indicator::TcePer10kCny {
         format!("{gap:+.3}")
     } else {
@@ -51,7 +54,22 @@ pub fn basis_units(indicator: Indicator, lang: Lang) -> (&'static str, &'static 
     let cny = if zh { "万元" } else { "10k CNY" };
     let tce = if zh { "吨标煤" } else { "tce" };
     let water = if zh { "吨水" } else { "t water" };
+    let enterprises = if zh { "家企业" } else { "enterprises" };
+    let key = if zh {
+        "家重点骨干企业"
+    } else {
+        "key enterprises"
+    };
     match indicator {
+        Indicator::WastewaterTPer10kCny => (if zh { "吨废水" } else { "t wastewater" }, cny),
+        Indicator::Robots => (if zh { "台" } else { "robots" }, enterprises),
+        Indicator::DigitalWorkshops => (if zh { "个" } else { "workshops" }, enterprises),
+        Indicator::AboveScaleEnterprises => {
+            (if zh { "家规上" } else { "above-scale" }, enterprises)
+        }
+        Indicator::ErpRate | Indicator::MesRate | Indicator::ScmRate | Indicator::PlmRate => {
+            ("", key)
+        }
         Indicator::NetworkingRate | Indicator::NetworkingRateDigital | Indicator::CncRate => {
             ("", machine_days)
         }
@@ -70,7 +88,9 @@ pub fn basis_text(indicator: Indicator, numerator: f64, denominator: f64, lang: 
             format!("{:.1}", numerator / 3600.0),
             format!("{:.1}", denominator / 3600.0),
         ),
-        i if i.is_rate() => (format!("{numerator:.0}"), format!("{denominator:.0}")),
+        i if i.is_rate() || i.is_count() => {
+            (format!("{numerator:.0}"), format!("{denominator:.0}"))
+        }
         _ => (format!("{numerator:.3}"), format!("{denominator:.3}")),
     };
     let join = |v: String, u: &str| {
@@ -140,6 +160,22 @@ pub fn indicator_name(indicator: Indicator, lang: Lang) -> &'static str {
         (Indicator::ValueAddedPerTce, Lang::En) => "Value added per energy (10k CNY / tce)",
         (Indicator::WaterTPer10kCny, Lang::Zh) => "万元增加值用水量 (吨/万元)",
         (Indicator::WaterTPer10kCny, Lang::En) => "Water per value added (t / 10k CNY)",
+        (Indicator::WastewaterTPer10kCny, Lang::Zh) => "单位工业增加值废水排放量 (吨/万元)",
+        (Indicator::WastewaterTPer10kCny, Lang::En) => "Wastewater per value added (t / 10k CNY)",
+        (Indicator::Robots, Lang::Zh) => "在役工业机器人 (台)",
+        (Indicator::Robots, Lang::En) => "Industrial robots in service",
+        (Indicator::DigitalWorkshops, Lang::Zh) => "数字化车间 (个)",
+        (Indicator::DigitalWorkshops, Lang::En) => "Digital workshops",
+        (Indicator::ErpRate, Lang::Zh) => "企业资源计划 (ERP) 普及率",
+        (Indicator::ErpRate, Lang::En) => "ERP adoption (key enterprises)",
+        (Indicator::MesRate, Lang::Zh) => "制造执行系统 (MES) 普及率",
+        (Indicator::MesRate, Lang::En) => "MES adoption (key enterprises)",
+        (Indicator::ScmRate, Lang::Zh) => "供应链管理 (SCM) 普及率",
+        (Indicator::ScmRate, Lang::En) => "SCM adoption (key enterprises)",
+        (Indicator::PlmRate, Lang::Zh) => "产品全生命周期管理 (PLM) 普及率",
+        (Indicator::PlmRate, Lang::En) => "PLM adoption (key enterprises)",
+        (Indicator::AboveScaleEnterprises, Lang::Zh) => "规上企业数 (家)",
+        (Indicator::AboveScaleEnterprises, Lang::En) => "Above-scale enterprises",
     }
 }
 

@@ -160,16 +160,63 @@ fn table(report: &Report) -> String {
                     .as_ref()
                     .map_or("–".into(), |t| target_text(row.indicator, t)),
                 row.gap.map_or("–".into(), |g| gap_text(row.indicator, g)),
-                match row.meets {
-                    Some(true) => "yes",
-                    Some(false) => "NO",
-                    None => "–",
-                },
+                verdict(row.meets),
                 basis_with_coverage(row, Lang::En)
             );
         }
         out.push('\n');
     }
+    if let Some(holds) = &report.store_holds {
+        let _ = writeln!(
+            out,
+            "NOTHING MATCHED the county, sector and period. The store holds:\n  counties: {}\n  sectors: {}\n  enterprises: {}\n",
+            holds.counties.join(", "),
+            holds.sectors.join(", "),
+            holds.enterprises.join(", ")
+        );
+    }
+    let _ = writeln!(out, "PER YEAR, against each year's target:");
+    for p in &report.years.points {
+        for row in p
+            .indicators
+            .iter()
+            .filter(|r| r.target.is_some() || r.value.is_some())
+        {
+            let _ = writeln!(
+                out,
+                "  {} {:<38} {:>10}  {:<18} {:<5}  {}",
+                p.label,
+                indicator_name(row.indicator, Lang::En),
+                row.value
+                    .map_or("no data".into(), |v| value_text(row.indicator, v)),
+                row.target
+                    .as_ref()
+                    .map_or("–".into(), |t| target_text(row.indicator, t)),
+                verdict(row.meets),
+                basis_with_coverage(row, Lang::En)
+            );
+        }
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "BELOW TARGET, the enterprises pulling each sector down ({}):",
+        report.laggards.len()
+    );
+    for l in &report.laggards {
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<38} {} {}{}: {}, {} short",
+            l.sector.as_str(),
+            indicator_name(l.indicator, Lang::En),
+            l.enterprise,
+            l.name,
+            if l.reporting { "" } else { " (not reporting)" },
+            labels::basis_text(l.indicator, l.numerator, l.denominator, Lang::En),
+            labels::round_to(l.shortfall, 3)
+        );
+    }
+    out.push('\n');
     let _ = writeln!(out, "NOT REPORTING ({}):", report.not_reporting.len());
     for e in &report.not_reporting {
         let _ = writeln!(out, "  {} {} ({})", e.id, e.name, e.sector.as_str());
@@ -198,6 +245,14 @@ fn table(report: &Report) -> String {
         }
     }
     out
+}
+
+fn verdict(meets: Option<bool>) -> &'static str {
+    match meets {
+        Some(true) => "yes",
+        Some(false) => "NO",
+        None => "–",
+    }
 }
 
 fn methods(s: &Summary) -> String {
@@ -303,6 +358,43 @@ fn csv(report: &Report) -> String {
                 row.enterprises.to_string(),
                 num(row.declared_share, 5),
             ];
+            push_csv_row(&mut out, &fields);
+        }
+    }
+    // Table 1's columns: the county (or the sector asked for) per calendar year.
+    for p in &report.years.points {
+        for row in &p.indicators {
+            let d = labels::decimals(row.indicator);
+            let measured = row.enterprises > 0;
+            let mut fields = vec![String::new(); columns];
+            fields[0] = "year".into();
+            fields[1] = report.sector_filter.map_or("", Sector::as_str).into();
+            fields[3] = p.label.clone();
+            fields[5] = row.indicator.as_str().into();
+            fields[6] = num(row.value, d);
+            fields[7] = row
+                .target
+                .map(|t| match t.bound {
+                    Bound::Min => "min",
+                    Bound::Max => "max",
+                })
+                .unwrap_or_default()
+                .into();
+            fields[8] = num(row.target.map(|t| t.value), d);
+            fields[9] = row
+                .target
+                .and_then(|t| t.year)
+                .map(|y| y.to_string())
+                .unwrap_or_default();
+            fields[10] = num(row.gap, d);
+            fields[11] = row.meets.map(|m| m.to_string()).unwrap_or_default();
+            if measured {
+                fields[12] = num(Some(row.numerator), 6);
+                fields[13] = num(Some(row.denominator), 6);
+            }
+            fields[14] = p.days.to_string();
+            fields[19] = row.enterprises.to_string();
+            fields[20] = num(row.declared_share, 5);
             push_csv_row(&mut out, &fields);
         }
     }

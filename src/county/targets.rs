@@ -40,10 +40,28 @@ pub enum Indicator {
     /// 万元增加值用水量: tonnes of water per 10k CNY of value added.
     #[serde(rename = "water_t_per_10k_cny")]
     WaterTPer10kCny,
+    /// 单位工业增加值废水排放量: tonnes of wastewater discharged per 10k CNY of value added
+    /// (from the outlets' flow; no data until the agents write `wastewater_t`).
+    #[serde(rename = "wastewater_t_per_10k_cny")]
+    WastewaterTPer10kCny,
+    /// 在役工业机器人拥有量: industrial robots in service, from the enterprise register.
+    Robots,
+    /// 数字化车间: digital workshops recognised by the report's year, from the register.
+    DigitalWorkshops,
+    /// 企业资源计划(ERP)普及率: key enterprises using ERP ÷ key enterprises.
+    ErpRate,
+    /// 制造执行系统(MES)普及率.
+    MesRate,
+    /// 供应链管理(SCM)普及率.
+    ScmRate,
+    /// 产品全生命周期管理(PLM)普及率.
+    PlmRate,
+    /// 规上企业数: above-scale enterprises in the register.
+    AboveScaleEnterprises,
 }
 
 impl Indicator {
-    pub const ALL: [Indicator; 7] = [
+    pub const ALL: [Indicator; 15] = [
         Indicator::NetworkingRate,
         Indicator::NetworkingRateDigital,
         Indicator::CncRate,
@@ -51,6 +69,37 @@ impl Indicator {
         Indicator::TcePer10kCny,
         Indicator::ValueAddedPerTce,
         Indicator::WaterTPer10kCny,
+        Indicator::WastewaterTPer10kCny,
+        Indicator::Robots,
+        Indicator::DigitalWorkshops,
+        Indicator::ErpRate,
+        Indicator::MesRate,
+        Indicator::ScmRate,
+        Indicator::PlmRate,
+        Indicator::AboveScaleEnterprises,
+    ];
+
+    /// The indicators measured by the agents, per day: machine-days, energy, water.
+    pub const MEASURED: [Indicator; 8] = [
+        Indicator::NetworkingRate,
+        Indicator::NetworkingRateDigital,
+        Indicator::CncRate,
+        Indicator::CncUtilisation,
+        Indicator::TcePer10kCny,
+        Indicator::ValueAddedPerTce,
+        Indicator::WaterTPer10kCny,
+        Indicator::WastewaterTPer10kCny,
+    ];
+
+    /// The programme facts taken from the enterprise register (declared, with the year).
+    pub const REGISTER: [Indicator; 7] = [
+        Indicator::Robots,
+        Indicator::DigitalWorkshops,
+        Indicator::ErpRate,
+        Indicator::MesRate,
+        Indicator::ScmRate,
+        Indicator::PlmRate,
+        Indicator::AboveScaleEnterprises,
     ];
 
     /// The key in `targets.toml`, the JSON output and the CSV column.
@@ -63,7 +112,24 @@ impl Indicator {
             Indicator::TcePer10kCny => "tce_per_10k_cny",
             Indicator::ValueAddedPerTce => "value_added_per_tce",
             Indicator::WaterTPer10kCny => "water_t_per_10k_cny",
+            Indicator::WastewaterTPer10kCny => "wastewater_t_per_10k_cny",
+            Indicator::Robots => "robots",
+            Indicator::DigitalWorkshops => "digital_workshops",
+            Indicator::ErpRate => "erp_rate",
+            Indicator::MesRate => "mes_rate",
+            Indicator::ScmRate => "scm_rate",
+            Indicator::PlmRate => "plm_rate",
+            Indicator::AboveScaleEnterprises => "above_scale_enterprises",
         }
+    }
+
+    /// A count (robots, workshops, enterprises): the value is the numerator, the denominator
+    /// the number of enterprises it was counted over.
+    pub fn is_count(self) -> bool {
+        matches!(
+            self,
+            Indicator::Robots | Indicator::DigitalWorkshops | Indicator::AboveScaleEnterprises
+        )
     }
 
     /// A share between 0 and 1, shown in per cent (gaps in percentage points).
@@ -74,6 +140,10 @@ impl Indicator {
                 | Indicator::NetworkingRateDigital
                 | Indicator::CncRate
                 | Indicator::CncUtilisation
+                | Indicator::ErpRate
+                | Indicator::MesRate
+                | Indicator::ScmRate
+                | Indicator::PlmRate
         )
     }
 }
@@ -312,7 +382,7 @@ fn check_targets(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Opti
         let at = checker.span_of(root, &[key("county")]);
         checker.push(
             at,
-            "`county` is required: the county tag the agents write, e.g. county = \"yongkang\""
+            "`county` is required: the county tag the agents write, e.g. county = \"wuyi\""
                 .to_string(),
         );
     }
@@ -360,6 +430,8 @@ fn check_target_table(
             v.is_finite()
                 && if indicator.is_rate() {
                     (0.0..=1.0).contains(&v)
+                } else if indicator.is_count() {
+                    v >= 0.0 && v.fract() == 0.0
                 } else {
                     v > 0.0
                 }
@@ -368,6 +440,8 @@ fn check_target_table(
             let at = checker.span_of(root, &path);
             let what = if indicator.is_rate() {
                 "a share between 0 and 1 (0.55 for 55 %)"
+            } else if indicator.is_count() {
+                "a whole number"
             } else {
                 "a positive number"
             };
@@ -662,6 +736,47 @@ mod tests {
         assert_eq!(
             f(Indicator::TcePer10kCny, 2015),
             Some((Bound::Max, 0.60, Some(2017)))
+        );
+        // Section 三's 2022 goals per sector.
+        let s = |sector, i| {
+            t.in_force(Some(sector), i, 2022)
+                .map(|t| (t.value, t.sector_specific))
+        };
+        assert_eq!(s(Sector::Cups, Indicator::Robots), Some((300.0, true)));
+        for sector in [Sector::Cookware, Sector::PowerTools, Sector::Leisure] {
+            assert_eq!(s(sector, Indicator::Robots), Some((200.0, true)));
+            assert_eq!(s(sector, Indicator::DigitalWorkshops), Some((3.0, true)));
+            assert_eq!(s(sector, Indicator::CncRate), Some((0.65, true)));
+        }
+        assert_eq!(
+            s(Sector::Doors, Indicator::Robots),
+            None,
+            "no figure for doors"
+        );
+        assert_eq!(
+            s(Sector::Castings, Indicator::DigitalWorkshops),
+            Some((1.0, true))
+        );
+        for (i, v) in [
+            (Indicator::ErpRate, 0.9),
+            (Indicator::MesRate, 0.6),
+            (Indicator::ScmRate, 0.8),
+            (Indicator::PlmRate, 0.7),
+        ] {
+            assert_eq!(s(Sector::Doors, i), Some((v, true)));
+            assert_eq!(s(Sector::Cups, i), Some((v, true)));
+        }
+        assert_eq!(
+            s(Sector::Doors, Indicator::AboveScaleEnterprises),
+            Some((70.0, true))
+        );
+        assert_eq!(
+            f(Indicator::AboveScaleEnterprises, 2019),
+            Some((Bound::Min, 170.0, Some(2019)))
+        );
+        assert_eq!(
+            f(Indicator::WastewaterTPer10kCny, 2021),
+            Some((Bound::Max, 4.0, Some(2021)))
         );
         let r = Registry::load_str(SAMPLE_REGISTRY, "enterprises.toml").unwrap();
         let sectors: HashSet<Sector> = r.enterprises.iter().map(|e| e.sector).collect();
