@@ -62,6 +62,7 @@ fn round_json(value: &mut serde_json::Value, decimals: Option<i32>) {
             for (k, v) in map.iter_mut() {
                 let d = match k.as_str() {
                     "value" | "gap" => row_decimals,
+                    "declared_share" => Some(5),
                     _ => None,
                 };
                 round_json(v, d.or(decimals));
