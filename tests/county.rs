@@ -730,3 +730,68 @@ async fn missing_is_not_zero_and_denominators_are_honest() {
         "{table}"
     );
 }
+
+/// `county init` writes the two files to start from, `county check` finds them through the
+/// ingest config and says which files it read, and `init` does not overwrite without --force.
+#[test]
+fn init_writes_the_files_and_commands_say_which_they_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let county = dir.path().join("county");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("county")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run shopfloor county")
+    };
+    let out = run(&["init", "--dir", county.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let targets = std::fs::read_to_string(county.join("targets.toml")).unwrap();
+    assert!(targets.contains("county = \"wuyi\"") && targets.contains("seed 397"));
+    assert!(county.join("enterprises.toml").exists());
+    // A second init refuses to replace them.
+    let out = run(&["init", "--dir", county.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+
+    // The ingest config names the files, relative to itself.
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/county-ingest.toml"),
+    )
+    .unwrap();
+    let ingest = sample.replacen(
+        "[ingest]\n",
+        "[ingest]\ntargets = \"targets.toml\"\nenterprises = \"enterprises.toml\"\n",
+        1,
+    );
+    std::fs::write(county.join("county-ingest.toml"), ingest).unwrap();
+    let config = county.join("county-ingest.toml");
+    let out = run(&["check", "--ingest-config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "targets: {} (named in {})",
+            county.join("targets.toml").display(),
+            config.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stdout.contains("ok: county wuyi"), "{stdout}");
+    assert!(stdout.contains("ok: 7 enterprises"), "{stdout}");
+
+    // Nothing given and nothing at the default places: the error says where it looked.
+    let out = run(&["check"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("config/targets.toml") && stderr.contains("county init"),
+        "{stderr}"
+    );
+}

@@ -616,6 +616,8 @@ pub struct Report {
     /// When the period, county or sector asked for matched no line: what the store holds
     /// (filled in by the caller that reads the store).
     pub store_holds: Option<StoreHolds>,
+    /// The targets and register files the report was made from.
+    pub sources: Vec<String>,
     pub trend: Trend,
     /// Per calendar year of the period, against that year's targets (Table 1's columns).
     pub years: Trend,
@@ -918,6 +920,7 @@ pub fn aggregate(
         laggards,
         unregistered,
         store_holds: None,
+        sources: Vec::new(),
         trend,
         years,
         warnings,

@@ -76,6 +76,7 @@ struct Words {
     store_holds: &'static str,
     counties: &'static str,
     not_reporting_mark: &'static str,
+    sources: &'static str,
 }
 
 const ZH: Words = Words {
@@ -116,7 +117,7 @@ const ZH: Words = Words {
         "企业、行业与全县的比率均为分子之和除以分母之和，从不对比率求平均。",
         "联网率与数控化率按“台·日”累计：每台设备每天计一次；企业某天未报送时，该天仍按其设备台账计入分母，联网设备计为零。设备台数为期间内台·日数除以天数。",
         "能耗与用水强度只计入增加值已知的日期，分子与分母取自相同的日期。",
-        "名录中期间内无任何数据的企业列为未报送，不计入合计。",
+        "名录中期间内无任何数据的企业列为未报送，并按名录申报的设备台数计入分母（联网台数为零）；企业的指标只覆盖其加入名录后的日期；未计量的指标显示为“无数据”，不作达标判定。",
     ],
     generated: "生成",
     programme: "行动计划目标（2022年）",
@@ -135,6 +136,7 @@ const ZH: Words = Words {
     store_holds: "所选县域、行业与期间无数据。数据库中现有",
     counties: "县域",
     not_reporting_mark: "未报送，按申报台数计",
+    sources: "目标与企业名录文件",
 };
 
 const EN: Words = Words {
@@ -175,7 +177,7 @@ const EN: Words = Words {
         "Every ratio of an enterprise, a sector or the county is the sum of the numerators over the sum of the denominators; ratios are never averaged.",
         "Networking and CNC rates count machine-days: each machine once per day. On a day an enterprise did not report, its register still counts in the denominator, with no machine networked. Machines = machine-days ÷ days.",
         "Energy and water intensities cover the days on which value added is known, numerator and denominator alike.",
-        "A registered enterprise with no data in the period is listed as not reporting and is in no sum.",
+        "A registered enterprise with no data in the period is listed as not reporting and counts in the denominators with its declared machines, none networked; an enterprise's figures cover only its registered days; a figure not measured shows \"no data\" and is never judged against a target.",
     ],
     generated: "Generated",
     programme: "The programme's targets (2022)",
@@ -194,6 +196,7 @@ const EN: Words = Words {
     store_holds: "Nothing in the store matches the county, sector and period. The store holds",
     counties: "Counties",
     not_reporting_mark: "not reporting, declared machines",
+    sources: "Targets and register read from",
 };
 
 const STYLE: &str = r#"
@@ -447,6 +450,15 @@ pub fn render(report: &Report, lang: Lang) -> String {
     let _ = write!(h, "<section id=\"notes\"><h2>{}</h2><ul>", w.notes);
     for note in w.method_notes {
         let _ = write!(h, "<li>{note}</li>");
+    }
+    let _ = write!(h, "<li>{}</li>", w.declared_note);
+    if !report.sources.is_empty() {
+        let _ = write!(
+            h,
+            "<li>{}: {}</li>",
+            w.sources,
+            esc(&report.sources.join(", "))
+        );
     }
     h.push_str("</ul>");
     if !report.warnings.is_empty() {

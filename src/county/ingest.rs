@@ -105,6 +105,13 @@ pub struct Ingest {
     /// Serve `/metrics` (Prometheus) and `/healthz` here, e.g. `"127.0.0.1:9108"`.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The programme's targets for `shopfloor county report` and `check` run with
+    /// `--ingest-config` (relative to this file's directory).
+    #[serde(default)]
+    pub targets: Option<PathBuf>,
+    /// The register of enterprises, likewise.
+    #[serde(default)]
+    pub enterprises: Option<PathBuf>,
 }
 
 fn default_share_group() -> String {
@@ -802,6 +809,8 @@ mod tests {
             measurements: vec!["fleet".into(), "green".into()],
             data_dir: PathBuf::from("/tmp"),
             metrics_listen: None,
+            targets: None,
+            enterprises: None,
         }
     }
 

@@ -92,9 +92,14 @@ fn heading(report: &Report) -> String {
         Some(d) if d < report.to => format!(", counted to {d} (today)"),
         _ => String::new(),
     };
+    let sources = if report.sources.is_empty() {
+        String::new()
+    } else {
+        format!("\nFrom {}", report.sources.join(" and "))
+    };
     format!(
-        "County {} — {} to {} ({} days{clipped}), {scope}; targets in force in {}",
-        report.county, report.from, report.to, report.days, report.target_year
+        "County {} — {} to {} ({} days{clipped}, {}), {scope}; targets in force in {}{sources}",
+        report.county, report.from, report.to, report.days, report.timezone, report.target_year
     )
 }
 
