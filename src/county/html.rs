@@ -331,12 +331,18 @@ pub fn render(report: &Report, lang: Lang) -> String {
         h.push_str("</div></section>\n");
     }
 
+    // What the county is asked for first: the programme's goals per sector, the years of
+    // Table 1 and who pulls each sector below its target; the charts and tables follow.
+    let rows: Vec<&Summary> = report.county_total.iter().chain(&report.sectors).collect();
+    programme_sections(&mut h, &rows, w, lang);
+    years_section(&mut h, report, w, lang);
+    laggards_section(&mut h, report, w, lang);
+
     let _ = writeln!(
         h,
         "<section id=\"sectors-chart\"><h2>{}</h2>",
         w.against_target
     );
-    let rows: Vec<&Summary> = report.county_total.iter().chain(&report.sectors).collect();
     for indicator in CHARTED {
         let bars: Vec<(String, Option<&IndicatorRow>)> = rows
             .iter()
@@ -382,10 +388,6 @@ pub fn render(report: &Report, lang: Lang) -> String {
     let _ = writeln!(h, "<section id=\"sector-table\"><h2>{}</h2>", w.sectors);
     summary_table(&mut h, &rows, w, lang, false);
     h.push_str("</section>\n");
-
-    programme_sections(&mut h, &rows, w, lang);
-    years_section(&mut h, report, w, lang);
-    laggards_section(&mut h, report, w, lang);
 
     let _ = writeln!(
         h,

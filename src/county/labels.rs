@@ -107,6 +107,11 @@ pub fn basis_with_coverage(row: &IndicatorRow, lang: Lang) -> String {
         return no_data(lang).to_string();
     }
     let basis = basis_text(row.indicator, row.numerator, row.denominator, lang);
+    if row.indicator.is_count() {
+        // The denominator is already the enterprises counted; the register is the basis.
+        let declared = if zh { "企业申报" } else { "declared" };
+        return format!("{basis} · {declared}");
+    }
     let covers = if zh {
         format!("{} 家企业", row.enterprises)
     } else if row.enterprises == 1 {
