@@ -15,19 +15,33 @@
 //! days it was in it. The mean number of machines shown beside them is machine-days ÷ days in
 //! the period, so it too adds up across enterprises.
 //!
-//! **Days an enterprise did not report.** A day of the period without a `fleet` line from an
+//! **Registered days.** An enterprise counts on the days of the period between its `joined`
+//! and `left` dates in the register, and only on those: its machine-days, its mean machines,
+//! its share of the trend. An enterprise that joined on the last day of a week has a week's
+//! rate over one day, not a rate diluted by six days before it existed. Its lines from other
+//! days are left out and warned about.
+//!
+//! **Days an enterprise did not report.** A registered day without a `fleet` line from an
 //! enterprise that reported on other days (the agent was off, or the gateway lost its
 //! network and the spool did not catch up) still counts its register: the register of the
 //! nearest earlier day with a line (or the first later one), with no machine networked and no
 //! CNC time. The register does not shrink because the agent was silent, so the denominator
 //! stays honest, as DESIGN.md asks. CNC utilisation needs the planned time the agent computes,
-//! so it covers the days with a line. An enterprise with no line at all in the period is
-//! listed as not reporting and counts in no sum: nothing is known of its register.
+//! so it covers the days with a line. An enterprise with no `fleet` line at all in the period
+//! counts with the machine counts it declared in the register on each registered day, none
+//! networked, and is listed as not reporting; so the county's rates cannot rise because fewer
+//! enterprises report. Every row says how many enterprises it covers and which share of its
+//! denominator was declared rather than measured.
 //!
-//! **Energy and water** are summed over the days with a `green` line. The intensities (energy
-//! and water per unit of value added) are taken over the days on which value added is known,
-//! numerator and denominator alike; energy on a day without a value-added estimate would
-//! otherwise inflate them.
+//! **Missing is not zero.** A `green` field the agent did not write (no water meter, no
+//! value-added source, no outlet logger) counts in no sum. The intensities are taken over the
+//! days on which both their numerator and value added are known: energy per value added over
+//! the days with energy and value added, water per value added over the days with water and
+//! value added. A figure with nothing under it has no value, no gap and no verdict.
+//!
+//! **The register's facts** (robots, digital workshops, ERP/MES/SCM/PLM among key enterprises,
+//! above-scale enterprises) are counted from the enterprise register as of the report's year
+//! ([`RegisterFacts`]).
 //!
 //! **Rewritten windows.** The agent rewrites a day's totals with the day's start as timestamp
 //! until the day closes, and InfluxDB keeps the last write, so one query row per enterprise

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use super::aggregate::{Bucket, IndicatorRow, Level, Report, Summary};
 use super::labels;
 use super::labels::{
-    Lang, basis_with_coverage, gap_text, indicator_name, sector_name, target_text, value_text,
+    Lang, basis_with_coverage, indicator_name, sector_name, target_text, value_text,
 };
 use super::targets::Indicator;
 
@@ -672,7 +672,11 @@ fn card(h: &mut String, row: &IndicatorRow, w: &Words, lang: Lang) {
             w.target,
             target_text(row.indicator, t),
             w.gap,
-            row.gap.map_or("–".into(), |g| gap_text(row.indicator, g))
+            row.gap.map_or("–".into(), |g| labels::gap_text_in(
+                row.indicator,
+                g,
+                lang
+            ))
         )
     });
     let verdict = match row.meets {

@@ -73,10 +73,20 @@ pub fn basis_units(indicator: Indicator, lang: Lang) -> (&'static str, &'static 
         Indicator::NetworkingRate | Indicator::NetworkingRateDigital | Indicator::CncRate => {
             ("", machine_days)
         }
+        Indicator::CncUtilisation if zh => ("小时", "小时"),
         Indicator::CncUtilisation => ("h", "h"),
         Indicator::TcePer10kCny => (tce, cny),
         Indicator::ValueAddedPerTce => (cny, tce),
         Indicator::WaterTPer10kCny => (water, cny),
+    }
+}
+
+/// value − target in `lang`: percentage points are 个百分点 in Chinese.
+pub fn gap_text_in(indicator: Indicator, gap: f64, lang: Lang) -> String {
+    let text = gap_text(indicator, gap);
+    match lang {
+        Lang::Zh => text.replace(" pp", " 个百分点"),
+        Lang::En => text,
     }
 }
 
