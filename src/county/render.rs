@@ -434,4 +434,31 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(CSV_HEADER.split(',').count(), 21);
     }
+
+    #[test]
+    fn floating_point_noise_is_rounded_away() {
+        // Issue 22 saw a gap of 0.000000000000003552713678800501: 26.76 − 26.759999999999998.
+        let mut v = serde_json::json!({
+            "indicator": "water_t_per_10k_cny",
+            "value": 26.759999999999998,
+            "gap": 0.000000000000003552713678800501,
+            "numerator": 2.2000000000000002,
+            "denominator": 0.0,
+            "enterprises": 3,
+            "declared_share": 0.5555555555555556,
+        });
+        round_json(&mut v, None);
+        assert_eq!(v["value"], 26.76);
+        assert_eq!(v["gap"], 0.0);
+        assert_eq!(v["numerator"], 2.2);
+        assert_eq!(v["declared_share"], 0.55556);
+        // A row that covers no enterprise: no numerator or denominator, never 0.
+        let mut none = serde_json::json!({
+            "indicator": "water_t_per_10k_cny", "value": null, "numerator": 0.0,
+            "denominator": 0.0, "enterprises": 0,
+        });
+        round_json(&mut none, None);
+        assert!(none["numerator"].is_null() && none["denominator"].is_null());
+        assert_eq!(labels::round_to(-0.000001, 4).to_string(), "0");
+    }
 }
