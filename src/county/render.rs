@@ -438,19 +438,21 @@ mod tests {
     #[test]
     fn floating_point_noise_is_rounded_away() {
         // Issue 22 saw a gap of 0.000000000000003552713678800501: 26.76 − 26.759999999999998.
+        let noisy_gap = 26.76 - (26.0 + 0.76);
         let mut v = serde_json::json!({
             "indicator": "water_t_per_10k_cny",
-            "value": 26.759999999999998,
-            "gap": 0.000000000000003552713678800501,
-            "numerator": 2.2000000000000002,
+            "value": 26.0 + 0.76,
+            "gap": 0.1 + 0.2 - 0.3,
+            "numerator": 0.1 + 0.2,
             "denominator": 0.0,
             "enterprises": 3,
-            "declared_share": 0.5555555555555556,
+            "declared_share": 5.0 / 9.0,
         });
         round_json(&mut v, None);
         assert_eq!(v["value"], 26.76);
         assert_eq!(v["gap"], 0.0);
-        assert_eq!(v["numerator"], 2.2);
+        assert_eq!(v["numerator"], 0.3);
+        assert_eq!(labels::round_to(noisy_gap, 4), 0.0);
         assert_eq!(v["declared_share"], 0.55556);
         // A row that covers no enterprise: no numerator or denominator, never 0.
         let mut none = serde_json::json!({
