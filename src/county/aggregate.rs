@@ -913,7 +913,26 @@ pub fn aggregate(
         Bucket::Day
     };
     let in_force = |i, y| targets.in_force(sector_filter, i, y);
-    let years = trend(period, Bucket::Year, &trend_fleet, &trend_green, in_force);
+    let mut years = trend(period, Bucket::Year, &trend_fleet, &trend_green, in_force);
+    // Table 1 also counts enterprises (规上企业数) per year: the register's facts as of each
+    // year, over the enterprises registered on some day of it in the period.
+    for point in &mut years.points {
+        let y = point.first_day.year();
+        let mut facts = RegisterFacts::default();
+        for e in registry.enterprises.iter().filter(|e| wanted(e.sector)) {
+            if period
+                .days
+                .iter()
+                .any(|d| d.year() == y && e.registered_on(*d))
+            {
+                facts.add(&RegisterFacts::of(e, y));
+            }
+        }
+        point.indicators.extend(facts.rows().into_iter().map(|r| {
+            let t = in_force(r.indicator, y);
+            r.against(t)
+        }));
+    }
     let trend = trend(period, bucket, &trend_fleet, &trend_green, in_force);
 
     let laggards = laggards(&sectors, &enterprises);
@@ -1567,6 +1586,13 @@ sector = "cookware"
             row(county, Indicator::AboveScaleEnterprises).value,
             Some(1.0)
         );
+        // The per-year table carries the register's facts too: 2022, one above-scale (d1).
+        let above = r.years.points[0]
+            .indicators
+            .iter()
+            .find(|i| i.indicator == Indicator::AboveScaleEnterprises)
+            .unwrap();
+        assert_eq!(above.value, Some(1.0));
 
         // Below target, per sector: doors' ERP is pulled down by d2 (0.9 × 1 − 0 = 0.9 of a
         // key enterprise short; d1's 1 ≥ 0.9 is not); cups' networking rate by c1, silent:

@@ -588,7 +588,15 @@ fn years_section(h: &mut String, report: &Report, w: &Words, lang: Lang) {
         let _ = write!(h, "<th>{}</th>", esc(&p.label));
     }
     h.push_str("</tr></thead><tbody>");
-    for i in Indicator::MEASURED {
+    for i in Indicator::ALL {
+        let shown = report.years.points.iter().any(|p| {
+            p.indicators
+                .iter()
+                .any(|r| r.indicator == i && (r.value.is_some() || r.target.is_some()))
+        });
+        if !shown {
+            continue;
+        }
         let _ = write!(h, "<tr><td>{}</td>", indicator_name(i, lang));
         for p in &report.years.points {
             h.push_str(&cell(
