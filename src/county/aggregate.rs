@@ -765,9 +765,8 @@ pub fn aggregate(
     for e in registry.enterprises.iter().filter(|e| wanted(e.sector)) {
         // The days of the period the enterprise was in the programme: its rates cover these
         // only, and its lines from other days are left out.
-        let active: Vec<usize> = (0..n)
-            .filter(|&i| e.registered_on(period.days[i]))
-            .collect();
+        let registered: Vec<bool> = period.days.iter().map(|d| e.registered_on(*d)).collect();
+        let active: Vec<usize> = (0..n).filter(|&i| registered[i]).collect();
         let days = by_enterprise.remove(&e.id);
         if active.is_empty() {
             if days.is_some_and(|d| d.days_reported() > 0) {
@@ -783,7 +782,7 @@ pub fn aggregate(
         *registered_per_sector.entry(e.sector).or_default() += 1;
         let mut days = days.unwrap_or_else(|| Days::new(n));
         let outside = (0..n)
-            .filter(|i| !active.contains(i))
+            .filter(|&i| !registered[i])
             .filter(|&i| days.fleet[i].is_some() || days.green[i].is_some())
             .count();
         if outside > 0 {
