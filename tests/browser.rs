@@ -1,6 +1,8 @@
-//! The machine board in a real browser: headless Chromium loads it during `shopfloor demo`,
-//! every simulated machine's tile renders, and a state change shows up. The test leaves a
-//! screenshot in `target/board-screenshot.png`.
+//! The machine board and the county report in a real browser: headless Chromium loads the
+//! board during `shopfloor demo`, every simulated machine's tile renders, and a state change
+//! shows up; it renders the county's HTML report in Chinese and English with every section of
+//! the programme. The tests leave screenshots in `target/board-screenshot.png` and
+//! `target/county-report-{zh,en}.png`.
 //!
 //! Chromium comes from Debian (`scripts/test` installs the `chromium` package).
 
@@ -138,4 +140,197 @@ fn the_board_renders_every_machine_and_shows_state_changes() {
         "screenshot {} is {size} bytes",
         shot.display()
     );
+}
+
+/// Wuyi's sample targets and register over October 2021 to March 2022, as the county report
+/// renders it: the per-year table (2021, 2022), the robot, CNC, digital-workshop and
+/// ERP/MES/SCM/PLM sections, a silent enterprise counted with its declared machines, an
+/// enterprise without a water meter ("no data"), one that joined on 1 March 2022.
+fn wuyi_report() -> shopfloor::county::aggregate::Report {
+    use jiff::civil::date;
+    use shopfloor::county::aggregate::{FleetDay, GreenDay, Period, aggregate};
+    use shopfloor::county::targets::{Registry, Targets};
+    use shopfloor::engine::indicators::{Fleet, Green};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let targets = Targets::load(&root.join("config/targets.toml")).expect("sample targets");
+    let registry = Registry::load(&root.join("config/enterprises.toml")).expect("sample register");
+    let period = Period::new(date(2021, 10, 1), date(2022, 3, 31), date(2026, 1, 1)).unwrap();
+    let mut fleet = Vec::new();
+    let mut green = Vec::new();
+    for e in &registry.enterprises {
+        if e.sector.as_str() == "leisure" {
+            continue; // silent: counted with its declared machines
+        }
+        let total = e.machines_total.unwrap_or(10);
+        let cnc = e.machines_cnc.unwrap_or(0);
+        for (i, day) in period.days.iter().enumerate() {
+            if !e.registered_on(*day) {
+                continue;
+            }
+            // Networking grows over the months: 40 % in October to 75 % in March.
+            let share = 0.4 + 0.35 * i as f64 / period.days.len() as f64;
+            let networked = (total as f64 * share).round() as u64;
+            fleet.push(FleetDay {
+                enterprise: e.id.clone(),
+                sector_tag: e.sector.as_str().to_string(),
+                day: i,
+                fleet: Fleet {
+                    machines_total: total,
+                    machines_digital: e.machines_digital.unwrap_or(0),
+                    machines_cnc: cnc,
+                    machines_networked: networked,
+                    machines_digital_networked: networked.min(e.machines_digital.unwrap_or(0)),
+                    cnc_running_s: cnc as f64 * 5.0 * 3600.0,
+                    cnc_planned_s: cnc as f64 * 8.0 * 3600.0,
+                },
+            });
+            let water = e.sector.as_str() != "cookware";
+            green.push(GreenDay {
+                enterprise: e.id.clone(),
+                sector_tag: e.sector.as_str().to_string(),
+                day: i,
+                green: Green {
+                    energy_tce: total as f64 * 0.004,
+                    electricity_kwh: total as f64 * 30.0,
+                    water_t: if water { total as f64 * 0.25 } else { 0.0 },
+                    value_added_10k_cny: total as f64 * 0.01,
+                },
+                value_added_known: true,
+                energy_known: true,
+                water_known: water,
+                wastewater_t: None,
+                va_method: "parts".into(),
+                el_method: "calorific".into(),
+            });
+        }
+    }
+    aggregate(&targets, &registry, &period, None, fleet, green, Vec::new())
+}
+
+#[test]
+fn the_county_report_renders_every_programme_section_in_both_languages() {
+    use shopfloor::county::labels::Lang;
+    use shopfloor::county::render::{Format, render};
+
+    let report = wuyi_report();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let profile = tempfile::tempdir().expect("profile dir");
+    for (lang, code, words) in [
+        (
+            Lang::Zh,
+            "zh",
+            &[
+                "在役工业机器人",
+                "数控化率",
+                "数字化车间",
+                "ERP",
+                "PLM",
+                "分年度进度",
+                "无数据",
+                "未报送",
+            ][..],
+        ),
+        (
+            Lang::En,
+            "en",
+            &[
+                "Industrial robots in service",
+                "CNC rate",
+                "Digital workshops",
+                "ERP",
+                "PLM",
+                "Progress per year",
+                "no data",
+                "not reporting",
+            ][..],
+        ),
+    ] {
+        let page = dir.path().join(format!("report-{code}.html"));
+        std::fs::write(&page, render(&report, Format::Html, lang)).expect("write the report");
+        let url = format!("file://{}", page.display());
+        let out = chromium_run(profile.path(), &url, &["--dump-dom"]);
+        let dom = String::from_utf8_lossy(&out.stdout);
+        for id in [
+            "robots",
+            "cnc",
+            "digital-workshops",
+            "systems",
+            "years",
+            "laggards",
+        ] {
+            assert!(
+                dom.contains(&format!("<section id=\"{id}\">")),
+                "no {id} section in the rendered {code} report"
+            );
+        }
+        for word in words {
+            assert!(dom.contains(word), "`{word}` in the rendered {code} report");
+        }
+        // The per-year table has a column per year of the period.
+        let years = dom.split("<section id=\"years\">").nth(1).unwrap_or("");
+        assert!(years.contains("<th>2021</th>") && years.contains("<th>2022</th>"));
+        // Every label of the Chinese report in Chinese: none of the English words.
+        if lang == Lang::Zh {
+            // The warnings are the program's messages (ids, tags, file names), in English.
+            let page = dom.split("<h3>提示</h3>").next().unwrap_or(&dom);
+            // The text a reader sees: without the tags and their attributes.
+            let mut labels = String::new();
+            let mut in_tag = false;
+            for c in page.chars() {
+                match c {
+                    '<' => in_tag = true,
+                    '>' => {
+                        in_tag = false;
+                        labels.push(' ');
+                    }
+                    c if !in_tag => labels.push(c),
+                    _ => {}
+                }
+            }
+            for english in [
+                "Sector",
+                "Enterprises",
+                "no data",
+                "Target",
+                "Progress",
+                " pp",
+                "machine-days",
+                "declared",
+                "enterprises",
+                "robots",
+            ] {
+                let at = labels.find(english).map(|i| {
+                    let from = labels.floor_char_boundary(i.saturating_sub(200));
+                    &labels[from..i + english.len()]
+                });
+                assert!(at.is_none(), "`{english}` in the Chinese report: {at:?}");
+            }
+        }
+
+        let shot =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("target/county-report-{code}.png"));
+        let _ = std::fs::remove_file(&shot);
+        Command::new(chromium())
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--hide-scrollbars",
+                "--window-size=1200,2600",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(&url)
+            .output()
+            .expect("run chromium");
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size > 10_000,
+            "screenshot {} is {size} bytes",
+            shot.display()
+        );
+    }
 }

@@ -168,12 +168,12 @@ fn batches() -> (String, String) {
                 water_t: d.water_t / 2.0,
                 va: d.va.map(|v| v / 2.0),
             };
-            early.push_str(&fleet_line("yongkang", &e, "1d", &partial, at));
-            early.push_str(&green_line("yongkang", &e, &partial, at));
-            last.push_str(&fleet_line("yongkang", &e, "1d", d, at));
-            last.push_str(&green_line("yongkang", &e, d, at));
+            early.push_str(&fleet_line("wuyi", &e, "1d", &partial, at));
+            early.push_str(&green_line("wuyi", &e, &partial, at));
+            last.push_str(&fleet_line("wuyi", &e, "1d", d, at));
+            last.push_str(&green_line("wuyi", &e, d, at));
             // An hour window at the same timestamp: not a day window.
-            last.push_str(&fleet_line("yongkang", &e, "1h", d, at));
+            last.push_str(&fleet_line("wuyi", &e, "1h", d, at));
         }
     }
     let all = enterprises();
@@ -181,25 +181,20 @@ fn batches() -> (String, String) {
     let busy = day(10, 40.0, 40.0, 5.0, 50.0, 1.0);
     // Days just outside the period, another county, and an enterprise not in the register.
     last.push_str(&fleet_line(
-        "yongkang",
+        "wuyi",
         d1,
         "1d",
         &busy,
         day_start(date(2026, 11, 1)),
     ));
     last.push_str(&fleet_line(
-        "yongkang",
+        "wuyi",
         d1,
         "1d",
         &busy,
         day_start(date(2026, 11, 4)),
     ));
-    last.push_str(&green_line(
-        "yongkang",
-        d1,
-        &busy,
-        day_start(date(2026, 11, 4)),
-    ));
+    last.push_str(&green_line("wuyi", d1, &busy, day_start(date(2026, 11, 4))));
     last.push_str(&fleet_line(
         "elsewhere",
         d1,
@@ -215,7 +210,7 @@ fn batches() -> (String, String) {
         days: [None, None],
     };
     last.push_str(&fleet_line(
-        "yongkang",
+        "wuyi",
         &stranger,
         "1d",
         &busy,
@@ -462,7 +457,9 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
         .find(|l| l.starts_with("sector,doors,,,reporting,networking_rate,"))
         .unwrap_or_else(|| panic!("doors networking row in\n{csv}"));
     let cells: Vec<&str> = row.split(',').collect();
-    assert!(close(cells[6].parse().unwrap(), 40.0 / 70.0));
+    // Rounded to the rate's five decimals: 40 / 70 = 0.571428… → 0.57143.
+    assert_eq!(cells[6], "0.57143");
+    assert!(csv.starts_with('\u{feff}'), "a BOM for Excel");
     assert_eq!(cells[11], "true");
     assert!(!csv.contains(",cups,"), "limited to doors:\n{csv}");
 
@@ -530,4 +527,271 @@ async fn a_store_that_refuses_says_what_to_check() {
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("NOT REPORTING (20):"), "{table}");
+}
+
+/// Issue 15's county, through a real store: d1 (doors) reports every day of 1–10 March 2022;
+/// d2 (doors) joined on 7 March and wrote one line on 5 March, before it joined; c1 (cups)
+/// never reports and declares 20 machines, 12 digital, 14 CNC; k1 (cookware) has no water
+/// meter, so its `green` lines carry no `water_t`. Sectors of uneven size: doors 2, cups 1,
+/// cookware 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_is_not_zero_and_denominators_are_honest() {
+    let influx = common::Influx1::start().await;
+    influx.create_db(DB).await;
+    let mut lines = String::new();
+    let fleet = |e: &str, sector: &str, total: u64, cnc: u64, networked: u64, at: Timestamp| {
+        format!(
+            "fleet,county=wuyi,sector={sector},enterprise={e},window=1d machines_total={total}i,machines_digital={cnc}i,machines_cnc={cnc}i,machines_networked={networked}i,machines_digital_networked={networked}i,cnc_running_s=0,cnc_planned_s=0 {}\n",
+            at.as_nanosecond()
+        )
+    };
+    let green = |e: &str, sector: &str, tce: f64, water: Option<f64>, va: f64, at: Timestamp| {
+        let water = water.map(|w| format!(",water_t={w:?}")).unwrap_or_default();
+        format!(
+            "green,county=wuyi,sector={sector},enterprise={e},va_method=parts,el_method=calorific,window=1d energy_tce={tce:?},electricity_kwh={:?}{water},value_added_10k_cny={va:?} {}\n",
+            tce / 0.000_122_9,
+            at.as_nanosecond()
+        )
+    };
+    for day in 1..=10 {
+        let at = day_start(date(2022, 3, day));
+        lines.push_str(&fleet("d1", "doors", 10, 7, 6, at));
+        lines.push_str(&green("d1", "doors", 0.4, Some(20.0), 1.0, at));
+        lines.push_str(&fleet("k1", "cookware", 4, 4, 4, at));
+        lines.push_str(&green("k1", "cookware", 0.1, None, 0.5, at));
+        if day == 5 || day >= 7 {
+            lines.push_str(&fleet("d2", "doors", 5, 2, 4, at));
+            lines.push_str(&green("d2", "doors", 0.2, Some(10.0), 0.5, at));
+        }
+    }
+    influx.write_lines(DB, &lines).await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("enterprises.toml");
+    std::fs::write(
+        &registry,
+        "[[enterprise]]\nid = \"d1\"\nsector = \"doors\"\n\n[[enterprise]]\nid = \"d2\"\nsector = \"doors\"\njoined = 2022-03-07\n\n[[enterprise]]\nid = \"c1\"\nsector = \"cups\"\nmachines_total = 20\nmachines_digital = 12\nmachines_cnc = 14\n\n[[enterprise]]\nid = \"k1\"\nsector = \"cookware\"\n",
+    )
+    .unwrap();
+    let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
+    let run = |format: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "county",
+                "report",
+                "--from",
+                "2022-03-01",
+                "--to",
+                "2022-03-10",
+            ])
+            .args(["--db", DB, "--url", &influx.url(), "--format", format])
+            .arg("--targets")
+            .arg(&targets)
+            .arg("--enterprises")
+            .arg(&registry)
+            .output()
+            .expect("run shopfloor county report");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&run("json")).expect("JSON report");
+    let enterprise = |id: &str| {
+        json["enterprises"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["enterprise"] == id)
+            .unwrap_or_else(|| panic!("{id} in the report"))
+            .clone()
+    };
+    let row = |summary: &Value, indicator: &str| {
+        summary["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["indicator"] == indicator)
+            .unwrap()
+            .clone()
+    };
+
+    // d2 covers its registered days only: 7–10 March, 4 × 5 = 20 machine-days, 4 × 4 = 16
+    // networked → 80 % (over all ten days it would read 16 / 50 = 32 %, below 55 %).
+    let d2 = enterprise("d2");
+    assert_eq!(d2["days"], 4);
+    assert_eq!(figures(&d2, "networking_rate"), (16.0, 20.0, Some(true)));
+    // c1 never reported: its declared 20 machines on each of the 10 days, none networked.
+    let c1 = enterprise("c1");
+    assert_eq!(c1["reporting"], false);
+    assert_eq!(figures(&c1, "networking_rate"), (0.0, 200.0, Some(false)));
+    assert_eq!(row(&c1, "networking_rate")["declared_share"], 1.0);
+    // k1 has no water meter: its water intensity is null with no verdict, not 0 and "met".
+    let k1 = enterprise("k1");
+    let water = row(&k1, "water_t_per_10k_cny");
+    assert!(
+        water["value"].is_null() && water["meets"].is_null(),
+        "{water}"
+    );
+    assert!(
+        water["numerator"].is_null(),
+        "no 0 for what was not measured: {water}"
+    );
+
+    let county = &json["county_total"];
+    // Networked d1 10 × 6 = 60 + d2 16 + c1 0 + k1 10 × 4 = 40 = 116 of machine-days d1 100
+    // + d2 20 + c1 200 + k1 40 = 360 → 32.2 % < 55 %; without c1 it would be 116 / 160.
+    assert_eq!(
+        figures(county, "networking_rate"),
+        (116.0, 360.0, Some(false))
+    );
+    let net = row(county, "networking_rate");
+    assert_eq!(net["enterprises"], 4);
+    // 200 of 360 machine-days declared: 0.555556 (rounded to the rate's precision).
+    assert_eq!(net["declared_share"], 0.55556);
+    // Doors = d1 + d2: 76 / 120 = 63.3 %; cups = c1 alone: 0 / 200.
+    let sector = |s: &str| {
+        json["sectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["sector"] == s)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        figures(&sector("doors"), "networking_rate"),
+        (76.0, 120.0, Some(true))
+    );
+    assert_eq!(
+        figures(&sector("cups"), "networking_rate"),
+        (0.0, 200.0, Some(false))
+    );
+    // Water: d1 200 t + d2 40 t over d1 10 + d2 2 = 12 10k CNY = 20.0, k1 left out of both.
+    let water = row(county, "water_t_per_10k_cny");
+    assert_eq!(
+        (water["numerator"].as_f64(), water["denominator"].as_f64()),
+        (Some(240.0), Some(12.0))
+    );
+    assert_eq!(water["enterprises"], 2);
+    assert!(row(&sector("cookware"), "water_t_per_10k_cny")["value"].is_null());
+    // Energy (4.0 + 0.8 + 1.0) / (10 + 2 + 5) = 5.8 / 17 = 0.341176… → 0.3412 in JSON.
+    assert_eq!(row(county, "tce_per_10k_cny")["value"], 0.3412);
+    // Wastewater is not written by any agent: no data anywhere, no verdict.
+    let ww = row(county, "wastewater_t_per_10k_cny");
+    assert!(ww["value"].is_null() && ww["meets"].is_null());
+    // The per-year table: 2022 against 2022's targets.
+    assert_eq!(json["years"]["points"][0]["label"], "2022");
+
+    // CSV: k1's water row has empty value, numerator, denominator and verdict.
+    let csv = run("csv");
+    assert!(csv.starts_with('\u{feff}'));
+    let k1_water = csv
+        .lines()
+        .find(|l| l.starts_with("enterprise,cookware,k1,,reporting,water_t_per_10k_cny,"))
+        .unwrap_or_else(|| panic!("k1 water row in\n{csv}"));
+    let cells: Vec<&str> = k1_water.split(',').collect();
+    assert_eq!(
+        (cells[6], cells[11], cells[12], cells[13]),
+        ("", "", "", ""),
+        "{k1_water}"
+    );
+    assert!(csv.contains("enterprise,cups,c1,,not_reporting,networking_rate,0,"));
+    // The table says "no data", never 0.00 and a verdict.
+    let table = run("table");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("Water per value added") && l.contains("no data")),
+        "{table}"
+    );
+
+    // Another county asked for: nothing matches, and the report says what the store holds.
+    let out = Command::new(BIN)
+        .args([
+            "county",
+            "report",
+            "--from",
+            "2022-03-01",
+            "--to",
+            "2022-03-10",
+        ])
+        .args(["--db", DB, "--url", &influx.url(), "--county", "yongkang"])
+        .arg("--targets")
+        .arg(&targets)
+        .arg("--enterprises")
+        .arg(&registry)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("NOTHING MATCHED") && table.contains("counties: wuyi"),
+        "{table}"
+    );
+}
+
+/// `county init` writes the two files to start from, `county check` finds them through the
+/// ingest config and says which files it read, and `init` does not overwrite without --force.
+#[test]
+fn init_writes_the_files_and_commands_say_which_they_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let county = dir.path().join("county");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("county")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run shopfloor county")
+    };
+    let out = run(&["init", "--dir", county.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let targets = std::fs::read_to_string(county.join("targets.toml")).unwrap();
+    assert!(targets.contains("county = \"wuyi\"") && targets.contains("seed 397"));
+    assert!(county.join("enterprises.toml").exists());
+    // A second init refuses to replace them.
+    let out = run(&["init", "--dir", county.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+
+    // The ingest config names the files, relative to itself.
+    let sample = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/county-ingest.toml"),
+    )
+    .unwrap();
+    let ingest = sample.replacen(
+        "[ingest]\n",
+        "[ingest]\ntargets = \"targets.toml\"\nenterprises = \"enterprises.toml\"\n",
+        1,
+    );
+    std::fs::write(county.join("county-ingest.toml"), ingest).unwrap();
+    let config = county.join("county-ingest.toml");
+    let out = run(&["check", "--ingest-config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "targets: {} (named in {})",
+            county.join("targets.toml").display(),
+            config.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stdout.contains("ok: county wuyi"), "{stdout}");
+    assert!(stdout.contains("ok: 7 enterprises"), "{stdout}");
+
+    // Nothing given and nothing at the default places: the error says where it looked.
+    let out = run(&["check"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("config/targets.toml") && stderr.contains("county init"),
+        "{stderr}"
+    );
 }

@@ -27,6 +27,19 @@ pub enum CountyCommand {
     /// Subscribe to every enterprise's uplink on the county's MQTT broker and write the
     /// indicators into the county's store. SIGTERM or Ctrl-C stops it.
     Ingest(IngestArgs),
+    /// Write a commented targets.toml (Wuyi's programme filled in) and enterprises.toml to
+    /// start from.
+    Init(InitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// The directory to write targets.toml and enterprises.toml into (created if missing).
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// Replace files that exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl CountyCommand {
@@ -46,14 +59,94 @@ pub struct IngestArgs {
     pub check: bool,
 }
 
+/// Where the county's two files are looked for, in this order: the flag; the ingest config's
+/// `[ingest] targets` / `enterprises` (`--ingest-config`, or [`SYSTEM_INGEST_CONFIG`] when it
+/// exists); `config/targets.toml` / `config/enterprises.toml` under the working directory;
+/// `/etc/shopfloor/`. Every command says which file it read.
 #[derive(Debug, clap::Args)]
 pub struct Files {
-    /// The programme's targets.
-    #[arg(long, default_value = "config/targets.toml")]
-    pub targets: PathBuf,
+    /// The programme's targets (see `shopfloor county init`).
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
     /// The register of the enterprises in the programme.
-    #[arg(long, default_value = "config/enterprises.toml")]
-    pub enterprises: PathBuf,
+    #[arg(long)]
+    pub enterprises: Option<PathBuf>,
+    /// The county ingest's config, whose `[ingest] targets` and `enterprises` name the files.
+    #[arg(long)]
+    pub ingest_config: Option<PathBuf>,
+}
+
+/// The ingest config an installed county server keeps (deploy/county).
+pub const SYSTEM_INGEST_CONFIG: &str = "/etc/shopfloor/county-ingest.toml";
+
+/// The two files found, each with how it was found.
+pub struct Found {
+    pub targets: (PathBuf, String),
+    pub enterprises: (PathBuf, String),
+}
+
+impl Files {
+    pub fn find(&self) -> Result<Found> {
+        let ingest_path = self
+            .ingest_config
+            .clone()
+            .or_else(|| Some(PathBuf::from(SYSTEM_INGEST_CONFIG)).filter(|p| p.exists()));
+        let ingest = match &ingest_path {
+            Some(p) if self.targets.is_none() || self.enterprises.is_none() => {
+                // Only the two paths are wanted: the broker's password need not be at hand.
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                let table: toml::Table = toml::from_str(&text)
+                    .with_context(|| format!("{} is not valid TOML", p.display()))?;
+                let path = |key: &str| {
+                    table
+                        .get("ingest")
+                        .and_then(|i| i.get(key))
+                        .and_then(|v| v.as_str())
+                        .map(PathBuf::from)
+                };
+                let dir = p.parent().unwrap_or(Path::new(".")).to_path_buf();
+                Some((p.clone(), dir, (path("targets"), path("enterprises"))))
+            }
+            _ => None,
+        };
+        let pick = |flag: &Option<PathBuf>,
+                    from_ingest: Option<&PathBuf>,
+                    name: &str|
+         -> Result<(PathBuf, String)> {
+            if let Some(p) = flag {
+                return Ok((p.clone(), format!("--{}", name.trim_end_matches(".toml"))));
+            }
+            if let (Some((config, dir, _)), Some(p)) = (&ingest, from_ingest) {
+                return Ok((dir.join(p), format!("named in {}", config.display())));
+            }
+            let candidates = [
+                PathBuf::from("config").join(name),
+                PathBuf::from("/etc/shopfloor").join(name),
+            ];
+            candidates
+                .iter()
+                .find(|p| p.exists())
+                .map(|p| (p.clone(), "found by default".to_string()))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no {name}: looked for --{flag}, the ingest config's [ingest] {flag}, {} and {}; `shopfloor county init --dir DIR` writes one to start from",
+                        candidates[0].display(),
+                        candidates[1].display(),
+                        flag = name.trim_end_matches(".toml"),
+                    )
+                })
+        };
+        let i = ingest.as_ref().map(|(_, _, i)| i);
+        Ok(Found {
+            targets: pick(&self.targets, i.and_then(|i| i.0.as_ref()), "targets.toml")?,
+            enterprises: pick(
+                &self.enterprises,
+                i.and_then(|i| i.1.as_ref()),
+                "enterprises.toml",
+            )?,
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,12 +222,19 @@ fn secret(env: &Option<String>, file: &Option<PathBuf>) -> Option<Secret> {
     }
 }
 
-fn load(files: &Files) -> Result<(Targets, Registry)> {
+fn load(files: &Files) -> Result<(Targets, Registry, Found)> {
+    let found = files.find()?;
+    for (what, (path, how)) in [
+        ("targets", &found.targets),
+        ("enterprises", &found.enterprises),
+    ] {
+        eprintln!("{what}: {} ({how})", path.display());
+    }
     // Both files are checked before either error is reported, so one run shows every mistake.
-    let targets = Targets::load(&files.targets);
-    let registry = Registry::load(&files.enterprises);
+    let targets = Targets::load(&found.targets.0);
+    let registry = Registry::load(&found.enterprises.0);
     match (targets, registry) {
-        (Ok(t), Ok(r)) => Ok((t, r)),
+        (Ok(t), Ok(r)) => Ok((t, r, found)),
         (Err(a), Err(b)) => anyhow::bail!("{a}\n{b}"),
         (Err(e), _) | (_, Err(e)) => anyhow::bail!("{e}"),
     }
@@ -146,7 +246,41 @@ pub async fn run(command: CountyCommand, shutdown: impl FnOnce() -> Shutdown) ->
         CountyCommand::Check(files) => check(&files),
         CountyCommand::Report(args) => run_report(*args).await,
         CountyCommand::Ingest(args) => run_ingest(&args, shutdown).await,
+        CountyCommand::Init(args) => init(&args),
     }
+}
+
+/// The files `county init` writes: the shipped samples, Wuyi's programme filled in.
+const INIT_FILES: [(&str, &str); 2] = [
+    ("targets.toml", include_str!("../../config/targets.toml")),
+    (
+        "enterprises.toml",
+        include_str!("../../config/enterprises.toml"),
+    ),
+];
+
+fn init(args: &InitArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let paths: Vec<PathBuf> = INIT_FILES.iter().map(|(n, _)| args.dir.join(n)).collect();
+    if !args.force
+        && let Some(existing) = paths.iter().find(|p| p.exists())
+    {
+        anyhow::bail!(
+            "{} exists; pass --force to replace it (the other file is not written either)",
+            existing.display()
+        );
+    }
+    for (path, (_, text)) in paths.iter().zip(INIT_FILES) {
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "edit the register, then: shopfloor county check --targets {} --enterprises {}",
+        paths[0].display(),
+        paths[1].display()
+    );
+    Ok(())
 }
 
 async fn run_ingest(args: &IngestArgs, shutdown: impl FnOnce() -> Shutdown) -> Result<()> {
@@ -170,11 +304,11 @@ async fn run_ingest(args: &IngestArgs, shutdown: impl FnOnce() -> Shutdown) -> R
 }
 
 fn check(files: &Files) -> Result<()> {
-    let (targets, registry) = load(files)?;
+    let (targets, registry, found) = load(files)?;
     let sector_specific: usize = targets.sectors.values().map(|t| t.len()).sum();
     println!(
         "{}: ok: county {}, {} programme-wide targets, {} sector targets",
-        files.targets.display(),
+        found.targets.0.display(),
         targets.county,
         targets.programme.len(),
         sector_specific
@@ -190,7 +324,7 @@ fn check(files: &Files) -> Result<()> {
     }
     println!(
         "{}: ok: {} enterprises ({})",
-        files.enterprises.display(),
+        found.enterprises.0.display(),
         registry.enterprises.len(),
         per_sector.join(", ")
     );
@@ -198,7 +332,7 @@ fn check(files: &Files) -> Result<()> {
 }
 
 async fn run_report(args: ReportArgs) -> Result<()> {
-    let (targets, registry) = load(&args.files)?;
+    let (targets, registry, found) = load(&args.files)?;
     let store = Store::new(&StoreOptions {
         url: args.url.clone(),
         database: args.db.clone(),
@@ -222,6 +356,11 @@ async fn run_report(args: ReportArgs) -> Result<()> {
         jiff::Timestamp::now(),
     )
     .await?;
+    let mut report = report;
+    report.sources = vec![
+        found.targets.0.display().to_string(),
+        found.enterprises.0.display().to_string(),
+    ];
     let text = render::render(&report, args.format, args.lang);
     if args.format != Format::Table {
         for warning in &report.warnings {

@@ -8,9 +8,10 @@
 
 use std::fmt::Write as _;
 
-use super::aggregate::{Bucket, IndicatorRow, Report, Summary};
+use super::aggregate::{Bucket, IndicatorRow, Level, Report, Summary};
+use super::labels;
 use super::labels::{
-    Lang, basis_text, gap_text, indicator_name, sector_name, target_text, value_text,
+    Lang, basis_with_coverage, indicator_name, sector_name, target_text, value_text,
 };
 use super::targets::Indicator;
 
@@ -59,6 +60,23 @@ struct Words {
     legend_target: &'static str,
     method_notes: [&'static str; 4],
     generated: &'static str,
+    programme: &'static str,
+    robots: &'static str,
+    cnc: &'static str,
+    digital_workshops: &'static str,
+    systems: &'static str,
+    years: &'static str,
+    indicator: &'static str,
+    laggards: &'static str,
+    laggards_none: &'static str,
+    shortfall: &'static str,
+    value: &'static str,
+    basis: &'static str,
+    declared_note: &'static str,
+    store_holds: &'static str,
+    counties: &'static str,
+    not_reporting_mark: &'static str,
+    sources: &'static str,
 }
 
 const ZH: Words = Words {
@@ -99,9 +117,26 @@ const ZH: Words = Words {
         "企业、行业与全县的比率均为分子之和除以分母之和，从不对比率求平均。",
         "联网率与数控化率按“台·日”累计：每台设备每天计一次；企业某天未报送时，该天仍按其设备台账计入分母，联网设备计为零。设备台数为期间内台·日数除以天数。",
         "能耗与用水强度只计入增加值已知的日期，分子与分母取自相同的日期。",
-        "名录中期间内无任何数据的企业列为未报送，不计入合计。",
+        "名录中期间内无任何数据的企业列为未报送，并按名录申报的设备台数计入分母（联网台数为零）；企业的指标只覆盖其加入名录后的日期；未计量的指标显示为“无数据”，不作达标判定。",
     ],
     generated: "生成",
+    programme: "行动计划目标（2022年）",
+    robots: "在役工业机器人",
+    cnc: "装备数控化率",
+    digital_workshops: "数字化车间",
+    systems: "重点骨干企业 ERP / MES / SCM / PLM 普及率",
+    years: "分年度进度（表1）",
+    indicator: "指标",
+    laggards: "拉低行业指标的企业",
+    laggards_none: "无：各行业均达到目标，或无可对照的数据。",
+    shortfall: "差额",
+    value: "数值",
+    basis: "分子 / 分母",
+    declared_note: "机器人、数字化车间、信息化系统与规上企业数取自企业名录中的申报（含年份）；未报送企业按名录中申报的设备台数计入分母，联网台数为零。",
+    store_holds: "所选县域、行业与期间无数据。数据库中现有",
+    counties: "县域",
+    not_reporting_mark: "未报送，按申报台数计",
+    sources: "目标与企业名录文件",
 };
 
 const EN: Words = Words {
@@ -142,9 +177,26 @@ const EN: Words = Words {
         "Every ratio of an enterprise, a sector or the county is the sum of the numerators over the sum of the denominators; ratios are never averaged.",
         "Networking and CNC rates count machine-days: each machine once per day. On a day an enterprise did not report, its register still counts in the denominator, with no machine networked. Machines = machine-days ÷ days.",
         "Energy and water intensities cover the days on which value added is known, numerator and denominator alike.",
-        "A registered enterprise with no data in the period is listed as not reporting and is in no sum.",
+        "A registered enterprise with no data in the period is listed as not reporting and counts in the denominators with its declared machines, none networked; an enterprise's figures cover only its registered days; a figure not measured shows \"no data\" and is never judged against a target.",
     ],
     generated: "Generated",
+    programme: "The programme's targets (2022)",
+    robots: "Industrial robots in service",
+    cnc: "CNC rate",
+    digital_workshops: "Digital workshops",
+    systems: "ERP / MES / SCM / PLM adoption among key enterprises",
+    years: "Progress per year (Table 1)",
+    indicator: "Indicator",
+    laggards: "Enterprises pulling their sector below a target",
+    laggards_none: "None: every sector meets its targets, or there is nothing to compare.",
+    shortfall: "Shortfall",
+    value: "Value",
+    basis: "Numerator / denominator",
+    declared_note: "Robots, digital workshops, management systems and above-scale counts are declared in the enterprise register (with the year); an enterprise that sends nothing counts with its declared machines, none networked.",
+    store_holds: "Nothing in the store matches the county, sector and period. The store holds",
+    counties: "Counties",
+    not_reporting_mark: "not reporting, declared machines",
+    sources: "Targets and register read from",
 };
 
 const STYLE: &str = r#"
@@ -238,6 +290,27 @@ pub fn render(report: &Report, lang: Lang) -> String {
         report.target_year
     );
 
+    if let Some(holds) = &report.store_holds {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                w.none.to_string()
+            } else {
+                v.iter().map(|x| esc(x)).collect::<Vec<_>>().join(", ")
+            }
+        };
+        let _ = writeln!(
+            h,
+            "<section id=\"store-holds\"><p class=\"bad\">{}:</p><ul><li>{}: {}</li><li>{}: {}</li><li>{}: {}</li></ul></section>",
+            w.store_holds,
+            w.counties,
+            list(&holds.counties),
+            w.sectors,
+            list(&holds.sectors),
+            w.enterprises,
+            list(&holds.enterprises)
+        );
+    }
+
     let top = report
         .county_total
         .as_ref()
@@ -258,12 +331,18 @@ pub fn render(report: &Report, lang: Lang) -> String {
         h.push_str("</div></section>\n");
     }
 
+    // What the county is asked for first: the programme's goals per sector, the years of
+    // Table 1 and who pulls each sector below its target; the charts and tables follow.
+    let rows: Vec<&Summary> = report.county_total.iter().chain(&report.sectors).collect();
+    programme_sections(&mut h, &rows, w, lang);
+    years_section(&mut h, report, w, lang);
+    laggards_section(&mut h, report, w, lang);
+
     let _ = writeln!(
         h,
         "<section id=\"sectors-chart\"><h2>{}</h2>",
         w.against_target
     );
-    let rows: Vec<&Summary> = report.county_total.iter().chain(&report.sectors).collect();
     for indicator in CHARTED {
         let bars: Vec<(String, Option<&IndicatorRow>)> = rows
             .iter()
@@ -281,7 +360,7 @@ pub fn render(report: &Report, lang: Lang) -> String {
 
     let bucket = match report.trend.bucket {
         Bucket::Day => w.trend_daily,
-        Bucket::Month => w.trend_monthly,
+        Bucket::Month | Bucket::Year => w.trend_monthly,
     };
     let _ = writeln!(h, "<section id=\"trend\"><h2>{} ({bucket})</h2>", w.trend);
     for indicator in CHARTED {
@@ -374,6 +453,15 @@ pub fn render(report: &Report, lang: Lang) -> String {
     for note in w.method_notes {
         let _ = write!(h, "<li>{note}</li>");
     }
+    let _ = write!(h, "<li>{}</li>", w.declared_note);
+    if !report.sources.is_empty() {
+        let _ = write!(
+            h,
+            "<li>{}: {}</li>",
+            w.sources,
+            esc(&report.sources.join(", "))
+        );
+    }
     h.push_str("</ul>");
     if !report.warnings.is_empty() {
         let _ = write!(h, "<h3>{}</h3><ul>", w.warnings);
@@ -387,10 +475,190 @@ pub fn render(report: &Report, lang: Lang) -> String {
         h,
         "<footer class=\"small\"><p>{} {} · shopfloor {}</p></footer>\n</body>\n</html>",
         w.generated,
-        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        generated_at(&report.timezone),
         env!("CARGO_PKG_VERSION")
     );
     h
+}
+
+/// The report's generation time in its time zone.
+fn generated_at(timezone: &str) -> String {
+    let now = jiff::Timestamp::now();
+    match jiff::tz::TimeZone::get(timezone) {
+        Ok(tz) => format!(
+            "{} ({timezone})",
+            now.to_zoned_datetime(tz).strftime("%Y-%m-%d %H:%M %:z")
+        ),
+        Err(_) => now.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+    }
+}
+
+/// One cell: the value (or "no data"), the target in force and the verdict, the basis below.
+fn cell(row: Option<&IndicatorRow>, w: &Words, lang: Lang) -> String {
+    let Some(row) = row else {
+        return "<td class=\"na\">–</td>".to_string();
+    };
+    let value = row
+        .value
+        .map_or(w.no_data.to_string(), |v| value_text(row.indicator, v));
+    let target = row
+        .target
+        .as_ref()
+        .map(|t| {
+            format!(
+                " <span class=\"small\">{}</span>",
+                target_text(row.indicator, t)
+            )
+        })
+        .unwrap_or_default();
+    let verdict = match row.meets {
+        Some(true) => format!(" <span class=\"ok\">✔ {}</span>", w.yes),
+        Some(false) => format!(" <span class=\"bad\">✘ {}</span>", w.no),
+        None => String::new(),
+    };
+    format!(
+        "<td class=\"{}\" data-indicator=\"{}\">{value}{target}{verdict}<br><span class=\"small\">{}</span></td>",
+        class(row),
+        row.indicator.as_str(),
+        esc(&basis_with_coverage(row, lang))
+    )
+}
+
+/// The programme's 2022 goals per sector (section 三): robots, CNC rate, digital workshops,
+/// ERP/MES/SCM/PLM among key enterprises, above-scale enterprises.
+fn programme_sections(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang) {
+    let _ = writeln!(h, "<section id=\"programme\"><h2>{}</h2>", w.programme);
+    let groups: [(&str, &str, &[Indicator]); 4] = [
+        ("robots", w.robots, &[Indicator::Robots]),
+        (
+            "cnc",
+            w.cnc,
+            &[Indicator::CncRate, Indicator::NetworkingRate],
+        ),
+        (
+            "digital-workshops",
+            w.digital_workshops,
+            &[
+                Indicator::DigitalWorkshops,
+                Indicator::AboveScaleEnterprises,
+            ],
+        ),
+        (
+            "systems",
+            w.systems,
+            &[
+                Indicator::ErpRate,
+                Indicator::MesRate,
+                Indicator::ScmRate,
+                Indicator::PlmRate,
+            ],
+        ),
+    ];
+    for (id, title, indicators) in groups {
+        let _ = write!(
+            h,
+            "<section id=\"{id}\"><h3>{title}</h3><table><thead><tr><th class=\"l\">{}</th>",
+            w.sector
+        );
+        for i in indicators {
+            let _ = write!(h, "<th>{}</th>", indicator_name(*i, lang));
+        }
+        h.push_str("</tr></thead><tbody>");
+        for s in rows {
+            let _ = write!(h, "<tr><td>{}</td>", esc(&summary_label(s, w, lang)));
+            for i in indicators {
+                h.push_str(&cell(s.indicator(*i), w, lang));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</tbody></table></section>\n");
+    }
+    let _ = writeln!(h, "<p class=\"small\">{}</p></section>", w.declared_note);
+}
+
+/// Table 1's layout: one row per indicator, one column per year of the period, each against
+/// that year's target.
+fn years_section(h: &mut String, report: &Report, w: &Words, lang: Lang) {
+    let _ = write!(
+        h,
+        "<section id=\"years\"><h2>{}</h2><table><thead><tr><th class=\"l\">{}</th>",
+        w.years, w.indicator
+    );
+    for p in &report.years.points {
+        let _ = write!(h, "<th>{}</th>", esc(&p.label));
+    }
+    h.push_str("</tr></thead><tbody>");
+    for i in Indicator::ALL {
+        let shown = report.years.points.iter().any(|p| {
+            p.indicators
+                .iter()
+                .any(|r| r.indicator == i && (r.value.is_some() || r.target.is_some()))
+        });
+        if !shown {
+            continue;
+        }
+        let _ = write!(h, "<tr><td>{}</td>", indicator_name(i, lang));
+        for p in &report.years.points {
+            h.push_str(&cell(
+                p.indicators.iter().find(|r| r.indicator == i),
+                w,
+                lang,
+            ));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table></section>\n");
+}
+
+fn laggards_section(h: &mut String, report: &Report, w: &Words, lang: Lang) {
+    let _ = write!(h, "<section id=\"laggards\"><h2>{}</h2>", w.laggards);
+    if report.laggards.is_empty() {
+        let _ = writeln!(h, "<p>{}</p></section>", w.laggards_none);
+        return;
+    }
+    let _ = write!(
+        h,
+        "<table><thead><tr><th class=\"l\">{}</th><th class=\"l\">{}</th><th class=\"l\">{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>",
+        w.sector, w.indicator, w.enterprise, w.value, w.basis, w.shortfall
+    );
+    for l in &report.laggards {
+        let name = if l.name.is_empty() {
+            esc(&l.enterprise)
+        } else {
+            format!("{} ({})", esc(&l.name), esc(&l.enterprise))
+        };
+        let mark = if l.reporting {
+            String::new()
+        } else {
+            format!(
+                " <span class=\"small bad\">({})</span>",
+                w.not_reporting_mark
+            )
+        };
+        let (n, d) = labels::basis_units(l.indicator, lang);
+        let shortfall = match l.indicator {
+            Indicator::CncUtilisation => format!("{:.1} h", l.shortfall / 3600.0),
+            i if i.is_rate() => format!("{:.0} {}", l.shortfall, if n.is_empty() { d } else { n }),
+            _ => format!("{:.3} {n}", l.shortfall),
+        };
+        let _ = write!(
+            h,
+            "<tr data-enterprise=\"{}\"><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{name}{mark}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.enterprise),
+            sector_name(l.sector, lang),
+            indicator_name(l.indicator, lang),
+            l.value
+                .map_or(w.no_data.to_string(), |v| value_text(l.indicator, v)),
+            esc(&labels::basis_text(
+                l.indicator,
+                l.numerator,
+                l.denominator,
+                lang
+            )),
+            esc(&shortfall)
+        );
+    }
+    h.push_str("</tbody></table></section>\n");
 }
 
 fn figure(h: &mut String, kind: &str, indicator: Indicator, lang: Lang, svg: &str) {
@@ -412,7 +680,11 @@ fn card(h: &mut String, row: &IndicatorRow, w: &Words, lang: Lang) {
             w.target,
             target_text(row.indicator, t),
             w.gap,
-            row.gap.map_or("–".into(), |g| gap_text(row.indicator, g))
+            row.gap.map_or("–".into(), |g| labels::gap_text_in(
+                row.indicator,
+                g,
+                lang
+            ))
         )
     });
     let verdict = match row.meets {
@@ -426,7 +698,7 @@ fn card(h: &mut String, row: &IndicatorRow, w: &Words, lang: Lang) {
         row.indicator.as_str(),
         indicator_name(row.indicator, lang),
         class(row),
-        basis_text(row.indicator, row.numerator, row.denominator, lang)
+        esc(&basis_with_coverage(row, lang))
     );
 }
 
@@ -446,7 +718,7 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
         let _ = write!(h, "<th>{}</th>", w.reporting);
     }
     let _ = write!(h, "<th>{}</th>", w.machines);
-    for i in Indicator::ALL {
+    for i in Indicator::MEASURED {
         let _ = write!(h, "<th>{}</th>", indicator_name(i, lang));
     }
     let _ = write!(h, "<th class=\"l\">{}</th></tr></thead><tbody>", w.methods);
@@ -456,7 +728,19 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
             (None, Some(sector)) => format!(" id=\"sector-{}\"", sector.as_str()),
             (None, None) => " id=\"county\"".to_string(),
         };
-        let _ = write!(h, "<tr{id}><td>{}</td>", esc(&summary_label(s, w, lang)));
+        let mark = if s.level == Level::Enterprise && !s.reporting {
+            format!(
+                " <span class=\"small bad\">({})</span>",
+                w.not_reporting_mark
+            )
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            h,
+            "<tr{id}><td>{}{mark}</td>",
+            esc(&summary_label(s, w, lang))
+        );
         if enterprises {
             let _ = write!(
                 h,
@@ -473,11 +757,15 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
             );
         }
         let _ = write!(h, "<td>{:.1}</td>", s.machines);
-        for row in &s.indicators {
+        for row in s
+            .indicators
+            .iter()
+            .filter(|r| Indicator::MEASURED.contains(&r.indicator))
+        {
             let value = row
                 .value
-                .map_or("–".to_string(), |v| value_text(row.indicator, v));
-            let title = basis_text(row.indicator, row.numerator, row.denominator, lang);
+                .map_or(w.no_data.to_string(), |v| value_text(row.indicator, v));
+            let title = basis_with_coverage(row, lang);
             let target = row
                 .target
                 .as_ref()

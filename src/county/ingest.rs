@@ -106,6 +106,13 @@ pub struct Ingest {
     /// Serve `/metrics` (Prometheus) and `/healthz` here, e.g. `"127.0.0.1:9108"`.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
+    /// The programme's targets for `shopfloor county report` and `check` run with
+    /// `--ingest-config` (relative to this file's directory).
+    #[serde(default)]
+    pub targets: Option<PathBuf>,
+    /// The register of enterprises, likewise.
+    #[serde(default)]
+    pub enterprises: Option<PathBuf>,
 }
 
 fn default_share_group() -> String {
@@ -767,12 +774,14 @@ mod tests {
 
     fn ingest() -> Ingest {
         Ingest {
-            county: "yongkang".into(),
+            county: "wuyi".into(),
             topic_prefix: "shopfloor".into(),
             share_group: "g".into(),
             measurements: vec!["fleet".into(), "green".into()],
             data_dir: PathBuf::from("/tmp"),
             metrics_listen: None,
+            targets: None,
+            enterprises: None,
         }
     }
 
@@ -780,9 +789,9 @@ mod tests {
     fn a_topic_names_county_sector_enterprise_and_measurement() {
         let i = ingest();
         assert_eq!(
-            origin("shopfloor/yongkang/doors/e01/fleet", &i),
+            origin("shopfloor/wuyi/doors/e01/fleet", &i),
             Ok(Origin {
-                county: "yongkang",
+                county: "wuyi",
                 sector: "doors",
                 enterprise: "e01",
                 measurement: "fleet"
@@ -790,11 +799,11 @@ mod tests {
         );
         for bad in [
             "shopfloor/other/doors/e01/fleet",
-            "shopfloor/yongkang/boats/e01/fleet",
-            "shopfloor/yongkang/doors/e01/signal",
-            "shopfloor/yongkang/doors/e01/fleet/extra",
-            "shopfloor/yongkang/doors//fleet",
-            "elsewhere/yongkang/doors/e01/fleet",
+            "shopfloor/wuyi/boats/e01/fleet",
+            "shopfloor/wuyi/doors/e01/signal",
+            "shopfloor/wuyi/doors/e01/fleet/extra",
+            "shopfloor/wuyi/doors//fleet",
+            "elsewhere/wuyi/doors/e01/fleet",
         ] {
             assert_eq!(origin(bad, &i), Err(Reject::Topic), "{bad}");
         }
@@ -803,12 +812,12 @@ mod tests {
     #[test]
     fn only_lines_of_the_topics_enterprise_and_measurement_are_accepted() {
         let i = ingest();
-        let o = origin("shopfloor/yongkang/doors/e01/fleet", &i).unwrap();
-        let payload = "fleet,county=yongkang,sector=doors,enterprise=e01,window=1d machines_total=10i 1700000000000000000\n\
-                       fleet,county=yongkang,sector=doors,enterprise=e02,window=1d machines_total=10i 1700000000000000000\n\
-                       green,county=yongkang,sector=doors,enterprise=e01,window=1d energy_tce=1 1700000000000000000\n\
-                       fleet,county=yongkang,sector=doors,window=1d machines_total=1i 1700000000000000000\n\
-                       fleet,county=yongkang,sector=doors,enterprise=e01 machines_total=10i\n\
+        let o = origin("shopfloor/wuyi/doors/e01/fleet", &i).unwrap();
+        let payload = "fleet,county=wuyi,sector=doors,enterprise=e01,window=1d machines_total=10i 1700000000000000000\n\
+                       fleet,county=wuyi,sector=doors,enterprise=e02,window=1d machines_total=10i 1700000000000000000\n\
+                       green,county=wuyi,sector=doors,enterprise=e01,window=1d energy_tce=1 1700000000000000000\n\
+                       fleet,county=wuyi,sector=doors,window=1d machines_total=1i 1700000000000000000\n\
+                       fleet,county=wuyi,sector=doors,enterprise=e01 machines_total=10i\n\
                        not line protocol\n";
         let mut out = Vec::new();
         let rejected = accept(payload.as_bytes(), &o, &mut out);

@@ -3,6 +3,7 @@
 //! and sectors in Chinese or English. The text report ([`super::render`]) and the HTML page
 //! (`html.rs`) both use these, so a number reads the same in each.
 
+use super::aggregate::IndicatorRow;
 use super::targets::{Bound, Indicator, TargetInForce};
 use crate::model::Sector;
 
@@ -18,6 +19,7 @@ pub enum Lang {
 pub fn value_text(indicator: Indicator, v: f64) -> String {
     match indicator {
         i if i.is_rate() => format!("{:.1} %", v * 100.0),
+        i if i.is_count() => format!("{v:.0}"),
         Indicator::TcePer10kCny => format!("{v:.3}"),
         _ => format!("{v:.2}"),
     }
@@ -27,6 +29,8 @@ pub fn value_text(indicator: Indicator, v: f64) -> String {
 pub fn gap_text(indicator: Indicator, gap: f64) -> String {
     if indicator.is_rate() {
         format!("{:+.1} pp", gap * 100.0)
+    } else if indicator.is_count() {
+        format!("{gap:+.0}")
     } else if indicator == Indicator::TcePer10kCny {
         format!("{gap:+.3}")
     } else {
@@ -50,14 +54,39 @@ pub fn basis_units(indicator: Indicator, lang: Lang) -> (&'static str, &'static 
     let cny = if zh { "万元" } else { "10k CNY" };
     let tce = if zh { "吨标煤" } else { "tce" };
     let water = if zh { "吨水" } else { "t water" };
+    let enterprises = if zh { "家企业" } else { "enterprises" };
+    let key = if zh {
+        "家重点骨干企业"
+    } else {
+        "key enterprises"
+    };
     match indicator {
+        Indicator::WastewaterTPer10kCny => (if zh { "吨废水" } else { "t wastewater" }, cny),
+        Indicator::Robots => (if zh { "台" } else { "robots" }, enterprises),
+        Indicator::DigitalWorkshops => (if zh { "个" } else { "workshops" }, enterprises),
+        Indicator::AboveScaleEnterprises => {
+            (if zh { "家规上" } else { "above-scale" }, enterprises)
+        }
+        Indicator::ErpRate | Indicator::MesRate | Indicator::ScmRate | Indicator::PlmRate => {
+            ("", key)
+        }
         Indicator::NetworkingRate | Indicator::NetworkingRateDigital | Indicator::CncRate => {
             ("", machine_days)
         }
+        Indicator::CncUtilisation if zh => ("小时", "小时"),
         Indicator::CncUtilisation => ("h", "h"),
         Indicator::TcePer10kCny => (tce, cny),
         Indicator::ValueAddedPerTce => (cny, tce),
         Indicator::WaterTPer10kCny => (water, cny),
+    }
+}
+
+/// value − target in `lang`: percentage points are 个百分点 in Chinese.
+pub fn gap_text_in(indicator: Indicator, gap: f64, lang: Lang) -> String {
+    let text = gap_text(indicator, gap);
+    match lang {
+        Lang::Zh => text.replace(" pp", " 个百分点"),
+        Lang::En => text,
     }
 }
 
@@ -69,13 +98,65 @@ pub fn basis_text(indicator: Indicator, numerator: f64, denominator: f64, lang: 
             format!("{:.1}", numerator / 3600.0),
             format!("{:.1}", denominator / 3600.0),
         ),
-        i if i.is_rate() => (format!("{numerator:.0}"), format!("{denominator:.0}")),
+        i if i.is_rate() || i.is_count() => {
+            (format!("{numerator:.0}"), format!("{denominator:.0}"))
+        }
         _ => (format!("{numerator:.3}"), format!("{denominator:.3}")),
     };
     let join = |v: String, u: &str| {
         if u.is_empty() { v } else { format!("{v} {u}") }
     };
     format!("{} / {}", join(n, nu), join(d, du))
+}
+
+/// What a figure stands on: `21 / 42 machine-days · 3 enterprises, 28.6 % declared`, or
+/// "no data" when nothing was measured (never `0 / 0`).
+pub fn basis_with_coverage(row: &IndicatorRow, lang: Lang) -> String {
+    let zh = lang == Lang::Zh;
+    if row.enterprises == 0 {
+        return no_data(lang).to_string();
+    }
+    let basis = basis_text(row.indicator, row.numerator, row.denominator, lang);
+    if row.indicator.is_count() {
+        // The denominator is already the enterprises counted; the register is the basis.
+        let declared = if zh { "企业申报" } else { "declared" };
+        return format!("{basis} · {declared}");
+    }
+    let covers = if zh {
+        format!("{} 家企业", row.enterprises)
+    } else if row.enterprises == 1 {
+        "1 enterprise".to_string()
+    } else {
+        format!("{} enterprises", row.enterprises)
+    };
+    let declared = match row.declared_share {
+        Some(d) if d > 0.0 && zh => format!("，其中申报 {:.1} %", d * 100.0),
+        Some(d) if d > 0.0 => format!(", {:.1} % declared", d * 100.0),
+        _ => String::new(),
+    };
+    format!("{basis} · {covers}{declared}")
+}
+
+/// "no data" / "无数据": a figure nothing was measured for.
+pub fn no_data(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Zh => "无数据",
+        Lang::En => "no data",
+    }
+}
+
+/// The number of decimals a value of `indicator` is written with in CSV and JSON: enough for
+/// its display precision with two digits to spare, and none of floating-point noise
+/// (0.000000000000003552713678800501).
+pub fn decimals(indicator: Indicator) -> i32 {
+    if indicator.is_rate() { 5 } else { 4 }
+}
+
+/// `v` rounded to `decimals` places, without -0.
+pub fn round_to(v: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    let r = (v * scale).round() / scale;
+    if r == 0.0 { 0.0 } else { r }
 }
 
 pub fn indicator_name(indicator: Indicator, lang: Lang) -> &'static str {
@@ -94,6 +175,22 @@ pub fn indicator_name(indicator: Indicator, lang: Lang) -> &'static str {
         (Indicator::ValueAddedPerTce, Lang::En) => "Value added per energy (10k CNY / tce)",
         (Indicator::WaterTPer10kCny, Lang::Zh) => "万元增加值用水量 (吨/万元)",
         (Indicator::WaterTPer10kCny, Lang::En) => "Water per value added (t / 10k CNY)",
+        (Indicator::WastewaterTPer10kCny, Lang::Zh) => "单位工业增加值废水排放量 (吨/万元)",
+        (Indicator::WastewaterTPer10kCny, Lang::En) => "Wastewater per value added (t / 10k CNY)",
+        (Indicator::Robots, Lang::Zh) => "在役工业机器人 (台)",
+        (Indicator::Robots, Lang::En) => "Industrial robots in service",
+        (Indicator::DigitalWorkshops, Lang::Zh) => "数字化车间 (个)",
+        (Indicator::DigitalWorkshops, Lang::En) => "Digital workshops",
+        (Indicator::ErpRate, Lang::Zh) => "企业资源计划 (ERP) 普及率",
+        (Indicator::ErpRate, Lang::En) => "ERP adoption (key enterprises)",
+        (Indicator::MesRate, Lang::Zh) => "制造执行系统 (MES) 普及率",
+        (Indicator::MesRate, Lang::En) => "MES adoption (key enterprises)",
+        (Indicator::ScmRate, Lang::Zh) => "供应链管理 (SCM) 普及率",
+        (Indicator::ScmRate, Lang::En) => "SCM adoption (key enterprises)",
+        (Indicator::PlmRate, Lang::Zh) => "产品全生命周期管理 (PLM) 普及率",
+        (Indicator::PlmRate, Lang::En) => "PLM adoption (key enterprises)",
+        (Indicator::AboveScaleEnterprises, Lang::Zh) => "规上企业数 (家)",
+        (Indicator::AboveScaleEnterprises, Lang::En) => "Above-scale enterprises",
     }
 }
 

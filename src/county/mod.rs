@@ -66,7 +66,7 @@ pub async fn report(
     let lines = store.read_days(county, &period, &tz).await?;
     let mut targets = targets.clone();
     targets.county = county.to_string();
-    Ok(aggregate::aggregate(
+    let mut report = aggregate::aggregate(
         &targets,
         registry,
         &period,
@@ -74,5 +74,17 @@ pub async fn report(
         lines.fleet,
         lines.green,
         lines.warnings,
-    ))
+    );
+    // Nothing matched the county, sector and period: say what the store does hold, so a
+    // typo in a tag or a wrong period shows at once.
+    let nothing = !report.enterprises.iter().any(|e| e.reporting) && report.unregistered.is_empty();
+    if nothing {
+        match store.holds().await {
+            Ok(holds) => report.store_holds = Some(holds),
+            Err(e) => report.warnings.push(format!(
+                "nothing matched, and listing what the store holds failed: {e}"
+            )),
+        }
+    }
+    Ok(report)
 }

@@ -19,7 +19,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde::Deserialize;
 
-use super::aggregate::{FleetDay, GreenDay, Period};
+use super::aggregate::{FleetDay, GreenDay, Period, StoreHolds};
 use crate::config::{Secret, SecretError};
 use crate::engine::indicators::{Fleet, Green};
 use crate::line_protocol::contract::{
@@ -324,6 +324,44 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The counties, sectors and enterprises the store's `fleet` and `green` lines carry, for
+    /// a report whose filter matched nothing.
+    pub async fn holds(&self) -> Result<StoreHolds, StoreError> {
+        let mut holds = StoreHolds::default();
+        for measurement in [MEASUREMENT_FLEET, MEASUREMENT_GREEN] {
+            let q = format!(
+                "SHOW TAG VALUES FROM \"{measurement}\" WITH KEY IN (\"{TAG_COUNTY}\", \"{TAG_SECTOR}\", \"{TAG_ENTERPRISE}\")"
+            );
+            for series in self.query(&q).await? {
+                let at = |name: &str| series.columns.iter().position(|c| c == name);
+                let (Some(k), Some(v)) = (at("key"), at("value")) else {
+                    continue;
+                };
+                for row in &series.values {
+                    let (Some(Cell::Text(key)), Some(Cell::Text(value))) = (row.get(k), row.get(v))
+                    else {
+                        continue;
+                    };
+                    let list = match &**key {
+                        TAG_COUNTY => &mut holds.counties,
+                        TAG_SECTOR => &mut holds.sectors,
+                        TAG_ENTERPRISE => &mut holds.enterprises,
+                        _ => continue,
+                    };
+                    if !list.iter().any(|x| **x == **value) {
+                        list.push(value.to_string());
+                    }
+                }
+            }
+        }
+        holds.counties.sort();
+        holds.sectors.sort();
+        holds.enterprises.sort();
+        Ok(holds)
+    }
+}
+
 /// A long period is read in slices of about this many days, queried at once: InfluxDB 1.x
 /// runs a raw query on about one core, so slices let a store with several cores answer a
 /// year's report in parallel.
@@ -364,6 +402,7 @@ const GREEN_FIELDS: &[&str] = &[
     green::ELECTRICITY_KWH,
     green::WATER_T,
     green::VALUE_ADDED_10K_CNY,
+    green::WASTEWATER_T,
 ];
 
 fn columns(fields: &[&str]) -> String {
@@ -618,23 +657,29 @@ fn read_green(
         skipped,
         |row, day| {
             let f = &row.fields;
-            let (Some(tce), Some(kwh), Some(water)) = (f[0], f[1], f[2]) else {
+            // A field the agent did not write was not measured (no meter of that carrier, no
+            // value-added source): it counts in no sum, and is never read as 0.
+            let energy_known = f[0].is_some() && f[1].is_some();
+            if f[0].is_none() && f[2].is_none() && f[3].is_none() {
                 return Err(format!(
-                    "enterprise {} lacks energy_tce, electricity_kwh or water_t",
+                    "enterprise {} has a green line without energy, water or value added",
                     row.tags[0]
                 ));
-            };
+            }
             Ok(GreenDay {
                 enterprise: row.tags[0].to_string(),
                 sector_tag: row.tags[1].to_string(),
                 day,
                 green: Green {
-                    energy_tce: tce,
-                    electricity_kwh: kwh,
-                    water_t: water,
+                    energy_tce: f[0].unwrap_or(0.0),
+                    electricity_kwh: f[1].unwrap_or(0.0),
+                    water_t: f[2].unwrap_or(0.0),
                     value_added_10k_cny: f[3].unwrap_or(0.0),
                 },
                 value_added_known: f[3].is_some(),
+                energy_known,
+                water_known: f[2].is_some(),
+                wastewater_t: f.get(4).copied().flatten(),
                 va_method: row.tags[2].to_string(),
                 el_method: row.tags[3].to_string(),
             })

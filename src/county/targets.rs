@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::Path;
 
+use jiff::civil::Date;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
@@ -39,10 +40,28 @@ pub enum Indicator {
     /// 万元增加值用水量: tonnes of water per 10k CNY of value added.
     #[serde(rename = "water_t_per_10k_cny")]
     WaterTPer10kCny,
+    /// 单位工业增加值废水排放量: tonnes of wastewater discharged per 10k CNY of value added
+    /// (from the outlets' flow; no data until the agents write `wastewater_t`).
+    #[serde(rename = "wastewater_t_per_10k_cny")]
+    WastewaterTPer10kCny,
+    /// 在役工业机器人拥有量: industrial robots in service, from the enterprise register.
+    Robots,
+    /// 数字化车间: digital workshops recognised by the report's year, from the register.
+    DigitalWorkshops,
+    /// 企业资源计划(ERP)普及率: key enterprises using ERP ÷ key enterprises.
+    ErpRate,
+    /// 制造执行系统(MES)普及率.
+    MesRate,
+    /// 供应链管理(SCM)普及率.
+    ScmRate,
+    /// 产品全生命周期管理(PLM)普及率.
+    PlmRate,
+    /// 规上企业数: above-scale enterprises in the register.
+    AboveScaleEnterprises,
 }
 
 impl Indicator {
-    pub const ALL: [Indicator; 7] = [
+    pub const ALL: [Indicator; 15] = [
         Indicator::NetworkingRate,
         Indicator::NetworkingRateDigital,
         Indicator::CncRate,
@@ -50,6 +69,37 @@ impl Indicator {
         Indicator::TcePer10kCny,
         Indicator::ValueAddedPerTce,
         Indicator::WaterTPer10kCny,
+        Indicator::WastewaterTPer10kCny,
+        Indicator::Robots,
+        Indicator::DigitalWorkshops,
+        Indicator::ErpRate,
+        Indicator::MesRate,
+        Indicator::ScmRate,
+        Indicator::PlmRate,
+        Indicator::AboveScaleEnterprises,
+    ];
+
+    /// The indicators measured by the agents, per day: machine-days, energy, water.
+    pub const MEASURED: [Indicator; 8] = [
+        Indicator::NetworkingRate,
+        Indicator::NetworkingRateDigital,
+        Indicator::CncRate,
+        Indicator::CncUtilisation,
+        Indicator::TcePer10kCny,
+        Indicator::ValueAddedPerTce,
+        Indicator::WaterTPer10kCny,
+        Indicator::WastewaterTPer10kCny,
+    ];
+
+    /// The programme facts taken from the enterprise register (declared, with the year).
+    pub const REGISTER: [Indicator; 7] = [
+        Indicator::Robots,
+        Indicator::DigitalWorkshops,
+        Indicator::ErpRate,
+        Indicator::MesRate,
+        Indicator::ScmRate,
+        Indicator::PlmRate,
+        Indicator::AboveScaleEnterprises,
     ];
 
     /// The key in `targets.toml`, the JSON output and the CSV column.
@@ -62,7 +112,24 @@ impl Indicator {
             Indicator::TcePer10kCny => "tce_per_10k_cny",
             Indicator::ValueAddedPerTce => "value_added_per_tce",
             Indicator::WaterTPer10kCny => "water_t_per_10k_cny",
+            Indicator::WastewaterTPer10kCny => "wastewater_t_per_10k_cny",
+            Indicator::Robots => "robots",
+            Indicator::DigitalWorkshops => "digital_workshops",
+            Indicator::ErpRate => "erp_rate",
+            Indicator::MesRate => "mes_rate",
+            Indicator::ScmRate => "scm_rate",
+            Indicator::PlmRate => "plm_rate",
+            Indicator::AboveScaleEnterprises => "above_scale_enterprises",
         }
+    }
+
+    /// A count (robots, workshops, enterprises): the value is the numerator, the denominator
+    /// the number of enterprises it was counted over.
+    pub fn is_count(self) -> bool {
+        matches!(
+            self,
+            Indicator::Robots | Indicator::DigitalWorkshops | Indicator::AboveScaleEnterprises
+        )
     }
 
     /// A share between 0 and 1, shown in per cent (gaps in percentage points).
@@ -73,6 +140,10 @@ impl Indicator {
                 | Indicator::NetworkingRateDigital
                 | Indicator::CncRate
                 | Indicator::CncUtilisation
+                | Indicator::ErpRate
+                | Indicator::MesRate
+                | Indicator::ScmRate
+                | Indicator::PlmRate
         )
     }
 }
@@ -311,7 +382,7 @@ fn check_targets(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Opti
         let at = checker.span_of(root, &[key("county")]);
         checker.push(
             at,
-            "`county` is required: the county tag the agents write, e.g. county = \"yongkang\""
+            "`county` is required: the county tag the agents write, e.g. county = \"wuyi\""
                 .to_string(),
         );
     }
@@ -359,6 +430,8 @@ fn check_target_table(
             v.is_finite()
                 && if indicator.is_rate() {
                     (0.0..=1.0).contains(&v)
+                } else if indicator.is_count() {
+                    v >= 0.0 && v.fract() == 0.0
                 } else {
                     v > 0.0
                 }
@@ -367,6 +440,8 @@ fn check_target_table(
             let at = checker.span_of(root, &path);
             let what = if indicator.is_rate() {
                 "a share between 0 and 1 (0.55 for 55 %)"
+            } else if indicator.is_count() {
+                "a whole number"
             } else {
                 "a positive number"
             };
@@ -394,6 +469,14 @@ fn unknown_top_level(
 }
 
 /// One enterprise in the programme.
+///
+/// Besides who it is and the sector it is counted in, the register carries what the county
+/// knows of an enterprise without its agent: when it joined (and left) the programme, whether
+/// it is above-scale (规上) and a key enterprise (重点骨干), and its declared machine counts,
+/// robots, digital workshops and management systems. The declared machine counts stand in for
+/// the agent's register while it sends nothing, so a silent enterprise still counts in the
+/// denominators (with no machine networked) and the county's rates cannot improve because
+/// fewer enterprises report.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Enterprise {
     /// The id its agent writes in the `enterprise` tag (`[site] enterprise`).
@@ -403,6 +486,122 @@ pub struct Enterprise {
     pub name: String,
     /// The sector the county counts it in, whatever its agent's `sector` tag says.
     pub sector: Sector,
+    /// The first day it counts in the programme; its rates cover its registered days only.
+    #[serde(
+        default,
+        deserialize_with = "de_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub joined: Option<Date>,
+    /// The last day it counts in the programme.
+    #[serde(
+        default,
+        deserialize_with = "de_date",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub left: Option<Date>,
+    /// 规上企业: above-scale (annual revenue of 20 million CNY or more).
+    #[serde(default)]
+    pub above_scale: bool,
+    /// 重点骨干企业: a key enterprise, the base of the ERP/MES/SCM/PLM adoption rates.
+    #[serde(default)]
+    pub key_enterprise: bool,
+    /// Declared production machines (used while its agent sends nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machines_total: Option<u64>,
+    /// Declared digital machines (with a controller that can deliver data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machines_digital: Option<u64>,
+    /// Declared CNC machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machines_cnc: Option<u64>,
+    /// 在役工业机器人: industrial robots in service, declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robots: Option<u64>,
+    /// The year the declared counts above were taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_year: Option<i16>,
+    /// 数字化车间: the year each of its recognised digital workshops was recognised.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub digital_workshops: Vec<i16>,
+    /// 企业资源计划: the year ERP went into use; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp: Option<i16>,
+    /// 制造执行系统: the year MES went into use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mes: Option<i16>,
+    /// 供应链管理: the year SCM went into use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scm: Option<i16>,
+    /// 产品全生命周期管理: the year PLM went into use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plm: Option<i16>,
+}
+
+impl Enterprise {
+    /// An enterprise with nothing declared but who it is.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, sector: Sector) -> Enterprise {
+        Enterprise {
+            id: id.into(),
+            name: name.into(),
+            sector,
+            joined: None,
+            left: None,
+            above_scale: false,
+            key_enterprise: false,
+            machines_total: None,
+            machines_digital: None,
+            machines_cnc: None,
+            robots: None,
+            declared_year: None,
+            digital_workshops: Vec::new(),
+            erp: None,
+            mes: None,
+            scm: None,
+            plm: None,
+        }
+    }
+
+    /// Whether `day` lies between its join and leave dates (both included).
+    pub fn registered_on(&self, day: Date) -> bool {
+        self.joined.is_none_or(|j| day >= j) && self.left.is_none_or(|l| day <= l)
+    }
+
+    /// The declared register as a day's fleet with nothing networked; `None` when it declares
+    /// no machine count.
+    pub fn declared_fleet(&self) -> Option<crate::engine::indicators::Fleet> {
+        let total = self.machines_total?;
+        Some(crate::engine::indicators::Fleet {
+            machines_total: total,
+            machines_digital: self.machines_digital.unwrap_or(0),
+            machines_cnc: self.machines_cnc.unwrap_or(0),
+            ..Default::default()
+        })
+    }
+}
+
+/// A date written as a TOML date (`joined = 2022-03-15`) or a string (`"2022-03-15"`).
+fn de_date<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Date>, D::Error> {
+    struct DateVisitor;
+    impl<'de> Visitor<'de> for DateVisitor {
+        type Value = Option<Date>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a date such as 2022-03-15")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.parse::<Date>().map(Some).map_err(|_| {
+                de::Error::custom(format!("`{v}` is not a date: write it as 2022-03-15"))
+            })
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            // toml hands a datetime over as a one-entry map holding its text.
+            let Some((_, text)) = map.next_entry::<String, String>()? else {
+                return Err(de::Error::custom("a date such as 2022-03-15"));
+            };
+            self.visit_str(&text)
+        }
+    }
+    d.deserialize_any(DateVisitor)
 }
 
 /// The register of the enterprises in the programme: `config/enterprises.toml`.
@@ -459,6 +658,36 @@ fn check_registry(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Opt
             let span = checker.span_of(root, &[key("enterprise"), Seg::Index(*i), key("id")]);
             checker.push(span, format!("[[enterprise]] id `{}` {problem}", e.id));
         }
+        if let (Some(j), Some(l)) = (e.joined, e.left)
+            && l < j
+        {
+            let span = checker.span_of(root, &[key("enterprise"), Seg::Index(*i), key("left")]);
+            checker.push(
+                span,
+                format!(
+                    "[[enterprise]] `{}` left ({l}) before it joined ({j})",
+                    e.id
+                ),
+            );
+        }
+        let total = e.machines_total.unwrap_or(0);
+        for (name, n) in [
+            ("machines_digital", e.machines_digital),
+            ("machines_cnc", e.machines_cnc),
+        ] {
+            if let Some(n) = n
+                && n > total
+            {
+                let span = checker.span_of(root, &[key("enterprise"), Seg::Index(*i), key(name)]);
+                checker.push(
+                    span,
+                    format!(
+                        "[[enterprise]] `{}` declares {n} {name} but machines_total = {total}: they are among its machines",
+                        e.id
+                    ),
+                );
+            }
+        }
     }
     Some(registry)
 }
@@ -507,6 +736,47 @@ mod tests {
         assert_eq!(
             f(Indicator::TcePer10kCny, 2015),
             Some((Bound::Max, 0.60, Some(2017)))
+        );
+        // Section 三's 2022 goals per sector.
+        let s = |sector, i| {
+            t.in_force(Some(sector), i, 2022)
+                .map(|t| (t.value, t.sector_specific))
+        };
+        assert_eq!(s(Sector::Cups, Indicator::Robots), Some((300.0, true)));
+        for sector in [Sector::Cookware, Sector::PowerTools, Sector::Leisure] {
+            assert_eq!(s(sector, Indicator::Robots), Some((200.0, true)));
+            assert_eq!(s(sector, Indicator::DigitalWorkshops), Some((3.0, true)));
+            assert_eq!(s(sector, Indicator::CncRate), Some((0.65, true)));
+        }
+        assert_eq!(
+            s(Sector::Doors, Indicator::Robots),
+            None,
+            "no figure for doors"
+        );
+        assert_eq!(
+            s(Sector::Castings, Indicator::DigitalWorkshops),
+            Some((1.0, true))
+        );
+        for (i, v) in [
+            (Indicator::ErpRate, 0.9),
+            (Indicator::MesRate, 0.6),
+            (Indicator::ScmRate, 0.8),
+            (Indicator::PlmRate, 0.7),
+        ] {
+            assert_eq!(s(Sector::Doors, i), Some((v, true)));
+            assert_eq!(s(Sector::Cups, i), Some((v, true)));
+        }
+        assert_eq!(
+            s(Sector::Doors, Indicator::AboveScaleEnterprises),
+            Some((70.0, true))
+        );
+        assert_eq!(
+            f(Indicator::AboveScaleEnterprises, 2019),
+            Some((Bound::Min, 170.0, Some(2019)))
+        );
+        assert_eq!(
+            f(Indicator::WastewaterTPer10kCny, 2021),
+            Some((Bound::Max, 4.0, Some(2021)))
         );
         let r = Registry::load_str(SAMPLE_REGISTRY, "enterprises.toml").unwrap();
         let sectors: HashSet<Sector> = r.enterprises.iter().map(|e| e.sector).collect();
