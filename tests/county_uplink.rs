@@ -533,7 +533,7 @@ fn the_sample_ingest_config_checks() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("$share/county-ingest/shopfloor/yongkang/+/+/+"),
+        stdout.contains("$share/county-ingest/shopfloor/wuyi/+/+/+"),
         "{stdout}"
     );
 }

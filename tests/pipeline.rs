@@ -171,7 +171,7 @@ async fn simulator_to_victoria_metrics_through_the_v2_write_api() {
         let series = &rpm[0];
         assert_eq!(
             series.labels.get("county").map(String::as_str),
-            Some("demo-county")
+            Some("wuyi")
         );
         assert_eq!(series.labels.get("cnc").map(String::as_str), Some("true"));
         // About one poll a second for 12 s.

@@ -35,7 +35,7 @@ use crate::model::{Carrier, Sector};
 /// `[site]`
 #[derive(Debug, Clone, Deserialize)]
 pub struct Site {
-    /// County code or name, the first tag on every line (e.g. `"yongkang"`).
+    /// County code or name, the first tag on every line (e.g. `"wuyi"`).
     pub county: String,
     /// The enterprise's sector in the programme.
     pub sector: Sector,
