@@ -9,4 +9,5 @@ pub mod hj212;
 pub mod melsec;
 pub mod modbus;
 pub mod mqtt;
+pub mod number;
 pub mod s7;

@@ -6,6 +6,7 @@
 
 use super::address::McType;
 use crate::model::Value;
+use crate::source::number::{NumberError, Raw};
 
 /// Why a field's bytes could not be turned into a value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -73,34 +74,15 @@ pub fn decode(
         McType::U64 => Raw::Unsigned(le(8)),
         McType::F64 => Raw::Float(f64::from_bits(le(8))),
     };
-    if scale.is_some() || offset.is_some() {
-        let x = match raw {
-            Raw::Int(i) => i as f64,
-            Raw::Unsigned(u) => u as f64,
-            Raw::Float(f) => f,
-        };
-        return finite(x * scale.unwrap_or(1.0) + offset.unwrap_or(0.0));
-    }
-    match raw {
-        Raw::Int(i) => Ok(Value::Int(i)),
-        Raw::Unsigned(u) => i64::try_from(u)
-            .map(Value::Int)
-            .map_err(|_| DecodeError::OutOfRange(u)),
-        Raw::Float(f) => finite(f),
-    }
+    crate::source::number::value(raw, scale, offset).map_err(DecodeError::from)
 }
 
-enum Raw {
-    Int(i64),
-    Unsigned(u64),
-    Float(f64),
-}
-
-fn finite(x: f64) -> Result<Value, DecodeError> {
-    if x.is_finite() {
-        Ok(Value::Float(x))
-    } else {
-        Err(DecodeError::NotFinite(x))
+impl From<NumberError> for DecodeError {
+    fn from(e: NumberError) -> Self {
+        match e {
+            NumberError::NotFinite(x) => DecodeError::NotFinite(x),
+            NumberError::OutOfRange(u) => DecodeError::OutOfRange(u),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::config::{ByteOrder, DataType, ModbusField};
 use crate::model::Value;
+use crate::source::number::{NumberError, Raw};
 
 /// Why a field's registers could not be turned into a value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -148,35 +149,15 @@ pub fn decode(
         DataType::U64 => Raw::Unsigned(u64::from_be_bytes(b)),
         DataType::F64 => Raw::Float(f64::from_be_bytes(b)),
     };
-    if scale.is_some() || offset.is_some() {
-        let x = match raw {
-            Raw::Int(i) => i as f64,
-            Raw::Unsigned(u) => u as f64,
-            Raw::Float(f) => f,
-        };
-        let y = x * scale.unwrap_or(1.0) + offset.unwrap_or(0.0);
-        return finite(y);
-    }
-    match raw {
-        Raw::Int(i) => Ok(Value::Int(i)),
-        Raw::Unsigned(u) => i64::try_from(u)
-            .map(Value::Int)
-            .map_err(|_| DecodeError::OutOfRange(u)),
-        Raw::Float(f) => finite(f),
-    }
+    crate::source::number::value(raw, scale, offset).map_err(DecodeError::from)
 }
 
-enum Raw {
-    Int(i64),
-    Unsigned(u64),
-    Float(f64),
-}
-
-fn finite(x: f64) -> Result<Value, DecodeError> {
-    if x.is_finite() {
-        Ok(Value::Float(x))
-    } else {
-        Err(DecodeError::NotFinite(x))
+impl From<NumberError> for DecodeError {
+    fn from(e: NumberError) -> Self {
+        match e {
+            NumberError::NotFinite(x) => DecodeError::NotFinite(x),
+            NumberError::OutOfRange(u) => DecodeError::OutOfRange(u),
+        }
     }
 }
 

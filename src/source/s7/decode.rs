@@ -4,6 +4,7 @@
 
 use super::address::S7Type;
 use crate::model::Value;
+use crate::source::number::{self, NumberError, Raw};
 
 /// Why a field's bytes could not be turned into a value.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -66,37 +67,14 @@ pub fn decode(
         Real => Raw::Float(f64::from(f32::from_bits(be(4) as u32))),
         LReal => Raw::Float(f64::from_bits(be(8))),
         LInt => Raw::Int(be(8) as i64),
-        ULInt | LWord => {
-            let u = be(8);
-            Raw::Int(i64::try_from(u).map_err(|_| DecodeError::OutOfRange(ty.name(), u))?)
-        }
+        ULInt | LWord => Raw::Unsigned(be(8)),
         S5Time | Timer => Raw::Int(s5time_ms(ty.name(), be(2) as u16)?),
         Counter => Raw::Int(i64::from(bcd3(ty.name(), be(2) as u16)?)),
     };
-    if scale.is_some() || offset.is_some() {
-        let x = match raw {
-            Raw::Int(i) => i as f64,
-            Raw::Float(f) => f,
-        };
-        return finite(x * scale.unwrap_or(1.0) + offset.unwrap_or(0.0));
-    }
-    match raw {
-        Raw::Int(i) => Ok(Value::Int(i)),
-        Raw::Float(f) => finite(f),
-    }
-}
-
-enum Raw {
-    Int(i64),
-    Float(f64),
-}
-
-fn finite(x: f64) -> Result<Value, DecodeError> {
-    if x.is_finite() {
-        Ok(Value::Float(x))
-    } else {
-        Err(DecodeError::NotFinite(x))
-    }
+    number::value(raw, scale, offset).map_err(|e| match e {
+        NumberError::NotFinite(x) => DecodeError::NotFinite(x),
+        NumberError::OutOfRange(u) => DecodeError::OutOfRange(ty.name(), u),
+    })
 }
 
 /// Three BCD digits in the low twelve bits.
