@@ -9,6 +9,7 @@ pub mod hj212;
 pub mod melsec;
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 pub mod s7;
 
 /// Transition: the types moved to [`crate::model`]; this re-export keeps the old paths working
