@@ -41,5 +41,26 @@
 //!   that reason; on an untrusted network put the servers behind a VPN. `serde_yaml` is
 //!   archived upstream (no advisory yet as far as known).
 //!
-// The source itself lands in the next commits; this one only adds the stack.
-use opcua as _;
+//! # What this module does itself
+//!
+//! The parts that need no server are pure and tested without a socket: [`node_id`] parses the
+//! node ids of the config in every standard text form; [`value`] maps the server's variants,
+//! status codes and timestamps to [`Value`](crate::model::Value)s (types, arrays, the status
+//! policy and the timestamp choice are documented there).
+//!
+//! # Data contract: `<signal>_quality`
+//!
+//! An Uncertain value is written, and marked: beside the signal's field, a string field
+//! `<signal>_quality = "uncertain"` on the same `signal` line (the source sends it as one more
+//! sample of the same target and timestamp). Absent means good: Good values add nothing, so
+//! Modbus and MQTT lines, and OPC UA lines of healthy machines, do not change. Chosen over a
+//! `quality` tag because a `signal` line carries every signal of a machine at one instant: a
+//! tag would mark all of them for one uncertain value, and would move a machine's series to
+//! another series key whenever one value's quality changed. `check` refuses a signal whose
+//! name ends in `_quality` next to an OPC UA node of the same target, so the names cannot
+//! clash. DESIGN.md's data-contract table gets the row `signal | … | <signal>_quality (string,
+//! only "uncertain", absent when good)`; the wider change, a `quality` in
+//! [`Sample`](crate::model::Sample) that the engine writes, is for the ground floor.
+
+pub mod node_id;
+pub mod value;
