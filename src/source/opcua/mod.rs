@@ -62,6 +62,7 @@
 //! only "uncertain", absent when good)`; the wider change, a `quality` in
 //! [`Sample`](crate::model::Sample) that the engine writes, is for the ground floor.
 
+pub mod client;
 pub mod config;
 pub mod node_id;
 pub mod value;
