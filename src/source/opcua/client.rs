@@ -135,8 +135,8 @@ impl Counters {
                 "OPC UA values whose timestamp was too far from the agent's clock and was replaced.",
             ),
             dropped: c(
-                "shopfloor_source_events_dropped_total",
-                "Poll results dropped because the engine's queue was full.",
+                "shopfloor_opcua_changes_dropped_total",
+                "OPC UA data changes dropped because the source's own queue was full (the engine is behind).",
             ),
             unknown_nodes: c(
                 "shopfloor_opcua_node_errors_total",
@@ -273,7 +273,8 @@ impl Task {
                     device: self.device.clone(),
                     at: Timestamp::now(),
                     reason: reason.clone(),
-                });
+                })
+                .await;
                 down = Some(reason);
             } else {
                 debug!(%reason, retry_in = ?wait, "still down");
@@ -342,7 +343,8 @@ impl Task {
         self.send(SourceEvent::DeviceUp {
             device: self.device.clone(),
             at: Timestamp::now(),
-        });
+        })
+        .await;
         let start = Instant::now();
         for g in &mut self.polled {
             g.next = start;
@@ -372,7 +374,7 @@ impl Task {
                         let entries = self.subscribed[g].nodes[n].entries.clone();
                         self.take(&entries, &dv, received, &mut samples);
                     }
-                    self.send_samples(samples);
+                    self.send_samples(samples).await;
                 }
                 _ = sleep_until_opt(next_poll) => {
                     let now = Instant::now();
@@ -426,7 +428,10 @@ impl Task {
         };
         let connect = client
             .connect_to_matching_endpoint((s.endpoint.as_str(), policy.as_str(), mode), identity);
-        let (session, event_loop) = tokio::time::timeout(s.request_timeout * 3, connect)
+        // One deadline for the whole connection (endpoints, channel, session), so that a server
+        // that accepts TCP and then says nothing is reported down in 3 request timeouts.
+        let deadline = tokio::time::Instant::now() + s.request_timeout * 3;
+        let (session, event_loop) = tokio::time::timeout_at(deadline, connect)
             .await
             .map_err(|_| {
                 format!(
@@ -477,7 +482,7 @@ impl Task {
             session,
             driver: Some(driver),
         };
-        match tokio::time::timeout(s.request_timeout * 3, up_rx.recv()).await {
+        match tokio::time::timeout_at(deadline, up_rx.recv()).await {
             Ok(Some(Ok(()))) => Ok((guard, lost_rx)),
             Ok(Some(Err(reason))) => Err(reason),
             Ok(None) => Err("the session closed while connecting".into()),
@@ -680,7 +685,7 @@ impl Task {
                 self.take(&entries, &dv, received, &mut samples);
             }
         }
-        self.send_samples(samples);
+        self.send_samples(samples).await;
         Ok(())
     }
 
@@ -739,7 +744,7 @@ impl Task {
     }
 
     /// Sends samples as one event per (target, timestamp), in time order.
-    fn send_samples(&self, samples: Vec<Sample>) {
+    async fn send_samples(&self, samples: Vec<Sample>) {
         let mut by_time: BTreeMap<(Timestamp, String), Vec<Sample>> = BTreeMap::new();
         for s in samples {
             let key = match &s.target {
@@ -748,18 +753,16 @@ impl Task {
             by_time.entry((s.at, key)).or_default().push(s);
         }
         for (_, group) in by_time {
-            self.send(SourceEvent::Samples(group));
+            self.send(SourceEvent::Samples(group)).await;
         }
     }
 
-    /// Sends without waiting, like the Modbus source: a full engine queue is counted.
-    fn send(&self, event: SourceEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
-            let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n.is_power_of_two() {
-                warn!(dropped = n, "engine queue full: OPC UA values dropped");
-            }
-        }
+    /// Waits while the engine's queue is full (policy Block, like MQTT's): a data change is
+    /// the only copy of its value, the server does not send it again. Meanwhile changes wait
+    /// in this task's own queue ([`CHANGES_QUEUE`]); what overflows that is counted as
+    /// dropped. A closed queue (the agent stopping) is ignored.
+    async fn send(&self, event: SourceEvent) {
+        let _ = self.events.send(event).await;
     }
 }
 
