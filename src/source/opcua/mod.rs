@@ -62,6 +62,42 @@
 //! only "uncertain", absent when good)`; the wider change, a `quality` in
 //! [`Sample`](crate::model::Sample) that the engine writes, is for the ground floor.
 
+//! # Wiring into the agent (after the config restructuring)
+//!
+//! Not done in this folder, because the section table and start-up are being moved:
+//!
+//! - **Section table** (`src/agent/config.rs`): `[[opcua]]` → `Vec<config::OpcuaServer>`, an
+//!   array section read with plain serde (no shared part to flatten). Known keys for the
+//!   did-you-mean: `OpcuaServer` at `opcua`, `OpcuaGroup` at `opcua.group`, `OpcuaNode` at
+//!   `opcua.group.node` (plus the `deadband` table's `absolute` / `percent`, and the secret's
+//!   `env` / `file`).
+//! - **Checks**: each server's [`config::OpcuaServer::check`] with a
+//!   [`config::Register`] of the `[[machine]]` and `[[meter]]` ids; every
+//!   [`config::ConfigProblem`]'s path is relative to `["opcua", i]`. The server `id`s join the
+//!   Modbus device and MQTT broker ids in the one uniqueness check (they name devices in
+//!   `DeviceUp`/`DeviceDown`), and [`config::OpcuaServer::signals`] joins the check that a
+//!   signal keeps one type across devices.
+//! - **Start-up** (`agent::run`, beside the Modbus and MQTT tasks, before `events_tx` is
+//!   dropped): for each server,
+//!   `tasks.spawn(opcua::client::run(server.clone(), data_dir.join("opcua/pki"),
+//!   events_tx.clone(), metrics.clone(), shutdown.clone()))`.
+//! - **Queue policy** (`src/queue.rs`): `EVENTS_FROM_OPCUA`, capacity `EVENT_QUEUE`,
+//!   `WhenFull::Block` (a data change is not sent again), and
+//!   `const _: () = crate::queue::EVENTS_FROM_OPCUA.sent_as(WhenFull::Block);` in
+//!   [`client`]'s `send`.
+//! - **Liveness and time order in the engine**: the engine takes a machine's last data as the
+//!   newest sample timestamp and makes it offline after `offline_after` (default 10 s)
+//!   without one. This source stamps values with the server's timestamps (source, else
+//!   server), and writes a value once per change: a value that held still for an hour keeps
+//!   its hour-old timestamp, whether subscribed or polled. So a machine whose OPC UA values
+//!   hold still goes offline in the engine while its server is healthy, and a change that
+//!   happened before the machine's newest sample reaches the engine out of time order. Both
+//!   need the engine's side: proposed, a `SourceEvent::Alive { target, at }` the source sends
+//!   for its targets on every Publish response and every Read (data or not), counted by the
+//!   engine as data for `offline_after`, and the engine evaluating state rules at
+//!   `max(sample time, last time)` per machine. Until then an OPC UA machine's states are not
+//!   to be trusted; the `signal` lines are.
+
 pub mod client;
 pub mod config;
 pub mod node_id;
