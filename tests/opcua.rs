@@ -473,8 +473,17 @@ async fn a_server_restart_recovers_within_10_s_without_duplicates() {
 }
 
 fn secure_config(endpoint: &str, pki: &Path, password_file: &Path) -> OpcuaServer {
+    secure_config_with(endpoint, pki, password_file, "basic256sha256")
+}
+
+fn secure_config_with(
+    endpoint: &str,
+    pki: &Path,
+    password_file: &Path,
+    policy: &str,
+) -> OpcuaServer {
     server_config(&format!(
-        "[[opcua]]\nid = \"secure\"\nendpoint = \"{endpoint}\"\nsecurity_policy = \"basic256sha256\"\nsecurity_mode = \"sign_and_encrypt\"\nusername = \"operator\"\npassword = {{ file = \"{}\" }}\npki_dir = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        "[[opcua]]\nid = \"secure\"\nendpoint = \"{endpoint}\"\nsecurity_policy = \"{policy}\"\nsecurity_mode = \"sign_and_encrypt\"\nusername = \"operator\"\npassword = {{ file = \"{}\" }}\npki_dir = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
         password_file.display(),
         pki.display()
     ))
@@ -555,4 +564,57 @@ async fn an_untrusted_server_certificate_is_reported_with_how_to_trust_it() {
         1,
         "the server's certificate is kept in rejected/"
     );
+}
+
+/// The two newer policies, each trusted the documented way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes128_and_aes256_policies_sign_and_encrypt() {
+    for (server_policy, policy) in [
+        ("Aes128Sha256RsaOaep", "aes128_sha256_rsaoaep"),
+        ("Aes256Sha256RsaPss", "aes256_sha256_rsapss"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server_dir = dir.path().join("server");
+        let server = UaServer::start(
+            free_port(),
+            &[
+                "--secure",
+                server_dir.to_str().unwrap(),
+                "--policy",
+                server_policy,
+            ],
+        );
+        let pki = dir.path().join("pki");
+        let password = dir.path().join("password");
+        std::fs::write(&password, "s3cret").unwrap();
+        let config = secure_config_with(&server.endpoint(), &pki, &password, policy);
+        let (mut rx, _m, trigger, task) = start(config, &pki);
+        let mut seen = Seen::default();
+        // Refused first (untrusted), then trusted the documented way.
+        assert!(
+            watch(&mut rx, &mut seen, Duration::from_secs(30), |s| s
+                .health
+                .iter()
+                .any(|h| h.0.starts_with("down")))
+            .await,
+            "{policy}: {:?}",
+            seen.health
+        );
+        std::fs::create_dir_all(pki.join("trusted")).unwrap();
+        for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
+            std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
+        }
+        let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+            s.last("m", "int32").is_some()
+        })
+        .await;
+        trigger.fire();
+        let _ = task.await;
+        assert!(ok, "{policy}: no value; health: {:?}", seen.health);
+        assert_eq!(
+            seen.last("m", "int32"),
+            Some(&Value::Int(-123456)),
+            "{policy}"
+        );
+    }
 }

@@ -14,7 +14,7 @@ the same timestamps (the client must not write them twice).
 BadTooManyMonitoredItems for monitored items beyond N in one subscription (asyncua has no
 such limit of its own; S7-1200s and others do); --services FILE appends the name of every
 service request the server receives, one a line (the read-only test reads it); --secure DIR
-offers only Basic256Sha256 SignAndEncrypt, with a certificate made in DIR (server_cert.der,
+offers only SignAndEncrypt with the --policy (default Basic256Sha256), with a certificate made in DIR (server_cert.der,
 server_key.pem) and one user, `operator` with password `s3cret`.
 
 Prints `ready` on stdout when it listens.
@@ -106,6 +106,11 @@ async def main():
     parser.add_argument("--per-subscription", type=int, default=0)
     parser.add_argument("--services", default=None)
     parser.add_argument("--secure", default=None)
+    parser.add_argument(
+        "--policy",
+        default="Basic256Sha256",
+        choices=["Basic256Sha256", "Aes128Sha256RsaOaep", "Aes256Sha256RsaPss"],
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
@@ -132,7 +137,7 @@ async def main():
         )
         await server.load_certificate(str(cert))
         await server.load_private_key(str(key))
-        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        server.set_security_policy([getattr(ua.SecurityPolicyType, f"{args.policy}_SignAndEncrypt")])
         server.set_security_IDs(["Username"])
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
