@@ -618,3 +618,55 @@ async fn aes128_and_aes256_policies_sign_and_encrypt() {
         );
     }
 }
+
+/// An X.509 user certificate as the identity (made in the test by the server script), on a
+/// Basic256Sha256 SignAndEncrypt channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x509_user_certificate_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let user_dir = dir.path().join("user");
+    let server = UaServer::start(
+        free_port(),
+        &[
+            "--secure",
+            server_dir.to_str().unwrap(),
+            "--user-cert",
+            user_dir.to_str().unwrap(),
+        ],
+    );
+    let pki = dir.path().join("pki");
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"secure\"\nendpoint = \"{}\"\nsecurity_policy = \"basic256sha256\"\nsecurity_mode = \"sign_and_encrypt\"\nuser_certificate = \"{}\"\nuser_private_key = \"{}\"\npki_dir = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        server.endpoint(),
+        user_dir.join("user_cert.der").display(),
+        user_dir.join("user_key.pem").display(),
+        pki.display()
+    ));
+    let (mut rx, _m, trigger, task) = start(config, &pki);
+    let mut seen = Seen::default();
+    assert!(
+        watch(&mut rx, &mut seen, Duration::from_secs(30), |s| s
+            .health
+            .iter()
+            .any(|h| h.0.starts_with("down")))
+        .await,
+        "{:?}",
+        seen.health
+    );
+    std::fs::create_dir_all(pki.join("trusted")).unwrap();
+    for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
+        std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
+    }
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        s.last("m", "int32").is_some()
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        ok,
+        "no value with a user certificate; health: {:?}",
+        seen.health
+    );
+}

@@ -15,7 +15,8 @@ BadTooManyMonitoredItems for monitored items beyond N in one subscription (async
 such limit of its own; S7-1200s and others do); --services FILE appends the name of every
 service request the server receives, one a line (the read-only test reads it); --secure DIR
 offers only SignAndEncrypt with the --policy (default Basic256Sha256), with a certificate made in DIR (server_cert.der,
-server_key.pem) and one user, `operator` with password `s3cret`.
+server_key.pem) and one user, `operator` with password `s3cret`; --user-cert DIR also makes a
+user certificate in DIR (user_cert.der, user_key.pem) and accepts it as an X.509 identity.
 
 Prints `ready` on stdout when it listens.
 """
@@ -59,11 +60,20 @@ SCALARS = [
 
 
 class OneUser(UserManager):
-    """One user, `operator` / `s3cret`; anyone else is refused."""
+    """One user, `operator` / `s3cret`, or the holder of the user certificate made with
+    --user-cert; anyone else is refused."""
+
+    user_cert_der = None
 
     def get_user(self, iserver, username=None, password=None, certificate=None):
         if username == "operator" and password == "s3cret":
             return User(role=UserRole.User, name="operator")
+        if certificate is not None and self.user_cert_der is not None:
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            der = certificate if isinstance(certificate, bytes) else certificate.public_bytes(Encoding.DER)
+            if der == self.user_cert_der:
+                return User(role=UserRole.User, name="certificate user")
         return None
 
 
@@ -106,6 +116,7 @@ async def main():
     parser.add_argument("--per-subscription", type=int, default=0)
     parser.add_argument("--services", default=None)
     parser.add_argument("--secure", default=None)
+    parser.add_argument("--user-cert", default=None)
     parser.add_argument(
         "--policy",
         default="Basic256Sha256",
@@ -119,7 +130,8 @@ async def main():
     if args.per_subscription:
         limit_items_per_subscription(args.per_subscription)
 
-    server = Server(user_manager=OneUser() if args.secure else None)
+    users = OneUser()
+    server = Server(user_manager=users if args.secure else None)
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{args.port}/")
     server.set_server_name("shopfloor test server")
@@ -138,7 +150,23 @@ async def main():
         await server.load_certificate(str(cert))
         await server.load_private_key(str(key))
         server.set_security_policy([getattr(ua.SecurityPolicyType, f"{args.policy}_SignAndEncrypt")])
-        server.set_security_IDs(["Username"])
+        if args.user_cert:
+            from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
+
+            u = Path(args.user_cert)
+            u.mkdir(parents=True, exist_ok=True)
+            await setup_self_signed_certificate(
+                u / "user_key.pem",
+                u / "user_cert.der",
+                "urn:shopfloor:test:user",
+                "127.0.0.1",
+                [Eku.CLIENT_AUTH],
+                {"commonName": "shopfloor test user"},
+            )
+            users.user_cert_der = (u / "user_cert.der").read_bytes()
+            server.set_security_IDs(["Username", "Basic256Sha256"])
+        else:
+            server.set_security_IDs(["Username"])
     else:
         server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
 
