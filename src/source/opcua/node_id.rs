@@ -211,9 +211,12 @@ fn parse_identifier(rest: &str, whole: &str) -> Result<Identifier, NodeIdError> 
             .map(Identifier::Guid)
             .ok_or_else(|| NodeIdError::BadGuid(value.to_string())),
         "b" if value.is_empty() => Err(NodeIdError::EmptyOpaque),
-        "b" => base64_decode(value)
-            .map(Identifier::Opaque)
-            .ok_or_else(|| NodeIdError::BadOpaque(value.to_string())),
+        "b" => match base64_decode(value) {
+            // `b==` is padding and nothing else: as empty as `b=`.
+            Some(bytes) if bytes.is_empty() => Err(NodeIdError::EmptyOpaque),
+            Some(bytes) => Ok(Identifier::Opaque(bytes)),
+            None => Err(NodeIdError::BadOpaque(value.to_string())),
+        },
         "ns" | "nsu" => Err(NodeIdError::NoIdentifier(whole.to_string())),
         other => Err(NodeIdError::UnknownIdentifierType(other.to_string())),
     }
@@ -380,6 +383,10 @@ mod tests {
         assert!(err("ns=1;g=0908Xe75-8e5e-499b-954f-f2a9603db28a").contains("8-4-4-4-12"));
         assert!(err("ns=1;b=!!").contains("not base64"));
         assert!(err("ns=1;b=A").contains("not base64"));
+        // Found by the fuzzer (fuzz/regressions/opcua): padding alone read as an empty
+        // identifier that printed as `b=`, which is refused.
+        assert!(err("b==").contains("empty"), "{}", err("b=="));
+        assert!(err("ns=1;b====").contains("not base64"));
         assert!(err("ns=1;x=5").contains("unknown identifier type `x=`"));
         assert!(err("nsu=;s=x").contains("names no namespace URI"));
         assert!(err("nsu=urn:x").contains("has no identifier"));
