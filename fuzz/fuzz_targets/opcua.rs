@@ -6,6 +6,11 @@
 //! declared type; a Bad status never becomes a value.
 //!
 //! Input: selector byte, then either node id text (selector even) or a variant description.
+//!
+//! Run so far (2026-12-06, the instrumented build of fuzz/Cargo.toml, 2 shared cores): 180,000
+//! runs to the first crash (`b==` parsed to an empty opaque id that printed as the refused
+//! `b=`; fixed, input in regressions/opcua), then 3.7 M runs in 300 s without one. The issue's
+//! 10 M runs are still to do.
 
 #![no_main]
 
