@@ -10,4 +10,5 @@ pub mod melsec;
 pub mod modbus;
 pub mod mqtt;
 pub mod number;
+pub mod opcua;
 pub mod s7;

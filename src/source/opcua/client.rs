@@ -1,0 +1,935 @@
+//! The task that owns one `[[opcua]]` server's session: connects, subscribes and polls, turns
+//! what arrives into [`SourceEvent`]s, and starts afresh after any loss.
+//!
+//! # Life of a connection
+//!
+//! 1. `GetEndpoints`, then a secure channel and a session on the endpoint that matches the
+//!    configured policy and mode, with the configured identity. The server's certificate must
+//!    be in `<pki_dir>/trusted/`; an untrusted one is stored in `<pki_dir>/rejected/` and the
+//!    server is reported down with that advice.
+//! 2. One Read of the server's `NamespaceArray` (i=2255, to resolve `nsu=` node ids) and of
+//!    `MaxNodesPerRead` (i=11705, to size polled reads when the config does not).
+//! 3. Every subscribed group becomes one or more subscriptions of at most
+//!    `max_items_per_subscription` monitored items; when the server answers
+//!    `BadTooManyMonitoredItems` for some items of a subscription, they go to a new one. A node
+//!    the server does not know is logged and counted; the others go on.
+//! 4. The server is reported up. Data changes arrive through the subscriptions; polled groups
+//!    are read on their schedules in batches of at most `MaxNodesPerRead` nodes.
+//!
+//! Any loss (the transport closes, keep-alives fail, a request fails at the channel level)
+//! ends the session: the server is reported down with the reason, and after a back-off
+//! (1 s doubling to [`MAX_BACKOFF`]) everything above starts again with a new session and new
+//! subscriptions. The library's own reconnection is switched off so that there is one place
+//! where a session starts and one where it ends. What changed while the agent was away is
+//! not replayed (a new subscription starts from the current values).
+//!
+//! # No duplicates, no going back
+//!
+//! A new subscription (or the first read after a reconnection) delivers the current value of
+//! every node again, with the timestamp it already had. Each signal remembers the timestamp
+//! of the last value it wrote, across sessions, and a value that is not newer is dropped (and
+//! counted as `duplicate`): after any recovery the store sees each change once, in order.
+//!
+//! # Read only
+//!
+//! The services this task calls are GetEndpoints, OpenSecureChannel, CreateSession,
+//! ActivateSession, Read, CreateSubscription, CreateMonitoredItems, Publish (and the
+//! library's Republish), DeleteSubscriptions and CloseSession. Nothing here writes a value,
+//! calls a method or changes the address space; `tests/opcua.rs` records the services the
+//! server receives and fails on any other.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionPollResult};
+use opcua::crypto::{PrivateKey, X509};
+use opcua::types::{
+    AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, ExtensionObject,
+    MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId,
+    ReadValueId, StatusCode, TimestampsToReturn, Variant,
+};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::config::{
+    DEFAULT_MAX_NODES_PER_READ, Deadband, OpcuaServer, Owner, QUALITY_SUFFIX, ReadMode,
+    SecurityMode,
+};
+use super::node_id::NodeAddress;
+use super::value::{Quality, ValueError, reading};
+use crate::metrics::Metrics;
+use crate::model::{Sample, SignalType, SourceEvent, Target, Value};
+use crate::shutdown::Shutdown;
+
+/// The longest wait between attempts to reach a server.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Data changes waiting between the subscriptions' callbacks and this task.
+const CHANGES_QUEUE: usize = 65_536;
+
+/// One configured node entry: the signal it becomes.
+struct Entry {
+    target: Target,
+    signal: Arc<str>,
+    quality_signal: Arc<str>,
+    value_type: SignalType,
+    index: Option<u32>,
+    /// Timestamp of the last value written, kept across sessions.
+    last: Option<Timestamp>,
+}
+
+/// One node the server is asked about, and the entries it feeds.
+struct Watched {
+    address: NodeAddress,
+    entries: Vec<usize>,
+    deadband: Option<Deadband>,
+}
+
+struct SubscribedGroup {
+    publishing_interval: Duration,
+    sampling_interval: Duration,
+    queue_size: u32,
+    nodes: Vec<Watched>,
+}
+
+struct PolledGroup {
+    poll: Duration,
+    nodes: Vec<Watched>,
+    next: Instant,
+}
+
+/// What the task counts, as metrics labelled with the server id.
+struct Counters {
+    bad: Arc<AtomicU64>,
+    refused: Arc<AtomicU64>,
+    duplicate: Arc<AtomicU64>,
+    skewed: Arc<AtomicU64>,
+    dropped: Arc<AtomicU64>,
+    unknown_nodes: Arc<AtomicU64>,
+    subscriptions: Arc<AtomicU64>,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics, id: &str) -> Counters {
+        let c = |name, help| metrics.counter(name, help, &[("server", id)]);
+        Counters {
+            bad: c(
+                "shopfloor_opcua_bad_values_total",
+                "OPC UA values with a Bad status code, counted and not written.",
+            ),
+            refused: c(
+                "shopfloor_opcua_refused_values_total",
+                "OPC UA values that do not convert to their signal's type (or array element), not written.",
+            ),
+            duplicate: c(
+                "shopfloor_opcua_duplicate_values_total",
+                "OPC UA values not newer than the last one written for their signal, dropped.",
+            ),
+            skewed: c(
+                "shopfloor_opcua_skewed_timestamps_total",
+                "OPC UA values whose timestamp was too far from the agent's clock and was replaced.",
+            ),
+            dropped: c(
+                "shopfloor_opcua_changes_dropped_total",
+                "OPC UA data changes dropped because the source's own queue was full (the engine is behind).",
+            ),
+            unknown_nodes: c(
+                "shopfloor_opcua_node_errors_total",
+                "OPC UA nodes the server refused to monitor or read (unknown node, namespace, access).",
+            ),
+            subscriptions: metrics.gauge(
+                "shopfloor_opcua_subscriptions",
+                "OPC UA subscriptions of the current session.",
+                &[("server", id)],
+            ),
+        }
+    }
+}
+
+/// Why a session ended.
+enum Ended {
+    Shutdown,
+    Lost(String),
+}
+
+/// Runs one server until shutdown. `pki_dir` is the certificate store when the config names
+/// none (the agent passes `<data_dir>/opcua/pki`).
+pub fn run(
+    server: OpcuaServer,
+    pki_dir: PathBuf,
+    events: mpsc::Sender<SourceEvent>,
+    metrics: Metrics,
+    shutdown: Shutdown,
+) -> impl std::future::Future<Output = ()> + Send {
+    let span = info_span!("opcua", server = %server.id);
+    Task::new(server, pki_dir, events, &metrics)
+        .run(shutdown)
+        .instrument(span)
+}
+
+struct Task {
+    server: OpcuaServer,
+    device: Arc<str>,
+    pki_dir: PathBuf,
+    entries: Vec<Entry>,
+    subscribed: Vec<SubscribedGroup>,
+    polled: Vec<PolledGroup>,
+    events: mpsc::Sender<SourceEvent>,
+    counters: Counters,
+}
+
+impl Task {
+    fn new(
+        server: OpcuaServer,
+        pki_dir: PathBuf,
+        events: mpsc::Sender<SourceEvent>,
+        metrics: &Metrics,
+    ) -> Task {
+        let mut entries = Vec::new();
+        let mut subscribed = Vec::new();
+        let mut polled = Vec::new();
+        for group in &server.groups {
+            // One monitored item or read per distinct node (and deadband): array elements and
+            // several signals of one node share it.
+            let mut nodes: Vec<Watched> = Vec::new();
+            for node in &group.nodes {
+                let Some(owner) = server.owner(node) else {
+                    continue;
+                };
+                let target = match owner {
+                    Owner::Machine(m) => Target::Machine(Arc::from(m)),
+                    Owner::Meter(m) => Target::Meter(Arc::from(m)),
+                };
+                entries.push(Entry {
+                    target,
+                    signal: Arc::from(node.signal.as_str()),
+                    quality_signal: Arc::from(format!("{}{QUALITY_SUFFIX}", node.signal)),
+                    value_type: node.value_type,
+                    index: node.index,
+                    last: None,
+                });
+                let e = entries.len() - 1;
+                match nodes
+                    .iter_mut()
+                    .find(|w| w.address == node.node && w.deadband == node.deadband)
+                {
+                    Some(w) => w.entries.push(e),
+                    None => nodes.push(Watched {
+                        address: node.node.clone(),
+                        entries: vec![e],
+                        deadband: node.deadband,
+                    }),
+                }
+            }
+            match group.mode {
+                ReadMode::Subscribe => subscribed.push(SubscribedGroup {
+                    publishing_interval: group.publishing_interval(),
+                    sampling_interval: group.sampling_interval(),
+                    queue_size: group.queue_size(),
+                    nodes,
+                }),
+                ReadMode::Poll => polled.push(PolledGroup {
+                    poll: group.poll(),
+                    nodes,
+                    next: Instant::now(),
+                }),
+            }
+        }
+        let counters = Counters::new(metrics, &server.id);
+        Task {
+            device: Arc::from(server.id.as_str()),
+            pki_dir: server.pki_dir.clone().unwrap_or(pki_dir),
+            server,
+            entries,
+            subscribed,
+            polled,
+            events,
+            counters,
+        }
+    }
+
+    async fn run(mut self, mut shutdown: Shutdown) {
+        let mut failures: u32 = 0;
+        let mut down: Option<String> = None;
+        loop {
+            let ended = tokio::select! {
+                e = self.session(&mut failures, &mut down) => e,
+                _ = shutdown.wait() => Ended::Shutdown,
+            };
+            let reason = match ended {
+                Ended::Shutdown => return,
+                Ended::Lost(reason) => reason,
+            };
+            failures = failures.saturating_add(1);
+            let wait = backoff(failures);
+            if down.as_deref() != Some(reason.as_str()) {
+                warn!(%reason, retry_in = ?wait, "server down");
+                self.send(SourceEvent::DeviceDown {
+                    device: self.device.clone(),
+                    at: Timestamp::now(),
+                    reason: reason.clone(),
+                })
+                .await;
+                down = Some(reason);
+            } else {
+                debug!(%reason, retry_in = ?wait, "still down");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// One session, from connecting to its loss. Returns only on a loss (shutdown is the
+    /// caller's `select!`).
+    async fn session(&mut self, failures: &mut u32, down: &mut Option<String>) -> Ended {
+        let (guard, mut lost) = match self.connect().await {
+            Ok(s) => s,
+            Err(reason) => return Ended::Lost(reason),
+        };
+        let session = guard.session.clone();
+        let (namespaces, server_max_read) = match read_server_facts(&session).await {
+            Ok(f) => f,
+            Err(e) => return Ended::Lost(format!("reading the server's namespace table: {e}")),
+        };
+        let max_read = self
+            .server
+            .max_nodes_per_read
+            .or(server_max_read.filter(|n| *n > 0))
+            .unwrap_or(DEFAULT_MAX_NODES_PER_READ) as usize;
+
+        let (changes_tx, mut changes_rx) = mpsc::channel::<(u32, DataValue)>(CHANGES_QUEUE);
+        // Client handle (1-based) → (group, node) of the subscribed nodes.
+        let mut handles: Vec<(usize, usize)> = Vec::new();
+        let mut subscriptions = 0u64;
+        for g in 0..self.subscribed.len() {
+            match self
+                .subscribe(&session, g, &namespaces, &changes_tx, &mut handles)
+                .await
+            {
+                Ok(n) => subscriptions += n,
+                Err(e) => return Ended::Lost(e),
+            }
+        }
+        self.counters
+            .subscriptions
+            .store(subscriptions, Ordering::Relaxed);
+        // Polled nodes resolved once per session.
+        let polled_ids: Vec<Vec<Option<NodeId>>> = self
+            .polled
+            .iter()
+            .map(|g| {
+                g.nodes
+                    .iter()
+                    .map(|w| self.resolve(&w.address, &namespaces))
+                    .collect()
+            })
+            .collect();
+
+        *failures = 0;
+        *down = None;
+        info!(
+            subscriptions,
+            polled_groups = self.polled.len(),
+            max_nodes_per_read = max_read,
+            "server answers"
+        );
+        self.send(SourceEvent::DeviceUp {
+            device: self.device.clone(),
+            at: Timestamp::now(),
+        })
+        .await;
+        let start = Instant::now();
+        for g in &mut self.polled {
+            g.next = start;
+        }
+
+        loop {
+            let next_poll = self.polled.iter().map(|g| g.next).min();
+            tokio::select! {
+                reason = lost.recv() => {
+                    drop(guard);
+                    return Ended::Lost(reason.unwrap_or_else(|| "the session ended".into()));
+                }
+                Some((handle, dv)) = changes_rx.recv() => {
+                    let received = Timestamp::now();
+                    let mut batch = vec![(handle, dv)];
+                    while batch.len() < 4096 {
+                        match changes_rx.try_recv() {
+                            Ok(c) => batch.push(c),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut samples = Vec::new();
+                    for (handle, dv) in batch {
+                        let Some(&(g, n)) = (handle as usize).checked_sub(1).and_then(|h| handles.get(h)) else {
+                            continue;
+                        };
+                        let entries = self.subscribed[g].nodes[n].entries.clone();
+                        self.take(&entries, &dv, received, &mut samples);
+                    }
+                    self.send_samples(samples).await;
+                }
+                _ = sleep_until_opt(next_poll) => {
+                    let now = Instant::now();
+                    for (g, ids) in polled_ids.iter().enumerate() {
+                        if self.polled[g].next > now {
+                            continue;
+                        }
+                        let group = &mut self.polled[g];
+                        group.next = next_tick(group.next, group.poll, now);
+                        if let Err(e) = self.poll(&session, g, ids, max_read).await {
+                            drop(guard);
+                            return Ended::Lost(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Builds the client and opens the session. Returns it with a receiver that yields the
+    /// reason when the session's transport is lost.
+    async fn connect(&self) -> Result<(SessionGuard, mpsc::Receiver<String>), String> {
+        let s = &self.server;
+        let mut builder = ClientBuilder::new()
+            .application_name("Shopfloor")
+            .application_uri(format!("urn:shopfloor:{}", s.id))
+            .product_uri("urn:shopfloor")
+            .pki_dir(&self.pki_dir)
+            .trust_server_certs(false)
+            .verify_server_certs(true)
+            .create_sample_keypair(s.client_certificate.is_none())
+            .session_retry_limit(0)
+            .request_timeout(s.request_timeout)
+            .session_timeout(u32::try_from(s.session_timeout.as_millis()).unwrap_or(u32::MAX))
+            .session_name(format!("shopfloor {}", s.id));
+        if let (Some(cert), Some(key)) = (&s.client_certificate, &s.client_private_key) {
+            builder = builder.certificate_path(cert).private_key_path(key);
+        }
+        let mut client = builder
+            .client()
+            .map_err(|e| format!("OPC UA client set-up: {}", e.join("; ")))?;
+        let identity = self.identity()?;
+        let policy = format!(
+            "http://opcfoundation.org/UA/SecurityPolicy#{}",
+            s.security_policy.ua_name()
+        );
+        let mode = match s.security_mode {
+            SecurityMode::None => MessageSecurityMode::None,
+            SecurityMode::Sign => MessageSecurityMode::Sign,
+            SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+        };
+        let connect = client
+            .connect_to_matching_endpoint((s.endpoint.as_str(), policy.as_str(), mode), identity);
+        // One deadline for the whole connection (endpoints, channel, session), so that a server
+        // that accepts TCP and then says nothing is reported down in 3 request timeouts.
+        let deadline = tokio::time::Instant::now() + s.request_timeout * 3;
+        let (session, event_loop) = tokio::time::timeout_at(deadline, connect)
+            .await
+            .map_err(|_| {
+                format!(
+                    "no answer from {} in {:?}",
+                    s.endpoint,
+                    s.request_timeout * 3
+                )
+            })?
+            .map_err(|e| self.explain(e.status(), &e.to_string()))?;
+
+        // The event loop drives the channel; it runs beside this task and reports the first
+        // connection and the loss of it.
+        let (up_tx, mut up_rx) = mpsc::channel::<Result<(), String>>(1);
+        let (lost_tx, lost_rx) = mpsc::channel::<String>(1);
+        let explain = {
+            let pki = self.pki_dir.clone();
+            let endpoint = s.endpoint.clone();
+            move |code: StatusCode| explain_status(code, &endpoint, &pki)
+        };
+        let driver = tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let stream = event_loop.enter();
+            futures_util::pin_mut!(stream);
+            let mut connected = false;
+            while let Some(r) = stream.next().await {
+                match r {
+                    Ok(SessionPollResult::Reconnected(_)) if !connected => {
+                        connected = true;
+                        let _ = up_tx.send(Ok(())).await;
+                    }
+                    Ok(SessionPollResult::ConnectionLost(code)) => {
+                        let _ = lost_tx.send(explain(code)).await;
+                        let _ = up_tx.send(Err(explain(code))).await;
+                        return;
+                    }
+                    Ok(SessionPollResult::ReconnectFailed(code)) | Err(code) => {
+                        let _ = up_tx.send(Err(explain(code))).await;
+                        let _ = lost_tx.send(explain(code)).await;
+                        return;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            let _ = up_tx.send(Err("the session closed".into())).await;
+            let _ = lost_tx.send("the session closed".into()).await;
+        });
+        let guard = SessionGuard {
+            session,
+            driver: Some(driver),
+        };
+        match tokio::time::timeout_at(deadline, up_rx.recv()).await {
+            Ok(Some(Ok(()))) => Ok((guard, lost_rx)),
+            Ok(Some(Err(reason))) => Err(reason),
+            Ok(None) => Err("the session closed while connecting".into()),
+            Err(_) => Err(format!(
+                "no session with {} after {:?}",
+                s.endpoint,
+                s.request_timeout * 3
+            )),
+        }
+    }
+
+    fn identity(&self) -> Result<IdentityToken, String> {
+        let s = &self.server;
+        if let (Some(user), Some(password)) = (&s.username, &s.password) {
+            let password = password
+                .resolve()
+                .map_err(|e| format!("the password of `{user}`: {e}"))?;
+            return Ok(IdentityToken::new_user_name(user.clone(), password));
+        }
+        if let (Some(cert), Some(key)) = (&s.user_certificate, &s.user_private_key) {
+            let cert = read_certificate(cert)?;
+            let key = PrivateKey::read_pem_file(key).map_err(|e| {
+                format!(
+                    "user_private_key `{}` is not a PEM private key: {e:?}",
+                    key.display()
+                )
+            })?;
+            return Ok(IdentityToken::X509(Box::new(cert), Box::new(key)));
+        }
+        Ok(IdentityToken::Anonymous)
+    }
+
+    fn explain(&self, code: StatusCode, detail: &str) -> String {
+        let base = explain_status(code, &self.server.endpoint, &self.pki_dir);
+        if detail.is_empty() || base.contains(detail) {
+            base
+        } else {
+            format!("{base} ({detail})")
+        }
+    }
+
+    fn resolve(&self, address: &NodeAddress, namespaces: &[String]) -> Option<NodeId> {
+        let id = address.resolve(namespaces);
+        if id.is_none() {
+            self.counters.unknown_nodes.fetch_add(1, Ordering::Relaxed);
+            warn!(node = %address, "the server has no such namespace URI: node skipped");
+        }
+        id
+    }
+
+    /// Creates the subscriptions of one group. Returns how many.
+    async fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        g: usize,
+        namespaces: &[String],
+        changes: &mpsc::Sender<(u32, DataValue)>,
+        handles: &mut Vec<(usize, usize)>,
+    ) -> Result<u64, String> {
+        let group = &self.subscribed[g];
+        let mut pending: Vec<MonitoredItemCreateRequest> = Vec::new();
+        for (n, w) in group.nodes.iter().enumerate() {
+            let Some(node_id) = self.resolve(&w.address, namespaces) else {
+                continue;
+            };
+            handles.push((g, n));
+            let filter = match w.deadband {
+                None => ExtensionObject::null(),
+                Some(d) => {
+                    let (kind, value) = match d {
+                        Deadband::Absolute(x) => (DeadbandType::Absolute, x),
+                        Deadband::Percent(x) => (DeadbandType::Percent, x),
+                    };
+                    ExtensionObject::from_message(DataChangeFilter {
+                        trigger: DataChangeTrigger::StatusValue,
+                        deadband_type: kind as u32,
+                        deadband_value: value,
+                    })
+                }
+            };
+            pending.push(MonitoredItemCreateRequest {
+                item_to_monitor: ReadValueId::from(node_id),
+                monitoring_mode: MonitoringMode::Reporting,
+                requested_parameters: MonitoringParameters {
+                    client_handle: handles.len() as u32,
+                    sampling_interval: group.sampling_interval.as_secs_f64() * 1000.0,
+                    filter,
+                    queue_size: group.queue_size,
+                    discard_oldest: true,
+                },
+            });
+        }
+        let max = self.server.max_items_per_subscription.max(1) as usize;
+        let mut count = 0;
+        while !pending.is_empty() {
+            let take = pending.len().min(max);
+            let chunk: Vec<_> = pending.drain(..take).collect();
+            let tx = changes.clone();
+            let dropped = self.counters.dropped.clone();
+            let publishing = group.publishing_interval;
+            // Keep-alive every 10 publishing intervals (at least every 10 s); the server drops
+            // the subscription after 3 missed keep-alives.
+            let keep_alive =
+                (10_000.0 / publishing.as_millis().max(1) as f64).clamp(1.0, 10.0) as u32;
+            let id = session
+                .create_subscription(
+                    publishing,
+                    keep_alive * 3,
+                    keep_alive,
+                    0,
+                    0,
+                    true,
+                    DataChangeCallback::new(move |dv, item| {
+                        if tx.try_send((item.client_handle(), dv)).is_err() {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }),
+                )
+                .await
+                .map_err(|e| format!("CreateSubscription: {e}"))?;
+            count += 1;
+            let results = session
+                .create_monitored_items(id, TimestampsToReturn::Both, chunk.clone())
+                .await
+                .map_err(|e| format!("CreateMonitoredItems: {e}"))?;
+            let mut created = 0;
+            for (request, result) in chunk.into_iter().zip(results) {
+                let status = result.result.status_code;
+                if status.is_good() {
+                    created += 1;
+                } else if status == StatusCode::BadTooManyMonitoredItems {
+                    pending.push(request);
+                } else {
+                    self.counters.unknown_nodes.fetch_add(1, Ordering::Relaxed);
+                    warn!(
+                        node = %request.item_to_monitor.node_id,
+                        %status,
+                        "the server refused to monitor the node"
+                    );
+                }
+            }
+            if created == 0 && !pending.is_empty() {
+                return Err(format!(
+                    "the server accepts no more monitored items ({} left): lower \
+                     max_items_per_subscription or poll some groups",
+                    pending.len()
+                ));
+            }
+            debug!(
+                subscription = id,
+                items = created,
+                publishing_interval = ?publishing,
+                "subscribed"
+            );
+        }
+        Ok(count)
+    }
+
+    /// Reads one polled group in batches of `max_read` nodes.
+    async fn poll(
+        &mut self,
+        session: &Arc<Session>,
+        g: usize,
+        ids: &[Option<NodeId>],
+        max_read: usize,
+    ) -> Result<(), String> {
+        let wanted: Vec<(usize, &NodeId)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(n, id)| id.as_ref().map(|id| (n, id)))
+            .collect();
+        let mut samples = Vec::new();
+        for batch in wanted.chunks(max_read.max(1)) {
+            let request: Vec<ReadValueId> = batch
+                .iter()
+                .map(|(_, id)| ReadValueId {
+                    node_id: (*id).clone(),
+                    attribute_id: AttributeId::Value as u32,
+                    ..Default::default()
+                })
+                .collect();
+            let values = match session.read(&request, TimestampsToReturn::Both, 0.0).await {
+                Ok(v) => v,
+                Err(e) if is_channel_fault(e.status()) => {
+                    return Err(format!("Read: {}", self.explain(e.status(), "")));
+                }
+                Err(e) => {
+                    warn!(error = %e, "a Read was refused; the group is retried at its next poll");
+                    continue;
+                }
+            };
+            let received = Timestamp::now();
+            for ((n, _), dv) in batch.iter().zip(values) {
+                if dv.status.is_some_and(|s| {
+                    s == StatusCode::BadNodeIdUnknown || s == StatusCode::BadNotReadable
+                }) {
+                    self.counters.unknown_nodes.fetch_add(1, Ordering::Relaxed);
+                }
+                let entries = self.polled[g].nodes[*n].entries.clone();
+                self.take(&entries, &dv, received, &mut samples);
+            }
+        }
+        self.send_samples(samples).await;
+        Ok(())
+    }
+
+    /// Maps one data value to the samples of its entries, applying the status policy and the
+    /// no-duplicate rule.
+    fn take(
+        &mut self,
+        entries: &[usize],
+        dv: &DataValue,
+        received: Timestamp,
+        out: &mut Vec<Sample>,
+    ) {
+        for &e in entries {
+            let entry = &mut self.entries[e];
+            match reading(
+                dv,
+                entry.index,
+                entry.value_type,
+                received,
+                self.server.max_timestamp_skew,
+            ) {
+                Ok(r) => {
+                    if r.skewed {
+                        self.counters.skewed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if entry.last.is_some_and(|last| r.at <= last) {
+                        self.counters.duplicate.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    entry.last = Some(r.at);
+                    out.push(Sample {
+                        target: entry.target.clone(),
+                        signal: entry.signal.clone(),
+                        value: r.value,
+                        at: r.at,
+                    });
+                    if r.quality == Quality::Uncertain {
+                        out.push(Sample {
+                            target: entry.target.clone(),
+                            signal: entry.quality_signal.clone(),
+                            value: Value::Text("uncertain".into()),
+                            at: r.at,
+                        });
+                    }
+                }
+                Err(ValueError::Bad(status)) => {
+                    self.counters.bad.fetch_add(1, Ordering::Relaxed);
+                    debug!(signal = %entry.signal, %status, "bad value not written");
+                }
+                Err(err) => {
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    debug!(signal = %entry.signal, %err, "value not written");
+                }
+            }
+        }
+    }
+
+    /// Sends samples as one event per (target, timestamp), in time order.
+    async fn send_samples(&self, samples: Vec<Sample>) {
+        let mut by_time: BTreeMap<(Timestamp, String), Vec<Sample>> = BTreeMap::new();
+        for s in samples {
+            let key = match &s.target {
+                Target::Machine(m) | Target::Meter(m) => m.to_string(),
+            };
+            by_time.entry((s.at, key)).or_default().push(s);
+        }
+        for (_, group) in by_time {
+            self.send(SourceEvent::Samples(group)).await;
+        }
+    }
+
+    /// Waits while the engine's queue is full (policy Block, like MQTT's): a data change is
+    /// the only copy of its value, the server does not send it again. Meanwhile changes wait
+    /// in this task's own queue ([`CHANGES_QUEUE`]); what overflows that is counted as
+    /// dropped. A closed queue (the agent stopping) is ignored.
+    async fn send(&self, event: SourceEvent) {
+        let _ = self.events.send(event).await;
+    }
+}
+
+/// Closes the session and stops its event loop when a session ends for any reason
+/// (shutdown included: the `select!` that ends it drops this).
+struct SessionGuard {
+    session: Arc<Session>,
+    driver: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let session = self.session.clone();
+        let driver = self.driver.take();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
+                if let Some(d) = driver {
+                    d.abort();
+                }
+            });
+        } else if let Some(d) = driver {
+            d.abort();
+        }
+    }
+}
+
+/// The server's namespace table and its MaxNodesPerRead (`None` when it does not say).
+async fn read_server_facts(session: &Session) -> Result<(Vec<String>, Option<u32>), String> {
+    let ids = [
+        ReadValueId::from(NodeId::new(0, 2255u32)),
+        ReadValueId::from(NodeId::new(0, 11705u32)),
+    ];
+    let values = session
+        .read(&ids, TimestampsToReturn::Neither, 0.0)
+        .await
+        .map_err(|e| e.to_string())?;
+    let namespaces = match values.first().and_then(|v| v.value.as_ref()) {
+        Some(Variant::Array(a)) => a
+            .values
+            .iter()
+            .map(|v| match v {
+                Variant::String(s) => s.as_ref().to_string(),
+                _ => String::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let max_read = match values.get(1).and_then(|v| v.value.as_ref()) {
+        Some(Variant::UInt32(n)) => Some(*n),
+        _ => None,
+    };
+    Ok((namespaces, max_read))
+}
+
+fn read_certificate(path: &Path) -> Result<X509, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("user_certificate `{}` cannot be read: {e}", path.display()))?;
+    X509::from_der(&bytes)
+        .or_else(|_| X509::from_pem(&bytes))
+        .map_err(|e| {
+            format!(
+                "user_certificate `{}` is not a DER or PEM certificate: {e:?}",
+                path.display()
+            )
+        })
+}
+
+/// A status code from connecting or from the channel, in words an engineer can act on.
+fn explain_status(code: StatusCode, endpoint: &str, pki: &Path) -> String {
+    let c = code;
+    if c == StatusCode::BadCertificateUntrusted || c == StatusCode::BadSecurityChecksFailed {
+        format!(
+            "{endpoint}: the server's certificate is not trusted ({c}): it was stored in {}; \
+             check its thumbprint with the machine's OPC UA settings and move it to {} to \
+             trust it",
+            pki.join("rejected").display(),
+            pki.join("trusted").display()
+        )
+    } else if c == StatusCode::BadIdentityTokenRejected
+        || c == StatusCode::BadIdentityTokenInvalid
+        || c == StatusCode::BadUserAccessDenied
+    {
+        format!("{endpoint}: the server refused the user name, password or user certificate ({c})")
+    } else if c == StatusCode::BadTcpEndpointUrlInvalid
+        || c == StatusCode::BadSecurityPolicyRejected
+    {
+        format!(
+            "{endpoint}: the server offers no endpoint with this security_policy and \
+             security_mode ({c}); `shopfloor probe` lists what it offers"
+        )
+    } else if c == StatusCode::BadCommunicationError
+        || c == StatusCode::BadConnectionRejected
+        || c == StatusCode::BadNotConnected
+        || c == StatusCode::BadConnectionClosed
+    {
+        format!("{endpoint}: cannot connect or the connection was lost ({c})")
+    } else if c == StatusCode::BadTimeout {
+        format!("{endpoint}: no answer in time ({c})")
+    } else {
+        format!("{endpoint}: {c}")
+    }
+}
+
+/// Whether a failed request means the channel or session is gone (as opposed to the server
+/// refusing that one request).
+fn is_channel_fault(code: StatusCode) -> bool {
+    [
+        StatusCode::BadNotConnected,
+        StatusCode::BadConnectionClosed,
+        StatusCode::BadCommunicationError,
+        StatusCode::BadTimeout,
+        StatusCode::BadSessionClosed,
+        StatusCode::BadSessionIdInvalid,
+        StatusCode::BadSecureChannelClosed,
+        StatusCode::BadSecureChannelIdInvalid,
+        StatusCode::BadTcpInternalError,
+    ]
+    .contains(&code)
+}
+
+/// Back-off after the n-th failure in a row: 1 s doubling, at most [`MAX_BACKOFF`].
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1)
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The tick after `last` still ahead of `now`, keeping the schedule's phase.
+fn next_tick(last: Instant, period: Duration, now: Instant) -> Instant {
+    let next = last + period;
+    if next > now {
+        return next;
+    }
+    let behind = now.duration_since(last).as_nanos();
+    let periods = behind / period.as_nanos().max(1) + 1;
+    last + period * u32::try_from(periods).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_from_a_second_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn an_untrusted_certificate_says_where_it_is_and_how_to_trust_it() {
+        let m = explain_status(
+            StatusCode::BadCertificateUntrusted,
+            "opc.tcp://plc:4840",
+            Path::new("/var/lib/shopfloor/opcua/pki"),
+        );
+        assert!(m.contains("/var/lib/shopfloor/opcua/pki/rejected"), "{m}");
+        assert!(
+            m.contains("move it to /var/lib/shopfloor/opcua/pki/trusted"),
+            "{m}"
+        );
+    }
+}

@@ -1,0 +1,885 @@
+//! `[[opcua]]`: one OPC UA server endpoint, how to reach it securely, and which of its nodes
+//! become which machine's or meter's signals.
+//!
+//! ```toml
+//! [[opcua]]
+//! id = "cnc07"
+//! endpoint = "opc.tcp://192.168.1.50:4840"
+//! security_policy = "basic256sha256"        # none (default), basic256sha256,
+//!                                           # aes128_sha256_rsaoaep, aes256_sha256_rsapss
+//! security_mode = "sign_and_encrypt"        # none (default), sign, sign_and_encrypt
+//! username = "shopfloor"
+//! password = { env = "CNC07_OPCUA_PASSWORD" }
+//! machine = "cnc07"
+//!
+//!   [[opcua.group]]                          # a subscription (the default mode)
+//!   publishing_interval = "1s"
+//!   [[opcua.group.node]]
+//!   node = "ns=2;s=/Channel/Spindle/actSpeed"
+//!   signal = "spindle_speed"
+//!   type = "float"
+//!   deadband = { absolute = 5.0 }
+//!
+//!   [[opcua.group]]
+//!   mode = "poll"                            # the Read service every `poll`
+//!   poll = "10s"
+//!   [[opcua.group.node]]
+//!   node = "ns=2;s=/Channel/State/acTotalParts"
+//!   signal = "parts_total"
+//!   type = "int"
+//! ```
+//!
+//! The section checks itself with [`OpcuaServer::check`], which returns every problem at once
+//! with the path of the key it is about (relative to the `[[opcua]]` table), so the config
+//! reader can put a line and column on each; the checks across sections (is the machine
+//! registered, does a signal keep one type across devices) take what they need as arguments.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::node_id::NodeAddress;
+use crate::config::{Secret, parse_duration};
+use crate::model::SignalType;
+
+/// `[[opcua]]`: one server endpoint. The agent keeps one session to it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpcuaServer {
+    /// Server id for logs, metrics and the agent's health line.
+    pub id: String,
+    /// `opc.tcp://host:port[/path]`, as the server's documentation or `shopfloor probe` shows it.
+    pub endpoint: String,
+    /// The message security policy: `none` (default), `basic256sha256`,
+    /// `aes128_sha256_rsaoaep` or `aes256_sha256_rsapss`. With a policy other than `none`, the
+    /// agent has an application certificate (its own, made in `pki_dir` on first start unless
+    /// `client_certificate` names one) and must trust the server's.
+    #[serde(default)]
+    pub security_policy: SecurityPolicy,
+    /// `none` (default), `sign` or `sign_and_encrypt`; `none` exactly when the policy is `none`.
+    #[serde(default)]
+    pub security_mode: SecurityMode,
+    /// The user to log in as; without it (and without `user_certificate`) the session is
+    /// anonymous.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The user's password, from the environment or a file, never the config text.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// An X.509 user certificate (DER or PEM) to log in with, instead of a user name.
+    #[serde(default)]
+    pub user_certificate: Option<PathBuf>,
+    /// The private key (PEM) of `user_certificate`.
+    #[serde(default)]
+    pub user_private_key: Option<PathBuf>,
+    /// The agent's application instance certificate (DER) for this server; default: the one in
+    /// `pki_dir/own/cert.der`, made on first start.
+    #[serde(default)]
+    pub client_certificate: Option<PathBuf>,
+    /// The private key (PEM) of `client_certificate`.
+    #[serde(default)]
+    pub client_private_key: Option<PathBuf>,
+    /// The certificate store: `trusted/` holds the server certificates the agent trusts,
+    /// `rejected/` receives each untrusted one it was shown (move it to `trusted/` to trust
+    /// it), `own/` and `private/` hold the agent's own. Default `<data_dir>/opcua/pki`.
+    #[serde(default)]
+    pub pki_dir: Option<PathBuf>,
+    /// How long the server keeps the session while the agent is away (default 60s).
+    #[serde(default = "default_session_timeout", deserialize_with = "duration")]
+    pub session_timeout: Duration,
+    /// How long the agent waits for the answer to one request (default 10s).
+    #[serde(default = "default_request_timeout", deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Monitored items per subscription before the agent opens another one (default 1000; an
+    /// S7-1200 accepts about 1,000 in all, some servers 100 per subscription).
+    #[serde(default = "default_max_items_per_subscription")]
+    pub max_items_per_subscription: u32,
+    /// Nodes per Read request of a polled group; default: the server's
+    /// `MaxNodesPerRead` (read at connection), or 500 when it says none.
+    #[serde(default)]
+    pub max_nodes_per_read: Option<u32>,
+    /// A value whose source or server timestamp is further than this from the agent's clock
+    /// gets the next timestamp instead (server's, then the arrival time): a controller whose
+    /// clock was never set would put data in the wrong shift. Default 10m.
+    #[serde(default = "default_max_timestamp_skew", deserialize_with = "duration")]
+    pub max_timestamp_skew: Duration,
+    /// The machine that nodes without `machine` or `meter` belong to.
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// The meter that nodes without `machine` or `meter` belong to.
+    #[serde(default)]
+    pub meter: Option<String>,
+    /// The node map, in groups that share a reading mode.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<OpcuaGroup>,
+}
+
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+/// `max_items_per_subscription` when the config gives none.
+pub const DEFAULT_MAX_ITEMS_PER_SUBSCRIPTION: u32 = 1000;
+fn default_max_items_per_subscription() -> u32 {
+    DEFAULT_MAX_ITEMS_PER_SUBSCRIPTION
+}
+/// Nodes per Read when neither the config nor the server says.
+pub const DEFAULT_MAX_NODES_PER_READ: u32 = 500;
+fn default_max_timestamp_skew() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// OPC UA's message security policies that the agent speaks. The deprecated Basic128Rsa15 and
+/// Basic256 are left out on purpose (SHA-1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityPolicy {
+    #[default]
+    None,
+    Basic256sha256,
+    #[serde(rename = "aes128_sha256_rsaoaep")]
+    Aes128Sha256RsaOaep,
+    #[serde(rename = "aes256_sha256_rsapss")]
+    Aes256Sha256RsaPss,
+}
+
+impl SecurityPolicy {
+    /// The policy's URI suffix as OPC UA names it (`Basic256Sha256`).
+    pub fn ua_name(self) -> &'static str {
+        match self {
+            SecurityPolicy::None => "None",
+            SecurityPolicy::Basic256sha256 => "Basic256Sha256",
+            SecurityPolicy::Aes128Sha256RsaOaep => "Aes128_Sha256_RsaOaep",
+            SecurityPolicy::Aes256Sha256RsaPss => "Aes256_Sha256_RsaPss",
+        }
+    }
+}
+
+/// OPC UA's message security modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityMode {
+    #[default]
+    None,
+    Sign,
+    SignAndEncrypt,
+}
+
+/// `[[opcua.group]]`: nodes read the same way.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpcuaGroup {
+    /// `subscribe` (default: the server reports changes) or `poll` (the agent reads every
+    /// `poll` with the Read service, for servers with few monitored items or values that
+    /// should be written at a steady rate).
+    #[serde(default)]
+    pub mode: ReadMode,
+    /// Subscribe: how often the server sends the changes it collected (default 1s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub publishing_interval: Option<Duration>,
+    /// Subscribe: how often the server samples each node (default: the publishing interval).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub sampling_interval: Option<Duration>,
+    /// Subscribe: changes the server keeps per node between two publications (default 1: the
+    /// newest; raise it when sampling is faster than publishing and every change counts).
+    #[serde(default)]
+    pub queue_size: Option<u32>,
+    /// Poll: how often the group is read (default 1s).
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub poll: Option<Duration>,
+    /// The nodes.
+    #[serde(default, rename = "node")]
+    pub nodes: Vec<OpcuaNode>,
+}
+
+impl OpcuaGroup {
+    pub fn publishing_interval(&self) -> Duration {
+        self.publishing_interval.unwrap_or(Duration::from_secs(1))
+    }
+    pub fn sampling_interval(&self) -> Duration {
+        self.sampling_interval
+            .unwrap_or_else(|| self.publishing_interval())
+    }
+    pub fn queue_size(&self) -> u32 {
+        self.queue_size.unwrap_or(1)
+    }
+    pub fn poll(&self) -> Duration {
+        self.poll.unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// How a group's nodes are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadMode {
+    #[default]
+    Subscribe,
+    Poll,
+}
+
+/// `[[opcua.group.node]]`: one node (or one element of an array node) as one signal.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpcuaNode {
+    /// The node id: `ns=2;s=…`, `ns=3;i=…`, `i=2258`, `nsu=<uri>;s=…`, `ns=1;g=<guid>`,
+    /// `ns=1;b=<base64>` (see `source::opcua::node_id`).
+    pub node: NodeAddress,
+    /// Signal name, the field key in the `signal` line.
+    pub signal: String,
+    /// The type written to the store (`float` default, `int`, `bool`, `string`); see
+    /// `source::opcua::value` for which server types convert to which.
+    #[serde(rename = "type", default)]
+    pub value_type: SignalType,
+    /// For an array node: the element (0-based) this signal is. One node entry per element.
+    #[serde(default)]
+    pub index: Option<u32>,
+    /// Subscribe, numeric signals: report a change only when it exceeds this,
+    /// `{ absolute = 0.5 }` (in the value's unit) or `{ percent = 2 }` (of the node's
+    /// EURange; only for analog items that have one).
+    #[serde(default)]
+    pub deadband: Option<Deadband>,
+    /// The machine this signal belongs to, instead of the server's.
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// The meter this signal belongs to, instead of the server's machine.
+    #[serde(default)]
+    pub meter: Option<String>,
+}
+
+/// A data-change filter's deadband.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deadband {
+    Absolute(f64),
+    Percent(f64),
+}
+
+/// Whom a signal belongs to, once the node's and the server's settings are combined.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Owner<'a> {
+    Machine(&'a str),
+    Meter(&'a str),
+}
+
+/// One segment of a key's path inside `[[opcua]]`: `group`, 2, `node`, 0, `signal`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathSeg {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// One mistake, at the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Relative to the `[[opcua]]` table; empty for the table itself.
+    pub path: Vec<PathSeg>,
+    pub message: String,
+}
+
+/// What the checks across sections need to know: which machines and meters are registered.
+pub struct Register<'a> {
+    pub is_machine: &'a dyn Fn(&str) -> bool,
+    pub is_meter: &'a dyn Fn(&str) -> bool,
+}
+
+/// The suffix of the field beside an Uncertain value's signal (see `source::opcua`).
+pub const QUALITY_SUFFIX: &str = "_quality";
+
+impl OpcuaServer {
+    /// The owner of a node's signal: the node's `machine` or `meter`, else the server's.
+    pub fn owner<'a>(&'a self, node: &'a OpcuaNode) -> Option<Owner<'a>> {
+        match (&node.machine, &node.meter, &self.machine, &self.meter) {
+            (Some(m), _, _, _) => Some(Owner::Machine(m)),
+            (None, Some(m), _, _) => Some(Owner::Meter(m)),
+            (None, None, Some(m), _) => Some(Owner::Machine(m)),
+            (None, None, None, Some(m)) => Some(Owner::Meter(m)),
+            (None, None, None, None) => None,
+        }
+    }
+
+    /// Every (owner, signal, type) this server writes, for the check that a signal keeps one
+    /// type across devices.
+    pub fn signals(&self) -> impl Iterator<Item = (Owner<'_>, &str, SignalType)> {
+        self.groups.iter().flat_map(move |g| {
+            g.nodes
+                .iter()
+                .filter_map(move |n| self.owner(n).map(|o| (o, n.signal.as_str(), n.value_type)))
+        })
+    }
+
+    /// Every problem of this section, at once.
+    pub fn check(&self, register: &Register<'_>) -> Vec<ConfigProblem> {
+        use PathSeg::{Index, Key};
+        let mut out = Vec::new();
+        let mut push =
+            |path: Vec<PathSeg>, message: String| out.push(ConfigProblem { path, message });
+        let name = &self.id;
+        if self.id.trim().is_empty() {
+            push(vec![Key("id")], "an [[opcua]] server needs an `id`".into());
+        }
+        if let Err(e) = endpoint_host_port(&self.endpoint) {
+            push(vec![Key("endpoint")], format!("opcua server `{name}`: {e}"));
+        }
+        match (self.security_policy, self.security_mode) {
+            (SecurityPolicy::None, SecurityMode::None) => {}
+            (SecurityPolicy::None, _) => push(
+                vec![Key("security_mode")],
+                format!(
+                    "opcua server `{name}`: security_mode `sign` or `sign_and_encrypt` needs a \
+                     security_policy (e.g. \"basic256sha256\")"
+                ),
+            ),
+            (p, SecurityMode::None) => push(
+                vec![Key("security_policy")],
+                format!(
+                    "opcua server `{name}`: security_policy `{}` needs security_mode \"sign\" or \
+                     \"sign_and_encrypt\"",
+                    p.ua_name()
+                ),
+            ),
+            _ => {}
+        }
+        match (&self.username, &self.password) {
+            (Some(_), None) => push(
+                vec![Key("username")],
+                format!(
+                    "opcua server `{name}`: a username needs a password = {{ env = \"…\" }} or \
+                     {{ file = \"…\" }}"
+                ),
+            ),
+            (None, Some(_)) => push(
+                vec![Key("password")],
+                format!("opcua server `{name}`: a password needs a username"),
+            ),
+            _ => {}
+        }
+        if self.user_certificate.is_some() && self.username.is_some() {
+            push(
+                vec![Key("user_certificate")],
+                format!(
+                    "opcua server `{name}`: log in with a username or a user_certificate, not both"
+                ),
+            );
+        }
+        for (cert, key, ck, kk) in [
+            (
+                &self.user_certificate,
+                &self.user_private_key,
+                "user_certificate",
+                "user_private_key",
+            ),
+            (
+                &self.client_certificate,
+                &self.client_private_key,
+                "client_certificate",
+                "client_private_key",
+            ),
+        ] {
+            match (cert, key) {
+                (Some(_), None) => push(
+                    vec![Key(ck)],
+                    format!("opcua server `{name}`: {ck} needs its {kk}"),
+                ),
+                (None, Some(_)) => push(
+                    vec![Key(kk)],
+                    format!("opcua server `{name}`: {kk} belongs to a {ck}, which is missing"),
+                ),
+                _ => {}
+            }
+        }
+        for (key, d) in [
+            ("session_timeout", self.session_timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if d.is_zero() {
+                push(
+                    vec![Key(key)],
+                    format!("opcua server `{name}`: {key} must be more than 0s"),
+                );
+            }
+        }
+        if self.session_timeout.as_millis() > u128::from(u32::MAX) {
+            push(
+                vec![Key("session_timeout")],
+                format!("opcua server `{name}`: session_timeout is at most 49d17h2m47s"),
+            );
+        }
+        if self.max_items_per_subscription == 0 {
+            push(
+                vec![Key("max_items_per_subscription")],
+                format!("opcua server `{name}`: max_items_per_subscription must be at least 1"),
+            );
+        }
+        if self.max_nodes_per_read == Some(0) {
+            push(
+                vec![Key("max_nodes_per_read")],
+                format!("opcua server `{name}`: max_nodes_per_read must be at least 1"),
+            );
+        }
+        if self.machine.is_some() && self.meter.is_some() {
+            push(
+                vec![Key("meter")],
+                format!("opcua server `{name}` names a `machine` or a `meter`, not both"),
+            );
+        }
+        for (key, id, registered, what) in [
+            ("machine", &self.machine, register.is_machine, "[[machine]]"),
+            ("meter", &self.meter, register.is_meter, "[[meter]]"),
+        ] {
+            if let Some(id) = id
+                && !registered(id)
+            {
+                push(
+                    vec![Key(key)],
+                    format!("opcua server `{name}`: `{id}` is not a registered {what}"),
+                );
+            }
+        }
+        if self.groups.iter().all(|g| g.nodes.is_empty()) {
+            push(
+                vec![Key("id")],
+                format!("opcua server `{name}` has no [[opcua.group.node]]: it would read nothing"),
+            );
+        }
+        // (owner, signal) → where it was first mapped, across the server's groups.
+        let mut seen: BTreeMap<(Owner<'_>, &str), (usize, usize)> = BTreeMap::new();
+        let mut quality_names = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            let at = |rest: &[PathSeg]| {
+                let mut p = vec![Key("group"), Index(g)];
+                p.extend_from_slice(rest);
+                p
+            };
+            let subscribe_only = [
+                ("publishing_interval", group.publishing_interval.is_some()),
+                ("sampling_interval", group.sampling_interval.is_some()),
+                ("queue_size", group.queue_size.is_some()),
+            ];
+            match group.mode {
+                ReadMode::Subscribe => {
+                    if group.poll.is_some() {
+                        push(
+                            at(&[Key("poll")]),
+                            "`poll` is for groups with mode = \"poll\"; a subscription has a \
+                             publishing_interval"
+                                .into(),
+                        );
+                    }
+                    if group.publishing_interval().is_zero() {
+                        push(
+                            at(&[Key("publishing_interval")]),
+                            "publishing_interval must be more than 0s".into(),
+                        );
+                    }
+                    if group.queue_size == Some(0) {
+                        push(
+                            at(&[Key("queue_size")]),
+                            "queue_size must be at least 1".into(),
+                        );
+                    }
+                }
+                ReadMode::Poll => {
+                    for (key, set) in subscribe_only {
+                        if set {
+                            push(
+                                at(&[Key(key)]),
+                                format!(
+                                    "`{key}` is for subscriptions; a group with mode = \"poll\" \
+                                     has `poll`"
+                                ),
+                            );
+                        }
+                    }
+                    if group.poll().is_zero() {
+                        push(at(&[Key("poll")]), "poll must be more than 0s".into());
+                    }
+                }
+            }
+            if group.nodes.is_empty() {
+                push(
+                    at(&[]),
+                    format!("opcua server `{name}`: a group without [[opcua.group.node]]"),
+                );
+            }
+            for (n, node) in group.nodes.iter().enumerate() {
+                let at = |k: &'static str| at(&[Key("node"), Index(n), Key(k)]);
+                if node.signal.trim().is_empty() {
+                    push(at("signal"), "a node needs a `signal` name".into());
+                }
+                if node.machine.is_some() && node.meter.is_some() {
+                    push(
+                        at("meter"),
+                        "a node names a `machine` or a `meter`, not both".into(),
+                    );
+                }
+                for (key, id, registered, what) in [
+                    ("machine", &node.machine, register.is_machine, "[[machine]]"),
+                    ("meter", &node.meter, register.is_meter, "[[meter]]"),
+                ] {
+                    if let Some(id) = id
+                        && !registered(id)
+                    {
+                        push(at(key), format!("`{id}` is not a registered {what}"));
+                    }
+                }
+                if let Some(d) = node.deadband {
+                    if group.mode == ReadMode::Poll {
+                        push(
+                            at("deadband"),
+                            "a deadband is for subscriptions; a polled node is read every poll"
+                                .into(),
+                        );
+                    } else if !matches!(node.value_type, SignalType::Float | SignalType::Int) {
+                        push(
+                            at("deadband"),
+                            format!(
+                                "a deadband needs a numeric signal; `{}` is {}",
+                                node.signal,
+                                node.value_type.with_article()
+                            ),
+                        );
+                    }
+                    match d {
+                        Deadband::Absolute(x) if !(x >= 0.0 && x.is_finite()) => push(
+                            at("deadband"),
+                            format!("deadband absolute = {x}: must be 0 or more"),
+                        ),
+                        Deadband::Percent(x) if !(0.0..=100.0).contains(&x) => push(
+                            at("deadband"),
+                            format!("deadband percent = {x}: must be from 0 to 100"),
+                        ),
+                        _ => {}
+                    }
+                }
+                let Some(owner) = self.owner(node) else {
+                    push(
+                        at("signal"),
+                        format!(
+                            "signal `{}` belongs to no machine or meter: set `machine` (or \
+                             `meter`) on the [[opcua]] server or on the node",
+                            node.signal
+                        ),
+                    );
+                    continue;
+                };
+                quality_names.push((owner.clone(), g, n));
+                if let Some((g0, n0)) = seen.insert((owner.clone(), node.signal.as_str()), (g, n)) {
+                    push(
+                        at("signal"),
+                        format!(
+                            "signal `{}` of {} is already mapped (group {}, node {}): one node per \
+                             signal",
+                            node.signal,
+                            owner_words(&owner),
+                            g0 + 1,
+                            n0 + 1
+                        ),
+                    );
+                }
+            }
+        }
+        // `<signal>_quality` is written beside Uncertain values: no signal may be called that.
+        for (owner, g, n) in quality_names {
+            let signal = &self.groups[g].nodes[n].signal;
+            if let Some(base) = signal.strip_suffix(QUALITY_SUFFIX)
+                && seen.contains_key(&(owner.clone(), base))
+            {
+                push(
+                    vec![Key("group"), Index(g), Key("node"), Index(n), Key("signal")],
+                    format!(
+                        "signal `{signal}` would clash with the quality field written beside \
+                         `{base}` when its value is uncertain: choose another name"
+                    ),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn owner_words(owner: &Owner<'_>) -> String {
+    match owner {
+        Owner::Machine(m) => format!("machine `{m}`"),
+        Owner::Meter(m) => format!("meter `{m}`"),
+    }
+}
+
+/// The `host:port` of an `opc.tcp://` URL (port 4840 when it has none).
+pub fn endpoint_host_port(url: &str) -> Result<(String, u16), String> {
+    let example = "(e.g. \"opc.tcp://192.168.1.50:4840\")";
+    let Some(rest) = url.strip_prefix("opc.tcp://") else {
+        return Err(format!(
+            "endpoint `{url}` is not an opc.tcp:// URL {example}"
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err(format!("endpoint `{url}` names no host {example}"));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (authority, None),
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let port = match port {
+        None => 4840,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("endpoint `{url}`: port `{p}` is not 1–65535 {example}"))?,
+    };
+    if host.is_empty() {
+        return Err(format!("endpoint `{url}` names no host {example}"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> OpcuaServer {
+        #[derive(Deserialize)]
+        struct Doc {
+            opcua: Vec<OpcuaServer>,
+        }
+        let doc: Doc = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        doc.opcua.into_iter().next().unwrap()
+    }
+
+    fn problems(server: &OpcuaServer) -> Vec<String> {
+        let register = Register {
+            is_machine: &|m| m.starts_with("cnc"),
+            is_meter: &|m| m == "main",
+        };
+        server
+            .check(&register)
+            .into_iter()
+            .map(|p| {
+                let path: Vec<String> = p
+                    .path
+                    .iter()
+                    .map(|s| match s {
+                        PathSeg::Key(k) => k.to_string(),
+                        PathSeg::Index(i) => i.to_string(),
+                    })
+                    .collect();
+                format!("{}: {}", path.join("."), p.message)
+            })
+            .collect()
+    }
+
+    const GOOD: &str = r#"
+[[opcua]]
+id = "cnc07"
+endpoint = "opc.tcp://192.168.1.50:4840"
+security_policy = "basic256sha256"
+security_mode = "sign_and_encrypt"
+username = "shopfloor"
+password = { env = "CNC07_OPCUA_PASSWORD" }
+machine = "cnc07"
+
+  [[opcua.group]]
+  publishing_interval = "500ms"
+  queue_size = 5
+  [[opcua.group.node]]
+  node = "ns=2;s=/Channel/Spindle/actSpeed"
+  signal = "spindle_speed"
+  deadband = { absolute = 5.0 }
+  [[opcua.group.node]]
+  node = "ns=2;s=/Channel/Axis/load"
+  signal = "axis_load_z"
+  index = 2
+  [[opcua.group.node]]
+  node = "nsu=urn:meter;i=7"
+  signal = "power_kw"
+  meter = "main"
+
+  [[opcua.group]]
+  mode = "poll"
+  poll = "10s"
+  [[opcua.group.node]]
+  node = "ns=2;s=/Channel/State/acTotalParts"
+  signal = "parts_total"
+  type = "int"
+"#;
+
+    #[test]
+    fn a_good_section_reads_with_its_defaults() {
+        let s = load(GOOD);
+        assert_eq!(problems(&s), Vec::<String>::new());
+        assert_eq!(s.security_policy, SecurityPolicy::Basic256sha256);
+        assert_eq!(s.security_mode, SecurityMode::SignAndEncrypt);
+        assert_eq!(s.password, Some(Secret::Env("CNC07_OPCUA_PASSWORD".into())));
+        assert_eq!(s.session_timeout, Duration::from_secs(60));
+        assert_eq!(s.request_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_items_per_subscription, 1000);
+        assert_eq!(s.max_nodes_per_read, None);
+        let sub = &s.groups[0];
+        assert_eq!(sub.mode, ReadMode::Subscribe);
+        assert_eq!(sub.publishing_interval(), Duration::from_millis(500));
+        assert_eq!(sub.sampling_interval(), Duration::from_millis(500));
+        assert_eq!(sub.queue_size(), 5);
+        assert_eq!(sub.nodes[0].deadband, Some(Deadband::Absolute(5.0)));
+        assert_eq!(sub.nodes[0].value_type, SignalType::Float);
+        assert_eq!(sub.nodes[1].index, Some(2));
+        assert_eq!(s.owner(&sub.nodes[2]), Some(Owner::Meter("main")));
+        assert_eq!(s.owner(&sub.nodes[0]), Some(Owner::Machine("cnc07")));
+        let poll = &s.groups[1];
+        assert_eq!(
+            (poll.mode, poll.poll()),
+            (ReadMode::Poll, Duration::from_secs(10))
+        );
+        assert_eq!(poll.nodes[0].value_type, SignalType::Int);
+        assert_eq!(s.signals().count(), 4);
+    }
+
+    #[test]
+    fn a_password_in_the_config_text_is_refused() {
+        let text = GOOD.replace(
+            "password = { env = \"CNC07_OPCUA_PASSWORD\" }",
+            "password = \"hunter2\"",
+        );
+        #[derive(Debug, Deserialize)]
+        struct Doc {
+            #[allow(dead_code)]
+            opcua: Vec<OpcuaServer>,
+        }
+        let e = toml::from_str::<Doc>(&text).unwrap_err().to_string();
+        assert!(e.contains("a secret is never written in the config"), "{e}");
+        assert!(!e.contains("hunter2 "), "{e}");
+    }
+
+    #[test]
+    fn a_bad_node_id_is_named_at_read_time() {
+        let text = GOOD.replace("ns=2;s=/Channel/Axis/load", "ns=2;q=load");
+        #[derive(Debug, Deserialize)]
+        struct Doc {
+            #[allow(dead_code)]
+            opcua: Vec<OpcuaServer>,
+        }
+        let e = toml::from_str::<Doc>(&text).unwrap_err().to_string();
+        assert!(e.contains("unknown identifier type `q=`"), "{e}");
+    }
+
+    #[test]
+    fn every_mistake_is_reported_at_its_key() {
+        let text = r#"
+[[opcua]]
+id = "plc1"
+endpoint = "tcp://10.0.0.5:4840"
+security_mode = "sign"
+username = "u"
+client_certificate = "own.der"
+session_timeout = "0s"
+max_items_per_subscription = 0
+machine = "press1"
+
+  [[opcua.group]]
+  poll = "1s"
+  queue_size = 0
+  [[opcua.group.node]]
+  node = "i=2258"
+  signal = "clock"
+  type = "string"
+  deadband = { percent = 150 }
+  [[opcua.group.node]]
+  node = "ns=2;i=5"
+  signal = "clock"
+  [[opcua.group.node]]
+  node = "ns=2;i=6"
+  signal = "clock_quality"
+  type = "string"
+
+  [[opcua.group]]
+  mode = "poll"
+  sampling_interval = "1s"
+  [[opcua.group.node]]
+  node = "ns=2;i=9"
+  signal = "x"
+  deadband = { absolute = 1 }
+"#;
+        let got = problems(&load(text));
+        let want = [
+            "endpoint: opcua server `plc1`: endpoint `tcp://10.0.0.5:4840` is not an opc.tcp:// URL (e.g. \"opc.tcp://192.168.1.50:4840\")",
+            "security_mode: opcua server `plc1`: security_mode `sign` or `sign_and_encrypt` needs a security_policy (e.g. \"basic256sha256\")",
+            "username: opcua server `plc1`: a username needs a password = { env = \"…\" } or { file = \"…\" }",
+            "client_certificate: opcua server `plc1`: client_certificate needs its client_private_key",
+            "session_timeout: opcua server `plc1`: session_timeout must be more than 0s",
+            "max_items_per_subscription: opcua server `plc1`: max_items_per_subscription must be at least 1",
+            "machine: opcua server `plc1`: `press1` is not a registered [[machine]]",
+            "group.0.poll: `poll` is for groups with mode = \"poll\"; a subscription has a publishing_interval",
+            "group.0.queue_size: queue_size must be at least 1",
+            "group.0.node.0.deadband: a deadband needs a numeric signal; `clock` is a string",
+            "group.0.node.0.deadband: deadband percent = 150: must be from 0 to 100",
+            "group.0.node.1.signal: signal `clock` of machine `press1` is already mapped (group 1, node 1): one node per signal",
+            "group.1.sampling_interval: `sampling_interval` is for subscriptions; a group with mode = \"poll\" has `poll`",
+            "group.1.node.0.deadband: a deadband is for subscriptions; a polled node is read every poll",
+            "group.0.node.2.signal: signal `clock_quality` would clash with the quality field written beside `clock` when its value is uncertain: choose another name",
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_node_without_an_owner_and_a_server_without_nodes() {
+        let s = load(
+            r#"
+[[opcua]]
+id = "x"
+endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
+  [[opcua.group]]
+  [[opcua.group.node]]
+  node = "i=2258"
+  signal = "clock"
+"#,
+        );
+        assert_eq!(
+            problems(&s),
+            [
+                "group.0.node.0.signal: signal `clock` belongs to no machine or meter: set `machine` (or `meter`) on the [[opcua]] server or on the node"
+            ]
+        );
+        let s = load("[[opcua]]\nid = \"y\"\nendpoint = \"opc.tcp://h\"\n");
+        assert_eq!(
+            problems(&s),
+            ["id: opcua server `y` has no [[opcua.group.node]]: it would read nothing"]
+        );
+    }
+
+    #[test]
+    fn endpoints_give_host_and_port() {
+        assert_eq!(
+            endpoint_host_port("opc.tcp://10.0.0.5:4841"),
+            Ok(("10.0.0.5".into(), 4841))
+        );
+        assert_eq!(
+            endpoint_host_port("opc.tcp://plc/UA"),
+            Ok(("plc".into(), 4840))
+        );
+        assert_eq!(
+            endpoint_host_port("opc.tcp://[fe80::1]:4840/x"),
+            Ok(("[fe80::1]".into(), 4840))
+        );
+        assert!(
+            endpoint_host_port("opc.tcp://plc:0")
+                .unwrap_err()
+                .contains("not 1–65535")
+        );
+        assert!(
+            endpoint_host_port("opc.tcp://")
+                .unwrap_err()
+                .contains("names no host")
+        );
+    }
+}

@@ -1,0 +1,672 @@
+//! Shopfloor's OPC UA source against a third-party server: python asyncua
+//! (`tests/opcua/server.py`), an implementation independent of the Rust stack the agent uses.
+//!
+//! `scripts/test` installs asyncua (pinned) into the same virtual environment as pymodbus
+//! (`$XDG_CACHE_HOME/shopfloor/venv`, by default `~/.cache/shopfloor/venv`); point
+//! `SHOPFLOOR_TEST_PYTHON` at another interpreter that has asyncua to use that one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use shopfloor::metrics::Metrics;
+use shopfloor::model::{SourceEvent, Target, Value};
+use shopfloor::shutdown;
+use shopfloor::source::opcua::client;
+use shopfloor::source::opcua::config::OpcuaServer;
+use tokio::sync::mpsc;
+
+/// The Python that has asyncua.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHOPFLOOR_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME is set");
+    let python = cache.join("shopfloor/venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} does not exist: run scripts/test, which installs asyncua there, or set SHOPFLOOR_TEST_PYTHON",
+        python.display()
+    );
+    python
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The asyncua server process; killed when dropped.
+struct UaServer {
+    child: Child,
+    port: u16,
+}
+
+impl UaServer {
+    fn start(port: u16, args: &[&str]) -> UaServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/opcua/server.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .arg(port.to_string())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the asyncua server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            panic!("the asyncua server did not start (is asyncua installed? run scripts/test)");
+        }
+        UaServer { child, port }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("opc.tcp://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for UaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server_config(text: &str) -> OpcuaServer {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        opcua: Vec<OpcuaServer>,
+    }
+    let doc: Doc = toml::from_str(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    doc.opcua.into_iter().next().expect("one [[opcua]]")
+}
+
+/// What the source sent, in order.
+#[derive(Default)]
+struct Seen {
+    /// (target, signal) → every (value, timestamp), in arrival order.
+    values: BTreeMap<(String, String), Vec<(Value, Timestamp)>>,
+    /// "up" / "down: reason", with when they arrived.
+    health: Vec<(String, Instant)>,
+}
+
+impl Seen {
+    fn take(&mut self, event: SourceEvent) {
+        match event {
+            SourceEvent::Samples(samples) => {
+                for s in samples {
+                    let t = match &s.target {
+                        Target::Machine(m) => format!("machine {m}"),
+                        Target::Meter(m) => format!("meter {m}"),
+                    };
+                    self.values
+                        .entry((t, s.signal.to_string()))
+                        .or_default()
+                        .push((s.value, s.at));
+                }
+            }
+            SourceEvent::DeviceUp { .. } => self.health.push(("up".into(), Instant::now())),
+            SourceEvent::DeviceDown { reason, .. } => self
+                .health
+                .push((format!("down: {reason}"), Instant::now())),
+            SourceEvent::Offline { .. } => {}
+        }
+    }
+
+    fn last(&self, machine: &str, signal: &str) -> Option<&Value> {
+        self.values
+            .get(&(format!("machine {machine}"), signal.to_string()))
+            .and_then(|v| v.last())
+            .map(|(v, _)| v)
+    }
+
+    fn count(&self, machine: &str, signal: &str) -> usize {
+        self.values
+            .get(&(format!("machine {machine}"), signal.to_string()))
+            .map_or(0, Vec::len)
+    }
+}
+
+/// Receives events into `seen` until `done` says so or `limit` passes.
+async fn watch(
+    rx: &mut mpsc::Receiver<SourceEvent>,
+    seen: &mut Seen,
+    limit: Duration,
+    done: impl Fn(&Seen) -> bool,
+) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while !done(seen) {
+        match tokio::time::timeout_at(end, rx.recv()).await {
+            Ok(Some(e)) => seen.take(e),
+            _ => return done(seen),
+        }
+    }
+    true
+}
+
+/// Every built-in type's node as (node name, signal, type, expected value).
+fn every_type() -> Vec<(&'static str, &'static str, &'static str, Option<u32>, Value)> {
+    let date_ms = "2026-12-06T08:30:15Z"
+        .parse::<Timestamp>()
+        .unwrap()
+        .as_millisecond();
+    vec![
+        ("Boolean", "boolean", "bool", None, Value::Bool(true)),
+        ("SByte", "sbyte", "int", None, Value::Int(-5)),
+        ("Byte", "byte", "int", None, Value::Int(200)),
+        ("Int16", "int16", "int", None, Value::Int(-1234)),
+        ("UInt16", "uint16", "int", None, Value::Int(54321)),
+        ("Int32", "int32", "int", None, Value::Int(-123456)),
+        ("UInt32", "uint32", "int", None, Value::Int(3_000_000_000)),
+        (
+            "Int64",
+            "int64",
+            "int",
+            None,
+            Value::Int(-9_000_000_000_000_000),
+        ),
+        ("UInt64", "uint64", "int", None, Value::Int(i64::MAX)),
+        ("Float", "float", "float", None, Value::Float(1.5)),
+        ("Double", "double", "float", None, Value::Float(2.25)),
+        (
+            "String",
+            "string",
+            "string",
+            None,
+            Value::Text("运行 AUTO".into()),
+        ),
+        ("DateTime", "datetime_ms", "int", None, Value::Int(date_ms)),
+        (
+            "DateTime",
+            "datetime_text",
+            "string",
+            None,
+            Value::Text("2026-12-06T08:30:15Z".into()),
+        ),
+        (
+            "LocalizedText",
+            "text",
+            "string",
+            None,
+            Value::Text("Ready".into()),
+        ),
+        ("Int32Array", "array_1", "int", Some(1), Value::Int(20)),
+        ("Int32Array", "array_2", "int", Some(2), Value::Int(30)),
+        ("Uncertain", "uncertain", "float", None, Value::Float(7.5)),
+    ]
+}
+
+fn nodes_toml(machine: &str) -> String {
+    let mut out = String::new();
+    for (node, signal, ty, index, _) in every_type() {
+        out.push_str(&format!(
+            "  [[opcua.group.node]]\n  node = \"nsu=urn:shopfloor:test;s={node}\"\n  \
+             signal = \"{signal}\"\n  type = \"{ty}\"\n  machine = \"{machine}\"\n"
+        ));
+        if let Some(i) = index {
+            out.push_str(&format!("  index = {i}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "  [[opcua.group.node]]\n  node = \"ns=2;s=Bad\"\n  signal = \"bad\"\n  machine = \"{machine}\"\n"
+    ));
+    out
+}
+
+/// `RUST_LOG=shopfloor=debug,opcua=info` shows the client's story in a failing test's output.
+fn log_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn start(
+    server: OpcuaServer,
+    pki: &Path,
+) -> (
+    mpsc::Receiver<SourceEvent>,
+    Metrics,
+    shutdown::Trigger,
+    tokio::task::JoinHandle<()>,
+) {
+    log_to_test_output();
+    let (tx, rx) = mpsc::channel(100_000);
+    let metrics = Metrics::new();
+    let (trigger, stop) = shutdown::channel();
+    let task = tokio::spawn(client::run(
+        server,
+        pki.to_path_buf(),
+        tx,
+        metrics.clone(),
+        stop,
+    ));
+    (rx, metrics, trigger, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_built_in_type_reads_the_same_subscribed_and_polled() {
+    let server = UaServer::start(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\n\n  [[opcua.group]]\n  publishing_interval = \"200ms\"\n{}\n  [[opcua.group]]\n  mode = \"poll\"\n  poll = \"300ms\"\n{}",
+        server.endpoint(),
+        nodes_toml("sub"),
+        nodes_toml("poll"),
+    ));
+    let (mut rx, metrics, trigger, task) = start(config, dir.path());
+    let mut seen = Seen::default();
+    let all = every_type();
+    let complete = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        ["sub", "poll"].iter().all(|m| {
+            all.iter()
+                .all(|(_, signal, ..)| s.last(m, signal).is_some())
+        })
+    })
+    .await;
+    // A few more polls and publications of values that do not change.
+    watch(&mut rx, &mut seen, Duration::from_secs(1), |_| false).await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        complete,
+        "not every signal arrived in 30 s; health: {:?}; have: {:?}",
+        seen.health,
+        seen.values.keys().collect::<Vec<_>>()
+    );
+    for m in ["sub", "poll"] {
+        for (node, signal, _, _, want) in &all {
+            assert_eq!(seen.last(m, signal), Some(want), "{m}: {node} as {signal}");
+        }
+        // Uncertain: written, and marked.
+        assert_eq!(
+            seen.last(m, "uncertain_quality"),
+            Some(&Value::Text("uncertain".into()))
+        );
+        assert_eq!(seen.last(m, "int32_quality"), None);
+        // Bad: never written.
+        assert_eq!(seen.count(m, "bad"), 0);
+    }
+    // Subscribed and polled values carry the same (source) timestamps.
+    for (_, signal, ..) in &all {
+        let at = |m: &str| seen.values[&(format!("machine {m}"), signal.to_string())][0].1;
+        assert_eq!(at("sub"), at("poll"), "{signal}");
+    }
+    // A polled value that did not change is not written again (same point, same timestamp).
+    assert_eq!(seen.count("poll", "int32"), 1, "repeats are dropped");
+    assert!(metrics.sum("shopfloor_opcua_duplicate_values_total") >= 1);
+    assert!(metrics.sum("shopfloor_opcua_bad_values_total") >= 2);
+    assert_eq!(seen.health.first().map(|h| h.0.as_str()), Some("up"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_sees_only_session_subscription_and_read_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("services.txt");
+    let server = UaServer::start(free_port(), &["--services", log.to_str().unwrap()]);
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  publishing_interval = \"100ms\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Counter\"\n  signal = \"counter\"\n  type = \"int\"\n  [[opcua.group]]\n  mode = \"poll\"\n  poll = \"100ms\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Counter\"\n  signal = \"counter_polled\"\n  type = \"int\"\n",
+        server.endpoint(),
+    ));
+    let (mut rx, _metrics, trigger, task) = start(config, dir.path());
+    let mut seen = Seen::default();
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        s.count("m", "counter") >= 5 && s.count("m", "counter_polled") >= 5
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    // The session is closed from a task of its own; give it a moment to reach the server.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(ok, "values did not arrive; health: {:?}", seen.health);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let services: BTreeSet<&str> = text.lines().collect();
+    let allowed = [
+        "GetEndpointsRequest",
+        "CreateSessionRequest",
+        "ActivateSessionRequest",
+        "CloseSessionRequest",
+        "ReadRequest",
+        "BrowseRequest",
+        "BrowseNextRequest",
+        "TranslateBrowsePathsToNodeIdsRequest",
+        "CreateSubscriptionRequest",
+        "ModifySubscriptionRequest",
+        "DeleteSubscriptionsRequest",
+        "TransferSubscriptionsRequest",
+        "CreateMonitoredItemsRequest",
+        "DeleteMonitoredItemsRequest",
+        "PublishRequest",
+        "RepublishRequest",
+        "CloseSecureChannelRequest",
+    ];
+    let other: Vec<&&str> = services.iter().filter(|s| !allowed.contains(s)).collect();
+    assert!(
+        other.is_empty(),
+        "the client called {other:?}; all it called: {services:?}"
+    );
+    for needed in [
+        "CreateSessionRequest",
+        "ReadRequest",
+        "CreateSubscriptionRequest",
+        "CreateMonitoredItemsRequest",
+        "PublishRequest",
+    ] {
+        assert!(
+            services.contains(needed),
+            "{needed} not seen in {services:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_100_items_per_subscription_gets_several_subscriptions() {
+    let server = UaServer::start(
+        free_port(),
+        &["--items", "250", "--per-subscription", "100"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = format!(
+        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  publishing_interval = \"200ms\"\n",
+        server.endpoint()
+    );
+    for i in 0..250 {
+        text.push_str(&format!(
+            "  [[opcua.group.node]]\n  node = \"ns=2;s=Item{i}\"\n  signal = \"item{i}\"\n  type = \"int\"\n"
+        ));
+    }
+    let (mut rx, metrics, trigger, task) = start(server_config(&text), dir.path());
+    let mut seen = Seen::default();
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        (0..250).all(|i| s.last("m", &format!("item{i}")).is_some())
+    })
+    .await;
+    let subscriptions = metrics.sum("shopfloor_opcua_subscriptions");
+    trigger.fire();
+    let _ = task.await;
+    assert!(ok, "not every item arrived; health: {:?}", seen.health);
+    for i in 0..250 {
+        assert_eq!(seen.last("m", &format!("item{i}")), Some(&Value::Int(i)));
+    }
+    assert_eq!(subscriptions, 3, "250 items at 100 a subscription");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_recovers_within_10_s_without_duplicates() {
+    let port = free_port();
+    let stamp = (Timestamp::now().as_second() - 60).to_string();
+    let mut server = UaServer::start(port, &["--stamp", &stamp]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\nrequest_timeout = \"2s\"\n\n  [[opcua.group]]\n  publishing_interval = \"100ms\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Counter\"\n  signal = \"counter\"\n  type = \"int\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n  [[opcua.group]]\n  mode = \"poll\"\n  poll = \"200ms\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Double\"\n  signal = \"double\"\n",
+        server.endpoint(),
+    ));
+    let (mut rx, _metrics, trigger, task) = start(config, dir.path());
+    let mut seen = Seen::default();
+    assert!(
+        watch(&mut rx, &mut seen, Duration::from_secs(30), |s| s
+            .count("m", "counter")
+            >= 3)
+        .await,
+        "no values before the restart; health: {:?}",
+        seen.health
+    );
+    drop(server);
+    assert!(
+        watch(&mut rx, &mut seen, Duration::from_secs(30), |s| s
+            .health
+            .iter()
+            .any(|h| h.0.starts_with("down")))
+        .await,
+        "the server's loss was not reported; health: {:?}",
+        seen.health
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server = UaServer::start(port, &["--stamp", &stamp]);
+    let restarted = Instant::now();
+    let before = seen.count("m", "counter");
+    assert!(
+        watch(&mut rx, &mut seen, Duration::from_secs(10), |s| s
+            .count("m", "counter")
+            >= before + 3)
+        .await,
+        "no values within 10 s of the restart; health: {:?}",
+        seen.health
+    );
+    let recovered = restarted.elapsed();
+    trigger.fire();
+    let _ = task.await;
+    drop(server);
+    assert!(recovered < Duration::from_secs(10), "{recovered:?}");
+    // Static values keep their timestamps across the restart: written once.
+    assert_eq!(
+        seen.count("m", "int32"),
+        1,
+        "{:?}",
+        seen.values.get(&("machine m".into(), "int32".into()))
+    );
+    assert_eq!(seen.count("m", "double"), 1);
+    // The counter's timestamps only go forward, through the restart.
+    let counter = &seen.values[&("machine m".to_string(), "counter".to_string())];
+    for pair in counter.windows(2) {
+        assert!(pair[0].1 < pair[1].1, "{:?} then {:?}", pair[0], pair[1]);
+    }
+    let health: Vec<&str> = seen
+        .health
+        .iter()
+        .map(|h| h.0.split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(health.first(), Some(&"up"));
+    assert_eq!(health.last(), Some(&"up"), "{:?}", seen.health);
+    assert!(health.contains(&"down"));
+}
+
+fn secure_config(endpoint: &str, pki: &Path, password_file: &Path) -> OpcuaServer {
+    secure_config_with(endpoint, pki, password_file, "basic256sha256")
+}
+
+fn secure_config_with(
+    endpoint: &str,
+    pki: &Path,
+    password_file: &Path,
+    policy: &str,
+) -> OpcuaServer {
+    server_config(&format!(
+        "[[opcua]]\nid = \"secure\"\nendpoint = \"{endpoint}\"\nsecurity_policy = \"{policy}\"\nsecurity_mode = \"sign_and_encrypt\"\nusername = \"operator\"\npassword = {{ file = \"{}\" }}\npki_dir = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        password_file.display(),
+        pki.display()
+    ))
+}
+
+/// The documented way to trust a server: the agent is refused, keeps the certificate in
+/// `rejected/`, the engineer moves it to `trusted/`, the agent connects at its next attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic256sha256_sign_and_encrypt_with_a_user_and_password_once_the_server_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let server = UaServer::start(free_port(), &["--secure", server_dir.to_str().unwrap()]);
+    let pki = dir.path().join("pki");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    let (mut rx, _m, trigger, task) =
+        start(secure_config(&server.endpoint(), &pki, &password), &pki);
+    let mut seen = Seen::default();
+    let refused = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        s.health.iter().any(|h| h.0.starts_with("down"))
+    })
+    .await;
+    assert!(refused, "no down report; health: {:?}", seen.health);
+    std::fs::create_dir_all(pki.join("trusted")).unwrap();
+    for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
+        std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
+    }
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        s.last("m", "int32").is_some()
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        ok,
+        "no value over a secure channel; health: {:?}",
+        seen.health
+    );
+    assert_eq!(seen.last("m", "int32"), Some(&Value::Int(-123456)));
+    assert_eq!(seen.health.last().map(|h| h.0.as_str()), Some("up"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_server_certificate_is_reported_with_how_to_trust_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let server = UaServer::start(free_port(), &["--secure", server_dir.to_str().unwrap()]);
+    let pki = dir.path().join("pki");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret").unwrap();
+    let (mut rx, _m, trigger, task) =
+        start(secure_config(&server.endpoint(), &pki, &password), &pki);
+    let mut seen = Seen::default();
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        s.health.iter().any(|h| h.0.starts_with("down"))
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(ok, "no down report; health: {:?}", seen.health);
+    let reason = &seen
+        .health
+        .iter()
+        .find(|h| h.0.starts_with("down"))
+        .unwrap()
+        .0;
+    assert!(reason.contains("not trusted"), "{reason}");
+    assert!(
+        reason.contains(&pki.join("trusted").display().to_string()),
+        "{reason}"
+    );
+    assert_eq!(seen.last("m", "int32"), None);
+    let rejected: Vec<_> = std::fs::read_dir(pki.join("rejected"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the server's certificate is kept in rejected/"
+    );
+}
+
+/// The two newer policies, each trusted the documented way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aes128_and_aes256_policies_sign_and_encrypt() {
+    for (server_policy, policy) in [
+        ("Aes128Sha256RsaOaep", "aes128_sha256_rsaoaep"),
+        ("Aes256Sha256RsaPss", "aes256_sha256_rsapss"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let server_dir = dir.path().join("server");
+        let server = UaServer::start(
+            free_port(),
+            &[
+                "--secure",
+                server_dir.to_str().unwrap(),
+                "--policy",
+                server_policy,
+            ],
+        );
+        let pki = dir.path().join("pki");
+        let password = dir.path().join("password");
+        std::fs::write(&password, "s3cret").unwrap();
+        let config = secure_config_with(&server.endpoint(), &pki, &password, policy);
+        let (mut rx, _m, trigger, task) = start(config, &pki);
+        let mut seen = Seen::default();
+        // Refused first (untrusted), then trusted the documented way.
+        assert!(
+            watch(&mut rx, &mut seen, Duration::from_secs(30), |s| s
+                .health
+                .iter()
+                .any(|h| h.0.starts_with("down")))
+            .await,
+            "{policy}: {:?}",
+            seen.health
+        );
+        std::fs::create_dir_all(pki.join("trusted")).unwrap();
+        for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
+            std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
+        }
+        let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+            s.last("m", "int32").is_some()
+        })
+        .await;
+        trigger.fire();
+        let _ = task.await;
+        assert!(ok, "{policy}: no value; health: {:?}", seen.health);
+        assert_eq!(
+            seen.last("m", "int32"),
+            Some(&Value::Int(-123456)),
+            "{policy}"
+        );
+    }
+}
+
+/// An X.509 user certificate as the identity (made in the test by the server script), on a
+/// Basic256Sha256 SignAndEncrypt channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x509_user_certificate_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let user_dir = dir.path().join("user");
+    let server = UaServer::start(
+        free_port(),
+        &[
+            "--secure",
+            server_dir.to_str().unwrap(),
+            "--user-cert",
+            user_dir.to_str().unwrap(),
+        ],
+    );
+    let pki = dir.path().join("pki");
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"secure\"\nendpoint = \"{}\"\nsecurity_policy = \"basic256sha256\"\nsecurity_mode = \"sign_and_encrypt\"\nuser_certificate = \"{}\"\nuser_private_key = \"{}\"\npki_dir = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        server.endpoint(),
+        user_dir.join("user_cert.der").display(),
+        user_dir.join("user_key.pem").display(),
+        pki.display()
+    ));
+    let (mut rx, _m, trigger, task) = start(config, &pki);
+    let mut seen = Seen::default();
+    assert!(
+        watch(&mut rx, &mut seen, Duration::from_secs(30), |s| s
+            .health
+            .iter()
+            .any(|h| h.0.starts_with("down")))
+        .await,
+        "{:?}",
+        seen.health
+    );
+    std::fs::create_dir_all(pki.join("trusted")).unwrap();
+    for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
+        std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
+    }
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        s.last("m", "int32").is_some()
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        ok,
+        "no value with a user certificate; health: {:?}",
+        seen.health
+    );
+}
