@@ -80,6 +80,12 @@ pub enum SourceEvent {
         at: Timestamp,
         reason: String,
     },
+    /// The source still hears the device that feeds these targets at `at`, and their values
+    /// have not changed: a report-by-exception source (an OPC UA subscription, a polled read
+    /// whose values stand still) says so, so that a machine whose signals hold still is not
+    /// taken for silent. Only a machine that is not offline is kept alive; one that is comes
+    /// back with its next sample.
+    Alive { targets: Vec<Target>, at: Timestamp },
 }
 
 /// Machine states (设备状态) after ISO 22400-2's time model.

@@ -99,6 +99,8 @@ struct Seen {
     values: BTreeMap<(String, String), Vec<(Value, Timestamp)>>,
     /// "up" / "down: reason", with when they arrived.
     health: Vec<(String, Instant)>,
+    /// `Alive` events: a live session says its machines are still heard.
+    alive: usize,
 }
 
 impl Seen {
@@ -121,6 +123,7 @@ impl Seen {
                 .health
                 .push((format!("down: {reason}"), Instant::now())),
             SourceEvent::Offline { .. } => {}
+            SourceEvent::Alive { .. } => self.alive += 1,
         }
     }
 
@@ -305,6 +308,9 @@ async fn every_built_in_type_reads_the_same_subscribed_and_polled() {
     }
     // A polled value that did not change is not written again (same point, same timestamp).
     assert_eq!(seen.count("poll", "int32"), 1, "repeats are dropped");
+    // Values that stand still send nothing, but the live session says its machines are still
+    // heard, so the engine does not take them for silent after `offline_after`.
+    assert!(seen.alive >= 1, "no Alive from a live session");
     assert!(metrics.sum("shopfloor_opcua_duplicate_values_total") >= 1);
     assert!(metrics.sum("shopfloor_opcua_bad_values_total") >= 2);
     assert_eq!(seen.health.first().map(|h| h.0.as_str()), Some("up"));

@@ -41,6 +41,8 @@ sections! {
         modbus_serial: many ModbusSerial = "modbus_serial", modbus::check_serial_ports;
         /// `[[mqtt]]`: MQTT brokers and the topics read from them.
         mqtt: many MqttBroker = "mqtt", crate::source::mqtt::check::check_brokers;
+        /// `[[opcua]]`: OPC UA servers and the nodes read from them.
+        opcua: many crate::source::opcua::config::OpcuaServer = "opcua", crate::source::opcua::config::check_servers;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -107,6 +109,7 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
             green: &config.green,
             devices: (config.modbus.iter().map(|d| d.id.as_str()))
                 .chain(config.mqtt.iter().map(|b| b.id.as_str()))
+                .chain(config.opcua.iter().map(|s| s.id.as_str()))
                 .collect(),
         }
     }
@@ -144,8 +147,8 @@ mod tests {
     fn every_row_gives_its_section_and_its_keys() {
         assert_eq!(
             Config::SECTIONS.join(", "),
-            "site, agent, machine, meter, modbus, modbus_serial, mqtt, state_rules, spool, influx, \
-             file, calendar, energy, value_added, green, web, uplink"
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, state_rules, spool, \
+             influx, file, calendar, energy, value_added, green, web, uplink"
         );
         for name in Config::SECTIONS {
             assert!(!Config::known_keys(&[key(name)]).is_empty(), "{name}");

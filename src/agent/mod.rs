@@ -17,7 +17,7 @@ use crate::queue;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::SpoolStats;
 use crate::sink::{self, Output, uplink::UplinkWriter};
-use crate::source::{modbus, mqtt};
+use crate::source::{modbus, mqtt, opcua};
 use crate::web;
 
 /// Events waiting between the sources and the engine. What a source does at the bound depends
@@ -188,6 +188,15 @@ pub fn start_resuming(
     for broker in brokers {
         tasks.spawn(mqtt::run(
             broker,
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    for server in &config.opcua {
+        tasks.spawn(opcua::client::run(
+            server.clone(),
+            data_dir.join("opcua/pki"),
             events_tx.clone(),
             metrics.clone(),
             shutdown.clone(),

@@ -403,6 +403,24 @@ impl Engine {
             SourceEvent::Offline { target, at, reason } => {
                 self.offline_now(&target, at, &reason, out)
             }
+            SourceEvent::Alive { targets, at } => self.alive(&targets, at),
+        }
+    }
+
+    /// The source still hears these machines, their signals unchanged: their silence restarts
+    /// from `at`. An offline machine stays offline until a sample brings it back.
+    fn alive(&mut self, targets: &[Target], at: Timestamp) {
+        for target in targets {
+            let Target::Machine(id) = target else {
+                continue;
+            };
+            let Some(&index) = self.by_id.get(id) else {
+                continue;
+            };
+            let m = &mut self.machines[index];
+            if m.state != State::Offline && m.last_data.is_none_or(|t| t < at) {
+                m.last_data = Some(at);
+            }
         }
     }
 
@@ -1165,6 +1183,44 @@ rule = [
         assert!(change.ends_with(
             " state=\"offline\",code=0i,previous=\"running\",previous_s=12.0 1700000013000000000"
         ));
+    }
+
+    #[test]
+    fn a_machine_whose_source_is_alive_is_not_taken_for_silent() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        for s in 1..=3 {
+            e.on_event(poll("cnc01", t(s), 1, 0), &mut out);
+        }
+        // Last data at t=3; the source says at t=9 that it still hears the machine, its values
+        // unchanged: offline_after (10 s) now counts from t=9, so the machine is still running
+        // at t=14 (offline at t=13 without it) and goes offline at t=19.
+        let alive = |at| SourceEvent::Alive {
+            targets: vec![Target::Machine("cnc01".into())],
+            at,
+        };
+        e.on_event(alive(t(9)), &mut out);
+        out.clear();
+        e.tick(t(14), &mut out);
+        let offline = |out: &[String]| {
+            out.iter()
+                .any(|l| l.contains("machine=cnc01") && l.contains("state=\"offline\""))
+        };
+        assert!(!offline(&out), "{out:?}");
+        e.tick(t(20), &mut out);
+        let change = state_lines(&out)
+            .into_iter()
+            .find(|l| l.contains("machine=cnc01") && l.contains("previous="))
+            .unwrap();
+        // Running from t=1 to t=19 = 18 s.
+        assert!(change.ends_with(
+            " state=\"offline\",code=0i,previous=\"running\",previous_s=18.0 1700000019000000000"
+        ));
+        // Offline now: being alive does not bring it back; its next sample does.
+        out.clear();
+        e.on_event(alive(t(21)), &mut out);
+        e.tick(t(22), &mut out);
+        assert!(state_lines(&out).is_empty(), "{out:?}");
     }
 
     #[test]

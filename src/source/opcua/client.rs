@@ -181,7 +181,14 @@ struct Task {
     polled: Vec<PolledGroup>,
     events: mpsc::Sender<SourceEvent>,
     counters: Counters,
+    /// The machines and meters this server feeds, kept alive while its session lives.
+    targets: Vec<Target>,
 }
+
+/// How often a live session tells the engine its machines are still heard
+/// ([`SourceEvent::Alive`]): an OPC UA server sends a value only when it changes, and a machine
+/// whose signals hold still must not be taken for silent after `offline_after` (10 s by default).
+const ALIVE_EVERY: Duration = Duration::from_secs(2);
 
 impl Task {
     fn new(
@@ -241,7 +248,11 @@ impl Task {
             }
         }
         let counters = Counters::new(metrics, &server.id);
+        let mut targets: Vec<Target> = entries.iter().map(|e| e.target.clone()).collect();
+        targets.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        targets.dedup();
         Task {
+            targets,
             device: Arc::from(server.id.as_str()),
             pki_dir: server.pki_dir.clone().unwrap_or(pki_dir),
             server,
@@ -350,9 +361,18 @@ impl Task {
             g.next = start;
         }
 
+        let mut alive = tokio::time::interval(ALIVE_EVERY);
+        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_poll = self.polled.iter().map(|g| g.next).min();
             tokio::select! {
+                _ = alive.tick() => {
+                    self.send(SourceEvent::Alive {
+                        targets: self.targets.clone(),
+                        at: Timestamp::now(),
+                    })
+                    .await;
+                }
                 reason = lost.recv() => {
                     drop(guard);
                     return Ended::Lost(reason.unwrap_or_else(|| "the session ended".into()));
