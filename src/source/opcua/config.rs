@@ -645,6 +645,79 @@ pub fn endpoint_host_port(url: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
+impl crate::config::Section for OpcuaServer {
+    fn keys(path: &[&str]) -> &'static [&'static str] {
+        use crate::config::struct_fields;
+        match path {
+            [] => struct_fields::<OpcuaServer>(),
+            ["group"] => struct_fields::<OpcuaGroup>(),
+            ["group", "node"] => struct_fields::<OpcuaNode>(),
+            _ => &[],
+        }
+    }
+}
+
+/// `[[opcua]]`'s row in the section table: each server's own checks ([`OpcuaServer::check`])
+/// at their lines, its id in the device namespace (one health line each), and its signals'
+/// types against every other source's.
+pub(crate) fn check_servers(
+    checker: &mut crate::config::Checker<'_>,
+    root: &toml::Spanned<toml::de::DeTable<'_>>,
+    at: &[usize],
+    servers: &mut [OpcuaServer],
+    refs: &crate::config::References<'_>,
+) {
+    use crate::config::{Seg, key};
+    for (i, server) in at.iter().zip(servers.iter()) {
+        let base = vec![key("opcua"), Seg::Index(*i)];
+        let span = |checker: &crate::config::Checker<'_>, rel: &[PathSeg]| {
+            let mut path = base.clone();
+            path.extend(rel.iter().map(|s| match s {
+                PathSeg::Key(k) => key(k),
+                PathSeg::Index(n) => Seg::Index(*n),
+            }));
+            checker.span_of(root, &path)
+        };
+        if !checker.claim("device", &server.id) {
+            let at = span(checker, &[PathSeg::Key("id")]);
+            checker.push(
+                at,
+                format!(
+                    "opcua server id `{}` is already used by another server, broker or Modbus device",
+                    server.id
+                ),
+            );
+        }
+        let is_machine = |id: &str| refs.machines.contains(id);
+        let is_meter = |id: &str| refs.meters.contains(id);
+        let register = Register {
+            is_machine: &is_machine,
+            is_meter: &is_meter,
+        };
+        for problem in server.check(&register) {
+            let at = span(checker, &problem.path);
+            checker.push(at, problem.message);
+        }
+        for (g, group) in server.groups.iter().enumerate() {
+            for (n, node) in group.nodes.iter().enumerate() {
+                let here = || format!("[[opcua]] `{}` node {}", server.id, node.node);
+                if let Some(clash) = checker.signal_type_clash(&node.signal, node.value_type, here)
+                {
+                    let rel = [
+                        PathSeg::Key("group"),
+                        PathSeg::Index(g),
+                        PathSeg::Key("node"),
+                        PathSeg::Index(n),
+                        PathSeg::Key("type"),
+                    ];
+                    let at = span(checker, &rel);
+                    checker.push(at, clash);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -881,78 +954,5 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
                 .unwrap_err()
                 .contains("names no host")
         );
-    }
-}
-
-impl crate::config::Section for OpcuaServer {
-    fn keys(path: &[&str]) -> &'static [&'static str] {
-        use crate::config::struct_fields;
-        match path {
-            [] => struct_fields::<OpcuaServer>(),
-            ["group"] => struct_fields::<OpcuaGroup>(),
-            ["group", "node"] => struct_fields::<OpcuaNode>(),
-            _ => &[],
-        }
-    }
-}
-
-/// `[[opcua]]`'s row in the section table: each server's own checks ([`OpcuaServer::check`])
-/// at their lines, its id in the device namespace (one health line each), and its signals'
-/// types against every other source's.
-pub(crate) fn check_servers(
-    checker: &mut crate::config::Checker<'_>,
-    root: &toml::Spanned<toml::de::DeTable<'_>>,
-    at: &[usize],
-    servers: &mut [OpcuaServer],
-    refs: &crate::config::References<'_>,
-) {
-    use crate::config::{Seg, key};
-    for (i, server) in at.iter().zip(servers.iter()) {
-        let base = vec![key("opcua"), Seg::Index(*i)];
-        let span = |checker: &crate::config::Checker<'_>, rel: &[PathSeg]| {
-            let mut path = base.clone();
-            path.extend(rel.iter().map(|s| match s {
-                PathSeg::Key(k) => key(k),
-                PathSeg::Index(n) => Seg::Index(*n),
-            }));
-            checker.span_of(root, &path)
-        };
-        if !checker.claim("device", &server.id) {
-            let at = span(checker, &[PathSeg::Key("id")]);
-            checker.push(
-                at,
-                format!(
-                    "opcua server id `{}` is already used by another server, broker or Modbus device",
-                    server.id
-                ),
-            );
-        }
-        let is_machine = |id: &str| refs.machines.contains(id);
-        let is_meter = |id: &str| refs.meters.contains(id);
-        let register = Register {
-            is_machine: &is_machine,
-            is_meter: &is_meter,
-        };
-        for problem in server.check(&register) {
-            let at = span(checker, &problem.path);
-            checker.push(at, problem.message);
-        }
-        for (g, group) in server.groups.iter().enumerate() {
-            for (n, node) in group.nodes.iter().enumerate() {
-                let here = || format!("[[opcua]] `{}` node {}", server.id, node.node);
-                if let Some(clash) = checker.signal_type_clash(&node.signal, node.value_type, here)
-                {
-                    let rel = [
-                        PathSeg::Key("group"),
-                        PathSeg::Index(g),
-                        PathSeg::Key("node"),
-                        PathSeg::Index(n),
-                        PathSeg::Key("type"),
-                    ];
-                    let at = span(checker, &rel);
-                    checker.push(at, clash);
-                }
-            }
-        }
     }
 }
