@@ -92,7 +92,7 @@ fn append_through_task(path: &Path, lines: u64, sync: SyncPolicy) -> f64 {
     };
     let spool = Spool::open(path, limits, &["bench".to_string()]).expect("spool");
     let (stats_tx, stats_rx) = watch::channel(SpoolStats::default());
-    let (tx, rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
+    let (tx, rx) = flume::bounded(sink::SPOOL_QUEUE);
     let thread = sink::spawn_spool_task(
         spool,
         path.to_path_buf(),
