@@ -6,6 +6,14 @@
 //! engine with fabricated samples and a fake clock. [`run`] is the thin async shell that feeds
 //! it from the sources' channel, flushes it on a timer and saves its accumulators.
 //!
+//! [`run`] hands the records to the spool in batches (by size, [`BATCH_LINES`], or time,
+//! [`BATCH_LINGER`]) and, when the spool is slower than the sources, *waits* for room in the
+//! spool queue instead of dropping: the wait is one branch of its `select!` loop, so while it
+//! lasts the engine takes no events (the sources' channel fills, which holds the MQTT source
+//! back and is the Modbus results' bounded buffer) but still keeps its clock (ticks, window
+//! flushes, state saves), publishes the board's snapshot and answers its signal queries. Why
+//! that shape and not another is in [`run`]'s documentation.
+//!
 //! What it writes (DESIGN.md, "Data contract"): `signal` and `machine_state` as data arrives;
 //! per window (hour, shift, day, month) `machine_time` per machine, `fleet` per enterprise,
 //! `energy` per meter, and `green` per enterprise for days and months, each with the window's
@@ -1395,5 +1403,95 @@ rule = [
         e.on_event(poll("ghost", t(1), 1, 0), &mut out);
         assert!(out.is_empty());
         assert_eq!(e.unknown_targets, 1);
+    }
+
+    /// While the spool queue is full the engine takes no events (so the sources' channel
+    /// fills and holds them back), yet it keeps publishing snapshots and answering the board;
+    /// once there is room, everything it held arrives, nothing dropped.
+    #[tokio::test]
+    async fn a_full_spool_queue_holds_the_sources_back_but_not_the_board() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(&load_str(CONFIG, "test.toml").unwrap(), Timestamp::now());
+        let (events_tx, events_rx) = mpsc::channel(4);
+        let (records_tx, records_rx) = flume::bounded(1);
+        // The queue is full before the engine hands anything over.
+        records_tx.try_send(vec!["filler".to_string()]).unwrap();
+        let (snapshots, mut snapshot_rx) = watch::channel(Snapshot::default());
+        let (query, signal_requests) = SignalQuery::channel();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let metrics = Metrics::new();
+        let options = RunOptions {
+            state_path: dir.path().join("engine-state.json"),
+            window_flush: Duration::from_secs(3600),
+            declared: Vec::new(),
+            declared_file: None,
+            opening: Vec::new(),
+        };
+        let task = tokio::spawn(run(
+            engine,
+            events_rx,
+            records_tx,
+            Views {
+                snapshots,
+                signal_requests,
+            },
+            metrics.clone(),
+            options,
+            shutdown,
+        ));
+        // One `signal` line per poll: events until the channel stays full (the first batch to
+        // wait may be the tick's lines, handed over after BATCH_LINGER, or a full one).
+        let mut sent = 0usize;
+        loop {
+            let event = poll("cnc01", Timestamp::now(), 1, 0);
+            let send = events_tx.send(event);
+            match tokio::time::timeout(Duration::from_millis(500), send).await {
+                Ok(Ok(())) => sent += 1,
+                Ok(Err(_)) => panic!("the engine stopped"),
+                Err(_) => break,
+            }
+            assert!(
+                sent < 10 * BATCH_LINES,
+                "the engine never held the sources back"
+            );
+        }
+        assert_eq!(metrics.sum(SPOOL_WAITS), 1);
+        // The board still gets answers and fresh snapshots.
+        let signals = query.latest().await.expect("an answer while waiting");
+        assert_eq!(signals.len(), 2);
+        snapshot_rx.borrow_and_update();
+        tokio::time::timeout(Duration::from_secs(3), snapshot_rx.changed())
+            .await
+            .expect("a snapshot while waiting")
+            .unwrap();
+        // Room again: the held batch goes, the events flow, and at shutdown all is handed over.
+        let mut lines = Vec::new();
+        lines.extend(records_rx.recv_async().await.unwrap());
+        let more = poll("cnc01", Timestamp::now(), 1, 0);
+        let receiver = tokio::spawn(async move {
+            let mut lines = lines;
+            while let Ok(batch) = records_rx.recv_async().await {
+                lines.extend(batch);
+            }
+            lines
+        });
+        tokio::time::timeout(Duration::from_secs(5), events_tx.send(more))
+            .await
+            .expect("the engine takes events again")
+            .unwrap();
+        sent += 1;
+        // Every event taken before the stop (at shutdown what is still queued is not).
+        while events_tx.capacity() < events_tx.max_capacity() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        trigger.fire();
+        task.await.unwrap();
+        let lines = receiver.await.unwrap();
+        let signal_lines = lines
+            .iter()
+            .filter(|l| l.starts_with(contract::MEASUREMENT_SIGNAL))
+            .count();
+        assert_eq!(signal_lines, sent, "every event's line arrived");
+        assert_eq!(metrics.sum(RECORDS_DROPPED), 0);
     }
 }
