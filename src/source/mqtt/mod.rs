@@ -31,6 +31,13 @@
 //! If the engine stayed stuck for longer than one and a half keepalives the broker would close
 //! the connection; the unacknowledged messages are then delivered again after the reconnection.
 //!
+//! ## Reading in rounds at low rates
+//!
+//! When the task has caught up (a poll had to wait for the socket), it pauses before reading
+//! again, about ten messages' worth at the last second's rate and at most 10 ms, so that at low
+//! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
+//! (see `Pacer`). Under load the client's buffer never runs empty and there is no pause.
+//!
 //! ## Never blocking the event loop
 //!
 //! rumqttc's event loop is also what sends the client's requests (acknowledgements,
