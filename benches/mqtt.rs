@@ -4,7 +4,17 @@
 //! ```sh
 //! cargo bench --bench mqtt                 # 200 000 messages
 //! cargo bench --bench mqtt -- 500000       # another count
+//! cargo bench --bench mqtt -- rate 1000 60 # the whole agent at 1000 messages/s for 60 s
 //! ```
+//!
+//! `rate R S` measures the per-message cost of the whole agent at a steady rate (issue 21: it
+//! rose at low rates): this process runs `agent::start` (MQTT source, engine, spool task and a
+//! `[[file]]` writer, on a two-worker runtime like `shopfloor run`) while a child process
+//! publishes R JSON messages of ten fields a second for S seconds, spread over each second in
+//! 1 ms steps (QoS 1, ten machines). After a 2 s warm-up the CPU time of this process (getrusage:
+//! every thread of the agent; not the publisher, not the broker) is taken over the remaining
+//! span, and divided by the messages the source took in that span: CPU-ms per 1000 messages.
+//! It also prints what was delivered to the file and what was dropped inside the agent.
 //!
 //! Method (results and machine in docs/BENCHMARKS.md, section "MQTT source"):
 //! 1. Start Mosquitto (tests/common) with no limit on queued messages.
@@ -131,6 +141,128 @@ async fn publish(port: u16, count: u64) {
     let _ = sender.await;
 }
 
+/// The child of `rate`: make the agent's session, then publish `rate` messages a second for
+/// `seconds`, spread in 1 ms steps, and wait for every acknowledgement.
+async fn publish_at_rate(port: u16, rate: u64, seconds: u64) {
+    let mut options = MqttOptions::new("bench-rate-publisher", common::HOST, port);
+    options.set_inflight(1000);
+    let (client, mut events) = AsyncClient::new(options, 10_000);
+    let total = rate * seconds;
+    let sender = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while sent < total {
+            tick.tick().await;
+            // As many as the rate says should have gone by now.
+            let due = ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
+            while sent < due {
+                let ts = jiff::Timestamp::now().as_millisecond();
+                let topic = format!("bench/m{:02}/data", sent as usize % MACHINES);
+                client
+                    .publish(topic, QoS::AtLeastOnce, false, payload(sent, ts))
+                    .await
+                    .expect("publish");
+                sent += 1;
+            }
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < total {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+            Ok(_) => {}
+            Err(e) => panic!("publisher: {e}"),
+        }
+    }
+    let _ = sender.await;
+}
+
+/// `rate R S`: see the module documentation.
+fn run_at_rate(rate: u64, seconds: u64) {
+    shopfloor::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let broker = common::Mosquitto::start_with_config(&["max_queued_messages 0"]).await;
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut text = config_text(broker.port());
+        text.push_str(&format!(
+            "\n[agent]\ndata_dir = \"{d}\"\n\n[web]\nenabled = false\n\n[[file]]\npath = \"{d}/records.lp\"\n",
+            d = data.path().display()
+        ));
+        let cfg = shopfloor::agent::config::load_str(&text, "bench.toml").unwrap_or_else(|d| panic!("{d}"));
+        let (trigger, shutdown) = shopfloor::shutdown::channel();
+        let running = shopfloor::agent::start(&cfg, shutdown).expect("agent starts");
+        let metrics = running.metrics.clone();
+        // The agent's subscription is in place before anything is published.
+        let suback = format!("Sending SUBACK to {CLIENT_ID}");
+        while !broker.log().contains(&suback) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "publish-rate",
+                &broker.port().to_string(),
+                &rate.to_string(),
+                &seconds.to_string(),
+            ])
+            .spawn()
+            .expect("run the publisher");
+        let received = || metrics.sum("shopfloor_mqtt_messages_total");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (cpu0, msgs0, t0) = (cpu_seconds(), received(), Instant::now());
+        let load0 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        // Until the publisher is done (it waits for its acknowledgements).
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .expect("join")
+            .expect("publisher");
+        assert!(status.success(), "publisher failed");
+        let (cpu1, msgs1, wall) = (cpu_seconds(), received(), t0.elapsed().as_secs_f64());
+        let load1 = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let msgs = msgs1 - msgs0;
+        let cpu_ms = (cpu1 - cpu0) * 1000.0;
+        // Let the last records reach the file.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let delivered = metrics.sum("shopfloor_output_lines_total");
+        let appended = metrics.sum("shopfloor_spool_appended_lines_total");
+        let dropped = metrics.sum(shopfloor::engine::RECORDS_DROPPED)
+            + metrics.sum("shopfloor_spool_lost_lines_total");
+        let spool_dropped: u64 = metrics
+            .read()
+            .iter()
+            .filter(|r| r.name == "shopfloor_spool_dropped_lines")
+            .map(|r| r.value)
+            .sum();
+        println!(
+            "rate {rate}/s for {seconds} s: {total} published, {received} received by the source",
+            total = rate * seconds,
+            received = msgs1
+        );
+        println!(
+            "measured span {wall:.1} s: {msgs} messages, agent CPU {cpu_ms:.0} ms → {:.2} CPU-ms per 1000 messages ({:.1} % of one core)",
+            cpu_ms / (msgs as f64 / 1000.0),
+            cpu_ms / 10.0 / wall
+        );
+        println!(
+            "lines appended to the spool {appended}, delivered to the file {delivered}; dropped inside the agent {dropped}, dropped by the spool {spool_dropped}"
+        );
+        println!(
+            "load average at the start: {}; at the end: {}",
+            load0.trim(),
+            load1.trim()
+        );
+        trigger.fire();
+        running.finished().await;
+    });
+}
+
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage writes into the struct we pass and has no other preconditions.
     let usage = unsafe {
@@ -153,6 +285,17 @@ fn status_kib(field: &str) -> u64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("publish-rate") {
+        let port = args[1].parse().expect("port");
+        let rate = args[2].parse().expect("rate");
+        let seconds = args[3].parse().expect("seconds");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(publish_at_rate(port, rate, seconds));
+        return;
+    }
     if args.first().map(String::as_str) == Some("publish") {
         let port = args[1].parse().expect("port");
         let count = args[2].parse().expect("count");
@@ -167,6 +310,15 @@ fn main() {
     // benchmark only runs under `cargo bench`.
     if !args.iter().any(|a| a == "--bench") {
         println!("benches/mqtt: run it with `cargo bench --bench mqtt`; nothing to test");
+        return;
+    }
+    if let Some(at) = args.iter().position(|a| a == "rate") {
+        let number = |i: usize, default: u64| {
+            args.get(at + i)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(default)
+        };
+        run_at_rate(number(1, 1000), number(2, 60));
         return;
     }
     let count: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200_000);

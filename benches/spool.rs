@@ -3,8 +3,9 @@
 //!
 //! ```sh
 //! cargo bench --bench spool                      # all three, default sizes
-//! cargo bench --bench spool -- append            # one of: append, drain, rss
+//! cargo bench --bench spool -- append            # one of: append, drain, rss, trim
 //! cargo bench --bench spool -- rss --mb 1024     # backlog size for rss (default 1024 MiB)
+//! cargo bench --bench spool -- trim --secs 30    # append latency while trimming (default 20 s)
 //! ```
 //!
 //! Every figure goes to standard output with the machine's load average, because the machine
@@ -25,8 +26,9 @@ use shopfloor::sink::spool::{Limits, Spool, SpoolStats, SyncPolicy};
 use shopfloor::sink::{self, Output};
 use tokio::sync::watch;
 
-/// Lines per engine step handed to the spool task: a step of a site with ten machines.
-const STEP_LINES: usize = 10;
+/// Lines per batch handed to the spool task: the engine's `BATCH_LINES`, which it hands over
+/// full under load.
+const STEP_LINES: usize = 1024;
 
 /// A `signal` line as the engine writes it for one machine poll (about 190 bytes).
 fn line(i: u64, start_ns: i128) -> String {
@@ -92,7 +94,7 @@ fn append_through_task(path: &Path, lines: u64, sync: SyncPolicy) -> f64 {
     };
     let spool = Spool::open(path, limits, &["bench".to_string()]).expect("spool");
     let (stats_tx, stats_rx) = watch::channel(SpoolStats::default());
-    let (tx, rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
+    let (tx, rx) = flume::bounded(sink::SPOOL_QUEUE);
     let thread = sink::spawn_spool_task(
         spool,
         path.to_path_buf(),
@@ -262,6 +264,118 @@ async fn bench_rss(mb: u64) {
     );
 }
 
+/// Percentiles of a sorted list of durations, in milliseconds.
+fn percentiles(sorted: &[Duration]) -> String {
+    let at = |q: f64| {
+        let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    format!(
+        "p50 {:.2} ms, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2} ({} samples)",
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        at(0.999),
+        at(1.0),
+        sorted.len()
+    )
+}
+
+/// Append latency while delivered rows are trimmed (issue 21: "cannot trim the spool …
+/// database is locked" at 50k messages a second). One thread does what the spool task does:
+/// appends batches of 1024 lines (the engine's `BATCH_LINES`) as fast as it can and, once a
+/// second between two appends, trims what was delivered, applies the age bound and checkpoints,
+/// all on the one appending connection. A second thread is a writer that keeps up: it reads
+/// batches of 5000 lines from its own connection and acknowledges each at once (a write to
+/// the cursor table), the way `sink::run_writer` does after a 2xx. Every append's and every
+/// housekeeping round's duration is recorded, and every error counted.
+fn bench_trim(secs: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("spool.db");
+    let limits = Limits {
+        max_age: Some(Duration::from_secs(3600)),
+        ..Limits::bytes(u64::MAX)
+    };
+    let mut spool = Spool::open(&path, limits, &["bench".to_string()]).expect("spool");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (path, stop) = (path.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reader =
+                shopfloor::sink::spool::SpoolReader::open(&path, "bench").expect("reader");
+            let (mut acks, mut errors, mut lines) = (0u64, 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                match reader.next_batch(5000) {
+                    Ok(Some(batch)) => match reader.ack(batch.last_id) {
+                        Ok(()) => {
+                            acks += 1;
+                            lines += batch.lines as u64;
+                        }
+                        Err(_) => errors += 1,
+                    },
+                    Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                    Err(_) => errors += 1,
+                }
+            }
+            (acks, errors, lines)
+        })
+    };
+    let start_ns = jiff::Timestamp::now().as_nanosecond();
+    let batch: Vec<String> = (0..1024).map(|i| line(i, start_ns)).collect();
+    let mut appends = Vec::new();
+    let mut housekeeping = Vec::new();
+    let (mut append_errors, mut trim_errors) = (Vec::new(), Vec::new());
+    let t = Instant::now();
+    let mut last_housekeeping = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        let a = Instant::now();
+        match spool.append(&[&batch[..]], jiff::Timestamp::now().as_millisecond()) {
+            Ok(_) => appends.push(a.elapsed()),
+            Err(e) => append_errors.push(e.to_string()),
+        }
+        if last_housekeeping.elapsed() >= Duration::from_secs(1) {
+            let h = Instant::now();
+            if let Err(e) = spool.trim() {
+                trim_errors.push(format!("trim: {e}"));
+            }
+            if let Err(e) = spool.expire(jiff::Timestamp::now().as_millisecond()) {
+                trim_errors.push(format!("expire: {e}"));
+            }
+            if let Err(e) = spool.checkpoint() {
+                trim_errors.push(format!("checkpoint: {e}"));
+            }
+            housekeeping.push(h.elapsed());
+            last_housekeeping = Instant::now();
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let (acks, read_errors, read_lines) = reader.join().expect("reader");
+    appends.sort_unstable();
+    housekeeping.sort_unstable();
+    let appended = appends.len() as u64 * 1024;
+    println!(
+        "trim: {secs} s, {appended} lines appended ({:.0} lines/s) in batches of 1024; the writer read and acknowledged {read_lines} lines in {acks} batches; load {}",
+        appended as f64 / elapsed,
+        load()
+    );
+    println!("trim: append latency {}", percentiles(&appends));
+    println!(
+        "trim: housekeeping (trim + expire + checkpoint) {}",
+        percentiles(&housekeeping)
+    );
+    println!(
+        "trim: errors: {} appends, {} housekeeping, {} writer reads/acks; spool left {} lines",
+        append_errors.len(),
+        trim_errors.len(),
+        read_errors,
+        spool.stats().lines
+    );
+    for e in append_errors.iter().chain(&trim_errors).take(5) {
+        println!("trim:   {e}");
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     // `cargo bench` passes `--bench`; `cargo test --all-targets` (scripts/test) runs this
@@ -274,7 +388,7 @@ fn main() {
     let wanted: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| ["append", "drain", "rss"].contains(a))
+        .filter(|a| ["append", "drain", "rss", "trim"].contains(a))
         .collect();
     let mb = args
         .iter()
@@ -291,6 +405,15 @@ fn main() {
     );
     if run("append") {
         bench_append();
+    }
+    if run("trim") {
+        let secs = args
+            .iter()
+            .position(|a| a == "--secs")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20);
+        bench_trim(secs);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

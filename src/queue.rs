@@ -9,10 +9,11 @@
 //!
 //! | queue | from → to | capacity | when full | why |
 //! |---|---|---|---|---|
-//! | [`EVENTS_FROM_MODBUS`] | Modbus connection task → engine | 1024 events | DropNewest | a poll result is stale a second later, and a stalled engine must never stall polling; counted in `shopfloor_source_events_dropped_total` |
+//! | [`EVENTS_FROM_MODBUS`] | Modbus connection task → engine | 1024 events | DropNewest | polling keeps its schedule whatever the engine does, so this queue is the Modbus samples' bounded buffer: while the engine waits for the spool it fills, and then the newest poll result is dropped (the device's next poll supersedes it), counted in `shopfloor_source_events_dropped_total`, shown on the board (`source_events_dropped`) and logged as [`LossLog`] says |
 //! | [`EVENTS_FROM_MQTT`] | MQTT broker task → engine | 1024 events | Block | a message is the only copy of its data: the task stops reading, so the broker keeps the messages for the agent's session |
-//! | [`RECORDS_FROM_ENGINE`] | engine → spool task | 4096 engine steps | DropNewest | the engine never waits for the disk; the step's records are counted in `shopfloor_records_dropped_total` (issue 21 will make this Block) |
-//! | [`RECORDS_FROM_DEVICE_HEALTH`] | device-health task → spool task | 4096 engine steps | DropNewest | the same queue as the engine's and the same counter; the lines say again a minute later what they said |
+//! | [`EVENTS_FROM_OPCUA`] | OPC UA client task → engine | 1024 events | Block | a data change is the only copy of its value (the server does not send it again); meanwhile changes wait in the task's own bounded queue, where an overflow is counted |
+//! | [`RECORDS_FROM_ENGINE`] | engine → spool task | 8 batches | Block | the engine hands over batches of up to `engine::BATCH_LINES` records, or what it has after `engine::BATCH_LINGER`; when the spool is slow it waits (still answering the board and keeping its clock) and stops taking events, so its own queue fills and holds the sources back; nothing is dropped here |
+//! | [`RECORDS_FROM_DEVICE_HEALTH`] | device-health task → spool task | 8 batches | Block | the same queue as the engine's; the task has nothing else to do for a minute, so it waits |
 //! | [`INGEST_MESSAGES`] | `county ingest` subscriber → spool task | 1024 messages | Block | a message is acknowledged only once on disk: the subscriber stops reading and the broker keeps it; sized to the broker's in-flight window (`RECEIVE_MAXIMUM`) |
 //! | [`UPLINK_JOBS`] | uplink writer → uplink connection task | 1 batch | Block | one batch in flight at a time; the writer waits within its `timeout`, then retries from the spool |
 //! | [`UPLINK_REQUESTS`] | uplink connection task → rumqttc event loop | 1024 requests | DropNewest | the task drives the event loop itself and must never wait for room; a message not queued fails its batch, which is sent again from the spool |
@@ -24,8 +25,10 @@
 //! Not in the table, because their bound is not a channel's:
 //!
 //! - The spool itself is the one queue that drops the oldest: at `[spool] max_bytes` or
-//!   `max_age` it deletes the oldest records, counted in `shopfloor_spool_dropped_lines`
-//!   (see `sink::spool`).
+//!   `max_age`, or on a full disk, it deletes the oldest records, counted in
+//!   `shopfloor_spool_dropped_lines` and on the board (`spool_dropped_lines`), logged as
+//!   [`LossLog`] says (see `sink::spool`). With the queues above blocking, these bounds and the
+//!   Modbus samples' buffer are the only places a record is ever dropped.
 //! - The simulator's `seen` channel (requests it served, for tests) has the test's capacity;
 //!   the simulator drops the newest when it is full and never waits for its observer.
 //! - `county ingest`'s "committed" channel (spool task → subscriber) is unbounded on purpose:
@@ -93,27 +96,115 @@ impl Queue {
         tokio::sync::mpsc::channel(self.capacity)
     }
 
-    /// A channel of this capacity for a sender on the async side and a receiver on a thread.
-    pub fn sync<T>(&self) -> (std::sync::mpsc::SyncSender<T>, std::sync::mpsc::Receiver<T>) {
-        std::sync::mpsc::sync_channel(self.capacity)
+    /// A channel of this capacity for senders on the async side, which may wait for room
+    /// (`send_async`) or not (`try_send`), and a receiver on a thread of its own
+    /// (`recv_timeout`): the spool queue.
+    pub fn flume<T>(&self) -> (flume::Sender<T>, flume::Receiver<T>) {
+        flume::bounded(self.capacity)
+    }
+}
+
+/// Records lost at a bound, told to the log without flooding it and without losing count
+/// (issue 22: a once-a-minute warning missed the drops after its last line). The first loss of
+/// an episode is logged at once, then at most once per `every` with the count since the last
+/// line; when the losses stop ([`LossLog::recovered`]) and at shutdown ([`LossLog::finish`]) a
+/// last line gives the episode's total, so the log always adds up to the counter.
+#[derive(Debug)]
+pub struct LossLog {
+    /// What was lost and where, for the log line: "spool full: oldest records dropped".
+    what: &'static str,
+    every: std::time::Duration,
+    last_logged: Option<std::time::Instant>,
+    unlogged: u64,
+    episode: u64,
+    total: u64,
+}
+
+impl LossLog {
+    pub fn new(what: &'static str, every: std::time::Duration) -> Self {
+        LossLog {
+            what,
+            every,
+            last_logged: None,
+            unlogged: 0,
+            episode: 0,
+            total: 0,
+        }
+    }
+
+    /// `n` more records lost; logs the count since the last line when a line is due.
+    pub fn lost(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.unlogged += n;
+        self.episode += n;
+        self.total += n;
+        let due = self.last_logged.is_none_or(|t| t.elapsed() >= self.every);
+        if due {
+            tracing::warn!(
+                lost = std::mem::take(&mut self.unlogged),
+                episode_total = self.episode,
+                process_total = self.total,
+                every_s = self.every.as_secs(),
+                "{} (logged at most once per every_s with the count since the last line)",
+                self.what
+            );
+            self.last_logged = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Nothing was lost this time: if losses were going on, they stopped; log the episode's
+    /// total, including what was lost since the last line.
+    pub fn recovered(&mut self) {
+        if self.episode == 0 {
+            return;
+        }
+        tracing::warn!(
+            lost = std::mem::take(&mut self.unlogged),
+            episode_total = std::mem::take(&mut self.episode),
+            process_total = self.total,
+            "{}: stopped; episode_total is everything lost since it began",
+            self.what
+        );
+        self.last_logged = None;
+    }
+
+    /// At shutdown: the losses not yet logged and the process's total.
+    pub fn finish(&mut self) {
+        if self.total == 0 {
+            return;
+        }
+        tracing::warn!(
+            lost = std::mem::take(&mut self.unlogged),
+            episode_total = std::mem::take(&mut self.episode),
+            process_total = self.total,
+            "{}: total at shutdown",
+            self.what
+        );
+    }
+
+    /// Lost since the process started.
+    pub fn total(&self) -> u64 {
+        self.total
     }
 }
 
 /// Source events waiting for the engine (`agent::EVENT_QUEUE`).
 pub const EVENT_QUEUE: usize = 1024;
-/// Engine steps waiting for the spool task (`sink::SPOOL_QUEUE`).
-pub const SPOOL_QUEUE: usize = 4096;
+/// Batches of records waiting for the spool task (`sink::SPOOL_QUEUE`). Few, because every
+/// sender waits for room: the queue only smooths the spool task's transactions, and at
+/// `engine::BATCH_LINES` (1024) records of about 200 bytes a batch it holds under 2 MB.
+pub const SPOOL_QUEUE: usize = 8;
 
 pub const EVENTS_FROM_MODBUS: Queue =
     Queue::new("EVENTS_FROM_MODBUS", EVENT_QUEUE, WhenFull::DropNewest);
 pub const EVENTS_FROM_MQTT: Queue = Queue::new("EVENTS_FROM_MQTT", EVENT_QUEUE, WhenFull::Block);
+pub const EVENTS_FROM_OPCUA: Queue = Queue::new("EVENTS_FROM_OPCUA", EVENT_QUEUE, WhenFull::Block);
 pub const RECORDS_FROM_ENGINE: Queue =
-    Queue::new("RECORDS_FROM_ENGINE", SPOOL_QUEUE, WhenFull::DropNewest);
-pub const RECORDS_FROM_DEVICE_HEALTH: Queue = Queue::new(
-    "RECORDS_FROM_DEVICE_HEALTH",
-    SPOOL_QUEUE,
-    WhenFull::DropNewest,
-);
+    Queue::new("RECORDS_FROM_ENGINE", SPOOL_QUEUE, WhenFull::Block);
+pub const RECORDS_FROM_DEVICE_HEALTH: Queue =
+    Queue::new("RECORDS_FROM_DEVICE_HEALTH", SPOOL_QUEUE, WhenFull::Block);
 // MQTT 5 receive maximum of `county ingest` (`county::ingest::RECEIVE_MAXIMUM`).
 pub const INGEST_MESSAGES: Queue = Queue::new("INGEST_MESSAGES", 1024, WhenFull::Block);
 pub const UPLINK_JOBS: Queue = Queue::new("UPLINK_JOBS", 1, WhenFull::Block);
@@ -128,6 +219,7 @@ pub const SIM_MQTT_REQUESTS: Queue = Queue::new("SIM_MQTT_REQUESTS", 64, WhenFul
 pub const ALL: &[Queue] = &[
     EVENTS_FROM_MODBUS,
     EVENTS_FROM_MQTT,
+    EVENTS_FROM_OPCUA,
     RECORDS_FROM_ENGINE,
     RECORDS_FROM_DEVICE_HEALTH,
     INGEST_MESSAGES,

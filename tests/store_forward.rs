@@ -11,7 +11,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use common::{Influx1, VictoriaMetrics};
@@ -27,7 +26,7 @@ use tokio::task::JoinSet;
 
 /// The spool task and one writer per output, as `agent::start` wires them, without the engine.
 struct Pipeline {
-    records: SyncSender<Vec<String>>,
+    records: flume::Sender<Vec<String>>,
     metrics: Metrics,
     trigger: Trigger,
     writers: JoinSet<()>,
@@ -68,7 +67,9 @@ impl Pipeline {
         let metrics = Metrics::new();
         let (trigger, shutdown) = shutdown::channel();
         let (stats_tx, stats_rx) = watch::channel(spool.stats());
-        let (records, records_rx) = std::sync::mpsc::sync_channel(sink::SPOOL_QUEUE);
+        // Room for 4096 steps of the driver's: it hands over a few lines at a time with
+        // `try_send`, where the engine hands over batches of up to 1024 and waits for room.
+        let (records, records_rx) = flume::bounded(4096);
         let spool_thread = sink::spawn_spool_task(
             spool,
             path.clone(),

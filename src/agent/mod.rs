@@ -21,11 +21,13 @@ use crate::source::{modbus, mqtt, opcua};
 use crate::web;
 
 /// Events waiting between the sources and the engine. What a source does at the bound depends
-/// on what its data is: a Modbus device task drops its poll result and counts it (the next poll
-/// a second later supersedes it; see `source::modbus`), so a stalled engine never stalls
-/// polling; an MQTT broker task waits for room and stops reading from the broker meanwhile, so
-/// the broker keeps the messages for the agent's session (see `source::mqtt`): a message is the
-/// only copy of its data. Both policies are rows of [`crate::queue`].
+/// on what its data is: a Modbus device task keeps polling on schedule, its results wait here,
+/// and at the bound it drops the newest and counts it (the next poll a second later supersedes
+/// it; see `source::modbus`), so a stalled engine never stalls polling; an MQTT broker task
+/// waits for room and stops reading from the broker meanwhile, so the broker keeps the messages
+/// for the agent's session (see `source::mqtt`): a message is the only copy of its data. The
+/// engine stops taking events while the spool is slow (see `engine::run`), so this is where a
+/// slow spool's back-pressure reaches the sources. Both policies are rows of [`crate::queue`].
 pub const EVENT_QUEUE: usize = queue::EVENT_QUEUE;
 
 /// Why the agent could not start.
@@ -72,9 +74,10 @@ const DEVICE_HEALTH_EVERY: Duration = Duration::from_secs(60);
 
 /// Writes one `agent` line per Modbus device every minute (see `source::modbus::health`),
 /// straight to the spool: the lines come from the metrics alone, so the engine need not know.
+/// When the spool queue is full it waits for room, like the engine.
 fn report_device_health(
     config: &Config,
-    records: std::sync::mpsc::SyncSender<Vec<String>>,
+    records: flume::Sender<Vec<String>>,
     metrics: Metrics,
     mut shutdown: Shutdown,
 ) -> impl std::future::Future<Output = ()> + use<> {
@@ -85,8 +88,6 @@ fn report_device_health(
         ("enterprise".into(), site.enterprise.clone()),
     ];
     async move {
-        // The engine's counter of records the spool queue had no room for: the same series.
-        let dropped = metrics.counter(engine::RECORDS_DROPPED, engine::RECORDS_DROPPED_HELP, &[]);
         let tags: Vec<(&str, &str)> = tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut ticker = tokio::time::interval(DEVICE_HEALTH_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -98,14 +99,13 @@ fn report_device_health(
                 _ = shutdown.wait() => return,
             }
             let lines = modbus::health::device_lines(&metrics, &tags, Timestamp::now());
-            let count = lines.len() as u64;
-            const _: () = queue::RECORDS_FROM_DEVICE_HEALTH.sent_as(queue::WhenFull::DropNewest);
-            if !lines.is_empty() && records.try_send(lines).is_err() {
-                dropped.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-                warn!(
-                    lines = count,
-                    "spool queue full: device health lines dropped"
-                );
+            if lines.is_empty() {
+                continue;
+            }
+            const _: () = queue::RECORDS_FROM_DEVICE_HEALTH.sent_as(queue::WhenFull::Block);
+            tokio::select! {
+                sent = records.send_async(lines) => if sent.is_err() { return },
+                _ = shutdown.wait() => return,
             }
         }
     }
@@ -242,9 +242,7 @@ pub fn start_resuming(
             }
         }
     }
-    if !restored.is_empty() {
-        let _ = records_tx.try_send(restored);
-    }
+
     let (snap_tx, snap_rx) = watch::channel(engine.snapshot(now, 0));
     let (signal_query, signal_requests) = engine::SignalQuery::channel();
     let options = engine::RunOptions {
@@ -252,6 +250,8 @@ pub fn start_resuming(
         window_flush: config.agent.window_flush,
         declared: config.value_added.declared.clone(),
         declared_file: Some(declared_file.clone()),
+        // The opening or restored lines go first, through the engine's own handover.
+        opening: restored,
     };
 
     let web_addr = if config.web.enabled {

@@ -589,12 +589,7 @@ impl Counters {
 }
 
 impl Subscriber {
-    async fn run(
-        self,
-        chunks: std::sync::mpsc::SyncSender<Accepted>,
-        metrics: Metrics,
-        mut shutdown: Shutdown,
-    ) {
+    async fn run(self, chunks: flume::Sender<Accepted>, metrics: Metrics, mut shutdown: Shutdown) {
         let span = tracing::info_span!("ingest", broker = %self.address);
         let counters = Counters::new(&metrics);
         // Unbounded, because an acknowledgement must never be lost (the broker would hold the
@@ -721,8 +716,8 @@ impl Subscriber {
                     loop {
                         match chunks.try_send(chunk) {
                             Ok(()) => break,
-                            Err(std::sync::mpsc::TrySendError::Full(back)) => chunk = back,
-                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break 'run,
+                            Err(flume::TrySendError::Full(back)) => chunk = back,
+                            Err(flume::TrySendError::Disconnected(_)) => break 'run,
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(Duration::from_millis(5)) => {}

@@ -6,6 +6,14 @@
 //! engine with fabricated samples and a fake clock. [`run`] is the thin async shell that feeds
 //! it from the sources' channel, flushes it on a timer and saves its accumulators.
 //!
+//! [`run`] hands the records to the spool in batches (by size, [`BATCH_LINES`], or time,
+//! [`BATCH_LINGER`]) and, when the spool is slower than the sources, *waits* for room in the
+//! spool queue instead of dropping: the wait is one branch of its `select!` loop, so while it
+//! lasts the engine takes no events (the sources' channel fills, which holds the MQTT source
+//! back and is the Modbus results' bounded buffer) but still keeps its clock (ticks, window
+//! flushes, state saves), publishes the board's snapshot and answers its signal queries. Why
+//! that shape and not another is in [`run`]'s documentation.
+//!
 //! What it writes (DESIGN.md, "Data contract"): `signal` and `machine_state` as data arrives;
 //! per window (hour, shift, day, month) `machine_time` per machine, `fleet` per enterprise,
 //! `energy` per meter, and `green` per enterprise for days and months, each with the window's
@@ -58,10 +66,12 @@ use meter::MeterTrack;
 use persist::{SavedMachine, SavedMeter, SavedState};
 use windows::{Window, WindowKind};
 
-/// The counter of records that found the spool's queue full, and its help text.
+/// The counter of records the engine could not hand to the spool, and its help text. The engine
+/// waits for room in the spool queue, so this counts only records left when the spool task had
+/// stopped; it stays 0 in normal operation.
 pub const RECORDS_DROPPED: &str = "shopfloor_records_dropped_total";
 pub const RECORDS_DROPPED_HELP: &str =
-    "Records the engine could not hand to the spool because its queue was full.";
+    "Records the engine could not hand to the spool because the spool task had stopped.";
 
 /// How often the engine writes the `agent` health line.
 const AGENT_LINE_EVERY: SignedDuration = SignedDuration::from_secs(60);
@@ -98,7 +108,7 @@ pub struct Snapshot {
     pub at: Option<Timestamp>,
     pub machines: Vec<MachineView>,
     pub devices: Vec<DeviceHealth>,
-    /// Records the engine could not hand to the spool because its queue was full.
+    /// Records the engine could not hand to the spool (only if the spool task had stopped).
     pub records_dropped: u64,
     /// The enterprise's fleet in today's (local) day window.
     pub fleet_today: Option<Fleet>,
@@ -901,18 +911,63 @@ pub struct RunOptions {
     /// The config's declared value added, and the file that adds to it.
     pub declared: Vec<crate::engine::config::Declared>,
     pub declared_file: Option<PathBuf>,
+    /// Records to hand over first: the opening or restored lines the agent made at start-up.
+    pub opening: Vec<String>,
 }
 
-/// Feeds the engine from the sources until shutdown, hands records to the spool, publishes
-/// snapshots, answers signal queries, writes window totals and saves the accumulators.
-/// Records go to the spool with `try_send`: the engine never waits for a sink.
+/// Records handed to the spool in one batch at most. A batch is one item of the spool queue
+/// ([`crate::queue::RECORDS_FROM_ENGINE`]), so this and the queue's capacity bound the memory
+/// the queue can hold (8 × 1024 lines of about 200 bytes: under 2 MB).
+pub const BATCH_LINES: usize = 1024;
+
+/// How long a record waits in the engine for its batch to fill before the batch goes anyway.
+/// At 1000 messages a second that is some 250 messages to one spool append instead of one
+/// append each; the writers send once a second at most (`flush_interval`), so the store sees
+/// the records no later than before. What waits here is lost if the process is killed, as is
+/// what waits in the queues: a quarter of a second more.
+pub const BATCH_LINGER: Duration = Duration::from_millis(250);
+
+/// The counter of times the engine found the spool queue full and waited.
+pub const SPOOL_WAITS: &str = "shopfloor_engine_spool_waits_total";
+
+/// Feeds the engine from the sources until shutdown, hands records to the spool in batches,
+/// publishes snapshots, answers signal queries, writes window totals and saves the
+/// accumulators.
+///
+/// ## Waiting for the spool without stalling the rest
+///
+/// Records are collected across events and handed over by size ([`BATCH_LINES`]) or time
+/// ([`BATCH_LINGER`]), and at every flush and at shutdown. When the spool queue is full the
+/// engine waits for room ([`crate::queue::RECORDS_FROM_ENGINE`] is `Block`), and it waits
+/// *inside* its `select!` loop rather than in front of it: the pending send is one more branch
+/// of the loop, and while it is pending the loop stops taking events from the sources and
+/// nothing else. So, while it waits:
+///
+/// - the sources' channel fills: an MQTT broker task waits for room in it and stops reading
+///   its socket, so the broker keeps the messages (QoS 1, persistent session); a Modbus
+///   connection keeps polling on schedule, and its results wait in that channel, which is
+///   their bounded buffer (at its bound the newest is dropped and counted, see
+///   [`crate::queue`]);
+/// - the clock-driven work goes on: the one-second tick (state timeouts, heartbeats, the
+///   snapshot for the board and `/healthz`), window flushes and state saves, and the board's
+///   signal queries are answered. Their lines join the pending records: they are a few per
+///   machine per second, not the sources' stream, so the pending records stay bounded by the
+///   machine count however long the spool is slow;
+/// - the engine holds at most one batch being handed over plus what the clock added.
+///
+/// Waiting with a blocking `send` in front of the loop would have frozen the board's snapshot
+/// and answers for as long as the spool was slow (the board would call the engine stuck), and
+/// dropping, as before, lost what the broker would have kept for us.
+///
+/// A record is lost here only if the spool task has stopped (the queue is disconnected, which
+/// happens only at shutdown): counted in [`RECORDS_DROPPED`].
 pub async fn run(
     mut engine: Engine,
     mut events: mpsc::Receiver<SourceEvent>,
-    records: std::sync::mpsc::SyncSender<Vec<String>>,
+    records: flume::Sender<Vec<String>>,
     mut views: Views,
     metrics: Metrics,
-    options: RunOptions,
+    mut options: RunOptions,
     mut shutdown: Shutdown,
 ) {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -920,6 +975,11 @@ pub async fn run(
     let mut flush = tokio::time::interval(options.window_flush.max(Duration::from_secs(1)));
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let dropped = metrics.counter(RECORDS_DROPPED, RECORDS_DROPPED_HELP, &[]);
+    let waits = metrics.counter(
+        SPOOL_WAITS,
+        "Times the engine found the spool queue full and waited for room (back-pressure: the sources are held back, nothing is dropped).",
+        &[],
+    );
     let unknown = metrics.counter(
         "shopfloor_unknown_target_samples_total",
         "Samples for machines or meters that are not registered.",
@@ -936,61 +996,119 @@ pub async fn run(
         &[],
     );
     let mut declared_seen: Option<std::time::SystemTime> = None;
-    let mut out = Vec::new();
     let mut next_agent_line = Timestamp::now();
+    // The records not yet handed over, and whether the linger timer for them is running.
+    let mut pending: Vec<String> = std::mem::take(&mut options.opening);
+    let linger = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(linger);
+    let mut lingering = false;
+    let mut linger_due = !pending.is_empty();
+    // The batch waiting for room in the spool queue, if any.
+    let mut handing: Option<flume::r#async::SendFut<'_, Vec<String>>> = None;
+    let lose = |batch: Vec<String>| {
+        let n = batch.len() as u64;
+        let total = dropped.fetch_add(n, Ordering::Relaxed) + n;
+        error!(lost = n, total, "the spool task has stopped: records lost");
+    };
     loop {
         let mut stop = false;
         tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => engine.on_event(event, &mut out),
-                None => stop = true,
-            },
-            _ = ticker.tick() => {
-                let now = Timestamp::now();
-                engine.tick(now, &mut out);
-                if now >= next_agent_line {
-                    out.extend(engine.agent_line(now, &metrics));
-                    next_agent_line = now + AGENT_LINE_EVERY;
+            biased;
+            _ = shutdown.wait() => stop = true,
+            sent = handover(&mut handing), if handing.is_some() => {
+                handing = None;
+                if let Err(flume::SendError(batch)) = sent {
+                    lose(batch);
                 }
-                let total_dropped = dropped.load(Ordering::Relaxed);
-                views.snapshots.send_replace(engine.snapshot(now, total_dropped));
             }
             Some(reply) = views.signal_requests.recv() => {
                 // The asker may have given up meanwhile; then nobody wants the answer.
                 let _ = reply.send(engine.machine_signals());
+            }
+            _ = ticker.tick() => {
+                let now = Timestamp::now();
+                engine.tick(now, &mut pending);
+                if now >= next_agent_line {
+                    pending.extend(engine.agent_line(now, &metrics));
+                    next_agent_line = now + AGENT_LINE_EVERY;
+                }
+                let total_dropped = dropped.load(Ordering::Relaxed);
+                views.snapshots.send_replace(engine.snapshot(now, total_dropped));
             }
             _ = flush.tick() => {
                 if let Some(path) = &options.declared_file {
                     reload_declared(&mut engine, &options, path, &mut declared_seen, &declared_errors);
                 }
                 let now = Timestamp::now();
-                engine.flush(now, &mut out);
+                engine.flush(now, &mut pending);
+                linger_due = true;
                 save_state(&engine, now, &options.state_path, &state_errors).await;
             }
-            _ = shutdown.wait() => stop = true,
+            _ = &mut linger, if lingering => {
+                lingering = false;
+                linger_due = true;
+            }
+            // Only while no batch waits for room: this is what holds the sources back.
+            event = events.recv(), if handing.is_none() => match event {
+                Some(event) => engine.on_event(event, &mut pending),
+                None => stop = true,
+            },
         }
         if stop {
             // The windows up to this moment are written and saved, so a restart continues them.
             let now = Timestamp::now();
-            engine.flush(now, &mut out);
+            engine.flush(now, &mut pending);
             save_state(&engine, now, &options.state_path, &state_errors).await;
         }
         unknown.store(engine.unknown_targets, Ordering::Relaxed);
-        if !out.is_empty() {
-            let batch = std::mem::take(&mut out);
-            const _: () =
-                crate::queue::RECORDS_FROM_ENGINE.sent_as(crate::queue::WhenFull::DropNewest);
-            if let Err(std::sync::mpsc::TrySendError::Full(batch)) = records.try_send(batch) {
-                let n = dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                warn!(
-                    dropped = n + batch.len() as u64,
-                    "spool queue full: records dropped"
-                );
+        if pending.is_empty() {
+            lingering = false;
+            linger_due = false;
+        } else if handing.is_none() && (pending.len() >= BATCH_LINES || linger_due || stop) {
+            let batch = std::mem::replace(&mut pending, Vec::with_capacity(BATCH_LINES));
+            lingering = false;
+            linger_due = false;
+            const _: () = crate::queue::RECORDS_FROM_ENGINE.sent_as(crate::queue::WhenFull::Block);
+            match records.try_send(batch) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(batch)) => {
+                    waits.fetch_add(1, Ordering::Relaxed);
+                    handing = Some(records.send_async(batch));
+                }
+                Err(flume::TrySendError::Disconnected(batch)) => lose(batch),
             }
+        } else if !lingering && !linger_due {
+            lingering = true;
+            linger
+                .as_mut()
+                .reset(tokio::time::Instant::now() + BATCH_LINGER);
         }
         if stop {
+            // Everything goes to the spool before the engine stops: the spool task runs until
+            // the last sender is gone, so these waits end.
+            if let Some(send) = handing.take()
+                && let Err(flume::SendError(batch)) = send.await
+            {
+                lose(batch);
+            }
+            if !pending.is_empty()
+                && let Err(flume::SendError(batch)) =
+                    records.send_async(std::mem::take(&mut pending)).await
+            {
+                lose(batch);
+            }
             break;
         }
+    }
+}
+
+/// The pending handover, or never when there is none (its branch is disabled then anyway).
+async fn handover(
+    handing: &mut Option<flume::r#async::SendFut<'_, Vec<String>>>,
+) -> Result<(), flume::SendError<Vec<String>>> {
+    match handing {
+        Some(send) => send.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1342,5 +1460,95 @@ rule = [
         e.on_event(poll("ghost", t(1), 1, 0), &mut out);
         assert!(out.is_empty());
         assert_eq!(e.unknown_targets, 1);
+    }
+
+    /// While the spool queue is full the engine takes no events (so the sources' channel
+    /// fills and holds them back), yet it keeps publishing snapshots and answering the board;
+    /// once there is room, everything it held arrives, nothing dropped.
+    #[tokio::test]
+    async fn a_full_spool_queue_holds_the_sources_back_but_not_the_board() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(&load_str(CONFIG, "test.toml").unwrap(), Timestamp::now());
+        let (events_tx, events_rx) = mpsc::channel(4);
+        let (records_tx, records_rx) = flume::bounded(1);
+        // The queue is full before the engine hands anything over.
+        records_tx.try_send(vec!["filler".to_string()]).unwrap();
+        let (snapshots, mut snapshot_rx) = watch::channel(Snapshot::default());
+        let (query, signal_requests) = SignalQuery::channel();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let metrics = Metrics::new();
+        let options = RunOptions {
+            state_path: dir.path().join("engine-state.json"),
+            window_flush: Duration::from_secs(3600),
+            declared: Vec::new(),
+            declared_file: None,
+            opening: Vec::new(),
+        };
+        let task = tokio::spawn(run(
+            engine,
+            events_rx,
+            records_tx,
+            Views {
+                snapshots,
+                signal_requests,
+            },
+            metrics.clone(),
+            options,
+            shutdown,
+        ));
+        // One `signal` line per poll: events until the channel stays full (the first batch to
+        // wait may be the tick's lines, handed over after BATCH_LINGER, or a full one).
+        let mut sent = 0usize;
+        loop {
+            let event = poll("cnc01", Timestamp::now(), 1, 0);
+            let send = events_tx.send(event);
+            match tokio::time::timeout(Duration::from_millis(500), send).await {
+                Ok(Ok(())) => sent += 1,
+                Ok(Err(_)) => panic!("the engine stopped"),
+                Err(_) => break,
+            }
+            assert!(
+                sent < 10 * BATCH_LINES,
+                "the engine never held the sources back"
+            );
+        }
+        assert_eq!(metrics.sum(SPOOL_WAITS), 1);
+        // The board still gets answers and fresh snapshots.
+        let signals = query.latest().await.expect("an answer while waiting");
+        assert_eq!(signals.len(), 2);
+        snapshot_rx.borrow_and_update();
+        tokio::time::timeout(Duration::from_secs(3), snapshot_rx.changed())
+            .await
+            .expect("a snapshot while waiting")
+            .unwrap();
+        // Room again: the held batch goes, the events flow, and at shutdown all is handed over.
+        let mut lines = Vec::new();
+        lines.extend(records_rx.recv_async().await.unwrap());
+        let more = poll("cnc01", Timestamp::now(), 1, 0);
+        let receiver = tokio::spawn(async move {
+            let mut lines = lines;
+            while let Ok(batch) = records_rx.recv_async().await {
+                lines.extend(batch);
+            }
+            lines
+        });
+        tokio::time::timeout(Duration::from_secs(5), events_tx.send(more))
+            .await
+            .expect("the engine takes events again")
+            .unwrap();
+        sent += 1;
+        // Every event taken before the stop (at shutdown what is still queued is not).
+        while events_tx.capacity() < events_tx.max_capacity() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        trigger.fire();
+        task.await.unwrap();
+        let lines = receiver.await.unwrap();
+        let signal_lines = lines
+            .iter()
+            .filter(|l| l.starts_with(contract::MEASUREMENT_SIGNAL))
+            .count();
+        assert_eq!(signal_lines, sent, "every event's line arrived");
+        assert_eq!(metrics.sum(RECORDS_DROPPED), 0);
     }
 }

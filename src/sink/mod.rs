@@ -17,8 +17,9 @@
 //! | `writer.rs` | the writer loop: batches from its cursor, the answers below, back-off, dead letters |
 //! | `influx.rs`, `file.rs`, `uplink.rs` | the outputs: each turns a batch into a request and its answer into a [`SendError`] |
 //!
-//! The engine hands records over with `try_send`, so it never waits for the disk (the queue's
-//! policy, with every other bounded channel's, is in [`crate::queue`]). The spool task owns the
+//! The engine hands records over in batches and waits for room when the queue is full, so a
+//! slow spool holds the sources back instead of losing records (the queue's policy, with every
+//! other bounded channel's, is in [`crate::queue`]; how the engine waits is in `engine::run`). The spool task owns the
 //! appending connection; every writer has its own reading connection. Delivery is
 //! at least once: a batch is acknowledged only after the store said 2xx (or its bad lines were
 //! moved to the dead-letter file), and a resent batch overwrites itself in the store (same
@@ -51,14 +52,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use spool_task::spawn_spool_task;
+#[doc(hidden)]
+pub use spool_task::throttle_for_tests;
 pub use stage::{Stage, StartError, Tasks, create_data_dir, start, stores};
 pub use writer::run_writer;
 
-/// Records waiting between the engine and the spool task, in engine steps. At the bound the
-/// engine drops the step's records and counts them (see `engine::run` and [`crate::queue`]).
+/// Batches of records waiting between the engine and the spool task. At the bound the engine
+/// waits for room (see `engine::run` and [`crate::queue`]).
 pub const SPOOL_QUEUE: usize = crate::queue::SPOOL_QUEUE;
 
-/// What the spool task appends: the lines of one engine step (a `Vec<String>`), or lines whose
+/// What the spool task appends: a batch of the engine's lines (a `Vec<String>`), or lines whose
 /// sender must know when they are on disk (`county ingest` acknowledges a message to its broker
 /// only then).
 pub trait Chunk: AsRef<[String]> + Send + 'static {
@@ -74,7 +77,7 @@ pub trait Chunk: AsRef<[String]> + Send + 'static {
     }
 }
 
-/// The engine's steps (and the device-health task's lines).
+/// The engine's batches (and the device-health task's lines).
 impl Chunk for Vec<String> {
     const QUEUE: crate::queue::Queue = crate::queue::RECORDS_FROM_ENGINE;
 }

@@ -48,7 +48,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 /// Rows are filled up to about this many bytes: large enough that SQLite's per-row cost
 /// vanishes, small enough that dropping the oldest row at the cap loses little.
@@ -168,9 +168,8 @@ pub struct Spool {
     cap: u64,
     /// The reserve file (see the module documentation).
     reserve: std::path::PathBuf,
-    /// When dropping at the bound was last logged, and the lines dropped since.
-    cap_logged: Option<std::time::Instant>,
-    cap_drops_unlogged: u64,
+    /// Lines dropped at the byte bound, for the log (see [`crate::queue::LossLog`]).
+    cap_losses: crate::queue::LossLog,
 }
 
 fn open_conn(path: &Path, sync: SyncPolicy) -> Result<Connection, SpoolError> {
@@ -257,8 +256,10 @@ impl Spool {
             stats: SpoolStats::default(),
             cap: limits.max_bytes,
             reserve: reserve.into(),
-            cap_logged: None,
-            cap_drops_unlogged: 0,
+            cap_losses: crate::queue::LossLog::new(
+                "spool full: oldest records dropped at the byte bound",
+                std::time::Duration::from_secs(60),
+            ),
         };
         spool.make_reserve();
         spool.refresh_stats()?;
@@ -382,7 +383,7 @@ impl Spool {
     }
 
     fn insert<C: AsRef<[String]>>(&mut self, chunks: &[C], now_ms: i64) -> Result<(), SpoolError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         let mut added_bytes = 0u64;
         let mut added_lines = 0u64;
         let mut added_rows = 0u64;
@@ -423,13 +424,31 @@ impl Spool {
         self.stats.appended_lines += added_lines;
         if self.stats.bytes > self.cap {
             self.enforce_cap()?;
+        } else {
+            self.cap_losses.recovered();
         }
         Ok(())
     }
 
+    /// A write transaction that takes SQLite's write lock at `BEGIN` (`IMMEDIATE`), so it waits
+    /// out a writer's acknowledgement within `busy_timeout`. A deferred transaction that reads
+    /// first and writes next cannot wait: if an acknowledgement committed in between, SQLite
+    /// refuses the upgrade at once with "database is locked" (`SQLITE_BUSY_SNAPSHOT`), which is
+    /// what trimming under load ran into.
+    fn write_transaction(&mut self) -> Result<Transaction<'_>, SpoolError> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
+    }
+
+    /// At shutdown: the log gets the total of what the byte bound dropped in this run.
+    pub fn finish(&mut self) {
+        self.cap_losses.finish();
+    }
+
     /// Deletes rows up to `last` and moves the figures by what went.
     fn remove_up_to(&mut self, last: i64, why: Removal) -> Result<u64, SpoolError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write_transaction()?;
         let (lines, bytes, rows) = sums_up_to(&tx, last)?;
         tx.execute("DELETE FROM chunk WHERE id <= ?1", [last])?;
         let counter = match why {
@@ -483,22 +502,16 @@ impl Spool {
     fn enforce_cap(&mut self) -> Result<(), SpoolError> {
         self.trim()?;
         if self.stats.bytes <= self.cap {
+            self.cap_losses.recovered();
             return Ok(());
         }
         let lines = self.drop_oldest(self.stats.bytes - self.cap)?;
-        // At the bound every append drops a little: one warning a minute says how much.
-        self.cap_drops_unlogged += lines;
-        let due = self
-            .cap_logged
-            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60));
-        if lines > 0 && due {
-            tracing::warn!(
-                dropped_lines = std::mem::take(&mut self.cap_drops_unlogged),
-                total_dropped = self.stats.dropped_lines - self.stats.expired_lines,
-                bound_bytes = self.cap,
-                "spool full: oldest records dropped (logged at most once a minute)"
-            );
-            self.cap_logged = Some(std::time::Instant::now());
+        // At the bound every append drops a little: the log says how much once a minute, and
+        // the total when it stops and at shutdown.
+        if lines > 0 {
+            self.cap_losses.lost(lines);
+        } else {
+            self.cap_losses.recovered();
         }
         Ok(())
     }

@@ -1,27 +1,67 @@
 //! The spool task: the store-and-forward stage's appending side. It takes what the engine (and
 //! the device-health task, or `county ingest`'s subscriber) hands over on the spool queue and
-//! appends it to the spool on a thread of its own, so no producer ever waits for the disk.
+//! appends it to the spool on a thread of its own, so SQLite never stalls an async worker.
+//! When it falls behind, the queue fills and its senders wait ([`crate::queue`]).
 //! It owns the appending connection, trims delivered rows, applies the age bound, syncs the
 //! WAL and publishes the spool's figures (the `shopfloor_spool_*` series and a
 //! [`SpoolStats`] watch that wakes the writers).
+//!
+//! Housekeeping never stalls an append: it runs on the same connection and thread, between two
+//! append transactions, so the two never wait for each other; its deletes are short
+//! `BEGIN IMMEDIATE` transactions that wait for a writer's acknowledgement (`busy_timeout`)
+//! instead of failing with "database is locked"; and the checkpoint is `PASSIVE`, which copies
+//! what it can without waiting for the writers' readers and never blocks an append (see
+//! `sink::spool`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc as std_mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::Chunk;
-use super::spool::{self, Spool, SpoolError, SpoolStats};
+use super::spool::{self, Spool, SpoolStats};
 use crate::metrics::Metrics;
+use crate::queue::LossLog;
 
 /// How often the spool task trims delivered rows, applies the age bound and publishes figures.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 
-/// Engine steps the spool task appends in one transaction at most.
+/// Chunks the spool task appends in one transaction at most (the engine's queue holds fewer;
+/// `county ingest` hands over one message a chunk).
 const APPEND_GROUP: usize = 256;
+
+/// How often a loss at the spool is logged at most (with the count since the last line).
+const LOSS_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Throttles registered by tests, by spool path: nanoseconds to pause per appended line.
+static THROTTLES: Mutex<Vec<(PathBuf, Arc<AtomicU64>)>> = Mutex::new(Vec::new());
+
+/// Test hook: makes the spool task of the spool at `path` pause `per_line` for every line it
+/// appends, so a test can make the spool slower than its sources and watch the back-pressure
+/// (`tests/backpressure.rs`). Keyed by path so that tests running side by side in one process
+/// throttle only their own spool; a spool task looks its throttle up once, when it starts, and
+/// a later call changes it (`Duration::ZERO` lifts it). Nothing calls it outside tests, and
+/// then it costs the agent one lookup at start-up.
+#[doc(hidden)]
+pub fn throttle_for_tests(path: &Path, per_line: Duration) {
+    let nanos = u64::try_from(per_line.as_nanos()).unwrap_or(u64::MAX);
+    let mut throttles = THROTTLES.lock().unwrap_or_else(|p| p.into_inner());
+    match throttles.iter().find(|(p, _)| p == path) {
+        Some((_, t)) => t.store(nanos, Ordering::Relaxed),
+        None => throttles.push((path.to_path_buf(), Arc::new(AtomicU64::new(nanos)))),
+    }
+}
+
+fn throttle_of(path: &Path) -> Option<Arc<AtomicU64>> {
+    let throttles = THROTTLES.lock().unwrap_or_else(|p| p.into_inner());
+    throttles
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, t)| t.clone())
+}
 
 /// Free space on the spool's file system above which a full disk counts as over: room for
 /// the reserve and a few rows.
@@ -31,13 +71,14 @@ const DISK_ROOM_AGAIN: u64 = spool::RESERVE_BYTES + 4 * spool::ROW_BYTES as u64;
 /// Each wake-up appends everything queued in one transaction; once a second it trims delivered
 /// rows and applies the age bound, and every `sync_interval` it syncs the WAL to disk.
 ///
-/// A full disk is reported loudly: an error when it starts (and once a minute while records
-/// are being lost), `shopfloor_spool_disk_full` at 1 until the file system has room again, and
-/// every line that could not be appended in `shopfloor_spool_lost_lines_total`.
+/// A full disk is reported loudly: an error when it starts, `shopfloor_spool_disk_full` at 1
+/// until the file system has room again, and every line that could not be appended in
+/// `shopfloor_spool_lost_lines_total`, logged as [`LossLog`] says (once a minute with the
+/// count, and the total when appends succeed again and at shutdown).
 pub fn spawn_spool_task<C: Chunk>(
     mut spool: Spool,
     path: PathBuf,
-    records: std_mpsc::Receiver<C>,
+    records: flume::Receiver<C>,
     stats: watch::Sender<SpoolStats>,
     metrics: Metrics,
     sync_interval: Duration,
@@ -52,7 +93,12 @@ pub fn spawn_spool_task<C: Chunk>(
         "Records that could not be appended to the spool (disk full with nothing left to drop, or a database error).",
         &[],
     );
-    let mut failures = AppendFailures::default();
+    let mut losses = LossLog::new(
+        "records lost: the spool could not append them (disk full with nothing left to drop, or a database error)",
+        LOSS_LOG_EVERY,
+    );
+    let mut failing = false;
+    let throttle = throttle_of(&path);
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let publish = spool_gauges(&metrics, path);
     publish(spool.stats(), true);
@@ -64,8 +110,8 @@ pub fn spawn_spool_task<C: Chunk>(
         loop {
             let first = match records.recv_timeout(wake) {
                 Ok(batch) => Some(batch),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(flume::RecvTimeoutError::Timeout) => None,
+                Err(flume::RecvTimeoutError::Disconnected) => break,
             };
             if let Some(first) = first {
                 let mut chunks = vec![first];
@@ -75,22 +121,34 @@ pub fn spawn_spool_task<C: Chunk>(
                         Err(_) => break,
                     }
                 }
+                let lines = chunks.iter().map(|c| c.as_ref().len()).sum::<usize>() as u64;
+                if let Some(per_line) = throttle.as_ref().map(|t| t.load(Ordering::Relaxed)) {
+                    std::thread::sleep(Duration::from_nanos(per_line.saturating_mul(lines)));
+                }
                 let now_ms = jiff::Timestamp::now().as_millisecond();
                 let committed = match spool.append(&chunks, now_ms) {
-                    Ok(0) => true,
-                    Ok(_) => {
-                        if disk_full.swap(1, Ordering::Relaxed) == 0 {
+                    Ok(dropped) => {
+                        if dropped > 0 && disk_full.swap(1, Ordering::Relaxed) == 0 {
                             error!(dir = %dir.display(), "the spool's disk is full: the oldest records are dropped to make room for new ones; free space there");
+                        }
+                        if std::mem::take(&mut failing) {
+                            losses.recovered();
                         }
                         true
                     }
                     Err(e) => {
-                        let lines = chunks.iter().map(|c| c.as_ref().len()).sum::<usize>() as u64;
                         lost.fetch_add(lines, Ordering::Relaxed);
                         if e.is_disk_full() {
                             disk_full.store(1, Ordering::Relaxed);
                         }
-                        failures.report(&e, lines, &dir);
+                        if !std::mem::replace(&mut failing, true) {
+                            if e.is_disk_full() {
+                                error!(error = %e, dir = %dir.display(), "the spool's disk is full and nothing is left to drop: records are lost until there is room; free space there");
+                            } else {
+                                error!(error = %e, "cannot append to the spool: records are lost");
+                            }
+                        }
+                        losses.lost(lines);
                         false
                     }
                 };
@@ -104,7 +162,6 @@ pub fn spawn_spool_task<C: Chunk>(
                 && free_bytes(&dir).is_some_and(|free| free >= DISK_ROOM_AGAIN)
             {
                 disk_full.store(0, Ordering::Relaxed);
-                failures = AppendFailures::default();
                 spool.disk_has_room();
                 info!(dir = %dir.display(), "the spool's disk has room again");
             }
@@ -130,33 +187,10 @@ pub fn spawn_spool_task<C: Chunk>(
         let _ = spool.checkpoint();
         publish(spool.stats(), true);
         stats.send_replace(spool.stats());
+        // Every loss of the run is in the log before the agent stops (issue 22).
+        losses.finish();
+        spool.finish();
     })
-}
-
-/// Failed appends, logged at the first and then at most once a minute with the count since.
-#[derive(Default)]
-struct AppendFailures {
-    last_logged: Option<Instant>,
-    lines_since: u64,
-}
-
-impl AppendFailures {
-    fn report(&mut self, e: &SpoolError, lines: u64, dir: &Path) {
-        self.lines_since += lines;
-        if self
-            .last_logged
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
-        {
-            return;
-        }
-        let lost_lines = std::mem::take(&mut self.lines_since);
-        if e.is_disk_full() {
-            error!(error = %e, lost_lines, dir = %dir.display(), "the spool's disk is full and nothing is left to drop: records lost; free space there");
-        } else {
-            error!(error = %e, lost_lines, "cannot append to the spool: records lost");
-        }
-        self.last_logged = Some(Instant::now());
-    }
 }
 
 /// Bytes available to the agent on the file system holding `dir`.

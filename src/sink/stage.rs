@@ -34,7 +34,7 @@ pub enum StartError {
 pub struct Stage<C> {
     /// The spool queue: what is sent here is appended to the spool (see [`crate::queue`] for
     /// what each sender does when it is full).
-    pub records: std::sync::mpsc::SyncSender<C>,
+    pub records: flume::Sender<C>,
     /// The spool's figures, updated by the spool task after each append and housekeeping.
     pub stats: watch::Receiver<SpoolStats>,
     pub spool_path: PathBuf,
@@ -106,7 +106,7 @@ pub fn start<C: Chunk>(
         );
     }
     let (stats_tx, stats_rx) = watch::channel(left);
-    let (records_tx, records_rx) = C::QUEUE.sync();
+    let (records_tx, records_rx) = C::QUEUE.flume();
     let spool_thread = spawn_spool_task(
         spool,
         spool_path.clone(),

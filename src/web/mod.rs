@@ -239,9 +239,18 @@ struct HealthJson {
     devices_up: usize,
     spool_lines: u64,
     spool_bytes: u64,
+    /// Lines the spool deleted before every output had them: at `max_bytes` (or a full disk)
+    /// and at `max_age`, since the spool was created.
     spool_dropped_lines: u64,
+    /// Lines the spool could not append at all (a full disk with nothing left to drop).
+    spool_lost_lines: u64,
     oldest_waiting_s: Option<f64>,
+    /// Records the engine could not hand to the spool (only if the spool task had stopped).
     records_dropped: u64,
+    /// Modbus poll results dropped at the engine queue's bound.
+    source_events_dropped: u64,
+    /// Times the engine waited for room in the spool queue: back-pressure, nothing lost.
+    spool_waits: u64,
     sent_lines: u64,
 }
 
@@ -264,8 +273,13 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
         spool_lines: spool.lines,
         spool_bytes: spool.bytes,
         spool_dropped_lines: spool.dropped_lines,
+        spool_lost_lines: board.metrics.sum("shopfloor_spool_lost_lines_total"),
         oldest_waiting_s: spool.oldest_ms.map(|ms| (now - ms).max(0) as f64 / 1000.0),
         records_dropped: snap.records_dropped,
+        source_events_dropped: board
+            .metrics
+            .sum(crate::source::modbus::SOURCE_EVENTS_DROPPED),
+        spool_waits: board.metrics.sum(crate::engine::SPOOL_WAITS),
         sent_lines: board.metrics.sum("shopfloor_output_lines_total"),
     })
 }

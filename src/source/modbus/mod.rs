@@ -32,10 +32,11 @@ use jiff::Timestamp;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_modbus::Slave;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::model::{Sample, SourceEvent, Target};
+use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
 pub use config::Sections;
 use config::{Link, ModbusDevice};
@@ -238,19 +239,43 @@ pub fn run_connection(
         .map(|d| Polled::new(d, &metrics, start))
         .filter(|p| !p.groups.is_empty())
         .collect();
-    let dropped = metrics.counter(
-        "shopfloor_source_events_dropped_total",
-        "Poll results dropped because the engine's queue was full.",
-        &[("connection", &connection.link.to_string())],
-    );
-    poll_devices(connection.link, devices, events, dropped, shutdown)
+    let link = connection.link.to_string();
+    let mut dropped = Dropped {
+        counter: metrics.counter(
+            SOURCE_EVENTS_DROPPED,
+            "Poll results dropped because the engine's queue, the Modbus samples' bounded buffer, was full.",
+            &[("connection", &link)],
+        ),
+        log: LossLog::new(
+            "engine queue full: Modbus poll results dropped (the engine is behind, e.g. waiting for a slow spool)",
+            DROP_LOG_EVERY,
+        ),
+    };
+    let span = tracing::info_span!("modbus", connection = %link);
+    async move {
+        poll_devices(connection.link, devices, events, &mut dropped, shutdown).await;
+        dropped.log.finish();
+    }
+    .instrument(span)
+}
+
+/// The counter of poll results dropped at the engine queue's bound, by connection.
+pub const SOURCE_EVENTS_DROPPED: &str = "shopfloor_source_events_dropped_total";
+
+/// How often dropped poll results are logged at most (with the count since the last line).
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Poll results dropped at the engine queue's bound: counted, and logged as [`LossLog`] says.
+struct Dropped {
+    counter: Arc<AtomicU64>,
+    log: LossLog,
 }
 
 async fn poll_devices(
     link: LinkSpec,
     mut devices: Vec<Polled>,
     events: mpsc::Sender<SourceEvent>,
-    dropped: Arc<AtomicU64>,
+    dropped: &mut Dropped,
     mut shutdown: Shutdown,
 ) {
     if devices.is_empty() {
@@ -295,12 +320,11 @@ async fn poll_devices(
                             device: p.id.clone(),
                             at,
                         },
-                        &dropped,
-                        &p.span,
+                        dropped,
                     );
                 }
                 if !samples.is_empty() {
-                    send(&events, SourceEvent::Samples(samples), &dropped, &p.span);
+                    send(&events, SourceEvent::Samples(samples), dropped);
                 }
             }
             Err(fault) => {
@@ -309,10 +333,10 @@ async fn poll_devices(
                 if fault.is_link_fault() {
                     // Nothing on this connection can be reached: every device is down.
                     for p in &mut devices {
-                        fail(p, &fault, at, &events, &dropped);
+                        fail(p, &fault, at, &events, dropped);
                     }
                 } else {
-                    fail(&mut devices[d], &fault, at, &events, &dropped);
+                    fail(&mut devices[d], &fault, at, &events, dropped);
                 }
             }
         }
@@ -342,7 +366,7 @@ fn fail(
     fault: &PollFault,
     at: Timestamp,
     events: &mpsc::Sender<SourceEvent>,
-    dropped: &AtomicU64,
+    dropped: &mut Dropped,
 ) {
     p.health.failed(fault.kind());
     p.failures = p.failures.saturating_add(1);
@@ -363,24 +387,23 @@ fn fail(
             reason: fault.to_string(),
         },
         dropped,
-        &p.span,
     );
 }
 
-/// Sends without waiting: a full channel means the engine is behind, and a connection's task
-/// must not stall its polling for that. What cannot be sent is counted and logged.
-fn send(
-    events: &mpsc::Sender<SourceEvent>,
-    event: SourceEvent,
-    dropped: &AtomicU64,
-    span: &tracing::Span,
-) {
+/// Sends without waiting: a full channel means the engine is behind (waiting for a slow spool,
+/// say), and a connection's task must not stall its polling for that. The engine's queue is
+/// the poll results' bounded buffer; at its bound the newest result is dropped, counted (also
+/// on the board) and logged once a minute with the count, and with the total when sends get
+/// through again and at shutdown.
+fn send(events: &mpsc::Sender<SourceEvent>, event: SourceEvent, dropped: &mut Dropped) {
     const _: () = crate::queue::EVENTS_FROM_MODBUS.sent_as(crate::queue::WhenFull::DropNewest);
-    if let Err(mpsc::error::TrySendError::Full(_)) = events.try_send(event) {
-        let n = dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_power_of_two() {
-            warn!(parent: span, dropped = n, "engine queue full: poll results dropped");
+    match events.try_send(event) {
+        Ok(()) => dropped.log.recovered(),
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            dropped.counter.fetch_add(1, Ordering::Relaxed);
+            dropped.log.lost(1);
         }
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
     }
 }
 

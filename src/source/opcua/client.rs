@@ -782,6 +782,7 @@ impl Task {
     /// in this task's own queue ([`CHANGES_QUEUE`]); what overflows that is counted as
     /// dropped. A closed queue (the agent stopping) is ignored.
     async fn send(&self, event: SourceEvent) {
+        const _: () = crate::queue::EVENTS_FROM_OPCUA.sent_as(crate::queue::WhenFull::Block);
         let _ = self.events.send(event).await;
     }
 }
