@@ -189,6 +189,9 @@ pub struct Engine {
     heartbeat: SignedDuration,
     meter_max_gap: SignedDuration,
     unknown_targets: u64,
+    /// Meter counters taken as reset, and as wrapped past their modulus, since the start.
+    meter_resets: u64,
+    meter_rollovers: u64,
     /// `agent,county=…,sector=…,enterprise=…` and the like for the enterprise's lines.
     agent_prefix: String,
     fleet_prefix: String,
@@ -269,6 +272,8 @@ impl Engine {
             heartbeat: to_signed(config.agent.heartbeat),
             meter_max_gap: to_signed(config.energy.max_gap),
             unknown_targets: 0,
+            meter_resets: 0,
+            meter_rollovers: 0,
             agent_prefix: tag_prefix(MEASUREMENT_AGENT, &base),
             fleet_prefix: tag_prefix(MEASUREMENT_FLEET, &base),
             green_prefix: tag_prefix(MEASUREMENT_GREEN, &green_tags),
@@ -478,7 +483,9 @@ impl Engine {
             return;
         };
         let owner = meter.machine.map(|i| &self.machines[i]);
-        meter.reading(value, at, self.meter_max_gap, &self.calendar, owner);
+        let event = meter.reading(value, at, self.meter_max_gap, &self.calendar, owner);
+        self.meter_resets += u64::from(event.reset);
+        self.meter_rollovers += u64::from(event.rollover);
     }
 
     fn unknown_target(&mut self, id: &str) {
@@ -917,6 +924,16 @@ pub async fn run(
         "Declared value-added files that could not be read.",
         &[],
     );
+    let meter_resets = metrics.counter(
+        "shopfloor_meter_resets_total",
+        "Meter counters that went down and were taken as a reset (see [[meter]] rollover).",
+        &[],
+    );
+    let meter_rollovers = metrics.counter(
+        "shopfloor_meter_rollovers_total",
+        "Meter counters that passed their modulus and were taken as a rollover.",
+        &[],
+    );
     let mut declared_seen: Option<std::time::SystemTime> = None;
     let mut out = Vec::new();
     let mut next_agent_line = Timestamp::now();
@@ -958,6 +975,8 @@ pub async fn run(
             save_state(&engine, now, &options.state_path, &state_errors).await;
         }
         unknown.store(engine.unknown_targets, Ordering::Relaxed);
+        meter_resets.store(engine.meter_resets, Ordering::Relaxed);
+        meter_rollovers.store(engine.meter_rollovers, Ordering::Relaxed);
         if !out.is_empty() {
             let batch = std::mem::take(&mut out);
             const _: () =
