@@ -251,7 +251,7 @@ impl Engine {
             .iter()
             .copied()
             .chain([
-                (TAG_VA_METHOD, va.method.as_str()),
+                (TAG_VA_METHOD, va.method().as_str()),
                 (TAG_EL_METHOD, coefficients.electricity_method.as_str()),
             ])
             .collect();
@@ -263,7 +263,7 @@ impl Engine {
             devices,
             calendar: Calendar::new(config.calendar, tz),
             coefficients,
-            va_method: va.method,
+            va_method: va.method(),
             va_rate: va.rate,
             declarations: Declarations::new(&va.declared),
             tce_limit: config.green.tce_per_10k_cny_limit,
@@ -556,10 +556,14 @@ impl Engine {
             }
         }
         let mut closed_green = Vec::new();
-        for w in fleets
+        // The days and months of the machines and of the meters: a meter-only site has
+        // energy to write even without a fleet.
+        let green_windows: std::collections::BTreeSet<&Window> = fleets
             .keys()
+            .chain(self.meters.iter().flat_map(|m| m.windows.keys()))
             .filter(|w| matches!(w.kind, WindowKind::Day | WindowKind::Month))
-        {
+            .collect();
+        for w in green_windows {
             let (g, va_known) = self.green(w);
             out.extend(self.green_line(w, &g, va_known));
             if w.end <= now && !self.alerted.contains(w) {
@@ -702,6 +706,7 @@ impl Engine {
                 any.then_some(cny / 10_000.0)
             }
             ValueAddedMethod::Declared => self.declarations.value_for(w, self.calendar.time_zone()),
+            ValueAddedMethod::NoSource => None,
         };
         g.value_added_10k_cny = va.unwrap_or(0.0);
         (g, va.is_some())

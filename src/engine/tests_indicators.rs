@@ -785,3 +785,50 @@ fn a_true_rollover_adds_the_exact_energy_and_is_counted() {
     assert_eq!(field(&line, contract::energy::RESETS), Some(0.0), "{line}");
     assert_eq!((e.meter_resets, e.meter_rollovers), (0, 1));
 }
+
+#[test]
+fn a_meter_only_site_writes_energy_with_value_added_not_measured() {
+    let config = r#"
+[site]
+county = "yk"
+sector = "cookware"
+enterprise = "e42"
+timezone = "Asia/Shanghai"
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+signal = "energy_kwh"
+"#;
+    let mut e = Engine::new(&load_str(config, "test.toml").unwrap(), at(8, 0));
+    let mut out = Vec::new();
+    // 5000 → 5420 kWh: 420 kWh × 0.1229 = 51.618 kgce = 0.051618 tce.
+    e.on_event(meter("main", "energy_kwh", at(8, 0), 5000.0), &mut out);
+    e.on_event(meter("main", "energy_kwh", at(16, 0), 5420.0), &mut out);
+    let day_end = date(2026, 12, 1)
+        .at(0, 0, 0, 0)
+        .to_zoned_datetime(tz())
+        .unwrap()
+        .timestamp();
+    e.tick(day_end, &mut out);
+    out.clear();
+    e.flush(day_end, &mut out);
+    let g = find(
+        &out,
+        contract::MEASUREMENT_GREEN,
+        &["window=1d", "va_method=none"],
+    )
+    .pop()
+    .unwrap_or_else(|| panic!("{out:?}"))
+    .clone();
+    assert!((field(&g, contract::green::ENERGY_TCE).unwrap() - 0.051_618).abs() < 1e-12);
+    // No value-added source: value added and every intensity absent, never 0.
+    for name in [
+        contract::green::VALUE_ADDED_10K_CNY,
+        contract::green::TCE_PER_10K_CNY,
+        contract::green::VALUE_ADDED_PER_TCE,
+        contract::green::WATER_T_PER_10K_CNY,
+    ] {
+        assert_eq!(field(&g, name), None, "{name} in {g}");
+    }
+}
