@@ -89,6 +89,8 @@ pub struct DeviceHealth {
     pub up: bool,
     pub since: Option<Timestamp>,
     pub reason: Option<String>,
+    /// While up: why the device delivers nothing (every request answered with an exception).
+    pub degraded: Option<String>,
 }
 
 /// What the board and the terminal summary show; published every second. The machines' latest
@@ -243,6 +245,7 @@ impl Engine {
                 up: false,
                 since: None,
                 reason: Some("not polled yet".into()),
+                degraded: None,
             })
             .collect();
         let va = &config.value_added;
@@ -405,6 +408,12 @@ impl Engine {
             SourceEvent::DeviceDown { device, at, reason } => {
                 self.set_device(&device, false, at, Some(reason))
             }
+            SourceEvent::DeviceDegraded { device, at, reason } => {
+                if let Some(d) = self.devices.iter_mut().find(|d| d.id == device) {
+                    d.degraded = reason;
+                    d.since = Some(at);
+                }
+            }
             SourceEvent::Offline { target, at, reason } => {
                 self.offline_now(&target, at, &reason, out)
             }
@@ -431,6 +440,8 @@ impl Engine {
             d.up = up;
             d.since = Some(at);
             d.reason = reason;
+            // Up again or down: whether it delivers is news the source sends afresh.
+            d.degraded = None;
         }
     }
 
