@@ -17,8 +17,9 @@ pub(crate) mod composite;
 
 pub(crate) use composite::Composite;
 pub(crate) use load::{
-    Checker, Seg, check_document, check_document_in, join, key, key_names, load_file,
-    not_registered, raw_ids, span_in, struct_fields, suggest, unknown_meter, valid_host_port,
+    Checker, Seg, check_document, check_document_in, check_document_warned, join, key, key_names,
+    load_file, not_registered, raw_ids, span_in, struct_fields, suggest, unknown_meter,
+    valid_host_port,
 };
 pub use load::{Diagnostics, Problem};
 pub(crate) use register::{check_machines, check_meters, check_site};
