@@ -325,8 +325,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
-    match shopfloor::agent::config::load(path) {
-        Ok(cfg) => {
+    match shopfloor::agent::config::load_warned(path) {
+        Ok((cfg, warnings)) => {
+            // Warnings go to stderr, one a line, before the "ok" line on stdout.
+            if !warnings.problems.is_empty() {
+                eprintln!("{warnings}");
+            }
             let sourced = cfg
                 .modbus
                 .iter()
@@ -427,7 +431,11 @@ async fn wait_for_signal() {
 /// writes and saves its windows, the spool keeps every record) and starts again with the new
 /// config, continuing the windows and the machines' states.
 async fn run(path: PathBuf) -> Result<()> {
-    let mut cfg = shopfloor::agent::config::load(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let (mut cfg, warnings) =
+        shopfloor::agent::config::load_warned(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    for p in &warnings.problems {
+        tracing::warn!(file = %warnings.file, line = p.line, column = p.column, "config: {}", p.message);
+    }
     let mut signals = Signals::new()?;
     let mut resume = shopfloor::engine::Resume::AfterStop;
     loop {

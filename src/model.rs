@@ -73,6 +73,13 @@ pub enum SourceEvent {
         at: Timestamp,
         reason: String,
     },
+    /// A device that answers but delivers nothing: every request it was sent got an exception
+    /// (`reason` says which), or, with `None`, it delivers data again.
+    DeviceDegraded {
+        device: Arc<str>,
+        at: Timestamp,
+        reason: Option<String>,
+    },
     /// The target is gone now, not after `offline_after` of silence: its Last Will arrived, or
     /// a Sparkplug NDEATH/DDEATH. The engine makes a machine offline stamped `at`.
     Offline {

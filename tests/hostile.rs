@@ -112,21 +112,30 @@ fn hostile_in_either_framing() -> Vec<Hostile> {
 async fn hostile_modbus_servers_are_marked_down_and_do_not_disturb_the_others() {
     use ModbusMode::*;
     let mut hostile = hostile_in_either_framing();
-    hostile.extend::<[Hostile; 4]>([
+    hostile.extend::<[Hostile; 5]>([
         (
             "wrong_tid",
             WrongTransactionId,
             &["protocol"],
             "protocol error",
         ),
+        // The MBAP header is checked as it arrives: a length no Modbus frame has, or a
+        // protocol id other than 0, fails at once as a protocol error instead of waiting the
+        // whole timeout for bytes that never come (a timeout would count as `timeout`).
         (
             "len65535",
             Length65535ThenSilence,
-            &["timeout"],
-            "no answer within the timeout",
+            &["protocol"],
+            "length 65535 in the MBAP header",
         ),
-        // Random bytes usually make a length field that is never filled (a timeout), sometimes
-        // a frame tokio-modbus refuses at once (a protocol error).
+        (
+            "protocol_id",
+            ProtocolIdNotZero,
+            &["protocol"],
+            "protocol id 1 in the MBAP header, not 0",
+        ),
+        // Random bytes almost always make a protocol id other than 0 (a protocol error at
+        // once); the rare rest a length never filled (a timeout).
         ("random", RandomBytes, &["timeout", "protocol"], ""),
         ("other_unit", OtherUnit, &["protocol"], "protocol error"),
     ]);

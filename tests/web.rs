@@ -151,3 +151,127 @@ async fn the_board_api_metrics_and_healthz_answer_for_a_running_agent() {
     trigger.fire();
     running.finished().await;
 }
+
+/// A Modbus TCP server on a loopback port that answers every request with exception 0x02
+/// (illegal data address): a device that answers, so it is up, but delivers nothing.
+async fn exceptions_only_server() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("listener address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                loop {
+                    let mut header = [0u8; 7];
+                    if stream.read_exact(&mut header).await.is_err() {
+                        return;
+                    }
+                    let len = usize::from(u16::from_be_bytes([header[4], header[5]]));
+                    let mut pdu = vec![0u8; len.saturating_sub(1)];
+                    if stream.read_exact(&mut pdu).await.is_err() || pdu.is_empty() {
+                        return;
+                    }
+                    // Same transaction, protocol 0, length 3: unit, function | 0x80, code 2.
+                    let answer = [
+                        header[0],
+                        header[1],
+                        0,
+                        0,
+                        0,
+                        3,
+                        header[6],
+                        pdu[0] | 0x80,
+                        0x02,
+                    ];
+                    if stream.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_answers_everything_with_an_exception_is_degraded_in_api_health() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (_trigger, shutdown) = shutdown::channel();
+    let addr = exceptions_only_server().await;
+    let toml = format!(
+        r#"
+[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "m1"
+kind = "lathe"
+cnc = true
+
+[[modbus]]
+id = "refuser"
+address = "{addr}"
+machine = "m1"
+poll = "200ms"
+field = [
+  {{ signal = "a", register = "holding", address = 0 }},
+  {{ signal = "b", register = "input", address = 7 }},
+]
+"#
+    );
+    let mut cfg = shopfloor::agent::config::load_str(&toml, "t.toml").expect("config");
+    cfg.agent.data_dir = data.path().to_path_buf();
+    cfg.web.listen.set_port(0);
+    let running = agent::start(&cfg, shutdown).expect("agent");
+    let base = format!("http://{}", running.web_addr.expect("board enabled"));
+    let http = http_client();
+
+    // Up (it answers), but degraded, with the exception: not "up with no reason".
+    let health: serde_json::Value =
+        eventually("the device degraded", Duration::from_secs(10), || async {
+            let text = http
+                .get(format!("{base}/api/health"))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .text()
+                .await
+                .unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            (v["devices"][0]["status"] == "degraded")
+                .then_some(v.clone())
+                .ok_or(format!("{v}"))
+        })
+        .await;
+    let device = &health["devices"][0];
+    assert_eq!(device["id"], "refuser", "{health}");
+    assert_eq!(device["up"], true, "{health}");
+    assert_eq!(health["devices_degraded"], 1, "{health}");
+    let reason = device["degraded_reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("exception") && reason.contains("0x02"),
+        "{health}"
+    );
+
+    // /metrics: degraded, with the exception code.
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        text.contains("shopfloor_device_degraded{device=\"refuser\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shopfloor_device_exception_code{device=\"refuser\"} 2"),
+        "{text}"
+    );
+}

@@ -72,6 +72,18 @@ pub fn load(path: &Path) -> Result<Config, Diagnostics> {
     load_file(path, load_str)
 }
 
+/// [`load`] with the warnings of an accepted config (see [`load_str_warned`]).
+pub fn load_warned(path: &Path) -> Result<(Config, Diagnostics), Diagnostics> {
+    config::load_file(path, load_str_warned)
+}
+
+/// [`load_str`] that also hands back the warnings of an accepted config: mistakes that may be
+/// meant (a `rollover` that looks like a display maximum). `check` prints them; `run` logs them.
+pub fn load_str_warned(text: &str, file: &str) -> Result<(Config, Diagnostics), Diagnostics> {
+    let dir = Path::new(file).parent();
+    config::check_document_warned(text, file, dir, Config::known_keys, check)
+}
+
 /// Checks config text; `file` names it in messages.
 ///
 /// Profiles named by devices are looked up in `profiles/` beside `file`, then among the shipped

@@ -91,9 +91,24 @@ pub(crate) fn check_document_in<T>(
     known: KnownKeys,
     check: impl FnOnce(&mut Checker<'_>, &Spanned<DeTable<'_>>) -> Option<T>,
 ) -> Result<T, Diagnostics> {
+    check_document_warned(text, file, dir, known, check).map(|(value, _)| value)
+}
+
+/// [`check_document_in`] that also hands back the warnings of a config that has no error:
+/// things that are probably wrong but may be meant (a `rollover` that looks like a display
+/// maximum). With errors, the warnings are among the problems, each message starting with
+/// `warning: `.
+pub(crate) fn check_document_warned<T>(
+    text: &str,
+    file: &str,
+    dir: Option<&Path>,
+    known: KnownKeys,
+    check: impl FnOnce(&mut Checker<'_>, &Spanned<DeTable<'_>>) -> Option<T>,
+) -> Result<(T, Diagnostics), Diagnostics> {
     let mut checker = Checker {
         text,
         problems: Vec::new(),
+        warnings: Vec::new(),
         dir,
         memo: Default::default(),
         claimed: Default::default(),
@@ -107,7 +122,23 @@ pub(crate) fn check_document_in<T>(
             None
         }
     };
-    checker.finish(value, file)
+    let mut warnings = std::mem::take(&mut checker.warnings);
+    warnings.sort_by_key(|p| (p.line, p.column));
+    warnings.dedup();
+    match checker.finish(value, file) {
+        Ok(value) => Ok((
+            value,
+            Diagnostics {
+                file: file.to_string(),
+                problems: warnings,
+            },
+        )),
+        Err(mut d) => {
+            d.problems.extend(warnings);
+            d.problems.sort_by_key(|p| (p.line, p.column));
+            Err(d)
+        }
+    }
 }
 
 /// One step of a path into the document.
@@ -124,6 +155,8 @@ pub(crate) fn key(k: &str) -> Seg {
 pub(crate) struct Checker<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    /// Problems that do not refuse the config ([`Checker::warn`]).
+    warnings: Vec<Problem>,
     /// The config file's directory, where `profiles/` is looked for.
     dir: Option<&'t Path>,
     /// Files already read, by name (device profiles): a hundred devices of one model read its
@@ -187,6 +220,16 @@ impl Checker<'_> {
                 })
             }
         }
+    }
+
+    /// A warning: reported by `check` and logged at start, but the config is accepted.
+    pub(crate) fn warn(&mut self, span: Range<usize>, message: String) {
+        let (line, column) = line_column(self.text, span.start);
+        self.warnings.push(Problem {
+            line,
+            column,
+            message: format!("warning: {message}"),
+        });
     }
 
     pub(crate) fn push(&mut self, span: Range<usize>, message: String) {

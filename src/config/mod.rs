@@ -17,8 +17,9 @@ pub(crate) mod composite;
 
 pub(crate) use composite::Composite;
 pub(crate) use load::{
-    Checker, Seg, check_document, check_document_in, join, key, key_names, load_file,
-    not_registered, raw_ids, span_in, struct_fields, suggest, unknown_meter, valid_host_port,
+    Checker, Seg, check_document, check_document_in, check_document_warned, join, key, key_names,
+    load_file, not_registered, raw_ids, span_in, struct_fields, suggest, unknown_meter,
+    valid_host_port,
 };
 pub use load::{Diagnostics, Problem};
 pub(crate) use register::{check_machines, check_meters, check_site};
@@ -128,10 +129,18 @@ pub struct Meter {
     /// usual unit: kWh, m3, t, kg or GJ.
     #[serde(default)]
     pub unit: Option<String>,
-    /// The value at which the counter rolls over to zero (e.g. 99999999.9 for an 8+1 digit
-    /// register); without it a falling counter is taken as a reset.
+    /// The counter's modulus, in `unit`: the count at which it reads zero again, one step
+    /// above the largest value it shows (1000000.0 for a register that counts to 999999.99,
+    /// 100000000.0 for an 8+1 digit register showing 99999999.9). A falling counter is a
+    /// rollover when the consumption that implies is plausible (see `max_rate`), a reset
+    /// otherwise; without `rollover` it is always a reset.
     #[serde(default)]
     pub rollover: Option<f64>,
+    /// The meter's rated maximum, in `unit` per hour (kW for kWh, m3/h for m3): a wrap that
+    /// would imply more than this since the last change of the reading is taken as a reset.
+    /// Without it the recent rate (twice it) is the bound.
+    #[serde(default)]
+    pub max_rate: Option<f64>,
 }
 
 /// How a meter's reading is read.

@@ -52,8 +52,34 @@ pub(crate) fn check_meters(
         if meter.rollover.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             let span = checker.span_of(root, &[key("meter"), Seg::Index(*i), key("rollover")]);
             checker.push(span, "rollover must be a positive number".to_string());
+        } else if let Some(modulus) = meter.rollover.and_then(display_maximum_modulus) {
+            let span = checker.span_of(root, &[key("meter"), Seg::Index(*i), key("rollover")]);
+            checker.warn(
+                span,
+                format!(
+                    "rollover is the modulus: did you mean {modulus}? (`{}` looks like the largest value the register shows; the count wraps one step above it)",
+                    meter.rollover.unwrap_or_default()
+                ),
+            );
+        }
+        if meter.max_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            let span = checker.span_of(root, &[key("meter"), Seg::Index(*i), key("max_rate")]);
+            checker.push(span, "max_rate must be a positive number".to_string());
         }
     }
+}
+
+/// The modulus a `rollover` probably meant when it is written as a display maximum: all nines
+/// with at least one decimal nine (999999.99, 99999999.9) → the next power of ten (1000000,
+/// 100000000). Whole nines (65535 aside, 9999) are left alone: a counter may well wrap there.
+fn display_maximum_modulus(rollover: f64) -> Option<u64> {
+    let text = format!("{rollover}");
+    let (whole, decimals) = text.split_once('.')?;
+    let nines = |s: &str| !s.is_empty() && s.bytes().all(|b| b == b'9');
+    if !(nines(whole) && nines(decimals)) {
+        return None;
+    }
+    10u64.checked_pow(u32::try_from(whole.len()).ok()?)
 }
 
 impl Checker<'_> {
@@ -91,5 +117,21 @@ impl Checker<'_> {
                 self.push(at, format!("[[{section}]] id `{id}` is {what}"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod rollover_tests {
+    use super::display_maximum_modulus;
+
+    #[test]
+    fn a_display_maximum_is_told_apart_from_a_modulus() {
+        // 999 999.99 (6+2 digits) wraps at 1 000 000; 99 999 999.9 (8+1) at 100 000 000.
+        assert_eq!(display_maximum_modulus(999_999.99), Some(1_000_000));
+        assert_eq!(display_maximum_modulus(99_999_999.9), Some(100_000_000));
+        // A modulus, or whole nines, is taken as written.
+        assert_eq!(display_maximum_modulus(1_000_000.0), None);
+        assert_eq!(display_maximum_modulus(9999.0), None);
+        assert_eq!(display_maximum_modulus(65_536.0), None);
     }
 }

@@ -433,8 +433,11 @@ impl ElectricityMethod {
 /// method.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ValueAdded {
+    /// Where value added comes from. Unset, it is `parts` when a machine has
+    /// `value_added_per_part`, else `none` (the check settles it; read it with
+    /// [`ValueAdded::method`]).
     #[serde(default)]
-    pub method: ValueAddedMethod,
+    pub method: Option<ValueAddedMethod>,
     /// For `gross_output`: value added as a share of gross output (e.g. 0.22).
     #[serde(default)]
     pub rate: Option<f64>,
@@ -449,11 +452,22 @@ pub struct ValueAdded {
     pub declared_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+impl ValueAdded {
+    /// The method in force: as configured, or as the check settled an unset one; `none`
+    /// before the check.
+    pub fn method(&self) -> ValueAddedMethod {
+        self.method.unwrap_or(ValueAddedMethod::NoSource)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueAddedMethod {
+    /// No value-added source (a meter-only site): value added and the intensities are not
+    /// measured, never 0.
+    #[serde(rename = "none")]
+    NoSource,
     /// Good parts × each machine's `value_added_per_part`.
-    #[default]
     Parts,
     /// Good parts × `gross_output_per_part` × `rate`.
     GrossOutput,
@@ -464,6 +478,7 @@ pub enum ValueAddedMethod {
 impl ValueAddedMethod {
     pub fn as_str(self) -> &'static str {
         match self {
+            ValueAddedMethod::NoSource => "none",
             ValueAddedMethod::Parts => "parts",
             ValueAddedMethod::GrossOutput => "gross_output",
             ValueAddedMethod::Declared => "declared",
@@ -614,9 +629,30 @@ impl Checker<'_> {
     }
 
     /// What the chosen value-added method needs from the register.
-    fn value_added(&mut self, root: &Spanned<DeTable<'_>>, va: &ValueAdded, refs: &References<'_>) {
+    fn value_added(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        va: &mut ValueAdded,
+        refs: &References<'_>,
+    ) {
         let va_at = |s: &Self, k: &str| s.span_of(root, &[key("value_added"), key(k)]);
-        match va.method {
+        // Unset: value added by parts where the register prices parts, else no source (a
+        // meter-only site), so an absent table asks for nothing.
+        let Some(method) = va.method else {
+            let priced = refs
+                .machine_list
+                .iter()
+                .any(|m| m.value_added_per_part.is_some());
+            va.method = Some(if priced {
+                ValueAddedMethod::Parts
+            } else {
+                ValueAddedMethod::NoSource
+            });
+            self.value_added_declared(root, va);
+            return;
+        };
+        match method {
+            ValueAddedMethod::NoSource => {}
             ValueAddedMethod::Parts => {
                 let any = refs
                     .machine_list
@@ -624,7 +660,7 @@ impl Checker<'_> {
                     .any(|m| m.value_added_per_part.is_some());
                 if !any && refs.meter_list.iter().any(|m| m.signal.is_some()) {
                     let span = va_at(self, "method");
-                    self.push(span, "value added by parts needs `value_added_per_part` on the machine that finishes the product (or choose method = \"declared\")".to_string());
+                    self.push(span, "value added by parts needs `value_added_per_part` on the machine that finishes the product (or choose method = \"declared\", or \"none\" for no value-added source)".to_string());
                 }
             }
             ValueAddedMethod::GrossOutput => {
@@ -644,6 +680,11 @@ impl Checker<'_> {
             // Declared figures may arrive later, in the file or through the board's API.
             ValueAddedMethod::Declared => {}
         }
+        self.value_added_declared(root, va);
+    }
+
+    /// The declared figures' periods.
+    fn value_added_declared(&mut self, root: &Spanned<DeTable<'_>>, va: &ValueAdded) {
         for (i, d) in va.declared.iter().enumerate() {
             if parse_period(&d.period).is_none() {
                 let span = self.span_of(
@@ -860,5 +901,35 @@ mod tests {
                 "{d}"
             );
         }
+    }
+
+    const METER: &str = "[[meter]]\nid = \"main\"\ncarrier = \"electricity\"\nsignal = \"kwh\"\n";
+
+    #[test]
+    fn without_a_value_added_table_a_meter_only_site_has_no_value_added_source() {
+        let c = load_str(&format!("{SITE}{METER}"), "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(c.value_added.method(), ValueAddedMethod::NoSource);
+        assert_eq!(c.value_added.method().as_str(), "none");
+    }
+
+    #[test]
+    fn without_a_method_a_priced_part_means_value_added_by_parts() {
+        let machine = "[[machine]]\nid = \"cnc01\"\nkind = \"lathe\"\ncnc = true\nvalue_added_per_part = 5.0\n";
+        let c = load_str(&format!("{SITE}{machine}{METER}"), "t.toml")
+            .unwrap_or_else(|d| panic!("{d}"));
+        assert_eq!(c.value_added.method(), ValueAddedMethod::Parts);
+    }
+
+    #[test]
+    fn parts_chosen_without_a_priced_part_is_reported_at_the_method() {
+        // Line 10, column 10: four lines of [site], four of the meter, the table header, then
+        // `method = "parts"`, whose value starts at column 10.
+        let text = format!("{SITE}{METER}[value_added]\nmethod = \"parts\"\n");
+        let d = load_str(&text, "t.toml").unwrap_err().to_string();
+        assert!(
+            d.contains("t.toml:10:10: value added by parts needs"),
+            "{d}"
+        );
+        assert!(d.contains("\"none\""), "{d}");
     }
 }

@@ -135,9 +135,10 @@ pub enum CounterStep {
     First,
     /// Consumption since the previous reading.
     Delta(f64),
-    /// The counter went down without a rollover value: it was reset, and counts from zero.
+    /// The counter went down and a wrap past the modulus was not plausible: it was reset, and
+    /// counts from zero.
     Reset(f64),
-    /// The counter passed its rollover value and started again.
+    /// The counter passed its modulus and started again.
     Rollover(f64),
 }
 
@@ -150,28 +151,98 @@ impl CounterStep {
     }
 }
 
+/// How a falling counter may have wrapped: the modulus it counts to, and what bounds the
+/// consumption a wrap implies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Wrap {
+    /// The counter's modulus (1 000 000 for a register that counts to 999 999.99), in the
+    /// counter's units.
+    pub modulus: f64,
+    /// The most the meter can count per hour (its rated maximum: kW for kWh), when known.
+    pub max_rate: Option<f64>,
+}
+
+/// How many times the recent rate a wrap may imply and still be taken as one.
+pub const RECENT_RATE_MARGIN: f64 = 2.0;
+
 /// A cumulative counter (parts, kWh, m³): turns readings into increments.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counter {
     pub last: Option<f64>,
     pub last_at: Option<Timestamp>,
+    /// When the reading last changed (a counter with a coarse last digit stands still for
+    /// several polls): the consumption a wrap implies is judged over the time since.
+    #[serde(default)]
+    pub changed_at: Option<Timestamp>,
+    /// The rate between the last two changes, in counter units per hour.
+    #[serde(default)]
+    pub recent_rate: Option<f64>,
 }
 
 impl Counter {
-    /// Takes a reading. A drop is a rollover when the previous reading was in the top tenth
-    /// below `rollover`, otherwise a reset (a replaced meter, a cleared PLC counter).
-    pub fn step(&mut self, value: f64, at: Timestamp, rollover: Option<f64>) -> CounterStep {
+    /// Takes a reading. A rise is consumption. A drop is a wrap past `wrap`'s modulus when the
+    /// consumption that implies (modulus − last + value) is plausible, a reset (a replaced
+    /// meter, a cleared counter) otherwise; see [`wrap_is_plausible`].
+    pub fn step(&mut self, value: f64, at: Timestamp, wrap: Option<Wrap>) -> CounterStep {
         let step = match self.last {
             None => CounterStep::First,
             Some(last) if value >= last => CounterStep::Delta(value - last),
-            Some(last) => match rollover {
-                Some(max) if last >= max * 0.9 => CounterStep::Rollover(max - last + value),
-                _ => CounterStep::Reset(value.max(0.0)),
+            Some(last) => match wrap {
+                Some(w) => {
+                    let implied = w.modulus - last + value;
+                    let since = self.changed_at.or(self.last_at).unwrap_or(at);
+                    let hours = at.duration_since(since).as_secs_f64().max(0.0) / 3600.0;
+                    if wrap_is_plausible(implied, hours, last, w, self.recent_rate) {
+                        CounterStep::Rollover(implied)
+                    } else {
+                        CounterStep::Reset(value.max(0.0))
+                    }
+                }
+                None => CounterStep::Reset(value.max(0.0)),
             },
         };
+        if self.last != Some(value) {
+            if let (CounterStep::Delta(d) | CounterStep::Rollover(d), Some(since)) =
+                (step, self.changed_at.or(self.last_at))
+            {
+                let hours = at.duration_since(since).as_secs_f64() / 3600.0;
+                if hours > 0.0 {
+                    self.recent_rate = Some(d / hours);
+                }
+            } else if let CounterStep::Reset(_) = step {
+                self.recent_rate = None;
+            }
+            self.changed_at = Some(at);
+        }
         self.last = Some(value);
         self.last_at = Some(at);
         step
+    }
+}
+
+/// Whether a drop of a counter with modulus `wrap.modulus` from `last` is a wrap that consumed
+/// `implied` in `hours`:
+///
+/// - with the meter's rated maximum (`max_rate`, units per hour): `implied` ≤ max_rate × hours;
+/// - else with a recent rate: `implied` ≤ [`RECENT_RATE_MARGIN`] × recent rate × hours;
+/// - else (no rate known yet): `last` was in the top tenth below the modulus.
+///
+/// `hours` runs from the last change of the reading, so a coarse last digit that stood still
+/// for a while does not make a true wrap look too fast.
+pub fn wrap_is_plausible(
+    implied: f64,
+    hours: f64,
+    last: f64,
+    wrap: Wrap,
+    recent_rate: Option<f64>,
+) -> bool {
+    if !(implied.is_finite() && implied >= 0.0) {
+        return false;
+    }
+    match (wrap.max_rate, recent_rate) {
+        (Some(max), _) => implied <= max * hours,
+        (None, Some(rate)) => implied <= RECENT_RATE_MARGIN * rate * hours,
+        (None, None) => last >= wrap.modulus * 0.9,
     }
 }
 
@@ -185,6 +256,9 @@ pub struct EnergyTotals {
     pub gaps: i64,
     /// Counter resets seen.
     pub resets: i64,
+    /// Counter wraps past the modulus seen.
+    #[serde(default)]
+    pub rollovers: i64,
 }
 
 /// Spreads `quantity`, consumed evenly over `[from, to)`, over the windows it overlaps. With
@@ -266,19 +340,86 @@ mod tests {
         assert_eq!(c.step(130.0, t(1), None), CounterStep::Delta(30.0));
         // A replaced meter restarts at 5: it counted 5 since the reset.
         assert_eq!(c.step(5.0, t(2), None), CounterStep::Reset(5.0));
-        // A 16-bit parts counter at 65530 passes 65535 and reads 4: 65535 − 65530 + 4 = 9.
+        // A 16-bit counter (modulus 65 536) at 65 530 reads 4: it counted 65 536 − 65 530 + 4
+        // = 10 (65 531 … 65 535 is 5, then 0 … 4 is 5 more). No rate known yet, and 65 530 is
+        // in the top tenth (≥ 58 982.4): a wrap.
+        let wrap = Some(Wrap {
+            modulus: 65_536.0,
+            max_rate: None,
+        });
         let mut parts = Counter::default();
-        parts.step(65_530.0, t(0), Some(65_535.0));
-        assert_eq!(
-            parts.step(4.0, t(1), Some(65_535.0)),
-            CounterStep::Rollover(9.0)
-        );
-        // Far from the top, a drop is a reset even with a rollover value.
-        parts.step(1000.0, t(2), Some(65_535.0));
-        assert_eq!(
-            parts.step(10.0, t(3), Some(65_535.0)),
-            CounterStep::Reset(10.0)
-        );
+        parts.step(65_530.0, t(0), wrap);
+        assert_eq!(parts.step(4.0, t(1), wrap), CounterStep::Rollover(10.0));
+        // 4 → 1000 in a second: a rate of 996 a second. A drop to 10 a second later would mean
+        // 65 536 − 1000 + 10 = 64 546 in that second, over 2 × 996 = 1992: a reset.
+        parts.step(1000.0, t(2), wrap);
+        assert_eq!(parts.step(10.0, t(3), wrap), CounterStep::Reset(10.0));
+    }
+
+    #[test]
+    fn a_wrap_is_judged_by_the_rated_maximum_or_the_recent_rate() {
+        let wrap = Wrap {
+            modulus: 1_000_000.0,
+            max_rate: Some(10.0),
+        };
+        // 7.01 kWh in 100 ms is 252 360 kW; the meter's maximum, 10 kW, allows
+        // 10 × 0.1 / 3600 = 0.000 28 kWh: a reset, even with the last reading in the top tenth.
+        assert!(!wrap_is_plausible(
+            7.01,
+            0.1 / 3600.0,
+            999_992.99,
+            wrap,
+            None
+        ));
+        // 0.12 kWh in a minute is 7.2 kW: within 10 kW.
+        assert!(wrap_is_plausible(0.12, 1.0 / 60.0, 999_999.94, wrap, None));
+        let no_max = Wrap {
+            max_rate: None,
+            ..wrap
+        };
+        // Recent rate 3.6 kW: a minute allows 2 × 3.6 / 60 = 0.12 kWh; 0.10 passes, 0.13 not.
+        assert!(wrap_is_plausible(
+            0.10,
+            1.0 / 60.0,
+            999_999.94,
+            no_max,
+            Some(3.6)
+        ));
+        assert!(!wrap_is_plausible(
+            0.13,
+            1.0 / 60.0,
+            999_999.87,
+            no_max,
+            Some(3.6)
+        ));
+        // Nothing known: the top tenth below the modulus (≥ 900 000) decides.
+        assert!(wrap_is_plausible(7.01, 0.0, 999_992.99, no_max, None));
+        assert!(!wrap_is_plausible(500_000.0, 0.0, 500_000.0, no_max, None));
+    }
+
+    #[test]
+    fn a_coarse_counter_is_judged_from_its_last_change() {
+        // 0.01 kWh resolution at 3.6 kW: the reading moves every 10 s, polled every second.
+        let wrap = Some(Wrap {
+            modulus: 1_000_000.0,
+            max_rate: None,
+        });
+        let mut c = Counter::default();
+        c.step(999_999.98, t(0), wrap);
+        for s in 1..10 {
+            assert_eq!(c.step(999_999.98, t(s), wrap), CounterStep::Delta(0.0));
+        }
+        c.step(999_999.99, t(10), wrap);
+        // Rate 0.01 kWh / 10 s = 3.6 kW. At 20 s the reading wraps to 0.00: 0.01 kWh in the
+        // 10 s since the last change, within 2 × 3.6 × 10 / 3600 = 0.02. Measured from the
+        // previous poll (1 s) it would have looked like 36 kW, over the 0.002 kWh allowed.
+        for s in 11..20 {
+            c.step(999_999.99, t(s), wrap);
+        }
+        match c.step(0.0, t(20), wrap) {
+            CounterStep::Rollover(d) => assert!((d - 0.01).abs() < 1e-6, "{d}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::calendar::Calendar;
-use super::energy::{Coefficients, Counter, CounterStep, EnergyTotals, distribute, to_base_unit};
+use super::energy::{
+    Coefficients, Counter, CounterStep, EnergyTotals, Wrap, distribute, to_base_unit,
+};
 use super::machine::MachineTrack;
 use super::windows::{self, Window};
 use crate::config::{Meter, Reading};
@@ -29,7 +31,8 @@ pub(super) struct MeterTrack {
     pub machine: Option<usize>,
     signal: Option<Arc<str>>,
     reading: Reading,
-    rollover: Option<f64>,
+    /// The counter's modulus and rated maximum rate, in base units.
+    wrap: Option<Wrap>,
     /// `signal,county=…,meter=…,carrier=…` for the raw readings.
     pub signal_prefix: String,
     /// `energy,county=…,meter=…,carrier=…,unit=…,scope=…` for the window totals.
@@ -69,7 +72,10 @@ impl MeterTrack {
             machine,
             signal: m.signal.as_deref().map(Arc::from),
             reading: m.reading,
-            rollover: m.rollover,
+            wrap: m.rollover.map(|modulus| Wrap {
+                modulus: modulus * to_base,
+                max_rate: m.max_rate.map(|r| r * to_base),
+            }),
             signal_prefix: tag_prefix(MEASUREMENT_SIGNAL, &raw),
             energy_prefix: tag_prefix(MEASUREMENT_ENERGY, &energy),
             counter: Counter::default(),
@@ -98,16 +104,29 @@ impl MeterTrack {
         let (from, quantity) = match self.reading {
             Reading::Counter => {
                 let previous = self.counter.last_at;
-                let step = self
-                    .counter
-                    .step(value, at, self.rollover.map(|r| r * self.to_base));
+                let last = self.counter.last;
+                let recent_rate = self.counter.recent_rate;
+                let step = self.counter.step(value, at, self.wrap);
+                let max_rate = self.wrap.and_then(|w| w.max_rate);
                 match step {
                     CounterStep::First => return event,
                     CounterStep::Reset(_) => {
                         event.reset = true;
-                        warn!(meter = %self.id, value, "meter counter went down: taken as a reset");
+                        let would_be = self.wrap.map(|w| w.modulus - last.unwrap_or(0.0) + value);
+                        warn!(
+                            meter = %self.id, last, value, wrap_would_add = would_be,
+                            max_rate, recent_rate,
+                            "meter counter went down: taken as a reset (a wrap past the modulus would not be plausible)"
+                        );
                     }
-                    _ => {}
+                    CounterStep::Rollover(added) => {
+                        event.rollover = true;
+                        info!(
+                            meter = %self.id, last, value, added, max_rate, recent_rate,
+                            "meter counter passed its modulus: taken as a rollover"
+                        );
+                    }
+                    CounterStep::Delta(_) => {}
                 }
                 (previous.unwrap_or(at), step.delta())
             }
@@ -135,6 +154,9 @@ impl MeterTrack {
         }
         if event.reset {
             self.mark(calendar, at, |t| t.resets += 1);
+        }
+        if event.rollover {
+            self.mark(calendar, at, |t| t.rollovers += 1);
         }
         let span = if from < at {
             windows::overlapping(calendar, from, at)
@@ -176,7 +198,8 @@ impl MeterTrack {
         }
         b = b
             .int(contract::energy::GAPS, t.gaps)
-            .int(contract::energy::RESETS, t.resets);
+            .int(contract::energy::RESETS, t.resets)
+            .int(contract::energy::ROLLOVERS, t.rollovers);
         if self.machine.is_some() {
             for (state, q) in State::ALL.into_iter().zip(t.by_state) {
                 b = b.float(contract::energy::quantity_in(state), q);
@@ -195,5 +218,6 @@ impl MeterTrack {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct MeterEvent {
     pub reset: bool,
+    pub rollover: bool,
     pub gap: bool,
 }

@@ -99,6 +99,8 @@ pub struct DeviceHealth {
     pub up: bool,
     pub since: Option<Timestamp>,
     pub reason: Option<String>,
+    /// While up: why the device delivers nothing (every request answered with an exception).
+    pub degraded: Option<String>,
 }
 
 /// What the board and the terminal summary show; published every second. The machines' latest
@@ -199,6 +201,9 @@ pub struct Engine {
     heartbeat: SignedDuration,
     meter_max_gap: SignedDuration,
     unknown_targets: u64,
+    /// Meter counters taken as reset, and as wrapped past their modulus, since the start.
+    meter_resets: u64,
+    meter_rollovers: u64,
     /// `agent,county=…,sector=…,enterprise=…` and the like for the enterprise's lines.
     agent_prefix: String,
     fleet_prefix: String,
@@ -250,6 +255,7 @@ impl Engine {
                 up: false,
                 since: None,
                 reason: Some("not polled yet".into()),
+                degraded: None,
             })
             .collect();
         let va = &config.value_added;
@@ -258,7 +264,7 @@ impl Engine {
             .iter()
             .copied()
             .chain([
-                (TAG_VA_METHOD, va.method.as_str()),
+                (TAG_VA_METHOD, va.method().as_str()),
                 (TAG_EL_METHOD, coefficients.electricity_method.as_str()),
             ])
             .collect();
@@ -270,7 +276,7 @@ impl Engine {
             devices,
             calendar: Calendar::new(config.calendar, tz),
             coefficients,
-            va_method: va.method,
+            va_method: va.method(),
             va_rate: va.rate,
             declarations: Declarations::new(&va.declared),
             tce_limit: config.green.tce_per_10k_cny_limit,
@@ -279,6 +285,8 @@ impl Engine {
             heartbeat: to_signed(config.agent.heartbeat),
             meter_max_gap: to_signed(config.energy.max_gap),
             unknown_targets: 0,
+            meter_resets: 0,
+            meter_rollovers: 0,
             agent_prefix: tag_prefix(MEASUREMENT_AGENT, &base),
             fleet_prefix: tag_prefix(MEASUREMENT_FLEET, &base),
             green_prefix: tag_prefix(MEASUREMENT_GREEN, &green_tags),
@@ -410,6 +418,12 @@ impl Engine {
             SourceEvent::DeviceDown { device, at, reason } => {
                 self.set_device(&device, false, at, Some(reason))
             }
+            SourceEvent::DeviceDegraded { device, at, reason } => {
+                if let Some(d) = self.devices.iter_mut().find(|d| d.id == device) {
+                    d.degraded = reason;
+                    d.since = Some(at);
+                }
+            }
             SourceEvent::Offline { target, at, reason } => {
                 self.offline_now(&target, at, &reason, out)
             }
@@ -454,6 +468,8 @@ impl Engine {
             d.up = up;
             d.since = Some(at);
             d.reason = reason;
+            // Up again or down: whether it delivers is news the source sends afresh.
+            d.degraded = None;
         }
     }
 
@@ -506,7 +522,9 @@ impl Engine {
             return;
         };
         let owner = meter.machine.map(|i| &self.machines[i]);
-        meter.reading(value, at, self.meter_max_gap, &self.calendar, owner);
+        let event = meter.reading(value, at, self.meter_max_gap, &self.calendar, owner);
+        self.meter_resets += u64::from(event.reset);
+        self.meter_rollovers += u64::from(event.rollover);
     }
 
     fn unknown_target(&mut self, id: &str) {
@@ -577,10 +595,14 @@ impl Engine {
             }
         }
         let mut closed_green = Vec::new();
-        for w in fleets
+        // The days and months of the machines and of the meters: a meter-only site has
+        // energy to write even without a fleet.
+        let green_windows: std::collections::BTreeSet<&Window> = fleets
             .keys()
+            .chain(self.meters.iter().flat_map(|m| m.windows.keys()))
             .filter(|w| matches!(w.kind, WindowKind::Day | WindowKind::Month))
-        {
+            .collect();
+        for w in green_windows {
             let (g, va_known) = self.green(w);
             out.extend(self.green_line(w, &g, va_known));
             if w.end <= now && !self.alerted.contains(w) {
@@ -723,6 +745,7 @@ impl Engine {
                 any.then_some(cny / 10_000.0)
             }
             ValueAddedMethod::Declared => self.declarations.value_for(w, self.calendar.time_zone()),
+            ValueAddedMethod::NoSource => None,
         };
         g.value_added_10k_cny = va.unwrap_or(0.0);
         (g, va.is_some())
@@ -995,6 +1018,16 @@ pub async fn run(
         "Declared value-added files that could not be read.",
         &[],
     );
+    let meter_resets = metrics.counter(
+        "shopfloor_meter_resets_total",
+        "Meter counters that went down and were taken as a reset (see [[meter]] rollover).",
+        &[],
+    );
+    let meter_rollovers = metrics.counter(
+        "shopfloor_meter_rollovers_total",
+        "Meter counters that passed their modulus and were taken as a rollover.",
+        &[],
+    );
     let mut declared_seen: Option<std::time::SystemTime> = None;
     let mut next_agent_line = Timestamp::now();
     // The records not yet handed over, and whether the linger timer for them is running.
@@ -1061,6 +1094,8 @@ pub async fn run(
             save_state(&engine, now, &options.state_path, &state_errors).await;
         }
         unknown.store(engine.unknown_targets, Ordering::Relaxed);
+        meter_resets.store(engine.meter_resets, Ordering::Relaxed);
+        meter_rollovers.store(engine.meter_rollovers, Ordering::Relaxed);
         if pending.is_empty() {
             lingering = false;
             linger_due = false;

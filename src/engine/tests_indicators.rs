@@ -674,3 +674,161 @@ fn a_machine_meter_splits_its_energy_by_state_and_per_good_part() {
         .clone();
     assert_eq!(field(&g, contract::green::ELECTRICITY_KWH), Some(0.0));
 }
+
+/// The example site with the main meter's register counting to 999 999.99 kWh (modulus
+/// 1 000 000), and `extra` keys for it.
+fn engine_with_rollover(start: Timestamp, extra: &str) -> Engine {
+    let config = SHANGHAI_SHIFT.replace(
+        "signal = \"energy_kwh\"\n",
+        &format!("signal = \"energy_kwh\"\nrollover = 1000000.0\n{extra}"),
+    );
+    Engine::new(&load_str(&config, "test.toml").unwrap(), start)
+}
+
+fn hour_energy_line(out: &[String]) -> String {
+    find(
+        out,
+        contract::MEASUREMENT_ENERGY,
+        &["meter=main", "window=1h"],
+    )
+    .pop()
+    .unwrap()
+    .clone()
+}
+
+#[test]
+fn a_meter_reset_just_below_its_rollover_is_a_reset_not_phantom_energy() {
+    let mut e = engine_with_rollover(at(9, 0), "");
+    let mut out = Vec::new();
+    let ms = |n: i64| at(9, 0) + SignedDuration::from_millis(n);
+    // 3.6 kW on a 0.01 kWh register: one step every 10 s, 999 992.95 → 999 992.99 from
+    // 09:00:00 to 09:00:40 (+0.04 kWh; recent rate 0.01 kWh / 10 s = 3.6 kW).
+    for (i, v) in [999_992.95, 999_992.96, 999_992.97, 999_992.98, 999_992.99]
+        .into_iter()
+        .enumerate()
+    {
+        e.on_event(
+            meter("main", "energy_kwh", ms(i as i64 * 10_000), v),
+            &mut out,
+        );
+    }
+    // 100 ms later the counter reads 0.00: a wrap would mean 1 000 000 − 999 992.99 = 7.01 kWh
+    // in 0.1 s (252 360 kW), over 2 × 3.6 kW × 0.1 s = 0.0002 kWh: a reset, counting from 0.
+    e.on_event(meter("main", "energy_kwh", ms(40_100), 0.0), &mut out);
+    // 10 s later 0.01 (+0.01). Hour total = 0.04 + 0 + 0.01 = 0.05 kWh, not 7.06.
+    e.on_event(meter("main", "energy_kwh", ms(50_100), 0.01), &mut out);
+    e.flush(at(9, 5), &mut out);
+    let line = hour_energy_line(&out);
+    let quantity = field(&line, contract::energy::QUANTITY).unwrap();
+    assert!((quantity - 0.05).abs() < 1e-6, "{line}");
+    assert_eq!(field(&line, contract::energy::RESETS), Some(1.0), "{line}");
+    assert_eq!(
+        field(&line, contract::energy::ROLLOVERS),
+        Some(0.0),
+        "{line}"
+    );
+    assert_eq!((e.meter_resets, e.meter_rollovers), (1, 0));
+}
+
+#[test]
+fn a_reset_with_no_rate_yet_is_judged_by_the_rated_maximum() {
+    // The same reset as the first drop the meter shows: no recent rate, only `max_rate`.
+    let mut e = engine_with_rollover(at(9, 0), "max_rate = 10.0\n");
+    let mut out = Vec::new();
+    e.on_event(meter("main", "energy_kwh", at(9, 0), 999_992.99), &mut out);
+    // 100 ms later 0.00: 7.01 kWh would need 252 360 kW; 10 kW allows 10 × 0.1 / 3600 =
+    // 0.000 28 kWh. A reset, +0.
+    let t = at(9, 0) + SignedDuration::from_millis(100);
+    e.on_event(meter("main", "energy_kwh", t, 0.0), &mut out);
+    e.flush(at(9, 5), &mut out);
+    let line = hour_energy_line(&out);
+    assert!(
+        field(&line, contract::energy::QUANTITY).unwrap().abs() < 1e-9,
+        "{line}"
+    );
+    assert_eq!(field(&line, contract::energy::RESETS), Some(1.0), "{line}");
+    assert_eq!(
+        field(&line, contract::energy::ROLLOVERS),
+        Some(0.0),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_true_rollover_adds_the_exact_energy_and_is_counted() {
+    let mut e = engine_with_rollover(at(9, 0), "");
+    let mut out = Vec::new();
+    // 3.6 kW: +0.06 kWh a minute, 999 999.70 at 09:00 to 999 999.94 at 09:04 (+0.24).
+    for (m, v) in [
+        (0, 999_999.70),
+        (1, 999_999.76),
+        (2, 999_999.82),
+        (3, 999_999.88),
+        (4, 999_999.94),
+    ] {
+        e.on_event(meter("main", "energy_kwh", at(9, m), v), &mut out);
+    }
+    // 09:05 reads 0.00: a wrap of 1 000 000 − 999 999.94 + 0 = 0.06 kWh in a minute, within
+    // 2 × 3.6 kW × 1/60 h = 0.12 kWh. Then 0.06 at 09:06 (+0.06).
+    // Hour total = 0.24 + 0.06 + 0.06 = 0.36 kWh.
+    e.on_event(meter("main", "energy_kwh", at(9, 5), 0.0), &mut out);
+    e.on_event(meter("main", "energy_kwh", at(9, 6), 0.06), &mut out);
+    e.flush(at(9, 10), &mut out);
+    let line = hour_energy_line(&out);
+    let quantity = field(&line, contract::energy::QUANTITY).unwrap();
+    assert!((quantity - 0.36).abs() < 1e-6, "{line}");
+    assert_eq!(
+        field(&line, contract::energy::ROLLOVERS),
+        Some(1.0),
+        "{line}"
+    );
+    assert_eq!(field(&line, contract::energy::RESETS), Some(0.0), "{line}");
+    assert_eq!((e.meter_resets, e.meter_rollovers), (0, 1));
+}
+
+#[test]
+fn a_meter_only_site_writes_energy_with_value_added_not_measured() {
+    let config = r#"
+[site]
+county = "yk"
+sector = "cookware"
+enterprise = "e42"
+timezone = "Asia/Shanghai"
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+signal = "energy_kwh"
+"#;
+    let mut e = Engine::new(&load_str(config, "test.toml").unwrap(), at(8, 0));
+    let mut out = Vec::new();
+    // 5000 → 5420 kWh: 420 kWh × 0.1229 = 51.618 kgce = 0.051618 tce.
+    e.on_event(meter("main", "energy_kwh", at(8, 0), 5000.0), &mut out);
+    e.on_event(meter("main", "energy_kwh", at(16, 0), 5420.0), &mut out);
+    let day_end = date(2026, 12, 1)
+        .at(0, 0, 0, 0)
+        .to_zoned_datetime(tz())
+        .unwrap()
+        .timestamp();
+    e.tick(day_end, &mut out);
+    out.clear();
+    e.flush(day_end, &mut out);
+    let g = find(
+        &out,
+        contract::MEASUREMENT_GREEN,
+        &["window=1d", "va_method=none"],
+    )
+    .pop()
+    .unwrap_or_else(|| panic!("{out:?}"))
+    .clone();
+    assert!((field(&g, contract::green::ENERGY_TCE).unwrap() - 0.051_618).abs() < 1e-12);
+    // No value-added source: value added and every intensity absent, never 0.
+    for name in [
+        contract::green::VALUE_ADDED_10K_CNY,
+        contract::green::TCE_PER_10K_CNY,
+        contract::green::VALUE_ADDED_PER_TCE,
+        contract::green::WATER_T_PER_10K_CNY,
+    ] {
+        assert_eq!(field(&g, name), None, "{name} in {g}");
+    }
+}

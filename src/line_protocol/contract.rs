@@ -193,6 +193,8 @@ pub mod energy {
     pub const TCE: &str = "tce";
     pub const GAPS: &str = "gaps";
     pub const RESETS: &str = "resets";
+    /// Counter wraps past the meter's modulus (`[[meter]] rollover`).
+    pub const ROLLOVERS: &str = "rollovers";
     /// For a machine's meter: consumption while the machine was in each state.
     pub const QUANTITY_RUNNING: &str = "quantity_running";
     pub const QUANTITY_SETUP: &str = "quantity_setup";
@@ -265,6 +267,11 @@ pub mod agent {
     pub const POLLS: &str = "polls";
     /// Absent until the device first answers.
     pub const SINCE_SUCCESS_S: &str = "since_success_s";
+    /// Per device: 1 while it answers every request with an exception (up, delivering
+    /// nothing), else 0.
+    pub const DEGRADED: &str = "degraded";
+    /// Per device, only while degraded: the Modbus exception code it answers with.
+    pub const EXCEPTION_CODE: &str = "exception_code";
     /// Per device: errors of each kind of [`crate::source::modbus::health::ERROR_KINDS`],
     /// as (kind, field), in the order the lines list them.
     pub const DEVICE_ERRORS: [(&str, &str); 7] = [
@@ -442,6 +449,7 @@ pub const MEASUREMENTS: &[Measurement] = &[
             energy::TCE,
             energy::GAPS,
             energy::RESETS,
+            energy::ROLLOVERS,
             energy::QUANTITY_RUNNING,
             energy::QUANTITY_SETUP,
             energy::QUANTITY_IDLE,
@@ -505,6 +513,8 @@ pub const MEASUREMENTS: &[Measurement] = &[
             agent::UP,
             agent::POLLS,
             agent::SINCE_SUCCESS_S,
+            agent::DEGRADED,
+            agent::EXCEPTION_CODE,
             agent::DEVICE_ERRORS[0].1,
             agent::DEVICE_ERRORS[1].1,
             agent::DEVICE_ERRORS[2].1,
@@ -547,10 +557,10 @@ mod tests {
              machine_state | county sector enterprise machine kind cnc | state code previous previous_s state_s\n\
              machine_time | county sector enterprise machine kind cnc window shift | planned_s planned_stop_s running_planned_s running_s setup_s idle_s alarm_s stopped_s offline_s parts_total parts_good availability effectiveness quality oee\n\
              fleet | county sector enterprise window shift | machines_total machines_digital machines_cnc machines_networked machines_digital_networked networking_rate networking_rate_digital cnc_rate cnc_running_s cnc_planned_s cnc_utilisation\n\
-             energy | county sector enterprise meter carrier unit scope window shift | quantity tce gaps resets quantity_running quantity_setup quantity_idle quantity_alarm quantity_stopped quantity_offline per_good_part\n\
+             energy | county sector enterprise meter carrier unit scope window shift | quantity tce gaps resets rollovers quantity_running quantity_setup quantity_idle quantity_alarm quantity_stopped quantity_offline per_good_part\n\
              green | county sector enterprise va_method el_method window | energy_tce electricity_kwh water_t value_added_10k_cny tce_per_10k_cny value_added_per_tce water_t_per_10k_cny electricity_kgce_per_kwh\n\
              green_alert | county sector enterprise va_method el_method window indicator | value limit over_by\n\
-             agent | county sector enterprise device | devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines up polls since_success_s errors_resolve errors_connect errors_timeout errors_transport errors_protocol errors_exception errors_decode\n"
+             agent | county sector enterprise device | devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines up polls since_success_s degraded exception_code errors_resolve errors_connect errors_timeout errors_transport errors_protocol errors_exception errors_decode\n"
         );
         assert_eq!(
             [WINDOW_HOUR, WINDOW_SHIFT, WINDOW_DAY, WINDOW_MONTH],

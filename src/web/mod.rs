@@ -12,7 +12,7 @@
 //! | `/` | the machine board, Chinese by default, `?lang=en` for English |
 //! | `/api/machines` | every machine: state, time in state, today's availability and parts, latest signals |
 //! | `/api/fleet` | today's networking rate, CNC rate, CNC utilisation, energy and intensity, with numerators, denominators and targets |
-//! | `/api/health` | devices up or down and why, the spool, dropped records |
+//! | `/api/health` | devices up, degraded or down and why, the spool, dropped records |
 //! | `POST /api/value-added` | declares value added for a day or month (`{"period": "2026-11", "value_10k_cny": 850.0}`) |
 //! | `/metrics` | Prometheus text format |
 //! | `/healthz` | 200 while the engine publishes fresh snapshots, 503 otherwise |
@@ -228,15 +228,24 @@ async fn fleet(State(board): State<Board>) -> Json<FleetJson> {
 #[derive(Serialize)]
 struct DeviceJson {
     id: String,
+    /// Whether the device answers (an exception is an answer).
     up: bool,
     since: Option<String>,
+    /// Why it is down; `null` while up.
     reason: Option<String>,
+    /// `"up"`, `"degraded"` (up, but every request answered with an exception: it delivers
+    /// nothing) or `"down"`.
+    status: &'static str,
+    /// While degraded: the exceptions it answers with; `null` otherwise.
+    degraded_reason: Option<String>,
 }
 
 #[derive(Serialize)]
 struct HealthJson {
     devices: Vec<DeviceJson>,
     devices_up: usize,
+    /// Devices up but delivering nothing (counted in `devices_up` too).
+    devices_degraded: usize,
     spool_lines: u64,
     spool_bytes: u64,
     /// Lines the spool deleted before every output had them: at `max_bytes` (or a full disk)
@@ -260,6 +269,11 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
     let now = Timestamp::now().as_millisecond();
     Json(HealthJson {
         devices_up: snap.devices.iter().filter(|d| d.up).count(),
+        devices_degraded: snap
+            .devices
+            .iter()
+            .filter(|d| d.up && d.degraded.is_some())
+            .count(),
         devices: snap
             .devices
             .iter()
@@ -268,6 +282,12 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
                 up: d.up,
                 since: d.since.map(|t| t.to_string()),
                 reason: d.reason.clone(),
+                status: match (d.up, &d.degraded) {
+                    (false, _) => "down",
+                    (true, Some(_)) => "degraded",
+                    (true, None) => "up",
+                },
+                degraded_reason: d.degraded.clone().filter(|_| d.up),
             })
             .collect(),
         spool_lines: spool.lines,

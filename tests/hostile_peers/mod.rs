@@ -1,7 +1,7 @@
 //! Peers that misbehave on purpose, and the real `shopfloor run` process to aim them at.
 //!
 //! - [`ModbusServer`]: a Modbus TCP server with one [`ModbusMode`] of misbehaviour (never
-//!   answering, answering late, with the wrong transaction or unit id, a length of 65535, random
+//!   answering, answering late, with the wrong transaction or unit id or protocol id, a length of 65535, random
 //!   bytes, hanging up, a byte count that does not match the quantity, one byte at a time), or
 //!   honest. Registers hold `1000 + address`, so a test can tell a correct answer.
 //! - [`Store`]: an HTTP server that takes InfluxDB writes, with a [`StoreMode`] the test can
@@ -58,6 +58,9 @@ pub enum ModbusMode {
     ShortByteCount,
     /// Answers correctly, one byte per write with this pause in between.
     OneByteAtATime(Duration),
+    /// Answers with a frame whose MBAP protocol id is 1, not 0, and whose length field claims
+    /// 100 bytes more than follow (Modbus TCP only): another protocol on the port, or garbage.
+    ProtocolIdNotZero,
 }
 
 /// How frames travel over the server's TCP connection.
@@ -242,6 +245,14 @@ async fn serve_modbus(mut stream: TcpStream, mode: ModbusMode, framing: Framing,
                     })
                     .collect();
                 stream.write_all(&bytes).await
+            }
+            ModbusMode::ProtocolIdNotZero => {
+                framed_only(Framing::Tcp);
+                let mut frame = honest.clone();
+                frame[3] = 1;
+                let length = u16::from_be_bytes([frame[4], frame[5]]) + 100;
+                frame[4..6].copy_from_slice(&length.to_be_bytes());
+                stream.write_all(&frame).await
             }
             ModbusMode::ClosesAfterRequest => return,
             ModbusMode::OtherUnit => {

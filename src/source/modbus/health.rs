@@ -35,6 +35,8 @@ pub const POLLS: &str = "shopfloor_polls_total";
 pub const ERRORS: &str = "shopfloor_poll_errors_total";
 pub const UP: &str = "shopfloor_device_up";
 pub const LAST_SUCCESS: &str = "shopfloor_device_last_success_seconds";
+pub const DEGRADED: &str = "shopfloor_device_degraded";
+pub const EXCEPTION_CODE: &str = "shopfloor_device_exception_code";
 
 /// One device's health handles.
 #[derive(Debug, Clone)]
@@ -43,6 +45,10 @@ pub struct Health {
     pub up: Arc<AtomicU64>,
     /// Unix seconds of the last answered poll; 0 until the first.
     pub last_success: Arc<AtomicU64>,
+    /// 1 while the device answers every request with an exception.
+    pub degraded: Arc<AtomicU64>,
+    /// The (first) exception code while degraded, else 0.
+    pub exception_code: Arc<AtomicU64>,
     errors: Vec<Arc<AtomicU64>>,
 }
 
@@ -61,6 +67,16 @@ impl Health {
             last_success: metrics.gauge(
                 LAST_SUCCESS,
                 "Unix time of the device's last answered poll (0: never).",
+                &labels,
+            ),
+            degraded: metrics.gauge(
+                DEGRADED,
+                "1 while the device answers but every request gets an exception: up, delivering nothing.",
+                &labels,
+            ),
+            exception_code: metrics.gauge(
+                EXCEPTION_CODE,
+                "While degraded: the Modbus exception code the device answers with (0 otherwise).",
                 &labels,
             ),
             errors: ERROR_KINDS
@@ -89,6 +105,14 @@ impl Health {
             .store(at.as_second().max(0) as u64, Ordering::Relaxed);
     }
 
+    /// Degraded with this exception code, or (`None`) not degraded.
+    pub fn set_degraded(&self, exception: Option<u8>) {
+        self.degraded
+            .store(u64::from(exception.is_some()), Ordering::Relaxed);
+        self.exception_code
+            .store(exception.map_or(0, u64::from), Ordering::Relaxed);
+    }
+
     pub fn failed(&self, kind: &str) {
         self.up.store(0, Ordering::Relaxed);
         self.count_error(kind, 1);
@@ -114,6 +138,8 @@ pub fn device_lines(metrics: &Metrics, tags: &[(&str, &str)], now: Timestamp) ->
         up: u64,
         polls: u64,
         last_success: u64,
+        degraded: u64,
+        exception_code: u64,
         errors: BTreeMap<String, u64>,
     }
     let mut devices: BTreeMap<String, Device> = BTreeMap::new();
@@ -131,6 +157,8 @@ pub fn device_lines(metrics: &Metrics, tags: &[(&str, &str)], now: Timestamp) ->
             UP => devices.entry(device).or_default().up = r.value,
             POLLS => devices.entry(device).or_default().polls = r.value,
             LAST_SUCCESS => devices.entry(device).or_default().last_success = r.value,
+            DEGRADED => devices.entry(device).or_default().degraded = r.value,
+            EXCEPTION_CODE => devices.entry(device).or_default().exception_code = r.value,
             ERRORS => {
                 if let Some(kind) = label("kind") {
                     devices
@@ -157,6 +185,10 @@ pub fn device_lines(metrics: &Metrics, tags: &[(&str, &str)], now: Timestamp) ->
                     agent::SINCE_SUCCESS_S,
                     now_s.saturating_sub(d.last_success) as i64,
                 );
+            }
+            line = line.int(agent::DEGRADED, d.degraded as i64);
+            if d.degraded > 0 {
+                line = line.int(agent::EXCEPTION_CODE, d.exception_code as i64);
             }
             for (kind, field) in agent::DEVICE_ERRORS {
                 let n = d.errors.get(kind).copied().unwrap_or(0);
@@ -186,6 +218,8 @@ mod tests {
         a.failed("timeout");
         a.answered(Timestamp::from_second(100).unwrap());
         a.count_error("exception", 3);
+        // box-1 answers every request with exception 0x02: degraded, with the code.
+        a.set_degraded(Some(2));
         b.failed("connect");
         let now = Timestamp::from_second(160).unwrap();
         let lines = device_lines(&m, &[("county", "yk"), ("enterprise", "e1")], now);
@@ -194,10 +228,10 @@ mod tests {
             vec![
                 // since_success_s = 160 − 100 = 60.
                 "agent,county=yk,enterprise=e1,device=box-1 up=1i,polls=1i,since_success_s=60i,\
-                 errors_resolve=0i,errors_connect=0i,errors_timeout=2i,errors_transport=0i,\
+                 degraded=1i,exception_code=2i,errors_resolve=0i,errors_connect=0i,errors_timeout=2i,errors_transport=0i,\
                  errors_protocol=0i,errors_exception=3i,errors_decode=0i 160000000000"
                     .to_string(),
-                "agent,county=yk,enterprise=e1,device=meter up=0i,polls=0i,\
+                "agent,county=yk,enterprise=e1,device=meter up=0i,polls=0i,degraded=0i,\
                  errors_resolve=0i,errors_connect=1i,errors_timeout=0i,errors_transport=0i,\
                  errors_protocol=0i,errors_exception=0i,errors_decode=0i 160000000000"
                     .to_string(),

@@ -118,17 +118,18 @@ pub async fn open(spec: &LinkSpec, timeout: Duration) -> Result<ReadOnly, PollFa
     // The unit is set before every request; this one is never used.
     let slave = Slave(1);
     let closed = Arc::new(AtomicBool::new(false));
-    let watch = |inner| Watched {
+    let watch = |inner, mbap: bool| Watched {
         inner,
         closed: closed.clone(),
+        mbap: mbap.then(MbapHeaders::default),
     };
     let (ctx, frame_gap) = match spec {
         LinkSpec::Tcp(address) => {
-            let stream = watch(connect_tcp(address, timeout).await?);
+            let stream = watch(connect_tcp(address, timeout).await?, true);
             (tokio_modbus::client::tcp::attach_slave(stream, slave), None)
         }
         LinkSpec::RtuOverTcp(address) => {
-            let stream = watch(connect_tcp(address, timeout).await?);
+            let stream = watch(connect_tcp(address, timeout).await?, false);
             (tokio_modbus::client::rtu::attach_slave(stream, slave), None)
         }
         LinkSpec::Serial(settings) => {
@@ -158,6 +159,7 @@ where
     let transport = Watched {
         inner: transport,
         closed: closed.clone(),
+        mbap: (!rtu).then(MbapHeaders::default),
     };
     let ctx = if rtu {
         tokio_modbus::client::rtu::attach_slave(transport, slave)
@@ -305,11 +307,64 @@ fn checked(response: Response, count: u16) -> Result<Vec<u16>, PollFault> {
     }
 }
 
-/// A byte stream that notes when the peer closes it (a read of zero bytes).
+/// A byte stream that notes when the peer closes it (a read of zero bytes), and for Modbus TCP
+/// checks each MBAP header as it arrives.
 #[derive(Debug)]
 struct Watched<T> {
     inner: T,
     closed: Arc<AtomicBool>,
+    mbap: Option<MbapHeaders>,
+}
+
+/// The largest MBAP length: the unit id and a PDU of at most 253 bytes.
+const MBAP_MAX_LENGTH: u16 = 254;
+
+/// Follows the MBAP frames of a Modbus TCP byte stream and refuses a header that no Modbus
+/// server sends: a protocol id other than 0, or a length of 0 or over 254. tokio-modbus checks
+/// the protocol id only once the whole frame is in, and waits for as many bytes as the length
+/// field says: garbage (an HTTP or Telnet banner, another protocol on port 502) would be
+/// read as a frame of up to 65 535 bytes that never comes, and fail as a timeout after the
+/// full timeout. Refused here, it fails at once as a protocol error.
+#[derive(Debug, Default)]
+struct MbapHeaders {
+    /// Transaction id (2), protocol id (2) and length (2) of the frame being read.
+    header: [u8; 6],
+    have: usize,
+    /// Bytes of the current frame still to pass after its header (unit id and PDU).
+    rest: usize,
+}
+
+impl MbapHeaders {
+    /// Takes bytes read from the stream; an error names the first wrong header field.
+    fn take(&mut self, bytes: &[u8]) -> Result<(), String> {
+        for &b in bytes {
+            if self.rest > 0 {
+                self.rest -= 1;
+                continue;
+            }
+            self.header[self.have] = b;
+            self.have += 1;
+            if self.have == 4 {
+                let protocol = u16::from_be_bytes([self.header[2], self.header[3]]);
+                if protocol != 0 {
+                    return Err(format!(
+                        "protocol id {protocol} in the MBAP header, not 0 (header bytes {:02x?})",
+                        &self.header[..4]
+                    ));
+                }
+            } else if self.have == 6 {
+                let length = u16::from_be_bytes([self.header[4], self.header[5]]);
+                if length == 0 || length > MBAP_MAX_LENGTH {
+                    return Err(format!(
+                        "length {length} in the MBAP header, outside 1..={MBAP_MAX_LENGTH}"
+                    ));
+                }
+                self.rest = usize::from(length);
+                self.have = 0;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
@@ -321,11 +376,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         let before = buf.filled().len();
         let room = buf.remaining() > 0;
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = poll
-            && room
-            && buf.filled().len() == before
-        {
-            self.closed.store(true, Ordering::Relaxed);
+        if let Poll::Ready(Ok(())) = poll {
+            if room && buf.filled().len() == before {
+                self.closed.store(true, Ordering::Relaxed);
+            }
+            if let Some(mbap) = self.mbap.as_mut()
+                && let Err(e) = mbap.take(&buf.filled()[before..])
+            {
+                buf.set_filled(before);
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            }
         }
         poll
     }
@@ -369,6 +429,33 @@ mod tests {
         for n in [8, 24] {
             let err = checked(Response::ReadDiscreteInputs(vec![false; n]), 10).unwrap_err();
             assert!(err.to_string().contains("asked for 10"), "{err}");
+        }
+    }
+
+    #[test]
+    fn mbap_headers_are_checked_as_they_arrive() {
+        // Two honest answers (transaction 1 and 2, protocol 0, length 7: unit, function 3,
+        // byte count 4, two registers), fed in awkward pieces: all pass.
+        let frame = |t: u8| [0, t, 0, 0, 0, 7, 1, 3, 4, 0x03, 0xE8, 0x03, 0xE9];
+        let stream: Vec<u8> = frame(1).iter().chain(&frame(2)).copied().collect();
+        let mut m = MbapHeaders::default();
+        for piece in stream.chunks(5) {
+            assert_eq!(m.take(piece), Ok(()));
+        }
+        // Protocol id 1 is refused at its fourth byte, before the length is even read.
+        let mut m = MbapHeaders::default();
+        let e = m.take(&[0, 1, 0, 1]).unwrap_err();
+        assert!(e.contains("protocol id 1"), "{e}");
+        // An HTTP answer: "TP" (0x5450) where the protocol id goes.
+        let e = MbapHeaders::default()
+            .take(b"HTTP/1.1 400 Bad Request\r\n")
+            .unwrap_err();
+        assert!(e.contains("protocol id 21584"), "{e}");
+        // A length of 65 535 or 0 is no Modbus frame either.
+        for length in [[0xFF, 0xFF], [0, 0]] {
+            let mut m = MbapHeaders::default();
+            let e = m.take(&[0, 1, 0, 0, length[0], length[1]]).unwrap_err();
+            assert!(e.contains("in the MBAP header, outside 1..=254"), "{e}");
         }
     }
 }

@@ -116,6 +116,9 @@ struct Polled {
     retry_at: Option<Instant>,
     /// The exception each request last got, so a lasting refusal is logged once.
     refused: Vec<Option<tokio_modbus::ExceptionCode>>,
+    /// Why the device delivers nothing while it answers (every request refused), as last
+    /// reported.
+    degraded: Option<String>,
 }
 
 /// A field ready to become samples: target and signal made once, so a sample costs two
@@ -190,6 +193,7 @@ impl Polled {
         Polled {
             health: Health::register(metrics, &device.id),
             refused: vec![None; first_request],
+            degraded: None,
             unit: device.unit,
             timeout: device.timeout,
             poll: device.poll,
@@ -323,6 +327,7 @@ async fn poll_devices(
                         dropped,
                     );
                 }
+                degraded(p, at, &events, dropped);
                 if !samples.is_empty() {
                     send(&events, SourceEvent::Samples(samples), dropped);
                 }
@@ -361,6 +366,65 @@ pub fn backoff(poll: Duration, failures: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
+/// After an answered poll: whether every request of the device now gets an exception (it
+/// answers, so it is up, but it delivers nothing), reported when that changes.
+fn degraded(
+    p: &mut Polled,
+    at: Timestamp,
+    events: &mpsc::Sender<SourceEvent>,
+    dropped: &mut Dropped,
+) {
+    let now = refused_everything(&p.refused);
+    let reason = now.as_ref().map(|codes| {
+        let words: Vec<String> = codes
+            .iter()
+            .map(|c| format!("{c} (exception {:#04x})", u8::from(*c)))
+            .collect();
+        format!(
+            "every request is answered with an exception: {}",
+            words.join(", ")
+        )
+    });
+    if reason == p.degraded {
+        return;
+    }
+    p.health
+        .set_degraded(now.as_ref().and_then(|c| c.first()).map(|c| u8::from(*c)));
+    match &reason {
+        Some(r) => {
+            warn!(parent: &p.span, reason = %r, "device degraded: it answers but delivers nothing")
+        }
+        None => info!(parent: &p.span, "device delivers data again"),
+    }
+    p.degraded = reason.clone();
+    send(
+        events,
+        SourceEvent::DeviceDegraded {
+            device: p.id.clone(),
+            at,
+            reason,
+        },
+        dropped,
+    );
+}
+
+/// The distinct exceptions, in request order, when every request got one.
+fn refused_everything(
+    refused: &[Option<tokio_modbus::ExceptionCode>],
+) -> Option<Vec<tokio_modbus::ExceptionCode>> {
+    if refused.is_empty() {
+        return None;
+    }
+    let mut codes = Vec::new();
+    for code in refused {
+        let code = (*code)?;
+        if !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    Some(codes)
+}
+
 fn fail(
     p: &mut Polled,
     fault: &PollFault,
@@ -369,6 +433,9 @@ fn fail(
     dropped: &mut Dropped,
 ) {
     p.health.failed(fault.kind());
+    // Down is worse than degraded; once it answers again, degraded is judged afresh.
+    p.degraded = None;
+    p.health.set_degraded(None);
     p.failures = p.failures.saturating_add(1);
     let wait = backoff(p.base_poll(), p.failures);
     p.retry_at = Some(Instant::now() + wait);
@@ -607,6 +674,26 @@ pub mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_is_degraded_only_when_every_request_is_refused() {
+        use tokio_modbus::ExceptionCode::{IllegalDataAddress, ServerDeviceBusy};
+        assert_eq!(refused_everything(&[]), None);
+        // One request of three still delivers: not degraded.
+        assert_eq!(
+            refused_everything(&[Some(IllegalDataAddress), None, Some(IllegalDataAddress)]),
+            None
+        );
+        // All refused: each distinct exception once, in request order.
+        assert_eq!(
+            refused_everything(&[
+                Some(ServerDeviceBusy),
+                Some(IllegalDataAddress),
+                Some(ServerDeviceBusy)
+            ]),
+            Some(vec![ServerDeviceBusy, IllegalDataAddress])
+        );
+    }
 
     #[test]
     fn missed_ticks_are_skipped_keeping_the_phase() {
