@@ -496,3 +496,47 @@ async fn after_a_20_s_broker_outage_at_100_messages_a_second_every_acknowledged_
     );
     agent.stop().await;
 }
+
+/// One 2 MiB message (more than the client's usual 1 MiB read limit) among small ones, against
+/// Mosquitto's default limits, with both protocol versions: it is counted as oversized and the
+/// messages after it arrive. Under 3.1.1 the client used to reconnect every second forever (the
+/// broker sends the message again on each connection) and nothing after it arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_read_limit_is_counted_and_the_flow_continues_with_mqtt_3_and_5() {
+    let broker = Mosquitto::start().await;
+    for protocol in ["3.1.1", "5"] {
+        let data = tempfile::tempdir().expect("temp dir");
+        let id = format!("huge-v{}", &protocol[..1]);
+        let section = broker_section(broker.port(), &id, &format!("protocol = \"{protocol}\""));
+        let mut agent = Agent::start(data.path(), &section);
+        wait_subscribed(&broker, &format!("agent-{id}")).await;
+        let client = publisher(broker.port()).await;
+        publish(&client, "cnc01", json(1)).await;
+        publish(
+            &client,
+            "cnc01",
+            format!(r#"{{"seq": 99, "pad": "{}"}}"#, "x".repeat(2 << 20)),
+        )
+        .await;
+        for seq in 2..=5 {
+            publish(&client, "cnc01", json(seq)).await;
+        }
+        agent.wait_for_seqs("cnc01", &[1, 2, 3, 4, 5]).await;
+        assert!(!agent.seqs("cnc01").contains(&99), "{protocol}: used");
+        assert_eq!(
+            agent.counter("shopfloor_mqtt_bad_messages_total", "oversized"),
+            1,
+            "{protocol}"
+        );
+        // And the connection settles: no reconnection loop.
+        let connections = agent.counter("shopfloor_mqtt_connections_total", "");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            agent.counter("shopfloor_mqtt_connections_total", ""),
+            connections,
+            "{protocol}: still reconnecting"
+        );
+        assert!(connections <= 2, "{protocol}: {connections} connections");
+        agent.stop().await;
+    }
+}

@@ -101,7 +101,8 @@ pub struct MqttConnection {
     pub max_backoff: Duration,
     /// Bytes; what it bounds is the client's own. `[[mqtt]]`: a larger payload is counted as
     /// oversized and dropped, and the client reads packets up to four times this (at least
-    /// 1 MiB) to name its topic; default 256 KiB. `[broker]`: the client refuses larger packets
+    /// 1 MiB) to name its topic, and larger ones up to 64 MiB once to count and drop them
+    /// (see `source::mqtt`, "Oversized messages"); default 256 KiB. `[broker]`: the client refuses larger packets
     /// (announced to the broker); default 1 MiB. `[uplink]`: the largest packet the client
     /// sends or reads; default rumqttc's.
     #[serde(default)]
