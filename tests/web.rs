@@ -255,6 +255,23 @@ async fn writes_need_the_token_and_the_board_answers_only_to_its_own_names() {
     let text = std::fs::read_to_string(&declared).expect("declared file written");
     assert!(text.contains("period = \"2026-10\""), "{text}");
 
+    // A request without Host (HTTP/1.0, the container's health check) is not a browser's.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{answer}"
+        );
+    }
+
     // Reads stay open without a token.
     let fleet = http
         .get(format!("{base}/api/fleet"))

@@ -21,7 +21,8 @@
 //! address, `localhost`, `127.0.0.1`, `[::1]` or one of `[web] hosts` (any IP literal too when
 //! the board listens on every interface: DNS rebinding needs a name, never an address);
 //! anything else is answered 421, so a web page whose name was rebound to the gateway reads
-//! nothing. Reading is otherwise open. A write (every `POST`) is refused with 403 when its
+//! nothing. A request with no `Host` at all (HTTP/1.0, such as the container image's health
+//! check) is not from a browser and is let through. Reading is otherwise open. A write (every `POST`) is refused with 403 when its
 //! `Origin` names another host (a form or script on a foreign page), with 403 when no
 //! `[web] write_token` is configured (the board is read-only then), and with 401 unless it
 //! carries `Authorization: Bearer <token>`.
@@ -162,12 +163,15 @@ async fn guard(
     let headers = request.headers();
     let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let host = header(header::HOST).or_else(|| request.uri().authority().map(|a| a.as_str()));
-    if !host.is_some_and(|h| access.host_allowed(h)) {
+    // A request without `Host` (HTTP/1.0, the image's health check) cannot come from a
+    // browser, and DNS rebinding needs a browser: it is let through.
+    if let Some(host) = host
+        && !access.host_allowed(host)
+    {
         return (
             StatusCode::MISDIRECTED_REQUEST,
             format!(
-                "this board does not answer to host `{}`: add the name to [web] hosts if it is the gateway's\n",
-                host.unwrap_or("")
+                "this board does not answer to host `{host}`: add the name to [web] hosts if it is the gateway's\n"
             ),
         )
             .into_response();
