@@ -29,6 +29,9 @@ async fn the_board_api_metrics_and_healthz_answer_for_a_running_agent() {
     cfg.agent.data_dir = data.path().to_path_buf();
     cfg.file.clear();
     cfg.web.listen.set_port(0);
+    let token_file = data.path().join("board-token");
+    std::fs::write(&token_file, TOKEN).expect("token file");
+    cfg.web.write_token = Some(shopfloor::config::Secret::File(token_file));
     let running = agent::start(&cfg, shutdown).expect("agent");
     let base = format!("http://{}", running.web_addr.expect("board enabled"));
     let http = http_client();
@@ -120,31 +123,38 @@ async fn the_board_api_metrics_and_healthz_answer_for_a_running_agent() {
     let en = get("/?lang=en").await.text().await.expect("page");
     assert!(en.contains("<html lang=\"en\">"));
 
-    // Declaring value added: a good figure lands in the declared file; a bad period is refused.
-    let post = |body: &'static str| {
+    // Declaring value added: with the write token, a good figure lands in the declared file;
+    // a bad period is refused.
+    let post = |body: &'static str, token: Option<&'static str>| {
         let (http, url) = (http.clone(), format!("{base}/api/value-added"));
         async move {
-            http.post(url)
+            let mut request = http
+                .post(url)
                 .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("board answers")
+                .body(body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send().await.expect("board answers")
         }
     };
-    assert_eq!(
-        post(r#"{"period": "2026-11", "value_10k_cny": 850.5}"#)
-            .await
-            .status(),
-        204
-    );
+    let good = post(
+        r#"{"period": "2026-11", "value_10k_cny": 850.5}"#,
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(good.status(), 200);
     let declared = std::fs::read_to_string(data.path().join("value-added.toml"))
         .expect("declared file written");
     assert!(
         declared.contains("period = \"2026-11\"") && declared.contains("value_10k_cny = 850.5"),
         "{declared}"
     );
-    let bad = post(r#"{"period": "last month", "value_10k_cny": 1}"#).await;
+    let bad = post(
+        r#"{"period": "last month", "value_10k_cny": 1}"#,
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(bad.status(), 400);
     assert!(bad.text().await.unwrap_or_default().contains("last month"));
 
@@ -274,4 +284,145 @@ field = [
         text.contains("shopfloor_device_exception_code{device=\"refuser\"} 2"),
         "{text}"
     );
+}
+
+const TOKEN: &str = "s3cret-board-token";
+
+/// Starts the demo agent against the simulator with `[web]` changed by `web`; returns its
+/// board's base URL, its data directory and the shutdown trigger.
+async fn demo_agent(
+    web: impl FnOnce(&mut shopfloor::web::config::Web, &std::path::Path),
+) -> (String, tempfile::TempDir, shutdown::Trigger, agent::Running) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (trigger, shutdown) = shutdown::channel();
+    let options = SimOptions {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        ..SimOptions::default()
+    };
+    let simulator = sim::start(&options, shutdown.clone(), None)
+        .await
+        .expect("sim");
+    let mut cfg =
+        shopfloor::agent::config::load_str(DEMO, "config/demo.toml").expect("demo config");
+    for d in &mut cfg.modbus {
+        d.address = Some(simulator.addr.to_string());
+    }
+    cfg.agent.data_dir = data.path().to_path_buf();
+    cfg.file.clear();
+    cfg.web.listen.set_port(0);
+    web(&mut cfg.web, data.path());
+    let running = agent::start(&cfg, shutdown).expect("agent");
+    let base = format!("http://{}", running.web_addr.expect("board enabled"));
+    (base, data, trigger, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_the_token_and_the_board_answers_only_to_its_own_names() {
+    let (base, data, trigger, running) = demo_agent(|web, dir| {
+        let file = dir.join("board-token");
+        std::fs::write(&file, format!("{TOKEN}\n")).expect("token file");
+        web.write_token = Some(shopfloor::config::Secret::File(file));
+        web.hosts = vec!["gateway.plant.local".into()];
+    })
+    .await;
+    let http = http_client();
+    let declared = data.path().join("value-added.toml");
+    let body = r#"{"period": "2026-10", "value_10k_cny": 12.0}"#;
+    let post = |token: Option<&str>, host: Option<&str>, origin: Option<&str>| {
+        let mut request = http
+            .post(format!("{base}/api/value-added"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        async move { request.send().await.expect("board answers") }
+    };
+
+    // No token, a wrong one: refused, nothing written.
+    assert_eq!(post(None, None, None).await.status(), 401);
+    assert_eq!(post(Some("guess"), None, None).await.status(), 401);
+    assert!(!declared.exists(), "an unauthorised write reached the file");
+
+    // A foreign Host (a rebound DNS name) is refused for reads and writes alike.
+    let foreign = http
+        .get(format!("{base}/api/fleet"))
+        .header("host", "evil.example:8080")
+        .send()
+        .await
+        .expect("board answers");
+    assert_eq!(foreign.status(), 421);
+    assert_eq!(
+        post(Some(TOKEN), Some("evil.example"), None).await.status(),
+        421
+    );
+    // A foreign Origin on a write is refused even with the token.
+    let cross = post(Some(TOKEN), None, Some("http://evil.example")).await;
+    assert_eq!(cross.status(), 403);
+    assert!(!declared.exists(), "a refused write reached the file");
+
+    // The right token from the board's own origin, and under a configured name: written.
+    let origin = base.clone();
+    assert_eq!(post(Some(TOKEN), None, Some(&origin)).await.status(), 200);
+    assert_eq!(
+        post(Some(TOKEN), Some("gateway.plant.local:8080"), None)
+            .await
+            .status(),
+        200
+    );
+    let text = std::fs::read_to_string(&declared).expect("declared file written");
+    assert!(text.contains("period = \"2026-10\""), "{text}");
+
+    // A request without Host (HTTP/1.0, the container's health check) is not a browser's.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = base.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{answer}"
+        );
+    }
+
+    // Reads stay open without a token.
+    let fleet = http
+        .get(format!("{base}/api/fleet"))
+        .send()
+        .await
+        .expect("board answers");
+    assert_eq!(fleet.status(), 200);
+
+    trigger.fire();
+    running.finished().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_write_token_the_board_is_read_only() {
+    let (base, data, trigger, running) = demo_agent(|_, _| {}).await;
+    let refused = http_client()
+        .post(format!("{base}/api/value-added"))
+        .header("content-type", "application/json")
+        .bearer_auth("anything")
+        .body(r#"{"period": "2026-10", "value_10k_cny": 12.0}"#)
+        .send()
+        .await
+        .expect("board answers");
+    assert_eq!(refused.status(), 403);
+    let message = refused.text().await.unwrap_or_default();
+    assert!(message.contains("write_token"), "{message}");
+    assert!(!data.path().join("value-added.toml").exists());
+    trigger.fire();
+    running.finished().await;
 }

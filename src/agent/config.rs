@@ -60,7 +60,7 @@ sections! {
         /// `[green]`: limits for the green-manufacturing alerts.
         green: one Green = "green", unchecked;
         /// `[web]`: the local board, its API and `/metrics`.
-        web: one Web = "web", unchecked;
+        web: one Web = "web", crate::web::config::check_web;
         /// `[uplink]`: the enterprise's `fleet` and `green` records published to the county's
         /// MQTT broker. Optional; without it the agent publishes nothing.
         uplink: optional Uplink = "uplink", sink::check_uplink;

@@ -111,6 +111,19 @@ fn report_device_health(
     }
 }
 
+/// The board's access rules from `[web]`. An unreadable write token (checked at load, so only
+/// a file removed since) leaves the board read-only, with a warning.
+fn web_access(web: &crate::web::config::Web) -> web::Access {
+    let token = web.write_token.as_ref().and_then(|s| match s.resolve() {
+        Ok(token) => Some(token),
+        Err(e) => {
+            warn!(error = %e, "[web] write_token unreadable: the board refuses writes");
+            None
+        }
+    });
+    web::Access::new(web.listen, &web.hosts, token)
+}
+
 /// Starts every task of the agent. They run until `shutdown` fires.
 pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError> {
     start_resuming(config, shutdown, engine::Resume::AfterStop)
@@ -263,6 +276,7 @@ pub fn start_resuming(
             spool: stats_rx.clone(),
             metrics: metrics.clone(),
             declared_file: Some(declared_file),
+            access: Arc::new(web_access(&config.web)),
         };
         let listener = web_listener.take().ok_or(StartError::Web {
             addr: config.web.listen,

@@ -85,9 +85,11 @@ pub struct MqttConnection {
     /// silent for one and a half times this. Default `"30s"`.
     #[serde(default = "default_keepalive", deserialize_with = "duration")]
     pub keepalive: Duration,
-    /// The longest wait between two connection attempts: the wait doubles from one second up to
-    /// this after each failure, less up to a quarter of random jitter so that many clients do
-    /// not reconnect in step after a broker restart. Default `"60s"`. In `[uplink]` it also
+    /// The longest wait between two connection attempts. For the first five minutes of an
+    /// outage attempts are at most 2 s apart (1 s, then 2 s), so the client is back within about
+    /// two seconds of the broker; after that the wait doubles up to this. Each wait is less up
+    /// to a quarter of random jitter so that many clients do not reconnect in step after a
+    /// broker restart. Default `"60s"`. In `[uplink]` it also
     /// bounds the wait between two tries of a batch.
     ///
     /// `retry_max` is the deprecated name `[uplink]` used for it; it is still accepted.
@@ -99,7 +101,8 @@ pub struct MqttConnection {
     pub max_backoff: Duration,
     /// Bytes; what it bounds is the client's own. `[[mqtt]]`: a larger payload is counted as
     /// oversized and dropped, and the client reads packets up to four times this (at least
-    /// 1 MiB) to name its topic; default 256 KiB. `[broker]`: the client refuses larger packets
+    /// 1 MiB) to name its topic, and larger ones up to 64 MiB once to count and drop them
+    /// (see `source::mqtt`, "Oversized messages"); default 256 KiB. `[broker]`: the client refuses larger packets
     /// (announced to the broker); default 1 MiB. `[uplink]`: the largest packet the client
     /// sends or reads; default rumqttc's.
     #[serde(default)]
@@ -305,13 +308,28 @@ struct Connect<'a> {
     tls: Option<rustls::ClientConfig>,
 }
 
-/// The wait between connection attempts: [`MIN_BACKOFF`] after the first failure, doubling up
-/// to the ceiling, each wait shortened by up to a quarter at random so that the agents of a
-/// county do not all reconnect in the same second after its broker restarts.
+/// For this long after a connection is lost, attempts are at most [`FAST_CEILING`] apart.
+pub const FAST_PHASE: Duration = Duration::from_secs(300);
+/// The longest wait between attempts during [`FAST_PHASE`].
+pub const FAST_CEILING: Duration = Duration::from_secs(2);
+
+/// The wait between connection attempts.
+///
+/// A broker is usually away for seconds (a restart, an upgrade, a switch rebooting), and while
+/// the client is away the broker queues its session's messages only up to its own limit
+/// (Mosquitto's `max_queued_messages`, 1,000 by default): every second the client spends
+/// waiting after the broker is back fills that queue. So for the first [`FAST_PHASE`] of an
+/// outage the waits are 1 s then [`FAST_CEILING`] (an attempt against a broker that is down costs
+/// one refused TCP connection): the client is back within about two seconds of the broker.
+/// After that the wait doubles up to the ceiling (`max_backoff`), so that a broker gone for
+/// good is not hammered. Each wait is shortened by up to a quarter at random so that the agents
+/// of a county do not all reconnect in the same second after its broker restarts.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
     max: Duration,
+    /// When the first failed attempt of this outage was made.
+    outage_since: Option<std::time::Instant>,
 }
 
 impl Backoff {
@@ -320,17 +338,29 @@ impl Backoff {
         Backoff {
             next: MIN_BACKOFF,
             max: max.max(MIN_BACKOFF),
+            outage_since: None,
         }
     }
 
-    /// After a successful connection: the next failure waits [`MIN_BACKOFF`] again.
+    /// After a successful connection: the next failure starts a new outage.
     pub fn reset(&mut self) {
         self.next = MIN_BACKOFF;
+        self.outage_since = None;
     }
 
-    /// The wait before the next attempt; the one after is twice as long, up to the ceiling.
+    /// The wait before the next attempt.
     pub fn next_wait(&mut self) -> Duration {
-        let base = self.next;
+        self.next_wait_at(std::time::Instant::now())
+    }
+
+    fn next_wait_at(&mut self, now: std::time::Instant) -> Duration {
+        let since = *self.outage_since.get_or_insert(now);
+        let ceiling = if now.duration_since(since) < FAST_PHASE {
+            FAST_CEILING.min(self.max)
+        } else {
+            self.max
+        };
+        let base = self.next.min(ceiling);
         self.next = (base * 2).min(self.max);
         let nanos = jiff::Timestamp::now().subsec_nanosecond().unsigned_abs();
         base - base.mul_f64(f64::from(nanos % 1000) / 4000.0)
@@ -425,15 +455,37 @@ mod tests {
     }
 
     #[test]
-    fn the_backoff_doubles_up_to_its_ceiling_and_jitter_only_shortens_it() {
-        let mut b = Backoff::new(Duration::from_secs(5));
-        // Bases 1, 2, 4, 5, 5 s; each wait between three quarters of its base and the base.
-        for base in [1.0, 2.0, 4.0, 5.0, 5.0] {
-            let wait = b.next_wait().as_secs_f64();
+    fn the_backoff_stays_low_for_the_first_minutes_then_doubles_up_to_its_ceiling() {
+        let within = |wait: Duration, base: f64| {
+            let wait = wait.as_secs_f64();
             assert!((base * 0.75..=base).contains(&wait), "{wait} for {base}");
+        };
+        let t0 = std::time::Instant::now();
+        let mut b = Backoff::new(Duration::from_secs(60));
+        // The first five minutes of an outage: 1 s, then 2 s apart; each wait between three
+        // quarters of its base and the base.
+        for (at, base) in [(0, 1.0), (1, 2.0), (3, 2.0), (299, 2.0)] {
+            within(b.next_wait_at(t0 + Duration::from_secs(at)), base);
         }
+        // Then doubling from there, up to the ceiling.
+        for (at, base) in [
+            (301, 4.0),
+            (305, 8.0),
+            (313, 16.0),
+            (329, 32.0),
+            (361, 60.0),
+            (421, 60.0),
+        ] {
+            within(b.next_wait_at(t0 + Duration::from_secs(at)), base);
+        }
+        // A connection ends the outage: the next one starts fast again.
         b.reset();
-        assert!(b.next_wait() <= MIN_BACKOFF);
+        within(b.next_wait_at(t0 + Duration::from_secs(500)), 1.0);
+        within(b.next_wait_at(t0 + Duration::from_secs(501)), 2.0);
+        // A ceiling below the fast one is kept.
+        let mut low = Backoff::new(Duration::from_millis(1500));
+        low.next_wait();
+        within(low.next_wait(), 1.5);
         assert_eq!(Backoff::new(Duration::ZERO).max, MIN_BACKOFF);
     }
 

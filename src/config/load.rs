@@ -114,6 +114,8 @@ pub(crate) fn check_document_warned<T>(
         claimed: Default::default(),
         known,
         signal_types: Default::default(),
+        set_aside: Vec::new(),
+        unread: HashSet::new(),
     };
     let value = match DeTable::parse(text) {
         Ok(root) => check(&mut checker, &root),
@@ -169,6 +171,12 @@ pub(crate) struct Checker<'t> {
     /// Signal name → its type in the `signal` line and where that was first declared
     /// ([`Checker::signal_type`]).
     signal_types: std::collections::HashMap<String, (crate::model::SignalType, String)>,
+    /// Values set aside after a type error in them ([`Checker::read`]): a later problem that
+    /// points inside one is the same mistake seen again through the default that replaced it,
+    /// and is not reported twice.
+    set_aside: Vec<Range<usize>>,
+    /// Sections of one table that are written but could not be read ([`Checker::unread`]).
+    unread: HashSet<&'static str>,
 }
 
 impl Checker<'_> {
@@ -190,6 +198,15 @@ impl Checker<'_> {
     /// by this section or another.
     pub(crate) fn claim(&mut self, namespace: &'static str, name: &str) -> bool {
         self.claimed.insert((namespace, name.to_string()))
+    }
+
+    /// Marks the section `name` as written but not read: its check is not run on the defaults.
+    pub(crate) fn unread(&mut self, name: &'static str) {
+        self.unread.insert(name);
+    }
+
+    pub(crate) fn is_unread(&self, name: &str) -> bool {
+        self.unread.contains(name)
     }
 
     /// Reports a top-level table that is none of `sections`, with the nearest as a hint.
@@ -233,6 +250,9 @@ impl Checker<'_> {
     }
 
     pub(crate) fn push(&mut self, span: Range<usize>, message: String) {
+        if self.set_aside.iter().any(|r| r.contains(&span.start)) {
+            return;
+        }
         let (line, column) = line_column(self.text, span.start);
         self.problems.push(Problem {
             line,
@@ -295,29 +315,74 @@ impl Checker<'_> {
         Some(own?.0.with_shared(shared?))
     }
 
-    /// Deserializes `value` as `T`, reporting its first type error; returns the paths (under
+    /// Deserializes `value` as `T`, reporting every type error in it; returns the paths (under
     /// `value`) of the keys `T` does not take.
+    ///
+    /// serde stops at the first error, so one bad value used to hide every other mistake of
+    /// its table and every check that needs the table read. After a type error the key that
+    /// holds it (the innermost one) is set aside and the table read again: the next error is
+    /// found, and a table whose bad keys all have defaults is read with those defaults, so the
+    /// checks after reading still run on it (problems they find inside a set-aside value are
+    /// not reported again: see [`Checker::push`]). A key set aside that the type requires makes
+    /// its table missing that field; then the key holding that table is set aside in turn, up
+    /// to the section itself, which is then not read.
     fn read<T: for<'de> Deserialize<'de>>(
         &mut self,
         value: &Spanned<DeValue<'_>>,
         path: &[Seg],
     ) -> (Option<T>, Vec<Vec<Seg>>) {
-        let mut unknown = Vec::new();
-        let result = serde_ignored::deserialize(ValueDeserializer::from(value.clone()), |p| {
-            unknown.push(ignored_path(&p))
-        });
-        let result = match result {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let table = table_name(path);
-                self.push(
-                    e.span().unwrap_or_else(|| value.span()),
-                    format!("in {table}: {}", e.message().trim_end()),
-                );
-                None
+        let mut unknown: Vec<Vec<Seg>> = Vec::new();
+        let mut working = value.clone();
+        let mut removed: Vec<(Vec<Seg>, Range<usize>)> = Vec::new();
+        // Each turn sets a key aside, so the turns are bounded by the keys in the table.
+        for _ in 0..256 {
+            let mut seen = Vec::new();
+            let result =
+                serde_ignored::deserialize(ValueDeserializer::from(working.clone()), |p| {
+                    seen.push(ignored_path(&p))
+                });
+            for p in seen {
+                if !unknown.contains(&p) {
+                    unknown.push(p);
+                }
             }
-        };
-        (result, unknown)
+            let e = match result {
+                Ok(v) => return (Some(v), unknown),
+                Err(e) => e,
+            };
+            let at = e.span().unwrap_or_else(|| working.span());
+            let message = e.message().trim_end();
+            // A required field missing because this reading set it aside: set its table aside.
+            let ours = message.starts_with("missing field")
+                && removed.iter().any(|(p, _)| {
+                    parent_table(p).is_some_and(|t| {
+                        node_at(&working, &t).map(|n| n.span()) == Some(at.clone())
+                    })
+                });
+            let next = if ours {
+                removed
+                    .iter()
+                    .filter_map(|(p, _)| parent_table(p))
+                    .find(|t| node_at(&working, t).map(|n| n.span()) == Some(at.clone()))
+                    .map(|t| holding_key(&t))
+            } else {
+                let table = table_name(path);
+                self.push(at.clone(), format!("in {table}: {message}"));
+                Some(holding_key(&innermost_key_at(&working, at.start)))
+            };
+            let Some(next) = next.filter(|p| !p.is_empty()) else {
+                return (None, unknown);
+            };
+            let Some(span) = node_at(&working, &next).map(|n| n.span()) else {
+                return (None, unknown);
+            };
+            if !remove_at(&mut working, &next) {
+                return (None, unknown);
+            }
+            self.set_aside.push(span.clone());
+            removed.push((next, span));
+        }
+        (None, unknown)
     }
 
     /// Reports the key at `rel` under the section at `path`, with a "did you mean".
@@ -465,6 +530,94 @@ pub(crate) fn valid_host_port(address: &str) -> bool {
 }
 
 /// The path serde_ignored reports, as segments. `Some` and newtype wrappers add no step.
+/// The path of the innermost value under `value` whose span holds `at`.
+fn innermost_key_at(value: &Spanned<DeValue<'_>>, at: usize) -> Vec<Seg> {
+    let mut path = Vec::new();
+    let mut node = value;
+    loop {
+        let next = match node.get_ref() {
+            DeValue::Table(t) => t
+                .iter()
+                .find(|(_, v)| v.span().contains(&at))
+                .map(|(k, v)| (key(k.get_ref()), v)),
+            DeValue::Array(a) => a
+                .iter()
+                .enumerate()
+                .find(|(_, v)| v.span().contains(&at))
+                .map(|(i, v)| (Seg::Index(i), v)),
+            _ => None,
+        };
+        let Some((seg, v)) = next else { return path };
+        path.push(seg);
+        node = v;
+    }
+}
+
+/// `path` up to its last key: an array element is set aside with its whole array, so that the
+/// indices of the elements that are read stay those of the document.
+fn holding_key(path: &[Seg]) -> Vec<Seg> {
+    let end = path
+        .iter()
+        .rposition(|s| matches!(s, Seg::Key(_)))
+        .map_or(0, |i| i + 1);
+    path[..end].to_vec()
+}
+
+/// The path of the table that holds the key at `path`.
+fn parent_table(path: &[Seg]) -> Option<Vec<Seg>> {
+    path.split_last().map(|(_, parent)| parent.to_vec())
+}
+
+/// The value at `path` under `value`.
+fn node_at<'v, 'i>(
+    value: &'v Spanned<DeValue<'i>>,
+    path: &[Seg],
+) -> Option<&'v Spanned<DeValue<'i>>> {
+    let mut node = value;
+    for seg in path {
+        node = match (seg, node.get_ref()) {
+            (Seg::Key(k), DeValue::Table(t)) => {
+                t.iter()
+                    .find(|(name, _)| name.get_ref().as_ref() as &str == k.as_str())?
+                    .1
+            }
+            (Seg::Index(i), DeValue::Array(a)) => a.get(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
+}
+
+/// Removes the key at `path` (which ends with a key) from `value`.
+fn remove_at(value: &mut Spanned<DeValue<'_>>, path: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for seg in parents {
+        let next = match (seg, node.get_mut()) {
+            (Seg::Key(k), DeValue::Table(t)) => t
+                .iter_mut()
+                .find(|(name, _)| name.get_ref().as_ref() as &str == k.as_str())
+                .map(|(_, v)| v),
+            (Seg::Index(i), DeValue::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else { return false };
+        node = next;
+    }
+    let DeValue::Table(t) = node.get_mut() else {
+        return false;
+    };
+    let before = t.len();
+    let entries = std::mem::take(t);
+    *t = entries
+        .into_iter()
+        .filter(|(name, _)| name.get_ref().as_ref() as &str != last.as_str())
+        .collect();
+    t.len() < before
+}
+
 fn ignored_path(path: &serde_ignored::Path<'_>) -> Vec<Seg> {
     match path {
         serde_ignored::Path::Root => Vec::new(),

@@ -46,7 +46,7 @@ pub struct Site {
     #[serde(default)]
     pub name: String,
     /// IANA time zone for shift, day and month boundaries. Timestamps stay UTC.
-    #[serde(default = "default_timezone")]
+    #[serde(default = "default_timezone", deserialize_with = "timezone")]
     pub timezone: String,
 }
 
@@ -59,6 +59,18 @@ impl Default for Site {
             name: String::new(),
             timezone: default_timezone(),
         }
+    }
+}
+
+/// An IANA time zone name that the time zone database knows. Read as a type, not checked
+/// afterwards, so that a misspelt zone is reported even when another key of `[site]` is wrong.
+fn timezone<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    match jiff::tz::TimeZone::get(&name) {
+        Ok(_) => Ok(name),
+        Err(_) => Err(serde::de::Error::custom(format!(
+            "unknown time zone `{name}`: use an IANA name such as \"Asia/Shanghai\""
+        ))),
     }
 }
 

@@ -161,10 +161,11 @@ macro_rules! sections {
     (@type optional $ty:ty) => { Option<$ty> };
     (@type many $ty:ty) => { Vec<$ty> };
     (@read one $ty:ty, $c:ident, $value:ident, $name:literal, $slot:expr, $at:ident) => {
-        if let Some(v) = <$ty as $crate::config::Section>::read(
+        match <$ty as $crate::config::Section>::read(
             $c, $value, vec![$crate::config::key($name)]
         ) {
-            $slot = v;
+            Some(v) => $slot = v,
+            None => $c.unread($name),
         }
     };
     (@read optional $ty:ty, $c:ident, $value:ident, $name:literal, $slot:expr, $at:ident) => {
@@ -180,7 +181,11 @@ macro_rules! sections {
     }};
     (@check one $ty:ty, $c:ident, $root:ident, $name:literal, $slot:expr, $at:ident, $refs:ident, $check:expr) => {{
         let check: $crate::config::CheckOne<$ty> = $check;
-        check($c, $root, &mut $slot, $refs);
+        // A table that could not be read holds defaults, not what was written: checking them
+        // would report mistakes that are not in the file.
+        if !$c.is_unread($name) {
+            check($c, $root, &mut $slot, $refs);
+        }
     }};
     (@check optional $ty:ty, $c:ident, $root:ident, $name:literal, $slot:expr, $at:ident, $refs:ident, $check:expr) => {{
         let check: $crate::config::CheckOne<$ty> = $check;

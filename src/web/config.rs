@@ -1,8 +1,10 @@
 //! `[web]`: the local board, its API and `/metrics`.
 
 use serde::Deserialize;
+use toml::Spanned;
+use toml::de::DeTable;
 
-use crate::config::Section;
+use crate::config::{Checker, References, Secret, Section, key};
 
 /// `[web]`
 #[derive(Debug, Clone, Deserialize)]
@@ -12,9 +14,20 @@ pub struct Web {
     pub enabled: bool,
     /// Address to listen on. The default keeps the board on the gateway itself; to show it on
     /// the shop floor's network, listen on that interface and put it behind the plant's
-    /// firewall: the board has no login.
+    /// firewall: the board's pages have no login (its writes need `write_token`).
     #[serde(default = "default_listen")]
     pub listen: std::net::SocketAddr,
+    /// The token every write (`POST /api/value-added`) must carry as
+    /// `Authorization: Bearer <token>`: `{ env = "VARIABLE" }` or `{ file = "/path" }`. Without
+    /// it the board is read-only and every write is refused with 403.
+    #[serde(default)]
+    pub write_token: Option<Secret>,
+    /// Host names the board answers to besides the listen address, `localhost`, `127.0.0.1`
+    /// and `[::1]` (for example the gateway's DNS name). A request whose `Host` is none of these
+    /// is refused with 421, so a web page cannot reach the board by DNS rebinding; a write whose
+    /// `Origin` names none of them is refused with 403.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 impl Default for Web {
@@ -22,6 +35,8 @@ impl Default for Web {
         Web {
             enabled: true,
             listen: default_listen(),
+            write_token: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -34,3 +49,27 @@ fn default_listen() -> std::net::SocketAddr {
 }
 
 impl Section for Web {}
+
+/// The write token must be readable where the agent runs, and a host is a bare name (no
+/// scheme, path or port).
+pub(crate) fn check_web(
+    checker: &mut Checker<'_>,
+    root: &Spanned<DeTable<'_>>,
+    web: &mut Web,
+    _: &References<'_>,
+) {
+    let span = |checker: &Checker<'_>, name: &str| checker.span_of(root, &[key("web"), key(name)]);
+    if let Some(Err(e)) = web.write_token.as_ref().map(|s| s.resolve()) {
+        let at = span(checker, "write_token");
+        checker.push(at, format!("write_token: {e}"));
+    }
+    for host in &web.hosts {
+        if host.is_empty() || host.contains(['/', ' ']) || host.contains("://") {
+            let at = span(checker, "hosts");
+            checker.push(
+                at,
+                format!("hosts: `{host}` is not a host name: write the bare name, e.g. \"gateway.plant.local\""),
+            );
+        }
+    }
+}

@@ -16,6 +16,16 @@
 //! | `POST /api/value-added` | declares value added for a day or month (`{"period": "2026-11", "value_10k_cny": 850.0}`) |
 //! | `/metrics` | Prometheus text format |
 //! | `/healthz` | 200 while the engine publishes fresh snapshots, 503 otherwise |
+//!
+//! Who may do what. Every request must name the board in its `Host` header: the listen
+//! address, `localhost`, `127.0.0.1`, `[::1]` or one of `[web] hosts` (any IP literal too when
+//! the board listens on every interface: DNS rebinding needs a name, never an address);
+//! anything else is answered 421, so a web page whose name was rebound to the gateway reads
+//! nothing. A request with no `Host` at all (HTTP/1.0, such as the container image's health
+//! check) is not from a browser and is let through. Reading is otherwise open. A write (every `POST`) is refused with 403 when its
+//! `Origin` names another host (a form or script on a foreign page), with 403 when no
+//! `[web] write_token` is configured (the board is read-only then), and with 401 unless it
+//! carries `Authorization: Bearer <token>`.
 
 pub mod config;
 
@@ -51,6 +61,149 @@ pub struct Board {
     pub metrics: Metrics,
     /// Where `POST /api/value-added` writes declared figures (the engine re-reads it).
     pub declared_file: Option<PathBuf>,
+    /// Who may write, and which `Host` and `Origin` names the board answers to.
+    pub access: Arc<Access>,
+}
+
+/// The board's access rules (see the module's documentation).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The write token; `None`: every write is refused.
+    pub write_token: Option<String>,
+    /// Host names (lower case, without port) accepted in `Host` and `Origin`.
+    pub hosts: Vec<String>,
+    /// The board listens on every interface: an IP literal is accepted as host too.
+    pub any_address: bool,
+}
+
+impl Access {
+    /// The rules for a board listening on `listen`, with the configured extra `hosts`.
+    pub fn new(
+        listen: std::net::SocketAddr,
+        hosts: &[String],
+        write_token: Option<String>,
+    ) -> Self {
+        let mut names: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        names.push(match listen.ip() {
+            std::net::IpAddr::V4(ip) => ip.to_string(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        });
+        names.extend(
+            hosts
+                .iter()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase()),
+        );
+        Access {
+            write_token,
+            hosts: names,
+            any_address: listen.ip().is_unspecified(),
+        }
+    }
+
+    /// Whether `authority` (`host[:port]`, as in `Host`) names this board.
+    pub fn host_allowed(&self, authority: &str) -> bool {
+        let host = strip_port(authority)
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if self.hosts.contains(&host) {
+            return true;
+        }
+        self.any_address
+            && (host.parse::<std::net::Ipv4Addr>().is_ok()
+                || host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok()))
+    }
+
+    /// Whether a request's `Origin` (`scheme://host[:port]`, or `null`) is this board.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        match origin.split_once("://") {
+            Some(("http" | "https", authority)) => {
+                !authority.contains('/') && self.host_allowed(authority)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `header` (the `Authorization` value) carries the write token.
+    fn token_matches(&self, header: Option<&str>) -> bool {
+        let (Some(token), Some(header)) = (&self.write_token, header) else {
+            return false;
+        };
+        let Some(given) = header.strip_prefix("Bearer ") else {
+            return false;
+        };
+        // Compared in time independent of where the first difference is.
+        let (a, b) = (token.as_bytes(), given.trim().as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// `host` from `host:port` or `[v6]:port`.
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// Refuses a request to a foreign `Host` (421) and an unauthorised write (403/401).
+async fn guard(
+    State(board): State<Board>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let access = &board.access;
+    let headers = request.headers();
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = header(header::HOST).or_else(|| request.uri().authority().map(|a| a.as_str()));
+    // A request without `Host` (HTTP/1.0, the image's health check) cannot come from a
+    // browser, and DNS rebinding needs a browser: it is let through.
+    if let Some(host) = host
+        && !access.host_allowed(host)
+    {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this board does not answer to host `{host}`: add the name to [web] hosts if it is the gateway's\n"
+            ),
+        )
+            .into_response();
+    }
+    if request.method() != axum::http::Method::GET && request.method() != axum::http::Method::HEAD {
+        if let Some(origin) = header(header::ORIGIN)
+            && !access.origin_allowed(origin)
+        {
+            return (
+                StatusCode::FORBIDDEN,
+                format!("writes from origin `{origin}` are refused: only the board's own pages may write\n"),
+            )
+                .into_response();
+        }
+        if access.write_token.is_none() {
+            return (
+                StatusCode::FORBIDDEN,
+                "the board is read-only: set [web] write_token = { env = \"VARIABLE\" } or { file = \"/path\" } \
+                 and send it as `Authorization: Bearer <token>` to enable writes\n",
+            )
+                .into_response();
+        }
+        if !access.token_matches(header(header::AUTHORIZATION)) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a write needs the [web] write_token as `Authorization: Bearer <token>`\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Serves on a bound listener until shutdown.
@@ -76,6 +229,7 @@ pub fn router(board: Board) -> Router {
         .route("/api/value-added", post(value_added))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .layer(axum::middleware::from_fn_with_state(board.clone(), guard))
         .with_state(board)
 }
 
@@ -365,7 +519,7 @@ async fn value_added(State(board): State<Board>, Json(d): Json<DeclaredJson>) ->
     let result =
         tokio::task::spawn_blocking(move || declare(&path, &d.period, d.value_10k_cny)).await;
     match result {
-        Ok(Ok(())) => (StatusCode::NO_CONTENT, "").into_response(),
+        Ok(Ok(())) => (StatusCode::OK, "declared\n").into_response(),
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }

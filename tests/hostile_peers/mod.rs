@@ -464,13 +464,14 @@ impl Agent {
     }
 
     /// `/metrics`, parsed: series text (`name{labels}`) → value. Empty until the board answers.
+    /// The board answers only to its own names (DNS rebinding), so `Host` is the loopback address.
     pub async fn metrics(&self) -> BTreeMap<String, f64> {
         let Ok(Ok(mut stream)) =
             tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(self.web)).await
         else {
             return BTreeMap::new();
         };
-        let request = "GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n";
+        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
         if stream.write_all(request.as_bytes()).await.is_err() {
             return BTreeMap::new();
         }

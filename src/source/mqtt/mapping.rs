@@ -304,6 +304,16 @@ struct Ctx {
 }
 
 impl Mapper {
+    /// Counts a message the client could not read at all: a 3.1.1 packet of `size` bytes,
+    /// larger than the client reads (its topic is unknown).
+    pub fn oversized_unread(&mut self, size: usize, limit: usize) {
+        self.ctx.stats.fault(
+            "(unread)",
+            Fault::Oversized,
+            &format!("a message of {size} bytes is larger than the {limit} bytes the client reads: not read"),
+        );
+    }
+
     /// `machines` and `meters` are the register: messages for anything else are counted.
     pub fn new(
         broker: &MqttBroker,

@@ -50,13 +50,23 @@
 //!
 //! ## Oversized messages
 //!
-//! A payload larger than `max_packet_size` is counted and dropped by the [`Mapper`] (and
-//! acknowledged, so it is not sent again). To see its topic the client must read it, so the
-//! client accepts packets up to four times `max_packet_size` (at least 1 MiB). Beyond that
-//! ceiling the client cannot read the packet: with MQTT 5 the ceiling is announced to the
-//! broker, which then discards such messages itself; with 3.1.1 the connection fails and the
-//! broker would send the message again on every connection, so the error says to set the
-//! broker's own limit (`message_size_limit` in Mosquitto) below the ceiling.
+//! A payload larger than `max_packet_size` is counted as `oversized` and dropped by the
+//! [`Mapper`] (and acknowledged, so it is not sent again). To see its topic the client must
+//! read it, so the client reads packets up to four times `max_packet_size` (at least 1 MiB).
+//! A larger packet, up to [`OVERSIZED_READ_MAX`], is still read, counted and dropped:
+//!
+//! - with MQTT 5 the client announces [`OVERSIZED_READ_MAX`] as its maximum packet size; the
+//!   broker discards larger messages itself (they leave a trace only in the broker's log);
+//! - with 3.1.1 nothing can be announced: the connection fails when such a packet arrives, and
+//!   the broker sends it again on the next connection. So the next connection reads packets up
+//!   to that packet's size (at most [`OVERSIZED_READ_MAX`]), the message is read, counted,
+//!   dropped and acknowledged, and the connection after that is back to the usual limit. A
+//!   packet larger than [`OVERSIZED_READ_MAX`] cannot be skipped under 3.1.1: it is counted
+//!   (topic `(unread)`) at every attempt, the back-off grows (a connection counts as good only
+//!   once it has delivered a message or lasted a minute), and the error says to set the
+//!   broker's `message_size_limit` or use MQTT 5.
+//!
+//! Reading a large packet costs its size in memory for as long as it is read.
 
 pub mod check;
 pub mod config;
@@ -88,6 +98,10 @@ pub use mapping::Mapper;
 pub const REQUEST_CAPACITY: usize = crate::queue::MQTT_SOURCE_REQUESTS.capacity;
 /// The smallest packet ceiling of the client (see "Oversized messages").
 const MIN_PACKET_CEILING: usize = 1 << 20;
+/// The largest packet the client reads to count and drop it (see "Oversized messages").
+pub const OVERSIZED_READ_MAX: usize = 64 << 20;
+/// A connection that lasted this long counts as good: the back-off starts afresh.
+const GOOD_CONNECTION: Duration = Duration::from_secs(60);
 
 /// The id a broker's client uses when the config names none. It must be stable across
 /// restarts (the broker finds the session by it) and unique among the broker's clients.
@@ -159,7 +173,7 @@ pub fn prepare(
             let mut o = cfg.connection.options_v5(&cfg.id, &id)?;
             o.set_clean_start(cfg.clean_session)
                 .set_manual_acks(true)
-                .set_max_packet_size(Some(ceiling as u32))
+                .set_max_packet_size(Some(OVERSIZED_READ_MAX.max(ceiling) as u32))
                 .set_receive_maximum(Some(RECEIVE_MAXIMUM));
             if !cfg.clean_session {
                 o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
@@ -233,7 +247,9 @@ impl Session {
         }
     }
 
-    async fn poll(&mut self, ceiling: usize) -> Result<Polled, String> {
+    /// One turn of the event loop. An error gives the reason and, for a 3.1.1 packet over the
+    /// read limit, its size.
+    async fn poll(&mut self, ceiling: usize) -> Result<Polled, (String, Option<usize>)> {
         use rumqttc::{Event, Packet};
         match self {
             Session::V4(_, events) => match events.poll().await {
@@ -249,7 +265,7 @@ impl Session {
                         .count(),
                 }),
                 Ok(_) => Ok(Polled::Other),
-                Err(e) => Err(describe_v4(&e, ceiling)),
+                Err(e) => Err((describe_v4(&e, ceiling), too_large(&e))),
             },
             Session::V5(_, events) => match events.poll().await {
                 Ok(rumqttc::v5::Event::Incoming(v5b::Packet::ConnAck(c))) => {
@@ -268,10 +284,13 @@ impl Session {
                         .count(),
                 }),
                 Ok(_) => Ok(Polled::Other),
-                Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => Err(format!(
-                    "the broker refused the connection ({code:?}): check username, password and client id"
+                Err(rumqttc::v5::ConnectionError::ConnectionRefused(code)) => Err((
+                    format!(
+                        "the broker refused the connection ({code:?}): check username, password and client id"
+                    ),
+                    None,
                 )),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err((e.to_string(), None)),
             },
         }
     }
@@ -304,11 +323,28 @@ impl Session {
         }
     }
 
+    /// 3.1.1: the largest packet the next connection reads (MQTT 5 announces its limit).
+    fn set_read_limit(&mut self, limit: usize, outgoing: usize) {
+        if let Session::V4(_, events) = self {
+            events.mqtt_options.set_max_packet_size(limit, outgoing);
+        }
+    }
+
     fn try_disconnect(&self) {
         let _ = match self {
             Session::V4(c, _) => c.try_disconnect().is_ok(),
             Session::V5(c, _) => c.try_disconnect().is_ok(),
         };
+    }
+}
+
+/// The size of a 3.1.1 packet the client refused to read.
+fn too_large(e: &rumqttc::ConnectionError) -> Option<usize> {
+    match e {
+        rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
     }
 }
 
@@ -320,10 +356,16 @@ fn describe_v4(e: &rumqttc::ConnectionError, ceiling: usize) -> String {
         ),
         ConnectionError::MqttState(StateError::Deserialization(
             rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) if *size <= OVERSIZED_READ_MAX => format!(
+            "the broker sent a {size}-byte packet, more than the {ceiling} bytes the client reads: \
+             the next connection reads it to count and drop it"
+        ),
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
         )) => format!(
-            "the broker sent a {size}-byte packet, more than the {ceiling} bytes the client reads; \
-             with MQTT 3.1.1 it sends it again on every connection: set the broker's \
-             message_size_limit below {ceiling}, or raise max_packet_size, or use protocol = \"5\""
+            "the broker sent a {size}-byte packet, more than the {OVERSIZED_READ_MAX} bytes the \
+             client reads at most; with MQTT 3.1.1 it sends it again on every connection: set the \
+             broker's message_size_limit below {ceiling}, or use protocol = \"5\""
         ),
         other => other.to_string(),
     }
@@ -372,6 +414,13 @@ pub async fn run(
     let mut up: Option<bool> = None;
     let mut out = Vec::new();
     let mut pacer = Pacer::new();
+    // Since when the current connection is up, and whether it has delivered a message: only a
+    // connection that did either, or lasted [`GOOD_CONNECTION`], resets the back-off, so a
+    // connection that fails at once every time backs off like a refused one.
+    let mut connected_at: Option<std::time::Instant> = None;
+    let mut delivered = false;
+    // 3.1.1: the read limit was raised for this connection to read one oversized packet.
+    let mut raised = false;
     'run: loop {
         let polled_at = std::time::Instant::now();
         let polled = tokio::select! {
@@ -385,7 +434,14 @@ pub async fn run(
         let now = Timestamp::now();
         match polled {
             Ok(Polled::Connected { session_present }) => {
-                backoff.reset();
+                connected_at = Some(std::time::Instant::now());
+                delivered = false;
+                if raised {
+                    // This connection reads with the raised limit; the next one is back to the
+                    // usual limit.
+                    session.set_read_limit(ceiling, ceiling);
+                    raised = false;
+                }
                 connections.fetch_add(1, Ordering::Relaxed);
                 connected.store(1, Ordering::Relaxed);
                 if !session_present || !subscribed_once {
@@ -404,6 +460,10 @@ pub async fn run(
                 }
             }
             Ok(Polled::Message(message)) => {
+                if !delivered {
+                    delivered = true;
+                    backoff.reset();
+                }
                 mapper.handle(&message.topic(), message.payload(), now, &mut out);
                 if !send_all(&events, &mut out, &mut shutdown).await {
                     break 'run;
@@ -426,10 +486,28 @@ pub async fn run(
                 "the broker refused subscriptions: check its ACL for this client and the topic patterns"
             ),
             Ok(_) => {}
-            Err(reason) => {
+            Err((reason, too_large)) => {
                 connected.store(0, Ordering::Relaxed);
                 connect_failures.fetch_add(1, Ordering::Relaxed);
-                let wait = backoff.next_wait();
+                if connected_at
+                    .take()
+                    .is_some_and(|t| t.elapsed() >= GOOD_CONNECTION)
+                {
+                    backoff.reset();
+                }
+                let wait = match too_large {
+                    // 3.1.1: read it on the next connection, at once (see "Oversized messages").
+                    Some(size) if size <= OVERSIZED_READ_MAX => {
+                        session.set_read_limit(size, ceiling);
+                        raised = true;
+                        Duration::ZERO
+                    }
+                    Some(size) => {
+                        mapper.oversized_unread(size, OVERSIZED_READ_MAX);
+                        backoff.next_wait()
+                    }
+                    None => backoff.next_wait(),
+                };
                 if up != Some(false) {
                     warn!(parent: &span, %reason, retry_in = ?wait, "broker connection lost");
                     out.push(SourceEvent::DeviceDown {
