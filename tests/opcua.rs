@@ -5,9 +5,13 @@
 //! (`$XDG_CACHE_HOME/shopfloor/venv`, by default `~/.cache/shopfloor/venv`); point
 //! `SHOPFLOOR_TEST_PYTHON` at another interpreter that has asyncua to use that one.
 
+#[path = "support/python.rs"]
+mod support_python;
+use support_python::python;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,24 +22,6 @@ use shopfloor::shutdown;
 use shopfloor::source::opcua::client;
 use shopfloor::source::opcua::config::OpcuaServer;
 use tokio::sync::mpsc;
-
-/// The Python that has asyncua.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOPFLOOR_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .expect("HOME or XDG_CACHE_HOME is set");
-    let python = cache.join("shopfloor/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} does not exist: run scripts/test, which installs asyncua there, or set SHOPFLOOR_TEST_PYTHON",
-        python.display()
-    );
-    python
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -9,9 +9,12 @@
 //! (`$XDG_CACHE_HOME/shopfloor/venv`, by default `~/.cache/shopfloor/venv`); point
 //! `SHOPFLOOR_TEST_PYTHON` at another interpreter that has pymodbus to use that one.
 
+#[path = "support/python.rs"]
+mod support_python;
+use support_python::python;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -21,24 +24,6 @@ use shopfloor::model::{SourceEvent, Target, Value};
 use shopfloor::shutdown;
 use shopfloor::source::modbus::{self, health};
 use tokio::sync::mpsc;
-
-/// The Python that has pymodbus.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHOPFLOOR_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .expect("HOME or XDG_CACHE_HOME is set");
-    let python = cache.join("shopfloor/venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} does not exist: run scripts/test, which installs pymodbus there, or set SHOPFLOOR_TEST_PYTHON",
-        python.display()
-    );
-    python
-}
 
 /// The pymodbus server process; killed when dropped.
 struct PyModbus {
