@@ -984,6 +984,11 @@ pub const SPOOL_WAITS: &str = "shopfloor_engine_spool_waits_total";
 ///
 /// A record is lost here only if the spool task has stopped (the queue is disconnected, which
 /// happens only at shutdown): counted in [`RECORDS_DROPPED`].
+/// The longest the clock holds off while the engine is behind its sources (see `run`): long
+/// enough for a stalled spool to recover, short enough that a machine that really fell silent
+/// is still found offline within `offline_after` plus this.
+const HOLD_WHILE_BEHIND: SignedDuration = SignedDuration::from_secs(5);
+
 pub async fn run(
     mut engine: Engine,
     mut events: mpsc::Receiver<SourceEvent>,
@@ -1038,6 +1043,8 @@ pub async fn run(
     let mut linger_due = !pending.is_empty();
     // The batch waiting for room in the spool queue, if any.
     let mut handing: Option<flume::r#async::SendFut<'_, Vec<String>>> = None;
+    // Since when the engine has been behind its sources at a tick (see the ticker below).
+    let mut behind_since: Option<Timestamp> = None;
     let lose = |batch: Vec<String>| {
         let n = batch.len() as u64;
         let total = dropped.fetch_add(n, Ordering::Relaxed) + n;
@@ -1060,7 +1067,23 @@ pub async fn run(
             }
             _ = ticker.tick() => {
                 let now = Timestamp::now();
-                engine.tick(now, &mut pending);
+                // While the engine is behind (a batch waits for room in the spool, or events
+                // wait for the engine), a machine's silence may be the engine's, not the
+                // machine's: its samples are in the queue. The clock then holds off, for
+                // [`HOLD_WHILE_BEHIND`] at most, so a spool that stalls for a few seconds
+                // (SQLite's busy wait while an old spool closes on a reload) makes no machine
+                // offline; the next tick accounts the whole span.
+                let behind = handing.is_some() || !events.is_empty();
+                let hold = behind && {
+                    let since = *behind_since.get_or_insert(now);
+                    now.duration_since(since) < HOLD_WHILE_BEHIND
+                };
+                if !behind {
+                    behind_since = None;
+                }
+                if !hold {
+                    engine.tick(now, &mut pending);
+                }
                 if now >= next_agent_line {
                     pending.extend(engine.agent_line(now, &metrics));
                     next_agent_line = now + AGENT_LINE_EVERY;
