@@ -465,6 +465,34 @@ async fn a_server_restart_recovers_within_10_s_without_duplicates() {
     assert!(health.contains(&"down"));
 }
 
+/// A secured connection is refused while the server's certificate is untrusted (the device goes
+/// down); once the rejected certificate is moved to `trusted/`, as the error says to, values
+/// arrive. Returns whether machine `m`'s `int32` arrived after trusting.
+async fn refused_then_trusted(
+    rx: &mut mpsc::Receiver<SourceEvent>,
+    seen: &mut Seen,
+    pki: &Path,
+    what: &str,
+) -> bool {
+    assert!(
+        watch(rx, seen, Duration::from_secs(30), |s| s
+            .health
+            .iter()
+            .any(|h| h.0.starts_with("down")))
+        .await,
+        "{what}: {:?}",
+        seen.health
+    );
+    std::fs::create_dir_all(pki.join("trusted")).unwrap();
+    for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
+        std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
+    }
+    watch(rx, seen, Duration::from_secs(30), |s| {
+        s.last("m", "int32").is_some()
+    })
+    .await
+}
+
 fn secure_config(endpoint: &str, pki: &Path, password_file: &Path) -> OpcuaServer {
     secure_config_with(endpoint, pki, password_file, "basic256sha256")
 }
@@ -584,23 +612,7 @@ async fn aes128_and_aes256_policies_sign_and_encrypt() {
         let (mut rx, _m, trigger, task) = start(config, &pki);
         let mut seen = Seen::default();
         // Refused first (untrusted), then trusted the documented way.
-        assert!(
-            watch(&mut rx, &mut seen, Duration::from_secs(30), |s| s
-                .health
-                .iter()
-                .any(|h| h.0.starts_with("down")))
-            .await,
-            "{policy}: {:?}",
-            seen.health
-        );
-        std::fs::create_dir_all(pki.join("trusted")).unwrap();
-        for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
-            std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
-        }
-        let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
-            s.last("m", "int32").is_some()
-        })
-        .await;
+        let ok = refused_then_trusted(&mut rx, &mut seen, &pki, policy).await;
         trigger.fire();
         let _ = task.await;
         assert!(ok, "{policy}: no value; health: {:?}", seen.health);
@@ -638,23 +650,7 @@ async fn an_x509_user_certificate_logs_in() {
     ));
     let (mut rx, _m, trigger, task) = start(config, &pki);
     let mut seen = Seen::default();
-    assert!(
-        watch(&mut rx, &mut seen, Duration::from_secs(30), |s| s
-            .health
-            .iter()
-            .any(|h| h.0.starts_with("down")))
-        .await,
-        "{:?}",
-        seen.health
-    );
-    std::fs::create_dir_all(pki.join("trusted")).unwrap();
-    for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
-        std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
-    }
-    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
-        s.last("m", "int32").is_some()
-    })
-    .await;
+    let ok = refused_then_trusted(&mut rx, &mut seen, &pki, "user certificate").await;
     trigger.fire();
     let _ = task.await;
     assert!(
