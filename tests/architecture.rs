@@ -46,30 +46,31 @@ const ABOVE_GROUND: &[&str] = &[
 /// layer 4  web, county, sim
 /// layer 5  agent (and main.rs)
 /// ```
+/// Why the ground floor imports nothing above it.
+const GROUND_FLOOR: &str = "the ground floor (model, line_protocol, metrics, shutdown, queue) is \
+                            the shared vocabulary and data contract every stage uses; it imports \
+                            only itself";
+
 const RULES: &[Rule] = &[
     Rule {
         module: "model",
         forbidden: ABOVE_GROUND,
-        why: "the ground floor (model, line_protocol, metrics, shutdown, queue) is the shared vocabulary \
-              and data contract every stage uses; it imports only itself",
+        why: GROUND_FLOOR,
     },
     Rule {
         module: "line_protocol",
         forbidden: ABOVE_GROUND,
-        why: "the ground floor (model, line_protocol, metrics, shutdown, queue) is the shared vocabulary \
-              and data contract every stage uses; it imports only itself",
+        why: GROUND_FLOOR,
     },
     Rule {
         module: "metrics",
         forbidden: ABOVE_GROUND,
-        why: "the ground floor (model, line_protocol, metrics, shutdown, queue) is the shared vocabulary \
-              and data contract every stage uses; it imports only itself",
+        why: GROUND_FLOOR,
     },
     Rule {
         module: "shutdown",
         forbidden: ABOVE_GROUND,
-        why: "the ground floor (model, line_protocol, metrics, shutdown, queue) is the shared vocabulary \
-              and data contract every stage uses; it imports only itself",
+        why: GROUND_FLOOR,
     },
     Rule {
         module: "queue",
