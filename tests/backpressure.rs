@@ -160,10 +160,15 @@ async fn an_mqtt_burst_faster_than_the_spool_arrives_in_the_store_exactly_once()
         } else {
             let have: BTreeSet<u64> = values.iter().copied().collect();
             let missing: Vec<u64> = (1..=COUNT).filter(|s| !have.contains(s)).take(10).collect();
+            // Every counter that can explain a gap: a gap with all of them at 0 is a stall,
+            // a gap with spool drops is a bound (a full disk lowers the spool's byte bound).
             Err(format!(
-                "{} values; first missing {missing:?}; dropped in the agent {}",
+                "{} values; first missing {missing:?}; dropped in the engine {}, \
+                 dropped by the spool {}, lost by the spool {}",
                 values.len(),
-                metric(&metrics, shopfloor::engine::RECORDS_DROPPED, None)
+                metric(&metrics, shopfloor::engine::RECORDS_DROPPED, None),
+                metric(&metrics, "shopfloor_spool_dropped_lines", None),
+                metric(&metrics, "shopfloor_spool_lost_lines_total", None),
             ))
         }
     })
