@@ -12,7 +12,8 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::config::{
-    self, Checker, Diagnostics, Machine, Meter, References, Site, load_file, sections, unchecked,
+    self, Checker, Deliveries, Diagnostics, Machine, Meter, References, Site, load_file, sections,
+    unchecked,
 };
 use crate::engine::config::{
     self as engine, Agent, Calendar, EnergyConfig, Green, StateRules, ValueAdded,
@@ -104,7 +105,130 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Confi
     }
     let refs = References::new(root, &config.machines, &config.meters);
     config.check_sections(checker, root, &at, &refs);
+    check_deliveries(checker, root, &at, &config);
     Some(config)
+}
+
+/// What every source delivers to which machine and meter. A new source adds its line.
+fn deliveries(config: &Config) -> Deliveries {
+    let mut out = Deliveries::default();
+    for device in &config.modbus {
+        modbus::deliveries(device, &mut out);
+    }
+    for broker in &config.mqtt {
+        crate::source::mqtt::check::deliveries(broker, &mut out);
+    }
+    for server in &config.opcua {
+        crate::source::opcua::config::deliveries(server, &mut out);
+    }
+    out
+}
+
+/// Refuses a state rule, a meter's reading or a part counter that names a signal no source
+/// of its machine or meter delivers (see [`config::Deliveries`]); a rule set's signal that
+/// some of its machines get and others do not is a warning.
+fn check_deliveries(
+    checker: &mut Checker<'_>,
+    root: &Spanned<DeTable<'_>>,
+    at: &std::collections::HashMap<&'static str, Vec<usize>>,
+    config: &Config,
+) {
+    use crate::config::{Seg, Verdict, key};
+    let delivered = deliveries(config);
+    let index = |section: &str, i: usize| at.get(section).and_then(|v| v.get(i).copied());
+
+    for (i, set) in config.state_rules.iter().enumerate() {
+        let Some(doc) = index("state_rules", i) else {
+            continue;
+        };
+        let covered: Vec<&Machine> = config
+            .machines
+            .iter()
+            .filter(|m| {
+                crate::engine::state::rules_for(m, &config.state_rules)
+                    .is_some_and(|s| std::ptr::eq(s, set))
+            })
+            .collect();
+        for (j, rule) in set.rules.iter().enumerate() {
+            for (k, condition) in rule.when.iter().enumerate() {
+                let mut missing = Vec::new();
+                let mut got = Vec::new();
+                for m in &covered {
+                    match delivered.machine(&m.id, &condition.signal) {
+                        Verdict::Delivered => got.push(m.id.as_str()),
+                        Verdict::Missing(why) => missing.push((m.id.as_str(), why)),
+                        Verdict::NoSource => {}
+                    }
+                }
+                let Some((_, why)) = missing.first() else {
+                    continue;
+                };
+                let path = [
+                    key("state_rules"),
+                    Seg::Index(doc),
+                    key("rule"),
+                    Seg::Index(j),
+                    key("when"),
+                    Seg::Index(k),
+                    key("signal"),
+                ];
+                let span = checker.span_of(root, &path);
+                if got.is_empty() {
+                    checker.push(span, format!("this rule can never hold: {why}"));
+                } else {
+                    let names: Vec<&str> = missing.iter().map(|(m, _)| *m).collect();
+                    checker.warn(
+                        span,
+                        format!(
+                            "signal `{}` reaches {} but not {} of the machines these rules cover: the rule never holds for those",
+                            condition.signal,
+                            got.join(", "),
+                            names.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    for (i, machine) in config.machines.iter().enumerate() {
+        let Some(doc) = index("machine", i) else {
+            continue;
+        };
+        for (name, signal) in [
+            ("parts_signal", &machine.parts_signal),
+            ("good_signal", &machine.good_signal),
+            ("reject_signal", &machine.reject_signal),
+        ] {
+            if let Some(signal) = signal
+                && let Verdict::Missing(why) = delivered.machine(&machine.id, signal)
+            {
+                let span = checker.span_of(root, &[key("machine"), Seg::Index(doc), key(name)]);
+                checker.push(span, format!("the part counter is never read: {why}"));
+            }
+        }
+    }
+
+    for (i, meter) in config.meters.iter().enumerate() {
+        let (Some(doc), Some(signal)) = (index("meter", i), &meter.signal) else {
+            continue;
+        };
+        let span = checker.span_of(root, &[key("meter"), Seg::Index(doc), key("signal")]);
+        match delivered.meter(&meter.id, signal) {
+            Verdict::Delivered => {}
+            Verdict::Missing(why) => {
+                checker.push(span, format!("the meter's reading is never read: {why}"));
+            }
+            Verdict::NoSource => checker.warn(
+                span,
+                format!(
+                    "no source delivers signals to meter `{}`: its {} stays \"not measured\" until a device, topic or node names it",
+                    meter.id,
+                    meter.carrier.as_str()
+                ),
+            ),
+        }
+    }
 }
 
 impl<'a> From<&'a Config> for engine::Sections<'a> {

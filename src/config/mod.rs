@@ -8,6 +8,7 @@
 //! Loading never stops at the first mistake: every problem is reported with file, line and
 //! column.
 
+mod deliveries;
 mod load;
 mod register;
 mod secret;
@@ -16,6 +17,7 @@ mod section;
 pub(crate) mod composite;
 
 pub(crate) use composite::Composite;
+pub(crate) use deliveries::{Deliveries, To, Verdict};
 pub(crate) use load::{
     Checker, Seg, check_document, check_document_in, check_document_warned, join, key, key_names,
     load_file, not_registered, raw_ids, span_in, struct_fields, suggest, unknown_meter,

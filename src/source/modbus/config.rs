@@ -840,6 +840,23 @@ pub(crate) fn check_serial_ports(
     }
 }
 
+/// What the device's register map delivers (its profile merged in, each field's machine or
+/// meter resolved by the check), for the check that every signal a state rule, meter or part
+/// counter names comes from somewhere.
+pub(crate) fn deliveries(device: &ModbusDevice, out: &mut crate::config::Deliveries) {
+    use crate::config::To;
+    for field in &device.fields {
+        let to = match (&field.machine, &field.meter, &device.machine, &device.meter) {
+            (Some(m), ..) => To::Machine(m),
+            (None, Some(m), ..) => To::Meter(m),
+            (None, None, Some(m), _) => To::Machine(m),
+            (None, None, None, Some(m)) => To::Meter(m),
+            (None, None, None, None) => continue,
+        };
+        out.signal(to, &field.signal);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,3 +234,33 @@ fn check_broker(
         }
     }
 }
+
+/// What the broker's topics deliver, for the check that every signal a state rule, meter or
+/// part counter names comes from somewhere: a topic whose machine (or meter) is built from
+/// captures feeds any of them, a signal built from captures has a run-time name.
+pub(crate) fn deliveries(broker: &MqttBroker, out: &mut crate::config::Deliveries) {
+    use crate::config::To;
+    use mapping::default_machine;
+    let templated = |t: &str| {
+        Template::parse(t)
+            .map(|t| t.capture_names().next().is_some())
+            .unwrap_or(true)
+    };
+    for topic in &broker.topics {
+        let to = match (&topic.meter, &topic.machine) {
+            (Some(m), _) if templated(m) => To::AnyMeter,
+            (Some(m), _) => To::Meter(m),
+            (None, Some(m)) if !templated(m) => To::Machine(m),
+            (None, Some(_)) => To::AnyMachine,
+            (None, None) if templated(default_machine(topic.format)) => To::AnyMachine,
+            (None, None) => To::Machine(default_machine(topic.format)),
+        };
+        for field in &topic.fields {
+            if templated(&field.signal) {
+                out.open(to);
+            } else {
+                out.signal(to, &field.signal);
+            }
+        }
+    }
+}

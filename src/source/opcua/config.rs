@@ -718,6 +718,19 @@ pub(crate) fn check_servers(
     }
 }
 
+/// What the server's nodes deliver, for the check that every signal a state rule, meter or
+/// part counter names comes from somewhere.
+pub(crate) fn deliveries(server: &OpcuaServer, out: &mut crate::config::Deliveries) {
+    use crate::config::To;
+    for (owner, signal, _) in server.signals() {
+        let to = match owner {
+            Owner::Machine(m) => To::Machine(m),
+            Owner::Meter(m) => To::Meter(m),
+        };
+        out.signal(to, signal);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

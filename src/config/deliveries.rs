@@ -1,0 +1,184 @@
+//! Which signals the sources deliver to which machine and meter, for the check that every
+//! signal a state rule, a meter or a part counter names comes from somewhere.
+//!
+//! A typo in a state rule's signal (`spindle_speed` for `spindle_rpm`) otherwise passes: the
+//! rule never holds, and the machine shows idle while it runs, with no warning anywhere. Each
+//! source section says what it delivers ([`Deliveries::signal`]); a source whose signal names
+//! are only known at run time (an MQTT signal built from a topic's captures) makes its
+//! machines [`Deliveries::open`], and nothing is refused for them.
+//!
+//! The check is one-sided on purpose: a machine that no source names (a register entry
+//! without data, which the networking rate counts as not networked) is not checked, and a
+//! name delivered to *some* machine a rule set covers but not to others is a warning, since a
+//! rule set shared by a kind may name alternatives.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::load::suggest;
+
+/// Who a source's signal goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum To<'a> {
+    Machine(&'a str),
+    Meter(&'a str),
+    /// Whichever machine a topic's captures name (`plant/{machine}/data`).
+    AnyMachine,
+    /// Whichever meter a topic's captures name.
+    AnyMeter,
+}
+
+#[derive(Debug, Default)]
+struct Delivered {
+    signals: BTreeSet<String>,
+    open: bool,
+}
+
+/// The signals delivered, by machine and meter.
+#[derive(Debug, Default)]
+pub(crate) struct Deliveries {
+    machines: HashMap<String, Delivered>,
+    meters: HashMap<String, Delivered>,
+    any_machine: Delivered,
+    any_meter: Delivered,
+}
+
+/// What [`Deliveries::machine`] and [`Deliveries::meter`] find for a signal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A source delivers it (or may: a source with run-time names covers the target).
+    Delivered,
+    /// No source delivers anything to the target: not connected, nothing to check.
+    NoSource,
+    /// Sources deliver to the target, but not this signal; the message says what they do
+    /// deliver.
+    Missing(String),
+}
+
+impl Deliveries {
+    fn slot(&mut self, to: To<'_>) -> &mut Delivered {
+        match to {
+            To::Machine(id) => self.machines.entry(id.to_string()).or_default(),
+            To::Meter(id) => self.meters.entry(id.to_string()).or_default(),
+            To::AnyMachine => &mut self.any_machine,
+            To::AnyMeter => &mut self.any_meter,
+        }
+    }
+
+    /// A source delivers `signal` to `to`.
+    pub(crate) fn signal(&mut self, to: To<'_>, signal: &str) {
+        self.slot(to).signals.insert(signal.to_string());
+    }
+
+    /// A source delivers signals to `to` whose names are known only at run time.
+    pub(crate) fn open(&mut self, to: To<'_>) {
+        self.slot(to).open = true;
+    }
+
+    /// Whether machine `id` gets `signal`.
+    pub(crate) fn machine(&self, id: &str, signal: &str) -> Verdict {
+        verdict(
+            "machine",
+            id,
+            self.machines.get(id),
+            &self.any_machine,
+            signal,
+        )
+    }
+
+    /// Whether meter `id` gets `signal`.
+    pub(crate) fn meter(&self, id: &str, signal: &str) -> Verdict {
+        verdict("meter", id, self.meters.get(id), &self.any_meter, signal)
+    }
+}
+
+fn verdict(
+    what: &str,
+    id: &str,
+    own: Option<&Delivered>,
+    any: &Delivered,
+    signal: &str,
+) -> Verdict {
+    let Some(own) = own else {
+        // Only a capture-built source might feed it: that may be any signal of any target.
+        return if any.signals.contains(signal) || any.open {
+            Verdict::Delivered
+        } else {
+            Verdict::NoSource
+        };
+    };
+    if own.open || any.open || own.signals.contains(signal) || any.signals.contains(signal) {
+        return Verdict::Delivered;
+    }
+    let names: Vec<&str> = own
+        .signals
+        .iter()
+        .chain(&any.signals)
+        .map(String::as_str)
+        .collect();
+    // Near in spelling, or else the one name that starts with the same word
+    // (`spindle_speed` for `spindle_rpm`).
+    let first_word = |n: &str| n.split('_').next().unwrap_or(n).to_ascii_lowercase();
+    let same_word: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.contains('_') && first_word(n) == first_word(signal))
+        .collect();
+    let near = suggest(signal, &names).or(match same_word[..] {
+        [one] => Some(one),
+        _ => None,
+    });
+    let hint = match near {
+        Some(near) => format!("did you mean `{near}`? "),
+        None => String::new(),
+    };
+    const SHOWN: usize = 12;
+    let mut list = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        list.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    Verdict::Missing(format!(
+        "no source delivers signal `{signal}` to {what} `{id}`: {hint}its sources deliver {list}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_is_missing_with_the_names_the_machine_gets() {
+        let mut d = Deliveries::default();
+        d.signal(To::Machine("cnc01"), "spindle_rpm");
+        d.signal(To::Machine("cnc01"), "parts");
+        assert_eq!(d.machine("cnc01", "spindle_rpm"), Verdict::Delivered);
+        let Verdict::Missing(message) = d.machine("cnc01", "spindle_speed") else {
+            panic!("the typo passes");
+        };
+        assert!(message.contains("`parts`, `spindle_rpm`"), "{message}");
+        assert!(message.contains("did you mean `spindle_rpm`?"), "{message}");
+        // One edit away: named as the likely one.
+        let Verdict::Missing(message) = d.machine("cnc01", "part") else {
+            panic!("the typo passes");
+        };
+        assert!(message.contains("did you mean `parts`?"), "{message}");
+    }
+
+    #[test]
+    fn unconnected_and_run_time_named_targets_are_not_judged() {
+        let mut d = Deliveries::default();
+        assert_eq!(d.machine("press01", "run"), Verdict::NoSource);
+        d.open(To::Machine("press01"));
+        assert_eq!(d.machine("press01", "anything"), Verdict::Delivered);
+        // A topic built from captures may feed any machine its pattern matches.
+        d.signal(To::AnyMachine, "run");
+        assert_eq!(d.machine("lathe07", "run"), Verdict::Delivered);
+        assert_eq!(d.machine("lathe07", "spindle"), Verdict::NoSource);
+        d.signal(To::Meter("main"), "kwh");
+        assert!(matches!(d.meter("main", "kWh"), Verdict::Missing(_)));
+    }
+}
