@@ -331,23 +331,12 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
             if !warnings.problems.is_empty() {
                 eprintln!("{warnings}");
             }
-            let sourced = cfg
-                .modbus
-                .iter()
-                .flat_map(|d| &d.fields)
-                .filter_map(|f| f.machine.as_deref())
-                .collect::<std::collections::HashSet<_>>()
-                .len();
-            println!(
-                "{}: ok: {} machines in the register ({} with a data source), {} meters, {} Modbus devices, {} MQTT brokers, {} outputs",
-                path.display(),
-                cfg.machines.len(),
-                sourced,
-                cfg.meters.len(),
-                cfg.modbus.len(),
-                cfg.mqtt.len(),
-                cfg.influx.len() + cfg.file.len() + usize::from(cfg.uplink.is_some())
-            );
+            if let Err(why) = writable_dir(&cfg.agent.data_dir) {
+                eprintln!("{}: {why}", path.display());
+                eprintln!("1 problem found");
+                return ExitCode::FAILURE;
+            }
+            println!("{}: ok: {}", path.display(), cfg.summary());
             if let Some(uplink) = &cfg.uplink {
                 println!("uplink ({}):", uplink.connection.address);
                 for m in &uplink.measurements {
@@ -390,6 +379,35 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
             eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether the agent can write in `dir` (its spool, state and certificates live there):
+/// `check` tries, as the agent would, with a file it removes at once, in the directory or,
+/// when that does not exist yet, in the nearest one above it that does (the agent creates the
+/// rest).
+fn writable_dir(dir: &std::path::Path) -> Result<(), String> {
+    let existing = dir
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(std::path::Path::new("."));
+    let shown = dir.display();
+    if !existing.is_dir() {
+        return Err(format!(
+            "data_dir `{shown}`: `{}` is a file, not a directory",
+            existing.display()
+        ));
+    }
+    let probe = existing.join(format!(".shopfloor-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "data_dir `{shown}` cannot be written ({e} in `{}`): the spool and the agent's state live there; create it and give the agent's user write access, or set [agent] data_dir",
+            existing.display()
+        )),
     }
 }
 

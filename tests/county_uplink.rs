@@ -591,7 +591,7 @@ fn check_shows_the_uplink_topics_and_every_mistake_in_uplink() {
     // [uplink] is on the line after the demo's last; its keys follow, one a line.
     let at = |n: usize| format!("bad.toml:{}:", demo_lines + 2 + n);
     for (line, what) in [
-        (1, "not host:port"),
+        (1, "`no-port` has no port: write `no-port:1883`"),
         (2, "wildcards"),
         (3, "a password needs `username`"),
         (4, "did you mean `topic_prefix`"),

@@ -109,6 +109,50 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Confi
     Some(config)
 }
 
+impl Config {
+    /// `check`'s one-line account of an accepted config: the register, and the sources and
+    /// outputs by kind.
+    pub fn summary(&self) -> String {
+        let (named, by_capture) =
+            deliveries(self).sourced(self.machines.iter().map(|m| m.id.as_str()));
+        let sourced = if by_capture && named == 0 {
+            "fed by the MQTT topics that name them".to_string()
+        } else if by_capture {
+            format!("{named} named by a data source, others by MQTT topics")
+        } else {
+            format!("{named} with a data source")
+        };
+        let outputs = self.influx.len() + self.file.len() + usize::from(self.uplink.is_some());
+        let mut parts = vec![
+            format!(
+                "{} ({sourced})",
+                count(
+                    self.machines.len(),
+                    "machine in the register",
+                    "machines in the register"
+                )
+            ),
+            count(self.meters.len(), "meter", "meters"),
+        ];
+        // Sources by kind, the ones the config has.
+        for (n, one, many) in [
+            (self.modbus.len(), "Modbus device", "Modbus devices"),
+            (self.mqtt.len(), "MQTT broker", "MQTT brokers"),
+            (self.opcua.len(), "OPC UA server", "OPC UA servers"),
+        ] {
+            if n > 0 {
+                parts.push(count(n, one, many));
+            }
+        }
+        parts.push(count(outputs, "output", "outputs"));
+        parts.join(", ")
+    }
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// What every source delivers to which machine and meter. A new source adds its line.
 fn deliveries(config: &Config) -> Deliveries {
     let mut out = Deliveries::default();

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeTable;
 
-use crate::config::{Checker, Secret, SecretError, Seg, duration, key, valid_host_port};
+use crate::config::{Checker, Secret, SecretError, Seg, duration, host_port_problem, key};
 
 /// The first wait after a failed connection; it doubles up to `max_backoff`.
 pub const MIN_BACKOFF: Duration = Duration::from_secs(1);
@@ -161,15 +161,9 @@ impl MqttConnection {
             let path: Vec<Seg> = base.iter().chain(rest).cloned().collect();
             c.span_of(root, &path)
         };
-        if !valid_host_port(&self.address) {
+        if let Some(problem) = host_port_problem(&self.address, 1883) {
             let span = at(checker, &[key("address")]);
-            checker.push(
-                span,
-                format!(
-                    "{what}: address `{}` is not host:port (e.g. \"192.168.1.10:1883\")",
-                    self.address
-                ),
-            );
+            checker.push(span, format!("{what}: address {problem}"));
         }
         if self.keepalive.is_zero() || self.keepalive.as_secs() > u64::from(u16::MAX) {
             let span = at(checker, &[key("keepalive")]);

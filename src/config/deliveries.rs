@@ -74,6 +74,14 @@ impl Deliveries {
         self.slot(to).open = true;
     }
 
+    /// How many of `machines` a source names, and whether a topic built from captures may
+    /// feed others: what `check` reports as machines with a data source.
+    pub(crate) fn sourced<'a>(&self, machines: impl Iterator<Item = &'a str>) -> (usize, bool) {
+        let named = machines.filter(|m| self.machines.contains_key(*m)).count();
+        let any = self.any_machine.open || !self.any_machine.signals.is_empty();
+        (named, any)
+    }
+
     /// Whether machine `id` gets `signal`.
     pub(crate) fn machine(&self, id: &str, signal: &str) -> Verdict {
         verdict(

@@ -53,17 +53,54 @@ pub(crate) fn load_file<T>(
     check: impl FnOnce(&str, &str) -> Result<T, Diagnostics>,
 ) -> Result<T, Diagnostics> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => check(&text, &file),
-        Err(e) => Err(Diagnostics {
-            file,
-            problems: vec![Problem {
-                line: 0,
-                column: 0,
-                message: format!("cannot read the file: {e}"),
-            }],
-        }),
+    let one = |line: usize, column: usize, message: String| Diagnostics {
+        file: file.clone(),
+        problems: vec![Problem {
+            line,
+            column,
+            message,
+        }],
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => return Err(one(0, 0, format!("cannot read the file: {e}"))),
+    };
+    // A BOM (Windows Notepad's "UTF-8 with BOM") is not part of the text.
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    match std::str::from_utf8(body) {
+        Ok(text) => check(text, &file),
+        Err(e) => {
+            let (line, column) = line_column_bytes(body, e.valid_up_to());
+            Err(one(line, column, not_utf8(body, e.valid_up_to())))
+        }
     }
+}
+
+/// Why a file is not text Shopfloor reads: a Chinese Windows editor saves GBK (GB18030) unless
+/// told otherwise, and its Chinese characters are bytes 0x81–0xFE in pairs.
+fn not_utf8(bytes: &[u8], at: usize) -> String {
+    let gbk_pair = matches!(bytes.get(at..at + 2), Some([0x81..=0xFE, 0x40..=0xFE]));
+    let saved_as = if gbk_pair {
+        "it looks saved as GBK/GB18030 (ANSI on a Chinese Windows)"
+    } else {
+        "it is not UTF-8 text"
+    };
+    format!(
+        "byte {:#04x} is not UTF-8: {saved_as}; save the file as UTF-8 (Notepad: Save as, Encoding UTF-8; VS Code: the encoding in the status bar, Save with Encoding, UTF-8)",
+        bytes[at]
+    )
+}
+
+/// 1-based line and column (in bytes) of a byte offset into text that is not UTF-8.
+fn line_column_bytes(bytes: &[u8], at: usize) -> (usize, usize) {
+    let before = &bytes[..at.min(bytes.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[start..]).chars().count() + 1;
+    (line, column)
 }
 
 /// The keys a table at a path takes, for "did you mean" hints; `&[]` when there is no hint.
@@ -367,7 +404,7 @@ impl Checker<'_> {
                     .map(|t| holding_key(&t))
             } else {
                 let table = table_name(path);
-                self.push(at.clone(), format!("in {table}: {message}"));
+                self.push(at.clone(), format!("in {table}: {}", in_words(message)));
                 Some(holding_key(&innermost_key_at(&working, at.start)))
             };
             let Some(next) = next.filter(|p| !p.is_empty()) else {
@@ -522,11 +559,111 @@ pub(crate) fn join(base: &[Seg], rest: &[Seg]) -> Vec<Seg> {
     base.iter().chain(rest).cloned().collect()
 }
 
-pub(crate) fn valid_host_port(address: &str) -> bool {
-    match address.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
-        None => false,
+/// serde's messages for a wrong choice or an out-of-range number, in the user's words: the
+/// choices with a "did you mean", the range a number must be in. Others pass unchanged.
+fn in_words(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown variant `")
+        && let Some((got, expected)) = rest.split_once("`, expected ")
+    {
+        let choices: Vec<&str> = expected
+            .trim_start_matches("one of ")
+            .split(['`', ',', ' '])
+            .filter(|w| !w.is_empty() && *w != "or")
+            .collect();
+        let hint = suggest(got, &choices)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        let list: Vec<String> = choices.iter().map(|c| format!("`{c}`")).collect();
+        return format!("`{got}` is not one of {}{hint}", list.join(", "));
     }
+    if let Some(rest) = message.strip_prefix("invalid value: integer `")
+        && let Some((got, ty)) = rest.split_once("`, expected ")
+    {
+        let range = match ty {
+            "u8" => "a whole number from 0 to 255",
+            "u16" => "a whole number from 0 to 65535",
+            "u32" => "a whole number from 0 to 4294967295",
+            "u64" | "usize" => "a whole number from 0 up",
+            "i8" => "a whole number from -128 to 127",
+            "i16" => "a whole number from -32768 to 32767",
+            "i32" => "a whole number from -2147483648 to 2147483647",
+            _ => return message.to_string(),
+        };
+        return format!("`{got}` is out of range: {range}");
+    }
+    message.to_string()
+}
+
+/// What is wrong with a `host:port` address, in words with the form to write; `None` when it
+/// is one. `usual_port` is the protocol's port, for the hint when the port is missing.
+pub(crate) fn host_port_problem(address: &str, usual_port: u16) -> Option<String> {
+    if let Some((scheme, rest)) = address.split_once("://") {
+        return Some(format!(
+            "`{address}` has a scheme: write `{rest}` without `{scheme}://` (the protocol follows from the section{})",
+            if scheme.starts_with("rtu") {
+                " and `transport = \"rtu_over_tcp\"`"
+            } else {
+                ""
+            }
+        ));
+    }
+    // `[::1]:502`: an IPv6 address in brackets.
+    let (host, port) = match address.strip_prefix('[') {
+        Some(rest) => match rest.split_once("]:") {
+            Some((host, port)) if host.parse::<std::net::Ipv6Addr>().is_ok() => (host, Some(port)),
+            _ => {
+                return Some(format!(
+                    "`{address}` is not an IPv6 address and port: write it as `[fd00::10]:{usual_port}`"
+                ));
+            }
+        },
+        None => match address.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (address, None),
+        },
+    };
+    let Some(port) = port else {
+        return Some(format!(
+            "`{address}` has no port: write `{address}:{usual_port}` (the protocol's usual port) or the port it listens on"
+        ));
+    };
+    if port.parse::<u16>().is_ok_and(|p| p > 0) {
+        // Fall through to the host.
+    } else {
+        return Some(format!(
+            "`{address}`: the port `{port}` is not a number from 1 to 65535"
+        ));
+    }
+    if host.is_empty() {
+        return Some(format!(
+            "`{address}` has no host: write `192.168.1.20:{port}` or a host name"
+        ));
+    }
+    if address.starts_with('[') {
+        return None;
+    }
+    // Only digits and dots: meant as an IPv4 address, so it must be one (a name never is).
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        if host.parse::<std::net::Ipv4Addr>().is_err() {
+            return Some(format!(
+                "`{host}` is not an IPv4 address: four numbers from 0 to 255, like `192.168.1.20`"
+            ));
+        }
+        return None;
+    }
+    let name_ok = host.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if !name_ok {
+        return Some(format!(
+            "`{host}` is neither an IP address nor a host name (letters, digits, `-` and dots)"
+        ));
+    }
+    None
 }
 
 /// The path serde_ignored reports, as segments. `Some` and newtype wrappers add no step.

@@ -834,7 +834,10 @@ mod tests {
         let shown = err.to_string();
         assert!(shown.contains("ingest.toml:2:"), "{shown}");
         assert!(shown.contains("share_group"), "{shown}");
-        assert!(shown.contains("not host:port"), "{shown}");
+        assert!(
+            shown.contains("`nohost` has no port: write `nohost:1883`"),
+            "{shown}"
+        );
         assert!(shown.contains("client_id must not be empty"), "{shown}");
         assert!(shown.contains("nowhere to write"), "{shown}");
     }

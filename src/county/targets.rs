@@ -830,7 +830,8 @@ mod tests {
         assert!(has(4, "between 0 and 1"), "{found:?}");
         assert!(has(5, "exactly one of `min`"), "{found:?}");
         assert!(has(8, "unknown key `maximum`"), "{found:?}");
-        assert!(has(9, "unknown variant `door`"), "{found:?}");
+        assert!(has(9, "`door` is not one of `doors`"), "{found:?}");
+        assert!(has(9, "did you mean `doors`?"), "{found:?}");
     }
 
     #[test]

@@ -11,8 +11,8 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::config::{
-    Checker, References, Section, Seg, duration, join, key, not_registered, optional_duration,
-    raw_ids, struct_fields, unknown_meter, valid_host_port,
+    Checker, References, Section, Seg, duration, host_port_problem, join, key, not_registered,
+    optional_duration, raw_ids, struct_fields, unknown_meter,
 };
 use crate::model::SignalType;
 
@@ -26,7 +26,7 @@ use crate::model::SignalType;
 pub struct ModbusDevice {
     /// Device id for logs and health lines.
     pub id: String,
-    /// `host:port` of a Modbus TCP device or of a serial server (port 502 by default).
+    /// `host:port` of a Modbus TCP device (port 502 unless set otherwise) or of a serial server.
     #[serde(default)]
     pub address: Option<String>,
     /// How frames travel to `address`: `tcp` (Modbus TCP, MBAP header) or `rtu_over_tcp` (RTU
@@ -201,7 +201,12 @@ fn default_unit() -> Slave {
 
 /// A unit id as written: a number 0–255 (which ones a device may use is checked with its link).
 fn unit_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Slave, D::Error> {
-    u8::deserialize(d).map(Slave)
+    let n = i64::deserialize(d)?;
+    u8::try_from(n).map(Slave).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "unit {n}: a unit id is 0–247 on a serial line (255 for a Modbus TCP device that is not a gateway)"
+        ))
+    })
 }
 fn default_poll() -> Duration {
     Duration::from_secs(1)
@@ -609,14 +614,9 @@ impl Checker<'_> {
                 );
             }
             (Some(address), None) => {
-                if !valid_host_port(address) {
+                if let Some(problem) = host_port_problem(address, 502) {
                     let span = at(self, &[key("address")]);
-                    self.push(
-                        span,
-                        format!(
-                            "modbus device `{id}`: address `{address}` is not host:port (e.g. \"192.168.1.20:502\")"
-                        ),
-                    );
+                    self.push(span, format!("modbus device `{id}`: address {problem}"));
                 }
             }
             (None, Some(port)) => {
