@@ -83,6 +83,10 @@ enum Command {
         /// Speak RTU frames (with CRC) over TCP, like a serial server, instead of Modbus TCP.
         #[arg(long)]
         rtu_over_tcp: bool,
+        /// Serve the machines as PLCs instead of Modbus devices: `s7` (machine N is DB N, word
+        /// W at byte 2W) or `melsec` (MC protocol 3E/4E binary; machine N from D((N-1)×registers)).
+        #[arg(long, value_name = "PROTOCOL", value_parser = parse_plc)]
+        plc: Option<sim::plc::PlcProtocol>,
         /// Misbehave: UNIT:KIND[:EVERY] with UNIT a unit id or *, KIND no-reply, delay=300ms,
         /// exception=N or drop; EVERY n-th request only. Repeat for more faults.
         #[arg(long = "fault", value_name = "FAULT")]
@@ -234,6 +238,7 @@ fn main() -> ExitCode {
             listeners,
             registers,
             rtu_over_tcp,
+            plc,
             faults,
             mqtt,
         } => runtime().and_then(|rt| {
@@ -251,6 +256,7 @@ fn main() -> ExitCode {
                         Framing::Tcp
                     },
                     faults,
+                    plc,
                 },
                 mqtt,
             ))
@@ -411,6 +417,16 @@ fn writable_dir(dir: &std::path::Path) -> Result<(), String> {
     }
 }
 
+fn parse_plc(text: &str) -> Result<sim::plc::PlcProtocol, String> {
+    match text {
+        "s7" => Ok(sim::plc::PlcProtocol::S7),
+        "melsec" | "mc" => Ok(sim::plc::PlcProtocol::Melsec),
+        other => Err(format!(
+            "`{other}` is not a PLC protocol the simulator speaks: s7 or melsec"
+        )),
+    }
+}
+
 /// A shutdown that fires on Ctrl-C or SIGTERM.
 fn shutdown_on_signal() -> shutdown::Shutdown {
     let (trigger, shutdown) = shutdown::channel();
@@ -540,17 +556,28 @@ async fn serve_sim(options: SimOptions, mqtt: Option<String>) -> Result<()> {
         [first, .., last] => format!("{first} … {last} ({} ports)", sim.addrs.len()),
         [] => String::new(),
     };
-    println!(
-        "simulating {} CNC machines (unit ids 1–{}) and an electricity meter (unit {}) on {listening}{}",
-        options.machines,
-        options.machines,
-        sim::METER_UNIT,
-        if options.framing == Framing::RtuOverTcp {
-            ", RTU over TCP"
-        } else {
-            ""
-        }
-    );
+    let registers = options.registers.max(15);
+    match options.plc {
+        None => println!(
+            "simulating {} CNC machines (unit ids 1–{}) and an electricity meter (unit {}) on {listening}{}",
+            options.machines,
+            options.machines,
+            sim::METER_UNIT,
+            if options.framing == Framing::RtuOverTcp {
+                ", RTU over TCP"
+            } else {
+                ""
+            }
+        ),
+        Some(sim::plc::PlcProtocol::S7) => println!(
+            "simulating {} CNC machines as an S7 PLC on {listening}: machine N in DBN, {registers} words from DBN.DBW0",
+            options.machines
+        ),
+        Some(sim::plc::PlcProtocol::Melsec) => println!(
+            "simulating {} CNC machines as a MELSEC PLC (MC protocol, 3E/4E binary) on {listening}: machine N from D{{(N-1)×{registers}}}, {registers} words each",
+            options.machines
+        ),
+    }
     if let Some(broker) = mqtt {
         let mqtt = sim::mqtt::MqttSimOptions {
             broker: broker.clone(),

@@ -7,6 +7,7 @@
 
 pub mod fault;
 pub mod mqtt;
+pub mod plc;
 pub mod rtu;
 pub mod workshop;
 
@@ -52,6 +53,9 @@ pub struct SimOptions {
     pub framing: Framing,
     /// Faults to commit from the start; [`Simulator::set_faults`] changes them later.
     pub faults: Vec<Fault>,
+    /// Serve the workshop as S7 or MELSEC PLCs instead of Modbus (see [`plc`]); `framing` and
+    /// `faults` are then not used.
+    pub plc: Option<plc::PlcProtocol>,
 }
 
 impl Default for SimOptions {
@@ -65,6 +69,7 @@ impl Default for SimOptions {
             registers: workshop::MACHINE_REGISTERS,
             framing: Framing::Tcp,
             faults: Vec::new(),
+            plc: None,
         }
     }
 }
@@ -198,7 +203,15 @@ async fn listen(
         listeners.push(listener);
     }
     for listener in listeners {
-        tokio::spawn(accept_loop(listener, shared.clone(), shutdown.clone()));
+        match options.plc {
+            None => tokio::spawn(accept_loop(listener, shared.clone(), shutdown.clone())),
+            Some(protocol) => tokio::spawn(plc::serve(
+                listener,
+                workshop.clone(),
+                protocol,
+                shutdown.clone(),
+            )),
+        };
     }
     info!(
         addr = %addrs[0],
@@ -206,6 +219,7 @@ async fn listen(
         machines = options.machines,
         seed = options.seed,
         framing = ?options.framing,
+        plc = ?options.plc,
         "simulator listening"
     );
     Ok(Simulator {
