@@ -41,7 +41,7 @@ enum Command {
     Check {
         #[arg(short, long)]
         config: PathBuf,
-        /// Also print the Modbus requests planned for each device.
+        /// Also print the Modbus and MELSEC requests planned for each device.
         #[arg(long)]
         plan: bool,
     },
@@ -336,6 +336,12 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 .iter()
                 .flat_map(|d| &d.fields)
                 .filter_map(|f| f.machine.as_deref())
+                .chain(
+                    cfg.melsec
+                        .iter()
+                        .flat_map(|d| &d.fields)
+                        .filter_map(|f| f.machine.as_deref()),
+                )
                 .collect::<std::collections::HashSet<_>>()
                 .len();
             println!(
@@ -380,6 +386,9 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                             }
                         }
                     }
+                }
+                for device in &cfg.melsec {
+                    print!("{}", shopfloor::source::melsec::plan::shown(device));
                 }
             }
             ExitCode::SUCCESS

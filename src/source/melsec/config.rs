@@ -117,6 +117,17 @@ pub enum FamilyName {
 }
 
 impl FamilyName {
+    /// The family as the config writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FamilyName::Fx5 => "fx5",
+            FamilyName::Fx3 => "fx3",
+            FamilyName::Q => "q",
+            FamilyName::L => "l",
+            FamilyName::Iqr => "iqr",
+        }
+    }
+
     /// How the family numbers X and Y.
     pub fn family(self) -> Family {
         match self {
@@ -288,11 +299,12 @@ fn field_rules(field: &mut MelsecField, family: Family) -> Vec<(&'static str, St
             "a string needs `length`, the number of words it occupies (two characters each)"
                 .to_string(),
         )),
-        (McType::String { words }, Some(_)) if words == 0 || words > MAX_BATCH_WORDS => found
-            .push((
+        (McType::String { words }, Some(_)) if words == 0 || words > MAX_BATCH_WORDS => {
+            found.push((
                 "length",
                 format!("length is 1–{MAX_BATCH_WORDS} words (one batch read's worth)"),
-            )),
+            ))
+        }
         (McType::String { .. }, Some(_)) => {}
         (_, Some(_)) => found.push((
             "length",
@@ -303,10 +315,7 @@ fn field_rules(field: &mut MelsecField, family: Family) -> Vec<(&'static str, St
     if matches!(ty, McType::String { .. } | McType::Bool)
         && (field.scale.is_some() || field.offset.is_some())
     {
-        found.push((
-            "scale",
-            format!("a {} has no scale or offset", ty.name()),
-        ));
+        found.push(("scale", format!("a {} has no scale or offset", ty.name())));
     }
     if field.poll.is_some_and(|p| p.is_zero()) {
         found.push(("poll", "poll must be longer than zero".to_string()));
@@ -387,10 +396,7 @@ impl Checker<'_> {
         // The monitoring timer counts 250 ms units in 16 bits.
         if device.timeout > Duration::from_secs(3600) {
             let span = at(self, &[key("timeout")]);
-            self.push(
-                span,
-                format!("melsec device `{id}`: timeout is at most 1h"),
-            );
+            self.push(span, format!("melsec device `{id}`: timeout is at most 1h"));
         }
         let default_target = match (&device.machine, &device.meter) {
             (Some(_), Some(_)) => {
