@@ -120,6 +120,9 @@ impl VirtualPlc {
 
     /// (command, subcommand) of every request the server logged.
     fn commands(&self) -> Vec<(String, String)> {
+        // The server logs a request before it answers; give the reading thread time to
+        // take the last lines.
+        std::thread::sleep(Duration::from_millis(200));
         self.log
             .lock()
             .map(|log| {
@@ -531,4 +534,45 @@ async fn a_refusing_plc_and_a_hanging_up_plc_are_down_with_their_reason_and_anot
     );
     let sent = good.commands().len();
     assert!(sent >= 8, "{sent}");
+}
+
+#[test]
+fn probe_reads_the_plc_and_shows_the_float_low_word_first() {
+    let server = VirtualPlc::start(MEMORY, &[], None);
+    let out = Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+        .args([
+            "probe",
+            &format!("melsec://{}", server.address),
+            "D100",
+            "--count",
+            "20",
+        ])
+        .output()
+        .expect("run shopfloor probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // D102–D103 hold 230.5 low word first: the f32 row of D102 reads 230.5 in the first
+    // column (low word first, as GX Works stores it).
+    let row = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("f32"))
+        .find(|l| l.trim_start().starts_with("D102"))
+        .expect("the f32 row of D102");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells.get(1), Some(&"230.5"), "{stdout}");
+    // D101 as i16 is −200.
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("D101"))
+        .expect("the word row of D101");
+    assert_eq!(row.split_whitespace().nth(4), Some("-200"), "{stdout}");
+    // Only a batch read went out.
+    assert_eq!(
+        server.commands(),
+        vec![("0401".to_string(), "0000".to_string())]
+    );
 }

@@ -400,7 +400,7 @@ fn refused_everything(refused: &[Option<u16>]) -> Option<Vec<u16>> {
     Some(codes)
 }
 
-async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, Fault> {
+pub(super) async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, Fault> {
     let addrs: Vec<_> = tokio::time::timeout(timeout, tokio::net::lookup_host(address))
         .await
         .map_err(|_| Fault::Resolve(format!("{address}: no answer within the timeout")))?
@@ -418,7 +418,7 @@ async fn connect(address: &str, timeout: Duration) -> Result<TcpStream, Fault> {
 }
 
 /// Sends one request and reads its whole answer, checked for length.
-async fn exchange(
+pub(super) async fn exchange(
     stream: &mut TcpStream,
     framing: Framing,
     request: &[u8],

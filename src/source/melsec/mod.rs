@@ -14,3 +14,4 @@ pub mod config;
 pub mod decode;
 pub mod frame;
 pub mod plan;
+pub mod probe;
