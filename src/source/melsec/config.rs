@@ -75,6 +75,10 @@ pub struct MelsecDevice {
     /// when that saves requests (default true; false for a PLC that refuses 0403).
     #[serde(default = "default_random_read")]
     pub random_read: bool,
+    /// A device map from `profiles/<name>.toml` beside the config file, or one shipped with
+    /// Shopfloor (`config/melsec-profiles/`). Its fields come first; the device's own add to it.
+    #[serde(default)]
+    pub profile: Option<String>,
     /// The machine that fields without `machine` or `meter` belong to.
     #[serde(default)]
     pub machine: Option<String>,
@@ -84,6 +88,71 @@ pub struct MelsecDevice {
     /// The device map.
     #[serde(default, rename = "field")]
     pub fields: Vec<MelsecField>,
+}
+
+/// The MELSEC profiles shipped with Shopfloor: (name, file text).
+pub const BUILTIN: &[(&str, &str)] = &[(
+    "fx5-press-line",
+    include_str!("../../../config/melsec-profiles/fx5-press-line.toml"),
+)];
+
+/// A profile file: a description and the fields, without `machine` or `meter`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MelsecProfile {
+    pub description: String,
+    #[serde(default, rename = "field")]
+    pub fields: Vec<MelsecField>,
+}
+
+/// Profile `name`: `<config_dir>/profiles/<name>.toml` if it exists, else the shipped one;
+/// its fields may not name a machine or meter (the device says whose they are).
+pub fn profile(name: &str, config_dir: Option<&std::path::Path>) -> Result<MelsecProfile, String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "profile name `{name}` may only hold letters, digits, `-` and `_`"
+        ));
+    }
+    let local = config_dir.map(|dir| dir.join("profiles").join(format!("{name}.toml")));
+    let (text, from) = match local.as_ref().map(std::fs::read_to_string) {
+        Some(Ok(text)) => (
+            text,
+            local
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot read profile `{name}`: {e}"));
+        }
+        _ => match BUILTIN.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) => (text.to_string(), format!("shipped profile `{name}`")),
+            None => {
+                let shipped: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unknown MELSEC profile `{name}`: no profiles/{name}.toml beside the config, and Shopfloor ships {}",
+                    shipped.join(", ")
+                ));
+            }
+        },
+    };
+    let profile: MelsecProfile =
+        toml::from_str(&text).map_err(|e| format!("{from}: {}", e.message()))?;
+    if let Some(f) = profile
+        .fields
+        .iter()
+        .find(|f| f.machine.is_some() || f.meter.is_some())
+    {
+        return Err(format!(
+            "{from}: field `{}` names a machine or meter; a profile's fields belong to the device's",
+            f.signal
+        ));
+    }
+    Ok(profile)
 }
 
 fn default_pc() -> u8 {
@@ -348,6 +417,22 @@ impl Checker<'_> {
     ) {
         let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
         let id = device.id.clone();
+        // A profile's fields come first; problems with them are reported at `profile`.
+        let mut from_profile = 0;
+        if let Some(name) = device.profile.clone() {
+            match profile(&name, self.dir()) {
+                Ok(p) => {
+                    from_profile = p.fields.len();
+                    let own = std::mem::take(&mut device.fields);
+                    device.fields = p.fields;
+                    device.fields.extend(own);
+                }
+                Err(e) => {
+                    let span = at(self, &[key("profile")]);
+                    self.push(span, format!("melsec device `{id}`: {e}"));
+                }
+            }
+        }
         if !self.claim("device", &id) {
             let span = at(self, &[key("id")]);
             self.push(
@@ -433,8 +518,10 @@ impl Checker<'_> {
             );
         }
         let family = device.family();
-        let field_span =
-            |s: &Self, j: usize, k: &str| at(s, &[key("field"), Seg::Index(j), key(k)]);
+        let field_span = |s: &Self, j: usize, k: &str| match j.checked_sub(from_profile) {
+            Some(n) => at(s, &[key("field"), Seg::Index(n), key(k)]),
+            None => at(s, &[key("profile")]),
+        };
         let mut signals = HashSet::new();
         for (j, field) in device.fields.iter_mut().enumerate() {
             for (k, message) in field_rules(field, family) {
@@ -457,7 +544,7 @@ impl Checker<'_> {
                 (None, None, Some((true, m))) => field.machine = Some(m.clone()),
                 (None, None, Some((false, m))) => field.meter = Some(m.clone()),
                 _ => {
-                    let span = at(self, &[key("field"), Seg::Index(j)]);
+                    let span = field_span(self, j, "signal");
                     self.push(
                         span,
                         format!(

@@ -302,6 +302,10 @@ impl Request {
     }
 }
 
+fn words(n: usize) -> String {
+    format!("{n} word{}", if n == 1 { "" } else { "s" })
+}
+
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.fields.len();
@@ -315,9 +319,9 @@ impl fmt::Display for Request {
                     ),
                     (false, Kind::Bit) => (
                         16 * u32::from(b.count()),
-                        format!("{} words in word units", b.count()),
+                        format!("{} in word units", words(b.count().into())),
                     ),
-                    (false, Kind::Word) => (u32::from(b.count()), format!("{} words", b.count())),
+                    (false, Kind::Word) => (u32::from(b.count()), words(b.count().into())),
                 };
                 write!(
                     f,
@@ -337,12 +341,13 @@ impl fmt::Display for Request {
                             .map(|(d, n)| format!("{} (dword)", self.shown(*d, *n))),
                     )
                     .collect();
+                let dwords = r.dwords().len();
                 write!(
                     f,
-                    "0403 random read {} ({} words, {} double words, {fields})",
+                    "0403 random read {} ({}, {dwords} double word{}, {fields})",
                     list.join(", "),
-                    r.words().len(),
-                    r.dwords().len()
+                    words(r.words().len()),
+                    if dwords == 1 { "" } else { "s" }
                 )
             }
         }
@@ -435,7 +440,7 @@ mod tests {
             shown(&d),
             vec![
                 "0401 batch read TS5–TS9 (5 points in bit units, 2 fields)",
-                "0403 random read X10, D10, ZR20000, W1A0 (dword) (3 words, 1 double words, 4 fields)",
+                "0403 random read X10, D10, ZR20000, W1A0 (dword) (3 words, 1 double word, 4 fields)",
             ]
         );
         // Without random reads, four batch reads.
