@@ -165,6 +165,11 @@ cnc = false
 id = "other"
 kind = "press"
 cnc = false
+
+[[machine]]
+id = "degraded"
+kind = "press"
+cnc = false
 "#;
 
 /// The PLC's memory, raw. Word values by hand:
@@ -466,7 +471,7 @@ async fn a_read_of_more_than_960_words_is_split_and_reads_right() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusing_plc_and_a_hanging_up_plc_are_down_with_their_reason_and_another_keeps_its_schedule()
+async fn a_refusing_plc_and_a_hanging_up_plc_are_down_with_their_reason_a_refused_read_degrades_and_another_keeps_its_schedule()
  {
     let good = VirtualPlc::start(MEMORY, &[], None);
     // Every batch read is answered with end code 0xC059 (command not supported).
@@ -483,12 +488,22 @@ async fn a_refusing_plc_and_a_hanging_up_plc_are_down_with_their_reason_and_anot
         &[],
         Some(r#"[{"match": {}, "times": 1000000, "action": {"type": "close_before_response"}}]"#),
     );
+    // Every request is answered 0xC056 (out of range): the PLC answers, so it is up, but it
+    // delivers nothing: degraded.
+    let out_of_range = VirtualPlc::start(
+        MEMORY,
+        &[],
+        Some(
+            r#"[{"match": {}, "times": 1000000, "action": {"type": "bad_end_code", "code": 49238}}]"#,
+        ),
+    );
     let one = "field = [{ signal = \"u16\", address = \"D100\" }]\n";
     let cfg = load(&format!(
-        "{}{}{}",
+        "{}{}{}{}",
         device("q", &good, "q", "", one),
         device("fx", &refusing, "q", "", one),
         device("other", &dropping, "q", "", one),
+        device("degraded", &out_of_range, "q", "", one),
     ));
     let (values, events, metrics) = run(&cfg, Duration::from_secs(2)).await;
     let refused = down_reasons(&events, "fx");
@@ -501,37 +516,43 @@ async fn a_refusing_plc_and_a_hanging_up_plc_are_down_with_their_reason_and_anot
     assert_eq!(dropped.len(), 1, "{events:?}");
     assert!(dropped[0].contains("closed the connection"), "{dropped:?}");
     assert!(down_reasons(&events, "q").is_empty(), "{events:?}");
+    assert!(down_reasons(&events, "degraded").is_empty(), "{events:?}");
+    let degraded: Vec<&SourceEvent> = events
+        .iter()
+        .filter(
+            |e| matches!(e, SourceEvent::DeviceDegraded { device, .. } if &**device == "degraded"),
+        )
+        .collect();
+    assert!(
+        matches!(degraded[..], [SourceEvent::DeviceDegraded { reason: Some(r), .. }] if r.contains("0xC056") && r.contains("device settings")),
+        "{degraded:?}"
+    );
+    assert_eq!(
+        values.get(&("degraded".to_string(), "u16".to_string())),
+        None
+    );
     assert_eq!(
         values.get(&("q".to_string(), "u16".to_string())),
         Some(&Value::Int(1234))
     );
     // The good PLC kept its 200 ms schedule for 2 s: about 10 polls (at least 8), while
     // the other two backed off (2, 4, 8 … polls).
-    let polls = |id: &str| {
+    let metric = |name: &str, id: &str| {
         metrics
             .read()
             .iter()
-            .find(|r| {
-                r.name == health::POLLS && r.labels.iter().any(|(k, v)| *k == "device" && v == id)
-            })
+            .find(|r| r.name == name && r.labels.iter().any(|(k, v)| *k == "device" && v == id))
             .map(|r| r.value)
-            .unwrap_or(0)
     };
+    let polls = |id: &str| metric(health::POLLS, id).unwrap_or(0);
     assert!(polls("q") >= 8, "{} polls", polls("q"));
     assert_eq!((polls("fx"), polls("other")), (0, 0));
-    let up = |id: &str| {
-        metrics
-            .read()
-            .iter()
-            .find(|r| {
-                r.name == health::UP && r.labels.iter().any(|(k, v)| *k == "device" && v == id)
-            })
-            .map(|r| r.value)
-    };
+    let up = |id: &str| metric(health::UP, id);
     assert_eq!(
-        (up("q"), up("fx"), up("other")),
-        (Some(1), Some(0), Some(0))
+        (up("q"), up("fx"), up("other"), up("degraded")),
+        (Some(1), Some(0), Some(0), Some(1))
     );
+    assert_eq!(metric(health::EXCEPTION_CODE, "degraded"), Some(0xC056));
     let sent = good.commands().len();
     assert!(sent >= 8, "{sent}");
 }

@@ -611,6 +611,26 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_profile_is_listed_and_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/melsec-profiles");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        files.sort();
+        let mut shipped: Vec<String> = super::BUILTIN
+            .iter()
+            .map(|(n, _)| format!("{n}.toml"))
+            .collect();
+        shipped.sort();
+        assert_eq!(files, shipped);
+        for (name, _) in super::BUILTIN {
+            let p = super::profile(name, None).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!p.fields.is_empty() && !p.description.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
     fn wrong_addresses_types_and_families_are_each_reported() {
         let text = format!(
             "{SITE}[[melsec]]\nid = \"plc\"\nhost = \"10.0.0.5\"\nport = 5000\nfamily = \"fx3\"\nmachine = \"p1\"\nfield = [\n  {{ signal = \"a\", address = \"X18\" }},\n  {{ signal = \"b\", address = \"M0\", type = \"u16\" }},\n  {{ signal = \"c\", address = \"D0\", type = \"string\" }},\n  {{ signal = \"d\", address = \"D4\", machine = \"nope\" }},\n]\n"
