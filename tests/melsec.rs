@@ -597,3 +597,37 @@ fn probe_reads_the_plc_and_shows_the_float_low_word_first() {
         vec![("0401".to_string(), "0000".to_string())]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbled_answer_is_a_protocol_error_and_the_plc_comes_back_after_back_off() {
+    // The first three answers have their subheader's first byte flipped (D0 → D1); then the
+    // server answers normally.
+    let server = VirtualPlc::start(
+        MEMORY,
+        &[],
+        Some(
+            r#"[{"match": {}, "times": 3, "action": {"type": "corrupt_header", "offset": 0, "xor": 1}}]"#,
+        ),
+    );
+    let one = "field = [{ signal = \"u16\", address = \"D100\" }]\n";
+    let cfg = load(&device("q", &server, "q", "", one).replace("\"200ms\"", "\"100ms\""));
+    // Back-off after failures 1, 2, 3: 2, 4, 8 polls of 100 ms = 1.4 s before the fourth try.
+    let (values, events, metrics) = run(&cfg, Duration::from_millis(2500)).await;
+    let reasons = down_reasons(&events, "q");
+    assert_eq!(reasons.len(), 1, "{events:?}");
+    assert!(
+        reasons[0].contains("protocol error") && reasons[0].contains("subheader D1 00"),
+        "{reasons:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, SourceEvent::DeviceUp { device, .. } if &**device == "q")),
+        "{events:?}"
+    );
+    assert_eq!(
+        values.get(&("q".to_string(), "u16".to_string())),
+        Some(&Value::Int(1234))
+    );
+    assert_eq!(health::errors_of_kind(&metrics, "protocol"), 3);
+}
