@@ -6,7 +6,7 @@
 //! id = "press-3"
 //! host = "192.168.3.39"
 //! port = 5000                 # the SLMP/MC port opened in GX Works
-//! family = "fx5"              # fx5, q, l, iqr (fx3: see below)
+//! family = "fx5"              # fx5, q, l, iqr (fx3 is refused: 1E frames only)
 //! machine = "press-3"
 //! field = [
 //!   { signal = "run", address = "M100", type = "bool" },
