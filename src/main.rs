@@ -41,7 +41,7 @@ enum Command {
     Check {
         #[arg(short, long)]
         config: PathBuf,
-        /// Also print the Modbus requests planned for each device.
+        /// Also print the Modbus and MELSEC requests planned for each device.
         #[arg(long)]
         plan: bool,
     },
@@ -116,6 +116,11 @@ enum Command {
 /// Where and what `shopfloor probe` reads.
 #[derive(clap::Args)]
 struct ProbeArgs {
+    /// melsec://HOST:PORT[?family=fx5&frame=4e]: a MELSEC PLC over the MC protocol (SLMP)
+    /// instead of a Modbus device; X/Y are numbered as on a Q unless family=fx5.
+    target: Option<String>,
+    /// With a melsec:// target: the first device, as GX Works writes it (D100, ZR0, M0, X10).
+    first: Option<String>,
     /// Modbus TCP device or serial server, host:port.
     #[arg(long, conflicts_with_all = ["serial", "device"])]
     address: Option<String>,
@@ -146,8 +151,8 @@ struct ProbeArgs {
     #[arg(long, default_value = "holding", value_parser = parse_register)]
     register: RegisterKind,
     /// First register, in the numbering of --address-base.
-    #[arg(long)]
-    start: u16,
+    #[arg(long, required_unless_present = "target")]
+    start: Option<u16>,
     /// How many registers (at most 125) or bits (at most 2000).
     #[arg(long, default_value_t = 10)]
     count: u16,
@@ -375,6 +380,9 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                             }
                         }
                     }
+                }
+                for device in &cfg.melsec {
+                    print!("{}", shopfloor::source::melsec::plan::shown(device));
                 }
             }
             ExitCode::SUCCESS
@@ -780,6 +788,10 @@ fn colour(state: State) -> &'static str {
 }
 
 async fn run_probe(args: ProbeArgs) -> Result<()> {
+    if let Some(target) = &args.target {
+        return melsec_probe(target, args.first.as_deref(), args.count, args.timeout).await;
+    }
+    let first = args.start.context("--start is required")?;
     let mut link = None;
     let (mut unit, mut base, mut timeout) = (1, 0, Duration::from_secs(1));
     if let Some(id) = &args.device {
@@ -819,8 +831,7 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     unit = args.unit.unwrap_or(unit);
     base = args.address_base.unwrap_or(base);
     timeout = args.timeout.unwrap_or(timeout);
-    let start = args
-        .start
+    let start = first
         .checked_sub(base)
         .context("--start 0 does not exist when --address-base is 1")?;
     let limit = args.register.protocol_limit();
@@ -831,20 +842,47 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
         "{link} unit {unit}: fc {} {} {}–{} (protocol addresses {}–{})\n",
         args.register.function_code(),
         args.register.as_str(),
-        args.start,
-        u32::from(args.start) + u32::from(args.count) - 1,
+        first,
+        u32::from(first) + u32::from(args.count) - 1,
         start,
         u32::from(start) + u32::from(args.count) - 1,
     );
     match probe::read(&link, unit, args.register, start, args.count, timeout).await {
         Ok(Ok(words)) => {
-            print!(
-                "{}",
-                probe::table(args.register, u32::from(args.start), &words)
-            );
+            print!("{}", probe::table(args.register, u32::from(first), &words));
             Ok(())
         }
         Ok(Err(exception)) => anyhow::bail!("the device answered with an exception: {exception}"),
         Err(fault) => anyhow::bail!("{fault}"),
     }
+}
+
+/// `shopfloor probe melsec://host:port D100 --count 20`.
+async fn melsec_probe(
+    url: &str,
+    first: Option<&str>,
+    count: u16,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    use shopfloor::source::melsec::{address::Address, probe as mc};
+    let target = mc::target(url).map_err(anyhow::Error::msg)?;
+    let first = first.context("say which device to start from, e.g. D100")?;
+    let first = Address::parse(first, target.family).map_err(anyhow::Error::msg)?;
+    mc::request(&first, count).map_err(anyhow::Error::msg)?;
+    println!(
+        "melsec://{} ({}, {} frames): {} devices from {first}\n",
+        target.address,
+        match target.family {
+            shopfloor::source::melsec::address::Family::Fx => "FX5 numbering, X/Y octal",
+            shopfloor::source::melsec::address::Family::Q => "Q/L/iQ-R numbering, X/Y hexadecimal",
+        },
+        if target.four_e { "4E" } else { "3E" },
+        count
+    );
+    let timeout = timeout.unwrap_or(Duration::from_secs(1));
+    let answer = mc::read(&target, &first, count, timeout)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    print!("{}", mc::table(&first, &answer));
+    Ok(())
 }

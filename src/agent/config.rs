@@ -44,6 +44,8 @@ sections! {
         mqtt: many MqttBroker = "mqtt", crate::source::mqtt::check::check_brokers;
         /// `[[opcua]]`: OPC UA servers and the nodes read from them.
         opcua: many crate::source::opcua::config::OpcuaServer = "opcua", crate::source::opcua::config::check_servers;
+        /// `[[melsec]]`: Mitsubishi MELSEC PLCs read over the MC protocol (SLMP).
+        melsec: many crate::source::melsec::config::MelsecDevice = "melsec", crate::source::melsec::config::check_devices;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -139,6 +141,7 @@ impl Config {
             (self.modbus.len(), "Modbus device", "Modbus devices"),
             (self.mqtt.len(), "MQTT broker", "MQTT brokers"),
             (self.opcua.len(), "OPC UA server", "OPC UA servers"),
+            (self.melsec.len(), "MELSEC PLC", "MELSEC PLCs"),
         ] {
             if n > 0 {
                 parts.push(count(n, one, many));
@@ -164,6 +167,9 @@ fn deliveries(config: &Config) -> Deliveries {
     }
     for server in &config.opcua {
         crate::source::opcua::config::deliveries(server, &mut out);
+    }
+    for device in &config.melsec {
+        crate::source::melsec::config::deliveries(device, &mut out);
     }
     out
 }
@@ -290,6 +296,7 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
             devices: (config.modbus.iter().map(|d| d.id.as_str()))
                 .chain(config.mqtt.iter().map(|b| b.id.as_str()))
                 .chain(config.opcua.iter().map(|s| s.id.as_str()))
+                .chain(config.melsec.iter().map(|d| d.id.as_str()))
                 .collect(),
         }
     }
@@ -327,7 +334,7 @@ mod tests {
     fn every_row_gives_its_section_and_its_keys() {
         assert_eq!(
             Config::SECTIONS.join(", "),
-            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, state_rules, spool, \
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, melsec, state_rules, spool, \
              influx, file, calendar, energy, value_added, green, web, uplink"
         );
         for name in Config::SECTIONS {

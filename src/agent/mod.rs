@@ -17,7 +17,7 @@ use crate::queue;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::SpoolStats;
 use crate::sink::{self, Output, uplink::UplinkWriter};
-use crate::source::{modbus, mqtt, opcua};
+use crate::source::{melsec, modbus, mqtt, opcua};
 use crate::web;
 
 /// Events waiting between the sources and the engine. What a source does at the bound depends
@@ -215,8 +215,16 @@ pub fn start_resuming(
             shutdown.clone(),
         ));
     }
+    for device in &config.melsec {
+        tasks.spawn(melsec::client::run(
+            device.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     drop(events_tx);
-    if !config.modbus.is_empty() {
+    if !config.modbus.is_empty() || !config.melsec.is_empty() {
         tasks.spawn(report_device_health(
             config,
             records_tx.clone(),

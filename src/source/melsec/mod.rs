@@ -5,8 +5,13 @@
 //! exists, and the part the agent needs (batch read and random read) is small. The pieces
 //! follow the S7 source's shape: [`address`] parses what the engineer writes in GX Works,
 //! [`frame`] builds and checks the wire frames without I/O, [`decode`] turns words into
-//! values. The device actor, request planner and config section come on top of these.
+//! values. On top of these: [`config`] (`[[melsec]]`), [`plan`] (batch and random reads),
+//! [`client`] (the device task) and [`probe`] (`shopfloor probe melsec://…`).
 
 pub mod address;
+pub mod client;
+pub mod config;
 pub mod decode;
 pub mod frame;
+pub mod plan;
+pub mod probe;
