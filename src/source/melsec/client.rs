@@ -137,6 +137,8 @@ struct Polled {
     up: Option<bool>,
     down: Option<Fault>,
     failures: u32,
+    /// When the present outage began; `None` while the PLC answers.
+    down_since: Option<Instant>,
     retry_at: Option<Instant>,
     /// The end code each request last got, so a lasting refusal is logged once.
     refused: Vec<Option<u16>>,
@@ -219,6 +221,7 @@ impl Polled {
             up: None,
             down: None,
             failures: 0,
+            down_since: None,
             retry_at: None,
             events,
             dropped: metrics.counter(
@@ -310,6 +313,7 @@ async fn poll(p: &mut Polled, mut shutdown: Shutdown) {
         match poll_group(&mut conn, p, g, at).await {
             Ok(samples) => {
                 p.failures = 0;
+                p.down_since = None;
                 p.down = None;
                 p.health.answered(at);
                 if p.up != Some(true) {
@@ -338,7 +342,9 @@ fn fail(p: &mut Polled, fault: Fault, at: Timestamp) {
     p.degraded = None;
     p.health.set_degraded(None);
     p.failures = p.failures.saturating_add(1);
-    let wait = backoff(p.base_poll(), p.failures);
+    // One PLC per connection: the short ceiling of a device alone on its link.
+    let outage = p.down_since.get_or_insert_with(Instant::now).elapsed();
+    let wait = backoff(p.base_poll(), p.failures, outage, false);
     p.retry_at = Some(Instant::now() + wait);
     if p.down.as_ref() == Some(&fault) {
         debug!(%fault, retry_in = ?wait, "still down");

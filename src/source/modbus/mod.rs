@@ -112,6 +112,11 @@ struct Polled {
     up: Option<bool>,
     down: Option<PollFault>,
     failures: u32,
+    /// When the present outage began (its first failed poll); `None` while the device answers.
+    down_since: Option<Instant>,
+    /// Whether other devices share the connection: a dead one then costs them a timeout at
+    /// every retry, so it is retried less often (see [`backoff`]).
+    shared: bool,
     /// While backing off: no poll before this.
     retry_at: Option<Instant>,
     /// The exception each request last got, so a lasting refusal is logged once.
@@ -204,6 +209,8 @@ impl Polled {
             up: None,
             down: None,
             failures: 0,
+            down_since: None,
+            shared: false,
             retry_at: None,
         }
     }
@@ -237,12 +244,16 @@ pub fn run_connection(
     // Planned and compacted now, before the task starts, so the caller can drop the
     // connection's copy of the config before it makes the next one.
     let start = Instant::now();
-    let devices: Vec<Polled> = connection
+    let mut devices: Vec<Polled> = connection
         .devices
         .into_iter()
         .map(|d| Polled::new(d, &metrics, start))
         .filter(|p| !p.groups.is_empty())
         .collect();
+    let shared = devices.len() > 1;
+    for p in &mut devices {
+        p.shared = shared;
+    }
     let link = connection.link.to_string();
     let mut dropped = Dropped {
         counter: metrics.counter(
@@ -313,6 +324,7 @@ async fn poll_devices(
             Ok(samples) => {
                 let p = &mut devices[d];
                 p.failures = 0;
+                p.down_since = None;
                 p.down = None;
                 p.health.answered(at);
                 if p.up != Some(true) {
@@ -360,10 +372,33 @@ pub(crate) fn next_tick(last: Instant, period: Duration, now: Instant) -> Instan
     last + period * u32::try_from(periods).unwrap_or(u32::MAX)
 }
 
-/// Back-off after the n-th failure in a row: 2ⁿ polls, at most [`MAX_BACKOFF`].
-pub fn backoff(poll: Duration, failures: u32) -> Duration {
-    poll.saturating_mul(1u32 << failures.min(16))
-        .min(MAX_BACKOFF)
+/// For this long after a device stops answering, retries stay at most [`FAST_CEILING`] apart
+/// ([`FAST_CEILING_SHARED`] on a shared connection).
+pub const FAST_PHASE: Duration = Duration::from_secs(300);
+/// The longest wait between retries of a device alone on its connection during
+/// [`FAST_PHASE`] (or one poll, when that is longer).
+pub const FAST_CEILING: Duration = Duration::from_secs(2);
+/// The same for a device that shares its connection (an RS-485 line, a gateway): each retry
+/// of a dead device costs the others one timeout.
+pub const FAST_CEILING_SHARED: Duration = Duration::from_secs(10);
+
+/// Back-off after the n-th failure in a row of an outage that began `outage` ago: 2ⁿ polls,
+/// at most [`FAST_CEILING`] (or [`FAST_CEILING_SHARED`], or one poll when that is longer)
+/// during the first [`FAST_PHASE`], so that a device back from a short outage (a power blip,
+/// a cable replugged, a PLC restarted) is read again within seconds and its machine is not
+/// counted offline for longer than it was; at most [`MAX_BACKOFF`] after that.
+pub fn backoff(poll: Duration, failures: u32, outage: Duration, shared: bool) -> Duration {
+    let fast = if shared {
+        FAST_CEILING_SHARED
+    } else {
+        FAST_CEILING
+    };
+    let ceiling = if outage < FAST_PHASE {
+        fast.max(poll).min(MAX_BACKOFF)
+    } else {
+        MAX_BACKOFF
+    };
+    poll.saturating_mul(1u32 << failures.min(16)).min(ceiling)
 }
 
 /// After an answered poll: whether every request of the device now gets an exception (it
@@ -437,7 +472,8 @@ fn fail(
     p.degraded = None;
     p.health.set_degraded(None);
     p.failures = p.failures.saturating_add(1);
-    let wait = backoff(p.base_poll(), p.failures);
+    let outage = p.down_since.get_or_insert_with(Instant::now).elapsed();
+    let wait = backoff(p.base_poll(), p.failures, outage, p.shared);
     p.retry_at = Some(Instant::now() + wait);
     if p.down.as_ref() == Some(fault) {
         debug!(parent: &p.span, %fault, retry_in = ?wait, "still down");
@@ -794,11 +830,30 @@ field = [
     }
 
     #[test]
-    fn back_off_doubles_up_to_a_minute() {
+    fn back_off_stays_within_seconds_for_five_minutes_then_doubles_up_to_a_minute() {
         let s = Duration::from_secs(1);
-        // 2¹, 2², 2³ … polls of 1 s, capped at 60 s.
-        let waits: Vec<u64> = (1..=7).map(|n| backoff(s, n).as_secs()).collect();
+        let early = Duration::from_secs(30);
+        let late = FAST_PHASE;
+        // Alone on its connection: 2 s apart at most while the outage is young.
+        let waits: Vec<u64> = (1..=7)
+            .map(|n| backoff(s, n, early, false).as_secs())
+            .collect();
+        assert_eq!(waits, vec![2, 2, 2, 2, 2, 2, 2]);
+        // Sharing an RS-485 line: 2, 4, 8, then 10 s apart.
+        let waits: Vec<u64> = (1..=5)
+            .map(|n| backoff(s, n, early, true).as_secs())
+            .collect();
+        assert_eq!(waits, vec![2, 4, 8, 10, 10]);
+        // A slow poll is never retried faster than it is polled.
+        assert_eq!(
+            backoff(Duration::from_secs(5), 3, early, false).as_secs(),
+            5
+        );
+        // After five minutes: 2¹, 2², 2³ … polls of 1 s, capped at 60 s.
+        let waits: Vec<u64> = (1..=7)
+            .map(|n| backoff(s, n, late, false).as_secs())
+            .collect();
         assert_eq!(waits, vec![2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(backoff(s, 1000), MAX_BACKOFF);
+        assert_eq!(backoff(s, 1000, late, true), MAX_BACKOFF);
     }
 }

@@ -266,6 +266,7 @@ impl Task {
 
     async fn run(mut self, mut shutdown: Shutdown) {
         let mut failures: u32 = 0;
+        let mut outage_since = Instant::now();
         let mut down: Option<String> = None;
         loop {
             let ended = tokio::select! {
@@ -277,7 +278,10 @@ impl Task {
                 Ended::Lost(reason) => reason,
             };
             failures = failures.saturating_add(1);
-            let wait = backoff(failures);
+            if failures == 1 {
+                outage_since = Instant::now();
+            }
+            let wait = backoff(failures, outage_since.elapsed());
             if down.as_deref() != Some(reason.as_str()) {
                 warn!(%reason, retry_in = ?wait, "server down");
                 self.send(SourceEvent::DeviceDown {
@@ -905,11 +909,18 @@ fn is_channel_fault(code: StatusCode) -> bool {
     .contains(&code)
 }
 
-/// Back-off after the n-th failure in a row: 1 s doubling, at most [`MAX_BACKOFF`].
-pub fn backoff(failures: u32) -> Duration {
+/// Back-off after the n-th failure in a row of an outage that began `outage` ago: 1 s
+/// doubling, at most 2 s during the first five minutes (a server back from a restart is read
+/// again within seconds), at most [`MAX_BACKOFF`] after that.
+pub fn backoff(failures: u32, outage: Duration) -> Duration {
+    let ceiling = if outage < crate::source::modbus::FAST_PHASE {
+        crate::source::modbus::FAST_CEILING
+    } else {
+        MAX_BACKOFF
+    };
     Duration::from_secs(1)
         .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF)
+        .min(ceiling)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -935,8 +946,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn back_off_doubles_from_a_second_up_to_a_minute() {
-        let waits: Vec<u64> = (1..=8).map(|n| backoff(n).as_secs()).collect();
+    fn back_off_stays_within_two_seconds_for_five_minutes_then_doubles_up_to_a_minute() {
+        let early = Duration::from_secs(40);
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n, early).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 2, 2, 2, 2, 2, 2]);
+        let late = crate::source::modbus::FAST_PHASE;
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(n, late).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
     }
 
