@@ -43,6 +43,8 @@ sections! {
         mqtt: many MqttBroker = "mqtt", crate::source::mqtt::check::check_brokers;
         /// `[[opcua]]`: OPC UA servers and the nodes read from them.
         opcua: many crate::source::opcua::config::OpcuaServer = "opcua", crate::source::opcua::config::check_servers;
+        /// `[[s7]]`: Siemens S7 PLCs and the addresses read from them.
+        s7: many crate::source::s7::config::S7Device = "s7", crate::source::s7::config::check_devices;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -122,6 +124,7 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
             devices: (config.modbus.iter().map(|d| d.id.as_str()))
                 .chain(config.mqtt.iter().map(|b| b.id.as_str()))
                 .chain(config.opcua.iter().map(|s| s.id.as_str()))
+                .chain(config.s7.iter().map(|d| d.id.as_str()))
                 .collect(),
         }
     }

@@ -8,5 +8,6 @@
 //! The device actor, request planner and config section come on top of these.
 
 pub mod address;
+pub mod config;
 pub mod decode;
 pub mod frame;
