@@ -445,13 +445,6 @@ impl Checker<'_> {
                 not_registered("device names machine", m),
             );
         }
-        if device.fields.is_empty() {
-            push(
-                self,
-                &[key("id")],
-                format!("s7 device `{id}` has no [[s7.field]]: it would read nothing"),
-            );
-        }
         let mut signals = HashSet::new();
         for (j, field) in device.fields.iter_mut().enumerate() {
             let here = |k: &str| vec![key("field"), Seg::Index(j), key(k)];
