@@ -41,7 +41,7 @@ enum Command {
     Check {
         #[arg(short, long)]
         config: PathBuf,
-        /// Also print the Modbus requests planned for each device.
+        /// Also print the Modbus and S7 requests planned for each device.
         #[arg(long)]
         plan: bool,
     },
@@ -378,6 +378,21 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                             for request in group.requests {
                                 println!("      {request}");
                             }
+                        }
+                    }
+                }
+                for device in &cfg.s7 {
+                    let (local, remote) = device.tsaps();
+                    println!(
+                        "s7 device {} ({}, TSAP {local:04X} to {remote:04X}, planned for a {}-byte PDU; replanned to what the PLC grants):",
+                        device.id,
+                        device.address(),
+                        device.pdu_size
+                    );
+                    for group in shopfloor::source::s7::plan::plan(device, device.pdu_size) {
+                        println!("    every {:?}:", group.poll);
+                        for job in group.jobs {
+                            println!("      {job}");
                         }
                     }
                 }

@@ -11,3 +11,4 @@ pub mod address;
 pub mod config;
 pub mod decode;
 pub mod frame;
+pub mod plan;
