@@ -350,7 +350,7 @@ async fn poll_devices(
 
 /// The tick after `last` that is still ahead of `now`, keeping the schedule's phase: a poll
 /// that overran skips the ticks it missed rather than firing them in a burst.
-fn next_tick(last: Instant, period: Duration, now: Instant) -> Instant {
+pub fn next_tick(last: Instant, period: Duration, now: Instant) -> Instant {
     let next = last + period;
     if next > now {
         return next;
