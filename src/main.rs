@@ -112,6 +112,13 @@ enum Command {
 /// Where and what `shopfloor probe` reads.
 #[derive(clap::Args)]
 struct ProbeArgs {
+    /// A PLC in its own protocol instead of Modbus: s7://host[:port]?rack=0&slot=1 (or
+    /// ?local_tsap=01.00&remote_tsap=20.00), followed by the first address, e.g. DB10.DBW0;
+    /// --count is then in words (timers and counters: elements).
+    #[arg(conflicts_with_all = ["address", "serial", "device"], requires = "item")]
+    target: Option<String>,
+    /// With a PLC URL: the address to start at, as TIA Portal writes it (DB10.DBW0, MW20, VB100).
+    item: Option<String>,
     /// Modbus TCP device or serial server, host:port.
     #[arg(long, conflicts_with_all = ["serial", "device"])]
     address: Option<String>,
@@ -142,8 +149,8 @@ struct ProbeArgs {
     #[arg(long, default_value = "holding", value_parser = parse_register)]
     register: RegisterKind,
     /// First register, in the numbering of --address-base.
-    #[arg(long)]
-    start: u16,
+    #[arg(long, required_unless_present = "target")]
+    start: Option<u16>,
     /// How many registers (at most 125) or bits (at most 2000).
     #[arg(long, default_value_t = 10)]
     count: u16,
@@ -750,6 +757,9 @@ fn colour(state: State) -> &'static str {
 }
 
 async fn run_probe(args: ProbeArgs) -> Result<()> {
+    if let (Some(target), Some(item)) = (&args.target, &args.item) {
+        return run_probe_s7(target, item, args.count, args.timeout).await;
+    }
     let mut link = None;
     let (mut unit, mut base, mut timeout) = (1, 0, Duration::from_secs(1));
     if let Some(id) = &args.device {
@@ -789,8 +799,8 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     unit = args.unit.unwrap_or(unit);
     base = args.address_base.unwrap_or(base);
     timeout = args.timeout.unwrap_or(timeout);
-    let start = args
-        .start
+    let first = args.start.context("say which register: --start")?;
+    let start = first
         .checked_sub(base)
         .context("--start 0 does not exist when --address-base is 1")?;
     let limit = args.register.protocol_limit();
@@ -801,8 +811,8 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
         "{link} unit {unit}: fc {} {} {}–{} (protocol addresses {}–{})\n",
         args.register.function_code(),
         args.register.as_str(),
-        args.start,
-        u32::from(args.start) + u32::from(args.count) - 1,
+        first,
+        u32::from(first) + u32::from(args.count) - 1,
         start,
         u32::from(start) + u32::from(args.count) - 1,
     );
@@ -810,11 +820,39 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
         Ok(Ok(words)) => {
             print!(
                 "{}",
-                probe::table(args.register, u32::from(args.start), &words)
+                probe::table(args.register, u32::from(first), &words)
             );
             Ok(())
         }
         Ok(Err(exception)) => anyhow::bail!("the device answered with an exception: {exception}"),
         Err(fault) => anyhow::bail!("{fault}"),
     }
+}
+
+/// `shopfloor probe s7://… DB10.DBW0`: reads `count` words and prints them as every S7 type.
+async fn run_probe_s7(
+    url: &str,
+    item: &str,
+    count: u16,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    use shopfloor::source::s7::probe as s7_probe;
+    let target = s7_probe::parse_url(url).map_err(|e| anyhow::anyhow!(e))?;
+    let start = s7_probe::start_of(item).map_err(|e| anyhow::anyhow!(e))?;
+    if count == 0 || count > 1000 {
+        anyhow::bail!("--count is 1–1000 words");
+    }
+    let timeout = timeout.unwrap_or(Duration::from_secs(2));
+    let (pdu, bytes) = s7_probe::read(&target, start, count, timeout)
+        .await
+        .map_err(|fault| anyhow::anyhow!("{}: {fault}", target.address))?;
+    println!(
+        "{} (TSAP {:04X} to {:04X}, PDU {pdu}): {count} {} from {start}\n",
+        target.address,
+        target.tsaps.0,
+        target.tsaps.1,
+        if start.area.is_element_area() { "elements" } else { "words" },
+    );
+    print!("{}", s7_probe::table(start, &bytes));
+    Ok(())
 }

@@ -25,6 +25,8 @@ pub enum Fault {
     Transport(String),
     /// The PLC answered, but refused or said something that is not S7.
     S7(S7Error),
+    /// The PLC refused the one item asked for (the probe's reads).
+    Item(ItemError),
 }
 
 impl Fault {
@@ -36,7 +38,7 @@ impl Fault {
             Fault::Timeout(_) => "timeout",
             Fault::Transport(_) => "transport",
             Fault::S7(S7Error::Malformed(_)) => "protocol",
-            Fault::S7(S7Error::Job { .. }) => "exception",
+            Fault::S7(S7Error::Job { .. }) | Fault::Item(_) => "exception",
         }
     }
 }
@@ -53,6 +55,7 @@ impl fmt::Display for Fault {
             Fault::Timeout(what) => write!(f, "no answer to {what} within the timeout"),
             Fault::Transport(e) => write!(f, "the connection broke: {e}"),
             Fault::S7(e) => write!(f, "{e}"),
+            Fault::Item(e) => write!(f, "the PLC refused the read: {e}"),
         }
     }
 }
@@ -130,6 +133,17 @@ pub async fn attach<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(conn)
 }
 
+/// An I/O error in words: an end of stream is the PLC closing the connection.
+fn transport(e: std::io::Error) -> Fault {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Fault::Transport(
+            "the PLC closed the connection (it restarted, went to STOP with a reset, or ended the session)"
+                .into(),
+        ),
+        _ => Fault::Transport(e.to_string()),
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     fn reference(&mut self) -> u16 {
         let r = self.next_ref;
@@ -153,7 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let header = tokio::time::timeout(timeout, io)
             .await
             .map_err(|_| Fault::Timeout(what))?
-            .map_err(|e| Fault::Transport(e.to_string()))?;
+            .map_err(transport)?;
         let len = frame::tpkt_length(&header).map_err(Fault::S7)?;
         self.buf.clear();
         self.buf.extend_from_slice(&header);
@@ -161,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         tokio::time::timeout(timeout, self.stream.read_exact(&mut self.buf[TPKT_HEADER..]))
             .await
             .map_err(|_| Fault::Timeout(what))?
-            .map_err(|e| Fault::Transport(e.to_string()))?;
+            .map_err(transport)?;
         Ok(())
     }
 

@@ -105,7 +105,7 @@ pub async fn read(
         let (frame, parts) = conn.read(&[item], timeout).await?;
         match parts.into_iter().next() {
             Some(Ok(range)) => out.extend_from_slice(&frame[range]),
-            Some(Err(e)) => return Err(Fault::S7(frame::S7Error::Malformed(e.to_string()))),
+            Some(Err(e)) => return Err(Fault::Item(e)),
             None => {}
         }
         done += n;

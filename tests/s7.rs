@@ -1,0 +1,460 @@
+//! Shopfloor against a third-party S7 PLC: python-snap7's pure-Python S7 server
+//! (`tests/s7/server.py`), an independent implementation of ISO-on-TCP, COTP and S7comm,
+//! serving DB, M, I, Q, T and C areas whose bytes are written there by hand.
+//!
+//! `scripts/test` installs python-snap7 into the test venv (`~/.cache/shopfloor/venv`); point
+//! `SHOPFLOOR_TEST_PYTHON` at another interpreter that has it to use that one.
+
+#[path = "support/python.rs"]
+mod support_python;
+use support_python::python;
+
+#[path = "support/recorder.rs"]
+mod support_recorder;
+use support_recorder::Recorder;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use shopfloor::agent::config::Config;
+use shopfloor::metrics::Metrics;
+use shopfloor::model::{SourceEvent, Target, Value};
+use shopfloor::shutdown;
+use shopfloor::source::modbus::health;
+use shopfloor::source::s7::{self, frame};
+use tokio::sync::mpsc;
+
+/// The snap7 server process; killed when dropped.
+struct Snap7 {
+    child: Child,
+    port: u16,
+}
+
+impl Snap7 {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s7/server.py");
+        let mut child = Command::new(python())
+            .args([script, &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the snap7 server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            panic!(
+                "the snap7 server did not start (is python-snap7 installed? run scripts/test)"
+            );
+        }
+        Snap7 { child, port }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Snap7 {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const SITE: &str = r#"
+[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "press1"
+kind = "press"
+cnc = false
+
+[[machine]]
+id = "press2"
+kind = "press"
+cnc = false
+"#;
+
+/// One field of every type and area the server holds (see server.py for the bytes), and one
+/// in a DB the server does not have.
+const EVERY_TYPE: &str = r#"field = [
+  { signal = "x0", address = "DB10.DBX0.0" },
+  { signal = "x1", address = "DB10.DBX0.1" },
+  { signal = "x3", address = "DB10.DBX0.3" },
+  { signal = "byte", address = "DB10.DBB1" },
+  { signal = "int", address = "DB10.DBW2" },
+  { signal = "word", address = "DB10.DBW4", type = "word" },
+  { signal = "dint", address = "DB10.DBD6" },
+  { signal = "dword", address = "DB10.DBD10", type = "dword" },
+  { signal = "real", address = "DB10.DBD14", type = "real" },
+  { signal = "lreal", address = "DB10.DBB18", type = "lreal" },
+  { signal = "string", address = "DB10.DBB26", type = "string", length = 10 },
+  { signal = "wstring", address = "DB10.DBB38", type = "wstring", length = 4 },
+  { signal = "s5time", address = "DB10.DBW50", type = "s5time" },
+  { signal = "time", address = "DB10.DBD52", type = "time" },
+  { signal = "char", address = "DB10.DBB56", type = "char" },
+  { signal = "sint", address = "DB10.DBB57", type = "sint" },
+  { signal = "uint", address = "DB10.DBW58", type = "uint" },
+  { signal = "udint", address = "DB10.DBD60", type = "udint" },
+  { signal = "lint", address = "DB10.DBB64", type = "lint" },
+  { signal = "ulint", address = "DB10.DBB72", type = "ulint" },
+  { signal = "scaled", address = "DB10.DBW2", type = "int", scale = 0.1, offset = 1000.0 },
+  { signal = "v10_2", address = "V10.2" },
+  { signal = "vw100", address = "VW100" },
+  { signal = "vd200", address = "VD200", type = "real" },
+  { signal = "m0_1", address = "M0.1" },
+  { signal = "mw20", address = "MW20" },
+  { signal = "md24", address = "MD24" },
+  { signal = "i0_1", address = "I0.1" },
+  { signal = "iw2", address = "IW2", type = "word" },
+  { signal = "q1_0", address = "Q1.0" },
+  { signal = "qw4", address = "QW4" },
+  { signal = "t5", address = "T5" },
+  { signal = "c3", address = "C3" },
+  { signal = "missing", address = "DB99.DBW0" },
+]
+"#;
+
+fn load(text: &str) -> Config {
+    shopfloor::agent::config::load_str(&format!("{SITE}{text}"), "s7.toml")
+        .unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// What the devices' tasks sent while they ran.
+struct Run {
+    events: Vec<(std::time::Instant, SourceEvent)>,
+    metrics: Metrics,
+}
+
+impl Run {
+    /// The last value of every (machine, signal).
+    fn values(&self) -> BTreeMap<(String, String), Value> {
+        let mut values = BTreeMap::new();
+        for (_, e) in &self.events {
+            if let SourceEvent::Samples(samples) = e {
+                for s in samples {
+                    let Target::Machine(m) = &s.target else {
+                        continue;
+                    };
+                    values.insert((m.to_string(), s.signal.to_string()), s.value.clone());
+                }
+            }
+        }
+        values
+    }
+}
+
+/// Runs every `[[s7]]` device of `cfg` for `run_for`, calling `meanwhile` after `after`.
+async fn run(cfg: &Config, run_for: Duration, after: Duration, meanwhile: impl FnOnce()) -> Run {
+    let (trigger, stop) = shutdown::channel();
+    let (tx, mut rx) = mpsc::channel(100_000);
+    let metrics = Metrics::new();
+    let tasks: Vec<_> = cfg
+        .s7
+        .iter()
+        .map(|d| tokio::spawn(s7::run(d.clone(), tx.clone(), metrics.clone(), stop.clone())))
+        .collect();
+    drop(tx);
+    let collect = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            events.push((std::time::Instant::now(), e));
+        }
+        events
+    });
+    tokio::time::sleep(after).await;
+    meanwhile();
+    tokio::time::sleep(run_for.saturating_sub(after)).await;
+    trigger.fire();
+    for t in tasks {
+        t.await.expect("device task");
+    }
+    Run {
+        events: collect.await.expect("collector"),
+        metrics,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_and_area_reads_right_from_snap7() {
+    let server = Snap7::start();
+    let cfg = load(&format!(
+        "[[s7]]\nid = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"200ms\"\nmachine = \"press1\"\n{EVERY_TYPE}",
+        server.port
+    ));
+    let r = run(&cfg, Duration::from_millis(1500), Duration::ZERO, || {}).await;
+    let values = r.values();
+    let get = |s: &str| values.get(&("press1".to_string(), s.to_string())).cloned();
+    let want = [
+        ("x0", Value::Bool(true)),
+        ("x1", Value::Bool(false)),
+        ("x3", Value::Bool(true)),
+        ("byte", Value::Int(0xAB)),
+        ("int", Value::Int(-1234)),
+        ("word", Value::Int(0xBEEF)),
+        ("dint", Value::Int(-123_456)),
+        ("dword", Value::Int(0xDEAD_BEEF)),
+        // 0x42F6E979 is the f32 nearest 123.456.
+        ("real", Value::Float(f64::from(123.456f32))),
+        ("lreal", Value::Float(-2.5)),
+        ("string", Value::Text("PRESS-1".into())),
+        ("wstring", Value::Text("机床".into())),
+        // S5TIME 0x2123: time base 2 (1 s) × BCD 123 = 123 000 ms.
+        ("s5time", Value::Int(123_000)),
+        ("time", Value::Int(5000)),
+        ("char", Value::Text("K".into())),
+        ("sint", Value::Int(-5)),
+        ("uint", Value::Int(65000)),
+        ("udint", Value::Int(4_000_000_000)),
+        ("lint", Value::Int(-7)),
+        ("ulint", Value::Int(1 << 40)),
+        // −1234 × 0.1 + 1000 = 876.6.
+        ("v10_2", Value::Bool(true)),
+        ("vw100", Value::Int(321)),
+        ("vd200", Value::Float(50.5)),
+        ("m0_1", Value::Bool(true)),
+        ("mw20", Value::Int(777)),
+        ("md24", Value::Int(100_000)),
+        ("i0_1", Value::Bool(true)),
+        ("iw2", Value::Int(4242)),
+        ("q1_0", Value::Bool(true)),
+        ("qw4", Value::Int(-1)),
+        ("t5", Value::Int(123_000)),
+        // C3 = BCD 042.
+        ("c3", Value::Int(42)),
+    ];
+    for (signal, value) in want {
+        assert_eq!(get(signal), Some(value), "{signal}");
+    }
+    // −1234 × 0.1 + 1000 = 876.6.
+    assert!(
+        matches!(get("scaled"), Some(Value::Float(x)) if (x - 876.6).abs() < 1e-9),
+        "{:?}",
+        get("scaled")
+    );
+    // DB99 does not exist: its item is refused (return code 0x0A), counted, and the rest read;
+    // the PLC stays up.
+    assert_eq!(get("missing"), None);
+    assert!(health::errors_of_kind(&r.metrics, "exception") >= 2);
+    assert!(
+        !r.events
+            .iter()
+            .any(|(_, e)| matches!(e, SourceEvent::DeviceDown { .. })),
+        "{:?}",
+        r.events
+    );
+    assert!(
+        r.events
+            .iter()
+            .any(|(_, e)| matches!(e, SourceEvent::DeviceUp { device, .. } if &**device == "plc"))
+    );
+}
+
+/// Splits what the agent sent on one connection into TPKTs.
+fn tpkts(mut bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let len = usize::from(u16::from_be_bytes([bytes[2], bytes[3]])).max(4);
+        let (frame, rest) = bytes.split_at(len.min(bytes.len()));
+        out.push(frame);
+        bytes = rest;
+    }
+    out
+}
+
+/// The bytes each item of a Read Var request asks for (its count; 2 bytes an element for T
+/// and C), from the request's parameter block.
+fn requested_items(frame: &[u8]) -> Vec<usize> {
+    // TPKT 4, COTP 3, S7 header 10, then function and item count.
+    let param = &frame[17..];
+    let n = usize::from(param[1]);
+    (0..n)
+        .map(|i| {
+            let item = &param[2 + 12 * i..2 + 12 * (i + 1)];
+            let count = usize::from(u16::from_be_bytes([item[4], item[5]]));
+            if matches!(item[3], 0x1C | 0x1D) {
+                2 * count
+            } else {
+                count
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_connect_setup_and_read_var_go_out_and_a_big_read_is_split_at_the_pdu() {
+    let server = Snap7::start();
+    let proxy = Recorder::start(server.addr()).await;
+    // 250 DINTs back to back in DB20: 1000 bytes, more than any PDU carries, plus the
+    // every-type map.
+    let big: String = (0..250)
+        .map(|n| format!("{{ signal = \"d{n}\", address = \"DB20.DBD{}\" }},\n", 4 * n))
+        .collect();
+    let every = EVERY_TYPE.trim_start_matches("field = [").trim_end().trim_end_matches(']');
+    let cfg = load(&format!(
+        "[[s7]]\nid = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"300ms\"\nmachine = \"press1\"\nfield = [\n{big}{every}]\n",
+        proxy.addr.port()
+    ));
+    let r = run(&cfg, Duration::from_millis(1500), Duration::ZERO, || {}).await;
+    let values = r.values();
+    for n in 0..250i64 {
+        assert_eq!(
+            values.get(&("press1".to_string(), format!("d{n}"))),
+            Some(&Value::Int(7 * n)),
+            "d{n}"
+        );
+    }
+    let sent = proxy.sent();
+    assert_eq!(sent.len(), 1, "one connection, kept");
+    let frames = tpkts(&sent[0]);
+    // The COTP connection request, then S7 jobs: Setup Communication once, then Read Var.
+    assert_eq!(frames[0][5], 0xE0, "a COTP CR first: {:02X?}", frames[0]);
+    let functions: Vec<Option<u8>> = frames[1..].iter().map(|f| frame::job_function(f)).collect();
+    assert_eq!(functions[0], Some(frame::FN_SETUP));
+    assert!(functions.len() > 2, "{functions:?}");
+    assert!(
+        functions[1..].iter().all(|f| *f == Some(frame::FN_READ)),
+        "only Read Var after the set-up: {functions:?}"
+    );
+    // The agent asked for 960; snap7 grants 480, so no item may ask for more than
+    // 480 − 12 (ack header) − 2 (function, count) − 4 (item header) = 462 bytes, and the
+    // 1000-byte block is read in items of at most that: 460 (115 DINTs), 460, 80.
+    let setup = frames[1];
+    assert_eq!(&setup[setup.len() - 2..], &[0x03, 0xC0], "asked for 960");
+    let mut sizes: Vec<usize> = Vec::new();
+    for f in &frames[2..] {
+        let items = requested_items(f);
+        // Request: 12 + 12 per item; reply: 14 + 4 per item + data (even): both ≤ 480.
+        assert!(12 + 12 * items.len() <= 480, "{items:?}");
+        let reply: usize = 14 + items.iter().map(|n| 4 + n + n % 2).sum::<usize>();
+        assert!(reply <= 480, "reply of {reply} bytes: {items:?}");
+        sizes.extend(items);
+    }
+    assert!(sizes.iter().all(|n| *n <= 462), "{sizes:?}");
+    assert!(sizes.contains(&460), "the block is cut at the PDU: {sizes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plc_that_drops_the_connection_is_down_with_its_reason_and_the_other_keeps_its_schedule()
+{
+    let mut dying = Snap7::start();
+    let steady = Snap7::start();
+    let cfg = load(&format!(
+        r#"[[s7]]
+id = "dying"
+host = "127.0.0.1"
+port = {}
+poll = "200ms"
+timeout = "500ms"
+machine = "press1"
+field = [{{ signal = "strokes", address = "DB10.DBD6" }}]
+
+[[s7]]
+id = "steady"
+host = "127.0.0.1"
+port = {}
+poll = "200ms"
+machine = "press2"
+field = [{{ signal = "strokes", address = "DB10.DBD6" }}]
+"#,
+        dying.port, steady.port
+    ));
+    let started = std::time::Instant::now();
+    let killed_after = Duration::from_millis(1000);
+    let r = run(&cfg, Duration::from_millis(3000), killed_after, || dying.kill()).await;
+    let killed = started + killed_after;
+    let down: Vec<&String> = r
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            SourceEvent::DeviceDown { device, reason, .. } if &**device == "dying" => Some(reason),
+            _ => None,
+        })
+        .collect();
+    // Down when the connection broke, and again only when the reason changed (the
+    // reconnection refused), not once a retry.
+    assert!(!down.is_empty() && down.len() <= 2, "{down:?}");
+    assert!(
+        down[0].contains("the PLC closed the connection"),
+        "the reason says what broke: {}",
+        down[0]
+    );
+    if let Some(second) = down.get(1) {
+        assert!(second.contains("cannot connect"), "{second}");
+    }
+    assert!(
+        !r.events.iter().any(|(_, e)| matches!(e, SourceEvent::DeviceDown { device, .. } if &**device == "steady")),
+    );
+    // The steady PLC polls every 200 ms while the other is dead: about 10 polls in the 2 s
+    // after the kill (8 or more, allowing for a slow machine).
+    let steady_after = r
+        .events
+        .iter()
+        .filter(|(t, e)| {
+            *t > killed
+                && matches!(e, SourceEvent::Samples(s) if s.iter().any(|s| matches!(&s.target, Target::Machine(m) if &**m == "press2")))
+        })
+        .count();
+    assert!(steady_after >= 8, "steady polls after the kill: {steady_after}");
+    // And the dead one delivered nothing after it went down.
+    let dying_after = r
+        .events
+        .iter()
+        .filter(|(t, e)| {
+            *t > killed + Duration::from_millis(300)
+                && matches!(e, SourceEvent::Samples(s) if s.iter().any(|s| matches!(&s.target, Target::Machine(m) if &**m == "press1")))
+        })
+        .count();
+    assert_eq!(dying_after, 0);
+}
+
+#[test]
+fn probe_reads_snap7_and_shows_the_words_as_every_type() {
+    let server = Snap7::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+        .args([
+            "probe",
+            &format!("s7://127.0.0.1:{}?rack=0&slot=1", server.port),
+            "DB10.DBW0",
+            "--count",
+            "20",
+        ])
+        .output()
+        .expect("run shopfloor probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // DBW2 holds INT −1234 (0xFB2E); DBD14 the REAL 123.456.
+    let row = |start: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no {start} row in\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let w2 = row("DB10.DBW2 ");
+    assert_eq!((w2[1].as_str(), w2[5].as_str()), ("0xFB2E", "-1234"), "{w2:?}");
+    assert_eq!(row("DB10.DBD14").last().map(String::as_str), Some("123.456"));
+    assert!(stdout.contains("DB10.DBW38"), "20 words: DBW0 to DBW38\n{stdout}");
+    assert!(!stdout.contains("DB10.DBW40"), "{stdout}");
+}
