@@ -343,6 +343,7 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 .iter()
                 .flat_map(|d| &d.fields)
                 .filter_map(|f| f.machine.as_deref())
+                .chain(cfg.s7.iter().flat_map(|d| &d.fields).filter_map(|f| f.machine.as_deref()))
                 .collect::<std::collections::HashSet<_>>()
                 .len();
             println!(

@@ -70,6 +70,10 @@ pub struct S7Device {
     /// Fields of one area closer than this many bytes are read in one item, gap included.
     #[serde(default = "default_max_gap")]
     pub max_gap: u32,
+    /// An address map by name: `profiles/<name>.toml` beside the config file, else one shipped
+    /// with Shopfloor (`config/profiles/s7/`). Its fields come first; the device's own add to it.
+    #[serde(default)]
+    pub profile: Option<String>,
     /// The machine that fields without `machine` belong to.
     #[serde(default)]
     pub machine: Option<String>,
@@ -162,6 +166,42 @@ fn optional_tsap<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Erro
         }
     }
     d.deserialize_any(V)
+}
+
+/// The S7 profiles shipped with Shopfloor: (name, file text).
+pub const BUILTIN: &[(&str, &str)] = &[(
+    "press-line-s7-200-smart",
+    include_str!("../../../config/profiles/s7/press-line-s7-200-smart.toml"),
+)];
+
+/// An S7 profile file: the address map of a PLC program used on many machines alike.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S7Profile {
+    /// What the profile describes.
+    pub description: String,
+    /// Fields as in `[[s7.field]]`, without `machine`.
+    #[serde(rename = "field")]
+    pub fields: Vec<S7Field>,
+}
+
+/// Reads profile `name` (a file beside the config, else a shipped one).
+pub fn load_profile(name: &str, dir: Option<&std::path::Path>) -> Result<S7Profile, String> {
+    use crate::source::modbus::profile::find_in;
+    let (source, text) = find_in(name, dir, BUILTIN)?;
+    let file = match source {
+        crate::source::modbus::profile::ProfileSource::File(p) => p.display().to_string(),
+        _ => format!("<shipped>/config/profiles/s7/{name}.toml"),
+    };
+    let profile: S7Profile =
+        toml::from_str(&text).map_err(|e| format!("profile `{name}` ({file}): {e}"))?;
+    if let Some(f) = profile.fields.iter().find(|f| f.machine.is_some()) {
+        return Err(format!(
+            "profile `{name}` ({file}): field `{}` names a machine; the device using the profile names it",
+            f.signal
+        ));
+    }
+    Ok(profile)
 }
 
 /// `[[s7.field]]`: one signal at one PLC address.
@@ -363,6 +403,28 @@ impl Checker<'_> {
     ) {
         let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
         let id = device.id.clone();
+        // A profile's fields come first; problems with them are reported at `profile`.
+        let mut from_profile = 0;
+        if let Some(name) = device.profile.clone() {
+            let memo = format!("s7 profile {name}");
+            let loaded = match self.remembered::<S7Profile>(&memo) {
+                Some(p) => Ok(p),
+                None => load_profile(&name, self.dir()),
+            };
+            match loaded {
+                Ok(profile) => {
+                    self.remember(memo, profile.clone());
+                    from_profile = profile.fields.len();
+                    let mut fields = profile.fields;
+                    fields.append(&mut device.fields);
+                    device.fields = fields;
+                }
+                Err(message) => {
+                    let span = at(self, &[key("profile")]);
+                    self.push(span, format!("s7 device `{id}`: {message}"));
+                }
+            }
+        }
         let push = |s: &mut Self, rest: &[Seg], message: String| {
             let span = at(s, rest);
             s.push(span, message);
@@ -447,7 +509,13 @@ impl Checker<'_> {
         }
         let mut signals = HashSet::new();
         for (j, field) in device.fields.iter_mut().enumerate() {
-            let here = |k: &str| vec![key("field"), Seg::Index(j), key(k)];
+            let here = |k: &str| {
+                if j < from_profile {
+                    vec![key("profile")]
+                } else {
+                    vec![key("field"), Seg::Index(j - from_profile), key(k)]
+                }
+            };
             for (k, message) in field.rules() {
                 push(self, &here(k), message);
             }
@@ -572,6 +640,60 @@ mod tests {
             "[[s7]]\nid = \"plc\"\nhost = \"h\"\nmachine = \"p1\"\nfield = [{ signal = \"a\", address = \"DB1.DBW0\", type = \"short\" }]\n",
         );
         assert!(bad[0].contains("`short` is not an S7 type"), "{bad:?}");
+    }
+
+    #[test]
+    fn a_profile_brings_its_fields_first_and_its_mistakes_are_named() {
+        let text = format!(
+            "{SITE}[[s7]]\nid = \"plc\"\nhost = \"h\"\nprofile = \"press-line-s7-200-smart\"\nmachine = \"p1\"\nfield = [{{ signal = \"die_temp\", address = \"VW120\" }}]\n"
+        );
+        let cfg = load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        let signals: Vec<(&str, String)> = cfg.s7[0]
+            .fields
+            .iter()
+            .map(|f| (f.signal.as_str(), f.address.to_string()))
+            .collect();
+        assert_eq!(
+            signals,
+            [
+                ("run", "DB1.DBX100.0".to_string()),
+                ("fault", "DB1.DBX100.1".to_string()),
+                ("strokes", "DB1.DBD102".to_string()),
+                ("mode", "DB1.DBW106".to_string()),
+                ("die_temp", "DB1.DBW120".to_string()),
+            ]
+        );
+        assert!(cfg.s7[0].fields.iter().all(|f| f.machine.as_deref() == Some("p1")));
+        let got = problems(
+            "[[s7]]\nid = \"plc\"\nhost = \"h\"\nprofile = \"press-line\"\nmachine = \"p1\"\n",
+        );
+        assert!(
+            got[0].contains("unknown profile `press-line`") && got[0].contains("press-line-s7-200-smart"),
+            "{got:?}"
+        );
+        let got = problems(
+            "[[s7]]\nid = \"plc\"\nhost = \"h\"\nprofile = \"press-line-s7-200-smart\"\n",
+        );
+        assert!(got[0].contains("field `run` belongs to no machine"), "{got:?}");
+    }
+
+    #[test]
+    fn every_shipped_profile_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles/s7");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        files.sort();
+        let shipped: Vec<String> = BUILTIN.iter().map(|(n, _)| format!("{n}.toml")).collect();
+        assert_eq!(files, shipped);
+        for (name, _) in BUILTIN {
+            let p = load_profile(name, None).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!p.fields.is_empty() && !p.description.is_empty(), "{name}");
+            for f in &p.fields {
+                assert_eq!(f.rules(), Vec::new(), "{name} {}", f.signal);
+            }
+        }
     }
 
     #[test]
