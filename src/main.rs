@@ -343,7 +343,12 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 .iter()
                 .flat_map(|d| &d.fields)
                 .filter_map(|f| f.machine.as_deref())
-                .chain(cfg.s7.iter().flat_map(|d| &d.fields).filter_map(|f| f.machine.as_deref()))
+                .chain(
+                    cfg.s7
+                        .iter()
+                        .flat_map(|d| &d.fields)
+                        .filter_map(|f| f.machine.as_deref()),
+                )
                 .collect::<std::collections::HashSet<_>>()
                 .len();
             println!(
@@ -819,10 +824,7 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     );
     match probe::read(&link, unit, args.register, start, args.count, timeout).await {
         Ok(Ok(words)) => {
-            print!(
-                "{}",
-                probe::table(args.register, u32::from(first), &words)
-            );
+            print!("{}", probe::table(args.register, u32::from(first), &words));
             Ok(())
         }
         Ok(Err(exception)) => anyhow::bail!("the device answered with an exception: {exception}"),
@@ -831,12 +833,7 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
 }
 
 /// `shopfloor probe s7://… DB10.DBW0`: reads `count` words and prints them as every S7 type.
-async fn run_probe_s7(
-    url: &str,
-    item: &str,
-    count: u16,
-    timeout: Option<Duration>,
-) -> Result<()> {
+async fn run_probe_s7(url: &str, item: &str, count: u16, timeout: Option<Duration>) -> Result<()> {
     use shopfloor::source::s7::probe as s7_probe;
     let target = s7_probe::parse_url(url).map_err(|e| anyhow::anyhow!(e))?;
     let start = s7_probe::start_of(item).map_err(|e| anyhow::anyhow!(e))?;
@@ -852,7 +849,11 @@ async fn run_probe_s7(
         target.address,
         target.tsaps.0,
         target.tsaps.1,
-        if start.area.is_element_area() { "elements" } else { "words" },
+        if start.area.is_element_area() {
+            "elements"
+        } else {
+            "words"
+        },
     );
     print!("{}", s7_probe::table(start, &bytes));
     Ok(())

@@ -50,9 +50,7 @@ impl Snap7 {
         let _ = BufReader::new(stdout).read_line(&mut line);
         if line.trim() != "ready" {
             let _ = child.kill();
-            panic!(
-                "the snap7 server did not start (is python-snap7 installed? run scripts/test)"
-            );
+            panic!("the snap7 server did not start (is python-snap7 installed? run scripts/test)");
         }
         Snap7 { child, port }
     }
@@ -167,7 +165,14 @@ async fn run(cfg: &Config, run_for: Duration, after: Duration, meanwhile: impl F
     let tasks: Vec<_> = cfg
         .s7
         .iter()
-        .map(|d| tokio::spawn(s7::run(d.clone(), tx.clone(), metrics.clone(), stop.clone())))
+        .map(|d| {
+            tokio::spawn(s7::run(
+                d.clone(),
+                tx.clone(),
+                metrics.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
     drop(tx);
     let collect = tokio::spawn(async move {
@@ -303,9 +308,17 @@ async fn only_connect_setup_and_read_var_go_out_and_a_big_read_is_split_at_the_p
     // 250 DINTs back to back in DB20: 1000 bytes, more than any PDU carries, plus the
     // every-type map.
     let big: String = (0..250)
-        .map(|n| format!("{{ signal = \"d{n}\", address = \"DB20.DBD{}\" }},\n", 4 * n))
+        .map(|n| {
+            format!(
+                "{{ signal = \"d{n}\", address = \"DB20.DBD{}\" }},\n",
+                4 * n
+            )
+        })
         .collect();
-    let every = EVERY_TYPE.trim_start_matches("field = [").trim_end().trim_end_matches(']');
+    let every = EVERY_TYPE
+        .trim_start_matches("field = [")
+        .trim_end()
+        .trim_end_matches(']');
     let cfg = load(&format!(
         "[[s7]]\nid = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"300ms\"\nmachine = \"press1\"\nfield = [\n{big}{every}]\n",
         proxy.addr.port()
@@ -346,7 +359,10 @@ async fn only_connect_setup_and_read_var_go_out_and_a_big_read_is_split_at_the_p
         sizes.extend(items);
     }
     assert!(sizes.iter().all(|n| *n <= 462), "{sizes:?}");
-    assert!(sizes.contains(&460), "the block is cut at the PDU: {sizes:?}");
+    assert!(
+        sizes.contains(&460),
+        "the block is cut at the PDU: {sizes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,7 +392,10 @@ field = [{{ signal = "strokes", address = "DB10.DBD6" }}]
     ));
     let started = std::time::Instant::now();
     let killed_after = Duration::from_millis(1000);
-    let r = run(&cfg, Duration::from_millis(3000), killed_after, || dying.kill()).await;
+    let r = run(&cfg, Duration::from_millis(3000), killed_after, || {
+        dying.kill()
+    })
+    .await;
     let killed = started + killed_after;
     let down: Vec<&String> = r
         .events
@@ -397,9 +416,9 @@ field = [{{ signal = "strokes", address = "DB10.DBD6" }}]
     if let Some(second) = down.get(1) {
         assert!(second.contains("cannot connect"), "{second}");
     }
-    assert!(
-        !r.events.iter().any(|(_, e)| matches!(e, SourceEvent::DeviceDown { device, .. } if &**device == "steady")),
-    );
+    assert!(!r.events.iter().any(
+        |(_, e)| matches!(e, SourceEvent::DeviceDown { device, .. } if &**device == "steady")
+    ),);
     // The steady PLC polls every 200 ms while the other is dead: about 10 polls in the 2 s
     // after the kill (8 or more, allowing for a slow machine).
     let steady_after = r
@@ -410,7 +429,10 @@ field = [{{ signal = "strokes", address = "DB10.DBD6" }}]
                 && matches!(e, SourceEvent::Samples(s) if s.iter().any(|s| matches!(&s.target, Target::Machine(m) if &**m == "press2")))
         })
         .count();
-    assert!(steady_after >= 8, "steady polls after the kill: {steady_after}");
+    assert!(
+        steady_after >= 8,
+        "steady polls after the kill: {steady_after}"
+    );
     // And the dead one delivered nothing after it went down.
     let dying_after = r
         .events
@@ -453,8 +475,18 @@ fn probe_reads_snap7_and_shows_the_words_as_every_type() {
             .collect::<Vec<_>>()
     };
     let w2 = row("DB10.DBW2 ");
-    assert_eq!((w2[1].as_str(), w2[5].as_str()), ("0xFB2E", "-1234"), "{w2:?}");
-    assert_eq!(row("DB10.DBD14").last().map(String::as_str), Some("123.456"));
-    assert!(stdout.contains("DB10.DBW38"), "20 words: DBW0 to DBW38\n{stdout}");
+    assert_eq!(
+        (w2[1].as_str(), w2[5].as_str()),
+        ("0xFB2E", "-1234"),
+        "{w2:?}"
+    );
+    assert_eq!(
+        row("DB10.DBD14").last().map(String::as_str),
+        Some("123.456")
+    );
+    assert!(
+        stdout.contains("DB10.DBW38"),
+        "20 words: DBW0 to DBW38\n{stdout}"
+    );
     assert!(!stdout.contains("DB10.DBW40"), "{stdout}");
 }

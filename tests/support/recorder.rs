@@ -65,4 +65,3 @@ impl Recorder {
         self.sent.lock().unwrap().len()
     }
 }
-

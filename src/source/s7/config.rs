@@ -356,10 +356,7 @@ impl S7Field {
         }
         let no_scale = text || matches!(ty, S7Type::Bool | S7Type::Char);
         if no_scale && (self.scale.is_some() || self.offset.is_some()) {
-            found.push((
-                "scale",
-                format!("a {} has no scale or offset", ty.name()),
-            ));
+            found.push(("scale", format!("a {} has no scale or offset", ty.name())));
         }
         if self.poll.is_some_and(|p| p.is_zero()) {
             found.push(("poll", "poll must be longer than zero".to_string()));
@@ -467,7 +464,11 @@ impl Checker<'_> {
             );
         }
         if by_tsap && (device.rack.is_some() || device.slot.is_some()) {
-            let k = if device.rack.is_some() { "rack" } else { "slot" };
+            let k = if device.rack.is_some() {
+                "rack"
+            } else {
+                "slot"
+            };
             push(
                 self,
                 &[key(k)],
@@ -663,18 +664,26 @@ mod tests {
                 ("die_temp", "DB1.DBW120".to_string()),
             ]
         );
-        assert!(cfg.s7[0].fields.iter().all(|f| f.machine.as_deref() == Some("p1")));
+        assert!(
+            cfg.s7[0]
+                .fields
+                .iter()
+                .all(|f| f.machine.as_deref() == Some("p1"))
+        );
         let got = problems(
             "[[s7]]\nid = \"plc\"\nhost = \"h\"\nprofile = \"press-line\"\nmachine = \"p1\"\n",
         );
         assert!(
-            got[0].contains("unknown profile `press-line`") && got[0].contains("press-line-s7-200-smart"),
+            got[0].contains("unknown profile `press-line`")
+                && got[0].contains("press-line-s7-200-smart"),
             "{got:?}"
         );
-        let got = problems(
-            "[[s7]]\nid = \"plc\"\nhost = \"h\"\nprofile = \"press-line-s7-200-smart\"\n",
+        let got =
+            problems("[[s7]]\nid = \"plc\"\nhost = \"h\"\nprofile = \"press-line-s7-200-smart\"\n");
+        assert!(
+            got[0].contains("field `run` belongs to no machine"),
+            "{got:?}"
         );
-        assert!(got[0].contains("field `run` belongs to no machine"), "{got:?}");
     }
 
     #[test]
@@ -702,13 +711,16 @@ mod tests {
             "[[s7]]\nid = \"a\"\nhost = \"h\"\nmachine = \"p1\"\nfield = [{ signal = \"x\", address = \"DB1.DBD0\", type = \"real\" }]\n[[s7]]\nid = \"b\"\nhost = \"h2\"\nmachine = \"p1\"\nfield = [{ signal = \"x\", address = \"MW0\" }]\n",
         );
         assert!(
-            got.iter()
-                .any(|g| g.contains("signal `x` is an integer here but a float in s7 device `a` DB1.DBD0")),
+            got.iter().any(|g| g
+                .contains("signal `x` is an integer here but a float in s7 device `a` DB1.DBD0")),
             "{got:#?}"
         );
         let dup = problems(
             "[[s7]]\nid = \"a\"\nhost = \"h\"\nmachine = \"p1\"\nfield = [{ signal = \"x\", address = \"MW0\" }]\n[[s7]]\nid = \"a\"\nhost = \"h2\"\nmachine = \"p1\"\nfield = [{ signal = \"y\", address = \"MW0\" }]\n",
         );
-        assert!(dup.iter().any(|g| g.contains("id `a` is already used")), "{dup:#?}");
+        assert!(
+            dup.iter().any(|g| g.contains("id `a` is already used")),
+            "{dup:#?}"
+        );
     }
 }

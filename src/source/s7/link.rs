@@ -172,10 +172,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.buf.clear();
         self.buf.extend_from_slice(&header);
         self.buf.resize(len, 0);
-        tokio::time::timeout(timeout, self.stream.read_exact(&mut self.buf[TPKT_HEADER..]))
-            .await
-            .map_err(|_| Fault::Timeout(what))?
-            .map_err(transport)?;
+        tokio::time::timeout(
+            timeout,
+            self.stream.read_exact(&mut self.buf[TPKT_HEADER..]),
+        )
+        .await
+        .map_err(|_| Fault::Timeout(what))?
+        .map_err(transport)?;
         Ok(())
     }
 

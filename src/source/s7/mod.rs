@@ -456,7 +456,10 @@ mod tests {
             Fault::Transport(String::new()),
             Fault::S7(S7Error::Malformed(String::new())),
             Fault::S7(S7Error::Refused(String::new())),
-            Fault::S7(S7Error::Job { class: 0x81, code: 4 }),
+            Fault::S7(S7Error::Job {
+                class: 0x81,
+                code: 4,
+            }),
         ] {
             assert!(ERROR_KINDS.contains(&fault.kind()), "{fault:?}");
         }

@@ -283,10 +283,18 @@ mod tests {
             .map(|n| format!("{{ signal = \"w{n}\", address = \"DB2.DBW{}\" }},", 100 * n))
             .collect();
         let d = device(&fields);
-        let sizes: Vec<usize> = plan(&d, 240)[0].jobs.iter().map(|j| j.items.len()).collect();
+        let sizes: Vec<usize> = plan(&d, 240)[0]
+            .jobs
+            .iter()
+            .map(|j| j.items.len())
+            .collect();
         assert_eq!(sizes, vec![19, 11]);
         // At 960 the request has room for more, but a job has 20 items at most.
-        let sizes: Vec<usize> = plan(&d, 960)[0].jobs.iter().map(|j| j.items.len()).collect();
+        let sizes: Vec<usize> = plan(&d, 960)[0]
+            .jobs
+            .iter()
+            .map(|j| j.items.len())
+            .collect();
         assert_eq!(sizes, vec![20, 10]);
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::address::{Address, Area, S7Type, Width};
 use super::config::{DEFAULT_LOCAL_TSAP, parse_tsap};
 use super::decode;
-use super::frame::{self, ReadItem, REQUESTED_PDU};
+use super::frame::{self, REQUESTED_PDU, ReadItem};
 use super::link::{self, Fault};
 use crate::model::Value;
 
@@ -43,7 +43,8 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         }
         _ => format!("{authority}:{}", frame::ISO_TCP_PORT),
     };
-    let (mut rack, mut slot, mut local, mut remote, mut pdu) = (0u8, 1u8, None, None, REQUESTED_PDU);
+    let (mut rack, mut slot, mut local, mut remote, mut pdu) =
+        (0u8, 1u8, None, None, REQUESTED_PDU);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let number = |max: u32| {
@@ -60,7 +61,10 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
             "pdu" => {
                 pdu = number(u32::from(REQUESTED_PDU))? as u16;
                 if pdu < frame::MIN_PDU {
-                    return Err(format!("pdu={pdu}: pdu is {}–{REQUESTED_PDU}", frame::MIN_PDU));
+                    return Err(format!(
+                        "pdu={pdu}: pdu is {}–{REQUESTED_PDU}",
+                        frame::MIN_PDU
+                    ));
                 }
             }
             _ => {
@@ -274,7 +278,10 @@ mod tests {
         assert_eq!(t.tsaps, (0x0100, 0x0102));
         assert_eq!(t.pdu, 960);
         let t = parse_url("s7://plc:1102?local_tsap=01.00&remote_tsap=20.00&pdu=240").unwrap();
-        assert_eq!((t.address.as_str(), t.tsaps, t.pdu), ("plc:1102", (0x0100, 0x2000), 240));
+        assert_eq!(
+            (t.address.as_str(), t.tsaps, t.pdu),
+            ("plc:1102", (0x0100, 0x2000), 240)
+        );
         assert_eq!(parse_url("s7://h").unwrap().tsaps, (0x0100, 0x0101));
         for (bad, words) in [
             ("http://h", "not an s7:// URL"),
