@@ -113,7 +113,7 @@ const EVERY_TYPE: &str = r#"field = [
   { signal = "ulint", address = "DB10.DBB72", type = "ulint" },
   { signal = "scaled", address = "DB10.DBW2", type = "int", scale = 0.1, offset = 1000.0 },
   { signal = "v10_2", address = "V10.2" },
-  { signal = "vw100", address = "VW100" },
+  { signal = "vw20", address = "VW20" },
   { signal = "vd200", address = "VD200", type = "real" },
   { signal = "m0_1", address = "M0.1" },
   { signal = "mw20", address = "MW20" },
@@ -230,7 +230,7 @@ async fn every_type_and_area_reads_right_from_snap7() {
         ("ulint", Value::Int(1 << 40)),
         // −1234 × 0.1 + 1000 = 876.6.
         ("v10_2", Value::Bool(true)),
-        ("vw100", Value::Int(321)),
+        ("vw20", Value::Int(321)),
         ("vd200", Value::Float(50.5)),
         ("m0_1", Value::Bool(true)),
         ("mw20", Value::Int(777)),
@@ -443,6 +443,22 @@ field = [{{ signal = "strokes", address = "DB10.DBD6" }}]
         })
         .count();
     assert_eq!(dying_after, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_press_line_profile_reads_an_s7_200_smart_block() {
+    let server = Snap7::start();
+    let cfg = load(&format!(
+        "[[s7]]\nid = \"smart\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"200ms\"\nprofile = \"press-line-s7-200-smart\"\nmachine = \"press1\"\n",
+        server.port
+    ));
+    let r = run(&cfg, Duration::from_millis(800), Duration::ZERO, || {}).await;
+    let values = r.values();
+    let get = |s: &str| values.get(&("press1".to_string(), s.to_string())).cloned();
+    assert_eq!(get("run"), Some(Value::Bool(true)));
+    assert_eq!(get("fault"), Some(Value::Bool(false)));
+    assert_eq!(get("strokes"), Some(Value::Int(123_456)));
+    assert_eq!(get("mode"), Some(Value::Int(3)));
 }
 
 #[test]

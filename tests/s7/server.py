@@ -46,7 +46,11 @@ def v_memory():
     # S7-200 SMART V memory is DB1.
     b = bytearray(256)
     b[10] = 0b0000_0100  # V10.2 true
-    b[100:102] = struct.pack(">h", 321)  # VW100
+    b[20:22] = struct.pack(">h", 321)  # VW20
+    # The press-line profile's block (config/profiles/s7/press-line-s7-200-smart.toml):
+    b[100] = 0b0000_0001  # V100.0 run true, V100.1 fault false
+    b[102:106] = struct.pack(">i", 123_456)  # VD102 strokes
+    b[106:108] = struct.pack(">h", 3)  # VW106 mode 3, continuous
     b[200:204] = struct.pack(">f", 50.5)  # VD200 REAL
     return b
 
