@@ -506,3 +506,180 @@ fn probe_reads_snap7_and_shows_the_words_as_every_type() {
     );
     assert!(!stdout.contains("DB10.DBW40"), "{stdout}");
 }
+
+/// One second of a press's life: (run, fault, strokes, mode).
+type Step = (bool, bool, i32, i16);
+
+/// Three minutes of a press, second by second: 60 s running (a stroke every 2 s), 30 s in
+/// fault, 20 s in inch mode (setup), 40 s switched to mode 0 (stopped), 30 s idle in
+/// continuous mode with the ram at rest.
+fn press_timeline() -> Vec<Step> {
+    let mut steps = Vec::new();
+    for s in 0..60 {
+        steps.push((true, false, s / 2, 3));
+    }
+    for _ in 0..30 {
+        steps.push((false, true, 30, 3));
+    }
+    for _ in 0..20 {
+        steps.push((false, false, 30, 1));
+    }
+    for _ in 0..40 {
+        steps.push((false, false, 30, 0));
+    }
+    for _ in 0..30 {
+        steps.push((false, false, 30, 3));
+    }
+    steps
+}
+
+#[test]
+fn an_s7_press_and_a_modbus_press_on_the_same_timeline_get_the_same_states_parts_and_time() {
+    use jiff::{SignedDuration, Timestamp};
+    use shopfloor::engine::Engine;
+    use shopfloor::line_protocol::contract;
+    use shopfloor::model::Sample;
+    use shopfloor::source::modbus::{decode as mb_decode, plan as mb_plan};
+    use std::sync::Arc;
+
+    // The same press twice: press1 on an S7-200 SMART with the shipped profile, press2 behind
+    // a Modbus box with the same signals in coils and holding registers.
+    let site = SITE.replace(
+        "cnc = false\n",
+        "cnc = false\nparts_signal = \"strokes\"\nideal_cycle = \"2s\"\n",
+    );
+    let cfg = shopfloor::agent::config::load_str(
+        &(site
+            + r#"
+[[state_rules]]
+kinds = ["press"]
+default = "idle"
+rule = [
+  { state = "stopped", when = [{ signal = "mode", op = "==", value = 0 }] },
+  { state = "alarm", when = [{ signal = "fault", op = "==", value = 1 }] },
+  { state = "setup", when = [{ signal = "mode", op = "==", value = 1 }] },
+  { state = "running", when = [{ signal = "run", op = "==", value = 1 }] },
+]
+
+[[s7]]
+id = "smart"
+host = "127.0.0.1"
+profile = "press-line-s7-200-smart"
+machine = "press1"
+
+[[modbus]]
+id = "box"
+address = "127.0.0.1:502"
+machine = "press2"
+field = [
+  { signal = "run", register = "coil", address = 0 },
+  { signal = "fault", register = "coil", address = 1 },
+  { signal = "strokes", register = "holding", address = 0, type = "i32" },
+  { signal = "mode", register = "holding", address = 2, type = "i16" },
+]
+"#),
+        "s7.toml",
+    )
+    .unwrap_or_else(|d| panic!("{d}"));
+    // The plans the two sources read by, and what each field's bytes or words decode to.
+    let s7_device = &cfg.s7[0];
+    let s7_jobs = &s7::plan::plan(s7_device, 240)[0].jobs;
+    let mb_device = &cfg.modbus[0];
+    let mb_requests = &mb_plan::plan(mb_device)[0].requests;
+    let start: Timestamp = "2026-03-02T00:00:00Z".parse().unwrap();
+    let mut engine = Engine::new(&cfg, start);
+    let mut out = Vec::new();
+    let sample = |machine: &str, signal: &str, value: Value, at: Timestamp| Sample {
+        target: Target::Machine(Arc::from(machine)),
+        signal: Arc::from(signal),
+        value,
+        at,
+    };
+    for (n, (run, fault, strokes, mode)) in press_timeline().into_iter().enumerate() {
+        let at = start + SignedDuration::from_secs(n as i64);
+        // The S7-200 SMART's V memory as the PLC holds it: V100.0 run, V100.1 fault, VD102
+        // strokes, VW106 mode, big-endian.
+        let mut v = vec![0u8; 256];
+        v[100] = u8::from(run) | u8::from(fault) << 1;
+        v[102..106].copy_from_slice(&strokes.to_be_bytes());
+        v[106..108].copy_from_slice(&mode.to_be_bytes());
+        let mut samples = Vec::new();
+        for item in s7_jobs.iter().flat_map(|j| &j.items) {
+            let data = &v[item.read.start as usize..][..usize::from(item.read.count)];
+            for f in &item.fields {
+                let field = &s7_device.fields[f.index];
+                let value = s7::decode::decode(
+                    field.s7_type(),
+                    &data[f.offset..f.offset + f.len],
+                    f.bit,
+                    field.scale,
+                    field.offset,
+                )
+                .unwrap();
+                samples.push(sample("press1", &field.signal, value, at));
+            }
+        }
+        // The Modbus box: coils 0–1, holding 0–2 (the i32 high word first).
+        let coils = [u16::from(run), u16::from(fault)];
+        let [h0, h1] = [(strokes >> 16) as u16, strokes as u16];
+        let holding = [h0, h1, mode as u16];
+        for r in mb_requests {
+            let words: &[u16] = if r.kind.is_bit() { &coils } else { &holding };
+            let words = &words[usize::from(r.start)..][..usize::from(r.count)];
+            for f in &r.fields {
+                let field = &mb_device.fields[f.index];
+                let slice = &words[usize::from(f.offset)..][..usize::from(f.len)];
+                let value = mb_decode::Codec::from(field).decode(slice).unwrap();
+                samples.push(sample("press2", &field.signal, value, at));
+            }
+        }
+        engine.on_event(SourceEvent::Samples(samples), &mut out);
+        engine.tick(at, &mut out);
+    }
+    let end = start + SignedDuration::from_secs(180);
+    engine.tick(end, &mut out);
+    engine.flush(end, &mut out);
+    // Every state and time-model line of press1, with its machine tag renamed, is press2's.
+    let of = |machine: &str| -> Vec<String> {
+        let tag = format!(",machine={machine}");
+        let mut lines: Vec<String> = out
+            .iter()
+            .filter(|l| {
+                l.starts_with(&format!("{},", contract::MEASUREMENT_MACHINE_STATE))
+                    || l.starts_with(&format!("{},", contract::MEASUREMENT_MACHINE_TIME))
+            })
+            .filter(|l| l.split(' ').next().is_some_and(|k| k.contains(&tag)))
+            .map(|l| l.replace(&tag, ",machine=PRESS"))
+            .collect();
+        lines.sort();
+        lines
+    };
+    let (s7_lines, mb_lines) = (of("press1"), of("press2"));
+    assert!(!s7_lines.is_empty(), "{out:#?}");
+    assert_eq!(s7_lines, mb_lines);
+    // And the time model is the timeline's: 60 s running, 30 s alarm, 20 s setup, 40 s
+    // stopped, 30 s idle; 30 strokes (0 → 30) as parts.
+    let hour = s7_lines
+        .iter()
+        .find(|l| l.starts_with(contract::MEASUREMENT_MACHINE_TIME) && l.contains("window=1h"))
+        .unwrap_or_else(|| panic!("no hourly machine_time line in {s7_lines:#?}"));
+    for (field, want) in [
+        ("running_s", 60.0),
+        ("alarm_s", 30.0),
+        ("setup_s", 20.0),
+        ("stopped_s", 40.0),
+        ("idle_s", 30.0),
+        ("parts_total", 30.0),
+    ] {
+        let got = hour
+            .split(' ')
+            .nth(1)
+            .and_then(|fields| {
+                fields
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+            })
+            .map(|v| v.trim_end_matches('i').parse::<f64>().unwrap());
+        assert_eq!(got, Some(want), "{field} in {hour}");
+    }
+}
