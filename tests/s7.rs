@@ -7,15 +7,13 @@
 
 #[path = "support/python.rs"]
 mod support_python;
-use support_python::python;
 
 #[path = "support/recorder.rs"]
 mod support_recorder;
 use support_recorder::Recorder;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use shopfloor::agent::config::Config;
@@ -39,19 +37,7 @@ impl Snap7 {
             .expect("a free port")
             .port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/s7/server.py");
-        let mut child = Command::new(python())
-            .args([script, &port.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the snap7 server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        if line.trim() != "ready" {
-            let _ = child.kill();
-            panic!("the snap7 server did not start (is python-snap7 installed? run scripts/test)");
-        }
+        let child = support_python::start_ready(script, &[port.to_string()], "the snap7 server");
         Snap7 { child, port }
     }
 

@@ -408,10 +408,9 @@ fn degraded(
     );
 }
 
-/// The distinct exceptions, in request order, when every request got one.
-fn refused_everything(
-    refused: &[Option<tokio_modbus::ExceptionCode>],
-) -> Option<Vec<tokio_modbus::ExceptionCode>> {
+/// The distinct refusals (exceptions; an S7 PLC's item errors), in request order, when every
+/// request got one.
+pub fn refused_everything<T: Copy + PartialEq>(refused: &[Option<T>]) -> Option<Vec<T>> {
     if refused.is_empty() {
         return None;
     }
@@ -678,7 +677,7 @@ mod tests {
     #[test]
     fn a_device_is_degraded_only_when_every_request_is_refused() {
         use tokio_modbus::ExceptionCode::{IllegalDataAddress, ServerDeviceBusy};
-        assert_eq!(refused_everything(&[]), None);
+        assert_eq!(refused_everything::<tokio_modbus::ExceptionCode>(&[]), None);
         // One request of three still delivers: not degraded.
         assert_eq!(
             refused_everything(&[Some(IllegalDataAddress), None, Some(IllegalDataAddress)]),

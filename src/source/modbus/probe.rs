@@ -123,7 +123,7 @@ fn shown(words: &[u16], ty: DataType, order: ByteOrder) -> String {
 }
 
 /// Short enough for a column, exact enough to recognise 230.1 or 49.98.
-fn float(x: f64) -> String {
+pub(crate) fn float(x: f64) -> String {
     let a = x.abs();
     if x == 0.0 || (1e-3..1e9).contains(&a) {
         let s = format!("{x:.4}");
@@ -134,7 +134,7 @@ fn float(x: f64) -> String {
     }
 }
 
-fn printable(bytes: &[u8]) -> String {
+pub(crate) fn printable(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|b| {

@@ -133,14 +133,18 @@ pub async fn attach<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(conn)
 }
 
-/// An I/O error in words: an end of stream is the PLC closing the connection.
+/// An I/O error in words: an end of stream or a reset is the PLC closing the connection.
 fn transport(e: std::io::Error) -> Fault {
-    match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => Fault::Transport(
-            "the PLC closed the connection (it restarted, went to STOP with a reset, or ended the session)"
-                .into(),
-        ),
-        _ => Fault::Transport(e.to_string()),
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    ) {
+        Fault::Transport(format!(
+            "the PLC closed the connection (it restarted, lost power, or ended the session): {e}"
+        ))
+    } else {
+        Fault::Transport(e.to_string())
     }
 }
 

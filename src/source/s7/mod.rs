@@ -47,7 +47,7 @@ use crate::model::{Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
 use crate::source::modbus::health::Health;
-use crate::source::modbus::{SOURCE_EVENTS_DROPPED, backoff, next_tick};
+use crate::source::modbus::{SOURCE_EVENTS_DROPPED, backoff, next_tick, refused_everything};
 
 /// How often dropped poll results are logged at most (with the count since the last line).
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -407,43 +407,9 @@ impl Task {
     }
 }
 
-/// The distinct reasons, in item order, when every item was refused.
-fn refused_everything(refused: &[Option<ItemError>]) -> Option<Vec<ItemError>> {
-    if refused.is_empty() {
-        return None;
-    }
-    let mut reasons: Vec<ItemError> = Vec::new();
-    for r in refused {
-        let r = (*r)?;
-        if !reasons.contains(&r) {
-            reasons.push(r);
-        }
-    }
-    Some(reasons)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::s7::address::Area;
-
-    #[test]
-    fn a_plc_is_degraded_only_when_every_item_is_refused() {
-        let missing = ItemError {
-            code: 0x0A,
-            area: Area::DataBlock(9),
-        };
-        let range = ItemError {
-            code: 0x05,
-            area: Area::DataBlock(1),
-        };
-        assert_eq!(refused_everything(&[]), None);
-        assert_eq!(refused_everything(&[Some(missing), None]), None);
-        assert_eq!(
-            refused_everything(&[Some(missing), Some(range), Some(missing)]),
-            Some(vec![missing, range])
-        );
-    }
 
     #[test]
     fn faults_are_counted_under_the_health_kinds() {

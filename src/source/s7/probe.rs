@@ -12,6 +12,7 @@ use super::decode;
 use super::frame::{self, REQUESTED_PDU, ReadItem};
 use super::link::{self, Fault};
 use crate::model::Value;
+use crate::source::modbus::probe::{float, printable};
 
 /// Where the probe connects: from an `s7://host[:port]?rack=…&slot=…` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,30 +228,6 @@ fn shown(ty: S7Type, bytes: &[u8]) -> String {
         Err(decode::DecodeError::NotBcd(..)) => "-".to_string(),
         Err(e) => e.to_string(),
     }
-}
-
-/// Short enough for a column, exact enough to recognise 230.1 or 49.98.
-fn float(x: f64) -> String {
-    let a = x.abs();
-    if x == 0.0 || (1e-3..1e9).contains(&a) {
-        let s = format!("{x:.4}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        format!("{x:.4e}")
-    }
-}
-
-fn printable(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| {
-            if b.is_ascii_graphic() || *b == b' ' {
-                char::from(*b)
-            } else {
-                '.'
-            }
-        })
-        .collect()
 }
 
 /// The area and byte the probe starts at, from an address as the engineer writes it; a bit
