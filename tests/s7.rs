@@ -669,3 +669,93 @@ field = [
         assert_eq!(got, Some(want), "{field} in {hour}");
     }
 }
+
+/// How the emulated PLC of [`refusing_plc`] refuses.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// A disconnect request answers the COTP connection request: no connection resource for
+    /// the TSAP (wrong rack, slot or TSAP).
+    Tsap,
+    /// Connected, PDU negotiated, then every Read Var is answered with error class 0x81, code
+    /// 0x04: an S7-1200/1500 with PUT/GET access not permitted.
+    PutGet,
+}
+
+/// A PLC that refuses, written from the frame layouts of RFC 1006, ISO 8073 and S7comm's
+/// ack-data header (snap7's server cannot be told to refuse): it answers each connection as
+/// `refusal` says.
+async fn refusing_plc(refusal: Refusal) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn tpkt(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+        let mut head = [0u8; 4];
+        s.read_exact(&mut head).await.ok()?;
+        let mut frame = head.to_vec();
+        frame.resize(usize::from(u16::from_be_bytes([head[2], head[3]])), 0);
+        s.read_exact(&mut frame[4..]).await.ok()?;
+        Some(frame)
+    }
+    /// An ack-data TPKT answering the job in `request` with `error`, `param` and no data.
+    fn ack(request: &[u8], error: [u8; 2], param: &[u8]) -> Vec<u8> {
+        let mut body = vec![0x02, 0xF0, 0x80, 0x32, 0x03, 0, 0, request[11], request[12]];
+        body.extend((param.len() as u16).to_be_bytes());
+        body.extend([0, 0, error[0], error[1]]);
+        body.extend(param);
+        let mut out = vec![3, 0];
+        out.extend(((body.len() + 4) as u16).to_be_bytes());
+        out.extend(body);
+        out
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if tpkt(&mut s).await.is_none() {
+                    return;
+                }
+                if let Refusal::Tsap = refusal {
+                    // DR: length 6, code 0x80, dst ref, src ref, reason 0x81 (no resource).
+                    let _ = s.write_all(&[3, 0, 0, 11, 6, 0x80, 0, 1, 0, 0, 0x81]).await;
+                    return;
+                }
+                // CC, then Setup Communication granting 240 bytes.
+                let _ = s.write_all(&[3, 0, 0, 11, 6, 0xD0, 0, 1, 0, 1, 0]).await;
+                let Some(setup) = tpkt(&mut s).await else {
+                    return;
+                };
+                let granted = ack(&setup, [0, 0], &[0xF0, 0, 0, 1, 0, 1, 0, 0xF0]);
+                let _ = s.write_all(&granted).await;
+                while let Some(read) = tpkt(&mut s).await {
+                    let _ = s.write_all(&ack(&read, [0x81, 0x04], &[0x04, 0])).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plc_that_refuses_is_down_with_what_to_change() {
+    for (refusal, words) in [
+        (Refusal::Tsap, "check rack and slot"),
+        (Refusal::PutGet, "Permit access with PUT/GET communication"),
+    ] {
+        let addr = refusing_plc(refusal).await;
+        let cfg = load(&format!(
+            "[[s7]]\nid = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"200ms\"\nmachine = \"press1\"\nfield = [{{ signal = \"x\", address = \"DB1.DBW0\" }}]\n",
+            addr.port()
+        ));
+        let r = run(&cfg, Duration::from_millis(700), Duration::ZERO, || {}).await;
+        let down: Vec<&String> = r
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SourceEvent::DeviceDown { reason, .. } => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(down.len(), 1, "{down:?}");
+        assert!(down[0].contains(words), "{}", down[0]);
+        assert!(r.values().is_empty());
+    }
+}
