@@ -162,8 +162,8 @@ mod tests {
     fn every_row_gives_its_section_and_its_keys() {
         assert_eq!(
             Config::SECTIONS.join(", "),
-            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, state_rules, spool, \
-             influx, file, calendar, energy, value_added, green, web, uplink"
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, s7, state_rules, \
+             spool, influx, file, calendar, energy, value_added, green, web, uplink"
         );
         for name in Config::SECTIONS {
             assert!(!Config::known_keys(&[key(name)]).is_empty(), "{name}");
@@ -172,6 +172,7 @@ mod tests {
         let nested =
             |path: &[&str]| Config::known_keys(&path.iter().map(|k| key(k)).collect::<Vec<_>>());
         assert!(nested(&["modbus", "field"]).contains(&"register"));
+        assert!(nested(&["s7", "field"]).contains(&"address"));
         assert!(nested(&["mqtt", "topic", "field"]).contains(&"path"));
         assert!(nested(&["state_rules", "rule", "when"]).contains(&"within"));
         assert!(nested(&["calendar", "shift", "breaks"]).contains(&"start"));
