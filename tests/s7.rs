@@ -679,6 +679,8 @@ enum Refusal {
     /// Connected, PDU negotiated, then every Read Var is answered with error class 0x81, code
     /// 0x04: an S7-1200/1500 with PUT/GET access not permitted.
     PutGet,
+    /// Takes the TCP connection and never answers.
+    Silent,
 }
 
 /// A PLC that refuses, written from the frame layouts of RFC 1006, ISO 8073 and S7comm's
@@ -713,6 +715,10 @@ async fn refusing_plc(refusal: Refusal) -> std::net::SocketAddr {
                 if tpkt(&mut s).await.is_none() {
                     return;
                 }
+                if let Refusal::Silent = refusal {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    return;
+                }
                 if let Refusal::Tsap = refusal {
                     // DR: length 6, code 0x80, dst ref, src ref, reason 0x81 (no resource).
                     let _ = s.write_all(&[3, 0, 0, 11, 6, 0x80, 0, 1, 0, 0, 0x81]).await;
@@ -739,10 +745,14 @@ async fn a_plc_that_refuses_is_down_with_what_to_change() {
     for (refusal, words) in [
         (Refusal::Tsap, "check rack and slot"),
         (Refusal::PutGet, "Permit access with PUT/GET communication"),
+        (
+            Refusal::Silent,
+            "no answer to the ISO connection request within the timeout",
+        ),
     ] {
         let addr = refusing_plc(refusal).await;
         let cfg = load(&format!(
-            "[[s7]]\nid = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"200ms\"\nmachine = \"press1\"\nfield = [{{ signal = \"x\", address = \"DB1.DBW0\" }}]\n",
+            "[[s7]]\nid = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"200ms\"\ntimeout = \"300ms\"\nmachine = \"press1\"\nfield = [{{ signal = \"x\", address = \"DB1.DBW0\" }}]\n",
             addr.port()
         ));
         let r = run(&cfg, Duration::from_millis(700), Duration::ZERO, || {}).await;
@@ -758,4 +768,67 @@ async fn a_plc_that_refuses_is_down_with_what_to_change() {
         assert!(down[0].contains(words), "{}", down[0]);
         assert!(r.values().is_empty());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plc_that_refuses_every_item_is_up_but_degraded_with_the_reason() {
+    let server = Snap7::start();
+    let cfg = load(&format!(
+        "[[s7]]\nid = \"plc\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"200ms\"\nmachine = \"press1\"\nfield = [{{ signal = \"x\", address = \"DB99.DBW0\" }}, {{ signal = \"y\", address = \"DB10.DBW200\" }}]\n",
+        server.port
+    ));
+    let r = run(&cfg, Duration::from_millis(700), Duration::ZERO, || {}).await;
+    let degraded: Vec<&String> = r
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            SourceEvent::DeviceDegraded {
+                reason: Some(reason),
+                ..
+            } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    // Once, with both reasons: DB99 does not exist (0x0A); DB10 is 80 bytes, so byte 200 is
+    // out of range (0x05). Both name the optimized-block setting to check.
+    assert_eq!(degraded.len(), 1, "{:?}", r.events);
+    assert!(
+        degraded[0].contains("DB99 does not exist"),
+        "{}",
+        degraded[0]
+    );
+    assert!(
+        degraded[0].contains("address out of range in DB10"),
+        "{}",
+        degraded[0]
+    );
+    assert!(
+        !r.events
+            .iter()
+            .any(|(_, e)| matches!(e, SourceEvent::DeviceDown { .. }))
+    );
+}
+
+#[test]
+fn check_plan_shows_the_s7_reads() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/config/s7.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+        .args(["check", "-c", sample, "--plan"])
+        .output()
+        .expect("run shopfloor check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // press01's profile block V100–V107 and its own VW120 (12 bytes on): one item of 22 bytes.
+    assert!(
+        stdout.contains("s7 device press01-plc (192.168.2.31:102, TSAP 0100 to 0101"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Read Var, 1 item (22 bytes): DB1 bytes 100..121 (22 bytes, 5 fields)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 machines in the register (2 with a data source)"),
+        "{stdout}"
+    );
 }
