@@ -121,7 +121,7 @@ impl S7Device {
 
     /// `host:port`, for connecting and for messages.
     pub fn address(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
+        if self.host.parse::<std::net::Ipv6Addr>().is_ok() {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
@@ -439,6 +439,16 @@ impl Checker<'_> {
                 &[key("host")],
                 format!(
                     "s7 device `{id}`: host `{}` is not an IP address or host name (e.g. \"192.168.1.30\")",
+                    device.host
+                ),
+            );
+        }
+        if device.host.contains(':') && device.host.parse::<std::net::Ipv6Addr>().is_err() {
+            push(
+                self,
+                &[key("host")],
+                format!(
+                    "s7 device `{id}`: host `{}` is not an IP address or host name: write the port apart, as `port` (102 by default)",
                     device.host
                 ),
             );
