@@ -681,6 +681,9 @@ enum Refusal {
     PutGet,
     /// Takes the TCP connection and never answers.
     Silent,
+    /// Answers the connection request with a TPKT header announcing 65 535 bytes: a hostile
+    /// or broken peer, refused before anything is allocated for it.
+    Garbage,
 }
 
 /// A PLC that refuses, written from the frame layouts of RFC 1006, ISO 8073 and S7comm's
@@ -713,6 +716,11 @@ async fn refusing_plc(refusal: Refusal) -> std::net::SocketAddr {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
                 if tpkt(&mut s).await.is_none() {
+                    return;
+                }
+                if let Refusal::Garbage = refusal {
+                    let _ = s.write_all(&[3, 0, 0xFF, 0xFF, 0xDE, 0xAD]).await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
                     return;
                 }
                 if let Refusal::Silent = refusal {
@@ -748,6 +756,10 @@ async fn a_plc_that_refuses_is_down_with_what_to_change() {
         (
             Refusal::Silent,
             "no answer to the ISO connection request within the timeout",
+        ),
+        (
+            Refusal::Garbage,
+            "not an S7 answer: TPKT length 65535 (7–4096 expected)",
         ),
     ] {
         let addr = refusing_plc(refusal).await;
