@@ -844,3 +844,41 @@ fn check_plan_shows_the_s7_reads() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_starts_s7_devices_and_their_signals_reach_the_store() {
+    let server = Snap7::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let records = data.path().join("records.lp");
+    let mut cfg = load(&format!(
+        "[[s7]]\nid = \"smart\"\nhost = \"127.0.0.1\"\nport = {}\npoll = \"200ms\"\nprofile = \"press-line-s7-200-smart\"\nmachine = \"press1\"\n\n[[file]]\npath = \"{}\"\n",
+        server.port,
+        records.display()
+    ));
+    cfg.agent.data_dir = data.path().to_path_buf();
+    cfg.web.enabled = false;
+    let (trigger, stop) = shutdown::channel();
+    let running = shopfloor::agent::start(&cfg, stop).expect("agent starts");
+    // The profile's values as the signal line carries them: run true, fault false, 123456
+    // strokes, mode 3.
+    let want = "run=true,fault=false,strokes=123456i,mode=3i";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let found = loop {
+        let text = std::fs::read_to_string(&records).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.starts_with("signal,") && l.contains("machine=press1"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no signal line for press1 in {}:\n{text}",
+            records.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    trigger.fire();
+    running.finished().await;
+    assert!(found.contains(want), "{found}");
+}
