@@ -750,16 +750,23 @@ async fn refusing_plc(refusal: Refusal) -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plc_that_refuses_is_down_with_what_to_change() {
-    for (refusal, words) in [
-        (Refusal::Tsap, "check rack and slot"),
-        (Refusal::PutGet, "Permit access with PUT/GET communication"),
+    // Each with its words and the health error kind it is counted under.
+    for (refusal, words, kind) in [
+        (Refusal::Tsap, "check rack and slot", "connect"),
+        (
+            Refusal::PutGet,
+            "Permit access with PUT/GET communication",
+            "exception",
+        ),
         (
             Refusal::Silent,
             "no answer to the ISO connection request within the timeout",
+            "timeout",
         ),
         (
             Refusal::Garbage,
             "not an S7 answer: TPKT length 65535 (7–4096 expected)",
+            "protocol",
         ),
     ] {
         let addr = refusing_plc(refusal).await;
@@ -779,6 +786,10 @@ async fn a_plc_that_refuses_is_down_with_what_to_change() {
         assert_eq!(down.len(), 1, "{down:?}");
         assert!(down[0].contains(words), "{}", down[0]);
         assert!(r.values().is_empty());
+        assert!(
+            health::errors_of_kind(&r.metrics, kind) >= 1,
+            "{words}: counted as {kind}"
+        );
     }
 }
 
