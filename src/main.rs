@@ -41,7 +41,7 @@ enum Command {
     Check {
         #[arg(short, long)]
         config: PathBuf,
-        /// Also print the Modbus and MELSEC requests planned for each device.
+        /// Also print the requests planned for each device (Modbus, S7, MELSEC).
         #[arg(long)]
         plan: bool,
     },
@@ -116,10 +116,15 @@ enum Command {
 /// Where and what `shopfloor probe` reads.
 #[derive(clap::Args)]
 struct ProbeArgs {
-    /// melsec://HOST:PORT[?family=fx5&frame=4e]: a MELSEC PLC over the MC protocol (SLMP)
-    /// instead of a Modbus device; X/Y are numbered as on a Q unless family=fx5.
+    /// A PLC in its own protocol instead of a Modbus device, as a URL:
+    /// s7://host[:port]?rack=0&slot=1 (or ?local_tsap=01.00&remote_tsap=20.00), or
+    /// melsec://HOST:PORT[?family=fx5&frame=4e] (X/Y numbered as on a Q unless family=fx5),
+    /// followed by the first address; --count is then in words (S7 timers and counters:
+    /// elements).
+    #[arg(conflicts_with_all = ["address", "serial", "device"])]
     target: Option<String>,
-    /// With a melsec:// target: the first device, as GX Works writes it (D100, ZR0, M0, X10).
+    /// With a PLC URL: the address to start at, as TIA Portal (DB10.DBW0, MW20, VB100) or GX
+    /// Works (D100, ZR0, M0, X10) writes it.
     first: Option<String>,
     /// Modbus TCP device or serial server, host:port.
     #[arg(long, conflicts_with_all = ["serial", "device"])]
@@ -383,6 +388,21 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 }
                 for device in &cfg.melsec {
                     print!("{}", shopfloor::source::melsec::plan::shown(device));
+                }
+                for device in &cfg.s7 {
+                    let (local, remote) = device.tsaps();
+                    println!(
+                        "s7 device {} ({}, TSAP {local:04X} to {remote:04X}, planned for a {}-byte PDU; replanned to what the PLC grants):",
+                        device.id,
+                        device.address(),
+                        device.pdu_size
+                    );
+                    for group in shopfloor::source::s7::plan::plan(device, device.pdu_size) {
+                        println!("    every {:?}:", group.poll);
+                        for job in group.jobs {
+                            println!("      {job}");
+                        }
+                    }
                 }
             }
             ExitCode::SUCCESS
@@ -789,6 +809,11 @@ fn colour(state: State) -> &'static str {
 
 async fn run_probe(args: ProbeArgs) -> Result<()> {
     if let Some(target) = &args.target {
+        if target.starts_with("s7://") {
+            let item =
+                (args.first.as_deref()).context("say which address to start at, e.g. DB10.DBW0")?;
+            return run_probe_s7(target, item, args.count, args.timeout).await;
+        }
         return melsec_probe(target, args.first.as_deref(), args.count, args.timeout).await;
     }
     let first = args.start.context("--start is required")?;
@@ -884,5 +909,32 @@ async fn melsec_probe(
         .await
         .map_err(anyhow::Error::msg)?;
     print!("{}", mc::table(&first, &answer));
+    Ok(())
+}
+
+/// `shopfloor probe s7://… DB10.DBW0`: reads `count` words and prints them as every S7 type.
+async fn run_probe_s7(url: &str, item: &str, count: u16, timeout: Option<Duration>) -> Result<()> {
+    use shopfloor::source::s7::probe as s7_probe;
+    let target = s7_probe::parse_url(url).map_err(|e| anyhow::anyhow!(e))?;
+    let start = s7_probe::start_of(item).map_err(|e| anyhow::anyhow!(e))?;
+    if count == 0 || count > 1000 {
+        anyhow::bail!("--count is 1–1000 words");
+    }
+    let timeout = timeout.unwrap_or(Duration::from_secs(2));
+    let (pdu, bytes) = s7_probe::read(&target, start, count, timeout)
+        .await
+        .map_err(|fault| anyhow::anyhow!("{}: {fault}", target.address))?;
+    println!(
+        "{} (TSAP {:04X} to {:04X}, PDU {pdu}): {count} {} from {start}\n",
+        target.address,
+        target.tsaps.0,
+        target.tsaps.1,
+        if start.area.is_element_area() {
+            "elements"
+        } else {
+            "words"
+        },
+    );
+    print!("{}", s7_probe::table(start, &bytes));
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! |---|---|---|---|---|
 //! | [`EVENTS_FROM_MODBUS`] | Modbus connection task → engine | 1024 events | DropNewest | polling keeps its schedule whatever the engine does, so this queue is the Modbus samples' bounded buffer: while the engine waits for the spool it fills, and then the newest poll result is dropped (the device's next poll supersedes it), counted in `shopfloor_source_events_dropped_total`, shown on the board (`source_events_dropped`) and logged as [`LossLog`] says |
 //! | [`EVENTS_FROM_MQTT`] | MQTT broker task → engine | 1024 events | Block | a message is the only copy of its data: the task stops reading, so the broker keeps the messages for the agent's session |
+//! | [`EVENTS_FROM_S7`] | S7 device task → engine | 1024 events | DropNewest | as for Modbus: an S7 PLC is polled, its next poll supersedes a dropped result, and its task keeps its schedule whatever the engine does; drops are counted in `shopfloor_source_events_dropped_total` |
 //! | [`EVENTS_FROM_OPCUA`] | OPC UA client task → engine | 1024 events | Block | a data change is the only copy of its value (the server does not send it again); meanwhile changes wait in the task's own bounded queue, where an overflow is counted |
 //! | [`EVENTS_FROM_MELSEC`] | MELSEC device task → engine | 1024 events | DropNewest | as for Modbus: polling keeps its schedule, the next poll supersedes a dropped result, counted in `shopfloor_source_events_dropped_total` (label `connection = melsec://host:port`) |
 //! | [`RECORDS_FROM_ENGINE`] | engine → spool task | 8 batches | Block | the engine hands over batches of up to `engine::BATCH_LINES` records, or what it has after `engine::BATCH_LINGER`; when the spool is slow it waits (still answering the board and keeping its clock) and stops taking events, so its own queue fills and holds the sources back; nothing is dropped here |
@@ -201,6 +202,7 @@ pub const SPOOL_QUEUE: usize = 8;
 pub const EVENTS_FROM_MODBUS: Queue =
     Queue::new("EVENTS_FROM_MODBUS", EVENT_QUEUE, WhenFull::DropNewest);
 pub const EVENTS_FROM_MQTT: Queue = Queue::new("EVENTS_FROM_MQTT", EVENT_QUEUE, WhenFull::Block);
+pub const EVENTS_FROM_S7: Queue = Queue::new("EVENTS_FROM_S7", EVENT_QUEUE, WhenFull::DropNewest);
 pub const EVENTS_FROM_OPCUA: Queue = Queue::new("EVENTS_FROM_OPCUA", EVENT_QUEUE, WhenFull::Block);
 pub const EVENTS_FROM_MELSEC: Queue =
     Queue::new("EVENTS_FROM_MELSEC", EVENT_QUEUE, WhenFull::DropNewest);
@@ -222,6 +224,7 @@ pub const SIM_MQTT_REQUESTS: Queue = Queue::new("SIM_MQTT_REQUESTS", 64, WhenFul
 pub const ALL: &[Queue] = &[
     EVENTS_FROM_MODBUS,
     EVENTS_FROM_MQTT,
+    EVENTS_FROM_S7,
     EVENTS_FROM_OPCUA,
     EVENTS_FROM_MELSEC,
     RECORDS_FROM_ENGINE,

@@ -7,8 +7,6 @@
 //! busy 2-core machine and far narrower than what a missing isolation would cause.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -18,9 +16,11 @@ use shopfloor::model::{SourceEvent, State, Target, Value};
 use shopfloor::sim::{self, Fault, FaultKind, Framing, SimOptions, Simulator};
 use shopfloor::source::modbus::{self, health};
 use shopfloor::{agent, shutdown};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+#[path = "support/recorder.rs"]
+mod support_recorder;
+use support_recorder::Recorder;
 
 const SITE: &str = r#"
 [site]
@@ -464,64 +464,6 @@ fn rtu_functions(mut bytes: &[u8]) -> Vec<u8> {
         bytes = rest;
     }
     out
-}
-
-/// The bytes one client connection sent.
-type Log = Arc<Mutex<Vec<u8>>>;
-
-/// A TCP proxy that records every byte the client sends, per connection.
-struct Recorder {
-    addr: SocketAddr,
-    sent: Arc<Mutex<Vec<Log>>>,
-}
-
-impl Recorder {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        let sent: Arc<Mutex<Vec<Log>>> = Arc::default();
-        let all = sent.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else {
-                    continue;
-                };
-                let log: Log = Arc::default();
-                all.lock().unwrap().push(log.clone());
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = cr.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        log.lock().unwrap().extend_from_slice(&buf[..n]);
-                        if sw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                });
-            }
-        });
-        Recorder { addr, sent }
-    }
-
-    fn sent(&self) -> Vec<Vec<u8>> {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|l| l.lock().unwrap().clone())
-            .collect()
-    }
-
-    fn connections(&self) -> usize {
-        self.sent.lock().unwrap().len()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

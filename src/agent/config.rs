@@ -46,6 +46,8 @@ sections! {
         opcua: many crate::source::opcua::config::OpcuaServer = "opcua", crate::source::opcua::config::check_servers;
         /// `[[melsec]]`: Mitsubishi MELSEC PLCs read over the MC protocol (SLMP).
         melsec: many crate::source::melsec::config::MelsecDevice = "melsec", crate::source::melsec::config::check_devices;
+        /// `[[s7]]`: Siemens S7 PLCs and the addresses read from them.
+        s7: many crate::source::s7::config::S7Device = "s7", crate::source::s7::config::check_devices;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -141,6 +143,7 @@ impl Config {
             (self.modbus.len(), "Modbus device", "Modbus devices"),
             (self.mqtt.len(), "MQTT broker", "MQTT brokers"),
             (self.opcua.len(), "OPC UA server", "OPC UA servers"),
+            (self.s7.len(), "S7 PLC", "S7 PLCs"),
             (self.melsec.len(), "MELSEC PLC", "MELSEC PLCs"),
         ] {
             if n > 0 {
@@ -170,6 +173,9 @@ fn deliveries(config: &Config) -> Deliveries {
     }
     for device in &config.melsec {
         crate::source::melsec::config::deliveries(device, &mut out);
+    }
+    for device in &config.s7 {
+        crate::source::s7::config::deliveries(device, &mut out);
     }
     out
 }
@@ -297,6 +303,7 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
                 .chain(config.mqtt.iter().map(|b| b.id.as_str()))
                 .chain(config.opcua.iter().map(|s| s.id.as_str()))
                 .chain(config.melsec.iter().map(|d| d.id.as_str()))
+                .chain(config.s7.iter().map(|d| d.id.as_str()))
                 .collect(),
         }
     }
@@ -334,8 +341,8 @@ mod tests {
     fn every_row_gives_its_section_and_its_keys() {
         assert_eq!(
             Config::SECTIONS.join(", "),
-            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, melsec, state_rules, spool, \
-             influx, file, calendar, energy, value_added, green, web, uplink"
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, melsec, s7, \
+             state_rules, spool, influx, file, calendar, energy, value_added, green, web, uplink"
         );
         for name in Config::SECTIONS {
             assert!(!Config::known_keys(&[key(name)]).is_empty(), "{name}");
@@ -344,6 +351,7 @@ mod tests {
         let nested =
             |path: &[&str]| Config::known_keys(&path.iter().map(|k| key(k)).collect::<Vec<_>>());
         assert!(nested(&["modbus", "field"]).contains(&"register"));
+        assert!(nested(&["s7", "field"]).contains(&"address"));
         assert!(nested(&["mqtt", "topic", "field"]).contains(&"path"));
         assert!(nested(&["state_rules", "rule", "when"]).contains(&"within"));
         assert!(nested(&["calendar", "shift", "breaks"]).contains(&"start"));

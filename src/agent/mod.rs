@@ -223,8 +223,16 @@ pub fn start_resuming(
             shutdown.clone(),
         ));
     }
+    for device in &config.s7 {
+        tasks.spawn(crate::source::s7::run(
+            device.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     drop(events_tx);
-    if !config.modbus.is_empty() || !config.melsec.is_empty() {
+    if !config.modbus.is_empty() || !config.melsec.is_empty() || !config.s7.is_empty() {
         tasks.spawn(report_device_health(
             config,
             records_tx.clone(),

@@ -20,3 +20,25 @@ pub fn python() -> PathBuf {
     );
     python
 }
+
+/// Starts `script` with `args` under [`python`] and waits for the line `ready` it prints once
+/// it serves; `what` names it in the panic when it does not (a missing package, say).
+#[allow(dead_code)]
+pub fn start_ready(script: &str, args: &[String], what: &str) -> std::process::Child {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(python())
+        .arg(script)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        panic!("{what} did not start (is its package installed? run scripts/test)");
+    }
+    child
+}

@@ -362,7 +362,7 @@ async fn poll_devices(
 
 /// The tick after `last` that is still ahead of `now`, keeping the schedule's phase: a poll
 /// that overran skips the ticks it missed rather than firing them in a burst.
-pub(crate) fn next_tick(last: Instant, period: Duration, now: Instant) -> Instant {
+pub fn next_tick(last: Instant, period: Duration, now: Instant) -> Instant {
     let next = last + period;
     if next > now {
         return next;
@@ -443,10 +443,9 @@ fn degraded(
     );
 }
 
-/// The distinct exceptions, in request order, when every request got one.
-fn refused_everything(
-    refused: &[Option<tokio_modbus::ExceptionCode>],
-) -> Option<Vec<tokio_modbus::ExceptionCode>> {
+/// The distinct refusals (exceptions; an S7 PLC's item errors), in request order, when every
+/// request got one.
+pub fn refused_everything<T: Copy + PartialEq>(refused: &[Option<T>]) -> Option<Vec<T>> {
     if refused.is_empty() {
         return None;
     }
@@ -714,7 +713,7 @@ mod tests {
     #[test]
     fn a_device_is_degraded_only_when_every_request_is_refused() {
         use tokio_modbus::ExceptionCode::{IllegalDataAddress, ServerDeviceBusy};
-        assert_eq!(refused_everything(&[]), None);
+        assert_eq!(refused_everything::<tokio_modbus::ExceptionCode>(&[]), None);
         // One request of three still delivers: not degraded.
         assert_eq!(
             refused_everything(&[Some(IllegalDataAddress), None, Some(IllegalDataAddress)]),

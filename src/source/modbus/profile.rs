@@ -50,6 +50,15 @@ pub fn find(
     name: &str,
     config_dir: Option<&Path>,
 ) -> Result<(ProfileSource, Cow<'static, str>), String> {
+    find_in(name, config_dir, BUILTIN)
+}
+
+/// [`find`] among another source's shipped profiles (`source::s7`'s).
+pub fn find_in(
+    name: &str,
+    config_dir: Option<&Path>,
+    builtin: &[(&str, &'static str)],
+) -> Result<(ProfileSource, Cow<'static, str>), String> {
     let valid = !name.is_empty()
         && name
             .chars()
@@ -67,10 +76,10 @@ pub fn find(
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         }
     }
-    if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name) {
+    if let Some((_, text)) = builtin.iter().find(|(n, _)| *n == name) {
         return Ok((ProfileSource::Builtin, Cow::Borrowed(text)));
     }
-    let shipped: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+    let shipped: Vec<&str> = builtin.iter().map(|(n, _)| *n).collect();
     let looked = local
         .map(|p| format!("{} does not exist, and ", p.display()))
         .unwrap_or_default();
@@ -292,9 +301,12 @@ mod tests {
     fn every_shipped_profile_parses() {
         // Every file under config/profiles/ is shipped (compiled in), and parses.
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/profiles");
+        // (Sub-folders hold other sources' profiles: `s7/`.)
         let mut files: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
             .collect();
         files.sort();
         let mut shipped: Vec<String> = BUILTIN.iter().map(|(n, _)| format!("{n}.toml")).collect();

@@ -46,6 +46,7 @@ const COTP_DR: u8 = 0x80;
 const COTP_ER: u8 = 0x70;
 const S7_ID: u8 = 0x32;
 const ROSCTR_JOB: u8 = 0x01;
+const ROSCTR_ACK: u8 = 0x02;
 const ROSCTR_ACK_DATA: u8 = 0x03;
 /// Byte offset of the S7 header in a data TPKT.
 const S7_AT: usize = TPKT_HEADER + COTP_DT.len();
@@ -263,6 +264,13 @@ fn ack(frame: &[u8], pdu_ref: u16, function: u8) -> Result<(&[u8], &[u8]), S7Err
             "protocol id {:#04x} (S7 is 0x32)",
             header[0]
         )));
+    }
+    // Some CPUs refuse a job with a bare ack (no data) that carries the error class and code.
+    if header[1] == ROSCTR_ACK && (header[10] != 0 || header[11] != 0) {
+        return Err(S7Error::Job {
+            class: header[10],
+            code: header[11],
+        });
     }
     if header[1] != ROSCTR_ACK_DATA {
         return Err(S7Error::malformed(format!(
@@ -514,6 +522,16 @@ mod tests {
             }
         );
         assert!(e.to_string().contains("PUT/GET"), "{e}");
+        // The same refusal in a bare ack (message type 2) is the same error.
+        let mut bare = refused.clone();
+        bare[S7_AT + 1] = ROSCTR_ACK;
+        assert_eq!(
+            read_reply(&bare, 1, &items).unwrap_err(),
+            S7Error::Job {
+                class: 0x81,
+                code: 0x04
+            }
+        );
     }
 
     #[test]
