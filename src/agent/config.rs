@@ -43,6 +43,10 @@ sections! {
         mqtt: many MqttBroker = "mqtt", crate::source::mqtt::check::check_brokers;
         /// `[[opcua]]`: OPC UA servers and the nodes read from them.
         opcua: many crate::source::opcua::config::OpcuaServer = "opcua", crate::source::opcua::config::check_servers;
+        /// `[[dlt645]]`: buses of DL/T 645 electricity meters.
+        dlt645: many crate::source::dlt645::config::Dlt645Bus = "dlt645", crate::source::dlt645::config::check_buses;
+        /// `[[cjt188]]`: buses of CJ/T 188 water, heat and gas meters.
+        cjt188: many crate::source::cjt188::config::Cjt188Bus = "cjt188", crate::source::cjt188::config::check_buses;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -122,6 +126,8 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
             devices: (config.modbus.iter().map(|d| d.id.as_str()))
                 .chain(config.mqtt.iter().map(|b| b.id.as_str()))
                 .chain(config.opcua.iter().map(|s| s.id.as_str()))
+                .chain(config.dlt645.iter().flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())))
+                .chain(config.cjt188.iter().flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())))
                 .collect(),
         }
     }
@@ -159,7 +165,8 @@ mod tests {
     fn every_row_gives_its_section_and_its_keys() {
         assert_eq!(
             Config::SECTIONS.join(", "),
-            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, state_rules, spool, \
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, dlt645, cjt188, \
+             state_rules, spool, \
              influx, file, calendar, energy, value_added, green, web, uplink"
         );
         for name in Config::SECTIONS {

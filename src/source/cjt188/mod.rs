@@ -9,5 +9,7 @@
 //! settlement-day figure, the meter's clock and its status bits). The serial actor and the
 //! config section come on top of these.
 
+pub mod bus;
+pub mod config;
 pub mod data;
 pub mod frame;

@@ -11,5 +11,7 @@
 //! Which edition a meter speaks follows from the identifier the engineer writes: eight hex
 //! digits (`00010000`) are DL/T 645-2007, four (`9010`) are DL/T 645-1997.
 
+pub mod bus;
+pub mod config;
 pub mod data;
 pub mod frame;
