@@ -92,7 +92,8 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         mqtt: Option<String>,
     },
-    /// Read registers from a device and print them decoded in every type and byte order.
+    /// Read registers from a device and print them decoded in every type and byte order; or,
+    /// given dlt645://… or cjt188://…, find a meter's address and read its common values.
     Probe(ProbeArgs),
     /// The county's view of every enterprise: reports against the programme's targets.
     County {
@@ -112,6 +113,15 @@ enum Command {
 /// Where and what `shopfloor probe` reads.
 #[derive(clap::Args)]
 struct ProbeArgs {
+    /// A meter bus instead of Modbus: dlt645://HOST:PORT or cjt188://HOST:PORT for a serial
+    /// server in transparent mode, dlt645:///dev/ttyUSB0 for a serial port (2400 8E1 unless
+    /// --baud, --parity … say otherwise). The one meter on the bus is found with the broadcast
+    /// address read; --meter-address reads a given DL/T 645 meter instead.
+    #[arg(value_name = "METER_URL", conflicts_with_all = ["address", "device", "start"])]
+    url: Option<String>,
+    /// With a dlt645:// URL: the meter's twelve-digit address, instead of finding it.
+    #[arg(long, requires = "url")]
+    meter_address: Option<String>,
     /// Modbus TCP device or serial server, host:port.
     #[arg(long, conflicts_with_all = ["serial", "device"])]
     address: Option<String>,
@@ -121,11 +131,12 @@ struct ProbeArgs {
     /// Serial port for Modbus RTU, e.g. /dev/ttyUSB0.
     #[arg(long, conflicts_with = "device")]
     serial: Option<String>,
-    #[arg(long, default_value_t = 9600)]
-    baud: u32,
-    /// none, even or odd.
-    #[arg(long, default_value = "none", value_parser = parse_parity)]
-    parity: Parity,
+    /// Default 9600 (Modbus), 2400 (meters).
+    #[arg(long)]
+    baud: Option<u32>,
+    /// none, even or odd; default none (Modbus), even (meters).
+    #[arg(long, value_parser = parse_parity)]
+    parity: Option<Parity>,
     #[arg(long, default_value_t = 8)]
     data_bits: u8,
     #[arg(long, default_value_t = 1)]
@@ -142,8 +153,8 @@ struct ProbeArgs {
     #[arg(long, default_value = "holding", value_parser = parse_register)]
     register: RegisterKind,
     /// First register, in the numbering of --address-base.
-    #[arg(long)]
-    start: u16,
+    #[arg(long, required_unless_present = "url")]
+    start: Option<u16>,
     /// How many registers (at most 125) or bits (at most 2000).
     #[arg(long, default_value_t = 10)]
     count: u16,
@@ -734,7 +745,55 @@ fn colour(state: State) -> &'static str {
     }
 }
 
+/// `shopfloor probe dlt645://…` or `cjt188://…`.
+async fn probe_meter(url: &str, args: &ProbeArgs) -> Result<()> {
+    use shopfloor::source::meterbus::config::Bus;
+    let (protocol, place) = url
+        .split_once("://")
+        .context("write the meter bus as dlt645://HOST:PORT, cjt188://HOST:PORT or dlt645:///dev/ttyUSB0")?;
+    let mut bus = Bus {
+        baud: args.baud.unwrap_or(2400),
+        data_bits: args.data_bits,
+        parity: args.parity.unwrap_or(Parity::Even),
+        stop_bits: args.stop_bits,
+        timeout: args.timeout.unwrap_or(Duration::from_secs(2)),
+        ..Bus::default()
+    };
+    if place.starts_with('/') {
+        bus.port = Some(place.to_string());
+    } else {
+        bus.tcp = Some(place.to_string());
+    }
+    if let Some((_, problem)) = bus.problems().into_iter().next() {
+        anyhow::bail!("{url}: {problem}");
+    }
+    println!("{protocol} on {}\n", bus.describe());
+    let report = match protocol {
+        "dlt645" => {
+            use shopfloor::source::dlt645::{frame::Address, probe};
+            let address = match &args.meter_address {
+                Some(a) => Some(Address::parse(a).map_err(|e| anyhow::anyhow!(e))?),
+                None => None,
+            };
+            probe::probe(&bus, address).await
+        }
+        "cjt188" => {
+            use shopfloor::source::cjt188::{frame::DiOrder, probe};
+            probe::probe(&bus, DiOrder::AsWritten).await
+        }
+        other => anyhow::bail!("`{other}://`: the meter buses are dlt645:// and cjt188://"),
+    };
+    print!("{}", report.map_err(|fault| anyhow::anyhow!("{fault}"))?);
+    Ok(())
+}
+
 async fn run_probe(args: ProbeArgs) -> Result<()> {
+    if let Some(url) = &args.url {
+        return probe_meter(url, &args).await;
+    }
+    let Some(first) = args.start else {
+        anyhow::bail!("--start is needed to read registers");
+    };
     let mut link = None;
     let (mut unit, mut base, mut timeout) = (1, 0, Duration::from_secs(1));
     if let Some(id) = &args.device {
@@ -763,9 +822,9 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
         link = Some(LinkSpec::Serial(ModbusSerial {
             id: "probe".into(),
             port,
-            baud: args.baud,
+            baud: args.baud.unwrap_or(9600),
             data_bits: args.data_bits,
-            parity: args.parity,
+            parity: args.parity.unwrap_or(Parity::None),
             stop_bits: args.stop_bits,
             frame_gap: None,
         }));
@@ -774,8 +833,7 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     unit = args.unit.unwrap_or(unit);
     base = args.address_base.unwrap_or(base);
     timeout = args.timeout.unwrap_or(timeout);
-    let start = args
-        .start
+    let start = first
         .checked_sub(base)
         .context("--start 0 does not exist when --address-base is 1")?;
     let limit = args.register.protocol_limit();
@@ -786,8 +844,8 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
         "{link} unit {unit}: fc {} {} {}–{} (protocol addresses {}–{})\n",
         args.register.function_code(),
         args.register.as_str(),
-        args.start,
-        u32::from(args.start) + u32::from(args.count) - 1,
+        first,
+        u32::from(first) + u32::from(args.count) - 1,
         start,
         u32::from(start) + u32::from(args.count) - 1,
     );
@@ -795,7 +853,7 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
         Ok(Ok(words)) => {
             print!(
                 "{}",
-                probe::table(args.register, u32::from(args.start), &words)
+                probe::table(args.register, u32::from(first), &words)
             );
             Ok(())
         }

@@ -241,9 +241,9 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
-/// Runs both buses until every meter has been heard from as the test needs (three polls of
-/// the good meters, each faulty meter marked), at most 20 s.
-async fn listen(config: &Config) -> (Heard, Metrics) {
+/// Runs the config's buses until `done` says every meter has been heard from as the test
+/// needs, at most 20 s.
+async fn listen(config: &Config, done: impl Fn(&Heard) -> bool) -> (Heard, Metrics) {
     let metrics = Metrics::new();
     let (trigger, shutdown) = shutdown::channel();
     let (tx, mut rx) = mpsc::channel(1024);
@@ -273,15 +273,6 @@ async fn listen(config: &Config) -> (Heard, Metrics) {
     drop(tx);
     let mut heard = Heard::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let done = |h: &Heard| {
-        ["main", "old", "water-main", "hot-water"]
-            .iter()
-            .all(|m| h.polls(m) >= 3)
-            && ["noisy", "stranger", "mute", "water-mute"]
-                .iter()
-                .all(|m| h.down.contains_key(*m))
-            && h.degraded.contains_key("refuser")
-    };
     while !done(&heard) {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(event)) => heard.take(event),
@@ -308,7 +299,17 @@ async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
         ],
     );
     let config = config(dlt, cjt);
-    let (heard, metrics) = listen(&config).await;
+    // Three polls of the good meters, each faulty meter marked.
+    let (heard, metrics) = listen(&config, |h| {
+        ["main", "old", "water-main", "hot-water"]
+            .iter()
+            .all(|m| h.polls(m) >= 3)
+            && ["noisy", "stranger", "mute", "water-mute"]
+                .iter()
+                .all(|m| h.down.contains_key(*m))
+            && h.degraded.contains_key("refuser")
+    })
+    .await;
 
     // Every identifier decoded with its decimals and sign, in its unit (the signal's suffix).
     let main = heard.first("main");
@@ -381,21 +382,14 @@ async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
 
     // Only read commands went to the wire: DL/T 645 read data (0x11), read follow-up (0x12),
     // the 1997 read (0x01); CJ/T 188 read data (0x01).
-    let frames = std::fs::read_to_string(&log).expect("frame log");
-    let mut controls: Vec<&str> = Vec::new();
-    for line in frames.lines() {
-        let mut parts = line.split(' ');
-        let (protocol, control) = (parts.next(), parts.next().unwrap_or_default());
-        match protocol {
-            Some("dlt645") => assert!(["11", "12", "01"].contains(&control), "{line}"),
-            Some("cjt188") => assert_eq!(control, "01", "{line}"),
-            _ => panic!("{line}"),
-        }
-        if !controls.contains(&control) {
-            controls.push(control);
-        }
-    }
-    controls.sort();
+    let cjt: Vec<String> = std::fs::read_to_string(&log)
+        .expect("frame log")
+        .lines()
+        .filter(|l| l.starts_with("cjt188 "))
+        .map(|l| l.split(' ').nth(1).unwrap_or_default().to_string())
+        .collect();
+    assert!(!cjt.is_empty() && cjt.iter().all(|c| c == "01"), "{cjt:?}");
+    let controls = controls_in(&log, &["11", "12", "01"]);
     assert_eq!(controls, ["01", "11", "12"], "each read command was used");
 
     // The energy and water accounting takes the meters' counters. Only the first three polls
@@ -445,5 +439,96 @@ async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
     assert!((field(&main, "tce") - 0.002458).abs() < 1e-9, "{main}");
     let water = day("water-main");
     assert!((field(&water, "quantity") - 3.0).abs() < 1e-6, "{water}");
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Every request in a frame log, checked against the read commands allowed; returns the
+/// control codes seen.
+fn controls_in(log: &std::path::Path, allowed: &[&str]) -> Vec<String> {
+    let frames = std::fs::read_to_string(log).expect("frame log");
+    let mut seen: Vec<String> = Vec::new();
+    for line in frames.lines() {
+        let control = line.split(' ').nth(1).unwrap_or_default().to_string();
+        assert!(allowed.contains(&control.as_str()), "not a read: {line}");
+        if !seen.contains(&control) {
+            seen.push(control);
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// The `dlt645` package (PyPI 3.2.0) serves the meter: its own BCD encoder and framing, not
+/// ours. The agent reads the common identifiers from it, and the commissioning probe finds
+/// its address with the broadcast address read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_dlt645_meter_is_read_and_its_address_found() {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("shopfloor-pydlt645-{port}.log"));
+    let _meter = Emulator::start(
+        "pydlt645_meter.py",
+        &[port.to_string(), log.display().to_string()],
+    );
+    let text = format!(
+        r#"
+[site]
+county = "wuyi"
+sector = "doors"
+enterprise = "e1"
+
+[[meter]]
+id = "main"
+carrier = "electricity"
+signal = "energy_active_import_kwh"
+
+[[dlt645]]
+id = "board"
+tcp = "127.0.0.1:{port}"
+poll = "300ms"
+timeout = "1s"
+delay = "5ms"
+
+  [[dlt645.meter]]
+  address = "000012345678"
+  meter = "main"
+  readings = ["energy_active_combined_kwh", "energy_active_import_kwh", "energy_active_export_kwh",
+              "voltage_a_v", "voltage_b_v", "current_a_a", "power_active_kw", "power_factor"]
+"#
+    );
+    let config =
+        shopfloor::agent::config::load_str(&text, "meters.toml").unwrap_or_else(|d| panic!("{d}"));
+    let (heard, _) = listen(&config, |h| h.polls("main") >= 1).await;
+    assert!(heard.down.is_empty(), "{:?}", heard.down);
+    let main = heard.first("main");
+    // The values pydlt645_meter.py sets through the package's API.
+    for (signal, want) in [
+        ("energy_active_combined_kwh", 2345.67),
+        ("energy_active_import_kwh", 1234.56),
+        ("energy_active_export_kwh", 12.34),
+        ("voltage_a_v", 221.3),
+        ("voltage_b_v", 219.8),
+        ("current_a_a", 12.345),
+        // The package sets the sign bit for a negative power: 09 21 83 → −3.2109 kW.
+        ("power_active_kw", -3.2109),
+        ("power_factor", 0.912),
+    ] {
+        assert!(close(float(main, signal), want), "{signal}: {main:?}");
+    }
+
+    let report = dlt645::probe::probe(&config.dlt645[0].bus, None)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(
+        report.contains("meter address 000012345678"),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("energy_active_import_kwh") && l.contains("1234.56  kWh")),
+        "{report}"
+    );
+    // Read data (0x11) and, from the probe, the broadcast address read (0x13); nothing else.
+    assert_eq!(controls_in(&log, &["11", "13"]), ["11", "13"]);
     let _ = std::fs::remove_file(&log);
 }

@@ -13,3 +13,4 @@ pub mod bus;
 pub mod config;
 pub mod data;
 pub mod frame;
+pub mod probe;
