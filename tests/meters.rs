@@ -532,3 +532,61 @@ delay = "5ms"
     assert_eq!(controls_in(&log, &["11", "13"]), ["11", "13"]);
     let _ = std::fs::remove_file(&log);
 }
+
+/// Commissioning on the emulated buses with one meter each: the probes find the DL/T 645
+/// meter's address with the broadcast address read (0x13) and the CJ/T 188 meter's type and
+/// address with read address (0x03), then read their values; nothing but reads on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probes_find_a_lone_meters_address_and_read_it() {
+    let (dlt, cjt) = (free_port(), free_port());
+    let log = std::env::temp_dir().join(format!("shopfloor-probe-{dlt}.log"));
+    let _bus = Emulator::start(
+        "bus.py",
+        &[
+            dlt.to_string(),
+            cjt.to_string(),
+            log.display().to_string(),
+            "--one".to_string(),
+        ],
+    );
+    let bus = |port: u16| meterbus::config::Bus {
+        tcp: Some(format!("127.0.0.1:{port}")),
+        timeout: Duration::from_secs(1),
+        delay: Duration::from_millis(5),
+        ..meterbus::config::Bus::default()
+    };
+    let report = dlt645::probe::probe(&bus(dlt), None)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.contains("meter address 000000000001"), "{report}");
+    // 67 45 23 01: 12345.67 kWh, the sign bit clear.
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("energy_active_combined_kwh") && l.contains("12345.67  kWh")),
+        "{report}"
+    );
+    let report = cjt188::probe::probe(&bus(cjt), cjt188::frame::DiOrder::AsWritten)
+        .await
+        .unwrap_or_else(|f| panic!("{f}"));
+    assert!(
+        report.contains("meter address 00000000000011, cold water meter"),
+        "{report}"
+    );
+    assert!(report.contains("volume_m3              1234.56"), "{report}");
+    assert!(report.contains("valve                  \"open\""), "{report}");
+    let frames = std::fs::read_to_string(&log).expect("frame log");
+    let controls: Vec<&str> = frames.lines().collect();
+    assert!(controls.contains(&"dlt645 13 aaaaaaaaaaaa"), "{frames}");
+    assert!(controls.contains(&"cjt188 03 aaaaaaaaaaaaaa"), "{frames}");
+    for line in controls {
+        let control = line.split(' ').nth(1).unwrap_or_default();
+        let allowed: &[&str] = if line.starts_with("dlt645") {
+            &["11", "12", "13"]
+        } else {
+            &["01", "03"]
+        };
+        assert!(allowed.contains(&control), "not a read: {line}");
+    }
+    let _ = std::fs::remove_file(&log);
+}

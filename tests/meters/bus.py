@@ -1,13 +1,14 @@
 """Emulated meter buses behind serial servers in transparent mode, written from the public
 standards DL/T 645-2007 (and -1997) and CJ/T 188-2004, for tests/meters.rs.
 
-    python bus.py DLT645_PORT CJT188_PORT FRAME_LOG
+    python bus.py DLT645_PORT CJT188_PORT FRAME_LOG [--one]
 
 Each port is one RS-485 bus as a serial server passes it on: raw frames over TCP. Several
 meters hang on each bus; each answers only frames to its own address, the way meters do.
 Every request frame that arrives is written to FRAME_LOG as `<protocol> <control> <address>`,
 so the test can prove that only read commands went to the wire. Prints `ready` when both
-ports listen.
+ports listen. With `--one`, each bus holds only its first meter, which then answers the
+broadcast address read (DL/T 645 0x13, CJ/T 188 0x03), as a meter alone on a line does.
 
 DL/T 645 bus (addresses as on the nameplate):
   000000000001  2007 meter: the common identifiers (values below); 00020000 in two frames
@@ -239,6 +240,11 @@ def cjt_bus(log_path):
                 body, ok = got
                 meter_type, address, control = body[1], body[2:9], body[9]
                 log(log_path, f"cjt188 {control:02x} {address[::-1].hex()}")
+                if ok and control == 0x03 and address == b"\xaa" * 7 and len(CJT_METERS) == 1:
+                    (only_type, only), _ = next(iter(CJT_METERS.items()))
+                    reply = body[11:14] + only
+                    self.wfile.write(cjt_frame(only_type, only, 0x83, reply))
+                    continue
                 meter = CJT_METERS.get((meter_type, address))
                 if ok and meter is not None:
                     reply = meter.answer(meter_type, address, control, body[11:])
@@ -256,6 +262,11 @@ class Server(socketserver.ThreadingTCPServer):
 def main():
     dlt_port, cjt_port, log_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     open(log_path, "w").close()
+    if "--one" in sys.argv[4:]:
+        for meters in (DLT_METERS, CJT_METERS):
+            first = next(iter(meters))
+            for other in list(meters)[1:]:
+                del meters[other]
     servers = [
         Server(("127.0.0.1", dlt_port), dlt_bus(log_path)),
         Server(("127.0.0.1", cjt_port), cjt_bus(log_path)),
