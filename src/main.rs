@@ -748,9 +748,9 @@ fn colour(state: State) -> &'static str {
 /// `shopfloor probe dlt645://…` or `cjt188://…`.
 async fn probe_meter(url: &str, args: &ProbeArgs) -> Result<()> {
     use shopfloor::source::meterbus::config::Bus;
-    let (protocol, place) = url
-        .split_once("://")
-        .context("write the meter bus as dlt645://HOST:PORT, cjt188://HOST:PORT or dlt645:///dev/ttyUSB0")?;
+    let (protocol, place) = url.split_once("://").context(
+        "write the meter bus as dlt645://HOST:PORT, cjt188://HOST:PORT or dlt645:///dev/ttyUSB0",
+    )?;
     let mut bus = Bus {
         baud: args.baud.unwrap_or(2400),
         data_bits: args.data_bits,
@@ -851,10 +851,7 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     );
     match probe::read(&link, unit, args.register, start, args.count, timeout).await {
         Ok(Ok(words)) => {
-            print!(
-                "{}",
-                probe::table(args.register, u32::from(first), &words)
-            );
+            print!("{}", probe::table(args.register, u32::from(first), &words));
             Ok(())
         }
         Ok(Err(exception)) => anyhow::bail!("the device answered with an exception: {exception}"),

@@ -292,11 +292,7 @@ async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
     let log = std::env::temp_dir().join(format!("shopfloor-meters-{dlt}.log"));
     let _bus = Emulator::start(
         "bus.py",
-        &[
-            dlt.to_string(),
-            cjt.to_string(),
-            log.display().to_string(),
-        ],
+        &[dlt.to_string(), cjt.to_string(), log.display().to_string()],
     );
     let config = config(dlt, cjt);
     // Three polls of the good meters, each faulty meter marked.
@@ -332,11 +328,17 @@ async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
         assert!(close(float(main, signal), want), "{signal}: {main:?}");
     }
     let old = heard.first("old");
-    assert!(close(float(old, "energy_active_import_kwh"), 777.77), "{old:?}");
+    assert!(
+        close(float(old, "energy_active_import_kwh"), 777.77),
+        "{old:?}"
+    );
     assert!(close(float(old, "voltage_a_v"), 220.0), "{old:?}");
     let water = heard.first("water-main");
     assert!(close(float(water, "volume_m3"), 1234.56), "{water:?}");
-    assert!(close(float(water, "volume_settlement_m3"), 1200.0), "{water:?}");
+    assert!(
+        close(float(water, "volume_settlement_m3"), 1200.0),
+        "{water:?}"
+    );
     assert_eq!(water.get("valve"), Some(&Value::Text("open".into())));
     assert_eq!(water.get("battery_low"), Some(&Value::Bool(false)));
     // Unit code 0x29, litres: 5000.00 L = 5 m³; ST1 0x05: valve closed (01), battery low (D2).
@@ -344,7 +346,10 @@ async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
     assert!(close(float(hot, "volume_m3"), 5.0), "{hot:?}");
     assert_eq!(hot.get("valve"), Some(&Value::Text("closed".into())));
     assert_eq!(hot.get("battery_low"), Some(&Value::Bool(true)));
-    assert!(!hot.contains_key("volume_settlement_m3"), "not in its readings");
+    assert!(
+        !hot.contains_key("volume_settlement_m3"),
+        "not in its readings"
+    );
 
     // Each faulty meter is marked with its reason.
     let reason = |m: &str| heard.down.get(m).cloned().unwrap_or_default();
@@ -354,8 +359,16 @@ async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
         "{}",
         reason("stranger")
     );
-    assert!(reason("mute").contains("silent meter"), "{}", reason("mute"));
-    assert!(reason("water-mute").contains("silent meter"), "{}", reason("water-mute"));
+    assert!(
+        reason("mute").contains("silent meter"),
+        "{}",
+        reason("mute")
+    );
+    assert!(
+        reason("water-mute").contains("silent meter"),
+        "{}",
+        reason("water-mute")
+    );
     let refused = &heard.degraded["refuser"];
     assert!(
         refused.contains("every reading is refused") && refused.contains("no such data"),
@@ -518,10 +531,7 @@ delay = "5ms"
     let report = dlt645::probe::probe(&config.dlt645[0].bus, None)
         .await
         .unwrap_or_else(|f| panic!("{f}"));
-    assert!(
-        report.contains("meter address 000012345678"),
-        "{report}"
-    );
+    assert!(report.contains("meter address 000012345678"), "{report}");
     assert!(
         report
             .lines()
@@ -573,8 +583,14 @@ async fn the_probes_find_a_lone_meters_address_and_read_it() {
         report.contains("meter address 00000000000011, cold water meter"),
         "{report}"
     );
-    assert!(report.contains("volume_m3              1234.56"), "{report}");
-    assert!(report.contains("valve                  \"open\""), "{report}");
+    assert!(
+        report.contains("volume_m3              1234.56"),
+        "{report}"
+    );
+    assert!(
+        report.contains("valve                  \"open\""),
+        "{report}"
+    );
     let frames = std::fs::read_to_string(&log).expect("frame log");
     let controls: Vec<&str> = frames.lines().collect();
     assert!(controls.contains(&"dlt645 13 aaaaaaaaaaaa"), "{frames}");

@@ -126,8 +126,18 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
             devices: (config.modbus.iter().map(|d| d.id.as_str()))
                 .chain(config.mqtt.iter().map(|b| b.id.as_str()))
                 .chain(config.opcua.iter().map(|s| s.id.as_str()))
-                .chain(config.dlt645.iter().flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())))
-                .chain(config.cjt188.iter().flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())))
+                .chain(
+                    config
+                        .dlt645
+                        .iter()
+                        .flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())),
+                )
+                .chain(
+                    config
+                        .cjt188
+                        .iter()
+                        .flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())),
+                )
                 .collect(),
         }
     }

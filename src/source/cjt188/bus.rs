@@ -54,7 +54,11 @@ pub(crate) fn fault(e: Cjt188Error) -> Fault {
 }
 
 /// One request and its answer's frame.
-pub(crate) async fn ask(link: &mut Link, request: &[u8], timeout: Duration) -> Result<Vec<u8>, Fault> {
+pub(crate) async fn ask(
+    link: &mut Link,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, Fault> {
     link.exchange(request, timeout, MAX_FRAME, frame::frame_length)
         .await
         .map_err(|e| match e {
@@ -74,12 +78,18 @@ fn valve(v: Valve) -> &'static str {
 
 /// Every figure of a metering answer by signal name, in the agent's base units (m³, kWh,
 /// kW, m³/h).
-pub fn figures(meter_type: MeterType, data: &[u8]) -> Result<Vec<(&'static str, Value)>, data::DecodeError> {
+pub fn figures(
+    meter_type: MeterType,
+    data: &[u8],
+) -> Result<Vec<(&'static str, Value)>, data::DecodeError> {
     if meter_type.is_heat() {
         let r = data::heat_reading(data)?;
         Ok(vec![
             ("heat_kwh", Value::Float(r.current_heat.in_base())),
-            ("heat_settlement_kwh", Value::Float(r.settlement_heat.in_base())),
+            (
+                "heat_settlement_kwh",
+                Value::Float(r.settlement_heat.in_base()),
+            ),
             ("heat_power_kw", Value::Float(r.heat_power.in_base())),
             ("flow_rate_m3h", Value::Float(r.flow_rate.in_base())),
             ("volume_m3", Value::Float(r.volume.in_base())),
@@ -111,14 +121,25 @@ impl BusMeter for Meter {
 
     async fn poll(&mut self, link: &mut Link, timeout: Duration) -> Result<Poll, Fault> {
         self.ser = self.ser.wrapping_add(1);
-        let request =
-            frame::read_request(self.meter_type, self.address, DI_METERING, self.ser, self.order);
+        let request = frame::read_request(
+            self.meter_type,
+            self.address,
+            DI_METERING,
+            self.ser,
+            self.order,
+        );
         let answer = ask(link, &request, timeout).await?;
         let mut poll = Poll {
             asked: 1,
             ..Poll::default()
         };
-        match frame::read_reply(&answer, self.meter_type, self.address, DI_METERING, self.ser) {
+        match frame::read_reply(
+            &answer,
+            self.meter_type,
+            self.address,
+            DI_METERING,
+            self.ser,
+        ) {
             Err(e @ Cjt188Error::Refused { .. }) => poll.refused.push(e.to_string()),
             Err(e) => return Err(fault(e)),
             Ok(data) => match figures(self.meter_type, &data) {

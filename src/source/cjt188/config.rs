@@ -23,7 +23,7 @@ use toml::de::DeTable;
 use super::frame::{Address, DiOrder, MeterType};
 use crate::config::{Checker, Composite, References, Seg, composite, key};
 use crate::model::SignalType;
-use crate::source::meterbus::config::{Bus, check_accounted, check_bus, parsed};
+use crate::source::meterbus::config::{Bus, BusEntry, check_accounted, check_bus, parsed};
 
 /// `[[cjt188]]`: one M-Bus or RS-485 bus (or serial server) of CJ/T 188 meters.
 #[derive(Debug, Clone, Deserialize)]
@@ -164,10 +164,14 @@ pub(crate) fn check_buses(
     refs: &References<'_>,
 ) {
     for (i, bus) in at.iter().zip(buses.iter()) {
-        let meters: Vec<&str> = bus.meters.iter().map(|m| m.meter.as_str()).collect();
-        check_bus(
-            checker, root, "cjt188", *i, &bus.id, &bus.bus, &meters, &refs.meters,
-        );
+        let entry = BusEntry {
+            section: "cjt188",
+            index: *i,
+            id: &bus.id,
+            bus: &bus.bus,
+            meters: bus.meters.iter().map(|m| m.meter.as_str()).collect(),
+        };
+        check_bus(checker, root, entry, &refs.meters);
         for (n, meter) in bus.meters.iter().enumerate() {
             let path = |rel: &[Seg]| {
                 let mut path = vec![key("cjt188"), Seg::Index(*i), key("meter"), Seg::Index(n)];

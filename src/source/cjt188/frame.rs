@@ -332,7 +332,9 @@ pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, Cjt188Error> {
 /// The shared framing's complaint in CJ/T 188's words.
 fn framing(f: Framing) -> Cjt188Error {
     match f {
-        Framing::Preamble(n) => Cjt188Error::malformed(format!("{n} wake-up bytes (0xFE) in a row")),
+        Framing::Preamble(n) => {
+            Cjt188Error::malformed(format!("{n} wake-up bytes (0xFE) in a row"))
+        }
         Framing::NotStart(byte) => Cjt188Error::malformed(format!(
             "byte {byte:#04x} where the frame's start 0x68 belongs: another protocol on the \
              bus, or the wrong baud rate or parity (CJ/T 188 meters usually run at 2400 baud, \

@@ -13,7 +13,12 @@ use crate::source::meterbus::{Fault, link};
 pub async fn probe(bus: &Bus, order: DiOrder) -> Result<String, Fault> {
     let mut link = link::open(bus).await?;
     let mut out = String::new();
-    let answer = ask(&mut link, &frame::read_address_request(1, order), bus.timeout).await?;
+    let answer = ask(
+        &mut link,
+        &frame::read_address_request(1, order),
+        bus.timeout,
+    )
+    .await?;
     let (meter_type, address) = frame::address_reply(&answer, 1).map_err(fault)?;
     let _ = writeln!(
         out,

@@ -62,7 +62,11 @@ fn exchange_fault(e: Exchange<Dlt645Error>) -> Fault {
 }
 
 /// One request and its answer's frame.
-pub(crate) async fn ask(link: &mut Link, request: &[u8], timeout: Duration) -> Result<Vec<u8>, Fault> {
+pub(crate) async fn ask(
+    link: &mut Link,
+    request: &[u8],
+    timeout: Duration,
+) -> Result<Vec<u8>, Fault> {
     link.exchange(request, timeout, MAX_FRAME, frame::frame_length)
         .await
         .map_err(exchange_fault)

@@ -32,7 +32,7 @@ use super::data::{self, Format};
 use super::frame::{Address, DataId, Edition};
 use crate::config::{Checker, Composite, References, Seg, composite, key};
 use crate::model::SignalType;
-use crate::source::meterbus::config::{Bus, check_accounted, check_bus, parsed};
+use crate::source::meterbus::config::{Bus, BusEntry, check_accounted, check_bus, parsed};
 
 /// `[[dlt645]]`: one RS-485 bus (or serial server) of DL/T 645 meters.
 #[derive(Debug, Clone, Deserialize)]
@@ -239,10 +239,14 @@ pub(crate) fn check_buses(
     refs: &References<'_>,
 ) {
     for (i, bus) in at.iter().zip(buses.iter()) {
-        let meters: Vec<&str> = bus.meters.iter().map(|m| m.meter.as_str()).collect();
-        check_bus(
-            checker, root, "dlt645", *i, &bus.id, &bus.bus, &meters, &refs.meters,
-        );
+        let entry = BusEntry {
+            section: "dlt645",
+            index: *i,
+            id: &bus.id,
+            bus: &bus.bus,
+            meters: bus.meters.iter().map(|m| m.meter.as_str()).collect(),
+        };
+        check_bus(checker, root, entry, &refs.meters);
         for (n, meter) in bus.meters.iter().enumerate() {
             let here = |rel: &[Seg]| {
                 let mut path = vec![key("dlt645"), Seg::Index(*i), key("meter"), Seg::Index(n)];
@@ -256,8 +260,8 @@ pub(crate) fn check_buses(
             }
             for (r, raw) in meter.identifiers.iter().enumerate() {
                 if raw.id.edition() != meter.edition() && meter.edition.is_some() {
-                    let span =
-                        checker.span_of(root, &here(&[key("identifier"), Seg::Index(r), key("id")]));
+                    let span = checker
+                        .span_of(root, &here(&[key("identifier"), Seg::Index(r), key("id")]));
                     checker.push(
                         span,
                         format!(
@@ -326,12 +330,18 @@ mod tests {
             readings: readings.iter().map(|s| s.to_string()).collect(),
             identifiers: vec![],
         };
-        let (plan, problems) =
-            meter(None, &["energy_active_import_kwh", "02010100", "voltag_a_v"]).plan();
+        let (plan, problems) = meter(
+            None,
+            &["energy_active_import_kwh", "02010100", "voltag_a_v"],
+        )
+        .plan();
         assert_eq!(plan[0].id, DataId::V2007(0x0001_0000));
         assert_eq!(plan[1].signal, "voltage_a_v");
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].1.contains("did you mean `voltage_a_v`"), "{problems:?}");
+        assert!(
+            problems[0].1.contains("did you mean `voltage_a_v`"),
+            "{problems:?}"
+        );
         // The same name in a 1997 meter is the 1997 identifier.
         let (plan, _) = meter(Some(Edition::V1997), &["energy_active_import_kwh"]).plan();
         assert_eq!(plan[0].id, DataId::V1997(0x9010));

@@ -41,7 +41,11 @@ pub async fn probe(bus: &Bus, address: Option<Address>) -> Result<String, Fault>
             a
         }
     };
-    let _ = writeln!(out, "\n{:<28} {:<10} {:>14}  unit", "reading", "identifier", "value");
+    let _ = writeln!(
+        out,
+        "\n{:<28} {:<10} {:>14}  unit",
+        "reading", "identifier", "value"
+    );
     for di in COMMON {
         let Some(i) = IDENTIFIERS
             .iter()

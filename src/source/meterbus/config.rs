@@ -129,7 +129,10 @@ impl Bus {
             _ => {}
         }
         if self.baud == 0 {
-            out.push(("baud", "baud must be more than 0 (2400 is usual)".to_string()));
+            out.push((
+                "baud",
+                "baud must be more than 0 (2400 is usual)".to_string(),
+            ));
         }
         if !matches!(self.data_bits, 7 | 8) {
             out.push(("data_bits", "data_bits is 7 or 8".to_string()));
@@ -156,20 +159,33 @@ where
     parse(&text).map_err(serde::de::Error::custom)
 }
 
-/// The checks every bus section shares: the bus settings, the bus id unique among devices,
-/// and each meter's `meter` in the register (and used once: the meter's id is its device name
-/// in the health lines). `section` is `dlt645` or `cjt188`; `meters` is the `meter` of each
-/// `[[<section>.meter]]`.
+/// One bus section's element, as [`check_bus`] checks it.
+pub(crate) struct BusEntry<'a> {
+    /// `dlt645` or `cjt188`.
+    pub section: &'static str,
+    /// The element's index in the document.
+    pub index: usize,
+    pub id: &'a str,
+    pub bus: &'a Bus,
+    /// The `meter` of each `[[<section>.meter]]`.
+    pub meters: Vec<&'a str>,
+}
+
+/// The checks every bus section shares: the bus settings, and each meter's `meter` in the
+/// register and used once (the meter's id is its device name in the health lines).
 pub(crate) fn check_bus(
     checker: &mut Checker<'_>,
     root: &Spanned<DeTable<'_>>,
-    section: &'static str,
-    index: usize,
-    id: &str,
-    bus: &Bus,
-    meters: &[&str],
+    entry: BusEntry<'_>,
     registered: &std::collections::HashSet<String>,
 ) {
+    let BusEntry {
+        section,
+        index,
+        id,
+        bus,
+        meters,
+    } = entry;
     let at = |checker: &Checker<'_>, rel: &[Seg]| {
         let mut path = vec![key(section), Seg::Index(index)];
         path.extend_from_slice(rel);

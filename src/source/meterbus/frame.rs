@@ -35,8 +35,14 @@ pub enum Framing {
     /// Not `68` where the frame must start.
     NotStart(u8),
     /// The whole frame is `total` bytes but `got` arrived.
-    Length { got: usize, total: usize },
-    Checksum { sent: u8, computed: u8 },
+    Length {
+        got: usize,
+        total: usize,
+    },
+    Checksum {
+        sent: u8,
+        computed: u8,
+    },
     /// Not `16` at the end.
     End(u8),
 }

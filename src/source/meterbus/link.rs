@@ -40,21 +40,23 @@ impl std::fmt::Debug for Link {
 pub async fn open(bus: &Bus) -> Result<Link, Fault> {
     let io: Box<dyn Wire> = match (&bus.tcp, &bus.port) {
         (Some(address), _) => {
-            let stream =
-                tokio::time::timeout(bus.timeout, tokio::net::TcpStream::connect(address.as_str()))
-                    .await
-                    .map_err(|_| {
-                        Fault::Connect(format!(
-                            "no connection to the serial server {address} within {:?}: check its \
+            let stream = tokio::time::timeout(
+                bus.timeout,
+                tokio::net::TcpStream::connect(address.as_str()),
+            )
+            .await
+            .map_err(|_| {
+                Fault::Connect(format!(
+                    "no connection to the serial server {address} within {:?}: check its \
                              address and that it is a TCP server in transparent mode",
-                            bus.timeout
-                        ))
-                    })?
-                    .map_err(|e| {
-                        Fault::Connect(format!(
-                            "cannot connect to the serial server {address}: {e}"
-                        ))
-                    })?;
+                    bus.timeout
+                ))
+            })?
+            .map_err(|e| {
+                Fault::Connect(format!(
+                    "cannot connect to the serial server {address}: {e}"
+                ))
+            })?;
             let _ = stream.set_nodelay(true);
             Box::new(stream)
         }
@@ -145,10 +147,9 @@ impl Link {
                 }
                 Ok(Err(e)) => return Err(transport(e).into()),
                 Ok(Ok(0)) => {
-                    return Err(Fault::Transport(
-                        "the serial server closed the connection".into(),
-                    )
-                    .into());
+                    return Err(
+                        Fault::Transport("the serial server closed the connection".into()).into(),
+                    );
                 }
                 Ok(Ok(n)) => n,
             };

@@ -87,9 +87,7 @@ impl fmt::Display for Fault {
                 "the answer stopped after {got} bytes and {timeout:?}: interference on the line \
                  or a serial server that splits frames; check the wiring and raise `timeout`"
             ),
-            Fault::Checksum(why) | Fault::Address(why) | Fault::Protocol(why) => {
-                f.write_str(why)
-            }
+            Fault::Checksum(why) | Fault::Address(why) | Fault::Protocol(why) => f.write_str(why),
         }
     }
 }
@@ -257,7 +255,8 @@ async fn answered<M: BusMeter>(
     t.down = None;
     t.health.answered(at);
     t.health.count_error("exception", poll.refused.len() as u64);
-    t.health.count_error("decode", poll.undecodable.len() as u64);
+    t.health
+        .count_error("decode", poll.undecodable.len() as u64);
     for why in &poll.undecodable {
         debug!(parent: &t.span, %why, "value skipped");
     }
@@ -287,7 +286,9 @@ async fn answered<M: BusMeter>(
     });
     if degraded != t.degraded {
         match &degraded {
-            Some(r) => warn!(parent: &t.span, reason = %r, "meter degraded: it answers but delivers nothing"),
+            Some(r) => {
+                warn!(parent: &t.span, reason = %r, "meter degraded: it answers but delivers nothing")
+            }
             None => info!(parent: &t.span, "meter delivers data again"),
         }
         t.health.set_degraded(degraded.as_ref().map(|_| 0));
