@@ -9,7 +9,7 @@ use super::config::Cjt188Bus;
 use super::data::{self, Valve};
 use super::frame::{self, Address, Cjt188Error, DI_METERING, DiOrder, MAX_FRAME, MeterType};
 use crate::model::Value;
-use crate::source::meterbus::link::{Exchange, Link};
+use crate::source::meterbus::link::{Framed, Link};
 use crate::source::meterbus::{BusMeter, Fault, Poll};
 
 /// One meter.
@@ -53,18 +53,27 @@ pub(crate) fn fault(e: Cjt188Error) -> Fault {
     }
 }
 
+/// CJ/T 188's frames on a bus.
+pub(crate) struct Cjt188;
+
+impl Framed for Cjt188 {
+    type Error = Cjt188Error;
+    const MAX_FRAME: usize = MAX_FRAME;
+    fn frame_length(buf: &[u8]) -> Result<Option<usize>, Cjt188Error> {
+        frame::frame_length(buf)
+    }
+    fn fault(e: Cjt188Error) -> Fault {
+        fault(e)
+    }
+}
+
 /// One request and its answer's frame.
 pub(crate) async fn ask(
     link: &mut Link,
     request: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, Fault> {
-    link.exchange(request, timeout, MAX_FRAME, frame::frame_length)
-        .await
-        .map_err(|e| match e {
-            Exchange::Fault(f) => f,
-            Exchange::Frame(e) => fault(e),
-        })
+    link.exchange::<Cjt188>(request, timeout).await
 }
 
 fn valve(v: Valve) -> &'static str {

@@ -23,7 +23,9 @@ use toml::de::DeTable;
 use super::frame::{Address, DiOrder, MeterType};
 use crate::config::{Checker, Composite, References, Seg, composite, key};
 use crate::model::SignalType;
-use crate::source::meterbus::config::{Bus, BusEntry, check_accounted, check_bus, parsed};
+use crate::source::meterbus::config::{
+    Bus, BusEntry, check_accounted, check_bus, meter_path, parsed,
+};
 
 /// `[[cjt188]]`: one M-Bus or RS-485 bus (or serial server) of CJ/T 188 meters.
 #[derive(Debug, Clone, Deserialize)]
@@ -173,11 +175,7 @@ pub(crate) fn check_buses(
         };
         check_bus(checker, root, entry, &refs.meters);
         for (n, meter) in bus.meters.iter().enumerate() {
-            let path = |rel: &[Seg]| {
-                let mut path = vec![key("cjt188"), Seg::Index(*i), key("meter"), Seg::Index(n)];
-                path.extend_from_slice(rel);
-                path
-            };
+            let path = |rel: &[Seg]| meter_path("cjt188", *i, n, rel);
             let offered = meter.offered();
             let names: Vec<&str> = offered.iter().map(|(s, _)| *s).collect();
             for (r, name) in meter.readings.iter().flatten().enumerate() {

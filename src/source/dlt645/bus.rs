@@ -9,7 +9,7 @@ use super::config::{Dlt645Bus, Reading};
 use super::data;
 use super::frame::{self, Address, DataId, Dlt645Error, MAX_FRAME};
 use crate::model::Value;
-use crate::source::meterbus::link::{Exchange, Link};
+use crate::source::meterbus::link::{Framed, Link};
 use crate::source::meterbus::{BusMeter, Fault, Poll};
 
 /// Follow-up frames fetched for one value at most: a meter that keeps saying "more" is
@@ -54,10 +54,17 @@ pub(crate) fn fault(e: Dlt645Error) -> Fault {
     }
 }
 
-fn exchange_fault(e: Exchange<Dlt645Error>) -> Fault {
-    match e {
-        Exchange::Fault(f) => f,
-        Exchange::Frame(e) => fault(e),
+/// DL/T 645's frames on a bus.
+pub(crate) struct Dlt645;
+
+impl Framed for Dlt645 {
+    type Error = Dlt645Error;
+    const MAX_FRAME: usize = MAX_FRAME;
+    fn frame_length(buf: &[u8]) -> Result<Option<usize>, Dlt645Error> {
+        frame::frame_length(buf)
+    }
+    fn fault(e: Dlt645Error) -> Fault {
+        fault(e)
     }
 }
 
@@ -67,9 +74,7 @@ pub(crate) async fn ask(
     request: &[u8],
     timeout: Duration,
 ) -> Result<Vec<u8>, Fault> {
-    link.exchange(request, timeout, MAX_FRAME, frame::frame_length)
-        .await
-        .map_err(exchange_fault)
+    link.exchange::<Dlt645>(request, timeout).await
 }
 
 /// Reads one value, following up while the meter says more follows. `Ok(Err(code))` is the

@@ -32,7 +32,9 @@ use super::data::{self, Format};
 use super::frame::{Address, DataId, Edition};
 use crate::config::{Checker, Composite, References, Seg, composite, key};
 use crate::model::SignalType;
-use crate::source::meterbus::config::{Bus, BusEntry, check_accounted, check_bus, parsed};
+use crate::source::meterbus::config::{
+    Bus, BusEntry, check_accounted, check_bus, meter_path, parsed,
+};
 
 /// `[[dlt645]]`: one RS-485 bus (or serial server) of DL/T 645 meters.
 #[derive(Debug, Clone, Deserialize)]
@@ -248,11 +250,7 @@ pub(crate) fn check_buses(
         };
         check_bus(checker, root, entry, &refs.meters);
         for (n, meter) in bus.meters.iter().enumerate() {
-            let here = |rel: &[Seg]| {
-                let mut path = vec![key("dlt645"), Seg::Index(*i), key("meter"), Seg::Index(n)];
-                path.extend_from_slice(rel);
-                path
-            };
+            let here = |rel: &[Seg]| meter_path("dlt645", *i, n, rel);
             let (plan, problems) = meter.plan();
             for (r, message) in problems {
                 let span = checker.span_of(root, &here(&[key("readings"), Seg::Index(r)]));

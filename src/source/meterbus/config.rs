@@ -257,3 +257,10 @@ pub(crate) fn check_accounted(
         );
     }
 }
+
+/// The path of a key of meter `n` of bus element `index` of `section`.
+pub(crate) fn meter_path(section: &str, index: usize, n: usize, rel: &[Seg]) -> Vec<Seg> {
+    let mut path = vec![key(section), Seg::Index(index), key("meter"), Seg::Index(n)];
+    path.extend_from_slice(rel);
+    path
+}

@@ -3,8 +3,8 @@
 //! next request.
 //!
 //! [`Link::exchange`] writes what the protocol built (only read requests exist to be built)
-//! and reads until the protocol's frame-length function says the answer is whole, skipping a
-//! few bytes of line noise before it and reading at most the longest frame there can be.
+//! and reads until the protocol's [`Framed::frame_length`] says the answer is whole, skipping
+//! a few bytes of line noise before it and reading at most the longest frame there can be.
 
 use std::time::Duration;
 
@@ -90,45 +90,36 @@ fn open_serial(bus: &Bus, port: &str) -> Result<tokio_serial::SerialStream, Faul
         .map_err(|e| Fault::Connect(format!("cannot open {port}: {e}")))
 }
 
-/// Why an exchange brought no whole frame.
-#[derive(Debug)]
-pub enum Exchange<E> {
-    /// Nothing or part of a frame, then silence: the fault says which.
-    Fault(Fault),
-    /// Bytes that are not the protocol's frame, in its words.
-    Frame(E),
-}
-
-impl<E> From<Fault> for Exchange<E> {
-    fn from(f: Fault) -> Self {
-        Exchange::Fault(f)
-    }
+/// A protocol's frames, as the link reads them.
+pub trait Framed {
+    type Error;
+    /// The longest frame there can be, preamble included.
+    const MAX_FRAME: usize;
+    /// How long the frame at the start of the bytes is (`None`: not yet known), or that they
+    /// are no frame.
+    fn frame_length(buf: &[u8]) -> Result<Option<usize>, Self::Error>;
+    /// The protocol's complaint as the bus task counts it.
+    fn fault(e: Self::Error) -> Fault;
 }
 
 impl Link {
-    /// Sends `request` after the bus's silence and reads one frame within `timeout`:
-    /// `length` tells, from the bytes so far, how long the frame is (`None`: not yet known)
-    /// or that they are no frame; `max` bounds what is read.
-    pub async fn exchange<E>(
+    /// Sends `request` after the bus's silence and reads one frame within `timeout`.
+    pub async fn exchange<P: Framed>(
         &mut self,
         request: &[u8],
         timeout: Duration,
-        max: usize,
-        length: fn(&[u8]) -> Result<Option<usize>, E>,
-    ) -> Result<Vec<u8>, Exchange<E>> {
+    ) -> Result<Vec<u8>, Fault> {
         tokio::time::sleep_until(self.quiet_since + self.delay).await;
-        let result = self.exchange_now(request, timeout, max, length).await;
+        let result = self.exchange_now::<P>(request, timeout).await;
         self.quiet_since = Instant::now();
         result
     }
 
-    async fn exchange_now<E>(
+    async fn exchange_now<P: Framed>(
         &mut self,
         request: &[u8],
         timeout: Duration,
-        max: usize,
-        length: fn(&[u8]) -> Result<Option<usize>, E>,
-    ) -> Result<Vec<u8>, Exchange<E>> {
+    ) -> Result<Vec<u8>, Fault> {
         let transport = |e: std::io::Error| Fault::Transport(e.to_string());
         self.io.write_all(request).await.map_err(transport)?;
         self.io.flush().await.map_err(transport)?;
@@ -137,19 +128,18 @@ impl Link {
         let mut chunk = [0u8; 256];
         loop {
             let n = match tokio::time::timeout_at(deadline, self.io.read(&mut chunk)).await {
-                Err(_) if buf.is_empty() => return Err(Fault::Silent { timeout }.into()),
+                Err(_) if buf.is_empty() => return Err(Fault::Silent { timeout }),
                 Err(_) => {
                     return Err(Fault::Cut {
                         got: buf.len(),
                         timeout,
-                    }
-                    .into());
+                    });
                 }
-                Ok(Err(e)) => return Err(transport(e).into()),
+                Ok(Err(e)) => return Err(transport(e)),
                 Ok(Ok(0)) => {
-                    return Err(
-                        Fault::Transport("the serial server closed the connection".into()).into(),
-                    );
+                    return Err(Fault::Transport(
+                        "the serial server closed the connection".into(),
+                    ));
                 }
                 Ok(Ok(n)) => n,
             };
@@ -159,18 +149,17 @@ impl Link {
             } else if buf.len() < NOISE {
                 continue;
             }
-            match length(&buf) {
-                Err(e) => return Err(Exchange::Frame(e)),
+            match P::frame_length(&buf) {
+                Err(e) => return Err(P::fault(e)),
                 Ok(Some(total)) if buf.len() >= total => {
                     buf.truncate(total);
                     return Ok(buf);
                 }
-                Ok(_) if buf.len() >= max => {
+                Ok(_) if buf.len() >= P::MAX_FRAME => {
                     return Err(Fault::Protocol(format!(
                         "{} bytes without a whole frame",
                         buf.len()
-                    ))
-                    .into());
+                    )));
                 }
                 Ok(_) => {}
             }
