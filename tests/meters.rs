@@ -68,10 +68,8 @@ impl Drop for Emulator {
     }
 }
 
-fn config(dlt: u16, cjt: u16) -> Config {
-    let text = format!(
-        r#"
-[site]
+/// The site and its main electricity meter, accounted by forward active energy.
+const SITE: &str = r#"[site]
 county = "wuyi"
 sector = "doors"
 enterprise = "e1"
@@ -80,7 +78,12 @@ enterprise = "e1"
 id = "main"
 carrier = "electricity"
 signal = "energy_active_import_kwh"
+"#;
 
+fn config(dlt: u16, cjt: u16) -> Config {
+    let text = format!(
+        r#"
+{SITE}
 [[meter]]
 id = "old"
 carrier = "electricity"
@@ -484,16 +487,7 @@ async fn an_independent_dlt645_meter_is_read_and_its_address_found() {
     );
     let text = format!(
         r#"
-[site]
-county = "wuyi"
-sector = "doors"
-enterprise = "e1"
-
-[[meter]]
-id = "main"
-carrier = "electricity"
-signal = "energy_active_import_kwh"
-
+{SITE}
 [[dlt645]]
 id = "board"
 tcp = "127.0.0.1:{port}"

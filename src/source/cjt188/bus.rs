@@ -67,15 +67,6 @@ impl Framed for Cjt188 {
     }
 }
 
-/// One request and its answer's frame.
-pub(crate) async fn ask(
-    link: &mut Link,
-    request: &[u8],
-    timeout: Duration,
-) -> Result<Vec<u8>, Fault> {
-    link.exchange::<Cjt188>(request, timeout).await
-}
-
 fn valve(v: Valve) -> &'static str {
     match v {
         Valve::Open => "open",
@@ -137,7 +128,7 @@ impl BusMeter for Meter {
             self.ser,
             self.order,
         );
-        let answer = ask(link, &request, timeout).await?;
+        let answer = link.exchange::<Cjt188>(&request, timeout).await?;
         let mut poll = Poll {
             asked: 1,
             ..Poll::default()

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::bus::{ask, fault, figures};
+use super::bus::{Cjt188, fault, figures};
 use super::frame::{self, DI_METERING, DiOrder};
 use crate::source::meterbus::config::Bus;
 use crate::source::meterbus::{Fault, link};
@@ -13,19 +13,16 @@ use crate::source::meterbus::{Fault, link};
 pub async fn probe(bus: &Bus, order: DiOrder) -> Result<String, Fault> {
     let mut link = link::open(bus).await?;
     let mut out = String::new();
-    let answer = ask(
-        &mut link,
-        &frame::read_address_request(1, order),
-        bus.timeout,
-    )
-    .await?;
+    let answer = link
+        .exchange::<Cjt188>(&frame::read_address_request(1, order), bus.timeout)
+        .await?;
     let (meter_type, address) = frame::address_reply(&answer, 1).map_err(fault)?;
     let _ = writeln!(
         out,
         "meter address {address}, {meter_type} (read with the read-address command 0x03)"
     );
     let request = frame::read_request(meter_type, address, DI_METERING, 2, order);
-    let answer = ask(&mut link, &request, bus.timeout).await?;
+    let answer = link.exchange::<Cjt188>(&request, bus.timeout).await?;
     let data = match frame::read_reply(&answer, meter_type, address, DI_METERING, 2) {
         Ok(d) => d,
         Err(e) => {

@@ -68,15 +68,6 @@ impl Framed for Dlt645 {
     }
 }
 
-/// One request and its answer's frame.
-pub(crate) async fn ask(
-    link: &mut Link,
-    request: &[u8],
-    timeout: Duration,
-) -> Result<Vec<u8>, Fault> {
-    link.exchange::<Dlt645>(request, timeout).await
-}
-
 /// Reads one value, following up while the meter says more follows. `Ok(Err(code))` is the
 /// meter's refusal.
 pub(crate) async fn read_value(
@@ -85,7 +76,9 @@ pub(crate) async fn read_value(
     id: DataId,
     timeout: Duration,
 ) -> Result<Result<Vec<u8>, Dlt645Error>, Fault> {
-    let answer = ask(link, &frame::read_request(address, id), timeout).await?;
+    let answer = link
+        .exchange::<Dlt645>(&frame::read_request(address, id), timeout)
+        .await?;
     let mut reply = match frame::read_reply(&answer, address, id) {
         Ok(r) => r,
         Err(e @ Dlt645Error::Refused { .. }) => return Ok(Err(e)),
@@ -100,12 +93,9 @@ pub(crate) async fn read_value(
                 "the meter announced more than {MAX_FOLLOW_UPS} follow-up frames for {id}"
             )));
         }
-        let answer = ask(
-            link,
-            &frame::read_follow_up_request(address, id, seq),
-            timeout,
-        )
-        .await?;
+        let answer = link
+            .exchange::<Dlt645>(&frame::read_follow_up_request(address, id, seq), timeout)
+            .await?;
         reply = match frame::read_reply(&answer, address, id) {
             Ok(r) => r,
             Err(e @ Dlt645Error::Refused { .. }) => return Ok(Err(e)),

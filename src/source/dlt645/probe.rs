@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::bus::{ask, fault, read_value};
+use super::bus::{Dlt645, fault, read_value};
 use super::data::{self, IDENTIFIERS};
 use super::frame::{self, Address, Edition};
 use crate::source::meterbus::config::Bus;
@@ -31,7 +31,9 @@ pub async fn probe(bus: &Bus, address: Option<Address>) -> Result<String, Fault>
     let address = match address {
         Some(a) => a,
         None => {
-            let answer = ask(&mut link, &frame::read_address_request(), bus.timeout).await?;
+            let answer = link
+                .exchange::<Dlt645>(&frame::read_address_request(), bus.timeout)
+                .await?;
             let a = frame::address_reply(&answer).map_err(fault)?;
             let _ = writeln!(
                 out,
