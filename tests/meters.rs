@@ -395,6 +395,18 @@ async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
     assert!(errors("stranger", "protocol") >= 1);
     assert!(errors("mute", "timeout") >= 1);
     assert!(errors("refuser", "exception") >= 2);
+    // Degraded, with DL/T 645's error byte 0x02 (no such data) as the health's exception code.
+    let code = metrics
+        .read()
+        .iter()
+        .find(|r| {
+            r.name == shopfloor::source::modbus::health::EXCEPTION_CODE
+                && r.labels
+                    .iter()
+                    .any(|(k, v)| *k == "device" && v == "refuser")
+        })
+        .map(|r| r.value);
+    assert_eq!(code, Some(2));
 
     // Only read commands went to the wire: DL/T 645 read data (0x11), read follow-up (0x12),
     // the 1997 read (0x01); CJ/T 188 read data (0x01).
@@ -598,5 +610,77 @@ async fn the_probes_find_a_lone_meters_address_and_read_it() {
         };
         assert!(allowed.contains(&control), "not a read: {line}");
     }
+    let _ = std::fs::remove_file(&log);
+}
+
+/// `shopfloor run` starts a task per bus and the engine reports each bus meter's health on
+/// the board: up, down with the reason, degraded with the meter's error bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_runs_the_buses_and_the_board_shows_each_meters_health() {
+    let (dlt, cjt) = (free_port(), free_port());
+    let log = std::env::temp_dir().join(format!("shopfloor-agent-meters-{dlt}.log"));
+    let _bus = Emulator::start(
+        "bus.py",
+        &[dlt.to_string(), cjt.to_string(), log.display().to_string()],
+    );
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut cfg = config(dlt, cjt);
+    cfg.agent.data_dir = data.path().to_path_buf();
+    cfg.web.enabled = false;
+    let (trigger, shutdown) = shutdown::channel();
+    let running = shopfloor::agent::start(&cfg, shutdown).expect("agent starts");
+    let mut snapshots = running.snapshots.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let snap = snapshots.borrow_and_update().clone();
+        let device = |id: &str| snap.devices.iter().find(|d| &*d.id == id).cloned();
+        let ready = ["main", "water-main", "mute", "noisy", "refuser"]
+            .iter()
+            .all(|id| device(id).is_some_and(|d| d.since.is_some()))
+            && device("refuser").is_some_and(|d| d.degraded.is_some());
+        if ready || tokio::time::Instant::now() > deadline {
+            break snap;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), snapshots.changed()).await;
+    };
+    trigger.fire();
+    running.finished().await;
+    let device = |id: &str| {
+        seen.devices
+            .iter()
+            .find(|d| &*d.id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no device {id} on the board: {:?}", seen.devices))
+    };
+    assert!(
+        device("main").up && device("water-main").up,
+        "{:?}",
+        seen.devices
+    );
+    let mute = device("mute");
+    assert!(
+        !mute.up
+            && mute
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("silent meter"))
+    );
+    let noisy = device("noisy");
+    assert!(
+        !noisy.up
+            && noisy
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("checksum"))
+    );
+    let refuser = device("refuser");
+    assert!(
+        refuser.up
+            && refuser
+                .degraded
+                .as_deref()
+                .is_some_and(|r| r.contains("no such data")),
+        "{refuser:?}"
+    );
     let _ = std::fs::remove_file(&log);
 }

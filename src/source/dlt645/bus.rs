@@ -120,7 +120,12 @@ impl BusMeter for Meter {
         for (reading, signal) in &self.readings {
             poll.asked += 1;
             match read_value(link, self.address, reading.id, timeout).await? {
-                Err(refusal) => poll.refused.push(format!("{}: {refusal}", reading.id)),
+                Err(refusal) => {
+                    if let Dlt645Error::Refused { code, .. } = refusal {
+                        poll.refusal_code.get_or_insert(code);
+                    }
+                    poll.refused.push(format!("{}: {refusal}", reading.id));
+                }
                 Ok(bytes) => match data::decode(reading.format, &bytes) {
                     Ok(v) => poll.values.push((signal.clone(), Value::Float(v))),
                     Err(e) => poll.undecodable.push(format!("{}: {e}", reading.id)),

@@ -101,6 +101,9 @@ pub struct Poll {
     pub asked: usize,
     /// Why each refused request was refused (the meter's error answer in words).
     pub refused: Vec<String>,
+    /// The first refusal's error byte, when the protocol has one (DL/T 645's): what the
+    /// health's `exception_code` shows while the meter is degraded.
+    pub refusal_code: Option<u8>,
     /// Values that arrived but could not be decoded, with why.
     pub undecodable: Vec<String>,
 }
@@ -291,7 +294,8 @@ async fn answered<M: BusMeter>(
             }
             None => info!(parent: &t.span, "meter delivers data again"),
         }
-        t.health.set_degraded(degraded.as_ref().map(|_| 0));
+        t.health
+            .set_degraded(degraded.as_ref().map(|_| poll.refusal_code.unwrap_or(0)));
         t.degraded = degraded.clone();
         if !send(
             events,
