@@ -359,6 +359,32 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 cfg.mqtt.len(),
                 cfg.influx.len() + cfg.file.len() + usize::from(cfg.uplink.is_some())
             );
+            for bus in &cfg.dlt645 {
+                println!("dlt645 bus {} ({}):", bus.id, bus.bus.describe());
+                for m in &bus.meters {
+                    let ids: Vec<String> = m
+                        .plan()
+                        .0
+                        .iter()
+                        .map(|r| format!("{} {}", r.id, r.signal))
+                        .collect();
+                    println!(
+                        "  meter {} → {}: read {}",
+                        m.address,
+                        m.meter,
+                        ids.join(", ")
+                    );
+                }
+            }
+            for bus in &cfg.cjt188 {
+                println!("cjt188 bus {} ({}):", bus.id, bus.bus.describe());
+                for m in &bus.meters {
+                    println!(
+                        "  meter {} {} → {}: read 901F",
+                        m.address, m.meter_type, m.meter
+                    );
+                }
+            }
             if let Some(uplink) = &cfg.uplink {
                 println!("uplink ({}):", uplink.connection.address);
                 for m in &uplink.measurements {

@@ -166,3 +166,92 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::dlt645::bus::Dlt645;
+    use crate::source::dlt645::frame;
+    use tokio::io::AsyncWriteExt;
+
+    fn attach(io: tokio::io::DuplexStream) -> Link {
+        Link {
+            io: Box::new(io),
+            delay: Duration::ZERO,
+            quiet_since: Instant::now(),
+        }
+    }
+
+    /// The meter's side: reads the request, then writes `answer` in `chunks`-byte pieces.
+    async fn meter(mut io: tokio::io::DuplexStream, answer: Vec<u8>, chunks: usize) {
+        let mut request = [0u8; 64];
+        let _ = io.read(&mut request).await;
+        for piece in answer.chunks(chunks) {
+            let _ = io.write_all(piece).await;
+            tokio::task::yield_now().await;
+        }
+        // Hold the line open, silent, until the agent is done.
+        let _ = io.read(&mut request).await;
+    }
+
+    fn answer() -> Vec<u8> {
+        // A read-address answer from 000012345678, with its preamble.
+        let a = frame::Address::parse("000012345678").unwrap();
+        let mut body = vec![0x68];
+        body.extend(a.wire());
+        body.extend([0x68, 0x93, 6]);
+        body.extend(a.wire().map(|b| b.wrapping_add(0x33)));
+        let mut out = vec![0xFE, 0xFE];
+        out.extend(&body);
+        super::super::frame::seal(&mut out, 2);
+        out
+    }
+
+    #[tokio::test]
+    async fn an_answer_in_pieces_after_line_noise_is_read_whole() {
+        let (agent, line) = tokio::io::duplex(1024);
+        let mut noisy = vec![0x00, 0x7F];
+        noisy.extend(answer());
+        // One more byte after the frame is not part of it.
+        noisy.push(0x00);
+        tokio::spawn(meter(line, noisy, 3));
+        let mut link = attach(agent);
+        let got = link
+            .exchange::<Dlt645>(&frame::read_address_request(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(got, answer());
+        assert!(frame::address_reply(&got).is_ok());
+    }
+
+    #[tokio::test]
+    async fn silence_part_of_a_frame_and_noise_are_told_apart() {
+        let timeout = Duration::from_millis(100);
+        let (agent, line) = tokio::io::duplex(1024);
+        tokio::spawn(meter(line, vec![], 1));
+        let e = attach(agent)
+            .exchange::<Dlt645>(&frame::read_address_request(), timeout)
+            .await
+            .unwrap_err();
+        assert_eq!(e, Fault::Silent { timeout });
+        assert!(e.to_string().contains("A/B wires"), "{e}");
+
+        let (agent, line) = tokio::io::duplex(1024);
+        tokio::spawn(meter(line, answer()[..9].to_vec(), 4));
+        let e = attach(agent)
+            .exchange::<Dlt645>(&frame::read_address_request(), timeout)
+            .await
+            .unwrap_err();
+        assert_eq!(e, Fault::Cut { got: 9, timeout });
+
+        // Twenty bytes of something else: the wrong baud rate, said at once.
+        let (agent, line) = tokio::io::duplex(1024);
+        tokio::spawn(meter(line, vec![0x55; 20], 20));
+        let e = attach(agent)
+            .exchange::<Dlt645>(&frame::read_address_request(), timeout)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), "protocol");
+        assert!(e.to_string().contains("baud rate"), "{e}");
+    }
+}
