@@ -28,6 +28,12 @@ use shopfloor::shutdown;
 use shopfloor::source::{cjt188, dlt645, meterbus};
 use tokio::sync::mpsc;
 
+/// A frame log of its own for each test (they run side by side).
+fn temp_log(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("shopfloor-{name}-{}.log", std::process::id()))
+}
+
+/// A free port for the `dlt645` package's server, which takes its port as given.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -38,6 +44,8 @@ fn free_port() -> u16 {
 /// A Python process serving meters; killed when dropped.
 struct Emulator {
     child: Child,
+    /// The ports it printed after `ready`.
+    ports: Vec<u16>,
 }
 
 impl Emulator {
@@ -53,11 +61,13 @@ impl Emulator {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         let _ = BufReader::new(stdout).read_line(&mut line);
-        if line.trim() != "ready" {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("ready") {
             let _ = child.kill();
             panic!("{script} did not start (for the dlt645 package: run scripts/test)");
         }
-        Emulator { child }
+        let ports = words.filter_map(|w| w.parse().ok()).collect();
+        Emulator { child, ports }
     }
 }
 
@@ -291,12 +301,9 @@ async fn listen(config: &Config, done: impl Fn(&Heard) -> bool) -> (Heard, Metri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn meters_on_emulated_buses_are_read_checked_and_accounted() {
-    let (dlt, cjt) = (free_port(), free_port());
-    let log = std::env::temp_dir().join(format!("shopfloor-meters-{dlt}.log"));
-    let _bus = Emulator::start(
-        "bus.py",
-        &[dlt.to_string(), cjt.to_string(), log.display().to_string()],
-    );
+    let log = temp_log("meters");
+    let bus = Emulator::start("bus.py", &[log.display().to_string()]);
+    let (dlt, cjt) = (bus.ports[0], bus.ports[1]);
     let config = config(dlt, cjt);
     // Three polls of the good meters, each faulty meter marked.
     let (heard, metrics) = listen(&config, |h| {
@@ -492,7 +499,7 @@ fn controls_in(log: &std::path::Path, allowed: &[&str]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_dlt645_meter_is_read_and_its_address_found() {
     let port = free_port();
-    let log = std::env::temp_dir().join(format!("shopfloor-pydlt645-{port}.log"));
+    let log = temp_log("pydlt645");
     let _meter = Emulator::start(
         "pydlt645_meter.py",
         &[port.to_string(), log.display().to_string()],
@@ -554,17 +561,9 @@ delay = "5ms"
 /// address with read address (0x03), then read their values; nothing but reads on the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probes_find_a_lone_meters_address_and_read_it() {
-    let (dlt, cjt) = (free_port(), free_port());
-    let log = std::env::temp_dir().join(format!("shopfloor-probe-{dlt}.log"));
-    let _bus = Emulator::start(
-        "bus.py",
-        &[
-            dlt.to_string(),
-            cjt.to_string(),
-            log.display().to_string(),
-            "--one".to_string(),
-        ],
-    );
+    let log = temp_log("probe");
+    let emulator = Emulator::start("bus.py", &[log.display().to_string(), "--one".into()]);
+    let (dlt, cjt) = (emulator.ports[0], emulator.ports[1]);
     let bus = |port: u16| meterbus::config::Bus {
         tcp: Some(format!("127.0.0.1:{port}")),
         timeout: Duration::from_secs(1),
@@ -617,12 +616,9 @@ async fn the_probes_find_a_lone_meters_address_and_read_it() {
 /// the board: up, down with the reason, degraded with the meter's error bits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_runs_the_buses_and_the_board_shows_each_meters_health() {
-    let (dlt, cjt) = (free_port(), free_port());
-    let log = std::env::temp_dir().join(format!("shopfloor-agent-meters-{dlt}.log"));
-    let _bus = Emulator::start(
-        "bus.py",
-        &[dlt.to_string(), cjt.to_string(), log.display().to_string()],
-    );
+    let log = temp_log("agent-meters");
+    let bus = Emulator::start("bus.py", &[log.display().to_string()]);
+    let (dlt, cjt) = (bus.ports[0], bus.ports[1]);
     let data = tempfile::tempdir().expect("temp dir");
     let mut cfg = config(dlt, cjt);
     cfg.agent.data_dir = data.path().to_path_buf();

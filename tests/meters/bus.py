@@ -1,13 +1,13 @@
 """Emulated meter buses behind serial servers in transparent mode, written from the public
 standards DL/T 645-2007 (and -1997) and CJ/T 188-2004, for tests/meters.rs.
 
-    python bus.py DLT645_PORT CJT188_PORT FRAME_LOG [--one]
+    python bus.py FRAME_LOG [--one]
 
 Each port is one RS-485 bus as a serial server passes it on: raw frames over TCP. Several
 meters hang on each bus; each answers only frames to its own address, the way meters do.
 Every request frame that arrives is written to FRAME_LOG as `<protocol> <control> <address>`,
-so the test can prove that only read commands went to the wire. Prints `ready` when both
-ports listen. With `--one`, each bus holds only its first meter, which then answers the
+so the test can prove that only read commands went to the wire. Listens on two free ports
+and prints `ready DLT645_PORT CJT188_PORT` when both listen. With `--one`, each bus holds only its first meter, which then answers the
 broadcast address read (DL/T 645 0x13, CJ/T 188 0x03), as a meter alone on a line does.
 
 DL/T 645 bus (addresses as on the nameplate):
@@ -260,20 +260,20 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 def main():
-    dlt_port, cjt_port, log_path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    log_path = sys.argv[1]
     open(log_path, "w").close()
-    if "--one" in sys.argv[4:]:
+    if "--one" in sys.argv[2:]:
         for meters in (DLT_METERS, CJT_METERS):
-            first = next(iter(meters))
             for other in list(meters)[1:]:
                 del meters[other]
     servers = [
-        Server(("127.0.0.1", dlt_port), dlt_bus(log_path)),
-        Server(("127.0.0.1", cjt_port), cjt_bus(log_path)),
+        Server(("127.0.0.1", 0), dlt_bus(log_path)),
+        Server(("127.0.0.1", 0), cjt_bus(log_path)),
     ]
     for s in servers:
         threading.Thread(target=s.serve_forever, daemon=True).start()
-    print("ready", flush=True)
+    ports = " ".join(str(s.server_address[1]) for s in servers)
+    print(f"ready {ports}", flush=True)
     threading.Event().wait()
 
 
