@@ -33,14 +33,6 @@ fn temp_log(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("shopfloor-{name}-{}.log", std::process::id()))
 }
 
-/// A free port for the `dlt645` package's server, which takes its port as given.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// A Python process serving meters; killed when dropped.
 struct Emulator {
     child: Child,
@@ -498,12 +490,9 @@ fn controls_in(log: &std::path::Path, allowed: &[&str]) -> Vec<String> {
 /// its address with the broadcast address read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_dlt645_meter_is_read_and_its_address_found() {
-    let port = free_port();
     let log = temp_log("pydlt645");
-    let _meter = Emulator::start(
-        "pydlt645_meter.py",
-        &[port.to_string(), log.display().to_string()],
-    );
+    let meter = Emulator::start("pydlt645_meter.py", &[log.display().to_string()]);
+    let port = meter.ports[0];
     let text = format!(
         r#"
 {SITE}

@@ -1,14 +1,15 @@
 """A DL/T 645-2007 meter served by the `dlt645` package (PyPI, 3.2.0), an implementation of
 the standard that is not ours, over TCP as a serial server passes an RS-485 line on.
 
-    python pydlt645_meter.py PORT FRAME_LOG
+    python pydlt645_meter.py FRAME_LOG
 
 The meter's address is 000012345678 and it holds the values below, set through the package's
 own API (it encodes them to BCD itself). Every request frame it receives is written to
-FRAME_LOG as `dlt645 <control> <address>`. Prints `ready` once it listens.
+FRAME_LOG as `dlt645 <control> <address>`. Listens on a free port and prints `ready PORT`.
 """
 
 import sys
+import threading
 
 from dlt645 import MeterServerService
 
@@ -28,9 +29,9 @@ VALUES_02 = {  # variables
 
 
 def main():
-    port, log_path = int(sys.argv[1]), sys.argv[2]
+    log_path = sys.argv[1]
     open(log_path, "w").close()
-    meter = MeterServerService.new_tcp_server("127.0.0.1", port, timeout=1.0)
+    meter = MeterServerService.new_tcp_server("127.0.0.1", 0, timeout=1.0)
     # The package compares the frame's address bytes as they are on the wire, lowest byte
     # first; its set_address(str) packs the digits highest byte first, so give it the bytes.
     meter.set_address(bytes.fromhex(ADDRESS)[::-1])
@@ -49,9 +50,7 @@ def main():
     meter.handle_request = logged
     if not meter.server.start():
         sys.exit("the dlt645 package's TCP server did not start")
-    print("ready", flush=True)
-    import threading
-
+    print(f"ready {meter.server.port}", flush=True)
     threading.Event().wait()
 
 
