@@ -102,7 +102,40 @@ pub trait Framed {
     fn fault(e: Self::Error) -> Fault;
 }
 
+/// Stale bytes thrown away before a request at most; a line that keeps sending more is
+/// reported rather than drained for ever.
+const MAX_STALE: usize = 4096;
+
 impl Link {
+    /// Throws away what arrived since the last answer (a late answer to a request that timed
+    /// out, an echo, noise), so it cannot be taken for the next answer. Does not wait.
+    async fn discard_stale(&mut self) -> Result<(), Fault> {
+        let mut chunk = [0u8; 256];
+        let mut stale = 0;
+        loop {
+            match tokio::time::timeout(Duration::ZERO, self.io.read(&mut chunk)).await {
+                Err(_) => break,
+                Ok(Ok(0)) => {
+                    return Err(Fault::Transport(
+                        "the serial server closed the connection".into(),
+                    ));
+                }
+                Ok(Ok(n)) => stale += n,
+                Ok(Err(e)) => return Err(Fault::Transport(e.to_string())),
+            }
+            if stale > MAX_STALE {
+                return Err(Fault::Protocol(format!(
+                    "more than {MAX_STALE} bytes arrived unasked: another master or a \
+                     chattering device is on the bus"
+                )));
+            }
+        }
+        if stale > 0 {
+            tracing::debug!(bytes = stale, "stale bytes before a request thrown away");
+        }
+        Ok(())
+    }
+
     /// Sends `request` after the bus's silence and reads one frame within `timeout`.
     pub async fn exchange<P: Framed>(
         &mut self,
@@ -121,6 +154,7 @@ impl Link {
         timeout: Duration,
     ) -> Result<Vec<u8>, Fault> {
         let transport = |e: std::io::Error| Fault::Transport(e.to_string());
+        self.discard_stale().await?;
         self.io.write_all(request).await.map_err(transport)?;
         self.io.flush().await.map_err(transport)?;
         let deadline = Instant::now() + timeout;
@@ -222,6 +256,22 @@ mod tests {
             .unwrap();
         assert_eq!(got, answer());
         assert!(frame::address_reply(&got).is_ok());
+    }
+
+    #[tokio::test]
+    async fn bytes_that_arrived_unasked_are_not_taken_for_the_answer() {
+        let (agent, mut line) = tokio::io::duplex(1024);
+        let mut link = attach(agent);
+        // A late answer lands between two requests…
+        line.write_all(&[0xFE, 0x68, 0x01, 0x02]).await.unwrap();
+        tokio::task::yield_now().await;
+        // …and the meter then answers the request properly.
+        tokio::spawn(meter(line, answer(), 64));
+        let got = link
+            .exchange::<Dlt645>(&frame::read_address_request(), Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(got, answer());
     }
 
     #[tokio::test]
