@@ -22,9 +22,9 @@ use toml::de::DeTable;
 
 use super::frame::{Address, DiOrder, MeterType};
 use crate::config::{Checker, Composite, References, Seg, composite, key};
-use crate::model::SignalType;
+use crate::model::{Carrier, SignalType};
 use crate::source::meterbus::config::{
-    Bus, BusEntry, check_accounted, check_bus, meter_path, parsed,
+    Bus, BusEntry, check_accounted, check_bus, check_carrier, meter_path, parsed,
 };
 
 /// `[[cjt188]]`: one M-Bus or RS-485 bus (or serial server) of CJ/T 188 meters.
@@ -128,6 +128,22 @@ impl Cjt188Meter {
         }
     }
 
+    /// The `[[meter]]` carriers this meter's figures can be accounted as: water meters water,
+    /// heat meters heat, gas meters natural gas.
+    pub fn carriers(&self) -> &'static [Carrier] {
+        match self.meter_type.0 >> 4 {
+            1 => &[Carrier::Water],
+            2 => &[Carrier::Heat],
+            3 => &[Carrier::NaturalGas],
+            _ => &[
+                Carrier::Water,
+                Carrier::Heat,
+                Carrier::NaturalGas,
+                Carrier::Electricity,
+            ],
+        }
+    }
+
     /// Whether `signal` is read from this meter.
     pub fn reads(&self, signal: &str) -> bool {
         match &self.readings {
@@ -201,6 +217,15 @@ pub(crate) fn check_buses(
                     checker.push(span, clash);
                 }
             }
+            check_carrier(
+                checker,
+                root,
+                refs,
+                &meter.meter,
+                meter.carriers(),
+                meter.meter_type.name(),
+                &path(&[key("meter")]),
+            );
             let offers = format!("a {} offers {}", meter.meter_type.name(), names.join(", "));
             check_accounted(
                 checker,

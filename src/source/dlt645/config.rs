@@ -31,9 +31,9 @@ use toml::de::DeTable;
 use super::data::{self, Format};
 use super::frame::{Address, DataId, Edition};
 use crate::config::{Checker, Composite, References, Seg, composite, key};
-use crate::model::SignalType;
+use crate::model::{Carrier, SignalType};
 use crate::source::meterbus::config::{
-    Bus, BusEntry, check_accounted, check_bus, meter_path, parsed,
+    Bus, BusEntry, check_accounted, check_bus, check_carrier, meter_path, parsed,
 };
 
 /// `[[dlt645]]`: one RS-485 bus (or serial server) of DL/T 645 meters.
@@ -291,6 +291,15 @@ pub(crate) fn check_buses(
                     checker.push(span, clash);
                 }
             }
+            check_carrier(
+                checker,
+                root,
+                refs,
+                &meter.meter,
+                &[Carrier::Electricity],
+                "DL/T 645 meter",
+                &here(&[key("meter")]),
+            );
             let reads = |signal: &str| plan.iter().any(|r| r.signal == signal);
             check_accounted(
                 checker,

@@ -264,3 +264,33 @@ pub(crate) fn meter_path(section: &str, index: usize, n: usize, rel: &[Seg]) -> 
     path.extend_from_slice(rel);
     path
 }
+
+/// A bus meter feeds a `[[meter]]` of its own carrier: an electricity meter's kWh counted as
+/// water would be a wrong figure that nothing else notices. `carriers` are the ones the bus
+/// meter can measure; `what` names it.
+pub(crate) fn check_carrier(
+    checker: &mut Checker<'_>,
+    root: &Spanned<DeTable<'_>>,
+    refs: &crate::config::References<'_>,
+    meter: &str,
+    carriers: &[crate::model::Carrier],
+    what: &str,
+    path: &[Seg],
+) {
+    let Some(m) = refs.meter_list.iter().find(|m| m.id == meter) else {
+        return;
+    };
+    if !carriers.contains(&m.carrier) {
+        let span = checker.span_of(root, path);
+        let names: Vec<&str> = carriers.iter().map(|c| c.as_str()).collect();
+        checker.push(
+            span,
+            format!(
+                "[[meter]] `{meter}` has carrier `{}`, but a {what} measures {}: feed a [[meter]] \
+                 of that carrier",
+                m.carrier.as_str(),
+                names.join(" or ")
+            ),
+        );
+    }
+}
