@@ -87,7 +87,12 @@ fn open_serial(bus: &Bus, port: &str) -> Result<tokio_serial::SerialStream, Faul
             _ => StopBits::One,
         })
         .open_native_async()
-        .map_err(|e| Fault::Connect(format!("cannot open {port}: {e}")))
+        .map_err(|e| {
+            Fault::Connect(format!(
+                "cannot open {port}: {e}; check the port's name (ls /dev/ttyUSB* /dev/ttyS*) \
+                 and that the agent's user may use it (the dialout group)"
+            ))
+        })
 }
 
 /// A protocol's frames, as the link reads them.
