@@ -96,7 +96,8 @@ enum Command {
         #[arg(long, value_name = "HOST:PORT")]
         mqtt: Option<String>,
     },
-    /// Read registers from a device and print them decoded in every type and byte order.
+    /// Read registers from a device and print them decoded in every type and byte order; or,
+    /// given dlt645://… or cjt188://…, find a meter's address and read its common values.
     Probe(ProbeArgs),
     /// The county's view of every enterprise: reports against the programme's targets.
     County {
@@ -116,16 +117,22 @@ enum Command {
 /// Where and what `shopfloor probe` reads.
 #[derive(clap::Args)]
 struct ProbeArgs {
-    /// A PLC in its own protocol instead of a Modbus device, as a URL:
-    /// s7://host[:port]?rack=0&slot=1 (or ?local_tsap=01.00&remote_tsap=20.00), or
+    /// A device in another protocol instead of a Modbus one, as a URL:
+    /// s7://host[:port]?rack=0&slot=1 (or ?local_tsap=01.00&remote_tsap=20.00) or
     /// melsec://HOST:PORT[?family=fx5&frame=4e] (X/Y numbered as on a Q unless family=fx5),
-    /// followed by the first address; --count is then in words (S7 timers and counters:
-    /// elements).
-    #[arg(conflicts_with_all = ["address", "serial", "device"])]
+    /// followed by the first address, --count then in words (S7 timers and counters:
+    /// elements); or a meter bus, dlt645://HOST:PORT or cjt188://HOST:PORT for a serial server
+    /// in transparent mode, dlt645:///dev/ttyUSB0 for a serial port (2400 8E1 unless --baud,
+    /// --parity … say otherwise), whose one meter is found with the broadcast address read
+    /// (--meter-address reads a given DL/T 645 meter instead).
+    #[arg(value_name = "URL", conflicts_with_all = ["address", "serial", "device", "start"])]
     target: Option<String>,
     /// With a PLC URL: the address to start at, as TIA Portal (DB10.DBW0, MW20, VB100) or GX
     /// Works (D100, ZR0, M0, X10) writes it.
     first: Option<String>,
+    /// With a dlt645:// URL: the meter's twelve-digit address, instead of finding it.
+    #[arg(long, requires = "target")]
+    meter_address: Option<String>,
     /// Modbus TCP device or serial server, host:port.
     #[arg(long, conflicts_with_all = ["serial", "device"])]
     address: Option<String>,
@@ -135,11 +142,12 @@ struct ProbeArgs {
     /// Serial port for Modbus RTU, e.g. /dev/ttyUSB0.
     #[arg(long, conflicts_with = "device")]
     serial: Option<String>,
-    #[arg(long, default_value_t = 9600)]
-    baud: u32,
-    /// none, even or odd.
-    #[arg(long, default_value = "none", value_parser = parse_parity)]
-    parity: Parity,
+    /// Default 9600 (Modbus), 2400 (meters).
+    #[arg(long)]
+    baud: Option<u32>,
+    /// none, even or odd; default none (Modbus), even (meters).
+    #[arg(long, value_parser = parse_parity)]
+    parity: Option<Parity>,
     #[arg(long, default_value_t = 8)]
     data_bits: u8,
     #[arg(long, default_value_t = 1)]
@@ -353,6 +361,32 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             println!("{}: ok: {}", path.display(), cfg.summary());
+            for bus in &cfg.dlt645 {
+                println!("dlt645 bus {} ({}):", bus.id, bus.bus.describe());
+                for m in &bus.meters {
+                    let ids: Vec<String> = m
+                        .plan()
+                        .0
+                        .iter()
+                        .map(|r| format!("{} {}", r.id, r.signal))
+                        .collect();
+                    println!(
+                        "  meter {} → {}: read {}",
+                        m.address,
+                        m.meter,
+                        ids.join(", ")
+                    );
+                }
+            }
+            for bus in &cfg.cjt188 {
+                println!("cjt188 bus {} ({}):", bus.id, bus.bus.describe());
+                for m in &bus.meters {
+                    println!(
+                        "  meter {} {} → {}: read 901F",
+                        m.address, m.meter_type, m.meter
+                    );
+                }
+            }
             if let Some(uplink) = &cfg.uplink {
                 println!("uplink ({}):", uplink.connection.address);
                 for m in &uplink.measurements {
@@ -807,8 +841,53 @@ fn colour(state: State) -> &'static str {
     }
 }
 
+/// `shopfloor probe dlt645://…` or `cjt188://…`.
+async fn probe_meter(url: &str, args: &ProbeArgs) -> Result<()> {
+    use shopfloor::source::meterbus::config::Bus;
+    let (protocol, place) = url.split_once("://").context(
+        "write the meter bus as dlt645://HOST:PORT, cjt188://HOST:PORT or dlt645:///dev/ttyUSB0",
+    )?;
+    let mut bus = Bus {
+        baud: args.baud.unwrap_or(2400),
+        data_bits: args.data_bits,
+        parity: args.parity.unwrap_or(Parity::Even),
+        stop_bits: args.stop_bits,
+        timeout: args.timeout.unwrap_or(Duration::from_secs(2)),
+        ..Bus::default()
+    };
+    if place.starts_with('/') {
+        bus.port = Some(place.to_string());
+    } else {
+        bus.tcp = Some(place.to_string());
+    }
+    if let Some((_, problem)) = bus.problems().into_iter().next() {
+        anyhow::bail!("{url}: {problem}");
+    }
+    println!("{protocol} on {}\n", bus.describe());
+    let report = match protocol {
+        "dlt645" => {
+            use shopfloor::source::dlt645::{frame::Address, probe};
+            let address = match &args.meter_address {
+                Some(a) => Some(Address::parse(a).map_err(|e| anyhow::anyhow!(e))?),
+                None => None,
+            };
+            probe::probe(&bus, address).await
+        }
+        "cjt188" => {
+            use shopfloor::source::cjt188::{frame::DiOrder, probe};
+            probe::probe(&bus, DiOrder::AsWritten).await
+        }
+        other => anyhow::bail!("`{other}://`: the meter buses are dlt645:// and cjt188://"),
+    };
+    print!("{}", report.map_err(|fault| anyhow::anyhow!("{fault}"))?);
+    Ok(())
+}
+
 async fn run_probe(args: ProbeArgs) -> Result<()> {
     if let Some(target) = &args.target {
+        if target.starts_with("dlt645://") || target.starts_with("cjt188://") {
+            return probe_meter(target, &args).await;
+        }
         if target.starts_with("s7://") {
             let item =
                 (args.first.as_deref()).context("say which address to start at, e.g. DB10.DBW0")?;
@@ -845,9 +924,9 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
         link = Some(LinkSpec::Serial(ModbusSerial {
             id: "probe".into(),
             port,
-            baud: args.baud,
+            baud: args.baud.unwrap_or(9600),
             data_bits: args.data_bits,
-            parity: args.parity,
+            parity: args.parity.unwrap_or(Parity::None),
             stop_bits: args.stop_bits,
             frame_gap: None,
         }));

@@ -48,6 +48,10 @@ sections! {
         melsec: many crate::source::melsec::config::MelsecDevice = "melsec", crate::source::melsec::config::check_devices;
         /// `[[s7]]`: Siemens S7 PLCs and the addresses read from them.
         s7: many crate::source::s7::config::S7Device = "s7", crate::source::s7::config::check_devices;
+        /// `[[dlt645]]`: buses of DL/T 645 electricity meters.
+        dlt645: many crate::source::dlt645::config::Dlt645Bus = "dlt645", crate::source::dlt645::config::check_buses;
+        /// `[[cjt188]]`: buses of CJ/T 188 water, heat and gas meters.
+        cjt188: many crate::source::cjt188::config::Cjt188Bus = "cjt188", crate::source::cjt188::config::check_buses;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -109,7 +113,11 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Confi
     }
     let refs = References::new(root, &config.machines, &config.meters);
     config.check_sections(checker, root, &at, &refs);
-    check_deliveries(checker, root, &at, &config);
+    // A section that could not be read delivers nothing: judged on the rest, a rule would be
+    // reported as never holding for a mistake already reported where it is.
+    if !checker.has_problems() {
+        check_deliveries(checker, root, &at, &config);
+    }
     Some(config)
 }
 
@@ -145,6 +153,8 @@ impl Config {
             (self.opcua.len(), "OPC UA server", "OPC UA servers"),
             (self.s7.len(), "S7 PLC", "S7 PLCs"),
             (self.melsec.len(), "MELSEC PLC", "MELSEC PLCs"),
+            (self.dlt645.len(), "DL/T 645 bus", "DL/T 645 buses"),
+            (self.cjt188.len(), "CJ/T 188 bus", "CJ/T 188 buses"),
         ] {
             if n > 0 {
                 parts.push(count(n, one, many));
@@ -176,6 +186,12 @@ fn deliveries(config: &Config) -> Deliveries {
     }
     for device in &config.s7 {
         crate::source::s7::config::deliveries(device, &mut out);
+    }
+    for bus in &config.dlt645 {
+        crate::source::dlt645::config::deliveries(bus, &mut out);
+    }
+    for bus in &config.cjt188 {
+        crate::source::cjt188::config::deliveries(bus, &mut out);
     }
     out
 }
@@ -304,6 +320,18 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
                 .chain(config.opcua.iter().map(|s| s.id.as_str()))
                 .chain(config.melsec.iter().map(|d| d.id.as_str()))
                 .chain(config.s7.iter().map(|d| d.id.as_str()))
+                .chain(
+                    config
+                        .dlt645
+                        .iter()
+                        .flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())),
+                )
+                .chain(
+                    config
+                        .cjt188
+                        .iter()
+                        .flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())),
+                )
                 .collect(),
         }
     }
@@ -341,8 +369,9 @@ mod tests {
     fn every_row_gives_its_section_and_its_keys() {
         assert_eq!(
             Config::SECTIONS.join(", "),
-            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, melsec, s7, \
-             state_rules, spool, influx, file, calendar, energy, value_added, green, web, uplink"
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, melsec, s7, dlt645, \
+             cjt188, state_rules, spool, influx, file, calendar, energy, value_added, green, web, \
+             uplink"
         );
         for name in Config::SECTIONS {
             assert!(!Config::known_keys(&[key(name)]).is_empty(), "{name}");

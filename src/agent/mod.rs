@@ -17,7 +17,7 @@ use crate::queue;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::SpoolStats;
 use crate::sink::{self, Output, uplink::UplinkWriter};
-use crate::source::{melsec, modbus, mqtt, opcua};
+use crate::source::{cjt188, dlt645, melsec, meterbus, modbus, mqtt, opcua};
 use crate::web;
 
 /// Events waiting between the sources and the engine. What a source does at the bound depends
@@ -223,6 +223,17 @@ pub fn start_resuming(
             shutdown.clone(),
         ));
     }
+    for bus in &config.dlt645 {
+        tasks.spawn(meterbus::run(
+            "dlt645",
+            bus.id.clone(),
+            bus.bus.clone(),
+            dlt645::bus::meters(bus),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     for device in &config.s7 {
         tasks.spawn(crate::source::s7::run(
             device.clone(),
@@ -231,8 +242,24 @@ pub fn start_resuming(
             shutdown.clone(),
         ));
     }
+    for bus in &config.cjt188 {
+        tasks.spawn(meterbus::run(
+            "cjt188",
+            bus.id.clone(),
+            bus.bus.clone(),
+            cjt188::bus::meters(bus),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     drop(events_tx);
-    if !config.modbus.is_empty() || !config.melsec.is_empty() || !config.s7.is_empty() {
+    if !config.modbus.is_empty()
+        || !config.melsec.is_empty()
+        || !config.s7.is_empty()
+        || !config.dlt645.is_empty()
+        || !config.cjt188.is_empty()
+    {
         tasks.spawn(report_device_health(
             config,
             records_tx.clone(),

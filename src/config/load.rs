@@ -276,6 +276,12 @@ impl Checker<'_> {
         }
     }
 
+    /// Whether a problem was reported: checks that build on the whole config skip themselves
+    /// then, rather than report what follows from a section that could not be read.
+    pub(crate) fn has_problems(&self) -> bool {
+        !self.problems.is_empty()
+    }
+
     /// A warning: reported by `check` and logged at start, but the config is accepted.
     pub(crate) fn warn(&mut self, span: Range<usize>, message: String) {
         let (line, column) = line_column(self.text, span.start);

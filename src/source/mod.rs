@@ -7,6 +7,7 @@ pub mod cjt188;
 pub mod dlt645;
 pub mod hj212;
 pub mod melsec;
+pub mod meterbus;
 pub mod modbus;
 pub mod mqtt;
 pub mod number;

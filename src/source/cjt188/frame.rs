@@ -19,16 +19,14 @@
 
 use std::fmt;
 
-pub const START: u8 = 0x68;
-pub const END: u8 = 0x16;
-pub const WAKE_UP: u8 = 0xFE;
+use crate::source::meterbus::frame::{self as shared, Framing};
+pub use crate::source::meterbus::frame::{END, MAX_PREAMBLE, START, WAKE_UP};
+
 /// What the agent sends before every request: meters on M-Bus and RS-485 need at least two
 /// wake-up bytes; collectors commonly send three.
 pub const PREAMBLE: [u8; 3] = [WAKE_UP; 3];
 /// `68`, type, seven address bytes, control, length.
 pub const HEADER: usize = 11;
-/// Wake-up bytes skipped before an answer at most; more is line noise.
-pub const MAX_PREAMBLE: usize = 16;
 /// The longest frame that can arrive.
 pub const MAX_FRAME: usize = MAX_PREAMBLE + HEADER + 255 + 2;
 
@@ -273,10 +271,6 @@ pub struct Frame {
     pub data: Vec<u8>,
 }
 
-fn sum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |acc, b| acc.wrapping_add(*b))
-}
-
 /// The frame builder. Private: only the two read requests call it.
 fn frame(meter_type: MeterType, address: Address, control: u8, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(PREAMBLE.len() + HEADER + data.len() + 2);
@@ -286,8 +280,7 @@ fn frame(meter_type: MeterType, address: Address, control: u8, data: &[u8]) -> V
     // Requests carry an identifier and a sequence number: three bytes.
     out.extend_from_slice(&[control, data.len() as u8]);
     out.extend_from_slice(data);
-    let checksum = sum(&out[PREAMBLE.len()..]);
-    out.extend_from_slice(&[checksum, END]);
+    shared::seal(&mut out, PREAMBLE.len());
     out
 }
 
@@ -331,52 +324,38 @@ pub fn control_of(bytes: &[u8]) -> Option<u8> {
 /// How many bytes from the start of `buf` the frame in it takes, preamble included, once the
 /// header is there; `None` while more bytes are needed to know.
 pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, Cjt188Error> {
-    let preamble = buf.iter().take_while(|b| **b == WAKE_UP).count();
-    if preamble > MAX_PREAMBLE {
-        return Err(Cjt188Error::malformed(format!(
-            "{preamble} wake-up bytes (0xFE) in a row"
-        )));
-    }
-    let Some(start) = buf.get(preamble) else {
-        return Ok(None);
-    };
-    if *start != START {
-        return Err(Cjt188Error::malformed(format!(
-            "byte {start:#04x} where the frame's start 0x68 belongs: another protocol on the \
+    Ok(shared::locate(buf, HEADER)
+        .map_err(framing)?
+        .map(|at| at.total))
+}
+
+/// The shared framing's complaint in CJ/T 188's words.
+fn framing(f: Framing) -> Cjt188Error {
+    match f {
+        Framing::Preamble(n) => {
+            Cjt188Error::malformed(format!("{n} wake-up bytes (0xFE) in a row"))
+        }
+        Framing::NotStart(byte) => Cjt188Error::malformed(format!(
+            "byte {byte:#04x} where the frame's start 0x68 belongs: another protocol on the \
              bus, or the wrong baud rate or parity (CJ/T 188 meters usually run at 2400 baud, \
              8 data bits, even parity)"
-        )));
+        )),
+        Framing::Length { got, total: 0 } => {
+            Cjt188Error::malformed(format!("a frame cut short at {got} bytes"))
+        }
+        Framing::Length { got, total } => Cjt188Error::malformed(format!(
+            "{got} bytes where the length byte makes a frame of {total}"
+        )),
+        Framing::Checksum { sent, computed } => Cjt188Error::Checksum { sent, computed },
+        Framing::End(byte) => {
+            Cjt188Error::malformed(format!("byte {byte:#04x} where the end 0x16 belongs"))
+        }
     }
-    let Some(header) = buf.get(preamble..preamble + HEADER) else {
-        return Ok(None);
-    };
-    Ok(Some(preamble + HEADER + usize::from(header[10]) + 2))
 }
 
 /// Checks one whole frame (preamble allowed, nothing after it) and takes it apart.
 pub fn parse(bytes: &[u8]) -> Result<Frame, Cjt188Error> {
-    let total = frame_length(bytes)?.ok_or_else(|| {
-        Cjt188Error::malformed(format!("a frame cut short at {} bytes", bytes.len()))
-    })?;
-    if bytes.len() != total {
-        return Err(Cjt188Error::malformed(format!(
-            "{} bytes where the length byte makes a frame of {total}",
-            bytes.len()
-        )));
-    }
-    // frame_length checked the preamble, the start byte and the header.
-    let start = bytes.iter().take_while(|b| **b == WAKE_UP).count();
-    let body = &bytes[start..total - 2];
-    let (sent, computed) = (bytes[total - 2], sum(body));
-    if sent != computed {
-        return Err(Cjt188Error::Checksum { sent, computed });
-    }
-    if bytes[total - 1] != END {
-        return Err(Cjt188Error::malformed(format!(
-            "byte {:#04x} where the end 0x16 belongs",
-            bytes[total - 1]
-        )));
-    }
+    let body = shared::body(bytes, HEADER).map_err(framing)?;
     let mut address = [0u8; 7];
     address.copy_from_slice(&body[2..9]);
     Ok(Frame {
@@ -469,6 +448,7 @@ fn answer_data(f: &Frame, di: u16, ser: u8) -> Result<Vec<u8>, Cjt188Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::meterbus::frame::checksum as sum;
 
     fn answer(t: MeterType, a: Address, control: u8, data: &[u8]) -> Vec<u8> {
         let mut out = vec![WAKE_UP, WAKE_UP, START, t.0];

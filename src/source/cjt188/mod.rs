@@ -6,8 +6,12 @@
 //! plus a meter type byte and a seven-byte address, and without the 0x33 offset. The pieces
 //! follow the S7 source's shape: [`frame`] builds the read requests and checks answers
 //! without I/O, [`data`] decodes the metering data (cumulative flow with its unit, the
-//! settlement-day figure, the meter's clock and its status bits). The serial actor and the
-//! config section come on top of these.
+//! settlement-day figure, the meter's clock and its status bits). [`config`] is the
+//! `[[cjt188]]` section, [`bus`] reads a meter on the bus task of [`crate::source::meterbus`]
+//! (shared with DL/T 645), and [`probe`] commissions a meter alone on a line.
 
+pub mod bus;
+pub mod config;
 pub mod data;
 pub mod frame;
+pub mod probe;

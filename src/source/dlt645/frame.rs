@@ -21,11 +21,9 @@
 
 use std::fmt;
 
-/// The frame's start and end bytes.
-pub const START: u8 = 0x68;
-pub const END: u8 = 0x16;
-/// The wake-up byte some meters need before a frame to switch their receiver on.
-pub const WAKE_UP: u8 = 0xFE;
+use crate::source::meterbus::frame::{self as shared, Framing};
+pub use crate::source::meterbus::frame::{END, MAX_PREAMBLE, START, WAKE_UP};
+
 /// What the agent sends before every request: four wake-up bytes, as the standard shows.
 pub const PREAMBLE: [u8; 4] = [WAKE_UP; 4];
 /// Added to every data byte on the wire, so that a data field of zeros is not a line of
@@ -33,9 +31,6 @@ pub const PREAMBLE: [u8; 4] = [WAKE_UP; 4];
 pub const DATA_OFFSET: u8 = 0x33;
 /// `68`, six address bytes, `68`, control, length.
 pub const HEADER: usize = 10;
-/// Wake-up bytes skipped before a meter's answer at most. Meters send up to four; a few serial
-/// servers and repeaters add their own. More than this is line noise, not a preamble.
-pub const MAX_PREAMBLE: usize = 16;
 /// The longest frame that can arrive: preamble, header, 255 data bytes, checksum and end.
 pub const MAX_FRAME: usize = MAX_PREAMBLE + HEADER + 255 + 2;
 
@@ -314,13 +309,8 @@ fn frame(address: Address, control: u8, data: &[u8]) -> Vec<u8> {
     // Requests carry at most a data identifier and a sequence number: five bytes.
     out.push(data.len() as u8);
     out.extend(data.iter().map(|b| b.wrapping_add(DATA_OFFSET)));
-    let checksum = sum(&out[PREAMBLE.len()..]);
-    out.extend_from_slice(&[checksum, END]);
+    shared::seal(&mut out, PREAMBLE.len());
     out
-}
-
-fn sum(bytes: &[u8]) -> u8 {
-    bytes.iter().fold(0u8, |acc, b| acc.wrapping_add(*b))
 }
 
 /// Read data: the value of identifier `id` from the meter at `address` (control 0x11 in
@@ -373,59 +363,48 @@ pub fn control_of(bytes: &[u8]) -> Option<u8> {
 /// header is there; `None` while more bytes are needed to know. What a serial reader calls
 /// after each read to know when to stop.
 pub fn frame_length(buf: &[u8]) -> Result<Option<usize>, Dlt645Error> {
-    let preamble = buf.iter().take_while(|b| **b == WAKE_UP).count();
-    if preamble > MAX_PREAMBLE {
-        return Err(Dlt645Error::malformed(format!(
-            "{preamble} wake-up bytes (0xFE) in a row; a meter sends at most 4"
-        )));
-    }
-    let Some(start) = buf.get(preamble) else {
+    let Some(at) = shared::locate(buf, HEADER).map_err(framing)? else {
         return Ok(None);
     };
-    if *start != START {
+    // The second start byte stands before the length byte, so it is there too.
+    let second = buf[at.preamble + 7];
+    if second != START {
         return Err(Dlt645Error::malformed(format!(
-            "byte {start:#04x} where the frame's start 0x68 belongs: another protocol on the \
+            "byte {second:#04x} where the second start 0x68 belongs"
+        )));
+    }
+    Ok(Some(at.total))
+}
+
+/// The shared framing's complaint in DL/T 645's words.
+fn framing(f: Framing) -> Dlt645Error {
+    match f {
+        Framing::Preamble(n) => Dlt645Error::malformed(format!(
+            "{n} wake-up bytes (0xFE) in a row; a meter sends at most 4"
+        )),
+        Framing::NotStart(byte) => Dlt645Error::malformed(format!(
+            "byte {byte:#04x} where the frame's start 0x68 belongs: another protocol on the \
              bus, or the wrong baud rate or parity (DL/T 645-2007 meters default to 2400 \
              baud, 8 data bits, even parity, 1 stop bit)"
-        )));
+        )),
+        Framing::Length { got, total: 0 } => {
+            Dlt645Error::malformed(format!("a frame cut short at {got} bytes"))
+        }
+        Framing::Length { got, total } => Dlt645Error::malformed(format!(
+            "{got} bytes where the length byte makes a frame of {total}"
+        )),
+        Framing::Checksum { sent, computed } => Dlt645Error::Checksum { sent, computed },
+        Framing::End(byte) => {
+            Dlt645Error::malformed(format!("byte {byte:#04x} where the end 0x16 belongs"))
+        }
     }
-    let Some(header) = buf.get(preamble..preamble + HEADER) else {
-        return Ok(None);
-    };
-    if header[7] != START {
-        return Err(Dlt645Error::malformed(format!(
-            "byte {:#04x} where the second start 0x68 belongs",
-            header[7]
-        )));
-    }
-    Ok(Some(preamble + HEADER + usize::from(header[9]) + 2))
 }
 
 /// Checks one whole frame (preamble allowed, nothing after it) and takes it apart.
 pub fn parse(bytes: &[u8]) -> Result<Frame, Dlt645Error> {
-    let total = frame_length(bytes)?.ok_or_else(|| {
-        Dlt645Error::malformed(format!("a frame cut short at {} bytes", bytes.len()))
-    })?;
-    if bytes.len() != total {
-        return Err(Dlt645Error::malformed(format!(
-            "{} bytes where the length byte makes a frame of {total}",
-            bytes.len()
-        )));
-    }
-    // frame_length checked the preamble, both start bytes and the header.
-    let start = bytes.iter().take_while(|b| **b == WAKE_UP).count();
-    let body = &bytes[start..total - 2];
-    let computed = sum(body);
-    let sent = bytes[total - 2];
-    if sent != computed {
-        return Err(Dlt645Error::Checksum { sent, computed });
-    }
-    if bytes[total - 1] != END {
-        return Err(Dlt645Error::malformed(format!(
-            "byte {:#04x} where the end 0x16 belongs",
-            bytes[total - 1]
-        )));
-    }
+    // The second start byte first: a frame without it is not DL/T 645, whatever its sum.
+    frame_length(bytes)?;
+    let body = shared::body(bytes, HEADER).map_err(framing)?;
     let mut address = [0u8; 6];
     address.copy_from_slice(&body[1..7]);
     Ok(Frame {
@@ -557,6 +536,7 @@ fn check_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::meterbus::frame::checksum as sum;
 
     /// A meter's answer: header, data with the offset added, checksum and end, after two
     /// wake-up bytes.
