@@ -525,3 +525,76 @@ async fn serial_rtu_reads_two_units_through_a_pseudo_terminal() {
     }
     drop(keep_open);
 }
+
+/// Issue 20: after a 30 s outage, polling came back 30–60 s after the device did (the back-off
+/// had doubled to a minute), and the machine counted that much more offline. Now a device is
+/// retried at most 2 s apart for the first five minutes of an outage, so after a 10 s outage
+/// (long enough for the old back-off to have reached 8 s) the machine is back within one retry
+/// (2 s), one timed-out request (300 ms) and one poll (250 ms) of the device answering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_back_from_a_ten_second_outage_is_read_again_within_seconds() {
+    const OUTAGE: Duration = Duration::from_secs(10);
+    let (sim, _stop) = simulator(1, Framing::Tcp, Vec::new()).await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "{SITE}{}[[modbus]]\nid = \"box1\"\naddress = \"{}\"\nunit = 1\npoll = \"250ms\"\ntimeout = \"300ms\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc01\"\n",
+        machines(1),
+        sim.addrs[0]
+    );
+    let (running, trigger) = start_agent(&text, data.path());
+    let mut snapshots = running.snapshots.clone();
+    let state = |s: &shopfloor::engine::Snapshot| {
+        s.machines
+            .iter()
+            .find(|m| &*m.id == "cnc01")
+            .map(|m| (m.state, m.since))
+    };
+    let mut wait_for = async |offline: bool, within: Duration| {
+        tokio::time::timeout(within, async {
+            loop {
+                {
+                    let s = snapshots.borrow_and_update();
+                    if let Some((st, since)) = state(&s)
+                        && (st == State::Offline) == offline
+                    {
+                        return since;
+                    }
+                }
+                let _ = snapshots.changed().await;
+            }
+        })
+        .await
+    };
+    wait_for(false, Duration::from_secs(10))
+        .await
+        .expect("cnc01 comes online");
+    sim.set_faults(vec![Fault {
+        unit: None,
+        kind: FaultKind::NoReply,
+        every: 1,
+    }]);
+    let offline_since = wait_for(true, Duration::from_secs(8))
+        .await
+        .expect("cnc01 goes offline");
+    tokio::time::sleep(OUTAGE.saturating_sub(Duration::from_secs(2))).await;
+    sim.set_faults(Vec::new());
+    let answering_again = Timestamp::now();
+    let back_since = wait_for(false, Duration::from_secs(20))
+        .await
+        .expect("cnc01 comes back");
+    let late = back_since.duration_since(answering_again);
+    // 2 s between retries + a 300 ms request in flight + a 250 ms poll, and 450 ms of margin
+    // for a busy machine. The old back-off (0.5, 1, 2, 4, 8 s …) was 7 s late here.
+    assert!(
+        late <= SignedDuration::from_secs(3),
+        "cnc01 was back {late:?} after its device answered again"
+    );
+    // The offline interval is the outage less `offline_after` (2 s), plus that delay.
+    let offline = back_since.duration_since(offline_since);
+    assert!(
+        offline <= SignedDuration::try_from(OUTAGE).unwrap() + SignedDuration::from_secs(2),
+        "cnc01 offline for {offline:?} after a {OUTAGE:?} outage"
+    );
+    trigger.fire();
+    running.finished().await;
+}
