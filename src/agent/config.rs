@@ -43,6 +43,8 @@ sections! {
         mqtt: many MqttBroker = "mqtt", crate::source::mqtt::check::check_brokers;
         /// `[[opcua]]`: OPC UA servers and the nodes read from them.
         opcua: many crate::source::opcua::config::OpcuaServer = "opcua", crate::source::opcua::config::check_servers;
+        /// `[[hj212]]`: ports that the outlets' HJ 212 data loggers push their data to.
+        hj212: many crate::source::hj212::config::Hj212Listener = "hj212", crate::source::hj212::config::check_listeners;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -159,8 +161,8 @@ mod tests {
     fn every_row_gives_its_section_and_its_keys() {
         assert_eq!(
             Config::SECTIONS.join(", "),
-            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, state_rules, spool, \
-             influx, file, calendar, energy, value_added, green, web, uplink"
+            "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, hj212, state_rules, \
+             spool, influx, file, calendar, energy, value_added, green, web, uplink"
         );
         for name in Config::SECTIONS {
             assert!(!Config::known_keys(&[key(name)]).is_empty(), "{name}");

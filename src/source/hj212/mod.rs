@@ -15,4 +15,5 @@
 //! section come on top of these.
 
 pub mod codes;
+pub mod config;
 pub mod packet;
