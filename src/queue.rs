@@ -12,6 +12,7 @@
 //! | [`EVENTS_FROM_MODBUS`] | Modbus connection task → engine | 1024 events | DropNewest | polling keeps its schedule whatever the engine does, so this queue is the Modbus samples' bounded buffer: while the engine waits for the spool it fills, and then the newest poll result is dropped (the device's next poll supersedes it), counted in `shopfloor_source_events_dropped_total`, shown on the board (`source_events_dropped`) and logged as [`LossLog`] says |
 //! | [`EVENTS_FROM_MQTT`] | MQTT broker task → engine | 1024 events | Block | a message is the only copy of its data: the task stops reading, so the broker keeps the messages for the agent's session |
 //! | [`EVENTS_FROM_OPCUA`] | OPC UA client task → engine | 1024 events | Block | a data change is the only copy of its value (the server does not send it again); meanwhile changes wait in the task's own bounded queue, where an overflow is counted |
+//! | [`EVENTS_FROM_HJ212`] | HJ 212 logger connection → engine | 1024 events | Block | a logger's record is acknowledged only once queued: the connection stops reading, so the logger keeps its data (and sends again what was not acknowledged) |
 //! | [`RECORDS_FROM_ENGINE`] | engine → spool task | 8 batches | Block | the engine hands over batches of up to `engine::BATCH_LINES` records, or what it has after `engine::BATCH_LINGER`; when the spool is slow it waits (still answering the board and keeping its clock) and stops taking events, so its own queue fills and holds the sources back; nothing is dropped here |
 //! | [`RECORDS_FROM_DEVICE_HEALTH`] | device-health task → spool task | 8 batches | Block | the same queue as the engine's; the task has nothing else to do for a minute, so it waits |
 //! | [`INGEST_MESSAGES`] | `county ingest` subscriber → spool task | 1024 messages | Block | a message is acknowledged only once on disk: the subscriber stops reading and the broker keeps it; sized to the broker's in-flight window (`RECEIVE_MAXIMUM`) |
@@ -201,6 +202,7 @@ pub const EVENTS_FROM_MODBUS: Queue =
     Queue::new("EVENTS_FROM_MODBUS", EVENT_QUEUE, WhenFull::DropNewest);
 pub const EVENTS_FROM_MQTT: Queue = Queue::new("EVENTS_FROM_MQTT", EVENT_QUEUE, WhenFull::Block);
 pub const EVENTS_FROM_OPCUA: Queue = Queue::new("EVENTS_FROM_OPCUA", EVENT_QUEUE, WhenFull::Block);
+pub const EVENTS_FROM_HJ212: Queue = Queue::new("EVENTS_FROM_HJ212", EVENT_QUEUE, WhenFull::Block);
 pub const RECORDS_FROM_ENGINE: Queue =
     Queue::new("RECORDS_FROM_ENGINE", SPOOL_QUEUE, WhenFull::Block);
 pub const RECORDS_FROM_DEVICE_HEALTH: Queue =
@@ -220,6 +222,7 @@ pub const ALL: &[Queue] = &[
     EVENTS_FROM_MODBUS,
     EVENTS_FROM_MQTT,
     EVENTS_FROM_OPCUA,
+    EVENTS_FROM_HJ212,
     RECORDS_FROM_ENGINE,
     RECORDS_FROM_DEVICE_HEALTH,
     INGEST_MESSAGES,

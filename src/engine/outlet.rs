@@ -1,0 +1,248 @@
+//! Pollution-source outlets (排污口): the loggers' records as `outlet` lines, the limits judged
+//! on hourly averages, the latest values for the board, and the wastewater discharged per day
+//! for the `green` lines.
+//!
+//! **One `outlet` line per pollutant and record**, tags `outlet`, `pollutant`, `cn` (the HJ 212
+//! command number of the data: 2011 real-time, 2051 minute, 2061 hourly, 2031 daily) and
+//! `unit`, fields `rtd`, `avg`, `min`, `max`, `cou` as the record has them and the data `flag`
+//! (a string, N, F, M, S, D, C, T or B), stamped with the data time (the period's start). A
+//! logger that sends a record again rewrites the same point.
+//!
+//! **Limits** are judged on hourly averages (2061), as discharge permits state them: an
+//! average above its limit opens an alert, the next one within it closes it. A value whose
+//! flag says the analyser was not measuring (maintenance M, calibration C, fault D, stopped F,
+//! communication fault B) neither opens nor closes one.
+//!
+//! **Wastewater discharged** per local day and outlet: the daily record's flow total (2031,
+//! `w00000-Cou`, m³ = t) when there is one, else the sum of the hourly totals, else of the
+//! minute totals; the basis is written beside the figure (`wastewater_basis`). Totals are kept
+//! by data time, so data sent twice is counted once. A day without any of them has no figure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
+use super::alerts::{Alerts, KIND_OUTLET_LIMIT};
+use super::windows::{Window, WindowKind};
+use crate::line_protocol::LineBuilder;
+use crate::line_protocol::contract::{self, TAG_CN, TAG_OUTLET, TAG_POLLUTANT, TAG_UNIT};
+use crate::model::{OutletPeriod, OutletRecord, OutletValue};
+
+/// How long discharge totals are kept: a month's figure needs its days.
+const KEEP_DAYS: i64 = 40;
+
+/// An outlet as the board shows it: the latest value of each pollutant with its flag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutletView {
+    pub outlet: Arc<str>,
+    pub kind: &'static str,
+    /// When its last record was taken (data time).
+    pub at: Timestamp,
+    /// The period of that record.
+    pub period: &'static str,
+    /// The latest values by pollutant: the average (or the real-time value), its unit and flag,
+    /// and its limit.
+    pub values: Vec<(
+        Arc<str>,
+        Option<f64>,
+        Arc<str>,
+        Option<&'static str>,
+        Option<f64>,
+    )>,
+}
+
+/// One outlet's discharge in one local day, m³, by basis and data time.
+#[derive(Debug, Clone, Default)]
+struct DayDischarge {
+    daily: Option<f64>,
+    hourly: BTreeMap<Timestamp, f64>,
+    minute: BTreeMap<Timestamp, f64>,
+}
+
+impl DayDischarge {
+    fn total(&self) -> Option<(f64, &'static str)> {
+        if let Some(d) = self.daily {
+            Some((d, "daily"))
+        } else if !self.hourly.is_empty() {
+            Some((self.hourly.values().sum(), "hourly"))
+        } else if !self.minute.is_empty() {
+            Some((self.minute.values().sum(), "minute"))
+        } else {
+            None
+        }
+    }
+}
+
+/// The enterprise's outlets.
+#[derive(Debug)]
+pub struct Outlets {
+    prefix: String,
+    tz: TimeZone,
+    latest: BTreeMap<Arc<str>, OutletView>,
+    days: BTreeMap<(Date, Arc<str>), DayDischarge>,
+    /// Days whose discharge changed since the last flush.
+    dirty: BTreeSet<Date>,
+    pub alerts: Alerts,
+}
+
+/// The wastewater discharged in a window, t, and how it was found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discharge {
+    pub t: f64,
+    /// `daily`, `hourly` or `minute`, or several joined by `+` when the outlets differ.
+    pub basis: String,
+}
+
+impl Outlets {
+    /// `prefix`: the `outlet` measurement with the enterprise's tags; `alert_prefix` the same
+    /// for `alert`.
+    pub fn new(prefix: String, alert_prefix: String, tz: TimeZone) -> Self {
+        Outlets {
+            prefix,
+            tz,
+            latest: BTreeMap::new(),
+            days: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            alerts: Alerts::new(alert_prefix),
+        }
+    }
+
+    /// Takes one record: its lines, its alerts, its discharge.
+    pub fn record(&mut self, r: &OutletRecord, out: &mut Vec<String>) {
+        let cn = r.cn.to_string();
+        for v in &r.values {
+            let mut b = LineBuilder::with_prefix(&self.prefix)
+                .tag(TAG_OUTLET, &r.outlet)
+                .tag(TAG_POLLUTANT, &v.pollutant)
+                .tag(TAG_CN, &cn);
+            if !v.unit.is_empty() {
+                b = b.tag(TAG_UNIT, &v.unit);
+            }
+            for (name, x) in [
+                (contract::outlet::RTD, v.rtd),
+                (contract::outlet::AVG, v.avg),
+                (contract::outlet::MIN, v.min),
+                (contract::outlet::MAX, v.max),
+                (contract::outlet::COU, v.cou),
+            ] {
+                if let Some(x) = x {
+                    b = b.float(name, x);
+                }
+            }
+            if let Some(flag) = v.flag {
+                b = b.string(contract::outlet::FLAG, flag);
+            }
+            out.extend(b.finish(r.at));
+            if r.period == OutletPeriod::Hour {
+                self.judge(r, v, out);
+            }
+        }
+        self.latest_view(r);
+        if let Some(m3) = r.discharged_m3 {
+            let date = r.at.to_zoned_datetime(self.tz.clone()).date();
+            let day = self.days.entry((date, r.outlet.clone())).or_default();
+            match r.period {
+                OutletPeriod::Day => day.daily = Some(m3),
+                OutletPeriod::Hour => {
+                    day.hourly.insert(r.at, m3);
+                }
+                OutletPeriod::Minute => {
+                    day.minute.insert(r.at, m3);
+                }
+                OutletPeriod::RealTime => return,
+            }
+            self.dirty.insert(date);
+        }
+    }
+
+    fn judge(&mut self, r: &OutletRecord, v: &OutletValue, out: &mut Vec<String>) {
+        let (Some(limit), Some(avg)) = (v.limit, v.avg) else {
+            return;
+        };
+        if !v.may_alert {
+            return;
+        }
+        let subject = format!("{}/{}", r.outlet, v.pollutant);
+        self.alerts
+            .judge(KIND_OUTLET_LIMIT, &subject, r.at, avg, limit, out);
+    }
+
+    fn latest_view(&mut self, r: &OutletRecord) {
+        let view = self
+            .latest
+            .entry(r.outlet.clone())
+            .or_insert_with(|| OutletView {
+                outlet: r.outlet.clone(),
+                kind: r.kind,
+                at: r.at,
+                period: r.period.as_str(),
+                values: Vec::new(),
+            });
+        if r.at < view.at {
+            return;
+        }
+        view.at = r.at;
+        view.period = r.period.as_str();
+        view.values = r
+            .values
+            .iter()
+            .map(|v| {
+                (
+                    v.pollutant.clone(),
+                    v.avg.or(v.rtd),
+                    v.unit.clone(),
+                    v.flag,
+                    v.limit,
+                )
+            })
+            .collect();
+    }
+
+    /// The latest values of every outlet heard from.
+    pub fn views(&self) -> Vec<OutletView> {
+        self.latest.values().cloned().collect()
+    }
+
+    /// The wastewater discharged in a day or month window; `None` when no outlet reported a
+    /// total for it (not measured, never 0).
+    pub fn discharge(&self, w: &Window) -> Option<Discharge> {
+        let first = w.start.to_zoned_datetime(self.tz.clone()).date();
+        let last = (w.end - SignedDuration::from_nanos(1))
+            .to_zoned_datetime(self.tz.clone())
+            .date();
+        if !matches!(w.kind, WindowKind::Day | WindowKind::Month) {
+            return None;
+        }
+        let mut t = 0.0;
+        let mut bases = BTreeSet::new();
+        for ((date, _), day) in self.days.range((first, Arc::from(""))..) {
+            if *date > last {
+                break;
+            }
+            if let Some((m3, basis)) = day.total() {
+                t += m3;
+                bases.insert(basis);
+            }
+        }
+        (!bases.is_empty()).then(|| Discharge {
+            t,
+            basis: bases.into_iter().collect::<Vec<_>>().join("+"),
+        })
+    }
+
+    /// The days whose discharge changed since the last call.
+    pub fn take_dirty(&mut self) -> BTreeSet<Date> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Forgets totals older than [`KEEP_DAYS`].
+    pub fn retain(&mut self, now: Timestamp) {
+        let oldest = (now - SignedDuration::from_hours(24 * KEEP_DAYS))
+            .to_zoned_datetime(self.tz.clone())
+            .date();
+        self.days.retain(|(d, _), _| *d >= oldest);
+    }
+}
