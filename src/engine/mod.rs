@@ -205,6 +205,7 @@ pub struct Engine {
     declarations: Declarations,
     tce_limit: Option<f64>,
     water_limit: Option<f64>,
+    wastewater_limit: Option<f64>,
     offline_after: SignedDuration,
     heartbeat: SignedDuration,
     meter_max_gap: SignedDuration,
@@ -290,6 +291,7 @@ impl Engine {
             declarations: Declarations::new(&va.declared),
             tce_limit: config.green.tce_per_10k_cny_limit,
             water_limit: config.green.water_t_per_10k_cny_limit,
+            wastewater_limit: config.green.wastewater_t_per_10k_cny_limit,
             offline_after: to_signed(config.agent.offline_after),
             heartbeat: to_signed(config.agent.heartbeat),
             meter_max_gap: to_signed(config.energy.max_gap),
@@ -648,6 +650,9 @@ impl Engine {
         }
         for (w, g) in closed_green {
             self.alert(&w, &g, out);
+            if w.kind == WindowKind::Day {
+                self.judge_day(&w, &g, out);
+            }
             self.alerted.insert(w);
         }
         self.outlets.retain(now);
@@ -843,6 +848,52 @@ impl Engine {
         let b = LineBuilder::with_prefix(&self.green_prefix).tag(TAG_WINDOW, w.kind.tag());
         self.wastewater_fields(b, w, va_known.then_some(g.value_added_10k_cny))
             .finish(w.start)
+    }
+
+    /// A closed day against the `[green]` limits, as alerts that stay open over consecutive
+    /// days over the limit and close on the first day within it (stamped at the days' ends, so
+    /// the duration counts whole days). A figure that was not measured judges nothing.
+    fn judge_day(&mut self, w: &Window, g: &Green, out: &mut Vec<String>) {
+        let va = (g.value_added_10k_cny > 0.0).then_some(g.value_added_10k_cny);
+        let wastewater = self
+            .outlets
+            .discharge(w)
+            .zip(va)
+            .and_then(|(d, va)| indicators::ratio(d.t, va));
+        let metered = |water: bool| {
+            self.meters
+                .iter()
+                .any(|m| (m.carrier == Carrier::Water) == water)
+        };
+        let checks = [
+            (
+                contract::green::TCE_PER_10K_CNY,
+                va.filter(|_| metered(false)).and(g.tce_per_10k_cny()),
+                self.tce_limit,
+            ),
+            (
+                contract::green::WATER_T_PER_10K_CNY,
+                va.filter(|_| metered(true)).and(g.water_t_per_10k_cny()),
+                self.water_limit,
+            ),
+            (
+                contract::green::WASTEWATER_T_PER_10K_CNY,
+                wastewater,
+                self.wastewater_limit,
+            ),
+        ];
+        for (indicator, value, limit) in checks {
+            if let (Some(value), Some(limit)) = (value, limit) {
+                self.outlets.alerts.judge(
+                    alerts::KIND_INDICATOR,
+                    indicator,
+                    w.end,
+                    value,
+                    limit,
+                    out,
+                );
+            }
+        }
     }
 
     /// A closed window over a configured limit: a `green_alert` line and a log entry.

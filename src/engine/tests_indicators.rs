@@ -881,8 +881,13 @@ fn wastewater_per_value_added_stands_beside_water_and_is_absent_without_a_logger
             .map(str::to_string)
     };
 
-    // Hourly totals only: 9 + 9 + 7.2 = 25.2 t; the 09:00 hour sent twice counts once.
-    let mut e = engine_at(at(8, 0));
+    // Hourly totals only: 9 + 9 + 7.2 = 25.2 t; the 09:00 hour sent twice counts once. With a
+    // wastewater limit of 10 t per 10k CNY.
+    let limited = SHANGHAI_SHIFT.replace(
+        "[green]\n",
+        "[green]\nwastewater_t_per_10k_cny_limit = 10.0\n",
+    );
+    let mut e = Engine::new(&load_str(&limited, "test.toml").unwrap(), at(8, 0));
     let mut out = Vec::new();
     run_the_example_shift(&mut e, &mut out);
     for (h, m3) in [(8, 9.0), (9, 9.0), (9, 9.0), (10, 7.2)] {
@@ -896,6 +901,16 @@ fn wastewater_per_value_added_stands_beside_water_and_is_absent_without_a_logger
     assert_eq!(basis(&g).as_deref(), Some("hourly"));
     // Value added 396 good parts × 50 CNY = 1.98 (10k CNY): 25.2 / 1.98 = 12.7273 t per 10k CNY.
     assert!((field(&g, contract::green::WASTEWATER_T_PER_10K_CNY).unwrap() - 12.7273).abs() < 1e-4);
+    // 12.7273 > 10: the closed day opens one indicator alert, stamped at the day's end; the
+    // energy intensity (0.02607 under its 0.05) opens none.
+    let alerts = find(&out, contract::MEASUREMENT_ALERT, &[]);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("kind=indicator,subject=wastewater_t_per_10k_cny "));
+    assert!(
+        alerts[0].contains("open=true")
+            && alerts[0].ends_with(&format!(" {}", day_end.as_nanosecond()))
+    );
+    assert!((field(alerts[0], contract::alert::VALUE).unwrap() - 12.7273).abs() < 1e-4);
 
     // The logger's daily total then wins over the summed hours: 30 t / 1.98 = 15.1515.
     e.on_event(discharge(Day, at(0, 0), 30.0), &mut out);
