@@ -124,12 +124,12 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
             let minute = lines_with(&r, "outlet,", &["cn=2051"]).len();
             let hourly = lines_with(&r, "outlet,", &["cn=2061"]).len();
             let closed = lines_with(&r, "alert,", &["open=false"]).len();
-            let green = lines_with(&r, "green,", &["wastewater_t="]).len();
-            if minute >= 1440 * 4 && hourly >= 24 * 4 && closed >= 1 && green >= 2 {
+            let daily = lines_with(&r, "green,", &["wastewater_basis=\"daily\""]).len();
+            if minute >= 1440 * 4 && hourly >= 24 * 4 && closed >= 1 && daily >= 2 {
                 Ok(())
             } else {
                 Err(format!(
-                    "{minute} minute, {hourly} hourly, {closed} closed alerts, {green} green"
+                    "{minute} minute, {hourly} hourly, {closed} closed alerts, {daily} daily totals"
                 ))
             }
         },
@@ -229,6 +229,99 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
     );
     assert!(!r.contains("wastewater_t_per_10k_cny"));
 
+    trigger.fire();
+    running.finished().await;
+}
+
+/// Reads until the agent closes the connection; false if it is still open after `within`.
+async fn closed_by_agent(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_are_closed_at_their_bound_and_counted() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    shopfloor::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let pw_file = dir.path().join("hj212-pw");
+    std::fs::write(&pw_file, PW).unwrap();
+    let port = common::free_port();
+    let text = config(dir.path(), port, &pw_file).replace(
+        "allow = [\"127.0.0.0/8\"]",
+        "allow = [\"127.0.0.0/8\"]\nmax_unidentified = 2\nmax_connects_per_minute = 8\nidentify_timeout = \"1s\"",
+    );
+    let cfg = agent::config::load_str(&text, "test.toml").unwrap_or_else(|d| panic!("{d}"));
+    let (trigger, shutdown) = shutdown::channel();
+    let running = agent::start(&cfg, shutdown).expect("agent starts");
+    let metrics = running.metrics.clone();
+    let refused = |reason: &str| {
+        metrics
+            .read()
+            .iter()
+            .filter(|m| m.name == "shopfloor_hj212_refused_total")
+            .filter(|m| m.labels.contains(&("reason", reason.to_string())))
+            .map(|m| m.value)
+            .sum::<u64>()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let connect = || TcpStream::connect(addr.clone());
+    let short = Duration::from_secs(5);
+
+    // 1. Not HJ 212 at all: closed at the first bytes.
+    let mut web = connect().await.unwrap();
+    web.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(closed_by_agent(&mut web, short).await);
+    // 2. An unknown peer announcing a 9999-character packet: closed before it is buffered.
+    let mut big = connect().await.unwrap();
+    big.write_all(b"##9999QN=").await.unwrap();
+    assert!(closed_by_agent(&mut big, short).await);
+    // 3. Two silent peers take the two unidentified slots; a third is closed at once; the two
+    //    are closed after `identify_timeout`.
+    let mut idle1 = connect().await.unwrap();
+    let mut idle2 = connect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = connect().await.unwrap();
+    assert!(closed_by_agent(&mut third, short).await);
+    assert!(closed_by_agent(&mut idle1, short).await);
+    assert!(closed_by_agent(&mut idle2, short).await);
+    // 4. Five connections so far; three more are admitted, the ninth in the minute is not.
+    //    (Each closed before the next, so that none meets the unidentified bound.)
+    for _ in 0..3 {
+        drop(connect().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut ninth = connect().await.unwrap();
+    assert!(closed_by_agent(&mut ninth, short).await);
+
+    eventually("every refusal counted", WAIT, || async {
+        let counts = [
+            refused("framing"),
+            refused("too_long"),
+            refused("unidentified"),
+            refused("timeout"),
+            refused("connect_rate"),
+        ];
+        if counts == [1, 1, 1, 2, 1] {
+            Ok(())
+        } else {
+            Err(format!(
+                "framing, too_long, unidentified, timeout, connect_rate: {counts:?}"
+            ))
+        }
+    })
+    .await;
     trigger.fire();
     running.finished().await;
 }
