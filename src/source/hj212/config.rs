@@ -321,6 +321,9 @@ impl Hj212Listener {
                     ),
                 ));
             }
+            if let Err(e) = logger.password.resolve() {
+                out.push((at("password"), format!("hj212 logger `{mn}` password: {e}")));
+            }
             if logger.outlet.trim().is_empty() {
                 out.push((
                     at("outlet"),
@@ -471,11 +474,16 @@ mod tests {
 
     #[test]
     fn a_listener_reads_with_its_defaults() {
-        let text = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n\
+        // Any readable, non-empty file serves as the password here.
+        let pw_file = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let text = format!(
+            "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n\
             [[hj212]]\nid = \"outlets\"\nlisten = \"127.0.0.1:9212\"\n\
-            [[hj212.logger]]\nmn = \"88888880000001\"\npassword = { env = \"PW\" }\n\
+            [[hj212.logger]]\nmn = \"88888880000001\"\npassword = {{ file = \"{pw_file}\" }}\n\
             outlet = \"ww1\"\nkind = \"wastewater\"\n\
-            pollutant = [{ code = \"w01018\", limit = 100.0 }]\n";
+            pollutant = [{{ code = \"w01018\", limit = 100.0 }}]\n"
+        );
+        let text = text.as_str();
         let cfg = crate::agent::config::load_str(text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
         let l = &cfg.hj212[0];
         assert_eq!(l.max_connections, 32);
