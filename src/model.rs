@@ -105,6 +105,8 @@ pub enum SourceEvent {
 pub struct OutletRecord {
     /// The outlet's id (排污口编号).
     pub outlet: Arc<str>,
+    /// The outlet's name for the board.
+    pub name: Arc<str>,
     /// `wastewater` or `exhaust`.
     pub kind: &'static str,
     /// The data's period.

@@ -38,6 +38,7 @@ const KEEP_DAYS: i64 = 40;
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutletView {
     pub outlet: Arc<str>,
+    pub name: Arc<str>,
     pub kind: &'static str,
     /// When its last record was taken (data time).
     pub at: Timestamp,
@@ -176,6 +177,7 @@ impl Outlets {
             .entry(r.outlet.clone())
             .or_insert_with(|| OutletView {
                 outlet: r.outlet.clone(),
+                name: r.name.clone(),
                 kind: r.kind,
                 at: r.at,
                 period: r.period.as_str(),

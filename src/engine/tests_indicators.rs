@@ -837,6 +837,7 @@ signal = "energy_kwh"
 fn discharge(period: crate::model::OutletPeriod, at: Timestamp, m3: f64) -> SourceEvent {
     SourceEvent::Outlet(crate::model::OutletRecord {
         outlet: Arc::from("ww1"),
+        name: Arc::from("Outlet 1"),
         kind: "wastewater",
         period,
         cn: match period {

@@ -439,6 +439,7 @@ struct OutletValueJson {
 #[derive(Serialize)]
 struct OutletJson {
     outlet: String,
+    name: String,
     kind: &'static str,
     at: String,
     period: &'static str,
@@ -453,6 +454,7 @@ async fn outlets(State(board): State<Board>) -> Json<Vec<OutletJson>> {
             .iter()
             .map(|o| OutletJson {
                 outlet: o.outlet.to_string(),
+                name: o.name.to_string(),
                 kind: o.kind,
                 at: o.at.to_string(),
                 period: o.period,

@@ -53,6 +53,7 @@ struct Logger {
     /// `None` when its secret could not be read at start: every packet is refused.
     password: Option<String>,
     outlet: Arc<str>,
+    name: Arc<str>,
     kind: OutletKind,
     /// Configured pollutants by code: signal, unit, limit.
     pollutants: HashMap<String, (Arc<str>, Arc<str>, Option<f64>)>,
@@ -133,6 +134,7 @@ impl Shared {
                     mn: l.mn.clone(),
                     password,
                     outlet: Arc::from(l.outlet.as_str()),
+                    name: Arc::from(l.name.as_deref().unwrap_or(&l.outlet)),
                     kind: l.kind,
                     pollutants,
                 };
@@ -605,6 +607,7 @@ fn record(
         .collect();
     Some(OutletRecord {
         outlet: logger.outlet.clone(),
+        name: logger.name.clone(),
         kind: logger.kind.as_str(),
         period,
         cn: packet.cn,
@@ -648,6 +651,7 @@ mod tests {
             mn: "88888880000001".into(),
             password: Some("123456".into()),
             outlet: Arc::from("ww1"),
+            name: Arc::from("ww1"),
             kind: OutletKind::Wastewater,
             pollutants: [(
                 "w01018".to_string(),
