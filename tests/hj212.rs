@@ -60,6 +60,41 @@ path = "{data}/records.lp"
     )
 }
 
+/// `hour`:00 on `day` in the site's zone.
+fn local(day: jiff::civil::Date, hour: i8) -> jiff::Timestamp {
+    day.at(hour, 0, 0, 0)
+        .to_zoned_datetime(TimeZone::get("Asia/Shanghai").unwrap())
+        .unwrap()
+        .timestamp()
+}
+
+/// The refusals counted for `reason`.
+fn refused(metrics: &shopfloor::metrics::Metrics, reason: &str) -> u64 {
+    metrics
+        .read()
+        .iter()
+        .filter(|m| m.name == "shopfloor_hj212_refused_total")
+        .filter(|m| m.labels.contains(&("reason", reason.to_string())))
+        .map(|m| m.value)
+        .sum()
+}
+
+/// Starts the agent with the test config, `listener_extra` added to the `[[hj212]]` table.
+fn start(dir: &Path, listener_extra: &str) -> (u16, shopfloor::shutdown::Trigger, agent::Running) {
+    shopfloor::install_crypto_provider();
+    let pw_file = dir.join("hj212-pw");
+    std::fs::write(&pw_file, format!("{PW}\n")).unwrap();
+    let port = common::free_port();
+    let text = config(dir, port, &pw_file).replace(
+        "allow = [\"127.0.0.0/8\"]\n",
+        &format!("allow = [\"127.0.0.0/8\"]\n{listener_extra}"),
+    );
+    let cfg = agent::config::load_str(&text, "test.toml").unwrap_or_else(|d| panic!("{d}"));
+    let (trigger, shutdown) = shutdown::channel();
+    let running = agent::start(&cfg, shutdown).expect("agent starts");
+    (port, trigger, running)
+}
+
 fn lines_with<'a>(records: &'a str, prefix: &str, has: &[&str]) -> Vec<&'a str> {
     records
         .lines()
@@ -69,15 +104,8 @@ fn lines_with<'a>(records: &'a str, prefix: &str, has: &[&str]) -> Vec<&'a str> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_alert_closed() {
-    shopfloor::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let pw_file = dir.path().join("hj212-pw");
-    std::fs::write(&pw_file, format!("{PW}\n")).unwrap();
-    let port = common::free_port();
-    let text = config(dir.path(), port, &pw_file);
-    let cfg = agent::config::load_str(&text, "test.toml").unwrap_or_else(|d| panic!("{d}"));
-    let (trigger, shutdown) = shutdown::channel();
-    let running = agent::start(&cfg, shutdown).expect("agent starts");
+    let (port, trigger, running) = start(dir.path(), "");
     let metrics = running.metrics.clone();
     let snapshots = running.snapshots.clone();
 
@@ -138,16 +166,8 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
     let r = read();
 
     // Every minute and every hour, each pollutant once (the split hour merged: four lines).
-    let noon = yesterday
-        .at(12, 0, 0, 0)
-        .to_zoned_datetime(tz.clone())
-        .unwrap()
-        .timestamp();
-    let eight = yesterday
-        .at(8, 0, 0, 0)
-        .to_zoned_datetime(tz.clone())
-        .unwrap()
-        .timestamp();
+    let noon = local(yesterday, 12);
+    let eight = local(yesterday, 8);
     let stamp = |t: jiff::Timestamp| format!(" {}", t.as_nanosecond());
     assert_eq!(lines_with(&r, "outlet,", &["cn=2051"]).len(), 1440 * 4);
     assert_eq!(lines_with(&r, "outlet,", &["cn=2061"]).len(), 24 * 4);
@@ -175,15 +195,7 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
             "a refused packet's value {value} was stored"
         );
     }
-    let refused = |reason: &str| {
-        metrics
-            .read()
-            .iter()
-            .filter(|m| m.name == "shopfloor_hj212_refused_total")
-            .filter(|m| m.labels.contains(&("reason", reason.to_string())))
-            .map(|m| m.value)
-            .sum::<u64>()
-    };
+    let refused = |reason: &str| refused(&metrics, reason);
     assert_eq!(
         (refused("crc"), refused("password"), refused("unknown_mn")),
         (1, 1, 1)
@@ -191,16 +203,8 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
 
     // One alert: COD 130 mg/L in the 14:00 hour, over 100; closed by the 15:00 hour (75 mg/L)
     // after 3600 s. The maintenance hours (150 mg/L, flag M) opened none.
-    let two = yesterday
-        .at(14, 0, 0, 0)
-        .to_zoned_datetime(tz.clone())
-        .unwrap()
-        .timestamp();
-    let three = yesterday
-        .at(15, 0, 0, 0)
-        .to_zoned_datetime(tz.clone())
-        .unwrap()
-        .timestamp();
+    let two = local(yesterday, 14);
+    let three = local(yesterday, 15);
     let alerts = lines_with(&r, "alert,", &[]);
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert!(
@@ -219,7 +223,7 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
 
     // The day's discharge from the daily total, 24 × 9 m³ = 216 t, basis recorded, in the
     // day's and the month's green point (no value added here: no intensity).
-    let day_start = yesterday.to_zoned_datetime(tz.clone()).unwrap().timestamp();
+    let day_start = local(yesterday, 0);
     let green_day = lines_with(&r, "green,", &["window=1d", &stamp(day_start)]);
     assert!(
         green_day
@@ -251,28 +255,13 @@ async fn closed_by_agent(stream: &mut tokio::net::TcpStream, within: Duration) -
 async fn hostile_peers_are_closed_at_their_bound_and_counted() {
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
-    shopfloor::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let pw_file = dir.path().join("hj212-pw");
-    std::fs::write(&pw_file, PW).unwrap();
-    let port = common::free_port();
-    let text = config(dir.path(), port, &pw_file).replace(
-        "allow = [\"127.0.0.0/8\"]",
-        "allow = [\"127.0.0.0/8\"]\nmax_unidentified = 2\nmax_connects_per_minute = 8\nidentify_timeout = \"1s\"",
+    let (port, trigger, running) = start(
+        dir.path(),
+        "max_unidentified = 2\nmax_connects_per_minute = 8\nidentify_timeout = \"1s\"\n",
     );
-    let cfg = agent::config::load_str(&text, "test.toml").unwrap_or_else(|d| panic!("{d}"));
-    let (trigger, shutdown) = shutdown::channel();
-    let running = agent::start(&cfg, shutdown).expect("agent starts");
     let metrics = running.metrics.clone();
-    let refused = |reason: &str| {
-        metrics
-            .read()
-            .iter()
-            .filter(|m| m.name == "shopfloor_hj212_refused_total")
-            .filter(|m| m.labels.contains(&("reason", reason.to_string())))
-            .map(|m| m.value)
-            .sum::<u64>()
-    };
+    let refused = |reason: &str| refused(&metrics, reason);
     let addr = format!("127.0.0.1:{port}");
     let connect = || TcpStream::connect(addr.clone());
     let short = Duration::from_secs(5);

@@ -46,13 +46,18 @@ pub struct OutletView {
     pub period: &'static str,
     /// The latest values by pollutant: the average (or the real-time value), its unit and flag,
     /// and its limit.
-    pub values: Vec<(
-        Arc<str>,
-        Option<f64>,
-        Arc<str>,
-        Option<&'static str>,
-        Option<f64>,
-    )>,
+    pub values: Vec<LatestValue>,
+}
+
+/// A pollutant's latest value at an outlet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestValue {
+    pub pollutant: Arc<str>,
+    /// The average of the period, or the real-time value.
+    pub value: Option<f64>,
+    pub unit: Arc<str>,
+    pub flag: Option<&'static str>,
+    pub limit: Option<f64>,
 }
 
 /// One outlet's discharge in one local day, m³, by basis and data time.
@@ -191,14 +196,12 @@ impl Outlets {
         view.values = r
             .values
             .iter()
-            .map(|v| {
-                (
-                    v.pollutant.clone(),
-                    v.avg.or(v.rtd),
-                    v.unit.clone(),
-                    v.flag,
-                    v.limit,
-                )
+            .map(|v| LatestValue {
+                pollutant: v.pollutant.clone(),
+                value: v.avg.or(v.rtd),
+                unit: v.unit.clone(),
+                flag: v.flag,
+                limit: v.limit,
             })
             .collect();
     }

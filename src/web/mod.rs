@@ -461,12 +461,12 @@ async fn outlets(State(board): State<Board>) -> Json<Vec<OutletJson>> {
                 values: o
                     .values
                     .iter()
-                    .map(|(p, v, u, f, l)| OutletValueJson {
-                        pollutant: p.to_string(),
-                        value: *v,
-                        unit: u.to_string(),
-                        flag: *f,
-                        limit: *l,
+                    .map(|v| OutletValueJson {
+                        pollutant: v.pollutant.to_string(),
+                        value: v.value,
+                        unit: v.unit.to_string(),
+                        flag: v.flag,
+                        limit: v.limit,
                     })
                     .collect(),
             })

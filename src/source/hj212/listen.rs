@@ -55,8 +55,16 @@ struct Logger {
     outlet: Arc<str>,
     name: Arc<str>,
     kind: OutletKind,
-    /// Configured pollutants by code: signal, unit, limit.
-    pollutants: HashMap<String, (Arc<str>, Arc<str>, Option<f64>)>,
+    /// Configured pollutants by code.
+    pollutants: HashMap<String, Mapped>,
+}
+
+/// A configured pollutant: its signal name, unit and limit.
+#[derive(Debug, Clone)]
+struct Mapped {
+    signal: Arc<str>,
+    unit: Arc<str>,
+    limit: Option<f64>,
 }
 
 /// What every connection of one listener shares.
@@ -127,7 +135,12 @@ impl Shared {
                             .clone()
                             .or_else(|| known.map(|k| k.unit.to_string()))
                             .unwrap_or_default();
-                        Some((p.code.clone(), (Arc::from(signal), Arc::from(unit), p.limit)))
+                        let mapped = Mapped {
+                            signal: Arc::from(signal),
+                            unit: Arc::from(unit),
+                            limit: p.limit,
+                        };
+                        Some((p.code.clone(), mapped))
                     })
                     .collect();
                 let logger = Logger {
@@ -577,7 +590,7 @@ fn record(
         .map(|v| {
             let known = codes::pollutant(&v.code);
             let (signal, unit, limit) = match logger.pollutants.get(&v.code) {
-                Some((s, u, l)) => (s.clone(), u.clone(), *l),
+                Some(m) => (m.signal.clone(), m.unit.clone(), m.limit),
                 None => match known {
                     Some(k) => (Arc::from(k.signal), Arc::from(k.unit), None),
                     // Unknown and not configured: kept under its code, nothing lost.
@@ -655,7 +668,11 @@ mod tests {
             kind: OutletKind::Wastewater,
             pollutants: [(
                 "w01018".to_string(),
-                (Arc::from("cod"), Arc::from("mg/L"), Some(100.0)),
+                Mapped {
+                    signal: Arc::from("cod"),
+                    unit: Arc::from("mg/L"),
+                    limit: Some(100.0),
+                },
             )]
             .into(),
         };
