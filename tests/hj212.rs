@@ -13,6 +13,7 @@ mod python;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::eventually;
@@ -79,16 +80,26 @@ fn refused(metrics: &shopfloor::metrics::Metrics, reason: &str) -> u64 {
         .sum()
 }
 
-/// Starts the agent with the test config, `listener_extra` added to the `[[hj212]]` table.
-fn start(dir: &Path, listener_extra: &str) -> (u16, shopfloor::shutdown::Trigger, agent::Running) {
+/// Starts the agent with the test config, `listener_extra` added to the `[[hj212]]` table and
+/// `web_extra` to `[web]`.
+fn start(
+    dir: &Path,
+    listener_extra: &str,
+    web_extra: &str,
+) -> (u16, shopfloor::shutdown::Trigger, agent::Running) {
     shopfloor::install_crypto_provider();
     let pw_file = dir.join("hj212-pw");
     std::fs::write(&pw_file, format!("{PW}\n")).unwrap();
     let port = common::free_port();
-    let text = config(dir, port, &pw_file).replace(
-        "allow = [\"127.0.0.0/8\"]\n",
-        &format!("allow = [\"127.0.0.0/8\"]\n{listener_extra}"),
-    );
+    let text = config(dir, port, &pw_file)
+        .replace(
+            "allow = [\"127.0.0.0/8\"]\n",
+            &format!("allow = [\"127.0.0.0/8\"]\n{listener_extra}"),
+        )
+        .replace(
+            "enabled = false\n",
+            &format!("enabled = false\n{web_extra}"),
+        );
     let cfg = agent::config::load_str(&text, "test.toml").unwrap_or_else(|d| panic!("{d}"));
     let (trigger, shutdown) = shutdown::channel();
     let running = agent::start(&cfg, shutdown).expect("agent starts");
@@ -105,7 +116,21 @@ fn lines_with<'a>(records: &'a str, prefix: &str, has: &[&str]) -> Vec<&'a str> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_alert_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, trigger, running) = start(dir.path(), "");
+    // The alert webhook's receiver: an axum server that keeps every body posted to it.
+    let posted: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    let keep = posted.clone();
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let keep = keep.clone();
+            async move { keep.lock().unwrap().push(body) }
+        }),
+    );
+    let hook_task = tokio::spawn(async move { axum::serve(hook, receiver).await });
+    let (port, trigger, running) =
+        start(dir.path(), "", &format!("alert_webhook = \"{hook_url}\"\n"));
     let metrics = running.metrics.clone();
     let snapshots = running.snapshots.clone();
 
@@ -220,6 +245,31 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
     assert_eq!(board.alerts.len(), 1);
     assert_eq!(board.alerts[0].duration_s(), Some(3600.0));
     assert_eq!(&*board.outlets[0].outlet, "ww1");
+    // The webhook heard the opening and the closing, with the duration.
+    eventually("the webhook's two posts", WAIT, || async {
+        let posted = posted.lock().unwrap().clone();
+        let events: Vec<(String, String, Option<f64>)> = posted
+            .iter()
+            .map(|p| {
+                (
+                    p["event"].as_str().unwrap_or("").to_string(),
+                    p["subject"].as_str().unwrap_or("").to_string(),
+                    p["duration_s"].as_f64(),
+                )
+            })
+            .collect();
+        let want = vec![
+            ("opened".to_string(), "ww1/cod".to_string(), None),
+            ("closed".to_string(), "ww1/cod".to_string(), Some(3600.0)),
+        ];
+        if events == want {
+            Ok(())
+        } else {
+            Err(format!("{events:?}"))
+        }
+    })
+    .await;
+    hook_task.abort();
 
     // The day's discharge from the daily total, 24 × 9 m³ = 216 t, basis recorded, in the
     // day's and the month's green point (no value added here: no intensity).
@@ -259,6 +309,7 @@ async fn hostile_peers_are_closed_at_their_bound_and_counted() {
     let (port, trigger, running) = start(
         dir.path(),
         "max_unidentified = 2\nmax_connects_per_minute = 8\nidentify_timeout = \"1s\"\n",
+        "",
     );
     let metrics = running.metrics.clone();
     let refused = |reason: &str| refused(&metrics, reason);

@@ -276,6 +276,15 @@ pub fn start_resuming(
     }
 
     let (snap_tx, snap_rx) = watch::channel(engine.snapshot(now, 0));
+    if let Some(url) = &config.web.alert_webhook {
+        tasks.spawn(web::webhook::run(
+            url.clone(),
+            Arc::from(config.site.enterprise.as_str()),
+            snap_rx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     let (signal_query, signal_requests) = engine::SignalQuery::channel();
     let options = engine::RunOptions {
         state_path,

@@ -28,6 +28,7 @@
 //! carries `Authorization: Bearer <token>`.
 
 pub mod config;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
