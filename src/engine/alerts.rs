@@ -125,6 +125,42 @@ impl Alerts {
             .float(contract::alert::LIMIT, limit)
     }
 
+    /// The open alerts, to be saved.
+    pub fn save(&self) -> Vec<super::persist::SavedAlert> {
+        self.open
+            .values()
+            .map(|a| super::persist::SavedAlert {
+                kind: a.kind.to_string(),
+                subject: a.subject.clone(),
+                since: a.since,
+                value: a.value,
+                limit: a.limit,
+            })
+            .collect()
+    }
+
+    /// Takes back the open alerts saved before a restart: they stay open, and close with
+    /// their whole duration.
+    pub fn restore(&mut self, saved: Vec<super::persist::SavedAlert>) {
+        for a in saved {
+            let Some(kind) = [KIND_OUTLET_LIMIT, KIND_INDICATOR]
+                .into_iter()
+                .find(|k| *k == a.kind)
+            else {
+                continue;
+            };
+            let view = AlertView {
+                kind,
+                subject: a.subject,
+                since: a.since,
+                until: None,
+                value: a.value,
+                limit: a.limit,
+            };
+            self.open.insert((kind, view.subject.clone()), view);
+        }
+    }
+
     /// The open alerts, then the recently closed ones, newest first.
     pub fn views(&self) -> Vec<AlertView> {
         let mut open: Vec<AlertView> = self.open.values().cloned().collect();

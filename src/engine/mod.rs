@@ -382,6 +382,7 @@ impl Engine {
             meter.windows = s.windows.into_iter().collect();
         }
         self.alerted = saved.alerted.into_iter().collect();
+        self.outlets.restore(saved.outlets);
     }
 
     /// Everything needed to continue after a restart.
@@ -423,6 +424,7 @@ impl Engine {
                 })
                 .collect(),
             alerted: self.alerted.iter().cloned().collect(),
+            outlets: self.outlets.save(now),
         }
     }
 

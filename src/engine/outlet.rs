@@ -26,6 +26,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
 use super::alerts::{Alerts, KIND_OUTLET_LIMIT};
+use super::persist::{SavedDay, SavedOutlets};
 use super::windows::{Window, WindowKind};
 use crate::line_protocol::LineBuilder;
 use crate::line_protocol::contract::{self, TAG_CN, TAG_OUTLET, TAG_POLLUTANT, TAG_UNIT};
@@ -154,10 +155,13 @@ impl Outlets {
                 OutletPeriod::Day => day.daily = Some(m3),
                 OutletPeriod::Hour => {
                     day.hourly.insert(r.at, m3);
+                    // The hours win over the minutes: no need to keep these.
+                    day.minute.clear();
                 }
-                OutletPeriod::Minute => {
+                OutletPeriod::Minute if day.hourly.is_empty() && day.daily.is_none() => {
                     day.minute.insert(r.at, m3);
                 }
+                OutletPeriod::Minute => return,
                 OutletPeriod::RealTime => return,
             }
             self.dirty.insert(date);
@@ -243,11 +247,139 @@ impl Outlets {
         std::mem::take(&mut self.dirty)
     }
 
+    /// What a restart needs: the totals of the days kept (a day older than yesterday keeps its
+    /// minutes as one sum, so a minute-only logger does not make the file large), and the
+    /// open alerts.
+    pub fn save(&self, now: Timestamp) -> SavedOutlets {
+        let recent = (now - SignedDuration::from_hours(48))
+            .to_zoned_datetime(self.tz.clone())
+            .date();
+        let days = self
+            .days
+            .iter()
+            .map(|((date, outlet), d)| {
+                let minute: Vec<(Timestamp, f64)> = if *date >= recent || d.minute.is_empty() {
+                    d.minute.iter().map(|(t, v)| (*t, *v)).collect()
+                } else {
+                    let first = d.minute.keys().next().copied().unwrap_or(now);
+                    vec![(first, d.minute.values().sum())]
+                };
+                SavedDay {
+                    date: *date,
+                    outlet: outlet.to_string(),
+                    daily: d.daily,
+                    hourly: d.hourly.iter().map(|(t, v)| (*t, *v)).collect(),
+                    minute,
+                }
+            })
+            .collect();
+        SavedOutlets {
+            days,
+            open_alerts: self.alerts.save(),
+        }
+    }
+
+    pub fn restore(&mut self, saved: SavedOutlets) {
+        for d in saved.days {
+            self.days.insert(
+                (d.date, Arc::from(d.outlet.as_str())),
+                DayDischarge {
+                    daily: d.daily,
+                    hourly: d.hourly.into_iter().collect(),
+                    minute: d.minute.into_iter().collect(),
+                },
+            );
+        }
+        self.alerts.restore(saved.open_alerts);
+    }
+
     /// Forgets totals older than [`KEEP_DAYS`].
     pub fn retain(&mut self, now: Timestamp) {
         let oldest = (now - SignedDuration::from_hours(24 * KEEP_DAYS))
             .to_zoned_datetime(self.tz.clone())
             .date();
         self.days.retain(|(d, _), _| *d >= oldest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tz() -> TimeZone {
+        TimeZone::get("Asia/Shanghai").unwrap()
+    }
+
+    fn hour(h: i8) -> Timestamp {
+        jiff::civil::date(2026, 12, 5)
+            .at(h, 0, 0, 0)
+            .to_zoned_datetime(tz())
+            .unwrap()
+            .timestamp()
+    }
+
+    /// The hourly record of `ww1`: `m3` discharged, COD `cod` against a limit of 100.
+    fn hourly(h: i8, m3: f64, cod: f64, flag: &'static str) -> OutletRecord {
+        OutletRecord {
+            outlet: Arc::from("ww1"),
+            name: Arc::from("ww1"),
+            kind: "wastewater",
+            period: OutletPeriod::Hour,
+            cn: 2061,
+            at: hour(h),
+            values: vec![OutletValue {
+                pollutant: Arc::from("cod"),
+                unit: Arc::from("mg/L"),
+                avg: Some(cod),
+                flag: Some(flag),
+                may_alert: flag == "N",
+                limit: Some(100.0),
+                ..Default::default()
+            }],
+            discharged_m3: Some(m3),
+        }
+    }
+
+    fn outlets() -> Outlets {
+        Outlets::new(
+            "outlet,enterprise=e1".into(),
+            "alert,enterprise=e1".into(),
+            tz(),
+        )
+    }
+
+    #[test]
+    fn a_restart_keeps_the_days_discharge_and_the_open_alert() {
+        let mut before = outlets();
+        let mut out = Vec::new();
+        before.record(&hourly(9, 8.0, 90.0, "N"), &mut out);
+        before.record(&hourly(10, 9.0, 120.0, "N"), &mut out);
+        // Maintenance at 11:00 neither closes nor reopens it.
+        before.record(&hourly(11, 9.5, 60.0, "M"), &mut out);
+        assert_eq!(out.iter().filter(|l| l.starts_with("alert,")).count(), 1);
+        let saved = before.save(hour(12));
+
+        let mut after = outlets();
+        after.restore(saved);
+        let mut out = Vec::new();
+        after.record(&hourly(12, 7.5, 80.0, "N"), &mut out);
+        // Open from 10:00 to 12:00 across the restart: 7200 s.
+        let closing: Vec<&String> = out.iter().filter(|l| l.starts_with("alert,")).collect();
+        assert_eq!(closing.len(), 1, "{out:?}");
+        assert!(closing[0].contains("open=false") && closing[0].contains("duration_s=7200"));
+        // 8 + 9 + 9.5 + 7.5 = 34 t over the day, the hours before the restart included.
+        let day = Window {
+            kind: WindowKind::Day,
+            start: hour(0),
+            end: hour(0) + SignedDuration::from_hours(24),
+            shift: None,
+        };
+        assert_eq!(
+            after.discharge(&day),
+            Some(Discharge {
+                t: 34.0,
+                basis: "hourly".into()
+            })
+        );
     }
 }
