@@ -245,6 +245,17 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
     assert_eq!(board.alerts.len(), 1);
     assert_eq!(board.alerts[0].duration_s(), Some(3600.0));
     assert_eq!(&*board.outlets[0].outlet, "ww1");
+    // The logger is among the devices by its outlet: up while connected, down with the
+    // reason once the test logger has hung up.
+    eventually("the logger shown down after it hung up", WAIT, || async {
+        let board = snapshots.borrow().clone();
+        let dev = board.devices.iter().find(|d| &*d.id == "ww1").cloned();
+        match dev {
+            Some(d) if !d.up && d.reason.as_deref().is_some_and(|r| r.contains("closed")) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
     // The webhook heard the opening and the closing, with the duration.
     eventually("the webhook's two posts", WAIT, || async {
         let posted = posted.lock().unwrap().clone();

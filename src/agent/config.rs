@@ -124,6 +124,12 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
             devices: (config.modbus.iter().map(|d| d.id.as_str()))
                 .chain(config.mqtt.iter().map(|b| b.id.as_str()))
                 .chain(config.opcua.iter().map(|s| s.id.as_str()))
+                .chain(
+                    config
+                        .hj212
+                        .iter()
+                        .flat_map(|l| l.loggers.iter().map(|g| g.outlet.as_str())),
+                )
                 .collect(),
         }
     }

@@ -427,6 +427,18 @@ pub(crate) fn check_listeners(
                     format!("hj212 logger MN `{}` is listed twice", logger.mn),
                 ));
             }
+            if outlets.contains(&logger.outlet) {
+                // Reported below as one logger per outlet.
+            } else if !checker.claim("device", &logger.outlet) {
+                problems.push((
+                    vec![key("logger"), Seg::Index(l), key("outlet")],
+                    format!(
+                        "outlet id `{}` is already the id of a device, server or broker: the \
+                         board lists loggers among the devices by their outlet",
+                        logger.outlet
+                    ),
+                ));
+            }
             if !outlets.insert(logger.outlet.clone()) {
                 problems.push((
                     vec![key("logger"), Seg::Index(l), key("outlet")],

@@ -77,6 +77,8 @@ struct Shared {
     idle_timeout: Duration,
     identify_timeout: Duration,
     unidentified: Arc<Semaphore>,
+    /// Open identified connections per outlet: the outlet's logger is up while it has one.
+    connected: Mutex<HashMap<Arc<str>, usize>>,
     metrics: Metrics,
     refusals: Mutex<RefusalLog>,
 }
@@ -162,6 +164,7 @@ impl Shared {
             idle_timeout: cfg.idle_timeout,
             identify_timeout: cfg.identify_timeout,
             unidentified: Arc::new(Semaphore::new(cfg.max_unidentified)),
+            connected: Mutex::new(HashMap::new()),
             metrics,
             refusals: Mutex::new(RefusalLog::default()),
         }
@@ -292,6 +295,7 @@ pub async fn run(
                 pending_bytes: 0,
             };
             conn.serve(stream, shutdown).await;
+            conn.gone().await;
             drop(slot);
         });
     }
@@ -428,12 +432,21 @@ impl Connection {
             );
             return Next::Go;
         }
+        let logger = logger.clone();
         if self.logger.is_none() {
             info!(listener = %self.shared.id, peer = %self.peer, mn = %logger.mn, outlet = %logger.outlet, "HJ 212 logger connected");
             self.logger = Some(logger.mn.clone());
             self.unidentified = None;
+            if self.count(&logger.outlet, 1) == 1 {
+                let event = SourceEvent::DeviceUp {
+                    device: logger.outlet.clone(),
+                    at: jiff::Timestamp::now(),
+                };
+                if !self.tell(event).await {
+                    return Next::Close;
+                }
+            }
         }
-        let logger = logger.clone();
         if packet.is_split() {
             return self.part(packet, bytes.len(), &logger, stream).await;
         }
@@ -496,6 +509,46 @@ impl Connection {
         Next::Go
     }
 
+    /// Adds `delta` to the outlet's open connections; the count after.
+    fn count(&self, outlet: &Arc<str>, delta: isize) -> usize {
+        let mut connected = self
+            .shared
+            .connected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = connected.entry(outlet.clone()).or_default();
+        *n = n.saturating_add_signed(delta);
+        *n
+    }
+
+    /// Tells the engine; false when it is gone (the agent is stopping).
+    async fn tell(&self, event: SourceEvent) -> bool {
+        const _: () = crate::queue::EVENTS_FROM_HJ212.sent_as(crate::queue::WhenFull::Block);
+        self.events.send(event).await.is_ok()
+    }
+
+    /// The connection has ended: a logger's last connection makes it down.
+    async fn gone(&self) {
+        let Some(logger) = self
+            .logger
+            .as_ref()
+            .and_then(|mn| self.shared.loggers.get(mn))
+        else {
+            return;
+        };
+        if self.count(&logger.outlet, -1) == 0 {
+            info!(listener = %self.shared.id, peer = %self.peer, outlet = %logger.outlet, "HJ 212 logger disconnected");
+            let event = SourceEvent::DeviceDown {
+                device: logger.outlet.clone(),
+                at: jiff::Timestamp::now(),
+                reason: "the logger's connection closed: it reconnects when it has data; \
+                         check its second platform address if it stays down"
+                    .into(),
+            };
+            self.tell(event).await;
+        }
+    }
+
     async fn send(&self, stream: &mut TcpStream, ack: &str) -> bool {
         let sent = tokio::time::timeout(Duration::from_secs(10), stream.write_all(ack.as_bytes()))
             .await
@@ -544,8 +597,7 @@ impl Connection {
                 &logger.outlet,
             )
             .fetch_add(1, Ordering::Relaxed);
-        const _: () = crate::queue::EVENTS_FROM_HJ212.sent_as(crate::queue::WhenFull::Block);
-        if self.events.send(SourceEvent::Outlet(record)).await.is_err() {
+        if !self.tell(SourceEvent::Outlet(record)).await {
             // The engine is gone: the agent is stopping.
             return Next::Close;
         }
