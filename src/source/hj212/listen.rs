@@ -142,7 +142,7 @@ impl Shared {
                             unit: Arc::from(unit),
                             limit: p.limit,
                         };
-                        Some((p.code.clone(), mapped))
+                        Some((canonical(&p.code).to_string(), mapped))
                     })
                     .collect();
                 let logger = Logger {
@@ -605,6 +605,12 @@ impl Connection {
     }
 }
 
+/// A pollutant's HJ 212-2017 code for a 2005 code the agent knows (`011` → `w01018`), so a
+/// limit configured under either edition's code applies to packets of both.
+fn canonical(code: &str) -> &str {
+    codes::pollutant(code).map_or(code, |k| k.code)
+}
+
 /// Compares two secrets in time that depends on their lengths only.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -641,7 +647,7 @@ fn record(
         .iter()
         .map(|v| {
             let known = codes::pollutant(&v.code);
-            let (signal, unit, limit) = match logger.pollutants.get(&v.code) {
+            let (signal, unit, limit) = match logger.pollutants.get(canonical(&v.code)) {
                 Some(m) => (m.signal.clone(), m.unit.clone(), m.limit),
                 None => match known {
                     Some(k) => (Arc::from(k.signal), Arc::from(k.unit), None),
@@ -739,5 +745,19 @@ mod tests {
         assert_eq!(r.values[1].limit, Some(100.0));
         assert_eq!(&*r.values[2].pollutant, "w99001");
         assert!(r.values[2].may_alert);
+        // An HJ/T 212-2005 logger names COD `011`: the limit configured for w01018 applies.
+        let old = "ST=32;CN=2061;PW=123456;MN=88888880000001;\
+            CP=&&DataTime=20261205100000;011-Avg=120.5,011-Flag=N&&";
+        let r = record(
+            &packet::parse_segment(old).unwrap(),
+            OutletPeriod::Hour,
+            &logger,
+            &tz,
+        )
+        .unwrap();
+        assert_eq!(
+            (&*r.values[0].pollutant, r.values[0].limit),
+            ("cod", Some(100.0))
+        );
     }
 }
