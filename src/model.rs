@@ -154,6 +154,12 @@ pub struct OutletValue {
     pub max: Option<f64>,
     /// The total over the period (volume or mass).
     pub cou: Option<f64>,
+    /// Exhaust concentrations converted to the reference oxygen content (折算浓度), which
+    /// emission limits are stated against: real-time, average, minimum, maximum.
+    pub zs_rtd: Option<f64>,
+    pub zs_avg: Option<f64>,
+    pub zs_min: Option<f64>,
+    pub zs_max: Option<f64>,
     /// The data flag as the logger sent it (HJ 212: N, F, M, S, D, C, T, B).
     pub flag: Option<&'static str>,
     /// Whether the value may raise an alert: false when the flag says the analyser was not

@@ -4,12 +4,14 @@
 //!
 //! **One `outlet` line per pollutant and record**, tags `outlet`, `pollutant`, `cn` (the HJ 212
 //! command number of the data: 2011 real-time, 2051 minute, 2061 hourly, 2031 daily) and
-//! `unit`, fields `rtd`, `avg`, `min`, `max`, `cou` as the record has them and the data `flag`
+//! `unit`, fields `rtd`, `avg`, `min`, `max`, `cou` (and for exhaust the converted `zs_rtd`,
+//! `zs_avg`, `zs_min`, `zs_max`) as the record has them and the data `flag`
 //! (a string, N, F, M, S, D, C, T or B), stamped with the data time (the period's start). A
 //! logger that sends a record again rewrites the same point.
 //!
-//! **Limits** are judged on hourly averages (2061), as discharge permits state them: an
-//! average above its limit opens an alert, the next one within it closes it. A value whose
+//! **Limits** are judged on hourly averages (2061), as discharge permits state them (for
+//! exhaust the average converted to the reference oxygen content, `ZsAvg`, when the logger
+//! sends one): an average above its limit opens an alert, the next one within it closes it. A value whose
 //! flag says the analyser was not measuring (maintenance M, calibration C, fault D, stopped F,
 //! communication fault B) neither opens nor closes one.
 //!
@@ -134,6 +136,10 @@ impl Outlets {
                 (contract::outlet::MIN, v.min),
                 (contract::outlet::MAX, v.max),
                 (contract::outlet::COU, v.cou),
+                (contract::outlet::ZS_RTD, v.zs_rtd),
+                (contract::outlet::ZS_AVG, v.zs_avg),
+                (contract::outlet::ZS_MIN, v.zs_min),
+                (contract::outlet::ZS_MAX, v.zs_max),
             ] {
                 if let Some(x) = x {
                     b = b.float(name, x);
@@ -169,7 +175,8 @@ impl Outlets {
     }
 
     fn judge(&mut self, r: &OutletRecord, v: &OutletValue, out: &mut Vec<String>) {
-        let (Some(limit), Some(avg)) = (v.limit, v.avg) else {
+        // Emission limits are stated against the converted concentration where there is one.
+        let (Some(limit), Some(avg)) = (v.limit, v.zs_avg.or(v.avg)) else {
             return;
         };
         if !v.may_alert {
@@ -346,6 +353,39 @@ mod tests {
             "alert,enterprise=e1".into(),
             tz(),
         )
+    }
+
+    #[test]
+    fn an_exhaust_limit_is_judged_on_the_converted_average() {
+        let mut o = outlets();
+        let mut out = Vec::new();
+        // SO₂ measured 40 mg/m³, 60 converted to the reference oxygen: over a limit of 50.
+        let record = OutletRecord {
+            outlet: Arc::from("ex1"),
+            name: Arc::from("ex1"),
+            kind: "exhaust",
+            period: OutletPeriod::Hour,
+            cn: 2061,
+            at: hour(10),
+            values: vec![OutletValue {
+                pollutant: Arc::from("so2"),
+                unit: Arc::from("mg/m³"),
+                avg: Some(40.0),
+                zs_avg: Some(60.0),
+                flag: Some("N"),
+                may_alert: true,
+                limit: Some(50.0),
+                ..Default::default()
+            }],
+            discharged_m3: None,
+        };
+        o.record(&record, &mut out);
+        assert!(
+            out[0].contains("avg=40.0,zs_avg=60.0,flag=\"N\""),
+            "{}",
+            out[0]
+        );
+        assert!(out[1].starts_with("alert,enterprise=e1,kind=outlet_limit,subject=ex1/so2 value=60.0,limit=50.0,open=true"), "{}", out[1]);
     }
 
     #[test]

@@ -300,6 +300,12 @@ pub mod outlet {
     pub const MIN: &str = "min";
     pub const MAX: &str = "max";
     pub const COU: &str = "cou";
+    /// Exhaust: the values converted to the reference oxygen content (折算), HJ 212's
+    /// `ZsRtd`, `ZsAvg`, `ZsMin`, `ZsMax`.
+    pub const ZS_RTD: &str = "zs_rtd";
+    pub const ZS_AVG: &str = "zs_avg";
+    pub const ZS_MIN: &str = "zs_min";
+    pub const ZS_MAX: &str = "zs_max";
     pub const FLAG: &str = "flag";
 }
 
@@ -522,6 +528,10 @@ pub const MEASUREMENTS: &[Measurement] = &[
             outlet::MIN,
             outlet::MAX,
             outlet::COU,
+            outlet::ZS_RTD,
+            outlet::ZS_AVG,
+            outlet::ZS_MIN,
+            outlet::ZS_MAX,
             outlet::FLAG,
         ]),
     },
@@ -603,7 +613,7 @@ mod tests {
              energy | county sector enterprise meter carrier unit scope window shift | quantity tce gaps resets rollovers quantity_running quantity_setup quantity_idle quantity_alarm quantity_stopped quantity_offline per_good_part\n\
              green | county sector enterprise va_method el_method window | energy_tce electricity_kwh water_t value_added_10k_cny tce_per_10k_cny value_added_per_tce water_t_per_10k_cny electricity_kgce_per_kwh wastewater_t wastewater_basis wastewater_t_per_10k_cny\n\
              green_alert | county sector enterprise va_method el_method window indicator | value limit over_by\n\
-             outlet | county sector enterprise outlet pollutant cn unit | rtd avg min max cou flag\n\
+             outlet | county sector enterprise outlet pollutant cn unit | rtd avg min max cou zs_rtd zs_avg zs_min zs_max flag\n\
              alert | county sector enterprise kind subject | value limit open duration_s\n\
              agent | county sector enterprise device | devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines up polls since_success_s degraded exception_code errors_resolve errors_connect errors_timeout errors_transport errors_protocol errors_exception errors_decode\n"
         );

@@ -669,6 +669,10 @@ fn record(
                 min: v.min,
                 max: v.max,
                 cou: v.cou,
+                zs_rtd: v.zs_rtd,
+                zs_avg: v.zs_avg,
+                zs_min: v.zs_min,
+                zs_max: v.zs_max,
                 flag: v.flag.map(DataFlag::as_str),
                 // A value without a flag is taken as normal, as the standard's default.
                 may_alert: v.flag.is_none_or(DataFlag::may_alert),
