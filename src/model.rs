@@ -93,6 +93,80 @@ pub enum SourceEvent {
     /// taken for silent. Only a machine that is not offline is kept alive; one that is comes
     /// back with its next sample.
     Alive { targets: Vec<Target>, at: Timestamp },
+    /// One record of a pollution-source outlet's data logger (minute, hourly, daily or
+    /// real-time data), from a logger that proved its MN and password.
+    Outlet(OutletRecord),
+}
+
+/// One record of an outlet's data logger (数采仪): the values of one data time, each pollutant
+/// with its data flag. The source fills in what the protocol says; the engine writes the
+/// `outlet` lines, judges the limits and sums the discharge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutletRecord {
+    /// The outlet's id (排污口编号).
+    pub outlet: Arc<str>,
+    /// The outlet's name for the board.
+    pub name: Arc<str>,
+    /// `wastewater` or `exhaust`.
+    pub kind: &'static str,
+    /// The data's period.
+    pub period: OutletPeriod,
+    /// The protocol's command number of the data (HJ 212: 2011, 2051, 2061, 2031).
+    pub cn: u16,
+    /// The data time (the period's start), in UTC.
+    pub at: Timestamp,
+    pub values: Vec<OutletValue>,
+    /// For a wastewater outlet: the volume discharged in the period, m³ (= t), when the record
+    /// carries the flow's total.
+    pub discharged_m3: Option<f64>,
+}
+
+/// The period of an outlet record's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutletPeriod {
+    RealTime,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl OutletPeriod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutletPeriod::RealTime => "rtd",
+            OutletPeriod::Minute => "minute",
+            OutletPeriod::Hour => "hour",
+            OutletPeriod::Day => "day",
+        }
+    }
+}
+
+/// One pollutant's values in an outlet record.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OutletValue {
+    /// The pollutant's signal name (`cod`, `wastewater_flow`).
+    pub pollutant: Arc<str>,
+    /// The unit of its concentration or rate (`mg/L`, `L/s`); empty for pH.
+    pub unit: Arc<str>,
+    pub rtd: Option<f64>,
+    pub avg: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// The total over the period (volume or mass).
+    pub cou: Option<f64>,
+    /// Exhaust concentrations converted to the reference oxygen content (折算浓度), which
+    /// emission limits are stated against: real-time, average, minimum, maximum.
+    pub zs_rtd: Option<f64>,
+    pub zs_avg: Option<f64>,
+    pub zs_min: Option<f64>,
+    pub zs_max: Option<f64>,
+    /// The data flag as the logger sent it (HJ 212: N, F, M, S, D, C, T, B).
+    pub flag: Option<&'static str>,
+    /// Whether the value may raise an alert: false when the flag says the analyser was not
+    /// measuring the discharge (maintenance, calibration, fault, stopped …).
+    pub may_alert: bool,
+    /// The concentration limit of this outlet and pollutant, when configured.
+    pub limit: Option<f64>,
 }
 
 /// Machine states (设备状态) after ISO 22400-2's time model.

@@ -174,6 +174,7 @@ fn every_sample_config_parses() {
             .args(["check", "-c"])
             .arg(&path)
             .env("SHOPFLOOR_INFLUX_TOKEN", "sample-token")
+            .env("HJ212_WW1_PASSWORD", "sample-password")
             .output()
             .expect("run shopfloor check");
         assert!(

@@ -556,7 +556,12 @@ async fn missing_is_not_zero_and_denominators_are_honest() {
     for day in 1..=10 {
         let at = day_start(date(2022, 3, day));
         lines.push_str(&fleet("d1", "doors", 10, 7, 6, at));
-        lines.push_str(&green("d1", "doors", 0.4, Some(20.0), 1.0, at));
+        // d1 alone has an outlet logger: 3.5 t of wastewater a day, written as the agent
+        // writes it (with its basis).
+        lines.push_str(&green("d1", "doors", 0.4, Some(20.0), 1.0, at).replace(
+            ",value_added",
+            ",wastewater_t=3.5,wastewater_basis=\"daily\",wastewater_t_per_10k_cny=3.5,value_added",
+        ));
         lines.push_str(&fleet("k1", "cookware", 4, 4, 4, at));
         lines.push_str(&green("k1", "cookware", 0.1, None, 0.5, at));
         if day == 5 || day >= 7 {
@@ -678,9 +683,19 @@ async fn missing_is_not_zero_and_denominators_are_honest() {
     assert!(row(&sector("cookware"), "water_t_per_10k_cny")["value"].is_null());
     // Energy (4.0 + 0.8 + 1.0) / (10 + 2 + 5) = 5.8 / 17 = 0.341176… → 0.3412 in JSON.
     assert_eq!(row(county, "tce_per_10k_cny")["value"], 0.3412);
-    // Wastewater is not written by any agent: no data anywhere, no verdict.
+    // Wastewater: d1's 10 × 3.5 t = 35 t over its 10 × 1.0 = 10 (10k CNY) = 3.5 t per 10k CNY,
+    // within 2022's 3.8 (Table 1: 4.9 in 2017 falling to 3.8); d2 and k1 have no logger and
+    // are in neither sum.
     let ww = row(county, "wastewater_t_per_10k_cny");
-    assert!(ww["value"].is_null() && ww["meets"].is_null());
+    assert_eq!(
+        figures(county, "wastewater_t_per_10k_cny"),
+        (35.0, 10.0, Some(true))
+    );
+    assert_eq!(
+        (ww["value"].as_f64(), ww["enterprises"].as_u64()),
+        (Some(3.5), Some(1))
+    );
+    assert!(row(&enterprise("k1"), "wastewater_t_per_10k_cny")["value"].is_null());
     // The per-year table: 2022 against 2022's targets.
     assert_eq!(json["years"]["points"][0]["label"], "2022");
 

@@ -110,7 +110,7 @@ impl Seen {
                 .push((format!("down: {reason}"), Instant::now())),
             SourceEvent::Offline { .. } => {}
             SourceEvent::Alive { .. } => self.alive += 1,
-            SourceEvent::DeviceDegraded { .. } => {}
+            SourceEvent::DeviceDegraded { .. } | SourceEvent::Outlet(_) => {}
         }
     }
 

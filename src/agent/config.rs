@@ -52,6 +52,8 @@ sections! {
         dlt645: many crate::source::dlt645::config::Dlt645Bus = "dlt645", crate::source::dlt645::config::check_buses;
         /// `[[cjt188]]`: buses of CJ/T 188 water, heat and gas meters.
         cjt188: many crate::source::cjt188::config::Cjt188Bus = "cjt188", crate::source::cjt188::config::check_buses;
+        /// `[[hj212]]`: ports that the outlets' HJ 212 data loggers push their data to.
+        hj212: many crate::source::hj212::config::Hj212Listener = "hj212", crate::source::hj212::config::check_listeners;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -155,6 +157,7 @@ impl Config {
             (self.melsec.len(), "MELSEC PLC", "MELSEC PLCs"),
             (self.dlt645.len(), "DL/T 645 bus", "DL/T 645 buses"),
             (self.cjt188.len(), "CJ/T 188 bus", "CJ/T 188 buses"),
+            (self.hj212.len(), "HJ 212 port", "HJ 212 ports"),
         ] {
             if n > 0 {
                 parts.push(count(n, one, many));
@@ -332,6 +335,12 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
                         .iter()
                         .flat_map(|b| b.meters.iter().map(|m| m.meter.as_str())),
                 )
+                .chain(
+                    config
+                        .hj212
+                        .iter()
+                        .flat_map(|l| l.loggers.iter().map(|g| g.outlet.as_str())),
+                )
                 .collect(),
         }
     }
@@ -370,8 +379,8 @@ mod tests {
         assert_eq!(
             Config::SECTIONS.join(", "),
             "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, melsec, s7, dlt645, \
-             cjt188, state_rules, spool, influx, file, calendar, energy, value_added, green, web, \
-             uplink"
+             cjt188, hj212, state_rules, spool, influx, file, calendar, energy, value_added, green, \
+             web, uplink"
         );
         for name in Config::SECTIONS {
             assert!(!Config::known_keys(&[key(name)]).is_empty(), "{name}");

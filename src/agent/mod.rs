@@ -17,7 +17,7 @@ use crate::queue;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::SpoolStats;
 use crate::sink::{self, Output, uplink::UplinkWriter};
-use crate::source::{cjt188, dlt645, melsec, meterbus, modbus, mqtt, opcua};
+use crate::source::{cjt188, dlt645, hj212, melsec, meterbus, modbus, mqtt, opcua};
 use crate::web;
 
 /// Events waiting between the sources and the engine. What a source does at the bound depends
@@ -45,6 +45,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Mqtt(#[from] mqtt::MqttError),
+    #[error(transparent)]
+    Hj212(#[from] hj212::listen::ListenError),
 }
 
 /// A running agent.
@@ -151,6 +153,12 @@ pub fn start_resuming(
     } else {
         None
     };
+    // The loggers' ports too, for the same reason.
+    let hj212_listeners = config
+        .hj212
+        .iter()
+        .map(|l| hj212::listen::bind(l).map(|bound| (l.clone(), bound)))
+        .collect::<Result<Vec<_>, _>>()?;
     let metrics = Metrics::new();
     let (machines, meters) = config.register_ids();
     let brokers = config
@@ -253,6 +261,17 @@ pub fn start_resuming(
             shutdown.clone(),
         ));
     }
+    let site_tz = jiff::tz::TimeZone::get(&config.site.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    for (listener, bound) in hj212_listeners {
+        tasks.spawn(hj212::listen::run(
+            listener,
+            bound,
+            site_tz.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     drop(events_tx);
     if !config.modbus.is_empty()
         || !config.melsec.is_empty()
@@ -300,6 +319,15 @@ pub fn start_resuming(
     }
 
     let (snap_tx, snap_rx) = watch::channel(engine.snapshot(now, 0));
+    if let Some(url) = &config.web.alert_webhook {
+        tasks.spawn(web::webhook::run(
+            url.clone(),
+            Arc::from(config.site.enterprise.as_str()),
+            snap_rx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     let (signal_query, signal_requests) = engine::SignalQuery::channel();
     let options = engine::RunOptions {
         state_path,

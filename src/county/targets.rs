@@ -41,7 +41,7 @@ pub enum Indicator {
     #[serde(rename = "water_t_per_10k_cny")]
     WaterTPer10kCny,
     /// 单位工业增加值废水排放量: tonnes of wastewater discharged per 10k CNY of value added
-    /// (from the outlets' flow; no data until the agents write `wastewater_t`).
+    /// (from the outlets' HJ 212 loggers, `wastewater_t`; no data for an enterprise without one).
     #[serde(rename = "wastewater_t_per_10k_cny")]
     WastewaterTPer10kCny,
     /// 在役工业机器人拥有量: industrial robots in service, from the enterprise register.

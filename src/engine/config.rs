@@ -502,6 +502,9 @@ pub struct Green {
     /// Water intensity limit, t per 10k CNY.
     #[serde(default)]
     pub water_t_per_10k_cny_limit: Option<f64>,
+    /// Wastewater intensity limit, t per 10k CNY (the programme's target: 3.8 in 2022).
+    #[serde(default)]
+    pub wastewater_t_per_10k_cny_limit: Option<f64>,
 }
 
 /// A period a value added is declared for.

@@ -19,6 +19,7 @@
 //! `energy` per meter, and `green` per enterprise for days and months, each with the window's
 //! start as timestamp and rewritten while the window is open.
 
+pub mod alerts;
 pub mod calendar;
 pub mod config;
 pub mod energy;
@@ -26,6 +27,7 @@ pub mod green;
 pub mod indicators;
 mod machine;
 mod meter;
+pub mod outlet;
 pub mod persist;
 pub mod signals;
 pub mod state;
@@ -116,6 +118,12 @@ pub struct Snapshot {
     pub fleet_today: Option<Fleet>,
     /// The enterprise's green figures in today's day window.
     pub green_today: Option<Green>,
+    /// Wastewater discharged today, t, when an outlet's logger reported it.
+    pub wastewater_today: Option<f64>,
+    /// The outlets heard from, with their latest values and flags.
+    pub outlets: Vec<outlet::OutletView>,
+    /// Open alerts, then the recently closed ones.
+    pub alerts: Vec<alerts::AlertView>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -197,6 +205,7 @@ pub struct Engine {
     declarations: Declarations,
     tce_limit: Option<f64>,
     water_limit: Option<f64>,
+    wastewater_limit: Option<f64>,
     offline_after: SignedDuration,
     heartbeat: SignedDuration,
     meter_max_gap: SignedDuration,
@@ -210,6 +219,7 @@ pub struct Engine {
     green_prefix: String,
     alert_prefix: String,
     alerted: BTreeSet<Window>,
+    outlets: outlet::Outlets,
 }
 
 impl Engine {
@@ -274,13 +284,14 @@ impl Engine {
             meters,
             meter_by_id,
             devices,
-            calendar: Calendar::new(config.calendar, tz),
+            calendar: Calendar::new(config.calendar, tz.clone()),
             coefficients,
             va_method: va.method(),
             va_rate: va.rate,
             declarations: Declarations::new(&va.declared),
             tce_limit: config.green.tce_per_10k_cny_limit,
             water_limit: config.green.water_t_per_10k_cny_limit,
+            wastewater_limit: config.green.wastewater_t_per_10k_cny_limit,
             offline_after: to_signed(config.agent.offline_after),
             heartbeat: to_signed(config.agent.heartbeat),
             meter_max_gap: to_signed(config.energy.max_gap),
@@ -292,6 +303,11 @@ impl Engine {
             green_prefix: tag_prefix(MEASUREMENT_GREEN, &green_tags),
             alert_prefix: tag_prefix(MEASUREMENT_GREEN_ALERT, &green_tags),
             alerted: BTreeSet::new(),
+            outlets: outlet::Outlets::new(
+                tag_prefix(contract::MEASUREMENT_OUTLET, &base),
+                tag_prefix(contract::MEASUREMENT_ALERT, &base),
+                tz.clone(),
+            ),
         }
     }
 
@@ -366,6 +382,7 @@ impl Engine {
             meter.windows = s.windows.into_iter().collect();
         }
         self.alerted = saved.alerted.into_iter().collect();
+        self.outlets.restore(saved.outlets);
     }
 
     /// Everything needed to continue after a restart.
@@ -407,6 +424,7 @@ impl Engine {
                 })
                 .collect(),
             alerted: self.alerted.iter().cloned().collect(),
+            outlets: self.outlets.save(now),
         }
     }
 
@@ -428,6 +446,7 @@ impl Engine {
                 self.offline_now(&target, at, &reason, out)
             }
             SourceEvent::Alive { targets, at } => self.alive(&targets, at),
+            SourceEvent::Outlet(record) => self.outlets.record(&record, out),
         }
     }
 
@@ -602,17 +621,43 @@ impl Engine {
             .chain(self.meters.iter().flat_map(|m| m.windows.keys()))
             .filter(|w| matches!(w.kind, WindowKind::Day | WindowKind::Month))
             .collect();
-        for w in green_windows {
+        for w in &green_windows {
             let (g, va_known) = self.green(w);
             out.extend(self.green_line(w, &g, va_known));
             if w.end <= now && !self.alerted.contains(w) {
-                closed_green.push((w.clone(), g));
+                closed_green.push(((*w).clone(), g));
             }
+        }
+        // Days whose discharge came after their window was forgotten (a logger's daily data
+        // for yesterday, data sent again after an outage): their wastewater fields alone,
+        // which the store merges into the day's and the month's `green` point.
+        let live: BTreeSet<Window> = green_windows.iter().map(|w| (*w).clone()).collect();
+        let mut late = BTreeSet::new();
+        for date in self.outlets.take_dirty() {
+            let Some(noon) = date
+                .at(12, 0, 0, 0)
+                .to_zoned_datetime(self.calendar.time_zone().clone())
+                .ok()
+            else {
+                continue;
+            };
+            for w in windows::containing(&self.calendar, noon.timestamp()) {
+                if matches!(w.kind, WindowKind::Day | WindowKind::Month) && !live.contains(&w) {
+                    late.insert(w);
+                }
+            }
+        }
+        for w in &late {
+            out.extend(self.wastewater_line(w));
         }
         for (w, g) in closed_green {
             self.alert(&w, &g, out);
+            if w.kind == WindowKind::Day {
+                self.judge_day(&w, &g, out);
+            }
             self.alerted.insert(w);
         }
+        self.outlets.retain(now);
         let keep = |w: &Window| w.end + CLOSED_WINDOW_GRACE > now;
         for m in &mut self.machines {
             m.windows.retain(|w, _| keep(w));
@@ -781,7 +826,76 @@ impl Engine {
                 }
             }
         }
+        b = self.wastewater_fields(b, w, va_known.then_some(g.value_added_10k_cny));
         b.finish(w.start)
+    }
+
+    /// The wastewater fields of a `green` line, when an outlet reported a discharge for the
+    /// window: the total, its basis and, with value added, the intensity.
+    fn wastewater_fields(&self, mut b: LineBuilder, w: &Window, va: Option<f64>) -> LineBuilder {
+        if let Some(d) = self.outlets.discharge(w) {
+            b = b
+                .float(contract::green::WASTEWATER_T, d.t)
+                .string(contract::green::WASTEWATER_BASIS, &d.basis);
+            if let Some(v) = va.and_then(|va| indicators::ratio(d.t, va)) {
+                b = b.float(contract::green::WASTEWATER_T_PER_10K_CNY, v);
+            }
+        }
+        b
+    }
+
+    /// A `green` line with the wastewater fields alone, for a window no longer kept.
+    fn wastewater_line(&self, w: &Window) -> Option<String> {
+        let (g, va_known) = self.green(w);
+        let b = LineBuilder::with_prefix(&self.green_prefix).tag(TAG_WINDOW, w.kind.tag());
+        self.wastewater_fields(b, w, va_known.then_some(g.value_added_10k_cny))
+            .finish(w.start)
+    }
+
+    /// A closed day against the `[green]` limits, as alerts that stay open over consecutive
+    /// days over the limit and close on the first day within it (stamped at the days' ends, so
+    /// the duration counts whole days). A figure that was not measured judges nothing.
+    fn judge_day(&mut self, w: &Window, g: &Green, out: &mut Vec<String>) {
+        let va = (g.value_added_10k_cny > 0.0).then_some(g.value_added_10k_cny);
+        let wastewater = self
+            .outlets
+            .discharge(w)
+            .zip(va)
+            .and_then(|(d, va)| indicators::ratio(d.t, va));
+        let metered = |water: bool| {
+            self.meters
+                .iter()
+                .any(|m| (m.carrier == Carrier::Water) == water)
+        };
+        let checks = [
+            (
+                contract::green::TCE_PER_10K_CNY,
+                va.filter(|_| metered(false)).and(g.tce_per_10k_cny()),
+                self.tce_limit,
+            ),
+            (
+                contract::green::WATER_T_PER_10K_CNY,
+                va.filter(|_| metered(true)).and(g.water_t_per_10k_cny()),
+                self.water_limit,
+            ),
+            (
+                contract::green::WASTEWATER_T_PER_10K_CNY,
+                wastewater,
+                self.wastewater_limit,
+            ),
+        ];
+        for (indicator, value, limit) in checks {
+            if let (Some(value), Some(limit)) = (value, limit) {
+                self.outlets.alerts.judge(
+                    alerts::KIND_INDICATOR,
+                    indicator,
+                    w.end,
+                    value,
+                    limit,
+                    out,
+                );
+            }
+        }
     }
 
     /// A closed window over a configured limit: a `green_alert` line and a log entry.
@@ -897,6 +1011,12 @@ impl Engine {
             records_dropped,
             fleet_today: today.as_ref().and_then(|w| self.fleets().remove(w)),
             green_today: today.as_ref().map(|w| self.green(w).0),
+            wastewater_today: today
+                .as_ref()
+                .and_then(|w| self.outlets.discharge(w))
+                .map(|d| d.t),
+            outlets: self.outlets.views(),
+            alerts: self.outlets.alerts.views(),
         }
     }
 

@@ -27,6 +27,36 @@ pub struct SavedState {
     pub meters: Vec<SavedMeter>,
     /// Windows whose green alert has been raised.
     pub alerted: Vec<Window>,
+    /// The outlets' discharge per day and the open alerts (absent in files of older agents).
+    #[serde(default)]
+    pub outlets: SavedOutlets,
+}
+
+/// The outlets' state: discharge totals by day and outlet, and the alerts still open.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SavedOutlets {
+    pub days: Vec<SavedDay>,
+    pub open_alerts: Vec<SavedAlert>,
+}
+
+/// One outlet's discharge in one local day, m³, by basis and data time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedDay {
+    pub date: jiff::civil::Date,
+    pub outlet: String,
+    pub daily: Option<f64>,
+    pub hourly: Vec<(Timestamp, f64)>,
+    pub minute: Vec<(Timestamp, f64)>,
+}
+
+/// An open alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedAlert {
+    pub kind: String,
+    pub subject: String,
+    pub since: Timestamp,
+    pub value: f64,
+    pub limit: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

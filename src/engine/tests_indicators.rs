@@ -832,3 +832,117 @@ signal = "energy_kwh"
         assert_eq!(field(&g, name), None, "{name} in {g}");
     }
 }
+
+/// An outlet record of the wastewater outlet `ww1`: the flow's total over the period.
+fn discharge(period: crate::model::OutletPeriod, at: Timestamp, m3: f64) -> SourceEvent {
+    SourceEvent::Outlet(crate::model::OutletRecord {
+        outlet: Arc::from("ww1"),
+        name: Arc::from("Outlet 1"),
+        kind: "wastewater",
+        period,
+        cn: match period {
+            crate::model::OutletPeriod::Day => 2031,
+            _ => 2061,
+        },
+        at,
+        values: vec![crate::model::OutletValue {
+            pollutant: Arc::from("wastewater_flow"),
+            unit: Arc::from("L/s"),
+            avg: Some(m3 / 3.6),
+            cou: Some(m3),
+            flag: Some("N"),
+            may_alert: true,
+            ..Default::default()
+        }],
+        discharged_m3: Some(m3),
+    })
+}
+
+#[test]
+fn wastewater_per_value_added_stands_beside_water_and_is_absent_without_a_logger() {
+    use crate::model::OutletPeriod::{Day, Hour};
+    let day_end = date(2026, 12, 1)
+        .at(0, 0, 0, 0)
+        .to_zoned_datetime(tz())
+        .unwrap()
+        .timestamp();
+    // The green line of 2026-11-30, whatever other days the flush writes.
+    let day_start = format!(" {}", at(0, 0).as_nanosecond());
+    let green_day = |out: &[String]| {
+        find(out, contract::MEASUREMENT_GREEN, &["window=1d"])
+            .into_iter()
+            .rfind(|l| l.ends_with(&day_start))
+            .cloned()
+            .unwrap()
+    };
+    let basis = |line: &str| {
+        line.split("wastewater_basis=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_string)
+    };
+
+    // Hourly totals only: 9 + 9 + 7.2 = 25.2 t; the 09:00 hour sent twice counts once. With a
+    // wastewater limit of 10 t per 10k CNY.
+    let limited = SHANGHAI_SHIFT.replace(
+        "[green]\n",
+        "[green]\nwastewater_t_per_10k_cny_limit = 10.0\n",
+    );
+    let mut e = Engine::new(&load_str(&limited, "test.toml").unwrap(), at(8, 0));
+    let mut out = Vec::new();
+    run_the_example_shift(&mut e, &mut out);
+    for (h, m3) in [(8, 9.0), (9, 9.0), (9, 9.0), (10, 7.2)] {
+        e.on_event(discharge(Hour, at(h, 0), m3), &mut out);
+    }
+    e.tick(day_end, &mut out);
+    out.clear();
+    e.flush(day_end, &mut out);
+    let g = green_day(&out);
+    assert!((field(&g, contract::green::WASTEWATER_T).unwrap() - 25.2).abs() < 1e-12);
+    assert_eq!(basis(&g).as_deref(), Some("hourly"));
+    // Value added 396 good parts × 50 CNY = 1.98 (10k CNY): 25.2 / 1.98 = 12.7273 t per 10k CNY.
+    assert!((field(&g, contract::green::WASTEWATER_T_PER_10K_CNY).unwrap() - 12.7273).abs() < 1e-4);
+    // 12.7273 > 10: the closed day opens one indicator alert, stamped at the day's end; the
+    // energy intensity (0.02607 under its 0.05) opens none.
+    let alerts = find(&out, contract::MEASUREMENT_ALERT, &[]);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].contains("kind=indicator,subject=wastewater_t_per_10k_cny "));
+    assert!(
+        alerts[0].contains("open=true")
+            && alerts[0].ends_with(&format!(" {}", day_end.as_nanosecond()))
+    );
+    assert!((field(alerts[0], contract::alert::VALUE).unwrap() - 12.7273).abs() < 1e-4);
+
+    // The logger's daily total then wins over the summed hours: 30 t / 1.98 = 15.1515.
+    e.on_event(discharge(Day, at(0, 0), 30.0), &mut out);
+    out.clear();
+    e.flush(day_end + SignedDuration::from_mins(1), &mut out);
+    let g = green_day(&out);
+    assert_eq!(field(&g, contract::green::WASTEWATER_T), Some(30.0));
+    assert_eq!(basis(&g).as_deref(), Some("daily"));
+    assert!((field(&g, contract::green::WASTEWATER_T_PER_10K_CNY).unwrap() - 15.1515).abs() < 1e-4);
+    // November's only day with a discharge: 30 t.
+    let november = date(2026, 11, 1)
+        .to_zoned_datetime(tz())
+        .unwrap()
+        .timestamp()
+        .as_nanosecond();
+    let month = find(&out, contract::MEASUREMENT_GREEN, &["window=1mo"])
+        .into_iter()
+        .find(|l| l.ends_with(&format!(" {november}")))
+        .cloned()
+        .unwrap();
+    assert_eq!(field(&month, contract::green::WASTEWATER_T), Some(30.0));
+
+    // Without a logger: water and energy as before, wastewater not measured (absent, not 0).
+    let mut e = engine_at(at(8, 0));
+    let mut out = Vec::new();
+    run_the_example_shift(&mut e, &mut out);
+    e.tick(day_end, &mut out);
+    out.clear();
+    e.flush(day_end, &mut out);
+    let g = green_day(&out);
+    assert!(field(&g, contract::green::VALUE_ADDED_10K_CNY).is_some());
+    assert_eq!(field(&g, contract::green::WASTEWATER_T), None);
+    assert!(!g.contains("wastewater"), "{g}");
+}

@@ -39,11 +39,13 @@ pub const MEASUREMENT_GREEN_ALERT: &str = "green_alert";
 /// (fields in [`agent`]).
 pub const MEASUREMENT_AGENT: &str = "agent";
 
-/// In DESIGN's table, not written yet: a pollution-source outlet (排污口) per data-logger
-/// record, for the HJ 212 source (fields in [`outlet`]). Not in [`MEASUREMENTS`].
+/// A pollution-source outlet (排污口): one line per pollutant of a data-logger record, stamped
+/// with the data time (tags [`TAG_OUTLET`], [`TAG_POLLUTANT`], [`TAG_CN`], [`TAG_UNIT`];
+/// fields in [`outlet`]).
 pub const MEASUREMENT_OUTLET: &str = "outlet";
-/// In DESIGN's table, not written yet: an alert opened or closed (fields in [`alert`]). Today's
-/// green alerts are [`MEASUREMENT_GREEN_ALERT`]. Not in [`MEASUREMENTS`].
+/// An alert opened or closed (tags [`TAG_KIND`]: `outlet_limit` or `indicator`, and
+/// [`TAG_SUBJECT`]: `<outlet>/<pollutant>` or the indicator's field; fields in [`alert`]).
+/// The closed-window `[green]` limits still write [`MEASUREMENT_GREEN_ALERT`] too.
 pub const MEASUREMENT_ALERT: &str = "alert";
 
 // ---------------------------------------------------------------------------------------------
@@ -86,8 +88,9 @@ pub const TAG_INDICATOR: &str = "indicator";
 /// On the per-device `agent` lines: the Modbus device's id.
 pub const TAG_DEVICE: &str = "device";
 
-/// In DESIGN's table, not written yet: the tags of [`MEASUREMENT_OUTLET`] (outlet id,
-/// pollutant code, HJ 212 command number) and of [`MEASUREMENT_ALERT`] (besides [`TAG_KIND`]).
+/// The tags of [`MEASUREMENT_OUTLET`] (outlet id, the pollutant's signal name, the HJ 212
+/// command number of the data: 2011 real-time, 2051 minute, 2061 hourly, 2031 daily) and of
+/// [`MEASUREMENT_ALERT`] (besides [`TAG_KIND`]).
 pub const TAG_OUTLET: &str = "outlet";
 pub const TAG_POLLUTANT: &str = "pollutant";
 pub const TAG_CN: &str = "cn";
@@ -233,9 +236,12 @@ pub mod green {
     pub const VALUE_ADDED_PER_TCE: &str = "value_added_per_tce";
     /// 万元增加值用水量: `water_t` ÷ `value_added_10k_cny`.
     pub const WATER_T_PER_10K_CNY: &str = "water_t_per_10k_cny";
-    /// In DESIGN's table, not written yet (from the outlets' flow).
+    /// Wastewater discharged, t (= m³), from the outlets' loggers; absent without one.
     pub const WASTEWATER_T: &str = "wastewater_t";
-    /// In DESIGN's table, not written yet.
+    /// How `wastewater_t` was found: `daily` (the loggers' daily totals), `hourly` or `minute`
+    /// (their summed totals), joined by `+` when outlets differ. A string.
+    pub const WASTEWATER_BASIS: &str = "wastewater_basis";
+    /// 万元增加值废水排放量: `wastewater_t` ÷ `value_added_10k_cny`.
     pub const WASTEWATER_T_PER_10K_CNY: &str = "wastewater_t_per_10k_cny";
 }
 
@@ -285,18 +291,26 @@ pub mod agent {
     ];
 }
 
-/// In DESIGN's table, not written yet: fields of [`MEASUREMENT_OUTLET`] (HJ 212 values and
-/// the data flag).
+/// Fields of [`MEASUREMENT_OUTLET`]: the record's values as the logger sent them (real-time,
+/// average, minimum, maximum, total over the period) and the data flag (a string: N, F, M, S,
+/// D, C, T, B).
 pub mod outlet {
     pub const RTD: &str = "rtd";
     pub const AVG: &str = "avg";
     pub const MIN: &str = "min";
     pub const MAX: &str = "max";
     pub const COU: &str = "cou";
+    /// Exhaust: the values converted to the reference oxygen content (折算), HJ 212's
+    /// `ZsRtd`, `ZsAvg`, `ZsMin`, `ZsMax`.
+    pub const ZS_RTD: &str = "zs_rtd";
+    pub const ZS_AVG: &str = "zs_avg";
+    pub const ZS_MIN: &str = "zs_min";
+    pub const ZS_MAX: &str = "zs_max";
     pub const FLAG: &str = "flag";
 }
 
-/// In DESIGN's table, not written yet: fields of [`MEASUREMENT_ALERT`].
+/// Fields of [`MEASUREMENT_ALERT`]: on opening `value`, `limit`, `open=true`; on closing the
+/// same with `open=false` and `duration_s`.
 pub mod alert {
     pub const VALUE: &str = "value";
     pub const LIMIT: &str = "limit";
@@ -314,6 +328,7 @@ pub const RATIO_FIELDS: &[&str] = &[
     green::TCE_PER_10K_CNY,
     green::VALUE_ADDED_PER_TCE,
     green::WATER_T_PER_10K_CNY,
+    green::WASTEWATER_T_PER_10K_CNY,
     machine_time::AVAILABILITY,
     machine_time::EFFECTIVENESS,
     machine_time::QUALITY,
@@ -478,6 +493,9 @@ pub const MEASUREMENTS: &[Measurement] = &[
             green::VALUE_ADDED_PER_TCE,
             green::WATER_T_PER_10K_CNY,
             green::ELECTRICITY_KGCE_PER_KWH,
+            green::WASTEWATER_T,
+            green::WASTEWATER_BASIS,
+            green::WASTEWATER_T_PER_10K_CNY,
         ]),
     },
     Measurement {
@@ -492,6 +510,41 @@ pub const MEASUREMENTS: &[Measurement] = &[
             TAG_INDICATOR,
         ],
         fields: Some(&[green_alert::VALUE, green_alert::LIMIT, green_alert::OVER_BY]),
+    },
+    Measurement {
+        name: MEASUREMENT_OUTLET,
+        tags: &[
+            TAG_COUNTY,
+            TAG_SECTOR,
+            TAG_ENTERPRISE,
+            TAG_OUTLET,
+            TAG_POLLUTANT,
+            TAG_CN,
+            TAG_UNIT,
+        ],
+        fields: Some(&[
+            outlet::RTD,
+            outlet::AVG,
+            outlet::MIN,
+            outlet::MAX,
+            outlet::COU,
+            outlet::ZS_RTD,
+            outlet::ZS_AVG,
+            outlet::ZS_MIN,
+            outlet::ZS_MAX,
+            outlet::FLAG,
+        ]),
+    },
+    Measurement {
+        name: MEASUREMENT_ALERT,
+        tags: &[
+            TAG_COUNTY,
+            TAG_SECTOR,
+            TAG_ENTERPRISE,
+            TAG_KIND,
+            TAG_SUBJECT,
+        ],
+        fields: Some(&[alert::VALUE, alert::LIMIT, alert::OPEN, alert::DURATION_S]),
     },
     Measurement {
         name: MEASUREMENT_AGENT,
@@ -558,8 +611,10 @@ mod tests {
              machine_time | county sector enterprise machine kind cnc window shift | planned_s planned_stop_s running_planned_s running_s setup_s idle_s alarm_s stopped_s offline_s parts_total parts_good availability effectiveness quality oee\n\
              fleet | county sector enterprise window shift | machines_total machines_digital machines_cnc machines_networked machines_digital_networked networking_rate networking_rate_digital cnc_rate cnc_running_s cnc_planned_s cnc_utilisation\n\
              energy | county sector enterprise meter carrier unit scope window shift | quantity tce gaps resets rollovers quantity_running quantity_setup quantity_idle quantity_alarm quantity_stopped quantity_offline per_good_part\n\
-             green | county sector enterprise va_method el_method window | energy_tce electricity_kwh water_t value_added_10k_cny tce_per_10k_cny value_added_per_tce water_t_per_10k_cny electricity_kgce_per_kwh\n\
+             green | county sector enterprise va_method el_method window | energy_tce electricity_kwh water_t value_added_10k_cny tce_per_10k_cny value_added_per_tce water_t_per_10k_cny electricity_kgce_per_kwh wastewater_t wastewater_basis wastewater_t_per_10k_cny\n\
              green_alert | county sector enterprise va_method el_method window indicator | value limit over_by\n\
+             outlet | county sector enterprise outlet pollutant cn unit | rtd avg min max cou zs_rtd zs_avg zs_min zs_max flag\n\
+             alert | county sector enterprise kind subject | value limit open duration_s\n\
              agent | county sector enterprise device | devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines up polls since_success_s degraded exception_code errors_resolve errors_connect errors_timeout errors_transport errors_protocol errors_exception errors_decode\n"
         );
         assert_eq!(

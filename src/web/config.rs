@@ -28,6 +28,10 @@ pub struct Web {
     /// `Origin` names none of them is refused with 403.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// An `http://` or `https://` URL that every alert opening and closing is POSTed to as
+    /// JSON (see the README's alerts). Independent of `enabled`.
+    #[serde(default)]
+    pub alert_webhook: Option<String>,
 }
 
 impl Default for Web {
@@ -37,6 +41,7 @@ impl Default for Web {
             listen: default_listen(),
             write_token: None,
             hosts: Vec::new(),
+            alert_webhook: None,
         }
     }
 }
@@ -62,6 +67,18 @@ pub(crate) fn check_web(
     if let Some(Err(e)) = web.write_token.as_ref().map(|s| s.resolve()) {
         let at = span(checker, "write_token");
         checker.push(at, format!("write_token: {e}"));
+    }
+    if let Some(url) = &web.alert_webhook
+        && reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .is_none()
+    {
+        let at = span(checker, "alert_webhook");
+        checker.push(
+            at,
+            format!("alert_webhook: `{url}` is not an http:// or https:// URL"),
+        );
     }
     for host in &web.hosts {
         if host.is_empty() || host.contains(['/', ' ']) || host.contains("://") {

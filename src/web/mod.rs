@@ -28,6 +28,7 @@
 //! carries `Authorization: Bearer <token>`.
 
 pub mod config;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -226,6 +227,8 @@ pub fn router(board: Board) -> Router {
         .route("/api/machines", get(machines))
         .route("/api/fleet", get(fleet))
         .route("/api/health", get(health))
+        .route("/api/alerts", get(alerts))
+        .route("/api/outlets", get(outlets))
         .route("/api/value-added", post(value_added))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -331,6 +334,9 @@ struct FleetJson {
     value_added_10k_cny: Option<f64>,
     tce_per_10k_cny: Option<f64>,
     water_t_per_10k_cny: Option<f64>,
+    /// Wastewater discharged today, t, from the outlets' loggers; `null` without one.
+    wastewater_t: Option<f64>,
+    wastewater_t_per_10k_cny: Option<f64>,
 }
 
 /// The programme's targets shown beside today's figures: networking rate ≥ 55 %, CNC rate
@@ -376,7 +382,97 @@ async fn fleet(State(board): State<Board>) -> Json<FleetJson> {
         value_added_10k_cny: g.map(|g| g.value_added_10k_cny),
         tce_per_10k_cny: g.and_then(|g| g.tce_per_10k_cny()),
         water_t_per_10k_cny: g.and_then(|g| g.water_t_per_10k_cny()),
+        wastewater_t: snap.wastewater_today,
+        wastewater_t_per_10k_cny: snap
+            .wastewater_today
+            .zip(g)
+            .and_then(|(w, g)| crate::engine::indicators::ratio(w, g.value_added_10k_cny)),
     })
+}
+
+#[derive(Serialize)]
+struct AlertJson {
+    /// `outlet_limit` (a pollutant over its limit at an outlet) or `indicator`.
+    kind: &'static str,
+    /// `<outlet>/<pollutant>`, or the indicator's field name.
+    subject: String,
+    open: bool,
+    since: String,
+    until: Option<String>,
+    duration_s: Option<f64>,
+    /// The highest value while open, and the limit.
+    value: f64,
+    limit: f64,
+}
+
+/// Open alerts first (newest first), then the last closed ones.
+async fn alerts(State(board): State<Board>) -> Json<Vec<AlertJson>> {
+    let snap = board.snapshots.borrow().clone();
+    Json(
+        snap.alerts
+            .iter()
+            .map(|a| AlertJson {
+                kind: a.kind,
+                subject: a.subject.clone(),
+                open: a.until.is_none(),
+                since: a.since.to_string(),
+                until: a.until.map(|t| t.to_string()),
+                duration_s: a.duration_s(),
+                value: a.value,
+                limit: a.limit,
+            })
+            .collect(),
+    )
+}
+
+#[derive(Serialize)]
+struct OutletValueJson {
+    pollutant: String,
+    /// The average of the period (or the real-time value); `null` when the logger sent none.
+    value: Option<f64>,
+    unit: String,
+    /// The data flag: N normal, F stopped, M maintenance, S manual, D fault, C calibration,
+    /// T over range, B communication fault.
+    flag: Option<&'static str>,
+    limit: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct OutletJson {
+    outlet: String,
+    name: String,
+    kind: &'static str,
+    at: String,
+    period: &'static str,
+    values: Vec<OutletValueJson>,
+}
+
+/// The outlets heard from, with their latest values and flags.
+async fn outlets(State(board): State<Board>) -> Json<Vec<OutletJson>> {
+    let snap = board.snapshots.borrow().clone();
+    Json(
+        snap.outlets
+            .iter()
+            .map(|o| OutletJson {
+                outlet: o.outlet.to_string(),
+                name: o.name.to_string(),
+                kind: o.kind,
+                at: o.at.to_string(),
+                period: o.period,
+                values: o
+                    .values
+                    .iter()
+                    .map(|v| OutletValueJson {
+                        pollutant: v.pollutant.to_string(),
+                        value: v.value,
+                        unit: v.unit.to_string(),
+                        flag: v.flag,
+                        limit: v.limit,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    )
 }
 
 #[derive(Serialize)]

@@ -10,9 +10,11 @@
 //! The pieces follow the S7 source's shape: [`packet`] checks the framing and CRC, parses the
 //! data segment (QN, ST, CN, PW, MN, Flag, PNUM/PNO, CP with its values and data flags),
 //! merges split packets and builds acknowledgements, all without I/O; [`codes`] names the
-//! system and command codes, the data flags and the common pollutants with their units. The
-//! listener (bounds per peer, the password check per logger, MN to outlet) and the config
-//! section come on top of these.
+//! system and command codes, the data flags and the common pollutants with their units;
+//! [`config`] is the `[[hj212]]` section and [`listen`] the listener (bounds per peer, the
+//! password check per logger, MN to outlet, acknowledgements).
 
 pub mod codes;
+pub mod config;
+pub mod listen;
 pub mod packet;
