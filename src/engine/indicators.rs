@@ -4,6 +4,7 @@
 //! planned time" is not "zero utilisation". The county adds numerators and denominators across
 //! enterprises ([`Fleet::add`]) and divides once; it never averages ratios.
 
+use crate::model::Carrier;
 use serde::{Deserialize, Serialize};
 
 /// `numerator / denominator`, or `None` without a positive denominator.
@@ -92,6 +93,40 @@ impl Fleet {
             cnc_running_s: self.cnc_running_s + other.cnc_running_s,
             cnc_planned_s: self.cnc_planned_s + other.cnc_planned_s,
         }
+    }
+}
+
+/// Which green figures the enterprise measures at all: a figure no meter measures is "not
+/// measured" (absent from `green` lines, `null` in the API, 未计量 on the board), never 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metered {
+    /// A meter of any energy carrier (everything but water) with a reading to account.
+    pub energy: bool,
+    /// An electricity meter with a reading to account.
+    pub electricity: bool,
+    /// A water meter with a reading to account.
+    pub water: bool,
+}
+
+impl Metered {
+    /// From the meters that have a reading (`signal`): the others are written but not
+    /// accounted.
+    pub fn of(meters: impl IntoIterator<Item = (Carrier, bool)>) -> Metered {
+        let mut m = Metered::default();
+        for (carrier, accounted) in meters {
+            if !accounted {
+                continue;
+            }
+            match carrier {
+                Carrier::Water => m.water = true,
+                Carrier::Electricity => {
+                    m.electricity = true;
+                    m.energy = true;
+                }
+                _ => m.energy = true,
+            }
+        }
+        m
     }
 }
 

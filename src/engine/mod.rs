@@ -118,6 +118,8 @@ pub struct Snapshot {
     pub fleet_today: Option<Fleet>,
     /// The enterprise's green figures in today's day window.
     pub green_today: Option<Green>,
+    /// Which of the green figures any meter measures.
+    pub metered: indicators::Metered,
     /// Wastewater discharged today, t, when an outlet's logger reported it.
     pub wastewater_today: Option<f64>,
     /// The outlets heard from, with their latest values and flags.
@@ -217,6 +219,8 @@ pub struct Engine {
     agent_prefix: String,
     fleet_prefix: String,
     green_prefix: String,
+    /// Which green figures are measured at all: the others are left out of `green` lines.
+    metered: indicators::Metered,
     alert_prefix: String,
     alerted: BTreeSet<Window>,
     outlets: outlet::Outlets,
@@ -301,6 +305,12 @@ impl Engine {
             agent_prefix: tag_prefix(MEASUREMENT_AGENT, &base),
             fleet_prefix: tag_prefix(MEASUREMENT_FLEET, &base),
             green_prefix: tag_prefix(MEASUREMENT_GREEN, &green_tags),
+            metered: indicators::Metered::of(
+                config
+                    .meters
+                    .iter()
+                    .map(|m| (m.carrier, m.signal.is_some())),
+            ),
             alert_prefix: tag_prefix(MEASUREMENT_GREEN_ALERT, &green_tags),
             alerted: BTreeSet::new(),
             outlets: outlet::Outlets::new(
@@ -797,31 +807,48 @@ impl Engine {
     }
 
     fn green_line(&self, w: &Window, g: &Green, va_known: bool) -> Option<String> {
-        let mut b = LineBuilder::with_prefix(&self.green_prefix)
-            .tag(TAG_WINDOW, w.kind.tag())
-            .float(contract::green::ENERGY_TCE, g.energy_tce)
-            .float(contract::green::ELECTRICITY_KWH, g.electricity_kwh)
-            .float(contract::green::WATER_T, g.water_t)
-            .float(
-                contract::green::ELECTRICITY_KGCE_PER_KWH,
-                self.coefficients
-                    .kgce_per_unit(Carrier::Electricity)
-                    .unwrap_or(0.0),
-            );
+        // Missing is not zero: a figure no meter measures is left out of the line.
+        let m = self.metered;
+        let mut b = LineBuilder::with_prefix(&self.green_prefix).tag(TAG_WINDOW, w.kind.tag());
+        for (name, value, measured) in [
+            (contract::green::ENERGY_TCE, g.energy_tce, m.energy),
+            (
+                contract::green::ELECTRICITY_KWH,
+                g.electricity_kwh,
+                m.electricity,
+            ),
+            (contract::green::WATER_T, g.water_t, m.water),
+        ] {
+            if measured {
+                b = b.float(name, value);
+            }
+        }
+        b = b.float(
+            contract::green::ELECTRICITY_KGCE_PER_KWH,
+            self.coefficients
+                .kgce_per_unit(Carrier::Electricity)
+                .unwrap_or(0.0),
+        );
         if va_known {
             b = b.float(contract::green::VALUE_ADDED_10K_CNY, g.value_added_10k_cny);
-            for (name, value) in [
-                (contract::green::TCE_PER_10K_CNY, g.tce_per_10k_cny()),
+            for (name, value, measured) in [
+                (
+                    contract::green::TCE_PER_10K_CNY,
+                    g.tce_per_10k_cny(),
+                    m.energy,
+                ),
                 (
                     contract::green::VALUE_ADDED_PER_TCE,
                     g.value_added_per_tce(),
+                    m.energy,
                 ),
                 (
                     contract::green::WATER_T_PER_10K_CNY,
                     g.water_t_per_10k_cny(),
+                    m.water,
                 ),
             ] {
-                if let Some(v) = value {
+                if let Some(v) = value.filter(|_| measured) {
                     b = b.float(name, v);
                 }
             }
@@ -1011,6 +1038,7 @@ impl Engine {
             records_dropped,
             fleet_today: today.as_ref().and_then(|w| self.fleets().remove(w)),
             green_today: today.as_ref().map(|w| self.green(w).0),
+            metered: self.metered,
             wastewater_today: today
                 .as_ref()
                 .and_then(|w| self.outlets.discharge(w))

@@ -376,12 +376,14 @@ async fn fleet(State(board): State<Board>) -> Json<FleetJson> {
             denominator: f.cnc_planned_s,
             target: None,
         }),
-        energy_tce: g.map(|g| g.energy_tce),
-        electricity_kwh: g.map(|g| g.electricity_kwh),
-        water_t: g.map(|g| g.water_t),
+        // Missing is not zero: `null` for what no meter measures.
+        energy_tce: g.filter(|_| snap.metered.energy).map(|g| g.energy_tce),
+        electricity_kwh: (g.filter(|_| snap.metered.electricity)).map(|g| g.electricity_kwh),
+        water_t: g.filter(|_| snap.metered.water).map(|g| g.water_t),
         value_added_10k_cny: g.map(|g| g.value_added_10k_cny),
-        tce_per_10k_cny: g.and_then(|g| g.tce_per_10k_cny()),
-        water_t_per_10k_cny: g.and_then(|g| g.water_t_per_10k_cny()),
+        tce_per_10k_cny: (g.filter(|_| snap.metered.energy)).and_then(|g| g.tce_per_10k_cny()),
+        water_t_per_10k_cny: (g.filter(|_| snap.metered.water))
+            .and_then(|g| g.water_t_per_10k_cny()),
         wastewater_t: snap.wastewater_today,
         wastewater_t_per_10k_cny: snap
             .wastewater_today
