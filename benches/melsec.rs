@@ -30,17 +30,6 @@ mod common;
 
 use std::fmt::Write as _;
 
-fn sim_args(_devices: usize, registers: u16) -> Vec<String> {
-    vec![
-        "--plc".into(),
-        "melsec".into(),
-        "--machines".into(),
-        "1".into(),
-        "--registers".into(),
-        registers.max(15).to_string(),
-    ]
-}
-
 /// The benchmark PLC's device map: D0 … D{M-1} as u16 fields.
 fn profile(registers: u16) -> String {
     let mut p = String::from("description = \"benchmark PLC\"\n");
@@ -66,7 +55,7 @@ fn main() {
     fleet::main(&fleet::Bench {
         protocol: "MELSEC",
         name: "melsec",
-        sim_args,
+        sim_args: |_, registers| fleet::plc_sim_args("melsec", registers),
         devices,
         profile,
     });

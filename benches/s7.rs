@@ -28,17 +28,6 @@ mod common;
 
 use std::fmt::Write as _;
 
-fn sim_args(_devices: usize, registers: u16) -> Vec<String> {
-    vec![
-        "--plc".into(),
-        "s7".into(),
-        "--machines".into(),
-        "1".into(),
-        "--registers".into(),
-        registers.max(15).to_string(),
-    ]
-}
-
 /// The benchmark PLC's address map: DB1.DBW0 … as unsigned words.
 fn profile(registers: u16) -> String {
     let mut p = String::from("description = \"benchmark PLC\"\n");
@@ -68,7 +57,7 @@ fn main() {
     fleet::main(&fleet::Bench {
         protocol: "S7",
         name: "s7",
-        sim_args,
+        sim_args: |_, registers| fleet::plc_sim_args("s7", registers),
         devices,
         profile,
     });

@@ -369,28 +369,20 @@ async fn a_melsec_machine_has_the_states_parts_and_time_model_of_the_same_modbus
     }
     // 2 parts in each 4 s run at a 2 s cycle: 4.
     assert_eq!(b.number("parts_total"), Some(4.0));
-    for key in [
-        "planned_s",
-        "running_s",
-        "setup_s",
-        "idle_s",
-        "alarm_s",
-        "stopped_s",
-        "offline_s",
-    ] {
-        let (x, y) = (a.number(key), b.number(key));
-        assert_eq!(
-            x.is_some(),
-            y.is_some(),
-            "{key} stored for one machine only"
-        );
-        if let (Some(x), Some(y)) = (x, y) {
-            assert!(
-                (x - y).abs() <= TOLERANCE_S,
-                "{key}: {x} (Modbus) and {y} (MC)"
-            );
-        }
-    }
+    same(
+        a,
+        b,
+        &[
+            "planned_s",
+            "running_s",
+            "setup_s",
+            "idle_s",
+            "alarm_s",
+            "stopped_s",
+            "offline_s",
+        ],
+        TOLERANCE_S,
+    );
     // Running 4 + 4 s; alarm, setup and stopped 2 s each.
     for (key, want) in [
         ("running_s", 8.0),
@@ -406,15 +398,23 @@ async fn a_melsec_machine_has_the_states_parts_and_time_model_of_the_same_modbus
     }
     // Availability (running over planned) and OEE follow from the fields compared above: the
     // tolerance over ~20 planned seconds.
-    for key in ["availability", "oee"] {
-        let (x, y) = (a.number(key), b.number(key));
+    same(a, b, &["availability", "oee"], 0.05);
+}
+
+/// Each of `keys` is stored for both machines' windows or for neither, and within `tolerance`.
+fn same(mb: &Line, mc: &Line, keys: &[&str], tolerance: f64) {
+    for key in keys {
+        let (x, y) = (mb.number(key), mc.number(key));
         assert_eq!(
             x.is_some(),
             y.is_some(),
             "{key} stored for one machine only"
         );
         if let (Some(x), Some(y)) = (x, y) {
-            assert!((x - y).abs() <= 0.05, "{key}: {x} (Modbus) and {y} (MC)");
+            assert!(
+                (x - y).abs() <= tolerance,
+                "{key}: {x} (Modbus) and {y} (MC)"
+            );
         }
     }
 }

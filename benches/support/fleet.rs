@@ -82,6 +82,20 @@ fn free_port_block(n: usize) -> u16 {
     panic!("no block of {n} free ports");
 }
 
+/// The simulator's arguments for a PLC benchmark: `protocol` (`melsec`, `s7`) serving its
+/// first machine's words, M of them, on every port.
+#[allow(dead_code)] // the Modbus benchmark has its own
+pub fn plc_sim_args(protocol: &str, registers: u16) -> Vec<String> {
+    vec![
+        "--plc".into(),
+        protocol.into(),
+        "--machines".into(),
+        "1".into(),
+        "--registers".into(),
+        registers.max(15).to_string(),
+    ]
+}
+
 /// The config before the device tables: site, agent, the VictoriaMetrics output, no web
 /// board, and N machines `m001`… (lathes, so they have states).
 pub fn head(data_dir: &Path, vm: &str, devices: usize) -> String {
@@ -141,7 +155,8 @@ async fn run(bench: &Bench, devices: usize, registers: u16, opts: &Options) -> F
             .expect("start the simulator"),
     );
     let cfg = dir.path().join("bench.toml");
-    let config = head(&dir.path().join("data"), &vm.url(), devices) + &(bench.devices)(base, devices);
+    let config =
+        head(&dir.path().join("data"), &vm.url(), devices) + &(bench.devices)(base, devices);
     std::fs::write(&cfg, config).expect("write config");
     std::fs::create_dir(dir.path().join("profiles")).expect("profiles dir");
     std::fs::write(
