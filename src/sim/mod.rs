@@ -170,6 +170,22 @@ pub async fn serve(
     listen(workshop, &options, shutdown, seen).await
 }
 
+/// Serves a given workshop (a scripted one, say) on `bind` as a PLC in `protocol` until
+/// shutdown: the PLC twin of [`serve`], for tests that compare a PLC machine with a Modbus one.
+pub async fn serve_plc(
+    workshop: Workshop,
+    bind: SocketAddr,
+    protocol: plc::PlcProtocol,
+    shutdown: Shutdown,
+) -> std::io::Result<Simulator> {
+    let options = SimOptions {
+        bind,
+        plc: Some(protocol),
+        ..SimOptions::default()
+    };
+    listen(workshop, &options, shutdown, None).await
+}
+
 /// Binds the listeners `options` asks for and serves `workshop` on them.
 async fn listen(
     workshop: Workshop,

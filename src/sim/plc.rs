@@ -10,8 +10,11 @@
 //!   S7 stores it: `DB1.DBW0` is the first machine's run flag, `DB1.DBD8` its part count (the
 //!   Modbus map's registers 4 and 5 as one DINT). Other areas answer "object does not exist".
 //! - **MC**: machine `n` is data registers `D{n·s}` to `D{n·s+s−1}` with `s` the holding
-//!   registers per machine, little-endian words as MC sends them. Other devices answer end
-//!   code 0xC056 (address out of range).
+//!   registers per machine, little-endian words as MC sends them, laid out as a MELSEC program
+//!   keeps them: the part count a 32-bit value low word first (`D{n·s+4}` low, `+5` high,
+//!   what GX Works reads as the double word at `D{n·s+4}`), the program text two characters a
+//!   word, the first in the low byte. Other devices answer end code 0xC056 (address out of
+//!   range).
 //!
 //! Like the Modbus simulator, the servers are written against the bytes: they answer only
 //! connection set-up and reads. Any other S7 job gets error class 0x81 (application), any
@@ -36,9 +39,11 @@ pub enum PlcProtocol {
 }
 
 /// Word `index` of machine `machine` at `at`; `None` past the machine's registers or when the
-/// workshop does not answer.
+/// workshop does not answer (a scripted one outside its script).
 fn word(workshop: &Workshop, machine: usize, index: usize, at: Timestamp) -> Option<u16> {
-    if index >= usize::from(workshop.holding_registers.max(MACHINE_REGISTERS)) {
+    if index >= usize::from(workshop.holding_registers.max(MACHINE_REGISTERS))
+        || !workshop.answers(at)
+    {
         return None;
     }
     let regs = workshop.machine_registers(machine, at)?;
@@ -269,10 +274,21 @@ async fn serve_mc<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Word `index` of machine `machine` as a MELSEC program keeps it (see the module's
+/// documentation): the Modbus map's part count words swapped, its text bytes swapped.
+fn mc_word(workshop: &Workshop, machine: usize, index: usize, at: Timestamp) -> Option<u16> {
+    match index {
+        4 => word(workshop, machine, 5, at),
+        5 => word(workshop, machine, 4, at),
+        7..=14 => word(workshop, machine, index, at).map(u16::swap_bytes),
+        _ => word(workshop, machine, index, at),
+    }
+}
+
 /// The end code and data for a command (command, subcommand, payload). Pure.
 fn mc_answer(workshop: &Workshop, request: &[u8], at: Timestamp) -> (u16, Vec<u8>) {
     let stride = usize::from(workshop.holding_registers.max(MACHINE_REGISTERS));
-    let d = |number: usize| word(workshop, number / stride, number % stride, at);
+    let d = |number: usize| mc_word(workshop, number / stride, number % stride, at);
     let le = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
     let device = |b: &[u8]| (u32::from_le_bytes([b[0], b[1], b[2], 0]) as usize, b[3]);
     if request.len() < 4 {
@@ -398,7 +414,10 @@ mod tests {
             .chunks(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
-        assert_eq!(words, regs[..7]);
+        // The part count low word first, as a MELSEC double word; the rest as Modbus serves it.
+        let mut melsec = regs[..7].to_vec();
+        melsec.swap(4, 5);
+        assert_eq!(words, melsec);
         let mut frame = vec![0xD0, 0, 0, 0xFF, 0xFF, 0x03, 0];
         frame.extend_from_slice(&((2 + data.len()) as u16).to_le_bytes());
         frame.extend_from_slice(&[0, 0]);
