@@ -175,6 +175,7 @@ fn every_sample_config_parses() {
             .arg(&path)
             .env("SHOPFLOOR_INFLUX_TOKEN", "sample-token")
             .env("HJ212_WW1_PASSWORD", "sample-password")
+            .env("SHOPFLOOR_OPCUA_MC01_PASSWORD", "sample-password")
             .output()
             .expect("run shopfloor check");
         assert!(

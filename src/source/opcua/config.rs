@@ -718,6 +718,75 @@ pub(crate) fn check_servers(
     }
 }
 
+/// What `check --plan` shows of a server: the connection, then each group as the agent will
+/// read it (subscriptions split at `max_items_per_subscription`, polled groups in Read requests
+/// of `max_nodes_per_read`, or at most 500 until the server says its own limit), each node with
+/// the signal it becomes.
+pub fn shown(server: &OpcuaServer) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let user = match (&server.username, &server.user_certificate) {
+        (Some(u), _) => format!("user {u}"),
+        (None, Some(_)) => "user certificate".to_string(),
+        (None, None) => "anonymous".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "opcua server {} ({}, security {:?}/{:?}, {user}):",
+        server.id, server.endpoint, server.security_policy, server.security_mode
+    );
+    for group in &server.groups {
+        let n = group.nodes.len();
+        match group.mode {
+            ReadMode::Subscribe => {
+                let per = server.max_items_per_subscription.max(1) as usize;
+                let _ = writeln!(
+                    out,
+                    "  subscribe, publishing every {:?}, sampling every {:?}, queue {}: {n} monitored item{} in {} subscription{}",
+                    group.publishing_interval(),
+                    group.sampling_interval(),
+                    group.queue_size(),
+                    if n == 1 { "" } else { "s" },
+                    n.div_ceil(per),
+                    if n.div_ceil(per) == 1 { "" } else { "s" },
+                );
+            }
+            ReadMode::Poll => {
+                let per = server.max_nodes_per_read.unwrap_or(500).max(1) as usize;
+                let _ = writeln!(
+                    out,
+                    "  poll every {:?}: {n} node{} in {} Read request{}{}",
+                    group.poll(),
+                    if n == 1 { "" } else { "s" },
+                    n.div_ceil(per),
+                    if n.div_ceil(per) == 1 { "" } else { "s" },
+                    if server.max_nodes_per_read.is_none() && n > per {
+                        " (fewer if the server's MaxNodesPerRead allows more than 500)"
+                    } else {
+                        ""
+                    },
+                );
+            }
+        }
+        for node in &group.nodes {
+            let owner = match server.owner(node) {
+                Some(Owner::Machine(m)) => format!("machine {m}"),
+                Some(Owner::Meter(m)) => format!("meter {m}"),
+                None => "nobody".to_string(),
+            };
+            let index = node.index.map(|i| format!("[{i}]")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    {}{index} → {owner} {}, {}",
+                node.node,
+                node.signal,
+                node.value_type.with_article()
+            );
+        }
+    }
+    out
+}
+
 /// What the server's nodes deliver, for the check that every signal a state rule, meter or
 /// part counter names comes from somewhere.
 pub(crate) fn deliveries(server: &OpcuaServer, out: &mut crate::config::Deliveries) {
