@@ -421,6 +421,20 @@ mod tests {
         assert_eq!(data[1] == 1, running);
     }
 
+    /// The program text is an S7 STRING[14] at byte 14: maximum and actual length, then the
+    /// characters.
+    #[test]
+    fn s7_keeps_the_program_as_a_string() {
+        let shop = shop();
+        let at = Timestamp::UNIX_EPOCH + SignedDuration::from_mins(20);
+        let bytes: Vec<u8> = (7..15)
+            .flat_map(|i| s7_word(&shop, 2, i, at).unwrap().to_be_bytes())
+            .collect();
+        let program = shop.machines[2].program.as_bytes();
+        assert_eq!(bytes[..2], [14, program.len() as u8]);
+        assert_eq!(&bytes[2..2 + program.len()], program);
+    }
+
     /// The MC client's own batch and random reads, answered by the simulator, give the same
     /// words: machine 1 starts at D{stride}.
     #[test]
