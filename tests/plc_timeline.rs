@@ -270,7 +270,7 @@ fn day<'a>(lines: &'a [Line], machine: &str) -> &'a Line {
 async fn melsec_and_s7_machines_have_the_states_parts_and_time_model_of_the_same_modbus_machine() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (trigger, stop) = shutdown::channel();
-    // The script starts with the simulators, so both devices answer from their first poll.
+    // The script starts with the simulators, so every device answers from its first poll.
     let start = Timestamp::now();
     let end = start + SignedDuration::from_secs(SCRIPT_S);
     let modbus = sim::serve(
@@ -281,22 +281,16 @@ async fn melsec_and_s7_machines_have_the_states_parts_and_time_model_of_the_same
     )
     .await
     .expect("Modbus simulator");
-    let mc = sim::serve_plc(
-        Workshop::scripted(start, end, vec![script()]),
-        "127.0.0.1:0".parse().expect("address"),
-        PlcProtocol::Melsec,
-        stop.clone(),
-    )
-    .await
-    .expect("MC simulator");
-    let s7 = sim::serve_plc(
-        Workshop::scripted(start, end, vec![script()]),
-        "127.0.0.1:0".parse().expect("address"),
-        PlcProtocol::S7,
-        stop.clone(),
-    )
-    .await
-    .expect("S7 simulator");
+    let plc = |protocol| {
+        sim::serve_plc(
+            Workshop::scripted(start, end, vec![script()]),
+            "127.0.0.1:0".parse().expect("address"),
+            protocol,
+            stop.clone(),
+        )
+    };
+    let mc = plc(PlcProtocol::Melsec).await.expect("MC simulator");
+    let s7 = plc(PlcProtocol::S7).await.expect("S7 simulator");
 
     let text = config(
         &modbus.addr.to_string(),
