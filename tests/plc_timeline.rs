@@ -1,19 +1,22 @@
 //! A PLC machine and a Modbus machine on the same timeline come out the same: one scripted
-//! machine served twice, by the Modbus simulator (`sim::serve`) and as a MELSEC PLC over the MC
-//! protocol (`sim::serve_plc`, machine 1 in D0–D14), read by one agent through `[[modbus]]`
-//! and `[[melsec]]` into two machines of the same kind, so the same state rules and the same
-//! part counter. The stored state changes, signal values, parts and time-model totals of the
-//! two machines must agree.
+//! machine served three times, by the Modbus simulator (`sim::serve`), as a MELSEC PLC over the
+//! MC protocol (`sim::serve_plc`, machine 1 in D0–D14) and as a Siemens S7 PLC over
+//! ISO-on-TCP (`sim::serve_plc`, machine 1 in DB1), read by one agent through `[[modbus]]`,
+//! `[[melsec]]` and `[[s7]]` into three machines of the same kind, so the same state rules and
+//! the same part counter. The stored state changes, signal values, parts and time-model totals
+//! of each PLC machine must agree with the Modbus machine's.
 //!
-//! The PLC lays its words out as a MELSEC program does (the part count a double word, low word
-//! first; text low byte first) and the device map says so the MELSEC way (`D4` as `u32`,
-//! `D7` as a string). A mapping that got the word order wrong would count 65,536 parts a part
-//! and fail the parts and signal comparisons; one that got the text wrong fails the program
-//! comparison.
+//! The MELSEC PLC lays its words out as a MELSEC program does (the part count a double word,
+//! low word first; text low byte first) and the device map says so the MELSEC way (`D4` as
+//! `u32`, `D7` as a string). The S7 PLC lays them out as an S7 program does (word `W` at byte
+//! `2W`, big-endian; the text a STRING[14] at byte 14) and the map says so the S7 way
+//! (`DB1.DBD8` as `udint`, `DB1.DBB14` as a string). A mapping that got the word order or the
+//! address of the count wrong would count 65,536 parts a part (or none) and fail the parts and
+//! signal comparisons; one that got the text wrong fails the program comparison.
 //!
-//! The two devices poll every 200 ms, each on its own clock, so a change reaches each of them
-//! up to a poll (plus a request's round trip) after it happened: times of the one machine are
-//! within [`TOLERANCE_S`] of the other's. Counts, codes and values are exact.
+//! The devices poll every 200 ms, each on its own clock, so a change reaches each of them up to
+//! a poll (plus a request's round trip) after it happened: times of one machine are within
+//! [`TOLERANCE_S`] of the other's. Counts, codes and values are exact.
 
 mod common;
 
@@ -27,12 +30,12 @@ use shopfloor::model::State;
 use shopfloor::sim::{self, ScriptedMachine, Workshop, plc::PlcProtocol};
 use shopfloor::{agent, shutdown};
 
-/// Two polls of 200 ms and a round trip: how far apart the two machines' times may be.
+/// Two polls of 200 ms and a round trip: how far apart two machines' times may be.
 const TOLERANCE_S: f64 = 0.5;
 
 /// The script, from the moment the simulators start (both machines follow it):
 ///   running 4 s (cycle 2 s → 2 parts), alarm 2 s, running 4 s (2 more parts: 4), setup 2 s,
-///   stopped 2 s, idle 2 s; 16 s in all, then neither device answers.
+///   stopped 2 s, idle 2 s; 16 s in all, then no device answers.
 fn script() -> ScriptedMachine {
     let s = |state, secs| (state, SignedDuration::from_secs(secs));
     ScriptedMachine {
@@ -51,7 +54,7 @@ fn script() -> ScriptedMachine {
 }
 const SCRIPT_S: i64 = 16;
 
-fn config(modbus: &str, mc_port: u16, dir: &Path) -> String {
+fn config(modbus: &str, mc_port: u16, s7_port: u16, dir: &Path) -> String {
     format!(
         r#"
 [site]
@@ -77,6 +80,13 @@ ideal_cycle = "2s"
 
 [[machine]]
 id = "lathe-mc"
+kind = "lathe"
+cnc = true
+parts_signal = "parts"
+ideal_cycle = "2s"
+
+[[machine]]
+id = "lathe-s7"
 kind = "lathe"
 cnc = true
 parts_signal = "parts"
@@ -117,6 +127,25 @@ field = [
   {{ signal = "parts", address = "D4", type = "u32" }},
   {{ signal = "mode", address = "D6" }},
   {{ signal = "program", address = "D7", type = "string", length = 8 }},
+]
+
+[[s7]]
+id = "plc-s7"
+host = "127.0.0.1"
+port = {s7_port}
+rack = 0
+slot = 1
+poll = "200ms"
+timeout = "500ms"
+machine = "lathe-s7"
+field = [
+  {{ signal = "run", address = "DB1.DBW0", type = "word" }},
+  {{ signal = "power", address = "DB1.DBW2", type = "word" }},
+  {{ signal = "spindle_rpm", address = "DB1.DBW4", type = "word" }},
+  {{ signal = "alarm_code", address = "DB1.DBW6", type = "word" }},
+  {{ signal = "parts", address = "DB1.DBD8", type = "udint" }},
+  {{ signal = "mode", address = "DB1.DBW12", type = "word" }},
+  {{ signal = "program", address = "DB1.DBB14", type = "string", length = 14 }},
 ]
 
 [[file]]
@@ -238,10 +267,10 @@ fn day<'a>(lines: &'a [Line], machine: &str) -> &'a Line {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_melsec_machine_has_the_states_parts_and_time_model_of_the_same_modbus_machine() {
+async fn melsec_and_s7_machines_have_the_states_parts_and_time_model_of_the_same_modbus_machine() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (trigger, stop) = shutdown::channel();
-    // The script starts with the simulators, so both devices answer from their first poll.
+    // The script starts with the simulators, so every device answers from its first poll.
     let start = Timestamp::now();
     let end = start + SignedDuration::from_secs(SCRIPT_S);
     let modbus = sim::serve(
@@ -252,56 +281,74 @@ async fn a_melsec_machine_has_the_states_parts_and_time_model_of_the_same_modbus
     )
     .await
     .expect("Modbus simulator");
-    let mc = sim::serve_plc(
-        Workshop::scripted(start, end, vec![script()]),
-        "127.0.0.1:0".parse().expect("address"),
-        PlcProtocol::Melsec,
-        stop.clone(),
-    )
-    .await
-    .expect("MC simulator");
+    let plc = |protocol| {
+        sim::serve_plc(
+            Workshop::scripted(start, end, vec![script()]),
+            "127.0.0.1:0".parse().expect("address"),
+            protocol,
+            stop.clone(),
+        )
+    };
+    let mc = plc(PlcProtocol::Melsec).await.expect("MC simulator");
+    let s7 = plc(PlcProtocol::S7).await.expect("S7 simulator");
 
-    let text = config(&modbus.addr.to_string(), mc.addr.port(), dir.path());
+    let text = config(
+        &modbus.addr.to_string(),
+        mc.addr.port(),
+        s7.addr.port(),
+        dir.path(),
+    );
     let cfg = shopfloor::agent::config::load_str(&text, "timeline.toml")
         .unwrap_or_else(|d| panic!("{d}\n{text}"));
     let running = agent::start(&cfg, stop).expect("agent starts");
 
     // The script, then offline_after (3 s), then a window flush and a write.
     let out = dir.path().join("out.lp");
-    common::eventually("both machines offline", Duration::from_secs(40), || {
-        let out = out.clone();
-        async move {
-            let lines = stored(&out);
-            let offline = State::Offline.code() as f64;
-            let both = ["lathe-mb", "lathe-mc"]
-                .iter()
-                .all(|m| changes(&lines, m).iter().skip(1).any(|c| c.1 == offline));
-            if both {
-                Ok(())
-            } else {
-                Err(format!(
-                    "Modbus {:?}; MC {:?}",
-                    changes(&lines, "lathe-mb"),
-                    changes(&lines, "lathe-mc")
-                ))
+    common::eventually(
+        "all three machines offline",
+        Duration::from_secs(40),
+        || {
+            let out = out.clone();
+            async move {
+                let lines = stored(&out);
+                let offline = State::Offline.code() as f64;
+                let all = ["lathe-mb", "lathe-mc", "lathe-s7"]
+                    .iter()
+                    .all(|m| changes(&lines, m).iter().skip(1).any(|c| c.1 == offline));
+                if all {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "Modbus {:?}; MC {:?}; S7 {:?}",
+                        changes(&lines, "lathe-mb"),
+                        changes(&lines, "lathe-mc"),
+                        changes(&lines, "lathe-s7")
+                    ))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     trigger.fire();
     running.finished().await;
     let lines = stored(&out);
+    like_modbus(&lines, "lathe-mc", "MC");
+    like_modbus(&lines, "lathe-s7", "S7");
+}
 
+/// The PLC machine `plc` (its protocol `name`, for messages) has the Modbus machine's state
+/// changes, signal values and day window, and those follow the script.
+fn like_modbus(lines: &[Line], plc: &str, name: &str) {
     // State changes: the same codes in the same order, at the same times, each closing the
     // same previous state after the same time in it.
-    let (mb, mc) = (changes(&lines, "lathe-mb"), changes(&lines, "lathe-mc"));
+    let (mb, mc) = (changes(lines, "lathe-mb"), changes(lines, plc));
     let codes =
         |c: &[(f64, f64, Option<f64>, Option<f64>)]| c.iter().map(|c| c.1).collect::<Vec<_>>();
     assert_eq!(
         codes(&mb),
         codes(&mc),
-        "state sequence\nModbus: {mb:?}\nMC: {mc:?}"
+        "state sequence\nModbus: {mb:?}\n{name}: {mc:?}"
     );
     // Running, alarm, running, setup, stopped, idle, offline: the script and its end.
     let want: Vec<f64> = [
@@ -323,20 +370,25 @@ async fn a_melsec_machine_has_the_states_parts_and_time_model_of_the_same_modbus
     for (a, b) in mb.iter().zip(&mc) {
         assert!(
             (a.0 - b.0).abs() <= TOLERANCE_S,
-            "change to {} at {} (Modbus) and {} (MC)",
+            "change to {} at {} (Modbus) and {} ({name})",
             a.1,
             a.0,
             b.0
         );
-        assert_eq!(a.2, b.2, "previous state of the change to {}", a.1);
+        assert_eq!(a.2, b.2, "{name}: previous state of the change to {}", a.1);
         if let (Some(x), Some(y)) = (a.3, b.3) {
             assert!(
                 (x - y).abs() <= TOLERANCE_S,
-                "previous_s of the change to {}: {x} (Modbus) and {y} (MC)",
+                "previous_s of the change to {}: {x} (Modbus) and {y} ({name})",
                 a.1
             );
         } else {
-            assert_eq!(a.3.is_some(), b.3.is_some(), "previous_s of {}", a.1);
+            assert_eq!(
+                a.3.is_some(),
+                b.3.is_some(),
+                "{name}: previous_s of {}",
+                a.1
+            );
         }
     }
 
@@ -350,26 +402,28 @@ async fn a_melsec_machine_has_the_states_parts_and_time_model_of_the_same_modbus
         "mode",
     ] {
         assert_eq!(
-            values(&lines, "lathe-mb", signal),
-            values(&lines, "lathe-mc", signal),
-            "values of `{signal}`"
+            values(lines, "lathe-mb", signal),
+            values(lines, plc, signal),
+            "{name}: values of `{signal}`"
         );
     }
     let parts: BTreeSet<String> = (0..=4).map(|n| n.to_string()).collect();
-    assert_eq!(values(&lines, "lathe-mc", "parts"), parts);
+    assert_eq!(values(lines, plc, "parts"), parts, "{name}");
     assert_eq!(
-        values(&lines, "lathe-mc", "program"),
-        BTreeSet::from(["O1001 PART-01".to_string()])
+        values(lines, plc, "program"),
+        BTreeSet::from(["O1001 PART-01".to_string()]),
+        "{name}"
     );
 
     // The time model of the day: parts exact, state seconds within the tolerance.
-    let (a, b) = (day(&lines, "lathe-mb"), day(&lines, "lathe-mc"));
+    let (a, b) = (day(lines, "lathe-mb"), day(lines, plc));
     for key in ["parts_total", "parts_good"] {
-        assert_eq!(a.number(key), b.number(key), "{key}");
+        assert_eq!(a.number(key), b.number(key), "{name}: {key}");
     }
     // 2 parts in each 4 s run at a 2 s cycle: 4.
-    assert_eq!(b.number("parts_total"), Some(4.0));
+    assert_eq!(b.number("parts_total"), Some(4.0), "{name}");
     same(
+        name,
         a,
         b,
         &[
@@ -393,27 +447,28 @@ async fn a_melsec_machine_has_the_states_parts_and_time_model_of_the_same_modbus
         let got = b.number(key).unwrap_or_else(|| panic!("{key} stored"));
         assert!(
             (got - want).abs() <= TOLERANCE_S,
-            "MC {key}: {got}, script {want}"
+            "{name} {key}: {got}, script {want}"
         );
     }
     // Availability (running over planned) and OEE follow from the fields compared above: the
     // tolerance over ~20 planned seconds.
-    same(a, b, &["availability", "oee"], 0.05);
+    same(name, a, b, &["availability", "oee"], 0.05);
 }
 
-/// Each of `keys` is stored for both machines' windows or for neither, and within `tolerance`.
-fn same(mb: &Line, mc: &Line, keys: &[&str], tolerance: f64) {
+/// Each of `keys` is stored for both machines' windows or for neither, and within `tolerance`:
+/// the Modbus machine's `mb` and the `name` PLC machine's `plc`.
+fn same(name: &str, mb: &Line, plc: &Line, keys: &[&str], tolerance: f64) {
     for key in keys {
-        let (x, y) = (mb.number(key), mc.number(key));
+        let (x, y) = (mb.number(key), plc.number(key));
         assert_eq!(
             x.is_some(),
             y.is_some(),
-            "{key} stored for one machine only"
+            "{key} stored for the Modbus or the {name} machine only"
         );
         if let (Some(x), Some(y)) = (x, y) {
             assert!(
                 (x - y).abs() <= tolerance,
-                "{key}: {x} (Modbus) and {y} (MC)"
+                "{key}: {x} (Modbus) and {y} ({name})"
             );
         }
     }

@@ -8,7 +8,10 @@
 //!
 //! - **S7**: machine `n` (from 0) is data block `DB{n+1}`, word `a` at byte `2a`, big-endian as
 //!   S7 stores it: `DB1.DBW0` is the first machine's run flag, `DB1.DBD8` its part count (the
-//!   Modbus map's registers 4 and 5 as one DINT). Other areas answer "object does not exist".
+//!   Modbus map's registers 4 and 5 as one DINT). The program text is kept as an S7 program
+//!   keeps text, a `STRING[14]` at `DB1.DBB14`: its maximum length (14) and actual length, then
+//!   the characters from byte 16 (the Modbus map's first 14). Other areas answer "object does
+//!   not exist".
 //! - **MC**: machine `n` is data registers `D{n·s}` to `D{n·s+s−1}` with `s` the holding
 //!   registers per machine, little-endian words as MC sends them, laid out as a MELSEC program
 //!   keeps them: the part count a 32-bit value low word first (`D{n·s+4}` low, `+5` high,
@@ -192,6 +195,27 @@ fn s7_answer(
     }
 }
 
+/// The program text's STRING[n] in S7 words 7 to 14: n, with its header, fills them.
+const S7_TEXT_MAX: u8 = 14;
+
+/// Word `index` of machine `machine` as an S7 program keeps it (see the module's
+/// documentation): the Modbus map's words, but for the program text, a STRING with its
+/// two-byte header one word later.
+fn s7_word(workshop: &Workshop, machine: usize, index: usize, at: Timestamp) -> Option<u16> {
+    match index {
+        7 => {
+            let text: Vec<u8> = (7..7 + usize::from(S7_TEXT_MAX / 2))
+                .map(|i| word(workshop, machine, i, at).map(u16::to_be_bytes))
+                .collect::<Option<Vec<_>>>()?
+                .concat();
+            let len = text.iter().take_while(|b| **b != 0).count() as u8;
+            Some(u16::from_be_bytes([S7_TEXT_MAX, len]))
+        }
+        8..=14 => word(workshop, machine, index - 1, at),
+        _ => word(workshop, machine, index, at),
+    }
+}
+
 fn s7_read(workshop: &Workshop, pdu_ref: [u8; 2], param: &[u8], at: Timestamp) -> Vec<u8> {
     let count = usize::from(param.get(1).copied().unwrap_or(0));
     let mut data = Vec::new();
@@ -210,7 +234,7 @@ fn s7_read(workshop: &Workshop, pdu_ref: [u8; 2], param: &[u8], at: Timestamp) -
         let bytes: Option<Vec<u8>> = (area == 0x84 && transport == 0x02 && db >= 1)
             .then(|| {
                 (byte..byte + n)
-                    .map(|b| word(workshop, db - 1, b / 2, at).map(|w| w.to_be_bytes()[b % 2]))
+                    .map(|b| s7_word(workshop, db - 1, b / 2, at).map(|w| w.to_be_bytes()[b % 2]))
                     .collect()
             })
             .flatten();
@@ -395,6 +419,20 @@ mod tests {
         assert_eq!(got[1].as_ref().unwrap_err().code, 0x0A, "M is not served");
         let running = shop.state(2, at) == Some(State::Running);
         assert_eq!(data[1] == 1, running);
+    }
+
+    /// The program text is an S7 STRING[14] at byte 14: maximum and actual length, then the
+    /// characters.
+    #[test]
+    fn s7_keeps_the_program_as_a_string() {
+        let shop = shop();
+        let at = Timestamp::UNIX_EPOCH + SignedDuration::from_mins(20);
+        let bytes: Vec<u8> = (7..15)
+            .flat_map(|i| s7_word(&shop, 2, i, at).unwrap().to_be_bytes())
+            .collect();
+        let program = shop.machines[2].program.as_bytes();
+        assert_eq!(bytes[..2], [14, program.len() as u8]);
+        assert_eq!(&bytes[2..2 + program.len()], program);
     }
 
     /// The MC client's own batch and random reads, answered by the simulator, give the same
