@@ -106,6 +106,30 @@ fn start(
     (port, trigger, running)
 }
 
+/// Runs the test logger for `day` against the agent's port with `extra` arguments; its summary.
+async fn run_logger(port: u16, day: jiff::civil::Date, extra: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hj212/logger.py");
+    let day = day.strftime("%Y%m%d").to_string();
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    let python_bin = python::python();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python_bin)
+            .args([script, "--port", &port.to_string(), "--mn", MN, "--pw", PW])
+            .args(["--day", &day])
+            .args(&extra)
+            .output()
+            .expect("the test logger runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "test logger failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn lines_with<'a>(records: &'a str, prefix: &str, has: &[&str]) -> Vec<&'a str> {
     records
         .lines()
@@ -141,24 +165,7 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
         .date()
         .yesterday()
         .unwrap();
-    let day = yesterday.strftime("%Y%m%d").to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hj212/logger.py");
-    let python_bin = python::python();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python_bin)
-            .args([script, "--port", &port.to_string(), "--mn", MN, "--pw", PW])
-            .args(["--day", &day])
-            .output()
-            .expect("the test logger runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "test logger failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let summary = run_logger(port, yesterday, &[]).await;
     // Acknowledgements: 1440 minute packets, 23 whole hourly packets, the two parts of the
     // split one, the daily one. Every one came back with its QN (the logger checks).
     assert_eq!(summary["acks"], 1440 + 23 + 2 + 1, "{summary}");
@@ -402,27 +409,8 @@ async fn a_logger_over_tls_is_stored_and_plain_or_silent_peers_on_the_tls_port_a
         .date()
         .yesterday()
         .unwrap();
-    let day = yesterday.strftime("%Y%m%d").to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hj212/logger.py");
-    let ca = dir.path().join("ca.pem");
-    let python_bin = python::python();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python_bin)
-            .args([script, "--port", &port.to_string(), "--mn", MN, "--pw", PW])
-            .args(["--day", &day, "--hours", "2"])
-            .arg("--tls-ca")
-            .arg(&ca)
-            .output()
-            .expect("the test logger runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "test logger failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let summary = run_logger(port, yesterday, &["--hours", "2", "--tls-ca", &ca]).await;
     // 2 hours × 60 minute packets + 2 hourly + 1 daily, each answered with its QN.
     assert_eq!(summary["acks"], 2 * 60 + 2 + 1, "{summary}");
 

@@ -280,12 +280,14 @@ impl Hj212Listener {
             .map_err(|e| fail("tls_cert", cert, &e))?
             .with_no_client_auth()
             .with_single_cert(chain, private)
-            .map_err(|e| {
-                fail(
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => fail(
                     "tls_key",
                     key,
-                    &format_args!("{e} (is it the key of `tls_cert`?)"),
-                )
+                    &"it is not the private key of the certificate in `tls_cert`: give the key \
+                      the certificate was made with",
+                ),
+                e => fail("tls_key", key, &e),
             })?;
         Ok(Some(Arc::new(config)))
     }
