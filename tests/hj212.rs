@@ -106,6 +106,30 @@ fn start(
     (port, trigger, running)
 }
 
+/// Runs the test logger for `day` against the agent's port with `extra` arguments; its summary.
+async fn run_logger(port: u16, day: jiff::civil::Date, extra: &[&str]) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hj212/logger.py");
+    let day = day.strftime("%Y%m%d").to_string();
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+    let python_bin = python::python();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python_bin)
+            .args([script, "--port", &port.to_string(), "--mn", MN, "--pw", PW])
+            .args(["--day", &day])
+            .args(&extra)
+            .output()
+            .expect("the test logger runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "test logger failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn lines_with<'a>(records: &'a str, prefix: &str, has: &[&str]) -> Vec<&'a str> {
     records
         .lines()
@@ -141,24 +165,7 @@ async fn a_day_of_logger_data_is_stored_with_flags_bad_packets_refused_and_one_a
         .date()
         .yesterday()
         .unwrap();
-    let day = yesterday.strftime("%Y%m%d").to_string();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hj212/logger.py");
-    let python_bin = python::python();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python_bin)
-            .args([script, "--port", &port.to_string(), "--mn", MN, "--pw", PW])
-            .args(["--day", &day])
-            .output()
-            .expect("the test logger runs")
-    })
-    .await
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "test logger failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let summary = run_logger(port, yesterday, &[]).await;
     // Acknowledgements: 1440 minute packets, 23 whole hourly packets, the two parts of the
     // split one, the daily one. Every one came back with its QN (the logger checks).
     assert_eq!(summary["acks"], 1440 + 23 + 2 + 1, "{summary}");
@@ -373,6 +380,87 @@ async fn hostile_peers_are_closed_at_their_bound_and_counted() {
         }
     })
     .await;
+    trigger.fire();
+    running.finished().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logger_over_tls_is_stored_and_plain_or_silent_peers_on_the_tls_port_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A CA, and a certificate for 127.0.0.1 signed by it (openssl, as for the MQTT tests).
+    common::make_certificates(dir.path());
+    let (port, trigger, running) = start(
+        dir.path(),
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\nidentify_timeout = \"2s\"\n",
+            dir.path().join("server.pem").display(),
+            dir.path().join("server.key").display(),
+        ),
+        "",
+    );
+    let metrics = running.metrics.clone();
+
+    // The test logger over Python's own TLS, checking the agent's certificate against the CA:
+    // the first two hours of yesterday and the day's total.
+    let tz = TimeZone::get("Asia/Shanghai").unwrap();
+    let yesterday = jiff::Timestamp::now()
+        .to_zoned_datetime(tz)
+        .date()
+        .yesterday()
+        .unwrap();
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let summary = run_logger(port, yesterday, &["--hours", "2", "--tls-ca", &ca]).await;
+    // 2 hours × 60 minute packets + 2 hourly + 1 daily, each answered with its QN.
+    assert_eq!(summary["acks"], 2 * 60 + 2 + 1, "{summary}");
+
+    let records_path = dir.path().join("records.lp");
+    let read = || std::fs::read_to_string(&records_path).unwrap_or_default();
+    eventually("the two hours' lines", WAIT, || async {
+        let r = read();
+        let minute = lines_with(&r, "outlet,", &["cn=2051"]).len();
+        let hourly = lines_with(&r, "outlet,", &["cn=2061"]).len();
+        // Four pollutants a packet.
+        if minute == 2 * 60 * 4 && hourly == 2 * 4 {
+            Ok(())
+        } else {
+            Err(format!("{minute} minute and {hourly} hourly lines"))
+        }
+    })
+    .await;
+    // COD in the 01:00 hour: 60 + 1 = 61 mg/L.
+    let stamp = format!(" {}", local(yesterday, 1).as_nanosecond());
+    let r = read();
+    let cod = lines_with(&r, "outlet,", &["pollutant=cod", "cn=2061", &stamp]);
+    assert_eq!(cod.len(), 1, "{cod:?}");
+    assert!(cod[0].contains("avg=61.0,"), "{}", cod[0]);
+
+    // A logger speaking plain TCP to the TLS port: its packet never reaches the parser.
+    let refused = |reason: &str| refused(&metrics, reason);
+    let short = Duration::from_secs(5);
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    plain
+        .write_all(b"##0040QN=20261205100000000;ST=32;CN=2051;MN=1\r\n")
+        .await
+        .unwrap();
+    assert!(closed_by_agent(&mut plain, short).await);
+    // A peer that connects and says nothing: closed at `identify_timeout` (2 s).
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    assert!(closed_by_agent(&mut silent, short).await);
+    eventually("both refused as tls", WAIT, || async {
+        let counts = [refused("tls"), refused("framing"), refused("timeout")];
+        if counts == [2, 0, 0] {
+            Ok(())
+        } else {
+            Err(format!("tls, framing, timeout: {counts:?}"))
+        }
+    })
+    .await;
+
     trigger.fire();
     running.finished().await;
 }

@@ -16,6 +16,7 @@ HJ 212-2017 references: 6.3 (packet: ## + 4-digit length + data segment + CRC + 
 import argparse
 import json
 import socket
+import ssl
 import sys
 import time
 
@@ -41,8 +42,12 @@ def frame(segment: str, bad_crc: bool = False) -> bytes:
 
 
 class Logger:
-    def __init__(self, host, port, mn, pw):
+    def __init__(self, host, port, mn, pw, tls_ca=None):
         self.sock = socket.create_connection((host, port), timeout=10)
+        if tls_ca:
+            # Python's own TLS (OpenSSL), checking the platform's certificate and its address.
+            context = ssl.create_default_context(cafile=tls_ca)
+            self.sock = context.wrap_socket(self.sock, server_hostname=host)
         self.mn = mn
         self.pw = pw
         self.buf = b""
@@ -121,14 +126,16 @@ def main():
     ap.add_argument("--mn", required=True)
     ap.add_argument("--pw", required=True)
     ap.add_argument("--day", required=True, help="YYYYMMDD, the logger's local day")
+    ap.add_argument("--hours", type=int, default=24, help="send the first N hours of the day only")
+    ap.add_argument("--tls-ca", help="speak TLS, trusting the platform's certificate of this CA file")
     args = ap.parse_args()
     day = args.day
-    log = Logger("127.0.0.1", args.port, args.mn, args.pw)
+    log = Logger("127.0.0.1", args.port, args.mn, args.pw, args.tls_ca)
     # Flag: version 1 (HJ 212-2017) in bits 7..2 = 4, + A (answer wanted) = 5, + D (split) = 7.
     ack, split_ack = 5, 7
     silent = {}
 
-    for hour in range(24):
+    for hour in range(args.hours):
         for minute in range(60):
             t = "%s%02d%02d00" % (day, hour, minute)
             groups = [

@@ -10,6 +10,8 @@
 //! max_connections = 16
 //! max_buffer_bytes = 65536                  # per connection, split parts included
 //! idle_timeout = "15m"
+//! tls_cert = "/etc/shopfloor/hj212.pem"    # optional: TLS on the port, for loggers that speak it
+//! tls_key = "/etc/shopfloor/hj212.key"
 //!
 //!   [[hj212.logger]]
 //!   mn = "88888880000001"
@@ -32,6 +34,8 @@
 //! every peer as hostile until a packet with a known MN and its password says otherwise.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -81,6 +85,13 @@ pub struct Hj212Listener {
         deserialize_with = "crate::config::duration"
     )]
     pub identify_timeout: Duration,
+    /// TLS on the port: the server's certificate chain, a PEM file (its own certificate first).
+    /// Needs `tls_key`. Without both, the port speaks plain TCP, as most loggers do.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert`, a PEM file (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// The loggers expected, by MN.
     #[serde(default, rename = "logger")]
     pub loggers: Vec<Hj212Logger>,
@@ -222,6 +233,66 @@ impl Hj212Listener {
     }
 }
 
+impl Hj212Listener {
+    /// The TLS server config of `tls_cert` and `tls_key`, with the ring provider; `None` without
+    /// TLS. A problem comes with the key it is about.
+    pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, (&'static str, String)> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(_), None) => {
+                return Err((
+                    "tls_cert",
+                    "TLS needs both `tls_cert` and `tls_key`: add the key file, or remove \
+                     `tls_cert` for plain TCP"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "tls_key",
+                    "TLS needs both `tls_cert` and `tls_key`: add the certificate file, or \
+                     remove `tls_key` for plain TCP"
+                        .into(),
+                ));
+            }
+        };
+        let fail = |k: &'static str, path: &PathBuf, e: &dyn std::fmt::Display| {
+            (k, format!("{k} `{}` cannot be used: {e}", path.display()))
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| fail("tls_cert", cert, &e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail("tls_cert", cert, &e))?;
+        if chain.is_empty() {
+            return Err(fail(
+                "tls_cert",
+                cert,
+                &"no PEM certificate in the file (`-----BEGIN CERTIFICATE-----`)",
+            ));
+        }
+        let private = PrivateKeyDer::from_pem_file(key).map_err(|e| fail("tls_key", key, &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fail("tls_cert", cert, &e))?
+            .with_no_client_auth()
+            .with_single_cert(chain, private)
+            .map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => fail(
+                    "tls_key",
+                    key,
+                    &"it is not the private key of the certificate in `tls_cert`: give the key \
+                      the certificate was made with",
+                ),
+                e => fail("tls_key", key, &e),
+            })?;
+        Ok(Some(Arc::new(config)))
+    }
+}
+
 impl Hj212Pollutant {
     /// The signal name: the configured one, else the agent's for a known code.
     pub fn signal_name(&self) -> Option<String> {
@@ -299,6 +370,9 @@ impl Hj212Listener {
                     format!("hj212 `{id}`: `{name}` must be longer than 0s"),
                 ));
             }
+        }
+        if let Err((k, e)) = self.tls() {
+            out.push((vec![key(k)], format!("hj212 `{id}`: {e}")));
         }
         if self.loggers.is_empty() {
             out.push((

@@ -16,6 +16,11 @@
 //! together or overflow `max_buffer_bytes`. Only what is refused is lost; the rest of the
 //! connection goes on.
 //!
+//! **TLS**, when `tls_cert` and `tls_key` are set: each accepted connection (past `allow`, the
+//! connection rate and both connection bounds) does the handshake in its own task, within
+//! `identify_timeout`, which goes on counting from the accept; a failed or late handshake is a
+//! refusal `tls`. After it, plain and TLS connections share all code ([`Io`]).
+//!
 //! **Acknowledgements** (9014) go out after the record is queued for the engine, so a logger
 //! that gets one can forget the data; a part of a split packet is acknowledged when it is
 //! held, since loggers wait for it before sending the next part.
@@ -27,8 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::tz::TimeZone;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
@@ -92,25 +97,62 @@ struct RefusalLog {
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "cannot listen for HJ 212 loggers on {addr} ([[hj212]] `{id}`): {source}; change `listen` or free the port"
-)]
-pub struct ListenError {
-    pub id: String,
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
+pub enum ListenError {
+    #[error(
+        "cannot listen for HJ 212 loggers on {addr} ([[hj212]] `{id}`): {source}; change `listen` or free the port"
+    )]
+    Bind {
+        id: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("[[hj212]] `{id}`: {reason}; correct `{key}` (`shopfloor check` tells the same)")]
+    Tls {
+        id: String,
+        key: &'static str,
+        reason: String,
+    },
 }
 
-/// Binds the listener's port, so that a port in use stops the agent's start with a clear error.
-pub fn bind(cfg: &Hj212Listener) -> Result<TcpListener, ListenError> {
-    let err = |source| ListenError {
+/// A listener's bound port and, with TLS, its acceptor.
+pub struct Bound {
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// A connection's byte stream, plain TCP or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Binds the listener's port and reads its TLS files, so that a port in use or an unusable
+/// certificate stops the agent's start with a clear error.
+pub fn bind(cfg: &Hj212Listener) -> Result<Bound, ListenError> {
+    let tls = cfg
+        .tls()
+        .map_err(|(key, reason)| ListenError::Tls {
+            id: cfg.id.clone(),
+            key,
+            reason,
+        })?
+        .map(tokio_rustls::TlsAcceptor::from);
+    let err = |source| ListenError::Bind {
         id: cfg.id.clone(),
         addr: cfg.listen,
         source,
     };
     let std = std::net::TcpListener::bind(cfg.listen).map_err(err)?;
     std.set_nonblocking(true).map_err(err)?;
-    TcpListener::from_std(std).map_err(err)
+    let listener = TcpListener::from_std(std).map_err(err)?;
+    Ok(Bound { listener, tls })
 }
 
 impl Shared {
@@ -177,7 +219,7 @@ impl Shared {
                 "shopfloor_hj212_refused_total",
                 "HJ 212 connections and packets refused, by reason: not_allowed, \
                  connections, unidentified, connect_rate, timeout, framing, crc, field, \
-                 too_long, unknown_mn, password, no_time, split, buffer.",
+                 too_long, unknown_mn, password, no_time, split, buffer, tls.",
                 &[("listener", &self.id), ("reason", reason)],
             )
             .fetch_add(1, Ordering::Relaxed);
@@ -225,7 +267,7 @@ impl ConnectRate {
 /// Accepts loggers until `shutdown`.
 pub async fn run(
     cfg: Hj212Listener,
-    listener: TcpListener,
+    bound: Bound,
     tz: TimeZone,
     events: mpsc::Sender<SourceEvent>,
     metrics: Metrics,
@@ -235,7 +277,8 @@ pub async fn run(
     let allowed: Vec<Cidr> = cfg.allowed();
     let connections = Arc::new(Semaphore::new(cfg.max_connections));
     let mut rate = ConnectRate::default();
-    info!(listener = %cfg.id, addr = %cfg.listen, loggers = cfg.loggers.len(), "listening for HJ 212 loggers");
+    let Bound { listener, tls } = bound;
+    info!(listener = %cfg.id, addr = %cfg.listen, loggers = cfg.loggers.len(), tls = tls.is_some(), "listening for HJ 212 loggers");
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.wait() => return,
@@ -283,8 +326,40 @@ pub async fn run(
         };
         let shared = shared.clone();
         let events = events.clone();
-        let shutdown = shutdown.clone();
+        let mut shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let started = Instant::now();
+            let stream: Box<dyn Io> = match tls {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(shared.identify_timeout, acceptor.accept(stream));
+                    let done = tokio::select! {
+                        _ = shutdown.wait() => return,
+                        done = handshake => done,
+                    };
+                    match done {
+                        Ok(Ok(tls)) => Box::new(tls),
+                        Ok(Err(e)) => {
+                            shared.refuse(
+                                "tls",
+                                peer,
+                                &format!("the TLS handshake failed ({e}): a logger speaking plain TCP, or one that does not trust `tls_cert`; closed"),
+                            );
+                            return;
+                        }
+                        Err(_) => {
+                            shared.refuse(
+                                "tls",
+                                peer,
+                                "no TLS handshake within `identify_timeout`, closed",
+                            );
+                            return;
+                        }
+                    }
+                }
+            };
             let mut conn = Connection {
                 shared,
                 peer,
@@ -294,7 +369,7 @@ pub async fn run(
                 pending: Vec::new(),
                 pending_bytes: 0,
             };
-            conn.serve(stream, shutdown).await;
+            conn.serve(stream, started, shutdown).await;
             conn.gone().await;
             drop(slot);
         });
@@ -322,8 +397,9 @@ enum Next {
 }
 
 impl Connection {
-    async fn serve(&mut self, mut stream: TcpStream, mut shutdown: Shutdown) {
-        let started = Instant::now();
+    /// Reads packets until the peer goes, a bound closes it or the agent stops; `started` is
+    /// when it was accepted, for `identify_timeout`.
+    async fn serve(&mut self, mut stream: Box<dyn Io>, started: Instant, mut shutdown: Shutdown) {
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 2048];
         loop {
@@ -384,7 +460,7 @@ impl Connection {
                     break;
                 }
                 let bytes: Vec<u8> = buf.drain(..len).collect();
-                match self.packet(&bytes, &mut stream).await {
+                match self.packet(&bytes, &mut *stream).await {
                     Next::Go => {}
                     Next::Close => return,
                 }
@@ -393,7 +469,7 @@ impl Connection {
     }
 
     /// One whole packet.
-    async fn packet(&mut self, bytes: &[u8], stream: &mut TcpStream) -> Next {
+    async fn packet(&mut self, bytes: &[u8], stream: &mut dyn Io) -> Next {
         let packet = match packet::parse(bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -459,7 +535,7 @@ impl Connection {
         packet: Packet,
         size: usize,
         logger: &Logger,
-        stream: &mut TcpStream,
+        stream: &mut dyn Io,
     ) -> Next {
         let ack = packet::acknowledgement(&packet);
         let same_packet = |p: &Packet| p.mn == packet.mn && p.qn == packet.qn && p.cn == packet.cn;
@@ -496,7 +572,7 @@ impl Connection {
     }
 
     /// A packet that is not split: stored, then acknowledged.
-    async fn complete(&mut self, packet: Packet, logger: &Logger, stream: &mut TcpStream) -> Next {
+    async fn complete(&mut self, packet: Packet, logger: &Logger, stream: &mut dyn Io) -> Next {
         let ack = packet::acknowledgement(&packet);
         if let Next::Close = self.store(packet, logger).await {
             return Next::Close;
@@ -549,7 +625,7 @@ impl Connection {
         }
     }
 
-    async fn send(&self, stream: &mut TcpStream, ack: &str) -> bool {
+    async fn send(&self, stream: &mut dyn Io, ack: &str) -> bool {
         let sent = tokio::time::timeout(Duration::from_secs(10), stream.write_all(ack.as_bytes()))
             .await
             .is_ok_and(|r| r.is_ok());
