@@ -58,7 +58,7 @@ impl Health {
     pub fn register(metrics: &Metrics, device: &str) -> Self {
         let labels = [("device", device)];
         Health {
-            polls: metrics.counter(POLLS, "Polls of a Modbus device that answered.", &labels),
+            polls: metrics.counter(POLLS, "Polls of a device (Modbus, S7, MELSEC, meter) that answered.", &labels),
             up: metrics.gauge(
                 UP,
                 "1 while the device answers, 0 while it is down.",
@@ -76,7 +76,7 @@ impl Health {
             ),
             exception_code: metrics.gauge(
                 EXCEPTION_CODE,
-                "While degraded: the Modbus exception code the device answers with (0 otherwise).",
+                "While degraded: the exception code the device answers with (Modbus exception, MC end code, DL/T 645 error byte; 0 otherwise).",
                 &labels,
             ),
             errors: ERROR_KINDS
@@ -84,7 +84,7 @@ impl Health {
                 .map(|kind| {
                     metrics.counter(
                         ERRORS,
-                        "Errors polling a Modbus device, by kind.",
+                        "Errors polling a device (Modbus, S7, MELSEC, meter), by kind.",
                         &[("device", device), ("kind", kind)],
                     )
                 })
