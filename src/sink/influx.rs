@@ -207,12 +207,17 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap_or_default()
 }
 
+/// An error and its sources, each once: many errors already print their source in their own
+/// text (hyper's "client error (Connect)" and its cause), and the log must not say it twice.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let part = s.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
         source = s.source();
     }
     text
@@ -242,6 +247,33 @@ pub(crate) fn base64(input: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// An error whose text already holds its cause's shows the cause once.
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let refused = E("tcp connect error: Connection refused", None);
+        let connect = E(
+            "client error (Connect): tcp connect error: Connection refused",
+            Some(Box::new(refused)),
+        );
+        let top = E("error sending request", Some(Box::new(connect)));
+        assert_eq!(
+            error_chain(&top),
+            "error sending request: client error (Connect): tcp connect error: Connection refused"
+        );
+    }
+
     use super::*;
 
     #[test]
