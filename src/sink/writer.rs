@@ -161,6 +161,40 @@ struct Writer {
     failures: u32,
     counters: WriterMetrics,
     span: tracing::Span,
+    /// The "store rejected a line" log line, at most once a minute with the count since.
+    rejected_log: RateLimited,
+}
+
+/// A log line repeated at most once per period: a store that rejects every batch (a field
+/// of the wrong type, say) would otherwise log an error for each, several a second.
+struct RateLimited {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    /// Occurrences since the last line, not logged.
+    held: u64,
+}
+
+impl RateLimited {
+    fn new(every: Duration) -> Self {
+        RateLimited {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// One more occurrence: `Some(occurrences not logged before it)` when it is to be logged.
+    fn due(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
 }
 
 impl Writer {
@@ -236,12 +270,14 @@ impl Writer {
     }
 
     /// Keeps rejected lines, with the store's reason, for a person to look at.
-    async fn dead_letter(&self, status: u16, message: &str, lines: usize, body: &[u8]) {
+    async fn dead_letter(&mut self, status: u16, message: &str, lines: usize, body: &[u8]) {
         self.counters
             .dead
             .fetch_add(lines as u64, Ordering::Relaxed);
         let file = &self.options.dead_letter;
-        error!(parent: &self.span, status, %message, lines, file = %file.display(), "store rejected a line: moved to the dead-letter file");
+        if let Some(unlogged) = self.rejected_log.due(std::time::Instant::now()) {
+            error!(parent: &self.span, status, %message, lines, unlogged, file = %file.display(), "store rejected a line: moved to the dead-letter file (logged at most once a minute; `unlogged` rejections since the last line, all counted in shopfloor_output_dead_letter_lines_total)");
+        }
         let max = self.options.dead_letter_max_bytes;
         match file::append_dead_letter(file, max, status, message, body).await {
             Ok(0) => {}
@@ -294,6 +330,7 @@ pub async fn run_writer(
         piece_lines: batch_lines,
         options,
         failures: 0,
+        rejected_log: RateLimited::new(Duration::from_secs(60)),
         counters,
         span: span.clone(),
     };
@@ -430,6 +467,18 @@ async fn ack(reader: &SharedReader, last_id: i64) -> Result<(), SpoolError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_repeated_log_line_is_let_through_once_a_minute_with_the_count_held_back() {
+        let mut log = RateLimited::new(Duration::from_secs(60));
+        let t0 = std::time::Instant::now();
+        assert_eq!(log.due(t0), Some(0));
+        assert_eq!(log.due(t0 + Duration::from_millis(500)), None);
+        assert_eq!(log.due(t0 + Duration::from_secs(59)), None);
+        // Two held back since the first line.
+        assert_eq!(log.due(t0 + Duration::from_secs(60)), Some(2));
+        assert_eq!(log.due(t0 + Duration::from_secs(61)), None);
+    }
+
     use super::*;
 
     #[test]
