@@ -143,6 +143,28 @@ impl NodeAddress {
     }
 }
 
+impl NodeAddress {
+    /// A server's node id as the config should write it: by namespace URI (`nsu=`) above
+    /// namespace 0 when the server's table names it, since an index can change and a URI
+    /// cannot.
+    pub fn of(id: &NodeId, namespaces: &[String]) -> NodeAddress {
+        let namespace = match namespaces.get(usize::from(id.namespace)) {
+            Some(uri) if id.namespace > 0 && !uri.is_empty() => Namespace::Uri(uri.clone()),
+            _ => Namespace::Index(id.namespace),
+        };
+        let identifier = match &id.identifier {
+            UaIdentifier::Numeric(n) => Identifier::Numeric(*n),
+            UaIdentifier::String(s) => Identifier::String(s.as_ref().to_string()),
+            UaIdentifier::Guid(g) => Identifier::Guid(g.to_bytes()),
+            UaIdentifier::ByteString(b) => Identifier::Opaque(b.value.clone().unwrap_or_default()),
+        };
+        NodeAddress {
+            namespace,
+            identifier,
+        }
+    }
+}
+
 /// Prints the canonical form, which [`NodeAddress::parse`] reads back to the same address.
 impl fmt::Display for NodeAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
