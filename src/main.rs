@@ -128,8 +128,10 @@ struct ProbeArgs {
     /// (--meter-address reads a given DL/T 645 meter instead); or an OPC UA server,
     /// opc.tcp://HOST:PORT[/path], followed by node ids to read (ns=2;s=Speed,
     /// nsu=URI;i=5), or by none to browse the Objects folder two levels deep. Anonymous and
-    /// no security unless the URL says ?security_policy=basic256sha256&security_mode=
-    /// sign_and_encrypt&username=NAME (the password from SHOPFLOOR_OPCUA_PASSWORD).
+    /// no security unless the URL says so: ?security_policy=basic256sha256&username=NAME
+    /// (security_mode=sign_and_encrypt unless &security_mode=sign; the password from the
+    /// environment variable SHOPFLOOR_OPCUA_PASSWORD; the server's certificate must be
+    /// trusted in --pki-dir).
     #[arg(value_name = "URL", conflicts_with_all = ["address", "serial", "device", "start"])]
     target: Option<String>,
     /// With a PLC URL: the address to start at, as TIA Portal (DB10.DBW0, MW20, VB100) or GX

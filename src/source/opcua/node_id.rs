@@ -324,6 +324,36 @@ mod tests {
     }
 
     #[test]
+    fn a_server_node_id_is_written_by_namespace_uri_and_resolves_back_to_itself() {
+        let table = [
+            "http://opcfoundation.org/UA/".to_string(),
+            "urn:a".into(),
+            "urn:b".into(),
+        ];
+        for text in [
+            "i=85",
+            "ns=2;s=\"DB1\".\"Speed\"",
+            "ns=1;i=7",
+            "ns=2;g=09087e75-8e5e-499b-954f-f2a9603db28a",
+            "ns=2;b=M/RbKBsRVkePCePcx24oRA==",
+        ] {
+            let id = parse(text).resolve(&table).unwrap();
+            let written = NodeAddress::of(&id, &table);
+            assert_eq!(written.resolve(&table), Some(id), "{text}");
+            if text.starts_with("ns=2") {
+                assert!(written.to_string().starts_with("nsu=urn:b;"), "{written}");
+            }
+        }
+        assert_eq!(
+            NodeAddress::of(&NodeId::new(0, 85u32), &table).to_string(),
+            "i=85"
+        );
+        // An index past the table stays an index.
+        let id = NodeId::new(7, 1u32);
+        assert_eq!(NodeAddress::of(&id, &table).to_string(), "ns=7;i=1");
+    }
+
+    #[test]
     fn every_standard_form_parses() {
         assert_eq!(
             parse("i=2258"),
