@@ -659,3 +659,202 @@ async fn an_x509_user_certificate_logs_in() {
         seen.health
     );
 }
+
+/// `shopfloor probe ARGS…` with `SHOPFLOOR_OPCUA_PASSWORD` set to `password`: (exit ok,
+/// stdout, stderr).
+fn probe(args: &[&str], password: Option<&str>) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shopfloor"));
+    command.arg("probe").args(args).env_remove("SHOPFLOOR_LOG");
+    match password {
+        Some(p) => command.env("SHOPFLOOR_OPCUA_PASSWORD", p),
+        None => command.env_remove("SHOPFLOOR_OPCUA_PASSWORD"),
+    };
+    let out = command.output().expect("run shopfloor probe");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn probe_with_node_ids_prints_each_value_and_the_type_to_map_it_with() {
+    let server = UaServer::start(free_port(), &[]);
+    let (ok, out, err) = probe(
+        &[
+            &server.endpoint(),
+            "ns=2;s=Int32",
+            "nsu=urn:shopfloor:test;s=Double",
+            "ns=2;s=Int32Array",
+            "ns=2;s=Bad",
+        ],
+        None,
+    );
+    assert!(ok, "{out}\n{err}");
+    // What the server offers, its namespace table and its read limit come first.
+    assert!(out.contains("None / None  users: Anonymous"), "{out}");
+    assert!(out.contains("    2  urn:shopfloor:test\n"), "{out}");
+    assert!(out.contains("MaxNodesPerRead: "), "{out}");
+    let node = |id: &str| -> String {
+        let start = out
+            .find(&format!("\n{id}\n"))
+            .unwrap_or_else(|| panic!("no {id} in {out}"));
+        let rest = &out[start + 1..];
+        rest[..rest.find("\n\n").unwrap_or(rest.len())].to_string()
+    };
+    let int32 = node("ns=2;s=Int32");
+    for line in [
+        "  node id:     nsu=urn:shopfloor:test;s=Int32",
+        "  status:      Good",
+        "  variant:     Int32",
+        "  value:       -123456",
+        "  data type:   i=6 (Int32)",
+        "  config:      node = \"nsu=urn:shopfloor:test;s=Int32\"  type = \"int\"",
+    ] {
+        assert!(int32.contains(line), "`{line}` not in\n{int32}");
+    }
+    // The static values carry the server's start time as their source timestamp.
+    assert!(int32.contains("  source time: 20"), "{int32}");
+    let double = node("nsu=urn:shopfloor:test;s=Double");
+    assert!(double.contains("  value:       2.25"), "{double}");
+    assert!(double.contains("type = \"float\""), "{double}");
+    let array = node("ns=2;s=Int32Array");
+    assert!(array.contains("  variant:     Int32[3]"), "{array}");
+    assert!(array.contains("  value:       [10, 20, 30]"), "{array}");
+    assert!(array.contains("index = 0…2"), "{array}");
+    let bad = node("ns=2;s=Bad");
+    assert!(bad.contains("  status:      BadSensorFailure"), "{bad}");
+    assert!(bad.contains("no value to map"), "{bad}");
+    assert!(!bad.contains("type = "), "{bad}");
+}
+
+#[test]
+fn probe_without_node_ids_lists_the_objects_with_the_ids_to_copy_into_the_config() {
+    let server = UaServer::start(free_port(), &[]);
+    let (ok, out, err) = probe(&[&server.endpoint()], None);
+    assert!(ok, "{out}\n{err}");
+    let line = |name: &str| -> &str {
+        out.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    // Level 1: the test server's object; level 2: its variables, with value and type.
+    let machine = line("Machine");
+    assert!(machine.starts_with("  Object "), "{machine}");
+    assert!(
+        machine.ends_with(" nsu=urn:shopfloor:test;s=Machine"),
+        "{machine}"
+    );
+    let float = line("Float");
+    assert!(float.starts_with("    Variable "), "{float}");
+    assert!(
+        float.contains(" nsu=urn:shopfloor:test;s=Float  Float 1.5  type = \"float\""),
+        "{float}"
+    );
+    let text = line("String");
+    assert!(
+        text.contains("String \"运行 AUTO\"  type = \"string\""),
+        "{text}"
+    );
+    let counter = line("Counter");
+    assert!(
+        counter.contains(" nsu=urn:shopfloor:test;s=Counter  UInt32 "),
+        "{counter}"
+    );
+    assert!(counter.ends_with("type = \"int\""), "{counter}");
+    assert!(line("Bad").ends_with("  BadSensorFailure"), "{out}");
+}
+
+#[test]
+fn probe_calls_only_endpoint_session_read_and_browse_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("services.txt");
+    let server = UaServer::start(free_port(), &["--services", log.to_str().unwrap()]);
+    let (ok, out, err) = probe(&[&server.endpoint()], None);
+    assert!(ok, "{out}\n{err}");
+    let (ok, out, err) = probe(&[&server.endpoint(), "ns=2;s=Counter"], None);
+    assert!(ok, "{out}\n{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let services: BTreeSet<&str> = text.lines().collect();
+    let allowed = [
+        "GetEndpointsRequest",
+        "CreateSessionRequest",
+        "ActivateSessionRequest",
+        "ReadRequest",
+        "BrowseRequest",
+        "CloseSessionRequest",
+        "CloseSecureChannelRequest",
+    ];
+    let other: Vec<&&str> = services.iter().filter(|s| !allowed.contains(s)).collect();
+    assert!(
+        other.is_empty(),
+        "the probe called {other:?}; all it called: {services:?}"
+    );
+    for needed in ["GetEndpointsRequest", "ReadRequest", "BrowseRequest"] {
+        assert!(
+            services.contains(needed),
+            "{needed} not seen in {services:?}"
+        );
+    }
+}
+
+#[test]
+fn probe_of_a_secure_server_says_how_to_trust_it_then_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = UaServer::start(
+        free_port(),
+        &["--secure", dir.path().join("server").to_str().unwrap()],
+    );
+    let url = format!(
+        "{}?security_policy=basic256sha256&username=operator",
+        server.endpoint()
+    );
+    let pki = dir.path().join("pki");
+    let pki_arg = pki.to_str().unwrap();
+    // No password in the environment: said before anything is sent.
+    let (ok, _, err) = probe(&[&url, "--pki-dir", pki_arg], None);
+    assert!(!ok);
+    assert!(err.contains("SHOPFLOOR_OPCUA_PASSWORD"), "{err}");
+    // Untrusted: where the certificate went and where it must go.
+    let (ok, out, err) = probe(&[&url, "--pki-dir", pki_arg], Some("s3cret"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("Basic256Sha256 / SignAndEncrypt  users: UserName"),
+        "{out}"
+    );
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(
+        err.contains(&format!("move it to {}", pki.join("trusted").display())),
+        "{err}"
+    );
+    let rejected: Vec<_> = std::fs::read_dir(pki.join("rejected"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let name = rejected[0].file_name().unwrap();
+    std::fs::rename(&rejected[0], pki.join("trusted").join(name)).unwrap();
+    // Trusted, wrong password: refused in words.
+    let (ok, _, err) = probe(&[&url, "--pki-dir", pki_arg], Some("wrong"));
+    assert!(!ok);
+    assert!(err.contains("refused the user name, password"), "{err}");
+    // Trusted, right password: the node is read over the encrypted session.
+    let (ok, out, err) = probe(
+        &[&url, "--pki-dir", pki_arg, "ns=2;s=UInt16"],
+        Some("s3cret"),
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("session: Basic256Sha256 / SignAndEncrypt, user operator"),
+        "{out}"
+    );
+    assert!(out.contains("  value:       54321"), "{out}");
+}
+
+#[test]
+fn probe_of_an_endpoint_nobody_listens_on_says_so() {
+    let port = free_port();
+    let (ok, _, err) = probe(&[&format!("opc.tcp://127.0.0.1:{port}/")], None);
+    assert!(!ok);
+    assert!(err.contains("cannot connect"), "{err}");
+}

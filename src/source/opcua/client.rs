@@ -45,7 +45,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionPollResult};
+use opcua::client::{
+    Client, ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionPollResult,
+};
 use opcua::crypto::{PrivateKey, X509};
 use opcua::types::{
     AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, ExtensionObject,
@@ -418,134 +420,12 @@ impl Task {
         }
     }
 
-    /// Builds the client and opens the session. Returns it with a receiver that yields the
-    /// reason when the session's transport is lost.
     async fn connect(&self) -> Result<(SessionGuard, mpsc::Receiver<String>), String> {
-        let s = &self.server;
-        let mut builder = ClientBuilder::new()
-            .application_name("Shopfloor")
-            .application_uri(format!("urn:shopfloor:{}", s.id))
-            .product_uri("urn:shopfloor")
-            .pki_dir(&self.pki_dir)
-            .trust_server_certs(false)
-            .verify_server_certs(true)
-            .create_sample_keypair(s.client_certificate.is_none())
-            .session_retry_limit(0)
-            .request_timeout(s.request_timeout)
-            .session_timeout(u32::try_from(s.session_timeout.as_millis()).unwrap_or(u32::MAX))
-            .session_name(format!("shopfloor {}", s.id));
-        if let (Some(cert), Some(key)) = (&s.client_certificate, &s.client_private_key) {
-            builder = builder.certificate_path(cert).private_key_path(key);
-        }
-        let mut client = builder
-            .client()
-            .map_err(|e| format!("OPC UA client set-up: {}", e.join("; ")))?;
-        let identity = self.identity()?;
-        let policy = format!(
-            "http://opcfoundation.org/UA/SecurityPolicy#{}",
-            s.security_policy.ua_name()
-        );
-        let mode = match s.security_mode {
-            SecurityMode::None => MessageSecurityMode::None,
-            SecurityMode::Sign => MessageSecurityMode::Sign,
-            SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
-        };
-        let connect = client
-            .connect_to_matching_endpoint((s.endpoint.as_str(), policy.as_str(), mode), identity);
-        // One deadline for the whole connection (endpoints, channel, session), so that a server
-        // that accepts TCP and then says nothing is reported down in 3 request timeouts.
-        let deadline = tokio::time::Instant::now() + s.request_timeout * 3;
-        let (session, event_loop) = tokio::time::timeout_at(deadline, connect)
-            .await
-            .map_err(|_| {
-                format!(
-                    "no answer from {} in {:?}",
-                    s.endpoint,
-                    s.request_timeout * 3
-                )
-            })?
-            .map_err(|e| self.explain(e.status(), &e.to_string()))?;
-
-        // The event loop drives the channel; it runs beside this task and reports the first
-        // connection and the loss of it.
-        let (up_tx, mut up_rx) = mpsc::channel::<Result<(), String>>(1);
-        let (lost_tx, lost_rx) = mpsc::channel::<String>(1);
-        let explain = {
-            let pki = self.pki_dir.clone();
-            let endpoint = s.endpoint.clone();
-            move |code: StatusCode| explain_status(code, &endpoint, &pki)
-        };
-        let driver = tokio::spawn(async move {
-            use futures_util::StreamExt;
-            let stream = event_loop.enter();
-            futures_util::pin_mut!(stream);
-            let mut connected = false;
-            while let Some(r) = stream.next().await {
-                match r {
-                    Ok(SessionPollResult::Reconnected(_)) if !connected => {
-                        connected = true;
-                        let _ = up_tx.send(Ok(())).await;
-                    }
-                    Ok(SessionPollResult::ConnectionLost(code)) => {
-                        let _ = lost_tx.send(explain(code)).await;
-                        let _ = up_tx.send(Err(explain(code))).await;
-                        return;
-                    }
-                    Ok(SessionPollResult::ReconnectFailed(code)) | Err(code) => {
-                        let _ = up_tx.send(Err(explain(code))).await;
-                        let _ = lost_tx.send(explain(code)).await;
-                        return;
-                    }
-                    Ok(_) => {}
-                }
-            }
-            let _ = up_tx.send(Err("the session closed".into())).await;
-            let _ = lost_tx.send("the session closed".into()).await;
-        });
-        let guard = SessionGuard {
-            session,
-            driver: Some(driver),
-        };
-        match tokio::time::timeout_at(deadline, up_rx.recv()).await {
-            Ok(Some(Ok(()))) => Ok((guard, lost_rx)),
-            Ok(Some(Err(reason))) => Err(reason),
-            Ok(None) => Err("the session closed while connecting".into()),
-            Err(_) => Err(format!(
-                "no session with {} after {:?}",
-                s.endpoint,
-                s.request_timeout * 3
-            )),
-        }
-    }
-
-    fn identity(&self) -> Result<IdentityToken, String> {
-        let s = &self.server;
-        if let (Some(user), Some(password)) = (&s.username, &s.password) {
-            let password = password
-                .resolve()
-                .map_err(|e| format!("the password of `{user}`: {e}"))?;
-            return Ok(IdentityToken::new_user_name(user.clone(), password));
-        }
-        if let (Some(cert), Some(key)) = (&s.user_certificate, &s.user_private_key) {
-            let cert = read_certificate(cert)?;
-            let key = PrivateKey::read_pem_file(key).map_err(|e| {
-                format!(
-                    "user_private_key `{}` is not a PEM private key: {e:?}",
-                    key.display()
-                )
-            })?;
-            return Ok(IdentityToken::X509(Box::new(cert), Box::new(key)));
-        }
-        Ok(IdentityToken::Anonymous)
+        open_session(&self.server, &self.pki_dir).await
     }
 
     fn explain(&self, code: StatusCode, detail: &str) -> String {
-        let base = explain_status(code, &self.server.endpoint, &self.pki_dir);
-        if detail.is_empty() || base.contains(detail) {
-            base
-        } else {
-            format!("{base} ({detail})")
-        }
+        explain(&self.server, &self.pki_dir, code, detail)
     }
 
     fn resolve(&self, address: &NodeAddress, namespaces: &[String]) -> Option<NodeId> {
@@ -791,32 +671,183 @@ impl Task {
     }
 }
 
+/// The client as the agent sets it up for one server: application identity, certificate
+/// store, timeouts, no reconnection of its own.
+pub(crate) fn build_client(s: &OpcuaServer, pki_dir: &Path) -> Result<Client, String> {
+    let mut builder = ClientBuilder::new()
+        .application_name("Shopfloor")
+        .application_uri(format!("urn:shopfloor:{}", s.id))
+        .product_uri("urn:shopfloor")
+        .pki_dir(pki_dir)
+        .trust_server_certs(false)
+        .verify_server_certs(true)
+        .create_sample_keypair(s.client_certificate.is_none())
+        .session_retry_limit(0)
+        .request_timeout(s.request_timeout)
+        .session_timeout(u32::try_from(s.session_timeout.as_millis()).unwrap_or(u32::MAX))
+        .session_name(format!("shopfloor {}", s.id));
+    if let (Some(cert), Some(key)) = (&s.client_certificate, &s.client_private_key) {
+        builder = builder.certificate_path(cert).private_key_path(key);
+    }
+    builder
+        .client()
+        .map_err(|e| format!("OPC UA client set-up: {}", e.join("; ")))
+}
+
+/// Builds the client as the source does and opens the session (`pki_dir`: the certificate
+/// store to use). Returns it with a receiver that yields the
+/// reason when the session's transport is lost.
+pub(crate) async fn open_session(
+    s: &OpcuaServer,
+    pki_dir: &Path,
+) -> Result<(SessionGuard, mpsc::Receiver<String>), String> {
+    let mut client = build_client(s, pki_dir)?;
+    let identity = identity(s)?;
+    let policy = format!(
+        "http://opcfoundation.org/UA/SecurityPolicy#{}",
+        s.security_policy.ua_name()
+    );
+    let mode = match s.security_mode {
+        SecurityMode::None => MessageSecurityMode::None,
+        SecurityMode::Sign => MessageSecurityMode::Sign,
+        SecurityMode::SignAndEncrypt => MessageSecurityMode::SignAndEncrypt,
+    };
+    let connect =
+        client.connect_to_matching_endpoint((s.endpoint.as_str(), policy.as_str(), mode), identity);
+    // One deadline for the whole connection (endpoints, channel, session), so that a server
+    // that accepts TCP and then says nothing is reported down in 3 request timeouts.
+    let deadline = tokio::time::Instant::now() + s.request_timeout * 3;
+    let (session, event_loop) = tokio::time::timeout_at(deadline, connect)
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer from {} in {:?}",
+                s.endpoint,
+                s.request_timeout * 3
+            )
+        })?
+        .map_err(|e| explain(s, pki_dir, e.status(), &e.to_string()))?;
+
+    // The event loop drives the channel; it runs beside this task and reports the first
+    // connection and the loss of it.
+    let (up_tx, mut up_rx) = mpsc::channel::<Result<(), String>>(1);
+    let (lost_tx, lost_rx) = mpsc::channel::<String>(1);
+    let explain = {
+        let pki = pki_dir.to_path_buf();
+        let endpoint = s.endpoint.clone();
+        move |code: StatusCode| explain_status(code, &endpoint, &pki)
+    };
+    let driver = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let stream = event_loop.enter();
+        futures_util::pin_mut!(stream);
+        let mut connected = false;
+        while let Some(r) = stream.next().await {
+            match r {
+                Ok(SessionPollResult::Reconnected(_)) if !connected => {
+                    connected = true;
+                    let _ = up_tx.send(Ok(())).await;
+                }
+                Ok(SessionPollResult::ConnectionLost(code)) => {
+                    let _ = lost_tx.send(explain(code)).await;
+                    let _ = up_tx.send(Err(explain(code))).await;
+                    return;
+                }
+                Ok(SessionPollResult::ReconnectFailed(code)) | Err(code) => {
+                    let _ = up_tx.send(Err(explain(code))).await;
+                    let _ = lost_tx.send(explain(code)).await;
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+        let _ = up_tx.send(Err("the session closed".into())).await;
+        let _ = lost_tx.send("the session closed".into()).await;
+    });
+    let guard = SessionGuard {
+        session,
+        driver: Some(driver),
+    };
+    match tokio::time::timeout_at(deadline, up_rx.recv()).await {
+        Ok(Some(Ok(()))) => Ok((guard, lost_rx)),
+        Ok(Some(Err(reason))) => Err(reason),
+        Ok(None) => Err("the session closed while connecting".into()),
+        Err(_) => Err(format!(
+            "no session with {} after {:?}",
+            s.endpoint,
+            s.request_timeout * 3
+        )),
+    }
+}
+
+fn identity(s: &OpcuaServer) -> Result<IdentityToken, String> {
+    if let (Some(user), Some(password)) = (&s.username, &s.password) {
+        let password = password
+            .resolve()
+            .map_err(|e| format!("the password of `{user}`: {e}"))?;
+        return Ok(IdentityToken::new_user_name(user.clone(), password));
+    }
+    if let (Some(cert), Some(key)) = (&s.user_certificate, &s.user_private_key) {
+        let cert = read_certificate(cert)?;
+        let key = PrivateKey::read_pem_file(key).map_err(|e| {
+            format!(
+                "user_private_key `{}` is not a PEM private key: {e:?}",
+                key.display()
+            )
+        })?;
+        return Ok(IdentityToken::X509(Box::new(cert), Box::new(key)));
+    }
+    Ok(IdentityToken::Anonymous)
+}
+
+/// A status code from connecting, in words, with the library's detail when it adds some.
+pub(crate) fn explain(s: &OpcuaServer, pki_dir: &Path, code: StatusCode, detail: &str) -> String {
+    let base = explain_status(code, &s.endpoint, pki_dir);
+    if detail.is_empty() || base.contains(detail) {
+        base
+    } else {
+        format!("{base} ({detail})")
+    }
+}
+
 /// Closes the session and stops its event loop when a session ends for any reason
 /// (shutdown included: the `select!` that ends it drops this).
-struct SessionGuard {
-    session: Arc<Session>,
+pub(crate) struct SessionGuard {
+    pub(crate) session: Arc<Session>,
     driver: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        let session = self.session.clone();
-        let driver = self.driver.take();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
-                if let Some(d) = driver {
-                    d.abort();
-                }
-            });
-        } else if let Some(d) = driver {
+impl SessionGuard {
+    /// Closes the session now and waits for it (at most 2 s), for a caller that exits next.
+    pub(crate) async fn close(mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.session.disconnect()).await;
+        if let Some(d) = self.driver.take() {
             d.abort();
         }
     }
 }
 
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let Some(driver) = self.driver.take() else {
+            return; // closed already
+        };
+        let session = self.session.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
+                driver.abort();
+            });
+        } else {
+            driver.abort();
+        }
+    }
+}
+
 /// The server's namespace table and its MaxNodesPerRead (`None` when it does not say).
-async fn read_server_facts(session: &Session) -> Result<(Vec<String>, Option<u32>), String> {
+pub(crate) async fn read_server_facts(
+    session: &Session,
+) -> Result<(Vec<String>, Option<u32>), String> {
     let ids = [
         ReadValueId::from(NodeId::new(0, 2255u32)),
         ReadValueId::from(NodeId::new(0, 11705u32)),
@@ -857,7 +888,7 @@ fn read_certificate(path: &Path) -> Result<X509, String> {
 }
 
 /// A status code from connecting or from the channel, in words an engineer can act on.
-fn explain_status(code: StatusCode, endpoint: &str, pki: &Path) -> String {
+pub(crate) fn explain_status(code: StatusCode, endpoint: &str, pki: &Path) -> String {
     let c = code;
     if c == StatusCode::BadCertificateUntrusted || c == StatusCode::BadSecurityChecksFailed {
         format!(

@@ -101,4 +101,5 @@
 pub mod client;
 pub mod config;
 pub mod node_id;
+pub mod probe;
 pub mod value;

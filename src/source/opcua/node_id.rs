@@ -143,6 +143,28 @@ impl NodeAddress {
     }
 }
 
+impl NodeAddress {
+    /// A server's node id as the config should write it: by namespace URI (`nsu=`) above
+    /// namespace 0 when the server's table names it, since an index can change and a URI
+    /// cannot.
+    pub fn of(id: &NodeId, namespaces: &[String]) -> NodeAddress {
+        let namespace = match namespaces.get(usize::from(id.namespace)) {
+            Some(uri) if id.namespace > 0 && !uri.is_empty() => Namespace::Uri(uri.clone()),
+            _ => Namespace::Index(id.namespace),
+        };
+        let identifier = match &id.identifier {
+            UaIdentifier::Numeric(n) => Identifier::Numeric(*n),
+            UaIdentifier::String(s) => Identifier::String(s.as_ref().to_string()),
+            UaIdentifier::Guid(g) => Identifier::Guid(g.to_bytes()),
+            UaIdentifier::ByteString(b) => Identifier::Opaque(b.value.clone().unwrap_or_default()),
+        };
+        NodeAddress {
+            namespace,
+            identifier,
+        }
+    }
+}
+
 /// Prints the canonical form, which [`NodeAddress::parse`] reads back to the same address.
 impl fmt::Display for NodeAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -299,6 +321,36 @@ mod tests {
 
     fn parse(s: &str) -> NodeAddress {
         NodeAddress::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn a_server_node_id_is_written_by_namespace_uri_and_resolves_back_to_itself() {
+        let table = [
+            "http://opcfoundation.org/UA/".to_string(),
+            "urn:a".into(),
+            "urn:b".into(),
+        ];
+        for text in [
+            "i=85",
+            "ns=2;s=\"DB1\".\"Speed\"",
+            "ns=1;i=7",
+            "ns=2;g=09087e75-8e5e-499b-954f-f2a9603db28a",
+            "ns=2;b=M/RbKBsRVkePCePcx24oRA==",
+        ] {
+            let id = parse(text).resolve(&table).unwrap();
+            let written = NodeAddress::of(&id, &table);
+            assert_eq!(written.resolve(&table), Some(id), "{text}");
+            if text.starts_with("ns=2") {
+                assert!(written.to_string().starts_with("nsu=urn:b;"), "{written}");
+            }
+        }
+        assert_eq!(
+            NodeAddress::of(&NodeId::new(0, 85u32), &table).to_string(),
+            "i=85"
+        );
+        // An index past the table stays an index.
+        let id = NodeId::new(7, 1u32);
+        assert_eq!(NodeAddress::of(&id, &table).to_string(), "ns=7;i=1");
     }
 
     #[test]
