@@ -803,10 +803,15 @@ fn identity(s: &OpcuaServer) -> Result<IdentityToken, String> {
 /// A status code from connecting, in words, with the library's detail when it adds some.
 pub(crate) fn explain(s: &OpcuaServer, pki_dir: &Path, code: StatusCode, detail: &str) -> String {
     let base = explain_status(code, &s.endpoint, pki_dir);
+    // The library's text starts with the code's name, which `base` already gives.
+    let name = code.to_string();
+    let detail = detail
+        .strip_prefix(name.as_str())
+        .map_or(detail, |rest| rest.trim_start_matches([':', ' ']));
     if detail.is_empty() || base.contains(detail) {
         base
     } else {
-        format!("{base} ({detail})")
+        format!("{base}: {detail}")
     }
 }
 
@@ -975,6 +980,32 @@ fn next_tick(last: Instant, period: Duration, now: Instant) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The library's text repeats the code's name, which the explanation already gives.
+    #[test]
+    fn a_connection_error_names_its_code_once() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            opcua: Vec<OpcuaServer>,
+        }
+        let doc: Doc =
+            toml::from_str("[[opcua]]\nid = \"cnc\"\nendpoint = \"opc.tcp://plc:4840\"\n").unwrap();
+        let message = explain(
+            &doc.opcua[0],
+            Path::new("/tmp/pki"),
+            StatusCode::BadCommunicationError,
+            "BadCommunicationError: Could not connect to plc:4840",
+        );
+        assert_eq!(
+            message.matches("BadCommunicationError").count(),
+            1,
+            "{message}"
+        );
+        assert!(
+            message.ends_with(": Could not connect to plc:4840"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn back_off_stays_within_two_seconds_for_five_minutes_then_doubles_up_to_a_minute() {
