@@ -160,15 +160,26 @@ async fn an_mqtt_burst_faster_than_the_spool_arrives_in_the_store_exactly_once()
         } else {
             let have: BTreeSet<u64> = values.iter().copied().collect();
             let missing: Vec<u64> = (1..=COUNT).filter(|s| !have.contains(s)).take(10).collect();
-            // Every counter that can explain a gap: a gap with all of them at 0 is a stall,
-            // a gap with spool drops is a bound (a full disk lowers the spool's byte bound).
+            // Every counter that can explain a gap: a gap with all the drop counters at 0 is
+            // a stall, a gap with spool drops is a bound (a full disk lowers the spool's byte
+            // bound). Where the missing ones stopped: messages the source read, lines the
+            // spool took (the signal lines plus state, agent and window lines), lines still in
+            // the spool, lines the writer sent.
             Err(format!(
                 "{} values; first missing {missing:?}; dropped in the engine {}, \
-                 dropped by the spool {}, lost by the spool {}",
+                 dropped by the spool {}, lost by the spool {}; MQTT messages read {}, \
+                 acknowledgements not queued {}, connections {}; spool appended {}, \
+                 still in the spool {}; lines sent {}",
                 values.len(),
                 metric(&metrics, shopfloor::engine::RECORDS_DROPPED, None),
                 metric(&metrics, "shopfloor_spool_dropped_lines", None),
                 metric(&metrics, "shopfloor_spool_lost_lines_total", None),
+                metric(&metrics, "shopfloor_mqtt_messages_total", None),
+                metric(&metrics, "shopfloor_mqtt_ack_failures_total", None),
+                metric(&metrics, "shopfloor_mqtt_connections_total", None),
+                metric(&metrics, "shopfloor_spool_appended_lines_total", None),
+                metric(&metrics, "shopfloor_spool_lines", None),
+                metric(&metrics, "shopfloor_output_lines_total", None),
             ))
         }
     })
