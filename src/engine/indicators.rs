@@ -109,8 +109,7 @@ pub struct Metered {
 }
 
 impl Metered {
-    /// From the meters that have a reading (`signal`): the others are written but not
-    /// accounted.
+    /// From each meter's carrier and whether it measured (delivered a reading in the window).
     pub fn of(meters: impl IntoIterator<Item = (Carrier, bool)>) -> Metered {
         let mut m = Metered::default();
         for (carrier, accounted) in meters {

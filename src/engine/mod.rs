@@ -118,7 +118,7 @@ pub struct Snapshot {
     pub fleet_today: Option<Fleet>,
     /// The enterprise's green figures in today's day window.
     pub green_today: Option<Green>,
-    /// Which of the green figures any meter measures.
+    /// Which of the green figures a meter measured today.
     pub metered: indicators::Metered,
     /// Wastewater discharged today, t, when an outlet's logger reported it.
     pub wastewater_today: Option<f64>,
@@ -219,8 +219,6 @@ pub struct Engine {
     agent_prefix: String,
     fleet_prefix: String,
     green_prefix: String,
-    /// Which green figures are measured at all: the others are left out of `green` lines.
-    metered: indicators::Metered,
     alert_prefix: String,
     alerted: BTreeSet<Window>,
     outlets: outlet::Outlets,
@@ -305,12 +303,6 @@ impl Engine {
             agent_prefix: tag_prefix(MEASUREMENT_AGENT, &base),
             fleet_prefix: tag_prefix(MEASUREMENT_FLEET, &base),
             green_prefix: tag_prefix(MEASUREMENT_GREEN, &green_tags),
-            metered: indicators::Metered::of(
-                config
-                    .meters
-                    .iter()
-                    .map(|m| (m.carrier, m.signal.is_some())),
-            ),
             alert_prefix: tag_prefix(MEASUREMENT_GREEN_ALERT, &green_tags),
             alerted: BTreeSet::new(),
             outlets: outlet::Outlets::new(
@@ -745,6 +737,17 @@ impl Engine {
     /// The enterprise's green figures in a day or month window, and whether value added is
     /// known. Energy comes from site meters; a carrier with no site meter is summed from its
     /// machine meters instead (never both, which would count it twice).
+    /// Which green figures a meter measured in window `w`: a carrier none of whose meters
+    /// delivered a reading there (none configured, none with a `signal`, or all silent) is
+    /// "not measured", never 0.
+    fn metered_in(&self, w: &Window) -> indicators::Metered {
+        indicators::Metered::of(
+            self.meters
+                .iter()
+                .map(|m| (m.carrier, m.windows.contains_key(w))),
+        )
+    }
+
     fn green(&self, w: &Window) -> (Green, bool) {
         let mut by_carrier: BTreeMap<Carrier, (f64, f64)> = BTreeMap::new();
         for meter in &self.meters {
@@ -807,8 +810,8 @@ impl Engine {
     }
 
     fn green_line(&self, w: &Window, g: &Green, va_known: bool) -> Option<String> {
-        // Missing is not zero: a figure no meter measures is left out of the line.
-        let m = self.metered;
+        // Missing is not zero: a figure no meter measured in the window is left out.
+        let m = self.metered_in(w);
         let mut b = LineBuilder::with_prefix(&self.green_prefix).tag(TAG_WINDOW, w.kind.tag());
         for (name, value, measured) in [
             (contract::green::ENERGY_TCE, g.energy_tce, m.energy),
@@ -889,10 +892,13 @@ impl Engine {
             .discharge(w)
             .zip(va)
             .and_then(|(d, va)| indicators::ratio(d.t, va));
+        let measured = self.metered_in(w);
         let metered = |water: bool| {
-            self.meters
-                .iter()
-                .any(|m| (m.carrier == Carrier::Water) == water)
+            if water {
+                measured.water
+            } else {
+                measured.energy
+            }
         };
         let checks = [
             (
@@ -1038,7 +1044,10 @@ impl Engine {
             records_dropped,
             fleet_today: today.as_ref().and_then(|w| self.fleets().remove(w)),
             green_today: today.as_ref().map(|w| self.green(w).0),
-            metered: self.metered,
+            metered: today
+                .as_ref()
+                .map(|w| self.metered_in(w))
+                .unwrap_or_default(),
             wastewater_today: today
                 .as_ref()
                 .and_then(|w| self.outlets.discharge(w))

@@ -859,7 +859,7 @@ fn discharge(period: crate::model::OutletPeriod, at: Timestamp, m3: f64) -> Sour
 }
 
 #[test]
-fn wastewater_per_value_added_stands_beside_water_and_is_absent_without_a_logger() {
+fn wastewater_per_value_added_stands_beside_energy_and_water_and_each_is_absent_unmeasured() {
     use crate::model::OutletPeriod::{Day, Hour};
     let day_end = date(2026, 12, 1)
         .at(0, 0, 0, 0)
@@ -891,6 +891,12 @@ fn wastewater_per_value_added_stands_beside_water_and_is_absent_without_a_logger
     let mut e = Engine::new(&load_str(&limited, "test.toml").unwrap(), at(8, 0));
     let mut out = Vec::new();
     run_the_example_shift(&mut e, &mut out);
+    // The electricity meter 5000 → 5420 kWh and the water meter 300 → 318 m³ over the day
+    // (as a DL/T 645 and a CJ/T 188 meter deliver them: counters), beside the outlet's logger.
+    e.on_event(meter("main", "energy_kwh", at(8, 0), 5000.0), &mut out);
+    e.on_event(meter("main", "energy_kwh", at(16, 0), 5420.0), &mut out);
+    e.on_event(meter("water", "total_m3", at(8, 0), 300.0), &mut out);
+    e.on_event(meter("water", "total_m3", at(16, 0), 318.0), &mut out);
     for (h, m3) in [(8, 9.0), (9, 9.0), (9, 9.0), (10, 7.2)] {
         e.on_event(discharge(Hour, at(h, 0), m3), &mut out);
     }
@@ -902,6 +908,14 @@ fn wastewater_per_value_added_stands_beside_water_and_is_absent_without_a_logger
     assert_eq!(basis(&g).as_deref(), Some("hourly"));
     // Value added 396 good parts × 50 CNY = 1.98 (10k CNY): 25.2 / 1.98 = 12.7273 t per 10k CNY.
     assert!((field(&g, contract::green::WASTEWATER_T_PER_10K_CNY).unwrap() - 12.7273).abs() < 1e-4);
+    // The programme's three green figures on the one line (Table 1): energy from the
+    // electricity meter, 420 kWh × 0.1229 kgce/kWh = 0.051618 tce, 0.051618 / 1.98 = 0.02607
+    // tce per 10k CNY; water from the water meter, 18 t / 1.98 = 9.0909 t per 10k CNY; and the
+    // wastewater above, 12.7273 t per 10k CNY.
+    assert!((field(&g, contract::green::ENERGY_TCE).unwrap() - 0.051_618).abs() < 1e-12);
+    assert!((field(&g, contract::green::TCE_PER_10K_CNY).unwrap() - 0.026_07).abs() < 1e-5);
+    assert_eq!(field(&g, contract::green::WATER_T), Some(18.0));
+    assert!((field(&g, contract::green::WATER_T_PER_10K_CNY).unwrap() - 9.0909).abs() < 1e-4);
     // 12.7273 > 10: the closed day opens one indicator alert, stamped at the day's end; the
     // energy intensity (0.02607 under its 0.05) opens none.
     let alerts = find(&out, contract::MEASUREMENT_ALERT, &[]);
@@ -934,7 +948,7 @@ fn wastewater_per_value_added_stands_beside_water_and_is_absent_without_a_logger
         .unwrap();
     assert_eq!(field(&month, contract::green::WASTEWATER_T), Some(30.0));
 
-    // Without a logger: water and energy as before, wastewater not measured (absent, not 0).
+    // Without a logger: wastewater not measured (absent, not 0).
     let mut e = engine_at(at(8, 0));
     let mut out = Vec::new();
     run_the_example_shift(&mut e, &mut out);
@@ -945,4 +959,15 @@ fn wastewater_per_value_added_stands_beside_water_and_is_absent_without_a_logger
     assert!(field(&g, contract::green::VALUE_ADDED_10K_CNY).is_some());
     assert_eq!(field(&g, contract::green::WASTEWATER_T), None);
     assert!(!g.contains("wastewater"), "{g}");
+    // Here the two meters are configured but delivered nothing all day: energy and water
+    // were not measured either, and are absent, not 0 (issue 15).
+    for name in [
+        contract::green::ENERGY_TCE,
+        contract::green::ELECTRICITY_KWH,
+        contract::green::WATER_T,
+        contract::green::TCE_PER_10K_CNY,
+        contract::green::WATER_T_PER_10K_CNY,
+    ] {
+        assert_eq!(field(&g, name), None, "{name} in {g}");
+    }
 }
