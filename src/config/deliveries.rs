@@ -69,6 +69,24 @@ impl Deliveries {
         self.slot(to).signals.insert(signal.to_string());
     }
 
+    /// A field's `signal`, delivered to the field's own machine or meter, else to its device's
+    /// (the rule every polled source's field follows). A field that names neither goes nowhere.
+    pub(crate) fn field(
+        &mut self,
+        own: (Option<&str>, Option<&str>),
+        device: (Option<&str>, Option<&str>),
+        signal: &str,
+    ) {
+        let to = match (own, device) {
+            ((Some(m), _), _) => To::Machine(m),
+            ((None, Some(m)), _) => To::Meter(m),
+            ((None, None), (Some(m), _)) => To::Machine(m),
+            ((None, None), (None, Some(m))) => To::Meter(m),
+            ((None, None), (None, None)) => return,
+        };
+        self.signal(to, signal);
+    }
+
     /// A source delivers signals to `to` whose names are known only at run time.
     pub(crate) fn open(&mut self, to: To<'_>) {
         self.slot(to).open = true;

@@ -844,16 +844,12 @@ pub(crate) fn check_serial_ports(
 /// meter resolved by the check), for the check that every signal a state rule, meter or part
 /// counter names comes from somewhere.
 pub(crate) fn deliveries(device: &ModbusDevice, out: &mut crate::config::Deliveries) {
-    use crate::config::To;
     for field in &device.fields {
-        let to = match (&field.machine, &field.meter, &device.machine, &device.meter) {
-            (Some(m), ..) => To::Machine(m),
-            (None, Some(m), ..) => To::Meter(m),
-            (None, None, Some(m), _) => To::Machine(m),
-            (None, None, None, Some(m)) => To::Meter(m),
-            (None, None, None, None) => continue,
-        };
-        out.signal(to, &field.signal);
+        out.field(
+            (field.machine.as_deref(), field.meter.as_deref()),
+            (device.machine.as_deref(), device.meter.as_deref()),
+            &field.signal,
+        );
     }
 }
 

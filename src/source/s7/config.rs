@@ -580,9 +580,11 @@ impl Checker<'_> {
 /// state rule or part counter names comes from somewhere.
 pub(crate) fn deliveries(device: &S7Device, out: &mut crate::config::Deliveries) {
     for field in &device.fields {
-        if let Some(m) = field.machine.as_ref().or(device.machine.as_ref()) {
-            out.signal(crate::config::To::Machine(m), &field.signal);
-        }
+        out.field(
+            (field.machine.as_deref(), None),
+            (device.machine.as_deref(), None),
+            &field.signal,
+        );
     }
 }
 
