@@ -86,6 +86,7 @@ impl Pipeline {
                 path.clone(),
                 cfg.writer_options(name, dir.path()),
                 stats_rx.clone(),
+                tokio::sync::watch::channel(Default::default()).0,
                 metrics.clone(),
                 shutdown.clone(),
             ));

@@ -187,6 +187,7 @@ pub fn start_resuming(
         stats: stats_rx,
         spool_path,
         outputs,
+        status: output_status,
         mut tasks,
     } = sink::start(&config.spool, &data_dir, outputs, &metrics, &shutdown)?;
     if let Some(connection) = uplink_connection {
@@ -345,6 +346,7 @@ pub fn start_resuming(
             snapshots: snap_rx.clone(),
             signals: signal_query.clone(),
             spool: stats_rx.clone(),
+            outputs: output_status.clone(),
             metrics: metrics.clone(),
             declared_file: Some(declared_file),
             access: Arc::new(web_access(&config.web)),

@@ -15,6 +15,7 @@
 //! | `spool_task.rs` | the spool task: appends what the queue hands over, trims, expires, syncs, publishes the spool's figures |
 //! | `spool.rs` | the spool itself: SQLite, one cursor per output, the byte and age bounds |
 //! | `writer.rs` | the writer loop: batches from its cursor, the answers below, back-off, dead letters |
+//! | `status.rs` | each output's delivery state (delivering, backlog, failing and why) for the board |
 //! | `influx.rs`, `file.rs`, `uplink.rs` | the outputs: each turns a batch into a request and its answer into a [`SendError`] |
 //!
 //! The engine hands records over in batches and waits for room when the queue is full, so a
@@ -45,6 +46,7 @@ pub mod influx;
 pub mod spool;
 mod spool_task;
 mod stage;
+pub mod status;
 pub mod uplink;
 mod writer;
 
@@ -126,6 +128,15 @@ impl Output {
             Output::Influx(w) => w.name(),
             Output::File(w) => w.name(),
             Output::Uplink(w) => w.name(),
+        }
+    }
+
+    /// `influx`, `file` or `uplink`: what the board says the output is.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Output::Influx(_) => "influx",
+            Output::File(_) => "file",
+            Output::Uplink(_) => "uplink",
         }
     }
 

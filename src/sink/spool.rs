@@ -645,6 +645,16 @@ impl SpoolReader {
         Ok(batch)
     }
 
+    /// What this output has not delivered yet: its lines and when the oldest of them was
+    /// appended (Unix ms). Reads the rows' small columns past the cursor, not their bodies.
+    pub fn backlog(&mut self) -> Result<(u64, Option<i64>), SpoolError> {
+        let (lines, oldest): (i64, Option<i64>) = self
+            .conn
+            .prepare_cached("SELECT COALESCE(SUM(lines),0), MIN(at_ms) FROM chunk WHERE id > ?1")?
+            .query_row([self.acked], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((lines.max(0) as u64, oldest))
+    }
+
     /// Records that everything up to `last_id` is delivered.
     pub fn ack(&mut self, last_id: i64) -> Result<(), SpoolError> {
         self.conn.execute(
@@ -671,7 +681,7 @@ mod tests {
         let outputs = vec!["a".to_string(), "b".to_string()];
         let mut spool = Spool::open(&path, Limits::bytes(1 << 20), &outputs).unwrap();
         spool.append(&[lines("x", 3)], 1000).unwrap();
-        spool.append(&[lines("y", 2)], 1000).unwrap();
+        spool.append(&[lines("y", 2)], 2000).unwrap();
         assert_eq!(spool.stats().lines, 5);
 
         let mut a = SpoolReader::open(&path, "a").unwrap();
@@ -681,12 +691,17 @@ mod tests {
         assert_eq!(first.lines, 3);
         assert!(first.more, "the second row waits behind it");
         a.ack(first.last_id).unwrap();
+        // Each output's backlog counts from its own cursor: a has the second append (2 lines,
+        // appended at 2000 ms) left, b all five since 1000 ms.
+        assert_eq!(a.backlog().unwrap(), (2, Some(2000)));
+        assert_eq!(b.backlog().unwrap(), (5, Some(1000)));
         let second = a.next_batch(4).unwrap().unwrap();
         assert_eq!(second.lines, 2);
         assert!(!second.more);
         assert!(second.body.starts_with(b"m,k=y v=0i 0\n"));
         a.ack(second.last_id).unwrap();
         assert_eq!(a.next_batch(4).unwrap(), None);
+        assert_eq!(a.backlog().unwrap(), (0, None));
 
         // Output b has delivered nothing, so nothing may be trimmed yet.
         spool.trim().unwrap();

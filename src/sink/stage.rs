@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tracing::info;
 
 use super::spool::{Spool, SpoolError, SpoolStats};
+use super::status::OutputStatus;
 use super::{Chunk, Output, WriterOptions, file, influx, run_writer, spawn_spool_task};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -40,6 +41,8 @@ pub struct Stage<C> {
     pub spool_path: PathBuf,
     /// How many writers run.
     pub outputs: usize,
+    /// Each output's delivery state, in the order of the outputs.
+    pub status: Vec<watch::Receiver<OutputStatus>>,
     /// The writers and the spool task; the caller adds its own.
     pub tasks: Tasks,
 }
@@ -116,12 +119,20 @@ pub fn start<C: Chunk>(
         sync_interval,
     );
     let mut set = JoinSet::new();
+    let mut status = Vec::new();
     for (output, options) in outputs {
+        let (status_tx, status_rx) = watch::channel(OutputStatus {
+            name: output.name().to_string(),
+            kind: output.kind(),
+            ..OutputStatus::default()
+        });
+        status.push(status_rx);
         set.spawn(run_writer(
             output,
             spool_path.clone(),
             options,
             stats_rx.clone(),
+            status_tx,
             metrics.clone(),
             shutdown.clone(),
         ));
@@ -131,6 +142,7 @@ pub fn start<C: Chunk>(
         stats: stats_rx,
         spool_path,
         outputs: names.len(),
+        status,
         tasks: Tasks { set, spool_thread },
     })
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use super::spool::{self, SpoolError, SpoolReader, SpoolStats};
+use super::status::OutputStatus;
 use super::{Output, SendError, WriterOptions, file};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -23,6 +24,9 @@ struct WriterMetrics {
     dead: Arc<AtomicU64>,
     dead_deleted: Arc<AtomicU64>,
     last_success: Arc<AtomicU64>,
+    backlog: Arc<AtomicU64>,
+    oldest_age: Arc<AtomicU64>,
+    failing: Arc<AtomicU64>,
     metrics: Metrics,
     name: String,
 }
@@ -49,6 +53,21 @@ impl WriterMetrics {
             last_success: metrics.gauge(
                 "shopfloor_output_last_success_seconds",
                 "Unix time of the output's last successful write request.",
+                &labels,
+            ),
+            backlog: metrics.gauge(
+                "shopfloor_output_backlog_lines",
+                "Records an output has not delivered yet (read from its cursor in the spool).",
+                &labels,
+            ),
+            oldest_age: metrics.gauge(
+                "shopfloor_output_oldest_age_seconds",
+                "Age of the oldest record an output has not delivered yet.",
+                &labels,
+            ),
+            failing: metrics.gauge(
+                "shopfloor_output_failing",
+                "1 while an output's write requests fail (the data waits in the spool), else 0.",
                 &labels,
             ),
             metrics: metrics.clone(),
@@ -163,7 +182,19 @@ struct Writer {
     span: tracing::Span,
     /// The "store rejected a line" log line, at most once a minute with the count since.
     rejected_log: RateLimited,
+    /// What the board and `/api/health` show of this output.
+    status: watch::Sender<OutputStatus>,
+    /// Since when requests fail, while they do.
+    outage: Option<Instant>,
+    /// After an outage, until the backlog is delivered: how long it lasted, when delivery
+    /// resumed and the delivered-lines counter then.
+    draining: Option<(Duration, Instant, u64)>,
+    /// When the backlog was last read from the spool.
+    backlog_read: Option<Instant>,
 }
+
+/// How often a writer reads its backlog from the spool at most.
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A log line repeated at most once per period: a store that rejects every batch (a field
 /// of the wrong type, say) would otherwise log an error for each, several a second.
@@ -211,6 +242,7 @@ impl Writer {
             };
             match result {
                 Ok(()) => {
+                    self.succeeded();
                     self.failures = 0;
                     self.counters
                         .sent
@@ -255,6 +287,7 @@ impl Writer {
                 Err(e) => {
                     let config = matches!(e, SendError::Config { .. } | SendError::Refused(_));
                     self.counters.error(if config { "config" } else { "retry" });
+                    self.failed(&e);
                     self.failures = self.failures.saturating_add(1);
                     let backoff = retry_delay(self.failures, &e, self.options.retry_max);
                     if config {
@@ -267,6 +300,96 @@ impl Writer {
             }
         }
         Outcome::Done
+    }
+
+    /// A request succeeded: the output is no longer failing. The first success after an
+    /// outage is logged with how long it lasted and how much waits.
+    fn succeeded(&mut self) {
+        if let Some(since) = self.outage.take() {
+            let down = since.elapsed();
+            let waiting = self.status.borrow().backlog_lines;
+            info!(parent: &self.span, outage_s = secs(down), lines_waiting = waiting, "delivery resumed: sending what waited in the spool, oldest first");
+            self.draining = Some((
+                down,
+                Instant::now(),
+                self.counters.sent.load(Ordering::Relaxed),
+            ));
+            self.counters.failing.store(0, Ordering::Relaxed);
+        }
+        let now = jiff::Timestamp::now().as_millisecond();
+        self.status.send_if_modified(|s| {
+            let changed = s.failing.is_some();
+            s.failing = None;
+            s.failing_since_ms = None;
+            s.last_success_ms = Some(now);
+            changed
+        });
+    }
+
+    /// A request failed and the batch waits for the next attempt.
+    fn failed(&mut self, e: &SendError) {
+        if self.outage.is_none() {
+            self.outage = Some(Instant::now());
+            self.counters.failing.store(1, Ordering::Relaxed);
+        }
+        // An outage during a drain: the drain is logged after the next resumption.
+        self.draining = None;
+        let now = jiff::Timestamp::now().as_millisecond();
+        let reason = e.to_string();
+        self.status.send_modify(|s| {
+            s.failing = Some(reason);
+            s.failing_since_ms.get_or_insert(now);
+        });
+    }
+
+    /// Reads this output's backlog from the spool (at most once a second unless `now`) and
+    /// publishes it; when it is empty after an outage, logs how much was drained.
+    async fn read_backlog(&mut self, reader: &SharedReader, now: bool) {
+        if !now
+            && self
+                .backlog_read
+                .is_some_and(|t| t.elapsed() < BACKLOG_EVERY)
+        {
+            return;
+        }
+        self.backlog_read = Some(Instant::now());
+        let reader = reader.clone();
+        let backlog = blocking(move || {
+            let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
+            reader.backlog()
+        })
+        .await;
+        let Ok((lines, oldest_ms)) = backlog else {
+            return; // a busy spool: the figures are read again at the next call
+        };
+        self.caught_up(lines);
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        self.counters.backlog.store(lines, Ordering::Relaxed);
+        self.counters.oldest_age.store(
+            oldest_ms.map_or(0, |ms| ((now_ms - ms).max(0) / 1000) as u64),
+            Ordering::Relaxed,
+        );
+        self.status.send_if_modified(|s| {
+            let changed = (s.backlog_lines, s.oldest_ms) != (lines, oldest_ms);
+            s.backlog_lines = lines;
+            s.oldest_ms = oldest_ms;
+            changed
+        });
+    }
+
+    /// After an outage: once nothing waits, one log line with what was drained.
+    fn caught_up(&mut self, waiting: u64) {
+        if waiting > 0 || self.outage.is_some() {
+            return;
+        }
+        if let Some((down, resumed, sent_before)) = self.draining.take() {
+            let drained = self
+                .counters
+                .sent
+                .load(Ordering::Relaxed)
+                .saturating_sub(sent_before);
+            info!(parent: &self.span, lines_drained = drained, drain_s = secs(resumed.elapsed()), outage_s = secs(down), "backlog drained after an outage: the output is delivering as it comes again");
+        }
     }
 
     /// Keeps rejected lines, with the store's reason, for a person to look at.
@@ -300,6 +423,7 @@ pub async fn run_writer(
     spool_path: PathBuf,
     options: WriterOptions,
     mut appended: watch::Receiver<SpoolStats>,
+    status: watch::Sender<OutputStatus>,
     metrics: Metrics,
     mut shutdown: Shutdown,
 ) {
@@ -333,13 +457,18 @@ pub async fn run_writer(
         rejected_log: RateLimited::new(Duration::from_secs(60)),
         counters,
         span: span.clone(),
+        status,
+        outage: None,
+        draining: None,
+        backlog_read: None,
     };
     // A first partial batch goes out at once.
     let mut last_send = Instant::now().checked_sub(flush_interval);
-    loop {
+    'batches: loop {
         if shutdown.is_triggered() {
             break;
         }
+        writer.read_backlog(&reader, false).await;
         let batch = match next_batch(&reader, batch_lines).await {
             Ok(batch) => batch,
             Err(e) => {
@@ -353,6 +482,9 @@ pub async fn run_writer(
             }
         };
         let Some(batch) = batch else {
+            if writer.status.borrow().backlog_lines > 0 || writer.draining.is_some() {
+                writer.read_backlog(&reader, true).await;
+            }
             // Nothing waiting: sleep until the spool task appends (or a second passes).
             tokio::select! {
                 _ = appended.changed() => {}
@@ -393,15 +525,31 @@ pub async fn run_writer(
                 }
             }
             Outcome::Retry(wait) => {
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.wait() => break,
+                // The backlog grows meanwhile: it is read again every second of the wait.
+                let until = tokio::time::Instant::now() + wait;
+                loop {
+                    writer.read_backlog(&reader, false).await;
+                    let step = until
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(BACKLOG_EVERY);
+                    if step.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(step) => {}
+                        _ = shutdown.wait() => break 'batches,
+                    }
                 }
             }
             Outcome::Stopped => break,
         }
     }
     info!(parent: &span, "writer stopped");
+}
+
+/// A duration in seconds, to a tenth, for the log.
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
 }
 
 /// Exponential back-off with jitter, or the server's Retry-After when it gave one.

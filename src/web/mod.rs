@@ -47,6 +47,7 @@ use crate::engine::{SignalQuery, Snapshot};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::SpoolStats;
+use crate::sink::status::OutputStatus;
 
 /// A snapshot older than this means the engine is stuck: `/healthz` answers 503.
 const STALE: SignedDuration = SignedDuration::from_secs(10);
@@ -59,6 +60,8 @@ pub struct Board {
     pub snapshots: watch::Receiver<Snapshot>,
     pub signals: SignalQuery,
     pub spool: watch::Receiver<SpoolStats>,
+    /// Each output's delivery state, as its writer publishes it.
+    pub outputs: Vec<watch::Receiver<OutputStatus>>,
     pub metrics: Metrics,
     /// Where `POST /api/value-added` writes declared figures (the engine re-reads it).
     pub declared_file: Option<PathBuf>,
@@ -492,9 +495,47 @@ struct DeviceJson {
     degraded_reason: Option<String>,
 }
 
+/// One output's delivery (see `sink::status`).
+#[derive(Serialize)]
+struct OutputJson {
+    name: String,
+    /// `influx`, `file` or `uplink`.
+    kind: &'static str,
+    /// `"delivering"`, `"backlog"` (a line waits longer than 10 s) or `"failing"`.
+    state: &'static str,
+    /// Lines this output has not delivered yet.
+    backlog_lines: u64,
+    /// How long the oldest of them has waited; `null` when none waits.
+    oldest_age_s: Option<f64>,
+    /// Why the last write request failed, while failing; `null` otherwise.
+    reason: Option<String>,
+    /// How long requests have been failing; `null` while not failing.
+    failing_s: Option<f64>,
+    /// The last successful write request; `null` before the first.
+    last_success: Option<String>,
+}
+
+fn output_json(s: &OutputStatus, now_ms: i64) -> OutputJson {
+    let at = |ms: i64| Timestamp::from_millisecond(ms).ok().map(|t| t.to_string());
+    OutputJson {
+        name: s.name.clone(),
+        kind: s.kind,
+        state: s.delivery(now_ms).as_str(),
+        backlog_lines: s.backlog_lines,
+        oldest_age_s: s.oldest_age_s(now_ms),
+        reason: s.failing.clone(),
+        failing_s: s
+            .failing_since_ms
+            .map(|ms| (now_ms - ms).max(0) as f64 / 1000.0),
+        last_success: s.last_success_ms.and_then(at),
+    }
+}
+
 #[derive(Serialize)]
 struct HealthJson {
     devices: Vec<DeviceJson>,
+    /// Each output: delivering, backlog of N lines with the oldest's age, or failing and why.
+    outputs: Vec<OutputJson>,
     devices_up: usize,
     /// Devices up but delivering nothing (counted in `devices_up` too).
     devices_degraded: usize,
@@ -520,6 +561,11 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
     let spool = *board.spool.borrow();
     let now = Timestamp::now().as_millisecond();
     Json(HealthJson {
+        outputs: board
+            .outputs
+            .iter()
+            .map(|o| output_json(&o.borrow(), now))
+            .collect(),
         devices_up: snap.devices.iter().filter(|d| d.up).count(),
         devices_degraded: snap
             .devices
