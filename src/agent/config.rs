@@ -176,20 +176,27 @@ fn count(n: usize, one: &str, many: &str) -> String {
 fn deliveries(config: &Config) -> Deliveries {
     let mut out = Deliveries::default();
     for device in &config.modbus {
+        out.from_source(&device.id);
         modbus::deliveries(device, &mut out);
     }
     for broker in &config.mqtt {
+        out.from_source(&broker.id);
         crate::source::mqtt::check::deliveries(broker, &mut out);
     }
     for server in &config.opcua {
+        out.from_source(&server.id);
         crate::source::opcua::config::deliveries(server, &mut out);
     }
     for device in &config.melsec {
+        out.from_source(&device.id);
         crate::source::melsec::config::deliveries(device, &mut out);
     }
     for device in &config.s7 {
+        out.from_source(&device.id);
         crate::source::s7::config::deliveries(device, &mut out);
     }
+    // Meter buses: health is per meter, and the board asks only for machines' sources.
+    out.from_source("");
     for bus in &config.dlt645 {
         crate::source::dlt645::config::deliveries(bus, &mut out);
     }
@@ -356,6 +363,17 @@ impl<'a> From<&'a Config> for modbus::Sections<'a> {
 }
 
 impl Config {
+    /// Each machine of the register with the ids of the devices (Modbus, OPC UA, S7, MC
+    /// devices, MQTT brokers) that deliver its signals; an empty list: no data source. The
+    /// board tells a machine without a source from one whose device failed by it.
+    pub fn machine_sources(&self) -> Vec<(String, Vec<String>)> {
+        let delivered = deliveries(self);
+        self.machines
+            .iter()
+            .map(|m| (m.id.clone(), delivered.machine_sources(&m.id)))
+            .collect()
+    }
+
     /// The register's machine ids and meter ids, as the sources look samples up against them.
     pub fn register_ids(
         &self,

@@ -347,6 +347,7 @@ pub fn start_resuming(
             signals: signal_query.clone(),
             spool: stats_rx.clone(),
             outputs: output_status.clone(),
+            machine_sources: Arc::new(config.machine_sources()),
             metrics: metrics.clone(),
             declared_file: Some(declared_file),
             access: Arc::new(web_access(&config.web)),

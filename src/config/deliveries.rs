@@ -31,6 +31,8 @@ pub(crate) enum To<'a> {
 struct Delivered {
     signals: BTreeSet<String>,
     open: bool,
+    /// The ids of the sections (devices, brokers, servers) that deliver to it.
+    sources: BTreeSet<String>,
 }
 
 /// The signals delivered, by machine and meter.
@@ -40,6 +42,8 @@ pub(crate) struct Deliveries {
     meters: HashMap<String, Delivered>,
     any_machine: Delivered,
     any_meter: Delivered,
+    /// The section whose deliveries are being recorded (see [`Deliveries::from_source`]).
+    source: Option<String>,
 }
 
 /// What [`Deliveries::machine`] and [`Deliveries::meter`] find for a signal.
@@ -56,12 +60,34 @@ pub(crate) enum Verdict {
 
 impl Deliveries {
     fn slot(&mut self, to: To<'_>) -> &mut Delivered {
-        match to {
+        let slot = match to {
             To::Machine(id) => self.machines.entry(id.to_string()).or_default(),
             To::Meter(id) => self.meters.entry(id.to_string()).or_default(),
             To::AnyMachine => &mut self.any_machine,
             To::AnyMeter => &mut self.any_meter,
+        };
+        if let Some(source) = &self.source {
+            slot.sources.insert(source.clone());
         }
+        slot
+    }
+
+    /// What is recorded from now on comes from the section (device, broker, server) `id`
+    /// (`""`: from none that is recorded).
+    pub(crate) fn from_source(&mut self, id: &str) {
+        self.source = (!id.is_empty()).then(|| id.to_string());
+    }
+
+    /// The sections that deliver to machine `id`: its own, and those whose topics name
+    /// machines at run time. Empty: the machine has no data source.
+    pub(crate) fn machine_sources(&self, id: &str) -> Vec<String> {
+        let own = self.machines.get(id).map(|d| &d.sources);
+        let any = (self.any_machine.open || !self.any_machine.signals.is_empty())
+            .then_some(&self.any_machine.sources);
+        let mut all: Vec<String> = own.into_iter().chain(any).flatten().cloned().collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// A source delivers `signal` to `to`.

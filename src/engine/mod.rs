@@ -120,12 +120,28 @@ pub struct Snapshot {
     pub green_today: Option<Green>,
     /// Which of the green figures a meter measured today.
     pub metered: indicators::Metered,
+    /// Which of them any meter is configured for at all (whether or not it delivered).
+    pub meters_configured: indicators::Metered,
+    /// Whether today's value added is known (`green_today`'s 0 otherwise means "unknown").
+    pub value_added_known: bool,
+    /// The shift calendar has shifts and none of them is on now (a break counts as on).
+    pub outside_calendar: bool,
+    /// The `[green]` limits the day's figures are judged against.
+    pub limits: GreenLimits,
     /// Wastewater discharged today, t, when an outlet's logger reported it.
     pub wastewater_today: Option<f64>,
     /// The outlets heard from, with their latest values and flags.
     pub outlets: Vec<outlet::OutletView>,
     /// Open alerts, then the recently closed ones.
     pub alerts: Vec<alerts::AlertView>,
+}
+
+/// The `[green]` limits, for the board to judge today's figures against and show.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GreenLimits {
+    pub tce_per_10k_cny: Option<f64>,
+    pub water_t_per_10k_cny: Option<f64>,
+    pub wastewater_t_per_10k_cny: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1044,6 +1060,20 @@ impl Engine {
             records_dropped,
             fleet_today: today.as_ref().and_then(|w| self.fleets().remove(w)),
             green_today: today.as_ref().map(|w| self.green(w).0),
+            value_added_known: today.as_ref().is_some_and(|w| self.green(w).1),
+            meters_configured: indicators::Metered::of(
+                self.meters.iter().map(|m| (m.carrier, true)),
+            ),
+            outside_calendar: self.calendar.has_shifts()
+                && self
+                    .calendar
+                    .shifts_between(now, now + SignedDuration::from_secs(1))
+                    .is_empty(),
+            limits: GreenLimits {
+                tce_per_10k_cny: self.tce_limit,
+                water_t_per_10k_cny: self.water_limit,
+                wastewater_t_per_10k_cny: self.wastewater_limit,
+            },
             metered: today
                 .as_ref()
                 .map(|w| self.metered_in(w))

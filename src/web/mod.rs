@@ -62,6 +62,8 @@ pub struct Board {
     pub spool: watch::Receiver<SpoolStats>,
     /// Each output's delivery state, as its writer publishes it.
     pub outputs: Vec<watch::Receiver<OutputStatus>>,
+    /// Each machine of the register with the devices that feed it (empty: no data source).
+    pub machine_sources: Arc<Vec<(String, Vec<String>)>>,
     pub metrics: Metrics,
     /// Where `POST /api/value-added` writes declared figures (the engine re-reads it).
     pub declared_file: Option<PathBuf>,
@@ -340,6 +342,32 @@ struct FleetJson {
     /// Wastewater discharged today, t, from the outlets' loggers; `null` without one.
     wastewater_t: Option<f64>,
     wastewater_t_per_10k_cny: Option<f64>,
+    /// The `[green]` limits today's figures are judged against; `null` when none is set.
+    tce_per_10k_cny_limit: Option<f64>,
+    water_t_per_10k_cny_limit: Option<f64>,
+    wastewater_t_per_10k_cny_limit: Option<f64>,
+    /// The shift calendar has shifts and none is on now.
+    outside_calendar: bool,
+    /// Why each green figure above that is `null` is absent: `no_meter` (no meter of its
+    /// carrier is configured), `not_measured` (no meter delivered a reading today),
+    /// `no_value_added` (value added unknown or 0 so far today), `outside_calendar` (the
+    /// same, while no shift is on), `no_outlet` (no outlet reported a discharge).
+    absent: std::collections::BTreeMap<&'static str, &'static str>,
+}
+
+/// Why a green figure is absent (see `FleetJson::absent`): `metered` whether a meter of its
+/// carrier delivered today, `configured` whether any is configured, `per_va` for the figures
+/// divided by value added.
+fn absent_reason(snap: &Snapshot, configured: bool, metered: bool, per_va: bool) -> &'static str {
+    if !configured {
+        "no_meter"
+    } else if !metered {
+        "not_measured"
+    } else if per_va && snap.outside_calendar {
+        "outside_calendar"
+    } else {
+        "no_value_added"
+    }
 }
 
 /// The programme's targets shown beside today's figures: networking rate ≥ 55 %, CNC rate
@@ -351,7 +379,11 @@ async fn fleet(State(board): State<Board>) -> Json<FleetJson> {
     let snap = board.snapshots.borrow().clone();
     let f = snap.fleet_today;
     let g = snap.green_today;
-    Json(FleetJson {
+    let (configured, metered) = (snap.meters_configured, snap.metered);
+    let va = g
+        .filter(|_| snap.value_added_known)
+        .map(|g| g.value_added_10k_cny);
+    let mut json = FleetJson {
         site: board.site_name.to_string(),
         enterprise: board.enterprise.to_string(),
         at: snap.at.map(|t| t.to_string()),
@@ -383,16 +415,71 @@ async fn fleet(State(board): State<Board>) -> Json<FleetJson> {
         energy_tce: g.filter(|_| snap.metered.energy).map(|g| g.energy_tce),
         electricity_kwh: (g.filter(|_| snap.metered.electricity)).map(|g| g.electricity_kwh),
         water_t: g.filter(|_| snap.metered.water).map(|g| g.water_t),
-        value_added_10k_cny: g.map(|g| g.value_added_10k_cny),
+        // Missing is not zero: `null` while no source gave a value added today.
+        value_added_10k_cny: va,
         tce_per_10k_cny: (g.filter(|_| snap.metered.energy)).and_then(|g| g.tce_per_10k_cny()),
         water_t_per_10k_cny: (g.filter(|_| snap.metered.water))
             .and_then(|g| g.water_t_per_10k_cny()),
         wastewater_t: snap.wastewater_today,
         wastewater_t_per_10k_cny: snap
             .wastewater_today
-            .zip(g)
-            .and_then(|(w, g)| crate::engine::indicators::ratio(w, g.value_added_10k_cny)),
-    })
+            .zip(va)
+            .and_then(|(w, va)| crate::engine::indicators::ratio(w, va)),
+        tce_per_10k_cny_limit: snap.limits.tce_per_10k_cny,
+        water_t_per_10k_cny_limit: snap.limits.water_t_per_10k_cny,
+        wastewater_t_per_10k_cny_limit: snap.limits.wastewater_t_per_10k_cny,
+        outside_calendar: snap.outside_calendar,
+        absent: Default::default(),
+    };
+    let va_reason = if snap.outside_calendar {
+        "outside_calendar"
+    } else {
+        "no_value_added"
+    };
+    let ww_reason = |per_va: bool| match snap.wastewater_today {
+        None => "no_outlet",
+        Some(_) if per_va => va_reason,
+        Some(_) => "no_outlet",
+    };
+    for (field, value, reason) in [
+        (
+            "energy_tce",
+            json.energy_tce,
+            absent_reason(&snap, configured.energy, metered.energy, false),
+        ),
+        (
+            "electricity_kwh",
+            json.electricity_kwh,
+            absent_reason(&snap, configured.electricity, metered.electricity, false),
+        ),
+        (
+            "water_t",
+            json.water_t,
+            absent_reason(&snap, configured.water, metered.water, false),
+        ),
+        ("value_added_10k_cny", json.value_added_10k_cny, va_reason),
+        (
+            "tce_per_10k_cny",
+            json.tce_per_10k_cny,
+            absent_reason(&snap, configured.energy, metered.energy, true),
+        ),
+        (
+            "water_t_per_10k_cny",
+            json.water_t_per_10k_cny,
+            absent_reason(&snap, configured.water, metered.water, true),
+        ),
+        ("wastewater_t", json.wastewater_t, ww_reason(false)),
+        (
+            "wastewater_t_per_10k_cny",
+            json.wastewater_t_per_10k_cny,
+            ww_reason(true),
+        ),
+    ] {
+        if value.is_none() {
+            json.absent.insert(field, reason);
+        }
+    }
+    Json(json)
 }
 
 #[derive(Serialize)]
@@ -493,6 +580,8 @@ struct DeviceJson {
     status: &'static str,
     /// While degraded: the exceptions it answers with; `null` otherwise.
     degraded_reason: Option<String>,
+    /// The machines whose signals it delivers.
+    machines: Vec<String>,
 }
 
 /// One output's delivery (see `sink::status`).
@@ -536,6 +625,9 @@ struct HealthJson {
     devices: Vec<DeviceJson>,
     /// Each output: delivering, backlog of N lines with the oldest's age, or failing and why.
     outputs: Vec<OutputJson>,
+    /// Machines of the register that no device or topic feeds: offline because nothing
+    /// reads them, not because a device failed.
+    machines_without_source: Vec<String>,
     devices_up: usize,
     /// Devices up but delivering nothing (counted in `devices_up` too).
     devices_degraded: usize,
@@ -566,6 +658,12 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
             .iter()
             .map(|o| output_json(&o.borrow(), now))
             .collect(),
+        machines_without_source: board
+            .machine_sources
+            .iter()
+            .filter(|(_, sources)| sources.is_empty())
+            .map(|(m, _)| m.clone())
+            .collect(),
         devices_up: snap.devices.iter().filter(|d| d.up).count(),
         devices_degraded: snap
             .devices
@@ -586,6 +684,12 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
                     (true, None) => "up",
                 },
                 degraded_reason: d.degraded.clone().filter(|_| d.up),
+                machines: board
+                    .machine_sources
+                    .iter()
+                    .filter(|(_, sources)| sources.iter().any(|s| **s == *d.id))
+                    .map(|(m, _)| m.clone())
+                    .collect(),
             })
             .collect(),
         spool_lines: spool.lines,
