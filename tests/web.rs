@@ -293,6 +293,13 @@ const TOKEN: &str = "s3cret-board-token";
 async fn demo_agent(
     web: impl FnOnce(&mut shopfloor::web::config::Web, &std::path::Path),
 ) -> (String, tempfile::TempDir, shutdown::Trigger, agent::Running) {
+    demo_agent_with(|cfg, dir| web(&mut cfg.web, dir)).await
+}
+
+/// [`demo_agent`] with any part of the config changed by `configure`.
+async fn demo_agent_with(
+    configure: impl FnOnce(&mut shopfloor::agent::config::Config, &std::path::Path),
+) -> (String, tempfile::TempDir, shutdown::Trigger, agent::Running) {
     let data = tempfile::tempdir().expect("temp dir");
     let (trigger, shutdown) = shutdown::channel();
     let options = SimOptions {
@@ -310,7 +317,7 @@ async fn demo_agent(
     cfg.agent.data_dir = data.path().to_path_buf();
     cfg.file.clear();
     cfg.web.listen.set_port(0);
-    web(&mut cfg.web, data.path());
+    configure(&mut cfg, data.path());
     let running = agent::start(&cfg, shutdown).expect("agent");
     let base = format!("http://{}", running.web_addr.expect("board enabled"));
     (base, data, trigger, running)
@@ -423,6 +430,147 @@ async fn without_a_write_token_the_board_is_read_only() {
     let message = refused.text().await.unwrap_or_default();
     assert!(message.contains("write_token"), "{message}");
     assert!(!data.path().join("value-added.toml").exists());
+    trigger.fire();
+    running.finished().await;
+}
+
+/// Everything the agents of this test binary log, from the first call on (one global
+/// subscriber for the binary: tests that look for their lines filter by what they contain).
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let mut logs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                logs.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Sink(logs.clone());
+        let _ = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("shopfloor=info")
+            .with_writer(move || sink.clone())
+            .try_init();
+        logs
+    })
+    .clone()
+}
+
+/// The board's output state (issue 20), against a real store: an output whose store is up
+/// is "delivering"; with the store stopped it turns "failing" with the reason, while its
+/// backlog of lines and the oldest line's age grow, in `/api/health` and `/metrics`; with
+/// the store started again it drains the backlog, is "delivering" with nothing waiting, and
+/// says in the log how long it was down and how much it drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_is_failing_while_its_store_is_stopped_and_delivering_once_it_is_started() {
+    let logs = captured_logs();
+    let mut vm = common::VictoriaMetrics::start().await;
+    let url = vm.url();
+    let (base, _data, trigger, running) = demo_agent_with(|cfg, _| {
+        // retry_max 2 s: the writer tries again soon after the store is back.
+        let output = format!(
+            "name = \"vm\"\nurl = \"{url}\"\norg = \"o\"\nbucket = \"b\"\nretry_max = \"2s\""
+        );
+        cfg.influx
+            .push(toml::from_str(&output).expect("output config"));
+    })
+    .await;
+    let http = http_client();
+    let output = |want: fn(&serde_json::Value) -> bool| {
+        let (http, url) = (http.clone(), format!("{base}/api/health"));
+        async move {
+            let health = common::get_json(&http, &url).await?;
+            let vm = health["outputs"]
+                .as_array()
+                .and_then(|a| a.iter().find(|o| o["name"] == "vm"))
+                .cloned()
+                .ok_or(format!("no output vm in {health}"))?;
+            want(&vm).then_some(vm.clone()).ok_or(format!("{vm}"))
+        }
+    };
+
+    let up = eventually("the output delivering", Duration::from_secs(15), || {
+        output(|o| o["state"] == "delivering" && o["last_success"].is_string())
+    })
+    .await;
+    assert_eq!(up["kind"], "influx", "{up}");
+    assert!(up["reason"].is_null(), "{up}");
+
+    vm.stop().await;
+    let down = eventually("the output failing", Duration::from_secs(20), || {
+        output(|o| {
+            o["state"] == "failing"
+                && o["backlog_lines"].as_u64().is_some_and(|n| n > 0)
+                && o["oldest_age_s"].as_f64().is_some_and(|a| a >= 1.0)
+        })
+    })
+    .await;
+    let reason = down["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("cannot reach the store"), "{down}");
+    assert!(down["failing_s"].is_number(), "{down}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("shopfloor_output_failing{output=\"vm\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("shopfloor_output_backlog_lines{output=\"vm\"} 0"),
+        "{metrics}"
+    );
+
+    vm.restart().await;
+    let again = eventually(
+        "the output delivering again with nothing waiting",
+        Duration::from_secs(30),
+        || output(|o| o["state"] == "delivering" && o["backlog_lines"] == 0),
+    )
+    .await;
+    assert!(
+        again["reason"].is_null() && again["failing_s"].is_null(),
+        "{again}"
+    );
+    assert!(again["oldest_age_s"].is_null(), "{again}");
+    let logged = eventually("the drain logged", Duration::from_secs(5), || {
+        let logs = logs.clone();
+        async move {
+            let text = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_owned();
+            let resumed = text
+                .lines()
+                .find(|l| l.contains("delivery resumed") && l.contains("output=vm"));
+            let drained = text
+                .lines()
+                .find(|l| l.contains("backlog drained") && l.contains("output=vm"));
+            match (resumed, drained) {
+                (Some(r), Some(d)) => Ok((r.to_string(), d.to_string())),
+                _ => Err("no resumption or drain line for output vm yet".to_string()),
+            }
+        }
+    })
+    .await;
+    assert!(
+        logged.0.contains("outage_s=") && logged.0.contains("lines_waiting="),
+        "{logged:?}"
+    );
+    assert!(
+        logged.1.contains("lines_drained=") && logged.1.contains("outage_s="),
+        "{logged:?}"
+    );
     trigger.fire();
     running.finished().await;
 }
