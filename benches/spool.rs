@@ -166,6 +166,7 @@ async fn drain(
         path.to_path_buf(),
         cfg.writer_options("vm", dir),
         stats_rx,
+        watch::channel(Default::default()).0,
         metrics.clone(),
         shutdown,
     ));

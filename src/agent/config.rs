@@ -176,27 +176,27 @@ fn count(n: usize, one: &str, many: &str) -> String {
 fn deliveries(config: &Config) -> Deliveries {
     let mut out = Deliveries::default();
     for device in &config.modbus {
-        out.from_source(&device.id);
+        out.recording_source(&device.id);
         modbus::deliveries(device, &mut out);
     }
     for broker in &config.mqtt {
-        out.from_source(&broker.id);
+        out.recording_source(&broker.id);
         crate::source::mqtt::check::deliveries(broker, &mut out);
     }
     for server in &config.opcua {
-        out.from_source(&server.id);
+        out.recording_source(&server.id);
         crate::source::opcua::config::deliveries(server, &mut out);
     }
     for device in &config.melsec {
-        out.from_source(&device.id);
+        out.recording_source(&device.id);
         crate::source::melsec::config::deliveries(device, &mut out);
     }
     for device in &config.s7 {
-        out.from_source(&device.id);
+        out.recording_source(&device.id);
         crate::source::s7::config::deliveries(device, &mut out);
     }
     // Meter buses: health is per meter, and the board asks only for machines' sources.
-    out.from_source("");
+    out.recording_source("");
     for bus in &config.dlt645 {
         crate::source::dlt645::config::deliveries(bus, &mut out);
     }

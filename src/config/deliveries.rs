@@ -42,7 +42,7 @@ pub(crate) struct Deliveries {
     meters: HashMap<String, Delivered>,
     any_machine: Delivered,
     any_meter: Delivered,
-    /// The section whose deliveries are being recorded (see [`Deliveries::from_source`]).
+    /// The section whose deliveries are being recorded (see [`Deliveries::recording_source`]).
     source: Option<String>,
 }
 
@@ -74,7 +74,7 @@ impl Deliveries {
 
     /// What is recorded from now on comes from the section (device, broker, server) `id`
     /// (`""`: from none that is recorded).
-    pub(crate) fn from_source(&mut self, id: &str) {
+    pub(crate) fn recording_source(&mut self, id: &str) {
         self.source = (!id.is_empty()).then(|| id.to_string());
     }
 
