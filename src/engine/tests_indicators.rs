@@ -971,3 +971,43 @@ fn wastewater_per_value_added_stands_beside_energy_and_water_and_each_is_absent_
         assert_eq!(field(&g, name), None, "{name} in {g}");
     }
 }
+
+/// What the board judges today's figures by: the `[green]` limit, which meters exist, which
+/// measured, whether value added is known and whether a shift is on. Before the Monday shift
+/// (07:00) nothing is measured and no shift is on; at 10:00, with the shift on, the meter's
+/// two readings and the lathe's parts, energy is measured and value added known.
+#[test]
+fn the_snapshot_tells_the_board_the_limit_and_why_a_figure_is_absent() {
+    let mut e = engine_at(at(7, 0));
+    let mut out = Vec::new();
+    let early = e.snapshot(at(7, 0), 0);
+    assert_eq!(early.limits.tce_per_10k_cny, Some(0.05));
+    assert_eq!(early.limits.water_t_per_10k_cny, None);
+    // Both carriers have a meter configured; neither delivered a reading yet.
+    assert!(early.meters_configured.energy && early.meters_configured.water);
+    assert!(!early.metered.energy && !early.metered.water);
+    assert!(!early.value_added_known);
+    assert!(early.outside_calendar, "07:00 is before the 08:00 shift");
+
+    let mut parts = 1000;
+    let mut t = at(8, 0);
+    while t <= at(10, 0) {
+        e.on_event(lathe(t, 1, 0, parts, 10), &mut out);
+        e.on_event(
+            meter("main", "energy_kwh", t, (parts - 1000) as f64 + 1000.0),
+            &mut out,
+        );
+        e.tick(t, &mut out);
+        parts += 12;
+        t += SignedDuration::from_mins(10);
+    }
+    let on = e.snapshot(at(10, 0), 0);
+    assert!(!on.outside_calendar, "10:00 is in the shift");
+    assert!(on.metered.energy && !on.metered.water);
+    assert!(on.value_added_known);
+    let g = on.green_today.expect("today's green figures");
+    assert!(g.value_added_10k_cny > 0.0 && g.energy_tce > 0.0, "{g:?}");
+    // The break (12:00–12:30) is inside the shift: the calendar counts it as on.
+    assert!(!e.snapshot(at(12, 15), 0).outside_calendar);
+    assert!(e.snapshot(at(17, 0), 0).outside_calendar);
+}

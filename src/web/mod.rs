@@ -804,3 +804,24 @@ fn declare(path: &std::path::Path, period: &str, value: f64) -> std::io::Result<
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_green_figure_says_why() {
+        let mut snap = Snapshot::default();
+        // No meter of the carrier at all.
+        assert_eq!(absent_reason(&snap, false, false, true), "no_meter");
+        // A meter, but no reading today.
+        assert_eq!(absent_reason(&snap, true, false, true), "not_measured");
+        // Measured, but the intensity has no value added yet: during a shift…
+        assert_eq!(absent_reason(&snap, true, true, true), "no_value_added");
+        // …and while no shift is on.
+        snap.outside_calendar = true;
+        assert_eq!(absent_reason(&snap, true, true, true), "outside_calendar");
+        // A total (not per value added) is never absent for the calendar's sake.
+        assert_eq!(absent_reason(&snap, true, false, false), "not_measured");
+    }
+}
