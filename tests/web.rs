@@ -268,14 +268,7 @@ field = [
     );
 
     // /metrics: degraded, with the exception code.
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let text = metrics_text(&http, &base).await;
     assert!(
         text.contains("shopfloor_device_degraded{device=\"refuser\"} 1"),
         "{text}"
@@ -516,14 +509,7 @@ async fn an_output_is_failing_while_its_store_is_stopped_and_delivering_once_it_
     let reason = down["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("cannot reach the store"), "{down}");
     assert!(down["failing_s"].is_number(), "{down}");
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = metrics_text(&http, &base).await;
     assert!(
         metrics.contains("shopfloor_output_failing{output=\"vm\"} 1"),
         "{metrics}"
@@ -573,4 +559,15 @@ async fn an_output_is_failing_while_its_store_is_stopped_and_delivering_once_it_
     );
     trigger.fire();
     running.finished().await;
+}
+
+/// The board's `/metrics` text.
+async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
 }

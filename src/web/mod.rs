@@ -436,10 +436,10 @@ async fn fleet(State(board): State<Board>) -> Json<FleetJson> {
     } else {
         "no_value_added"
     };
+    // Wastewater per value added: without a discharge for want of an outlet, else of value added.
     let ww_reason = |per_va: bool| match snap.wastewater_today {
-        None => "no_outlet",
         Some(_) if per_va => va_reason,
-        Some(_) => "no_outlet",
+        _ => "no_outlet",
     };
     for (field, value, reason) in [
         (
