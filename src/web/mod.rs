@@ -11,8 +11,8 @@
 //! |---|---|
 //! | `/` | the machine board, Chinese by default, `?lang=en` for English |
 //! | `/api/machines` | every machine: state, time in state, today's availability and parts, latest signals |
-//! | `/api/fleet` | today's networking rate, CNC rate, CNC utilisation, energy and intensity, with numerators, denominators and targets |
-//! | `/api/health` | devices up, degraded or down and why, the spool, dropped records |
+//! | `/api/fleet` | today's networking rate, CNC rate, CNC utilisation, energy and intensity, with numerators, denominators, targets and the `[green]` limits; why each absent figure is absent |
+//! | `/api/health` | devices up, degraded or down and why (and the machines each feeds), machines without a data source, each output delivering, with a backlog or failing and why, the spool, dropped records |
 //! | `POST /api/value-added` | declares value added for a day or month (`{"period": "2026-11", "value_10k_cny": 850.0}`) |
 //! | `/metrics` | Prometheus text format |
 //! | `/healthz` | 200 while the engine publishes fresh snapshots, 503 otherwise |
