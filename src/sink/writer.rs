@@ -187,8 +187,8 @@ struct Writer {
     /// Since when requests fail, while they do.
     outage: Option<Instant>,
     /// After an outage, until the backlog is delivered: how long it lasted, when delivery
-    /// resumed and the delivered-lines counter then.
-    draining: Option<(Duration, Instant, u64)>,
+    /// resumed (and in Unix ms) and the delivered-lines counter then.
+    draining: Option<(Duration, Instant, i64, u64)>,
     /// When the backlog was last read from the spool.
     backlog_read: Option<Instant>,
 }
@@ -312,6 +312,7 @@ impl Writer {
             self.draining = Some((
                 down,
                 Instant::now(),
+                jiff::Timestamp::now().as_millisecond(),
                 self.counters.sent.load(Ordering::Relaxed),
             ));
             self.counters.failing.store(0, Ordering::Relaxed);
@@ -362,7 +363,7 @@ impl Writer {
         let Ok((lines, oldest_ms)) = backlog else {
             return; // a busy spool: the figures are read again at the next call
         };
-        self.caught_up(lines);
+        self.caught_up(lines, oldest_ms);
         let now_ms = jiff::Timestamp::now().as_millisecond();
         self.counters.backlog.store(lines, Ordering::Relaxed);
         self.counters.oldest_age.store(
@@ -377,12 +378,16 @@ impl Writer {
         });
     }
 
-    /// After an outage: once nothing waits, one log line with what was drained.
-    fn caught_up(&mut self, waiting: u64) {
-        if waiting > 0 || self.outage.is_some() {
+    /// After an outage: once every line that waited when delivery resumed is delivered (what
+    /// waits now, if anything, came after), one log line with what was drained.
+    fn caught_up(&mut self, waiting: u64, oldest_ms: Option<i64>) {
+        let Some((_, _, resumed_ms, _)) = self.draining else {
+            return;
+        };
+        if self.outage.is_some() || (waiting > 0 && oldest_ms.is_some_and(|ms| ms < resumed_ms)) {
             return;
         }
-        if let Some((down, resumed, sent_before)) = self.draining.take() {
+        if let Some((down, resumed, _, sent_before)) = self.draining.take() {
             let drained = self
                 .counters
                 .sent
