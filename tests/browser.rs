@@ -426,7 +426,8 @@ async fn faulty_agent(
 /// says "not measured" (未计量); and the energy-intensity tile is judged against the
 /// configured limit, which it shows: green under a limit of 100000 (today's figure is a few
 /// thousandths), red over a limit of 0.000001. Screenshots of both languages are left in
-/// `target/board-faults-{zh,en}.png`.
+/// `target/board-faults-{zh,en}.png`. Opened with no API behind it, the page shows the stale banner
+/// and greys the figures out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_board_shows_a_failing_store_a_down_device_and_the_judged_intensity_in_both_languages()
 {
@@ -439,7 +440,7 @@ async fn the_board_shows_a_failing_store_a_down_device_and_the_judged_intensity_
     let sim = shopfloor::sim::start(&options, sim_shutdown, None)
         .await
         .expect("simulator");
-    let (base, _data, _running) = faulty_agent(sim.addr, 100_000.0).await;
+    let (base, data, _running) = faulty_agent(sim.addr, 100_000.0).await;
     let (strict, _strict_data, _strict_running) = faulty_agent(sim.addr, 0.000_001).await;
     let http = http_client();
     // What the page uses: the output failing, cnc02's device down, an intensity to judge.
@@ -549,6 +550,33 @@ async fn the_board_shows_a_failing_store_a_down_device_and_the_judged_intensity_
                 .any(|c| c == "bad"),
             "{lang}: the intensity over a limit of 0.000001 is not red: {}",
             element_text(&strict_dom, "id", "k-int")
+        );
+
+        // The same page with no API behind it (opened from a file): the stale banner shows
+        // and the body's `stale` class greys the figures out.
+        let page = http
+            .get(&url)
+            .send()
+            .await
+            .expect("board page")
+            .text()
+            .await
+            .expect("page text");
+        let file = data.path().join(format!("board-{lang}.html"));
+        std::fs::write(&file, page).expect("page file");
+        let offline = String::from_utf8_lossy(
+            &chromium_run(
+                profile.path(),
+                &format!("file://{}", file.display()),
+                &["--dump-dom"],
+            )
+            .stdout,
+        )
+        .into_owned();
+        assert!(
+            offline.contains("<body class=\"stale\">"),
+            "{lang}: no stale body: {}",
+            &offline[..offline.len().min(600)]
         );
 
         let shot =
