@@ -426,8 +426,8 @@ async fn faulty_agent(
 /// says "not measured" (未计量); and the energy-intensity tile is judged against the
 /// configured limit, which it shows: green under a limit of 100000 (today's figure is a few
 /// thousandths), red over a limit of 0.000001. Screenshots of both languages are left in
-/// `target/board-faults-{zh,en}.png`. Opened with no API behind it, the page shows the stale banner
-/// and greys the figures out.
+/// `target/board-faults-{zh,en}.png`. Opened with no API behind it, the page shows the stale
+/// banner and greys the figures out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_board_shows_a_failing_store_a_down_device_and_the_judged_intensity_in_both_languages()
 {
