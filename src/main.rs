@@ -948,7 +948,9 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     let (mut unit, mut base, mut timeout) = (1, 0, Duration::from_secs(1));
     if let Some(id) = &args.device {
         let path = args.config.as_deref().context("--device needs --config")?;
-        let cfg = shopfloor::agent::config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        // The probe uses no secret: the store's token, say, is not asked for.
+        let (cfg, _) = shopfloor::agent::config::load_resolving(path, config::Secrets::None)
+            .map_err(|d| anyhow::anyhow!("{d}"))?;
         let connection = modbus::connections(&cfg)
             .into_iter()
             .find(|c| c.devices.iter().any(|d| &d.id == id))

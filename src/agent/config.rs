@@ -88,6 +88,19 @@ pub fn load_warned(path: &Path) -> Result<(Config, Diagnostics), Diagnostics> {
     config::load_file(path, load_str_warned)
 }
 
+/// [`load_warned`] resolving only the secrets `secrets` names: `shopfloor test` connects to
+/// the sources but writes to no output, `probe` uses no secret, so neither needs (nor may ask
+/// for) the store's token.
+pub fn load_resolving(
+    path: &Path,
+    secrets: config::Secrets,
+) -> Result<(Config, Diagnostics), Diagnostics> {
+    config::load_file(path, |text, file| {
+        let dir = Path::new(file).parent();
+        config::check_document_resolving(text, file, dir, Config::known_keys, secrets, check)
+    })
+}
+
 /// [`load_str`] that also hands back the warnings of an accepted config: mistakes that may be
 /// meant (a `rollover` that looks like a display maximum). `check` prints them; `run` logs them.
 pub fn load_str_warned(text: &str, file: &str) -> Result<(Config, Diagnostics), Diagnostics> {

@@ -126,6 +126,20 @@ pub struct Snapshot {
     pub outlets: Vec<outlet::OutletView>,
     /// Open alerts, then the recently closed ones.
     pub alerts: Vec<alerts::AlertView>,
+    /// Fields that deliver nothing while their device answers, by target and signal.
+    pub field_errors: Vec<FieldErrorView>,
+}
+
+/// A field whose reads fail while its device answers (see [`SourceEvent::FieldErrors`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldErrorView {
+    pub device: Arc<str>,
+    pub target: Target,
+    pub signal: Arc<str>,
+    pub kind: &'static str,
+    pub error: String,
+    /// When this error was first reported (the field's last value, if any, is older).
+    pub since: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,6 +236,8 @@ pub struct Engine {
     alert_prefix: String,
     alerted: BTreeSet<Window>,
     outlets: outlet::Outlets,
+    /// Fields failing now, cleared by the field's next sample or its device going down.
+    field_errors: HashMap<(Target, Arc<str>), FieldErrorView>,
 }
 
 impl Engine {
@@ -310,6 +326,7 @@ impl Engine {
                 tag_prefix(contract::MEASUREMENT_ALERT, &base),
                 tz.clone(),
             ),
+            field_errors: HashMap::new(),
         }
     }
 
@@ -449,6 +466,43 @@ impl Engine {
             }
             SourceEvent::Alive { targets, at } => self.alive(&targets, at),
             SourceEvent::Outlet(record) => self.outlets.record(&record, out),
+            SourceEvent::FieldErrors { device, at, errors } => {
+                self.field_errors_reported(device, at, errors)
+            }
+        }
+    }
+
+    fn field_errors_reported(
+        &mut self,
+        device: Arc<str>,
+        at: Timestamp,
+        errors: Vec<crate::model::FieldError>,
+    ) {
+        for e in errors {
+            let key = (e.target.clone(), e.signal.clone());
+            match self.field_errors.get_mut(&key) {
+                // The same error again: it keeps the time it began.
+                Some(v) if v.error == e.error && v.device == device => {}
+                Some(v) => {
+                    v.device = device.clone();
+                    v.kind = e.kind;
+                    v.error = e.error;
+                    v.since = at;
+                }
+                None => {
+                    self.field_errors.insert(
+                        key,
+                        FieldErrorView {
+                            device: device.clone(),
+                            target: e.target,
+                            signal: e.signal,
+                            kind: e.kind,
+                            error: e.error,
+                            since: at,
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -485,6 +539,11 @@ impl Engine {
     }
 
     fn set_device(&mut self, id: &str, up: bool, at: Timestamp, reason: Option<String>) {
+        if !up && !self.field_errors.is_empty() {
+            // A device that is down says why itself; its fields are judged afresh when it
+            // answers again.
+            self.field_errors.retain(|_, e| &*e.device != id);
+        }
         if let Some(d) = self.devices.iter_mut().find(|d| &*d.id == id) {
             d.up = up;
             d.since = Some(at);
@@ -495,6 +554,11 @@ impl Engine {
     }
 
     fn on_samples(&mut self, samples: Vec<Sample>, out: &mut Vec<String>) {
+        if !self.field_errors.is_empty() {
+            for s in &samples {
+                self.field_errors.remove(&(s.target.clone(), s.signal.clone()));
+            }
+        }
         // Samples of one poll arrive together; one `signal` line per target and timestamp.
         let mut start = 0;
         while start < samples.len() {
@@ -1054,7 +1118,17 @@ impl Engine {
                 .map(|d| d.t),
             outlets: self.outlets.views(),
             alerts: self.outlets.alerts.views(),
+            field_errors: self.field_errors_sorted(),
         }
+    }
+
+    /// The failing fields, by device then target and signal.
+    fn field_errors_sorted(&self) -> Vec<FieldErrorView> {
+        let mut v: Vec<FieldErrorView> = self.field_errors.values().cloned().collect();
+        v.sort_by(|a, b| {
+            (&a.device, &a.target, &a.signal).cmp(&(&b.device, &b.target, &b.signal))
+        });
+        v
     }
 
     /// Every machine's latest signals, in register order (see [`SignalQuery`]).

@@ -10,9 +10,9 @@
 //! | path | what |
 //! |---|---|
 //! | `/` | the machine board, Chinese by default, `?lang=en` for English |
-//! | `/api/machines` | every machine: state, time in state, today's availability and parts, latest signals |
+//! | `/api/machines` | every machine: state, time in state, today's availability and parts, latest signals, fields whose reads fail (`field_errors`) |
 //! | `/api/fleet` | today's networking rate, CNC rate, CNC utilisation, energy and intensity, with numerators, denominators and targets |
-//! | `/api/health` | devices up, degraded or down and why, the spool, dropped records |
+//! | `/api/health` | devices up, degraded or down and why, their failing fields, the spool, dropped records |
 //! | `POST /api/value-added` | declares value added for a day or month (`{"period": "2026-11", "value_10k_cny": 850.0}`) |
 //! | `/metrics` | Prometheus text format |
 //! | `/healthz` | 200 while the engine publishes fresh snapshots, 503 otherwise |
@@ -262,6 +262,33 @@ struct MachineJson {
     availability_today: Option<f64>,
     parts_today: i64,
     signals: serde_json::Map<String, serde_json::Value>,
+    /// The machine's fields whose reads fail while their device answers: they are missing
+    /// from `signals` (or hold an older value there).
+    field_errors: Vec<FieldErrorJson>,
+}
+
+/// One field that delivers nothing while its device answers.
+#[derive(Serialize)]
+struct FieldErrorJson {
+    signal: String,
+    device: String,
+    /// `exception`, `short` or `decode`.
+    kind: &'static str,
+    /// In words: the exception and the request, or why the value does not decode.
+    error: String,
+    since: String,
+}
+
+impl From<&crate::engine::FieldErrorView> for FieldErrorJson {
+    fn from(e: &crate::engine::FieldErrorView) -> Self {
+        FieldErrorJson {
+            signal: e.signal.to_string(),
+            device: e.device.to_string(),
+            kind: e.kind,
+            error: e.error.clone(),
+            since: e.since.to_string(),
+        }
+    }
 }
 
 async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
@@ -293,6 +320,12 @@ async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
                             .collect()
                     })
                     .unwrap_or_default(),
+                field_errors: snap
+                    .field_errors
+                    .iter()
+                    .filter(|e| matches!(&e.target, crate::model::Target::Machine(id) if *id == m.id))
+                    .map(FieldErrorJson::from)
+                    .collect(),
             })
             .collect(),
     )
@@ -490,6 +523,19 @@ struct DeviceJson {
     status: &'static str,
     /// While degraded: the exceptions it answers with; `null` otherwise.
     degraded_reason: Option<String>,
+    /// Its fields whose reads fail while it answers (machines' and meters'): a device that
+    /// is up with failing fields is not fully healthy.
+    failing_fields: Vec<FailingFieldJson>,
+}
+
+/// A failing field of a device in `/api/health`.
+#[derive(Serialize)]
+struct FailingFieldJson {
+    /// `machine` or `meter`.
+    target: &'static str,
+    id: String,
+    #[serde(flatten)]
+    field: FieldErrorJson,
 }
 
 #[derive(Serialize)]
@@ -498,6 +544,8 @@ struct HealthJson {
     devices_up: usize,
     /// Devices up but delivering nothing (counted in `devices_up` too).
     devices_degraded: usize,
+    /// Devices up with at least one failing field (counted in `devices_up` too).
+    devices_with_failing_fields: usize,
     spool_lines: u64,
     spool_bytes: u64,
     /// Lines the spool deleted before every output had them: at `max_bytes` (or a full disk)
@@ -526,6 +574,11 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
             .iter()
             .filter(|d| d.up && d.degraded.is_some())
             .count(),
+        devices_with_failing_fields: snap
+            .devices
+            .iter()
+            .filter(|d| d.up && snap.field_errors.iter().any(|e| e.device == d.id))
+            .count(),
         devices: snap
             .devices
             .iter()
@@ -540,6 +593,22 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
                     (true, None) => "up",
                 },
                 degraded_reason: d.degraded.clone().filter(|_| d.up),
+                failing_fields: snap
+                    .field_errors
+                    .iter()
+                    .filter(|e| e.device == d.id)
+                    .map(|e| {
+                        let (target, id) = match &e.target {
+                            crate::model::Target::Machine(id) => ("machine", id),
+                            crate::model::Target::Meter(id) => ("meter", id),
+                        };
+                        FailingFieldJson {
+                            target,
+                            id: id.to_string(),
+                            field: e.into(),
+                        }
+                    })
+                    .collect(),
             })
             .collect(),
         spool_lines: spool.lines,

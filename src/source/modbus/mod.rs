@@ -35,7 +35,7 @@ use tokio_modbus::Slave;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::model::{Sample, SourceEvent, Target};
+use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
 pub use config::Sections;
@@ -124,6 +124,8 @@ struct Polled {
     /// Why the device delivers nothing while it answers (every request refused), as last
     /// reported.
     degraded: Option<String>,
+    /// For the per-field error counters, made on a field's first error.
+    metrics: Metrics,
 }
 
 /// A field ready to become samples: target and signal made once, so a sample costs two
@@ -132,6 +134,37 @@ struct Slot {
     target: Target,
     signal: Arc<str>,
     codec: decode::Codec,
+    /// The field's error counters by kind ([`FIELD_ERRORS`]), made on its first error of
+    /// that kind: only fields that fail have a series.
+    errors: Vec<(&'static str, Arc<AtomicU64>)>,
+}
+
+/// The counter of failed reads per configured field, labelled `device`, `field` (the signal,
+/// with its machine or meter when the device feeds several) and `kind` (`exception`, `short`,
+/// `decode`).
+pub const FIELD_ERRORS: &str = "shopfloor_field_errors_total";
+
+impl Slot {
+    /// Counts one error of `kind` for this field.
+    fn count(&mut self, metrics: &Metrics, device: &str, kind: &'static str) {
+        if let Some((_, c)) = self.errors.iter().find(|(k, _)| *k == kind) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let field = match &self.target {
+            Target::Machine(m) | Target::Meter(m) if !m.is_empty() => {
+                format!("{m}.{}", self.signal)
+            }
+            _ => self.signal.to_string(),
+        };
+        let c = metrics.counter(
+            FIELD_ERRORS,
+            "Reads of one configured field that delivered no value: an exception to its request, an answer too short for it, or a value that does not decode.",
+            &[("device", device), ("field", &field), ("kind", kind)],
+        );
+        c.fetch_add(1, Ordering::Relaxed);
+        self.errors.push((kind, c));
+    }
 }
 
 struct Scheduled {
@@ -176,6 +209,7 @@ impl Polled {
                     target,
                     signal: Arc::from(f.signal.as_str()),
                     codec: decode::Codec::from(f),
+                    errors: Vec::new(),
                 }
             })
             .collect();
@@ -199,6 +233,7 @@ impl Polled {
             health: Health::register(metrics, &device.id),
             refused: vec![None; first_request],
             degraded: None,
+            metrics: metrics.clone(),
             unit: device.unit,
             timeout: device.timeout,
             poll: device.poll,
@@ -321,7 +356,7 @@ async fn poll_devices(
         }
         let outcome = poll_group(&link, &mut conn, &mut devices[d], g, at).await;
         match outcome {
-            Ok(samples) => {
+            Ok((samples, errors)) => {
                 let p = &mut devices[d];
                 p.failures = 0;
                 p.down_since = None;
@@ -342,6 +377,17 @@ async fn poll_devices(
                 degraded(p, at, &events, dropped);
                 if !samples.is_empty() {
                     send(&events, SourceEvent::Samples(samples), dropped);
+                }
+                if !errors.is_empty() {
+                    send(
+                        &events,
+                        SourceEvent::FieldErrors {
+                            device: p.id.clone(),
+                            at,
+                            errors,
+                        },
+                        dropped,
+                    );
                 }
             }
             Err(fault) => {
@@ -510,14 +556,15 @@ fn send(events: &mpsc::Sender<SourceEvent>, event: SourceEvent, dropped: &mut Dr
 }
 
 /// Reads one group of one device. `Ok` when the device answered every request (exceptions
-/// included: refusing is an answer), with the samples of the requests it did not refuse.
+/// included: refusing is an answer), with the samples of the requests it did not refuse and
+/// the errors of the fields that delivered nothing.
 async fn poll_group(
     link: &LinkSpec,
     conn: &mut Option<ReadOnly>,
     p: &mut Polled,
     g: usize,
     at: Timestamp,
-) -> Result<Vec<Sample>, PollFault> {
+) -> Result<(Vec<Sample>, Vec<FieldError>), PollFault> {
     let timeout = p.timeout;
     if conn.is_none() {
         *conn = Some(link::open(link, timeout).await?);
@@ -530,6 +577,8 @@ async fn poll_group(
     let span = p.span.clone();
     let scheduled = &p.groups[g];
     let mut samples = Vec::with_capacity(p.fields.len());
+    // (field index, kind, error in words) of the fields that delivered nothing.
+    let mut failed: Vec<(usize, &'static str, String)> = Vec::new();
     for (n, request) in scheduled.group.requests.iter().enumerate() {
         let answer = client
             .read(unit, request.kind, request.start, request.count, timeout)
@@ -542,6 +591,13 @@ async fn poll_group(
                     warn!(parent: &span, request = %request, %exception, "exception response: fields of this request are skipped");
                     *refused = Some(exception);
                 }
+                for planned in &request.fields {
+                    failed.push((
+                        planned.index,
+                        "exception",
+                        format!("exception: {exception} (request {request})"),
+                    ));
+                }
                 continue;
             }
             Ok(words) => {
@@ -551,9 +607,22 @@ async fn poll_group(
                 words
             }
         };
-        decode_request(p, request, &words, at, &mut samples);
+        decode_request(p, request, &words, at, &mut samples, &mut failed);
     }
-    Ok(samples)
+    let errors = failed
+        .into_iter()
+        .filter_map(|(index, kind, error)| {
+            let field = p.fields.get_mut(index)?;
+            field.count(&p.metrics, &p.id, kind);
+            Some(FieldError {
+                target: field.target.clone(),
+                signal: field.signal.clone(),
+                kind,
+                error,
+            })
+        })
+        .collect();
+    Ok((samples, errors))
 }
 
 fn decode_request(
@@ -562,6 +631,7 @@ fn decode_request(
     words: &[u16],
     at: Timestamp,
     samples: &mut Vec<Sample>,
+    failed: &mut Vec<(usize, &'static str, String)>,
 ) {
     for planned in &request.fields {
         let field = &p.fields[planned.index];
@@ -570,6 +640,16 @@ fn decode_request(
         let Some(slice) = words.get(from..to) else {
             p.health.count_error("decode", 1);
             warn!(parent: &p.span, signal = %field.signal, got = words.len(), "short answer: field skipped");
+            failed.push((
+                planned.index,
+                "short",
+                format!(
+                    "short answer: {} registers or bits, the field needs {}…{} (request {request})",
+                    words.len(),
+                    from,
+                    to - 1
+                ),
+            ));
             continue;
         };
         match field.codec.decode(slice) {
@@ -582,6 +662,7 @@ fn decode_request(
             Err(e) => {
                 p.health.count_error("decode", 1);
                 debug!(parent: &p.span, signal = %field.signal, error = %e, "value skipped");
+                failed.push((planned.index, "decode", format!("does not decode: {e}")));
             }
         }
     }
@@ -654,7 +735,7 @@ pub mod fuzzing {
                 let transport = Shared(replay.clone(), Some(transport));
                 let mut conn = Some(link::attach(transport, rtu));
                 match poll_group(&link, &mut conn, &mut p, g, Timestamp::UNIX_EPOCH).await {
-                    Ok(s) => samples.extend(s),
+                    Ok((s, _)) => samples.extend(s),
                     Err(fault) => faults.push(fault),
                 }
                 drop(conn);

@@ -48,7 +48,13 @@ fn check_broker(
     let name = &broker.id;
     broker
         .connection
-        .check(checker, root, base, &format!("mqtt broker `{name}`"));
+        .check(
+            checker,
+            root,
+            base,
+            &format!("mqtt broker `{name}`"),
+            crate::config::SecretOf::Source,
+        );
     if broker.topics.is_empty() {
         let span = at(checker, &[key("id")]);
         checker.push(
