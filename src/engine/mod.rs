@@ -556,7 +556,8 @@ impl Engine {
     fn on_samples(&mut self, samples: Vec<Sample>, out: &mut Vec<String>) {
         if !self.field_errors.is_empty() {
             for s in &samples {
-                self.field_errors.remove(&(s.target.clone(), s.signal.clone()));
+                self.field_errors
+                    .remove(&(s.target.clone(), s.signal.clone()));
             }
         }
         // Samples of one poll arrive together; one `signal` line per target and timestamp.
@@ -1125,9 +1126,7 @@ impl Engine {
     /// The failing fields, by device then target and signal.
     fn field_errors_sorted(&self) -> Vec<FieldErrorView> {
         let mut v: Vec<FieldErrorView> = self.field_errors.values().cloned().collect();
-        v.sort_by(|a, b| {
-            (&a.device, &a.target, &a.signal).cmp(&(&b.device, &b.target, &b.signal))
-        });
+        v.sort_by(|a, b| (&a.device, &a.target, &a.signal).cmp(&(&b.device, &b.target, &b.signal)));
         v
     }
 

@@ -323,7 +323,9 @@ async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
                 field_errors: snap
                     .field_errors
                     .iter()
-                    .filter(|e| matches!(&e.target, crate::model::Target::Machine(id) if *id == m.id))
+                    .filter(
+                        |e| matches!(&e.target, crate::model::Target::Machine(id) if *id == m.id),
+                    )
                     .map(FieldErrorJson::from)
                     .collect(),
             })

@@ -591,12 +591,9 @@ async fn poll_group(
                     warn!(parent: &span, request = %request, %exception, "exception response: fields of this request are skipped");
                     *refused = Some(exception);
                 }
+                let error = exception_in_words(exception, request);
                 for planned in &request.fields {
-                    failed.push((
-                        planned.index,
-                        "exception",
-                        format!("exception: {exception} (request {request})"),
-                    ));
+                    failed.push((planned.index, "exception", error.clone()));
                 }
                 continue;
             }
@@ -625,6 +622,23 @@ async fn poll_group(
     Ok((samples, errors))
 }
 
+/// A field's error for an exception to its request, with what to look at.
+fn exception_in_words(exception: tokio_modbus::ExceptionCode, request: &ReadRequest) -> String {
+    use tokio_modbus::ExceptionCode::*;
+    let hint = match exception {
+        IllegalDataAddress => {
+            "; the device has no such register: check the field's register table, address \
+             and address_base against its register map"
+        }
+        IllegalFunction => "; the device does not offer this register table",
+        ServerDeviceBusy | GatewayTargetDevice | GatewayPathUnavailable => {
+            "; the device or its gateway could not answer now"
+        }
+        _ => "",
+    };
+    format!("exception {exception} to {request}{hint}")
+}
+
 fn decode_request(
     p: &Polled,
     request: &ReadRequest,
@@ -644,9 +658,9 @@ fn decode_request(
                 planned.index,
                 "short",
                 format!(
-                    "short answer: {} registers or bits, the field needs {}…{} (request {request})",
+                    "short answer to {request}: {} values, the field needs values {from} to {} \
+                     of it; the device's register map may differ from the config",
                     words.len(),
-                    from,
                     to - 1
                 ),
             ));
