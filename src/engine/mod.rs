@@ -1657,6 +1657,57 @@ rule = [
     }
 
     #[test]
+    fn a_field_error_lasts_until_the_field_delivers_or_its_device_goes_down() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        let fails = |at, error: &str| SourceEvent::FieldErrors {
+            device: Arc::from("box1"),
+            at,
+            errors: vec![crate::model::FieldError {
+                target: Target::Machine(Arc::from("cnc01")),
+                signal: Arc::from("run"),
+                kind: "exception",
+                error: error.into(),
+            }],
+        };
+        e.on_event(fails(t(1), "exception Illegal data address"), &mut out);
+        e.on_event(fails(t(2), "exception Illegal data address"), &mut out);
+        let errors = e.snapshot(t(2), 0).field_errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(&*errors[0].device, "box1");
+        assert_eq!(&*errors[0].signal, "run");
+        // The same error again keeps the time it began.
+        assert_eq!(errors[0].since, t(1));
+        // Another error starts afresh.
+        e.on_event(fails(t(3), "does not decode"), &mut out);
+        assert_eq!(e.snapshot(t(3), 0).field_errors[0].since, t(3));
+        // A value of another signal leaves it; a value of this one clears it.
+        e.on_event(
+            SourceEvent::Samples(vec![Sample {
+                target: Target::Machine(Arc::from("cnc01")),
+                signal: Arc::from("spindle_rpm"),
+                value: Value::Int(1),
+                at: t(4),
+            }]),
+            &mut out,
+        );
+        assert_eq!(e.snapshot(t(4), 0).field_errors.len(), 1);
+        e.on_event(poll("cnc01", t(5), 1, 0), &mut out);
+        assert!(e.snapshot(t(5), 0).field_errors.is_empty());
+        // Its device going down clears it too: the device's reason says it all.
+        e.on_event(fails(t(6), "exception Illegal data address"), &mut out);
+        e.on_event(
+            SourceEvent::DeviceDown {
+                device: Arc::from("box1"),
+                at: t(7),
+                reason: "timeout".into(),
+            },
+            &mut out,
+        );
+        assert!(e.snapshot(t(7), 0).field_errors.is_empty());
+    }
+
+    #[test]
     fn machines_without_a_source_stay_offline_and_still_get_heartbeats() {
         let mut e = engine();
         let mut out = Vec::new();
