@@ -38,6 +38,7 @@ use crate::metrics::Metrics;
 use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
+use crate::source::field_errors::{self, Failed, FieldErrorCounts, FieldSlot};
 pub use config::Sections;
 use config::{Link, ModbusDevice};
 use health::Health;
@@ -134,36 +135,19 @@ struct Slot {
     target: Target,
     signal: Arc<str>,
     codec: decode::Codec,
-    /// The field's error counters by kind ([`FIELD_ERRORS`]), made on its first error of
-    /// that kind: only fields that fail have a series.
-    errors: Vec<(&'static str, Arc<AtomicU64>)>,
+    /// The field's error counters by kind.
+    errors: FieldErrorCounts,
 }
 
-/// The counter of failed reads per configured field, labelled `device`, `field` (the signal,
-/// with its machine or meter when the device feeds several) and `kind` (`exception`, `short`,
-/// `decode`).
-pub const FIELD_ERRORS: &str = "shopfloor_field_errors_total";
-
-impl Slot {
-    /// Counts one error of `kind` for this field.
-    fn count(&mut self, metrics: &Metrics, device: &str, kind: &'static str) {
-        if let Some((_, c)) = self.errors.iter().find(|(k, _)| *k == kind) {
-            c.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let field = match &self.target {
-            Target::Machine(m) | Target::Meter(m) if !m.is_empty() => {
-                format!("{m}.{}", self.signal)
-            }
-            _ => self.signal.to_string(),
-        };
-        let c = metrics.counter(
-            FIELD_ERRORS,
-            "Reads of one configured field that delivered no value: an exception to its request, an answer too short for it, or a value that does not decode.",
-            &[("device", device), ("field", &field), ("kind", kind)],
-        );
-        c.fetch_add(1, Ordering::Relaxed);
-        self.errors.push((kind, c));
+impl FieldSlot for Slot {
+    fn target(&self) -> &Target {
+        &self.target
+    }
+    fn signal(&self) -> &Arc<str> {
+        &self.signal
+    }
+    fn counts(&mut self) -> &mut FieldErrorCounts {
+        &mut self.errors
     }
 }
 
@@ -209,7 +193,7 @@ impl Polled {
                     target,
                     signal: Arc::from(f.signal.as_str()),
                     codec: decode::Codec::from(f),
-                    errors: Vec::new(),
+                    errors: FieldErrorCounts::default(),
                 }
             })
             .collect();
@@ -578,7 +562,7 @@ async fn poll_group(
     let scheduled = &p.groups[g];
     let mut samples = Vec::with_capacity(p.fields.len());
     // (field index, kind, error in words) of the fields that delivered nothing.
-    let mut failed: Vec<(usize, &'static str, String)> = Vec::new();
+    let mut failed: Vec<Failed> = Vec::new();
     for (n, request) in scheduled.group.requests.iter().enumerate() {
         let answer = client
             .read(unit, request.kind, request.start, request.count, timeout)
@@ -606,19 +590,7 @@ async fn poll_group(
         };
         decode_request(p, request, &words, at, &mut samples, &mut failed);
     }
-    let errors = failed
-        .into_iter()
-        .filter_map(|(index, kind, error)| {
-            let field = p.fields.get_mut(index)?;
-            field.count(&p.metrics, &p.id, kind);
-            Some(FieldError {
-                target: field.target.clone(),
-                signal: field.signal.clone(),
-                kind,
-                error,
-            })
-        })
-        .collect();
+    let errors = field_errors::collect(failed, &mut p.fields, &p.metrics, &p.id);
     Ok((samples, errors))
 }
 
@@ -645,7 +617,7 @@ fn decode_request(
     words: &[u16],
     at: Timestamp,
     samples: &mut Vec<Sample>,
-    failed: &mut Vec<(usize, &'static str, String)>,
+    failed: &mut Vec<Failed>,
 ) {
     for planned in &request.fields {
         let field = &p.fields[planned.index];
