@@ -194,7 +194,10 @@ fn deliveries(config: &Config) -> Deliveries {
 
 /// Calls `visit` with every source of the config, in section order, and the function that
 /// adds what it delivers. A new source adds its line.
-fn each_source(config: &Config, visit: &mut dyn FnMut(SourceRef, &dyn Fn(&mut Deliveries))) {
+/// What [`each_source`] calls: a source and the function that adds what it delivers.
+type Visit<'v> = dyn FnMut(SourceRef, &dyn Fn(&mut Deliveries)) + 'v;
+
+fn each_source(config: &Config, visit: &mut Visit<'_>) {
     let one = |kind, id: &str| SourceRef {
         kind,
         id: id.to_string(),
