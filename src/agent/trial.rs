@@ -146,6 +146,14 @@ impl fmt::Display for Report {
                 source.id,
                 status.join("; ")
             )?;
+            let down = source
+                .health
+                .iter()
+                .all(|id| !matches!(self.heard.get(id), Some(Heard::Up { .. })));
+            if down && polled(source) && !fields.is_empty() {
+                writeln!(f, "  ({} fields not read)", fields.len())?;
+                continue;
+            }
             for (t, signal) in fields {
                 let Some(key) = target(t, signal) else {
                     continue;
