@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 use shopfloor::shutdown;
-use shopfloor::sim::{self, SimOptions};
 
 const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
 
@@ -41,22 +42,11 @@ async fn shopfloor(args: &[&str], config: &Path) -> Output {
         .expect("join")
 }
 
-async fn simulator(shutdown: shopfloor::shutdown::Shutdown) -> std::net::SocketAddr {
-    let options = SimOptions {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        ..SimOptions::default()
-    };
-    sim::start(&options, shutdown, None)
-        .await
-        .expect("sim")
-        .addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_prints_every_field_and_the_lines_and_needs_no_token_data_dir_or_port() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_trigger, stop) = shutdown::channel();
-    let sim = simulator(stop).await;
+    let sim = common::simulator(stop).await;
     let (path, data_dir) = config(dir.path(), sim, "");
 
     // `check` is for `run`: it needs the token, which this environment does not have.
@@ -157,7 +147,7 @@ async fn test_prints_every_field_and_the_lines_and_needs_no_token_data_dir_or_po
 async fn test_prints_the_exception_of_a_wrong_register_and_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_trigger, stop) = shutdown::channel();
-    let sim = simulator(stop).await;
+    let sim = common::simulator(stop).await;
     // The simulator maps 15 holding registers per machine (--registers); 900 is not one.
     let wrong = r#"  { machine = "cnc02", signal = "feed", register = "holding", address = 900 },"#;
     let (path, data_dir) = config(dir.path(), sim, wrong);
@@ -188,7 +178,7 @@ async fn test_prints_the_exception_of_a_wrong_register_and_fails() {
 async fn probe_of_a_configured_device_does_not_ask_for_the_token() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_trigger, stop) = shutdown::channel();
-    let sim = simulator(stop).await;
+    let sim = common::simulator(stop).await;
     let (path, _) = config(dir.path(), sim, "");
     let out = shopfloor(
         &[

@@ -294,14 +294,7 @@ field = [
 async fn a_field_whose_register_the_device_refuses_is_listed_with_its_exception() {
     let data = tempfile::tempdir().expect("temp dir");
     let (trigger, shutdown) = shutdown::channel();
-    let options = SimOptions {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        ..SimOptions::default()
-    };
-    let simulator = sim::start(&options, shutdown.clone(), None)
-        .await
-        .expect("sim");
-    let addr = simulator.addr;
+    let addr = common::simulator(shutdown.clone()).await;
     // The simulator maps holding registers 0–14 of each machine; 900 is refused with
     // exception 0x02, illegal data address.
     let toml = format!(
@@ -349,17 +342,7 @@ field = [{{ signal = "spindle_rpm", register = "holding", address = 2 }}]
     let http = http_client();
     let get_json = |path: &str| {
         let (http, url) = (http.clone(), format!("{base}{path}"));
-        async move {
-            let text = http
-                .get(url)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?
-                .text()
-                .await
-                .map_err(|e| e.to_string())?;
-            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string())
-        }
+        async move { common::get_json(&http, &url).await }
     };
 
     let machines = eventually(

@@ -51,6 +51,25 @@ pub trait FieldSlot {
     fn counts(&mut self) -> &mut FieldErrorCounts;
 }
 
+/// Implements [`FieldSlot`] for a source's field type with fields `target`, `signal` and
+/// `errors`.
+macro_rules! field_slot {
+    ($slot:ty) => {
+        impl $crate::source::field_errors::FieldSlot for $slot {
+            fn target(&self) -> &$crate::model::Target {
+                &self.target
+            }
+            fn signal(&self) -> &std::sync::Arc<str> {
+                &self.signal
+            }
+            fn counts(&mut self) -> &mut $crate::source::field_errors::FieldErrorCounts {
+                &mut self.errors
+            }
+        }
+    };
+}
+pub(crate) use field_slot;
+
 /// One field that delivered nothing in a poll: its index among the device's fields, the kind
 /// of error (`exception`, `short`, `decode`) and the error in words.
 pub type Failed = (usize, &'static str, String);

@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
-use crate::source::field_errors::{self, Failed, FieldErrorCounts, FieldSlot};
+use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 use crate::source::modbus::health::Health;
 use crate::source::modbus::{backoff, next_tick};
 
@@ -116,17 +116,7 @@ struct Slot {
     errors: FieldErrorCounts,
 }
 
-impl FieldSlot for Slot {
-    fn target(&self) -> &Target {
-        &self.target
-    }
-    fn signal(&self) -> &Arc<str> {
-        &self.signal
-    }
-    fn counts(&mut self) -> &mut FieldErrorCounts {
-        &mut self.errors
-    }
-}
+field_errors::field_slot!(Slot);
 
 struct Scheduled {
     group: PollGroup,

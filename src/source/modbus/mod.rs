@@ -38,7 +38,7 @@ use crate::metrics::Metrics;
 use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
-use crate::source::field_errors::{self, Failed, FieldErrorCounts, FieldSlot};
+use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 pub use config::Sections;
 use config::{Link, ModbusDevice};
 use health::Health;
@@ -139,17 +139,7 @@ struct Slot {
     errors: FieldErrorCounts,
 }
 
-impl FieldSlot for Slot {
-    fn target(&self) -> &Target {
-        &self.target
-    }
-    fn signal(&self) -> &Arc<str> {
-        &self.signal
-    }
-    fn counts(&mut self) -> &mut FieldErrorCounts {
-        &mut self.errors
-    }
-}
+field_errors::field_slot!(Slot);
 
 struct Scheduled {
     group: PollGroup,

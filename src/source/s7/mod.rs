@@ -46,7 +46,7 @@ use crate::metrics::Metrics;
 use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
-use crate::source::field_errors::{self, Failed, FieldErrorCounts, FieldSlot};
+use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 use crate::source::modbus::health::Health;
 use crate::source::modbus::{SOURCE_EVENTS_DROPPED, backoff, next_tick, refused_everything};
 
@@ -63,17 +63,7 @@ struct Slot {
     errors: FieldErrorCounts,
 }
 
-impl FieldSlot for Slot {
-    fn target(&self) -> &Target {
-        &self.target
-    }
-    fn signal(&self) -> &Arc<str> {
-        &self.signal
-    }
-    fn counts(&mut self) -> &mut FieldErrorCounts {
-        &mut self.errors
-    }
-}
+field_errors::field_slot!(Slot);
 
 struct Scheduled {
     group: PollGroup,
