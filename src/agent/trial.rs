@@ -374,3 +374,152 @@ impl Report {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secrets;
+
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n[[machine]]\nid = \"m1\"\nkind = \"lathe\"\ncnc = true\n";
+
+    fn report(sources: Vec<(SourceRef, Vec<(FieldTarget, String)>)>) -> Report {
+        Report {
+            sources,
+            listeners: Vec::new(),
+            heard: HashMap::new(),
+            values: HashMap::new(),
+            errors: HashMap::new(),
+            snapshot: Snapshot::default(),
+            lines: Vec::new(),
+            listened: Duration::from_secs(5),
+        }
+    }
+
+    fn source(kind: &'static str, id: &str) -> SourceRef {
+        SourceRef {
+            kind,
+            id: id.into(),
+            health: vec![id.into()],
+        }
+    }
+
+    fn field(signal: &str) -> (FieldTarget, String) {
+        (FieldTarget::Machine("m1".into()), signal.into())
+    }
+
+    fn sample(signal: &str) -> SourceEvent {
+        SourceEvent::Samples(vec![crate::model::Sample {
+            target: Target::Machine(Arc::from("m1")),
+            signal: Arc::from(signal),
+            value: Value::Int(7),
+            at: Timestamp::UNIX_EPOCH,
+        }])
+    }
+
+    fn up(device: &str) -> SourceEvent {
+        SourceEvent::DeviceUp {
+            device: Arc::from(device),
+            at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_polled_field_without_a_value_fails_the_test_an_unheard_mqtt_field_does_not() {
+        let mut r = report(vec![
+            (source("modbus", "box1"), vec![field("a"), field("b")]),
+            (source("mqtt", "broker"), vec![field("c")]),
+        ]);
+        assert!(!r.answered_once());
+        for e in [up("box1"), up("broker"), sample("a")] {
+            r.record(&e);
+        }
+        // box1 answered `a` but not yet `b`: not done, and `b` is a problem.
+        assert!(!r.answered_once());
+        assert_eq!(r.problems(), vec!["modbus box1: b: no value".to_string()]);
+        r.record(&SourceEvent::FieldErrors {
+            device: Arc::from("box1"),
+            at: Timestamp::UNIX_EPOCH,
+            errors: vec![crate::model::FieldError {
+                target: Target::Machine(Arc::from("m1")),
+                signal: Arc::from("b"),
+                kind: "exception",
+                error: "exception Illegal data address".into(),
+            }],
+        });
+        assert!(r.answered_once());
+        assert_eq!(
+            r.problems(),
+            vec!["modbus box1: b: exception Illegal data address".to_string()]
+        );
+        let text = r.to_string();
+        assert!(
+            text.contains("modbus box1: up, 1 field failing\n"),
+            "{text}"
+        );
+        assert!(text.contains("  machine m1 a = 7\n"), "{text}");
+        assert!(text.contains("  machine m1 b: ERROR exception Illegal data address\n"));
+        // The broker's field had no message: said, not a problem.
+        assert!(text.contains("  machine m1 c: no message\n"), "{text}");
+        // A value clears the field's error.
+        r.record(&sample("b"));
+        assert!(r.ok(), "{:?}", r.problems());
+    }
+
+    #[test]
+    fn a_source_that_never_answers_or_goes_down_fails_the_test() {
+        let mut r = report(vec![
+            (source("s7", "plc"), vec![field("a")]),
+            (source("melsec", "fx"), vec![field("b")]),
+        ]);
+        r.record(&SourceEvent::DeviceDown {
+            device: Arc::from("plc"),
+            at: Timestamp::UNIX_EPOCH,
+            reason: "cannot connect".into(),
+        });
+        assert_eq!(
+            r.problems(),
+            vec![
+                "s7 plc is down: cannot connect".to_string(),
+                "melsec fx did not answer".to_string()
+            ]
+        );
+        assert!(
+            r.to_string()
+                .contains("s7 plc: DOWN: cannot connect\n  (1 fields not read)")
+        );
+    }
+
+    /// `shopfloor test` resolves the sources' secrets, not the outputs' or the board's: a
+    /// missing store token or write token passes, a missing broker password does not.
+    #[test]
+    fn only_the_sources_secrets_are_resolved_for_test() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.toml");
+        let missing = "{ env = \"SHOPFLOOR_TEST_UNSET_SECRET_9F2\" }";
+        let outputs = format!(
+            "{SITE}[web]\nwrite_token = {missing}\n[[influx]]\nurl = \"http://127.0.0.1:8086\"\norg = \"o\"\nbucket = \"b\"\ntoken = {missing}\n"
+        );
+        std::fs::write(&path, &outputs).expect("write");
+        assert!(crate::agent::config::load_resolving(&path, Secrets::Sources).is_ok());
+        assert!(crate::agent::config::load_resolving(&path, Secrets::None).is_ok());
+        let all = crate::agent::config::load_resolving(&path, Secrets::All)
+            .expect_err("check resolves the token");
+        assert!(all.to_string().contains("token"), "{all}");
+        let broker = format!(
+            "{outputs}[[mqtt]]\nid = \"b\"\naddress = \"127.0.0.1:1883\"\nusername = \"u\"\npassword = {missing}\n  [[mqtt.topic]]\n  pattern = \"a/b\"\n  machine = \"m1\"\n  format = \"json\"\n  field = [{{ path = \"x\", signal = \"x\", type = \"int\" }}]\n"
+        );
+        std::fs::write(&path, &broker).expect("write");
+        let sources = crate::agent::config::load_resolving(&path, Secrets::Sources)
+            .expect_err("test resolves the broker's password");
+        assert_eq!(sources.problems.len(), 1, "{sources}");
+        assert!(
+            sources.problems[0]
+                .message
+                .starts_with("mqtt broker `b`: password: "),
+            "{sources}"
+        );
+        if let Err(d) = crate::agent::config::load_resolving(&path, Secrets::None) {
+            panic!("{d}");
+        }
+    }
+}
