@@ -515,7 +515,7 @@ mod tests {
         assert!(
             sources.problems[0]
                 .message
-                .starts_with("mqtt broker `b`: password: "),
+                .starts_with("password: environment variable"),
             "{sources}"
         );
         if let Err(d) = crate::agent::config::load_resolving(&path, Secrets::None) {
