@@ -45,6 +45,19 @@ enum Command {
         #[arg(long)]
         plan: bool,
     },
+    /// Read every source of a config once (or for --duration) and print each field's value or
+    /// error, the machines' states and the lines that would be written; nothing is written.
+    /// Exits non-zero when a source fails or a field errors. Needs no data directory, no web
+    /// port, no output and no output secret.
+    Test {
+        /// The config file to test.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Keep reading for this long (e.g. 30s: MQTT messages, changing states) instead of
+        /// stopping once every polled source has answered (at most 30 s).
+        #[arg(long, value_parser = config::parse_duration)]
+        duration: Option<Duration>,
+    },
     /// Write a commented starter config to begin commissioning from.
     Init {
         /// Where to write it.
@@ -243,7 +256,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Demo { .. } | Command::Check { .. } | Command::Probe(_)
+        Command::Demo { .. } | Command::Check { .. } | Command::Probe(_) | Command::Test { .. }
     );
     init_logging(if matches!(cli.command, Command::Probe(_)) {
         // The OPC UA library warns about a client built in code and a session closed on
@@ -260,7 +273,7 @@ fn main() -> ExitCode {
     // ignoring it: a peer that closes a socket must cost the agent an error, not its life.
     let prints_and_exits = matches!(
         cli.command,
-        Command::Check { .. } | Command::Init { .. } | Command::Probe(_)
+        Command::Check { .. } | Command::Init { .. } | Command::Probe(_) | Command::Test { .. }
     ) || matches!(&cli.command, Command::County { command } if command.prints_and_exits());
     if prints_and_exits {
         restore_default_sigpipe();
@@ -268,6 +281,15 @@ fn main() -> ExitCode {
     shopfloor::install_crypto_provider();
     let result = match cli.command {
         Command::Check { config, plan } => return check(&config, plan),
+        Command::Test { config, duration } => {
+            return match runtime().and_then(|rt| rt.block_on(test(&config, duration))) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Init { output, force } => init(&output, force),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
         Command::Sim {
@@ -315,6 +337,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `shopfloor test`: the config checked (resolving only the sources' secrets), every source
+/// read once or for `duration`, the report printed; failure when anything did not answer.
+async fn test(path: &std::path::Path, duration: Option<Duration>) -> Result<ExitCode> {
+    let (cfg, warnings) = shopfloor::agent::config::load_resolving(path, config::Secrets::Sources)
+        .map_err(|d| anyhow::anyhow!("{d}"))?;
+    if !warnings.problems.is_empty() {
+        eprintln!("{warnings}");
+    }
+    println!("{}: {}", path.display(), cfg.summary());
+    let report = agent::trial::test(&cfg, duration).await?;
+    println!("{report}");
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn init(output: &std::path::Path, force: bool) -> Result<()> {
@@ -948,7 +988,9 @@ async fn run_probe(args: ProbeArgs) -> Result<()> {
     let (mut unit, mut base, mut timeout) = (1, 0, Duration::from_secs(1));
     if let Some(id) = &args.device {
         let path = args.config.as_deref().context("--device needs --config")?;
-        let cfg = shopfloor::agent::config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?;
+        // The probe uses no secret: the store's token, say, is not asked for.
+        let (cfg, _) = shopfloor::agent::config::load_resolving(path, config::Secrets::None)
+            .map_err(|d| anyhow::anyhow!("{d}"))?;
         let connection = modbus::connections(&cfg)
             .into_iter()
             .find(|c| c.devices.iter().any(|d| &d.id == id))

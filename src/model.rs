@@ -44,7 +44,7 @@ impl fmt::Display for Value {
 }
 
 /// What a sample describes: a production machine in the register, or an energy or water meter.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
     Machine(Arc<str>),
     Meter(Arc<str>),
@@ -96,6 +96,26 @@ pub enum SourceEvent {
     /// One record of a pollution-source outlet's data logger (minute, hourly, daily or
     /// real-time data), from a logger that proved its MN and password.
     Outlet(OutletRecord),
+    /// Fields of a device that answers whose reads failed in one poll (an exception, a short
+    /// answer, a value that does not decode): they deliver nothing while the device is up. A
+    /// field delivers again with its next sample.
+    FieldErrors {
+        device: Arc<str>,
+        at: Timestamp,
+        errors: Vec<FieldError>,
+    },
+}
+
+/// Why one configured field delivered no value in a poll.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub target: Target,
+    pub signal: Arc<str>,
+    /// `exception`, `short` (the answer held fewer registers than the field needs) or
+    /// `decode`: the `kind` label of the per-field error counter.
+    pub kind: &'static str,
+    /// In words, e.g. "exception: Illegal data address (request holding 900+2)".
+    pub error: String,
 }
 
 /// One record of an outlet's data logger (数采仪): the values of one data time, each pollutant

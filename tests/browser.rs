@@ -598,3 +598,86 @@ async fn the_board_shows_a_failing_store_a_down_device_and_the_judged_intensity_
         );
     }
 }
+
+/// A field whose register the device refuses shows on its machine's tile with its error, in
+/// Chinese and in English, and its device is marked as up with failing fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_shows_a_failing_field_on_its_machine_in_both_languages() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (trigger, shutdown) = shopfloor::shutdown::channel();
+    let addr = common::simulator(shutdown.clone()).await;
+    // The simulator refuses holding register 900 with exception 0x02.
+    let toml = format!(
+        r#"
+[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "m1"
+kind = "lathe"
+cnc = true
+
+[[modbus]]
+id = "box1"
+address = "{addr}"
+unit = 1
+machine = "m1"
+poll = "200ms"
+field = [
+  {{ signal = "spindle_rpm", register = "holding", address = 2 }},
+  {{ signal = "feed", register = "holding", address = 900 }},
+]
+"#
+    );
+    let mut cfg = shopfloor::agent::config::load_str(&toml, "t.toml").expect("config");
+    cfg.agent.data_dir = data.path().to_path_buf();
+    cfg.web.listen.set_port(0);
+    let running = shopfloor::agent::start(&cfg, shutdown).expect("agent");
+    let base = format!("http://{}", running.web_addr.expect("board enabled"));
+    let profile = tempfile::tempdir().expect("profile dir");
+    for (lang, kind, devices) in [
+        ("zh", "异常应答", "1 个采集点失败"),
+        ("en", "exception", "1 fields failing"),
+    ] {
+        let url = format!("{base}/?lang={lang}");
+        let dir = profile.path().to_path_buf();
+        let mut dom = String::new();
+        // The first poll's error reaches the API within a second; retry a few times.
+        for _ in 0..5 {
+            let (dir, url) = (dir.clone(), url.clone());
+            let out =
+                tokio::task::spawn_blocking(move || chromium_run(&dir, &url, &["--dump-dom"]))
+                    .await
+                    .expect("join");
+            dom = String::from_utf8_lossy(&out.stdout).into_owned();
+            if dom.contains("data-signal=\"feed\"") {
+                break;
+            }
+        }
+        let tile = dom
+            .split("data-machine=\"m1\"")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no tile for m1 ({lang}):\n{dom}"));
+        let failing = tile
+            .split("data-signal=\"feed\"")
+            .nth(1)
+            .and_then(|rest| rest.split("</div>").next())
+            .unwrap_or_else(|| panic!("no failing field on m1's tile ({lang}):\n{dom}"));
+        assert!(
+            failing.contains("feed (box1, ") && failing.contains(kind),
+            "{lang}: {failing}"
+        );
+        assert!(
+            failing.contains("Illegal data address"),
+            "{lang}: {failing}"
+        );
+        assert!(
+            dom.contains("class=\"dev partial\"") && dom.contains(devices),
+            "{lang}:\n{dom}"
+        );
+    }
+    trigger.fire();
+    running.finished().await;
+}

@@ -110,7 +110,9 @@ impl Seen {
                 .push((format!("down: {reason}"), Instant::now())),
             SourceEvent::Offline { .. } => {}
             SourceEvent::Alive { .. } => self.alive += 1,
-            SourceEvent::DeviceDegraded { .. } | SourceEvent::Outlet(_) => {}
+            SourceEvent::DeviceDegraded { .. }
+            | SourceEvent::Outlet(_)
+            | SourceEvent::FieldErrors { .. } => {}
         }
     }
 

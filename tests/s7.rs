@@ -254,6 +254,34 @@ async fn every_type_and_area_reads_right_from_snap7() {
             .iter()
             .any(|(_, e)| matches!(e, SourceEvent::DeviceUp { device, .. } if &**device == "plc"))
     );
+    // The refused field is reported as failing, by name and in words, and counted for itself.
+    let failing: Vec<_> = r
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            SourceEvent::FieldErrors { device, errors, .. } if &**device == "plc" => Some(errors),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(!failing.is_empty(), "{:?}", r.events);
+    for e in &failing {
+        assert_eq!(&*e.signal, "missing", "{e:?}");
+        assert_eq!(e.kind, "exception", "{e:?}");
+        assert!(e.error.contains("the PLC refuses DB99"), "{e:?}");
+    }
+    let counted = r
+        .metrics
+        .read()
+        .into_iter()
+        .filter(|m| m.name == "shopfloor_field_errors_total")
+        .map(|m| (format!("{:?}", m.labels), m.value))
+        .collect::<Vec<_>>();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert!(
+        counted[0].0.contains("press1.missing") && counted[0].1 as usize == failing.len(),
+        "{counted:?}"
+    );
 }
 
 /// Splits what the agent sent on one connection into TPKTs.

@@ -279,6 +279,153 @@ field = [
     );
 }
 
+/// A field whose request the device refuses is visible as such while its device is up: in
+/// `/api/machines` (the machine's `field_errors`), in `/api/health` (the device's
+/// `failing_fields`) and in `/metrics` (a counter for that field alone); the device's other
+/// fields and the other device deliver as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_whose_register_the_device_refuses_is_listed_with_its_exception() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (trigger, shutdown) = shutdown::channel();
+    let addr = common::simulator(shutdown.clone()).await;
+    // The simulator maps holding registers 0–14 of each machine; 900 is refused with
+    // exception 0x02, illegal data address.
+    let toml = format!(
+        r#"
+[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "m1"
+kind = "lathe"
+cnc = true
+
+[[machine]]
+id = "m2"
+kind = "lathe"
+cnc = true
+
+[[modbus]]
+id = "box1"
+address = "{addr}"
+unit = 1
+machine = "m1"
+poll = "200ms"
+field = [
+  {{ signal = "spindle_rpm", register = "holding", address = 2 }},
+  {{ signal = "feed", register = "holding", address = 900 }},
+]
+
+[[modbus]]
+id = "box2"
+address = "{addr}"
+unit = 2
+machine = "m2"
+poll = "200ms"
+field = [{{ signal = "spindle_rpm", register = "holding", address = 2 }}]
+"#
+    );
+    let mut cfg = shopfloor::agent::config::load_str(&toml, "t.toml").expect("config");
+    cfg.agent.data_dir = data.path().to_path_buf();
+    cfg.web.listen.set_port(0);
+    let running = agent::start(&cfg, shutdown).expect("agent");
+    let base = format!("http://{}", running.web_addr.expect("board enabled"));
+    let http = http_client();
+    let get_json = |path: &str| {
+        let (http, url) = (http.clone(), format!("{base}{path}"));
+        async move { common::get_json(&http, &url).await }
+    };
+
+    let machines = eventually(
+        "m1's failing field listed",
+        Duration::from_secs(10),
+        || async {
+            let v = get_json("/api/machines").await?;
+            let m1 = v
+                .as_array()
+                .and_then(|a| a.iter().find(|m| m["id"] == "m1"))
+                .cloned()
+                .unwrap_or_default();
+            (m1["field_errors"].as_array().is_some_and(|e| !e.is_empty())
+                && m1["signals"]["spindle_rpm"].is_number())
+            .then_some(v.clone())
+            .ok_or(format!("{v}"))
+        },
+    )
+    .await;
+    let list = machines.as_array().expect("a list");
+    let m1 = list.iter().find(|m| m["id"] == "m1").expect("m1");
+    let errors = m1["field_errors"].as_array().expect("field_errors");
+    assert_eq!(errors.len(), 1, "{m1}");
+    assert_eq!(errors[0]["signal"], "feed", "{m1}");
+    assert_eq!(errors[0]["device"], "box1", "{m1}");
+    assert_eq!(errors[0]["kind"], "exception", "{m1}");
+    let error = errors[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("Illegal data address") && error.contains("holding 900"),
+        "{m1}"
+    );
+    assert!(errors[0]["since"].is_string(), "{m1}");
+    // Missing, not zero: the failing field has no value among the signals.
+    assert!(m1["signals"].get("feed").is_none(), "{m1}");
+    let m2 = list.iter().find(|m| m["id"] == "m2").expect("m2");
+    assert_eq!(m2["field_errors"], serde_json::json!([]), "{m2}");
+
+    // /api/health: box1 answers, so it is up, but not fully healthy: its failing field is
+    // listed; box2 has none.
+    let health = get_json("/api/health").await.expect("health");
+    let device = |id: &str| {
+        health["devices"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["id"] == id))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let box1 = device("box1");
+    assert_eq!(box1["up"], true, "{health}");
+    let failing = box1["failing_fields"].as_array().expect("failing_fields");
+    assert_eq!(failing.len(), 1, "{health}");
+    assert_eq!(failing[0]["target"], "machine", "{health}");
+    assert_eq!(failing[0]["id"], "m1", "{health}");
+    assert_eq!(failing[0]["signal"], "feed", "{health}");
+    assert_eq!(
+        device("box2")["failing_fields"],
+        serde_json::json!([]),
+        "{health}"
+    );
+    assert_eq!(health["devices_with_failing_fields"], 1, "{health}");
+
+    // /metrics: a counter for the failing field alone, by kind; none for the fields that read.
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let series =
+        "shopfloor_field_errors_total{device=\"box1\",field=\"m1.feed\",kind=\"exception\"} ";
+    let count: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"));
+    assert!(count >= 1, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("shopfloor_field_errors_total{"))
+            .count(),
+        1,
+        "{text}"
+    );
+
+    trigger.fire();
+    running.finished().await;
+}
+
 const TOKEN: &str = "s3cret-board-token";
 
 /// Starts the demo agent against the simulator with `[web]` changed by `web`; returns its

@@ -88,6 +88,19 @@ pub fn load_warned(path: &Path) -> Result<(Config, Diagnostics), Diagnostics> {
     config::load_file(path, load_str_warned)
 }
 
+/// [`load_warned`] resolving only the secrets `secrets` names: `shopfloor test` connects to
+/// the sources but writes to no output, `probe` uses no secret, so neither needs (nor may ask
+/// for) the store's token.
+pub fn load_resolving(
+    path: &Path,
+    secrets: config::Secrets,
+) -> Result<(Config, Diagnostics), Diagnostics> {
+    config::load_file(path, |text, file| {
+        let dir = Path::new(file).parent();
+        config::check_document_resolving(text, file, dir, Config::known_keys, secrets, check)
+    })
+}
+
 /// [`load_str`] that also hands back the warnings of an accepted config: mistakes that may be
 /// meant (a `rollover` that looks like a display maximum). `check` prints them; `run` logs them.
 pub fn load_str_warned(text: &str, file: &str) -> Result<(Config, Diagnostics), Diagnostics> {
@@ -172,38 +185,122 @@ fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// What every source delivers to which machine and meter. A new source adds its line.
+/// What every source delivers to which machine and meter.
 fn deliveries(config: &Config) -> Deliveries {
     let mut out = Deliveries::default();
+    each_source(config, &mut |source, add| {
+        // Meter buses: health is per meter, and the board asks only for machines' sources.
+        let meters = matches!(source.kind, "dlt645" | "cjt188");
+        out.recording_source(if meters { "" } else { &source.id });
+        add(&mut out)
+    });
+    out
+}
+
+/// Calls `visit` with every source of the config, in section order, and the function that
+/// adds what it delivers. A new source adds its line.
+/// What [`each_source`] calls: a source and the function that adds what it delivers.
+type Visit<'v> = dyn FnMut(SourceRef, &dyn Fn(&mut Deliveries)) + 'v;
+
+fn each_source(config: &Config, visit: &mut Visit<'_>) {
+    let one = |kind, id: &str| SourceRef {
+        kind,
+        id: id.to_string(),
+        health: vec![id.to_string()],
+    };
     for device in &config.modbus {
-        out.recording_source(&device.id);
-        modbus::deliveries(device, &mut out);
+        visit(one("modbus", &device.id), &|out| {
+            modbus::deliveries(device, out)
+        });
     }
     for broker in &config.mqtt {
-        out.recording_source(&broker.id);
-        crate::source::mqtt::check::deliveries(broker, &mut out);
+        visit(one("mqtt", &broker.id), &|out| {
+            crate::source::mqtt::check::deliveries(broker, out)
+        });
     }
     for server in &config.opcua {
-        out.recording_source(&server.id);
-        crate::source::opcua::config::deliveries(server, &mut out);
+        visit(one("opcua", &server.id), &|out| {
+            crate::source::opcua::config::deliveries(server, out)
+        });
     }
     for device in &config.melsec {
-        out.recording_source(&device.id);
-        crate::source::melsec::config::deliveries(device, &mut out);
+        visit(one("melsec", &device.id), &|out| {
+            crate::source::melsec::config::deliveries(device, out)
+        });
     }
     for device in &config.s7 {
-        out.recording_source(&device.id);
-        crate::source::s7::config::deliveries(device, &mut out);
+        visit(one("s7", &device.id), &|out| {
+            crate::source::s7::config::deliveries(device, out)
+        });
     }
-    // Meter buses: health is per meter, and the board asks only for machines' sources.
-    out.recording_source("");
     for bus in &config.dlt645 {
-        crate::source::dlt645::config::deliveries(bus, &mut out);
+        let source = SourceRef {
+            kind: "dlt645",
+            id: bus.id.clone(),
+            health: bus.meters.iter().map(|m| m.meter.clone()).collect(),
+        };
+        visit(source, &|out| {
+            crate::source::dlt645::config::deliveries(bus, out)
+        });
     }
     for bus in &config.cjt188 {
-        crate::source::cjt188::config::deliveries(bus, &mut out);
+        let source = SourceRef {
+            kind: "cjt188",
+            id: bus.id.clone(),
+            health: bus.meters.iter().map(|m| m.meter.clone()).collect(),
+        };
+        visit(source, &|out| {
+            crate::source::cjt188::config::deliveries(bus, out)
+        });
     }
-    out
+}
+
+/// One source of the config, as [`Config::source_fields`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRef {
+    /// The section: `modbus`, `mqtt`, `opcua`, `melsec`, `s7`, `dlt645`, `cjt188`.
+    pub kind: &'static str,
+    /// The device's, server's, broker's or bus's id.
+    pub id: String,
+    /// The ids its health is reported under: its own, or a bus's meters'.
+    pub health: Vec<String>,
+}
+
+/// Where a source's field goes: a machine or meter named in the config, or whichever one a
+/// message names (an MQTT topic with captures).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldTarget {
+    Machine(String),
+    Meter(String),
+    AnyMachine,
+    AnyMeter,
+}
+
+impl Config {
+    /// Every source with the signals it delivers, by machine and meter: what `shopfloor test`
+    /// expects a value or an error for.
+    pub fn source_fields(&self) -> Vec<(SourceRef, Vec<(FieldTarget, String)>)> {
+        let mut out = Vec::new();
+        each_source(self, &mut |source, add| {
+            let mut d = Deliveries::default();
+            add(&mut d);
+            let fields = d
+                .listed()
+                .into_iter()
+                .map(|(to, signal)| {
+                    let target = match to {
+                        crate::config::To::Machine(m) => FieldTarget::Machine(m.to_string()),
+                        crate::config::To::Meter(m) => FieldTarget::Meter(m.to_string()),
+                        crate::config::To::AnyMachine => FieldTarget::AnyMachine,
+                        crate::config::To::AnyMeter => FieldTarget::AnyMeter,
+                    };
+                    (target, signal.to_string())
+                })
+                .collect();
+            out.push((source, fields));
+        });
+        out
+    }
 }
 
 /// Refuses a state rule, a meter's reading or a part counter that names a signal no source

@@ -2,6 +2,7 @@
 //! per output.
 
 pub mod config;
+pub mod trial;
 
 use std::sync::Arc;
 
@@ -126,6 +127,122 @@ fn web_access(web: &crate::web::config::Web) -> web::Access {
     web::Access::new(web.listen, &web.hosts, token)
 }
 
+/// A task of a source, boxed: each source's future is of its own type.
+pub type SourceTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The tasks of every source that reads devices or brokers (all but the HJ 212 listeners,
+/// which wait to be called), ready to spawn: the agent's and `shopfloor test`'s, the one way
+/// the sources are started.
+pub struct PolledSources {
+    pub tasks: Vec<SourceTask>,
+    /// How many Modbus connections (a TCP connection or a serial port) are among them.
+    pub modbus_connections: usize,
+}
+
+/// Makes the tasks of every source but the HJ 212 listeners; `brokers` are the `[[mqtt]]`
+/// brokers already prepared ([`prepare_brokers`]), `pki_dir` the OPC UA clients' certificate
+/// store.
+pub fn polled_sources(
+    config: &Config,
+    brokers: Vec<mqtt::Broker>,
+    pki_dir: std::path::PathBuf,
+    events_tx: &mpsc::Sender<crate::model::SourceEvent>,
+    metrics: &Metrics,
+    shutdown: &Shutdown,
+) -> PolledSources {
+    let mut tasks: Vec<SourceTask> = Vec::new();
+    let mut connection_count = 0;
+    for connection in modbus::connections_lazily(config) {
+        connection_count += 1;
+        tasks.push(Box::pin(modbus::run_connection(
+            connection,
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for broker in brokers {
+        tasks.push(Box::pin(mqtt::run(
+            broker,
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for server in &config.opcua {
+        tasks.push(Box::pin(opcua::client::run(
+            server.clone(),
+            pki_dir.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for device in &config.melsec {
+        tasks.push(Box::pin(melsec::client::run(
+            device.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for bus in &config.dlt645 {
+        tasks.push(Box::pin(meterbus::run(
+            "dlt645",
+            bus.id.clone(),
+            bus.bus.clone(),
+            dlt645::bus::meters(bus),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for device in &config.s7 {
+        tasks.push(Box::pin(crate::source::s7::run(
+            device.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for bus in &config.cjt188 {
+        tasks.push(Box::pin(meterbus::run(
+            "cjt188",
+            bus.id.clone(),
+            bus.bus.clone(),
+            cjt188::bus::meters(bus),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )));
+    }
+    PolledSources {
+        tasks,
+        modbus_connections: connection_count,
+    }
+}
+
+/// Prepares the `[[mqtt]]` brokers' subscriptions and mappings (nothing is connected yet).
+pub fn prepare_brokers(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Vec<mqtt::Broker>, mqtt::MqttError> {
+    let (machines, meters) = config.register_ids();
+    config
+        .mqtt
+        .iter()
+        .map(|b| {
+            mqtt::prepare(
+                b,
+                &config.site,
+                machines.clone(),
+                meters.clone(),
+                metrics.clone(),
+            )
+        })
+        .collect()
+}
+
 /// Starts every task of the agent. They run until `shutdown` fires.
 pub fn start(config: &Config, shutdown: Shutdown) -> Result<Running, StartError> {
     start_resuming(config, shutdown, engine::Resume::AfterStop)
@@ -160,20 +277,7 @@ pub fn start_resuming(
         .map(|l| hj212::listen::bind(l).map(|bound| (l.clone(), bound)))
         .collect::<Result<Vec<_>, _>>()?;
     let metrics = Metrics::new();
-    let (machines, meters) = config.register_ids();
-    let brokers = config
-        .mqtt
-        .iter()
-        .map(|b| {
-            mqtt::prepare(
-                b,
-                &config.site,
-                machines.clone(),
-                meters.clone(),
-                metrics.clone(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let brokers = prepare_brokers(config, &metrics)?;
 
     let mut outputs = sink::stores(&config.influx, &config.file, &data_dir)?;
     let mut uplink_connection = None;
@@ -197,70 +301,17 @@ pub fn start_resuming(
     // The engine's start is taken before any source runs, so every sample is stamped after it.
     let now = Timestamp::now();
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    let mut connection_count = 0;
-    for connection in modbus::connections_lazily(config) {
-        connection_count += 1;
-        tasks.spawn(modbus::run_connection(
-            connection,
-            events_tx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
-    for broker in brokers {
-        tasks.spawn(mqtt::run(
-            broker,
-            events_tx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
-    for server in &config.opcua {
-        tasks.spawn(opcua::client::run(
-            server.clone(),
-            data_dir.join("opcua/pki"),
-            events_tx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
-    for device in &config.melsec {
-        tasks.spawn(melsec::client::run(
-            device.clone(),
-            events_tx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
-    for bus in &config.dlt645 {
-        tasks.spawn(meterbus::run(
-            "dlt645",
-            bus.id.clone(),
-            bus.bus.clone(),
-            dlt645::bus::meters(bus),
-            events_tx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
-    for device in &config.s7 {
-        tasks.spawn(crate::source::s7::run(
-            device.clone(),
-            events_tx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
-    }
-    for bus in &config.cjt188 {
-        tasks.spawn(meterbus::run(
-            "cjt188",
-            bus.id.clone(),
-            bus.bus.clone(),
-            cjt188::bus::meters(bus),
-            events_tx.clone(),
-            metrics.clone(),
-            shutdown.clone(),
-        ));
+    let polled = polled_sources(
+        config,
+        brokers,
+        data_dir.join("opcua/pki"),
+        &events_tx,
+        &metrics,
+        &shutdown,
+    );
+    let connection_count = polled.modbus_connections;
+    for task in polled.tasks {
+        tasks.spawn(task);
     }
     let site_tz = jiff::tz::TimeZone::get(&config.site.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
     for (listener, bound) in hj212_listeners {

@@ -149,13 +149,15 @@ pub(crate) fn default_max_backoff() -> Duration {
 
 impl MqttConnection {
     /// Checks the settings; `base` is the section's path in the document and `what` names it
-    /// in messages (`mqtt broker `plant``, `[uplink]`, `[broker]`).
+    /// in messages (`mqtt broker `plant``, `[uplink]`, `[broker]`); `of` says whose password
+    /// it is, for commands that resolve only some secrets.
     pub(crate) fn check(
         &self,
         checker: &mut Checker<'_>,
         root: &Spanned<DeTable<'_>>,
         base: &[Seg],
         what: &str,
+        of: crate::config::SecretOf,
     ) {
         let at = |c: &Checker<'_>, rest: &[Seg]| -> Range<usize> {
             let path: Vec<Seg> = base.iter().chain(rest).cloned().collect();
@@ -185,7 +187,10 @@ impl MqttConnection {
             let span = at(checker, &[key("password")]);
             checker.push(span, "a password needs `username`".into());
         }
-        if let Some(Err(e)) = self.password.as_ref().map(|s| s.resolve()) {
+        if let Some(Err(e)) = (self.password.as_ref())
+            .filter(|_| checker.resolves(of))
+            .map(|s| s.resolve())
+        {
             let span = at(checker, &[key("password")]);
             checker.push(span, format!("password: {e}"));
         }

@@ -113,6 +113,35 @@ impl Deliveries {
         self.signal(to, signal);
     }
 
+    /// Every named signal delivered, by machine then meter (each in id and signal order);
+    /// those that go to whichever machine or meter a topic names last.
+    pub(crate) fn listed(&self) -> Vec<(To<'_>, &str)> {
+        let mut out: Vec<(To<'_>, &str)> = Vec::new();
+        let mut machines: Vec<_> = self.machines.iter().collect();
+        machines.sort_by_key(|(id, _)| *id);
+        for (id, d) in machines {
+            out.extend(d.signals.iter().map(|s| (To::Machine(id), s.as_str())));
+        }
+        let mut meters: Vec<_> = self.meters.iter().collect();
+        meters.sort_by_key(|(id, _)| *id);
+        for (id, d) in meters {
+            out.extend(d.signals.iter().map(|s| (To::Meter(id), s.as_str())));
+        }
+        out.extend(
+            self.any_machine
+                .signals
+                .iter()
+                .map(|s| (To::AnyMachine, s.as_str())),
+        );
+        out.extend(
+            self.any_meter
+                .signals
+                .iter()
+                .map(|s| (To::AnyMeter, s.as_str())),
+        );
+        out
+    }
+
     /// A source delivers signals to `to` whose names are known only at run time.
     pub(crate) fn open(&mut self, to: To<'_>) {
         self.slot(to).open = true;

@@ -142,7 +142,39 @@ pub(crate) fn check_document_warned<T>(
     known: KnownKeys,
     check: impl FnOnce(&mut Checker<'_>, &Spanned<DeTable<'_>>) -> Option<T>,
 ) -> Result<(T, Diagnostics), Diagnostics> {
+    check_document_resolving(text, file, dir, known, Secrets::All, check)
+}
+
+/// Which secrets a load resolves to check that they are readable. A command resolves only the
+/// secrets it uses: `check` and `run` all of them; `shopfloor test` the sources' (it writes to
+/// no output and serves no board); `probe` none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    All,
+    Sources,
+    None,
+}
+
+/// Whose secret a check resolves (see [`Checker::resolves`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecretOf {
+    /// A source's: a broker's or a server's password.
+    Source,
+    /// An output's or the board's: the store's token, the uplink's password, the write token.
+    Output,
+}
+
+/// [`check_document_warned`] resolving only the secrets `secrets` names.
+pub(crate) fn check_document_resolving<T>(
+    text: &str,
+    file: &str,
+    dir: Option<&Path>,
+    known: KnownKeys,
+    secrets: Secrets,
+    check: impl FnOnce(&mut Checker<'_>, &Spanned<DeTable<'_>>) -> Option<T>,
+) -> Result<(T, Diagnostics), Diagnostics> {
     let mut checker = Checker {
+        secrets,
         text,
         problems: Vec::new(),
         warnings: Vec::new(),
@@ -214,9 +246,21 @@ pub(crate) struct Checker<'t> {
     set_aside: Vec<Range<usize>>,
     /// Sections of one table that are written but could not be read ([`Checker::unread`]).
     unread: HashSet<&'static str>,
+    /// Which secrets are resolved ([`Checker::resolves`]).
+    secrets: Secrets,
 }
 
 impl Checker<'_> {
+    /// Whether a secret of `of` is resolved, to refuse one that is not readable: only the
+    /// secrets of what the command uses are (see [`Secrets`]).
+    pub(crate) fn resolves(&self, of: SecretOf) -> bool {
+        match self.secrets {
+            Secrets::All => true,
+            Secrets::Sources => of == SecretOf::Source,
+            Secrets::None => false,
+        }
+    }
+
     /// The directory of the file being checked, where files it names are looked for.
     pub(crate) fn dir(&self) -> Option<&Path> {
         self.dir

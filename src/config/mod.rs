@@ -19,11 +19,11 @@ pub(crate) mod composite;
 pub(crate) use composite::Composite;
 pub(crate) use deliveries::{Deliveries, To, Verdict};
 pub(crate) use load::{
-    Checker, Seg, check_document, check_document_in, check_document_warned, host_port_problem,
-    join, key, key_names, load_file, not_registered, raw_ids, span_in, struct_fields, suggest,
-    unknown_meter,
+    Checker, SecretOf, Seg, check_document, check_document_in, check_document_resolving,
+    check_document_warned, host_port_problem, join, key, key_names, load_file, not_registered,
+    raw_ids, span_in, struct_fields, suggest, unknown_meter,
 };
-pub use load::{Diagnostics, Problem};
+pub use load::{Diagnostics, Problem, Secrets};
 pub(crate) use register::{check_machines, check_meters, check_site};
 pub use secret::{Secret, SecretError};
 pub(crate) use section::{CheckMany, CheckOne, References, Section, sections, unchecked};

@@ -239,7 +239,13 @@ fn check(checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) -> Option<Inges
     }
     let mut no_client_id = false;
     if let Some(b) = &broker {
-        b.check(checker, root, &[key("broker")], "[broker]");
+        b.check(
+            checker,
+            root,
+            &[key("broker")],
+            "[broker]",
+            crate::config::SecretOf::Source,
+        );
         match &b.client_id {
             Some(id) if id.is_empty() => {
                 let span = checker.span_of(root, &[key("broker"), key("client_id")]);

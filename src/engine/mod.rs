@@ -134,6 +134,20 @@ pub struct Snapshot {
     pub outlets: Vec<outlet::OutletView>,
     /// Open alerts, then the recently closed ones.
     pub alerts: Vec<alerts::AlertView>,
+    /// Fields that deliver nothing while their device answers, by target and signal.
+    pub field_errors: Vec<FieldErrorView>,
+}
+
+/// A field whose reads fail while its device answers (see [`SourceEvent::FieldErrors`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldErrorView {
+    pub device: Arc<str>,
+    pub target: Target,
+    pub signal: Arc<str>,
+    pub kind: &'static str,
+    pub error: String,
+    /// When this error was first reported (the field's last value, if any, is older).
+    pub since: Timestamp,
 }
 
 /// The `[green]` limits, for the board to judge today's figures against and show.
@@ -238,6 +252,8 @@ pub struct Engine {
     alert_prefix: String,
     alerted: BTreeSet<Window>,
     outlets: outlet::Outlets,
+    /// Fields failing now, cleared by the field's next sample or its device going down.
+    field_errors: HashMap<(Target, Arc<str>), FieldErrorView>,
 }
 
 impl Engine {
@@ -326,6 +342,7 @@ impl Engine {
                 tag_prefix(contract::MEASUREMENT_ALERT, &base),
                 tz.clone(),
             ),
+            field_errors: HashMap::new(),
         }
     }
 
@@ -465,6 +482,43 @@ impl Engine {
             }
             SourceEvent::Alive { targets, at } => self.alive(&targets, at),
             SourceEvent::Outlet(record) => self.outlets.record(&record, out),
+            SourceEvent::FieldErrors { device, at, errors } => {
+                self.field_errors_reported(device, at, errors)
+            }
+        }
+    }
+
+    fn field_errors_reported(
+        &mut self,
+        device: Arc<str>,
+        at: Timestamp,
+        errors: Vec<crate::model::FieldError>,
+    ) {
+        for e in errors {
+            let key = (e.target.clone(), e.signal.clone());
+            match self.field_errors.get_mut(&key) {
+                // The same error again: it keeps the time it began.
+                Some(v) if v.error == e.error && v.device == device => {}
+                Some(v) => {
+                    v.device = device.clone();
+                    v.kind = e.kind;
+                    v.error = e.error;
+                    v.since = at;
+                }
+                None => {
+                    self.field_errors.insert(
+                        key,
+                        FieldErrorView {
+                            device: device.clone(),
+                            target: e.target,
+                            signal: e.signal,
+                            kind: e.kind,
+                            error: e.error,
+                            since: at,
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -501,6 +555,11 @@ impl Engine {
     }
 
     fn set_device(&mut self, id: &str, up: bool, at: Timestamp, reason: Option<String>) {
+        if !up && !self.field_errors.is_empty() {
+            // A device that is down says why itself; its fields are judged afresh when it
+            // answers again.
+            self.field_errors.retain(|_, e| &*e.device != id);
+        }
         if let Some(d) = self.devices.iter_mut().find(|d| &*d.id == id) {
             d.up = up;
             d.since = Some(at);
@@ -511,6 +570,12 @@ impl Engine {
     }
 
     fn on_samples(&mut self, samples: Vec<Sample>, out: &mut Vec<String>) {
+        if !self.field_errors.is_empty() {
+            for s in &samples {
+                self.field_errors
+                    .remove(&(s.target.clone(), s.signal.clone()));
+            }
+        }
         // Samples of one poll arrive together; one `signal` line per target and timestamp.
         let mut start = 0;
         while start < samples.len() {
@@ -1084,7 +1149,15 @@ impl Engine {
                 .map(|d| d.t),
             outlets: self.outlets.views(),
             alerts: self.outlets.alerts.views(),
+            field_errors: self.field_errors_sorted(),
         }
+    }
+
+    /// The failing fields, by device then target and signal.
+    fn field_errors_sorted(&self) -> Vec<FieldErrorView> {
+        let mut v: Vec<FieldErrorView> = self.field_errors.values().cloned().collect();
+        v.sort_by(|a, b| (&a.device, &a.target, &a.signal).cmp(&(&b.device, &b.target, &b.signal)));
+        v
     }
 
     /// Every machine's latest signals, in register order (see [`SignalQuery`]).
@@ -1611,6 +1684,57 @@ rule = [
         out.clear();
         e.on_event(offline(t(6)), &mut out);
         assert!(state_lines(&out).is_empty());
+    }
+
+    #[test]
+    fn a_field_error_lasts_until_the_field_delivers_or_its_device_goes_down() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        let fails = |at, error: &str| SourceEvent::FieldErrors {
+            device: Arc::from("box1"),
+            at,
+            errors: vec![crate::model::FieldError {
+                target: Target::Machine(Arc::from("cnc01")),
+                signal: Arc::from("run"),
+                kind: "exception",
+                error: error.into(),
+            }],
+        };
+        e.on_event(fails(t(1), "exception Illegal data address"), &mut out);
+        e.on_event(fails(t(2), "exception Illegal data address"), &mut out);
+        let errors = e.snapshot(t(2), 0).field_errors;
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(&*errors[0].device, "box1");
+        assert_eq!(&*errors[0].signal, "run");
+        // The same error again keeps the time it began.
+        assert_eq!(errors[0].since, t(1));
+        // Another error starts afresh.
+        e.on_event(fails(t(3), "does not decode"), &mut out);
+        assert_eq!(e.snapshot(t(3), 0).field_errors[0].since, t(3));
+        // A value of another signal leaves it; a value of this one clears it.
+        e.on_event(
+            SourceEvent::Samples(vec![Sample {
+                target: Target::Machine(Arc::from("cnc01")),
+                signal: Arc::from("spindle_rpm"),
+                value: Value::Int(1),
+                at: t(4),
+            }]),
+            &mut out,
+        );
+        assert_eq!(e.snapshot(t(4), 0).field_errors.len(), 1);
+        e.on_event(poll("cnc01", t(5), 1, 0), &mut out);
+        assert!(e.snapshot(t(5), 0).field_errors.is_empty());
+        // Its device going down clears it too: the device's reason says it all.
+        e.on_event(fails(t(6), "exception Illegal data address"), &mut out);
+        e.on_event(
+            SourceEvent::DeviceDown {
+                device: Arc::from("box1"),
+                at: t(7),
+                reason: "timeout".into(),
+            },
+            &mut out,
+        );
+        assert!(e.snapshot(t(7), 0).field_errors.is_empty());
     }
 
     #[test]

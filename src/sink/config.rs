@@ -241,7 +241,13 @@ impl Uplink {
     pub(crate) fn check(&self, checker: &mut Checker<'_>, root: &Spanned<DeTable<'_>>) {
         let base = [key("uplink")];
         let at = |c: &Checker<'_>, k: &str| c.span_of(root, &[key("uplink"), key(k)]);
-        self.connection.check(checker, root, &base, "[uplink]");
+        self.connection.check(
+            checker,
+            root,
+            &base,
+            "[uplink]",
+            crate::config::SecretOf::Output,
+        );
         if let Some(problem) = topic_level_problem(&self.topic_prefix) {
             let span = at(checker, "topic_prefix");
             checker.push(span, format!("topic_prefix: {problem}"));
@@ -367,7 +373,10 @@ impl Checker<'_> {
             }
         }
         for (name, secret) in [("token", &output.token), ("password", &output.password)] {
-            if let Some(Err(e)) = secret.as_ref().map(|s| s.resolve()) {
+            if let Some(Err(e)) = (secret.as_ref())
+                .filter(|_| self.resolves(crate::config::SecretOf::Output))
+                .map(|s| s.resolve())
+            {
                 let span = at(self, name);
                 self.push(span, format!("{name}: {e}"));
             }

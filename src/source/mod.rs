@@ -5,6 +5,7 @@
 
 pub mod cjt188;
 pub mod dlt645;
+pub mod field_errors;
 pub mod hj212;
 pub mod melsec;
 pub mod meterbus;

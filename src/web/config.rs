@@ -64,7 +64,10 @@ pub(crate) fn check_web(
     _: &References<'_>,
 ) {
     let span = |checker: &Checker<'_>, name: &str| checker.span_of(root, &[key("web"), key(name)]);
-    if let Some(Err(e)) = web.write_token.as_ref().map(|s| s.resolve()) {
+    if let Some(Err(e)) = (web.write_token.as_ref())
+        .filter(|_| checker.resolves(crate::config::SecretOf::Output))
+        .map(|s| s.resolve())
+    {
         let at = span(checker, "write_token");
         checker.push(at, format!("write_token: {e}"));
     }

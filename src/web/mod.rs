@@ -10,9 +10,9 @@
 //! | path | what |
 //! |---|---|
 //! | `/` | the machine board, Chinese by default, `?lang=en` for English |
-//! | `/api/machines` | every machine: state, time in state, today's availability and parts, latest signals |
+//! | `/api/machines` | every machine: state, time in state, today's availability and parts, latest signals, fields whose reads fail (`field_errors`) |
 //! | `/api/fleet` | today's networking rate, CNC rate, CNC utilisation, energy and intensity, with numerators, denominators, targets and the `[green]` limits; why each absent figure is absent |
-//! | `/api/health` | devices up, degraded or down and why (and the machines each feeds), machines without a data source, each output delivering, with a backlog or failing and why, the spool, dropped records |
+//! | `/api/health` | devices up, degraded or down and why (and the machines each feeds) and their failing fields, machines without a data source, each output delivering, with a backlog or failing and why, the spool, dropped records |
 //! | `POST /api/value-added` | declares value added for a day or month (`{"period": "2026-11", "value_10k_cny": 850.0}`) |
 //! | `/metrics` | Prometheus text format |
 //! | `/healthz` | 200 while the engine publishes fresh snapshots, 503 otherwise |
@@ -267,6 +267,33 @@ struct MachineJson {
     availability_today: Option<f64>,
     parts_today: i64,
     signals: serde_json::Map<String, serde_json::Value>,
+    /// The machine's fields whose reads fail while their device answers: they are missing
+    /// from `signals` (or hold an older value there).
+    field_errors: Vec<FieldErrorJson>,
+}
+
+/// One field that delivers nothing while its device answers.
+#[derive(Serialize)]
+struct FieldErrorJson {
+    signal: String,
+    device: String,
+    /// `exception`, `short` or `decode`.
+    kind: &'static str,
+    /// In words: the exception and the request, or why the value does not decode.
+    error: String,
+    since: String,
+}
+
+impl From<&crate::engine::FieldErrorView> for FieldErrorJson {
+    fn from(e: &crate::engine::FieldErrorView) -> Self {
+        FieldErrorJson {
+            signal: e.signal.to_string(),
+            device: e.device.to_string(),
+            kind: e.kind,
+            error: e.error.clone(),
+            since: e.since.to_string(),
+        }
+    }
 }
 
 async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
@@ -298,6 +325,14 @@ async fn machines(State(board): State<Board>) -> Json<Vec<MachineJson>> {
                             .collect()
                     })
                     .unwrap_or_default(),
+                field_errors: snap
+                    .field_errors
+                    .iter()
+                    .filter(
+                        |e| matches!(&e.target, crate::model::Target::Machine(id) if *id == m.id),
+                    )
+                    .map(FieldErrorJson::from)
+                    .collect(),
             })
             .collect(),
     )
@@ -582,6 +617,9 @@ struct DeviceJson {
     degraded_reason: Option<String>,
     /// The machines whose signals it delivers.
     machines: Vec<String>,
+    /// Its fields whose reads fail while it answers (machines' and meters'): a device that
+    /// is up with failing fields is not fully healthy.
+    failing_fields: Vec<FailingFieldJson>,
 }
 
 /// One output's delivery (see `sink::status`).
@@ -620,6 +658,16 @@ fn output_json(s: &OutputStatus, now_ms: i64) -> OutputJson {
     }
 }
 
+/// A failing field of a device in `/api/health`.
+#[derive(Serialize)]
+struct FailingFieldJson {
+    /// `machine` or `meter`.
+    target: &'static str,
+    id: String,
+    #[serde(flatten)]
+    field: FieldErrorJson,
+}
+
 #[derive(Serialize)]
 struct HealthJson {
     devices: Vec<DeviceJson>,
@@ -631,6 +679,8 @@ struct HealthJson {
     devices_up: usize,
     /// Devices up but delivering nothing (counted in `devices_up` too).
     devices_degraded: usize,
+    /// Devices up with at least one failing field (counted in `devices_up` too).
+    devices_with_failing_fields: usize,
     spool_lines: u64,
     spool_bytes: u64,
     /// Lines the spool deleted before every output had them: at `max_bytes` (or a full disk)
@@ -670,6 +720,11 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
             .iter()
             .filter(|d| d.up && d.degraded.is_some())
             .count(),
+        devices_with_failing_fields: snap
+            .devices
+            .iter()
+            .filter(|d| d.up && snap.field_errors.iter().any(|e| e.device == d.id))
+            .count(),
         devices: snap
             .devices
             .iter()
@@ -689,6 +744,22 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
                     .iter()
                     .filter(|(_, sources)| sources.iter().any(|s| **s == *d.id))
                     .map(|(m, _)| m.clone())
+                    .collect(),
+                failing_fields: snap
+                    .field_errors
+                    .iter()
+                    .filter(|e| e.device == d.id)
+                    .map(|e| {
+                        let (target, id) = match &e.target {
+                            crate::model::Target::Machine(id) => ("machine", id),
+                            crate::model::Target::Meter(id) => ("meter", id),
+                        };
+                        FailingFieldJson {
+                            target,
+                            id: id.to_string(),
+                            field: e.into(),
+                        }
+                    })
                     .collect(),
             })
             .collect(),

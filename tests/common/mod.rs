@@ -1432,3 +1432,16 @@ pub async fn mqtt_connack(port: u16) -> Option<u8> {
         .ok()
         .flatten()
 }
+
+/// The simulated workshop (`shopfloor sim`'s defaults: four machines, units 1–4, the meter
+/// unit 100) on a free loopback port, until `shutdown`.
+pub async fn simulator(shutdown: shopfloor::shutdown::Shutdown) -> std::net::SocketAddr {
+    let options = shopfloor::sim::SimOptions {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        ..shopfloor::sim::SimOptions::default()
+    };
+    shopfloor::sim::start(&options, shutdown, None)
+        .await
+        .expect("sim")
+        .addr
+}

@@ -318,8 +318,9 @@ impl crate::config::Section for Hj212Listener {
 type Problem = (Vec<Seg>, String);
 
 impl Hj212Listener {
-    /// The listener's own checks; each problem with the path of its key.
-    pub(crate) fn check(&self) -> Vec<Problem> {
+    /// The listener's own checks; each problem with the path of its key. The loggers'
+    /// passwords are resolved when `checker_resolves` (see [`crate::config::Secrets`]).
+    pub(crate) fn check(&self, checker_resolves: bool) -> Vec<Problem> {
         let mut out: Vec<Problem> = Vec::new();
         let id = &self.id;
         if id.trim().is_empty() {
@@ -395,7 +396,7 @@ impl Hj212Listener {
                     ),
                 ));
             }
-            if let Err(e) = logger.password.resolve() {
+            if let Some(Err(e)) = checker_resolves.then(|| logger.password.resolve()) {
                 out.push((at("password"), format!("hj212 logger `{mn}` password: {e}")));
             }
             if logger.outlet.trim().is_empty() {
@@ -475,7 +476,7 @@ pub(crate) fn check_listeners(
         let span = |checker: &crate::config::Checker<'_>, rel: &[Seg]| {
             checker.span_of(root, &crate::config::join(&base, rel))
         };
-        let mut problems = listener.check();
+        let mut problems = listener.check(checker.resolves(crate::config::SecretOf::Source));
         if !checker.claim("device", &listener.id) {
             problems.push((
                 vec![key("id")],

@@ -32,9 +32,10 @@ use super::decode;
 use super::frame::{self, CMD_RANDOM_READ, Framing, McError, Route};
 use super::plan::{self, PollGroup, Read, Request, Slice};
 use crate::metrics::Metrics;
-use crate::model::{Sample, SourceEvent, Target};
+use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
+use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 use crate::source::modbus::health::Health;
 use crate::source::modbus::{backoff, next_tick};
 
@@ -112,7 +113,10 @@ struct Slot {
     ty: McType,
     scale: Option<f64>,
     offset: Option<f64>,
+    errors: FieldErrorCounts,
 }
+
+field_errors::field_slot!(Slot);
 
 struct Scheduled {
     group: PollGroup,
@@ -123,6 +127,8 @@ struct Scheduled {
 
 /// The PLC as its task keeps it.
 struct Polled {
+    /// For the per-field error counters.
+    metrics: Metrics,
     id: Arc<str>,
     address: String,
     route: Route,
@@ -180,6 +186,7 @@ impl Polled {
                     ty: f.mc_type(),
                     scale: f.scale,
                     offset: f.offset,
+                    errors: FieldErrorCounts::default(),
                 }
             })
             .collect();
@@ -205,6 +212,7 @@ impl Polled {
         // the agent waits, at least one unit.
         let timer = (device.timeout.as_millis() / 250).clamp(1, u128::from(u16::MAX)) as u16;
         Polled {
+            metrics: metrics.clone(),
             health: Health::register(metrics, &device.id),
             refused: vec![None; first_request],
             degraded: None,
@@ -311,7 +319,7 @@ async fn poll(p: &mut Polled, mut shutdown: Shutdown) {
         let s = &mut p.groups[g];
         s.next = next_tick(s.next, s.group.poll, now);
         match poll_group(&mut conn, p, g, at).await {
-            Ok(samples) => {
+            Ok((samples, errors)) => {
                 p.failures = 0;
                 p.down_since = None;
                 p.down = None;
@@ -325,6 +333,10 @@ async fn poll(p: &mut Polled, mut shutdown: Shutdown) {
                 degraded(p, at);
                 if !samples.is_empty() {
                     p.send(SourceEvent::Samples(samples));
+                }
+                if !errors.is_empty() {
+                    let device = p.id.clone();
+                    p.send(SourceEvent::FieldErrors { device, at, errors });
                 }
             }
             Err(fault) => {
@@ -491,7 +503,7 @@ async fn poll_group(
     p: &mut Polled,
     g: usize,
     at: Timestamp,
-) -> Result<Vec<Sample>, Fault> {
+) -> Result<(Vec<Sample>, Vec<FieldError>), Fault> {
     if conn.is_none() {
         *conn = Some(connect(&p.address, p.timeout).await?);
         debug!(address = %p.address, "connected");
@@ -500,6 +512,7 @@ async fn poll_group(
         return Err(Fault::Connect("no connection".into()));
     };
     let mut samples = Vec::with_capacity(p.fields.len());
+    let mut failed: Vec<Failed> = Vec::new();
     let first = p.groups[g].first_request;
     for n in 0..p.groups[g].group.requests.len() {
         let request = p.groups[g].group.requests[n].clone();
@@ -512,16 +525,24 @@ async fn poll_group(
                     warn!(request = %request, end_code = format!("{code:#06X}"), reason = %McError::EndCode(code), "request refused: its fields are skipped");
                     *refused = Some(code);
                 }
+                let error = format!(
+                    "the PLC refuses {request}: end code {code:#06X}, {}",
+                    McError::EndCode(code)
+                );
+                for planned in &request.fields {
+                    failed.push((planned.index, "exception", error.clone()));
+                }
             }
             Ok(data) => {
                 if refused.take().is_some() {
                     info!(request = %request, "request answered again");
                 }
-                decode_request(p, &request, &data, at, &mut samples);
+                decode_request(p, &request, &data, at, &mut samples, &mut failed);
             }
         }
     }
-    Ok(samples)
+    let errors = field_errors::collect(failed, &mut p.fields, &p.metrics, &p.id);
+    Ok((samples, errors))
 }
 
 fn decode_request(
@@ -530,6 +551,7 @@ fn decode_request(
     data: &[u8],
     at: Timestamp,
     samples: &mut Vec<Sample>,
+    failed: &mut Vec<Failed>,
 ) {
     let points = match &request.read {
         Read::Batch(b) if b.in_bits() => match decode::bit_points(data, usize::from(b.count())) {
@@ -537,6 +559,9 @@ fn decode_request(
             Err(e) => {
                 p.health.count_error("decode", request.fields.len() as u64);
                 warn!(request = %request, error = %e, "answer in bit units not decoded: its fields are skipped");
+                for planned in &request.fields {
+                    failed.push((planned.index, "decode", format!("{request}: {e}")));
+                }
                 return;
             }
         },
@@ -547,14 +572,17 @@ fn decode_request(
         let value = match planned.at {
             Slice::Point(i) => match points.as_ref().and_then(|pts| pts.get(i)) {
                 Some(b) => Ok(crate::model::Value::Bool(*b)),
-                None => Err("the point is not in the answer".to_string()),
+                None => Err(("short", "the point is not in the answer".to_string())),
             },
             Slice::Words { offset, len, bit } => match data.get(offset..offset + len) {
                 Some(bytes) => decode::decode(slot.ty, bytes, bit, slot.scale, slot.offset)
-                    .map_err(|e| e.to_string()),
-                None => Err(format!(
-                    "{} bytes in the answer, the field is at {offset}",
-                    data.len()
+                    .map_err(|e| ("decode", e.to_string())),
+                None => Err((
+                    "short",
+                    format!(
+                        "{} bytes in the answer, the field is at {offset}",
+                        data.len()
+                    ),
                 )),
             },
         };
@@ -565,9 +593,10 @@ fn decode_request(
                 value,
                 at,
             }),
-            Err(e) => {
+            Err((kind, e)) => {
                 p.health.count_error("decode", 1);
                 debug!(signal = %slot.signal, error = %e, "value skipped");
+                failed.push((planned.index, kind, format!("{request}: {e}")));
             }
         }
     }

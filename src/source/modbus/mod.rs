@@ -35,9 +35,10 @@ use tokio_modbus::Slave;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::metrics::Metrics;
-use crate::model::{Sample, SourceEvent, Target};
+use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
+use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 pub use config::Sections;
 use config::{Link, ModbusDevice};
 use health::Health;
@@ -124,6 +125,8 @@ struct Polled {
     /// Why the device delivers nothing while it answers (every request refused), as last
     /// reported.
     degraded: Option<String>,
+    /// For the per-field error counters, made on a field's first error.
+    metrics: Metrics,
 }
 
 /// A field ready to become samples: target and signal made once, so a sample costs two
@@ -132,7 +135,11 @@ struct Slot {
     target: Target,
     signal: Arc<str>,
     codec: decode::Codec,
+    /// The field's error counters by kind.
+    errors: FieldErrorCounts,
 }
+
+field_errors::field_slot!(Slot);
 
 struct Scheduled {
     group: PollGroup,
@@ -176,6 +183,7 @@ impl Polled {
                     target,
                     signal: Arc::from(f.signal.as_str()),
                     codec: decode::Codec::from(f),
+                    errors: FieldErrorCounts::default(),
                 }
             })
             .collect();
@@ -199,6 +207,7 @@ impl Polled {
             health: Health::register(metrics, &device.id),
             refused: vec![None; first_request],
             degraded: None,
+            metrics: metrics.clone(),
             unit: device.unit,
             timeout: device.timeout,
             poll: device.poll,
@@ -321,7 +330,7 @@ async fn poll_devices(
         }
         let outcome = poll_group(&link, &mut conn, &mut devices[d], g, at).await;
         match outcome {
-            Ok(samples) => {
+            Ok((samples, errors)) => {
                 let p = &mut devices[d];
                 p.failures = 0;
                 p.down_since = None;
@@ -342,6 +351,17 @@ async fn poll_devices(
                 degraded(p, at, &events, dropped);
                 if !samples.is_empty() {
                     send(&events, SourceEvent::Samples(samples), dropped);
+                }
+                if !errors.is_empty() {
+                    send(
+                        &events,
+                        SourceEvent::FieldErrors {
+                            device: p.id.clone(),
+                            at,
+                            errors,
+                        },
+                        dropped,
+                    );
                 }
             }
             Err(fault) => {
@@ -510,14 +530,15 @@ fn send(events: &mpsc::Sender<SourceEvent>, event: SourceEvent, dropped: &mut Dr
 }
 
 /// Reads one group of one device. `Ok` when the device answered every request (exceptions
-/// included: refusing is an answer), with the samples of the requests it did not refuse.
+/// included: refusing is an answer), with the samples of the requests it did not refuse and
+/// the errors of the fields that delivered nothing.
 async fn poll_group(
     link: &LinkSpec,
     conn: &mut Option<ReadOnly>,
     p: &mut Polled,
     g: usize,
     at: Timestamp,
-) -> Result<Vec<Sample>, PollFault> {
+) -> Result<(Vec<Sample>, Vec<FieldError>), PollFault> {
     let timeout = p.timeout;
     if conn.is_none() {
         *conn = Some(link::open(link, timeout).await?);
@@ -530,6 +551,8 @@ async fn poll_group(
     let span = p.span.clone();
     let scheduled = &p.groups[g];
     let mut samples = Vec::with_capacity(p.fields.len());
+    // (field index, kind, error in words) of the fields that delivered nothing.
+    let mut failed: Vec<Failed> = Vec::new();
     for (n, request) in scheduled.group.requests.iter().enumerate() {
         let answer = client
             .read(unit, request.kind, request.start, request.count, timeout)
@@ -542,6 +565,10 @@ async fn poll_group(
                     warn!(parent: &span, request = %request, %exception, "exception response: fields of this request are skipped");
                     *refused = Some(exception);
                 }
+                let error = exception_in_words(exception, request);
+                for planned in &request.fields {
+                    failed.push((planned.index, "exception", error.clone()));
+                }
                 continue;
             }
             Ok(words) => {
@@ -551,9 +578,27 @@ async fn poll_group(
                 words
             }
         };
-        decode_request(p, request, &words, at, &mut samples);
+        decode_request(p, request, &words, at, &mut samples, &mut failed);
     }
-    Ok(samples)
+    let errors = field_errors::collect(failed, &mut p.fields, &p.metrics, &p.id);
+    Ok((samples, errors))
+}
+
+/// A field's error for an exception to its request, with what to look at.
+fn exception_in_words(exception: tokio_modbus::ExceptionCode, request: &ReadRequest) -> String {
+    use tokio_modbus::ExceptionCode::*;
+    let hint = match exception {
+        IllegalDataAddress => {
+            "; the device has no such register: check the field's register table, address \
+             and address_base against its register map"
+        }
+        IllegalFunction => "; the device does not offer this register table",
+        ServerDeviceBusy | GatewayTargetDevice | GatewayPathUnavailable => {
+            "; the device or its gateway could not answer now"
+        }
+        _ => "",
+    };
+    format!("exception {exception} to {request}{hint}")
 }
 
 fn decode_request(
@@ -562,6 +607,7 @@ fn decode_request(
     words: &[u16],
     at: Timestamp,
     samples: &mut Vec<Sample>,
+    failed: &mut Vec<Failed>,
 ) {
     for planned in &request.fields {
         let field = &p.fields[planned.index];
@@ -570,6 +616,16 @@ fn decode_request(
         let Some(slice) = words.get(from..to) else {
             p.health.count_error("decode", 1);
             warn!(parent: &p.span, signal = %field.signal, got = words.len(), "short answer: field skipped");
+            failed.push((
+                planned.index,
+                "short",
+                format!(
+                    "short answer to {request}: {} values, the field needs values {from} to {} \
+                     of it; the device's register map may differ from the config",
+                    words.len(),
+                    to - 1
+                ),
+            ));
             continue;
         };
         match field.codec.decode(slice) {
@@ -582,6 +638,7 @@ fn decode_request(
             Err(e) => {
                 p.health.count_error("decode", 1);
                 debug!(parent: &p.span, signal = %field.signal, error = %e, "value skipped");
+                failed.push((planned.index, "decode", format!("does not decode: {e}")));
             }
         }
     }
@@ -654,7 +711,7 @@ pub mod fuzzing {
                 let transport = Shared(replay.clone(), Some(transport));
                 let mut conn = Some(link::attach(transport, rtu));
                 match poll_group(&link, &mut conn, &mut p, g, Timestamp::UNIX_EPOCH).await {
-                    Ok(s) => samples.extend(s),
+                    Ok((s, _)) => samples.extend(s),
                     Err(fault) => faults.push(fault),
                 }
                 drop(conn);

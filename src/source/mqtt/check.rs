@@ -46,9 +46,13 @@ fn check_broker(
 ) {
     let at = |s: &Checker<'_>, rest: &[Seg]| s.span_of(root, &join(base, rest));
     let name = &broker.id;
-    broker
-        .connection
-        .check(checker, root, base, &format!("mqtt broker `{name}`"));
+    broker.connection.check(
+        checker,
+        root,
+        base,
+        &format!("mqtt broker `{name}`"),
+        crate::config::SecretOf::Source,
+    );
     if broker.topics.is_empty() {
         let span = at(checker, &[key("id")]);
         checker.push(

@@ -67,6 +67,7 @@ use super::value::{Quality, ValueError, reading};
 use crate::metrics::Metrics;
 use crate::model::{Sample, SignalType, SourceEvent, Target, Value};
 use crate::shutdown::Shutdown;
+use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 
 /// The longest wait between attempts to reach a server.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -83,7 +84,10 @@ struct Entry {
     index: Option<u32>,
     /// Timestamp of the last value written, kept across sessions.
     last: Option<Timestamp>,
+    errors: FieldErrorCounts,
 }
+
+field_errors::field_slot!(Entry);
 
 /// One node the server is asked about, and the entries it feeds.
 struct Watched {
@@ -183,6 +187,8 @@ struct Task {
     polled: Vec<PolledGroup>,
     events: mpsc::Sender<SourceEvent>,
     counters: Counters,
+    /// For the per-field error counters.
+    metrics: Metrics,
     /// The machines and meters this server feeds, kept alive while its session lives.
     targets: Vec<Target>,
 }
@@ -221,6 +227,7 @@ impl Task {
                     value_type: node.value_type,
                     index: node.index,
                     last: None,
+                    errors: FieldErrorCounts::default(),
                 });
                 let e = entries.len() - 1;
                 match nodes
@@ -263,6 +270,7 @@ impl Task {
             polled,
             events,
             counters,
+            metrics: metrics.clone(),
         }
     }
 
@@ -393,14 +401,15 @@ impl Task {
                         }
                     }
                     let mut samples = Vec::new();
+                    let mut failed = Vec::new();
                     for (handle, dv) in batch {
                         let Some(&(g, n)) = (handle as usize).checked_sub(1).and_then(|h| handles.get(h)) else {
                             continue;
                         };
                         let entries = self.subscribed[g].nodes[n].entries.clone();
-                        self.take(&entries, &dv, received, &mut samples);
+                        self.take(&entries, &dv, received, &mut samples, &mut failed);
                     }
-                    self.send_samples(samples).await;
+                    self.send_samples(samples, failed).await;
                 }
                 _ = sleep_until_opt(next_poll) => {
                     let now = Instant::now();
@@ -559,6 +568,7 @@ impl Task {
             .filter_map(|(n, id)| id.as_ref().map(|id| (n, id)))
             .collect();
         let mut samples = Vec::new();
+        let mut failed = Vec::new();
         for batch in wanted.chunks(max_read.max(1)) {
             let request: Vec<ReadValueId> = batch
                 .iter()
@@ -586,10 +596,10 @@ impl Task {
                     self.counters.unknown_nodes.fetch_add(1, Ordering::Relaxed);
                 }
                 let entries = self.polled[g].nodes[*n].entries.clone();
-                self.take(&entries, &dv, received, &mut samples);
+                self.take(&entries, &dv, received, &mut samples, &mut failed);
             }
         }
-        self.send_samples(samples).await;
+        self.send_samples(samples, failed).await;
         Ok(())
     }
 
@@ -601,6 +611,7 @@ impl Task {
         dv: &DataValue,
         received: Timestamp,
         out: &mut Vec<Sample>,
+        failed: &mut Vec<Failed>,
     ) {
         for &e in entries {
             let entry = &mut self.entries[e];
@@ -638,17 +649,21 @@ impl Task {
                 Err(ValueError::Bad(status)) => {
                     self.counters.bad.fetch_add(1, Ordering::Relaxed);
                     debug!(signal = %entry.signal, %status, "bad value not written");
+                    let why = ValueError::Bad(status).to_string();
+                    failed.push((e, "exception", why));
                 }
                 Err(err) => {
                     self.counters.refused.fetch_add(1, Ordering::Relaxed);
                     debug!(signal = %entry.signal, %err, "value not written");
+                    failed.push((e, "decode", err.to_string()));
                 }
             }
         }
     }
 
-    /// Sends samples as one event per (target, timestamp), in time order.
-    async fn send_samples(&self, samples: Vec<Sample>) {
+    /// Sends samples as one event per (target, timestamp), in time order, then the errors of
+    /// the fields that delivered nothing.
+    async fn send_samples(&mut self, samples: Vec<Sample>, failed: Vec<Failed>) {
         let mut by_time: BTreeMap<(Timestamp, String), Vec<Sample>> = BTreeMap::new();
         for s in samples {
             let key = match &s.target {
@@ -658,6 +673,16 @@ impl Task {
         }
         for (_, group) in by_time {
             self.send(SourceEvent::Samples(group)).await;
+        }
+        if !failed.is_empty() {
+            let errors =
+                field_errors::collect(failed, &mut self.entries, &self.metrics, &self.device);
+            self.send(SourceEvent::FieldErrors {
+                device: self.device.clone(),
+                at: Timestamp::now(),
+                errors,
+            })
+            .await;
         }
     }
 

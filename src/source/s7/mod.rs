@@ -43,9 +43,10 @@ use self::frame::ItemError;
 use self::link::{Connection, Fault};
 use self::plan::PollGroup;
 use crate::metrics::Metrics;
-use crate::model::{Sample, SourceEvent, Target};
+use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
+use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 use crate::source::modbus::health::Health;
 use crate::source::modbus::{SOURCE_EVENTS_DROPPED, backoff, next_tick, refused_everything};
 
@@ -59,7 +60,10 @@ struct Slot {
     ty: S7Type,
     scale: Option<f64>,
     offset: Option<f64>,
+    errors: FieldErrorCounts,
 }
+
+field_errors::field_slot!(Slot);
 
 struct Scheduled {
     group: PollGroup,
@@ -70,6 +74,8 @@ struct Scheduled {
 
 /// One PLC as its task keeps it.
 struct Task {
+    /// For the per-field error counters.
+    metrics: Metrics,
     device: S7Device,
     id: Arc<str>,
     address: String,
@@ -140,12 +146,14 @@ impl Task {
                     ty: f.s7_type(),
                     scale: f.scale,
                     offset: f.offset,
+                    errors: FieldErrorCounts::default(),
                 }
             })
             .collect();
         let address = device.address();
         let connection = format!("s7 {address}");
         let mut task = Task {
+            metrics: metrics.clone(),
             health: Health::register(metrics, &device.id),
             span: tracing::info_span!("s7", device = %id),
             id,
@@ -230,7 +238,7 @@ impl Task {
             let s = &mut self.groups[g];
             s.next = next_tick(s.next, s.group.poll, now);
             match self.poll(&mut conn, g, at).await {
-                Ok(samples) => self.answered(samples, at),
+                Ok((samples, errors)) => self.answered(samples, errors, at),
                 Err(fault) => {
                     // Whatever the PLC may still send must not meet the next request.
                     conn = None;
@@ -240,13 +248,14 @@ impl Task {
         }
     }
 
-    /// Reads group `g`: `Ok` when the PLC answered every job (refused items included).
+    /// Reads group `g`: `Ok` when the PLC answered every job (refused items included), with
+    /// the samples and the errors of the fields that delivered nothing.
     async fn poll(
         &mut self,
         conn: &mut Option<Connection>,
         g: usize,
         at: Timestamp,
-    ) -> Result<Vec<Sample>, Fault> {
+    ) -> Result<(Vec<Sample>, Vec<FieldError>), Fault> {
         let timeout = self.device.timeout;
         if conn.is_none() {
             let c = link::connect(
@@ -272,8 +281,12 @@ impl Task {
             slots,
             health,
             span,
+            metrics,
+            id,
             ..
         } = self;
+        // (field index, kind, error in words) of the fields that delivered nothing.
+        let mut failed: Vec<Failed> = Vec::new();
         let mut samples = Vec::with_capacity(slots.len());
         let scheduled = &groups[g];
         let mut item_at = scheduled.first_item;
@@ -288,6 +301,13 @@ impl Task {
                         if *refused != Some(e) {
                             warn!(parent: &*span, item = %item, reason = %e, "the PLC refused an item: its fields are skipped");
                             *refused = Some(e);
+                        }
+                        for planned in &item.fields {
+                            failed.push((
+                                planned.index,
+                                "exception",
+                                format!("the PLC refuses {item}: {e}"),
+                            ));
                         }
                         continue;
                     }
@@ -321,15 +341,21 @@ impl Task {
                         Err(e) => {
                             health.count_error("decode", 1);
                             debug!(parent: &*span, signal = %slot.signal, error = %e, "value skipped");
+                            let kind = match e {
+                                decode::DecodeError::TooShort { .. } => "short",
+                                _ => "decode",
+                            };
+                            failed.push((planned.index, kind, format!("{item}: {e}")));
                         }
                     }
                 }
             }
         }
-        Ok(samples)
+        let errors = field_errors::collect(failed, slots, metrics, id);
+        Ok((samples, errors))
     }
 
-    fn answered(&mut self, samples: Vec<Sample>, at: Timestamp) {
+    fn answered(&mut self, samples: Vec<Sample>, errors: Vec<FieldError>, at: Timestamp) {
         self.failures = 0;
         self.down_since = None;
         self.down = None;
@@ -371,6 +397,13 @@ impl Task {
         }
         if !samples.is_empty() {
             self.send(SourceEvent::Samples(samples));
+        }
+        if !errors.is_empty() {
+            self.send(SourceEvent::FieldErrors {
+                device: self.id.clone(),
+                at,
+                errors,
+            });
         }
     }
 
