@@ -746,6 +746,166 @@ async fn missing_is_not_zero_and_denominators_are_honest() {
     );
 }
 
+/// Robots are counted from the agent's machine register where it reports them (`fleet`
+/// field `machines_robot`, measured) and from the enterprise register otherwise (declared),
+/// with the basis shown in JSON, CSV, the table and both HTML languages. Over 30 December 2021
+/// to 2 January 2022 in cups (2022 target: ≥ 300 robots in service):
+/// - r1's agent reports 110 robots in 2021 and 130 from 1 January; it declared 100 (stale);
+/// - r2's agent reports no robots (none of kind `robot`); it declared 90;
+/// - r3 sends nothing and declared 50;
+/// - r4's agent reports no robots and nothing is declared: left out, never 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_are_measured_where_agents_report_them_and_declared_otherwise() {
+    let influx = common::Influx1::start().await;
+    influx.create_db(DB).await;
+    let mut lines = String::new();
+    let days = [
+        date(2021, 12, 30),
+        date(2021, 12, 31),
+        date(2022, 1, 1),
+        date(2022, 1, 2),
+    ];
+    for d in days {
+        let at = day_start(d).as_nanosecond();
+        let robots = if d.year() == 2021 { 110 } else { 130 };
+        for (e, extra) in [
+            ("r1", format!(",machines_robot={robots}i")),
+            ("r2", String::new()),
+            ("r4", String::new()),
+        ] {
+            let _ = writeln!(
+                lines,
+                "fleet,county=wuyi,sector=cups,enterprise={e},window=1d machines_total=10i,machines_digital=5i,machines_cnc=5i,machines_networked=5i,machines_digital_networked=5i,cnc_running_s=0,cnc_planned_s=0{extra} {at}"
+            );
+        }
+    }
+    influx.write_lines(DB, &lines).await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("enterprises.toml");
+    std::fs::write(
+        &registry,
+        "[[enterprise]]\nid = \"r1\"\nsector = \"cups\"\nrobots = 100\n\n\
+         [[enterprise]]\nid = \"r2\"\nsector = \"cups\"\nrobots = 90\n\n\
+         [[enterprise]]\nid = \"r3\"\nsector = \"cups\"\nmachines_total = 10\nrobots = 50\n\n\
+         [[enterprise]]\nid = \"r4\"\nsector = \"cups\"\n",
+    )
+    .unwrap();
+    let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args([
+                "county",
+                "report",
+                "--from",
+                "2021-12-30",
+                "--to",
+                "2022-01-02",
+            ])
+            .args(["--db", DB, "--url", &influx.url()])
+            .arg("--targets")
+            .arg(&targets)
+            .arg("--enterprises")
+            .arg(&registry)
+            .args(args)
+            .output()
+            .expect("run shopfloor county report");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&run(&["--format", "json"])).expect("JSON report");
+    let robots = |summary: &Value| {
+        summary["indicators"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["indicator"] == "robots")
+            .unwrap()
+            .clone()
+    };
+    let enterprise = |id: &str| {
+        json["enterprises"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["enterprise"] == id)
+            .unwrap()
+            .clone()
+    };
+    // r1: the last reported day's 130, measured (not the declared 100).
+    let r1 = robots(&enterprise("r1"));
+    assert_eq!(
+        (r1["value"].as_f64(), r1["declared_share"].as_f64()),
+        (Some(130.0), Some(0.0))
+    );
+    // r2 and r3: declared.
+    for (id, n) in [("r2", 90.0), ("r3", 50.0)] {
+        let r = robots(&enterprise(id));
+        assert_eq!(
+            (r["value"].as_f64(), r["declared_share"].as_f64()),
+            (Some(n), Some(1.0)),
+            "{id}"
+        );
+    }
+    // r4: nothing reported, nothing declared: no data, not 0.
+    let r4 = robots(&enterprise("r4"));
+    assert!(r4["value"].is_null() && r4["meets"].is_null(), "{r4}");
+    // Cups: 130 + 90 + 50 = 270 over 3 enterprises (1 measured, 2 declared: share 2 / 3),
+    // below 300 by 30.
+    let cups = json["sectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sector"] == "cups")
+        .unwrap()
+        .clone();
+    assert_eq!(figures(&cups, "robots"), (270.0, 3.0, Some(false)));
+    let row = robots(&cups);
+    assert_eq!(row["declared_share"], 0.66667);
+    assert_eq!(row["gap"], -30.0);
+    // Per year: 2021 counts r1's 2021 figure, 110 + 90 + 50 = 250; 2022 its 130: 270.
+    let year = |label: &str| {
+        let p = json["years"]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["label"] == label)
+            .unwrap()
+            .clone();
+        robots(&p)["value"].as_f64()
+    };
+    assert_eq!((year("2021"), year("2022")), (Some(250.0), Some(270.0)));
+
+    // The basis in every format.
+    let table = run(&[]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("Industrial robots in service")
+                && l.contains("270 robots / 3 enterprises · 1 measured, 2 declared")),
+        "{table}"
+    );
+    let csv = run(&["--format", "csv"]);
+    let basis = |prefix: &str| {
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with(prefix) && l.contains(",robots,"))
+            .unwrap_or_else(|| panic!("{prefix} robots in\n{csv}"));
+        line.rsplit(',').next().unwrap().to_string()
+    };
+    assert_eq!(basis("sector,cups,"), "measured+declared");
+    assert_eq!(basis("enterprise,cups,r1,"), "measured");
+    assert_eq!(basis("enterprise,cups,r2,"), "declared");
+    let en = run(&["--format", "html", "--lang", "en"]);
+    assert!(en.contains("1 measured, 2 declared"), "English HTML");
+    let zh = run(&["--format", "html", "--lang", "zh"]);
+    assert!(zh.contains("实测 1 家，申报 2 家"), "Chinese HTML");
+    assert!(zh.contains("130 台 / 1 家企业 · 实测"), "Chinese HTML, r1");
+}
+
 /// `county init` writes the two files to start from, `county check` finds them through the
 /// ingest config and says which files it read, and `init` does not overwrite without --force.
 #[test]

@@ -132,7 +132,7 @@ const ZH: Words = Words {
     shortfall: "差额",
     value: "数值",
     basis: "分子 / 分母",
-    declared_note: "机器人、数字化车间、信息化系统与规上企业数取自企业名录中的申报（含年份）；未报送企业按名录中申报的设备台数计入分母，联网台数为零。",
+    declared_note: "工业机器人在企业采集终端的设备登记中有（类型 robot）时按实测台数计，否则按企业名录中的申报计，并注明依据（实测／企业申报）；数字化车间、信息化系统与规上企业数取自企业名录中的申报（含年份）；未报送企业按名录中申报的设备台数计入分母，联网台数为零。",
     store_holds: "所选县域、行业与期间无数据。数据库中现有",
     counties: "县域",
     not_reporting_mark: "未报送，按申报台数计",
@@ -192,7 +192,7 @@ const EN: Words = Words {
     shortfall: "Shortfall",
     value: "Value",
     basis: "Numerator / denominator",
-    declared_note: "Robots, digital workshops, management systems and above-scale counts are declared in the enterprise register (with the year); an enterprise that sends nothing counts with its declared machines, none networked.",
+    declared_note: "Robots are counted from the agent's machine register (kind robot) where it holds them (measured) and from the enterprise register otherwise (declared), with the basis shown; digital workshops, management systems and above-scale counts are declared in the enterprise register (with the year); an enterprise that sends nothing counts with its declared machines, none networked.",
     store_holds: "Nothing in the store matches the county, sector and period. The store holds",
     counties: "Counties",
     not_reporting_mark: "not reporting, declared machines",
@@ -718,7 +718,12 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
         let _ = write!(h, "<th>{}</th>", w.reporting);
     }
     let _ = write!(h, "<th>{}</th>", w.machines);
-    for i in Indicator::MEASURED {
+    // The enterprise table adds its robots, with their basis (measured or declared).
+    let columns: Vec<Indicator> = Indicator::MEASURED
+        .into_iter()
+        .chain(enterprises.then_some(Indicator::Robots))
+        .collect();
+    for &i in &columns {
         let _ = write!(h, "<th>{}</th>", indicator_name(i, lang));
     }
     let _ = write!(h, "<th class=\"l\">{}</th></tr></thead><tbody>", w.methods);
@@ -757,11 +762,7 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
             );
         }
         let _ = write!(h, "<td>{:.1}</td>", s.machines);
-        for row in s
-            .indicators
-            .iter()
-            .filter(|r| Indicator::MEASURED.contains(&r.indicator))
-        {
+        for row in columns.iter().filter_map(|&i| s.indicator(i)) {
             let value = row
                 .value
                 .map_or(w.no_data.to_string(), |v| value_text(row.indicator, v));

@@ -250,6 +250,34 @@ fn the_day_window_adds_up_to_the_whole_day_and_the_fleet_counts_the_register() {
     // CNC utilisation: 18 000 s running in 27 000 s planned = 0.6667.
     assert_eq!(field(f, contract::fleet::CNC_RUNNING_S), Some(18_000.0));
     assert_eq!(field(f, contract::fleet::CNC_PLANNED_S), Some(27_000.0));
+    // No machine of kind `robot`: no robot count (the county falls back on the declared one),
+    // never 0.
+    assert_eq!(field(f, contract::fleet::MACHINES_ROBOT), None);
+}
+
+#[test]
+fn robots_in_the_register_are_counted_on_the_fleet_line() {
+    let config = format!(
+        "{SHANGHAI_SHIFT}\n[[machine]]\nid = \"r1\"\nkind = \"robot\"\ncnc = true\n\n[[machine]]\nid = \"r2\"\nkind = \"robot\"\ncnc = true\n"
+    );
+    let mut e = Engine::new(&load_str(&config, "test.toml").unwrap(), at(0, 0));
+    let mut out = Vec::new();
+    run_the_example_shift(&mut e, &mut out);
+    let day_end = date(2026, 12, 1)
+        .at(0, 0, 0, 0)
+        .to_zoned_datetime(tz())
+        .unwrap()
+        .timestamp();
+    e.tick(day_end, &mut out);
+    e.flush(day_end, &mut out);
+    let fleet = find(&out, contract::MEASUREMENT_FLEET, &["window=1d"]);
+    let f = fleet.last().unwrap();
+    // Register: lathe, press and two robots = 4 machines, of which 2 are robots (whether or
+    // not they delivered data: robots in service is a count of the register).
+    assert_eq!(field(f, contract::fleet::MACHINES_TOTAL), Some(4.0));
+    assert_eq!(field(f, contract::fleet::MACHINES_ROBOT), Some(2.0));
+    // Only the lathe delivered: 1 networked of 4.
+    assert_eq!(field(f, contract::fleet::MACHINES_NETWORKED), Some(1.0));
 }
 
 #[test]
