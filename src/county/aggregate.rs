@@ -554,6 +554,9 @@ pub struct TrendPoint {
     pub label: String,
     pub first_day: Date,
     pub days: usize,
+    /// The most enterprises in the report's scope registered on one day of the bucket: 0
+    /// before the first of them joined and after the last left, where charts do not go.
+    pub registered: usize,
     pub indicators: Vec<IndicatorRow>,
 }
 
@@ -782,6 +785,8 @@ pub fn aggregate(
     let mut not_reporting = Vec::new();
     let mut trend_fleet = vec![Fleet::default(); n];
     let mut trend_green = vec![GreenTotals::default(); n];
+    // Per day, the enterprises in scope registered that day.
+    let mut trend_registered = vec![0usize; n];
     let mut registered_per_sector: BTreeMap<Sector, usize> = BTreeMap::new();
     // Per enterprise, the registered days on which its agent reported robots.
     let mut robot_days: HashMap<String, Vec<(Date, u64)>> = HashMap::new();
@@ -790,6 +795,9 @@ pub fn aggregate(
         // only, and its lines from other days are left out.
         let registered: Vec<bool> = period.days.iter().map(|d| e.registered_on(*d)).collect();
         let active: Vec<usize> = (0..n).filter(|&i| registered[i]).collect();
+        for &i in &active {
+            trend_registered[i] += 1;
+        }
         let days = by_enterprise.remove(&e.id);
         if active.is_empty() {
             if days.is_some_and(|d| d.days_reported() > 0) {
@@ -942,7 +950,12 @@ pub fn aggregate(
         Bucket::Day
     };
     let in_force = |i, y| targets.in_force(sector_filter, i, y);
-    let mut years = trend(period, Bucket::Year, &trend_fleet, &trend_green, in_force);
+    let sums = DaySums {
+        fleet: &trend_fleet,
+        green: &trend_green,
+        registered: &trend_registered,
+    };
+    let mut years = trend(period, Bucket::Year, &sums, in_force);
     // Table 1 also counts enterprises (规上企业数) per year: the register's facts as of each
     // year, over the enterprises registered on some day of it in the period.
     for point in &mut years.points {
@@ -966,7 +979,7 @@ pub fn aggregate(
             r.against(t)
         }));
     }
-    let trend = trend(period, bucket, &trend_fleet, &trend_green, in_force);
+    let trend = trend(period, bucket, &sums, in_force);
 
     let laggards = laggards(&sectors, &enterprises);
     Report {
@@ -993,16 +1006,24 @@ pub fn aggregate(
     }
 }
 
+/// The report scope's sums per day of the period.
+struct DaySums<'a> {
+    fleet: &'a [Fleet],
+    green: &'a [GreenTotals],
+    /// Enterprises registered on the day.
+    registered: &'a [usize],
+}
+
 /// The per-day sums bucketed by day, month or year; each point is set against the targets
 /// of its own year.
 fn trend(
     period: &Period,
     bucket: Bucket,
-    fleet: &[Fleet],
-    green: &[GreenTotals],
+    sums: &DaySums<'_>,
     target: impl Fn(Indicator, i16) -> Option<TargetInForce>,
 ) -> Trend {
-    let mut points: Vec<(String, Date, usize, Fleet, GreenTotals)> = Vec::new();
+    let (fleet, green) = (sums.fleet, sums.green);
+    let mut points: Vec<(String, Date, usize, Fleet, GreenTotals, usize)> = Vec::new();
     for (i, day) in period.days.iter().enumerate() {
         let label = match bucket {
             Bucket::Day => day.to_string(),
@@ -1014,18 +1035,20 @@ fn trend(
                 p.2 += 1;
                 p.3 = p.3.add(&fleet[i]);
                 p.4.add(&green[i]);
+                p.5 = p.5.max(sums.registered[i]);
             }
-            _ => points.push((label, *day, 1, fleet[i], green[i])),
+            _ => points.push((label, *day, 1, fleet[i], green[i], sums.registered[i])),
         }
     }
     Trend {
         bucket,
         points: points
             .into_iter()
-            .map(|(label, first_day, days, f, g)| TrendPoint {
+            .map(|(label, first_day, days, f, g, registered)| TrendPoint {
                 label,
                 first_day,
                 days,
+                registered,
                 indicators: indicators(&f, &g)
                     .into_iter()
                     .map(|r| {
@@ -1039,7 +1062,7 @@ fn trend(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use jiff::civil::date;
 
@@ -1483,6 +1506,53 @@ sector = "cookware"
         };
         assert_eq!(net_on(0), (10.0, 34.0));
         assert_eq!(net_on(6), (14.0, 39.0));
+    }
+
+    /// A castings report whose only enterprise joined on 4 March and left on 8 March: the
+    /// trend has no value (not 0 %) before and after, and says nobody was registered there.
+    pub(in crate::county) fn joined_and_left_mid_period() -> Report {
+        let registry = Registry::load_str(
+            "[[enterprise]]\nid = \"late\"\nsector = \"castings\"\njoined = 2022-03-04\nleft = 2022-03-08\n",
+            "e.toml",
+        )
+        .unwrap();
+        let period = Period::new(date(2022, 3, 1), date(2022, 3, 10), date(2022, 6, 1)).unwrap();
+        // Lines on every day of the period, also before it joined and after it left (an agent
+        // installed early): only 4–8 March (indices 3 to 7) count.
+        let fleet = (0..10)
+            .map(|day| f("late", "castings", day, fleet_of(10, 5, 5)))
+            .collect();
+        aggregate(
+            &targets(),
+            &registry,
+            &period,
+            Some(Sector::Castings),
+            fleet,
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn the_trend_starts_at_the_join_date_and_ends_at_the_leave_date() {
+        let r = joined_and_left_mid_period();
+        let points = &r.trend.points;
+        assert_eq!(points.len(), 10);
+        for (i, p) in points.iter().enumerate() {
+            let net = &p.indicators[0];
+            assert_eq!(net.indicator, Indicator::NetworkingRate);
+            if (3..=7).contains(&i) {
+                // 5 networked of 10 machines on each registered day: 50 %.
+                assert_eq!((p.registered, net.value), (1, Some(0.5)), "{}", p.label);
+            } else {
+                // Not registered: no value at all, not 0 %.
+                assert_eq!((p.registered, net.value), (0, None), "{}", p.label);
+                assert_eq!(net.denominator, 0.0);
+            }
+        }
+        // The enterprise's own rate: 5 days × 5 / 5 days × 10 = 25 / 50.
+        let net = row(enterprise(&r, "late"), Indicator::NetworkingRate);
+        assert_eq!((net.numerator, net.denominator), (25.0, 50.0));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use super::aggregate::{Bucket, IndicatorRow, Level, Report, Summary};
+use super::aggregate::{Bucket, IndicatorRow, Level, Report, Summary, TrendPoint};
 use super::labels;
 use super::labels::{
     Lang, basis_with_coverage, indicator_name, sector_name, target_text, value_text,
@@ -363,10 +363,11 @@ pub fn render(report: &Report, lang: Lang) -> String {
         Bucket::Month | Bucket::Year => w.trend_monthly,
     };
     let _ = writeln!(h, "<section id=\"trend\"><h2>{} ({bucket})</h2>", w.trend);
+    // The chart starts when the first enterprise of the report's scope joined and ends when
+    // the last left: before and after, nobody was there to measure (no 0 % for those days).
+    let charted = charted_points(&report.trend.points);
     for indicator in CHARTED {
-        let points: Vec<(String, Option<&IndicatorRow>)> = report
-            .trend
-            .points
+        let points: Vec<(String, Option<&IndicatorRow>)> = charted
             .iter()
             .map(|p| {
                 (
@@ -902,6 +903,17 @@ fn bar_chart(indicator: Indicator, bars: &[(String, Option<&IndicatorRow>)], w: 
     s
 }
 
+/// The trend's points from the first to the last on which an enterprise of the report's scope
+/// was registered.
+fn charted_points(points: &[TrendPoint]) -> &[TrendPoint] {
+    let first = points.iter().position(|p| p.registered > 0);
+    let last = points.iter().rposition(|p| p.registered > 0);
+    match (first, last) {
+        (Some(a), Some(b)) => &points[a..=b],
+        _ => &[],
+    }
+}
+
 /// The trend as a line (broken where a bucket has no value) with the target as a dashed line.
 fn line_chart(
     indicator: Indicator,
@@ -1013,4 +1025,51 @@ fn line_chart(
     );
     s.push_str("</svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The labels of the trend chart of `indicator` in a rendered page.
+    fn trend_labels(page: &str, indicator: Indicator) -> Vec<String> {
+        let start = page
+            .find(&format!("<figure id=\"trend-{}\"", indicator.as_str()))
+            .expect("the trend figure");
+        let figure = &page[start..start + page[start..].find("</figure>").unwrap()];
+        figure
+            .split("<text ")
+            .skip(1)
+            .filter_map(|t| {
+                let text = &t[t.find('>')? + 1..t.find("</text>")?];
+                text.starts_with("2022-").then(|| text.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn charts_start_at_the_join_date_and_end_at_the_leave_date() {
+        let report = crate::county::aggregate::tests::joined_and_left_mid_period();
+        for lang in [Lang::En, Lang::Zh] {
+            let page = render(&report, lang);
+            let labels = trend_labels(&page, Indicator::NetworkingRate);
+            // Joined 4 March, left 8 March: five daily points, all labelled (fewer than 8).
+            assert_eq!(
+                labels,
+                [
+                    "2022-03-04",
+                    "2022-03-05",
+                    "2022-03-06",
+                    "2022-03-07",
+                    "2022-03-08"
+                ],
+                "{lang:?}"
+            );
+            // And no 0 % plotted: every point of the chart is the enterprise's 50 %.
+            let start = page.find("<figure id=\"trend-networking_rate\"").unwrap();
+            let figure = &page[start..start + page[start..].find("</figure>").unwrap()];
+            assert_eq!(figure.matches("<circle").count(), 5);
+            assert_eq!(figure.matches("50.0 %</title>").count(), 5, "{figure}");
+        }
+    }
 }
