@@ -283,7 +283,7 @@ pub mod agent {
     pub const EXCEPTION_CODE: &str = "exception_code";
     /// Per device: errors of each kind of [`crate::source::modbus::health::ERROR_KINDS`],
     /// as (kind, field), in the order the lines list them.
-    pub const DEVICE_ERRORS: [(&str, &str); 7] = [
+    pub const DEVICE_ERRORS: [(&str, &str); 8] = [
         ("resolve", "errors_resolve"),
         ("connect", "errors_connect"),
         ("timeout", "errors_timeout"),
@@ -291,6 +291,7 @@ pub mod agent {
         ("protocol", "errors_protocol"),
         ("exception", "errors_exception"),
         ("decode", "errors_decode"),
+        ("crc", "errors_crc"),
     ];
 }
 
@@ -579,6 +580,7 @@ pub const MEASUREMENTS: &[Measurement] = &[
             agent::DEVICE_ERRORS[4].1,
             agent::DEVICE_ERRORS[5].1,
             agent::DEVICE_ERRORS[6].1,
+            agent::DEVICE_ERRORS[7].1,
         ]),
     },
 ];
@@ -619,7 +621,7 @@ mod tests {
              green_alert | county sector enterprise va_method el_method window indicator | value limit over_by\n\
              outlet | county sector enterprise outlet pollutant cn unit | rtd avg min max cou zs_rtd zs_avg zs_min zs_max flag\n\
              alert | county sector enterprise kind subject | value limit open duration_s\n\
-             agent | county sector enterprise device | devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines up polls since_success_s degraded exception_code errors_resolve errors_connect errors_timeout errors_transport errors_protocol errors_exception errors_decode\n"
+             agent | county sector enterprise device | devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines up polls since_success_s degraded exception_code errors_resolve errors_connect errors_timeout errors_transport errors_protocol errors_exception errors_decode errors_crc\n"
         );
         assert_eq!(
             [WINDOW_HOUR, WINDOW_SHIFT, WINDOW_DAY, WINDOW_MONTH],
