@@ -311,7 +311,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once: most errors already name their cause in their own text.
+            let chain = shopfloor::sink::influx::error_chain(e.as_ref());
+            eprintln!("error: {chain}");
             ExitCode::FAILURE
         }
     }

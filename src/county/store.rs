@@ -252,7 +252,8 @@ impl Store {
         }
         let unreachable = |e: reqwest::Error| StoreError::Unreachable {
             url: self.query_url.origin().ascii_serialization(),
-            reason: crate::sink::influx::error_chain(&e),
+            // The store's address is said once; the whole query URL would bury the reason.
+            reason: crate::sink::influx::error_chain(&e.without_url()),
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
