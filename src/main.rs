@@ -57,8 +57,13 @@ enum Command {
     /// Poll the configured devices and write to the configured outputs. SIGHUP reloads the
     /// config.
     Run {
+        /// The agent's config file (TOML); SIGHUP reads it again.
         #[arg(short, long)]
         config: PathBuf,
+        /// Write the agent's process id here (removed on a clean stop), so that
+        /// `kill -HUP "$(cat FILE)"` reloads this agent and no other process.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
     },
     /// Serve a simulated workshop over Modbus TCP (or RTU over TCP).
     Sim {
@@ -269,7 +274,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config, plan } => return check(&config, plan),
         Command::Init { output, force } => init(&output, force),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Command::Run { config, pid_file } => {
+            runtime().and_then(|rt| rt.block_on(run(config, pid_file)))
+        }
         Command::Sim {
             bind,
             seed,
@@ -570,13 +577,34 @@ async fn wait_for_signal() {
 /// reported and the running one kept. A good one replaces it: the agent stops (the engine
 /// writes and saves its windows, the spool keeps every record) and starts again with the new
 /// config, continuing the windows and the machines' states.
-async fn run(path: PathBuf) -> Result<()> {
-    let (mut cfg, warnings) =
+async fn run(path: PathBuf, pid_file: Option<PathBuf>) -> Result<()> {
+    let (cfg, warnings) =
         shopfloor::agent::config::load_warned(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
     for p in &warnings.problems {
         tracing::warn!(file = %warnings.file, line = p.line, column = p.column, "config: {}", p.message);
     }
-    let mut signals = Signals::new()?;
+    // SIGHUP is caught before the pid is told anywhere: its default would end the agent.
+    let signals = Signals::new()?;
+    let pid = std::process::id();
+    if let Some(file) = &pid_file {
+        std::fs::write(file, format!("{pid}\n"))
+            .with_context(|| format!("cannot write the pid file {}", file.display()))?;
+    }
+    tracing::info!(pid, config = %path.display(), "agent started; `systemctl reload shopfloor` (as a service) or `kill -HUP {pid}` reloads the config");
+    let result = run_reloading(&path, cfg, signals).await;
+    if let Some(file) = &pid_file {
+        let _ = std::fs::remove_file(file);
+    }
+    result
+}
+
+/// The agent's run, started afresh with each config that a SIGHUP brings and that passes the
+/// check.
+async fn run_reloading(
+    path: &std::path::Path,
+    mut cfg: Config,
+    mut signals: Signals,
+) -> Result<()> {
     let mut resume = shopfloor::engine::Resume::AfterStop;
     loop {
         let (trigger, shutdown) = shutdown::channel();
@@ -587,19 +615,23 @@ async fn run(path: PathBuf) -> Result<()> {
         let next = loop {
             match signals.next().await {
                 Signal::Stop => break None,
-                Signal::Reload => match shopfloor::agent::config::load(&path) {
-                    Ok(new) => break Some(new),
-                    Err(d) => {
-                        tracing::error!("config not reloaded, the running one stays in force:\n{d}")
+                Signal::Reload => {
+                    tracing::info!(config = %path.display(), "SIGHUP: checking the config again");
+                    match shopfloor::agent::config::load(path) {
+                        Ok(new) => break Some(new),
+                        Err(d) => tracing::error!(
+                            config = %path.display(),
+                            "config not reloaded: it does not pass the check, and the running config stays in force; fix these and send SIGHUP again:\n{d}"
+                        ),
                     }
-                },
+                }
             }
         };
         trigger.fire();
         running.finished().await;
         match next {
             Some(new) => {
-                tracing::info!(config = %path.display(), "config reloaded");
+                tracing::info!(config = %path.display(), "config reloaded: the agent runs on with the new config (spool, open windows and machine states carry on)");
                 cfg = new;
                 resume = shopfloor::engine::Resume::Reload;
             }
