@@ -39,6 +39,7 @@ struct Cli {
 enum Command {
     /// Check a config file and report every problem with its line and column.
     Check {
+        /// The agent's config file (TOML) to check.
         #[arg(short, long)]
         config: PathBuf,
         /// Also print the requests planned for each device (Modbus, OPC UA, S7, MELSEC).
@@ -115,6 +116,7 @@ enum Command {
         /// Where the spool and the records file go.
         #[arg(long, default_value = "data/demo")]
         data_dir: PathBuf,
+        /// Same seed, same simulated workshop.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -167,13 +169,16 @@ struct ProbeArgs {
     /// none, even or odd; default none (Modbus), even (meters).
     #[arg(long, value_parser = parse_parity)]
     parity: Option<Parity>,
+    /// Data bits of the serial line: 7 or 8.
     #[arg(long, default_value_t = 8)]
     data_bits: u8,
+    /// Stop bits of the serial line: 1 or 2.
     #[arg(long, default_value_t = 1)]
     stop_bits: u8,
     /// Take the connection, unit, numbering and timeout of this device in --config.
     #[arg(long, requires = "config")]
     device: Option<String>,
+    /// The agent's config file (TOML) that --device names a device of.
     #[arg(short, long)]
     config: Option<PathBuf>,
     /// Unit (slave) id; default 1, or the device's.
@@ -1291,6 +1296,29 @@ mod tests {
             });
         }
         s
+    }
+
+    /// Every flag and argument of every command says what it is in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "shopfloor", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 
     #[test]
