@@ -231,33 +231,9 @@ fn registry_toml() -> String {
     text
 }
 
-fn report(url: &str, registry: &Path, extra: &[&str]) -> std::process::Output {
-    let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
-    let out = Command::new(BIN)
-        .args([
-            "county",
-            "report",
-            "--from",
-            "2026-11-02",
-            "--to",
-            "2026-11-03",
-            "--db",
-            DB,
-        ])
-        .args(["--url", url])
-        .arg("--targets")
-        .arg(&targets)
-        .arg("--enterprises")
-        .arg(registry)
-        .args(extra)
-        .output()
-        .expect("run shopfloor county report");
-    assert!(
-        out.status.success(),
-        "county report {extra:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// The report of 2 and 3 November 2026 with `extra` arguments: its standard output.
+fn report(url: &str, registry: &Path, extra: &[&str]) -> String {
+    run_report(url, registry, ("2026-11-02", "2026-11-03"), extra)
 }
 
 /// (numerator, denominator, meets) of one indicator of a summary in the JSON report.
@@ -325,7 +301,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
     let url = influx.url();
 
     let out = report(&url, &registry, &["--format", "json"]);
-    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let json: Value = serde_json::from_str(&out).expect("JSON report");
     let sectors: BTreeMap<&str, &Value> = json["sectors"]
         .as_array()
         .unwrap()
@@ -434,8 +410,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
     assert!(html.contains("<svg") && html.contains("未报送"));
     assert!(html.contains("data-enterprise=\"o2\""));
     assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("<link"));
-    let out = report(&url, &registry, &["--format", "html", "--lang", "en"]);
-    let english = String::from_utf8(out.stdout).unwrap();
+    let english = report(&url, &registry, &["--format", "html", "--lang", "en"]);
     for name in [
         "Doors",
         "Cups",
@@ -450,8 +425,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
     assert!(english.contains("did not report"));
 
     // One sector as CSV: doors' networking rate, 40 / 70 = 57.1 % ≥ 55 %: met.
-    let out = report(&url, &registry, &["--format", "csv", "--sector", "doors"]);
-    let csv = String::from_utf8(out.stdout).unwrap();
+    let csv = report(&url, &registry, &["--format", "csv", "--sector", "doors"]);
     let row = csv
         .lines()
         .find(|l| l.starts_with("sector,doors,,,reporting,networking_rate,"))
@@ -464,8 +438,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
     assert!(!csv.contains(",cups,"), "limited to doors:\n{csv}");
 
     // The terminal table names the silent enterprise.
-    let out = report(&url, &registry, &[]);
-    let table = String::from_utf8(out.stdout).unwrap();
+    let table = report(&url, &registry, &[]);
     assert!(
         table.contains("NOT REPORTING (1):\n  o2 Enterprise o2 (other)"),
         "{table}"
@@ -527,6 +500,38 @@ async fn a_store_that_refuses_says_what_to_check() {
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("NOT REPORTING (20):"), "{table}");
+}
+
+/// Runs `shopfloor county report` over `from`..`to` against `url`'s `county` database with
+/// the shipped targets and `registry`, plus `args`; its standard output.
+fn run_report(url: &str, registry: &Path, (from, to): (&str, &str), args: &[&str]) -> String {
+    let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
+    let out = Command::new(BIN)
+        .args(["county", "report", "--from", from, "--to", to])
+        .args(["--db", DB, "--url", url])
+        .arg("--targets")
+        .arg(&targets)
+        .arg("--enterprises")
+        .arg(registry)
+        .args(args)
+        .output()
+        .expect("run shopfloor county report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The element of the JSON array `list` whose `key` is `value`.
+fn find_in(list: &Value, key: &str, value: &str) -> Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("no {key} {value} in {list}"))
+        .clone()
 }
 
 /// Issue 15's county, through a real store: d1 (doors) reports every day of 1–10 March 2022;
@@ -790,51 +795,11 @@ async fn robots_are_measured_where_agents_report_them_and_declared_otherwise() {
          [[enterprise]]\nid = \"r4\"\nsector = \"cups\"\n",
     )
     .unwrap();
-    let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args([
-                "county",
-                "report",
-                "--from",
-                "2021-12-30",
-                "--to",
-                "2022-01-02",
-            ])
-            .args(["--db", DB, "--url", &influx.url()])
-            .arg("--targets")
-            .arg(&targets)
-            .arg("--enterprises")
-            .arg(&registry)
-            .args(args)
-            .output()
-            .expect("run shopfloor county report");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run =
+        |args: &[&str]| run_report(&influx.url(), &registry, ("2021-12-30", "2022-01-02"), args);
     let json: Value = serde_json::from_str(&run(&["--format", "json"])).expect("JSON report");
-    let robots = |summary: &Value| {
-        summary["indicators"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["indicator"] == "robots")
-            .unwrap()
-            .clone()
-    };
-    let enterprise = |id: &str| {
-        json["enterprises"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["enterprise"] == id)
-            .unwrap()
-            .clone()
-    };
+    let robots = |summary: &Value| find_in(&summary["indicators"], "indicator", "robots");
+    let enterprise = |id: &str| find_in(&json["enterprises"], "enterprise", id);
     // r1: the last reported day's 130, measured (not the declared 100).
     let r1 = robots(&enterprise("r1"));
     assert_eq!(
@@ -855,28 +820,14 @@ async fn robots_are_measured_where_agents_report_them_and_declared_otherwise() {
     assert!(r4["value"].is_null() && r4["meets"].is_null(), "{r4}");
     // Cups: 130 + 90 + 50 = 270 over 3 enterprises (1 measured, 2 declared: share 2 / 3),
     // below 300 by 30.
-    let cups = json["sectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["sector"] == "cups")
-        .unwrap()
-        .clone();
+    let cups = find_in(&json["sectors"], "sector", "cups");
     assert_eq!(figures(&cups, "robots"), (270.0, 3.0, Some(false)));
     let row = robots(&cups);
     assert_eq!(row["declared_share"], 0.66667);
     assert_eq!(row["gap"], -30.0);
     // Per year: 2021 counts r1's 2021 figure, 110 + 90 + 50 = 250; 2022 its 130: 270.
-    let year = |label: &str| {
-        let p = json["years"]["points"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["label"] == label)
-            .unwrap()
-            .clone();
-        robots(&p)["value"].as_f64()
-    };
+    let year =
+        |label: &str| robots(&find_in(&json["years"]["points"], "label", label))["value"].as_f64();
     assert_eq!((year("2021"), year("2022")), (Some(250.0), Some(270.0)));
 
     // The basis in every format.
