@@ -584,28 +584,12 @@ async fn missing_is_not_zero_and_denominators_are_honest() {
     .unwrap();
     let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
     let run = |format: &str| {
-        let out = Command::new(BIN)
-            .args([
-                "county",
-                "report",
-                "--from",
-                "2022-03-01",
-                "--to",
-                "2022-03-10",
-            ])
-            .args(["--db", DB, "--url", &influx.url(), "--format", format])
-            .arg("--targets")
-            .arg(&targets)
-            .arg("--enterprises")
-            .arg(&registry)
-            .output()
-            .expect("run shopfloor county report");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_report(
+            &influx.url(),
+            &registry,
+            ("2022-03-01", "2022-03-10"),
+            &["--format", format],
+        )
     };
     let json: Value = serde_json::from_str(&run("json")).expect("JSON report");
     let enterprise = |id: &str| {
