@@ -39,6 +39,7 @@ struct Cli {
 enum Command {
     /// Check a config file and report every problem with its line and column.
     Check {
+        /// The agent's config file (TOML) to check.
         #[arg(short, long)]
         config: PathBuf,
         /// Also print the requests planned for each device (Modbus, OPC UA, S7, MELSEC).
@@ -70,8 +71,13 @@ enum Command {
     /// Poll the configured devices and write to the configured outputs. SIGHUP reloads the
     /// config.
     Run {
+        /// The agent's config file (TOML); SIGHUP reads it again.
         #[arg(short, long)]
         config: PathBuf,
+        /// Write the agent's process id here (removed on a clean stop), so that
+        /// `kill -HUP "$(cat FILE)"` reloads this agent and no other process.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
     },
     /// Serve a simulated workshop over Modbus TCP (or RTU over TCP).
     Sim {
@@ -123,6 +129,7 @@ enum Command {
         /// Where the spool and the records file go.
         #[arg(long, default_value = "data/demo")]
         data_dir: PathBuf,
+        /// Same seed, same simulated workshop.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -175,13 +182,16 @@ struct ProbeArgs {
     /// none, even or odd; default none (Modbus), even (meters).
     #[arg(long, value_parser = parse_parity)]
     parity: Option<Parity>,
+    /// Data bits of the serial line: 7 or 8.
     #[arg(long, default_value_t = 8)]
     data_bits: u8,
+    /// Stop bits of the serial line: 1 or 2.
     #[arg(long, default_value_t = 1)]
     stop_bits: u8,
     /// Take the connection, unit, numbering and timeout of this device in --config.
     #[arg(long, requires = "config")]
     device: Option<String>,
+    /// The agent's config file (TOML) that --device names a device of.
     #[arg(short, long)]
     config: Option<PathBuf>,
     /// Unit (slave) id; default 1, or the device's.
@@ -291,7 +301,9 @@ fn main() -> ExitCode {
             };
         }
         Command::Init { output, force } => init(&output, force),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Command::Run { config, pid_file } => {
+            runtime().and_then(|rt| rt.block_on(run(config, pid_file)))
+        }
         Command::Sim {
             bind,
             seed,
@@ -333,7 +345,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once: most errors already name their cause in their own text.
+            let chain = shopfloor::sink::influx::error_chain(e.as_ref());
+            eprintln!("error: {chain}");
             ExitCode::FAILURE
         }
     }
@@ -608,13 +622,34 @@ async fn wait_for_signal() {
 /// reported and the running one kept. A good one replaces it: the agent stops (the engine
 /// writes and saves its windows, the spool keeps every record) and starts again with the new
 /// config, continuing the windows and the machines' states.
-async fn run(path: PathBuf) -> Result<()> {
-    let (mut cfg, warnings) =
+async fn run(path: PathBuf, pid_file: Option<PathBuf>) -> Result<()> {
+    let (cfg, warnings) =
         shopfloor::agent::config::load_warned(&path).map_err(|d| anyhow::anyhow!("{d}"))?;
     for p in &warnings.problems {
         tracing::warn!(file = %warnings.file, line = p.line, column = p.column, "config: {}", p.message);
     }
-    let mut signals = Signals::new()?;
+    // SIGHUP is caught before the pid is told anywhere: its default would end the agent.
+    let signals = Signals::new()?;
+    let pid = std::process::id();
+    if let Some(file) = &pid_file {
+        std::fs::write(file, format!("{pid}\n"))
+            .with_context(|| format!("cannot write the pid file {}", file.display()))?;
+    }
+    tracing::info!(pid, config = %path.display(), "agent started; `systemctl reload shopfloor` (as a service) or `kill -HUP {pid}` reloads the config");
+    let result = run_reloading(&path, cfg, signals).await;
+    if let Some(file) = &pid_file {
+        let _ = std::fs::remove_file(file);
+    }
+    result
+}
+
+/// The agent's run, started afresh with each config that a SIGHUP brings and that passes the
+/// check.
+async fn run_reloading(
+    path: &std::path::Path,
+    mut cfg: Config,
+    mut signals: Signals,
+) -> Result<()> {
     let mut resume = shopfloor::engine::Resume::AfterStop;
     loop {
         let (trigger, shutdown) = shutdown::channel();
@@ -625,19 +660,23 @@ async fn run(path: PathBuf) -> Result<()> {
         let next = loop {
             match signals.next().await {
                 Signal::Stop => break None,
-                Signal::Reload => match shopfloor::agent::config::load(&path) {
-                    Ok(new) => break Some(new),
-                    Err(d) => {
-                        tracing::error!("config not reloaded, the running one stays in force:\n{d}")
+                Signal::Reload => {
+                    tracing::info!(config = %path.display(), "SIGHUP: checking the config again");
+                    match shopfloor::agent::config::load(path) {
+                        Ok(new) => break Some(new),
+                        Err(d) => tracing::error!(
+                            config = %path.display(),
+                            "config not reloaded: it does not pass the check, and the running config stays in force; fix these and send SIGHUP again:\n{d}"
+                        ),
                     }
-                },
+                }
             }
         };
         trigger.fire();
         running.finished().await;
         match next {
             Some(new) => {
-                tracing::info!(config = %path.display(), "config reloaded");
+                tracing::info!(config = %path.display(), "config reloaded: the agent runs on with the new config (spool, open windows and machine states carry on)");
                 cfg = new;
                 resume = shopfloor::engine::Resume::Reload;
             }
@@ -802,7 +841,14 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
             let _ = write!(
                 out,
                 "\x1b[2J\x1b[H{}",
-                board(&snapshot, &signals, spool.lines, &records, &board_url)
+                board(
+                    &snapshot,
+                    &signals,
+                    spool.lines,
+                    &records,
+                    &board_url,
+                    Screen::of_stdout()
+                )
             );
         } else {
             // Not a terminal: one line per change, so the output reads well in a log.
@@ -829,89 +875,78 @@ async fn demo(data_dir: PathBuf, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// The terminal summary of `shopfloor demo`.
-fn board(
-    snapshot: &Snapshot,
-    signals: &[MachineSignals],
-    waiting: u64,
-    records: &std::path::Path,
-    url: &str,
-) -> String {
-    let now = snapshot.at.unwrap_or_else(Timestamp::now);
-    let networked = snapshot
-        .machines
-        .iter()
-        .filter(|m| m.state != State::Offline)
-        .count();
-    let mut text = format!(
-        "Shopfloor demo   {} machines in the register, {} delivering data   spool: {} lines waiting → {}   board: {}\n",
-        snapshot.machines.len(),
-        networked,
-        waiting,
-        records.display(),
-        url
-    );
-    let pct = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{:.1} %", r * 100.0));
-    if let Some(f) = &snapshot.fleet_today {
-        text.push_str(&format!(
-            "today: networking rate {} ({}/{}, target ≥ 55 %)   CNC rate {} ({}/{}, target ≥ 65 %)   CNC utilisation {}\n",
-            pct(f.networking_rate()),
-            f.machines_networked,
-            f.machines_total,
-            pct(f.cnc_rate()),
-            f.machines_cnc,
-            f.machines_total,
-            pct(f.cnc_utilisation()),
-        ));
-    }
-    if let Some(g) = &snapshot.green_today {
-        let intensity = g
-            .tce_per_10k_cny()
-            .map_or_else(|| "–".to_string(), |v| format!("{v:.3}"));
-        text.push_str(&format!(
-            "       electricity {:.2} kWh = {:.5} tce   value added {:.4} (10k CNY)   {} tce per 10k CNY (2022 target 0.43)\n",
-            g.electricity_kwh, g.energy_tce, g.value_added_10k_cny, intensity
-        ));
-    }
-    text.push('\n');
-    text.push_str("machine   kind               cnc  state      for      rpm    parts  alarm  avail today  parts today\n");
-    for m in &snapshot.machines {
-        let latest = signals.iter().find(|s| s.id == m.id);
-        let get = |name: &str| {
-            latest
-                .and_then(|s| s.signals.iter().find(|(k, _)| &**k == name))
-                .map_or_else(|| "-".to_string(), |(_, v)| v.to_string())
-        };
-        let secs = now.duration_since(m.since).as_secs().max(0);
-        text.push_str(&format!(
-            "{:<9} {:<18} {:<4} {}{:<10}\x1b[0m {:>2}:{:02}:{:02} {:>6} {:>8} {:>6}  {:>11}  {:>11}\n",
-            m.id,
-            m.kind,
-            if m.cnc { "yes" } else { "no" },
-            colour(m.state),
-            m.state.as_str(),
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60,
-            get("spindle_rpm"),
-            get("parts"),
-            get("alarm_code"),
-            pct(m.availability_today),
-            m.parts_today,
-        ));
-    }
-    text.push_str("\ndevices:\n");
-    for d in &snapshot.devices {
-        let status = if d.up {
-            "up".to_string()
-        } else {
-            format!("down ({})", d.reason.as_deref().unwrap_or("unknown"))
-        };
-        text.push_str(&format!("  {:<12} {status}\n", d.id));
-    }
-    text
+/// The terminal's size for the demo's table: the window's size on a terminal (`TIOCGWINSZ`),
+/// else `COLUMNS` and `LINES`, else 80×24.
+#[derive(Debug, Clone, Copy)]
+struct Screen {
+    width: usize,
+    height: usize,
+    /// ANSI colours: on a terminal and without `NO_COLOR`, as the logs.
+    colour: bool,
 }
 
+impl Screen {
+    fn of_stdout() -> Screen {
+        let (mut width, mut height) = (0usize, 0usize);
+        #[cfg(unix)]
+        {
+            // SAFETY: TIOCGWINSZ fills the winsize it is given and nothing else.
+            let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+            if unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0 {
+                (width, height) = (usize::from(size.ws_col), usize::from(size.ws_row));
+            }
+        }
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+        };
+        if width == 0 {
+            width = env("COLUMNS").unwrap_or(80);
+        }
+        if height == 0 {
+            height = env("LINES").unwrap_or(24);
+        }
+        Screen {
+            width: width.max(40),
+            height: height.max(10),
+            colour: std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+}
+
+/// `text` cut to `width` characters (an ellipsis marks the cut) and padded to it.
+fn cell(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= width {
+        format!("{text:<width$}")
+    } else {
+        let cut: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// The same, right-aligned.
+fn cell_right(text: &str, width: usize) -> String {
+    let n = text.chars().count();
+    if n <= width {
+        format!("{text:>width$}")
+    } else {
+        cell(text, width)
+    }
+}
+
+/// `text` in `code`'s colour when colours are on.
+fn paint(text: &str, code: &str, screen: Screen) -> String {
+    if screen.colour {
+        format!("{code}{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+/// A state's colour, as on the board.
 fn colour(state: State) -> &'static str {
     match state {
         State::Running => "\x1b[32m",
@@ -921,6 +956,142 @@ fn colour(state: State) -> &'static str {
         State::Stopped => "\x1b[35m",
         State::Offline => "\x1b[90m",
     }
+}
+
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+
+/// The terminal summary of `shopfloor demo`: every line within the screen's width, at most
+/// its height less one lines (machines beyond that are counted, devices summed up), states and
+/// figures below their target coloured.
+fn board(
+    snapshot: &Snapshot,
+    signals: &[MachineSignals],
+    waiting: u64,
+    records: &std::path::Path,
+    url: &str,
+    screen: Screen,
+) -> String {
+    let width = screen.width;
+    let now = snapshot.at.unwrap_or_else(Timestamp::now);
+    let networked = snapshot
+        .machines
+        .iter()
+        .filter(|m| m.state != State::Offline)
+        .count();
+    let mut head: Vec<String> = vec![
+        cell(
+            &format!(
+                "Shopfloor demo  {} machines, {networked} delivering data  spool: {waiting} lines waiting",
+                snapshot.machines.len()
+            ),
+            width,
+        ),
+        cell(
+            &format!("board: {url}  records: {}", records.display()),
+            width,
+        ),
+    ];
+    let pct = |r: Option<f64>| r.map_or_else(|| "–".to_string(), |r| format!("{:.1} %", r * 100.0));
+    // A figure against its target: green when it meets it, red below (or above a maximum).
+    let judged = |text: String, meets: Option<bool>| match meets {
+        Some(true) => paint(&text, GREEN, screen),
+        Some(false) => paint(&text, RED, screen),
+        None => text,
+    };
+    if let Some(f) = &snapshot.fleet_today {
+        let net = f.networking_rate();
+        let cnc = f.cnc_rate();
+        head.push(format!(
+            "today: networked {} ({}/{}, ≥ 55 %)  CNC rate {} ({}/{}, ≥ 65 %)",
+            judged(cell(&pct(net), 7), net.map(|v| v >= 0.55)),
+            f.machines_networked,
+            f.machines_total,
+            judged(cell(&pct(cnc), 7), cnc.map(|v| v >= 0.65)),
+            f.machines_cnc,
+            f.machines_total,
+        ));
+        let mut line = format!("       CNC utilisation {}", pct(f.cnc_utilisation()));
+        if let Some(g) = &snapshot.green_today {
+            let intensity = g.tce_per_10k_cny();
+            line.push_str(&format!(
+                "  energy {} tce per 10k CNY (≤ 0.43)",
+                judged(
+                    intensity.map_or_else(|| "–".to_string(), |v| format!("{v:.3}")),
+                    intensity.map(|v| v <= 0.43)
+                )
+            ));
+        }
+        head.push(line);
+    }
+    let mut text = String::new();
+    for line in &head {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push('\n');
+    // 8 + 12 + 3 + 8 + 8 + 6 + 7 + 5 + 6 + 6 characters and 9 spaces: 78, within 80.
+    text.push_str(
+        "machine  kind         cnc state    for         rpm   parts alarm  avail   made\n",
+    );
+    // Room for the machines: the height less the lines above (the heading, a blank line, the
+    // table's heading), one for the devices and one for the cursor's line.
+    let room = screen.height.saturating_sub(head.len() + 2 + 2);
+    let shown = if snapshot.machines.len() > room {
+        room.saturating_sub(1)
+    } else {
+        snapshot.machines.len()
+    };
+    for m in snapshot.machines.iter().take(shown) {
+        let latest = signals.iter().find(|s| s.id == m.id);
+        let get = |name: &str| {
+            latest
+                .and_then(|s| s.signals.iter().find(|(k, _)| &**k == name))
+                .map_or_else(|| "-".to_string(), |(_, v)| v.to_string())
+        };
+        let secs = now.duration_since(m.since).as_secs().max(0);
+        let since = format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+        text.push_str(&format!(
+            "{} {} {} {} {} {} {} {} {} {}\n",
+            cell(&m.id, 8),
+            cell(&m.kind, 12),
+            cell(if m.cnc { "yes" } else { "no" }, 3),
+            paint(&cell(m.state.as_str(), 8), colour(m.state), screen),
+            cell_right(&since, 8),
+            cell_right(&get("spindle_rpm"), 6),
+            cell_right(&get("parts"), 7),
+            cell_right(&get("alarm_code"), 5),
+            cell_right(&pct(m.availability_today), 6),
+            cell_right(&m.parts_today.to_string(), 6),
+        ));
+    }
+    if shown < snapshot.machines.len() {
+        text.push_str(&cell(
+            &format!(
+                "… {} more machines (the board shows every one)",
+                snapshot.machines.len() - shown
+            ),
+            width,
+        ));
+        text.push('\n');
+    }
+    let up = snapshot.devices.iter().filter(|d| d.up).count();
+    let mut devices = format!("devices: {up} of {} up", snapshot.devices.len());
+    for d in snapshot.devices.iter().filter(|d| !d.up) {
+        devices.push_str(&format!(
+            "; {} down ({})",
+            d.id,
+            d.reason.as_deref().unwrap_or("unknown")
+        ));
+    }
+    let devices = cell(&devices, width);
+    text.push_str(&if up < snapshot.devices.len() {
+        paint(&devices, RED, screen)
+    } else {
+        devices
+    });
+    text.push('\n');
+    text
 }
 
 /// `shopfloor probe dlt645://…` or `cjt188://…`.
@@ -1120,4 +1291,124 @@ async fn run_probe_s7(url: &str, item: &str, count: u16, timeout: Option<Duratio
     );
     print!("{}", s7_probe::table(start, &bytes));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shopfloor::engine::indicators::Fleet;
+
+    /// Characters a terminal shows: colour codes take no room.
+    fn visible(line: &str) -> usize {
+        let mut n = 0;
+        let mut escape = false;
+        for c in line.chars() {
+            match c {
+                '\x1b' => escape = true,
+                'm' if escape => escape = false,
+                _ if escape => {}
+                _ => n += 1,
+            }
+        }
+        n
+    }
+
+    fn snapshot(machines: usize) -> Snapshot {
+        let at = Timestamp::from_second(1_700_000_000).unwrap();
+        let mut s = Snapshot {
+            at: Some(at),
+            fleet_today: Some(Fleet {
+                machines_total: machines as u64,
+                machines_cnc: 4,
+                machines_networked: 2,
+                ..Fleet::default()
+            }),
+            ..Snapshot::default()
+        };
+        for i in 0..machines {
+            s.machines.push(shopfloor::engine::MachineView {
+                id: format!("machining-centre-{i:02}").into(),
+                name: String::new(),
+                kind: "machining_centre_five_axis".into(),
+                cnc: true,
+                state: if i == 0 { State::Alarm } else { State::Running },
+                since: at - jiff::SignedDuration::from_hours(30),
+                availability_today: Some(0.875),
+                parts_today: 123_456,
+            });
+        }
+        s
+    }
+
+    /// Every flag and argument of every command says what it is in `--help`.
+    #[test]
+    fn every_flag_has_help_text() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "shopfloor", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+
+    #[test]
+    fn the_demo_table_fits_80_by_24_and_colours_states_and_figures_below_target() {
+        let screen = Screen {
+            width: 80,
+            height: 24,
+            colour: true,
+        };
+        let records =
+            std::path::Path::new("/a/very/long/data/directory/that/goes/on/and/on/records.lp");
+        for machines in [7, 40] {
+            let text = board(
+                &snapshot(machines),
+                &[],
+                1_234_567,
+                records,
+                "http://127.0.0.1:8080/",
+                screen,
+            );
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines {
+                assert!(visible(line) <= 80, "{} wide: {line}", visible(line));
+            }
+            // 23 lines at most: the 24th is the cursor's.
+            assert!(lines.len() <= 23, "{} lines:\n{text}", lines.len());
+            if machines == 40 {
+                assert!(text.contains("more machines"), "{text}");
+            }
+        }
+        let text = board(&snapshot(7), &[], 0, records, "http://x/", screen);
+        // The alarm in red; networking 2 of 7 = 28.6 % is below 55 %: red; CNC 4 of 7 =
+        // 57.1 % below 65 %: red.
+        assert!(text.contains("\x1b[31malarm"), "{text}");
+        assert!(text.contains("\x1b[31m28.6 %"), "{text}");
+        assert!(text.contains("\x1b[31m57.1 %"), "{text}");
+        // Without colours (NO_COLOR, or not a terminal): no escape at all.
+        let plain = board(
+            &snapshot(7),
+            &[],
+            0,
+            records,
+            "http://x/",
+            Screen {
+                colour: false,
+                ..screen
+            },
+        );
+        assert!(!plain.contains('\x1b'), "{plain}");
+    }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// What a metric measures, for the Prometheus `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +148,41 @@ fn escape_label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A log line repeated at most once per period: a store that rejects every batch (a field
+/// of the wrong type, say), a device that answers short at every poll or a spool that cannot
+/// be trimmed at every tick would otherwise log the same error several times a second. The
+/// line that is let through says how many were held back (they are all counted in metrics).
+#[derive(Debug)]
+pub struct RateLimited {
+    every: Duration,
+    last: Option<Instant>,
+    /// Occurrences since the last line, not logged.
+    held: u64,
+}
+
+impl RateLimited {
+    pub fn new(every: Duration) -> Self {
+        RateLimited {
+            every,
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// One more occurrence: `Some(occurrences not logged before it)` when it is to be logged.
+    pub fn due(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +221,17 @@ mod tests {
              # TYPE shopfloor_spool_bytes gauge\n\
              shopfloor_spool_bytes 512\n"
         );
+    }
+
+    #[test]
+    fn a_repeated_log_line_is_let_through_once_a_minute_with_the_count_held_back() {
+        let mut log = RateLimited::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(log.due(t0), Some(0));
+        assert_eq!(log.due(t0 + Duration::from_millis(500)), None);
+        assert_eq!(log.due(t0 + Duration::from_secs(59)), None);
+        // Two held back since the first line.
+        assert_eq!(log.due(t0 + Duration::from_secs(60)), Some(2));
+        assert_eq!(log.due(t0 + Duration::from_secs(61)), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The `shopfloor` command as a user runs it: `check` on good and bad configs, and `demo`.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -264,4 +265,38 @@ fn demo_shows_machine_states_changing_within_ten_seconds() {
         records.lines().any(|l| l.starts_with("machine_state,")),
         "the local store has no machine_state lines"
     );
+}
+
+/// A failing command names each cause once: the county store's "cannot reach the store"
+/// wrapped in the report's error used to be printed twice (once by each layer).
+#[test]
+fn a_failing_command_says_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(BIN)
+        .args([
+            "county",
+            "report",
+            "--from",
+            "2022-03-01",
+            "--to",
+            "2022-03-02",
+        ])
+        .args(["--url", "http://127.0.0.1:1", "--db", "county"])
+        .arg("--targets")
+        .arg(root.join("config/targets.toml"))
+        .arg("--enterprises")
+        .arg(root.join("config/enterprises.toml"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("cannot reach the store").count(),
+        1,
+        "{stderr}"
+    );
+    // And the operating system's reason once too.
+    assert_eq!(stderr.matches("onnection refused").count(), 1, "{stderr}");
 }

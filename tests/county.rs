@@ -231,33 +231,9 @@ fn registry_toml() -> String {
     text
 }
 
-fn report(url: &str, registry: &Path, extra: &[&str]) -> std::process::Output {
-    let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
-    let out = Command::new(BIN)
-        .args([
-            "county",
-            "report",
-            "--from",
-            "2026-11-02",
-            "--to",
-            "2026-11-03",
-            "--db",
-            DB,
-        ])
-        .args(["--url", url])
-        .arg("--targets")
-        .arg(&targets)
-        .arg("--enterprises")
-        .arg(registry)
-        .args(extra)
-        .output()
-        .expect("run shopfloor county report");
-    assert!(
-        out.status.success(),
-        "county report {extra:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+/// The report of 2 and 3 November 2026 with `extra` arguments: its standard output.
+fn report(url: &str, registry: &Path, extra: &[&str]) -> String {
+    run_report(url, registry, ("2026-11-02", "2026-11-03"), extra)
 }
 
 /// (numerator, denominator, meets) of one indicator of a summary in the JSON report.
@@ -325,7 +301,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
     let url = influx.url();
 
     let out = report(&url, &registry, &["--format", "json"]);
-    let json: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let json: Value = serde_json::from_str(&out).expect("JSON report");
     let sectors: BTreeMap<&str, &Value> = json["sectors"]
         .as_array()
         .unwrap()
@@ -434,8 +410,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
     assert!(html.contains("<svg") && html.contains("未报送"));
     assert!(html.contains("data-enterprise=\"o2\""));
     assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("<link"));
-    let out = report(&url, &registry, &["--format", "html", "--lang", "en"]);
-    let english = String::from_utf8(out.stdout).unwrap();
+    let english = report(&url, &registry, &["--format", "html", "--lang", "en"]);
     for name in [
         "Doors",
         "Cups",
@@ -450,8 +425,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
     assert!(english.contains("did not report"));
 
     // One sector as CSV: doors' networking rate, 40 / 70 = 57.1 % ≥ 55 %: met.
-    let out = report(&url, &registry, &["--format", "csv", "--sector", "doors"]);
-    let csv = String::from_utf8(out.stdout).unwrap();
+    let csv = report(&url, &registry, &["--format", "csv", "--sector", "doors"]);
     let row = csv
         .lines()
         .find(|l| l.starts_with("sector,doors,,,reporting,networking_rate,"))
@@ -464,8 +438,7 @@ async fn county_report_sums_every_enterprise_against_the_targets() {
     assert!(!csv.contains(",cups,"), "limited to doors:\n{csv}");
 
     // The terminal table names the silent enterprise.
-    let out = report(&url, &registry, &[]);
-    let table = String::from_utf8(out.stdout).unwrap();
+    let table = report(&url, &registry, &[]);
     assert!(
         table.contains("NOT REPORTING (1):\n  o2 Enterprise o2 (other)"),
         "{table}"
@@ -529,6 +502,38 @@ async fn a_store_that_refuses_says_what_to_check() {
     assert!(table.contains("NOT REPORTING (20):"), "{table}");
 }
 
+/// Runs `shopfloor county report` over `from`..`to` against `url`'s `county` database with
+/// the shipped targets and `registry`, plus `args`; its standard output.
+fn run_report(url: &str, registry: &Path, (from, to): (&str, &str), args: &[&str]) -> String {
+    let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
+    let out = Command::new(BIN)
+        .args(["county", "report", "--from", from, "--to", to])
+        .args(["--db", DB, "--url", url])
+        .arg("--targets")
+        .arg(&targets)
+        .arg("--enterprises")
+        .arg(registry)
+        .args(args)
+        .output()
+        .expect("run shopfloor county report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The element of the JSON array `list` whose `key` is `value`.
+fn find_in(list: &Value, key: &str, value: &str) -> Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x[key] == value)
+        .unwrap_or_else(|| panic!("no {key} {value} in {list}"))
+        .clone()
+}
+
 /// Issue 15's county, through a real store: d1 (doors) reports every day of 1–10 March 2022;
 /// d2 (doors) joined on 7 March and wrote one line on 5 March, before it joined; c1 (cups)
 /// never reports and declares 20 machines, 12 digital, 14 CNC; k1 (cookware) has no water
@@ -579,28 +584,12 @@ async fn missing_is_not_zero_and_denominators_are_honest() {
     .unwrap();
     let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/targets.toml");
     let run = |format: &str| {
-        let out = Command::new(BIN)
-            .args([
-                "county",
-                "report",
-                "--from",
-                "2022-03-01",
-                "--to",
-                "2022-03-10",
-            ])
-            .args(["--db", DB, "--url", &influx.url(), "--format", format])
-            .arg("--targets")
-            .arg(&targets)
-            .arg("--enterprises")
-            .arg(&registry)
-            .output()
-            .expect("run shopfloor county report");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_report(
+            &influx.url(),
+            &registry,
+            ("2022-03-01", "2022-03-10"),
+            &["--format", format],
+        )
     };
     let json: Value = serde_json::from_str(&run("json")).expect("JSON report");
     let enterprise = |id: &str| {
@@ -744,6 +733,112 @@ async fn missing_is_not_zero_and_denominators_are_honest() {
         table.contains("NOTHING MATCHED") && table.contains("counties: wuyi"),
         "{table}"
     );
+}
+
+/// Robots are counted from the agent's machine register where it reports them (`fleet`
+/// field `machines_robot`, measured) and from the enterprise register otherwise (declared),
+/// with the basis shown in JSON, CSV, the table and both HTML languages. Over 30 December 2021
+/// to 2 January 2022 in cups (2022 target: ≥ 300 robots in service):
+/// - r1's agent reports 110 robots in 2021 and 130 from 1 January; it declared 100 (stale);
+/// - r2's agent reports no robots (none of kind `robot`); it declared 90;
+/// - r3 sends nothing and declared 50;
+/// - r4's agent reports no robots and nothing is declared: left out, never 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_are_measured_where_agents_report_them_and_declared_otherwise() {
+    let influx = common::Influx1::start().await;
+    influx.create_db(DB).await;
+    let mut lines = String::new();
+    let days = [
+        date(2021, 12, 30),
+        date(2021, 12, 31),
+        date(2022, 1, 1),
+        date(2022, 1, 2),
+    ];
+    for d in days {
+        let at = day_start(d).as_nanosecond();
+        let robots = if d.year() == 2021 { 110 } else { 130 };
+        for (e, extra) in [
+            ("r1", format!(",machines_robot={robots}i")),
+            ("r2", String::new()),
+            ("r4", String::new()),
+        ] {
+            let _ = writeln!(
+                lines,
+                "fleet,county=wuyi,sector=cups,enterprise={e},window=1d machines_total=10i,machines_digital=5i,machines_cnc=5i,machines_networked=5i,machines_digital_networked=5i,cnc_running_s=0,cnc_planned_s=0{extra} {at}"
+            );
+        }
+    }
+    influx.write_lines(DB, &lines).await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("enterprises.toml");
+    std::fs::write(
+        &registry,
+        "[[enterprise]]\nid = \"r1\"\nsector = \"cups\"\nrobots = 100\n\n\
+         [[enterprise]]\nid = \"r2\"\nsector = \"cups\"\nrobots = 90\n\n\
+         [[enterprise]]\nid = \"r3\"\nsector = \"cups\"\nmachines_total = 10\nrobots = 50\n\n\
+         [[enterprise]]\nid = \"r4\"\nsector = \"cups\"\n",
+    )
+    .unwrap();
+    let run =
+        |args: &[&str]| run_report(&influx.url(), &registry, ("2021-12-30", "2022-01-02"), args);
+    let json: Value = serde_json::from_str(&run(&["--format", "json"])).expect("JSON report");
+    let robots = |summary: &Value| find_in(&summary["indicators"], "indicator", "robots");
+    let enterprise = |id: &str| find_in(&json["enterprises"], "enterprise", id);
+    // r1: the last reported day's 130, measured (not the declared 100).
+    let r1 = robots(&enterprise("r1"));
+    assert_eq!(
+        (r1["value"].as_f64(), r1["declared_share"].as_f64()),
+        (Some(130.0), Some(0.0))
+    );
+    // r2 and r3: declared.
+    for (id, n) in [("r2", 90.0), ("r3", 50.0)] {
+        let r = robots(&enterprise(id));
+        assert_eq!(
+            (r["value"].as_f64(), r["declared_share"].as_f64()),
+            (Some(n), Some(1.0)),
+            "{id}"
+        );
+    }
+    // r4: nothing reported, nothing declared: no data, not 0.
+    let r4 = robots(&enterprise("r4"));
+    assert!(r4["value"].is_null() && r4["meets"].is_null(), "{r4}");
+    // Cups: 130 + 90 + 50 = 270 over 3 enterprises (1 measured, 2 declared: share 2 / 3),
+    // below 300 by 30.
+    let cups = find_in(&json["sectors"], "sector", "cups");
+    assert_eq!(figures(&cups, "robots"), (270.0, 3.0, Some(false)));
+    let row = robots(&cups);
+    assert_eq!(row["declared_share"], 0.66667);
+    assert_eq!(row["gap"], -30.0);
+    // Per year: 2021 counts r1's 2021 figure, 110 + 90 + 50 = 250; 2022 its 130: 270.
+    let year =
+        |label: &str| robots(&find_in(&json["years"]["points"], "label", label))["value"].as_f64();
+    assert_eq!((year("2021"), year("2022")), (Some(250.0), Some(270.0)));
+
+    // The basis in every format.
+    let table = run(&[]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("Industrial robots in service")
+                && l.contains("270 robots / 3 enterprises · 1 measured, 2 declared")),
+        "{table}"
+    );
+    let csv = run(&["--format", "csv"]);
+    let basis = |prefix: &str| {
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with(prefix) && l.contains(",robots,"))
+            .unwrap_or_else(|| panic!("{prefix} robots in\n{csv}"));
+        line.rsplit(',').next().unwrap().to_string()
+    };
+    assert_eq!(basis("sector,cups,"), "measured+declared");
+    assert_eq!(basis("enterprise,cups,r1,"), "measured");
+    assert_eq!(basis("enterprise,cups,r2,"), "declared");
+    let en = run(&["--format", "html", "--lang", "en"]);
+    assert!(en.contains("1 measured, 2 declared"), "English HTML");
+    let zh = run(&["--format", "html", "--lang", "zh"]);
+    assert!(zh.contains("实测 1 家，申报 2 家"), "Chinese HTML");
+    assert!(zh.contains("130 台 / 1 家企业 · 实测"), "Chinese HTML, r1");
 }
 
 /// `county init` writes the two files to start from, `county check` finds them through the

@@ -151,12 +151,13 @@ async fn hostile_rtu_over_tcp_servers_are_marked_down_and_do_not_disturb_the_oth
     let mut hostile = hostile_in_either_framing();
     hostile.extend::<[Hostile; 4]>([
         // tokio-modbus's RTU decoder drops a byte at a time looking for a frame whose
-        // checksum holds, so a corrupt answer ends as a timeout, not as a CRC error.
+        // checksum holds, and ends in a timeout; the agent checks the answer's checksum as it
+        // arrives and counts and reports a CRC error, not a timeout.
         (
             "bad_crc",
             BadChecksum,
-            &["timeout"],
-            "no answer within the timeout",
+            &["crc"],
+            "CRC error: the answer's checksum is",
         ),
         (
             "count255",
@@ -165,8 +166,9 @@ async fn hostile_rtu_over_tcp_servers_are_marked_down_and_do_not_disturb_the_oth
             "no answer within the timeout",
         ),
         // After 256 dropped bytes the decoder gives up ("Too many retries"): a protocol
-        // error; fewer bytes than that end as a timeout.
-        ("random", RandomBytes, &["timeout", "protocol"], ""),
+        // error; fewer bytes than that end as a timeout. Bytes that happen to start like a
+        // read answer (its function code second) end in a CRC error.
+        ("random", RandomBytes, &["timeout", "protocol", "crc"], ""),
         (
             "other_unit",
             OtherUnit,
@@ -291,6 +293,12 @@ async fn hostile_modbus_servers(framing: Framing, hostile: Vec<Hostile>) {
                 .any(|l| l.contains("tokio_modbus") && l.contains("Invalid CRC")),
             "tokio-modbus's CRC message is not in the log:\n{log}"
         );
+        // A corrupt checksum is counted as a CRC error, never as a timeout.
+        let timeouts = m
+            .get("shopfloor_poll_errors_total{device=\"bad_crc\",kind=\"timeout\"}")
+            .copied()
+            .unwrap_or(0.0);
+        assert_eq!(timeouts, 0.0, "bad_crc counted as a timeout");
     }
 
     // The honest devices and the trickling one kept their 200 ms schedule: no gap of a

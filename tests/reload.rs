@@ -61,10 +61,13 @@ async fn sighup_applies_a_new_config_and_keeps_spool_windows_and_states() {
     let sim_addr = simulator.addr.to_string();
     std::fs::write(&path, config(&sim_addr, data.path(), &vm.url(), web, ""))
         .expect("write config");
+    let pid_file = data.path().join("shopfloor.pid");
     let mut agent = Agent(
         Command::new(BIN)
             .args(["run", "-c"])
             .arg(&path)
+            .arg("--pid-file")
+            .arg(&pid_file)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -104,7 +107,16 @@ async fn sighup_applies_a_new_config_and_keeps_spool_windows_and_states() {
     let extra = "\n[[machine]]\nid = \"mill09\"\nkind = \"mill\"\ncnc = true\n";
     std::fs::write(&path, config(&sim_addr, data.path(), &vm.url(), web, extra))
         .expect("rewrite config");
-    signal(&agent.0, libc::SIGHUP);
+    // As the README says: `kill -HUP "$(cat shopfloor.pid)"`, which reaches this agent and no
+    // other process.
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_eq!(pid as u32, agent.0.id());
+    // SAFETY: sending a signal to the process the pid file names, our child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
 
     // The new register is in force: 8 machines.
     eventually("the new register", Duration::from_secs(20), || async {
@@ -164,4 +176,8 @@ async fn sighup_applies_a_new_config_and_keeps_spool_windows_and_states() {
     signal(&agent.0, libc::SIGTERM);
     let status = agent.0.wait().expect("agent exits");
     assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(
+        !pid_file.exists(),
+        "the pid file is removed on a clean stop"
+    );
 }

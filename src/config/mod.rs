@@ -88,7 +88,8 @@ pub struct Machine {
     #[serde(default)]
     pub name: String,
     /// What sort of machine (`"machining_centre"`, `"lathe"`, `"press"`, …); state rules can
-    /// be chosen by kind.
+    /// be chosen by kind. [`ROBOT_KIND`] marks an industrial robot (工业机器人), which the
+    /// county counts as a robot in service.
     pub kind: String,
     /// A numerically controlled machine (数控设备): counts toward the CNC rate.
     pub cnc: bool,
@@ -116,9 +117,19 @@ pub struct Machine {
     pub gross_output_per_part: Option<f64>,
 }
 
+/// The machine kind of an industrial robot (工业机器人): the agent writes how many machines of
+/// this kind its register holds (`fleet` field `machines_robot`), and the county counts them
+/// as robots in service instead of the count declared in its register.
+pub const ROBOT_KIND: &str = "robot";
+
 impl Machine {
     pub fn is_digital(&self) -> bool {
         self.digital.unwrap_or(self.cnc)
+    }
+
+    /// An industrial robot: `kind = "robot"`.
+    pub fn is_robot(&self) -> bool {
+        self.kind == ROBOT_KIND
     }
 }
 

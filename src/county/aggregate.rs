@@ -41,7 +41,11 @@
 //!
 //! **The register's facts** (robots, digital workshops, ERP/MES/SCM/PLM among key enterprises,
 //! above-scale enterprises) are counted from the enterprise register as of the report's year
-//! ([`RegisterFacts`]).
+//! ([`RegisterFacts`]). Robots are the exception where an agent measures them: an enterprise
+//! whose agent's machine register holds robots (`kind = "robot"`, the `fleet` field
+//! `machines_robot`) counts the robots of its last registered day with that field in the
+//! period (in the year, for the per-year table) as **measured**; any other counts its declared
+//! `robots` as **declared**; the basis is shown beside the figure.
 //!
 //! **Rewritten windows.** The agent rewrites a day's totals with the day's start as timestamp
 //! until the day closes, and InfluxDB keeps the last write, so one query row per enterprise
@@ -66,6 +70,8 @@ pub struct FleetDay {
     /// Index into [`Period::days`].
     pub day: usize,
     pub fleet: Fleet,
+    /// Industrial robots in the agent's register (`machines_robot`), when it holds any.
+    pub robots: Option<u64>,
 }
 
 /// One enterprise's `green` line for one day window of the period.
@@ -400,7 +406,8 @@ impl Summary {
                     Indicator::NetworkingRateDigital => {
                         ratio(declared.machines_digital as f64, md.machines_digital as f64)
                     }
-                    _ => None,
+                    // The register's rows bring their own (robots: the enterprises declared).
+                    _ => row.declared_share,
                 };
                 let target = targets.in_force(self.sector, row.indicator, year);
                 row.against(target)
@@ -415,16 +422,18 @@ impl Summary {
 
 /// What the enterprise register declares of the programme's facts, summed over enterprises:
 /// robots in service, digital workshops, ERP/MES/SCM/PLM among key enterprises, above-scale
-/// enterprises. Robots are declared counts (no agent reports robots yet); a system or
-/// workshop counts from the year the register gives for it up to the report's year; an
-/// enterprise without a `robots` entry is left out of the robot count's coverage rather than
-/// counted as 0.
+/// enterprises. Robots are measured where the enterprise's agent reports them and declared
+/// otherwise; a system or workshop counts from the year the register gives for it up to the
+/// report's year; an enterprise with neither reported robots nor a `robots` entry is left out
+/// of the robot count's coverage rather than counted as 0.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct RegisterFacts {
     pub enterprises: usize,
     pub robots: u64,
-    /// Enterprises that declared their robots.
+    /// Enterprises counted with the robots their register declares (no agent reports them).
     pub robots_declared: usize,
+    /// Enterprises counted with the robots their agent reports (`machines_robot`).
+    pub robots_measured: usize,
     pub digital_workshops: u64,
     pub key_enterprises: usize,
     pub erp: usize,
@@ -435,13 +444,15 @@ pub struct RegisterFacts {
 }
 
 impl RegisterFacts {
-    /// One enterprise's facts as of `year`.
-    pub fn of(e: &Enterprise, year: i16) -> RegisterFacts {
+    /// One enterprise's facts as of `year`; `measured_robots` is the robot count its agent
+    /// reported, which replaces the declared one.
+    pub fn of(e: &Enterprise, year: i16, measured_robots: Option<u64>) -> RegisterFacts {
         let by = |y: Option<i16>| usize::from(e.key_enterprise && y.is_some_and(|y| y <= year));
         RegisterFacts {
             enterprises: 1,
-            robots: e.robots.unwrap_or(0),
-            robots_declared: usize::from(e.robots.is_some()),
+            robots: measured_robots.or(e.robots).unwrap_or(0),
+            robots_declared: usize::from(measured_robots.is_none() && e.robots.is_some()),
+            robots_measured: usize::from(measured_robots.is_some()),
             digital_workshops: e.digital_workshops.iter().filter(|&&y| y <= year).count() as u64,
             key_enterprises: usize::from(e.key_enterprise),
             erp: by(e.erp),
@@ -456,6 +467,7 @@ impl RegisterFacts {
         self.enterprises += o.enterprises;
         self.robots += o.robots;
         self.robots_declared += o.robots_declared;
+        self.robots_measured += o.robots_measured;
         self.digital_workshops += o.digital_workshops;
         self.key_enterprises += o.key_enterprises;
         self.erp += o.erp;
@@ -478,8 +490,13 @@ impl RegisterFacts {
             enterprises: self.key_enterprises,
             ..IndicatorRow::new(i, n as f64, key)
         };
+        let robot_enterprises = self.robots_declared + self.robots_measured;
         vec![
-            count(Indicator::Robots, self.robots as f64, self.robots_declared),
+            IndicatorRow {
+                // The basis: the share of the enterprises counted whose robots are declared.
+                declared_share: ratio(self.robots_declared as f64, robot_enterprises as f64),
+                ..count(Indicator::Robots, self.robots as f64, robot_enterprises)
+            },
             count(
                 Indicator::DigitalWorkshops,
                 self.digital_workshops as f64,
@@ -537,6 +554,9 @@ pub struct TrendPoint {
     pub label: String,
     pub first_day: Date,
     pub days: usize,
+    /// The most enterprises in the report's scope registered on one day of the bucket: 0
+    /// before the first of them joined and after the last left, where charts do not go.
+    pub registered: usize,
     pub indicators: Vec<IndicatorRow>,
 }
 
@@ -642,6 +662,8 @@ pub struct Report {
 #[derive(Default)]
 struct Days {
     fleet: Vec<Option<Fleet>>,
+    /// The robots of the `fleet` line kept for each day, when it carried them.
+    robots: Vec<Option<u64>>,
     green: Vec<Option<GreenDay>>,
     sector_tags: BTreeSet<String>,
     duplicates: usize,
@@ -651,6 +673,7 @@ impl Days {
     fn new(n: usize) -> Days {
         Days {
             fleet: vec![None; n],
+            robots: vec![None; n],
             green: vec![None; n],
             ..Days::default()
         }
@@ -724,15 +747,16 @@ pub fn aggregate(
             .entry(line.enterprise)
             .or_insert_with(|| Days::new(n));
         days.sector_tags.insert(line.sector_tag);
-        let slot = &mut days.fleet[line.day];
-        match slot {
+        let keep = match &days.fleet[line.day] {
             Some(old) => {
                 days.duplicates += 1;
-                if fleet_progress(&line.fleet) > fleet_progress(old) {
-                    *old = line.fleet;
-                }
+                fleet_progress(&line.fleet) > fleet_progress(old)
             }
-            None => *slot = Some(line.fleet),
+            None => true,
+        };
+        if keep {
+            days.fleet[line.day] = Some(line.fleet);
+            days.robots[line.day] = line.robots;
         }
     }
     for line in green {
@@ -761,12 +785,19 @@ pub fn aggregate(
     let mut not_reporting = Vec::new();
     let mut trend_fleet = vec![Fleet::default(); n];
     let mut trend_green = vec![GreenTotals::default(); n];
+    // Per day, the enterprises in scope registered that day.
+    let mut trend_registered = vec![0usize; n];
     let mut registered_per_sector: BTreeMap<Sector, usize> = BTreeMap::new();
+    // Per enterprise, the registered days on which its agent reported robots.
+    let mut robot_days: HashMap<String, Vec<(Date, u64)>> = HashMap::new();
     for e in registry.enterprises.iter().filter(|e| wanted(e.sector)) {
         // The days of the period the enterprise was in the programme: its rates cover these
         // only, and its lines from other days are left out.
         let registered: Vec<bool> = period.days.iter().map(|d| e.registered_on(*d)).collect();
         let active: Vec<usize> = (0..n).filter(|&i| registered[i]).collect();
+        for &i in &active {
+            trend_registered[i] += 1;
+        }
         let days = by_enterprise.remove(&e.id);
         if active.is_empty() {
             if days.is_some_and(|d| d.days_reported() > 0) {
@@ -824,7 +855,14 @@ pub fn aggregate(
         s.enterprises_reporting = usize::from(reporting);
         s.reporting = reporting;
         s.days_reported = days_reported;
-        s.register = RegisterFacts::of(e, year);
+        let robots: Vec<(Date, u64)> = active
+            .iter()
+            .filter_map(|&i| days.robots[i].map(|r| (period.days[i], r)))
+            .collect();
+        s.register = RegisterFacts::of(e, year, robots.last().map(|r| r.1));
+        if !robots.is_empty() {
+            robot_days.insert(e.id.clone(), robots);
+        }
         if fleet_days.iter().any(Option::is_some) {
             for (&day, f) in active.iter().zip(fill_days(&fleet_days).iter()) {
                 s.machine_days = s.machine_days.add(f);
@@ -912,7 +950,12 @@ pub fn aggregate(
         Bucket::Day
     };
     let in_force = |i, y| targets.in_force(sector_filter, i, y);
-    let mut years = trend(period, Bucket::Year, &trend_fleet, &trend_green, in_force);
+    let sums = DaySums {
+        fleet: &trend_fleet,
+        green: &trend_green,
+        registered: &trend_registered,
+    };
+    let mut years = trend(period, Bucket::Year, &sums, in_force);
     // Table 1 also counts enterprises (规上企业数) per year: the register's facts as of each
     // year, over the enterprises registered on some day of it in the period.
     for point in &mut years.points {
@@ -924,7 +967,11 @@ pub fn aggregate(
                 .iter()
                 .any(|d| d.year() == y && e.registered_on(*d))
             {
-                facts.add(&RegisterFacts::of(e, y));
+                let measured = robot_days
+                    .get(&e.id)
+                    .and_then(|r| r.iter().rev().find(|(d, _)| d.year() == y))
+                    .map(|r| r.1);
+                facts.add(&RegisterFacts::of(e, y, measured));
             }
         }
         point.indicators.extend(facts.rows().into_iter().map(|r| {
@@ -932,7 +979,7 @@ pub fn aggregate(
             r.against(t)
         }));
     }
-    let trend = trend(period, bucket, &trend_fleet, &trend_green, in_force);
+    let trend = trend(period, bucket, &sums, in_force);
 
     let laggards = laggards(&sectors, &enterprises);
     Report {
@@ -959,16 +1006,24 @@ pub fn aggregate(
     }
 }
 
+/// The report scope's sums per day of the period.
+struct DaySums<'a> {
+    fleet: &'a [Fleet],
+    green: &'a [GreenTotals],
+    /// Enterprises registered on the day.
+    registered: &'a [usize],
+}
+
 /// The per-day sums bucketed by day, month or year; each point is set against the targets
 /// of its own year.
 fn trend(
     period: &Period,
     bucket: Bucket,
-    fleet: &[Fleet],
-    green: &[GreenTotals],
+    sums: &DaySums<'_>,
     target: impl Fn(Indicator, i16) -> Option<TargetInForce>,
 ) -> Trend {
-    let mut points: Vec<(String, Date, usize, Fleet, GreenTotals)> = Vec::new();
+    let (fleet, green) = (sums.fleet, sums.green);
+    let mut points: Vec<(String, Date, usize, Fleet, GreenTotals, usize)> = Vec::new();
     for (i, day) in period.days.iter().enumerate() {
         let label = match bucket {
             Bucket::Day => day.to_string(),
@@ -980,18 +1035,20 @@ fn trend(
                 p.2 += 1;
                 p.3 = p.3.add(&fleet[i]);
                 p.4.add(&green[i]);
+                p.5 = p.5.max(sums.registered[i]);
             }
-            _ => points.push((label, *day, 1, fleet[i], green[i])),
+            _ => points.push((label, *day, 1, fleet[i], green[i], sums.registered[i])),
         }
     }
     Trend {
         bucket,
         points: points
             .into_iter()
-            .map(|(label, first_day, days, f, g)| TrendPoint {
+            .map(|(label, first_day, days, f, g, registered)| TrendPoint {
                 label,
                 first_day,
                 days,
+                registered,
                 indicators: indicators(&f, &g)
                     .into_iter()
                     .map(|r| {
@@ -1005,7 +1062,7 @@ fn trend(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use jiff::civil::date;
 
@@ -1065,6 +1122,7 @@ sector = "cups"
             sector_tag: sector.into(),
             day,
             fleet,
+            robots: None,
         }
     }
 
@@ -1448,6 +1506,53 @@ sector = "cookware"
         };
         assert_eq!(net_on(0), (10.0, 34.0));
         assert_eq!(net_on(6), (14.0, 39.0));
+    }
+
+    /// A castings report whose only enterprise joined on 4 March and left on 8 March: the
+    /// trend has no value (not 0 %) before and after, and says nobody was registered there.
+    pub(in crate::county) fn joined_and_left_mid_period() -> Report {
+        let registry = Registry::load_str(
+            "[[enterprise]]\nid = \"late\"\nsector = \"castings\"\njoined = 2022-03-04\nleft = 2022-03-08\n",
+            "e.toml",
+        )
+        .unwrap();
+        let period = Period::new(date(2022, 3, 1), date(2022, 3, 10), date(2022, 6, 1)).unwrap();
+        // Lines on every day of the period, also before it joined and after it left (an agent
+        // installed early): only 4–8 March (indices 3 to 7) count.
+        let fleet = (0..10)
+            .map(|day| f("late", "castings", day, fleet_of(10, 5, 5)))
+            .collect();
+        aggregate(
+            &targets(),
+            &registry,
+            &period,
+            Some(Sector::Castings),
+            fleet,
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn the_trend_starts_at_the_join_date_and_ends_at_the_leave_date() {
+        let r = joined_and_left_mid_period();
+        let points = &r.trend.points;
+        assert_eq!(points.len(), 10);
+        for (i, p) in points.iter().enumerate() {
+            let net = &p.indicators[0];
+            assert_eq!(net.indicator, Indicator::NetworkingRate);
+            if (3..=7).contains(&i) {
+                // 5 networked of 10 machines on each registered day: 50 %.
+                assert_eq!((p.registered, net.value), (1, Some(0.5)), "{}", p.label);
+            } else {
+                // Not registered: no value at all, not 0 %.
+                assert_eq!((p.registered, net.value), (0, None), "{}", p.label);
+                assert_eq!(net.denominator, 0.0);
+            }
+        }
+        // The enterprise's own rate: 5 days × 5 / 5 days × 10 = 25 / 50.
+        let net = row(enterprise(&r, "late"), Indicator::NetworkingRate);
+        assert_eq!((net.numerator, net.denominator), (25.0, 50.0));
     }
 
     #[test]

@@ -162,6 +162,8 @@ pub struct ReportArgs {
     /// Only this sector: doors, cups, cookware, power_tools, leisure, castings or other.
     #[arg(long, value_parser = parse_sector)]
     pub sector: Option<Sector>,
+    /// table (for the terminal), csv (with a BOM, for Excel), json, or html (one
+    /// self-contained page with charts).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Language of the HTML report.

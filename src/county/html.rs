@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use super::aggregate::{Bucket, IndicatorRow, Level, Report, Summary};
+use super::aggregate::{Bucket, IndicatorRow, Level, Report, Summary, TrendPoint};
 use super::labels;
 use super::labels::{
     Lang, basis_with_coverage, indicator_name, sector_name, target_text, value_text,
@@ -132,7 +132,7 @@ const ZH: Words = Words {
     shortfall: "差额",
     value: "数值",
     basis: "分子 / 分母",
-    declared_note: "机器人、数字化车间、信息化系统与规上企业数取自企业名录中的申报（含年份）；未报送企业按名录中申报的设备台数计入分母，联网台数为零。",
+    declared_note: "工业机器人在企业采集终端的设备登记中有（类型 robot）时按实测台数计，否则按企业名录中的申报计，并注明依据（实测／企业申报）；数字化车间、信息化系统与规上企业数取自企业名录中的申报（含年份）；未报送企业按名录中申报的设备台数计入分母，联网台数为零。",
     store_holds: "所选县域、行业与期间无数据。数据库中现有",
     counties: "县域",
     not_reporting_mark: "未报送，按申报台数计",
@@ -192,7 +192,7 @@ const EN: Words = Words {
     shortfall: "Shortfall",
     value: "Value",
     basis: "Numerator / denominator",
-    declared_note: "Robots, digital workshops, management systems and above-scale counts are declared in the enterprise register (with the year); an enterprise that sends nothing counts with its declared machines, none networked.",
+    declared_note: "Robots are counted from the agent's machine register (kind robot) where it holds them (measured) and from the enterprise register otherwise (declared), with the basis shown; digital workshops, management systems and above-scale counts are declared in the enterprise register (with the year); an enterprise that sends nothing counts with its declared machines, none networked.",
     store_holds: "Nothing in the store matches the county, sector and period. The store holds",
     counties: "Counties",
     not_reporting_mark: "not reporting, declared machines",
@@ -363,10 +363,11 @@ pub fn render(report: &Report, lang: Lang) -> String {
         Bucket::Month | Bucket::Year => w.trend_monthly,
     };
     let _ = writeln!(h, "<section id=\"trend\"><h2>{} ({bucket})</h2>", w.trend);
+    // The chart starts when the first enterprise of the report's scope joined and ends when
+    // the last left: before and after, nobody was there to measure (no 0 % for those days).
+    let charted = charted_points(&report.trend.points);
     for indicator in CHARTED {
-        let points: Vec<(String, Option<&IndicatorRow>)> = report
-            .trend
-            .points
+        let points: Vec<(String, Option<&IndicatorRow>)> = charted
             .iter()
             .map(|p| {
                 (
@@ -718,7 +719,12 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
         let _ = write!(h, "<th>{}</th>", w.reporting);
     }
     let _ = write!(h, "<th>{}</th>", w.machines);
-    for i in Indicator::MEASURED {
+    // The enterprise table adds its robots, with their basis (measured or declared).
+    let columns: Vec<Indicator> = Indicator::MEASURED
+        .into_iter()
+        .chain(enterprises.then_some(Indicator::Robots))
+        .collect();
+    for &i in &columns {
         let _ = write!(h, "<th>{}</th>", indicator_name(i, lang));
     }
     let _ = write!(h, "<th class=\"l\">{}</th></tr></thead><tbody>", w.methods);
@@ -757,11 +763,7 @@ fn summary_table(h: &mut String, rows: &[&Summary], w: &Words, lang: Lang, enter
             );
         }
         let _ = write!(h, "<td>{:.1}</td>", s.machines);
-        for row in s
-            .indicators
-            .iter()
-            .filter(|r| Indicator::MEASURED.contains(&r.indicator))
-        {
+        for row in columns.iter().filter_map(|&i| s.indicator(i)) {
             let value = row
                 .value
                 .map_or(w.no_data.to_string(), |v| value_text(row.indicator, v));
@@ -901,6 +903,17 @@ fn bar_chart(indicator: Indicator, bars: &[(String, Option<&IndicatorRow>)], w: 
     s
 }
 
+/// The trend's points from the first to the last on which an enterprise of the report's scope
+/// was registered.
+fn charted_points(points: &[TrendPoint]) -> &[TrendPoint] {
+    let first = points.iter().position(|p| p.registered > 0);
+    let last = points.iter().rposition(|p| p.registered > 0);
+    match (first, last) {
+        (Some(a), Some(b)) => &points[a..=b],
+        _ => &[],
+    }
+}
+
 /// The trend as a line (broken where a bucket has no value) with the target as a dashed line.
 fn line_chart(
     indicator: Indicator,
@@ -1012,4 +1025,51 @@ fn line_chart(
     );
     s.push_str("</svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The labels of the trend chart of `indicator` in a rendered page.
+    fn trend_labels(page: &str, indicator: Indicator) -> Vec<String> {
+        let start = page
+            .find(&format!("<figure id=\"trend-{}\"", indicator.as_str()))
+            .expect("the trend figure");
+        let figure = &page[start..start + page[start..].find("</figure>").unwrap()];
+        figure
+            .split("<text ")
+            .skip(1)
+            .filter_map(|t| {
+                let text = &t[t.find('>')? + 1..t.find("</text>")?];
+                text.starts_with("2022-").then(|| text.to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn charts_start_at_the_join_date_and_end_at_the_leave_date() {
+        let report = crate::county::aggregate::tests::joined_and_left_mid_period();
+        for lang in [Lang::En, Lang::Zh] {
+            let page = render(&report, lang);
+            let labels = trend_labels(&page, Indicator::NetworkingRate);
+            // Joined 4 March, left 8 March: five daily points, all labelled (fewer than 8).
+            assert_eq!(
+                labels,
+                [
+                    "2022-03-04",
+                    "2022-03-05",
+                    "2022-03-06",
+                    "2022-03-07",
+                    "2022-03-08"
+                ],
+                "{lang:?}"
+            );
+            // And no 0 % plotted: every point of the chart is the enterprise's 50 %.
+            let start = page.find("<figure id=\"trend-networking_rate\"").unwrap();
+            let figure = &page[start..start + page[start..].find("</figure>").unwrap()];
+            assert_eq!(figure.matches("<circle").count(), 5);
+            assert_eq!(figure.matches("50.0 %</title>").count(), 5, "{figure}");
+        }
+    }
 }

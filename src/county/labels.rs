@@ -118,9 +118,9 @@ pub fn basis_with_coverage(row: &IndicatorRow, lang: Lang) -> String {
     }
     let basis = basis_text(row.indicator, row.numerator, row.denominator, lang);
     if row.indicator.is_count() {
-        // The denominator is already the enterprises counted; the register is the basis.
-        let declared = if zh { "企业申报" } else { "declared" };
-        return format!("{basis} · {declared}");
+        // The denominator is already the enterprises counted; the basis says whether the
+        // count was measured by agents or declared in the register.
+        return format!("{basis} · {}", count_basis(row, lang));
     }
     let covers = if zh {
         format!("{} 家企业", row.enterprises)
@@ -135,6 +135,49 @@ pub fn basis_with_coverage(row: &IndicatorRow, lang: Lang) -> String {
         _ => String::new(),
     };
     format!("{basis} · {covers}{declared}")
+}
+
+/// What a count stands on: `declared`, `measured`, or for robots counted both ways
+/// `2 measured, 1 declared` (enterprises).
+fn count_basis(row: &IndicatorRow, lang: Lang) -> String {
+    let zh = lang == Lang::Zh;
+    let (measured, declared) = basis_enterprises(row);
+    match (measured, declared) {
+        (0, _) if zh => "企业申报".into(),
+        (0, _) => "declared".into(),
+        (_, 0) if zh => "实测".into(),
+        (_, 0) => "measured".into(),
+        (m, d) if zh => format!("实测 {m} 家，申报 {d} 家"),
+        (m, d) => format!("{m} measured, {d} declared"),
+    }
+}
+
+/// Of the enterprises a register count covers, how many were measured by their agents and
+/// how many declared (only robots can be measured).
+fn basis_enterprises(row: &IndicatorRow) -> (usize, usize) {
+    let declared = match (row.indicator, row.declared_share) {
+        (Indicator::Robots, Some(share)) => (share * row.enterprises as f64).round() as usize,
+        _ => row.enterprises,
+    };
+    (row.enterprises - declared.min(row.enterprises), declared)
+}
+
+/// The basis of a figure in one word for the CSV: `measured`, `declared` or
+/// `measured+declared`; empty when nothing is under it.
+pub fn basis_word(row: &IndicatorRow) -> &'static str {
+    if row.enterprises == 0 {
+        return "";
+    }
+    let (measured, declared) = if Indicator::REGISTER.contains(&row.indicator) {
+        basis_enterprises(row)
+    } else {
+        (1, usize::from(row.declared_share.is_some_and(|d| d > 0.0)))
+    };
+    match (measured > 0, declared > 0) {
+        (true, true) => "measured+declared",
+        (true, false) => "measured",
+        _ => "declared",
+    }
 }
 
 /// "no data" / "无数据": a figure nothing was measured for.

@@ -287,7 +287,7 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-const CSV_HEADER: &str = "level,sector,enterprise,name,status,indicator,value,target_bound,target,target_year,gap,meets,numerator,denominator,days,days_reported,machines,va_methods,el_methods,enterprises_covered,declared_share";
+const CSV_HEADER: &str = "level,sector,enterprise,name,status,indicator,value,target_bound,target,target_year,gap,meets,numerator,denominator,days,days_reported,machines,va_methods,el_methods,enterprises_covered,declared_share,basis";
 
 /// The byte order mark that makes Excel read the file as UTF-8 (the Chinese names).
 const BOM: &str = "\u{feff}";
@@ -363,6 +363,7 @@ fn csv(report: &Report) -> String {
                 join(&s.el_methods),
                 row.enterprises.to_string(),
                 num(row.declared_share, 5),
+                labels::basis_word(row).to_string(),
             ];
             push_csv_row(&mut out, &fields);
         }
@@ -401,6 +402,7 @@ fn csv(report: &Report) -> String {
             fields[14] = p.days.to_string();
             fields[19] = row.enterprises.to_string();
             fields[20] = num(row.declared_share, 5);
+            fields[21] = labels::basis_word(row).to_string();
             push_csv_row(&mut out, &fields);
         }
     }
@@ -432,7 +434,7 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("A, B"), "\"A, B\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(CSV_HEADER.split(',').count(), 21);
+        assert_eq!(CSV_HEADER.split(',').count(), 22);
     }
 
     #[test]

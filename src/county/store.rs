@@ -252,7 +252,8 @@ impl Store {
         }
         let unreachable = |e: reqwest::Error| StoreError::Unreachable {
             url: self.query_url.origin().ascii_serialization(),
-            reason: crate::sink::influx::error_chain(&e),
+            // The store's address is said once; the whole query URL would bury the reason.
+            reason: crate::sink::influx::error_chain(&e.without_url()),
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status().as_u16();
@@ -389,7 +390,13 @@ const FLEET_FIELDS: &[&str] = &[
     fleet::MACHINES_DIGITAL_NETWORKED,
     fleet::CNC_RUNNING_S,
     fleet::CNC_PLANNED_S,
+    // Optional (written only by an agent whose register holds a robot): after the
+    // [`FLEET_REQUIRED`] fields every line carries.
+    fleet::MACHINES_ROBOT,
 ];
+
+/// The leading fields of [`FLEET_FIELDS`] that every `fleet` line carries.
+const FLEET_REQUIRED: usize = 7;
 
 /// The tags that identify an enterprise's line, selected beside the fields: InfluxDB 1.6
 /// answers that with about a quarter less work than the same rows grouped by the tags
@@ -601,7 +608,7 @@ fn read_fleet(
         skipped,
         |row, day| {
             let (enterprise, f) = (row.tags[0], &row.fields);
-            let missing: Vec<&str> = FLEET_FIELDS
+            let missing: Vec<&str> = FLEET_FIELDS[..FLEET_REQUIRED]
                 .iter()
                 .zip(f)
                 .filter(|(_, v)| v.is_none())
@@ -625,6 +632,12 @@ fn read_fleet(
                     "enterprise {enterprise} has a negative machine count"
                 ));
             };
+            let robots = match f.get(FLEET_REQUIRED).copied().flatten() {
+                None => None,
+                Some(r) => Some(count(r).ok_or_else(|| {
+                    format!("enterprise {enterprise} has a negative robot count")
+                })?),
+            };
             Ok(FleetDay {
                 enterprise: enterprise.to_string(),
                 sector_tag: row.tags[1].to_string(),
@@ -638,6 +651,7 @@ fn read_fleet(
                     cnc_running_s: v(5),
                     cnc_planned_s: v(6),
                 },
+                robots,
             })
         },
     );

@@ -36,6 +36,8 @@ pub(super) struct MachineTrack {
     pub kind: String,
     pub cnc: bool,
     pub digital: bool,
+    /// An industrial robot (`kind = "robot"`), counted in the fleet's `machines_robot`.
+    pub robot: bool,
     pub rules: Option<StateRules>,
     pub parts_signal: Option<Arc<str>>,
     pub good_signal: Option<Arc<str>>,
@@ -93,6 +95,7 @@ impl MachineTrack {
             kind: m.kind.clone(),
             cnc: m.cnc,
             digital: m.is_digital(),
+            robot: m.is_robot(),
             rules: state::rules_for(m, state_rules).cloned(),
             parts_signal: arc(&m.parts_signal),
             good_signal: arc(&m.good_signal),

@@ -799,6 +799,12 @@ impl Engine {
             )
             .float(contract::fleet::CNC_RUNNING_S, f.cnc_running_s)
             .float(contract::fleet::CNC_PLANNED_S, f.cnc_planned_s);
+        // Robots in service: written only when the register holds a robot, so that an agent
+        // whose register leaves robots out does not replace the county's declared count by 0.
+        let robots = self.machines.iter().filter(|m| m.robot).count();
+        if robots > 0 {
+            b = b.int(contract::fleet::MACHINES_ROBOT, robots as i64);
+        }
         for (name, value) in [
             (contract::fleet::NETWORKING_RATE, f.networking_rate()),
             (

@@ -137,6 +137,17 @@ fn engine_at(start: Timestamp) -> Engine {
     Engine::new(&load_str(SHANGHAI_SHIFT, "test.toml").unwrap(), start)
 }
 
+/// Midnight after the example shift: the day window closes and is flushed.
+fn close_the_day(e: &mut Engine, out: &mut Vec<String>) {
+    let day_end = date(2026, 12, 1)
+        .at(0, 0, 0, 0)
+        .to_zoned_datetime(tz())
+        .unwrap()
+        .timestamp();
+    e.tick(day_end, out);
+    e.flush(day_end, out);
+}
+
 /// Drives the lathe through the example shift, polling every ten minutes:
 /// running 08:00–13:30 (through the 12:00–12:30 break), alarm 13:30–14:30, idle 14:30–16:00.
 fn run_the_example_shift(e: &mut Engine, out: &mut Vec<String>) {
@@ -213,13 +224,7 @@ fn the_day_window_adds_up_to_the_whole_day_and_the_fleet_counts_the_register() {
     let mut e = engine_at(at(0, 0));
     let mut out = Vec::new();
     run_the_example_shift(&mut e, &mut out);
-    let day_end = date(2026, 12, 1)
-        .at(0, 0, 0, 0)
-        .to_zoned_datetime(tz())
-        .unwrap()
-        .timestamp();
-    e.tick(day_end, &mut out);
-    e.flush(day_end, &mut out);
+    close_the_day(&mut e, &mut out);
     let day = find(
         &out,
         contract::MEASUREMENT_MACHINE_TIME,
@@ -250,6 +255,28 @@ fn the_day_window_adds_up_to_the_whole_day_and_the_fleet_counts_the_register() {
     // CNC utilisation: 18 000 s running in 27 000 s planned = 0.6667.
     assert_eq!(field(f, contract::fleet::CNC_RUNNING_S), Some(18_000.0));
     assert_eq!(field(f, contract::fleet::CNC_PLANNED_S), Some(27_000.0));
+    // No machine of kind `robot`: no robot count (the county falls back on the declared one),
+    // never 0.
+    assert_eq!(field(f, contract::fleet::MACHINES_ROBOT), None);
+}
+
+#[test]
+fn robots_in_the_register_are_counted_on_the_fleet_line() {
+    let config = format!(
+        "{SHANGHAI_SHIFT}\n[[machine]]\nid = \"r1\"\nkind = \"robot\"\ncnc = true\n\n[[machine]]\nid = \"r2\"\nkind = \"robot\"\ncnc = true\n"
+    );
+    let mut e = Engine::new(&load_str(&config, "test.toml").unwrap(), at(0, 0));
+    let mut out = Vec::new();
+    run_the_example_shift(&mut e, &mut out);
+    close_the_day(&mut e, &mut out);
+    let fleet = find(&out, contract::MEASUREMENT_FLEET, &["window=1d"]);
+    let f = fleet.last().unwrap();
+    // Register: lathe, press and two robots = 4 machines, of which 2 are robots (whether or
+    // not they delivered data: robots in service is a count of the register).
+    assert_eq!(field(f, contract::fleet::MACHINES_TOTAL), Some(4.0));
+    assert_eq!(field(f, contract::fleet::MACHINES_ROBOT), Some(2.0));
+    // Only the lathe delivered: 1 networked of 4.
+    assert_eq!(field(f, contract::fleet::MACHINES_NETWORKED), Some(1.0));
 }
 
 #[test]

@@ -174,6 +174,9 @@ pub mod fleet {
     pub const MACHINES_CNC: &str = "machines_cnc";
     pub const MACHINES_NETWORKED: &str = "machines_networked";
     pub const MACHINES_DIGITAL_NETWORKED: &str = "machines_digital_networked";
+    /// Industrial robots (工业机器人, machines of kind `robot`) in the register; absent when
+    /// the register holds none, so the county falls back on the declared count.
+    pub const MACHINES_ROBOT: &str = "machines_robot";
     pub const CNC_RUNNING_S: &str = "cnc_running_s";
     pub const CNC_PLANNED_S: &str = "cnc_planned_s";
     /// 机器联网率: `machines_networked` ÷ `machines_total`.
@@ -280,7 +283,7 @@ pub mod agent {
     pub const EXCEPTION_CODE: &str = "exception_code";
     /// Per device: errors of each kind of [`crate::source::modbus::health::ERROR_KINDS`],
     /// as (kind, field), in the order the lines list them.
-    pub const DEVICE_ERRORS: [(&str, &str); 7] = [
+    pub const DEVICE_ERRORS: [(&str, &str); 8] = [
         ("resolve", "errors_resolve"),
         ("connect", "errors_connect"),
         ("timeout", "errors_timeout"),
@@ -288,6 +291,7 @@ pub mod agent {
         ("protocol", "errors_protocol"),
         ("exception", "errors_exception"),
         ("decode", "errors_decode"),
+        ("crc", "errors_crc"),
     ];
 }
 
@@ -438,6 +442,7 @@ pub const MEASUREMENTS: &[Measurement] = &[
             fleet::MACHINES_CNC,
             fleet::MACHINES_NETWORKED,
             fleet::MACHINES_DIGITAL_NETWORKED,
+            fleet::MACHINES_ROBOT,
             fleet::NETWORKING_RATE,
             fleet::NETWORKING_RATE_DIGITAL,
             fleet::CNC_RATE,
@@ -575,6 +580,7 @@ pub const MEASUREMENTS: &[Measurement] = &[
             agent::DEVICE_ERRORS[4].1,
             agent::DEVICE_ERRORS[5].1,
             agent::DEVICE_ERRORS[6].1,
+            agent::DEVICE_ERRORS[7].1,
         ]),
     },
 ];
@@ -609,13 +615,13 @@ mod tests {
             "signal | county sector enterprise machine kind cnc meter carrier | *\n\
              machine_state | county sector enterprise machine kind cnc | state code previous previous_s state_s\n\
              machine_time | county sector enterprise machine kind cnc window shift | planned_s planned_stop_s running_planned_s running_s setup_s idle_s alarm_s stopped_s offline_s parts_total parts_good availability effectiveness quality oee\n\
-             fleet | county sector enterprise window shift | machines_total machines_digital machines_cnc machines_networked machines_digital_networked networking_rate networking_rate_digital cnc_rate cnc_running_s cnc_planned_s cnc_utilisation\n\
+             fleet | county sector enterprise window shift | machines_total machines_digital machines_cnc machines_networked machines_digital_networked machines_robot networking_rate networking_rate_digital cnc_rate cnc_running_s cnc_planned_s cnc_utilisation\n\
              energy | county sector enterprise meter carrier unit scope window shift | quantity tce gaps resets rollovers quantity_running quantity_setup quantity_idle quantity_alarm quantity_stopped quantity_offline per_good_part\n\
              green | county sector enterprise va_method el_method window | energy_tce electricity_kwh water_t value_added_10k_cny tce_per_10k_cny value_added_per_tce water_t_per_10k_cny electricity_kgce_per_kwh wastewater_t wastewater_basis wastewater_t_per_10k_cny\n\
              green_alert | county sector enterprise va_method el_method window indicator | value limit over_by\n\
              outlet | county sector enterprise outlet pollutant cn unit | rtd avg min max cou zs_rtd zs_avg zs_min zs_max flag\n\
              alert | county sector enterprise kind subject | value limit open duration_s\n\
-             agent | county sector enterprise device | devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines up polls since_success_s degraded exception_code errors_resolve errors_connect errors_timeout errors_transport errors_protocol errors_exception errors_decode\n"
+             agent | county sector enterprise device | devices_total devices_up poll_errors spool_bytes spool_lines dropped_lines spool_disk_full lost_lines records_dropped lag_s sent_lines sent_lines_1m dead_letter_lines up polls since_success_s degraded exception_code errors_resolve errors_connect errors_timeout errors_transport errors_protocol errors_exception errors_decode errors_crc\n"
         );
         assert_eq!(
             [WINDOW_HOUR, WINDOW_SHIFT, WINDOW_DAY, WINDOW_MONTH],

@@ -3,21 +3,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// CRC-16/MODBUS (polynomial 0xA001 reflected, initial 0xFFFF), sent low byte first.
-pub fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for b in bytes {
-        crc ^= u16::from(*b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
+/// CRC-16/MODBUS, as the agent's RTU client checks it.
+pub use crate::source::modbus::link::crc16;
 
 /// `unit, pdu…, crc lo, crc hi`.
 pub fn frame(unit: u8, pdu: &[u8]) -> Vec<u8> {

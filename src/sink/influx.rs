@@ -208,8 +208,9 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
 }
 
 /// An error and its sources, each once: many errors already print their source in their own
-/// text (hyper's "client error (Connect)" and its cause), and the log must not say it twice.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+/// text (hyper's "client error (Connect)" and its cause, ours "cannot read {path}: {source}"),
+/// and neither the log nor the command line's `error:` line must say it twice.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

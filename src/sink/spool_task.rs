@@ -106,6 +106,8 @@ pub fn spawn_spool_task<C: Chunk>(
     std::thread::spawn(move || {
         let mut last_housekeeping = Instant::now();
         let mut last_sync = Instant::now();
+        // Housekeeping that fails (a busy or full disk) fails at every round.
+        let mut housekeeping_log = crate::metrics::RateLimited::new(Duration::from_secs(60));
         let wake = HOUSEKEEPING.min(sync_interval.max(Duration::from_millis(10)));
         loop {
             let first = match records.recv_timeout(wake) {
@@ -166,17 +168,23 @@ pub fn spawn_spool_task<C: Chunk>(
                 info!(dir = %dir.display(), "the spool's disk has room again");
             }
             if housekeeping {
-                if let Err(e) = spool.trim() {
-                    warn!(error = %e, "cannot trim the spool");
+                if let Err(e) = spool.trim()
+                    && let Some(unlogged) = housekeeping_log.due(Instant::now())
+                {
+                    warn!(error = %e, unlogged, "cannot trim the spool (retried every second, logged at most once a minute; `unlogged` failures since the last line)");
                 }
-                if let Err(e) = spool.expire(jiff::Timestamp::now().as_millisecond()) {
-                    warn!(error = %e, "cannot apply the spool's max_age");
+                if let Err(e) = spool.expire(jiff::Timestamp::now().as_millisecond())
+                    && let Some(unlogged) = housekeeping_log.due(Instant::now())
+                {
+                    warn!(error = %e, unlogged, "cannot apply the spool's max_age (retried every second, logged at most once a minute; `unlogged` failures since the last line)");
                 }
                 last_housekeeping = Instant::now();
             }
             if last_sync.elapsed() >= sync_interval {
-                if let Err(e) = spool.checkpoint() {
-                    warn!(error = %e, "cannot sync the spool");
+                if let Err(e) = spool.checkpoint()
+                    && let Some(unlogged) = housekeeping_log.due(Instant::now())
+                {
+                    warn!(error = %e, unlogged, "cannot sync the spool (retried, logged at most once a minute; `unlogged` failures since the last line)");
                 }
                 last_sync = Instant::now();
             }

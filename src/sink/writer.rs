@@ -181,7 +181,10 @@ struct Writer {
     counters: WriterMetrics,
     span: tracing::Span,
     /// The "store rejected a line" log line, at most once a minute with the count since.
-    rejected_log: RateLimited,
+    rejected_log: crate::metrics::RateLimited,
+    /// The "write failed" line: the same failure at most once a minute.
+    failed_log: crate::metrics::RateLimited,
+    last_failure: String,
     /// What the board and `/api/health` show of this output.
     status: watch::Sender<OutputStatus>,
     /// Since when requests fail, while they do.
@@ -195,38 +198,6 @@ struct Writer {
 
 /// How often a writer reads its backlog from the spool at most.
 const BACKLOG_EVERY: Duration = Duration::from_secs(1);
-
-/// A log line repeated at most once per period: a store that rejects every batch (a field
-/// of the wrong type, say) would otherwise log an error for each, several a second.
-struct RateLimited {
-    every: Duration,
-    last: Option<std::time::Instant>,
-    /// Occurrences since the last line, not logged.
-    held: u64,
-}
-
-impl RateLimited {
-    fn new(every: Duration) -> Self {
-        RateLimited {
-            every,
-            last: None,
-            held: 0,
-        }
-    }
-
-    /// One more occurrence: `Some(occurrences not logged before it)` when it is to be logged.
-    fn due(&mut self, now: std::time::Instant) -> Option<u64> {
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < self.every)
-        {
-            self.held += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.held))
-    }
-}
 
 impl Writer {
     /// Sends a batch in pieces, bisecting rejected pieces down to the lines at fault.
@@ -244,6 +215,8 @@ impl Writer {
                 Ok(()) => {
                     self.succeeded();
                     self.failures = 0;
+                    // The next outage's first failure is news again.
+                    self.last_failure.clear();
                     self.counters
                         .sent
                         .fetch_add(piece.lines as u64, Ordering::Relaxed);
@@ -290,10 +263,18 @@ impl Writer {
                     self.failed(&e);
                     self.failures = self.failures.saturating_add(1);
                     let backoff = retry_delay(self.failures, &e, self.options.retry_max);
-                    if config {
-                        error!(parent: &self.span, error = %e, retry_in = ?backoff, "output misconfigured: data is kept in the spool");
-                    } else {
-                        warn!(parent: &self.span, error = %e, retry_in = ?backoff, "write failed: data is kept in the spool");
+                    // The same failure again (a store down for an hour) is logged at most once a
+                    // minute; a different one at once.
+                    let text = e.to_string();
+                    let due = self.failed_log.due(std::time::Instant::now());
+                    if due.is_some() || text != self.last_failure {
+                        let unlogged = due.unwrap_or(0);
+                        if config {
+                            error!(parent: &self.span, error = %text, retry_in = ?backoff, unlogged, "output misconfigured: data is kept in the spool");
+                        } else {
+                            warn!(parent: &self.span, error = %text, retry_in = ?backoff, unlogged, "write failed: data is kept in the spool (the same failure is logged at most once a minute; `unlogged` since the last line)");
+                        }
+                        self.last_failure = text;
                     }
                     return Outcome::Retry(backoff);
                 }
@@ -459,7 +440,9 @@ pub async fn run_writer(
         piece_lines: batch_lines,
         options,
         failures: 0,
-        rejected_log: RateLimited::new(Duration::from_secs(60)),
+        rejected_log: crate::metrics::RateLimited::new(Duration::from_secs(60)),
+        failed_log: crate::metrics::RateLimited::new(Duration::from_secs(60)),
+        last_failure: String::new(),
         counters,
         span: span.clone(),
         status,
@@ -469,6 +452,8 @@ pub async fn run_writer(
     };
     // A first partial batch goes out at once.
     let mut last_send = Instant::now().checked_sub(flush_interval);
+    // A spool that cannot be read or acknowledged (a busy or full disk) fails every second.
+    let mut spool_log = crate::metrics::RateLimited::new(Duration::from_secs(60));
     'batches: loop {
         if shutdown.is_triggered() {
             break;
@@ -478,7 +463,9 @@ pub async fn run_writer(
             Ok(batch) => batch,
             Err(e) => {
                 // A busy or full disk passes; the writer must outlive it.
-                error!(parent: &span, error = %e, retry_in = ?SPOOL_RETRY, "spool read failed");
+                if let Some(unlogged) = spool_log.due(std::time::Instant::now()) {
+                    error!(parent: &span, error = %e, retry_in = ?SPOOL_RETRY, unlogged, "spool read failed (logged at most once a minute; `unlogged` failures since the last line)");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(SPOOL_RETRY) => {}
                     _ = shutdown.wait() => break,
@@ -522,7 +509,9 @@ pub async fn run_writer(
                 if let Err(e) = ack(&reader, batch.last_id).await {
                     // The cursor stays where it was: the batch is sent again (at least once)
                     // when the spool can be written again, e.g. once a full disk has room.
-                    error!(parent: &span, error = %e, retry_in = ?SPOOL_RETRY, "spool ack failed: the batch will be sent again");
+                    if let Some(unlogged) = spool_log.due(std::time::Instant::now()) {
+                        error!(parent: &span, error = %e, retry_in = ?SPOOL_RETRY, unlogged, "spool ack failed: the batch will be sent again (logged at most once a minute; `unlogged` failures since the last line)");
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(SPOOL_RETRY) => {}
                         _ = shutdown.wait() => break,
@@ -620,18 +609,6 @@ async fn ack(reader: &SharedReader, last_id: i64) -> Result<(), SpoolError> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_repeated_log_line_is_let_through_once_a_minute_with_the_count_held_back() {
-        let mut log = RateLimited::new(Duration::from_secs(60));
-        let t0 = std::time::Instant::now();
-        assert_eq!(log.due(t0), Some(0));
-        assert_eq!(log.due(t0 + Duration::from_millis(500)), None);
-        assert_eq!(log.due(t0 + Duration::from_secs(59)), None);
-        // Two held back since the first line.
-        assert_eq!(log.due(t0 + Duration::from_secs(60)), Some(2));
-        assert_eq!(log.due(t0 + Duration::from_secs(61)), None);
-    }
-
     use super::*;
 
     #[test]

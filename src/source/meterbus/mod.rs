@@ -27,11 +27,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RateLimited};
 use crate::model::{Sample, SourceEvent, Target, Value};
 use crate::shutdown::Shutdown;
-use crate::source::modbus::backoff;
 use crate::source::modbus::health::Health;
+use crate::source::modbus::{DOWN_LOG_EVERY, backoff, log_down};
 use config::Bus;
 use link::Link;
 
@@ -137,6 +137,10 @@ struct Tracked<M> {
     /// When the present outage began; `None` while the meter answers.
     down_since: Option<Instant>,
     next: Instant,
+    /// "meter down" at most once a minute (a meter failing every other poll on a noisy bus),
+    /// and whether the last one was logged (its "meter answers" is then logged too).
+    down_log: RateLimited,
+    down_logged: bool,
 }
 
 /// Polls every meter of one bus until shutdown. `protocol` names the protocol in logs.
@@ -162,6 +166,8 @@ pub fn run<M: BusMeter>(
                 meter,
                 up: None,
                 down: None,
+                down_log: RateLimited::new(DOWN_LOG_EVERY),
+                down_logged: true,
                 degraded: None,
                 failures: 0,
                 down_since: None,
@@ -269,7 +275,11 @@ async fn answered<M: BusMeter>(
     }
     if t.up != Some(true) {
         t.up = Some(true);
-        info!(parent: &t.span, "meter answers");
+        if t.down_logged {
+            info!(parent: &t.span, "meter answers");
+        } else {
+            debug!(parent: &t.span, "meter answers");
+        }
         if !send(
             events,
             SourceEvent::DeviceUp {
@@ -349,7 +359,7 @@ async fn fail<M: BusMeter>(
         debug!(parent: &t.span, %fault, retry_in = ?wait, "still down");
         return true;
     }
-    warn!(parent: &t.span, %fault, retry_in = ?wait, "meter down");
+    t.down_logged = log_down(&mut t.down_log, &t.span, fault, wait, "meter down");
     t.up = Some(false);
     t.down = Some(fault.clone());
     send(

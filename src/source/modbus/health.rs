@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 /// `exception` and `decode` are per request or field: the device answered, but refused a
 /// request (an exception response) or sent a value that is not one (a NaN, an out-of-range
 /// u64). The others fail the whole poll.
-pub const ERROR_KINDS: [&str; 7] = [
+pub const ERROR_KINDS: [&str; 8] = [
     "resolve",
     "connect",
     "timeout",
@@ -29,6 +29,7 @@ pub const ERROR_KINDS: [&str; 7] = [
     "protocol",
     "exception",
     "decode",
+    "crc",
 ];
 
 pub const POLLS: &str = "shopfloor_polls_total";
@@ -229,11 +230,11 @@ mod tests {
                 // since_success_s = 160 − 100 = 60.
                 "agent,county=yk,enterprise=e1,device=box-1 up=1i,polls=1i,since_success_s=60i,\
                  degraded=1i,exception_code=2i,errors_resolve=0i,errors_connect=0i,errors_timeout=2i,errors_transport=0i,\
-                 errors_protocol=0i,errors_exception=3i,errors_decode=0i 160000000000"
+                 errors_protocol=0i,errors_exception=3i,errors_decode=0i,errors_crc=0i 160000000000"
                     .to_string(),
                 "agent,county=yk,enterprise=e1,device=meter up=0i,polls=0i,degraded=0i,\
                  errors_resolve=0i,errors_connect=1i,errors_timeout=0i,errors_transport=0i,\
-                 errors_protocol=0i,errors_exception=0i,errors_decode=0i 160000000000"
+                 errors_protocol=0i,errors_exception=0i,errors_decode=0i,errors_crc=0i 160000000000"
                     .to_string(),
             ]
         );

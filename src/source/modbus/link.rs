@@ -8,8 +8,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -60,6 +60,9 @@ pub enum PollFault {
     Timeout,
     Transport(String),
     Protocol(String),
+    /// An RTU answer whose checksum does not match its bytes (noise on the line, wiring,
+    /// termination, or a baud rate or parity that differs from the device's).
+    Crc(String),
 }
 
 impl PollFault {
@@ -71,6 +74,7 @@ impl PollFault {
             PollFault::Timeout => "timeout",
             PollFault::Transport(_) => "transport",
             PollFault::Protocol(_) => "protocol",
+            PollFault::Crc(_) => "crc",
         }
     }
 
@@ -89,6 +93,10 @@ impl std::fmt::Display for PollFault {
             PollFault::Timeout => f.write_str("no answer within the timeout"),
             PollFault::Transport(e) => write!(f, "connection failed: {e}"),
             PollFault::Protocol(e) => write!(f, "protocol error: {e}"),
+            PollFault::Crc(e) => write!(
+                f,
+                "CRC error: {e} (check the RS-485 wiring, termination and the baud rate and parity)"
+            ),
         }
     }
 }
@@ -103,6 +111,9 @@ pub struct ReadOnly {
     frame_gap: Option<Duration>,
     /// When the line last carried a frame (the end of the last answer or timeout).
     last_frame: Instant,
+    /// RTU: a corrupt answer seen since the last request (what its checksum says), which
+    /// tokio-modbus only logs before it waits out the timeout.
+    bad_crc: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for ReadOnly {
@@ -118,22 +129,22 @@ pub async fn open(spec: &LinkSpec, timeout: Duration) -> Result<ReadOnly, PollFa
     // The unit is set before every request; this one is never used.
     let slave = Slave(1);
     let closed = Arc::new(AtomicBool::new(false));
-    let watch = |inner, mbap: bool| Watched {
-        inner,
-        closed: closed.clone(),
-        mbap: mbap.then(MbapHeaders::default),
-    };
+    let bad_crc = Arc::new(Mutex::new(None));
     let (ctx, frame_gap) = match spec {
         LinkSpec::Tcp(address) => {
-            let stream = watch(connect_tcp(address, timeout).await?, true);
+            let stream = Watched::new(connect_tcp(address, timeout).await?, &closed, None);
             (tokio_modbus::client::tcp::attach_slave(stream, slave), None)
         }
         LinkSpec::RtuOverTcp(address) => {
-            let stream = watch(connect_tcp(address, timeout).await?, false);
+            let stream = Watched::new(
+                connect_tcp(address, timeout).await?,
+                &closed,
+                Some(&bad_crc),
+            );
             (tokio_modbus::client::rtu::attach_slave(stream, slave), None)
         }
         LinkSpec::Serial(settings) => {
-            let port = open_serial(settings)?;
+            let port = Watched::new(open_serial(settings)?, &closed, Some(&bad_crc));
             (
                 tokio_modbus::client::rtu::attach_slave(port, slave),
                 Some(settings.effective_frame_gap()),
@@ -145,6 +156,7 @@ pub async fn open(spec: &LinkSpec, timeout: Duration) -> Result<ReadOnly, PollFa
         closed,
         frame_gap,
         last_frame: Instant::now(),
+        bad_crc,
     })
 }
 
@@ -156,11 +168,8 @@ where
 {
     let slave = Slave(1);
     let closed = Arc::new(AtomicBool::new(false));
-    let transport = Watched {
-        inner: transport,
-        closed: closed.clone(),
-        mbap: (!rtu).then(MbapHeaders::default),
-    };
+    let bad_crc = Arc::new(Mutex::new(None));
+    let transport = Watched::new(transport, &closed, rtu.then_some(&bad_crc));
     let ctx = if rtu {
         tokio_modbus::client::rtu::attach_slave(transport, slave)
     } else {
@@ -171,6 +180,7 @@ where
         closed,
         frame_gap: None,
         last_frame: Instant::now(),
+        bad_crc,
     }
 }
 
@@ -248,8 +258,24 @@ impl ReadOnly {
             RegisterKind::Holding => Request::ReadHoldingRegisters(start, count),
             RegisterKind::Input => Request::ReadInputRegisters(start, count),
         };
+        self.bad_crc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let result = tokio::time::timeout(timeout, self.ctx.call(request)).await;
         self.last_frame = Instant::now();
+        // tokio-modbus's RTU decoder drops a corrupt answer a byte at a time looking for a
+        // frame whose checksum holds, and so ends in a timeout or a protocol error: the answer
+        // seen on the line says what really happened.
+        if !matches!(result, Ok(Ok(_)))
+            && let Some(e) = self
+                .bad_crc
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+        {
+            return Err(PollFault::Crc(e));
+        }
         match result {
             Err(_) => Err(PollFault::Timeout),
             Ok(Err(tokio_modbus::Error::Transport(e))) => Err(self.transport_fault(&e)),
@@ -307,13 +333,102 @@ fn checked(response: Response, count: u16) -> Result<Vec<u16>, PollFault> {
     }
 }
 
-/// A byte stream that notes when the peer closes it (a read of zero bytes), and for Modbus TCP
-/// checks each MBAP header as it arrives.
+/// A byte stream that notes when the peer closes it (a read of zero bytes), for Modbus TCP
+/// checks each MBAP header as it arrives, and for RTU checks each answer's checksum.
 #[derive(Debug)]
 struct Watched<T> {
     inner: T,
     closed: Arc<AtomicBool>,
     mbap: Option<MbapHeaders>,
+    rtu: Option<RtuAnswer>,
+}
+
+impl<T> Watched<T> {
+    /// RTU framing when `bad_crc` is given (where a corrupt answer is noted), MBAP otherwise.
+    fn new(
+        inner: T,
+        closed: &Arc<AtomicBool>,
+        bad_crc: Option<&Arc<Mutex<Option<String>>>>,
+    ) -> Self {
+        Watched {
+            inner,
+            closed: closed.clone(),
+            mbap: bad_crc.is_none().then(MbapHeaders::default),
+            rtu: bad_crc.map(|b| RtuAnswer {
+                bytes: Vec::new(),
+                done: false,
+                bad_crc: b.clone(),
+            }),
+        }
+    }
+}
+
+/// CRC-16/MODBUS (polynomial 0xA001 reflected, initial 0xFFFF), sent low byte first.
+pub fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0xFFFF;
+    for b in bytes {
+        crc ^= u16::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
+/// The answer to one RTU read request, followed as it arrives: its length is known from its
+/// function code (a read: unit, function, byte count, data, CRC; an exception: unit, function
+/// with the high bit, code, CRC), so a complete answer's checksum can be checked without
+/// waiting for the silence that ends a frame. Only watches: the bytes go on to tokio-modbus
+/// unchanged. Anything else (another function code) is left to tokio-modbus.
+#[derive(Debug)]
+struct RtuAnswer {
+    /// The answer's bytes so far (at most a read answer's 3 + 255 + 2).
+    bytes: Vec<u8>,
+    /// The answer is complete, or not one this can follow: the rest is not looked at.
+    done: bool,
+    bad_crc: Arc<Mutex<Option<String>>>,
+}
+
+impl RtuAnswer {
+    /// A request went out: what follows is its answer.
+    fn request_sent(&mut self) {
+        self.bytes.clear();
+        self.done = false;
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.done {
+                return;
+            }
+            self.bytes.push(b);
+            let length = match self.bytes[..] {
+                [_, 0x81..=0x84, ..] => 5,
+                [_, 1..=4, count, ..] => 3 + usize::from(count) + 2,
+                [_, 1..=4] | [_] => continue,
+                _ => {
+                    self.done = true;
+                    return;
+                }
+            };
+            if self.bytes.len() == length {
+                self.done = true;
+                let (body, crc) = self.bytes.split_at(length - 2);
+                let sent = u16::from_le_bytes([crc[0], crc[1]]);
+                let computed = crc16(body);
+                if sent != computed {
+                    *self.bad_crc.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                        "the answer's checksum is 0x{sent:04X}, its {} bytes give 0x{computed:04X}",
+                        body.len()
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// The largest MBAP length: the unit id and a PDU of at most 253 bytes.
@@ -386,6 +501,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
                 buf.set_filled(before);
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
             }
+            if let Some(rtu) = self.rtu.as_mut() {
+                rtu.take(&buf.filled()[before..]);
+            }
         }
         poll
     }
@@ -397,6 +515,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // Requests are written whole by tokio-modbus's framed writer: the bytes read after
+        // one are its answer.
+        if let Some(rtu) = self.rtu.as_mut() {
+            rtu.request_sent();
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -430,6 +553,53 @@ mod tests {
             let err = checked(Response::ReadDiscreteInputs(vec![false; n]), 10).unwrap_err();
             assert!(err.to_string().contains("asked for 10"), "{err}");
         }
+    }
+
+    #[test]
+    fn rtu_answers_are_checked_against_their_checksum_as_they_arrive() {
+        let answer = |bytes: &[u8], pieces: usize| {
+            let bad = Arc::new(Mutex::new(None));
+            let mut a = RtuAnswer {
+                bytes: Vec::new(),
+                done: false,
+                bad_crc: bad.clone(),
+            };
+            a.request_sent();
+            for piece in bytes.chunks(pieces) {
+                a.take(piece);
+            }
+            bad.lock().unwrap().take()
+        };
+        // Unit 1, function 3, byte count 4, registers 1000 and 1001, CRC low byte first.
+        let mut honest = vec![1, 3, 4, 0x03, 0xE8, 0x03, 0xE9];
+        honest.extend_from_slice(&crc16(&honest).to_le_bytes());
+        assert_eq!(answer(&honest, 1), None);
+        assert_eq!(answer(&honest, 3), None);
+        // The same with the checksum's bits flipped (as a noisy line would): noted, with
+        // both checksums.
+        let mut corrupt = honest.clone();
+        let n = corrupt.len();
+        corrupt[n - 1] ^= 0xFF;
+        corrupt[n - 2] ^= 0xFF;
+        let sent = u16::from_le_bytes([corrupt[n - 2], corrupt[n - 1]]);
+        let e = answer(&corrupt, 2).expect("a CRC error");
+        assert!(
+            e.contains(&format!("0x{sent:04X}"))
+                && e.contains(&format!("0x{:04X}", crc16(&honest[..n - 2]))),
+            "{e}"
+        );
+        // An exception answer is five bytes: unit, 0x83, code 2, CRC.
+        let mut exception = vec![1, 0x83, 2];
+        exception.extend_from_slice(&crc16(&exception).to_le_bytes());
+        assert_eq!(answer(&exception, 1), None);
+        exception[4] ^= 1;
+        assert!(answer(&exception, 1).is_some());
+        // An answer announcing 255 bytes and stopping is incomplete: not a CRC error (it ends
+        // as a timeout); a function code that no read answers with is left to tokio-modbus.
+        assert_eq!(answer(&[1, 3, 0xFF, 0x03, 0xE8], 1), None);
+        assert_eq!(answer(&[1, 0x10, 0, 1, 0, 2, 0, 0], 1), None);
+        // CRC-16/MODBUS of the reference example 01 03 00 00 00 02: C4 0B, low byte first.
+        assert_eq!(crc16(&[1, 3, 0, 0, 0, 2]), 0x0BC4);
     }
 
     #[test]

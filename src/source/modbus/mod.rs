@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use tokio_modbus::Slave;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RateLimited};
 use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
@@ -127,6 +127,11 @@ struct Polled {
     degraded: Option<String>,
     /// For the per-field error counters, made on a field's first error.
     metrics: Metrics,
+    /// "device down" at most once a minute: a device that fails every other poll would
+    /// otherwise log a line down and a line up at every poll.
+    down_log: RateLimited,
+    /// Whether the last "device down" was logged (its "device answers" is then logged too).
+    down_logged: bool,
 }
 
 /// A field ready to become samples: target and signal made once, so a sample costs two
@@ -208,6 +213,8 @@ impl Polled {
             refused: vec![None; first_request],
             degraded: None,
             metrics: metrics.clone(),
+            down_log: RateLimited::new(DOWN_LOG_EVERY),
+            down_logged: true,
             unit: device.unit,
             timeout: device.timeout,
             poll: device.poll,
@@ -338,7 +345,11 @@ async fn poll_devices(
                 p.health.answered(at);
                 if p.up != Some(true) {
                     p.up = Some(true);
-                    info!(parent: &p.span, link = %link, unit = p.unit.0, "device answers");
+                    if p.down_logged {
+                        info!(parent: &p.span, link = %link, unit = p.unit.0, "device answers");
+                    } else {
+                        debug!(parent: &p.span, link = %link, unit = p.unit.0, "device answers");
+                    }
                     send(
                         &events,
                         SourceEvent::DeviceUp {
@@ -498,7 +509,7 @@ fn fail(
         debug!(parent: &p.span, %fault, retry_in = ?wait, "still down");
         return;
     }
-    warn!(parent: &p.span, %fault, retry_in = ?wait, "device down");
+    p.down_logged = log_down(&mut p.down_log, &p.span, fault, wait, "device down");
     p.up = Some(false);
     p.down = Some(fault.clone());
     send(
@@ -526,6 +537,34 @@ fn send(events: &mpsc::Sender<SourceEvent>, event: SourceEvent, dropped: &mut Dr
             dropped.log.lost(1);
         }
         Err(mpsc::error::TrySendError::Closed(_)) => {}
+    }
+}
+
+/// How often a device's (or a bus meter's) "down" line may be logged.
+pub(crate) const DOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs a device going down unless one was logged in the last [`DOWN_LOG_EVERY`] (then at
+/// debug level); the next line says how many outages were not logged. Whether it was logged.
+pub(crate) fn log_down(
+    log: &mut RateLimited,
+    span: &tracing::Span,
+    fault: &dyn std::fmt::Display,
+    wait: Duration,
+    what: &'static str,
+) -> bool {
+    match log.due(std::time::Instant::now()) {
+        Some(0) => {
+            warn!(parent: span, %fault, retry_in = ?wait, "{what}");
+            true
+        }
+        Some(unlogged) => {
+            warn!(parent: span, %fault, retry_in = ?wait, unlogged, "{what} (`unlogged` outages since the last such line, at most one a minute)");
+            true
+        }
+        None => {
+            debug!(parent: span, %fault, retry_in = ?wait, "{what}");
+            false
+        }
     }
 }
 
@@ -766,6 +805,19 @@ pub mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_going_down_is_logged_at_most_once_a_minute() {
+        let mut log = RateLimited::new(DOWN_LOG_EVERY);
+        let span = tracing::Span::none();
+        let fault = PollFault::Timeout;
+        let wait = Duration::from_secs(1);
+        // The first outage is logged; a second and third within the minute (a device failing
+        // every other poll) are not, so their "device answers" is not logged either.
+        assert!(log_down(&mut log, &span, &fault, wait, "device down"));
+        assert!(!log_down(&mut log, &span, &fault, wait, "device down"));
+        assert!(!log_down(&mut log, &span, &fault, wait, "device down"));
+    }
 
     #[test]
     fn a_device_is_degraded_only_when_every_request_is_refused() {
