@@ -129,6 +129,16 @@ impl Output {
         }
     }
 
+    /// Requests this output may have in flight at once: two for an HTTP store, whose writes
+    /// of distinct points commute; one for a file (appends must not interleave) and for the
+    /// uplink (its messages go in order).
+    fn in_flight(&self) -> usize {
+        match self {
+            Output::Influx(_) => writer::IN_FLIGHT,
+            Output::File(_) | Output::Uplink(_) => 1,
+        }
+    }
+
     async fn send(&self, body: &[u8]) -> Result<(), SendError> {
         match self {
             Output::Influx(w) => w.send(body).await,
