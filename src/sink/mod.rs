@@ -23,7 +23,9 @@
 //! appending connection; every writer has its own reading connection. Delivery is
 //! at least once: a batch is acknowledged only after the store said 2xx (or its bad lines were
 //! moved to the dead-letter file), and a resent batch overwrites itself in the store (same
-//! measurement, tags and timestamp).
+//! measurement, tags and timestamp). An HTTP store gets two requests at once while a backlog
+//! drains (`writer::IN_FLIGHT`); they may land in either order, and their batch is
+//! acknowledged only after both.
 //!
 //! What a writer does with each answer:
 //!

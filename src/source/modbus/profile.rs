@@ -237,7 +237,11 @@ impl Checker<'_> {
         device: &mut ModbusDevice,
     ) -> Vec<Origin> {
         let own: Vec<Origin> = (0..device.fields.len()).map(Origin::Own).collect();
-        if device.fields.iter().any(|f| f.address_base != device.address_base) {
+        if device
+            .fields
+            .iter()
+            .any(|f| f.address_base != device.address_base)
+        {
             device.fields = counted_from(&device.fields, device.address_base);
         }
         let Some(name) = device.profile.clone() else {

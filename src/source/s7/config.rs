@@ -27,12 +27,12 @@ use toml::de::DeTable;
 
 use super::address::{Address, S7Type, Width};
 use super::frame::{self, MIN_PDU, REQUESTED_PDU};
-use crate::source::modbus::profile::profile_then_own;
 use crate::config::{
     Checker, References, Section, Seg, duration, join, key, not_registered, optional_duration,
     struct_fields,
 };
 use crate::model::SignalType;
+use crate::source::modbus::profile::profile_then_own;
 
 /// `[[s7]]`: one PLC. The agent keeps one connection to it and reads its fields on schedule.
 #[derive(Debug, Clone, Deserialize)]
