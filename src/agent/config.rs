@@ -692,9 +692,9 @@ keepalive = "20s"
         assert!(
             d.fields
                 .iter()
-                .all(|f| f.machine.as_deref() == Some("cnc01"))
+                .all(|f| d.target_of(f) == Some((true, "cnc01")))
         );
-        let program = d.fields.iter().find(|f| f.signal == "program").unwrap();
+        let program = d.fields.iter().find(|f| &*f.signal == "program").unwrap();
         assert_eq!(
             (program.registers(), program.protocol_address()),
             (8, Some(7))

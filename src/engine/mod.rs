@@ -1216,6 +1216,11 @@ pub const BATCH_LINES: usize = 1024;
 /// what waits in the queues: a quarter of a second more.
 pub const BATCH_LINGER: Duration = Duration::from_millis(250);
 
+/// The most events the engine takes from its queue in one turn of its loop: enough to take a
+/// round of MQTT messages at once, few enough that the clock and the board's queries never
+/// wait long behind a queue of large Modbus poll results.
+const EVENTS_PER_TURN: usize = 64;
+
 /// The counter of times the engine found the spool queue full and waited.
 pub const SPOOL_WAITS: &str = "shopfloor_engine_spool_waits_total";
 
@@ -1372,7 +1377,20 @@ pub async fn run(
             }
             // Only while no batch waits for room: this is what holds the sources back.
             event = events.recv(), if handing.is_none() => match event {
-                Some(event) => engine.on_event(event, &mut pending),
+                Some(event) => {
+                    engine.on_event(event, &mut pending);
+                    // What else is queued is taken in the same turn, up to a bound, so a
+                    // round of messages costs one pass of this loop (and of its other
+                    // branches' futures), not one each (issue 21).
+                    let mut taken = 1;
+                    while taken < EVENTS_PER_TURN
+                        && pending.len() < BATCH_LINES
+                        && let Ok(event) = events.try_recv()
+                    {
+                        engine.on_event(event, &mut pending);
+                        taken += 1;
+                    }
+                }
                 None => stop = true,
             },
         }

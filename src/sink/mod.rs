@@ -24,7 +24,9 @@
 //! appending connection; every writer has its own reading connection. Delivery is
 //! at least once: a batch is acknowledged only after the store said 2xx (or its bad lines were
 //! moved to the dead-letter file), and a resent batch overwrites itself in the store (same
-//! measurement, tags and timestamp).
+//! measurement, tags and timestamp). An HTTP store gets two requests at once while a backlog
+//! drains (`writer::IN_FLIGHT`); they may land in either order, and their batch is
+//! acknowledged only after both.
 //!
 //! What a writer does with each answer:
 //!
@@ -137,6 +139,16 @@ impl Output {
             Output::Influx(_) => "influx",
             Output::File(_) => "file",
             Output::Uplink(_) => "uplink",
+        }
+    }
+
+    /// Requests this output may have in flight at once: two for an HTTP store, whose writes
+    /// of distinct points commute; one for a file (appends must not interleave) and for the
+    /// uplink (its messages go in order).
+    fn in_flight(&self) -> usize {
+        match self {
+            Output::Influx(_) => writer::IN_FLIGHT,
+            Output::File(_) | Output::Uplink(_) => 1,
         }
     }
 

@@ -177,6 +177,10 @@ struct Writer {
     options: WriterOptions,
     /// Lines per request: `batch_lines`, less after a 413.
     piece_lines: usize,
+    /// Whether the store has taken a request of `piece_lines` since the last 413: until it
+    /// has, requests go one at a time, so a store that refuses the size answers one 413 per
+    /// halving, not two.
+    fits: bool,
     failures: u32,
     counters: WriterMetrics,
     span: tracing::Span,
@@ -199,85 +203,82 @@ struct Writer {
 /// How often a writer reads its backlog from the spool at most.
 const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
+/// Requests in flight per output while a backlog drains: two, so the store ingests one
+/// request while the next is compressed and sent (issue 21: the drain into a local
+/// VictoriaMetrics waited on the store's ingestion of each request in turn). A batch read
+/// from the spool then holds up to this many requests' worth of lines, and it is acknowledged
+/// in the spool only once the store has acknowledged every one of its pieces.
+pub const IN_FLIGHT: usize = 2;
+
+/// What the writer does after one piece's answer.
+enum Next {
+    /// Go on with the pieces left (after putting these in front of them, in order).
+    Continue(Vec<Piece>),
+    /// The batch ends here with this outcome.
+    End(Outcome),
+}
+
 impl Writer {
-    /// Sends a batch in pieces, bisecting rejected pieces down to the lines at fault.
+    /// Sends a batch in pieces, two at a time while they succeed, bisecting rejected pieces
+    /// down to the lines at fault. The two requests of a pair may reach the store in either
+    /// order (a time-series store keys points by series and timestamp, not arrival); the
+    /// batch is acknowledged only after both, so nothing leaves the spool unacknowledged.
     async fn deliver(&mut self, body: &[u8], shutdown: &mut Shutdown) -> Outcome {
         let mut pieces: VecDeque<Piece> = split_lines(body, 0..body.len(), self.piece_lines).into();
-        while let Some(piece) = pieces.pop_front() {
-            if piece.lines == 0 {
+        while let Some(first) = pieces.pop_front() {
+            if first.lines == 0 {
                 continue;
             }
-            let result = tokio::select! {
-                r = self.output.send(&body[piece.bytes.clone()]) => r,
+            // A second request only while the store answers: after a failed request or a
+            // 413 the pieces go one at a time until one succeeds.
+            let second = match pieces.front() {
+                Some(p)
+                    if self.output.in_flight() > 1
+                        && self.failures == 0
+                        && self.fits
+                        && p.lines > 0 =>
+                {
+                    pieces.pop_front()
+                }
+                _ => None,
+            };
+            let output = &self.output;
+            let (a, b) = tokio::select! {
+                r = async {
+                    match &second {
+                        Some(second) => {
+                            let (a, b) = tokio::join!(
+                                output.send(&body[first.bytes.clone()]),
+                                output.send(&body[second.bytes.clone()]),
+                            );
+                            (a, Some(b))
+                        }
+                        None => (output.send(&body[first.bytes.clone()]).await, None),
+                    }
+                } => r,
                 _ = shutdown.wait() => return Outcome::Stopped,
             };
-            match result {
-                Ok(()) => {
-                    self.succeeded();
-                    self.failures = 0;
-                    // The next outage's first failure is news again.
-                    self.last_failure.clear();
-                    self.counters
-                        .sent
-                        .fetch_add(piece.lines as u64, Ordering::Relaxed);
-                    let now = jiff::Timestamp::now().as_second();
-                    self.counters
-                        .last_success
-                        .store(now.max(0) as u64, Ordering::Relaxed);
+            let piece_lines = self.piece_lines;
+            let mut front = match self.answered(body, first, a).await {
+                Next::Continue(front) => front,
+                Next::End(outcome) => return outcome,
+            };
+            if let (Some(second), Some(b)) = (second, b) {
+                match self.answered(body, second, b).await {
+                    Next::Continue(more) => front.extend(more),
+                    Next::End(outcome) => return outcome,
                 }
-                Err(SendError::TooLarge) if piece.lines > 1 => {
-                    self.counters.error("too_large");
-                    self.piece_lines = (piece.lines / 2).max(1);
-                    warn!(parent: &self.span, lines = piece.lines, next = self.piece_lines, "store says the request is too large: sending smaller ones");
-                    // Everything not yet sent goes out in pieces of the new size. The pieces
-                    // left are the rest of the body, in order, with nothing between them.
-                    let end = pieces.back().map_or(piece.bytes.end, |p| p.bytes.end);
-                    pieces = split_lines(body, piece.bytes.start..end, self.piece_lines).into();
-                }
-                Err(SendError::TooLarge) => {
-                    self.counters.error("too_large");
-                    self.dead_letter(
-                        413,
-                        "a single line is larger than the store accepts",
-                        piece.lines,
-                        &body[piece.bytes],
-                    )
-                    .await;
-                }
-                Err(SendError::Rejected { status, message }) if piece.lines > 1 => {
-                    // Find the bad line(s): resend in halves; the good half goes through.
-                    self.counters.error("rejected");
-                    info!(parent: &self.span, status, %message, lines = piece.lines, "store rejected a batch: bisecting to find the bad lines");
-                    let [a, b] = halves(body, piece);
-                    pieces.push_front(b);
-                    pieces.push_front(a);
-                }
-                Err(SendError::Rejected { status, message }) => {
-                    self.counters.error("rejected");
-                    self.dead_letter(status, &message, piece.lines, &body[piece.bytes])
-                        .await;
-                }
-                Err(e) => {
-                    let config = matches!(e, SendError::Config { .. } | SendError::Refused(_));
-                    self.counters.error(if config { "config" } else { "retry" });
-                    self.failed(&e);
-                    self.failures = self.failures.saturating_add(1);
-                    let backoff = retry_delay(self.failures, &e, self.options.retry_max);
-                    // The same failure again (a store down for an hour) is logged at most once a
-                    // minute; a different one at once.
-                    let text = e.to_string();
-                    let due = self.failed_log.due(std::time::Instant::now());
-                    if due.is_some() || text != self.last_failure {
-                        let unlogged = due.unwrap_or(0);
-                        if config {
-                            error!(parent: &self.span, error = %text, retry_in = ?backoff, unlogged, "output misconfigured: data is kept in the spool");
-                        } else {
-                            warn!(parent: &self.span, error = %text, retry_in = ?backoff, unlogged, "write failed: data is kept in the spool (the same failure is logged at most once a minute; `unlogged` since the last line)");
-                        }
-                        self.last_failure = text;
-                    }
-                    return Outcome::Retry(backoff);
-                }
+            }
+            if self.piece_lines != piece_lines
+                && let (Some(from), Some(to)) = (pieces.front(), pieces.back())
+            {
+                // A 413: everything not yet sent goes out in pieces of the new size. The
+                // pieces left are the rest of the body, in order, with nothing between them.
+                let rest = from.bytes.start..to.bytes.end;
+                pieces = split_lines(body, rest, self.piece_lines).into();
+            }
+            for piece in front.into_iter().rev() {
+                pieces.push_front(piece);
             }
         }
         Outcome::Done
@@ -378,6 +379,79 @@ impl Writer {
         }
     }
 
+    /// Counts one piece's answer and says what follows: pieces to send again first (halves of
+    /// a rejected piece, smaller pieces after a 413), or the end of the batch.
+    async fn answered(&mut self, body: &[u8], piece: Piece, result: Result<(), SendError>) -> Next {
+        match result {
+            Ok(()) => {
+                self.succeeded();
+                self.failures = 0;
+                // The next outage's first failure is news again.
+                self.last_failure.clear();
+                self.fits = true;
+                self.counters
+                    .sent
+                    .fetch_add(piece.lines as u64, Ordering::Relaxed);
+                let now = jiff::Timestamp::now().as_second();
+                self.counters
+                    .last_success
+                    .store(now.max(0) as u64, Ordering::Relaxed);
+                Next::Continue(Vec::new())
+            }
+            Err(SendError::TooLarge) if piece.lines > 1 => {
+                self.counters.error("too_large");
+                self.piece_lines = (piece.lines / 2).max(1);
+                self.fits = false;
+                warn!(parent: &self.span, lines = piece.lines, next = self.piece_lines, "store says the request is too large: sending smaller ones");
+                Next::Continue(split_lines(body, piece.bytes, self.piece_lines))
+            }
+            Err(SendError::TooLarge) => {
+                self.counters.error("too_large");
+                self.dead_letter(
+                    413,
+                    "a single line is larger than the store accepts",
+                    piece.lines,
+                    &body[piece.bytes],
+                )
+                .await;
+                Next::Continue(Vec::new())
+            }
+            Err(SendError::Rejected { status, message }) if piece.lines > 1 => {
+                // Find the bad line(s): resend in halves; the good half goes through.
+                self.counters.error("rejected");
+                info!(parent: &self.span, status, %message, lines = piece.lines, "store rejected a batch: bisecting to find the bad lines");
+                Next::Continue(halves(body, piece).into())
+            }
+            Err(SendError::Rejected { status, message }) => {
+                self.counters.error("rejected");
+                self.dead_letter(status, &message, piece.lines, &body[piece.bytes])
+                    .await;
+                Next::Continue(Vec::new())
+            }
+            Err(e) => {
+                let config = matches!(e, SendError::Config { .. } | SendError::Refused(_));
+                self.counters.error(if config { "config" } else { "retry" });
+                self.failed(&e);
+                self.failures = self.failures.saturating_add(1);
+                let backoff = retry_delay(self.failures, &e, self.options.retry_max);
+                // The same failure again (a store down for an hour) is logged at most once a
+                // minute; a different one at once.
+                let text = e.to_string();
+                let due = self.failed_log.due(std::time::Instant::now());
+                if due.is_some() || text != self.last_failure {
+                    let unlogged = due.unwrap_or(0);
+                    if config {
+                        error!(parent: &self.span, error = %text, retry_in = ?backoff, unlogged, "output misconfigured: data is kept in the spool");
+                    } else {
+                        warn!(parent: &self.span, error = %text, retry_in = ?backoff, unlogged, "write failed: data is kept in the spool (the same failure is logged at most once a minute; `unlogged` since the last line)");
+                    }
+                    self.last_failure = text;
+                }
+                Next::End(Outcome::Retry(backoff))
+            }
+        }
+    }
+
     /// Keeps rejected lines, with the store's reason, for a person to look at.
     async fn dead_letter(&mut self, status: u16, message: &str, lines: usize, body: &[u8]) {
         self.counters
@@ -434,10 +508,14 @@ pub async fn run_writer(
         }
     };
     let batch_lines = options.batch_lines.max(1);
+    // With two requests in flight a batch holds two requests' worth of lines; it is
+    // acknowledged once the store has taken both.
+    let in_flight = output.in_flight();
     let flush_interval = options.flush_interval;
     let mut writer = Writer {
         output,
         piece_lines: batch_lines,
+        fits: true,
         options,
         failures: 0,
         rejected_log: crate::metrics::RateLimited::new(Duration::from_secs(60)),
@@ -459,7 +537,7 @@ pub async fn run_writer(
             break;
         }
         writer.read_backlog(&reader, false).await;
-        let batch = match next_batch(&reader, batch_lines).await {
+        let batch = match next_batch(&reader, batch_lines * in_flight).await {
             Ok(batch) => batch,
             Err(e) => {
                 // A busy or full disk passes; the writer must outlive it.

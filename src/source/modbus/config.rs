@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -70,9 +71,11 @@ pub struct ModbusDevice {
     /// The meter that fields without `machine` or `meter` belong to.
     #[serde(default)]
     pub meter: Option<String>,
-    /// The register map.
+    /// The register map: the profile's fields, then the device's own. Devices that use a
+    /// profile and add no fields of their own share one list (the profile's), so a hundred
+    /// boxes of one model hold its register map once.
     #[serde(default, rename = "field")]
-    pub fields: Vec<ModbusField>,
+    pub fields: Arc<[ModbusField]>,
 }
 
 impl ModbusDevice {
@@ -91,6 +94,18 @@ impl ModbusDevice {
     /// The poll interval of a field: its own, else the device's.
     pub fn poll_of(&self, field: &ModbusField) -> Duration {
         field.poll.unwrap_or(self.poll)
+    }
+
+    /// The machine (`true`) or meter (`false`) a field belongs to: its own, else the device's.
+    /// `None` only in a config that did not pass the check.
+    pub fn target_of<'a>(&'a self, field: &'a ModbusField) -> Option<(bool, &'a str)> {
+        match (&field.machine, &field.meter, &self.machine, &self.meter) {
+            (Some(m), _, _, _) => Some((true, m)),
+            (None, Some(m), _, _) => Some((false, m)),
+            (None, None, Some(m), _) => Some((true, m)),
+            (None, None, None, Some(m)) => Some((false, m)),
+            (None, None, None, None) => None,
+        }
     }
 }
 
@@ -291,14 +306,17 @@ pub enum Parity {
 /// `[[modbus.field]]`: one signal in a device's register map.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ModbusField {
-    /// The registered machine this signal belongs to (or use `meter`; default: the device's).
+    /// The registered machine this signal belongs to (or use `meter`; default: the device's,
+    /// which the loader leaves to [`ModbusDevice::target_of`] so devices can share a profile's
+    /// fields).
     #[serde(default)]
     pub machine: Option<String>,
     /// The meter this signal belongs to (or use `machine`; default: the device's).
     #[serde(default)]
     pub meter: Option<String>,
-    /// Signal name, the field key in the `signal` line (e.g. `"spindle_rpm"`).
-    pub signal: String,
+    /// Signal name, the field key in the `signal` line (e.g. `"spindle_rpm"`); shared by every
+    /// sample of the field.
+    pub signal: Arc<str>,
     /// Which Modbus table: `coil`, `discrete`, `holding` or `input`.
     pub register: RegisterKind,
     /// Register or bit address, counted from `address_base`.
@@ -710,7 +728,7 @@ impl Checker<'_> {
         let mut occupied: BTreeMap<RegisterKind, Vec<Occupied>> = BTreeMap::new();
         let mut signals = HashSet::new();
         let mut profile_without_target = false;
-        for (j, field) in device.fields.iter_mut().enumerate() {
+        for (j, field) in device.fields.iter().enumerate() {
             let own = matches!(origins.get(j), Some(Origin::Own(_)));
             if own {
                 for (k, message) in field_rules(field) {
@@ -718,22 +736,28 @@ impl Checker<'_> {
                     self.push(span, message);
                 }
             }
-            match (&field.machine, &field.meter, &default_target) {
+            // A field without `machine` or `meter` keeps none: it belongs to the device's
+            // (`ModbusDevice::target_of`), so devices of one profile can share its fields.
+            let resolved = match (&field.machine, &field.meter, &default_target) {
                 (Some(m), None, _) => {
                     if !refs.machines.contains(m.as_str()) {
                         let span = field_span(self, j, "machine");
                         self.push(span, not_registered("field names machine", m));
                     }
+                    Some((true, m.as_str()))
                 }
                 (None, Some(m), _) => {
                     if !refs.meters.contains(m.as_str()) {
                         let span = field_span(self, j, "meter");
                         self.push(span, unknown_meter("field names meter", m));
                     }
+                    Some((false, m.as_str()))
                 }
-                (None, None, Some((true, m))) => field.machine = Some(m.clone()),
-                (None, None, Some((false, m))) => field.meter = Some(m.clone()),
-                (None, None, None) if !own => profile_without_target = true,
+                (None, None, Some((machine, m))) => Some((*machine, m.as_str())),
+                (None, None, None) if !own => {
+                    profile_without_target = true;
+                    None
+                }
                 _ => {
                     let span = match origins.get(j) {
                         Some(Origin::Own(n)) => at(self, &[key("field"), Seg::Index(*n)]),
@@ -748,11 +772,11 @@ impl Checker<'_> {
                     );
                     continue;
                 }
-            }
-            let target = match (&field.machine, &field.meter) {
-                (Some(m), _) => format!("machine {m}"),
-                (None, Some(m)) => format!("meter {m}"),
-                (None, None) => String::new(),
+            };
+            let target = match resolved {
+                Some((true, m)) => format!("machine {m}"),
+                Some((false, m)) => format!("meter {m}"),
+                None => String::new(),
             };
             if !signals.insert((target.clone(), field.signal.clone())) {
                 let span = field_span(self, j, "signal");
@@ -844,7 +868,7 @@ pub(crate) fn check_serial_ports(
 /// meter resolved by the check), for the check that every signal a state rule, meter or part
 /// counter names comes from somewhere.
 pub(crate) fn deliveries(device: &ModbusDevice, out: &mut crate::config::Deliveries) {
-    for field in &device.fields {
+    for field in device.fields.iter() {
         out.field(
             (field.machine.as_deref(), field.meter.as_deref()),
             (device.machine.as_deref(), device.meter.as_deref()),

@@ -163,11 +163,7 @@ impl Polled {
             .fields
             .iter()
             .map(|f| {
-                let target = match (&f.machine, &f.meter) {
-                    (Some(m), _) => (true, m.as_str()),
-                    (None, Some(m)) => (false, m.as_str()),
-                    (None, None) => (false, ""),
-                };
+                let target = device.target_of(f).unwrap_or((false, ""));
                 let found = targets.iter().find(|t| match (t, target) {
                     (Target::Machine(n), (true, m)) | (Target::Meter(n), (false, m)) => &**n == m,
                     _ => false,
@@ -186,7 +182,7 @@ impl Polled {
                 };
                 Slot {
                     target,
-                    signal: Arc::from(f.signal.as_str()),
+                    signal: f.signal.clone(),
                     codec: decode::Codec::from(f),
                     errors: FieldErrorCounts::default(),
                 }

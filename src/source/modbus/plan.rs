@@ -158,7 +158,7 @@ mod tests {
         ModbusField {
             machine: Some("m".into()),
             meter: None,
-            signal: format!("s{address}"),
+            signal: format!("s{address}").into(),
             register,
             address,
             data_type: Some(ty),
@@ -188,7 +188,7 @@ mod tests {
             profile: None,
             machine: None,
             meter: None,
-            fields,
+            fields: fields.into(),
         }
     }
 

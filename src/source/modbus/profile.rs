@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -122,8 +123,10 @@ pub struct Profile {
     /// The model only answers reads of exactly one documented value.
     #[serde(default)]
     pub one_request_per_field: bool,
+    /// The register map; once loaded, each field's `address_base` is the profile's, and every
+    /// device that uses the profile without fields of its own shares this list.
     #[serde(default, rename = "field")]
-    pub fields: Vec<ModbusField>,
+    pub fields: Arc<[ModbusField]>,
 }
 
 /// Checks a profile's text; `file` names it in messages.
@@ -203,6 +206,27 @@ pub(crate) fn check_devices(
     }
 }
 
+/// `fields` with their addresses counted from `base`.
+fn counted_from(fields: &[ModbusField], base: AddressBase) -> Arc<[ModbusField]> {
+    fields
+        .iter()
+        .map(|f| ModbusField {
+            address_base: base,
+            ..f.clone()
+        })
+        .collect()
+}
+
+/// A device's register map: its profile's fields, then its own. A device without fields of
+/// its own shares the profile's list (a reference count), so devices of one model hold it once.
+pub fn profile_then_own<T: Clone>(profile: Arc<[T]>, own: &[T]) -> Arc<[T]> {
+    if own.is_empty() {
+        profile
+    } else {
+        profile.iter().chain(own).cloned().collect()
+    }
+}
+
 impl Checker<'_> {
     /// Merges a device's profile into it. Returns where each resulting field came from, so
     /// later problems point at the right place.
@@ -213,17 +237,24 @@ impl Checker<'_> {
         device: &mut ModbusDevice,
     ) -> Vec<Origin> {
         let own: Vec<Origin> = (0..device.fields.len()).map(Origin::Own).collect();
-        for f in &mut device.fields {
-            f.address_base = device.address_base;
+        if device
+            .fields
+            .iter()
+            .any(|f| f.address_base != device.address_base)
+        {
+            device.fields = counted_from(&device.fields, device.address_base);
         }
         let Some(name) = device.profile.clone() else {
             return own;
         };
         let at = self.span_of(root, &join(base, &[key("profile")]));
+        // Read once per config; every device of the profile gets the same fields (a reference
+        // count, not a copy) unless it adds fields of its own.
         let parsed = match self.remembered::<Profile>(&name) {
             Some(p) => p,
             None => match self.read_profile(&name, &device.id, at) {
-                Some(p) => {
+                Some(mut p) => {
+                    p.fields = counted_from(&p.fields, p.address_base);
                     self.remember(name.clone(), p.clone());
                     p
                 }
@@ -237,18 +268,9 @@ impl Checker<'_> {
             device.max_gap = device.max_gap.min(gap);
         }
         device.one_request_per_field |= parsed.one_request_per_field;
-        let mut fields: Vec<ModbusField> = parsed
-            .fields
-            .into_iter()
-            .map(|mut f| {
-                f.address_base = parsed.address_base;
-                f
-            })
-            .collect();
-        let mut origins: Vec<Origin> = (0..fields.len()).map(Origin::Profile).collect();
-        fields.append(&mut device.fields);
+        let mut origins: Vec<Origin> = (0..parsed.fields.len()).map(Origin::Profile).collect();
         origins.extend(own);
-        device.fields = fields;
+        device.fields = profile_then_own(parsed.fields, &device.fields);
         origins
     }
 

@@ -34,7 +34,7 @@
 //! ## Reading in rounds at low rates
 //!
 //! When the task has caught up (a poll had to wait for the socket), it pauses before reading
-//! again, about ten messages' worth at the last second's rate and at most 10 ms, so that at low
+//! again, about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
 //! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
 //! (see `Pacer`). Under load the client's buffer never runs empty and there is no pause.
 //!
@@ -562,10 +562,11 @@ struct Pacer {
     per_second: f64,
 }
 
-/// Messages a round aims to collect.
-const ROUND_MESSAGES: f64 = 10.0;
+/// Messages a round aims to collect: most of Mosquitto's default in-flight window of 20
+/// unacknowledged messages, which is all the broker sends before the round's acknowledgements.
+const ROUND_MESSAGES: f64 = 16.0;
 /// The longest pause between rounds.
-const ROUND_MAX: Duration = Duration::from_millis(10);
+const ROUND_MAX: Duration = Duration::from_millis(20);
 /// Pauses shorter than this are not taken.
 const ROUND_MIN: Duration = Duration::from_millis(1);
 /// A poll that took this long waited for the socket.

@@ -18,6 +18,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -31,6 +32,7 @@ use crate::config::{
     struct_fields,
 };
 use crate::model::SignalType;
+use crate::source::modbus::profile::profile_then_own;
 
 /// `[[s7]]`: one PLC. The agent keeps one connection to it and reads its fields on schedule.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,9 +79,10 @@ pub struct S7Device {
     /// The machine that fields without `machine` belong to.
     #[serde(default)]
     pub machine: Option<String>,
-    /// The address map.
+    /// The address map: the profile's fields, then the device's own. Devices that use a
+    /// profile and add no fields of their own share one list (the profile's).
     #[serde(default, rename = "field")]
-    pub fields: Vec<S7Field>,
+    pub fields: Arc<[S7Field]>,
 }
 
 fn default_port() -> u16 {
@@ -103,6 +106,16 @@ fn default_max_gap() -> u32 {
 pub const DEFAULT_LOCAL_TSAP: u16 = 0x0100;
 
 impl S7Device {
+    /// The machine a field belongs to: its own, else the device's (empty only in a config that
+    /// did not pass the check).
+    pub fn machine_of<'a>(&'a self, field: &'a S7Field) -> &'a str {
+        field
+            .machine
+            .as_deref()
+            .or(self.machine.as_deref())
+            .unwrap_or_default()
+    }
+
     /// The two TSAPs of the COTP connection: the configured ones, else from rack and slot.
     pub fn tsaps(&self) -> (u16, u16) {
         match (self.local_tsap, self.remote_tsap) {
@@ -182,7 +195,7 @@ pub struct S7Profile {
     pub description: String,
     /// Fields as in `[[s7.field]]`, without `machine`.
     #[serde(rename = "field")]
-    pub fields: Vec<S7Field>,
+    pub fields: Arc<[S7Field]>,
 }
 
 /// Reads profile `name` (a file beside the config, else a shipped one).
@@ -207,11 +220,12 @@ pub fn load_profile(name: &str, dir: Option<&std::path::Path>) -> Result<S7Profi
 /// `[[s7.field]]`: one signal at one PLC address.
 #[derive(Debug, Clone, Deserialize)]
 pub struct S7Field {
-    /// The registered machine this signal belongs to (default: the device's).
+    /// The registered machine this signal belongs to (default: the device's, which the loader
+    /// leaves to [`S7Device::machine_of`] so devices can share a profile's fields).
     #[serde(default)]
     pub machine: Option<String>,
-    /// Signal name, the field key in the `signal` line.
-    pub signal: String,
+    /// Signal name, the field key in the `signal` line; shared by every sample of the field.
+    pub signal: Arc<str>,
     /// The address as TIA Portal or Micro/WIN SMART writes it: `DB10.DBX2.3`, `DB10.DBW4`,
     /// `MW20`, `I0.1`, `VD200`, `T5`, `C3`.
     #[serde(deserialize_with = "address")]
@@ -410,11 +424,11 @@ impl Checker<'_> {
             };
             match loaded {
                 Ok(profile) => {
+                    // Read once per config; every device of the profile gets the same fields
+                    // (a reference count, not a copy) unless it adds fields of its own.
                     self.remember(memo, profile.clone());
                     from_profile = profile.fields.len();
-                    let mut fields = profile.fields;
-                    fields.append(&mut device.fields);
-                    device.fields = fields;
+                    device.fields = profile_then_own(profile.fields, &device.fields);
                 }
                 Err(message) => {
                     let span = at(self, &[key("profile")]);
@@ -519,7 +533,7 @@ impl Checker<'_> {
             );
         }
         let mut signals = HashSet::new();
-        for (j, field) in device.fields.iter_mut().enumerate() {
+        for (j, field) in device.fields.iter().enumerate() {
             let here = |k: &str| {
                 if j < from_profile {
                     vec![key("profile")]
@@ -530,7 +544,9 @@ impl Checker<'_> {
             for (k, message) in field.rules() {
                 push(self, &here(k), message);
             }
-            match (&field.machine, &device.machine) {
+            // A field without `machine` keeps none: it belongs to the device's
+            // (`S7Device::machine_of`), so devices of one profile can share its fields.
+            let machine = match (&field.machine, &device.machine) {
                 (Some(m), _) => {
                     if !refs.machines.contains(m.as_str()) {
                         push(
@@ -539,8 +555,9 @@ impl Checker<'_> {
                             not_registered("field names machine", m),
                         );
                     }
+                    m.clone()
                 }
-                (None, Some(m)) => field.machine = Some(m.clone()),
+                (None, Some(m)) => m.clone(),
                 (None, None) => {
                     push(
                         self,
@@ -552,8 +569,7 @@ impl Checker<'_> {
                     );
                     continue;
                 }
-            }
-            let machine = field.machine.clone().unwrap_or_default();
+            };
             if !signals.insert((machine.clone(), field.signal.clone())) {
                 push(
                     self,
@@ -579,7 +595,7 @@ impl Checker<'_> {
 /// What the PLC's fields deliver (profile merged in), for the check that every signal a
 /// state rule or part counter names comes from somewhere.
 pub(crate) fn deliveries(device: &S7Device, out: &mut crate::config::Deliveries) {
-    for field in &device.fields {
+    for field in device.fields.iter() {
         out.field(
             (field.machine.as_deref(), None),
             (device.machine.as_deref(), None),
@@ -614,7 +630,7 @@ mod tests {
         assert_eq!(d.address(), "10.0.0.5:102");
         let f = &d.fields;
         assert_eq!(f[0].s7_type(), S7Type::Bool);
-        assert_eq!(f[0].machine.as_deref(), Some("p1"));
+        assert_eq!(d.machine_of(&f[0]), "p1");
         assert_eq!(f[1].s7_type(), S7Type::UDInt);
         assert_eq!(f[2].s7_type(), S7Type::Int);
         assert_eq!(f[2].signal_type(), SignalType::Float);
@@ -674,7 +690,7 @@ mod tests {
         let signals: Vec<(&str, String)> = cfg.s7[0]
             .fields
             .iter()
-            .map(|f| (f.signal.as_str(), f.address.to_string()))
+            .map(|f| (&*f.signal, f.address.to_string()))
             .collect();
         assert_eq!(
             signals,
@@ -690,7 +706,7 @@ mod tests {
             cfg.s7[0]
                 .fields
                 .iter()
-                .all(|f| f.machine.as_deref() == Some("p1"))
+                .all(|f| cfg.s7[0].machine_of(f) == "p1")
         );
         let got = problems(
             "[[s7]]\nid = \"plc\"\nhost = \"h\"\nprofile = \"press-line\"\nmachine = \"p1\"\n",
@@ -721,7 +737,7 @@ mod tests {
         for (name, _) in BUILTIN {
             let p = load_profile(name, None).unwrap_or_else(|e| panic!("{e}"));
             assert!(!p.fields.is_empty() && !p.description.is_empty(), "{name}");
-            for f in &p.fields {
+            for f in p.fields.iter() {
                 assert_eq!(f.rules(), Vec::new(), "{name} {}", f.signal);
             }
         }

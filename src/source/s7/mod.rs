@@ -128,7 +128,7 @@ impl Task {
             .fields
             .iter()
             .map(|f| {
-                let machine = f.machine.as_deref().unwrap_or_default();
+                let machine = device.machine_of(f);
                 let target = match targets
                     .iter()
                     .find(|t| matches!(t, Target::Machine(m) if &**m == machine))
@@ -142,7 +142,7 @@ impl Task {
                 };
                 Slot {
                     target,
-                    signal: Arc::from(f.signal.as_str()),
+                    signal: f.signal.clone(),
                     ty: f.s7_type(),
                     scale: f.scale,
                     offset: f.offset,
