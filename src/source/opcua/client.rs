@@ -59,7 +59,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{
-    DEFAULT_MAX_NODES_PER_READ, Deadband, OpcuaServer, Owner, QUALITY_SUFFIX, ReadMode,
+    DEFAULT_MAX_NODES_PER_READ, Deadband, OpcuaServer, Owner, QUALITY_SUFFIX, READ_CAP, ReadMode,
     SecurityMode,
 };
 use super::node_id::NodeAddress;
@@ -319,7 +319,8 @@ impl Task {
             .server
             .max_nodes_per_read
             .or(server_max_read.filter(|n| *n > 0))
-            .unwrap_or(DEFAULT_MAX_NODES_PER_READ) as usize;
+            .unwrap_or(DEFAULT_MAX_NODES_PER_READ)
+            .min(READ_CAP) as usize;
 
         let (changes_tx, mut changes_rx) = mpsc::channel::<(u32, DataValue)>(CHANGES_QUEUE);
         // Client handle (1-based) → (group, node) of the subscribed nodes.
@@ -479,7 +480,7 @@ impl Task {
                 },
             });
         }
-        let max = self.server.max_items_per_subscription.max(1) as usize;
+        let max = self.server.max_items_per_subscription.clamp(1, READ_CAP) as usize;
         let mut count = 0;
         while !pending.is_empty() {
             let take = pending.len().min(max);
@@ -496,7 +497,8 @@ impl Task {
                     publishing,
                     keep_alive * 3,
                     keep_alive,
-                    0,
+                    // Notifications per Publish response: the client decodes no more.
+                    READ_CAP,
                     0,
                     true,
                     DataChangeCallback::new(move |dv, item| {

@@ -128,6 +128,11 @@ fn default_max_items_per_subscription() -> u32 {
 }
 /// Nodes per Read when neither the config nor the server says.
 pub const DEFAULT_MAX_NODES_PER_READ: u32 = 500;
+
+/// Nodes per Read at most, whatever the server's `MaxNodesPerRead` or `max_nodes_per_read`
+/// say: the client refuses to decode an answer with more values than this (the stack's
+/// array limit), and would drop the connection on every poll.
+pub const READ_CAP: u32 = opcua::types::constants::MAX_ARRAY_LENGTH as u32;
 fn default_max_timestamp_skew() -> Duration {
     Duration::from_secs(600)
 }
@@ -414,17 +419,24 @@ impl OpcuaServer {
                 format!("opcua server `{name}`: session_timeout is at most 49d17h2m47s"),
             );
         }
-        if self.max_items_per_subscription == 0 {
-            push(
-                vec![Key("max_items_per_subscription")],
-                format!("opcua server `{name}`: max_items_per_subscription must be at least 1"),
-            );
-        }
-        if self.max_nodes_per_read == Some(0) {
-            push(
-                vec![Key("max_nodes_per_read")],
-                format!("opcua server `{name}`: max_nodes_per_read must be at least 1"),
-            );
+        for (key, value) in [
+            (
+                "max_items_per_subscription",
+                Some(self.max_items_per_subscription),
+            ),
+            ("max_nodes_per_read", self.max_nodes_per_read),
+        ] {
+            if let Some(n) = value
+                && !(1..=READ_CAP).contains(&n)
+            {
+                push(
+                    vec![Key(key)],
+                    format!(
+                        "opcua server `{name}`: {key} is 1–{READ_CAP} (the most values the \
+                         client decodes in one answer; more nodes are split over several)"
+                    ),
+                );
+            }
         }
         if self.machine.is_some() && self.meter.is_some() {
             push(
@@ -939,6 +951,7 @@ username = "u"
 client_certificate = "own.der"
 session_timeout = "0s"
 max_items_per_subscription = 0
+max_nodes_per_read = 5000
 machine = "press1"
 
   [[opcua.group]]
@@ -972,7 +985,8 @@ machine = "press1"
             "username: opcua server `plc1`: a username needs a password = { env = \"…\" } or { file = \"…\" }",
             "client_certificate: opcua server `plc1`: client_certificate needs its client_private_key",
             "session_timeout: opcua server `plc1`: session_timeout must be more than 0s",
-            "max_items_per_subscription: opcua server `plc1`: max_items_per_subscription must be at least 1",
+            "max_items_per_subscription: opcua server `plc1`: max_items_per_subscription is 1–1000 (the most values the client decodes in one answer; more nodes are split over several)",
+            "max_nodes_per_read: opcua server `plc1`: max_nodes_per_read is 1–1000 (the most values the client decodes in one answer; more nodes are split over several)",
             "machine: opcua server `plc1`: `press1` is not a registered [[machine]]",
             "group.0.poll: `poll` is for groups with mode = \"poll\"; a subscription has a publishing_interval",
             "group.0.queue_size: queue_size must be at least 1",
