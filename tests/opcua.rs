@@ -695,6 +695,49 @@ async fn an_x509_user_certificate_logs_in() {
     );
 }
 
+/// The agent's application instance certificate made in the test (by the server script, which
+/// refuses sessions from any other client certificate) and given as `client_certificate` and
+/// `client_private_key`, on a Basic256Sha256 SignAndEncrypt channel with a user and password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_made_in_the_test_is_the_one_the_agent_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let client_dir = dir.path().join("client");
+    let server = UaServer::start(
+        free_port(),
+        &[
+            "--secure",
+            server_dir.to_str().unwrap(),
+            "--client-cert",
+            client_dir.to_str().unwrap(),
+        ],
+    );
+    let pki = dir.path().join("pki");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret").unwrap();
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"secure\"\nendpoint = \"{}\"\nsecurity_policy = \"basic256sha256\"\nsecurity_mode = \"sign_and_encrypt\"\nusername = \"operator\"\npassword = {{ file = \"{}\" }}\nclient_certificate = \"{}\"\nclient_private_key = \"{}\"\npki_dir = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        server.endpoint(),
+        password.display(),
+        client_dir.join("client_cert.der").display(),
+        client_dir.join("client_key.pem").display(),
+        pki.display()
+    ));
+    let (mut rx, _m, trigger, task) = start(config, &pki);
+    let mut seen = Seen::default();
+    let ok = refused_then_trusted(&mut rx, &mut seen, &pki, "client certificate").await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        ok,
+        "no value with the client certificate made in the test; health: {:?}",
+        seen.health
+    );
+    assert_eq!(seen.last("m", "int32"), Some(&Value::Int(-123456)));
+    // The agent made no certificate of its own.
+    assert!(!pki.join("own").join("cert.der").exists());
+}
+
 /// `shopfloor probe ARGS…` with `SHOPFLOOR_OPCUA_PASSWORD` set to `password`: (exit ok,
 /// stdout, stderr).
 fn probe(args: &[&str], password: Option<&str>) -> (bool, String, String) {

@@ -18,6 +18,8 @@ service request the server receives, one a line (the read-only test reads it); -
 offers only SignAndEncrypt with the --policy (default Basic256Sha256), with a certificate made in DIR (server_cert.der,
 server_key.pem) and one user, `operator` with password `s3cret`; --user-cert DIR also makes a
 user certificate in DIR (user_cert.der, user_key.pem) and accepts it as an X.509 identity;
+--client-cert DIR makes a client application certificate in DIR (client_cert.der,
+client_key.pem, application URI urn:shopfloor:secure) and refuses sessions with any other;
 --browse-page N answers Browse with at most N references per node and a continuation point,
 and serves BrowseNext.
 
@@ -170,6 +172,7 @@ async def main():
     parser.add_argument("--secure", default=None)
     parser.add_argument("--user-cert", default=None)
     parser.add_argument("--browse-page", type=int, default=0)
+    parser.add_argument("--client-cert", default=None)
     parser.add_argument(
         "--policy",
         default="Basic256Sha256",
@@ -205,6 +208,28 @@ async def main():
         await server.load_certificate(str(cert))
         await server.load_private_key(str(key))
         server.set_security_policy([getattr(ua.SecurityPolicyType, f"{args.policy}_SignAndEncrypt")])
+        if args.client_cert:
+            from asyncua.server.internal_session import ServiceError
+            from cryptography.hazmat.primitives.serialization import Encoding
+            from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
+
+            c = Path(args.client_cert)
+            c.mkdir(parents=True, exist_ok=True)
+            await setup_self_signed_certificate(
+                c / "client_key.pem",
+                c / "client_cert.der",
+                "urn:shopfloor:secure",
+                "127.0.0.1",
+                [Eku.CLIENT_AUTH],
+                {"commonName": "shopfloor test client"},
+            )
+            expected = (c / "client_cert.der").read_bytes()
+
+            async def only_the_test_client(cert, _description):
+                if cert.public_bytes(Encoding.DER) != expected:
+                    raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+
+            server.set_certificate_validator(only_the_test_client)
         if args.user_cert:
             from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
 
