@@ -99,7 +99,7 @@ enum Command {
     /// Read registers from a device and print them decoded in every type and byte order; or,
     /// given dlt645://… or cjt188://…, find a meter's address and read its common values; or,
     /// given opc.tcp://…, read OPC UA nodes or browse the server's objects for their ids.
-    Probe(ProbeArgs),
+    Probe(Box<ProbeArgs>),
     /// The county's view of every enterprise: reports against the programme's targets.
     County {
         #[command(subcommand)]
@@ -316,7 +316,7 @@ fn main() -> ExitCode {
                 mqtt,
             ))
         }),
-        Command::Probe(args) => runtime().and_then(|rt| rt.block_on(run_probe(args))),
+        Command::Probe(args) => runtime().and_then(|rt| rt.block_on(run_probe(*args))),
         Command::County { command } => runtime()
             .and_then(|rt| rt.block_on(shopfloor::county::cli::run(command, shutdown_on_signal))),
         Command::Demo { data_dir, seed } => {
