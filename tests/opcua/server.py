@@ -162,6 +162,24 @@ def limit_items_per_subscription(limit):
     MonitoredItemService.create_monitored_items = limited
 
 
+async def client_certificate(directory, stem, uri):
+    """Makes a self-signed client certificate `<stem>_cert.der` and its key `<stem>_key.pem` in
+    `directory`; returns the certificate's DER bytes."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    await setup_self_signed_certificate(
+        directory / f"{stem}_key.pem",
+        directory / f"{stem}_cert.der",
+        uri,
+        "127.0.0.1",
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
+        {"commonName": f"shopfloor test {stem}"},
+    )
+    return (directory / f"{stem}_cert.der").read_bytes()
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
@@ -211,19 +229,8 @@ async def main():
         if args.client_cert:
             from asyncua.server.internal_session import ServiceError
             from cryptography.hazmat.primitives.serialization import Encoding
-            from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
 
-            c = Path(args.client_cert)
-            c.mkdir(parents=True, exist_ok=True)
-            await setup_self_signed_certificate(
-                c / "client_key.pem",
-                c / "client_cert.der",
-                "urn:shopfloor:secure",
-                "127.0.0.1",
-                [Eku.CLIENT_AUTH],
-                {"commonName": "shopfloor test client"},
-            )
-            expected = (c / "client_cert.der").read_bytes()
+            expected = await client_certificate(Path(args.client_cert), "client", "urn:shopfloor:secure")
 
             async def only_the_test_client(cert, _description):
                 if cert.public_bytes(Encoding.DER) != expected:
@@ -231,19 +238,9 @@ async def main():
 
             server.set_certificate_validator(only_the_test_client)
         if args.user_cert:
-            from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
-
-            u = Path(args.user_cert)
-            u.mkdir(parents=True, exist_ok=True)
-            await setup_self_signed_certificate(
-                u / "user_key.pem",
-                u / "user_cert.der",
-                "urn:shopfloor:test:user",
-                "127.0.0.1",
-                [Eku.CLIENT_AUTH],
-                {"commonName": "shopfloor test user"},
+            users.user_cert_der = await client_certificate(
+                Path(args.user_cert), "user", "urn:shopfloor:test:user"
             )
-            users.user_cert_der = (u / "user_cert.der").read_bytes()
             server.set_security_IDs(["Username", "Basic256Sha256"])
         else:
             server.set_security_IDs(["Username"])
