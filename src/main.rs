@@ -118,7 +118,7 @@ enum Command {
     /// Read registers from a device and print them decoded in every type and byte order; or,
     /// given dlt645://… or cjt188://…, find a meter's address and read its common values; or,
     /// given opc.tcp://…, read OPC UA nodes or browse the server's objects for their ids.
-    Probe(ProbeArgs),
+    Probe(Box<ProbeArgs>),
     /// The county's view of every enterprise: reports against the programme's targets.
     County {
         #[command(subcommand)]
@@ -147,7 +147,8 @@ struct ProbeArgs {
     /// --parity … say otherwise), whose one meter is found with the broadcast address read
     /// (--meter-address reads a given DL/T 645 meter instead); or an OPC UA server,
     /// opc.tcp://HOST:PORT[/path], followed by node ids to read (ns=2;s=Speed,
-    /// nsu=URI;i=5), or by none to browse the Objects folder two levels deep. Anonymous and
+    /// nsu=URI;i=5), or by none to browse (--from, --depth, --limit; --section MACHINE
+    /// prints a ready [[opcua]] section). Anonymous and
     /// no security unless the URL says so: ?security_policy=basic256sha256&username=NAME
     /// (security_mode=sign_and_encrypt unless &security_mode=sign; the password from the
     /// environment variable SHOPFLOOR_OPCUA_PASSWORD; the server's certificate must be
@@ -164,6 +165,20 @@ struct ProbeArgs {
     /// whether the server is trusted and keep a rejected certificate; default: a temporary one.
     #[arg(long, requires = "target")]
     pki_dir: Option<PathBuf>,
+    /// With opc.tcp:// and no node ids: the node to browse from (any node id form; default
+    /// the Objects folder, i=85).
+    #[arg(long, alias = "node", value_name = "NODE", requires = "target")]
+    from: Option<String>,
+    /// With opc.tcp://: how many levels below the start node to browse (default 2).
+    #[arg(long, requires = "target")]
+    depth: Option<usize>,
+    /// With opc.tcp://: nodes listed at most when browsing (default 200).
+    #[arg(long, requires = "target")]
+    limit: Option<usize>,
+    /// With opc.tcp://: end with a ready [[opcua]] section for the nodes read or the variables
+    /// listed, their signals belonging to this [[machine]].
+    #[arg(long, value_name = "MACHINE", requires = "target")]
+    section: Option<String>,
     /// With a dlt645:// URL: the meter's twelve-digit address, instead of finding it.
     #[arg(long, requires = "target")]
     meter_address: Option<String>,
@@ -335,7 +350,7 @@ fn main() -> ExitCode {
                 mqtt,
             ))
         }),
-        Command::Probe(args) => runtime().and_then(|rt| rt.block_on(run_probe(args))),
+        Command::Probe(args) => runtime().and_then(|rt| rt.block_on(run_probe(*args))),
         Command::County { command } => runtime()
             .and_then(|rt| rt.block_on(shopfloor::county::cli::run(command, shutdown_on_signal))),
         Command::Demo { data_dir, seed } => {
@@ -1228,7 +1243,29 @@ async fn probe_opcua(url: &str, args: &ProbeArgs) -> Result<()> {
     let target = ua::parse_url(url, args.pki_dir.as_deref(), args.timeout)
         .map_err(|e| anyhow::anyhow!(e))?;
     let nodes: Vec<String> = args.first.iter().chain(&args.more_nodes).cloned().collect();
-    let outcome = ua::run(&target, &nodes).await;
+    let mut walk = ua::Walk::default();
+    if let Some(from) = &args.from {
+        if !nodes.is_empty() {
+            anyhow::bail!("--from is for browsing: give node ids to read, or --from, not both");
+        }
+        walk.from = Some(
+            shopfloor::source::opcua::node_id::NodeAddress::parse(from)
+                .map_err(|e| anyhow::anyhow!("--from `{from}`: {e}"))?,
+        );
+    }
+    if let Some(depth) = args.depth {
+        if !(1..=10).contains(&depth) {
+            anyhow::bail!("--depth is 1–10 levels");
+        }
+        walk.depth = depth;
+    }
+    if let Some(limit) = args.limit {
+        if !(1..=100_000).contains(&limit) {
+            anyhow::bail!("--limit is 1–100000 nodes");
+        }
+        walk.limit = limit;
+    }
+    let outcome = ua::run(&target, &nodes, &walk, args.section.as_deref()).await;
     print!("{}", outcome.text);
     match outcome.error {
         Some(e) => Err(anyhow::anyhow!(e)),

@@ -365,36 +365,86 @@ async fn the_server_sees_only_session_subscription_and_read_services() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_with_100_items_per_subscription_gets_several_subscriptions() {
-    let server = UaServer::start(
-        free_port(),
-        &["--items", "250", "--per-subscription", "100"],
-    );
+/// Reads the server's `Item0..Item{n-1}` as machine `m`'s `item<i>` in one group (`group`: the
+/// group's settings) until all arrived or `limit` passed: (all arrived and each has its value,
+/// what was seen, the metrics).
+async fn read_items(
+    server: &UaServer,
+    group: &str,
+    n: i64,
+    limit: Duration,
+) -> (bool, Seen, Metrics) {
     let dir = tempfile::tempdir().unwrap();
     let mut text = format!(
-        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  publishing_interval = \"200ms\"\n",
+        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n{group}",
         server.endpoint()
     );
-    for i in 0..250 {
+    for i in 0..n {
         text.push_str(&format!(
             "  [[opcua.group.node]]\n  node = \"ns=2;s=Item{i}\"\n  signal = \"item{i}\"\n  type = \"int\"\n"
         ));
     }
     let (mut rx, metrics, trigger, task) = start(server_config(&text), dir.path());
     let mut seen = Seen::default();
-    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
-        (0..250).all(|i| s.last("m", &format!("item{i}")).is_some())
+    let ok = watch(&mut rx, &mut seen, limit, |s| {
+        (0..n).all(|i| s.last("m", &format!("item{i}")).is_some())
     })
     .await;
-    let subscriptions = metrics.sum("shopfloor_opcua_subscriptions");
     trigger.fire();
     let _ = task.await;
-    assert!(ok, "not every item arrived; health: {:?}", seen.health);
-    for i in 0..250 {
-        assert_eq!(seen.last("m", &format!("item{i}")), Some(&Value::Int(i)));
-    }
-    assert_eq!(subscriptions, 3, "250 items at 100 a subscription");
+    let right = (0..n).all(|i| seen.last("m", &format!("item{i}")) == Some(&Value::Int(i)));
+    (ok && right, seen, metrics)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_with_100_items_per_subscription_gets_several_subscriptions() {
+    let server = UaServer::start(
+        free_port(),
+        &["--items", "250", "--per-subscription", "100"],
+    );
+    let (ok, seen, metrics) = read_items(
+        &server,
+        "  publishing_interval = \"200ms\"\n",
+        250,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        ok,
+        "not every item arrived with its value; health: {:?}",
+        seen.health
+    );
+    // The gauge stays at what the session opened (the task has ended, the metric stays).
+    assert_eq!(
+        metrics.sum("shopfloor_opcua_subscriptions"),
+        3,
+        "250 items at 100 a subscription"
+    );
+}
+
+/// The asyncua server says MaxNodesPerRead 10000; the client decodes at most 1000 values in an
+/// answer. A polled group of 1,200 nodes is read in batches the client can decode, not in one
+/// Read whose answer would drop the connection on every poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_group_larger_than_the_client_decodes_at_once_is_read_in_batches() {
+    let server = UaServer::start(free_port(), &["--items", "1200"]);
+    let (ok, seen, _) = read_items(
+        &server,
+        "  mode = \"poll\"\n  poll = \"500ms\"\n",
+        1200,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        ok,
+        "not every item arrived with its value; health: {:?}",
+        seen.health
+    );
+    assert!(
+        !seen.health.iter().any(|h| h.0.starts_with("down")),
+        "{:?}",
+        seen.health
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,6 +712,49 @@ async fn an_x509_user_certificate_logs_in() {
     );
 }
 
+/// The agent's application instance certificate made in the test (by the server script, which
+/// refuses sessions from any other client certificate) and given as `client_certificate` and
+/// `client_private_key`, on a Basic256Sha256 SignAndEncrypt channel with a user and password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_made_in_the_test_is_the_one_the_agent_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_dir = dir.path().join("server");
+    let client_dir = dir.path().join("client");
+    let server = UaServer::start(
+        free_port(),
+        &[
+            "--secure",
+            server_dir.to_str().unwrap(),
+            "--client-cert",
+            client_dir.to_str().unwrap(),
+        ],
+    );
+    let pki = dir.path().join("pki");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret").unwrap();
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"secure\"\nendpoint = \"{}\"\nsecurity_policy = \"basic256sha256\"\nsecurity_mode = \"sign_and_encrypt\"\nusername = \"operator\"\npassword = {{ file = \"{}\" }}\nclient_certificate = \"{}\"\nclient_private_key = \"{}\"\npki_dir = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        server.endpoint(),
+        password.display(),
+        client_dir.join("client_cert.der").display(),
+        client_dir.join("client_key.pem").display(),
+        pki.display()
+    ));
+    let (mut rx, _m, trigger, task) = start(config, &pki);
+    let mut seen = Seen::default();
+    let ok = refused_then_trusted(&mut rx, &mut seen, &pki, "client certificate").await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        ok,
+        "no value with the client certificate made in the test; health: {:?}",
+        seen.health
+    );
+    assert_eq!(seen.last("m", "int32"), Some(&Value::Int(-123456)));
+    // The agent made no certificate of its own.
+    assert!(!pki.join("own").join("cert.der").exists());
+}
+
 /// `shopfloor probe ARGS…` with `SHOPFLOOR_OPCUA_PASSWORD` set to `password`: (exit ok,
 /// stdout, stderr).
 fn probe(args: &[&str], password: Option<&str>) -> (bool, String, String) {
@@ -735,36 +828,312 @@ fn probe_without_node_ids_lists_the_objects_with_the_ids_to_copy_into_the_config
     let server = UaServer::start(free_port(), &[]);
     let (ok, out, err) = probe(&[&server.endpoint()], None);
     assert!(ok, "{out}\n{err}");
-    let line = |name: &str| -> &str {
+    let line = |path: &str| -> &str {
         out.lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(name))
-            .unwrap_or_else(|| panic!("no {name} in {out}"))
+            .find(|l| l.split_whitespace().nth(1) == Some(path))
+            .unwrap_or_else(|| panic!("no {path} in {out}"))
     };
-    // Level 1: the test server's object; level 2: its variables, with value and type.
+    assert!(
+        out.contains("Objects (i=85), 2 levels down, at most 200 nodes"),
+        "{out}"
+    );
+    // Level 1: the test server's object; level 2: its variables, with data type, access level,
+    // value and the type to map it with.
     let machine = line("Machine");
     assert!(machine.starts_with("  Object "), "{machine}");
     assert!(
         machine.ends_with(" nsu=urn:shopfloor:test;s=Machine"),
         "{machine}"
     );
-    let float = line("Float");
+    let float = line("Machine/Float");
     assert!(float.starts_with("    Variable "), "{float}");
     assert!(
-        float.contains(" nsu=urn:shopfloor:test;s=Float  Float 1.5  type = \"float\""),
+        float.ends_with(" nsu=urn:shopfloor:test;s=Float  Float  read  1.5  type = \"float\""),
         "{float}"
     );
-    let text = line("String");
+    // The one node the server lets clients write says so.
     assert!(
-        text.contains("String \"运行 AUTO\"  type = \"string\""),
+        line("Machine/Double").contains("  Double  read/write  2.25  "),
+        "{out}"
+    );
+    let text = line("Machine/String");
+    assert!(
+        text.contains("String  read  \"运行 AUTO\"  type = \"string\""),
         "{text}"
     );
-    let counter = line("Counter");
+    let counter = line("Machine/Counter");
     assert!(
-        counter.contains(" nsu=urn:shopfloor:test;s=Counter  UInt32 "),
+        counter.contains(" nsu=urn:shopfloor:test;s=Counter  UInt32  read  "),
         "{counter}"
     );
     assert!(counter.ends_with("type = \"int\""), "{counter}");
-    assert!(line("Bad").ends_with("  BadSensorFailure"), "{out}");
+    assert!(
+        line("Machine/Bad").ends_with("  Double  read  BadSensorFailure"),
+        "{out}"
+    );
+}
+
+/// Browsing from a node given by `--from`, one level down, on a server that hands out at most
+/// 40 references per Browse: the probe follows the continuation points with BrowseNext until
+/// all 250 items (and the other variables) are listed, each with its browse path, data type,
+/// access level and value; `--limit` cuts the listing and says so.
+#[test]
+fn probe_browses_from_a_start_node_to_a_depth_following_continuation_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("services.txt");
+    let server = UaServer::start(
+        free_port(),
+        &[
+            "--items",
+            "250",
+            "--browse-page",
+            "40",
+            "--services",
+            log.to_str().unwrap(),
+        ],
+    );
+    let (ok, out, err) = probe(
+        &[
+            &server.endpoint(),
+            "--from",
+            "nsu=urn:shopfloor:test;s=Machine",
+            "--depth",
+            "1",
+            "--limit",
+            "1000",
+        ],
+        None,
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains(
+            "Machine (nsu=urn:shopfloor:test;s=Machine), 1 level down, at most 1000 nodes:"
+        ),
+        "{out}"
+    );
+    let variables: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  Variable  "))
+        .collect();
+    // 250 items, 14 scalars, the array, Uncertain, Bad and Counter.
+    assert_eq!(variables.len(), 250 + 14 + 4, "{out}");
+    for i in [0, 39, 40, 199, 249] {
+        let want = format!(
+            "  Variable  Item{i:<20} nsu=urn:shopfloor:test;s=Item{i}  UInt16  read  {i}  type = \"int\""
+        );
+        assert!(variables.contains(&want.as_str()), "no `{want}` in\n{out}");
+    }
+    assert!(!out.contains("(more than"), "{out}");
+    let services = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        services
+            .lines()
+            .filter(|l| *l == "BrowseNextRequest")
+            .count()
+            >= 6,
+        "268 references at 40 a page take 6 BrowseNext: {services}"
+    );
+    // Cut at 100: said, and the continuation point released.
+    let (ok, out, err) = probe(
+        &[
+            &server.endpoint(),
+            "--node",
+            "ns=2;s=Machine",
+            "--depth",
+            "3",
+            "--limit",
+            "100",
+        ],
+        None,
+    );
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("  Variable  "))
+            .count(),
+        100,
+        "{out}"
+    );
+    assert!(
+        out.contains("  … (more than 100: browse further down with --from NODE, or raise --limit)"),
+        "{out}"
+    );
+}
+
+/// Writes `section` into a config with the site, the machine `m1` and a data directory, and
+/// runs `shopfloor check --plan` on it: (exit ok, stdout, stderr).
+fn check_section(dir: &Path, section: &str) -> (bool, String, String) {
+    let data = dir.join("data");
+    let path = dir.join("shopfloor.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[site]\ncounty = \"wuyi\"\nsector = \"power_tools\"\nenterprise = \"e-probe\"\nname = \"probe\"\n\n\
+             [agent]\ndata_dir = \"{}\"\n\n[[machine]]\nid = \"m1\"\nname = \"Machine 1\"\nkind = \"machining_centre\"\ncnc = true\n\n{section}",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+        .args(["check", "--plan", "-c"])
+        .arg(&path)
+        .env_remove("SHOPFLOOR_LOG")
+        .env("SHOPFLOOR_OPCUA_PASSWORD", "s3cret")
+        .output()
+        .expect("run shopfloor check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The section after the probe's listing, from its comment on.
+fn printed_section(out: &str) -> &str {
+    let at = out
+        .find("# A ready [[opcua]] section")
+        .unwrap_or_else(|| panic!("no section in\n{out}"));
+    &out[at..]
+}
+
+/// `--section m1` prints an `[[opcua]]` section for the nodes read, or for the variables
+/// browsed, that `shopfloor check` accepts as it is and with which the source reads the values
+/// the probe showed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_prints_a_ready_section_that_check_accepts_and_the_source_reads() {
+    let server = UaServer::start(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // Nodes read by id.
+    let (ok, out, err) = probe(
+        &[
+            &server.endpoint(),
+            "ns=2;s=Int32",
+            "nsu=urn:shopfloor:test;s=Double",
+            "ns=2;s=Int32Array",
+            "ns=2;s=String",
+            "ns=2;s=Bad",
+            "--section",
+            "m1",
+        ],
+        None,
+    );
+    assert!(ok, "{out}\n{err}");
+    let section = printed_section(&out).to_string();
+    for text in [
+        "[[opcua]]\nid = \"opcua-127-0-0-1\"\n",
+        &format!("endpoint = \"{}\"\n", server.endpoint()),
+        "machine = \"m1\"\n",
+        "  node = \"nsu=urn:shopfloor:test;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        "  node = \"nsu=urn:shopfloor:test;s=Double\"\n  signal = \"double\"\n  type = \"float\"\n",
+        "  node = \"nsu=urn:shopfloor:test;s=Int32Array\"\n  index = 2\n  signal = \"int32_array_2\"\n  type = \"int\"\n",
+        "  node = \"nsu=urn:shopfloor:test;s=String\"\n  signal = \"string\"\n  type = \"string\"\n",
+        // Bad now, but its data type says what it will be.
+        "  node = \"nsu=urn:shopfloor:test;s=Bad\"\n  signal = \"bad\"\n  type = \"float\"\n",
+    ] {
+        assert!(section.contains(text), "`{text}` not in\n{section}");
+    }
+    let (ok, plan, err) = check_section(dir.path(), &section);
+    assert!(ok, "check refused the probe's section:\n{err}\n{section}");
+    assert!(plan.contains("int32_array_2"), "{plan}");
+    // The source, given the section, reads what the probe showed.
+    let (mut rx, _m, trigger, task) = start(server_config(&section), &dir.path().join("pki"));
+    let mut seen = Seen::default();
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        s.last("m1", "int32").is_some()
+            && s.last("m1", "int32_array_2").is_some()
+            && s.last("m1", "string").is_some()
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(ok, "health: {:?}", seen.health);
+    assert_eq!(seen.last("m1", "int32"), Some(&Value::Int(-123456)));
+    assert_eq!(seen.last("m1", "int32_array_2"), Some(&Value::Int(30)));
+    assert_eq!(seen.last("m1", "double"), Some(&Value::Float(2.25)));
+    assert_eq!(
+        seen.last("m1", "string"),
+        Some(&Value::Text("运行 AUTO".into()))
+    );
+
+    // Variables browsed: every one gets a node, named after its browse name.
+    let (ok, out, err) = probe(
+        &[
+            &server.endpoint(),
+            "--from",
+            "ns=2;s=Machine",
+            "--depth",
+            "1",
+            "--section",
+            "m1",
+        ],
+        None,
+    );
+    assert!(ok, "{out}\n{err}");
+    let section = printed_section(&out);
+    for signal in [
+        "boolean",
+        "sbyte",
+        "uint64",
+        "date_time",
+        "localized_text",
+        "int32_array_0",
+        "uncertain",
+        "counter",
+    ] {
+        assert!(
+            section.contains(&format!("  signal = \"{signal}\"\n")),
+            "no {signal} in\n{section}"
+        );
+    }
+    let (ok, _, err) = check_section(dir.path(), section);
+    assert!(ok, "check refused the probe's section:\n{err}\n{section}");
+}
+
+/// A secured probe's section keeps its security and user, with the password from the
+/// environment, and `check` accepts it.
+#[test]
+fn probe_section_of_a_secure_server_keeps_its_security() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = UaServer::start(
+        free_port(),
+        &["--secure", dir.path().join("server").to_str().unwrap()],
+    );
+    let url = format!(
+        "{}?security_policy=basic256sha256&username=operator",
+        server.endpoint()
+    );
+    let pki = dir.path().join("pki");
+    let pki_arg = pki.to_str().unwrap();
+    let (ok, _, _) = probe(&[&url, "--pki-dir", pki_arg], Some("s3cret"));
+    assert!(!ok, "untrusted at first");
+    std::fs::create_dir_all(pki.join("trusted")).unwrap();
+    for cert in std::fs::read_dir(pki.join("rejected")).unwrap().flatten() {
+        std::fs::rename(cert.path(), pki.join("trusted").join(cert.file_name())).unwrap();
+    }
+    let (ok, out, err) = probe(
+        &[
+            &url,
+            "--pki-dir",
+            pki_arg,
+            "ns=2;s=UInt16",
+            "--section",
+            "m1",
+        ],
+        Some("s3cret"),
+    );
+    assert!(ok, "{out}\n{err}");
+    let section = printed_section(&out);
+    for text in [
+        "security_policy = \"basic256sha256\"\n",
+        "username = \"operator\"\n",
+        "security_mode = \"sign_and_encrypt\"\n",
+        "password = { env = \"SHOPFLOOR_OPCUA_PASSWORD\" }",
+        "  signal = \"uint16\"\n  type = \"int\"\n",
+    ] {
+        assert!(section.contains(text), "`{text}` not in\n{section}");
+    }
+    let (ok, _, err) = check_section(dir.path(), section);
+    assert!(ok, "check refused the probe's section:\n{err}\n{section}");
 }
 
 #[test]
@@ -784,6 +1153,7 @@ fn probe_calls_only_endpoint_session_read_and_browse_services() {
         "ActivateSessionRequest",
         "ReadRequest",
         "BrowseRequest",
+        "BrowseNextRequest",
         "CloseSessionRequest",
         "CloseSecureChannelRequest",
     ];

@@ -1,9 +1,10 @@
 //! A PLC machine and a Modbus machine on the same timeline come out the same: one scripted
-//! machine served three times, by the Modbus simulator (`sim::serve`), as a MELSEC PLC over the
-//! MC protocol (`sim::serve_plc`, machine 1 in D0–D14) and as a Siemens S7 PLC over
-//! ISO-on-TCP (`sim::serve_plc`, machine 1 in DB1), read by one agent through `[[modbus]]`,
-//! `[[melsec]]` and `[[s7]]` into three machines of the same kind, so the same state rules and
-//! the same part counter. The stored state changes, signal values, parts and time-model totals
+//! machine served four times, by the Modbus simulator (`sim::serve`), as a MELSEC PLC over the
+//! MC protocol (`sim::serve_plc`, machine 1 in D0–D14), as a Siemens S7 PLC over
+//! ISO-on-TCP (`sim::serve_plc`, machine 1 in DB1) and as an OPC UA server (python asyncua,
+//! `tests/opcua/timeline.py`, the same script given on its command line), read by one agent
+//! through `[[modbus]]`, `[[melsec]]`, `[[s7]]` and `[[opcua]]` into four machines of the same
+//! kind, so the same state rules and the same part counter. The stored state changes, signal values, parts and time-model totals
 //! of each PLC machine must agree with the Modbus machine's.
 //!
 //! The MELSEC PLC lays its words out as a MELSEC program does (the part count a double word,
@@ -14,14 +15,21 @@
 //! address of the count wrong would count 65,536 parts a part (or none) and fail the parts and
 //! signal comparisons; one that got the text wrong fails the program comparison.
 //!
+//! The OPC UA server writes each value when it changes, with that time as its source
+//! timestamp, and the agent subscribes (sampling 50 ms, publishing 100 ms).
+//!
 //! The devices poll every 200 ms, each on its own clock, so a change reaches each of them up to
 //! a poll (plus a request's round trip) after it happened: times of one machine are within
 //! [`TOLERANCE_S`] of the other's. Counts, codes and values are exact.
 
 mod common;
+#[path = "support/python.rs"]
+mod support_python;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use influxdb_line_protocol::{FieldValue, parse_lines};
@@ -53,8 +61,10 @@ fn script() -> ScriptedMachine {
     }
 }
 const SCRIPT_S: i64 = 16;
+/// The idle lead-in before the script in the test with an OPC UA machine (see there).
+const LEAD_S: i64 = 10;
 
-fn config(modbus: &str, mc_port: u16, s7_port: u16, dir: &Path) -> String {
+fn config(modbus: &str, mc_port: u16, s7_port: u16, ua_port: u16, dir: &Path) -> String {
     format!(
         r#"
 [site]
@@ -87,6 +97,13 @@ ideal_cycle = "2s"
 
 [[machine]]
 id = "lathe-s7"
+kind = "lathe"
+cnc = true
+parts_signal = "parts"
+ideal_cycle = "2s"
+
+[[machine]]
+id = "lathe-ua"
 kind = "lathe"
 cnc = true
 parts_signal = "parts"
@@ -147,6 +164,43 @@ field = [
   {{ signal = "mode", address = "DB1.DBW12", type = "word" }},
   {{ signal = "program", address = "DB1.DBB14", type = "string", length = 14 }},
 ]
+
+[[opcua]]
+id = "cnc-ua"
+endpoint = "opc.tcp://127.0.0.1:{ua_port}/"
+machine = "lathe-ua"
+
+  [[opcua.group]]
+  publishing_interval = "100ms"
+  sampling_interval = "50ms"
+  [[opcua.group.node]]
+  node = "nsu=urn:shopfloor:timeline;s=Run"
+  signal = "run"
+  type = "int"
+  [[opcua.group.node]]
+  node = "nsu=urn:shopfloor:timeline;s=Power"
+  signal = "power"
+  type = "int"
+  [[opcua.group.node]]
+  node = "nsu=urn:shopfloor:timeline;s=SpindleRpm"
+  signal = "spindle_rpm"
+  type = "int"
+  [[opcua.group.node]]
+  node = "nsu=urn:shopfloor:timeline;s=AlarmCode"
+  signal = "alarm_code"
+  type = "int"
+  [[opcua.group.node]]
+  node = "nsu=urn:shopfloor:timeline;s=Parts"
+  signal = "parts"
+  type = "int"
+  [[opcua.group.node]]
+  node = "nsu=urn:shopfloor:timeline;s=Mode"
+  signal = "mode"
+  type = "int"
+  [[opcua.group.node]]
+  node = "nsu=urn:shopfloor:timeline;s=Program"
+  signal = "program"
+  type = "string"
 
 [[file]]
 path = "{out}"
@@ -267,14 +321,27 @@ fn day<'a>(lines: &'a [Line], machine: &str) -> &'a Line {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn melsec_and_s7_machines_have_the_states_parts_and_time_model_of_the_same_modbus_machine() {
+async fn melsec_s7_and_opcua_machines_have_the_states_parts_and_time_model_of_the_same_modbus_machine()
+ {
+    // `RUST_LOG=shopfloor=debug` shows the sources' story in a failing run's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().expect("temp dir");
     let (trigger, stop) = shutdown::channel();
-    // The script starts with the simulators, so every device answers from its first poll.
+    // The script starts with the simulators, so every device answers from its first poll. It
+    // begins idle for LEAD_S: an OPC UA session takes longer to open than a poll (more so on a
+    // loaded machine), and a machine must see the script's first change live.
+    let mut script = script();
+    script
+        .steps
+        .insert(0, (State::Idle, SignedDuration::from_secs(LEAD_S)));
+    let mut ua = OpcuaTimeline::start(&script);
     let start = Timestamp::now();
-    let end = start + SignedDuration::from_secs(SCRIPT_S);
+    let end = start + SignedDuration::from_secs(LEAD_S + SCRIPT_S);
     let modbus = sim::serve(
-        Workshop::scripted(start, end, vec![script()]),
+        Workshop::scripted(start, end, vec![script.clone()]),
         "127.0.0.1:0".parse().expect("address"),
         stop.clone(),
         None,
@@ -283,7 +350,7 @@ async fn melsec_and_s7_machines_have_the_states_parts_and_time_model_of_the_same
     .expect("Modbus simulator");
     let plc = |protocol| {
         sim::serve_plc(
-            Workshop::scripted(start, end, vec![script()]),
+            Workshop::scripted(start, end, vec![script.clone()]),
             "127.0.0.1:0".parse().expect("address"),
             protocol,
             stop.clone(),
@@ -291,11 +358,13 @@ async fn melsec_and_s7_machines_have_the_states_parts_and_time_model_of_the_same
     };
     let mc = plc(PlcProtocol::Melsec).await.expect("MC simulator");
     let s7 = plc(PlcProtocol::S7).await.expect("S7 simulator");
+    ua.begin(start);
 
     let text = config(
         &modbus.addr.to_string(),
         mc.addr.port(),
         s7.addr.port(),
+        ua.port,
         dir.path(),
     );
     let cfg = shopfloor::agent::config::load_str(&text, "timeline.toml")
@@ -305,24 +374,25 @@ async fn melsec_and_s7_machines_have_the_states_parts_and_time_model_of_the_same
     // The script, then offline_after (3 s), then a window flush and a write.
     let out = dir.path().join("out.lp");
     common::eventually(
-        "all three machines offline",
-        Duration::from_secs(40),
+        "all four machines offline",
+        Duration::from_secs(40 + LEAD_S as u64),
         || {
             let out = out.clone();
             async move {
                 let lines = stored(&out);
                 let offline = State::Offline.code() as f64;
-                let all = ["lathe-mb", "lathe-mc", "lathe-s7"]
+                let all = ["lathe-mb", "lathe-mc", "lathe-s7", "lathe-ua"]
                     .iter()
                     .all(|m| changes(&lines, m).iter().skip(1).any(|c| c.1 == offline));
                 if all {
                     Ok(())
                 } else {
                     Err(format!(
-                        "Modbus {:?}; MC {:?}; S7 {:?}",
+                        "Modbus {:?}; MC {:?}; S7 {:?}; OPC UA {:?}",
                         changes(&lines, "lathe-mb"),
                         changes(&lines, "lathe-mc"),
-                        changes(&lines, "lathe-s7")
+                        changes(&lines, "lathe-s7"),
+                        changes(&lines, "lathe-ua")
                     ))
                 }
             }
@@ -335,6 +405,76 @@ async fn melsec_and_s7_machines_have_the_states_parts_and_time_model_of_the_same
     let lines = stored(&out);
     like_modbus(&lines, "lathe-mc", "MC");
     like_modbus(&lines, "lathe-s7", "S7");
+    like_modbus(&lines, "lathe-ua", "OPC UA");
+}
+
+/// `tests/opcua/timeline.py` playing the script; killed when dropped.
+struct OpcuaTimeline {
+    child: Child,
+    port: u16,
+}
+
+impl OpcuaTimeline {
+    fn start(script: &ScriptedMachine) -> OpcuaTimeline {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let steps: Vec<String> = script
+            .steps
+            .iter()
+            .map(|(state, length)| {
+                let name = match state {
+                    State::Running => "running",
+                    State::Alarm => "alarm",
+                    State::Setup => "setup",
+                    State::Stopped => "stopped",
+                    State::Idle => "idle",
+                    other => panic!("the OPC UA timeline has no {other:?}"),
+                };
+                format!("{name}:{}", length.as_secs_f64())
+            })
+            .collect();
+        let mut child = Command::new(support_python::python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/opcua/timeline.py"
+            ))
+            .arg(port.to_string())
+            .args(["--steps", &steps.join(",")])
+            .args(["--cycle", &script.cycle_s.to_string()])
+            .args(["--rpm", &script.spindle_rpm.to_string()])
+            .args(["--alarm", &script.alarm_code.to_string()])
+            .args(["--program", "O1001 PART-01"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the asyncua timeline server");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            panic!(
+                "the asyncua timeline server did not start (is asyncua installed? run scripts/test)"
+            );
+        }
+        OpcuaTimeline { child, port }
+    }
+
+    /// Starts the script at `start`.
+    fn begin(&mut self, start: Timestamp) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{}", start.as_millisecond() as f64 / 1000.0).expect("tell the start");
+        stdin.flush().expect("tell the start");
+    }
+}
+
+impl Drop for OpcuaTimeline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The PLC machine `plc` (its protocol `name`, for messages) has the Modbus machine's state

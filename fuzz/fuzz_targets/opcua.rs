@@ -9,8 +9,9 @@
 //!
 //! Run so far (2026-12-06, the instrumented build of fuzz/Cargo.toml, 2 shared cores): 180,000
 //! runs to the first crash (`b==` parsed to an empty opaque id that printed as the refused
-//! `b=`; fixed, input in regressions/opcua), then 3.7 M runs in 300 s without one. The issue's
-//! 10 M runs are still to do.
+//! `b=`; fixed, input in regressions/opcua), then 3.7 M runs in 300 s without one; on
+//! 2026-12-07 the release build of fuzz/Cargo.toml's comment ran 10 M in 33 s without a crash
+//! (docs/RELIABILITY.md, fifth round).
 
 #![no_main]
 

@@ -3,12 +3,13 @@ independent implementation to test Shopfloor's OPC UA source against.
 
 Serves, in namespace `urn:shopfloor:test`, one variable of every built-in scalar type the
 source maps (string node ids named after the type), an Int32 array, a value with an Uncertain
-status, one with a Bad status, and a UInt32 `Counter` that counts up every 200 ms. The static
+status, one with a Bad status (the Double
+writable by clients, the others read-only), and a UInt32 `Counter` that counts up every 200 ms. The static
 values carry the source timestamp given by --stamp, so a restarted server serves them with
 the same timestamps (the client must not write them twice).
 
     server.py PORT [--stamp UNIX_S] [--items N] [--per-subscription N] [--services FILE]
-                   [--secure DIR]
+                   [--secure DIR] [--browse-page N]
 
 --items N adds UInt16 variables Item0..Item{N-1}; --per-subscription N answers
 BadTooManyMonitoredItems for monitored items beyond N in one subscription (asyncua has no
@@ -16,7 +17,11 @@ such limit of its own; S7-1200s and others do); --services FILE appends the name
 service request the server receives, one a line (the read-only test reads it); --secure DIR
 offers only SignAndEncrypt with the --policy (default Basic256Sha256), with a certificate made in DIR (server_cert.der,
 server_key.pem) and one user, `operator` with password `s3cret`; --user-cert DIR also makes a
-user certificate in DIR (user_cert.der, user_key.pem) and accepts it as an X.509 identity.
+user certificate in DIR (user_cert.der, user_key.pem) and accepts it as an X.509 identity;
+--client-cert DIR makes a client application certificate in DIR (client_cert.der,
+client_key.pem, application URI urn:shopfloor:secure) and refuses sessions with any other;
+--browse-page N answers Browse with at most N references per node and a continuation point,
+and serves BrowseNext.
 
 Prints `ready` on stdout when it listens.
 """
@@ -33,6 +38,7 @@ from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server import uaprocessor
 from asyncua.server.monitored_item_service import MonitoredItemService
 from asyncua.server.user_managers import UserManager
+from asyncua.ua.ua_binary import struct_from_binary
 
 NAMESPACE = "urn:shopfloor:test"
 
@@ -90,6 +96,54 @@ def log_services(path):
     uaprocessor.UaProcessor._process_message = logged
 
 
+def page_browsing(page):
+    """Answers Browse with at most `page` references per node (fewer if the client asks for
+    fewer) and a continuation point for the rest, and serves BrowseNext with them: asyncua
+    returns every reference at once and has no BrowseNext, which real servers with large
+    address spaces (a SINUMERIK's /Channel, a PLC's data blocks) do use."""
+    original = uaprocessor.UaProcessor._process_message
+    pending = {}
+    serial = [0]
+
+    def cut(result, limit):
+        if len(result.References) > limit:
+            serial[0] += 1
+            point = b"cp%d" % serial[0]
+            pending[point] = (result.References[limit:], limit)
+            result.References = result.References[:limit]
+            result.ContinuationPoint = point
+        return result
+
+    async def paged(self, typeid, requesthdr, seqhdr, body):
+        if typeid == ua.NodeId(ua.ObjectIds.BrowseRequest_Encoding_DefaultBinary) and self.session:
+            params = struct_from_binary(ua.BrowseParameters, body)
+            asked = params.RequestedMaxReferencesPerNode
+            limit = min(page, asked) if asked else page
+            response = ua.BrowseResponse()
+            response.Results = [cut(r, limit) for r in await self.session.browse(params)]
+            self.send_response(requesthdr.RequestHandle, seqhdr, response)
+            return True
+        if typeid == ua.NodeId(ua.ObjectIds.BrowseNextRequest_Encoding_DefaultBinary) and self.session:
+            params = struct_from_binary(ua.BrowseNextParameters, body)
+            results = []
+            for point in params.ContinuationPoints:
+                result = ua.BrowseResult()
+                entry = pending.pop(point, None)
+                if entry is None:
+                    result.StatusCode = ua.StatusCode(ua.StatusCodes.BadContinuationPointInvalid)
+                elif not params.ReleaseContinuationPoints:
+                    result.References = entry[0]
+                    cut(result, entry[1])
+                results.append(result)
+            response = ua.BrowseNextResponse()
+            response.Parameters.Results = results
+            self.send_response(requesthdr.RequestHandle, seqhdr, response)
+            return True
+        return await original(self, typeid, requesthdr, seqhdr, body)
+
+    uaprocessor.UaProcessor._process_message = paged
+
+
 def limit_items_per_subscription(limit):
     original = MonitoredItemService.create_monitored_items
 
@@ -108,6 +162,24 @@ def limit_items_per_subscription(limit):
     MonitoredItemService.create_monitored_items = limited
 
 
+async def client_certificate(directory, stem, uri):
+    """Makes a self-signed client certificate `<stem>_cert.der` and its key `<stem>_key.pem` in
+    `directory`; returns the certificate's DER bytes."""
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    await setup_self_signed_certificate(
+        directory / f"{stem}_key.pem",
+        directory / f"{stem}_cert.der",
+        uri,
+        "127.0.0.1",
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
+        {"commonName": f"shopfloor test {stem}"},
+    )
+    return (directory / f"{stem}_cert.der").read_bytes()
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("port", type=int)
@@ -117,6 +189,8 @@ async def main():
     parser.add_argument("--services", default=None)
     parser.add_argument("--secure", default=None)
     parser.add_argument("--user-cert", default=None)
+    parser.add_argument("--browse-page", type=int, default=0)
+    parser.add_argument("--client-cert", default=None)
     parser.add_argument(
         "--policy",
         default="Basic256Sha256",
@@ -125,6 +199,8 @@ async def main():
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
 
+    if args.browse_page:
+        page_browsing(args.browse_page)
     if args.services:
         log_services(args.services)
     if args.per_subscription:
@@ -150,20 +226,21 @@ async def main():
         await server.load_certificate(str(cert))
         await server.load_private_key(str(key))
         server.set_security_policy([getattr(ua.SecurityPolicyType, f"{args.policy}_SignAndEncrypt")])
-        if args.user_cert:
-            from cryptography.x509.oid import ExtendedKeyUsageOID as Eku
+        if args.client_cert:
+            from asyncua.server.internal_session import ServiceError
+            from cryptography.hazmat.primitives.serialization import Encoding
 
-            u = Path(args.user_cert)
-            u.mkdir(parents=True, exist_ok=True)
-            await setup_self_signed_certificate(
-                u / "user_key.pem",
-                u / "user_cert.der",
-                "urn:shopfloor:test:user",
-                "127.0.0.1",
-                [Eku.CLIENT_AUTH],
-                {"commonName": "shopfloor test user"},
+            expected = await client_certificate(Path(args.client_cert), "client", "urn:shopfloor:secure")
+
+            async def only_the_test_client(cert, _description):
+                if cert.public_bytes(Encoding.DER) != expected:
+                    raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+
+            server.set_certificate_validator(only_the_test_client)
+        if args.user_cert:
+            users.user_cert_der = await client_certificate(
+                Path(args.user_cert), "user", "urn:shopfloor:test:user"
             )
-            users.user_cert_der = (u / "user_cert.der").read_bytes()
             server.set_security_IDs(["Username", "Basic256Sha256"])
         else:
             server.set_security_IDs(["Username"])
@@ -192,7 +269,9 @@ async def main():
         return node
 
     for name, vtype, value in SCALARS:
-        await variable(name, vtype, value)
+        node = await variable(name, vtype, value)
+        if name == "Double":
+            await node.set_writable()
     await variable("Int32Array", ua.VariantType.Int32, [10, 20, 30])
     await variable("Uncertain", ua.VariantType.Double, 7.5, ua.StatusCodes.UncertainLastUsableValue)
     await variable("Bad", ua.VariantType.Double, 0.0, ua.StatusCodes.BadSensorFailure)

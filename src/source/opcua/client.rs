@@ -59,7 +59,7 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::config::{
-    DEFAULT_MAX_NODES_PER_READ, Deadband, OpcuaServer, Owner, QUALITY_SUFFIX, ReadMode,
+    DEFAULT_MAX_NODES_PER_READ, Deadband, OpcuaServer, Owner, QUALITY_SUFFIX, READ_CAP, ReadMode,
     SecurityMode,
 };
 use super::node_id::NodeAddress;
@@ -194,9 +194,28 @@ struct Task {
 }
 
 /// How often a live session tells the engine its machines are still heard
-/// ([`SourceEvent::Alive`]): an OPC UA server sends a value only when it changes, and a machine
-/// whose signals hold still must not be taken for silent after `offline_after` (10 s by default).
+/// ([`SourceEvent::Alive`]) at most: an OPC UA server sends a value only when it changes, and a
+/// machine whose signals hold still must not be taken for silent after `offline_after` (10 s by
+/// default). A server whose groups publish or are polled faster says so as often (not more
+/// often than [`ALIVE_FASTEST`]), so that its machines go offline as soon after the server
+/// does as a polled device's do: one publishing interval or poll after their last news.
 const ALIVE_EVERY: Duration = Duration::from_secs(2);
+const ALIVE_FASTEST: Duration = Duration::from_millis(100);
+
+/// The interval of a server's `Alive` events: its fastest group's publishing interval or poll,
+/// within [`ALIVE_FASTEST`]..=[`ALIVE_EVERY`].
+fn alive_every(server: &OpcuaServer) -> Duration {
+    server
+        .groups
+        .iter()
+        .map(|g| match g.mode {
+            ReadMode::Subscribe => g.publishing_interval(),
+            ReadMode::Poll => g.poll(),
+        })
+        .min()
+        .unwrap_or(ALIVE_EVERY)
+        .clamp(ALIVE_FASTEST, ALIVE_EVERY)
+}
 
 impl Task {
     fn new(
@@ -327,7 +346,8 @@ impl Task {
             .server
             .max_nodes_per_read
             .or(server_max_read.filter(|n| *n > 0))
-            .unwrap_or(DEFAULT_MAX_NODES_PER_READ) as usize;
+            .unwrap_or(DEFAULT_MAX_NODES_PER_READ)
+            .min(READ_CAP) as usize;
 
         let (changes_tx, mut changes_rx) = mpsc::channel::<(u32, DataValue)>(CHANGES_QUEUE);
         // Client handle (1-based) → (group, node) of the subscribed nodes.
@@ -375,7 +395,11 @@ impl Task {
             g.next = start;
         }
 
-        let mut alive = tokio::time::interval(ALIVE_EVERY);
+        let mut alive = tokio::time::interval(alive_every(&self.server));
+        // The subscription's first values carry the times they last changed, maybe long before
+        // this session: an Alive right after them keeps the engine from taking the machine for
+        // silent since then.
+        let mut first_batch = true;
         alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_poll = self.polled.iter().map(|g| g.next).min();
@@ -409,7 +433,16 @@ impl Task {
                         let entries = self.subscribed[g].nodes[n].entries.clone();
                         self.take(&entries, &dv, received, &mut samples, &mut failed);
                     }
+                    let any = !samples.is_empty();
                     self.send_samples(samples, failed).await;
+                    if first_batch && any {
+                        first_batch = false;
+                        self.send(SourceEvent::Alive {
+                            targets: self.targets.clone(),
+                            at: Timestamp::now(),
+                        })
+                        .await;
+                    }
                 }
                 _ = sleep_until_opt(next_poll) => {
                     let now = Instant::now();
@@ -488,7 +521,7 @@ impl Task {
                 },
             });
         }
-        let max = self.server.max_items_per_subscription.max(1) as usize;
+        let max = self.server.max_items_per_subscription.clamp(1, READ_CAP) as usize;
         let mut count = 0;
         while !pending.is_empty() {
             let take = pending.len().min(max);
@@ -505,7 +538,8 @@ impl Task {
                     publishing,
                     keep_alive * 3,
                     keep_alive,
-                    0,
+                    // Notifications per Publish response: the client decodes no more.
+                    READ_CAP,
                     0,
                     true,
                     DataChangeCallback::new(move |dv, item| {
@@ -1029,6 +1063,37 @@ mod tests {
         assert!(
             message.ends_with(": Could not connect to plc:4840"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn alive_follows_the_fastest_group_within_100_ms_and_2_s() {
+        let every = |groups: &str| {
+            let server: OpcuaServer = toml::from_str(&format!(
+                "id = \"a\"\nendpoint = \"opc.tcp://h:4840\"\n{groups}"
+            ))
+            .unwrap();
+            alive_every(&server)
+        };
+        let node = "[[group.node]]\nnode = \"i=2258\"\nsignal = \"s\"\n";
+        assert_eq!(every(""), Duration::from_secs(2));
+        assert_eq!(
+            every(&format!(
+                "[[group]]\npublishing_interval = \"500ms\"\n{node}[[group]]\nmode = \"poll\"\npoll = \"300ms\"\n{node}"
+            )),
+            Duration::from_millis(300)
+        );
+        assert_eq!(
+            every(&format!(
+                "[[group]]\npublishing_interval = \"20ms\"\n{node}"
+            )),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            every(&format!(
+                "[[group]]\nmode = \"poll\"\npoll = \"10s\"\n{node}"
+            )),
+            Duration::from_secs(2)
         );
     }
 

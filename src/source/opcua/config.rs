@@ -104,6 +104,10 @@ pub struct OpcuaServer {
     /// clock was never set would put data in the wrong shift. Default 10m.
     #[serde(default = "default_max_timestamp_skew", deserialize_with = "duration")]
     pub max_timestamp_skew: Duration,
+    /// A node map by name: `profiles/<name>.toml` beside the config, else one shipped with
+    /// Shopfloor ([`BUILTIN`]). Its groups come first, the server's own `group`s add to them.
+    #[serde(default)]
+    pub profile: Option<String>,
     /// The machine that nodes without `machine` or `meter` belong to.
     #[serde(default)]
     pub machine: Option<String>,
@@ -128,6 +132,11 @@ fn default_max_items_per_subscription() -> u32 {
 }
 /// Nodes per Read when neither the config nor the server says.
 pub const DEFAULT_MAX_NODES_PER_READ: u32 = 500;
+
+/// Nodes per Read at most, whatever the server's `MaxNodesPerRead` or `max_nodes_per_read`
+/// say: the client refuses to decode an answer with more values than this (the stack's
+/// array limit), and would drop the connection on every poll.
+pub const READ_CAP: u32 = opcua::types::constants::MAX_ARRAY_LENGTH as u32;
 fn default_max_timestamp_skew() -> Duration {
     Duration::from_secs(600)
 }
@@ -217,6 +226,48 @@ impl OpcuaGroup {
     pub fn poll(&self) -> Duration {
         self.poll.unwrap_or(Duration::from_secs(1))
     }
+}
+
+/// The OPC UA profiles shipped with Shopfloor: (name, file text).
+pub const BUILTIN: &[(&str, &str)] = &[(
+    "sinumerik-828d-840dsl",
+    include_str!("../../../config/profiles/opcua/sinumerik-828d-840dsl.toml"),
+)];
+
+/// An OPC UA profile file: the node map of a kind of control, used on many machines alike.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaProfile {
+    /// What the profile describes.
+    pub description: String,
+    /// Groups as in `[[opcua.group]]`, their nodes without `machine` or `meter`.
+    #[serde(rename = "group")]
+    pub groups: Vec<OpcuaGroup>,
+}
+
+/// Reads profile `name` (a file beside the config, else a shipped one).
+pub fn load_profile(name: &str, dir: Option<&std::path::Path>) -> Result<OpcuaProfile, String> {
+    use crate::source::modbus::profile::{ProfileSource, find_in};
+    let (source, text) = find_in(name, dir, BUILTIN)?;
+    let file = match source {
+        ProfileSource::File(p) => p.display().to_string(),
+        _ => format!("<shipped>/config/profiles/opcua/{name}.toml"),
+    };
+    let profile: OpcuaProfile =
+        toml::from_str(&text).map_err(|e| format!("profile `{name}` ({file}): {e}"))?;
+    let owned = profile
+        .groups
+        .iter()
+        .flat_map(|g| &g.nodes)
+        .find(|n| n.machine.is_some() || n.meter.is_some());
+    if let Some(n) = owned {
+        return Err(format!(
+            "profile `{name}` ({file}): node `{}` names a machine or meter; the server using \
+             the profile names it",
+            n.signal
+        ));
+    }
+    Ok(profile)
 }
 
 /// How a group's nodes are read.
@@ -414,17 +465,24 @@ impl OpcuaServer {
                 format!("opcua server `{name}`: session_timeout is at most 49d17h2m47s"),
             );
         }
-        if self.max_items_per_subscription == 0 {
-            push(
-                vec![Key("max_items_per_subscription")],
-                format!("opcua server `{name}`: max_items_per_subscription must be at least 1"),
-            );
-        }
-        if self.max_nodes_per_read == Some(0) {
-            push(
-                vec![Key("max_nodes_per_read")],
-                format!("opcua server `{name}`: max_nodes_per_read must be at least 1"),
-            );
+        for (key, value) in [
+            (
+                "max_items_per_subscription",
+                Some(self.max_items_per_subscription),
+            ),
+            ("max_nodes_per_read", self.max_nodes_per_read),
+        ] {
+            if let Some(n) = value
+                && !(1..=READ_CAP).contains(&n)
+            {
+                push(
+                    vec![Key(key)],
+                    format!(
+                        "opcua server `{name}`: {key} is 1–{READ_CAP} (the most values the \
+                         client decodes in one answer; more nodes are split over several)"
+                    ),
+                );
+            }
         }
         if self.machine.is_some() && self.meter.is_some() {
             push(
@@ -668,8 +726,48 @@ pub(crate) fn check_servers(
     refs: &crate::config::References<'_>,
 ) {
     use crate::config::{Seg, key};
-    for (i, server) in at.iter().zip(servers.iter()) {
+    for (i, server) in at.iter().zip(servers.iter_mut()) {
         let base = vec![key("opcua"), Seg::Index(*i)];
+        // A profile's groups come first; problems with them are reported at `profile`.
+        let mut from_profile = 0;
+        if let Some(name) = server.profile.clone() {
+            let memo = format!("opcua profile {name}");
+            let loaded = match checker.remembered::<OpcuaProfile>(&memo) {
+                Some(p) => Ok(p),
+                None => load_profile(&name, checker.dir()),
+            };
+            match loaded {
+                Ok(profile) => {
+                    checker.remember(memo, profile.clone());
+                    from_profile = profile.groups.len();
+                    let mut groups = profile.groups;
+                    groups.append(&mut server.groups);
+                    server.groups = groups;
+                }
+                Err(message) => {
+                    let mut path = base.clone();
+                    path.push(key("profile"));
+                    let at = checker.span_of(root, &path);
+                    checker.push(at, format!("opcua server `{}`: {message}", server.id));
+                }
+            }
+        }
+        let server = &*server;
+        // A path into the merged groups, as the config writes it: the profile's groups are
+        // reported at `profile`, the server's own at their index in its `group` list.
+        let relative = |rel: &[PathSeg]| -> Vec<PathSeg> {
+            match rel {
+                [PathSeg::Key("group"), PathSeg::Index(g), ..] if *g < from_profile => {
+                    vec![PathSeg::Key("profile")]
+                }
+                [PathSeg::Key("group"), PathSeg::Index(g), rest @ ..] => {
+                    let mut out = vec![PathSeg::Key("group"), PathSeg::Index(g - from_profile)];
+                    out.extend_from_slice(rest);
+                    out
+                }
+                _ => rel.to_vec(),
+            }
+        };
         let span = |checker: &crate::config::Checker<'_>, rel: &[PathSeg]| {
             let mut path = base.clone();
             path.extend(rel.iter().map(|s| match s {
@@ -695,8 +793,18 @@ pub(crate) fn check_servers(
             is_meter: &is_meter,
         };
         for problem in server.check(&register) {
-            let at = span(checker, &problem.path);
-            checker.push(at, problem.message);
+            let path = relative(&problem.path);
+            let at = span(checker, &path);
+            let message = if path == [PathSeg::Key("profile")] {
+                format!(
+                    "profile `{}`: {}",
+                    server.profile.as_deref().unwrap_or_default(),
+                    problem.message
+                )
+            } else {
+                problem.message
+            };
+            checker.push(at, message);
         }
         for (g, group) in server.groups.iter().enumerate() {
             for (n, node) in group.nodes.iter().enumerate() {
@@ -710,7 +818,7 @@ pub(crate) fn check_servers(
                         PathSeg::Index(n),
                         PathSeg::Key("type"),
                     ];
-                    let at = span(checker, &rel);
+                    let at = span(checker, &relative(&rel));
                     checker.push(at, clash);
                 }
             }
@@ -939,6 +1047,7 @@ username = "u"
 client_certificate = "own.der"
 session_timeout = "0s"
 max_items_per_subscription = 0
+max_nodes_per_read = 5000
 machine = "press1"
 
   [[opcua.group]]
@@ -972,7 +1081,8 @@ machine = "press1"
             "username: opcua server `plc1`: a username needs a password = { env = \"…\" } or { file = \"…\" }",
             "client_certificate: opcua server `plc1`: client_certificate needs its client_private_key",
             "session_timeout: opcua server `plc1`: session_timeout must be more than 0s",
-            "max_items_per_subscription: opcua server `plc1`: max_items_per_subscription must be at least 1",
+            "max_items_per_subscription: opcua server `plc1`: max_items_per_subscription is 1–1000 (the most values the client decodes in one answer; more nodes are split over several)",
+            "max_nodes_per_read: opcua server `plc1`: max_nodes_per_read is 1–1000 (the most values the client decodes in one answer; more nodes are split over several)",
             "machine: opcua server `plc1`: `press1` is not a registered [[machine]]",
             "group.0.poll: `poll` is for groups with mode = \"poll\"; a subscription has a publishing_interval",
             "group.0.queue_size: queue_size must be at least 1",
@@ -1009,6 +1119,70 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
         assert_eq!(
             problems(&s),
             ["id: opcua server `y` has no [[opcua.group.node]]: it would read nothing"]
+        );
+    }
+
+    const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n[[machine]]\nid = \"mc01\"\nkind = \"machining_centre\"\ncnc = true\n";
+
+    #[test]
+    fn the_sinumerik_profile_fills_a_server_and_its_own_groups_add_to_it() {
+        let text = format!(
+            "{SITE}[[opcua]]\nid = \"ncu\"\nendpoint = \"opc.tcp://192.168.214.1:4840\"\nprofile = \"sinumerik-828d-840dsl\"\nmachine = \"mc01\"\n[[opcua.group]]\nmode = \"poll\"\npoll = \"10s\"\n[[opcua.group.node]]\nnode = \"ns=2;s=/Channel/State/acTotalParts\"\nsignal = \"parts_total\"\ntype = \"int\"\n"
+        );
+        let cfg = crate::agent::config::load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        let server = &cfg.opcua[0];
+        assert_eq!(server.groups.len(), 2);
+        let signals: Vec<&str> = server
+            .groups
+            .iter()
+            .flat_map(|g| &g.nodes)
+            .map(|n| n.signal.as_str())
+            .collect();
+        assert_eq!(
+            signals,
+            [
+                "prog_status",
+                "op_mode",
+                "spindle_rpm",
+                "spindle_load",
+                "spindle_override",
+                "feed_override",
+                "parts",
+                "alarm_code",
+                "program",
+                "parts_total"
+            ]
+        );
+        assert_eq!(
+            server.groups[0].nodes[0].node.to_string(),
+            "ns=2;s=/Channel/State/progStatus"
+        );
+        assert_eq!(server.groups[1].mode, ReadMode::Poll);
+    }
+
+    #[test]
+    fn a_profile_mistake_is_reported_at_profile_and_the_servers_own_at_its_group() {
+        let problems = |server: &str| -> Vec<String> {
+            match crate::agent::config::load_str(&format!("{SITE}{server}"), "t.toml") {
+                Ok(_) => Vec::new(),
+                Err(d) => d.problems.iter().map(|p| p.message.clone()).collect(),
+            }
+        };
+        let got = problems(
+            "[[opcua]]\nid = \"ncu\"\nendpoint = \"opc.tcp://h:4840\"\nprofile = \"no-such\"\nmachine = \"mc01\"\n[[opcua.group]]\n[[opcua.group.node]]\nnode = \"i=2258\"\nsignal = \"clock\"\ntype = \"string\"\n",
+        );
+        assert!(
+            got.len() == 1 && got[0].contains("unknown profile `no-such`"),
+            "{got:?}"
+        );
+        // The server's own node maps a signal the profile maps already: reported at the
+        // server's group 0 (the merged group 1), naming the clash.
+        let got = problems(
+            "[[opcua]]\nid = \"ncu\"\nendpoint = \"opc.tcp://h:4840\"\nprofile = \"sinumerik-828d-840dsl\"\nmachine = \"mc01\"\n[[opcua.group]]\n[[opcua.group.node]]\nnode = \"ns=2;s=/x\"\nsignal = \"parts\"\ntype = \"int\"\n",
+        );
+        assert!(
+            got.len() == 1 && got[0].contains("signal `parts` of machine `mc01` is already mapped"),
+            "{got:?}"
         );
     }
 

@@ -62,41 +62,23 @@
 //! only "uncertain", absent when good)`; the wider change, a `quality` in
 //! [`Sample`](crate::model::Sample) that the engine writes, is for the ground floor.
 
-//! # Wiring into the agent (after the config restructuring)
+//! # Wiring into the agent
 //!
-//! Not done in this folder, because the section table and start-up are being moved:
+//! `[[opcua]]` is a row of the section table (`src/agent/config.rs`, checked by
+//! [`config::check_servers`], which also merges a `profile`'s groups first); the agent starts
+//! one [`client::run`] task per server; its events go through `queue::EVENTS_FROM_OPCUA`
+//! (policy Block: a data change is the only copy of its value).
 //!
-//! - **Section table** (`src/agent/config.rs`): `[[opcua]]` → `Vec<config::OpcuaServer>`, an
-//!   array section read with plain serde (no shared part to flatten). Known keys for the
-//!   did-you-mean: `OpcuaServer` at `opcua`, `OpcuaGroup` at `opcua.group`, `OpcuaNode` at
-//!   `opcua.group.node` (plus the `deadband` table's `absolute` / `percent`, and the secret's
-//!   `env` / `file`).
-//! - **Checks**: each server's [`config::OpcuaServer::check`] with a
-//!   [`config::Register`] of the `[[machine]]` and `[[meter]]` ids; every
-//!   [`config::ConfigProblem`]'s path is relative to `["opcua", i]`. The server `id`s join the
-//!   Modbus device and MQTT broker ids in the one uniqueness check (they name devices in
-//!   `DeviceUp`/`DeviceDown`), and [`config::OpcuaServer::signals`] joins the check that a
-//!   signal keeps one type across devices.
-//! - **Start-up** (`agent::run`, beside the Modbus and MQTT tasks, before `events_tx` is
-//!   dropped): for each server,
-//!   `tasks.spawn(opcua::client::run(server.clone(), data_dir.join("opcua/pki"),
-//!   events_tx.clone(), metrics.clone(), shutdown.clone()))`.
-//! - **Queue policy** (`src/queue.rs`): `EVENTS_FROM_OPCUA`, capacity `EVENT_QUEUE`,
-//!   `WhenFull::Block` (a data change is not sent again), and
-//!   `const _: () = crate::queue::EVENTS_FROM_OPCUA.sent_as(WhenFull::Block);` in
-//!   [`client`]'s `send`.
-//! - **Liveness and time order in the engine**: the engine takes a machine's last data as the
-//!   newest sample timestamp and makes it offline after `offline_after` (default 10 s)
-//!   without one. This source stamps values with the server's timestamps (source, else
-//!   server), and writes a value once per change: a value that held still for an hour keeps
-//!   its hour-old timestamp, whether subscribed or polled. So a machine whose OPC UA values
-//!   hold still goes offline in the engine while its server is healthy, and a change that
-//!   happened before the machine's newest sample reaches the engine out of time order. Both
-//!   need the engine's side: proposed, a `SourceEvent::Alive { target, at }` the source sends
-//!   for its targets on every Publish response and every Read (data or not), counted by the
-//!   engine as data for `offline_after`, and the engine evaluating state rules at
-//!   `max(sample time, last time)` per machine. Until then an OPC UA machine's states are not
-//!   to be trusted; the `signal` lines are.
+//! # Liveness and time order
+//!
+//! The source stamps values with the server's timestamps (source, else server) and writes a
+//! value once per change, so a value that held still for an hour keeps its hour-old timestamp.
+//! A live session therefore sends [`SourceEvent::Alive`](crate::model::SourceEvent::Alive) for
+//! its machines and meters as often as its fastest group publishes or polls (100 ms to 2 s),
+//! and right after a session's first values (which carry the times they last changed): the
+//! engine counts it as data for `offline_after`, so a machine goes offline as soon after its
+//! server as a polled device's machine does, and no sooner. tests/plc_timeline.rs checks that
+//! an OPC UA machine's states, parts and time model equal the same timeline's on Modbus.
 
 pub mod client;
 pub mod config;
