@@ -238,15 +238,15 @@ impl Shared {
     }
 }
 
-/// Connections per source address in the current minute.
+/// Connections per source address in the current minute (also the `[[dial_in]]` listener's).
 #[derive(Debug, Default)]
-struct ConnectRate {
+pub(crate) struct ConnectRate {
     seen: HashMap<IpAddr, (Instant, u32)>,
 }
 
 impl ConnectRate {
     /// Whether another connection from `ip` is within `per_minute`.
-    fn admit(&mut self, ip: IpAddr, per_minute: u32, now: Instant) -> bool {
+    pub(crate) fn admit(&mut self, ip: IpAddr, per_minute: u32, now: Instant) -> bool {
         if self.seen.len() >= RATE_TABLE {
             self.seen
                 .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));

@@ -206,7 +206,7 @@ pub(crate) fn check_devices(
 impl Checker<'_> {
     /// Merges a device's profile into it. Returns where each resulting field came from, so
     /// later problems point at the right place.
-    pub(super) fn merge_profile(
+    pub(crate) fn merge_profile(
         &mut self,
         root: &Spanned<DeTable<'_>>,
         base: &[Seg],
