@@ -458,6 +458,9 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 for server in &cfg.opcua {
                     print!("{}", shopfloor::source::opcua::config::shown(server));
                 }
+                for listener in &cfg.dial_in {
+                    print!("{}", shopfloor::source::dial_in::config::shown(listener));
+                }
                 for device in &cfg.s7 {
                     let (local, remote) = device.tsaps();
                     println!(

@@ -218,7 +218,10 @@ impl Dtu {
             [_, second, ..] => {
                 return Err((
                     second,
-                    format!("dial-in DTU `{id}`: set only one of {}", set.join(", ")),
+                    format!(
+                        "dial-in DTU `{id}`: set only one of {}: the one registration packet the DTU sends",
+                        set.join(", ")
+                    ),
                 ));
             }
         }
@@ -381,6 +384,56 @@ impl DialInListener {
     pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, (&'static str, String)> {
         crate::source::hj212::config::server_tls(self.tls_cert.as_ref(), self.tls_key.as_ref())
     }
+}
+
+/// The listener as `check --plan` shows it: each DTU's registration, heartbeat, framing and
+/// pacing, and the requests planned for the devices behind it.
+pub fn shown(listener: &DialInListener) -> String {
+    use super::stream::{ascii, hex};
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let tls = if listener.tls_cert.is_some() { ", TLS" } else { "" };
+    let _ = writeln!(out, "dial_in {} (listen {}{tls}):", listener.id, listener.listen);
+    for dtu in &listener.dtus {
+        let identity = match dtu.identity() {
+            Ok(Identity::Exact(b)) => format!("registration {} \"{}\"", hex(&b), ascii(&b)),
+            Ok(Identity::Prefix(p)) => format!("first packet beginning \"{}\"", ascii(&p)),
+            Err((_, e)) => e,
+        };
+        let every = if dtu.identity_every_packet {
+            ", repeated before every packet"
+        } else {
+            ""
+        };
+        let heartbeat = match dtu.heartbeat_bytes() {
+            Ok(b) if !b.is_empty() => format!("heartbeat {} \"{}\"", hex(&b), ascii(&b)),
+            _ => "no heartbeat".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  dtu {} ({identity}{every}; {heartbeat}, down after {:?} of silence; {:?} framing, {:?} between requests, {:?} timeout):",
+            dtu.id,
+            dtu.silence_allowed(),
+            dtu.framing,
+            dtu.inter_request_delay,
+            dtu.timeout
+        );
+        for device in &dtu.devices {
+            let profile = device
+                .profile
+                .as_deref()
+                .map(|p| format!(", profile {p}"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "    device {} (unit {}{profile}):", device.id, device.unit.0);
+            for group in crate::source::modbus::plan::plan(device) {
+                let _ = writeln!(out, "      every {:?}:", group.poll);
+                for request in group.requests {
+                    let _ = writeln!(out, "        {request}");
+                }
+            }
+        }
+    }
+    out
 }
 
 impl crate::config::Section for DialInListener {

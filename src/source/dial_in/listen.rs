@@ -15,7 +15,6 @@
 //! **TLS**, when `tls_cert` and `tls_key` are set: the handshake is done in the connection's
 //! own task within `registration_timeout`, as on the `[[hj212]]` port.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -357,19 +356,4 @@ async fn register(
             }
         }
     }
-}
-
-/// The DTUs' names by listener, for `check --plan`.
-pub fn describe(cfg: &DialInListener) -> HashMap<String, String> {
-    cfg.dtus
-        .iter()
-        .map(|d| {
-            let identity = match d.identity() {
-                Ok(Identity::Exact(b)) => format!("registration {} ({})", hex(&b), ascii(&b)),
-                Ok(Identity::Prefix(p)) => format!("first packet beginning {}", ascii(&p)),
-                Err((_, e)) => e,
-            };
-            (d.id.clone(), identity)
-        })
-        .collect()
 }
