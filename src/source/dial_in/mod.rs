@@ -13,6 +13,7 @@
 //! The agent never writes to a machine: [`stream::request`] builds read requests (function
 //! codes 1–4) and nothing else, and it is the only thing written to a DTU.
 
+pub mod commission;
 pub mod config;
 pub mod dtu;
 pub mod listen;
