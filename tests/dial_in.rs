@@ -436,3 +436,66 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
     );
     assert!(during.iter().all(|(_, v)| *v == Value::Int(1)));
 }
+
+/// `GET path` on the board with HTTP/1.0 (no `Host`, as the container's health check asks).
+async fn board_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("board");
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text).await;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_lists_a_dtus_devices_and_an_unknown_dtus_bytes_in_api_health() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut cfg = config(false);
+    cfg.dial_in[0].listen.set_port(port);
+    cfg.agent.data_dir = dir.path().to_path_buf();
+    cfg.web.listen.set_port(0);
+    let (trigger, stop) = shutdown::channel();
+    let running = shopfloor::agent::start(&cfg, stop).expect("agent starts");
+    let board = running.web_addr.expect("board enabled");
+    let _dtu = Emulator::start(port, &[], dir.path());
+    // An installer's new DTU the config does not know yet.
+    let mut unknown = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    unknown.write_all(b"USR-G780 0042").await.expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let health = board_get(board, "/api/health").await;
+        let up = |id: &str| {
+            health["devices"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["id"] == id && d["status"] == "up"))
+        };
+        if up("press-1-box") && up("press-2-box") && health["unknown_dtus"][0].is_object() {
+            break health;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not there after 10 s: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let listed = &health["unknown_dtus"][0];
+    assert_eq!(listed["listener"], "dtus");
+    // "USR-G780 0042" in hex, ready for `registration_hex`.
+    assert_eq!(
+        listed["first_bytes_hex"],
+        "55 53 52 2d 47 37 38 30 20 30 30 34 32"
+    );
+    assert_eq!(listed["first_bytes_ascii"], "USR-G780 0042");
+    assert_eq!(listed["reason"], "unknown_registration");
+    trigger.fire();
+    running.finished().await;
+}

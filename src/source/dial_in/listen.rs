@@ -155,6 +155,10 @@ impl Shared {
             ),
         };
         self.refuse(reason, peer, &detail);
+        if first.is_empty() {
+            // Nothing to copy into a config: counted and logged, not listed.
+            return;
+        }
         self.unknown.note(UnknownDtu {
             listener: self.id.to_string(),
             peer: peer.to_string(),
