@@ -315,7 +315,11 @@ async fn values_through_a_reconnecting_dtu_equal_the_registers_once_each_and_out
             .find(|(up, at)| !up && (at - gone).abs() < 0.6)
             .unwrap_or_else(|| panic!("no DeviceDown near {gone}: {health:?}"))
             .1;
-        let Some(up) = health.iter().find(|(up, at)| *up && *at > down).map(|h| h.1) else {
+        let Some(up) = health
+            .iter()
+            .find(|(up, at)| *up && *at > down)
+            .map(|h| h.1)
+        else {
             continue; // the test ended during this outage
         };
         let real = back - gone;
@@ -326,8 +330,20 @@ async fn values_through_a_reconnecting_dtu_equal_the_registers_once_each_and_out
             "down for {seen:.3} s, the DTU was gone {real:.3} s"
         );
     }
-    assert!(metric(&metrics, "shopfloor_dial_in_heartbeats_total", ("dtu", "dtu-1")) >= 5);
-    assert!(metric(&metrics, "shopfloor_dial_in_connections_total", ("dtu", "dtu-1")) >= 3);
+    assert!(
+        metric(
+            &metrics,
+            "shopfloor_dial_in_heartbeats_total",
+            ("dtu", "dtu-1")
+        ) >= 5
+    );
+    assert!(
+        metric(
+            &metrics,
+            "shopfloor_dial_in_connections_total",
+            ("dtu", "dtu-1")
+        ) >= 3
+    );
     assert!(unknown.list().is_empty(), "{:?}", unknown.list());
 
     // Read-only on the wire: the DTU relayed read requests and nothing else.
@@ -360,7 +376,10 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
     };
     let started = Timestamp::now();
     // An unknown registration and garbage.
-    for bytes in [&b"869999999999999"[..], b"\x00\xff\x13\x37GET / HTTP/1.1\r\n"] {
+    for bytes in [
+        &b"869999999999999"[..],
+        b"\x00\xff\x13\x37GET / HTTP/1.1\r\n",
+    ] {
         if let Some(mut s) = hostile("127.0.0.2").await {
             let _ = s.write_all(bytes).await;
         }
@@ -417,9 +436,8 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
     assert!(refused("registration_timeout") >= 1);
     let list = unknown.list();
     assert!(
-        list.iter()
-            .any(|u| u.first_bytes_ascii == "869999999999999"
-                && u.first_bytes_hex.starts_with("38 36 39")),
+        list.iter().any(|u| u.first_bytes_ascii == "869999999999999"
+            && u.first_bytes_hex.starts_with("38 36 39")),
         "{list:?}"
     );
     // The real DTU kept its 250 ms schedule all along: at least 3 polls a second.

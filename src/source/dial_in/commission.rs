@@ -74,7 +74,10 @@ pub fn parse_poll(text: &str) -> Result<(u8, u16, u16), String> {
 }
 
 /// Listens on `port` until the process ends; every line for the installer goes to `lines`.
-pub async fn listen(options: ListenOptions, lines: mpsc::UnboundedSender<String>) -> std::io::Result<()> {
+pub async fn listen(
+    options: ListenOptions,
+    lines: mpsc::UnboundedSender<String>,
+) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", options.port)).await?;
     let _ = lines.send(format!("listening on {}", listener.local_addr()?));
     loop {
@@ -138,7 +141,9 @@ async fn connection(
         hex(&first),
         ascii(&first)
     ));
-    let heartbeat = matched.map(|(d, _)| d.heartbeat.clone()).unwrap_or_default();
+    let heartbeat = matched
+        .map(|(d, _)| d.heartbeat.clone())
+        .unwrap_or_default();
     let mut splitter = Splitter::new(options.framing, heartbeat.clone(), Vec::new(), 4096);
     let mut seen: Vec<(Vec<u8>, Instant)> = Vec::new();
     let mut next_poll = options.poll.map(|_| Instant::now());

@@ -236,7 +236,8 @@ impl Dtu {
             return Ok(Identity::Exact(imei.as_bytes().to_vec()));
         }
         if let Some(iccid) = &self.iccid {
-            if !(19..=20).contains(&iccid.len()) || !iccid.bytes().all(|b| b.is_ascii_alphanumeric())
+            if !(19..=20).contains(&iccid.len())
+                || !iccid.bytes().all(|b| b.is_ascii_alphanumeric())
             {
                 return Err((
                     "iccid",
@@ -355,11 +356,8 @@ pub const MAX_REGISTRATION: usize = 128;
 
 /// Hex bytes, with or without spaces; `None` if it is not hex.
 pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
-    let digits: Vec<u8> = text
-        .bytes()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    if digits.len() % 2 != 0 {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -381,7 +379,9 @@ impl DialInListener {
     }
 
     /// The TLS server config, as `[[hj212]]` reads it.
-    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, (&'static str, String)> {
+    pub fn tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, (&'static str, String)> {
         crate::source::hj212::config::server_tls(self.tls_cert.as_ref(), self.tls_key.as_ref())
     }
 }
@@ -392,8 +392,16 @@ pub fn shown(listener: &DialInListener) -> String {
     use super::stream::{ascii, hex};
     use std::fmt::Write as _;
     let mut out = String::new();
-    let tls = if listener.tls_cert.is_some() { ", TLS" } else { "" };
-    let _ = writeln!(out, "dial_in {} (listen {}{tls}):", listener.id, listener.listen);
+    let tls = if listener.tls_cert.is_some() {
+        ", TLS"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "dial_in {} (listen {}{tls}):",
+        listener.id, listener.listen
+    );
     for dtu in &listener.dtus {
         let identity = match dtu.identity() {
             Ok(Identity::Exact(b)) => format!("registration {} \"{}\"", hex(&b), ascii(&b)),
@@ -424,7 +432,11 @@ pub fn shown(listener: &DialInListener) -> String {
                 .as_deref()
                 .map(|p| format!(", profile {p}"))
                 .unwrap_or_default();
-            let _ = writeln!(out, "    device {} (unit {}{profile}):", device.id, device.unit.0);
+            let _ = writeln!(
+                out,
+                "    device {} (unit {}{profile}):",
+                device.id, device.unit.0
+            );
             for group in crate::source::modbus::plan::plan(device) {
                 let _ = writeln!(out, "      every {:?}:", group.poll);
                 for request in group.requests {
@@ -655,10 +667,7 @@ pub(crate) fn check_listeners(
                 );
                 if !checker.claim("device", &device.id) {
                     let at = checker.span_of(root, &crate::config::join(&dbase, &[key("id")]));
-                    checker.push(
-                        at,
-                        format!("device id `{}` is used twice", device.id),
-                    );
+                    checker.push(at, format!("device id `{}` is used twice", device.id));
                 }
                 let origins = checker.merge_profile(root, &dbase, device);
                 // Behind a DTU the line is RTU whatever the framing to the DTU.

@@ -143,8 +143,9 @@ impl Shared {
     fn unknown(&self, reason: &'static str, peer: SocketAddr, first: &[u8]) {
         let shown = &first[..first.len().min(SHOWN_BYTES)];
         let detail = match reason {
-            "silent" => "a connection that sent nothing within `registration_timeout`, closed"
-                .to_string(),
+            "silent" => {
+                "a connection that sent nothing within `registration_timeout`, closed".to_string()
+            }
             _ => format!(
                 "a connection whose first bytes match no [[dial_in.dtu]] registration, closed: \
                  hex {} | text {:?}. If this is your DTU, put its registration into the config \

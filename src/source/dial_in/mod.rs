@@ -53,9 +53,10 @@ impl UnknownDtus {
     /// Notes an unknown connection; the same listener and bytes count up one entry.
     pub fn note(&self, mut seen: UnknownDtu) {
         let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = list.iter().position(|u| {
-            u.listener == seen.listener && u.first_bytes_hex == seen.first_bytes_hex
-        }) && let Some(old) = list.remove(i)
+        if let Some(i) = list
+            .iter()
+            .position(|u| u.listener == seen.listener && u.first_bytes_hex == seen.first_bytes_hex)
+            && let Some(old) = list.remove(i)
         {
             seen.times = old.times.saturating_add(1);
         }

@@ -65,7 +65,10 @@ pub enum Piece {
 /// goes on (or, for [`SplitError::Overflow`], closes the connection).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SplitError {
-    #[error("{len} bytes that are neither a heartbeat, a registration nor the expected answer (first bytes {})", hex(first))]
+    #[error(
+        "{len} bytes that are neither a heartbeat, a registration nor the expected answer (first bytes {})",
+        hex(first)
+    )]
     Garbage {
         len: usize,
         /// The first few of them, for the log.
@@ -559,6 +562,9 @@ mod tests {
             identify(&ids, b"USR-0042", false),
             Identified::Dtu { index: 2, len: 8 }
         );
-        assert_eq!(identify(&ids, b"GET / HTTP/1.1", false), Identified::Unknown);
+        assert_eq!(
+            identify(&ids, b"GET / HTTP/1.1", false),
+            Identified::Unknown
+        );
     }
 }
