@@ -114,6 +114,10 @@ cnc = false
 
 /// One listener, one DTU with two devices behind it (see dtu.py for the registers).
 fn config(every_packet: bool) -> Config {
+    config_framed(every_packet, "rtu")
+}
+
+fn config_framed(every_packet: bool, framing: &str) -> Config {
     let text = format!(
         r#"{SITE}
 [[dial_in]]
@@ -129,6 +133,7 @@ heartbeat = "{HEARTBEAT}"
 heartbeat_period = "700ms"
 heartbeat_timeout = "3s"
 identity_every_packet = {every_packet}
+framing = "{framing}"
 timeout = "1s"
 inter_request_delay = "20ms"
 
@@ -353,6 +358,24 @@ async fn values_through_a_reconnecting_dtu_equal_the_registers_once_each_and_out
         codes.iter().all(|c| (1..=4).contains(c)),
         "function codes on the wire: {codes:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtu_that_converts_to_modbus_tcp_is_read_with_mbap_through_its_heartbeats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = Agent::start(&config_framed(false, "tcp"));
+    let dtu = Emulator::start(agent.port, &["--tcp"], dir.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (events, metrics, _) = agent.stop().await;
+    let got = samples(&events);
+    for (key, value) in expected() {
+        let seen = got.get(&key).unwrap_or_else(|| panic!("{key:?} never read"));
+        assert!(seen.len() >= 5, "{key:?} read {} times", seen.len());
+        assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
+    }
+    assert!(metric(&metrics, "shopfloor_dial_in_heartbeats_total", ("dtu", "dtu-1")) >= 2);
+    let codes = dtu.function_codes();
+    assert!(!codes.is_empty() && codes.iter().all(|c| (1..=4).contains(c)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

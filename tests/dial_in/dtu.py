@@ -10,6 +10,8 @@ What a real DTU does to the stream, all of it on purpose:
   answer;
 - heartbeats glued to the front or the back of an answer in one TCP segment;
 - with --every-packet, the registration before every packet it sends;
+- with --tcp, Modbus TCP towards the agent (the DTU converts MBAP to RTU and back, as DTUs
+  with "Modbus TCP to RTU" switched on do);
 - with --reconnect-every S --away A, it drops its connection every S seconds and stays away A
   seconds (a 4G session dropping), printing `gone <unix time>` and `back <unix time>`.
 
@@ -17,7 +19,7 @@ Every request the agent sends is appended to --log as `<function code> <hex>`, s
 show what went out on the wire. Prints `ready` once the line is up; stops on SIGTERM.
 
 Usage: dtu.py --agent HOST:PORT --registration TEXT --heartbeat TEXT [--period S]
-              [--every-packet] [--reconnect-every S --away A] [--source IP] --log FILE
+              [--every-packet] [--tcp] [--reconnect-every S --away A] [--source IP] --log FILE
 """
 
 import argparse
@@ -26,6 +28,8 @@ import signal
 import socket
 import sys
 import time
+
+from pymodbus.framer.rtu import FramerRTU
 
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
@@ -73,6 +77,11 @@ def devices():
             ),
         ),
     ]
+
+
+def crc(data):
+    """The RTU CRC, low byte first, as pymodbus computes it."""
+    return FramerRTU.compute_CRC(data).to_bytes(2, "big")
 
 
 def free_port():
@@ -130,13 +139,29 @@ class Dtu:
                 if not data:
                     break
                 pending += data
-                # The agent sends read requests: 8 bytes each (unit, function, start, count, CRC).
-                while len(pending) >= 8:
-                    frame, pending = pending[:8], pending[8:]
+                while True:
+                    if self.args.tcp:
+                        # MBAP: transaction, protocol, length, unit; then the PDU.
+                        if len(pending) < 7:
+                            break
+                        size = 6 + int.from_bytes(pending[4:6], "big")
+                        if len(pending) < size:
+                            break
+                        mbap, pending = pending[:size], pending[size:]
+                        body = mbap[6:]
+                        frame = body + crc(body)
+                    else:
+                        # RTU read requests: 8 bytes (unit, function, start, count, CRC).
+                        if len(pending) < 8:
+                            break
+                        frame, pending = pending[:8], pending[8:]
                     self.log.write(f"{frame[1]} {frame.hex()}\n")
                     line_writer.write(frame)
                     await line_writer.drain()
                     answer = await rtu_answer(line_reader)
+                    if self.args.tcp:
+                        body = answer[:-2]
+                        answer = mbap[:4] + len(body).to_bytes(2, "big") + body
                     await self.relay(writer, answer)
         finally:
             beats.cancel()
@@ -182,6 +207,7 @@ async def main():
     p.add_argument("--heartbeat", required=True)
     p.add_argument("--period", type=float, default=0.7)
     p.add_argument("--every-packet", action="store_true")
+    p.add_argument("--tcp", action="store_true")
     p.add_argument("--reconnect-every", type=float)
     p.add_argument("--away", type=float)
     p.add_argument("--source")
