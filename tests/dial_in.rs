@@ -369,11 +369,19 @@ async fn a_dtu_that_converts_to_modbus_tcp_is_read_with_mbap_through_its_heartbe
     let (events, metrics, _) = agent.stop().await;
     let got = samples(&events);
     for (key, value) in expected() {
-        let seen = got.get(&key).unwrap_or_else(|| panic!("{key:?} never read"));
+        let seen = got
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} never read"));
         assert!(seen.len() >= 5, "{key:?} read {} times", seen.len());
         assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
     }
-    assert!(metric(&metrics, "shopfloor_dial_in_heartbeats_total", ("dtu", "dtu-1")) >= 2);
+    assert!(
+        metric(
+            &metrics,
+            "shopfloor_dial_in_heartbeats_total",
+            ("dtu", "dtu-1")
+        ) >= 2
+    );
     let codes = dtu.function_codes();
     assert!(!codes.is_empty() && codes.iter().all(|c| (1..=4).contains(c)));
 }

@@ -619,7 +619,8 @@ async fn inter_request_delay_keeps_a_pause_before_every_request_on_a_gateway() {
             sim.addrs[0]
         )
     };
-    let polls = |events: &[SourceEvent]| -> usize { poll_times(events).values().map(Vec::len).sum() };
+    let polls =
+        |events: &[SourceEvent]| -> usize { poll_times(events).values().map(Vec::len).sum() };
     let paced = load(&format!(
         "{SITE}{}{}{}",
         machines(2),
@@ -632,8 +633,16 @@ async fn inter_request_delay_keeps_a_pause_before_every_request_on_a_gateway() {
         (3..=8).contains(&paced_polls),
         "{paced_polls} polls in 3 s with 400 ms between requests"
     );
-    let free = load(&format!("{SITE}{}{}{}", machines(2), device(1, ""), device(2, "")));
+    let free = load(&format!(
+        "{SITE}{}{}{}",
+        machines(2),
+        device(1, ""),
+        device(2, "")
+    ));
     let (events, _) = poll_for(&free, Duration::from_secs(3)).await;
     let free_polls = polls(&events);
-    assert!(free_polls >= 30, "{free_polls} polls in 3 s without a delay");
+    assert!(
+        free_polls >= 30,
+        "{free_polls} polls in 3 s without a delay"
+    );
 }

@@ -33,8 +33,7 @@ use super::{REFUSED, UnknownDtu, UnknownDtus};
 use crate::metrics::Metrics;
 use crate::model::SourceEvent;
 use crate::shutdown::Shutdown;
-use crate::source::hj212::config::Cidr;
-use crate::source::hj212::listen::{ConnectRate, Io};
+use crate::source::hj212::listen::{Gate, Io};
 
 /// The most bytes a connection may send before it has registered.
 pub const FIRST_BYTES_MAX: usize = 512;
@@ -209,9 +208,12 @@ pub async fn run(
         unknown,
         log: Mutex::new((None, 0)),
     });
-    let allowed: Vec<Cidr> = cfg.allowed();
-    let connections = Arc::new(Semaphore::new(cfg.max_connections));
-    let mut rate = ConnectRate::default();
+    let mut gate = Gate::new(
+        cfg.allowed(),
+        cfg.max_connects_per_minute,
+        cfg.max_connections,
+        shared.unregistered.clone(),
+    );
     let Bound { listener, tls } = bound;
     info!(listener = %cfg.id, addr = %cfg.listen, dtus = cfg.dtus.len(), tls = tls.is_some(), "listening for dial-in DTUs");
     loop {
@@ -226,37 +228,14 @@ pub async fn run(
                 }
             },
         };
-        if !allowed.is_empty() && !allowed.iter().any(|c| c.contains(peer.ip())) {
-            shared.refuse(
-                "not_allowed",
-                peer,
-                "a connection from outside `allow`, closed",
-            );
-            continue;
-        }
-        if !rate.admit(peer.ip(), cfg.max_connects_per_minute, Instant::now()) {
-            shared.refuse(
-                "connect_rate",
-                peer,
-                "more connections from this address than `max_connects_per_minute`, closed",
-            );
-            continue;
-        }
-        let Ok(slot) = connections.clone().try_acquire_owned() else {
-            shared.refuse(
-                "connections",
-                peer,
-                "`max_connections` connections are open, a new one is closed",
-            );
-            continue;
-        };
-        let Ok(unregistered) = shared.unregistered.clone().try_acquire_owned() else {
-            shared.refuse(
-                "unregistered",
-                peer,
-                "`max_unregistered` connections have not registered yet, a new one is closed",
-            );
-            continue;
+        let (slot, unregistered) = match gate.admit(peer.ip()) {
+            Ok(permits) => permits,
+            Err(turned) => {
+                let detail =
+                    turned.detail("`max_unregistered` connections have not registered yet");
+                shared.refuse(turned.reason("unregistered"), peer, &detail);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
