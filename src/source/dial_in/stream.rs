@@ -150,6 +150,17 @@ impl Splitter {
         if self.buf.is_empty() {
             return Ok(None);
         }
+        // The expected answer first: its unit, function, length and CRC (or MBAP header) are
+        // strong evidence, and a heartbeat may well share its first byte (a one-byte
+        // heartbeat `fe` and a Modbus TCP transaction id 0xFE12). While it may still be
+        // arriving, wait: what follows decides, and the answer is due.
+        if let Some(expected) = expected {
+            match self.answer_at(0, expected) {
+                Start::Whole => return Ok(self.take_answer(expected)),
+                Start::Partial => return Ok(None),
+                Start::No => {}
+            }
+        }
         let mut partial = false;
         for (literal, piece) in [
             (&self.heartbeat, Piece::Heartbeat),
@@ -161,13 +172,6 @@ impl Splitter {
                     self.buf.drain(..n);
                     return Ok(Some(piece));
                 }
-                Start::Partial => partial = true,
-                Start::No => {}
-            }
-        }
-        if let Some(expected) = expected {
-            match self.answer_at(0, expected) {
-                Start::Whole => return Ok(self.take_answer(expected)),
                 Start::Partial => partial = true,
                 Start::No => {}
             }
@@ -531,6 +535,26 @@ mod tests {
         assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Answer(vec![0x12, 0x34]))));
         assert_eq!(s.next(Some(&e)), Ok(None));
         assert_eq!(s.buffered(), 1);
+    }
+
+    #[test]
+    fn a_heartbeat_that_begins_like_the_answer_does_not_cut_it() {
+        // A one-byte heartbeat fe, and a Modbus TCP answer whose transaction id is 0xfe12.
+        let e = Expected {
+            transaction: 0xfe12,
+            ..expected(1)
+        };
+        let mut s = Splitter::new(Framing::Tcp, vec![0xfe], Vec::new(), 64);
+        s.push(&[0xfe]).unwrap();
+        assert_eq!(s.next(Some(&e)), Ok(None));
+        s.push(&[0x12, 0, 0, 0, 5, 1, 3, 2, 0, 9, 0xfe]).unwrap();
+        assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Answer(vec![0, 9]))));
+        assert_eq!(s.next(None), Ok(Some(Piece::Heartbeat)));
+        // A heartbeat glued in front is still taken off: fe fe 12 … is a heartbeat, then the
+        // answer.
+        s.push(&[0xfe, 0xfe, 0x12, 0, 0, 0, 5, 1, 3, 2, 0, 7]).unwrap();
+        assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Heartbeat)));
+        assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Answer(vec![0, 7]))));
     }
 
     #[test]
