@@ -548,3 +548,27 @@ async fn the_agent_lists_a_dtus_devices_and_an_unknown_dtus_bytes_in_api_health(
     trigger.fire();
     running.finished().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_live_dtus_with_one_imei_are_logged_as_a_possible_clone_and_the_newer_wins() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first_dir = dir.path().join("first");
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&first_dir).expect("dir");
+    std::fs::create_dir_all(&second_dir).expect("dir");
+    let agent = Agent::start(&config(false));
+    let first = Emulator::start(agent.port, &[], &first_dir);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = first.function_codes().len();
+    // A second device sends the same IMEI while the first is live (heartbeats every 0.7 s).
+    let second = Emulator::start(agent.port, &[], &second_dir);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, metrics, _) = agent.stop().await;
+    assert!(
+        metric(&metrics, "shopfloor_dial_in_possible_clones_total", ("dtu", "dtu-1")) >= 1,
+        "no possible clone counted"
+    );
+    // The newer connection was polled.
+    assert!(before > 0);
+    assert!(!second.function_codes().is_empty(), "the newer DTU was never polled");
+}
