@@ -228,30 +228,15 @@ impl Splitter {
                 }
             }
             Framing::Tcp => {
-                // transaction (2), protocol 0 (2), length (2), unit, function, byte count, data.
-                let exception = b.get(7) == Some(&(e.function | 0x80));
-                let pdu = if exception { 2 } else { 2 + data };
-                let Ok(length) = u16::try_from(1 + pdu) else {
-                    return Start::No;
-                };
-                let t = e.transaction.to_be_bytes();
-                let l = length.to_be_bytes();
-                let mut head = vec![t[0], t[1], 0, 0, l[0], l[1], e.unit];
-                if exception {
-                    head.push(e.function | 0x80);
-                } else if data <= 250 {
-                    head.extend([e.function, data as u8]);
-                } else {
-                    return Start::No;
-                }
-                let shown = b.len().min(head.len());
-                if b[..shown] != head[..shown] {
-                    return Start::No;
-                }
-                if b.len() < 6 + usize::from(length) {
-                    Start::Partial
-                } else {
-                    Start::Whole
+                // transaction (2), protocol 0 (2), length (2), unit, function, byte count, data;
+                // or an exception. Which one is only known at byte 7, and the length field
+                // (byte 5) differs before it: the beginning of either is a beginning.
+                let normal = tcp_answer_at(b, e, false);
+                let exception = tcp_answer_at(b, e, true);
+                match (normal, exception) {
+                    (Start::Whole, _) | (_, Start::Whole) => Start::Whole,
+                    (Start::Partial, _) | (_, Start::Partial) => Start::Partial,
+                    _ => Start::No,
                 }
             }
         }
@@ -287,6 +272,33 @@ impl Splitter {
         }
         self.buf.drain(..total);
         Some(piece)
+    }
+}
+
+/// Whether `b` begins with a Modbus TCP answer to `e` (or, with `exception`, an exception
+/// answer): whole, or its beginning.
+fn tcp_answer_at(b: &[u8], e: &Expected, exception: bool) -> Start {
+    let data = e.data_len();
+    if !exception && data > 250 {
+        return Start::No;
+    }
+    let pdu = if exception { 2 } else { 2 + data };
+    let length = (1 + pdu) as u16;
+    let t = e.transaction.to_be_bytes();
+    let l = length.to_be_bytes();
+    let mut head = vec![t[0], t[1], 0, 0, l[0], l[1], e.unit];
+    if exception {
+        head.push(e.function | 0x80);
+    } else {
+        head.extend([e.function, data as u8]);
+    }
+    let shown = b.len().min(head.len());
+    if b[..shown] != head[..shown] {
+        Start::No
+    } else if b.len() < 6 + usize::from(length) {
+        Start::Partial
+    } else {
+        Start::Whole
     }
 }
 
@@ -555,6 +567,27 @@ mod tests {
         s.push(&[0xfe, 0xfe, 0x12, 0, 0, 0, 5, 1, 3, 2, 0, 7]).unwrap();
         assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Heartbeat)));
         assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Answer(vec![0, 7]))));
+    }
+
+    /// Found by the dial_in fuzz target: a Modbus TCP exception arriving three bytes at a time
+    /// was refused as garbage once its length field (3, not the normal answer's 4) arrived,
+    /// before the function byte that says it is an exception.
+    #[test]
+    fn a_tcp_exception_arriving_in_pieces_is_an_exception() {
+        let e = Expected {
+            unit: 2,
+            function: 1,
+            count: 1,
+            transaction: 0x0100,
+        };
+        let mut s = Splitter::new(Framing::Tcp, vec![0xfe], Vec::new(), 64);
+        for chunk in [&[1u8, 0, 0][..], &[0, 0, 3], &[2, 0x81, 2]] {
+            s.push(chunk).unwrap();
+            if chunk[1] != 0x81 {
+                assert_eq!(s.next(Some(&e)), Ok(None));
+            }
+        }
+        assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Exception(2))));
     }
 
     #[test]
