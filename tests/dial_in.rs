@@ -565,10 +565,17 @@ async fn two_live_dtus_with_one_imei_are_logged_as_a_possible_clone_and_the_newe
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, metrics, _) = agent.stop().await;
     assert!(
-        metric(&metrics, "shopfloor_dial_in_possible_clones_total", ("dtu", "dtu-1")) >= 1,
+        metric(
+            &metrics,
+            "shopfloor_dial_in_possible_clones_total",
+            ("dtu", "dtu-1")
+        ) >= 1,
         "no possible clone counted"
     );
     // The newer connection was polled.
     assert!(before > 0);
-    assert!(!second.function_codes().is_empty(), "the newer DTU was never polled");
+    assert!(
+        !second.function_codes().is_empty(),
+        "the newer DTU was never polled"
+    );
 }

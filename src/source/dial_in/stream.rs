@@ -564,7 +564,8 @@ mod tests {
         assert_eq!(s.next(None), Ok(Some(Piece::Heartbeat)));
         // A heartbeat glued in front is still taken off: fe fe 12 … is a heartbeat, then the
         // answer.
-        s.push(&[0xfe, 0xfe, 0x12, 0, 0, 0, 5, 1, 3, 2, 0, 7]).unwrap();
+        s.push(&[0xfe, 0xfe, 0x12, 0, 0, 0, 5, 1, 3, 2, 0, 7])
+            .unwrap();
         assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Heartbeat)));
         assert_eq!(s.next(Some(&e)), Ok(Some(Piece::Answer(vec![0, 7]))));
     }
