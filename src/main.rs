@@ -119,6 +119,11 @@ enum Command {
     /// given dlt645://… or cjt188://…, find a meter's address and read its common values; or,
     /// given opc.tcp://…, read OPC UA nodes or browse the server's objects for their ids.
     Probe(Box<ProbeArgs>),
+    /// Commissioning of dial-in DTUs.
+    Dtu {
+        #[command(subcommand)]
+        command: DtuCommand,
+    },
     /// The county's view of every enterprise: reports against the programme's targets.
     County {
         #[command(subcommand)]
@@ -132,6 +137,28 @@ enum Command {
         /// Same seed, same simulated workshop.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DtuCommand {
+    /// Listen on a port and show every DTU that connects: its first bytes (the registration
+    /// packet), the configured DTU they match, every packet after them with the time since the
+    /// last such one (the heartbeat and its period), and, with --poll, holding registers read
+    /// through it (function code 3 only).
+    Listen {
+        #[arg(long)]
+        port: u16,
+        /// A config whose [[dial_in.dtu]] registrations and heartbeats name what arrives.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// UNIT:ADDRESS:COUNT of holding registers to read once a DTU has connected, and every
+        /// 10 s after.
+        #[arg(long, value_name = "UNIT:ADDRESS:COUNT")]
+        poll: Option<String>,
+        /// `rtu` (transparent) or `tcp` (the DTU converts Modbus TCP), for --poll.
+        #[arg(long, default_value = "rtu")]
+        framing: String,
     },
 }
 
@@ -351,6 +378,15 @@ fn main() -> ExitCode {
             ))
         }),
         Command::Probe(args) => runtime().and_then(|rt| rt.block_on(run_probe(*args))),
+        Command::Dtu {
+            command:
+                DtuCommand::Listen {
+                    port,
+                    config,
+                    poll,
+                    framing,
+                },
+        } => runtime().and_then(|rt| rt.block_on(dtu_listen(port, config, poll, &framing))),
         Command::County { command } => runtime()
             .and_then(|rt| rt.block_on(shopfloor::county::cli::run(command, shutdown_on_signal))),
         Command::Demo { data_dir, seed } => {
@@ -526,6 +562,9 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                 }
                 for server in &cfg.opcua {
                     print!("{}", shopfloor::source::opcua::config::shown(server));
+                }
+                for listener in &cfg.dial_in {
+                    print!("{}", shopfloor::source::dial_in::config::shown(listener));
                 }
                 for device in &cfg.s7 {
                     let (local, remote) = device.tsaps();
@@ -1149,6 +1188,50 @@ async fn probe_meter(url: &str, args: &ProbeArgs) -> Result<()> {
     };
     print!("{}", report.map_err(|fault| anyhow::anyhow!("{fault}"))?);
     Ok(())
+}
+
+/// `shopfloor dtu listen`: prints what arrives until Ctrl-C.
+async fn dtu_listen(
+    port: u16,
+    config: Option<PathBuf>,
+    poll: Option<String>,
+    framing: &str,
+) -> Result<()> {
+    use shopfloor::source::dial_in::commission;
+    use shopfloor::source::dial_in::stream::Framing as DtuFraming;
+    let dtus = match &config {
+        Some(path) => {
+            let cfg = shopfloor::agent::config::load(path).map_err(|d| anyhow::anyhow!("{d}"))?;
+            commission::known(&cfg.dial_in)
+        }
+        None => Vec::new(),
+    };
+    let poll = poll
+        .map(|p| commission::parse_poll(&p))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let framing = match framing {
+        "rtu" => DtuFraming::Rtu,
+        "tcp" => DtuFraming::Tcp,
+        other => anyhow::bail!("--framing `{other}`: write rtu (transparent) or tcp"),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let options = commission::ListenOptions {
+        port,
+        dtus,
+        poll,
+        framing,
+    };
+    let listening = tokio::spawn(commission::listen(options, tx));
+    while let Some(line) = rx.recv().await {
+        println!("{line}");
+    }
+    match listening.await {
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "cannot listen on port {port}: {e}; stop the agent or choose another --port"
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn run_probe(args: ProbeArgs) -> Result<()> {

@@ -16,6 +16,7 @@
 //! | [`EVENTS_FROM_MELSEC`] | MELSEC device task → engine | 1024 events | DropNewest | as for Modbus: polling keeps its schedule, the next poll supersedes a dropped result, counted in `shopfloor_source_events_dropped_total` (label `connection = melsec://host:port`) |
 //! | [`EVENTS_FROM_METERS`] | DL/T 645 / CJ/T 188 bus task → engine | 1024 events | Block | a bus is polled once a minute or so and its meters' counters are cumulative, so waiting costs nothing but a late poll: the task waits for room and its meters' schedule slips |
 //! | [`EVENTS_FROM_HJ212`] | HJ 212 logger connection → engine | 1024 events | Block | a logger's record is acknowledged only once queued: the connection stops reading, so the logger keeps its data (and sends again what was not acknowledged) |
+//! | [`EVENTS_FROM_DIAL_IN`] | dial-in DTU task → engine | 1024 events | DropNewest | as for Modbus: the devices behind a DTU are polled, the next poll supersedes a dropped result, and the DTU's task keeps its schedule whatever the engine does; drops are counted in `shopfloor_source_events_dropped_total` (label `connection = dial-in <dtu>`) |
 //! | [`RECORDS_FROM_ENGINE`] | engine → spool task | 8 batches | Block | the engine hands over batches of up to `engine::BATCH_LINES` records, or what it has after `engine::BATCH_LINGER`; when the spool is slow it waits (still answering the board and keeping its clock) and stops taking events, so its own queue fills and holds the sources back; nothing is dropped here |
 //! | [`RECORDS_FROM_DEVICE_HEALTH`] | device-health task → spool task | 8 batches | Block | the same queue as the engine's; the task has nothing else to do for a minute, so it waits |
 //! | [`INGEST_MESSAGES`] | `county ingest` subscriber → spool task | 1024 messages | Block | a message is acknowledged only once on disk: the subscriber stops reading and the broker keeps it; sized to the broker's in-flight window (`RECEIVE_MAXIMUM`) |
@@ -211,6 +212,8 @@ pub const EVENTS_FROM_MELSEC: Queue =
 pub const EVENTS_FROM_METERS: Queue =
     Queue::new("EVENTS_FROM_METERS", EVENT_QUEUE, WhenFull::Block);
 pub const EVENTS_FROM_HJ212: Queue = Queue::new("EVENTS_FROM_HJ212", EVENT_QUEUE, WhenFull::Block);
+pub const EVENTS_FROM_DIAL_IN: Queue =
+    Queue::new("EVENTS_FROM_DIAL_IN", EVENT_QUEUE, WhenFull::DropNewest);
 pub const RECORDS_FROM_ENGINE: Queue =
     Queue::new("RECORDS_FROM_ENGINE", SPOOL_QUEUE, WhenFull::Block);
 pub const RECORDS_FROM_DEVICE_HEALTH: Queue =
@@ -234,6 +237,7 @@ pub const ALL: &[Queue] = &[
     EVENTS_FROM_MELSEC,
     EVENTS_FROM_METERS,
     EVENTS_FROM_HJ212,
+    EVENTS_FROM_DIAL_IN,
     RECORDS_FROM_ENGINE,
     RECORDS_FROM_DEVICE_HEALTH,
     INGEST_MESSAGES,

@@ -605,3 +605,44 @@ async fn a_device_back_from_a_ten_second_outage_is_read_again_within_seconds() {
     trigger.fire();
     running.finished().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inter_request_delay_keeps_a_pause_before_every_request_on_a_gateway() {
+    // Two boxes behind one gateway address (one connection), polled every 100 ms. With
+    // `inter_request_delay = "400ms"` every request waits 400 ms after the last answer, so in
+    // 3 s the connection carries at most 3 s / 400 ms + 1 = 8 requests (one poll each, the
+    // cnc-iot-box map is one request), against about 2 × 30 without the delay.
+    let (sim, _stop) = simulator(1, Framing::Tcp, Vec::new()).await;
+    let device = |n: usize, delay: &str| {
+        format!(
+            "[[modbus]]\nid = \"box{n}\"\naddress = \"{}\"\nunit = {n}\npoll = \"100ms\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc{n:02}\"\n{delay}",
+            sim.addrs[0]
+        )
+    };
+    let polls =
+        |events: &[SourceEvent]| -> usize { poll_times(events).values().map(Vec::len).sum() };
+    let paced = load(&format!(
+        "{SITE}{}{}{}",
+        machines(2),
+        device(1, "inter_request_delay = \"400ms\"\n"),
+        device(2, "inter_request_delay = \"400ms\"\n")
+    ));
+    let (events, _) = poll_for(&paced, Duration::from_secs(3)).await;
+    let paced_polls = polls(&events);
+    assert!(
+        (3..=8).contains(&paced_polls),
+        "{paced_polls} polls in 3 s with 400 ms between requests"
+    );
+    let free = load(&format!(
+        "{SITE}{}{}{}",
+        machines(2),
+        device(1, ""),
+        device(2, "")
+    ));
+    let (events, _) = poll_for(&free, Duration::from_secs(3)).await;
+    let free_polls = polls(&events);
+    assert!(
+        free_polls >= 30,
+        "{free_polls} polls in 3 s without a delay"
+    );
+}

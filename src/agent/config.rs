@@ -54,6 +54,9 @@ sections! {
         cjt188: many crate::source::cjt188::config::Cjt188Bus = "cjt188", crate::source::cjt188::config::check_buses;
         /// `[[hj212]]`: ports that the outlets' HJ 212 data loggers push their data to.
         hj212: many crate::source::hj212::config::Hj212Listener = "hj212", crate::source::hj212::config::check_listeners;
+        /// `[[dial_in]]`: ports that 4G and Ethernet DTUs connect to, and the Modbus devices
+        /// behind each DTU.
+        dial_in: many crate::source::dial_in::config::DialInListener = "dial_in", crate::source::dial_in::config::check_listeners;
         /// `[[state_rules]]`: how machine states are derived from signals.
         state_rules: many StateRules = "state_rules", engine::check_state_rules;
         /// `[spool]`: the disk buffer between the engine and the outputs.
@@ -171,6 +174,11 @@ impl Config {
             (self.dlt645.len(), "DL/T 645 bus", "DL/T 645 buses"),
             (self.cjt188.len(), "CJ/T 188 bus", "CJ/T 188 buses"),
             (self.hj212.len(), "HJ 212 port", "HJ 212 ports"),
+            (
+                self.dial_in.iter().map(|l| l.dtus.len()).sum(),
+                "dial-in DTU",
+                "dial-in DTUs",
+            ),
         ] {
             if n > 0 {
                 parts.push(count(n, one, many));
@@ -194,6 +202,16 @@ fn deliveries(config: &Config) -> Deliveries {
         out.recording_source(if meters { "" } else { &source.id });
         add(&mut out)
     });
+    // Dial-in DTUs are not in `each_source`: they call in, so `shopfloor test` cannot ask
+    // them (it lists their listeners instead). Each device behind a DTU feeds its machines.
+    for listener in &config.dial_in {
+        for dtu in &listener.dtus {
+            for device in &dtu.devices {
+                out.recording_source(&device.id);
+                modbus::deliveries(device, &mut out);
+            }
+        }
+    }
     out
 }
 
@@ -445,6 +463,11 @@ impl<'a> From<&'a Config> for engine::Sections<'a> {
                         .iter()
                         .flat_map(|l| l.loggers.iter().map(|g| g.outlet.as_str())),
                 )
+                .chain(config.dial_in.iter().flat_map(|l| {
+                    l.dtus
+                        .iter()
+                        .flat_map(|d| d.devices.iter().map(|m| m.id.as_str()))
+                }))
                 .collect(),
         }
     }
@@ -494,7 +517,7 @@ mod tests {
         assert_eq!(
             Config::SECTIONS.join(", "),
             "site, agent, machine, meter, modbus, modbus_serial, mqtt, opcua, melsec, s7, dlt645, \
-             cjt188, hj212, state_rules, spool, influx, file, calendar, energy, value_added, green, \
+             cjt188, hj212, dial_in, state_rules, spool, influx, file, calendar, energy, value_added, green, \
              web, uplink"
         );
         for name in Config::SECTIONS {
@@ -505,6 +528,7 @@ mod tests {
             |path: &[&str]| Config::known_keys(&path.iter().map(|k| key(k)).collect::<Vec<_>>());
         assert!(nested(&["modbus", "field"]).contains(&"register"));
         assert!(nested(&["s7", "field"]).contains(&"address"));
+        assert!(nested(&["dial_in", "dtu", "device", "field"]).contains(&"register"));
         assert!(nested(&["mqtt", "topic", "field"]).contains(&"path"));
         assert!(nested(&["state_rules", "rule", "when"]).contains(&"within"));
         assert!(nested(&["calendar", "shift", "breaks"]).contains(&"start"));

@@ -18,7 +18,7 @@ use crate::queue;
 use crate::shutdown::Shutdown;
 use crate::sink::spool::SpoolStats;
 use crate::sink::{self, Output, uplink::UplinkWriter};
-use crate::source::{cjt188, dlt645, hj212, melsec, meterbus, modbus, mqtt, opcua};
+use crate::source::{cjt188, dial_in, dlt645, hj212, melsec, meterbus, modbus, mqtt, opcua};
 use crate::web;
 
 /// Events waiting between the sources and the engine. What a source does at the bound depends
@@ -48,6 +48,8 @@ pub enum StartError {
     Mqtt(#[from] mqtt::MqttError),
     #[error(transparent)]
     Hj212(#[from] hj212::listen::ListenError),
+    #[error(transparent)]
+    DialIn(#[from] dial_in::listen::ListenError),
 }
 
 /// A running agent.
@@ -276,6 +278,12 @@ pub fn start_resuming(
         .iter()
         .map(|l| hj212::listen::bind(l).map(|bound| (l.clone(), bound)))
         .collect::<Result<Vec<_>, _>>()?;
+    let dial_in_listeners = config
+        .dial_in
+        .iter()
+        .map(|l| dial_in::listen::bind(l).map(|bound| (l.clone(), bound)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let unknown_dtus = dial_in::UnknownDtus::default();
     let metrics = Metrics::new();
     let brokers = prepare_brokers(config, &metrics)?;
 
@@ -324,8 +332,19 @@ pub fn start_resuming(
             shutdown.clone(),
         ));
     }
+    for (listener, bound) in dial_in_listeners {
+        tasks.spawn(dial_in::listen::run(
+            listener,
+            bound,
+            unknown_dtus.clone(),
+            events_tx.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
     drop(events_tx);
     if !config.modbus.is_empty()
+        || !config.dial_in.is_empty()
         || !config.melsec.is_empty()
         || !config.s7.is_empty()
         || !config.dlt645.is_empty()
@@ -402,6 +421,7 @@ pub fn start_resuming(
             metrics: metrics.clone(),
             declared_file: Some(declared_file),
             access: Arc::new(web_access(&config.web)),
+            unknown_dtus: unknown_dtus.clone(),
         };
         let listener = web_listener.take().ok_or(StartError::Web {
             addr: config.web.listen,

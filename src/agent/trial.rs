@@ -263,6 +263,14 @@ pub async fn test(
                     l.id, l.listen
                 )
             })
+            .chain(config.dial_in.iter().map(|l| {
+                format!(
+                    "dial_in {}: listens on {} for {} DTU(s) (not exercised by test: DTUs call in; see `shopfloor dtu listen`)",
+                    l.id,
+                    l.listen,
+                    l.dtus.len()
+                )
+            }))
             .collect(),
         heard: HashMap::new(),
         values: HashMap::new(),

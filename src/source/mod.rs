@@ -4,6 +4,7 @@
 //! states or indicators; that is the engine's business.
 
 pub mod cjt188;
+pub mod dial_in;
 pub mod dlt645;
 pub mod field_errors;
 pub mod hj212;

@@ -69,6 +69,8 @@ pub struct Board {
     pub declared_file: Option<PathBuf>,
     /// Who may write, and which `Host` and `Origin` names the board answers to.
     pub access: Arc<Access>,
+    /// Connections of dial-in listeners that matched no DTU, for `/api/health`.
+    pub unknown_dtus: crate::source::dial_in::UnknownDtus,
 }
 
 /// The board's access rules (see the module's documentation).
@@ -696,6 +698,20 @@ struct HealthJson {
     /// Times the engine waited for room in the spool queue: back-pressure, nothing lost.
     spool_waits: u64,
     sent_lines: u64,
+    /// Connections to a `[[dial_in]]` port whose first bytes matched no DTU, newest first:
+    /// the bytes to copy into a `[[dial_in.dtu]]`.
+    unknown_dtus: Vec<UnknownDtuJson>,
+}
+
+#[derive(Serialize)]
+struct UnknownDtuJson {
+    listener: String,
+    peer: String,
+    first_bytes_hex: String,
+    first_bytes_ascii: String,
+    reason: &'static str,
+    last_seen: String,
+    times: u64,
 }
 
 async fn health(State(board): State<Board>) -> Json<HealthJson> {
@@ -774,6 +790,20 @@ async fn health(State(board): State<Board>) -> Json<HealthJson> {
             .sum(crate::source::modbus::SOURCE_EVENTS_DROPPED),
         spool_waits: board.metrics.sum(crate::engine::SPOOL_WAITS),
         sent_lines: board.metrics.sum("shopfloor_output_lines_total"),
+        unknown_dtus: board
+            .unknown_dtus
+            .list()
+            .into_iter()
+            .map(|u| UnknownDtuJson {
+                listener: u.listener,
+                peer: u.peer,
+                first_bytes_hex: u.first_bytes_hex,
+                first_bytes_ascii: u.first_bytes_ascii,
+                reason: u.reason,
+                last_seen: u.last_seen.to_string(),
+                times: u.times,
+            })
+            .collect(),
     })
 }
 

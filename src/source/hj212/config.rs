@@ -237,9 +237,20 @@ impl Hj212Listener {
     /// The TLS server config of `tls_cert` and `tls_key`, with the ring provider; `None` without
     /// TLS. A problem comes with the key it is about.
     pub fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>, (&'static str, String)> {
+        server_tls(self.tls_cert.as_ref(), self.tls_key.as_ref())
+    }
+}
+
+/// The TLS server config of a listener's `tls_cert` and `tls_key` (`[[hj212]]`, `[[dial_in]]`),
+/// with the ring provider; `None` without TLS. A problem comes with the key it is about.
+pub fn server_tls(
+    tls_cert: Option<&PathBuf>,
+    tls_key: Option<&PathBuf>,
+) -> Result<Option<Arc<rustls::ServerConfig>>, (&'static str, String)> {
+    {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+        let (cert, key) = match (tls_cert, tls_key) {
             (None, None) => return Ok(None),
             (Some(cert), Some(key)) => (cert, key),
             (Some(_), None) => {

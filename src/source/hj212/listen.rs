@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use jiff::tz::TimeZone;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{info, warn};
 
 use super::codes::{self, DataFlag};
@@ -238,6 +238,96 @@ impl Shared {
     }
 }
 
+/// What a listening port (`[[hj212]]`, `[[dial_in]]`) checks of a new connection before it
+/// costs anything, in this order: its source against `allow`, its address's connections this
+/// minute against `max_connects_per_minute`, then a slot among `max_connections` and one among
+/// the connections not yet identified (the half-open bound).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    allowed: Vec<Cidr>,
+    per_minute: u32,
+    rate: ConnectRate,
+    connections: Arc<Semaphore>,
+    half_open: Arc<Semaphore>,
+}
+
+/// Why [`Gate::admit`] closed a connection at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turned {
+    NotAllowed,
+    ConnectRate,
+    Connections,
+    HalfOpen,
+}
+
+impl Turned {
+    /// The counter's reason label; `half_open` is the listener's own word for its half-open
+    /// bound.
+    pub(crate) fn reason(self, half_open: &'static str) -> &'static str {
+        match self {
+            Turned::NotAllowed => "not_allowed",
+            Turned::ConnectRate => "connect_rate",
+            Turned::Connections => "connections",
+            Turned::HalfOpen => half_open,
+        }
+    }
+
+    /// The log's words; `half_open` says what the half-open bound is full of.
+    pub(crate) fn detail(self, half_open: &str) -> String {
+        match self {
+            Turned::NotAllowed => "a connection from outside `allow`, closed".into(),
+            Turned::ConnectRate => {
+                "more connections from this address than `max_connects_per_minute`, closed".into()
+            }
+            Turned::Connections => {
+                "`max_connections` connections are open, a new one is closed".into()
+            }
+            Turned::HalfOpen => format!("{half_open}, a new one is closed"),
+        }
+    }
+}
+
+impl Gate {
+    pub(crate) fn new(
+        allowed: Vec<Cidr>,
+        per_minute: u32,
+        max_connections: usize,
+        half_open: Arc<Semaphore>,
+    ) -> Gate {
+        Gate {
+            allowed,
+            per_minute,
+            rate: ConnectRate::default(),
+            connections: Arc::new(Semaphore::new(max_connections)),
+            half_open,
+        }
+    }
+
+    /// The connection's slot and its half-open slot, or why it is closed at once.
+    pub(crate) fn admit(
+        &mut self,
+        ip: IpAddr,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), Turned> {
+        if !self.allowed.is_empty() && !self.allowed.iter().any(|c| c.contains(ip)) {
+            return Err(Turned::NotAllowed);
+        }
+        if !self.rate.admit(ip, self.per_minute, Instant::now()) {
+            return Err(Turned::ConnectRate);
+        }
+        let slot = self
+            .connections
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Turned::Connections)?;
+        let half_open = self
+            .half_open
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Turned::HalfOpen)?;
+        Ok((slot, half_open))
+    }
+}
+
 /// Connections per source address in the current minute.
 #[derive(Debug, Default)]
 struct ConnectRate {
@@ -274,9 +364,12 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) {
     let shared = Arc::new(Shared::new(&cfg, tz, metrics));
-    let allowed: Vec<Cidr> = cfg.allowed();
-    let connections = Arc::new(Semaphore::new(cfg.max_connections));
-    let mut rate = ConnectRate::default();
+    let mut gate = Gate::new(
+        cfg.allowed(),
+        cfg.max_connects_per_minute,
+        cfg.max_connections,
+        shared.unidentified.clone(),
+    );
     let Bound { listener, tls } = bound;
     info!(listener = %cfg.id, addr = %cfg.listen, loggers = cfg.loggers.len(), tls = tls.is_some(), "listening for HJ 212 loggers");
     loop {
@@ -292,37 +385,18 @@ pub async fn run(
                 }
             },
         };
-        if !allowed.is_empty() && !allowed.iter().any(|c| c.contains(peer.ip())) {
-            shared.refuse(
-                "not_allowed",
-                peer,
-                "a connection from outside `allow`, closed",
-            );
-            continue;
-        }
-        if !rate.admit(peer.ip(), cfg.max_connects_per_minute, Instant::now()) {
-            shared.refuse(
-                "connect_rate",
-                peer,
-                "more connections from this address than `max_connects_per_minute`, closed",
-            );
-            continue;
-        }
-        let Ok(slot) = connections.clone().try_acquire_owned() else {
-            shared.refuse(
-                "connections",
-                peer,
-                "`max_connections` connections are open, a new one is closed",
-            );
-            continue;
-        };
-        let Ok(unidentified) = shared.unidentified.clone().try_acquire_owned() else {
-            shared.refuse(
-                "unidentified",
-                peer,
-                "`max_unidentified` connections have not identified themselves yet, a new one is closed",
-            );
-            continue;
+        let (slot, unidentified) = match gate.admit(peer.ip()) {
+            Ok(permits) => permits,
+            Err(turned) => {
+                shared.refuse(
+                    turned.reason("unidentified"),
+                    peer,
+                    &turned.detail(
+                        "`max_unidentified` connections have not identified themselves yet",
+                    ),
+                );
+                continue;
+            }
         };
         let shared = shared.clone();
         let events = events.clone();

@@ -46,6 +46,11 @@ pub struct ModbusDevice {
     /// Time allowed for connecting and for each request.
     #[serde(default = "default_timeout", deserialize_with = "duration")]
     pub timeout: Duration,
+    /// Silence kept between the end of one answer (or timeout) and the next request on the
+    /// device's connection: for gateways, serial servers and DTUs that drop a request sent
+    /// too soon after the last answer. Default: none (a serial line keeps its `frame_gap`).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub inter_request_delay: Option<Duration>,
     /// Whether `address` values in the register map count from 0 (protocol addresses, the
     /// default) or from 1 (as many vendor manuals print them: register 40001 is address 0).
     #[serde(default)]
@@ -513,7 +518,7 @@ impl ByteOrder {
 
 /// Where a device's field came from after its profile was merged in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Origin {
+pub(crate) enum Origin {
     /// The n-th `[[modbus.field]]` of the device.
     Own(usize),
     /// The n-th field of the device's profile.
@@ -660,6 +665,23 @@ impl Checker<'_> {
         // RTU has no unit 0 that answers (it is the broadcast address); Modbus TCP devices
         // that ignore the unit id commonly expect 0 or 255.
         let rtu = device.serial.is_some() || device.transport == TcpTransport::RtuOverTcp;
+        self.modbus_map(root, base, device, origins, refs, rtu);
+    }
+
+    /// The checks of a device's unit, limits, timing, machine or meter and register map,
+    /// wherever the device hangs (`[[modbus]]`, or behind a dial-in DTU). `rtu`: the device
+    /// is reached with RTU framing, where unit 0 is broadcast.
+    pub(crate) fn modbus_map(
+        &mut self,
+        root: &Spanned<DeTable<'_>>,
+        base: &[Seg],
+        device: &mut ModbusDevice,
+        origins: &[Origin],
+        refs: &References<'_>,
+        rtu: bool,
+    ) {
+        let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
+        let id = device.id.clone();
         let unit_ok = if rtu {
             device.unit.is_single_device()
         } else {

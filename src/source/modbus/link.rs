@@ -109,6 +109,8 @@ pub struct ReadOnly {
     closed: Arc<AtomicBool>,
     /// RTU on a serial line: the silence to keep before each request.
     frame_gap: Option<Duration>,
+    /// The device's `inter_request_delay`: silence kept before each request, on any link.
+    delay: Option<Duration>,
     /// When the line last carried a frame (the end of the last answer or timeout).
     last_frame: Instant,
     /// RTU: a corrupt answer seen since the last request (what its checksum says), which
@@ -155,6 +157,7 @@ pub async fn open(spec: &LinkSpec, timeout: Duration) -> Result<ReadOnly, PollFa
         ctx,
         closed,
         frame_gap,
+        delay: None,
         last_frame: Instant::now(),
         bad_crc,
     })
@@ -179,6 +182,7 @@ where
         ctx,
         closed,
         frame_gap: None,
+        delay: None,
         last_frame: Instant::now(),
         bad_crc,
     }
@@ -233,6 +237,12 @@ fn open_serial(s: &ModbusSerial) -> Result<tokio_serial::SerialStream, PollFault
 pub type ReadResult = Result<Vec<u16>, ExceptionCode>;
 
 impl ReadOnly {
+    /// Keeps `delay` of silence before each following request (a device's
+    /// `inter_request_delay`; `None`: only a serial line's frame gap).
+    pub fn set_inter_request_delay(&mut self, delay: Option<Duration>) {
+        self.delay = delay;
+    }
+
     /// Reads `count` registers or bits from `unit` within `timeout`. After any `Err` the
     /// connection must be dropped: a late answer could otherwise be read as the next one's.
     pub async fn read(
@@ -243,7 +253,11 @@ impl ReadOnly {
         count: u16,
         timeout: Duration,
     ) -> Result<ReadResult, PollFault> {
-        if let Some(gap) = self.frame_gap {
+        let pause = match (self.frame_gap, self.delay) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(gap) = pause {
             tokio::time::sleep_until(self.last_frame + gap).await;
         }
         self.ctx.set_slave(unit);

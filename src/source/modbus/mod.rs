@@ -104,6 +104,7 @@ struct Polled {
     id: Arc<str>,
     unit: Slave,
     timeout: Duration,
+    inter_request_delay: Option<Duration>,
     poll: Duration,
     fields: Vec<Slot>,
     groups: Vec<Scheduled>,
@@ -213,6 +214,7 @@ impl Polled {
             down_logged: true,
             unit: device.unit,
             timeout: device.timeout,
+            inter_request_delay: device.inter_request_delay,
             poll: device.poll,
             id,
             fields,
@@ -582,6 +584,7 @@ async fn poll_group(
     let Some(client) = conn.as_mut() else {
         return Err(PollFault::Connect("no connection".into()));
     };
+    client.set_inter_request_delay(p.inter_request_delay);
     let unit = p.unit;
     let span = p.span.clone();
     let scheduled = &p.groups[g];

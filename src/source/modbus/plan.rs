@@ -181,6 +181,7 @@ mod tests {
             unit: tokio_modbus::Slave(1),
             poll: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            inter_request_delay: None,
             address_base: AddressBase::Zero,
             max_gap,
             max_registers,

@@ -230,7 +230,7 @@ pub fn profile_then_own<T: Clone>(profile: Arc<[T]>, own: &[T]) -> Arc<[T]> {
 impl Checker<'_> {
     /// Merges a device's profile into it. Returns where each resulting field came from, so
     /// later problems point at the right place.
-    pub(super) fn merge_profile(
+    pub(crate) fn merge_profile(
         &mut self,
         root: &Spanned<DeTable<'_>>,
         base: &[Seg],

@@ -1,0 +1,581 @@
+//! Dial-in DTUs against an emulated 4G DTU (`tests/dial_in/dtu.py`) that relays to a real,
+//! independent Modbus RTU server (pymodbus) behind it.
+//!
+//! The emulator does what DTUs do to the stream: registration first and (here) before every
+//! packet, heartbeats on their own timer and glued to the front and back of answers, and a
+//! dropped 4G session every few seconds. The agent's listener and DTU tasks run as the agent
+//! starts them; the test reads the events they send towards the engine. Timing checks are
+//! about schedules with margins of hundreds of milliseconds.
+
+#[path = "support/python.rs"]
+mod support_python;
+use support_python::python;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use shopfloor::agent::config::Config;
+use shopfloor::metrics::Metrics;
+use shopfloor::model::{SourceEvent, Target, Value};
+use shopfloor::shutdown;
+use shopfloor::source::dial_in::{self, UnknownDtus};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+const IMEI: &str = "868626041234567";
+const HEARTBEAT: &str = "www.usr.cn";
+
+/// The emulated DTU; killed when dropped. Its stdout lines (`gone`/`back` with times) are
+/// collected as they come.
+struct Emulator {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    log: std::path::PathBuf,
+}
+
+impl Emulator {
+    fn start(port: u16, extra: &[&str], dir: &std::path::Path) -> Emulator {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dial_in/dtu.py");
+        let log = dir.join("frames.log");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(["--agent", &format!("127.0.0.1:{port}")])
+            .args(["--registration", IMEI, "--heartbeat", HEARTBEAT])
+            .args(["--log", &log.display().to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the DTU emulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            panic!("the DTU emulator did not start (is pymodbus installed? run scripts/test)");
+        }
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Emulator { child, lines, log }
+    }
+
+    /// (gone, back) times of each outage the emulator made.
+    fn outages(&self) -> Vec<(f64, f64)> {
+        let lines = self.lines.lock().unwrap();
+        let time = |prefix: &str, l: &str| l.strip_prefix(prefix).and_then(|t| t.parse().ok());
+        let gone: Vec<f64> = lines.iter().filter_map(|l| time("gone ", l)).collect();
+        let back: Vec<f64> = lines.iter().filter_map(|l| time("back ", l)).collect();
+        gone.into_iter().zip(back).collect()
+    }
+
+    /// The function codes of every request the DTU relayed to the line.
+    fn function_codes(&self) -> Vec<u8> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SITE: &str = r#"
+[site]
+county = "yk"
+sector = "doors"
+enterprise = "e1"
+
+[[machine]]
+id = "press-1"
+kind = "press"
+cnc = false
+
+[[machine]]
+id = "press-2"
+kind = "press"
+cnc = false
+"#;
+
+/// One listener, one DTU with two devices behind it (see dtu.py for the registers).
+fn config(every_packet: bool) -> Config {
+    config_framed(every_packet, "rtu")
+}
+
+fn config_framed(every_packet: bool, framing: &str) -> Config {
+    let text = format!(
+        r#"{SITE}
+[[dial_in]]
+id = "dtus"
+listen = "127.0.0.1:0"
+registration_timeout = "2s"
+max_connects_per_minute = 1000
+
+[[dial_in.dtu]]
+id = "dtu-1"
+imei = "{IMEI}"
+heartbeat = "{HEARTBEAT}"
+heartbeat_period = "700ms"
+heartbeat_timeout = "3s"
+identity_every_packet = {every_packet}
+framing = "{framing}"
+timeout = "1s"
+inter_request_delay = "20ms"
+
+[[dial_in.dtu.device]]
+id = "press-1-box"
+unit = 1
+poll = "250ms"
+machine = "press-1"
+field = [
+  {{ signal = "run", register = "holding", address = 0 }},
+  {{ signal = "u16", register = "holding", address = 1 }},
+  {{ signal = "i16", register = "holding", address = 2, type = "i16" }},
+  {{ signal = "f32", register = "holding", address = 3, type = "f32" }},
+  {{ signal = "u32", register = "holding", address = 5, type = "u32" }},
+  {{ signal = "hz", register = "input", address = 0 }},
+  {{ signal = "bit5", register = "input", address = 1, type = "bool", bit = 5 }},
+  {{ signal = "coil0", register = "coil", address = 0 }},
+  {{ signal = "coil1", register = "coil", address = 1 }},
+  {{ signal = "coil2", register = "coil", address = 2 }},
+]
+
+[[dial_in.dtu.device]]
+id = "press-2-box"
+unit = 2
+poll = "250ms"
+machine = "press-2"
+field = [
+  {{ signal = "first", register = "holding", address = 0 }},
+  {{ signal = "last", register = "holding", address = 49 }},
+]
+"#
+    );
+    shopfloor::agent::config::load_str(&text, "dial_in.toml").unwrap_or_else(|d| panic!("{d}"))
+}
+
+/// What every signal must read (dtu.py's registers, worked out there by hand).
+fn expected() -> BTreeMap<(String, String), Value> {
+    let p1 = |s: &str, v: Value| (("press-1".to_string(), s.to_string()), v);
+    let p2 = |s: &str, v: Value| (("press-2".to_string(), s.to_string()), v);
+    [
+        p1("run", Value::Int(1)),
+        p1("u16", Value::Int(1234)),
+        p1("i16", Value::Int(-200)),
+        p1("f32", Value::Float(230.5)),
+        p1("u32", Value::Int(123_456)),
+        p1("hz", Value::Int(500)),
+        p1("bit5", Value::Bool(true)),
+        p1("coil0", Value::Bool(true)),
+        p1("coil1", Value::Bool(false)),
+        p1("coil2", Value::Bool(true)),
+        // Unit 2: holding a = 100 + a.
+        p2("first", Value::Int(100)),
+        p2("last", Value::Int(149)),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// A running listener with its DTU tasks.
+struct Agent {
+    port: u16,
+    trigger: shutdown::Trigger,
+    task: tokio::task::JoinHandle<()>,
+    events: mpsc::Receiver<SourceEvent>,
+    metrics: Metrics,
+    unknown: UnknownDtus,
+}
+
+impl Agent {
+    fn start(cfg: &Config) -> Agent {
+        let listener = cfg.dial_in[0].clone();
+        let bound = dial_in::listen::bind(&listener).expect("bind");
+        let port = bound.local_addr().expect("address").port();
+        let (trigger, stop) = shutdown::channel();
+        let (tx, events) = mpsc::channel(100_000);
+        let metrics = Metrics::new();
+        let unknown = UnknownDtus::default();
+        let task = tokio::spawn(dial_in::listen::run(
+            listener,
+            bound,
+            unknown.clone(),
+            tx,
+            metrics.clone(),
+            stop,
+        ));
+        Agent {
+            port,
+            trigger,
+            task,
+            events,
+            metrics,
+            unknown,
+        }
+    }
+
+    async fn stop(mut self) -> (Vec<SourceEvent>, Metrics, UnknownDtus) {
+        self.trigger.fire();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let mut events = Vec::new();
+        while let Ok(e) = self.events.try_recv() {
+            events.push(e);
+        }
+        (events, self.metrics, self.unknown)
+    }
+}
+
+fn metric(metrics: &Metrics, name: &str, label: (&str, &str)) -> u64 {
+    metrics
+        .read()
+        .iter()
+        .filter(|r| r.name == name && r.labels.iter().any(|(k, v)| *k == label.0 && v == label.1))
+        .map(|r| r.value)
+        .sum()
+}
+
+/// Every sample of `events` by (machine, signal), in order.
+fn samples(events: &[SourceEvent]) -> BTreeMap<(String, String), Vec<(Timestamp, Value)>> {
+    let mut out: BTreeMap<(String, String), Vec<(Timestamp, Value)>> = BTreeMap::new();
+    for e in events {
+        if let SourceEvent::Samples(samples) = e {
+            for s in samples {
+                let Target::Machine(m) = &s.target else {
+                    panic!("a meter sample: {s:?}");
+                };
+                out.entry((m.to_string(), s.signal.to_string()))
+                    .or_default()
+                    .push((s.at, s.value.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_through_a_reconnecting_dtu_equal_the_registers_once_each_and_outages_match() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = Agent::start(&config(true));
+    // Registration before every packet; heartbeats every 0.7 s and around answers; the 4G
+    // session drops every 3 s for 1.5 s.
+    let dtu = Emulator::start(
+        agent.port,
+        &["--every-packet", "--reconnect-every", "3", "--away", "1.5"],
+        dir.path(),
+    );
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let outages = dtu.outages();
+    let (events, metrics, unknown) = agent.stop().await;
+
+    let got = samples(&events);
+    let want = expected();
+    for (key, value) in &want {
+        let seen = got.get(key).unwrap_or_else(|| panic!("{key:?} never read"));
+        // 11 s at 250 ms, less the outages: dozens of polls each.
+        assert!(seen.len() >= 15, "{key:?} read {} times", seen.len());
+        for (at, v) in seen {
+            assert_eq!(v, value, "{key:?} at {at}");
+        }
+        // Nothing duplicated: each poll's value once, at a later time than the last.
+        assert!(
+            seen.windows(2).all(|w| w[0].0 < w[1].0),
+            "{key:?} has a sample twice"
+        );
+    }
+    assert_eq!(got.len(), want.len(), "{:?}", got.keys());
+
+    // Each outage: the device is down from when the DTU went until it was back, within one
+    // poll (250 ms) and a request in flight, plus 350 ms for a busy machine.
+    assert!(outages.len() >= 2, "{outages:?}");
+    let health: Vec<(bool, f64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            SourceEvent::DeviceUp { device, at } if &**device == "press-1-box" => {
+                Some((true, at.as_millisecond() as f64 / 1000.0))
+            }
+            SourceEvent::DeviceDown { device, at, .. } if &**device == "press-1-box" => {
+                Some((false, at.as_millisecond() as f64 / 1000.0))
+            }
+            _ => None,
+        })
+        .collect();
+    for (gone, back) in &outages {
+        let down = health
+            .iter()
+            .find(|(up, at)| !up && (at - gone).abs() < 0.6)
+            .unwrap_or_else(|| panic!("no DeviceDown near {gone}: {health:?}"))
+            .1;
+        let Some(up) = health
+            .iter()
+            .find(|(up, at)| *up && *at > down)
+            .map(|h| h.1)
+        else {
+            continue; // the test ended during this outage
+        };
+        let real = back - gone;
+        let seen = up - down;
+        eprintln!("outage: DTU gone {real:.3} s, device down {seen:.3} s");
+        assert!(
+            (seen - real).abs() <= 0.6,
+            "down for {seen:.3} s, the DTU was gone {real:.3} s"
+        );
+    }
+    assert!(
+        metric(
+            &metrics,
+            "shopfloor_dial_in_heartbeats_total",
+            ("dtu", "dtu-1")
+        ) >= 5
+    );
+    assert!(
+        metric(
+            &metrics,
+            "shopfloor_dial_in_connections_total",
+            ("dtu", "dtu-1")
+        ) >= 3
+    );
+    assert!(unknown.list().is_empty(), "{:?}", unknown.list());
+
+    // Read-only on the wire: the DTU relayed read requests and nothing else.
+    let codes = dtu.function_codes();
+    assert!(codes.len() > 50, "{} requests", codes.len());
+    assert!(
+        codes.iter().all(|c| (1..=4).contains(c)),
+        "function codes on the wire: {codes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtu_that_converts_to_modbus_tcp_is_read_with_mbap_through_its_heartbeats() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = Agent::start(&config_framed(false, "tcp"));
+    let dtu = Emulator::start(agent.port, &["--tcp"], dir.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (events, metrics, _) = agent.stop().await;
+    let got = samples(&events);
+    for (key, value) in expected() {
+        let seen = got
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} never read"));
+        assert!(seen.len() >= 5, "{key:?} read {} times", seen.len());
+        assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
+    }
+    assert!(
+        metric(
+            &metrics,
+            "shopfloor_dial_in_heartbeats_total",
+            ("dtu", "dtu-1")
+        ) >= 2
+    );
+    let codes = dtu.function_codes();
+    assert!(!codes.is_empty() && codes.iter().all(|c| (1..=4).contains(c)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = config(false);
+    cfg.dial_in[0].max_connects_per_minute = 30;
+    cfg.dial_in[0].max_unregistered = 8;
+    let agent = Agent::start(&cfg);
+    let port = agent.port;
+    // The real DTU comes from 127.0.0.1; the hostile peers from 127.0.0.2, another address.
+    let dtu = Emulator::start(port, &[], dir.path());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let hostile = move |ip: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().ok()?;
+        socket.bind(format!("{ip}:0").parse().ok()?).ok()?;
+        socket
+            .connect(format!("127.0.0.1:{port}").parse().ok()?)
+            .await
+            .ok()
+    };
+    let started = Timestamp::now();
+    // An unknown registration and garbage.
+    for bytes in [
+        &b"869999999999999"[..],
+        b"\x00\xff\x13\x37GET / HTTP/1.1\r\n",
+    ] {
+        if let Some(mut s) = hostile("127.0.0.2").await {
+            let _ = s.write_all(bytes).await;
+        }
+    }
+    // A slow-loris: the first bytes of the real IMEI, one a second.
+    let loris = tokio::spawn(async move {
+        let mut s = hostile("127.0.0.3").await?;
+        for b in IMEI.as_bytes().iter().take(5) {
+            s.write_all(&[*b]).await.ok()?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        Some(())
+    });
+    // A flood: as many connections as one address can open in 3 s.
+    let flood = tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut n = 0u32;
+        let mut open = Vec::new();
+        while tokio::time::Instant::now() < until {
+            if let Some(s) = hostile("127.0.0.4").await {
+                open.push(s);
+                if open.len() > 200 {
+                    open.clear();
+                }
+            }
+            n += 1;
+        }
+        n
+    });
+    let attempts = flood.await.expect("flood");
+    let _ = loris.await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ended = Timestamp::now();
+    let (events, metrics, unknown) = agent.stop().await;
+    drop(dtu);
+
+    let refused = |reason: &str| metric(&metrics, dial_in::REFUSED, ("reason", reason));
+    eprintln!(
+        "{attempts} attempts; refused: connect_rate {}, unknown_registration {}, registration_timeout {}, unregistered {}",
+        refused("connect_rate"),
+        refused("unknown_registration"),
+        refused("registration_timeout"),
+        refused("unregistered")
+    );
+    assert!(attempts > 100, "only {attempts} connection attempts");
+    // 30 a minute from one address, the rest refused at once.
+    assert!(
+        refused("connect_rate") >= u64::from(attempts) - 30,
+        "{} of {attempts} refused",
+        refused("connect_rate")
+    );
+    assert!(refused("unknown_registration") >= 2);
+    // The slow-loris never finished its registration within 2 s.
+    assert!(refused("registration_timeout") >= 1);
+    let list = unknown.list();
+    assert!(
+        list.iter().any(|u| u.first_bytes_ascii == "869999999999999"
+            && u.first_bytes_hex.starts_with("38 36 39")),
+        "{list:?}"
+    );
+    // The real DTU kept its 250 ms schedule all along: at least 3 polls a second.
+    let got = samples(&events);
+    let during: Vec<&(Timestamp, Value)> = got[&("press-1".to_string(), "run".to_string())]
+        .iter()
+        .filter(|(at, _)| *at >= started && *at <= ended)
+        .collect();
+    let seconds = ended.duration_since(started).as_secs_f64();
+    assert!(
+        during.len() as f64 >= seconds * 3.0,
+        "{} polls in {seconds:.1} s",
+        during.len()
+    );
+    assert!(during.iter().all(|(_, v)| *v == Value::Int(1)));
+}
+
+/// `GET path` on the board with HTTP/1.0 (no `Host`, as the container's health check asks).
+async fn board_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("board");
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .expect("request");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text).await;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_lists_a_dtus_devices_and_an_unknown_dtus_bytes_in_api_health() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut cfg = config(false);
+    cfg.dial_in[0].listen.set_port(port);
+    cfg.agent.data_dir = dir.path().to_path_buf();
+    cfg.web.listen.set_port(0);
+    let (trigger, stop) = shutdown::channel();
+    let running = shopfloor::agent::start(&cfg, stop).expect("agent starts");
+    let board = running.web_addr.expect("board enabled");
+    let _dtu = Emulator::start(port, &[], dir.path());
+    // An installer's new DTU the config does not know yet.
+    let mut unknown = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    unknown.write_all(b"USR-G780 0042").await.expect("send");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let health = loop {
+        let health = board_get(board, "/api/health").await;
+        let up = |id: &str| {
+            health["devices"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["id"] == id && d["status"] == "up"))
+        };
+        if up("press-1-box") && up("press-2-box") && health["unknown_dtus"][0].is_object() {
+            break health;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not there after 10 s: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let listed = &health["unknown_dtus"][0];
+    assert_eq!(listed["listener"], "dtus");
+    // "USR-G780 0042" in hex, ready for `registration_hex`.
+    assert_eq!(
+        listed["first_bytes_hex"],
+        "55 53 52 2d 47 37 38 30 20 30 30 34 32"
+    );
+    assert_eq!(listed["first_bytes_ascii"], "USR-G780 0042");
+    assert_eq!(listed["reason"], "unknown_registration");
+    trigger.fire();
+    running.finished().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_live_dtus_with_one_imei_are_logged_as_a_possible_clone_and_the_newer_wins() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first_dir = dir.path().join("first");
+    let second_dir = dir.path().join("second");
+    std::fs::create_dir_all(&first_dir).expect("dir");
+    std::fs::create_dir_all(&second_dir).expect("dir");
+    let agent = Agent::start(&config(false));
+    let first = Emulator::start(agent.port, &[], &first_dir);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = first.function_codes().len();
+    // A second device sends the same IMEI while the first is live (heartbeats every 0.7 s).
+    let second = Emulator::start(agent.port, &[], &second_dir);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, metrics, _) = agent.stop().await;
+    assert!(
+        metric(
+            &metrics,
+            "shopfloor_dial_in_possible_clones_total",
+            ("dtu", "dtu-1")
+        ) >= 1,
+        "no possible clone counted"
+    );
+    // The newer connection was polled.
+    assert!(before > 0);
+    assert!(
+        !second.function_codes().is_empty(),
+        "the newer DTU was never polled"
+    );
+}
