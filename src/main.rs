@@ -497,6 +497,11 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
+            // A host name that does not resolve is a warning, not a refusal: DNS may come up
+            // after the agent (it keeps trying), but a typo shows here rather than in the log.
+            for warning in unresolved_hosts(&cfg) {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!("{}: ok: {}", path.display(), cfg.summary());
             for bus in &cfg.dlt645 {
                 println!("dlt645 bus {} ({}):", bus.id, bus.bus.describe());
@@ -595,6 +600,117 @@ fn check(path: &std::path::Path, show_plan: bool) -> ExitCode {
 
 /// Whether this process runs as root, who can write anywhere a directory can be written: a
 /// failure then means no user can.
+/// The peers the agent connects to whose host names do not resolve here (within
+/// [`RESOLVE_WAIT`] for all of them), one sentence each. IP addresses are not looked up.
+fn unresolved_hosts(cfg: &shopfloor::agent::config::Config) -> Vec<String> {
+    let mut peers: Vec<(String, String, u16)> = Vec::new();
+    let mut add = |what: String, host: &str, port: u16| {
+        if !host.is_empty() && host.parse::<std::net::IpAddr>().is_err() {
+            peers.push((what, host.to_string(), port));
+        }
+    };
+    for d in &cfg.modbus {
+        if let Some((host, port)) = d.address.as_deref().and_then(split_host_port) {
+            add(format!("modbus device {}", d.id), host, port);
+        }
+    }
+    for d in &cfg.s7 {
+        add(format!("s7 device {}", d.id), &d.host, d.port);
+    }
+    for d in &cfg.melsec {
+        add(format!("melsec device {}", d.id), &d.host, d.port);
+    }
+    for b in &cfg.mqtt {
+        if let Some((host, port)) = split_host_port(&b.connection.address) {
+            add(format!("mqtt broker {}", b.id), host, port);
+        }
+    }
+    if let Some(u) = &cfg.uplink
+        && let Some((host, port)) = split_host_port(&u.connection.address)
+    {
+        add("uplink".to_string(), host, port);
+    }
+    for s in &cfg.opcua {
+        if let Some((host, port)) = url_host_port(&s.endpoint, 4840) {
+            add(format!("opcua server {}", s.id), host, port);
+        }
+    }
+    for o in &cfg.influx {
+        let usual = if o.url.starts_with("https://") {
+            443
+        } else {
+            80
+        };
+        if let Some((host, port)) = url_host_port(&o.url, usual) {
+            add(
+                format!("influx output {}", o.name.as_deref().unwrap_or(&o.url)),
+                host,
+                port,
+            );
+        }
+    }
+    // Each name is looked up on its own thread, so a slow resolver costs the wait once.
+    let lookups: Vec<_> = peers
+        .into_iter()
+        .map(|(what, host, port)| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let name = host.clone();
+            std::thread::spawn(move || {
+                use std::net::ToSocketAddrs;
+                let _ = tx.send(
+                    (name.as_str(), port)
+                        .to_socket_addrs()
+                        .map(|mut a| a.next().is_some()),
+                );
+            });
+            (what, host, rx)
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + RESOLVE_WAIT;
+    let mut out = Vec::new();
+    for (what, host, rx) in lookups {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let why = match rx.recv_timeout(left) {
+            Ok(Ok(true)) => continue,
+            Ok(Ok(false)) => "it resolves to no address".to_string(),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!(
+                "no answer from the resolver within {} s",
+                RESOLVE_WAIT.as_secs()
+            ),
+        };
+        out.push(format!(
+            "{what}: the host name `{host}` does not resolve here ({why}); the agent keeps trying, \
+             but check the name, the gateway's DNS (/etc/resolv.conf, /etc/hosts) or write the IP address"
+        ));
+    }
+    out
+}
+
+/// How long `check` waits for host-name lookups in all.
+const RESOLVE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `host:port` or `[v6]:port`; `None` when it has no port (`check` has refused it already).
+fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host, port.parse().ok()?))
+}
+
+/// The host and port of `scheme://host[:port][/path]`, with `usual` when no port is written.
+fn url_host_port(url: &str, usual: u16) -> Option<(&str, u16)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    match split_host_port(authority) {
+        Some(hp) if !authority.ends_with(']') => Some(hp),
+        _ => Some((
+            authority.trim_start_matches('[').trim_end_matches(']'),
+            usual,
+        )),
+    }
+}
+
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt as _;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)

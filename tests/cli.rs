@@ -86,6 +86,67 @@ fn check_accepts_a_good_config_and_prints_the_request_plan() {
     assert_eq!(stdout.matches("connection tcp://").count(), 1, "{stdout}");
 }
 
+/// A host name that does not resolve is named by `check` as a warning (the agent keeps trying:
+/// DNS may come up after it), and the config still passes. `.invalid` never resolves
+/// (RFC 2606); the IP address beside it is not looked up.
+#[test]
+fn check_warns_of_a_host_name_that_does_not_resolve() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("dns.toml");
+    let text = format!(
+        r#"[site]
+county = "wuyi"
+sector = "doors"
+enterprise = "e1"
+
+[agent]
+data_dir = "{data}"
+
+[[machine]]
+id = "cnc01"
+kind = "lathe"
+cnc = true
+
+[[modbus]]
+id = "box1"
+address = "plc-7.shopfloor.invalid:502"
+field = [
+  {{ machine = "cnc01", signal = "rpm", register = "holding", address = 1 }},
+]
+
+[[modbus]]
+id = "box2"
+address = "127.0.0.1:502"
+field = [
+  {{ machine = "cnc01", signal = "load", register = "holding", address = 2 }},
+]
+"#,
+        data = dir.path().display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run shopfloor check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "a name that does not resolve is a warning: {stderr}"
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("does not resolve"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning, for box1 only:\n{stderr}");
+    assert!(
+        warnings[0].contains("modbus device box1")
+            && warnings[0].contains("`plc-7.shopfloor.invalid`")
+            && warnings[0].contains("warning:"),
+        "{stderr}"
+    );
+}
+
 /// `shopfloor check --plan | head` once ended in a panic ("failed printing to stdout: Broken
 /// pipe"). The reader here goes away before the command writes anything, so every line it
 /// prints meets a closed pipe.

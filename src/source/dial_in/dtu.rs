@@ -114,12 +114,13 @@ impl Polled {
             .fields
             .iter()
             .map(|f| Slot {
-                target: match (&f.machine, &f.meter) {
-                    (Some(m), _) => Target::Machine(Arc::from(m.as_str())),
-                    (None, Some(m)) => Target::Meter(Arc::from(m.as_str())),
-                    (None, None) => Target::Meter(Arc::from("")),
+                // The field's own machine or meter, else the device's.
+                target: match device.target_of(f) {
+                    Some((true, m)) => Target::Machine(Arc::from(m)),
+                    Some((false, m)) => Target::Meter(Arc::from(m)),
+                    None => Target::Meter(Arc::from("")),
                 },
-                signal: Arc::from(f.signal.as_str()),
+                signal: f.signal.clone(),
                 codec: Codec::from(f),
             })
             .collect();

@@ -204,7 +204,7 @@ async fn resolve(address: &str, timeout: Duration) -> Result<SocketAddr, PollFau
     let mut addrs = tokio::time::timeout(timeout, lookup)
         .await
         .map_err(|_| PollFault::Resolve(format!("no answer for `{address}` within the timeout")))?
-        .map_err(|e| PollFault::Resolve(e.to_string()))?;
+        .map_err(|e| PollFault::Resolve(format!("`{address}`: {e}")))?;
     addrs
         .next()
         .ok_or_else(|| PollFault::Resolve(format!("`{address}` has no address")))
