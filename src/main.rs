@@ -147,6 +147,7 @@ enum DtuCommand {
     /// last such one (the heartbeat and its period), and, with --poll, holding registers read
     /// through it (function code 3 only).
     Listen {
+        /// The TCP port to listen on: the one the DTUs are configured to dial (all addresses).
         #[arg(long)]
         port: u16,
         /// A config whose [[dial_in.dtu]] registrations and heartbeats name what arrives.
