@@ -349,22 +349,8 @@ pub fn request(framing: Framing, e: &Expected, start: u16) -> Vec<u8> {
     }
 }
 
-/// The Modbus RTU CRC (CRC-16/MODBUS: polynomial 0xA001 reflected, initial 0xFFFF), sent low
-/// byte first.
-pub fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0xFFFF;
-    for &b in bytes {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
+/// The Modbus RTU CRC, the one the Modbus source checks answers with.
+pub use crate::source::modbus::link::crc16;
 
 /// Bytes as hex pairs, `31 32 0d`.
 pub fn hex(bytes: &[u8]) -> String {
