@@ -95,7 +95,10 @@ fn config(dir: &Path, out: &Path, endpoint: &str, web_port: u16, items: usize) -
             "[[machine]]\nid = \"m{m:03}\"\nkind = \"lathe\"\ncnc = true\n\n"
         );
     }
-    let _ = write!(c, "[[opcua]]\nid = \"bench\"\nendpoint = \"{endpoint}\"\n\n");
+    let _ = write!(
+        c,
+        "[[opcua]]\nid = \"bench\"\nendpoint = \"{endpoint}\"\n\n"
+    );
     for m in 1..=machines {
         c.push_str("  [[opcua.group]]\n  publishing_interval = \"1s\"\n");
         for r in 0..PER_MACHINE {
