@@ -39,12 +39,10 @@ mod common;
 use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use process::{Proc, cpu_ticks, status_kb, ticks_per_second};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
 const PER_MACHINE: usize = 1000;
 
 struct Options {
@@ -54,16 +52,8 @@ struct Options {
 }
 
 fn options() -> Option<Options> {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        return None;
-    }
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
+    let args = process::bench_args()?;
+    let value = |name: &str| process::number_arg(&args, name);
     let items = match value("--items") {
         Some(n) => vec![(n as usize).div_ceil(PER_MACHINE) * PER_MACHINE],
         None => vec![10_000, 100_000],
@@ -200,16 +190,7 @@ async fn run(items: usize, opts: &Options) -> Figures {
     let endpoint = format!("opc.tcp://127.0.0.1:{port}/");
     std::fs::write(&cfg, config(dir.path(), &out, &endpoint, web_port, items))
         .expect("write config");
-    let agent = Proc(
-        Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&cfg)
-            .env("SHOPFLOOR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the agent"),
-    );
+    let agent = process::start_agent(&cfg);
     let pid = agent.0.id();
     let mut delivered = Delivered {
         path: out,
@@ -280,17 +261,11 @@ fn main() {
         println!("benches/opcua.rs is a benchmark: run it with `cargo bench --bench opcua`");
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let rt = process::runtime();
+    let load = process::load_average();
     println!(
         "OPC UA benchmark: warm-up {:?}, window {} s; load average before: {}",
-        opts.warmup,
-        opts.seconds,
-        load.trim()
+        opts.warmup, opts.seconds, load
     );
     println!(
         "| items | changes made/s (server) | delivered/s (agent's output) | agent CPU (% of one core) | agent RSS mean / peak (MB) | server CPU (% of one core) | server RSS (MB) | changes dropped by the agent | start-up to first values |"
@@ -311,7 +286,7 @@ fn main() {
             f.dropped,
             f.startup.as_secs_f64(),
         );
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        println!("load average after {} items: {}", items, load.trim());
+        let load = process::load_average();
+        println!("load average after {} items: {}", items, load);
     }
 }
