@@ -44,16 +44,8 @@ struct Options {
 }
 
 fn options() -> Option<Options> {
-    let args: Vec<String> = std::env::args().collect();
-    if !args.iter().any(|a| a == "--bench") {
-        return None;
-    }
-    let value = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
+    let args = process::bench_args()?;
+    let value = |name: &str| process::number_arg(&args, name);
     let workloads = match (value("--devices"), value("--registers")) {
         (Some(n), Some(m)) => vec![(n as usize, m as u16)],
         _ => vec![(100, 100), (100, 1000)],
@@ -165,16 +157,7 @@ async fn run(bench: &Bench, devices: usize, registers: u16, opts: &Options) -> F
     )
     .expect("write profile");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let agent = Proc(
-        Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&cfg)
-            .env("SHOPFLOOR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the agent"),
-    );
+    let agent = process::start_agent(&cfg);
     let pid = agent.0.id();
     tokio::time::sleep(opts.warmup).await;
 
@@ -214,18 +197,11 @@ pub fn main(bench: &Bench) {
         );
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let rt = process::runtime();
+    let load = process::load_average();
     println!(
         "{} benchmark: warm-up {:?}, window {} s; load average before: {}",
-        bench.protocol,
-        opts.warmup,
-        opts.seconds,
-        load.trim()
+        bench.protocol, opts.warmup, opts.seconds, load
     );
     println!(
         "| devices × registers | expected points/s | delivered points/s | agent CPU (% of one core) | agent RSS mean / peak (MB) |"
@@ -244,6 +220,6 @@ pub fn main(bench: &Bench) {
             f.rss_mb_peak
         );
     }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!("load average after: {}", load.trim());
+    let load = process::load_average();
+    println!("load average after: {}", load);
 }

@@ -69,3 +69,55 @@ pub async fn scraped(http: &reqwest::Client, url: &str, series: &str) -> Option<
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
 }
+
+/// The command line when cargo runs the bench as a benchmark (`--bench` among the arguments),
+/// else `None`: `cargo test --all-targets` runs bench targets without it.
+#[allow(dead_code)] // benches with arguments of their own
+pub fn bench_args() -> Option<Vec<String>> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--bench").then_some(args)
+}
+
+/// The number after `name` in `args` (`--seconds 30`), if there is one.
+#[allow(dead_code)] // benches with arguments of their own
+pub fn number_arg(args: &[String], name: &str) -> Option<u64> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Starts the agent, `shopfloor run -c CONFIG`, logging warnings and worse to this process's
+/// stderr.
+#[allow(dead_code)] // benches that run the agent in their own process
+pub fn start_agent(config: &std::path::Path) -> Proc {
+    Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+            .args(["run", "-c"])
+            .arg(config)
+            .env("SHOPFLOOR_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the agent"),
+    )
+}
+
+/// The benchmark's own runtime: two workers, as many as the machine has cores.
+#[allow(dead_code)] // benches that build their runtime otherwise
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// `/proc/loadavg`, for the figures' record of how busy the machine was.
+#[allow(dead_code)] // benches that do not print it
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
