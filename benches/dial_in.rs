@@ -35,7 +35,6 @@
 mod process;
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::fmt::Write as _;
@@ -141,13 +140,7 @@ async fn dtu(port: u16, i: usize, latency: Duration, polls: Polls, connects: Arc
 async fn session(stream: TcpStream, i: usize, latency: Duration, polls: &Polls) {
     let (mut rd, wr) = stream.into_split();
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
-    if wr
-        .lock()
-        .await
-        .write_all(imei(i).as_bytes())
-        .await
-        .is_err()
-    {
+    if wr.lock().await.write_all(imei(i).as_bytes()).await.is_err() {
         return;
     }
     let beat = wr.clone();
@@ -271,7 +264,7 @@ fn raise_nofile() -> u64 {
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur as u64
+        lim.rlim_cur
     }
 }
 
@@ -307,15 +300,7 @@ async fn run(opts: &Options) {
     let fleet: Vec<_> = polls
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            tokio::spawn(dtu(
-                port,
-                i + 1,
-                opts.latency,
-                p.clone(),
-                connects.clone(),
-            ))
-        })
+        .map(|(i, p)| tokio::spawn(dtu(port, i + 1, opts.latency, p.clone(), connects.clone())))
         .collect();
     tokio::time::sleep(opts.warmup).await;
 
