@@ -424,8 +424,9 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
         }
         Some(())
     });
-    // A flood towards the issue's 10,000 attempts a second from one address: 16 tasks, each
-    // opening and dropping connections from 127.0.0.4 as fast as it can for 3 s.
+    // A flood from one address: 16 tasks, each opening and dropping connections from
+    // 127.0.0.4 as fast as it can for 3 s (the issue asks for 10,000 attempts a second; on a
+    // loopback debug build this makes a few hundred a second, and 64 tasks make fewer).
     let flood = tokio::spawn(async move {
         let until = tokio::time::Instant::now() + Duration::from_secs(3);
         let tasks: Vec<_> = (0..16)
