@@ -33,7 +33,7 @@ use super::{REFUSED, UnknownDtu, UnknownDtus};
 use crate::metrics::Metrics;
 use crate::model::SourceEvent;
 use crate::shutdown::Shutdown;
-use crate::source::hj212::listen::{Gate, Io};
+use crate::source::hj212::listen::{Gate, Io, accept};
 
 /// The most bytes a connection may send before it has registered.
 pub const FIRST_BYTES_MAX: usize = 512;
@@ -217,16 +217,9 @@ pub async fn run(
     let Bound { listener, tls } = bound;
     info!(listener = %cfg.id, addr = %cfg.listen, dtus = cfg.dtus.len(), tls = tls.is_some(), "listening for dial-in DTUs");
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(listener = %cfg.id, error = %e, "dial-in: accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = accept(&listener, &mut shutdown, &cfg.id, "dial-in").await
+        else {
+            break;
         };
         let (slot, unregistered) = match gate.admit(peer.ip()) {
             Ok(permits) => permits,

@@ -238,6 +238,29 @@ impl Shared {
     }
 }
 
+/// The next connection on a listening port (`[[hj212]]`, `[[dial_in]]`), or `None` at
+/// shutdown. A failed accept (out of file descriptors and the like) is logged and waited out
+/// rather than spun on.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &mut Shutdown,
+    id: &str,
+    what: &str,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    warn!(listener = %id, error = %e, "{what}: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
 /// What a listening port (`[[hj212]]`, `[[dial_in]]`) checks of a new connection before it
 /// costs anything, in this order: its source against `allow`, its address's connections this
 /// minute against `max_connects_per_minute`, then a slot among `max_connections` and one among
@@ -373,17 +396,8 @@ pub async fn run(
     let Bound { listener, tls } = bound;
     info!(listener = %cfg.id, addr = %cfg.listen, loggers = cfg.loggers.len(), tls = tls.is_some(), "listening for HJ 212 loggers");
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.wait() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    warn!(listener = %cfg.id, error = %e, "HJ 212: accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = accept(&listener, &mut shutdown, &cfg.id, "HJ 212").await else {
+            return;
         };
         let (slot, unidentified) = match gate.admit(peer.ip()) {
             Ok(permits) => permits,
