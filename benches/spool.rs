@@ -306,7 +306,7 @@ fn bench_trim(secs: u64) {
                 shopfloor::sink::spool::SpoolReader::open(&path, "bench").expect("reader");
             let (mut acks, mut errors, mut lines) = (0u64, 0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
-                match reader.next_batch(5000) {
+                match reader.next_batch(5000, usize::MAX) {
                     Ok(Some(batch)) => match reader.ack(batch.last_id) {
                         Ok(()) => {
                             acks += 1;

@@ -108,6 +108,9 @@ pub struct InfluxOutput {
     /// Lines per write request at most. Default 5000.
     #[serde(default = "default_batch_lines")]
     pub batch_lines: usize,
+    /// Bytes of line protocol per write request at most, before compression. Default 4 MiB.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
     /// A request with fewer than `batch_lines` lines waits until this long after the previous
     /// one, so a quiet agent sends about one request per interval. Default `"1s"`.
     #[serde(default = "default_flush_interval", deserialize_with = "duration")]
@@ -137,6 +140,7 @@ impl InfluxOutput {
     pub fn writer_options(&self, name: &str, dir: &std::path::Path) -> crate::sink::WriterOptions {
         crate::sink::WriterOptions {
             batch_lines: self.batch_lines,
+            batch_bytes: self.batch_bytes,
             flush_interval: self.flush_interval,
             retry_max: self.retry_max,
             dead_letter_max_bytes: self.dead_letter_max_bytes,
@@ -150,6 +154,9 @@ fn default_write_timeout() -> Duration {
 }
 fn default_batch_lines() -> usize {
     5000
+}
+fn default_batch_bytes() -> usize {
+    crate::sink::BATCH_BYTES
 }
 fn default_flush_interval() -> Duration {
     Duration::from_secs(1)
@@ -384,6 +391,17 @@ impl Checker<'_> {
         if output.batch_lines == 0 {
             let span = at(self, "batch_lines");
             self.push(span, "batch_lines must be at least 1".to_string());
+        }
+        if output.batch_bytes < 1024 {
+            let span = at(self, "batch_bytes");
+            self.push(
+                span,
+                format!(
+                    "batch_bytes = {} is too small: at least 1024 (a line longer than the bound \
+                     goes alone in its request, so a small bound only makes many requests)",
+                    output.batch_bytes
+                ),
+            );
         }
         if output.retry_max.is_zero() {
             let span = at(self, "retry_max");

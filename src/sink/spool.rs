@@ -605,10 +605,15 @@ impl SpoolReader {
         })
     }
 
-    /// The oldest undelivered rows, whole, up to about `max_lines` lines (at least one row).
-    /// Rows the spool dropped meanwhile are simply not there: a writer re-reads after a failed
-    /// send so that it never delivers what was already counted as dropped.
-    pub fn next_batch(&mut self, max_lines: usize) -> Result<Option<Batch>, SpoolError> {
+    /// The oldest undelivered rows, whole, up to `max_lines` lines and `max_bytes` bytes (at
+    /// least one row, however large). Rows the spool dropped meanwhile are simply not there: a
+    /// writer re-reads after a failed send so that it never delivers what was already counted
+    /// as dropped.
+    pub fn next_batch(
+        &mut self,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> Result<Option<Batch>, SpoolError> {
         // Every row holds at least one line, so max_lines + 1 rows always fill the batch or
         // show that more is waiting.
         let mut stmt = self.conn.prepare_cached(
@@ -620,23 +625,22 @@ impl SpoolReader {
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
             let lines = row.get::<_, i64>(1)? as usize;
+            let body = row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
             match batch.as_mut() {
-                Some(b) if b.lines + lines > max_lines => {
+                Some(b) if b.lines + lines > max_lines || b.body.len() + body.len() > max_bytes => {
                     b.more = true;
                     break;
                 }
                 Some(b) => {
                     b.last_id = id;
                     b.lines += lines;
-                    b.body.extend_from_slice(
-                        row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?,
-                    );
+                    b.body.extend_from_slice(body);
                 }
                 None => {
                     batch = Some(Batch {
                         last_id: id,
                         lines,
-                        body: row.get(2)?,
+                        body: body.to_vec(),
                         more: false,
                     })
                 }
@@ -675,6 +679,30 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_bounded_by_bytes_as_well_as_lines_but_holds_at_least_one_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let mut spool = Spool::open(&path, Limits::bytes(1 << 20), &["a".to_string()]).unwrap();
+        // Three rows of 2 lines each; "m,k=x v=0i 0\n" is 13 bytes and "m,k=x v=1i 1\n" too,
+        // so each row's body is 26 bytes.
+        for (i, prefix) in ["x", "y", "z"].into_iter().enumerate() {
+            spool.append(&[lines(prefix, 2)], 1000 + i as i64).unwrap();
+        }
+        let mut a = SpoolReader::open(&path, "a").unwrap();
+        // 60 bytes: two rows (52) fit, a third (78) would not, whatever the line limit.
+        let first = a.next_batch(1000, 60).unwrap().unwrap();
+        assert_eq!((first.lines, first.body.len(), first.more), (4, 52, true));
+        a.ack(first.last_id).unwrap();
+        // 10 bytes is less than one row: the row goes whole, alone, rather than never.
+        let second = a.next_batch(1000, 10).unwrap().unwrap();
+        assert_eq!(
+            (second.lines, second.body.len(), second.more),
+            (2, 26, false)
+        );
+        assert!(second.body.starts_with(b"m,k=z v=0i 0\n"));
+    }
+
+    #[test]
     fn each_output_reads_from_its_own_cursor_and_acked_chunks_are_trimmed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
@@ -687,7 +715,7 @@ mod tests {
         let mut a = SpoolReader::open(&path, "a").unwrap();
         let mut b = SpoolReader::open(&path, "b").unwrap();
         // Batch limit 4 lines: the first chunk (3) fits, the second (2) would exceed it.
-        let first = a.next_batch(4).unwrap().unwrap();
+        let first = a.next_batch(4, usize::MAX).unwrap().unwrap();
         assert_eq!(first.lines, 3);
         assert!(first.more, "the second row waits behind it");
         a.ack(first.last_id).unwrap();
@@ -695,18 +723,18 @@ mod tests {
         // appended at 2000 ms) left, b all five since 1000 ms.
         assert_eq!(a.backlog().unwrap(), (2, Some(2000)));
         assert_eq!(b.backlog().unwrap(), (5, Some(1000)));
-        let second = a.next_batch(4).unwrap().unwrap();
+        let second = a.next_batch(4, usize::MAX).unwrap().unwrap();
         assert_eq!(second.lines, 2);
         assert!(!second.more);
         assert!(second.body.starts_with(b"m,k=y v=0i 0\n"));
         a.ack(second.last_id).unwrap();
-        assert_eq!(a.next_batch(4).unwrap(), None);
+        assert_eq!(a.next_batch(4, usize::MAX).unwrap(), None);
         assert_eq!(a.backlog().unwrap(), (0, None));
 
         // Output b has delivered nothing, so nothing may be trimmed yet.
         spool.trim().unwrap();
         assert_eq!(spool.stats().lines, 5);
-        let all = b.next_batch(100).unwrap().unwrap();
+        let all = b.next_batch(100, usize::MAX).unwrap().unwrap();
         assert_eq!(all.lines, 5);
         b.ack(all.last_id).unwrap();
         spool.trim().unwrap();
@@ -730,7 +758,7 @@ mod tests {
             (260, 20, 10)
         );
         let mut reader = SpoolReader::open(&path, "out").unwrap();
-        let batch = reader.next_batch(1000).unwrap().unwrap();
+        let batch = reader.next_batch(1000, usize::MAX).unwrap().unwrap();
         assert!(batch.body.starts_with(b"m,k=1 "), "the newest survive");
         // The dropped count survives a restart.
         drop(spool);
@@ -750,7 +778,7 @@ mod tests {
         let spool = Spool::open(&path, Limits::bytes(1 << 20), &["out".into()]).unwrap();
         assert_eq!(spool.stats().oldest_ms, Some(1));
         let mut reader = SpoolReader::open(&path, "out").unwrap();
-        let batch = reader.next_batch(1).unwrap().unwrap();
+        let batch = reader.next_batch(1, usize::MAX).unwrap().unwrap();
         assert!(batch.body.starts_with(b"m,k=old"));
     }
 
@@ -791,7 +819,7 @@ mod tests {
         let mut spool = Spool::open(&path, Limits::bytes(300), &["out".into()]).unwrap();
         spool.append(&[lines("0", 10)], 0).unwrap();
         let mut reader = SpoolReader::open(&path, "out").unwrap();
-        let batch = reader.next_batch(100).unwrap().unwrap();
+        let batch = reader.next_batch(100, usize::MAX).unwrap().unwrap();
         reader.ack(batch.last_id).unwrap();
         // 130 delivered + 130 + 130 = 390 > 300, but the delivered row goes first, uncounted.
         spool.append(&[lines("1", 10)], 1).unwrap();
@@ -815,7 +843,7 @@ mod tests {
         let stats = spool.stats();
         assert_eq!((stats.lines, stats.chunks, stats.bytes), (200, 4, 200_000));
         let mut reader = SpoolReader::open(&path, "out").unwrap();
-        let first = reader.next_batch(1).unwrap().unwrap();
+        let first = reader.next_batch(1, usize::MAX).unwrap().unwrap();
         assert_eq!(first.lines, 65, "a batch is at least one whole row");
         // The figures kept along the way equal a fresh count from the file.
         drop(spool);

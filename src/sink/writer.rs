@@ -126,30 +126,53 @@ struct Piece {
     bytes: Range<usize>,
 }
 
-/// Splits `body[range]`, `\n`-terminated lines, into pieces of at most `max_lines` lines.
-fn split_lines(body: &[u8], range: Range<usize>, max_lines: usize) -> Vec<Piece> {
+/// Splits `body[range]`, `\n`-terminated lines, into pieces of at most `max_lines` lines and
+/// `max_bytes` bytes; a line longer than `max_bytes` makes a piece of its own.
+fn split_lines(body: &[u8], range: Range<usize>, max_lines: usize, max_bytes: usize) -> Vec<Piece> {
     let max_lines = max_lines.max(1);
     let end = range.end.min(body.len());
     let mut pieces = Vec::new();
     let mut start = range.start.min(end);
+    // Whole lines in the piece being built, and where the last of them ends.
     let mut lines = 0;
+    let mut last_end = start;
     for (i, byte) in body[..end].iter().enumerate().skip(start) {
-        if *byte == b'\n' {
-            lines += 1;
-            if lines == max_lines {
-                pieces.push(Piece {
-                    lines,
-                    bytes: start..i + 1,
-                });
-                start = i + 1;
-                lines = 0;
-            }
+        if *byte != b'\n' {
+            continue;
+        }
+        if lines > 0 && i + 1 - start > max_bytes {
+            // This line would take the piece past its bytes: the piece ends before it.
+            pieces.push(Piece {
+                lines,
+                bytes: start..last_end,
+            });
+            start = last_end;
+            lines = 0;
+        }
+        lines += 1;
+        last_end = i + 1;
+        if lines == max_lines {
+            pieces.push(Piece {
+                lines,
+                bytes: start..last_end,
+            });
+            start = last_end;
+            lines = 0;
         }
     }
     if start < end {
         // A last line without `\n` (never written by the spool) still counts as a line.
+        let partial = body[end - 1] != b'\n';
+        if partial && lines > 0 && end - start > max_bytes {
+            pieces.push(Piece {
+                lines,
+                bytes: start..last_end,
+            });
+            start = last_end;
+            lines = 0;
+        }
         pieces.push(Piece {
-            lines: lines + usize::from(body[end - 1] != b'\n'),
+            lines: lines + usize::from(partial),
             bytes: start..end,
         });
     }
@@ -159,7 +182,7 @@ fn split_lines(body: &[u8], range: Range<usize>, max_lines: usize) -> Vec<Piece>
 /// Splits a piece of two or more lines in two halves, by lines.
 fn halves(body: &[u8], piece: Piece) -> [Piece; 2] {
     let half = (piece.lines / 2).max(1);
-    let mut parts = split_lines(body, piece.bytes.clone(), half).into_iter();
+    let mut parts = split_lines(body, piece.bytes.clone(), half, usize::MAX).into_iter();
     let first = parts.next().unwrap_or(Piece {
         lines: 0,
         bytes: piece.bytes.start..piece.bytes.start,
@@ -224,7 +247,13 @@ impl Writer {
     /// order (a time-series store keys points by series and timestamp, not arrival); the
     /// batch is acknowledged only after both, so nothing leaves the spool unacknowledged.
     async fn deliver(&mut self, body: &[u8], shutdown: &mut Shutdown) -> Outcome {
-        let mut pieces: VecDeque<Piece> = split_lines(body, 0..body.len(), self.piece_lines).into();
+        let mut pieces: VecDeque<Piece> = split_lines(
+            body,
+            0..body.len(),
+            self.piece_lines,
+            self.options.batch_bytes,
+        )
+        .into();
         while let Some(first) = pieces.pop_front() {
             if first.lines == 0 {
                 continue;
@@ -275,7 +304,7 @@ impl Writer {
                 // A 413: everything not yet sent goes out in pieces of the new size. The
                 // pieces left are the rest of the body, in order, with nothing between them.
                 let rest = from.bytes.start..to.bytes.end;
-                pieces = split_lines(body, rest, self.piece_lines).into();
+                pieces = split_lines(body, rest, self.piece_lines, self.options.batch_bytes).into();
             }
             for piece in front.into_iter().rev() {
                 pieces.push_front(piece);
@@ -403,7 +432,12 @@ impl Writer {
                 self.piece_lines = (piece.lines / 2).max(1);
                 self.fits = false;
                 warn!(parent: &self.span, lines = piece.lines, next = self.piece_lines, "store says the request is too large: sending smaller ones");
-                Next::Continue(split_lines(body, piece.bytes, self.piece_lines))
+                Next::Continue(split_lines(
+                    body,
+                    piece.bytes,
+                    self.piece_lines,
+                    self.options.batch_bytes,
+                ))
             }
             Err(SendError::TooLarge) => {
                 self.counters.error("too_large");
@@ -537,7 +571,14 @@ pub async fn run_writer(
             break;
         }
         writer.read_backlog(&reader, false).await;
-        let batch = match next_batch(&reader, batch_lines * in_flight).await {
+        let batch_bytes = writer.options.batch_bytes.max(1);
+        let batch = match next_batch(
+            &reader,
+            batch_lines * in_flight,
+            batch_bytes.saturating_mul(in_flight),
+        )
+        .await
+        {
             Ok(batch) => batch,
             Err(e) => {
                 // A busy or full disk passes; the writer must outlive it.
@@ -666,12 +707,13 @@ const SPOOL_RETRY: Duration = Duration::from_secs(1);
 
 async fn next_batch(
     reader: &SharedReader,
-    limit: usize,
+    lines: usize,
+    bytes: usize,
 ) -> Result<Option<spool::Batch>, SpoolError> {
     let reader = reader.clone();
     blocking(move || {
         let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
-        reader.next_batch(limit)
+        reader.next_batch(lines, bytes)
     })
     .await
 }
@@ -690,9 +732,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pieces_are_bounded_by_bytes_and_a_line_too_long_goes_alone() {
+        // Lines of 4, 4, 12 and 4 bytes, at most 10 bytes a piece: "a 1\nb 2\n" (8), then
+        // the 12-byte line alone (it cannot be split, and waiting for nothing helps no one),
+        // then "d 4\n".
+        let body = b"a 1\nb 2\ncccccc 333\nd 4\n";
+        let pieces = split_lines(body, 0..body.len(), 100, 10);
+        let texts: Vec<&[u8]> = pieces.iter().map(|p| &body[p.bytes.clone()]).collect();
+        assert_eq!(
+            texts,
+            [&b"a 1\nb 2\n"[..], &b"cccccc 333\n"[..], &b"d 4\n"[..]]
+        );
+        assert_eq!(
+            pieces.iter().map(|p| p.lines).collect::<Vec<_>>(),
+            [2, 1, 1]
+        );
+        // Both bounds at once: 2 lines or 10 bytes, whichever comes first.
+        let body = b"a 1\nb 2\nc 3\nd 4\ne 5\n";
+        let pieces = split_lines(body, 0..body.len(), 2, 7);
+        assert_eq!(
+            pieces.iter().map(|p| p.lines).collect::<Vec<_>>(),
+            [1, 1, 1, 1, 1]
+        );
+        // A last line without its `\n` that would overflow the piece goes alone too.
+        let cut = b"a 1\nb 2\nc 33333";
+        let pieces = split_lines(cut, 0..cut.len(), 100, 10);
+        assert_eq!(
+            pieces
+                .iter()
+                .map(|p| (p.lines, p.bytes.clone()))
+                .collect::<Vec<_>>(),
+            [(2, 0..8), (1, 8..15)]
+        );
+    }
+
+    #[test]
     fn a_body_splits_into_pieces_of_whole_lines() {
         let body = b"a 1\nb 2\nc 3\nd 4\ne 5\n";
-        let pieces = split_lines(body, 0..body.len(), 2);
+        let pieces = split_lines(body, 0..body.len(), 2, usize::MAX);
         let texts: Vec<&[u8]> = pieces.iter().map(|p| &body[p.bytes.clone()]).collect();
         assert_eq!(
             texts,
@@ -717,12 +794,12 @@ mod tests {
             (&b"c 3\n"[..], &b"d 4\n"[..])
         );
         // A piece from the middle of the body splits from where it starts.
-        let tail = split_lines(body, 4..body.len(), 3);
+        let tail = split_lines(body, 4..body.len(), 3, usize::MAX);
         assert_eq!(tail.iter().map(|p| p.lines).collect::<Vec<_>>(), [3, 1]);
         assert_eq!(&body[tail[1].bytes.clone()], b"e 5\n");
         // A last line without its `\n` is still a line.
         let cut = &body[..body.len() - 1];
-        let pieces = split_lines(cut, 0..cut.len(), 10);
+        let pieces = split_lines(cut, 0..cut.len(), 10, usize::MAX);
         assert_eq!((pieces.len(), pieces[0].lines), (1, 5));
     }
 
