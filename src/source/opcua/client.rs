@@ -38,7 +38,7 @@
 //! calls a method or changes the address space; `tests/opcua.rs` records the services the
 //! server receives and fails on any other.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -313,9 +313,13 @@ impl Task {
         drop(groups);
         entries.shrink_to_fit();
         let counters = Counters::new(metrics, &server.id);
-        let mut targets: Vec<Target> = entries.iter().map(|e| e.target.clone()).collect();
-        targets.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-        targets.dedup();
+        let targets: Vec<Target> = entries
+            .iter()
+            .map(|e| &e.target)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
         Task {
             targets,
             alive_every,
