@@ -96,6 +96,9 @@ struct Entry {
 
 field_errors::field_slot!(Entry);
 
+/// A deadband as a map key: percent or absolute, and the value's bits.
+type DeadbandKey = Option<(bool, u64)>;
+
 /// One node the server is asked about, and the entries it feeds: `entries` is a range of
 /// [`Task::entries`], which are laid out so that each node's are together.
 struct Watched {
@@ -255,7 +258,7 @@ impl Task {
         for group in &groups {
             // One monitored item or read per distinct node (and deadband): array elements and
             // several signals of one node share it. Its entries are laid out together.
-            let mut by_node: HashMap<(&NodeAddress, Option<(bool, u64)>), usize> = HashMap::new();
+            let mut by_node: HashMap<(&NodeAddress, DeadbandKey), usize> = HashMap::new();
             let mut watched: Vec<(&NodeAddress, Option<Deadband>, Vec<Entry>)> = Vec::new();
             for node in &group.nodes {
                 let Some(owner) = server.owner(node) else {
