@@ -90,8 +90,9 @@ pub enum SourceEvent {
     /// The source still hears the device that feeds these targets at `at`, and their values
     /// have not changed: a report-by-exception source (an OPC UA subscription, a polled read
     /// whose values stand still) says so, so that a machine whose signals hold still is not
-    /// taken for silent. Only a machine that is not offline is kept alive; one that is comes
-    /// back with its next sample.
+    /// taken for silent. A machine offline by silence whose values are known comes back in
+    /// the state they imply, stamped `at`; one that has no values yet, or that a source said
+    /// is gone (`Offline`), comes back with its next sample.
     Alive { targets: Vec<Target>, at: Timestamp },
     /// One record of a pollution-source outlet's data logger (minute, hourly, daily or
     /// real-time data), from a logger that proved its MN and password.

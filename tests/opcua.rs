@@ -517,6 +517,162 @@ async fn a_server_restart_recovers_within_10_s_without_duplicates() {
     assert!(health.contains(&"down"));
 }
 
+/// The state changes stored for machine `m` in a line-protocol file: (state, time), a
+/// heartbeat (which repeats the state) left out.
+fn stored_states(path: &Path) -> Vec<(String, Timestamp)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: Vec<(String, Timestamp)> = Vec::new();
+    let mut lines: Vec<(String, Timestamp)> = text
+        .lines()
+        .filter(|l| l.starts_with("machine_state,") && l.contains(",machine=m,"))
+        .filter_map(|l| {
+            let state = l.split("state=\"").nth(1)?.split('"').next()?.to_string();
+            let ns: i128 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((state, Timestamp::from_nanosecond(ns).ok()?))
+        })
+        .collect();
+    lines.sort_by_key(|l| l.1);
+    for l in lines {
+        if out.last().is_none_or(|o| o.0 != l.0) {
+            out.push(l);
+        }
+    }
+    out
+}
+
+/// Waits until the states stored in `out` satisfy `done`; panics after `limit`.
+async fn stored_until(
+    out: &Path,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&[(String, Timestamp)]) -> bool,
+) -> Vec<(String, Timestamp)> {
+    let end = Instant::now() + limit;
+    loop {
+        let states = stored_states(out);
+        if done(&states) {
+            return states;
+        }
+        if Instant::now() > end {
+            panic!("{what} within {limit:?}; stored states: {states:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The server goes away and comes back serving the same values with the same timestamps (a
+/// restart of a controller whose values did not change meanwhile): nothing new is written,
+/// and yet the machine must not stay offline. The agent (engine and file output included)
+/// stores it offline `offline_after` after the server went, then back in the state its values
+/// imply (running), stamped when the source heard the server again and within 10 s of its
+/// return, and writes the unchanged value once in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_whose_values_stand_still_across_a_server_restart_comes_back_online() {
+    log_to_test_output();
+    let port = free_port();
+    let stamp = (Timestamp::now().as_second() - 60).to_string();
+    let mut server = UaServer::start(port, &["--stamp", &stamp]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.lp");
+    let text = format!(
+        r#"
+[site]
+county = "wuyi"
+sector = "doors"
+enterprise = "restart"
+
+[agent]
+data_dir = "{data}"
+offline_after = "3s"
+heartbeat = "60s"
+
+[web]
+enabled = false
+
+[[machine]]
+id = "m"
+kind = "lathe"
+cnc = true
+
+[[state_rules]]
+kinds = ["lathe"]
+default = "idle"
+rule = [{{ state = "running", when = [{{ signal = "int32", op = "==", value = -123456 }}] }}]
+
+[[opcua]]
+id = "asyncua"
+endpoint = "{endpoint}"
+machine = "m"
+request_timeout = "2s"
+
+  [[opcua.group]]
+  publishing_interval = "100ms"
+  [[opcua.group.node]]
+  node = "ns=2;s=Int32"
+  signal = "int32"
+  type = "int"
+
+[[file]]
+path = "{out}"
+"#,
+        data = dir.path().join("data").display(),
+        endpoint = server.endpoint(),
+        out = out.display(),
+    );
+    let config_path = dir.path().join("agent.toml");
+    let cfg = shopfloor::agent::config::load_str(&text, &config_path.display().to_string())
+        .unwrap_or_else(|d| panic!("{d}\n{text}"));
+    let (trigger, stop) = shutdown::channel();
+    let running = shopfloor::agent::start(&cfg, stop).expect("agent starts");
+    stored_until(&out, "machine m running", Duration::from_secs(30), |s| {
+        s.last().is_some_and(|l| l.0 == "running")
+    })
+    .await;
+    drop(server);
+    stored_until(
+        &out,
+        "machine m offline after its server went",
+        Duration::from_secs(30),
+        |s| s.last().is_some_and(|l| l.0 == "offline"),
+    )
+    .await;
+    let returned = Timestamp::now();
+    server = UaServer::start(port, &["--stamp", &stamp]);
+    let states = stored_until(
+        &out,
+        "machine m running again after its server returned",
+        Duration::from_secs(10),
+        |s| s.len() >= 3 && s.last().is_some_and(|l| l.0 == "running"),
+    )
+    .await;
+    trigger.fire();
+    running.finished().await;
+    drop(server);
+    let names: Vec<&str> = states.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(
+        names[names.len() - 3..],
+        ["running", "offline", "running"],
+        "{states:?}"
+    );
+    let back = states.last().expect("a state").1;
+    assert!(
+        back >= returned && back.duration_since(returned) < jiff::SignedDuration::from_secs(10),
+        "back at {back}, the server returned at {returned}"
+    );
+    // The unchanged value is written once, before the restart; the return writes no sample.
+    let written = std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("signal,") && l.contains("int32="))
+        .count();
+    assert_eq!(
+        written,
+        1,
+        "{}",
+        std::fs::read_to_string(&out).unwrap_or_default()
+    );
+}
+
 /// A secured connection is refused while the server's certificate is untrusted (the device goes
 /// down); once the rejected certificate is moved to `trusted/`, as the error says to, values
 /// arrive. Returns whether machine `m`'s `int32` arrived after trusting.

@@ -69,6 +69,9 @@ pub(super) struct MachineTrack {
     pub reject: Counter,
     /// Recent state changes (when each state began), oldest first.
     pub history: VecDeque<(Timestamp, State)>,
+    /// Offline because a source said the machine is gone (a Last Will), not by silence: only
+    /// a sample brings it back, not a source that merely still hears it.
+    pub told_offline: bool,
 }
 
 impl MachineTrack {
@@ -119,6 +122,7 @@ impl MachineTrack {
             good: Counter::default(),
             reject: Counter::default(),
             history: VecDeque::from([(now, State::Offline)]),
+            told_offline: false,
         }
     }
 
@@ -150,7 +154,13 @@ impl MachineTrack {
             self.windows.entry(w.clone()).or_default().delivered = true;
         }
         self.count_parts(at, group, &here);
+        self.told_offline = false;
+        self.derive_state(at, calendar, out);
+    }
 
+    /// The state the latest signals imply at `at`, taken now or once it has held for the rule
+    /// set's `min_duration`.
+    pub fn derive_state(&mut self, at: Timestamp, calendar: &Calendar, out: &mut Vec<String>) {
         let candidate = match &self.rules {
             Some(rules) => state::evaluate(
                 rules,

@@ -480,7 +480,7 @@ impl Engine {
             SourceEvent::Offline { target, at, reason } => {
                 self.offline_now(&target, at, &reason, out)
             }
-            SourceEvent::Alive { targets, at } => self.alive(&targets, at),
+            SourceEvent::Alive { targets, at } => self.alive(&targets, at, out),
             SourceEvent::Outlet(record) => self.outlets.record(&record, out),
             SourceEvent::FieldErrors { device, at, errors } => {
                 self.field_errors_reported(device, at, errors)
@@ -523,8 +523,11 @@ impl Engine {
     }
 
     /// The source still hears these machines, their signals unchanged: their silence restarts
-    /// from `at`. An offline machine stays offline until a sample brings it back.
-    fn alive(&mut self, targets: &[Target], at: Timestamp) {
+    /// from `at`. A machine that went offline by silence (its source lost the device, then
+    /// heard it again with values that had not changed, so not written again) comes back at
+    /// `at` in the state its latest values imply. One that has no values yet (the agent just
+    /// started), or that a source said is gone (a Last Will), comes back with its next sample.
+    fn alive(&mut self, targets: &[Target], at: Timestamp, out: &mut Vec<String>) {
         for target in targets {
             let Target::Machine(id) = target else {
                 continue;
@@ -533,8 +536,14 @@ impl Engine {
                 continue;
             };
             let m = &mut self.machines[index];
-            if m.state != State::Offline && m.last_data.is_none_or(|t| t < at) {
+            if m.last_data.is_some_and(|t| t >= at) {
+                continue;
+            }
+            if m.state != State::Offline {
                 m.last_data = Some(at);
+            } else if !m.signals.is_empty() && !m.told_offline {
+                m.last_data = Some(at);
+                m.derive_state(at, &self.calendar, out);
             }
         }
     }
@@ -548,6 +557,7 @@ impl Engine {
             return;
         };
         let m = &mut self.machines[index];
+        m.told_offline = true;
         if m.state != State::Offline {
             tracing::info!(machine = %m.id, reason, "offline at once");
             m.change_state(State::Offline, at, &self.calendar, out);
@@ -1676,11 +1686,70 @@ rule = [
         assert!(change.ends_with(
             " state=\"offline\",code=0i,previous=\"running\",previous_s=18.0 1700000019000000000"
         ));
-        // Offline now: being alive does not bring it back; its next sample does.
+        // Offline by silence, then heard again at t=21 with its values unchanged (nothing new
+        // to write): it comes back in the state its latest values imply (run = 1: running),
+        // once that has held min_duration (2 s): at the Alive of t=23, stamped t=21, when it
+        // was heard again. Offline from t=19 to t=21 = 2 s. No `signal` line is written again.
         out.clear();
         e.on_event(alive(t(21)), &mut out);
         e.tick(t(22), &mut out);
         assert!(state_lines(&out).is_empty(), "{out:?}");
+        e.on_event(alive(t(23)), &mut out);
+        let lines = state_lines(&out);
+        assert_eq!(lines.len(), 1, "{out:?}");
+        assert!(
+            lines[0].ends_with(
+                " state=\"running\",code=1i,previous=\"offline\",previous_s=2.0 1700000021000000000"
+            ),
+            "{lines:?}"
+        );
+        assert!(!out.iter().any(|l| l.starts_with("signal,")), "{out:?}");
+        // Kept alive from there: offline_after counts from t=23.
+        out.clear();
+        e.tick(t(32), &mut out);
+        assert!(state_lines(&out).is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_machine_a_source_said_is_gone_or_that_never_delivered_is_not_brought_back_by_alive() {
+        let mut e = engine();
+        let mut out = Vec::new();
+        let alive = |machine: &str, at| SourceEvent::Alive {
+            targets: vec![Target::Machine(machine.into())],
+            at,
+        };
+        // press01 never delivered: nothing says what state it is in.
+        e.on_event(alive("press01", t(1)), &mut out);
+        e.on_event(alive("press01", t(5)), &mut out);
+        assert!(state_lines(&out).is_empty(), "{out:?}");
+        // cnc01 runs from t=1, then its Last Will at t=5; a source that still hears the
+        // machine's controller does not undo that: only a sample does.
+        for s in 1..=3 {
+            e.on_event(poll("cnc01", t(s), 1, 0), &mut out);
+        }
+        e.on_event(
+            SourceEvent::Offline {
+                target: Target::Machine(Arc::from("cnc01")),
+                at: t(5),
+                reason: "last will".into(),
+            },
+            &mut out,
+        );
+        out.clear();
+        e.on_event(alive("cnc01", t(6)), &mut out);
+        e.on_event(alive("cnc01", t(9)), &mut out);
+        assert!(state_lines(&out).is_empty(), "{out:?}");
+        // Its next sample (t=10), then one 2 s later (min_duration): running from t=10.
+        e.on_event(poll("cnc01", t(10), 1, 0), &mut out);
+        e.on_event(poll("cnc01", t(12), 1, 0), &mut out);
+        let lines = state_lines(&out);
+        assert_eq!(lines.len(), 1, "{out:?}");
+        assert!(
+            lines[0].ends_with(
+                " state=\"running\",code=1i,previous=\"offline\",previous_s=5.0 1700000010000000000"
+            ),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@
 //! calls a method or changes the address space; `tests/opcua.rs` records the services the
 //! server receives and fails on any other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +46,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use opcua::client::{
-    Client, ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionPollResult,
+    Client, ClientBuilder, ClientEndpoint, DataChangeCallback, IdentityToken, Session,
+    SessionPollResult,
 };
 use opcua::crypto::{PrivateKey, X509};
 use opcua::types::{
@@ -76,10 +77,16 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const CHANGES_QUEUE: usize = 65_536;
 
 /// One configured node entry: the signal it becomes.
+///
+/// A server with 100,000 nodes keeps 100,000 of these for as long as it runs, so they are
+/// small: the target and signal names are shared (one `Arc` per machine and per distinct
+/// signal name, not per node), the `<signal>_quality` name is made at the first Uncertain
+/// value, and the config's node tables are not kept beside them.
 struct Entry {
     target: Target,
     signal: Arc<str>,
-    quality_signal: Arc<str>,
+    /// `<signal>_quality`, made when the first Uncertain value needs it.
+    quality_signal: Option<Arc<str>>,
     value_type: SignalType,
     index: Option<u32>,
     /// Timestamp of the last value written, kept across sessions.
@@ -89,10 +96,14 @@ struct Entry {
 
 field_errors::field_slot!(Entry);
 
-/// One node the server is asked about, and the entries it feeds.
+/// A deadband as a map key: percent or absolute, and the value's bits.
+type DeadbandKey = Option<(bool, u64)>;
+
+/// One node the server is asked about, and the entries it feeds: `entries` is a range of
+/// [`Task::entries`], which are laid out so that each node's are together.
 struct Watched {
     address: NodeAddress,
-    entries: Vec<usize>,
+    entries: std::ops::Range<u32>,
     deadband: Option<Deadband>,
 }
 
@@ -179,7 +190,11 @@ pub fn run(
 }
 
 struct Task {
+    /// The server's settings, its `groups` taken out (they live on as `entries`,
+    /// `subscribed` and `polled`).
     server: OpcuaServer,
+    /// How often a live session sends `Alive` ([`alive_every`]).
+    alive_every: Duration,
     device: Arc<str>,
     pki_dir: PathBuf,
     entries: Vec<Entry>,
@@ -219,48 +234,71 @@ fn alive_every(server: &OpcuaServer) -> Duration {
 
 impl Task {
     fn new(
-        server: OpcuaServer,
+        mut server: OpcuaServer,
         pki_dir: PathBuf,
         events: mpsc::Sender<SourceEvent>,
         metrics: &Metrics,
     ) -> Task {
+        let alive_every = alive_every(&server);
+        let groups = std::mem::take(&mut server.groups);
+        // One `Arc` per machine or meter and per distinct signal name: a hundred machines of
+        // a thousand signals each share 1,000 names, not 100,000 copies.
+        let mut names: HashSet<Arc<str>> = HashSet::new();
+        let mut name = |text: &str| -> Arc<str> {
+            if let Some(known) = names.get(text) {
+                return known.clone();
+            }
+            let new: Arc<str> = Arc::from(text);
+            names.insert(new.clone());
+            new
+        };
         let mut entries = Vec::new();
         let mut subscribed = Vec::new();
         let mut polled = Vec::new();
-        for group in &server.groups {
+        for group in &groups {
             // One monitored item or read per distinct node (and deadband): array elements and
-            // several signals of one node share it.
-            let mut nodes: Vec<Watched> = Vec::new();
+            // several signals of one node share it. Its entries are laid out together.
+            let mut by_node: HashMap<(&NodeAddress, DeadbandKey), usize> = HashMap::new();
+            let mut watched: Vec<(&NodeAddress, Option<Deadband>, Vec<Entry>)> = Vec::new();
             for node in &group.nodes {
                 let Some(owner) = server.owner(node) else {
                     continue;
                 };
                 let target = match owner {
-                    Owner::Machine(m) => Target::Machine(Arc::from(m)),
-                    Owner::Meter(m) => Target::Meter(Arc::from(m)),
+                    Owner::Machine(m) => Target::Machine(name(m)),
+                    Owner::Meter(m) => Target::Meter(name(m)),
                 };
-                entries.push(Entry {
+                let entry = Entry {
                     target,
-                    signal: Arc::from(node.signal.as_str()),
-                    quality_signal: Arc::from(format!("{}{QUALITY_SUFFIX}", node.signal)),
+                    signal: name(&node.signal),
+                    quality_signal: None,
                     value_type: node.value_type,
                     index: node.index,
                     last: None,
                     errors: FieldErrorCounts::default(),
+                };
+                let deadband = node.deadband.map(|d| match d {
+                    Deadband::Absolute(x) => (false, x.to_bits()),
+                    Deadband::Percent(x) => (true, x.to_bits()),
                 });
-                let e = entries.len() - 1;
-                match nodes
-                    .iter_mut()
-                    .find(|w| w.address == node.node && w.deadband == node.deadband)
-                {
-                    Some(w) => w.entries.push(e),
-                    None => nodes.push(Watched {
-                        address: node.node.clone(),
-                        entries: vec![e],
-                        deadband: node.deadband,
-                    }),
-                }
+                let w = *by_node.entry((&node.node, deadband)).or_insert_with(|| {
+                    watched.push((&node.node, node.deadband, Vec::new()));
+                    watched.len() - 1
+                });
+                watched[w].2.push(entry);
             }
+            let nodes: Vec<Watched> = watched
+                .into_iter()
+                .map(|(address, deadband, mine)| {
+                    let first = entries.len() as u32;
+                    entries.extend(mine);
+                    Watched {
+                        address: address.clone(),
+                        entries: first..entries.len() as u32,
+                        deadband,
+                    }
+                })
+                .collect();
             match group.mode {
                 ReadMode::Subscribe => subscribed.push(SubscribedGroup {
                     publishing_interval: group.publishing_interval(),
@@ -275,12 +313,19 @@ impl Task {
                 }),
             }
         }
+        drop(groups);
+        entries.shrink_to_fit();
         let counters = Counters::new(metrics, &server.id);
-        let mut targets: Vec<Target> = entries.iter().map(|e| e.target.clone()).collect();
-        targets.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-        targets.dedup();
+        let targets: Vec<Target> = entries
+            .iter()
+            .map(|e| &e.target)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
         Task {
             targets,
+            alive_every,
             device: Arc::from(server.id.as_str()),
             pki_dir: server.pki_dir.clone().unwrap_or(pki_dir),
             server,
@@ -395,7 +440,7 @@ impl Task {
             g.next = start;
         }
 
-        let mut alive = tokio::time::interval(alive_every(&self.server));
+        let mut alive = tokio::time::interval(self.alive_every);
         // The subscription's first values carry the times they last changed, maybe long before
         // this session: an Alive right after them keeps the engine from taking the machine for
         // silent since then.
@@ -431,7 +476,7 @@ impl Task {
                             continue;
                         };
                         let entries = self.subscribed[g].nodes[n].entries.clone();
-                        self.take(&entries, &dv, received, &mut samples, &mut failed);
+                        self.take(entries, &dv, received, &mut samples, &mut failed);
                     }
                     let any = !samples.is_empty();
                     self.send_samples(samples, failed).await;
@@ -630,7 +675,7 @@ impl Task {
                     self.counters.unknown_nodes.fetch_add(1, Ordering::Relaxed);
                 }
                 let entries = self.polled[g].nodes[*n].entries.clone();
-                self.take(&entries, &dv, received, &mut samples, &mut failed);
+                self.take(entries, &dv, received, &mut samples, &mut failed);
             }
         }
         self.send_samples(samples, failed).await;
@@ -641,13 +686,14 @@ impl Task {
     /// no-duplicate rule.
     fn take(
         &mut self,
-        entries: &[usize],
+        entries: std::ops::Range<u32>,
         dv: &DataValue,
         received: Timestamp,
         out: &mut Vec<Sample>,
         failed: &mut Vec<Failed>,
     ) {
-        for &e in entries {
+        for e in entries {
+            let e = e as usize;
             let entry = &mut self.entries[e];
             match reading(
                 dv,
@@ -674,7 +720,12 @@ impl Task {
                     if r.quality == Quality::Uncertain {
                         out.push(Sample {
                             target: entry.target.clone(),
-                            signal: entry.quality_signal.clone(),
+                            signal: entry
+                                .quality_signal
+                                .get_or_insert_with(|| {
+                                    Arc::from(format!("{}{QUALITY_SUFFIX}", entry.signal))
+                                })
+                                .clone(),
                             value: Value::Text("uncertain".into()),
                             at: r.at,
                         });
@@ -744,7 +795,27 @@ pub(crate) fn build_client(s: &OpcuaServer, pki_dir: &Path) -> Result<Client, St
         .session_retry_limit(0)
         .request_timeout(s.request_timeout)
         .session_timeout(u32::try_from(s.session_timeout.as_millis()).unwrap_or(u32::MAX))
-        .session_name(format!("shopfloor {}", s.id));
+        .session_name(format!("shopfloor {}", s.id))
+        // The endpoint the session is opened on (`open_session` names it again with its
+        // identity). Listed here only so that the stack does not warn at every connection
+        // that its client config lists no endpoint.
+        .endpoint(
+            "server",
+            ClientEndpoint {
+                url: s.endpoint.clone(),
+                security_policy: format!(
+                    "http://opcfoundation.org/UA/SecurityPolicy#{}",
+                    s.security_policy.ua_name()
+                ),
+                security_mode: match s.security_mode {
+                    SecurityMode::None => "None",
+                    SecurityMode::Sign => "Sign",
+                    SecurityMode::SignAndEncrypt => "SignAndEncrypt",
+                }
+                .to_string(),
+                ..ClientEndpoint::new(s.endpoint.clone())
+            },
+        );
     if let (Some(cert), Some(key)) = (&s.client_certificate, &s.client_private_key) {
         builder = builder.certificate_path(cert).private_key_path(key);
     }

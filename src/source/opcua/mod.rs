@@ -77,7 +77,13 @@
 //! its machines and meters as often as its fastest group publishes or polls (100 ms to 2 s),
 //! and right after a session's first values (which carry the times they last changed): the
 //! engine counts it as data for `offline_after`, so a machine goes offline as soon after its
-//! server as a polled device's machine does, and no sooner. tests/plc_timeline.rs checks that
+//! server as a polled device's machine does, and no sooner. After an outage (a server
+//! restart, a network cut) the new session's first values are often the ones already written
+//! (same value, same timestamp: not written again), so no sample would bring the machine back:
+//! the session's `Alive` does, and the engine takes the machine back, stamped then, in the
+//! state its latest values imply (tests/opcua.rs
+//! `a_machine_whose_values_stand_still_across_a_server_restart_comes_back_online`).
+//! tests/plc_timeline.rs checks that
 //! an OPC UA machine's states, parts and time model equal the same timeline's on Modbus.
 
 pub mod client;
