@@ -118,7 +118,12 @@ fn config(every_packet: bool) -> Config {
 }
 
 fn config_framed(every_packet: bool, framing: &str) -> Config {
-    let text = format!(
+    let text = config_text(every_packet, framing);
+    shopfloor::agent::config::load_str(&text, "dial_in.toml").unwrap_or_else(|d| panic!("{d}"))
+}
+
+fn config_text(every_packet: bool, framing: &str) -> String {
+    format!(
         r#"{SITE}
 [[dial_in]]
 id = "dtus"
@@ -165,8 +170,7 @@ field = [
   {{ signal = "last", register = "holding", address = 49 }},
 ]
 "#
-    );
-    shopfloor::agent::config::load_str(&text, "dial_in.toml").unwrap_or_else(|d| panic!("{d}"))
+    )
 }
 
 /// What every signal must read (dtu.py's registers, worked out there by hand).
@@ -358,6 +362,190 @@ async fn values_through_a_reconnecting_dtu_equal_the_registers_once_each_and_out
         codes.iter().all(|c| (1..=4).contains(c)),
         "function codes on the wire: {codes:?}"
     );
+}
+
+/// One line of the agent's file output, read with InfluxDB's own parser.
+struct Stored {
+    measurement: String,
+    machine: String,
+    fields: BTreeMap<String, Value>,
+    /// Seconds since the epoch.
+    at: f64,
+}
+
+fn stored(path: &std::path::Path) -> Vec<Stored> {
+    use influxdb_line_protocol::{FieldValue, parse_lines};
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    parse_lines(&text)
+        .map(|l| {
+            let l = l.unwrap_or_else(|e| panic!("a stored line does not parse: {e}"));
+            let machine = l
+                .series
+                .tag_set
+                .iter()
+                .flatten()
+                .find(|(k, _)| k.as_str() == "machine")
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_default();
+            let fields = l
+                .field_set
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        FieldValue::I64(n) => Value::Int(*n),
+                        FieldValue::U64(n) => Value::Int(*n as i64),
+                        FieldValue::F64(n) => Value::Float(*n),
+                        FieldValue::Boolean(b) => Value::Bool(*b),
+                        FieldValue::String(s) => Value::Text(s.to_string()),
+                    };
+                    (k.to_string(), v)
+                })
+                .collect();
+            Stored {
+                measurement: l.series.measurement.to_string(),
+                machine,
+                fields,
+                at: l.timestamp.expect("stored lines carry their time") as f64 / 1e9,
+            }
+        })
+        .collect()
+}
+
+/// A machine's stored state changes: (time in s, state), repeats (heartbeats) left out.
+fn state_changes(lines: &[Stored], machine: &str) -> Vec<(f64, String)> {
+    let mut rows: Vec<(f64, String)> = lines
+        .iter()
+        .filter(|l| l.measurement == "machine_state" && l.machine == machine)
+        .filter_map(|l| match l.fields.get("state") {
+            Some(Value::Text(state)) => Some((l.at, state.clone())),
+            _ => None,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    rows.dedup_by(|b, a| a.1 == b.1);
+    rows
+}
+
+/// The agent, whole (engine and file output), with a DTU that goes away for measured times:
+/// twice it closes its connection, once it falls silent for longer than `heartbeat_timeout`
+/// (the agent gives it up), once for less (it comes back on a new connection while the agent
+/// still holds the old one). `offline_after` is a minute, so only the DTU's lost link can
+/// make a machine offline within the test: each stored offline stretch must last as long as
+/// the DTU was gone, within one poll (500 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_behind_a_dtu_is_offline_exactly_while_the_dtu_is_gone() {
+    const POLL_S: f64 = 0.5;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let out = dir.path().join("out.lp");
+    let text = config_text(false, "rtu")
+        .replace("poll = \"250ms\"", "poll = \"500ms\"")
+        .replace("timeout = \"1s\"", "timeout = \"500ms\"")
+        .replace(
+            "heartbeat_timeout = \"3s\"",
+            "heartbeat_timeout = \"2500ms\"",
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"))
+        + &format!(
+            r#"
+[agent]
+data_dir = "{data}"
+offline_after = "60s"
+heartbeat = "60s"
+
+[web]
+enabled = false
+
+[[file]]
+path = "{out}"
+"#,
+            data = dir.path().join("data").display(),
+            out = out.display()
+        );
+    let cfg = shopfloor::agent::config::load_str(&text, "dial_in.toml")
+        .unwrap_or_else(|d| panic!("{d}\n{text}"));
+    let (trigger, stop) = shutdown::channel();
+    let running = shopfloor::agent::start(&cfg, stop).expect("agent starts");
+    // Up 4 s, then: closed 3 s; silent 3.5 s (past heartbeat_timeout, 2.5 s); silent 1.5 s
+    // (a request times out after 0.5 s, then the DTU is back before its heartbeat_timeout);
+    // closed 3 s; then it stays.
+    let dtu = Emulator::start(
+        port,
+        &[
+            "--schedule",
+            "4:3:close,4:3.5:silent,4:1.5:silent,4:3:close",
+        ],
+        dir.path(),
+    );
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    let outages = dtu.outages();
+    trigger.fire();
+    running.finished().await;
+    drop(dtu);
+    let lines = stored(&out);
+    assert_eq!(outages.len(), 4, "the emulator's outages: {outages:?}");
+
+    for machine in ["press-1", "press-2"] {
+        let changes = state_changes(&lines, machine);
+        // Offline stretches after the first data: (from, to).
+        let first_up = changes
+            .iter()
+            .position(|(_, s)| s != "offline")
+            .unwrap_or_else(|| panic!("{machine} never came online: {changes:?}"));
+        let stretches: Vec<(f64, f64)> = changes[first_up..]
+            .windows(2)
+            .filter(|w| w[0].1 == "offline")
+            .map(|w| (w[0].0, w[1].0))
+            .collect();
+        assert_eq!(
+            stretches.len(),
+            outages.len(),
+            "{machine}: offline stretches {stretches:?}, the DTU's outages {outages:?}"
+        );
+        for ((gone, back), (from, to)) in outages.iter().zip(&stretches) {
+            let real = back - gone;
+            let seen = to - from;
+            eprintln!(
+                "{machine}: DTU gone {real:.3} s, offline {seen:.3} s (from {:+.3} s, to {:+.3} s)",
+                from - gone,
+                to - back
+            );
+            assert!(
+                (seen - real).abs() <= POLL_S,
+                "{machine}: offline {seen:.3} s, the DTU was gone {real:.3} s"
+            );
+        }
+    }
+
+    // Every stored value is the device's register, each poll's once.
+    let want = expected();
+    let mut seen: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.measurement == "signal") {
+        for (signal, value) in &l.fields {
+            let key = (l.machine.clone(), signal.clone());
+            let Some(expected) = want.get(&key) else {
+                panic!("an unexpected signal: {key:?}");
+            };
+            assert_eq!(value, expected, "{key:?} at {}", l.at);
+            seen.entry(key).or_default().push(l.at);
+        }
+    }
+    assert_eq!(seen.len(), want.len(), "{:?}", seen.keys());
+    for (key, times) in &seen {
+        // 32 s at 500 ms less 11 s of outages: about 40 polls.
+        assert!(times.len() >= 20, "{key:?} stored {} times", times.len());
+        let mut sorted = times.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            times.len(),
+            "{key:?} stored twice at one time"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,12 @@ pub const FIRST_BYTES_MAX: usize = 512;
 pub const SHOWN_BYTES: usize = 64;
 /// A refusal is logged at most this often per listener (the counters count every one).
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
+/// After the start, DTUs get this long to dial in before the ones that have not are logged,
+/// in one line per listener (their devices are down, with the reason, in `/api/health` from
+/// their first poll on). DTUs reconnect within seconds to a minute of losing their server.
+pub const CONNECT_GRACE: Duration = Duration::from_secs(60);
+/// How many names of DTUs not connected that line shows.
+pub const NAMES_SHOWN: usize = 5;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -183,12 +189,14 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut dtus = Vec::new();
     let mut identities = Vec::new();
+    let mut connections = Vec::new();
     for dtu in &cfg.dtus {
         let Ok(identity) = dtu.identity() else {
             continue;
         };
         let (tx, rx) = mpsc::channel(2);
         let task = DtuTask::new(dtu, &cfg.id, &metrics);
+        connections.push((Arc::<str>::from(task.id()), task.connections()));
         dtus.push((Arc::from(task.id()), tx));
         identities.push(identity);
         tasks.push(tokio::spawn(dtu::run(
@@ -214,6 +222,11 @@ pub async fn run(
         cfg.max_connections,
         shared.unregistered.clone(),
     );
+    tasks.push(tokio::spawn(not_connected_summary(
+        shared.id.clone(),
+        connections,
+        shutdown.clone(),
+    )));
     let Bound { listener, tls } = bound;
     info!(listener = %cfg.id, addr = %cfg.listen, dtus = cfg.dtus.len(), tls = tls.is_some(), "listening for dial-in DTUs");
     loop {
@@ -283,6 +296,48 @@ pub async fn run(
     }
 }
 
+/// After [`CONNECT_GRACE`], logs once the DTUs that have not connected since the start: their
+/// count and the first [`NAMES_SHOWN`] names (not a line per DTU or device).
+async fn not_connected_summary(
+    listener: Arc<str>,
+    connections: Vec<(Arc<str>, Arc<std::sync::atomic::AtomicU64>)>,
+    mut shutdown: Shutdown,
+) {
+    tokio::select! {
+        _ = shutdown.wait() => return,
+        _ = tokio::time::sleep(CONNECT_GRACE) => {}
+    }
+    let missing: Vec<&str> = connections
+        .iter()
+        .filter(|(_, n)| n.load(Ordering::Relaxed) == 0)
+        .map(|(id, _)| &**id)
+        .collect();
+    if let Some(line) = not_connected_line(&missing, connections.len()) {
+        warn!(listener = %listener, missing = missing.len(), "{line}");
+    }
+}
+
+/// The words of [`not_connected_summary`]'s line; `None` when every DTU has connected.
+fn not_connected_line(missing: &[&str], of: usize) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    let mut names = missing
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if missing.len() > NAMES_SHOWN {
+        names.push_str(&format!(" and {} more", missing.len() - NAMES_SHOWN));
+    }
+    Some(format!(
+        "{} of {of} DTUs have not connected since the start ({names}); their devices are down \
+         in /api/health. Check the DTUs' server address and port, and `allow`",
+        missing.len()
+    ))
+}
+
 /// Reads the first bytes until they name a DTU (its index, the stream and the bytes after the
 /// registration), or cannot, or the deadline passes (refused and noted; `None`).
 async fn register(
@@ -332,5 +387,25 @@ async fn register(
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtus_not_connected_are_one_line_with_the_first_names() {
+        assert_eq!(not_connected_line(&[], 3), None);
+        let names: Vec<String> = (1..=7).map(|n| format!("dtu-{n}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let line = not_connected_line(&names, 1000).expect("a line");
+        assert!(
+            line.starts_with(
+                "7 of 1000 DTUs have not connected since the start (`dtu-1`, `dtu-2`, `dtu-3`, \
+                 `dtu-4`, `dtu-5` and 2 more)"
+            ),
+            "{line}"
+        );
     }
 }
