@@ -575,6 +575,31 @@ async fn a_dtu_that_converts_to_modbus_tcp_is_read_with_mbap_through_its_heartbe
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtu_known_by_a_registration_pattern_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The emulator sends its IMEI; the config knows only its shape: 8686 and eleven digits.
+    let text = config_text(false, "rtu").replace(
+        &format!("imei = \"{IMEI}\""),
+        "registration_regex = \"^8686[0-9]{11}\"",
+    );
+    let cfg =
+        shopfloor::agent::config::load_str(&text, "dial_in.toml").unwrap_or_else(|d| panic!("{d}"));
+    let agent = Agent::start(&cfg);
+    let _dtu = Emulator::start(agent.port, &[], dir.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (events, _, unknown) = agent.stop().await;
+    let got = samples(&events);
+    for (key, value) in expected() {
+        let seen = got
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} never read"));
+        assert!(seen.len() >= 5, "{key:?} read {} times", seen.len());
+        assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
+    }
+    assert!(unknown.list().is_empty(), "{:?}", unknown.list());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = config(false);
