@@ -20,8 +20,8 @@ What a real DTU does to the stream, all of it on purpose:
   connection; after the last step it stays. `gone` is printed the moment it closes or falls
   silent, `back` once its new connection has sent its registration.
 
-Every request the agent sends is appended to --log as `<function code> <hex>`, so the test can
-show what went out on the wire. Prints `ready` once the line is up; stops on SIGTERM.
+Every request the agent sends is appended to --log as `<function code> <hex> <unix time>`, so
+the test can show what went out on the wire, and when. Prints `ready` once the line is up; stops on SIGTERM.
 
 Usage: dtu.py --agent HOST:PORT --registration TEXT --heartbeat TEXT [--period S]
               [--every-packet] [--tcp] [--reconnect-every S --away A]
@@ -167,7 +167,7 @@ class Dtu:
                         if len(pending) < 8:
                             break
                         frame, pending = pending[:8], pending[8:]
-                    self.log.write(f"{frame[1]} {frame.hex()}\n")
+                    self.log.write(f"{frame[1]} {frame.hex()} {time.time():.3f}\n")
                     line_writer.write(frame)
                     await line_writer.drain()
                     answer = await rtu_answer(line_reader)

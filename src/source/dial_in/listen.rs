@@ -132,7 +132,7 @@ impl Shared {
                 REFUSED,
                 "Dial-in connections refused or closed before registering, by reason: \
                  not_allowed, connect_rate, connections, unregistered, tls, \
-                 unknown_registration, registration_timeout, silent, too_long.",
+                 unknown_registration, registration_timeout, silent, closed.",
                 &[("listener", &self.id), ("reason", reason)],
             )
             .fetch_add(1, Ordering::Relaxed);
@@ -227,6 +227,17 @@ pub async fn run(
         connections,
         shutdown.clone(),
     )));
+    let labels = [("listener", cfg.id.as_str())];
+    let peak_open = shared.metrics.gauge(
+        "shopfloor_dial_in_connections_peak",
+        "The most connections a dial-in listener has held open at once (registered or not) since the start; at most `max_connections`.",
+        &labels,
+    );
+    let peak_unregistered = shared.metrics.gauge(
+        "shopfloor_dial_in_unregistered_peak",
+        "The most connections a dial-in listener has held open at once that had not registered yet, since the start; at most `max_unregistered`.",
+        &labels,
+    );
     let Bound { listener, tls } = bound;
     info!(listener = %cfg.id, addr = %cfg.listen, dtus = cfg.dtus.len(), tls = tls.is_some(), "listening for dial-in DTUs");
     loop {
@@ -235,7 +246,15 @@ pub async fn run(
             break;
         };
         let (slot, unregistered) = match gate.admit(peer.ip()) {
-            Ok(permits) => permits,
+            Ok(permits) => {
+                let open = cfg.max_connections.saturating_sub(gate.free_slots());
+                peak_open.fetch_max(open as u64, Ordering::Relaxed);
+                let waiting = cfg
+                    .max_unregistered
+                    .saturating_sub(shared.unregistered.available_permits());
+                peak_unregistered.fetch_max(waiting as u64, Ordering::Relaxed);
+                permits
+            }
             Err(turned) => {
                 let detail =
                     turned.detail("`max_unregistered` connections have not registered yet");
@@ -355,7 +374,13 @@ async fn register(
             Ok(Ok(n)) if n > 0 => n,
             Ok(_) => {
                 // Closed (or failed) before registering.
-                if !first.is_empty() {
+                if first.is_empty() {
+                    shared.refuse(
+                        "closed",
+                        peer,
+                        "a connection closed before it sent anything (a port scan or a connection flood)",
+                    );
+                } else {
                     shared.unknown("unknown_registration", peer, &first);
                 }
                 return None;
