@@ -614,6 +614,8 @@ struct Flooded {
     attempts: u64,
     /// Connections the agent's kernel accepted (the handshake completed).
     connected: u64,
+    /// The attempts that failed, by why.
+    failed: BTreeMap<String, u64>,
     seconds: f64,
 }
 
@@ -638,46 +640,59 @@ fn flood(source: &str, port: u16, length: Duration, threads: usize, loops: usize
                         .map(|_| {
                             tokio::spawn(async move {
                                 let (mut attempts, mut connected) = (0u64, 0u64);
+                                let mut failed = BTreeMap::new();
                                 while std::time::Instant::now() < until {
                                     attempts += 1;
                                     let made = async {
-                                        let socket = tokio::net::TcpSocket::new_v4().ok()?;
-                                        socket.set_zero_linger().ok()?;
-                                        socket.bind(source).ok()?;
+                                        let socket = tokio::net::TcpSocket::new_v4()
+                                            .map_err(|e| format!("socket: {e}"))?;
+                                        socket.set_zero_linger().map_err(|e| e.to_string())?;
+                                        socket.bind(source).map_err(|e| format!("bind: {e}"))?;
                                         let connect = socket.connect(target);
                                         tokio::time::timeout(Duration::from_millis(500), connect)
                                             .await
-                                            .ok()?
-                                            .ok()
+                                            .map_err(|_| "timeout".to_string())?
+                                            .map_err(|e| format!("connect: {e}"))
                                     };
                                     match made.await {
-                                        Some(_) => connected += 1,
-                                        None => tokio::task::yield_now().await,
+                                        Ok(_) => connected += 1,
+                                        Err(e) => {
+                                            *failed.entry(e).or_insert(0u64) += 1;
+                                            tokio::task::yield_now().await
+                                        }
                                     }
                                 }
-                                (attempts, connected)
+                                (attempts, connected, failed)
                             })
                         })
                         .collect();
-                    let mut sum = (0, 0);
+                    let mut sum = (0, 0, BTreeMap::new());
                     for l in loops {
-                        let (a, c) = l.await.unwrap_or((0, 0));
-                        sum = (sum.0 + a, sum.1 + c);
+                        let Ok((a, c, f)) = l.await else { continue };
+                        sum.0 += a;
+                        sum.1 += c;
+                        for (e, n) in f {
+                            *sum.2.entry(e).or_insert(0) += n;
+                        }
                     }
                     sum
                 })
             })
         })
         .collect();
-    let (mut attempts, mut connected) = (0, 0);
+    let (mut attempts, mut connected, mut failed) = (0, 0, BTreeMap::new());
     for t in threads {
-        let (a, c) = t.join().expect("a flood thread");
+        let (a, c, f) = t.join().expect("a flood thread");
         attempts += a;
         connected += c;
+        for (e, n) in f {
+            *failed.entry(e).or_insert(0) += n;
+        }
     }
     Flooded {
         attempts,
         connected,
+        failed,
         seconds: started.elapsed().as_secs_f64(),
     }
 }
@@ -748,9 +763,12 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
         }
         Some(())
     });
-    // The flood from 127.0.0.4: 4 threads of 64 connection loops, for 4 s.
+    // The flood from 127.0.0.4: 2 threads of 128 connection loops, for 4 s. On a loaded
+    // 2-core machine with a debug build this makes 10,000–14,000 attempts a second (a few
+    // hundred while the listener's accept backlog was the standard library's 128); the rate
+    // is printed, not asserted.
     let flooded = tokio::task::spawn_blocking(move || {
-        flood("127.0.0.4", port, Duration::from_secs(4), 4, 64)
+        flood("127.0.0.4", port, Duration::from_secs(4), 2, 128)
     })
     .await
     .expect("flood");
@@ -767,7 +785,7 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
     eprintln!(
         "flood: {} attempts in {:.1} s ({:.0} a second), {} connections made ({:.0} a second); \
          refused: connect_rate {}, closed {}, unregistered {}, unknown_registration {}, \
-         registration_timeout {}; peaks: {} open, {} unregistered",
+         registration_timeout {}; peaks: {} open, {} unregistered; failed attempts: {:?}",
         flooded.attempts,
         flooded.seconds,
         flooded.attempts as f64 / flooded.seconds,
@@ -780,6 +798,7 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
         refused("registration_timeout"),
         listener("shopfloor_dial_in_connections_peak"),
         listener("shopfloor_dial_in_unregistered_peak"),
+        flooded.failed,
     );
     assert!(
         flooded.connected > 1000,

@@ -45,6 +45,11 @@ pub const LOG_EVERY: Duration = Duration::from_secs(60);
 /// in one line per listener (their devices are down, with the reason, in `/api/health` from
 /// their first poll on). DTUs reconnect within seconds to a minute of losing their server.
 pub const CONNECT_GRACE: Duration = Duration::from_secs(60);
+/// Connections the kernel completes and holds for the listener to accept (capped by the
+/// system's `net.core.somaxconn`). Beyond it new connections' SYNs are dropped and retried a
+/// second or more later: a fleet of DTUs dialling in at once after a restart, or a flood,
+/// would wait (the standard library's listener holds 128).
+pub const BACKLOG: u32 = 4096;
 /// How many names of DTUs not connected that line shows.
 pub const NAMES_SHOWN: usize = 5;
 
@@ -105,9 +110,15 @@ pub fn bind(cfg: &DialInListener) -> Result<Bound, ListenError> {
         addr: cfg.listen,
         source,
     };
-    let std = std::net::TcpListener::bind(cfg.listen).map_err(err)?;
-    std.set_nonblocking(true).map_err(err)?;
-    let listener = TcpListener::from_std(std).map_err(err)?;
+    let socket = if cfg.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(cfg.listen).map_err(err)?;
+    let listener = socket.listen(BACKLOG).map_err(err)?;
     Ok(Bound { listener, tls })
 }
 
@@ -120,25 +131,43 @@ struct Shared {
     registration_timeout: Duration,
     unregistered: Arc<Semaphore>,
     metrics: Metrics,
+    /// The refusal counters by reason, made once: a flood is refused without a lookup.
+    refused: Vec<(&'static str, Arc<std::sync::atomic::AtomicU64>)>,
     unknown: UnknownDtus,
     log: Mutex<(Option<Instant>, u64)>,
 }
 
+/// The reasons a connection is refused or closed before registering.
+const REASONS: [&str; 9] = [
+    "not_allowed",
+    "connect_rate",
+    "connections",
+    "unregistered",
+    "tls",
+    "unknown_registration",
+    "registration_timeout",
+    "silent",
+    "closed",
+];
+
 impl Shared {
     /// Counts a refusal by reason and logs it, at most once per [`LOG_EVERY`].
     fn refuse(&self, reason: &'static str, peer: SocketAddr, detail: &str) {
-        self.metrics
-            .counter(
-                REFUSED,
-                "Dial-in connections refused or closed before registering, by reason: \
-                 not_allowed, connect_rate, connections, unregistered, tls, \
-                 unknown_registration, registration_timeout, silent, closed.",
-                &[("listener", &self.id), ("reason", reason)],
-            )
-            .fetch_add(1, Ordering::Relaxed);
+        self.refuse_with(reason, peer, || detail.to_string());
+    }
+
+    /// [`Shared::refuse`], with the log's words made only when a line is logged.
+    fn refuse_with(&self, reason: &'static str, peer: SocketAddr, detail: impl FnOnce() -> String) {
+        match self.refused.iter().find(|(r, _)| *r == reason) {
+            Some((_, counter)) => counter.fetch_add(1, Ordering::Relaxed),
+            None => {
+                refused_counter(&self.metrics, &self.id, reason).fetch_add(1, Ordering::Relaxed)
+            }
+        };
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         log.1 += 1;
         if log.0.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            let detail = detail();
             warn!(listener = %self.id, %peer, reason, refused = log.1, "dial-in: {detail} (refusals since the last such line; all are counted in {REFUSED})");
             *log = (Some(Instant::now()), 0);
         }
@@ -177,6 +206,20 @@ impl Shared {
     }
 }
 
+fn refused_counter(
+    metrics: &Metrics,
+    listener: &str,
+    reason: &'static str,
+) -> Arc<std::sync::atomic::AtomicU64> {
+    metrics.counter(
+        REFUSED,
+        "Dial-in connections refused or closed before registering, by reason: not_allowed, \
+         connect_rate, connections, unregistered, tls, unknown_registration, \
+         registration_timeout, silent, closed.",
+        &[("listener", listener), ("reason", reason)],
+    )
+}
+
 /// Accepts DTUs until `shutdown`, and runs one task per configured DTU.
 pub async fn run(
     cfg: DialInListener,
@@ -212,6 +255,10 @@ pub async fn run(
         dtus,
         registration_timeout: cfg.registration_timeout,
         unregistered: Arc::new(Semaphore::new(cfg.max_unregistered)),
+        refused: REASONS
+            .iter()
+            .map(|r| (*r, refused_counter(&metrics, &cfg.id, r)))
+            .collect(),
         metrics,
         unknown,
         log: Mutex::new((None, 0)),
@@ -256,9 +303,9 @@ pub async fn run(
                 permits
             }
             Err(turned) => {
-                let detail =
-                    turned.detail("`max_unregistered` connections have not registered yet");
-                shared.refuse(turned.reason("unregistered"), peer, &detail);
+                shared.refuse_with(turned.reason("unregistered"), peer, || {
+                    turned.detail("`max_unregistered` connections have not registered yet")
+                });
                 continue;
             }
         };
