@@ -874,6 +874,69 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
     );
 }
 
+/// `shopfloor dtu listen --poll 1:0:2` with the emulated DTU pointed at it: the installer sees
+/// the registration (hex and text, and which configured DTU it is), the heartbeat with its
+/// period, and the two holding registers read through the DTU; only function code 3 went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtu_listen_shows_the_registration_the_heartbeat_period_and_a_read_only_poll() {
+    use shopfloor::source::dial_in::commission;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let options = commission::ListenOptions {
+        port,
+        dtus: commission::known(&config(false).dial_in),
+        poll: Some(commission::parse_poll("1:0:2").expect("a poll")),
+        framing: shopfloor::source::dial_in::stream::Framing::Rtu,
+    };
+    let (tx, mut lines) = mpsc::unbounded_channel();
+    let listening = tokio::spawn(commission::listen(options, tx));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dtu = Emulator::start(port, &[], dir.path());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    listening.abort();
+    let mut shown = Vec::new();
+    while let Ok(line) = lines.try_recv() {
+        shown.push(line);
+    }
+    let text = shown.join("\n");
+    eprintln!("{text}");
+    // The IMEI as hex and text, named.
+    assert!(
+        shown.iter().any(|l| l.contains(
+            "first bytes: 38 36 38 36 32 36 30 34 31 32 33 34 35 36 37 \"868626041234567\" → dtu-1"
+        )),
+        "{text}"
+    );
+    // Holding 0 and 1 of unit 1: 1 and 1234 (dtu.py).
+    assert!(
+        shown
+            .iter()
+            .any(|l| l.ends_with("poll unit 1 holding 0..1: 1 1234")),
+        "{text}"
+    );
+    // The heartbeat every 0.7 s, shown with its period.
+    let periods: Vec<f64> = shown
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split("(heartbeat of dtu-1), ").nth(1)?;
+            rest.strip_suffix(" s after the last")?.parse().ok()
+        })
+        .collect();
+    assert!(!periods.is_empty(), "{text}");
+    assert!(
+        periods.iter().all(|p| (0.5..=1.0).contains(p)),
+        "{periods:?}"
+    );
+    let codes = dtu.function_codes();
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| *c == 3),
+        "{codes:?}"
+    );
+}
+
 /// `GET path` on the board with HTTP/1.0 (no `Host`, as the container's health check asks).
 async fn board_get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     use tokio::io::AsyncReadExt;
