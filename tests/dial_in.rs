@@ -7,6 +7,7 @@
 //! starts them; the test reads the events they send towards the engine. Timing checks are
 //! about schedules with margins of hundreds of milliseconds.
 
+mod common;
 #[path = "support/python.rs"]
 mod support_python;
 use support_python::python;
@@ -935,6 +936,36 @@ async fn dtu_listen_shows_the_registration_the_heartbeat_period_and_a_read_only_
         !codes.is_empty() && codes.iter().all(|c| *c == 3),
         "{codes:?}"
     );
+}
+
+/// A DTU that speaks TLS (`tls_cert`, `tls_key` on the listener) is read through it; a peer
+/// that speaks plain TCP to the TLS port is refused as `tls`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtu_over_tls_is_read_and_a_plain_peer_on_the_tls_port_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    common::make_certificates(dir.path());
+    let mut cfg = config(false);
+    cfg.dial_in[0].tls_cert = Some(dir.path().join("server.pem"));
+    cfg.dial_in[0].tls_key = Some(dir.path().join("server.key"));
+    let agent = Agent::start(&cfg);
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let _dtu = Emulator::start(agent.port, &["--tls-ca", &ca], dir.path());
+    // The IMEI in plain text to the TLS port.
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", agent.port))
+        .await
+        .expect("connect");
+    plain.write_all(IMEI.as_bytes()).await.expect("send");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (events, metrics, _) = agent.stop().await;
+    let got = samples(&events);
+    for (key, value) in expected() {
+        let seen = got
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} never read"));
+        assert!(seen.len() >= 5, "{key:?} read {} times", seen.len());
+        assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
+    }
+    assert_eq!(metric(&metrics, dial_in::REFUSED, ("reason", "tls")), 1);
 }
 
 /// `GET path` on the board with HTTP/1.0 (no `Host`, as the container's health check asks).

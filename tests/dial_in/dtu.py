@@ -10,6 +10,7 @@ What a real DTU does to the stream, all of it on purpose:
   answer;
 - heartbeats glued to the front or the back of an answer in one TCP segment;
 - with --every-packet, the registration before every packet it sends;
+- with --tls-ca FILE, TLS towards the agent, trusting the CA in FILE (DTUs with SSL);
 - with --tcp, Modbus TCP towards the agent (the DTU converts MBAP to RTU and back, as DTUs
   with "Modbus TCP to RTU" switched on do);
 - with --reconnect-every S --away A, it drops its connection every S seconds and stays away A
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -132,7 +134,10 @@ class Dtu:
     async def session(self, until, how="close"):
         host, port = self.args.agent.rsplit(":", 1)
         local = (self.args.source, 0) if self.args.source else None
-        reader, writer = await asyncio.open_connection(host, int(port), local_addr=local)
+        tls = ssl.create_default_context(cafile=self.args.tls_ca) if self.args.tls_ca else None
+        reader, writer = await asyncio.open_connection(
+            host, int(port), local_addr=local, ssl=tls
+        )
         line_reader, line_writer = await asyncio.open_connection("127.0.0.1", self.line_port)
         writer.write(self.registration)
         await writer.drain()
@@ -233,6 +238,7 @@ async def main():
     p.add_argument("--reconnect-every", type=float)
     p.add_argument("--away", type=float)
     p.add_argument("--schedule")
+    p.add_argument("--tls-ca")
     p.add_argument("--source")
     p.add_argument("--log", required=True)
     args = p.parse_args()
