@@ -755,11 +755,13 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
             let _ = s.write_all(bytes).await;
         }
     }
-    // A slow-loris: the first bytes of the real IMEI, one a second.
+    // A slow-loris: the first bytes of the real IMEI, one a second. It is in before the flood
+    // fills the half-open bound.
+    let mut slow = hostile("127.0.0.3").await.expect("the slow-loris connects");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let loris = tokio::spawn(async move {
-        let mut s = hostile("127.0.0.3").await?;
         for b in IMEI.as_bytes().iter().take(5) {
-            s.write_all(&[*b]).await.ok()?;
+            slow.write_all(&[*b]).await.ok()?;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         Some(())
@@ -814,8 +816,12 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
         refused("closed") + refused("unregistered") <= 30,
         "more than 30 a minute passed the rate"
     );
+    // (A connection the client gave up on at its 500 ms timeout may still have reached the
+    // agent: those may be counted too.)
+    let timed_out = flooded.failed.get("timeout").copied().unwrap_or(0);
     assert!(
-        accounted <= flooded.connected && accounted + flooded.connected / 100 >= flooded.connected,
+        accounted <= flooded.connected + timed_out
+            && accounted + flooded.connected / 100 >= flooded.connected,
         "{accounted} refusals counted for the flood's {} connections",
         flooded.connected
     );
