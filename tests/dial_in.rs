@@ -281,6 +281,18 @@ fn samples(events: &[SourceEvent]) -> BTreeMap<(String, String), Vec<(Timestamp,
     out
 }
 
+/// Each signal was read at least `times` times, every time with its register's value.
+fn every_signal_read_as_its_register(events: &[SourceEvent], times: usize) {
+    let got = samples(events);
+    for (key, value) in expected() {
+        let seen = got
+            .get(&key)
+            .unwrap_or_else(|| panic!("{key:?} never read"));
+        assert!(seen.len() >= times, "{key:?} read {} times", seen.len());
+        assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_through_a_reconnecting_dtu_equal_the_registers_once_each_and_outages_match() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -565,14 +577,7 @@ async fn a_dtu_that_converts_to_modbus_tcp_is_read_with_mbap_through_its_heartbe
     let dtu = Emulator::start(agent.port, &["--tcp"], dir.path());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (events, metrics, _) = agent.stop().await;
-    let got = samples(&events);
-    for (key, value) in expected() {
-        let seen = got
-            .get(&key)
-            .unwrap_or_else(|| panic!("{key:?} never read"));
-        assert!(seen.len() >= 5, "{key:?} read {} times", seen.len());
-        assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
-    }
+    every_signal_read_as_its_register(&events, 5);
     assert!(
         metric(
             &metrics,
@@ -598,14 +603,7 @@ async fn a_dtu_known_by_a_registration_pattern_is_read() {
     let _dtu = Emulator::start(agent.port, &[], dir.path());
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (events, _, unknown) = agent.stop().await;
-    let got = samples(&events);
-    for (key, value) in expected() {
-        let seen = got
-            .get(&key)
-            .unwrap_or_else(|| panic!("{key:?} never read"));
-        assert!(seen.len() >= 5, "{key:?} read {} times", seen.len());
-        assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
-    }
+    every_signal_read_as_its_register(&events, 5);
     assert!(unknown.list().is_empty(), "{:?}", unknown.list());
 }
 
@@ -963,14 +961,7 @@ async fn a_dtu_over_tls_is_read_and_a_plain_peer_on_the_tls_port_is_refused() {
     plain.write_all(IMEI.as_bytes()).await.expect("send");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (events, metrics, _) = agent.stop().await;
-    let got = samples(&events);
-    for (key, value) in expected() {
-        let seen = got
-            .get(&key)
-            .unwrap_or_else(|| panic!("{key:?} never read"));
-        assert!(seen.len() >= 5, "{key:?} read {} times", seen.len());
-        assert!(seen.iter().all(|(_, v)| *v == value), "{key:?}: {seen:?}");
-    }
+    every_signal_read_as_its_register(&events, 5);
     assert_eq!(metric(&metrics, dial_in::REFUSED, ("reason", "tls")), 1);
 }
 

@@ -282,14 +282,7 @@ impl Dtu {
         }
         if let Some(pattern) = &self.registration_regex {
             if self.identity_every_packet {
-                return Err((
-                    "identity_every_packet",
-                    format!(
-                        "dial-in DTU `{id}`: a registration known only by a pattern cannot be \
-                         taken off every packet; give the whole registration (`registration` \
-                         or `registration_hex`)"
-                    ),
-                ));
+                return Err(not_every_packet(id, "a pattern"));
             }
             return Pattern::new(pattern)
                 .map(Identity::Regex)
@@ -308,14 +301,7 @@ impl Dtu {
         }
         if k == "registration_prefix" {
             if self.identity_every_packet {
-                return Err((
-                    "identity_every_packet",
-                    format!(
-                        "dial-in DTU `{id}`: a registration known only by its prefix cannot be \
-                         taken off every packet; give the whole registration (`registration` \
-                         or `registration_hex`)"
-                    ),
-                ));
+                return Err(not_every_packet(id, "its prefix"));
             }
             return Ok(Identity::Prefix(literal.as_bytes().to_vec()));
         }
@@ -371,6 +357,17 @@ impl Dtu {
                 .map_or(Duration::from_secs(300), |p| p * 3)
         })
     }
+}
+
+/// `identity_every_packet` with a registration known only by `by` (its prefix, a pattern).
+fn not_every_packet(id: &str, by: &str) -> (&'static str, String) {
+    (
+        "identity_every_packet",
+        format!(
+            "dial-in DTU `{id}`: a registration known only by {by} cannot be taken off every \
+             packet; give the whole registration (`registration` or `registration_hex`)"
+        ),
+    )
 }
 
 /// The longest registration or heartbeat the listener takes.
