@@ -730,6 +730,8 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
     cfg.dial_in[0].id = "flooded".into();
     cfg.dial_in[0].max_connects_per_minute = 30;
     cfg.dial_in[0].max_unregistered = 8;
+    // 127.0.0.0–127.0.0.7: the DTU and the peers below, but not 127.0.0.9.
+    cfg.dial_in[0].allow = vec!["127.0.0.0/29".into()];
     let agent = Agent::start(&cfg);
     let port = agent.port;
     // The real DTU comes from 127.0.0.1; the hostile peers from 127.0.0.2, another address.
@@ -744,6 +746,10 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
             .ok()
     };
     let started = Timestamp::now();
+    // The real IMEI from outside `allow`.
+    if let Some(mut s) = hostile("127.0.0.9").await {
+        let _ = s.write_all(IMEI.as_bytes()).await;
+    }
     // An unknown registration and garbage.
     for bytes in [
         &b"869999999999999"[..],
@@ -827,6 +833,7 @@ async fn hostile_peers_cost_a_bounded_little_and_the_real_dtu_keeps_its_schedule
     assert!(listener("shopfloor_dial_in_connections_peak") <= 1100);
     assert!(listener("shopfloor_dial_in_unregistered_peak") <= 8);
     assert!(refused("unknown_registration") >= 2);
+    assert_eq!(refused("not_allowed"), 1);
     // The slow-loris never finished its registration within 2 s.
     assert!(refused("registration_timeout") >= 1);
     let list = unknown.list();
