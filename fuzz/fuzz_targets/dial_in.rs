@@ -1,6 +1,7 @@
 //! Fuzzes the dial-in stream splitter (`source::dial_in::stream`): a DTU's bytes, with
 //! registrations, heartbeats and Modbus answers interleaved and glued, arriving in chunks of
-//! any size, and the registration matcher on the first bytes of a connection.
+//! any size, and the registration matcher (literals, a prefix and a pattern) on the first
+//! bytes of a connection.
 //!
 //! Input: a framing and an expected answer (unit, function, count) from the first bytes, then
 //! a script of pieces: heartbeat, registration, a correct answer (RTU with its CRC, or Modbus
@@ -15,13 +16,18 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::sync::LazyLock;
+
 use shopfloor::source::dial_in::stream::{
-    Expected, Framing, Identity, Piece, Splitter, crc16, identify,
+    Expected, Framing, Identified, Identity, Pattern, Piece, Splitter, crc16, identify,
 };
 
 const HEARTBEATS: [&[u8]; 3] = [b"www.usr.cn", &[0xfe], b"HB"];
 const REGISTRATION: &[u8] = b"868626041234567";
 const MAX: usize = 4096;
+/// A registration pattern (`registration_regex`), compiled once.
+static PATTERN: LazyLock<Pattern> =
+    LazyLock::new(|| Pattern::new("^USR[0-9]{4,6}").expect("a good pattern"));
 
 /// A correct answer to `e` carrying `data` (cut or padded to the expected length), or an
 /// exception with `code`.
@@ -144,8 +150,13 @@ fuzz_target!(|data: &[u8]| {
     let ids = [
         Identity::Exact(REGISTRATION.to_vec()),
         Identity::Exact(heartbeat.to_vec()),
-        Identity::Prefix(b"USR".to_vec()),
+        Identity::Prefix(b"USR-".to_vec()),
+        Identity::Regex(PATTERN.clone()),
     ];
-    let _ = identify(&ids, rest, false);
-    let _ = identify(&ids, rest, true);
+    for final_bytes in [false, true] {
+        // A registration is never longer than the bytes it was found in.
+        if let Identified::Dtu { len, .. } = identify(&ids, rest, final_bytes) {
+            assert!(len <= rest.len());
+        }
+    }
 });

@@ -10,22 +10,30 @@ What a real DTU does to the stream, all of it on purpose:
   answer;
 - heartbeats glued to the front or the back of an answer in one TCP segment;
 - with --every-packet, the registration before every packet it sends;
+- with --tls-ca FILE, TLS towards the agent, trusting the CA in FILE (DTUs with SSL);
 - with --tcp, Modbus TCP towards the agent (the DTU converts MBAP to RTU and back, as DTUs
   with "Modbus TCP to RTU" switched on do);
 - with --reconnect-every S --away A, it drops its connection every S seconds and stays away A
-  seconds (a 4G session dropping), printing `gone <unix time>` and `back <unix time>`.
+  seconds (a 4G session dropping), printing `gone <unix time>` and `back <unix time>`;
+- with --schedule UP:AWAY:HOW,..., it stays connected UP seconds, then goes for AWAY seconds,
+  HOW being `close` (it closes its connection: FIN) or `silent` (it just stops: no heartbeat,
+  no answer, the socket left open, as a 4G link that dies), then comes back on a new
+  connection; after the last step it stays. `gone` is printed the moment it closes or falls
+  silent, `back` once its new connection has sent its registration.
 
-Every request the agent sends is appended to --log as `<function code> <hex>`, so the test can
-show what went out on the wire. Prints `ready` once the line is up; stops on SIGTERM.
+Every request the agent sends is appended to --log as `<function code> <hex> <unix time>`, so
+the test can show what went out on the wire, and when. Prints `ready` once the line is up; stops on SIGTERM.
 
 Usage: dtu.py --agent HOST:PORT --registration TEXT --heartbeat TEXT [--period S]
-              [--every-packet] [--tcp] [--reconnect-every S --away A] [--source IP] --log FILE
+              [--every-packet] [--tcp] [--reconnect-every S --away A]
+              [--schedule UP:AWAY:HOW,...] [--source IP] --log FILE
 """
 
 import argparse
 import asyncio
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -109,6 +117,9 @@ class Dtu:
         self.heartbeat = args.heartbeat.encode()
         self.log = open(args.log, "a", buffering=1)
         self.answers = 0
+        self.sessions = 0
+        # Connections left open when the DTU fell silent: a dead 4G link sends no FIN.
+        self.abandoned = []
 
     def packet(self, data):
         """What the DTU sends for `data`: the registration first, when it prefixes every packet."""
@@ -120,13 +131,19 @@ class Dtu:
             writer.write(self.packet(self.heartbeat))
             await writer.drain()
 
-    async def session(self, until):
+    async def session(self, until, how="close"):
         host, port = self.args.agent.rsplit(":", 1)
         local = (self.args.source, 0) if self.args.source else None
-        reader, writer = await asyncio.open_connection(host, int(port), local_addr=local)
+        tls = ssl.create_default_context(cafile=self.args.tls_ca) if self.args.tls_ca else None
+        reader, writer = await asyncio.open_connection(
+            host, int(port), local_addr=local, ssl=tls
+        )
         line_reader, line_writer = await asyncio.open_connection("127.0.0.1", self.line_port)
         writer.write(self.registration)
         await writer.drain()
+        if self.sessions > 0:
+            print(f"back {time.time():.3f}", flush=True)
+        self.sessions += 1
         beats = asyncio.create_task(self.heartbeats(writer))
         try:
             pending = b""
@@ -155,7 +172,7 @@ class Dtu:
                         if len(pending) < 8:
                             break
                         frame, pending = pending[:8], pending[8:]
-                    self.log.write(f"{frame[1]} {frame.hex()}\n")
+                    self.log.write(f"{frame[1]} {frame.hex()} {time.time():.3f}\n")
                     line_writer.write(frame)
                     await line_writer.drain()
                     answer = await rtu_answer(line_reader)
@@ -165,7 +182,11 @@ class Dtu:
                     await self.relay(writer, answer)
         finally:
             beats.cancel()
-            writer.close()
+            print(f"gone {time.time():.3f}", flush=True)
+            if how == "silent":
+                self.abandoned.append(writer)
+            else:
+                writer.close()
             line_writer.close()
 
     async def relay(self, writer, answer):
@@ -188,6 +209,14 @@ class Dtu:
         await writer.drain()
 
     async def run(self):
+        if self.args.schedule:
+            for step in self.args.schedule.split(","):
+                up, away, how = step.split(":")
+                try:
+                    await self.session(time.monotonic() + float(up), how)
+                except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                    pass
+                await asyncio.sleep(float(away))
         every, away = self.args.reconnect_every, self.args.away
         while True:
             until = None if every is None else time.monotonic() + every
@@ -195,9 +224,7 @@ class Dtu:
                 await self.session(until)
             except (ConnectionError, OSError, asyncio.IncompleteReadError):
                 pass
-            print(f"gone {time.time():.3f}", flush=True)
             await asyncio.sleep(away if away else 0.5)
-            print(f"back {time.time():.3f}", flush=True)
 
 
 async def main():
@@ -210,6 +237,8 @@ async def main():
     p.add_argument("--tcp", action="store_true")
     p.add_argument("--reconnect-every", type=float)
     p.add_argument("--away", type=float)
+    p.add_argument("--schedule")
+    p.add_argument("--tls-ca")
     p.add_argument("--source")
     p.add_argument("--log", required=True)
     args = p.parse_args()

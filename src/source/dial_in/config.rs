@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::stream::{Framing, Identity};
+use super::stream::{Framing, Identity, Pattern};
 use crate::config::{Seg, key};
 use crate::source::hj212::config::Cidr;
 use crate::source::modbus::config::ModbusDevice;
@@ -120,6 +120,10 @@ pub struct Dtu {
     /// (for DTUs that add a serial number or time after a fixed part).
     #[serde(default)]
     pub registration_prefix: Option<String>,
+    /// Registration packet: what this regular expression matches, anchored at the first
+    /// byte, over bytes with ASCII classes (`"^USR[0-9]{6}"`; see `stream::Pattern`).
+    #[serde(default)]
+    pub registration_regex: Option<String>,
     /// Whether the DTU repeats its registration before every packet it sends (some models do).
     #[serde(default)]
     pub identity_every_packet: bool,
@@ -186,13 +190,14 @@ impl From<DtuFraming> for Framing {
 }
 
 /// The registration keys, one of which each DTU sets.
-const IDENTITY_KEYS: [&str; 6] = [
+const IDENTITY_KEYS: [&str; 7] = [
     "registration",
     "registration_hex",
     "imei",
     "iccid",
     "mac",
     "registration_prefix",
+    "registration_regex",
 ];
 
 impl Dtu {
@@ -209,8 +214,9 @@ impl Dtu {
                     "id",
                     format!(
                         "dial-in DTU `{id}` needs its registration packet: one of `imei`, \
-                         `iccid`, `mac`, `registration` (text), `registration_hex` or \
-                         `registration_prefix` (`shopfloor dtu listen` shows what it sends)"
+                         `iccid`, `mac`, `registration` (text), `registration_hex`, \
+                         `registration_prefix` or `registration_regex` (`shopfloor dtu listen` \
+                         shows what it sends)"
                     ),
                 ));
             }
@@ -274,6 +280,14 @@ impl Dtu {
                 })?;
             return Ok(Identity::Exact(bytes));
         }
+        if let Some(pattern) = &self.registration_regex {
+            if self.identity_every_packet {
+                return Err(not_every_packet(id, "a pattern"));
+            }
+            return Pattern::new(pattern)
+                .map(Identity::Regex)
+                .map_err(|e| ("registration_regex", format!("dial-in DTU `{id}`: {e}")));
+        }
         let (k, literal) = match (&self.registration, &self.registration_prefix) {
             (Some(r), _) => ("registration", r),
             (None, Some(p)) => ("registration_prefix", p),
@@ -287,14 +301,7 @@ impl Dtu {
         }
         if k == "registration_prefix" {
             if self.identity_every_packet {
-                return Err((
-                    "identity_every_packet",
-                    format!(
-                        "dial-in DTU `{id}`: a registration known only by its prefix cannot be \
-                         taken off every packet; give the whole registration (`registration` \
-                         or `registration_hex`)"
-                    ),
-                ));
+                return Err(not_every_packet(id, "its prefix"));
             }
             return Ok(Identity::Prefix(literal.as_bytes().to_vec()));
         }
@@ -309,6 +316,7 @@ impl Dtu {
             "iccid" => self.iccid.clone(),
             "mac" => self.mac.clone(),
             "registration_prefix" => self.registration_prefix.clone(),
+            "registration_regex" => self.registration_regex.clone(),
             _ => None,
         }
     }
@@ -349,6 +357,17 @@ impl Dtu {
                 .map_or(Duration::from_secs(300), |p| p * 3)
         })
     }
+}
+
+/// `identity_every_packet` with a registration known only by `by` (its prefix, a pattern).
+fn not_every_packet(id: &str, by: &str) -> (&'static str, String) {
+    (
+        "identity_every_packet",
+        format!(
+            "dial-in DTU `{id}`: a registration known only by {by} cannot be taken off every \
+             packet; give the whole registration (`registration` or `registration_hex`)"
+        ),
+    )
 }
 
 /// The longest registration or heartbeat the listener takes.
@@ -406,6 +425,7 @@ pub fn shown(listener: &DialInListener) -> String {
         let identity = match dtu.identity() {
             Ok(Identity::Exact(b)) => format!("registration {} \"{}\"", hex(&b), ascii(&b)),
             Ok(Identity::Prefix(p)) => format!("first packet beginning \"{}\"", ascii(&p)),
+            Ok(Identity::Regex(p)) => format!("first bytes matching /{}/", p.text()),
             Err((_, e)) => e,
         };
         let every = if dtu.identity_every_packet {

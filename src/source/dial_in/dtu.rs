@@ -12,6 +12,25 @@
 //! request: the DTU dropped its 4G session and came back, and the old socket is half-open at
 //! best. If the old one was still receiving bytes, two devices claim one identity: that is
 //! logged as a possible clone (the newer connection wins, as after a reconnect).
+//!
+//! **A lost link makes the machines behind the DTU offline at once** (`SourceEvent::Offline`),
+//! not after the engine's `offline_after` of silence, so a 4G drop of a few seconds is seen
+//! and a long one is not stamped late. It is stamped with the time the link was lost:
+//! - closed, reset, a failed read or write: the moment the agent saw it (a FIN or RST arrives
+//!   within a round trip of the DTU leaving);
+//! - silent past `heartbeat_timeout`: **the last time the DTU was heard**, not the time the
+//!   allowance ran out. Nothing came after it (no heartbeat, no answer to the polls in
+//!   between), so that is the last moment the DTU is known to have been there; with polls
+//!   and heartbeats flowing it is within a poll or a heartbeat period of its real departure;
+//! - replaced by a new connection while the old one had fallen silent (a request went
+//!   unanswered and nothing at all came after it was sent): likewise the last time heard. A
+//!   replacement of a connection that was still talking (a reconnect without a gap, or a
+//!   clone) is not an outage.
+//!
+//! The devices are marked down with the reason in words, stamped the same. The first poll
+//! through the new connection (devices that are down are read at once) brings the machines
+//! back with its samples. A machine fed by other sources too is made offline all the same; its
+//! next sample from any source brings it back.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +90,8 @@ pub struct DtuTask {
     timeout: Duration,
     silence: Duration,
     devices: Vec<Polled>,
+    /// The machines fed by the devices behind the DTU: offline when the link is lost.
+    machines: Vec<Target>,
     counters: Counters,
 }
 
@@ -166,6 +187,18 @@ impl DtuTask {
             (true, Ok(stream::Identity::Exact(bytes))) => bytes,
             _ => Vec::new(),
         };
+        let devices: Vec<Polled> = dtu
+            .devices
+            .iter()
+            .map(|d| Polled::new(d, metrics, start))
+            .filter(|p| !p.groups.is_empty())
+            .collect();
+        let mut machines: Vec<Target> = Vec::new();
+        for slot in devices.iter().flat_map(|p| &p.fields) {
+            if matches!(slot.target, Target::Machine(_)) && !machines.contains(&slot.target) {
+                machines.push(slot.target.clone());
+            }
+        }
         DtuTask {
             id: Arc::from(dtu.id.as_str()),
             framing: dtu.framing.into(),
@@ -174,12 +207,8 @@ impl DtuTask {
             inter_request_delay: dtu.inter_request_delay,
             timeout: dtu.timeout,
             silence: dtu.silence_allowed(),
-            devices: dtu
-                .devices
-                .iter()
-                .map(|d| Polled::new(d, metrics, start))
-                .filter(|p| !p.groups.is_empty())
-                .collect(),
+            devices,
+            machines,
             counters: Counters {
                 connections: counter(
                     "shopfloor_dial_in_connections_total",
@@ -215,6 +244,12 @@ impl DtuTask {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The count of the DTU's registered connections (0: it has not connected since the
+    /// start).
+    pub fn connections(&self) -> Arc<AtomicU64> {
+        self.counters.connections.clone()
+    }
 }
 
 /// The DTU's present connection.
@@ -224,6 +259,11 @@ struct Conn {
     splitter: Splitter,
     /// When it last sent anything.
     heard: Instant,
+    /// The same as a time of day, for stamping the loss of a silent link.
+    heard_at: Timestamp,
+    /// A request went unanswered and nothing at all has come since it was sent: the link is
+    /// likely gone (see [`attach`]).
+    unanswered: bool,
     /// When the line last carried a frame (a request's answer or timeout).
     last_frame: Instant,
     transaction: u16,
@@ -237,6 +277,15 @@ enum Fault {
     Link(&'static str, String),
     /// This device did not answer (or answered wrong).
     Device(&'static str, String),
+}
+
+impl Conn {
+    /// Notes that the DTU sent something.
+    fn hear(&mut self) {
+        self.heard = Instant::now();
+        self.heard_at = Timestamp::now();
+        self.unanswered = false;
+    }
 }
 
 /// What ended a wait for an answer other than the answer.
@@ -288,7 +337,7 @@ async fn poll_dtu(
         tokio::select! {
             _ = shutdown.wait() => return,
             arrived = arrivals.recv() => match arrived {
-                Some(a) => attach(&mut task, &mut conn, a),
+                Some(a) => attach(&mut task, &mut conn, a, &events, &mut loss),
                 None => return,
             },
             _ = tokio::time::sleep_until(due) => {
@@ -303,13 +352,11 @@ async fn poll_dtu(
                 match poll_group(&mut task, &mut conn, &mut arrivals, &mut shutdown, d, g).await {
                     Ok(answers) => answered(&mut task, (d, g), answers, at, &events, &mut loss),
                     Err(Interrupted::Stop) => return,
-                    Err(Interrupted::Arrived(a)) => attach(&mut task, &mut conn, a),
+                    Err(Interrupted::Arrived(a)) => attach(&mut task, &mut conn, a, &events, &mut loss),
                     Err(Interrupted::Fault(fault)) => {
                         if let Fault::Link(..) = fault {
-                            drop_conn(&task, &mut conn);
-                            for n in 0..task.devices.len() {
-                                fail(&mut task, n, &fault, at, &events, &mut loss);
-                            }
+                            let lost = Timestamp::now();
+                            lose_link(&mut task, &mut conn, &fault, lost, &events, &mut loss);
                         } else {
                             fail(&mut task, d, &fault, at, &events, &mut loss);
                         }
@@ -322,7 +369,7 @@ async fn poll_dtu(
                     Ok(0) => Some(Fault::Link("transport", format!("DTU `{}` closed its connection", task.id))),
                     Ok(n) => {
                         let fault = conn.as_mut().and_then(|c| {
-                            c.heard = Instant::now();
+                            c.hear();
                             take_in(&task, c, &buf[..n], None).err()
                         });
                         fault.map(|e| Fault::Link("protocol", format!("DTU `{}`: {e}", task.id)))
@@ -330,29 +377,32 @@ async fn poll_dtu(
                     Err(e) => Some(Fault::Link("transport", format!("DTU `{}` connection failed: {e}", task.id))),
                 };
                 if let Some(fault) = fault {
-                    drop_conn(&task, &mut conn);
-                    for n in 0..task.devices.len() {
-                        fail(&mut task, n, &fault, at, &events, &mut loss);
-                    }
+                    lose_link(&mut task, &mut conn, &fault, at, &events, &mut loss);
                 }
             },
             _ = sleep_until_some(silent_at) => {
-                let at = Timestamp::now();
+                // Gone since it was last heard (see the module's documentation).
+                let at = conn.as_ref().map_or_else(Timestamp::now, |c| c.heard_at);
                 let fault = Fault::Link(
                     "timeout",
                     format!("no heartbeat from DTU `{}` for {} s", task.id, task.silence.as_secs()),
                 );
-                drop_conn(&task, &mut conn);
-                for n in 0..task.devices.len() {
-                    fail(&mut task, n, &fault, at, &events, &mut loss);
-                }
+                lose_link(&mut task, &mut conn, &fault, at, &events, &mut loss);
             },
         }
     }
 }
 
-/// Takes a new connection of the DTU, replacing the old one at once.
-fn attach(task: &mut DtuTask, conn: &mut Option<Conn>, a: Attached) {
+/// Takes a new connection of the DTU, replacing the old one at once. An old one that had
+/// fallen silent (a request unanswered, nothing since) was an outage: the machines are
+/// offline from when it was last heard until the new connection's first poll.
+fn attach(
+    task: &mut DtuTask,
+    conn: &mut Option<Conn>,
+    a: Attached,
+    events: &mpsc::Sender<SourceEvent>,
+    loss: &mut LossLog,
+) {
     task.counters.connections.fetch_add(1, Ordering::Relaxed);
     task.counters.connected.store(1, Ordering::Relaxed);
     if let Some(old) = conn.take() {
@@ -364,6 +414,13 @@ fn attach(task: &mut DtuTask, conn: &mut Option<Conn>, a: Attached) {
             warn!(old = %old.peer, new = %a.peer, "possible clone: two live connections claim this DTU's registration; the newer one is used (registration packets are not authentication: check `allow`)");
         } else {
             info!(old = %old.peer, new = %a.peer, "DTU reconnected; its old connection is dropped");
+        }
+        if old.unanswered {
+            let reason = format!(
+                "DTU `{}` fell silent (a request unanswered) and connected again",
+                task.id
+            );
+            offline(task, old.heard_at, &reason, events, loss);
         }
     } else {
         info!(peer = %a.peer, "DTU connected");
@@ -378,6 +435,8 @@ fn attach(task: &mut DtuTask, conn: &mut Option<Conn>, a: Attached) {
             MAX_BUFFER,
         ),
         heard: Instant::now(),
+        heard_at: Timestamp::now(),
+        unanswered: false,
         last_frame: Instant::now(),
         transaction: 0,
         _slot: a.slot,
@@ -396,11 +455,44 @@ fn attach(task: &mut DtuTask, conn: &mut Option<Conn>, a: Attached) {
     }
 }
 
-fn drop_conn(task: &DtuTask, conn: &mut Option<Conn>) {
-    if let Some(c) = conn.take() {
-        debug!(peer = %c.peer, "DTU connection dropped");
-    }
+/// The link is lost at `at`: the connection is dropped, every device behind the DTU is down
+/// and, if there was a connection to lose, its machines are offline from `at`.
+fn lose_link(
+    task: &mut DtuTask,
+    conn: &mut Option<Conn>,
+    fault: &Fault,
+    at: Timestamp,
+    events: &mpsc::Sender<SourceEvent>,
+    loss: &mut LossLog,
+) {
+    let had = conn.take();
     task.counters.connected.store(0, Ordering::Relaxed);
+    for n in 0..task.devices.len() {
+        fail(task, n, fault, at, events, loss);
+    }
+    if let Some(c) = had {
+        debug!(peer = %c.peer, "DTU connection dropped");
+        let (Fault::Link(_, reason) | Fault::Device(_, reason)) = fault;
+        offline(task, at, reason, events, loss);
+    }
+}
+
+/// The machines behind the DTU are offline from `at`.
+fn offline(
+    task: &DtuTask,
+    at: Timestamp,
+    reason: &str,
+    events: &mpsc::Sender<SourceEvent>,
+    loss: &mut LossLog,
+) {
+    for target in &task.machines {
+        let event = SourceEvent::Offline {
+            target: target.clone(),
+            at,
+            reason: reason.to_string(),
+        };
+        send(events, event, &task.counters.dropped, loss);
+    }
 }
 
 /// Feeds received bytes to the splitter and takes out what needs no request: heartbeats,
@@ -486,7 +578,8 @@ async fn poll_group(
             transaction: c.transaction,
         };
         let frame = stream::request(task.framing, &expected, request.start);
-        let deadline = Instant::now() + task.timeout;
+        let sent = Instant::now();
+        let deadline = sent + task.timeout;
         let written = tokio::time::timeout(task.timeout, c.stream.write_all(&frame)).await;
         if !matches!(written, Ok(Ok(()))) {
             return Err(Interrupted::Fault(Fault::Link(
@@ -503,6 +596,8 @@ async fn poll_group(
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     c.last_frame = Instant::now();
+                    // Nothing at all since the request: the link may be gone.
+                    c.unanswered = c.heard < sent;
                     return Err(Interrupted::Fault(Fault::Device(
                         "timeout",
                         format!(
@@ -518,7 +613,7 @@ async fn poll_group(
                         format!("DTU `{}` closed its connection", task.id),
                     ))),
                     Ok(n) => {
-                        c.heard = Instant::now();
+                        c.hear();
                         match take_in(task, c, &buf[..n], Some(&expected)) {
                             Ok(Some(piece)) => break piece,
                             Ok(None) => {}
@@ -643,7 +738,13 @@ fn fail(
     if p.down.as_deref() == Some(reason.as_str()) || (p.up == Some(false) && kind == "connect") {
         return;
     }
-    warn!(device = %p.id, %reason, "device down");
+    if p.up.is_none() && kind == "connect" {
+        // Not connected since the start: the listener logs one summary of such DTUs after a
+        // grace period rather than a line per device (a thousand DTUs starting up).
+        debug!(device = %p.id, %reason, "device down");
+    } else {
+        warn!(device = %p.id, %reason, "device down");
+    }
     p.up = Some(false);
     p.down = Some(reason.clone());
     send(

@@ -41,6 +41,17 @@ pub const FIRST_BYTES_MAX: usize = 512;
 pub const SHOWN_BYTES: usize = 64;
 /// A refusal is logged at most this often per listener (the counters count every one).
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
+/// After the start, DTUs get this long to dial in before the ones that have not are logged,
+/// in one line per listener (their devices are down, with the reason, in `/api/health` from
+/// their first poll on). DTUs reconnect within seconds to a minute of losing their server.
+pub const CONNECT_GRACE: Duration = Duration::from_secs(60);
+/// Connections the kernel completes and holds for the listener to accept (capped by the
+/// system's `net.core.somaxconn`). Beyond it new connections' SYNs are dropped and retried a
+/// second or more later: a fleet of DTUs dialling in at once after a restart, or a flood,
+/// would wait (the standard library's listener holds 128).
+pub const BACKLOG: u32 = 4096;
+/// How many names of DTUs not connected that line shows.
+pub const NAMES_SHOWN: usize = 5;
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +110,15 @@ pub fn bind(cfg: &DialInListener) -> Result<Bound, ListenError> {
         addr: cfg.listen,
         source,
     };
-    let std = std::net::TcpListener::bind(cfg.listen).map_err(err)?;
-    std.set_nonblocking(true).map_err(err)?;
-    let listener = TcpListener::from_std(std).map_err(err)?;
+    let socket = if cfg.listen.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(cfg.listen).map_err(err)?;
+    let listener = socket.listen(BACKLOG).map_err(err)?;
     Ok(Bound { listener, tls })
 }
 
@@ -114,25 +131,43 @@ struct Shared {
     registration_timeout: Duration,
     unregistered: Arc<Semaphore>,
     metrics: Metrics,
+    /// The refusal counters by reason, made once: a flood is refused without a lookup.
+    refused: Vec<(&'static str, Arc<std::sync::atomic::AtomicU64>)>,
     unknown: UnknownDtus,
     log: Mutex<(Option<Instant>, u64)>,
 }
 
+/// The reasons a connection is refused or closed before registering.
+const REASONS: [&str; 9] = [
+    "not_allowed",
+    "connect_rate",
+    "connections",
+    "unregistered",
+    "tls",
+    "unknown_registration",
+    "registration_timeout",
+    "silent",
+    "closed",
+];
+
 impl Shared {
     /// Counts a refusal by reason and logs it, at most once per [`LOG_EVERY`].
     fn refuse(&self, reason: &'static str, peer: SocketAddr, detail: &str) {
-        self.metrics
-            .counter(
-                REFUSED,
-                "Dial-in connections refused or closed before registering, by reason: \
-                 not_allowed, connect_rate, connections, unregistered, tls, \
-                 unknown_registration, registration_timeout, silent, too_long.",
-                &[("listener", &self.id), ("reason", reason)],
-            )
-            .fetch_add(1, Ordering::Relaxed);
+        self.refuse_with(reason, peer, || detail.to_string());
+    }
+
+    /// [`Shared::refuse`], with the log's words made only when a line is logged.
+    fn refuse_with(&self, reason: &'static str, peer: SocketAddr, detail: impl FnOnce() -> String) {
+        match self.refused.iter().find(|(r, _)| *r == reason) {
+            Some((_, counter)) => counter.fetch_add(1, Ordering::Relaxed),
+            None => {
+                refused_counter(&self.metrics, &self.id, reason).fetch_add(1, Ordering::Relaxed)
+            }
+        };
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         log.1 += 1;
         if log.0.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            let detail = detail();
             warn!(listener = %self.id, %peer, reason, refused = log.1, "dial-in: {detail} (refusals since the last such line; all are counted in {REFUSED})");
             *log = (Some(Instant::now()), 0);
         }
@@ -171,6 +206,20 @@ impl Shared {
     }
 }
 
+fn refused_counter(
+    metrics: &Metrics,
+    listener: &str,
+    reason: &'static str,
+) -> Arc<std::sync::atomic::AtomicU64> {
+    metrics.counter(
+        REFUSED,
+        "Dial-in connections refused or closed before registering, by reason: not_allowed, \
+         connect_rate, connections, unregistered, tls, unknown_registration, \
+         registration_timeout, silent, closed.",
+        &[("listener", listener), ("reason", reason)],
+    )
+}
+
 /// Accepts DTUs until `shutdown`, and runs one task per configured DTU.
 pub async fn run(
     cfg: DialInListener,
@@ -183,12 +232,14 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut dtus = Vec::new();
     let mut identities = Vec::new();
+    let mut connections = Vec::new();
     for dtu in &cfg.dtus {
         let Ok(identity) = dtu.identity() else {
             continue;
         };
         let (tx, rx) = mpsc::channel(2);
         let task = DtuTask::new(dtu, &cfg.id, &metrics);
+        connections.push((Arc::<str>::from(task.id()), task.connections()));
         dtus.push((Arc::from(task.id()), tx));
         identities.push(identity);
         tasks.push(tokio::spawn(dtu::run(
@@ -204,6 +255,10 @@ pub async fn run(
         dtus,
         registration_timeout: cfg.registration_timeout,
         unregistered: Arc::new(Semaphore::new(cfg.max_unregistered)),
+        refused: REASONS
+            .iter()
+            .map(|r| (*r, refused_counter(&metrics, &cfg.id, r)))
+            .collect(),
         metrics,
         unknown,
         log: Mutex::new((None, 0)),
@@ -214,6 +269,22 @@ pub async fn run(
         cfg.max_connections,
         shared.unregistered.clone(),
     );
+    tasks.push(tokio::spawn(not_connected_summary(
+        shared.id.clone(),
+        connections,
+        shutdown.clone(),
+    )));
+    let labels = [("listener", cfg.id.as_str())];
+    let peak_open = shared.metrics.gauge(
+        "shopfloor_dial_in_connections_peak",
+        "The most connections a dial-in listener has held open at once (registered or not) since the start; at most `max_connections`.",
+        &labels,
+    );
+    let peak_unregistered = shared.metrics.gauge(
+        "shopfloor_dial_in_unregistered_peak",
+        "The most connections a dial-in listener has held open at once that had not registered yet, since the start; at most `max_unregistered`.",
+        &labels,
+    );
     let Bound { listener, tls } = bound;
     info!(listener = %cfg.id, addr = %cfg.listen, dtus = cfg.dtus.len(), tls = tls.is_some(), "listening for dial-in DTUs");
     loop {
@@ -222,11 +293,19 @@ pub async fn run(
             break;
         };
         let (slot, unregistered) = match gate.admit(peer.ip()) {
-            Ok(permits) => permits,
+            Ok(permits) => {
+                let open = cfg.max_connections.saturating_sub(gate.free_slots());
+                peak_open.fetch_max(open as u64, Ordering::Relaxed);
+                let waiting = cfg
+                    .max_unregistered
+                    .saturating_sub(shared.unregistered.available_permits());
+                peak_unregistered.fetch_max(waiting as u64, Ordering::Relaxed);
+                permits
+            }
             Err(turned) => {
-                let detail =
-                    turned.detail("`max_unregistered` connections have not registered yet");
-                shared.refuse(turned.reason("unregistered"), peer, &detail);
+                shared.refuse_with(turned.reason("unregistered"), peer, || {
+                    turned.detail("`max_unregistered` connections have not registered yet")
+                });
                 continue;
             }
         };
@@ -283,6 +362,48 @@ pub async fn run(
     }
 }
 
+/// After [`CONNECT_GRACE`], logs once the DTUs that have not connected since the start: their
+/// count and the first [`NAMES_SHOWN`] names (not a line per DTU or device).
+async fn not_connected_summary(
+    listener: Arc<str>,
+    connections: Vec<(Arc<str>, Arc<std::sync::atomic::AtomicU64>)>,
+    mut shutdown: Shutdown,
+) {
+    tokio::select! {
+        _ = shutdown.wait() => return,
+        _ = tokio::time::sleep(CONNECT_GRACE) => {}
+    }
+    let missing: Vec<&str> = connections
+        .iter()
+        .filter(|(_, n)| n.load(Ordering::Relaxed) == 0)
+        .map(|(id, _)| &**id)
+        .collect();
+    if let Some(line) = not_connected_line(&missing, connections.len()) {
+        warn!(listener = %listener, missing = missing.len(), "{line}");
+    }
+}
+
+/// The words of [`not_connected_summary`]'s line; `None` when every DTU has connected.
+fn not_connected_line(missing: &[&str], of: usize) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    let mut names = missing
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if missing.len() > NAMES_SHOWN {
+        names.push_str(&format!(" and {} more", missing.len() - NAMES_SHOWN));
+    }
+    Some(format!(
+        "{} of {of} DTUs have not connected since the start ({names}); their devices are down \
+         in /api/health. Check the DTUs' server address and port, and `allow`",
+        missing.len()
+    ))
+}
+
 /// Reads the first bytes until they name a DTU (its index, the stream and the bytes after the
 /// registration), or cannot, or the deadline passes (refused and noted; `None`).
 async fn register(
@@ -300,7 +421,13 @@ async fn register(
             Ok(Ok(n)) if n > 0 => n,
             Ok(_) => {
                 // Closed (or failed) before registering.
-                if !first.is_empty() {
+                if first.is_empty() {
+                    shared.refuse(
+                        "closed",
+                        peer,
+                        "a connection closed before it sent anything (a port scan or a connection flood)",
+                    );
+                } else {
                     shared.unknown("unknown_registration", peer, &first);
                 }
                 return None;
@@ -332,5 +459,25 @@ async fn register(
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtus_not_connected_are_one_line_with_the_first_names() {
+        assert_eq!(not_connected_line(&[], 3), None);
+        let names: Vec<String> = (1..=7).map(|n| format!("dtu-{n}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let line = not_connected_line(&names, 1000).expect("a line");
+        assert!(
+            line.starts_with(
+                "7 of 1000 DTUs have not connected since the start (`dtu-1`, `dtu-2`, `dtu-3`, \
+                 `dtu-4`, `dtu-5` and 2 more)"
+            ),
+            "{line}"
+        );
     }
 }

@@ -382,6 +382,140 @@ pub enum Identity {
     Exact(Vec<u8>),
     /// The registration is the first packet, and it begins with these bytes.
     Prefix(Vec<u8>),
+    /// The registration is what this pattern matches at the first byte.
+    Regex(Pattern),
+}
+
+/// A registration known by a regular expression (`registration_regex`), for DTUs whose
+/// registration varies in a known shape (`USR` and six digits).
+///
+/// It is matched **anchored at the connection's first byte** (as if it began with `^`, which
+/// may be written or not), against bytes, not text: `\x7e` is the byte 0x7E, and `\d`, `\w`
+/// and `.` are ASCII. The registration is the longest run of first bytes the pattern matches
+/// (leftmost-first, as the `regex` crate): what follows goes to the stream, as after any
+/// registration. `$` means "the bytes received end here". While no match has been found but
+/// more bytes could still make one, the listener waits for them, within
+/// `registration_timeout`; at most [`Pattern::WINDOW`] bytes are looked at, like the longest
+/// literal registration. Bytes that can begin no match close the connection at once, as an
+/// unknown registration.
+///
+/// The pattern runs as a lazy DFA (regex-automata's, the engine of the `regex` crate), which
+/// can tell "no match yet" from "can never match" after each byte: a plain `is_match` cannot.
+#[derive(Clone)]
+pub struct Pattern {
+    text: String,
+    dfa: std::sync::Arc<regex_automata::hybrid::dfa::DFA>,
+}
+
+impl std::fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Pattern").field(&self.text).finish()
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for Pattern {}
+
+impl Pattern {
+    /// The most first bytes a pattern is matched against.
+    pub const WINDOW: usize = 128;
+    /// The longest pattern taken, in characters.
+    pub const MAX_LEN: usize = 256;
+
+    /// Compiles `text`, or says in words why it cannot be a registration pattern.
+    pub fn new(text: &str) -> Result<Pattern, String> {
+        use regex_automata::{hybrid::dfa::DFA, nfa::thompson, util::syntax};
+        if text.is_empty() || text.chars().count() > Self::MAX_LEN {
+            return Err(format!(
+                "a registration pattern is 1–{} characters",
+                Self::MAX_LEN
+            ));
+        }
+        let dfa = DFA::builder()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .thompson(
+                thompson::Config::new()
+                    .utf8(false)
+                    .nfa_size_limit(Some(1 << 20)),
+            )
+            .configure(DFA::config().cache_capacity(1 << 20))
+            .build(text)
+            .map_err(|e| {
+                // The words are in the deepest source (a parse error's last line says what is
+                // wrong; the lines before it draw the pattern).
+                let mut deepest: &dyn std::error::Error = &e;
+                while let Some(source) = deepest.source() {
+                    deepest = source;
+                }
+                let words = deepest.to_string();
+                let detail = words
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or_default()
+                    .trim()
+                    .trim_start_matches("error: ")
+                    .to_string();
+                format!("`{text}` is not a usable regular expression: {detail}")
+            })?;
+        let pattern = Pattern {
+            text: text.to_string(),
+            dfa: std::sync::Arc::new(dfa),
+        };
+        if pattern.test(b"").0 == Start::Whole {
+            return Err(format!(
+                "`{text}` matches no bytes at all: a registration is at least one byte"
+            ));
+        }
+        Ok(pattern)
+    }
+
+    /// The pattern as written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the first bytes match: whole (with the match's length), partial (no match yet,
+    /// more bytes could make one) or no.
+    fn test(&self, first: &[u8]) -> (Start, usize) {
+        use regex_automata::{Anchored, Input};
+        let dfa = &*self.dfa;
+        let mut cache = dfa.create_cache();
+        let window = &first[..first.len().min(Self::WINDOW)];
+        let input = Input::new(window).anchored(Anchored::Yes);
+        let Ok(mut state) = dfa.start_state_forward(&mut cache, &input) else {
+            return (Start::No, 0);
+        };
+        let mut matched = None;
+        for (at, &byte) in window.iter().enumerate() {
+            state = match dfa.next_state(&mut cache, state, byte) {
+                Ok(s) => s,
+                Err(_) => return (Start::No, 0),
+            };
+            // A DFA reports a match one byte late: this one ended before `at`.
+            if state.is_match() {
+                matched = Some(at);
+            }
+            if state.is_dead() || state.is_quit() {
+                return matched.map_or((Start::No, 0), |len| (Start::Whole, len));
+            }
+        }
+        if dfa
+            .next_eoi_state(&mut cache, state)
+            .is_ok_and(|s| s.is_match())
+        {
+            matched = Some(window.len());
+        }
+        match matched {
+            Some(len) => (Start::Whole, len),
+            None if first.len() >= Self::WINDOW => (Start::No, 0),
+            None => (Start::Partial, 0),
+        }
+    }
 }
 
 /// What the first bytes of a connection say.
@@ -396,28 +530,35 @@ pub enum Identified {
 }
 
 /// Matches the first bytes of a connection against the DTUs' identities. The longest whole
-/// match wins (so `ABC` is not taken for a DTU registered as `AB`); a prefix identity takes
-/// all of `first`, the whole first packet. `final_bytes`: nothing more will come (the
-/// registration timeout has passed), so a whole match is taken even if a longer one could
-/// still have arrived.
+/// match wins (so `ABC` is not taken for a DTU registered as `AB`; for a prefix its own
+/// length counts, for a pattern its match's; on a tie the DTU configured first); a prefix
+/// identity takes all of `first`, the whole first packet. `final_bytes`: nothing more will
+/// come (the registration timeout has passed), so a whole match is taken even if a longer one
+/// could still have arrived.
 pub fn identify(identities: &[Identity], first: &[u8], final_bytes: bool) -> Identified {
-    let mut best: Option<(usize, usize)> = None;
+    // (index, length that ranks the match, bytes taken as the registration)
+    let mut best: Option<(usize, usize, usize)> = None;
     let mut more = false;
     for (index, identity) in identities.iter().enumerate() {
-        let (literal, whole_len) = match identity {
-            Identity::Exact(b) => (b.as_slice(), b.len()),
-            Identity::Prefix(p) => (p.as_slice(), first.len()),
+        let (start, rank, taken) = match identity {
+            Identity::Exact(b) => (starts(first, b), b.len(), b.len()),
+            Identity::Prefix(p) => (starts(first, p), p.len(), first.len()),
+            Identity::Regex(r) => {
+                let (start, len) = r.test(first);
+                (start, len, len)
+            }
         };
-        match starts(first, literal) {
+        match start {
             Start::Whole => {
-                if best.is_none_or(|(_, len)| literal.len() > len) {
-                    best = Some((index, whole_len.max(literal.len())));
+                if best.is_none_or(|(_, ranked, _)| rank > ranked) {
+                    best = Some((index, rank, taken));
                 }
             }
             Start::Partial => more = true,
             Start::No => {}
         }
     }
+    let best = best.map(|(index, _, len)| (index, len));
     let more = more && !final_bytes;
     match (best, more) {
         // A longer registration may still be arriving that this one is the beginning of.
@@ -610,5 +751,45 @@ mod tests {
             identify(&ids, b"GET / HTTP/1.1", false),
             Identified::Unknown
         );
+    }
+
+    #[test]
+    fn a_pattern_matches_from_the_first_byte_and_waits_while_it_still_could() {
+        let usr = Pattern::new("USR[0-9]{6}").expect("a pattern");
+        let binary = Pattern::new(r"^\x7e\x01.{2}").expect("a pattern");
+        let ids = vec![Identity::Regex(usr), Identity::Regex(binary)];
+        // Could still become `USR` and six digits: wait.
+        assert_eq!(identify(&ids, b"US", false), Identified::NeedMore);
+        assert_eq!(identify(&ids, b"USR12", false), Identified::NeedMore);
+        // The match is the registration; a heartbeat glued after it stays in the stream.
+        assert_eq!(
+            identify(&ids, b"USR123456www.usr.cn", false),
+            Identified::Dtu { index: 0, len: 9 }
+        );
+        // Anchored: the same bytes later in the packet are not a registration.
+        assert_eq!(identify(&ids, b"xUSR123456", false), Identified::Unknown);
+        assert_eq!(identify(&ids, b"USRx", false), Identified::Unknown);
+        // Bytes, not text: 7e 01 and any two bytes, 0xff among them.
+        assert_eq!(
+            identify(&ids, b"\x7e\x01\xff\x00\x03", false),
+            Identified::Dtu { index: 1, len: 4 }
+        );
+        // At most WINDOW bytes are looked at: a pattern that could still match after them is
+        // given up.
+        let long = vec![Identity::Regex(Pattern::new("A+B").expect("a pattern"))];
+        assert_eq!(identify(&long, &[b'A'; 100], false), Identified::NeedMore);
+        assert_eq!(
+            identify(&long, &[b'A'; Pattern::WINDOW], false),
+            Identified::Unknown
+        );
+    }
+
+    #[test]
+    fn a_pattern_that_cannot_be_a_registration_is_refused_in_words() {
+        let err = Pattern::new("USR[0-9").expect_err("unclosed class");
+        assert!(err.contains("unclosed character class"), "{err}");
+        let err = Pattern::new("x*").expect_err("matches nothing");
+        assert!(err.contains("matches no bytes at all"), "{err}");
+        assert!(Pattern::new("").is_err());
     }
 }

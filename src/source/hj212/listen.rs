@@ -326,6 +326,11 @@ impl Gate {
         }
     }
 
+    /// Slots among `max_connections` not in use now.
+    pub(crate) fn free_slots(&self) -> usize {
+        self.connections.available_permits()
+    }
+
     /// The connection's slot and its half-open slot, or why it is closed at once.
     pub(crate) fn admit(
         &mut self,
