@@ -45,11 +45,6 @@ pub const LOG_EVERY: Duration = Duration::from_secs(60);
 /// in one line per listener (their devices are down, with the reason, in `/api/health` from
 /// their first poll on). DTUs reconnect within seconds to a minute of losing their server.
 pub const CONNECT_GRACE: Duration = Duration::from_secs(60);
-/// Connections the kernel completes and holds for the listener to accept (capped by the
-/// system's `net.core.somaxconn`). Beyond it new connections' SYNs are dropped and retried a
-/// second or more later: a fleet of DTUs dialling in at once after a restart, or a flood,
-/// would wait (the standard library's listener holds 128).
-pub const BACKLOG: u32 = 4096;
 /// How many names of DTUs not connected that line shows.
 pub const NAMES_SHOWN: usize = 5;
 
@@ -110,15 +105,7 @@ pub fn bind(cfg: &DialInListener) -> Result<Bound, ListenError> {
         addr: cfg.listen,
         source,
     };
-    let socket = if cfg.listen.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .map_err(err)?;
-    socket.set_reuseaddr(true).map_err(err)?;
-    socket.bind(cfg.listen).map_err(err)?;
-    let listener = socket.listen(BACKLOG).map_err(err)?;
+    let listener = crate::source::hj212::listen::listen_on(cfg.listen).map_err(err)?;
     Ok(Bound { listener, tls })
 }
 

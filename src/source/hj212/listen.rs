@@ -149,9 +149,7 @@ pub fn bind(cfg: &Hj212Listener) -> Result<Bound, ListenError> {
         addr: cfg.listen,
         source,
     };
-    let std = std::net::TcpListener::bind(cfg.listen).map_err(err)?;
-    std.set_nonblocking(true).map_err(err)?;
-    let listener = TcpListener::from_std(std).map_err(err)?;
+    let listener = listen_on(cfg.listen).map_err(err)?;
     Ok(Bound { listener, tls })
 }
 
@@ -238,22 +236,44 @@ impl Shared {
     }
 }
 
+/// Connections the kernel completes and holds for a listener (`[[hj212]]`, `[[dial_in]]`) to
+/// accept, capped by the system's `net.core.somaxconn`. Beyond it new connections' SYNs are
+/// dropped and retried a second or more later: a fleet of DTUs or data loggers dialling in at
+/// once after a restart, or a flood, would wait (the standard library's listener holds 128).
+pub const BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with [`BACKLOG`] and `SO_REUSEADDR` (a restarted agent binds
+/// again at once, while its old connections are in TIME_WAIT).
+pub(crate) fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// The next connection on a listening port (`[[hj212]]`, `[[dial_in]]`), or `None` at
-/// shutdown. A failed accept (out of file descriptors and the like) is logged and waited out
-/// rather than spun on.
+/// shutdown. A failed accept (out of file descriptors and the like) is logged at most once a
+/// minute, with the count since, and waited out rather than spun on.
 pub(crate) async fn accept(
     listener: &TcpListener,
     shutdown: &mut Shutdown,
     id: &str,
     what: &str,
 ) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    let mut failed_log = crate::metrics::RateLimited::new(Duration::from_secs(60));
     loop {
         tokio::select! {
             _ = shutdown.wait() => return None,
             accepted = listener.accept() => match accepted {
                 Ok(a) => return Some(a),
                 Err(e) => {
-                    warn!(listener = %id, error = %e, "{what}: accepting a connection failed");
+                    if let Some(unlogged) = failed_log.due(std::time::Instant::now()) {
+                        warn!(listener = %id, error = %e, unlogged, "{what}: accepting a connection failed (logged at most once a minute; `unlogged` failures since the last line)");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
