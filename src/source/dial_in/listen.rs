@@ -110,7 +110,7 @@ struct Shared {
     id: Arc<str>,
     identities: Vec<Identity>,
     /// Each DTU's task, by index in `identities`.
-    dtus: Vec<(Arc<str>, mpsc::Sender<Attached>)>,
+    dtus: Vec<(Arc<str>, dtu::Handoff)>,
     registration_timeout: Duration,
     unregistered: Arc<Semaphore>,
     metrics: Metrics,
@@ -173,7 +173,7 @@ impl Shared {
 
 /// Accepts DTUs until `shutdown`, and runs one task per configured DTU.
 pub async fn run(
-    cfg: DialInListener,
+    mut cfg: DialInListener,
     bound: Bound,
     unknown: UnknownDtus,
     events: mpsc::Sender<SourceEvent>,
@@ -183,12 +183,14 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut dtus = Vec::new();
     let mut identities = Vec::new();
-    for dtu in &cfg.dtus {
+    // The DTUs' configs are planned into their tasks and not kept (a thousand DTUs' devices).
+    let dtu_count = cfg.dtus.len();
+    for dtu in std::mem::take(&mut cfg.dtus) {
         let Ok(identity) = dtu.identity() else {
             continue;
         };
-        let (tx, rx) = mpsc::channel(2);
-        let task = DtuTask::new(dtu, &cfg.id, &metrics);
+        let (tx, rx) = dtu::arrivals();
+        let task = DtuTask::new(&dtu, &cfg.id, &metrics);
         dtus.push((Arc::from(task.id()), tx));
         identities.push(identity);
         tasks.push(tokio::spawn(dtu::run(
@@ -215,7 +217,7 @@ pub async fn run(
         shared.unregistered.clone(),
     );
     let Bound { listener, tls } = bound;
-    info!(listener = %cfg.id, addr = %cfg.listen, dtus = cfg.dtus.len(), tls = tls.is_some(), "listening for dial-in DTUs");
+    info!(listener = %cfg.id, addr = %cfg.listen, dtus = dtu_count, tls = tls.is_some(), "listening for dial-in DTUs");
     loop {
         let Some((stream, peer)) = accept(&listener, &mut shutdown, &cfg.id, "dial-in").await
         else {
@@ -275,8 +277,11 @@ pub async fn run(
                 rest,
                 slot,
             };
-            let _ = tokio::time::timeout(Duration::from_secs(10), tx.send(attached)).await;
+            tx.send(attached);
         });
+    }
+    for (_, handoff) in &shared.dtus {
+        handoff.close();
     }
     for t in tasks {
         let _ = t.await;
