@@ -708,15 +708,11 @@ fn collect_errors(p: &mut Polled, failed: Vec<Failed>) -> Vec<FieldError> {
                     at
                 }
             };
-            p.errors[at]
-                .1
-                .count(&p.metrics, &p.id, &target, &signal, kind);
-            Some(FieldError {
-                target,
-                signal,
-                kind,
-                error,
-            })
+            Some(
+                p.errors[at]
+                    .1
+                    .error(&p.metrics, &p.id, (target, signal), kind, error),
+            )
         })
         .collect()
 }
