@@ -27,6 +27,9 @@
 //! 1,000 DTUs are 1,000 sockets in the agent and 1,000 here: the bench raises its open-file
 //! limit (soft to hard) before it starts, and the agent inherits it.
 //!
+//! To see where the agent's memory goes, `SHOPFLOOR_BENCH_WRAP="heaptrack -o /tmp/agent"` runs
+//! it under that command (see `benches/support/process.rs`).
+//!
 //! This is a benchmark, not a test: `cargo test --all-targets` builds it and runs it without
 //! `--bench`, and then it only says how to run it.
 
@@ -38,15 +41,13 @@ mod process;
 mod common;
 
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use process::{Proc, cpu_ticks, status_kb, ticks_per_second};
+use process::{cpu_ticks, status_kb, ticks_per_second};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shopfloor");
 const REGISTERS: u16 = 50;
 const POLL: Duration = Duration::from_secs(5);
 const HEARTBEAT: &[u8] = b"www.usr.cn";
@@ -275,16 +276,7 @@ async fn run(opts: &Options) {
     std::fs::write(&cfg, config(dir.path(), port, web, opts.dtus)).expect("write config");
     std::fs::create_dir(dir.path().join("profiles")).expect("profiles dir");
     std::fs::write(dir.path().join("profiles/bench.toml"), profile()).expect("write profile");
-    let agent = Proc(
-        Command::new(BIN)
-            .args(["run", "-c"])
-            .arg(&cfg)
-            .env("SHOPFLOOR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the agent"),
-    );
+    let agent = process::start_agent(&cfg);
     let pid = agent.0.id();
     let http = common::http_client();
     common::eventually("the agent's listener", Duration::from_secs(60), || async {

@@ -127,6 +127,52 @@ fn poll_times(events: &[SourceEvent]) -> BTreeMap<String, Vec<Timestamp>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_polls_are_spread_over_the_interval_and_keep_it() {
+    // Four boxes polled every 400 ms, each on its own connection: box n (0-based, in config
+    // order) first polls n/4 of the interval after the start (0, 100, 200, 300 ms), so their
+    // results do not reach the engine in the same instant, and then every 400 ms.
+    let (sim, _stop) = simulator(4, Framing::Tcp, vec![]).await;
+    let mut text = format!("{SITE}{}", machines(4));
+    for (i, addr) in sim.addrs.iter().enumerate() {
+        let n = i + 1;
+        text += &format!(
+            "[[modbus]]\nid = \"box{n}\"\naddress = \"{addr}\"\nunit = {n}\npoll = \"400ms\"\ntimeout = \"1s\"\nprofile = \"cnc-iot-box\"\nmachine = \"cnc{n:02}\"\n"
+        );
+    }
+    let cfg = load(&text);
+    let (events, _) = poll_for(&cfg, Duration::from_millis(3000)).await;
+    let times = poll_times(&events);
+    let first: Vec<Timestamp> = ["cnc01", "cnc02", "cnc03", "cnc04"]
+        .iter()
+        .map(|m| times[*m][0])
+        .collect();
+    // In config order, each 100 ms after the one before; 40 ms of margin either way for a
+    // busy machine, far from the 0 ms of polls that all start together.
+    for w in first.windows(2) {
+        let apart = w[1].duration_since(w[0]).as_millis();
+        assert!((60..=140).contains(&apart), "first polls at {first:?}");
+    }
+    for (machine, t) in &times {
+        // 3 s at 400 ms: 7 or 8 polls, less any a loaded machine loses.
+        assert!(t.len() >= 6, "{machine}: only {} polls", t.len());
+        // On the interval after the first: the mean gap is one period, no gap near two.
+        let gaps: Vec<i64> = t
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]).as_millis() as i64)
+            .collect();
+        let mean = gaps.iter().sum::<i64>() / gaps.len() as i64;
+        assert!(
+            (380..=420).contains(&mean),
+            "{machine}: polls {gaps:?} ms apart"
+        );
+        assert!(
+            gaps.iter().all(|g| *g < 700),
+            "{machine}: polls {gaps:?} ms apart"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_device_does_not_delay_the_others() {
     // Four IoT boxes, each on its own connection; box 3 never answers, and each of its
     // attempts costs a full 1 s timeout. The others poll every 250 ms.

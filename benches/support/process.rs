@@ -88,11 +88,23 @@ pub fn number_arg(args: &[String], name: &str) -> Option<u64> {
 }
 
 /// Starts the agent, `shopfloor run -c CONFIG`, logging warnings and worse to this process's
-/// stderr.
+/// stderr. With `SHOPFLOOR_BENCH_WRAP` set (say `heaptrack -o /tmp/agent`), the agent runs
+/// under that command, to see where its memory goes; the figures are then the wrapper's.
 #[allow(dead_code)] // benches that run the agent in their own process
 pub fn start_agent(config: &std::path::Path) -> Proc {
+    let bin = env!("CARGO_BIN_EXE_shopfloor");
+    let wrap = std::env::var("SHOPFLOOR_BENCH_WRAP").unwrap_or_default();
+    let mut wrap = wrap.split_whitespace();
+    let mut command = match wrap.next() {
+        Some(program) => {
+            let mut c = std::process::Command::new(program);
+            c.args(wrap).arg(bin);
+            c
+        }
+        None => std::process::Command::new(bin),
+    };
     Proc(
-        std::process::Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+        command
             .args(["run", "-c"])
             .arg(config)
             .env("SHOPFLOOR_LOG", "warn")

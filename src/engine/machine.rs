@@ -140,6 +140,7 @@ impl MachineTrack {
                 b.value(&s.signal, &s.value)
             });
         out.extend(line.finish(at));
+        let known = self.signals.len();
         for s in group {
             // A signal name built from a topic capture could be anything: past the bound, new
             // names are still written, just not kept for the rules and the board.
@@ -147,6 +148,10 @@ impl MachineTrack {
                 continue;
             }
             self.signals.update(&s.signal, &s.value, at);
+        }
+        if self.signals.len() != known {
+            // New signals (a device's first poll): no room for more kept than arrived.
+            self.signals.shrink_to_fit();
         }
         self.last_data = Some(self.last_data.map_or(at, |t| t.max(at)));
         let here = windows::containing(calendar, at);

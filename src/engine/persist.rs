@@ -108,10 +108,13 @@ pub fn save(path: &Path, state: &SavedState) -> Result<(), PersistError> {
         source,
     };
     let tmp = path.with_extension("json.tmp");
-    let json = serde_json::to_vec(state).map_err(|e| err(std::io::Error::other(e)))?;
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        file.write_all(&json)?;
-        file.sync_all()
+    // Written as it is serialised, not built in memory first: with 2,000 machines the JSON is
+    // some megabytes, which every save would add to the agent's peak.
+    let written = std::fs::File::create(&tmp).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        serde_json::to_writer(&mut out, state).map_err(std::io::Error::other)?;
+        out.flush()?;
+        out.get_ref().sync_all()
     });
     if let Err(e) = written {
         // On a full disk the half-written copy would hold the little room there is; the

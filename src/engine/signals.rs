@@ -66,6 +66,13 @@ impl Signals {
         }
     }
 
+    /// Gives back the room kept for signals that have not arrived (the vectors grow by
+    /// doubling: 50 signals would hold room for 64).
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+        self.by_name.shrink_to_fit();
+    }
+
     /// The latest value of a signal.
     pub fn get(&self, name: &str) -> Option<&Value> {
         let pos = self.search(name).ok()?;

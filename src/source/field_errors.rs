@@ -44,6 +44,26 @@ impl FieldErrorCounts {
     }
 }
 
+impl FieldErrorCounts {
+    /// Counts one error of `kind` for the field, and returns it as the engine takes it.
+    pub fn error(
+        &mut self,
+        metrics: &Metrics,
+        device: &str,
+        (target, signal): (Target, Arc<str>),
+        kind: &'static str,
+        error: String,
+    ) -> FieldError {
+        self.count(metrics, device, &target, &signal, kind);
+        FieldError {
+            target,
+            signal,
+            kind,
+            error,
+        }
+    }
+}
+
 /// A polled source's field as [`collect`] needs it: where its values go, and its counters.
 pub trait FieldSlot {
     fn target(&self) -> &Target;
@@ -86,13 +106,10 @@ pub fn collect<S: FieldSlot>(
         .filter_map(|(index, kind, error)| {
             let slot = slots.get_mut(index)?;
             let (target, signal) = (slot.target().clone(), slot.signal().clone());
-            slot.counts().count(metrics, device, &target, &signal, kind);
-            Some(FieldError {
-                target,
-                signal,
-                kind,
-                error,
-            })
+            Some(
+                slot.counts()
+                    .error(metrics, device, (target, signal), kind, error),
+            )
         })
         .collect()
 }

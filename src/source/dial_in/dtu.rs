@@ -50,7 +50,8 @@ use crate::model::{Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
 use crate::source::hj212::listen::Io;
-use crate::source::modbus::config::{ModbusDevice, RegisterKind};
+use crate::source::modbus::Targets;
+use crate::source::modbus::config::{ModbusDevice, ModbusField, RegisterKind};
 use crate::source::modbus::decode::Codec;
 use crate::source::modbus::health::Health;
 use crate::source::modbus::plan::{self, PollGroup};
@@ -76,6 +77,79 @@ impl std::fmt::Debug for Attached {
             .field("peer", &self.peer)
             .field("rest", &self.rest.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// How many registered connections may wait for their DTU's task; past that the oldest
+/// waiting one is closed (a newer connection of a DTU replaces an older one anyway).
+const WAITING_MAX: usize = 2;
+
+/// The listener's side of a DTU's [`arrivals`]: hands it registered connections.
+#[derive(Debug, Clone)]
+pub struct Handoff(Arc<Inbox>);
+
+/// The DTU task's side of [`arrivals`].
+#[derive(Debug)]
+pub struct Arrivals(Arc<Inbox>);
+
+/// Where a DTU's new connections wait for its task: a few dozen bytes until one arrives. (A
+/// tokio channel allocates a block of 32 slots, some 3 KB, which for a thousand DTUs that
+/// connect once a day is 3 MB held for nothing.)
+#[derive(Debug, Default)]
+struct Inbox {
+    waiting: std::sync::Mutex<std::collections::VecDeque<Attached>>,
+    ready: tokio::sync::Notify,
+    /// Every [`Handoff`] is gone: no connection will come.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// A DTU's hand-off of registered connections from the listener to its task.
+pub fn arrivals() -> (Handoff, Arrivals) {
+    let inbox = Arc::new(Inbox::default());
+    (Handoff(inbox.clone()), Arrivals(inbox))
+}
+
+impl Handoff {
+    /// Hands `attached` to the task; if [`WAITING_MAX`] connections are already waiting, the
+    /// oldest of them is closed.
+    pub fn send(&self, attached: Attached) {
+        let oldest = {
+            let mut waiting = self.0.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            waiting.push_back(attached);
+            (waiting.len() > WAITING_MAX)
+                .then(|| waiting.pop_front())
+                .flatten()
+        };
+        drop(oldest);
+        self.0.ready.notify_one();
+    }
+
+    /// No more connections will come (the listener is stopping).
+    pub fn close(&self) {
+        self.0.closed.store(true, Ordering::Release);
+        self.0.ready.notify_one();
+    }
+}
+
+impl Arrivals {
+    /// The next connection, `None` once the listener is gone. Cancel-safe: a connection not
+    /// taken stays waiting.
+    pub async fn recv(&mut self) -> Option<Attached> {
+        loop {
+            let next = self
+                .0
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            if next.is_some() {
+                return next;
+            }
+            if self.0.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            self.0.ready.notified().await;
+        }
     }
 }
 
@@ -108,7 +182,10 @@ struct Counters {
 struct Polled {
     id: Arc<str>,
     unit: u8,
-    fields: Vec<Slot>,
+    /// The device's fields, shared with its profile and every device of it (a sample's codec
+    /// is made from its field as it is decoded), and where their values go.
+    fields: Arc<[ModbusField]>,
+    targets: Targets,
     groups: Vec<Scheduled>,
     health: Health,
     up: Option<bool>,
@@ -118,12 +195,6 @@ struct Polled {
     retry_at: Option<Instant>,
 }
 
-struct Slot {
-    target: Target,
-    signal: Arc<str>,
-    codec: Codec,
-}
-
 struct Scheduled {
     group: PollGroup,
     next: Instant,
@@ -131,20 +202,6 @@ struct Scheduled {
 
 impl Polled {
     fn new(device: &ModbusDevice, metrics: &Metrics, start: Instant) -> Polled {
-        let fields = device
-            .fields
-            .iter()
-            .map(|f| Slot {
-                // The field's own machine or meter, else the device's.
-                target: match device.target_of(f) {
-                    Some((true, m)) => Target::Machine(Arc::from(m)),
-                    Some((false, m)) => Target::Meter(Arc::from(m)),
-                    None => Target::Meter(Arc::from("")),
-                },
-                signal: f.signal.clone(),
-                codec: Codec::from(f),
-            })
-            .collect();
         let groups = plan::plan(device)
             .into_iter()
             .map(|group| Scheduled { group, next: start })
@@ -152,7 +209,8 @@ impl Polled {
         Polled {
             id: Arc::from(device.id.as_str()),
             unit: device.unit.0,
-            fields,
+            fields: device.fields.clone(),
+            targets: Targets::new(device),
             groups,
             health: Health::register(metrics, &device.id),
             up: None,
@@ -194,9 +252,9 @@ impl DtuTask {
             .filter(|p| !p.groups.is_empty())
             .collect();
         let mut machines: Vec<Target> = Vec::new();
-        for slot in devices.iter().flat_map(|p| &p.fields) {
-            if matches!(slot.target, Target::Machine(_)) && !machines.contains(&slot.target) {
-                machines.push(slot.target.clone());
+        for target in devices.iter().flat_map(|p| p.targets.all()) {
+            if matches!(target, Target::Machine(_)) && !machines.contains(target) {
+                machines.push(target.clone());
             }
         }
         DtuTask {
@@ -298,7 +356,7 @@ enum Interrupted {
 /// Polls the DTU's devices over whichever connection `arrivals` brings last, until shutdown.
 pub async fn run(
     task: DtuTask,
-    arrivals: mpsc::Receiver<Attached>,
+    arrivals: Arrivals,
     events: mpsc::Sender<SourceEvent>,
     shutdown: Shutdown,
 ) {
@@ -310,7 +368,7 @@ pub async fn run(
 
 async fn poll_dtu(
     mut task: DtuTask,
-    mut arrivals: mpsc::Receiver<Attached>,
+    mut arrivals: Arrivals,
     events: mpsc::Sender<SourceEvent>,
     mut shutdown: Shutdown,
 ) {
@@ -349,7 +407,10 @@ async fn poll_dtu(
                     let s = &mut p.groups[g];
                     s.next = next_tick(s.next, s.group.poll, now);
                 }
-                match poll_group(&mut task, &mut conn, &mut arrivals, &mut shutdown, d, g).await {
+                // Boxed: its state (timers, a write, a read) is only needed during a poll, and
+                // would otherwise be part of every idle DTU task.
+                let polled = Box::pin(poll_group(&mut task, &mut conn, &mut arrivals, &mut shutdown, (d, g), &mut buf)).await;
+                match polled {
                     Ok(answers) => answered(&mut task, (d, g), answers, at, &events, &mut loss),
                     Err(Interrupted::Stop) => return,
                     Err(Interrupted::Arrived(a)) => attach(&mut task, &mut conn, a, &events, &mut loss),
@@ -543,10 +604,10 @@ async fn sleep_until_some(at: Option<Instant>) {
 async fn poll_group(
     task: &mut DtuTask,
     conn: &mut Option<Conn>,
-    arrivals: &mut mpsc::Receiver<Attached>,
+    arrivals: &mut Arrivals,
     shutdown: &mut Shutdown,
-    d: usize,
-    g: usize,
+    (d, g): (usize, usize),
+    buf: &mut [u8],
 ) -> Result<Vec<(usize, Vec<u16>)>, Interrupted> {
     let Some(c) = conn.as_mut() else {
         return Err(Interrupted::Fault(Fault::Link(
@@ -557,7 +618,6 @@ async fn poll_group(
     let unit = task.devices[d].unit;
     let mut answers = Vec::new();
     let requests = task.devices[d].groups[g].group.requests.clone();
-    let mut buf = vec![0u8; 1024];
     for (r, request) in requests.iter().enumerate() {
         tokio::select! {
             _ = tokio::time::sleep_until(c.last_frame + task.inter_request_delay) => {}
@@ -607,7 +667,7 @@ async fn poll_group(
                         ),
                     )));
                 }
-                read = c.stream.read(&mut buf) => match read {
+                read = c.stream.read(buf) => match read {
                     Ok(0) | Err(_) => return Err(Interrupted::Fault(Fault::Link(
                         "transport",
                         format!("DTU `{}` closed its connection", task.id),
@@ -700,9 +760,9 @@ fn answered(
                 p.health.count_error("decode", 1);
                 continue;
             };
-            match field.codec.decode(slice) {
+            match Codec::from(field).decode(slice) {
                 Ok(value) => samples.push(Sample {
-                    target: field.target.clone(),
+                    target: p.targets.of(planned.index).clone(),
                     signal: field.signal.clone(),
                     value,
                     at,

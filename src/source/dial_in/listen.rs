@@ -114,7 +114,7 @@ struct Shared {
     id: Arc<str>,
     identities: Vec<Identity>,
     /// Each DTU's task, by index in `identities`.
-    dtus: Vec<(Arc<str>, mpsc::Sender<Attached>)>,
+    dtus: Vec<(Arc<str>, dtu::Handoff)>,
     registration_timeout: Duration,
     unregistered: Arc<Semaphore>,
     metrics: Metrics,
@@ -209,7 +209,7 @@ fn refused_counter(
 
 /// Accepts DTUs until `shutdown`, and runs one task per configured DTU.
 pub async fn run(
-    cfg: DialInListener,
+    mut cfg: DialInListener,
     bound: Bound,
     unknown: UnknownDtus,
     events: mpsc::Sender<SourceEvent>,
@@ -220,12 +220,14 @@ pub async fn run(
     let mut dtus = Vec::new();
     let mut identities = Vec::new();
     let mut connections = Vec::new();
-    for dtu in &cfg.dtus {
+    // The DTUs' configs are planned into their tasks and not kept (a thousand DTUs' devices).
+    let dtu_count = cfg.dtus.len();
+    for dtu in std::mem::take(&mut cfg.dtus) {
         let Ok(identity) = dtu.identity() else {
             continue;
         };
-        let (tx, rx) = mpsc::channel(2);
-        let task = DtuTask::new(dtu, &cfg.id, &metrics);
+        let (tx, rx) = dtu::arrivals();
+        let task = DtuTask::new(&dtu, &cfg.id, &metrics);
         connections.push((Arc::<str>::from(task.id()), task.connections()));
         dtus.push((Arc::from(task.id()), tx));
         identities.push(identity);
@@ -273,7 +275,7 @@ pub async fn run(
         &labels,
     );
     let Bound { listener, tls } = bound;
-    info!(listener = %cfg.id, addr = %cfg.listen, dtus = cfg.dtus.len(), tls = tls.is_some(), "listening for dial-in DTUs");
+    info!(listener = %cfg.id, addr = %cfg.listen, dtus = dtu_count, tls = tls.is_some(), "listening for dial-in DTUs");
     loop {
         let Some((stream, peer)) = accept(&listener, &mut shutdown, &cfg.id, "dial-in").await
         else {
@@ -341,8 +343,11 @@ pub async fn run(
                 rest,
                 slot,
             };
-            let _ = tokio::time::timeout(Duration::from_secs(10), tx.send(attached)).await;
+            tx.send(attached);
         });
+    }
+    for (_, handoff) in &shared.dtus {
+        handoff.close();
     }
     for t in tasks {
         let _ = t.await;

@@ -38,9 +38,9 @@ use crate::metrics::{Metrics, RateLimited};
 use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
-use crate::source::field_errors::{self, Failed, FieldErrorCounts};
+use crate::source::field_errors::{Failed, FieldErrorCounts};
 pub use config::Sections;
-use config::{Link, ModbusDevice};
+use config::{Link, ModbusDevice, ModbusField};
 use health::Health;
 use link::ReadOnly;
 pub use link::{LinkSpec, PollFault};
@@ -54,6 +54,34 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 pub struct Connection {
     pub link: LinkSpec,
     pub devices: Vec<ModbusDevice>,
+    /// Where each device's first poll falls (by position in `devices`).
+    pub phases: Vec<Phase>,
+}
+
+/// The longest a device's first poll waits after the start (see [`Phase`]).
+pub const SPREAD_MAX: Duration = Duration::from_secs(5);
+
+/// Where a device's first poll falls within its interval: device `n` of `of` (in config
+/// order, over every connection) waits `n / of` of its interval, at most [`SPREAD_MAX`], then
+/// keeps that phase. A hundred devices polled every second then answer ten milliseconds apart
+/// instead of in the same instant, so their results reach the engine one at a time, not a
+/// hundred poll results (100,000 samples at 100 × 1,000 registers) in one burst at start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phase {
+    pub n: u32,
+    pub of: u32,
+}
+
+impl Phase {
+    /// The wait before the first poll of a group polled every `poll`.
+    pub fn offset(self, poll: Duration) -> Duration {
+        if self.of == 0 {
+            return Duration::ZERO;
+        }
+        let span = poll.min(SPREAD_MAX).as_nanos();
+        let nanos = span * u128::from(self.n.min(self.of)) / u128::from(self.of);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
 }
 
 /// Groups the configured devices by the connection they share, in config order.
@@ -68,6 +96,7 @@ pub fn connections_lazily<'a>(
     config: impl Into<Sections<'a>>,
 ) -> impl Iterator<Item = Connection> + 'a {
     let config = config.into();
+    let of = u32::try_from(config.devices.len()).unwrap_or(u32::MAX);
     let mut by_link: BTreeMap<Link, usize> = BTreeMap::new();
     let mut groups: Vec<(LinkSpec, Vec<usize>)> = Vec::new();
     for (n, device) in config.devices.iter().enumerate() {
@@ -89,8 +118,15 @@ pub fn connections_lazily<'a>(
             }
         }
     }
-    groups.into_iter().map(|(link, devices)| Connection {
+    groups.into_iter().map(move |(link, devices)| Connection {
         link,
+        phases: devices
+            .iter()
+            .map(|&n| Phase {
+                n: u32::try_from(n).unwrap_or(u32::MAX),
+                of,
+            })
+            .collect(),
         devices: devices
             .into_iter()
             .map(|n| config.devices[n].clone())
@@ -106,7 +142,14 @@ struct Polled {
     timeout: Duration,
     inter_request_delay: Option<Duration>,
     poll: Duration,
-    fields: Vec<Slot>,
+    /// The device's fields, shared with its profile and with every other device of it: a
+    /// sample's codec is made from its field as it is decoded, so a hundred devices of one
+    /// 1,000-field profile hold one field list, not a hundred compact copies.
+    fields: Arc<[ModbusField]>,
+    targets: Targets,
+    /// The error counters of the fields that have failed, sorted by field index (most fields
+    /// never fail).
+    errors: Vec<(usize, FieldErrorCounts)>,
     groups: Vec<Scheduled>,
     health: Health,
     span: tracing::Span,
@@ -135,17 +178,78 @@ struct Polled {
     down_logged: bool,
 }
 
-/// A field ready to become samples: target and signal made once, so a sample costs two
-/// reference counts, and the decoding parameters.
-struct Slot {
-    target: Target,
-    signal: Arc<str>,
-    codec: decode::Codec,
-    /// The field's error counters by kind.
-    errors: FieldErrorCounts,
+/// Where a device's fields' values go: one shared name per machine or meter, so a sample costs
+/// a reference count. Usually every field goes to the device's machine or meter, and then no
+/// list per field is kept.
+pub struct Targets {
+    /// The first field's (or the device's, without fields).
+    first: Target,
+    /// Each field's, when they differ; empty when all are `first`.
+    each: Box<[Target]>,
 }
 
-field_errors::field_slot!(Slot);
+impl Targets {
+    /// The targets of `device`'s fields (the field's own machine or meter, else the device's).
+    pub fn new(device: &ModbusDevice) -> Targets {
+        let make = |target: Option<(bool, &str)>| match target.unwrap_or((false, "")) {
+            (true, m) => Target::Machine(Arc::from(m)),
+            (false, m) => Target::Meter(Arc::from(m)),
+        };
+        let same =
+            |t: &Target, target: Option<(bool, &str)>| match (t, target.unwrap_or((false, ""))) {
+                (Target::Machine(n), (true, m)) | (Target::Meter(n), (false, m)) => &**n == m,
+                _ => false,
+            };
+        let first = make(
+            device
+                .fields
+                .first()
+                .and_then(|f| device.target_of(f))
+                .or(device
+                    .machine
+                    .as_deref()
+                    .map(|m| (true, m))
+                    .or(device.meter.as_deref().map(|m| (false, m)))),
+        );
+        if device
+            .fields
+            .iter()
+            .all(|f| same(&first, device.target_of(f)))
+        {
+            return Targets {
+                first,
+                each: Box::default(),
+            };
+        }
+        let mut distinct = vec![first.clone()];
+        let each = device
+            .fields
+            .iter()
+            .map(|f| {
+                let target = device.target_of(f);
+                match distinct.iter().find(|t| same(t, target)) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = make(target);
+                        distinct.push(t.clone());
+                        t
+                    }
+                }
+            })
+            .collect();
+        Targets { first, each }
+    }
+
+    /// Field `index`'s.
+    pub fn of(&self, index: usize) -> &Target {
+        self.each.get(index).unwrap_or(&self.first)
+    }
+
+    /// Every field's, each field once (the same target may come more than once).
+    pub fn all(&self) -> impl Iterator<Item = &Target> {
+        std::iter::once(&self.first).chain(self.each.iter())
+    }
+}
 
 struct Scheduled {
     group: PollGroup,
@@ -155,40 +259,10 @@ struct Scheduled {
 }
 
 impl Polled {
-    fn new(device: ModbusDevice, metrics: &Metrics, start: Instant) -> Self {
+    fn new(device: ModbusDevice, metrics: &Metrics, start: Instant, phase: Phase) -> Self {
         let id: Arc<str> = Arc::from(device.id.as_str());
         let span = tracing::info_span!("modbus", device = %id);
-        // One shared name per machine or meter, not one per field.
-        let mut targets: Vec<Target> = Vec::new();
-        let fields = device
-            .fields
-            .iter()
-            .map(|f| {
-                let target = device.target_of(f).unwrap_or((false, ""));
-                let found = targets.iter().find(|t| match (t, target) {
-                    (Target::Machine(n), (true, m)) | (Target::Meter(n), (false, m)) => &**n == m,
-                    _ => false,
-                });
-                let target = match found {
-                    Some(t) => t.clone(),
-                    None => {
-                        let t = if target.0 {
-                            Target::Machine(Arc::from(target.1))
-                        } else {
-                            Target::Meter(Arc::from(target.1))
-                        };
-                        targets.push(t.clone());
-                        t
-                    }
-                };
-                Slot {
-                    target,
-                    signal: f.signal.clone(),
-                    codec: decode::Codec::from(f),
-                    errors: FieldErrorCounts::default(),
-                }
-            })
-            .collect();
+        let targets = Targets::new(&device);
         let mut first_request = 0;
         let groups: Vec<Scheduled> = plan::plan(&device)
             .into_iter()
@@ -198,7 +272,7 @@ impl Polled {
                 }
                 let s = Scheduled {
                     first_request,
-                    next: start,
+                    next: start + phase.offset(group.poll),
                     group,
                 };
                 first_request += s.group.requests.len();
@@ -217,7 +291,9 @@ impl Polled {
             inter_request_delay: device.inter_request_delay,
             poll: device.poll,
             id,
-            fields,
+            fields: device.fields.clone(),
+            targets,
+            errors: Vec::new(),
             groups,
             span,
             up: None,
@@ -258,10 +334,11 @@ pub fn run_connection(
     // Planned and compacted now, before the task starts, so the caller can drop the
     // connection's copy of the config before it makes the next one.
     let start = Instant::now();
+    let mut phases = connection.phases.into_iter();
     let mut devices: Vec<Polled> = connection
         .devices
         .into_iter()
-        .map(|d| Polled::new(d, &metrics, start))
+        .map(|d| Polled::new(d, &metrics, start, phases.next().unwrap_or_default()))
         .filter(|p| !p.groups.is_empty())
         .collect();
     let shared = devices.len() > 1;
@@ -618,8 +695,31 @@ async fn poll_group(
         };
         decode_request(p, request, &words, at, &mut samples, &mut failed);
     }
-    let errors = field_errors::collect(failed, &mut p.fields, &p.metrics, &p.id);
+    let errors = collect_errors(p, failed);
     Ok((samples, errors))
+}
+
+/// The errors of one poll's failed fields, each counted on its field's counter.
+fn collect_errors(p: &mut Polled, failed: Vec<Failed>) -> Vec<FieldError> {
+    failed
+        .into_iter()
+        .filter_map(|(index, kind, error)| {
+            let signal = p.fields.get(index)?.signal.clone();
+            let target = p.targets.of(index).clone();
+            let at = match p.errors.binary_search_by_key(&index, |(i, _)| *i) {
+                Ok(at) => at,
+                Err(at) => {
+                    p.errors.insert(at, (index, FieldErrorCounts::default()));
+                    at
+                }
+            };
+            Some(
+                p.errors[at]
+                    .1
+                    .error(&p.metrics, &p.id, (target, signal), kind, error),
+            )
+        })
+        .collect()
 }
 
 /// A field's error for an exception to its request, with what to look at.
@@ -666,9 +766,9 @@ fn decode_request(
             ));
             continue;
         };
-        match field.codec.decode(slice) {
+        match decode::Codec::from(field).decode(slice) {
             Ok(value) => samples.push(Sample {
-                target: field.target.clone(),
+                target: p.targets.of(planned.index).clone(),
                 signal: field.signal.clone(),
                 value,
                 at,
@@ -734,7 +834,7 @@ pub mod fuzzing {
         };
         runtime.block_on(async move {
             let metrics = Metrics::new();
-            let mut p = Polled::new(device, &metrics, Instant::now());
+            let mut p = Polled::new(device, &metrics, Instant::now(), Phase::default());
             let link = LinkSpec::Tcp("replay".into());
             let replay = Arc::new(std::sync::Mutex::new(Some(Replay {
                 chunks: chunks.into(),
@@ -836,6 +936,23 @@ mod tests {
             ]),
             Some(vec![ServerDeviceBusy, IllegalDataAddress])
         );
+    }
+
+    #[test]
+    fn first_polls_are_spread_over_the_interval_up_to_five_seconds() {
+        let s = Duration::from_secs(1);
+        let phase = |n, of| Phase { n, of };
+        // Device 0 of 100 at once, device 50 half a 1 s interval later, device 99 at 990 ms.
+        assert_eq!(phase(0, 100).offset(s), Duration::ZERO);
+        assert_eq!(phase(50, 100).offset(s), Duration::from_millis(500));
+        assert_eq!(phase(99, 100).offset(s), Duration::from_millis(990));
+        // A minute's interval is spread over SPREAD_MAX (5 s), not 60: 50/100 × 5 s = 2.5 s.
+        assert_eq!(
+            phase(50, 100).offset(Duration::from_secs(60)),
+            Duration::from_millis(2500)
+        );
+        // No phase (probe, fuzzing): at once.
+        assert_eq!(Phase::default().offset(s), Duration::ZERO);
     }
 
     #[test]
