@@ -5,6 +5,7 @@
 //! cargo bench --bench mqtt                 # 200 000 messages
 //! cargo bench --bench mqtt -- 500000       # another count
 //! cargo bench --bench mqtt -- rate 1000 60 # the whole agent at 1000 messages/s for 60 s
+//! cargo bench --bench mqtt -- rate 0 60    # the idle agent's CPU per second
 //! ```
 //!
 //! `rate R S` measures the per-message cost of the whole agent at a steady rate (issue 21: it
@@ -153,6 +154,11 @@ async fn publish(port: u16, count: u64) {
 /// [`PUBLISH_WINDOW`] unacknowledged (the broker answers each with a PUBACK).
 async fn publish_at_rate(port: u16, rate: u64, seconds: u64) {
     use std::sync::Arc;
+    if rate == 0 {
+        // `rate 0 S`: the idle agent's fixed cost over S seconds.
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        return;
+    }
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -322,6 +328,10 @@ fn run_at_rate(rate: u64, seconds: u64) {
             "measured span {wall:.1} s: {msgs} messages, agent CPU {cpu_ms:.0} ms → {:.2} CPU-ms per 1000 messages ({:.1} % of one core)",
             cpu_ms / (msgs as f64 / 1000.0),
             cpu_ms / 10.0 / wall
+        );
+        println!(
+            "agent CPU per second of the span: {:.2} ms",
+            cpu_ms / wall
         );
         println!(
             "lines appended to the spool {appended}, delivered to the file {delivered}; dropped inside the agent {dropped}, dropped by the spool {spool_dropped}"
