@@ -47,11 +47,10 @@
 //!
 //! ## Reading in rounds at low rates
 //!
-//! When the task has caught up, after sending the round's acknowledgements, it pauses before
-//! waiting for the socket, about sixteen messages' worth at the last second's rate and at most
-//! 20 ms, so that at low rates messages are read, handed over and acknowledged in rounds
-//! instead of one wake-up each (see `Pacer`). Under load the client's buffer never runs empty
-//! and there is no pause.
+//! When a message had to be waited for (the source had caught up), the task pauses after it,
+//! about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
+//! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
+//! (see `Pacer`). Under load the client's buffer never runs empty and there is no pause.
 //!
 //! ## Never blocking the event loop
 //!
@@ -472,9 +471,9 @@ pub async fn run(
     'run: loop {
         // While connected, what the client has buffered is taken without waiting. Only when the
         // task has caught up (the next poll would wait for the socket) are the round's
-        // acknowledgements sent, in one write, and at low rates the task pauses before it
-        // waits (see `Pacer`). Connecting is always awaited: a connection attempt must not be
-        // started and dropped.
+        // acknowledgements sent, in one write, and the task waits. Connecting is always
+        // awaited: a connection attempt must not be started and dropped.
+        let mut waited = Duration::ZERO;
         let ready = match connected_at {
             Some(_) if !shutdown.is_triggered() => session.poll(ceiling).now_or_never(),
             Some(_) => break,
@@ -490,18 +489,13 @@ pub async fn run(
                     }
                     unflushed = 0;
                 }
-                if connected_at.is_some()
-                    && let Some(pause) = pacer.caught_up()
-                {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.wait() => break 'run,
-                    }
-                }
-                tokio::select! {
+                let polled_at = std::time::Instant::now();
+                let polled = tokio::select! {
                     p = session.poll(ceiling) => p,
                     _ = shutdown.wait() => break,
-                }
+                };
+                waited = polled_at.elapsed();
+                polled
             }
         };
         if resubscribe && session.try_subscribe(&filters) {
@@ -550,7 +544,13 @@ pub async fn run(
                     ack_failures.fetch_add(1, Ordering::Relaxed);
                     debug!(parent: &span, "acknowledgement not queued; the broker will send the message again");
                 }
-                pacer.after_message();
+                // A message that had to be waited for starts a round (see `Pacer`).
+                if let Some(pause) = pacer.after_message(waited) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.wait() => break 'run,
+                    }
+                }
                 continue;
             }
             Ok(Polled::SubAck { refused }) if refused > 0 => warn!(
@@ -626,14 +626,14 @@ pub async fn run(
 /// 1000 messages a second than at 50 000). At a low rate every message used to arrive on its
 /// own: a wake-up of a runtime worker from `epoll`, one read, one hand-over to the engine (which
 /// woke the other worker), one write for its acknowledgement, and back to sleep, each costing
-/// more than the message's own decoding. So when the task has caught up (the client has nothing
-/// buffered and the next poll would wait for the socket), it sends the round's
-/// acknowledgements and pauses before it waits, long enough for about [`ROUND_MESSAGES`]
-/// messages at the rate of the last second but at most [`ROUND_MAX`]; the broker holds them
-/// meanwhile (in TCP, within its in-flight window: 20 for Mosquitto's default) and the next
-/// polls find them buffered, read in one go, with one write for their acknowledgements. Under
-/// load the buffer never runs empty, so there is no pause and nothing changes; below
-/// [`ROUND_MIN`] a pause is not worth its timer. A message waits at most `ROUND_MAX` longer,
+/// more than the message's own decoding. So when a message had to be waited for (its poll
+/// waited at least [`WAITED`] for the socket: the source had caught up), the task pauses after
+/// it, long enough for about [`ROUND_MESSAGES`] messages at the rate of the last second but at
+/// most [`ROUND_MAX`]; the broker holds them meanwhile (in TCP, within its in-flight window: 20
+/// for Mosquitto's default) and the next polls find them buffered, read in one go, with one
+/// write for their acknowledgements when the buffer is empty again. Under load the buffer never
+/// runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is not
+/// worth its timer. A message waits at most `ROUND_MAX` longer,
 /// against the engine's `BATCH_LINGER` of 250 ms.
 struct Pacer {
     /// Messages counted since `window_start`, and the rate of the last full window.
@@ -654,6 +654,10 @@ const ROUND_MESSAGES: f64 = 16.0;
 const ROUND_MAX: Duration = Duration::from_millis(20);
 /// Pauses shorter than this are not taken.
 const ROUND_MIN: Duration = Duration::from_millis(1);
+/// A poll that took this long waited for the socket: the messages had all been read, and the
+/// next one starts a round. A shorter wait is a round trip through a broker that holds more
+/// messages back behind its in-flight window; pausing then would only slow a backlog down.
+const WAITED: Duration = Duration::from_micros(200);
 
 impl Pacer {
     fn new() -> Self {
@@ -664,20 +668,17 @@ impl Pacer {
         }
     }
 
-    /// Counts a message.
-    fn after_message(&mut self) {
+    /// Counts a message; the pause to take before reading again, if any. `waited` is how long
+    /// the poll that brought it waited for the socket (zero when it was already buffered).
+    fn after_message(&mut self, waited: Duration) -> Option<Duration> {
         self.in_window += 1;
-    }
-
-    /// The task has caught up: the pause to take before waiting for the socket, if any.
-    fn caught_up(&mut self) -> Option<Duration> {
         let window = self.window_start.elapsed();
         if window >= Duration::from_secs(1) {
             self.per_second = f64::from(self.in_window) / window.as_secs_f64();
             self.window_start = std::time::Instant::now();
             self.in_window = 0;
         }
-        if self.per_second <= 0.0 {
+        if waited < WAITED || self.per_second <= 0.0 {
             return None;
         }
         let pause = Duration::from_secs_f64(ROUND_MESSAGES / self.per_second).min(ROUND_MAX);
