@@ -47,8 +47,8 @@
 //!
 //! ## Reading in rounds at low rates
 //!
-//! When a message had to be waited for (the source had caught up), the task pauses after it,
-//! about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
+//! When the task has read everything and its last wait for the socket was for new messages
+//! (not a round trip), it pauses before waiting again, about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
 //! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
 //! (see `Pacer`). Under load the client's buffer never runs empty and there is no pause.
 //!
@@ -461,6 +461,8 @@ pub async fn run(
     let mut up: Option<bool> = None;
     let mut out = Vec::new();
     let mut pacer = Pacer::new();
+    // How long the last poll that could not be served from the buffer waited for the socket.
+    let mut last_wait = Duration::ZERO;
     // Since when the current connection is up, and whether it has delivered a message: only a
     // connection that did either, or lasted [`GOOD_CONNECTION`], resets the back-off, so a
     // connection that fails at once every time backs off like a refused one.
@@ -473,7 +475,6 @@ pub async fn run(
         // task has caught up (the next poll would wait for the socket) are the round's
         // acknowledgements sent, in one write, and the task waits. Connecting is always
         // awaited: a connection attempt must not be started and dropped.
-        let mut waited = Duration::ZERO;
         let ready = match connected_at {
             Some(_) if !shutdown.is_triggered() => session.poll(ceiling).now_or_never(),
             Some(_) => break,
@@ -489,12 +490,22 @@ pub async fn run(
                     }
                     unflushed = 0;
                 }
+                // The last wait was for new messages, not a round trip: a round starts (see
+                // `Pacer`) before waiting again.
+                if last_wait >= WAITED
+                    && let Some(pause) = pacer.pause()
+                {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.wait() => break 'run,
+                    }
+                }
                 let polled_at = std::time::Instant::now();
                 let polled = tokio::select! {
                     p = session.poll(ceiling) => p,
                     _ = shutdown.wait() => break,
                 };
-                waited = polled_at.elapsed();
+                last_wait = polled_at.elapsed();
                 polled
             }
         };
@@ -544,13 +555,7 @@ pub async fn run(
                     ack_failures.fetch_add(1, Ordering::Relaxed);
                     debug!(parent: &span, "acknowledgement not queued; the broker will send the message again");
                 }
-                // A message that had to be waited for starts a round (see `Pacer`).
-                if let Some(pause) = pacer.after_message(waited) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.wait() => break 'run,
-                    }
-                }
+                pacer.after_message();
                 continue;
             }
             Ok(Polled::SubAck { refused }) if refused > 0 => warn!(
@@ -626,12 +631,14 @@ pub async fn run(
 /// 1000 messages a second than at 50 000). At a low rate every message used to arrive on its
 /// own: a wake-up of a runtime worker from `epoll`, one read, one hand-over to the engine (which
 /// woke the other worker), one write for its acknowledgement, and back to sleep, each costing
-/// more than the message's own decoding. So when a message had to be waited for (its poll
-/// waited at least [`WAITED`] for the socket: the source had caught up), the task pauses after
-/// it, long enough for about [`ROUND_MESSAGES`] messages at the rate of the last second but at
-/// most [`ROUND_MAX`]; the broker holds them meanwhile (in TCP, within its in-flight window: 20
-/// for Mosquitto's default) and the next polls find them buffered, read in one go, with one
-/// write for their acknowledgements when the buffer is empty again. Under load the buffer never
+/// more than the message's own decoding. So when the task has read everything (the client's
+/// buffer is empty) and its last wait for the socket was a real one (at least [`WAITED`]: it
+/// waited for new messages, not for a round trip through a broker holding messages back behind
+/// its in-flight window), it sends the round's acknowledgements and pauses before waiting
+/// again, long enough for about [`ROUND_MESSAGES`] messages at the rate of the last second but
+/// at most [`ROUND_MAX`]; the broker holds them meanwhile (in TCP, within its in-flight window:
+/// 20 for Mosquitto's default) and the next polls find them buffered, read in one go, with one
+/// write for their acknowledgements. Under load the buffer never
 /// runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is not
 /// worth its timer. A message waits at most `ROUND_MAX` longer,
 /// against the engine's `BATCH_LINGER` of 250 ms.
@@ -668,17 +675,20 @@ impl Pacer {
         }
     }
 
-    /// Counts a message; the pause to take before reading again, if any. `waited` is how long
-    /// the poll that brought it waited for the socket (zero when it was already buffered).
-    fn after_message(&mut self, waited: Duration) -> Option<Duration> {
+    /// Counts a message.
+    fn after_message(&mut self) {
         self.in_window += 1;
+    }
+
+    /// The pause to take before waiting for the socket, if any.
+    fn pause(&mut self) -> Option<Duration> {
         let window = self.window_start.elapsed();
         if window >= Duration::from_secs(1) {
             self.per_second = f64::from(self.in_window) / window.as_secs_f64();
             self.window_start = std::time::Instant::now();
             self.in_window = 0;
         }
-        if waited < WAITED || self.per_second <= 0.0 {
+        if self.per_second <= 0.0 {
             return None;
         }
         let pause = Duration::from_secs_f64(ROUND_MESSAGES / self.per_second).min(ROUND_MAX);
