@@ -26,24 +26,29 @@ impl FileWriter {
     }
 
     /// Appends and syncs one batch. A full disk or a missing directory is retried, like a store
-    /// that is down: the records stay in the spool meanwhile.
+    /// that is down: the records stay in the spool meanwhile. The directory, the open, the
+    /// write and the sync are one job on the blocking pool (one hand-over, not one each).
     pub async fn send(&self, body: &[u8]) -> Result<(), SendError> {
-        let retry = |e: std::io::Error| SendError::Retry {
+        let path = self.path.clone();
+        let body = body.to_vec();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            use std::io::Write;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            file.write_all(&body)?;
+            file.sync_data()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        written.map_err(|e| SendError::Retry {
             reason: format!("cannot write {}: {e}", self.path.display()),
             after: None,
-        };
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir).await.map_err(retry)?;
-        }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .await
-            .map_err(retry)?;
-        file.write_all(body).await.map_err(retry)?;
-        file.sync_data().await.map_err(retry)?;
-        Ok(())
+        })
     }
 }
 

@@ -106,6 +106,9 @@ pub fn spawn_spool_task<C: Chunk>(
     std::thread::spawn(move || {
         let mut last_housekeeping = Instant::now();
         let mut last_sync = Instant::now();
+        // The figures at the last checkpoint: an idle spool (nothing appended, trimmed or
+        // expired since) has nothing to sync, and its wake-up costs no checkpoint.
+        let mut synced = spool.stats();
         // Housekeeping that fails (a busy or full disk) fails at every round.
         let mut housekeeping_log = crate::metrics::RateLimited::new(Duration::from_secs(60));
         let wake = HOUSEKEEPING.min(sync_interval.max(Duration::from_millis(10)));
@@ -180,16 +183,21 @@ pub fn spawn_spool_task<C: Chunk>(
                 }
                 last_housekeeping = Instant::now();
             }
-            if last_sync.elapsed() >= sync_interval {
-                if let Err(e) = spool.checkpoint()
-                    && let Some(unlogged) = housekeeping_log.due(Instant::now())
-                {
-                    warn!(error = %e, unlogged, "cannot sync the spool (retried, logged at most once a minute; `unlogged` failures since the last line)");
+            if last_sync.elapsed() >= sync_interval && spool.stats() != synced {
+                match spool.checkpoint() {
+                    Ok(()) => synced = spool.stats(),
+                    Err(e) => {
+                        if let Some(unlogged) = housekeeping_log.due(Instant::now()) {
+                            warn!(error = %e, unlogged, "cannot sync the spool (retried, logged at most once a minute; `unlogged` failures since the last line)");
+                        }
+                    }
                 }
                 last_sync = Instant::now();
             }
             publish(spool.stats(), housekeeping);
-            stats.send_replace(spool.stats());
+            // The writers wake on a change only: an idle second wakes none of them.
+            let now = spool.stats();
+            stats.send_if_modified(|s| std::mem::replace(s, now) != now);
         }
         let _ = spool.trim();
         let _ = spool.checkpoint();

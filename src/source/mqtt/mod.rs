@@ -31,17 +31,31 @@
 //! If the engine stayed stuck for longer than one and a half keepalives the broker would close
 //! the connection; the unacknowledged messages are then delivered again after the reconnection.
 //!
+//! ## Acknowledgements in rounds
+//!
+//! While connected, the task takes what the client has already read without waiting (one
+//! read from the socket brings many messages). With MQTT 3.1.1 each message's PUBACK is
+//! written, once its events are in the engine's queue, into the connection's write buffer, and
+//! the buffer is sent in one write when the task has caught up, i.e. when the next poll would
+//! wait for the socket: one system call per round instead of one per message, and no turn of
+//! the event loop per acknowledgement. The order is unchanged (a PUBACK still follows its
+//! events into the engine's queue), so nothing the broker considers delivered is only in the
+//! agent's memory outside that queue; PUBACKs still in the buffer when a connection fails are
+//! simply not sent, and the broker sends those messages again (at least once, as before).
+//! rumqttc keeps an MQTT 5 connection private, so with MQTT 5 each acknowledgement is still a
+//! request to the event loop with a write of its own.
+//!
 //! ## Reading in rounds at low rates
 //!
-//! When the task has caught up (a poll had to wait for the socket), it pauses before reading
-//! again, about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
+//! When the task has read everything and its last wait for the socket was for new messages
+//! (not a round trip), it pauses before waiting again, about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
 //! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
 //! (see `Pacer`). Under load the client's buffer never runs empty and there is no pause.
 //!
 //! ## Never blocking the event loop
 //!
-//! rumqttc's event loop is also what sends the client's requests (acknowledgements,
-//! subscriptions), through a bounded channel. The task that drives it must never wait for room
+//! rumqttc's event loop is also what sends the client's requests (subscriptions, MQTT 5
+//! acknowledgements), through a bounded channel. The task that drives it must never wait for room
 //! in that channel, or it waits for itself. So this task only uses the non-blocking `try_`
 //! calls, with a channel ([`REQUEST_CAPACITY`]) far larger than the acknowledgements that can
 //! be outstanding between two polls (the broker's in-flight window; with MQTT 5 the agent
@@ -80,6 +94,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use jiff::Timestamp;
 use rumqttc::v5::mqttbytes::v5 as v5b;
 use tokio::sync::mpsc;
@@ -102,6 +117,8 @@ const MIN_PACKET_CEILING: usize = 1 << 20;
 pub const OVERSIZED_READ_MAX: usize = 64 << 20;
 /// A connection that lasted this long counts as good: the back-off starts afresh.
 const GOOD_CONNECTION: Duration = Duration::from_secs(60);
+/// The longest a round's acknowledgements may take to be written to the socket.
+const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The id a broker's client uses when the config names none. It must be stable across
 /// restarts (the broker finds the session by it) and unique among the broker's clients.
@@ -315,11 +332,39 @@ impl Session {
         }
     }
 
-    fn try_ack(&self, message: &Message) -> bool {
+    /// Acknowledges a message (see "Acknowledgements in rounds"). 3.1.1: a QoS 1 message's
+    /// PUBACK is written into the connection's write buffer, where [`Session::flush_acks`] (or
+    /// the event loop's next write) sends it; MQTT 5 (whose connection rumqttc keeps private)
+    /// and anything else: a request to the event loop. False when it could not be queued.
+    async fn ack(&mut self, message: &Message) -> bool {
         match (self, message) {
+            (Session::V4(_, events), Message::V4(p)) if p.qos == rumqttc::QoS::AtLeastOnce => {
+                match events.network.as_mut() {
+                    Some(network) => network
+                        .write(rumqttc::Packet::PubAck(rumqttc::PubAck::new(p.pkid)))
+                        .await
+                        .is_ok(),
+                    None => false,
+                }
+            }
             (Session::V4(c, _), Message::V4(p)) => c.try_ack(p).is_ok(),
             (Session::V5(c, _), Message::V5(p)) => c.try_ack(p).is_ok(),
             _ => false,
+        }
+    }
+
+    /// Sends the acknowledgements written since the last flush, in one write. False when the
+    /// connection failed (the broker then sends those messages again).
+    async fn flush_acks(&mut self) -> bool {
+        match self {
+            Session::V4(_, events) => match events.network.as_mut() {
+                Some(network) => matches!(
+                    tokio::time::timeout(ACK_FLUSH_TIMEOUT, network.flush()).await,
+                    Ok(Ok(()))
+                ),
+                None => false,
+            },
+            Session::V5(..) => true,
         }
     }
 
@@ -409,11 +454,15 @@ pub async fn run(
         &labels,
     );
     let mut session = Session::new(options);
+    // 3.1.1 acknowledgements written but not yet sent (see "Acknowledgements in rounds").
+    let mut unflushed: u64 = 0;
     let mut subscribed_once = false;
     let mut resubscribe = false;
     let mut up: Option<bool> = None;
     let mut out = Vec::new();
     let mut pacer = Pacer::new();
+    // How long the last poll that could not be served from the buffer waited for the socket.
+    let mut last_wait = Duration::ZERO;
     // Since when the current connection is up, and whether it has delivered a message: only a
     // connection that did either, or lasted [`GOOD_CONNECTION`], resets the back-off, so a
     // connection that fails at once every time backs off like a refused one.
@@ -422,12 +471,44 @@ pub async fn run(
     // 3.1.1: the read limit was raised for this connection to read one oversized packet.
     let mut raised = false;
     'run: loop {
-        let polled_at = std::time::Instant::now();
-        let polled = tokio::select! {
-            p = session.poll(ceiling) => p,
-            _ = shutdown.wait() => break,
+        // While connected, what the client has buffered is taken without waiting. Only when the
+        // task has caught up (the next poll would wait for the socket) are the round's
+        // acknowledgements sent, in one write, and the task waits. Connecting is always
+        // awaited: a connection attempt must not be started and dropped.
+        let ready = match connected_at {
+            Some(_) if !shutdown.is_triggered() => session.poll(ceiling).now_or_never(),
+            Some(_) => break,
+            None => None,
         };
-        let waited = polled_at.elapsed();
+        let polled = match ready {
+            Some(polled) => polled,
+            None => {
+                if unflushed > 0 {
+                    if !session.flush_acks().await {
+                        ack_failures.fetch_add(unflushed, Ordering::Relaxed);
+                        debug!(parent: &span, unflushed, "acknowledgements not sent; the broker will send the messages again");
+                    }
+                    unflushed = 0;
+                }
+                // The last wait was for new messages, not a round trip: a round starts (see
+                // `Pacer`) before waiting again.
+                if last_wait >= WAITED
+                    && let Some(pause) = pacer.pause()
+                {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.wait() => break 'run,
+                    }
+                }
+                let polled_at = std::time::Instant::now();
+                let polled = tokio::select! {
+                    p = session.poll(ceiling) => p,
+                    _ = shutdown.wait() => break,
+                };
+                last_wait = polled_at.elapsed();
+                polled
+            }
+        };
         if resubscribe && session.try_subscribe(&filters) {
             resubscribe = false;
         }
@@ -468,16 +549,13 @@ pub async fn run(
                 if !send_all(&events, &mut out, &mut shutdown).await {
                     break 'run;
                 }
-                if !session.try_ack(&message) {
+                if session.ack(&message).await {
+                    unflushed += 1;
+                } else {
                     ack_failures.fetch_add(1, Ordering::Relaxed);
                     debug!(parent: &span, "acknowledgement not queued; the broker will send the message again");
                 }
-                if let Some(pause) = pacer.after_message(waited) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.wait() => break 'run,
-                    }
-                }
+                pacer.after_message();
                 continue;
             }
             Ok(Polled::SubAck { refused }) if refused > 0 => warn!(
@@ -487,6 +565,9 @@ pub async fn run(
             ),
             Ok(_) => {}
             Err((reason, too_large)) => {
+                // Acknowledgements still in the lost connection's buffer: the broker sends
+                // those messages again.
+                unflushed = 0;
                 connected.store(0, Ordering::Relaxed);
                 connect_failures.fetch_add(1, Ordering::Relaxed);
                 if connected_at
@@ -535,6 +616,9 @@ pub async fn run(
     }
     // A clean DISCONNECT keeps a persistent session (and tells the broker not to wait for us).
     connected.store(0, Ordering::Relaxed);
+    if unflushed > 0 {
+        let _ = session.flush_acks().await;
+    }
     session.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         while session.poll(ceiling).await.is_ok() {}
@@ -547,14 +631,17 @@ pub async fn run(
 /// 1000 messages a second than at 50 000). At a low rate every message used to arrive on its
 /// own: a wake-up of a runtime worker from `epoll`, one read, one hand-over to the engine (which
 /// woke the other worker), one write for its acknowledgement, and back to sleep, each costing
-/// more than the message's own decoding. So when a message had to be waited for (the client's
-/// buffer was empty: the source has caught up), the task pauses before it reads again, long
-/// enough for about [`ROUND_MESSAGES`] messages at the rate of the last second but at most
-/// [`ROUND_MAX`]; the broker holds them meanwhile (in TCP, within its in-flight window of 20
-/// for Mosquitto's default) and the next polls find them buffered, read in one go, with one
-/// write for their acknowledgements. Under load the buffer never runs empty, so there is no
-/// pause and nothing changes; below [`ROUND_MIN`] a pause is not worth its timer. A message
-/// waits at most `ROUND_MAX` longer, against the engine's `BATCH_LINGER` of 250 ms.
+/// more than the message's own decoding. So when the task has read everything (the client's
+/// buffer is empty) and its last wait for the socket was a real one (at least [`WAITED`]: it
+/// waited for new messages, not for a round trip through a broker holding messages back behind
+/// its in-flight window), it sends the round's acknowledgements and pauses before waiting
+/// again, long enough for about [`ROUND_MESSAGES`] messages at the rate of the last second but
+/// at most [`ROUND_MAX`]; the broker holds them meanwhile (in TCP, within its in-flight window:
+/// 20 for Mosquitto's default) and the next polls find them buffered, read in one go, with one
+/// write for their acknowledgements. Under load the buffer never
+/// runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is not
+/// worth its timer. A message waits at most `ROUND_MAX` longer,
+/// against the engine's `BATCH_LINGER` of 250 ms.
 struct Pacer {
     /// Messages counted since `window_start`, and the rate of the last full window.
     window_start: std::time::Instant,
@@ -564,12 +651,19 @@ struct Pacer {
 
 /// Messages a round aims to collect: most of Mosquitto's default in-flight window of 20
 /// unacknowledged messages, which is all the broker sends before the round's acknowledgements.
+/// It must stay below the broker's window: a pause meant for more messages than the window
+/// lets through ends with the socket empty again (the broker waits for the acknowledgements),
+/// so the task pauses again at once, the rate it measures falls, the next pause is longer, and
+/// delivery collapses towards one round per `ROUND_MAX` (seen with a target that grew past 20:
+/// `tests/backpressure.rs` no longer got the spool behind).
 const ROUND_MESSAGES: f64 = 16.0;
 /// The longest pause between rounds.
 const ROUND_MAX: Duration = Duration::from_millis(20);
 /// Pauses shorter than this are not taken.
 const ROUND_MIN: Duration = Duration::from_millis(1);
-/// A poll that took this long waited for the socket.
+/// A poll that took this long waited for the socket: the messages had all been read, and the
+/// next one starts a round. A shorter wait is a round trip through a broker that holds more
+/// messages back behind its in-flight window; pausing then would only slow a backlog down.
 const WAITED: Duration = Duration::from_micros(200);
 
 impl Pacer {
@@ -581,16 +675,20 @@ impl Pacer {
         }
     }
 
-    /// Counts a message; the pause to take before reading again, if any.
-    fn after_message(&mut self, waited: Duration) -> Option<Duration> {
+    /// Counts a message.
+    fn after_message(&mut self) {
         self.in_window += 1;
+    }
+
+    /// The pause to take before waiting for the socket, if any.
+    fn pause(&mut self) -> Option<Duration> {
         let window = self.window_start.elapsed();
         if window >= Duration::from_secs(1) {
             self.per_second = f64::from(self.in_window) / window.as_secs_f64();
             self.window_start = std::time::Instant::now();
             self.in_window = 0;
         }
-        if waited < WAITED || self.per_second <= 0.0 {
+        if self.per_second <= 0.0 {
             return None;
         }
         let pause = Duration::from_secs_f64(ROUND_MESSAGES / self.per_second).min(ROUND_MAX);
