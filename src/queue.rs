@@ -9,14 +9,14 @@
 //!
 //! | queue | from → to | capacity | when full | why |
 //! |---|---|---|---|---|
-//! | [`EVENTS_FROM_MODBUS`] | Modbus connection task → engine | 1024 events | DropNewest | polling keeps its schedule whatever the engine does, so this queue is the Modbus samples' bounded buffer: while the engine waits for the spool it fills, and then the newest poll result is dropped (the device's next poll supersedes it), counted in `shopfloor_source_events_dropped_total`, shown on the board (`source_events_dropped`) and logged as [`LossLog`] says |
-//! | [`EVENTS_FROM_MQTT`] | MQTT broker task → engine | 1024 events | Block | a message is the only copy of its data: the task stops reading, so the broker keeps the messages for the agent's session |
-//! | [`EVENTS_FROM_S7`] | S7 device task → engine | 1024 events | DropNewest | as for Modbus: an S7 PLC is polled, its next poll supersedes a dropped result, and its task keeps its schedule whatever the engine does; drops are counted in `shopfloor_source_events_dropped_total` |
-//! | [`EVENTS_FROM_OPCUA`] | OPC UA client task → engine | 1024 events | Block | a data change is the only copy of its value (the server does not send it again); meanwhile changes wait in the task's own bounded queue, where an overflow is counted |
-//! | [`EVENTS_FROM_MELSEC`] | MELSEC device task → engine | 1024 events | DropNewest | as for Modbus: polling keeps its schedule, the next poll supersedes a dropped result, counted in `shopfloor_source_events_dropped_total` (label `connection = melsec://host:port`) |
-//! | [`EVENTS_FROM_METERS`] | DL/T 645 / CJ/T 188 bus task → engine | 1024 events | Block | a bus is polled once a minute or so and its meters' counters are cumulative, so waiting costs nothing but a late poll: the task waits for room and its meters' schedule slips |
-//! | [`EVENTS_FROM_HJ212`] | HJ 212 logger connection → engine | 1024 events | Block | a logger's record is acknowledged only once queued: the connection stops reading, so the logger keeps its data (and sends again what was not acknowledged) |
-//! | [`EVENTS_FROM_DIAL_IN`] | dial-in DTU task → engine | 1024 events | DropNewest | as for Modbus: the devices behind a DTU are polled, the next poll supersedes a dropped result, and the DTU's task keeps its schedule whatever the engine does; drops are counted in `shopfloor_source_events_dropped_total` (label `connection = dial-in <dtu>`) |
+//! | [`EVENTS_FROM_MODBUS`] | Modbus connection task → engine | 1024 events, or 2 per polled device if more ¹ | DropNewest | polling keeps its schedule whatever the engine does, so this queue is the Modbus samples' bounded buffer: while the engine waits for the spool it fills, and then the newest poll result is dropped (the device's next poll supersedes it), counted in `shopfloor_source_events_dropped_total`, shown on the board (`source_events_dropped`) and logged as [`LossLog`] says |
+//! | [`EVENTS_FROM_MQTT`] | MQTT broker task → engine | 1024 events, or 2 per polled device if more ¹ | Block | a message is the only copy of its data: the task stops reading, so the broker keeps the messages for the agent's session |
+//! | [`EVENTS_FROM_S7`] | S7 device task → engine | 1024 events, or 2 per polled device if more ¹ | DropNewest | as for Modbus: an S7 PLC is polled, its next poll supersedes a dropped result, and its task keeps its schedule whatever the engine does; drops are counted in `shopfloor_source_events_dropped_total` |
+//! | [`EVENTS_FROM_OPCUA`] | OPC UA client task → engine | 1024 events, or 2 per polled device if more ¹ | Block | a data change is the only copy of its value (the server does not send it again); meanwhile changes wait in the task's own bounded queue, where an overflow is counted |
+//! | [`EVENTS_FROM_MELSEC`] | MELSEC device task → engine | 1024 events, or 2 per polled device if more ¹ | DropNewest | as for Modbus: polling keeps its schedule, the next poll supersedes a dropped result, counted in `shopfloor_source_events_dropped_total` (label `connection = melsec://host:port`) |
+//! | [`EVENTS_FROM_METERS`] | DL/T 645 / CJ/T 188 bus task → engine | 1024 events, or 2 per polled device if more ¹ | Block | a bus is polled once a minute or so and its meters' counters are cumulative, so waiting costs nothing but a late poll: the task waits for room and its meters' schedule slips |
+//! | [`EVENTS_FROM_HJ212`] | HJ 212 logger connection → engine | 1024 events, or 2 per polled device if more ¹ | Block | a logger's record is acknowledged only once queued: the connection stops reading, so the logger keeps its data (and sends again what was not acknowledged) |
+//! | [`EVENTS_FROM_DIAL_IN`] | dial-in DTU task → engine | 1024 events, or 2 per polled device if more ¹ | DropNewest | as for Modbus: the devices behind a DTU are polled, the next poll supersedes a dropped result, and the DTU's task keeps its schedule whatever the engine does; drops are counted in `shopfloor_source_events_dropped_total` (label `connection = dial-in <dtu>`) |
 //! | [`RECORDS_FROM_ENGINE`] | engine → spool task | 8 batches | Block | the engine hands over batches of up to `engine::BATCH_LINES` records, or what it has after `engine::BATCH_LINGER`; when the spool is slow it waits (still answering the board and keeping its clock) and stops taking events, so its own queue fills and holds the sources back; nothing is dropped here |
 //! | [`RECORDS_FROM_DEVICE_HEALTH`] | device-health task → spool task | 8 batches | Block | the same queue as the engine's; the task has nothing else to do for a minute, so it waits |
 //! | [`INGEST_MESSAGES`] | `county ingest` subscriber → spool task | 1024 messages | Block | a message is acknowledged only once on disk: the subscriber stops reading and the broker keeps it; sized to the broker's in-flight window (`RECEIVE_MAXIMUM`) |
@@ -26,6 +26,12 @@
 //! | [`INGEST_REQUESTS`] | `county ingest` subscriber → rumqttc event loop | 4096 requests | DropNewest | as for the MQTT source: an acknowledgement not queued means the broker sends the message again |
 //! | [`SIGNAL_QUERIES`] | web board, summary → engine | 8 queries | Block | the asker waits, at most `SIGNAL_QUERY_TIMEOUT` (2 s); the engine answers between two events |
 //! | [`SIM_MQTT_REQUESTS`] | simulator publishers → rumqttc event loop | 64 requests | Block | the simulator's publishing task is not the one driving the event loop, so it may wait |
+//!
+//! ¹ The `EVENTS_FROM_*` rows are one channel, the engine's. Its capacity is 1024 events, or
+//! two per polled device (Modbus, S7, MELSEC, devices behind dial-in DTUs) where the config has
+//! more (`agent::config::Config::event_queue`): polled devices may all deliver at once (a
+//! thousand DTUs dialling in after a restart, each device's first result with its "up"), and
+//! the queue holds that round rather than dropping part of it.
 //!
 //! Not in the table, because their bound is not a channel's:
 //!
@@ -195,7 +201,8 @@ impl LossLog {
     }
 }
 
-/// Source events waiting for the engine (`agent::EVENT_QUEUE`).
+/// Source events waiting for the engine (`agent::EVENT_QUEUE`), or two per polled device where
+/// the config has more (`agent::config::Config::event_queue`).
 pub const EVENT_QUEUE: usize = 1024;
 /// Batches of records waiting for the spool task (`sink::SPOOL_QUEUE`). Few, because every
 /// sender waits for room: the queue only smooths the spool task's transactions, and at

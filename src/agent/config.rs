@@ -295,6 +295,21 @@ pub enum FieldTarget {
 }
 
 impl Config {
+    /// The engine's event queue: [`crate::queue::EVENT_QUEUE`] events, or two per polled
+    /// device (Modbus, S7, MELSEC, and the devices behind dial-in DTUs) where there are more.
+    /// Polled devices may all deliver at the same moment (a thousand DTUs dialling in after a
+    /// restart, each device's first poll with its "up"), and their senders drop the newest
+    /// event when the queue is full: it holds a round of every device's results, so that a
+    /// start-up or a reconnection of all DTUs loses nothing. Only what is queued takes memory.
+    pub fn event_queue(&self) -> usize {
+        let behind_dtus: usize = (self.dial_in.iter())
+            .flat_map(|l| &l.dtus)
+            .map(|d| d.devices.len())
+            .sum();
+        let polled = self.modbus.len() + self.s7.len() + self.melsec.len() + behind_dtus;
+        crate::queue::EVENT_QUEUE.max(2 * polled)
+    }
+
     /// Every source with the signals it delivers, by machine and meter: what `shopfloor test`
     /// expects a value or an error for.
     pub fn source_fields(&self) -> Vec<(SourceRef, Vec<(FieldTarget, String)>)> {
@@ -700,6 +715,23 @@ keepalive = "20s"
         // "0s" turns the age bound off.
         let cfg = load_str(&format!("{SITE}[spool]\nmax_age = \"0s\"\n"), "t.toml").unwrap();
         assert_eq!(cfg.spool.limits().max_age, None);
+    }
+
+    #[test]
+    fn the_engine_queue_holds_two_events_per_polled_device_past_its_floor() {
+        let devices = |n: usize| {
+            let mut text = REGISTER.to_string();
+            for i in 0..n {
+                text.push_str(&format!(
+                    "\n[[modbus]]\nid = \"d{i}\"\naddress = \"h{i}:502\"\nmachine = \"cnc01\"\nfield = [{{ signal = \"s{i}\", register = \"holding\", address = 0 }}]\n"
+                ));
+            }
+            load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"))
+        };
+        // 100 devices: 2 × 100 = 200 events, under the floor of 1024.
+        assert_eq!(devices(100).event_queue(), 1024);
+        // 600 devices: 2 × 600 = 1200 events, each device's "up" and first result at once.
+        assert_eq!(devices(600).event_queue(), 1200);
     }
 
     #[test]

@@ -308,7 +308,7 @@ pub fn start_resuming(
 
     // The engine's start is taken before any source runs, so every sample is stamped after it.
     let now = Timestamp::now();
-    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (events_tx, events_rx) = mpsc::channel(config.event_queue());
     let polled = polled_sources(
         config,
         brokers,

@@ -241,7 +241,7 @@ pub async fn test(
         .then(|| std::env::temp_dir().join(format!("shopfloor-test-pki-{}", std::process::id())));
     let pki = temporary.clone().unwrap_or(agent_pki);
     let (trigger, stop) = shutdown::channel();
-    let (events_tx, mut events) = mpsc::channel(super::EVENT_QUEUE);
+    let (events_tx, mut events) = mpsc::channel(config.event_queue());
     let sources = config.source_fields();
     let started = tokio::time::Instant::now();
     let now = Timestamp::now();
