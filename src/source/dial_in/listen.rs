@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
@@ -67,20 +66,7 @@ pub enum ListenError {
     },
 }
 
-/// A listener's bound port and, with TLS, its acceptor.
-pub struct Bound {
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-}
-
-impl std::fmt::Debug for Bound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bound")
-            .field("listener", &self.listener)
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
-}
+pub use crate::source::hj212::listen::Bound;
 
 impl Bound {
     /// The address the port is bound to (the port the OS chose for port 0).

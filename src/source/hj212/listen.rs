@@ -114,10 +114,10 @@ pub enum ListenError {
     },
 }
 
-/// A listener's bound port and, with TLS, its acceptor.
+/// A listener's bound port and, with TLS, its acceptor (`[[hj212]]`, `[[dial_in]]`).
 pub struct Bound {
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) listener: TcpListener,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl std::fmt::Debug for Bound {
