@@ -4,13 +4,18 @@
 //! ```sh
 //! cargo bench --bench opcua                          # 10,000 and 100,000 items
 //! cargo bench --bench opcua -- --items 100000 --seconds 60 --warmup 15
+//! cargo bench --bench opcua -- --items 10000 --python   # the python asyncua server instead
 //! ```
 //!
 //! Three processes share the machine:
 //!
-//! - the server, python asyncua (`benches/opcua/server.py`, in the virtual environment the
-//!   tests use, see tests/support/python.rs): N Int32 variables `ns=2;s=I0` … that it writes
-//!   all once a second, and a stats file with how many values it has written;
+//! - the server: by default the benchmark's own (`benches/opcua/fast_server.rs`, this
+//!   executable started again with `--serve-opcua`), which changes all N Int32 variables
+//!   `ns=2;s=I0` … once a second at a few percent of a core, so that 100,000 changes a second
+//!   are really made; with `--python`, python asyncua (`benches/opcua/server.py`, in the
+//!   virtual environment the tests use, see tests/support/python.rs), an independent
+//!   implementation that made 7,000–18,000 changes a second on this machine. Each
+//!   writes a stats file with how many values it has changed;
 //! - the agent, `shopfloor run` on a generated config: N/1000 lathes `m001` …, one `[[opcua]]`
 //!   endpoint with one subscribed group of 1000 nodes per machine (`r0` … `r999`, type `int`,
 //!   publishing interval 1 s), so the agent opens N/1000 subscriptions of 1000 items (its
@@ -36,6 +41,9 @@ mod support_python;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "opcua/fast_server.rs"]
+mod fast_server;
+
 use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -49,6 +57,8 @@ struct Options {
     items: Vec<usize>,
     warmup: Duration,
     seconds: u64,
+    /// The python asyncua server instead of the benchmark's own (`--python`).
+    python: bool,
 }
 
 fn options() -> Option<Options> {
@@ -62,6 +72,7 @@ fn options() -> Option<Options> {
         items,
         warmup: Duration::from_secs(value("--warmup").unwrap_or(15)),
         seconds: value("--seconds").unwrap_or(60),
+        python: args.iter().any(|a| a == "--python"),
     })
 }
 
@@ -170,19 +181,23 @@ async fn run(items: usize, opts: &Options) -> Figures {
     let dir = tempfile::tempdir().expect("temp dir");
     let stats = dir.path().join("server.stats");
     let port = common::free_port();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/opcua/server.py");
     let begun = Instant::now();
-    let server = Proc(support_python::start_ready(
-        script,
-        &[
-            port.to_string(),
-            "--items".into(),
-            items.to_string(),
-            "--stats".into(),
-            stats.display().to_string(),
-        ],
-        "the asyncua benchmark server",
-    ));
+    let server = if opts.python {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/opcua/server.py");
+        Proc(support_python::start_ready(
+            script,
+            &[
+                port.to_string(),
+                "--items".into(),
+                items.to_string(),
+                "--stats".into(),
+                stats.display().to_string(),
+            ],
+            "the asyncua benchmark server",
+        ))
+    } else {
+        start_fast_server(port, items, &stats)
+    };
     let server_pid = server.0.id();
     let out = dir.path().join("out.lp");
     let web_port = common::free_port();
@@ -256,7 +271,33 @@ async fn run(items: usize, opts: &Options) -> Figures {
     }
 }
 
+/// The benchmark's own server (`fast_server`): this executable again, with `--serve-opcua`.
+fn start_fast_server(port: u16, items: usize, stats: &Path) -> Proc {
+    let exe = std::env::current_exe().expect("the benchmark's executable");
+    let child = std::process::Command::new(exe)
+        .arg("--serve-opcua")
+        .arg(port.to_string())
+        .arg(items.to_string())
+        .arg(stats)
+        .spawn()
+        .expect("start the benchmark's OPC UA server");
+    let limit = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < limit,
+            "the benchmark's OPC UA server did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Proc(child)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve-opcua") {
+        fast_server::serve(&args[i + 1..]);
+        return;
+    }
     let Some(opts) = options() else {
         println!("benches/opcua.rs is a benchmark: run it with `cargo bench --bench opcua`");
         return;
