@@ -503,17 +503,21 @@ impl Task {
             } else {
                 None
             };
+            // In this order when several are ready: a subscription's CreateMonitoredItems
+            // answer comes before its first data message on the wire, and must be taken in
+            // first, or that message would be of a subscription the book does not know yet.
             tokio::select! {
+                biased;
+                reason = lost.recv() => {
+                    drop(guard);
+                    return Ended::Lost(reason.unwrap_or_else(|| "the session ended".into()));
+                }
                 _ = alive.tick(), if up => {
                     self.send(SourceEvent::Alive {
                         targets: self.targets.clone(),
                         at: Timestamp::now(),
                     })
                     .await;
-                }
-                reason = lost.recv() => {
-                    drop(guard);
-                    return Ended::Lost(reason.unwrap_or_else(|| "the session ended".into()));
                 }
                 made = async { making.as_mut().expect("guarded").await }, if making.is_some() => {
                     let made = match made {
@@ -530,6 +534,20 @@ impl Task {
                     }
                     self.top_up(&mut publishes, &mut book, &session);
                     making = self.next_subscription(&session, &mut progress, &namespaces);
+                }
+                _ = sleep_until_opt(next_poll) => {
+                    let now = Instant::now();
+                    for (g, ids) in polled_ids.iter().enumerate() {
+                        if self.polled[g].next > now {
+                            continue;
+                        }
+                        let group = &mut self.polled[g];
+                        group.next = next_tick(group.next, group.poll, now);
+                        if let Err(e) = self.poll(&session, g, ids, max_read).await {
+                            drop(guard);
+                            return Ended::Lost(e);
+                        }
+                    }
                 }
                 Some((acks, answer)) = publishes.next(), if !publishes.is_empty() => {
                     match answer {
@@ -560,20 +578,6 @@ impl Task {
                         }
                     }
                     self.top_up(&mut publishes, &mut book, &session);
-                }
-                _ = sleep_until_opt(next_poll) => {
-                    let now = Instant::now();
-                    for (g, ids) in polled_ids.iter().enumerate() {
-                        if self.polled[g].next > now {
-                            continue;
-                        }
-                        let group = &mut self.polled[g];
-                        group.next = next_tick(group.next, group.poll, now);
-                        if let Err(e) = self.poll(&session, g, ids, max_read).await {
-                            drop(guard);
-                            return Ended::Lost(e);
-                        }
-                    }
                 }
             }
         }
@@ -715,13 +719,13 @@ impl Task {
         }
         let seq = message.sequence_number;
         match book.sequence(sub, seq) {
+            // A subscription whose making this task has not taken in yet (its items' client
+            // handles are this task's all the same): its data is taken, unchecked.
             Sequence::Unknown => {
                 debug!(
                     subscription = sub,
-                    "a message of a subscription this session did not make"
+                    "a message of a subscription not yet in the book"
                 );
-                book.ack(sub, seq);
-                return Ok(());
             }
             Sequence::Gap { missing, beyond } => {
                 let mut lost = beyond;

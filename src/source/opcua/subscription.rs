@@ -86,7 +86,7 @@ pub enum Sequence {
     /// Not newer than the last one: sent again (or late); handled, acknowledged, and the
     /// no-duplicate rule keeps its values out if the store has them.
     Old,
-    /// A subscription this session did not make.
+    /// A subscription not in the book (yet): its making is still being taken in.
     Unknown,
 }
 
