@@ -21,8 +21,9 @@
 //!    `MaxNodesPerRead` nodes.
 //!
 //! Any loss (the transport closes, keep-alives fail, a request fails at the channel level, a
-//! subscription ends on the server's side or the server no longer knows it) ends the session: the server is reported down with the reason, and after a back-off
-//! (1 s doubling to [`MAX_BACKOFF`]) everything above starts again with a new session and new
+//! subscription ends on the server's side or the server no longer knows it) ends the
+//! session: the server is reported down with the reason, and after a back-off (1 s doubling
+//! to [`MAX_BACKOFF`]) everything above starts again with a new session and new
 //! subscriptions. The library's own reconnection is switched off so that there is one place
 //! where a session starts and one where it ends. What changed while the agent was away is
 //! not replayed (a new subscription starts from the current values).
@@ -38,8 +39,8 @@
 //!
 //! The services this task calls are GetEndpoints, OpenSecureChannel, CreateSession,
 //! ActivateSession, Read, CreateSubscription, CreateMonitoredItems, Publish, Republish (for a
-//! message missing from a subscription's sequence), DeleteSubscriptions and CloseSession. Nothing here writes a value,
-//! calls a method or changes the address space; `tests/opcua.rs` records the services the
+//! message missing from a subscription's sequence), DeleteSubscriptions and CloseSession.
+//! Nothing here writes a value, calls a method or changes the address space; `tests/opcua.rs` records the services the
 //! server receives and fails on any other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
