@@ -445,6 +445,56 @@ async fn a_message_the_server_no_longer_has_is_counted_lost_and_the_session_goes
     assert_eq!(seen.health.len(), 1, "{:?}", seen.health);
 }
 
+/// The server ends the subscription (a StatusChangeNotification BadTimeout, as when it
+/// expires, then it is gone): the session ends, the server is reported down with that reason,
+/// and a new session subscribes again; the static value is not written twice and the counter
+/// only goes forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_server_ends_is_made_anew_without_duplicates() {
+    let server = UaServer::start(free_port(), &["--expire-after", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  publishing_interval = \"100ms\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Counter\"\n  signal = \"counter\"\n  type = \"int\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        server.endpoint(),
+    ));
+    let (mut rx, _metrics, trigger, task) = start(config, dir.path());
+    let mut seen = Seen::default();
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        let ups = s.health.iter().filter(|h| h.0 == "up").count();
+        ups >= 2 && s.count("m", "counter") >= 20
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    drop(server);
+    assert!(
+        ok,
+        "no second session with values; health: {:?}",
+        seen.health
+    );
+    let down: Vec<&String> = seen
+        .health
+        .iter()
+        .map(|h| &h.0)
+        .filter(|h| h.starts_with("down"))
+        .collect();
+    assert!(
+        down.first()
+            .is_some_and(|d| d.contains("ended subscription") && d.contains("BadTimeout")),
+        "{:?}",
+        seen.health
+    );
+    assert_eq!(
+        seen.count("m", "int32"),
+        1,
+        "the static value written twice"
+    );
+    let counter = &seen.values[&("machine m".to_string(), "counter".to_string())];
+    for pair in counter.windows(2) {
+        assert!(pair[0].1 < pair[1].1, "{:?} then {:?}", pair[0], pair[1]);
+    }
+}
+
 /// Reads the server's `Item0..Item{n-1}` as machine `m`'s `item<i>` in one group (`group`: the
 /// group's settings) until all arrived or `limit` passed: (all arrived and each has its value,
 /// what was seen, the metrics).

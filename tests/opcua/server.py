@@ -9,7 +9,7 @@ values carry the source timestamp given by --stamp, so a restarted server serves
 the same timestamps (the client must not write them twice).
 
     server.py PORT [--stamp UNIX_S] [--items N] [--per-subscription N] [--services FILE]
-                   [--secure DIR] [--browse-page N] [--lose N [--forget]]
+                   [--secure DIR] [--browse-page N] [--lose N [--forget]] [--expire-after S]
 
 --items N adds UInt16 variables Item0..Item{N-1}; --per-subscription N answers
 BadTooManyMonitoredItems for monitored items beyond N in one subscription (asyncua has no
@@ -24,7 +24,9 @@ client_key.pem, application URI urn:shopfloor:secure) and refuses sessions with 
 and serves BrowseNext. --lose N loses every Nth data message of every subscription on the
 way: the client gets a keep-alive in its place (so the next data message's sequence number
 skips one), while the server keeps the message for Republish; with --forget it keeps it not
-(Republish finds nothing).
+(Republish finds nothing). --expire-after S ends the subscriptions open S seconds after the
+first one was made as if they had expired, once: a StatusChangeNotification BadTimeout, then
+they are gone.
 
 Prints `ready` on stdout when it listens.
 """
@@ -186,6 +188,19 @@ def lose_messages(every, forget):
     InternalSubscription._pop_publish_result = losing
 
 
+async def expire_subscriptions(service, after):
+    while not service.subscriptions:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(after)
+    ids = list(service.subscriptions)
+    for i in ids:
+        await service.subscriptions[i].monitored_item_srv.trigger_statuschange(
+            ua.StatusCode(ua.StatusCodes.BadTimeout)
+        )
+    await asyncio.sleep(1)
+    await service.delete_subscriptions(ids)
+
+
 async def client_certificate(directory, stem, uri):
     """Makes a self-signed client certificate `<stem>_cert.der` and its key `<stem>_key.pem` in
     `directory`; returns the certificate's DER bytes."""
@@ -216,6 +231,7 @@ async def main():
     parser.add_argument("--browse-page", type=int, default=0)
     parser.add_argument("--lose", type=int, default=0)
     parser.add_argument("--forget", action="store_true")
+    parser.add_argument("--expire-after", type=float, default=None)
     parser.add_argument("--client-cert", default=None)
     parser.add_argument(
         "--policy",
@@ -308,6 +324,9 @@ async def main():
     counter = await variable("Counter", ua.VariantType.UInt32, 0)
 
     async with server:
+        expiry = None
+        if args.expire_after is not None:
+            expiry = asyncio.create_task(expire_subscriptions(server.iserver.subscription_service, args.expire_after))
         print("ready", flush=True)
         n = 0
         while True:
