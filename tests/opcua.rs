@@ -445,6 +445,19 @@ async fn a_message_the_server_no_longer_has_is_counted_lost_and_the_session_goes
     assert_eq!(seen.health.len(), 1, "{:?}", seen.health);
 }
 
+/// A server that holds one Publish request at a time answers the second with
+/// BadTooManyPublishRequests: the source keeps one outstanding from then on and the session
+/// goes on, every count in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_holds_fewer_publish_requests_gets_fewer_and_the_session_goes_on() {
+    let (seen, _metrics, _services) = count_up(&["--publish-limit", "1"], 15).await;
+    let counts = counts(&seen);
+    for pair in counts.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "{counts:?}");
+    }
+    assert_eq!(seen.health.len(), 1, "{:?}", seen.health);
+}
+
 /// The server ends the subscription (a StatusChangeNotification BadTimeout, as when it
 /// expires, then it is gone): the session ends, the server is reported down with that reason,
 /// and a new session subscribes again; the static value is not written twice and the counter

@@ -10,6 +10,7 @@ the same timestamps (the client must not write them twice).
 
     server.py PORT [--stamp UNIX_S] [--items N] [--per-subscription N] [--services FILE]
                    [--secure DIR] [--browse-page N] [--lose N [--forget]] [--expire-after S]
+                   [--publish-limit N]
 
 --items N adds UInt16 variables Item0..Item{N-1}; --per-subscription N answers
 BadTooManyMonitoredItems for monitored items beyond N in one subscription (asyncua has no
@@ -26,7 +27,8 @@ way: the client gets a keep-alive in its place (so the next data message's seque
 skips one), while the server keeps the message for Republish; with --forget it keeps it not
 (Republish finds nothing). --expire-after S ends the subscriptions open S seconds after the
 first one was made as if they had expired, once: a StatusChangeNotification BadTimeout, then
-they are gone.
+they are gone. --publish-limit N holds at most N Publish requests and answers the oldest
+with BadTooManyPublishRequests when one more comes (asyncua holds subscriptions + 10).
 
 Prints `ready` on stdout when it listens.
 """
@@ -232,6 +234,7 @@ async def main():
     parser.add_argument("--lose", type=int, default=0)
     parser.add_argument("--forget", action="store_true")
     parser.add_argument("--expire-after", type=float, default=None)
+    parser.add_argument("--publish-limit", type=int, default=0)
     parser.add_argument("--client-cert", default=None)
     parser.add_argument(
         "--policy",
@@ -249,6 +252,8 @@ async def main():
         limit_items_per_subscription(args.per_subscription)
     if args.lose:
         lose_messages(args.lose, args.forget)
+    if args.publish_limit:
+        uaprocessor.UaProcessor.publish_request_limit = lambda _self, _subscriptions: args.publish_limit
 
     users = OneUser()
     server = Server(user_manager=users if args.secure else None)
