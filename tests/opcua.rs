@@ -365,6 +365,149 @@ async fn the_server_sees_only_session_subscription_and_read_services() {
     }
 }
 
+/// Subscribes to the server's `Counter` (one more every 200 ms) every 100 ms (queue size 10,
+/// so that no count is sampled away), the server
+/// started with `args`, until `n` values arrived: (what was seen, the metrics, the services
+/// the server received).
+async fn count_up(args: &[&str], n: usize) -> (Seen, Metrics, BTreeSet<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("services.txt");
+    let mut all = vec!["--services", log.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let server = UaServer::start(free_port(), &all);
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  publishing_interval = \"100ms\"\n  queue_size = 10\n  [[opcua.group.node]]\n  node = \"ns=2;s=Counter\"\n  signal = \"counter\"\n  type = \"int\"\n",
+        server.endpoint(),
+    ));
+    let (mut rx, metrics, trigger, task) = start(config, dir.path());
+    let mut seen = Seen::default();
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        s.count("m", "counter") >= n
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(ok, "values did not arrive; health: {:?}", seen.health);
+    let services = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    (seen, metrics, services)
+}
+
+/// The counter's values as seen, in arrival order.
+fn counts(seen: &Seen) -> Vec<i64> {
+    seen.values[&("machine m".to_string(), "counter".to_string())]
+        .iter()
+        .map(|(v, _)| match v {
+            Value::Int(i) => *i,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// The server loses every third data message on the way (the client sees the sequence number
+/// skip one) and keeps it: the source asks for it with Republish, and every count arrives, in
+/// order, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_lost_on_the_way_is_asked_for_again_and_delivered_in_order() {
+    let (seen, metrics, services) = count_up(&["--lose", "3"], 15).await;
+    let counts = counts(&seen);
+    for pair in counts.windows(2) {
+        assert_eq!(
+            pair[1],
+            pair[0] + 1,
+            "a count missing or out of order: {counts:?}"
+        );
+    }
+    assert!(
+        services.contains("RepublishRequest"),
+        "no Republish: {services:?}"
+    );
+    assert_eq!(metrics.sum("shopfloor_opcua_notifications_lost_total"), 0);
+    assert_eq!(seen.health.len(), 1, "{:?}", seen.health);
+}
+
+/// The same, but the server no longer has the lost messages: they are counted as lost, the
+/// counts they held are missing, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_server_no_longer_has_is_counted_lost_and_the_session_goes_on() {
+    let (seen, metrics, services) = count_up(&["--lose", "3", "--forget"], 10).await;
+    let counts = counts(&seen);
+    assert!(
+        counts.windows(2).any(|p| p[1] > p[0] + 1),
+        "no count missing: {counts:?}"
+    );
+    assert!(counts.windows(2).all(|p| p[1] > p[0]), "{counts:?}");
+    assert!(services.contains("RepublishRequest"), "{services:?}");
+    assert!(metrics.sum("shopfloor_opcua_notifications_lost_total") >= 1);
+    assert_eq!(seen.health.len(), 1, "{:?}", seen.health);
+}
+
+/// A server that holds one Publish request at a time answers the second with
+/// BadTooManyPublishRequests: the source keeps one outstanding from then on and the session
+/// goes on, every count in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_holds_fewer_publish_requests_gets_fewer_and_the_session_goes_on() {
+    let (seen, _metrics, _services) = count_up(&["--publish-limit", "1"], 15).await;
+    let counts = counts(&seen);
+    for pair in counts.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "{counts:?}");
+    }
+    assert_eq!(seen.health.len(), 1, "{:?}", seen.health);
+}
+
+/// The server ends the subscription (a StatusChangeNotification BadTimeout, as when it
+/// expires, then it is gone): the session ends, the server is reported down with that reason,
+/// and a new session subscribes again; the static value is not written twice and the counter
+/// only goes forward.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_server_ends_is_made_anew_without_duplicates() {
+    let server = UaServer::start(free_port(), &["--expire-after", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = server_config(&format!(
+        "[[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\n  [[opcua.group]]\n  publishing_interval = \"100ms\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Counter\"\n  signal = \"counter\"\n  type = \"int\"\n  [[opcua.group.node]]\n  node = \"ns=2;s=Int32\"\n  signal = \"int32\"\n  type = \"int\"\n",
+        server.endpoint(),
+    ));
+    let (mut rx, _metrics, trigger, task) = start(config, dir.path());
+    let mut seen = Seen::default();
+    let ok = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        let ups = s.health.iter().filter(|h| h.0 == "up").count();
+        ups >= 2 && s.count("m", "counter") >= 20
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    drop(server);
+    assert!(
+        ok,
+        "no second session with values; health: {:?}",
+        seen.health
+    );
+    let down: Vec<&String> = seen
+        .health
+        .iter()
+        .map(|h| &h.0)
+        .filter(|h| h.starts_with("down"))
+        .collect();
+    assert!(
+        down.first()
+            .is_some_and(|d| d.contains("ended subscription") && d.contains("BadTimeout")),
+        "{:?}",
+        seen.health
+    );
+    assert_eq!(
+        seen.count("m", "int32"),
+        1,
+        "the static value written twice"
+    );
+    let counter = &seen.values[&("machine m".to_string(), "counter".to_string())];
+    for pair in counter.windows(2) {
+        assert!(pair[0].1 < pair[1].1, "{:?} then {:?}", pair[0], pair[1]);
+    }
+}
+
 /// Reads the server's `Item0..Item{n-1}` as machine `m`'s `item<i>` in one group (`group`: the
 /// group's settings) until all arrived or `limit` passed: (all arrived and each has its value,
 /// what was seen, the metrics).

@@ -9,7 +9,8 @@ values carry the source timestamp given by --stamp, so a restarted server serves
 the same timestamps (the client must not write them twice).
 
     server.py PORT [--stamp UNIX_S] [--items N] [--per-subscription N] [--services FILE]
-                   [--secure DIR] [--browse-page N]
+                   [--secure DIR] [--browse-page N] [--lose N [--forget]] [--expire-after S]
+                   [--publish-limit N]
 
 --items N adds UInt16 variables Item0..Item{N-1}; --per-subscription N answers
 BadTooManyMonitoredItems for monitored items beyond N in one subscription (asyncua has no
@@ -21,7 +22,13 @@ user certificate in DIR (user_cert.der, user_key.pem) and accepts it as an X.509
 --client-cert DIR makes a client application certificate in DIR (client_cert.der,
 client_key.pem, application URI urn:shopfloor:secure) and refuses sessions with any other;
 --browse-page N answers Browse with at most N references per node and a continuation point,
-and serves BrowseNext.
+and serves BrowseNext. --lose N loses every Nth data message of every subscription on the
+way: the client gets a keep-alive in its place (so the next data message's sequence number
+skips one), while the server keeps the message for Republish; with --forget it keeps it not
+(Republish finds nothing). --expire-after S ends the subscriptions open S seconds after the
+first one was made as if they had expired, once: a StatusChangeNotification BadTimeout, then
+they are gone. --publish-limit N holds at most N Publish requests and answers the oldest
+with BadTooManyPublishRequests when one more comes (asyncua holds subscriptions + 10).
 
 Prints `ready` on stdout when it listens.
 """
@@ -36,6 +43,7 @@ from pathlib import Path
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server import uaprocessor
+from asyncua.server.internal_subscription import InternalSubscription
 from asyncua.server.monitored_item_service import MonitoredItemService
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.ua_binary import struct_from_binary
@@ -162,6 +170,39 @@ def limit_items_per_subscription(limit):
     MonitoredItemService.create_monitored_items = limited
 
 
+def lose_messages(every, forget):
+    original = InternalSubscription._pop_publish_result
+
+    def losing(self):
+        result = original(self)
+        message = result.NotificationMessage
+        if message.NotificationData and message.SequenceNumber % every == 0:
+            if forget:
+                self._not_acknowledged_results.pop(message.SequenceNumber, None)
+            # What the client gets instead: a keep-alive, which carries the next number.
+            lost = ua.PublishResult()
+            lost.SubscriptionId = result.SubscriptionId
+            lost.NotificationMessage.SequenceNumber = self._notification_seq
+            lost.AvailableSequenceNumbers = list(self._not_acknowledged_results.keys())
+            return lost
+        return result
+
+    InternalSubscription._pop_publish_result = losing
+
+
+async def expire_subscriptions(service, after):
+    while not service.subscriptions:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(after)
+    ids = list(service.subscriptions)
+    for i in ids:
+        await service.subscriptions[i].monitored_item_srv.trigger_statuschange(
+            ua.StatusCode(ua.StatusCodes.BadTimeout)
+        )
+    await asyncio.sleep(1)
+    await service.delete_subscriptions(ids)
+
+
 async def client_certificate(directory, stem, uri):
     """Makes a self-signed client certificate `<stem>_cert.der` and its key `<stem>_key.pem` in
     `directory`; returns the certificate's DER bytes."""
@@ -190,6 +231,10 @@ async def main():
     parser.add_argument("--secure", default=None)
     parser.add_argument("--user-cert", default=None)
     parser.add_argument("--browse-page", type=int, default=0)
+    parser.add_argument("--lose", type=int, default=0)
+    parser.add_argument("--forget", action="store_true")
+    parser.add_argument("--expire-after", type=float, default=None)
+    parser.add_argument("--publish-limit", type=int, default=0)
     parser.add_argument("--client-cert", default=None)
     parser.add_argument(
         "--policy",
@@ -205,6 +250,10 @@ async def main():
         log_services(args.services)
     if args.per_subscription:
         limit_items_per_subscription(args.per_subscription)
+    if args.lose:
+        lose_messages(args.lose, args.forget)
+    if args.publish_limit:
+        uaprocessor.UaProcessor.publish_request_limit = lambda _self, _subscriptions: args.publish_limit
 
     users = OneUser()
     server = Server(user_manager=users if args.secure else None)
@@ -280,6 +329,9 @@ async def main():
     counter = await variable("Counter", ua.VariantType.UInt32, 0)
 
     async with server:
+        expiry = None
+        if args.expire_after is not None:
+            expiry = asyncio.create_task(expire_subscriptions(server.iserver.subscription_service, args.expire_after))
         print("ready", flush=True)
         n = 0
         while True:

@@ -12,13 +12,18 @@
 //! 3. Every subscribed group becomes one or more subscriptions of at most
 //!    `max_items_per_subscription` monitored items; when the server answers
 //!    `BadTooManyMonitoredItems` for some items of a subscription, they go to a new one. A node
-//!    the server does not know is logged and counted; the others go on.
-//! 4. The server is reported up. Data changes arrive through the subscriptions; polled groups
-//!    are read on their schedules in batches of at most `MaxNodesPerRead` nodes.
+//!    the server does not know is logged and counted; the others go on. The subscriptions are
+//!    the source's own ([`super::subscription`]: the stack keeps no per-item state), made one
+//!    after the other while the Publish loop already serves the ones made.
+//! 4. Once all are made the server is reported up. Data changes arrive in Publish responses,
+//!    each handled before the next Publish goes out (the server queues while the engine is
+//!    behind); polled groups are read on their schedules in batches of at most
+//!    `MaxNodesPerRead` nodes.
 //!
-//! Any loss (the transport closes, keep-alives fail, a request fails at the channel level)
-//! ends the session: the server is reported down with the reason, and after a back-off
-//! (1 s doubling to [`MAX_BACKOFF`]) everything above starts again with a new session and new
+//! Any loss (the transport closes, keep-alives fail, a request fails at the channel level, a
+//! subscription ends on the server's side or the server no longer knows it) ends the
+//! session: the server is reported down with the reason, and after a back-off (1 s doubling
+//! to [`MAX_BACKOFF`]) everything above starts again with a new session and new
 //! subscriptions. The library's own reconnection is switched off so that there is one place
 //! where a session starts and one where it ends. What changed while the agent was away is
 //! not replayed (a new subscription starts from the current values).
@@ -33,9 +38,9 @@
 //! # Read only
 //!
 //! The services this task calls are GetEndpoints, OpenSecureChannel, CreateSession,
-//! ActivateSession, Read, CreateSubscription, CreateMonitoredItems, Publish (and the
-//! library's Republish), DeleteSubscriptions and CloseSession. Nothing here writes a value,
-//! calls a method or changes the address space; `tests/opcua.rs` records the services the
+//! ActivateSession, Read, CreateSubscription, CreateMonitoredItems, Publish, Republish (for a
+//! message missing from a subscription's sequence), DeleteSubscriptions and CloseSession.
+//! Nothing here writes a value, calls a method or changes the address space; `tests/opcua.rs` records the services the
 //! server receives and fails on any other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -44,16 +49,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use jiff::Timestamp;
 use opcua::client::{
-    Client, ClientBuilder, ClientEndpoint, DataChangeCallback, IdentityToken, Session,
-    SessionPollResult,
+    Client, ClientBuilder, ClientEndpoint, IdentityToken, Session, SessionPollResult,
 };
 use opcua::crypto::{PrivateKey, X509};
 use opcua::types::{
-    AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, DeadbandType, ExtensionObject,
-    MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId,
-    ReadValueId, StatusCode, TimestampsToReturn, Variant,
+    AttributeId, DataChangeFilter, DataChangeNotification, DataChangeTrigger, DataValue,
+    DeadbandType, ExtensionObject, MessageSecurityMode, MonitoredItemCreateRequest, MonitoringMode,
+    MonitoringParameters, NodeId, NotificationMessage, PublishResponse, ReadValueId,
+    StatusChangeNotification, StatusCode, SubscriptionAcknowledgement, TimestampsToReturn, Variant,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -64,6 +71,7 @@ use super::config::{
     SecurityMode,
 };
 use super::node_id::NodeAddress;
+use super::subscription::{self, Book, Made, Sequence};
 use super::value::{Quality, ValueError, reading};
 use crate::metrics::Metrics;
 use crate::model::{Sample, SignalType, SourceEvent, Target, Value};
@@ -73,8 +81,20 @@ use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 /// The longest wait between attempts to reach a server.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// Data changes waiting between the subscriptions' callbacks and this task.
-const CHANGES_QUEUE: usize = 65_536;
+/// A Publish on its way: the acknowledgements it carries and the server's answer.
+type Publishing = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    Vec<SubscriptionAcknowledgement>,
+                    Result<PublishResponse, StatusCode>,
+                ),
+            > + Send,
+    >,
+>;
+
+/// A subscription being made: what the server made of it and the requests it answered.
+type Making = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Made, String>> + Send>>;
 
 /// One configured node entry: the signal it becomes.
 ///
@@ -85,10 +105,10 @@ const CHANGES_QUEUE: usize = 65_536;
 struct Entry {
     target: Target,
     signal: Arc<str>,
-    /// `<signal>_quality`, made when the first Uncertain value needs it.
-    quality_signal: Option<Arc<str>>,
     value_type: SignalType,
-    index: Option<u32>,
+    /// The array element it takes, [`WHOLE`] for the whole value (an `Option<u32>` would cost
+    /// 8 bytes an entry).
+    index: u32,
     /// Timestamp of the last value written, kept across sessions.
     last: Option<Timestamp>,
     errors: FieldErrorCounts,
@@ -96,28 +116,46 @@ struct Entry {
 
 field_errors::field_slot!(Entry);
 
+/// [`Entry::index`] of an entry that takes the whole value. No OPC UA array has an element
+/// 4,294,967,295 (their lengths are Int32).
+const WHOLE: u32 = u32::MAX;
+
 /// A deadband as a map key: percent or absolute, and the value's bits.
 type DeadbandKey = Option<(bool, u64)>;
 
 /// One node the server is asked about, and the entries it feeds: `entries` is a range of
-/// [`Task::entries`], which are laid out so that each node's are together.
+/// [`Task::entries`], which are laid out so that each node's are together. A subscribed node's
+/// monitored item has its index in [`Task::nodes`] plus one as client handle.
 struct Watched {
     address: NodeAddress,
     entries: std::ops::Range<u32>,
-    deadband: Option<Deadband>,
 }
 
 struct SubscribedGroup {
     publishing_interval: Duration,
     sampling_interval: Duration,
     queue_size: u32,
-    nodes: Vec<Watched>,
+    /// A range of [`Task::nodes`].
+    nodes: std::ops::Range<u32>,
 }
 
 struct PolledGroup {
     poll: Duration,
-    nodes: Vec<Watched>,
+    /// A range of [`Task::nodes`].
+    nodes: std::ops::Range<u32>,
     next: Instant,
+}
+
+/// Where the making of a session's subscriptions stands.
+#[derive(Default)]
+struct Progress {
+    /// The subscribed group being made.
+    group: usize,
+    /// Its next node (an index of [`Task::nodes`]) not yet asked for.
+    next: u32,
+    /// Its items the server refused as one too many for their subscription: the next
+    /// subscription asks for them first.
+    refused: Vec<MonitoredItemCreateRequest>,
 }
 
 /// What the task counts, as metrics labelled with the server id.
@@ -127,6 +165,7 @@ struct Counters {
     duplicate: Arc<AtomicU64>,
     skewed: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
+    lost: Arc<AtomicU64>,
     unknown_nodes: Arc<AtomicU64>,
     subscriptions: Arc<AtomicU64>,
 }
@@ -153,7 +192,11 @@ impl Counters {
             ),
             dropped: c(
                 "shopfloor_opcua_changes_dropped_total",
-                "OPC UA data changes dropped because the source's own queue was full (the engine is behind).",
+                "OPC UA data changes the server discarded from a monitored item's full queue (values with the Overflow bit).",
+            ),
+            lost: c(
+                "shopfloor_opcua_notifications_lost_total",
+                "OPC UA notification messages missing from a subscription's sequence that the server could not send again.",
             ),
             unknown_nodes: c(
                 "shopfloor_opcua_node_errors_total",
@@ -198,6 +241,13 @@ struct Task {
     device: Arc<str>,
     pki_dir: PathBuf,
     entries: Vec<Entry>,
+    /// Every group's nodes, each group's together.
+    nodes: Vec<Watched>,
+    /// The deadbands of the nodes that have one, by index of [`Task::nodes`] (few nodes
+    /// have one: a field of every node would cost 16 bytes each).
+    deadbands: HashMap<u32, Deadband>,
+    /// `<signal>_quality` by signal name, made when the first Uncertain value needs it.
+    quality_names: HashMap<Arc<str>, Arc<str>>,
     subscribed: Vec<SubscribedGroup>,
     polled: Vec<PolledGroup>,
     events: mpsc::Sender<SourceEvent>,
@@ -253,6 +303,8 @@ impl Task {
             new
         };
         let mut entries = Vec::new();
+        let mut all_nodes: Vec<Watched> = Vec::new();
+        let mut deadbands = HashMap::new();
         let mut subscribed = Vec::new();
         let mut polled = Vec::new();
         for group in &groups {
@@ -271,9 +323,8 @@ impl Task {
                 let entry = Entry {
                     target,
                     signal: name(&node.signal),
-                    quality_signal: None,
                     value_type: node.value_type,
-                    index: node.index,
+                    index: node.index.unwrap_or(WHOLE),
                     last: None,
                     errors: FieldErrorCounts::default(),
                 };
@@ -287,18 +338,19 @@ impl Task {
                 });
                 watched[w].2.push(entry);
             }
-            let nodes: Vec<Watched> = watched
-                .into_iter()
-                .map(|(address, deadband, mine)| {
-                    let first = entries.len() as u32;
-                    entries.extend(mine);
-                    Watched {
-                        address: address.clone(),
-                        entries: first..entries.len() as u32,
-                        deadband,
-                    }
-                })
-                .collect();
+            let start = all_nodes.len() as u32;
+            for (address, deadband, mine) in watched {
+                let first = entries.len() as u32;
+                entries.extend(mine);
+                if let Some(d) = deadband {
+                    deadbands.insert(all_nodes.len() as u32, d);
+                }
+                all_nodes.push(Watched {
+                    address: address.clone(),
+                    entries: first..entries.len() as u32,
+                });
+            }
+            let nodes = start..all_nodes.len() as u32;
             match group.mode {
                 ReadMode::Subscribe => subscribed.push(SubscribedGroup {
                     publishing_interval: group.publishing_interval(),
@@ -315,6 +367,7 @@ impl Task {
         }
         drop(groups);
         entries.shrink_to_fit();
+        all_nodes.shrink_to_fit();
         let counters = Counters::new(metrics, &server.id);
         let targets: Vec<Target> = entries
             .iter()
@@ -330,6 +383,9 @@ impl Task {
             pki_dir: server.pki_dir.clone().unwrap_or(pki_dir),
             server,
             entries,
+            nodes: all_nodes,
+            deadbands,
+            quality_names: HashMap::new(),
             subscribed,
             polled,
             events,
@@ -378,7 +434,7 @@ impl Task {
     /// One session, from connecting to its loss. Returns only on a loss (shutdown is the
     /// caller's `select!`).
     async fn session(&mut self, failures: &mut u32, down: &mut Option<String>) -> Ended {
-        let (guard, mut lost) = match self.connect().await {
+        let (mut guard, mut lost) = match self.connect().await {
             Ok(s) => s,
             Err(reason) => return Ended::Lost(reason),
         };
@@ -393,101 +449,92 @@ impl Task {
             .or(server_max_read.filter(|n| *n > 0))
             .unwrap_or(DEFAULT_MAX_NODES_PER_READ)
             .min(READ_CAP) as usize;
+        self.counters.subscriptions.store(0, Ordering::Relaxed);
 
-        let (changes_tx, mut changes_rx) = mpsc::channel::<(u32, DataValue)>(CHANGES_QUEUE);
-        // Client handle (1-based) → (group, node) of the subscribed nodes.
-        let mut handles: Vec<(usize, usize)> = Vec::new();
-        let mut subscriptions = 0u64;
-        for g in 0..self.subscribed.len() {
-            match self
-                .subscribe(&session, g, &namespaces, &changes_tx, &mut handles)
-                .await
-            {
-                Ok(n) => subscriptions += n,
-                Err(e) => return Ended::Lost(e),
-            }
-        }
-        self.counters
-            .subscriptions
-            .store(subscriptions, Ordering::Relaxed);
         // Polled nodes resolved once per session.
         let polled_ids: Vec<Vec<Option<NodeId>>> = self
             .polled
             .iter()
             .map(|g| {
-                g.nodes
+                self.nodes[g.nodes.start as usize..g.nodes.end as usize]
                     .iter()
                     .map(|w| self.resolve(&w.address, &namespaces))
                     .collect()
             })
             .collect();
 
-        *failures = 0;
-        *down = None;
-        info!(
-            subscriptions,
-            polled_groups = self.polled.len(),
-            max_nodes_per_read = max_read,
-            "server answers"
-        );
-        self.send(SourceEvent::DeviceUp {
-            device: self.device.clone(),
-            at: Timestamp::now(),
-        })
-        .await;
-        let start = Instant::now();
-        for g in &mut self.polled {
-            g.next = start;
-        }
-
+        let mut book = Book::default();
+        let mut publishes: FuturesUnordered<Publishing> = FuturesUnordered::new();
+        let mut progress = Progress {
+            next: self.subscribed.first().map_or(0, |g| g.nodes.start),
+            ..Progress::default()
+        };
+        let mut making = self.next_subscription(&session, &mut progress, &namespaces);
+        let mut up = false;
         let mut alive = tokio::time::interval(self.alive_every);
+        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The subscription's first values carry the times they last changed, maybe long before
         // this session: an Alive right after them keeps the engine from taking the machine for
         // silent since then.
         let mut first_batch = true;
-        alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next_poll = self.polled.iter().map(|g| g.next).min();
+            if !up && making.is_none() {
+                up = true;
+                *failures = 0;
+                *down = None;
+                info!(
+                    subscriptions = book.len(),
+                    polled_groups = self.polled.len(),
+                    max_nodes_per_read = max_read,
+                    "server answers"
+                );
+                self.send(SourceEvent::DeviceUp {
+                    device: self.device.clone(),
+                    at: Timestamp::now(),
+                })
+                .await;
+                let start = Instant::now();
+                for g in &mut self.polled {
+                    g.next = start;
+                }
+                alive.reset_immediately();
+            }
+            let next_poll = if up {
+                self.polled.iter().map(|g| g.next).min()
+            } else {
+                None
+            };
+            // In this order when several are ready: a subscription's CreateMonitoredItems
+            // answer comes before its first data message on the wire, and must be taken in
+            // first, or that message would be of a subscription the book does not know yet.
             tokio::select! {
-                _ = alive.tick() => {
+                biased;
+                reason = lost.recv() => {
+                    drop(guard);
+                    return Ended::Lost(reason.unwrap_or_else(|| "the session ended".into()));
+                }
+                _ = alive.tick(), if up => {
                     self.send(SourceEvent::Alive {
                         targets: self.targets.clone(),
                         at: Timestamp::now(),
                     })
                     .await;
                 }
-                reason = lost.recv() => {
-                    drop(guard);
-                    return Ended::Lost(reason.unwrap_or_else(|| "the session ended".into()));
-                }
-                Some((handle, dv)) = changes_rx.recv() => {
-                    let received = Timestamp::now();
-                    let mut batch = vec![(handle, dv)];
-                    while batch.len() < 4096 {
-                        match changes_rx.try_recv() {
-                            Ok(c) => batch.push(c),
-                            Err(_) => break,
-                        }
+                made = async { making.as_mut().expect("guarded").await }, if making.is_some() => {
+                    let made = match made {
+                        Ok(m) => m,
+                        Err(e) => return Ended::Lost(e),
+                    };
+                    guard.subscriptions.push(made.id);
+                    book.add(made.id, made.keep_alive);
+                    self.counters
+                        .subscriptions
+                        .store(book.len() as u64, Ordering::Relaxed);
+                    if let Err(e) = self.made(made, &mut progress) {
+                        return Ended::Lost(e);
                     }
-                    let mut samples = Vec::new();
-                    let mut failed = Vec::new();
-                    for (handle, dv) in batch {
-                        let Some(&(g, n)) = (handle as usize).checked_sub(1).and_then(|h| handles.get(h)) else {
-                            continue;
-                        };
-                        let entries = self.subscribed[g].nodes[n].entries.clone();
-                        self.take(entries, &dv, received, &mut samples, &mut failed);
-                    }
-                    let any = !samples.is_empty();
-                    self.send_samples(samples, failed).await;
-                    if first_batch && any {
-                        first_batch = false;
-                        self.send(SourceEvent::Alive {
-                            targets: self.targets.clone(),
-                            at: Timestamp::now(),
-                        })
-                        .await;
-                    }
+                    self.top_up(&mut publishes, &mut book, &session);
+                    making = self.next_subscription(&session, &mut progress, &namespaces);
                 }
                 _ = sleep_until_opt(next_poll) => {
                     let now = Instant::now();
@@ -502,6 +549,36 @@ impl Task {
                             return Ended::Lost(e);
                         }
                     }
+                }
+                Some((acks, answer)) = publishes.next(), if !publishes.is_empty() => {
+                    match answer {
+                        Ok(response) => {
+                            if let Err(e) = self
+                                .published(&session, &mut book, response, &mut first_batch)
+                                .await
+                            {
+                                return Ended::Lost(e);
+                            }
+                        }
+                        Err(code) => {
+                            book.unsent(acks);
+                            if code == StatusCode::BadTooManyPublishRequests {
+                                debug!(outstanding = publishes.len(), "the server holds no more Publish requests");
+                                book.too_many(publishes.len());
+                            } else if code == StatusCode::BadTimeout {
+                                debug!("a Publish timed out; sent again");
+                            } else if code == StatusCode::BadNoSubscription
+                                || code == StatusCode::BadSubscriptionIdInvalid
+                            {
+                                return Ended::Lost(format!(
+                                    "the server no longer has this session's subscriptions ({code})"
+                                ));
+                            } else {
+                                return Ended::Lost(format!("Publish: {}", self.explain(code, "")));
+                            }
+                        }
+                    }
+                    self.top_up(&mut publishes, &mut book, &session);
                 }
             }
         }
@@ -524,113 +601,212 @@ impl Task {
         id
     }
 
-    /// Creates the subscriptions of one group. Returns how many.
-    async fn subscribe(
+    /// Keeps as many Publish requests outstanding as the book wants; the first one sent
+    /// carries the acknowledgements owed.
+    fn top_up(
+        &self,
+        publishes: &mut FuturesUnordered<Publishing>,
+        book: &mut Book,
+        session: &Arc<Session>,
+    ) {
+        let timeout = book.publish_timeout(self.server.request_timeout);
+        while publishes.len() < book.wanted() {
+            let acks = book.take_acks();
+            publishes.push(Box::pin(subscription::publish(
+                session.clone(),
+                acks,
+                timeout,
+            )));
+        }
+    }
+
+    /// Starts making the next subscription: the items the last one refused as too many,
+    /// then the group's next nodes, at most `max_items_per_subscription`. `None` when every
+    /// subscribed group is made.
+    fn next_subscription(
         &self,
         session: &Arc<Session>,
-        g: usize,
+        progress: &mut Progress,
         namespaces: &[String],
-        changes: &mpsc::Sender<(u32, DataValue)>,
-        handles: &mut Vec<(usize, usize)>,
-    ) -> Result<u64, String> {
-        let group = &self.subscribed[g];
-        let mut pending: Vec<MonitoredItemCreateRequest> = Vec::new();
-        for (n, w) in group.nodes.iter().enumerate() {
-            let Some(node_id) = self.resolve(&w.address, namespaces) else {
-                continue;
-            };
-            handles.push((g, n));
-            let filter = match w.deadband {
-                None => ExtensionObject::null(),
-                Some(d) => {
-                    let (kind, value) = match d {
-                        Deadband::Absolute(x) => (DeadbandType::Absolute, x),
-                        Deadband::Percent(x) => (DeadbandType::Percent, x),
-                    };
-                    ExtensionObject::from_message(DataChangeFilter {
-                        trigger: DataChangeTrigger::StatusValue,
-                        deadband_type: kind as u32,
-                        deadband_value: value,
-                    })
-                }
-            };
-            pending.push(MonitoredItemCreateRequest {
-                item_to_monitor: ReadValueId::from(node_id),
-                monitoring_mode: MonitoringMode::Reporting,
-                requested_parameters: MonitoringParameters {
-                    client_handle: handles.len() as u32,
-                    sampling_interval: group.sampling_interval.as_secs_f64() * 1000.0,
-                    filter,
-                    queue_size: group.queue_size,
-                    discard_oldest: true,
-                },
-            });
-        }
+    ) -> Option<Making> {
         let max = self.server.max_items_per_subscription.clamp(1, READ_CAP) as usize;
-        let mut count = 0;
-        while !pending.is_empty() {
-            let take = pending.len().min(max);
-            let chunk: Vec<_> = pending.drain(..take).collect();
-            let tx = changes.clone();
-            let dropped = self.counters.dropped.clone();
+        loop {
+            let group = self.subscribed.get(progress.group)?;
+            let take = progress.refused.len().min(max);
+            let mut items: Vec<MonitoredItemCreateRequest> =
+                progress.refused.drain(..take).collect();
+            while items.len() < max && progress.next < group.nodes.end {
+                let n = progress.next;
+                progress.next += 1;
+                let w = &self.nodes[n as usize];
+                let Some(node_id) = self.resolve(&w.address, namespaces) else {
+                    continue;
+                };
+                let deadband = self.deadbands.get(&n).copied();
+                items.push(monitored_item(group, deadband, node_id, n + 1));
+            }
+            if items.is_empty() {
+                progress.group += 1;
+                progress.next = self
+                    .subscribed
+                    .get(progress.group)
+                    .map_or(0, |g| g.nodes.start);
+                continue;
+            }
             let publishing = group.publishing_interval;
             // Keep-alive every 10 publishing intervals (at least every 10 s); the server drops
             // the subscription after 3 missed keep-alives.
             let keep_alive =
                 (10_000.0 / publishing.as_millis().max(1) as f64).clamp(1.0, 10.0) as u32;
-            let id = session
-                .create_subscription(
-                    publishing,
-                    keep_alive * 3,
-                    keep_alive,
-                    // Notifications per Publish response: the client decodes no more.
-                    READ_CAP,
-                    0,
-                    true,
-                    DataChangeCallback::new(move |dv, item| {
-                        if tx.try_send((item.client_handle(), dv)).is_err() {
-                            dropped.fetch_add(1, Ordering::Relaxed);
+            let session = session.clone();
+            return Some(Box::pin(async move {
+                // Notifications per Publish response: the client decodes no more.
+                subscription::create(&session, publishing, keep_alive, READ_CAP, items).await
+            }));
+        }
+    }
+
+    /// Takes in what the server made of a subscription: items refused as one too many wait
+    /// for the next subscription; other refusals are counted.
+    fn made(&self, made: Made, progress: &mut Progress) -> Result<(), String> {
+        let mut created = 0;
+        let mut too_many = 0;
+        for (status, request) in made.results {
+            if status.is_good() {
+                created += 1;
+            } else if status == StatusCode::BadTooManyMonitoredItems {
+                too_many += 1;
+                progress.refused.push(request);
+            } else {
+                self.counters.unknown_nodes.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    node = %request.item_to_monitor.node_id,
+                    %status,
+                    "the server refused to monitor the node"
+                );
+            }
+        }
+        if created == 0 && too_many > 0 {
+            return Err(format!(
+                "the server accepts no more monitored items ({} left): lower \
+                 max_items_per_subscription or poll some groups",
+                progress.refused.len()
+            ));
+        }
+        debug!(
+            subscription = made.id,
+            items = created,
+            publishing_interval = ?made.publishing_interval,
+            "subscribed"
+        );
+        Ok(())
+    }
+
+    /// Handles one Publish response: a keep-alive says nothing; a data message is checked
+    /// against its subscription's sequence (what is missing is asked for again first), its
+    /// data changes become samples and it is acknowledged in the next Publish. A status change
+    /// (the subscription expired or moved) ends the session.
+    async fn published(
+        &mut self,
+        session: &Session,
+        book: &mut Book,
+        response: PublishResponse,
+        first_batch: &mut bool,
+    ) -> Result<(), String> {
+        let sub = response.subscription_id;
+        let message = response.notification_message;
+        if !subscription::has_data(&message) {
+            return Ok(());
+        }
+        let seq = message.sequence_number;
+        match book.sequence(sub, seq) {
+            // A subscription whose making this task has not taken in yet (its items' client
+            // handles are this task's all the same): its data is taken, unchecked.
+            Sequence::Unknown => {
+                debug!(
+                    subscription = sub,
+                    "a message of a subscription not yet in the book"
+                );
+            }
+            Sequence::Gap { missing, beyond } => {
+                let mut lost = beyond;
+                for s in missing {
+                    match subscription::republish(session, sub, s).await {
+                        Ok(Some(again)) => {
+                            book.ack(sub, s);
+                            self.notified(sub, again, first_batch).await?;
                         }
-                    }),
-                )
-                .await
-                .map_err(|e| format!("CreateSubscription: {e}"))?;
-            count += 1;
-            let results = session
-                .create_monitored_items(id, TimestampsToReturn::Both, chunk.clone())
-                .await
-                .map_err(|e| format!("CreateMonitoredItems: {e}"))?;
-            let mut created = 0;
-            for (request, result) in chunk.into_iter().zip(results) {
-                let status = result.result.status_code;
-                if status.is_good() {
-                    created += 1;
-                } else if status == StatusCode::BadTooManyMonitoredItems {
-                    pending.push(request);
-                } else {
-                    self.counters.unknown_nodes.fetch_add(1, Ordering::Relaxed);
+                        Ok(None) => lost += 1,
+                        Err(code) if is_channel_fault(code) => {
+                            return Err(format!("Republish: {}", self.explain(code, "")));
+                        }
+                        Err(code) => {
+                            debug!(subscription = sub, seq = s, %code, "Republish refused");
+                            lost += 1;
+                        }
+                    }
+                }
+                if lost > 0 {
+                    self.counters.lost.fetch_add(lost, Ordering::Relaxed);
                     warn!(
-                        node = %request.item_to_monitor.node_id,
-                        %status,
-                        "the server refused to monitor the node"
+                        subscription = sub,
+                        lost,
+                        "notification messages lost on the way; the server no longer has them"
                     );
                 }
             }
-            if created == 0 && !pending.is_empty() {
-                return Err(format!(
-                    "the server accepts no more monitored items ({} left): lower \
-                     max_items_per_subscription or poll some groups",
-                    pending.len()
-                ));
-            }
-            debug!(
-                subscription = id,
-                items = created,
-                publishing_interval = ?publishing,
-                "subscribed"
-            );
+            Sequence::Next | Sequence::Old => {}
         }
-        Ok(count)
+        book.ack(sub, seq);
+        self.notified(sub, message, first_batch).await
+    }
+
+    /// The data changes of one notification message, to the engine.
+    async fn notified(
+        &mut self,
+        sub: u32,
+        message: NotificationMessage,
+        first_batch: &mut bool,
+    ) -> Result<(), String> {
+        let received = Timestamp::now();
+        let mut samples = Vec::new();
+        let mut failed = Vec::new();
+        let mut ended = None;
+        for data in message.notification_data.iter().flatten() {
+            if let Some(changes) = data.inner_as::<DataChangeNotification>() {
+                for item in changes.monitored_items.iter().flatten() {
+                    let Some(w) = (item.client_handle as usize)
+                        .checked_sub(1)
+                        .and_then(|n| self.nodes.get(n))
+                    else {
+                        continue;
+                    };
+                    if item.value.status.is_some_and(|s| s.overflow()) {
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let entries = w.entries.clone();
+                    self.take(entries, &item.value, received, &mut samples, &mut failed);
+                }
+            } else if let Some(change) = data.inner_as::<StatusChangeNotification>() {
+                ended = Some(change.status);
+            }
+        }
+        let any = !samples.is_empty();
+        self.send_samples(samples, failed).await;
+        if *first_batch && any {
+            *first_batch = false;
+            self.send(SourceEvent::Alive {
+                targets: self.targets.clone(),
+                at: Timestamp::now(),
+            })
+            .await;
+        }
+        match ended {
+            Some(status) => Err(format!(
+                "the server ended subscription {sub} ({status}); subscribing again"
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Reads one polled group in batches of `max_read` nodes.
@@ -674,7 +850,8 @@ impl Task {
                 }) {
                     self.counters.unknown_nodes.fetch_add(1, Ordering::Relaxed);
                 }
-                let entries = self.polled[g].nodes[*n].entries.clone();
+                let node = self.polled[g].nodes.start as usize + *n;
+                let entries = self.nodes[node].entries.clone();
                 self.take(entries, &dv, received, &mut samples, &mut failed);
             }
         }
@@ -697,7 +874,7 @@ impl Task {
             let entry = &mut self.entries[e];
             match reading(
                 dv,
-                entry.index,
+                Some(entry.index).filter(|i| *i != WHOLE),
                 entry.value_type,
                 received,
                 self.server.max_timestamp_skew,
@@ -720,9 +897,10 @@ impl Task {
                     if r.quality == Quality::Uncertain {
                         out.push(Sample {
                             target: entry.target.clone(),
-                            signal: entry
-                                .quality_signal
-                                .get_or_insert_with(|| {
+                            signal: self
+                                .quality_names
+                                .entry(entry.signal.clone())
+                                .or_insert_with(|| {
                                     Arc::from(format!("{}{QUALITY_SUFFIX}", entry.signal))
                                 })
                                 .clone(),
@@ -772,12 +950,47 @@ impl Task {
     }
 
     /// Waits while the engine's queue is full (policy Block, like MQTT's): a data change is
-    /// the only copy of its value, the server does not send it again. Meanwhile changes wait
-    /// in this task's own queue ([`CHANGES_QUEUE`]); what overflows that is counted as
-    /// dropped. A closed queue (the agent stopping) is ignored.
+    /// the only copy of its value. Meanwhile no Publish goes out, so the server keeps the next
+    /// changes in its subscriptions' queues (and sets the Overflow bit on a value whose item's
+    /// queue overflowed: counted as dropped). A closed queue (the agent stopping) is ignored.
     async fn send(&self, event: SourceEvent) {
         const _: () = crate::queue::EVENTS_FROM_OPCUA.sent_as(crate::queue::WhenFull::Block);
         let _ = self.events.send(event).await;
+    }
+}
+
+/// The monitored item of one subscribed node: reporting, the group's sampling interval and
+/// queue size, the node's deadband, `handle` as its client handle.
+fn monitored_item(
+    group: &SubscribedGroup,
+    deadband: Option<Deadband>,
+    node_id: NodeId,
+    handle: u32,
+) -> MonitoredItemCreateRequest {
+    let filter = match deadband {
+        None => ExtensionObject::null(),
+        Some(d) => {
+            let (kind, value) = match d {
+                Deadband::Absolute(x) => (DeadbandType::Absolute, x),
+                Deadband::Percent(x) => (DeadbandType::Percent, x),
+            };
+            ExtensionObject::from_message(DataChangeFilter {
+                trigger: DataChangeTrigger::StatusValue,
+                deadband_type: kind as u32,
+                deadband_value: value,
+            })
+        }
+    };
+    MonitoredItemCreateRequest {
+        item_to_monitor: ReadValueId::from(node_id),
+        monitoring_mode: MonitoringMode::Reporting,
+        requested_parameters: MonitoringParameters {
+            client_handle: handle,
+            sampling_interval: group.sampling_interval.as_secs_f64() * 1000.0,
+            filter,
+            queue_size: group.queue_size,
+            discard_oldest: true,
+        },
     }
 }
 
@@ -868,7 +1081,6 @@ pub(crate) async fn open_session(
         move |code: StatusCode| explain_status(code, &endpoint, &pki)
     };
     let driver = tokio::spawn(async move {
-        use futures_util::StreamExt;
         let stream = event_loop.enter();
         futures_util::pin_mut!(stream);
         let mut connected = false;
@@ -897,6 +1109,7 @@ pub(crate) async fn open_session(
     let guard = SessionGuard {
         session,
         driver: Some(driver),
+        subscriptions: Vec::new(),
     };
     match tokio::time::timeout_at(deadline, up_rx.recv()).await {
         Ok(Some(Ok(()))) => Ok((guard, lost_rx)),
@@ -945,17 +1158,32 @@ pub(crate) fn explain(s: &OpcuaServer, pki_dir: &Path, code: StatusCode, detail:
     }
 }
 
-/// Closes the session and stops its event loop when a session ends for any reason
-/// (shutdown included: the `select!` that ends it drops this).
+/// Deletes the session's subscriptions, closes it and stops its event loop when a session
+/// ends for any reason (shutdown included: the `select!` that ends it drops this).
 pub(crate) struct SessionGuard {
     pub(crate) session: Arc<Session>,
     driver: Option<tokio::task::JoinHandle<()>>,
+    /// The subscriptions made on this session (the stack does not know them).
+    pub(crate) subscriptions: Vec<u32>,
+}
+
+/// `DeleteSubscriptions` for the source's own subscriptions, then `CloseSession`: at most 2 s.
+async fn close_session(session: Arc<Session>, subscriptions: Vec<u32>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        subscription::delete(&session, subscriptions).await;
+        let _ = session.disconnect().await;
+    })
+    .await;
 }
 
 impl SessionGuard {
     /// Closes the session now and waits for it (at most 2 s), for a caller that exits next.
     pub(crate) async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.session.disconnect()).await;
+        close_session(
+            self.session.clone(),
+            std::mem::take(&mut self.subscriptions),
+        )
+        .await;
         if let Some(d) = self.driver.take() {
             d.abort();
         }
@@ -968,9 +1196,10 @@ impl Drop for SessionGuard {
             return; // closed already
         };
         let session = self.session.clone();
+        let subscriptions = std::mem::take(&mut self.subscriptions);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
+                close_session(session, subscriptions).await;
                 driver.abort();
             });
         } else {
@@ -1135,6 +1364,16 @@ mod tests {
             message.ends_with(": Could not connect to plc:4840"),
             "{message}"
         );
+    }
+
+    /// A server with 100,000 nodes keeps one `Entry` and one `Watched` for each as long as
+    /// it runs: every byte here is 100 kB resident.
+    #[test]
+    fn a_node_and_its_entry_stay_small() {
+        let (entry, node) = (std::mem::size_of::<Entry>(), std::mem::size_of::<Watched>());
+        eprintln!("Entry {entry} bytes, Watched {node} bytes");
+        assert!(entry <= 96, "Entry is {entry} bytes");
+        assert!(node <= 64, "Watched is {node} bytes");
     }
 
     #[test]

@@ -90,4 +90,5 @@ pub mod client;
 pub mod config;
 pub mod node_id;
 pub mod probe;
+pub mod subscription;
 pub mod value;
