@@ -41,6 +41,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::node_id::NodeAddress;
+use super::nodes_file::{self, FileRows};
 use crate::config::{Secret, parse_duration};
 use crate::model::SignalType;
 
@@ -210,6 +211,14 @@ pub struct OpcuaGroup {
     /// The nodes.
     #[serde(default, rename = "node")]
     pub nodes: Vec<OpcuaNode>,
+    /// A CSV tag list whose rows are nodes too, after the `node` tables: a path relative to
+    /// the config file's directory (a profile's: to the profile's). See
+    /// `source::opcua::nodes_file` for the columns.
+    #[serde(default)]
+    pub nodes_file: Option<PathBuf>,
+    /// Which of `nodes` came from `nodes_file`, and their lines there (set when it is read).
+    #[serde(skip)]
+    pub file_rows: Option<FileRows>,
 }
 
 impl OpcuaGroup {
@@ -249,12 +258,29 @@ pub struct OpcuaProfile {
 pub fn load_profile(name: &str, dir: Option<&std::path::Path>) -> Result<OpcuaProfile, String> {
     use crate::source::modbus::profile::{ProfileSource, find_in};
     let (source, text) = find_in(name, dir, BUILTIN)?;
-    let file = match source {
+    let file = match &source {
         ProfileSource::File(p) => p.display().to_string(),
         _ => format!("<shipped>/config/profiles/opcua/{name}.toml"),
     };
-    let profile: OpcuaProfile =
+    let mut profile: OpcuaProfile =
         toml::from_str(&text).map_err(|e| format!("profile `{name}` ({file}): {e}"))?;
+    for group in &mut profile.groups {
+        let Some(csv) = group.nodes_file.clone() else {
+            continue;
+        };
+        let ProfileSource::File(path) = &source else {
+            return Err(format!(
+                "profile `{name}` ({file}): a shipped profile has no nodes_file"
+            ));
+        };
+        let dir = path.parent().unwrap_or(std::path::Path::new(""));
+        let shown = csv.display().to_string();
+        let (rows, errors) = nodes_file::read_into(&dir.join(&csv), &shown, &mut group.nodes);
+        if !errors.is_empty() {
+            return Err(format!("profile `{name}` ({file}): {}", errors.join("; ")));
+        }
+        group.file_rows = Some(rows);
+    }
     let owned = profile
         .groups
         .iter()
@@ -503,7 +529,9 @@ impl OpcuaServer {
                 );
             }
         }
-        if self.groups.iter().all(|g| g.nodes.is_empty()) {
+        if self.groups.iter().all(|g| g.nodes.is_empty())
+            && !self.groups.iter().any(OpcuaGroup::file_failed)
+        {
             push(
                 vec![Key("id")],
                 format!("opcua server `{name}` has no [[opcua.group.node]]: it would read nothing"),
@@ -563,10 +591,23 @@ impl OpcuaServer {
                     }
                 }
             }
-            if group.nodes.is_empty() {
+            if group.nodes.is_empty() && group.nodes_file.is_some() {
+                if !group.file_failed() {
+                    push(
+                        at(&[Key("nodes_file")]),
+                        format!(
+                            "opcua server `{name}`: the group's nodes_file has no rows and the \
+                             group no [[opcua.group.node]]"
+                        ),
+                    );
+                }
+            } else if group.nodes.is_empty() {
                 push(
                     at(&[]),
-                    format!("opcua server `{name}`: a group without [[opcua.group.node]]"),
+                    format!(
+                        "opcua server `{name}`: a group without [[opcua.group.node]] or \
+                         nodes_file"
+                    ),
                 );
             }
             for (n, node) in group.nodes.iter().enumerate() {
@@ -635,12 +676,10 @@ impl OpcuaServer {
                     push(
                         at("signal"),
                         format!(
-                            "signal `{}` of {} is already mapped (group {}, node {}): one node per \
-                             signal",
+                            "signal `{}` of {} is already mapped ({}): one node per signal",
                             node.signal,
                             owner_words(&owner),
-                            g0 + 1,
-                            n0 + 1
+                            self.node_place(g0, n0)
                         ),
                     );
                 }
@@ -662,6 +701,50 @@ impl OpcuaServer {
             }
         }
         out
+    }
+}
+
+impl OpcuaGroup {
+    /// Whether the group's nodes file was named but could not be read whole (its mistakes are
+    /// reported at `nodes_file`, not again as a group without nodes).
+    pub fn file_failed(&self) -> bool {
+        self.nodes_file.is_some() && self.file_rows.as_ref().is_none_or(|r| r.failed)
+    }
+}
+
+impl OpcuaServer {
+    /// Where node `n` of group `g` is written, for people: `tags/lathes.csv line 12` for a
+    /// row of a nodes file, else `group 1, node 3` (1-based).
+    pub fn node_place(&self, g: usize, n: usize) -> String {
+        match self.file_line(g, n) {
+            Some((file, line)) => format!("{file} line {line}"),
+            None => format!("group {}, node {}", g + 1, n + 1),
+        }
+    }
+
+    /// The nodes file and line of node `n` of group `g`, when it is a row of one.
+    pub fn file_line(&self, g: usize, n: usize) -> Option<(&str, u32)> {
+        let rows = self.groups.get(g)?.file_rows.as_ref()?;
+        Some((rows.file.as_str(), rows.line_of(n)?))
+    }
+
+    /// A problem's path inside a nodes file's row, as the path of the group's `nodes_file` key
+    /// and the words that put the row's file, line and column in front of its message.
+    fn in_nodes_file(&self, path: &[PathSeg]) -> Option<(Vec<PathSeg>, String)> {
+        let [PathSeg::Key("group"), PathSeg::Index(g), PathSeg::Key("node"), PathSeg::Index(n), rest @ ..] =
+            path
+        else {
+            return None;
+        };
+        let (file, line) = self.file_line(*g, *n)?;
+        let column = match rest.last() {
+            Some(PathSeg::Key(k)) => format!(", column `{k}`"),
+            _ => String::new(),
+        };
+        Some((
+            vec![PathSeg::Key("group"), PathSeg::Index(*g), PathSeg::Key("nodes_file")],
+            format!("{file} line {line}{column}: "),
+        ))
     }
 }
 
@@ -728,6 +811,26 @@ pub(crate) fn check_servers(
     use crate::config::{Seg, key};
     for (i, server) in at.iter().zip(servers.iter_mut()) {
         let base = vec![key("opcua"), Seg::Index(*i)];
+        // Each group's nodes file, beside the config: its rows follow the group's node tables.
+        for (g, group) in server.groups.iter_mut().enumerate() {
+            let Some(csv) = group.nodes_file.clone() else {
+                continue;
+            };
+            let path = checker.dir().map_or_else(|| csv.clone(), |d| d.join(&csv));
+            let (mut rows, errors) =
+                nodes_file::read_into(&path, &csv.display().to_string(), &mut group.nodes);
+            if !errors.is_empty() {
+                rows.failed = true;
+                let mut at = base.clone();
+                at.extend([key("group"), Seg::Index(g), key("nodes_file")]);
+                let at = checker.span_of(root, &at);
+                for e in errors {
+                    checker.push(at.clone(), format!("opcua server `{}`: {e}", server.id));
+                }
+            }
+            group.nodes.shrink_to_fit();
+            group.file_rows = Some(rows);
+        }
         // A profile's groups come first; problems with them are reported at `profile`.
         let mut from_profile = 0;
         if let Some(name) = server.profile.clone() {
@@ -793,7 +896,18 @@ pub(crate) fn check_servers(
             is_meter: &is_meter,
         };
         for problem in server.check(&register) {
-            let path = relative(&problem.path);
+            // A row of a nodes file is reported at `nodes_file`, its file and line in words.
+            let (path, problem) = match server.in_nodes_file(&problem.path) {
+                Some((path, row)) => (
+                    path,
+                    ConfigProblem {
+                        message: format!("{row}{}", problem.message),
+                        ..problem
+                    },
+                ),
+                None => (problem.path.clone(), problem),
+            };
+            let path = relative(&path);
             let at = span(checker, &path);
             let message = if path == [PathSeg::Key("profile")] {
                 format!(
@@ -808,16 +922,25 @@ pub(crate) fn check_servers(
         }
         for (g, group) in server.groups.iter().enumerate() {
             for (n, node) in group.nodes.iter().enumerate() {
-                let here = || format!("[[opcua]] `{}` node {}", server.id, node.node);
+                let here = || match server.file_line(g, n) {
+                    Some((file, line)) => {
+                        format!("[[opcua]] `{}` node {} ({file} line {line})", server.id, node.node)
+                    }
+                    None => format!("[[opcua]] `{}` node {}", server.id, node.node),
+                };
                 if let Some(clash) = checker.signal_type_clash(&node.signal, node.value_type, here)
                 {
-                    let rel = [
+                    let rel = vec![
                         PathSeg::Key("group"),
                         PathSeg::Index(g),
                         PathSeg::Key("node"),
                         PathSeg::Index(n),
                         PathSeg::Key("type"),
                     ];
+                    let (rel, clash) = match server.in_nodes_file(&rel) {
+                        Some((path, row)) => (path, format!("{row}{clash}")),
+                        None => (rel, clash),
+                    };
                     let at = span(checker, &relative(&rel));
                     checker.push(at, clash);
                 }

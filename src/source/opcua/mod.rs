@@ -89,5 +89,6 @@
 pub mod client;
 pub mod config;
 pub mod node_id;
+pub mod nodes_file;
 pub mod probe;
 pub mod value;
