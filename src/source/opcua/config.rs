@@ -529,9 +529,8 @@ impl OpcuaServer {
                 );
             }
         }
-        if self.groups.iter().all(|g| g.nodes.is_empty())
-            && !self.groups.iter().any(OpcuaGroup::file_failed)
-        {
+        // (A group with an empty or unread nodes file says so itself.)
+        if self.groups.iter().all(|g| g.nodes.is_empty() && g.nodes_file.is_none()) {
             push(
                 vec![Key("id")],
                 format!("opcua server `{name}` has no [[opcua.group.node]]: it would read nothing"),
@@ -1306,6 +1305,159 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
         assert!(
             got.len() == 1 && got[0].contains("signal `parts` of machine `mc01` is already mapped"),
             "{got:?}"
+        );
+    }
+
+    /// A config in a fresh directory with the files `files` beside it; its problems as
+    /// `line:column: message`, or the config.
+    fn load_with_files(
+        config: &str,
+        files: &[(&str, &str)],
+    ) -> Result<crate::agent::config::Config, Vec<String>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        let path = dir.path().join("shopfloor.toml");
+        std::fs::write(&path, config).expect("write config");
+        crate::agent::config::load(&path).map_err(|d| {
+            d.problems
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect()
+        })
+    }
+
+    const TWO_LATHES: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n\
+        [[machine]]\nid = \"cnc1\"\nkind = \"lathe\"\ncnc = true\n\
+        [[machine]]\nid = \"cnc2\"\nkind = \"lathe\"\ncnc = true\n";
+
+    #[test]
+    fn a_nodes_file_adds_its_rows_after_the_groups_own_nodes() {
+        let config = format!(
+            "{TWO_LATHES}[[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\n\
+             [[opcua.group]]\nnodes_file = \"tags/lathes.csv\"\n\
+             [[opcua.group.node]]\nnode = \"ns=2;s=Mode\"\nsignal = \"mode\"\ntype = \"string\"\n"
+        );
+        let csv = "node,signal,type,machine,deadband\n\
+                   \"ns=2;s=Spindle,Speed\",spindle_speed,float,,5\n\
+                   ns=2;s=Count,parts,int,cnc2,\n";
+        let cfg = load_with_files(&config, &[("tags/lathes.csv", csv)])
+            .unwrap_or_else(|p| panic!("{p:#?}"));
+        let server = &cfg.opcua[0];
+        let nodes = &server.groups[0].nodes;
+        let got: Vec<(String, &str, Option<Owner<'_>>)> = nodes
+            .iter()
+            .map(|n| (n.node.to_string(), n.signal.as_str(), server.owner(n)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ns=2;s=Mode".into(), "mode", Some(Owner::Machine("cnc1"))),
+                (
+                    "ns=2;s=Spindle,Speed".into(),
+                    "spindle_speed",
+                    Some(Owner::Machine("cnc1"))
+                ),
+                ("ns=2;s=Count".into(), "parts", Some(Owner::Machine("cnc2"))),
+            ]
+        );
+        assert_eq!(nodes[1].deadband, Some(Deadband::Absolute(5.0)));
+        assert_eq!(server.node_place(0, 0), "group 1, node 1");
+        assert_eq!(server.node_place(0, 2), "tags/lathes.csv line 3");
+    }
+
+    #[test]
+    fn the_whole_config_checks_on_a_nodes_files_rows_name_its_file_and_line() {
+        let config = format!(
+            "{TWO_LATHES}[[modbus]]\nid = \"m\"\naddress = \"10.0.0.9:502\"\nmachine = \"cnc2\"\n\
+             [[modbus.field]]\nsignal = \"temp\"\nregister = \"holding\"\naddress = 1\ntype = \"u16\"\n\
+             [[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\n\
+             [[opcua.group]]\nmode = \"poll\"\n\
+             nodes_file = \"tags.csv\"\n\
+             [[opcua.group.node]]\nnode = \"ns=2;s=Mode\"\nsignal = \"mode\"\ntype = \"string\"\n"
+        );
+        let csv = "signal,node,machine,deadband,type\n\
+                   speed,ns=2;s=A,,,\n\
+                   mode,ns=2;s=B,,,string\n\
+                   \n\
+                   speed,ns=2;s=C,,,\n\
+                   x,ns=2;s=D,press9,,\n\
+                   y,ns=2;s=E,,1,\n\
+                   temp,ns=2;s=F,cnc2,,float\n\
+                   z,ns=2;s=G,,,flaot\n";
+        let problems = load_with_files(&config, &[("tags.csv", csv)]).err().expect("refused");
+        // Line 28 of the config is `nodes_file = …`, its value at column 14.
+        let at = "28:14: ";
+        let want = [
+            format!("{at}opcua server `plc`: tags.csv line 9, column `type`: unknown type `flaot` (float, int, bool, string)"),
+            format!("{at}tags.csv line 3, column `signal`: signal `mode` of machine `cnc1` is already mapped (group 1, node 1): one node per signal"),
+            format!("{at}tags.csv line 5, column `signal`: signal `speed` of machine `cnc1` is already mapped (tags.csv line 2): one node per signal"),
+            format!("{at}tags.csv line 6, column `machine`: `press9` is not a registered [[machine]]"),
+            format!("{at}tags.csv line 7, column `deadband`: a deadband is for subscriptions; a polled node is read every poll"),
+            format!("{at}tags.csv line 8, column `type`: signal `temp` is a float here but an integer in modbus device `m`: the store keeps one type per field of `signal` across all machines and meters, and refuses the lines of the other type (rename one, or make the types agree: `scale` makes a register a float)"),
+        ];
+        let mut got = problems.clone();
+        got.sort();
+        let mut want = want.to_vec();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_missing_nodes_file_is_a_config_error_at_its_key() {
+        let config = format!(
+            "{TWO_LATHES}[[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\n\
+             [[opcua.group]]\nnodes_file = \"tags/none.csv\"\n"
+        );
+        let problems = load_with_files(&config, &[]).err().expect("refused");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("18:14: opcua server `plc`: cannot read nodes_file `tags/none.csv` (")
+                && problems[0].contains("No such file"),
+            "{problems:?}"
+        );
+        // Header only: the group has no nodes, said at `nodes_file`.
+        let problems = load_with_files(&config.replace("none", "empty"), &[("tags/empty.csv", "node,signal\n")])
+            .err()
+            .expect("refused");
+        assert_eq!(
+            problems,
+            ["18:14: opcua server `plc`: the group's nodes_file has no rows and the group no [[opcua.group.node]]"]
+        );
+    }
+
+    #[test]
+    fn a_profiles_nodes_file_is_beside_the_profile() {
+        let config = format!(
+            "{TWO_LATHES}[[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\nprofile = \"lathe\"\n"
+        );
+        let profile = "description = \"a lathe\"\n[[group]]\nnodes_file = \"lathe.csv\"\n";
+        let cfg = load_with_files(
+            &config,
+            &[
+                ("profiles/lathe.toml", profile),
+                ("profiles/lathe.csv", "node,signal\nns=2;s=S,speed\n"),
+            ],
+        )
+        .unwrap_or_else(|p| panic!("{p:#?}"));
+        assert_eq!(cfg.opcua[0].groups[0].nodes[0].signal, "speed");
+        let problems = load_with_files(
+            &config,
+            &[
+                ("profiles/lathe.toml", profile),
+                ("profiles/lathe.csv", "node,signal,machine\nns=2;s=S,speed,cnc2\n"),
+            ],
+        )
+        .err()
+        .expect("refused");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("node `speed` names a machine or meter")),
+            "{problems:?}"
         );
     }
 
