@@ -275,7 +275,13 @@ pub fn load_profile(name: &str, dir: Option<&std::path::Path>) -> Result<OpcuaPr
         };
         let dir = path.parent().unwrap_or(std::path::Path::new(""));
         let shown = csv.display().to_string();
-        let (rows, errors) = nodes_file::read_into(&dir.join(&csv), &shown, &mut group.nodes);
+        let (rows, errors) = nodes_file::read_into(
+            &dir.join(&csv),
+            &shown,
+            NODE_COLUMNS,
+            &mut group.nodes,
+            node_of_row,
+        );
         if !errors.is_empty() {
             return Err(format!("profile `{name}` ({file}): {}", errors.join("; ")));
         }
@@ -703,6 +709,92 @@ impl OpcuaServer {
     }
 }
 
+/// A nodes file's columns: each means what the `[[opcua.group.node]]` key of its name means;
+/// `deadband` is `5` (absolute) or `2%` (percent).
+pub const NODE_COLUMNS: nodes_file::Columns = nodes_file::Columns {
+    names: &[
+        "node", "signal", "type", "index", "deadband", "machine", "meter",
+    ],
+    required: 2,
+};
+
+/// One row of a nodes file (its cells in [`NODE_COLUMNS`] order) as a node, or every mistake
+/// in it with its column's name.
+pub(crate) fn node_of_row(cells: &[Option<&str>]) -> Result<OpcuaNode, nodes_file::RowMistakes> {
+    let mut problems = Vec::new();
+    let mut node = None;
+    let mut signal = None;
+    let mut value_type = SignalType::default();
+    let mut index = None;
+    let mut deadband = None;
+    let mut machine = None;
+    let mut meter = None;
+    for (c, cell) in cells.iter().enumerate() {
+        let name = NODE_COLUMNS.names[c];
+        let Some(cell) = *cell else {
+            if c < NODE_COLUMNS.required {
+                problems.push((name, format!("is empty: every row needs a {name}")));
+            }
+            continue;
+        };
+        match name {
+            "node" => match NodeAddress::parse(cell) {
+                Ok(a) => node = Some(a),
+                Err(e) => problems.push((name, e.to_string())),
+            },
+            "signal" => signal = Some(cell.to_string()),
+            "type" => match cell {
+                "float" => value_type = SignalType::Float,
+                "int" => value_type = SignalType::Int,
+                "bool" => value_type = SignalType::Bool,
+                "string" => value_type = SignalType::String,
+                other => problems.push((
+                    name,
+                    format!("unknown type `{other}` (float, int, bool, string)"),
+                )),
+            },
+            "index" => match cell.parse::<u32>() {
+                Ok(i) => index = Some(i),
+                Err(_) => problems.push((
+                    name,
+                    format!("`{cell}` is not an array element's index (0, 1, 2 …)"),
+                )),
+            },
+            "deadband" => {
+                let (number, percent) = match cell.strip_suffix('%') {
+                    Some(n) => (n.trim_end(), true),
+                    None => (cell, false),
+                };
+                match number.parse::<f64>() {
+                    Ok(x) if percent => deadband = Some(Deadband::Percent(x)),
+                    Ok(x) => deadband = Some(Deadband::Absolute(x)),
+                    Err(_) => problems.push((
+                        name,
+                        format!(
+                            "`{cell}` is not a deadband: write an absolute change (`0.5`) or a \
+                             percentage of the node's EURange (`2%`)"
+                        ),
+                    )),
+                }
+            }
+            "machine" => machine = Some(cell.to_string()),
+            _ => meter = Some(cell.to_string()),
+        }
+    }
+    match (node, signal) {
+        (Some(node), Some(signal)) if problems.is_empty() => Ok(OpcuaNode {
+            node,
+            signal,
+            value_type,
+            index,
+            deadband,
+            machine,
+            meter,
+        }),
+        _ => Err(problems),
+    }
+}
+
 impl OpcuaGroup {
     /// Whether the group's nodes file was named but could not be read whole (its mistakes are
     /// reported at `nodes_file`, not again as a group without nodes).
@@ -816,15 +908,20 @@ pub(crate) fn check_servers(
                 continue;
             };
             let path = checker.dir().map_or_else(|| csv.clone(), |d| d.join(&csv));
-            let (mut rows, errors) =
-                nodes_file::read_into(&path, &csv.display().to_string(), &mut group.nodes);
+            let (mut rows, errors) = nodes_file::read_into(
+                &path,
+                &csv.display().to_string(),
+                NODE_COLUMNS,
+                &mut group.nodes,
+                node_of_row,
+            );
             if !errors.is_empty() {
                 rows.failed = true;
                 let mut at = base.clone();
                 at.extend([key("group"), Seg::Index(g), key("nodes_file")]);
                 let at = checker.span_of(root, &at);
                 for e in errors {
-                    checker.push(at.clone(), format!("opcua server `{}`: {e}", server.id));
+                    checker.push(at.clone(), e);
                 }
             }
             group.nodes.shrink_to_fit();
@@ -1392,7 +1489,7 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
         // Line 28 of the config is `nodes_file = …`, its value at column 14.
         let at = "28:14: ";
         let want = [
-            format!("{at}opcua server `plc`: tags.csv line 9, column `type`: unknown type `flaot` (float, int, bool, string)"),
+            format!("{at}tags.csv line 9, column `type`: unknown type `flaot` (float, int, bool, string)"),
             format!("{at}tags.csv line 3, column `signal`: signal `mode` of machine `cnc1` is already mapped (group 1, node 1): one node per signal"),
             format!("{at}tags.csv line 5, column `signal`: signal `speed` of machine `cnc1` is already mapped (tags.csv line 2): one node per signal"),
             format!("{at}tags.csv line 6, column `machine`: `press9` is not a registered [[machine]]"),
@@ -1415,7 +1512,7 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
         let problems = load_with_files(&config, &[]).err().expect("refused");
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
-            problems[0].starts_with("18:14: opcua server `plc`: cannot read nodes_file `tags/none.csv` (")
+            problems[0].starts_with("18:14: cannot read nodes_file `tags/none.csv` (")
                 && problems[0].contains("No such file"),
             "{problems:?}"
         );
@@ -1484,6 +1581,191 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
             endpoint_host_port("opc.tcp://")
                 .unwrap_err()
                 .contains("names no host")
+        );
+    }
+}
+
+#[cfg(test)]
+mod nodes_file_tests {
+    //! A nodes file read into nodes: the CSV reader (`nodes_file`) with [`node_of_row`].
+    use super::*;
+    use std::path::Path;
+
+    fn read(text: &str) -> (Vec<OpcuaNode>, FileRows, Vec<String>) {
+        let mut nodes = Vec::new();
+        let mut rows = FileRows {
+            file: "tags/lathes.csv".into(),
+            ..FileRows::default()
+        };
+        let mut errors = Vec::new();
+        nodes_file::read_from(
+            text.as_bytes(),
+            "tags/lathes.csv",
+            NODE_COLUMNS,
+            &mut nodes,
+            &mut rows,
+            &mut errors,
+            node_of_row,
+        );
+        (nodes, rows, errors)
+    }
+
+    #[test]
+    fn a_good_file_gives_its_nodes_in_any_column_order() {
+        let (nodes, rows, errors) = read(
+            "\u{feff}Signal,node,type,index,deadband,machine,meter\r\n\
+             spindle_speed,\"ns=2;s=/Channel/Spindle/actSpeed\",float,,5,lathe01,\r\n\
+             \r\n\
+             axis_load, ns=2;s=load ,int,2,2.5%,,\r\n\
+             power_kw,nsu=urn:meter;i=7,,,,,main\r\n",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(rows.lines, [2, 4, 5]);
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes[0].node.to_string(), "ns=2;s=/Channel/Spindle/actSpeed");
+        assert_eq!(nodes[0].signal, "spindle_speed");
+        assert_eq!(nodes[0].value_type, SignalType::Float);
+        assert_eq!(nodes[0].deadband, Some(Deadband::Absolute(5.0)));
+        assert_eq!(nodes[0].machine.as_deref(), Some("lathe01"));
+        assert_eq!(nodes[0].meter, None);
+        // Unquoted cells are trimmed.
+        assert_eq!(nodes[1].node.to_string(), "ns=2;s=load");
+        assert_eq!(nodes[1].value_type, SignalType::Int);
+        assert_eq!(nodes[1].index, Some(2));
+        assert_eq!(nodes[1].deadband, Some(Deadband::Percent(2.5)));
+        assert_eq!(nodes[1].machine, None);
+        // Empty cells are keys not given: the default type, no index, no deadband.
+        assert_eq!(nodes[2].value_type, SignalType::Float);
+        assert_eq!(nodes[2].index, None);
+        assert_eq!(nodes[2].meter.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn quoted_node_ids_keep_separators_quotes_and_line_breaks() {
+        let (nodes, rows, errors) = read(
+            "node,signal\n\
+             \"ns=2;s=a,b\",one\n\
+             \"ns=2;s=say \"\"hi\"\"\" , two\n\
+             \"ns=2;s=two\nlines\",three\n\
+             ns=2;s=x,four\n",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        let ids: Vec<String> = nodes.iter().map(|n| n.node.to_string()).collect();
+        assert_eq!(
+            ids,
+            ["ns=2;s=a,b", "ns=2;s=say \"hi\"", "ns=2;s=two\nlines", "ns=2;s=x"]
+        );
+        assert_eq!(nodes[1].signal, "two");
+        // The row after the two-line one starts on line 6.
+        assert_eq!(rows.lines, [2, 3, 4, 6]);
+    }
+
+    #[test]
+    fn semicolons_separate_when_the_header_has_no_comma() {
+        let (nodes, _, errors) = read("node;signal;type\n\"ns=2;s=A\";a;bool\n");
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(nodes[0].node.to_string(), "ns=2;s=A");
+        assert_eq!(nodes[0].value_type, SignalType::Bool);
+    }
+
+    #[test]
+    fn every_bad_row_is_named_by_line_and_column_and_the_good_rows_stay() {
+        let (nodes, rows, errors) = read(
+            "node,signal,type,index,deadband\n\
+             ns=2;s=A,a,flaot,,\n\
+             ns=2;q=B,b,,,\n\
+             ,c,,,\n\
+             ns=2;s=D,,,x,\n\
+             ns=2;s=E,e,,,much\n\
+             ns=2;s=F,f\n\
+             ns=2;s=G,g,int,3,1%\n\
+             ns=2;s=\"H\",h,,,\n\
+             \"ns=2;s=I\"x,i,,,\n\
+             ns=2;s=J,j,,,\n\
+             \"ns=2;s=K,k,,,\n",
+        );
+        let want = [
+            "tags/lathes.csv line 2, column `type`: unknown type `flaot` (float, int, bool, string)",
+            "tags/lathes.csv line 3, column `node`: unknown identifier type `q=`: use `i=` (numeric), `s=` (string), `g=` (GUID) or `b=` (opaque, base64)",
+            "tags/lathes.csv line 4, column `node`: is empty: every row needs a node",
+            "tags/lathes.csv line 5, column `signal`: is empty: every row needs a signal",
+            "tags/lathes.csv line 5, column `index`: `x` is not an array element's index (0, 1, 2 …)",
+            "tags/lathes.csv line 6, column `deadband`: `much` is not a deadband: write an absolute change (`0.5`) or a percentage of the node's EURange (`2%`)",
+            "tags/lathes.csv line 7: 2 fields where the header names 5 columns (a field holding `,` is quoted: \"ns=2;s=a,b\")",
+            "tags/lathes.csv line 9: a `\"` inside a field that does not start with one: quote the whole field and double the quote inside (\"ns=2;s=a\"\"b\")",
+            "tags/lathes.csv line 10: `x` after a quoted field's closing quote: a quote inside a quoted field is written twice (\"ns=2;s=a\"\"b\")",
+            "tags/lathes.csv line 12: a quoted field opened on this line is not closed by the end of the file: close it with `\"`",
+        ];
+        assert_eq!(errors, want);
+        let signals: Vec<&str> = nodes.iter().map(|n| n.signal.as_str()).collect();
+        assert_eq!(signals, ["g", "j"]);
+        assert_eq!(rows.lines, [8, 11]);
+    }
+
+    #[test]
+    fn a_bad_header_stops_the_file() {
+        let one = |text: &str| read(text).2;
+        assert_eq!(
+            one("node,signal,typ\nns=2;s=A,a,int\n"),
+            ["tags/lathes.csv line 1: unknown column `typ` (did you mean `type`?); the columns are node, signal, type, index, deadband, machine, meter"]
+        );
+        assert_eq!(
+            one("node,type\n"),
+            ["tags/lathes.csv line 1: the header has no column `signal`: the first line names the columns, `node` and `signal` required (e.g. node,signal,type)"]
+        );
+        assert_eq!(
+            one("node,signal,node\n"),
+            ["tags/lathes.csv line 1: column `node` is named twice"]
+        );
+        assert_eq!(
+            one("\n\n"),
+            ["nodes_file `tags/lathes.csv` is empty: its first line names the columns (node, signal, type, index, deadband, machine, meter; node and signal required)"]
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_named() {
+        let mut nodes = Vec::new();
+        let mut rows = FileRows::default();
+        let mut errors = Vec::new();
+        nodes_file::read_from(
+            &b"node,signal\nns=2;s=\xc4\xe3,a\n"[..],
+            "t.csv",
+            NODE_COLUMNS,
+            &mut nodes,
+            &mut rows,
+            &mut errors,
+            node_of_row,
+        );
+        assert_eq!(
+            errors,
+            ["t.csv line 2: not UTF-8 text: save the file as UTF-8 (Excel: Save As, \"CSV UTF-8\")"]
+        );
+    }
+
+    #[test]
+    fn many_mistakes_are_counted_beyond_the_first_twenty() {
+        let text = format!("node,signal,type\n{}", "ns=2;s=A,a,x\n".repeat(25));
+        let errors = read(&text).2;
+        assert_eq!(errors.len(), 21);
+        assert_eq!(errors[20], "tags/lathes.csv: 5 more mistakes not shown");
+    }
+
+    #[test]
+    fn a_missing_file_is_one_clear_mistake() {
+        let mut nodes = Vec::new();
+        let (_, errors) = nodes_file::read_into(
+            Path::new("/nonexistent/tags.csv"),
+            "tags.csv",
+            NODE_COLUMNS,
+            &mut nodes,
+            node_of_row,
+        );
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("cannot read nodes_file `tags.csv` (/nonexistent/tags.csv): ")
+                && errors[0].ends_with("the path is relative to the config file's directory"),
+            "{errors:?}"
         );
     }
 }
