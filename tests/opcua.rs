@@ -305,6 +305,76 @@ async fn every_built_in_type_reads_the_same_subscribed_and_polled() {
     assert_eq!(seen.health.first().map(|h| h.0.as_str()), Some("up"));
 }
 
+/// The same nodes as [`nodes_toml`], as the rows of a nodes file (CSV), every node id quoted.
+fn nodes_csv(machine: &str) -> String {
+    let mut out = String::from("node,type,signal,index,machine\n");
+    for (node, signal, ty, index, _) in every_type() {
+        let index = index.map(|i| i.to_string()).unwrap_or_default();
+        out.push_str(&format!(
+            "\"nsu=urn:shopfloor:test;s={node}\",{ty},{signal},{index},{machine}\n"
+        ));
+    }
+    out.push_str(&format!("ns=2;s=Bad,,bad,,{machine}\n"));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_mapped_by_a_csv_file_read_the_same_values_as_nodes_mapped_by_toml() {
+    let server = UaServer::start(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // A whole agent config, read as `shopfloor run` reads it: the CSV file is found beside it.
+    std::fs::create_dir(dir.path().join("tags")).unwrap();
+    std::fs::write(dir.path().join("tags/every-type.csv"), nodes_csv("csv")).unwrap();
+    let text = format!(
+        "[site]\ncounty = \"t\"\nsector = \"doors\"\nenterprise = \"e\"\n\
+         [[machine]]\nid = \"toml\"\nkind = \"lathe\"\ncnc = true\n\
+         [[machine]]\nid = \"csv\"\nkind = \"lathe\"\ncnc = true\n\
+         [[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\n\n\
+         [[opcua.group]]\npublishing_interval = \"200ms\"\n{}\n\
+         [[opcua.group]]\npublishing_interval = \"200ms\"\nnodes_file = \"tags/every-type.csv\"\n",
+        server.endpoint(),
+        nodes_toml("toml"),
+    );
+    let path = dir.path().join("shopfloor.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cfg = shopfloor::agent::config::load(&path).unwrap_or_else(|d| panic!("{d}"));
+    let config = cfg.opcua.remove(0);
+    let all = every_type();
+    assert_eq!(config.groups[1].nodes.len(), all.len() + 1, "every row a node");
+    let (mut rx, _metrics, trigger, task) = start(config, &dir.path().join("pki"));
+    let mut seen = Seen::default();
+    let complete = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        ["toml", "csv"].iter().all(|m| {
+            all.iter()
+                .all(|(_, signal, ..)| s.last(m, signal).is_some())
+        })
+    })
+    .await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        complete,
+        "not every signal arrived in 30 s; health: {:?}; have: {:?}",
+        seen.health,
+        seen.values.keys().collect::<Vec<_>>()
+    );
+    for (node, signal, _, _, want) in &all {
+        assert_eq!(seen.last("csv", signal), Some(want), "csv: {node} as {signal}");
+        assert_eq!(
+            seen.last("csv", signal),
+            seen.last("toml", signal),
+            "{node} as {signal}"
+        );
+        let at = |m: &str| seen.values[&(format!("machine {m}"), signal.to_string())][0].1;
+        assert_eq!(at("csv"), at("toml"), "{signal}: the same source timestamp");
+    }
+    assert_eq!(
+        seen.last("csv", "uncertain_quality"),
+        Some(&Value::Text("uncertain".into()))
+    );
+    assert_eq!(seen.count("csv", "bad"), 0, "a Bad value is not written");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_sees_only_session_subscription_and_read_services() {
     let dir = tempfile::tempdir().unwrap();
