@@ -1315,6 +1315,51 @@ async fn probe_prints_a_ready_section_that_check_accepts_and_the_source_reads() 
     assert!(ok, "check refused the probe's section:\n{err}\n{section}");
 }
 
+/// `--section m1 --csv FILE` writes the nodes as a nodes file and prints a section whose group
+/// names it; `check` accepts the two as they are and plans the same nodes.
+#[test]
+fn probe_writes_the_nodes_as_a_csv_file_that_the_printed_section_names() {
+    let server = UaServer::start(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("m1.csv");
+    let (ok, out, err) = probe(
+        &[
+            &server.endpoint(),
+            "ns=2;s=Int32",
+            "ns=2;s=Int32Array",
+            "ns=2;s=String",
+            "--section",
+            "m1",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}\n{err}");
+    let section = printed_section(&out);
+    assert!(
+        section.contains(&format!("  nodes_file = \"{}\"", csv.display())),
+        "{section}"
+    );
+    assert!(!section.contains("[[opcua.group.node]]"), "{section}");
+    let rows = std::fs::read_to_string(&csv).expect("the probe wrote the nodes file");
+    assert_eq!(
+        rows,
+        "node,signal,type,index\n\
+         \"nsu=urn:shopfloor:test;s=Int32\",int32,int,\n\
+         \"nsu=urn:shopfloor:test;s=Int32Array\",int32_array_0,int,0\n\
+         \"nsu=urn:shopfloor:test;s=Int32Array\",int32_array_1,int,1\n\
+         \"nsu=urn:shopfloor:test;s=Int32Array\",int32_array_2,int,2\n\
+         \"nsu=urn:shopfloor:test;s=String\",string,string,\n"
+    );
+    let (ok, plan, err) = check_section(dir.path(), section);
+    assert!(ok, "check refused the probe's section:\n{err}\n{section}");
+    assert!(
+        plan.contains("nsu=urn:shopfloor:test;s=Int32Array[2] → machine m1 int32_array_2, an integer"),
+        "{plan}"
+    );
+}
+
 /// A secured probe's section keeps its security and user, with the password from the
 /// environment, and `check` accepts it.
 #[test]
