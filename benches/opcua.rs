@@ -277,7 +277,13 @@ fn main() {
         let dir = PathBuf::from(dir);
         let items = opts.items.iter().copied().max().unwrap_or(PER_MACHINE);
         std::fs::create_dir_all(&dir).expect("make the directory");
-        let text = config(&dir, &dir.join("out.lp"), "opc.tcp://127.0.0.1:4840/", 0, items);
+        let text = config(
+            &dir,
+            &dir.join("out.lp"),
+            "opc.tcp://127.0.0.1:4840/",
+            0,
+            items,
+        );
         std::fs::write(dir.join("bench.toml"), text).expect("write the config");
         println!("{}", dir.join("bench.toml").display());
         return;

@@ -340,7 +340,11 @@ async fn nodes_mapped_by_a_csv_file_read_the_same_values_as_nodes_mapped_by_toml
     let mut cfg = shopfloor::agent::config::load(&path).unwrap_or_else(|d| panic!("{d}"));
     let config = cfg.opcua.remove(0);
     let all = every_type();
-    assert_eq!(config.groups[1].nodes.len(), all.len() + 1, "every row a node");
+    assert_eq!(
+        config.groups[1].nodes.len(),
+        all.len() + 1,
+        "every row a node"
+    );
     let (mut rx, _metrics, trigger, task) = start(config, &dir.path().join("pki"));
     let mut seen = Seen::default();
     let complete = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
@@ -359,7 +363,11 @@ async fn nodes_mapped_by_a_csv_file_read_the_same_values_as_nodes_mapped_by_toml
         seen.values.keys().collect::<Vec<_>>()
     );
     for (node, signal, _, _, want) in &all {
-        assert_eq!(seen.last("csv", signal), Some(want), "csv: {node} as {signal}");
+        assert_eq!(
+            seen.last("csv", signal),
+            Some(want),
+            "csv: {node} as {signal}"
+        );
         assert_eq!(
             seen.last("csv", signal),
             seen.last("toml", signal),
@@ -1355,7 +1363,9 @@ fn probe_writes_the_nodes_as_a_csv_file_that_the_printed_section_names() {
     let (ok, plan, err) = check_section(dir.path(), section);
     assert!(ok, "check refused the probe's section:\n{err}\n{section}");
     assert!(
-        plan.contains("nsu=urn:shopfloor:test;s=Int32Array[2] → machine m1 int32_array_2, an integer"),
+        plan.contains(
+            "nsu=urn:shopfloor:test;s=Int32Array[2] → machine m1 int32_array_2, an integer"
+        ),
         "{plan}"
     );
 }

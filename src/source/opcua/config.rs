@@ -536,7 +536,11 @@ impl OpcuaServer {
             }
         }
         // (A group with an empty or unread nodes file says so itself.)
-        if self.groups.iter().all(|g| g.nodes.is_empty() && g.nodes_file.is_none()) {
+        if self
+            .groups
+            .iter()
+            .all(|g| g.nodes.is_empty() && g.nodes_file.is_none())
+        {
             push(
                 vec![Key("id")],
                 format!("opcua server `{name}` has no [[opcua.group.node]]: it would read nothing"),
@@ -822,8 +826,13 @@ impl OpcuaServer {
     /// A problem's path inside a nodes file's row, as the path of the group's `nodes_file` key
     /// and the words that put the row's file, line and column in front of its message.
     fn in_nodes_file(&self, path: &[PathSeg]) -> Option<(Vec<PathSeg>, String)> {
-        let [PathSeg::Key("group"), PathSeg::Index(g), PathSeg::Key("node"), PathSeg::Index(n), rest @ ..] =
-            path
+        let [
+            PathSeg::Key("group"),
+            PathSeg::Index(g),
+            PathSeg::Key("node"),
+            PathSeg::Index(n),
+            rest @ ..,
+        ] = path
         else {
             return None;
         };
@@ -833,7 +842,11 @@ impl OpcuaServer {
             _ => String::new(),
         };
         Some((
-            vec![PathSeg::Key("group"), PathSeg::Index(*g), PathSeg::Key("nodes_file")],
+            vec![
+                PathSeg::Key("group"),
+                PathSeg::Index(*g),
+                PathSeg::Key("nodes_file"),
+            ],
             format!("{file} line {line}{column}: "),
         ))
     }
@@ -1020,7 +1033,10 @@ pub(crate) fn check_servers(
             for (n, node) in group.nodes.iter().enumerate() {
                 let here = || match server.file_line(g, n) {
                     Some((file, line)) => {
-                        format!("[[opcua]] `{}` node {} ({file} line {line})", server.id, node.node)
+                        format!(
+                            "[[opcua]] `{}` node {} ({file} line {line})",
+                            server.id, node.node
+                        )
                     }
                     None => format!("[[opcua]] `{}` node {}", server.id, node.node),
                 };
@@ -1485,16 +1501,28 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
                    y,ns=2;s=E,,1,\n\
                    temp,ns=2;s=F,cnc2,,float\n\
                    z,ns=2;s=G,,,flaot\n";
-        let problems = load_with_files(&config, &[("tags.csv", csv)]).err().expect("refused");
+        let problems = load_with_files(&config, &[("tags.csv", csv)]).expect_err("refused");
         // Line 28 of the config is `nodes_file = …`, its value at column 14.
         let at = "28:14: ";
         let want = [
-            format!("{at}tags.csv line 9, column `type`: unknown type `flaot` (float, int, bool, string)"),
-            format!("{at}tags.csv line 3, column `signal`: signal `mode` of machine `cnc1` is already mapped (group 1, node 1): one node per signal"),
-            format!("{at}tags.csv line 5, column `signal`: signal `speed` of machine `cnc1` is already mapped (tags.csv line 2): one node per signal"),
-            format!("{at}tags.csv line 6, column `machine`: `press9` is not a registered [[machine]]"),
-            format!("{at}tags.csv line 7, column `deadband`: a deadband is for subscriptions; a polled node is read every poll"),
-            format!("{at}tags.csv line 8, column `type`: signal `temp` is a float here but an integer in modbus device `m`: the store keeps one type per field of `signal` across all machines and meters, and refuses the lines of the other type (rename one, or make the types agree: `scale` makes a register a float)"),
+            format!(
+                "{at}tags.csv line 9, column `type`: unknown type `flaot` (float, int, bool, string)"
+            ),
+            format!(
+                "{at}tags.csv line 3, column `signal`: signal `mode` of machine `cnc1` is already mapped (group 1, node 1): one node per signal"
+            ),
+            format!(
+                "{at}tags.csv line 5, column `signal`: signal `speed` of machine `cnc1` is already mapped (tags.csv line 2): one node per signal"
+            ),
+            format!(
+                "{at}tags.csv line 6, column `machine`: `press9` is not a registered [[machine]]"
+            ),
+            format!(
+                "{at}tags.csv line 7, column `deadband`: a deadband is for subscriptions; a polled node is read every poll"
+            ),
+            format!(
+                "{at}tags.csv line 8, column `type`: signal `temp` is a float here but an integer in modbus device `m`: the store keeps one type per field of `signal` across all machines and meters, and refuses the lines of the other type (rename one, or make the types agree: `scale` makes a register a float)"
+            ),
         ];
         let mut got = problems.clone();
         got.sort();
@@ -1509,7 +1537,7 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
             "{TWO_LATHES}[[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\n\
              [[opcua.group]]\nnodes_file = \"tags/none.csv\"\n"
         );
-        let problems = load_with_files(&config, &[]).err().expect("refused");
+        let problems = load_with_files(&config, &[]).expect_err("refused");
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].starts_with("18:14: cannot read nodes_file `tags/none.csv` (")
@@ -1517,12 +1545,16 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
             "{problems:?}"
         );
         // Header only: the group has no nodes, said at `nodes_file`.
-        let problems = load_with_files(&config.replace("none", "empty"), &[("tags/empty.csv", "node,signal\n")])
-            .err()
-            .expect("refused");
+        let problems = load_with_files(
+            &config.replace("none", "empty"),
+            &[("tags/empty.csv", "node,signal\n")],
+        )
+        .expect_err("refused");
         assert_eq!(
             problems,
-            ["18:14: opcua server `plc`: the group's nodes_file has no rows and the group no [[opcua.group.node]]"]
+            [
+                "18:14: opcua server `plc`: the group's nodes_file has no rows and the group no [[opcua.group.node]]"
+            ]
         );
     }
 
@@ -1545,11 +1577,13 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
             &config,
             &[
                 ("profiles/lathe.toml", profile),
-                ("profiles/lathe.csv", "node,signal,machine\nns=2;s=S,speed,cnc2\n"),
+                (
+                    "profiles/lathe.csv",
+                    "node,signal,machine\nns=2;s=S,speed,cnc2\n",
+                ),
             ],
         )
-        .err()
-        .expect("refused");
+        .expect_err("refused");
         assert!(
             problems
                 .iter()
@@ -1622,7 +1656,10 @@ mod nodes_file_tests {
         assert_eq!(errors, Vec::<String>::new());
         assert_eq!(rows.lines, [2, 4, 5]);
         assert_eq!(nodes.len(), 3);
-        assert_eq!(nodes[0].node.to_string(), "ns=2;s=/Channel/Spindle/actSpeed");
+        assert_eq!(
+            nodes[0].node.to_string(),
+            "ns=2;s=/Channel/Spindle/actSpeed"
+        );
         assert_eq!(nodes[0].signal, "spindle_speed");
         assert_eq!(nodes[0].value_type, SignalType::Float);
         assert_eq!(nodes[0].deadband, Some(Deadband::Absolute(5.0)));
@@ -1653,7 +1690,12 @@ mod nodes_file_tests {
         let ids: Vec<String> = nodes.iter().map(|n| n.node.to_string()).collect();
         assert_eq!(
             ids,
-            ["ns=2;s=a,b", "ns=2;s=say \"hi\"", "ns=2;s=two\nlines", "ns=2;s=x"]
+            [
+                "ns=2;s=a,b",
+                "ns=2;s=say \"hi\"",
+                "ns=2;s=two\nlines",
+                "ns=2;s=x"
+            ]
         );
         assert_eq!(nodes[1].signal, "two");
         // The row after the two-line one starts on line 6.
@@ -1707,11 +1749,15 @@ mod nodes_file_tests {
         let one = |text: &str| read(text).2;
         assert_eq!(
             one("node,signal,typ\nns=2;s=A,a,int\n"),
-            ["tags/lathes.csv line 1: unknown column `typ` (did you mean `type`?); the columns are node, signal, type, index, deadband, machine, meter"]
+            [
+                "tags/lathes.csv line 1: unknown column `typ` (did you mean `type`?); the columns are node, signal, type, index, deadband, machine, meter"
+            ]
         );
         assert_eq!(
             one("node,type\n"),
-            ["tags/lathes.csv line 1: the header has no column `signal`: the first line names the columns, `node` and `signal` required (e.g. node,signal,type)"]
+            [
+                "tags/lathes.csv line 1: the header has no column `signal`: the first line names the columns, `node` and `signal` required (e.g. node,signal,type)"
+            ]
         );
         assert_eq!(
             one("node,signal,node\n"),
@@ -1719,7 +1765,9 @@ mod nodes_file_tests {
         );
         assert_eq!(
             one("\n\n"),
-            ["nodes_file `tags/lathes.csv` is empty: its first line names the columns (node, signal, type, index, deadband, machine, meter; node and signal required)"]
+            [
+                "nodes_file `tags/lathes.csv` is empty: its first line names the columns (node, signal, type, index, deadband, machine, meter; node and signal required)"
+            ]
         );
     }
 
@@ -1739,7 +1787,9 @@ mod nodes_file_tests {
         );
         assert_eq!(
             errors,
-            ["t.csv line 2: not UTF-8 text: save the file as UTF-8 (Excel: Save As, \"CSV UTF-8\")"]
+            [
+                "t.csv line 2: not UTF-8 text: save the file as UTF-8 (Excel: Save As, \"CSV UTF-8\")"
+            ]
         );
     }
 

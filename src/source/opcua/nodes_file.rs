@@ -131,28 +131,26 @@ pub(crate) fn read_from<T>(
     let mut text = String::new();
     let mut fields = Vec::new();
     // The header: which column is which.
-    let columns = loop {
-        match reader.next(&mut text, &mut fields) {
-            Ok(Some(line)) => match header(&text, &fields, spec) {
-                Ok(columns) => break columns,
-                Err(e) => {
-                    errors.push(format!("{shown} line {line}: {e}"));
-                    return;
-                }
-            },
-            Ok(None) => {
-                errors.push(format!(
-                    "nodes_file `{shown}` is empty: its first line names the columns ({}; {} \
-                     required)",
-                    spec.names.join(", "),
-                    spec.names[..spec.required].join(" and ")
-                ));
-                return;
-            }
-            Err((line, e)) => {
+    let columns = match reader.next(&mut text, &mut fields) {
+        Ok(Some(line)) => match header(&text, &fields, spec) {
+            Ok(columns) => columns,
+            Err(e) => {
                 errors.push(format!("{shown} line {line}: {e}"));
                 return;
             }
+        },
+        Ok(None) => {
+            errors.push(format!(
+                "nodes_file `{shown}` is empty: its first line names the columns ({}; {} \
+                 required)",
+                spec.names.join(", "),
+                spec.names[..spec.required].join(" and ")
+            ));
+            return;
+        }
+        Err((line, e)) => {
+            errors.push(format!("{shown} line {line}: {e}"));
+            return;
         }
     };
     loop {
@@ -193,7 +191,10 @@ pub(crate) fn read_from<T>(
             }
             Err(problems) => {
                 for (column, e) in problems {
-                    report(errors, format!("{shown} line {line}, column `{column}`: {e}"));
+                    report(
+                        errors,
+                        format!("{shown} line {line}, column `{column}`: {e}"),
+                    );
                 }
             }
         }
@@ -295,8 +296,7 @@ impl<R: BufRead> Records<R> {
                 self.line += 1;
                 Err((
                     self.line,
-                    "not UTF-8 text: save the file as UTF-8 (Excel: Save As, \"CSV UTF-8\")"
-                        .into(),
+                    "not UTF-8 text: save the file as UTF-8 (Excel: Save As, \"CSV UTF-8\")".into(),
                 ))
             }
             Err(e) => Err((self.line + 1, format!("cannot read on: {e}"))),
@@ -401,4 +401,3 @@ impl<R: BufRead> Records<R> {
         Ok(Some(start))
     }
 }
-

@@ -169,7 +169,10 @@ pub async fn run(
         if let (Some(path), Some(rows)) = (csv, rows)
             && let Err(e) = std::fs::write(path, rows)
         {
-            result = Err(format!("cannot write the nodes file {}: {e}", path.display()));
+            result = Err(format!(
+                "cannot write the nodes file {}: {e}",
+                path.display()
+            ));
         }
     }
     if target.temporary_pki {
@@ -862,14 +865,24 @@ fn section(
     });
     // A node as a table, or as a row of the nodes file (its id always quoted: a
     // spreadsheet that splits at `;` keeps it whole).
-    let mut node_out = |out: &mut String, node: &str, index: Option<usize>, signal: String, ty: &str| {
+    let mut node_out = |out: &mut String,
+                        node: &str,
+                        index: Option<usize>,
+                        signal: String,
+                        ty: &str| {
         match rows.as_mut() {
             Some(rows) => {
                 let index = index.map(|i| i.to_string()).unwrap_or_default();
-                let _ = writeln!(rows, "\"{}\",{signal},{ty},{index}", node.replace('"', "\"\""));
+                let _ = writeln!(
+                    rows,
+                    "\"{}\",{signal},{ty},{index}",
+                    node.replace('"', "\"\"")
+                );
             }
             None => {
-                let index = index.map(|i| format!("\n  index = {i}")).unwrap_or_default();
+                let index = index
+                    .map(|i| format!("\n  index = {i}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "\n  [[opcua.group.node]]\n  node = {}{index}\n  signal = {}\n  type = \"{ty}\"",
