@@ -216,6 +216,36 @@ fn nodes_toml(machine: &str) -> String {
     out
 }
 
+/// Receives until every built-in type's signal arrived for each of `machines` (30 s at most)
+/// and `more` after that, stops the source, and asserts that all arrived.
+async fn every_type_arrives(
+    machines: &[&str],
+    mut rx: mpsc::Receiver<SourceEvent>,
+    trigger: shutdown::Trigger,
+    task: tokio::task::JoinHandle<()>,
+    more: Duration,
+) -> Seen {
+    let mut seen = Seen::default();
+    let all = every_type();
+    let complete = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        machines.iter().all(|m| {
+            all.iter()
+                .all(|(_, signal, ..)| s.last(m, signal).is_some())
+        })
+    })
+    .await;
+    watch(&mut rx, &mut seen, more, |_| false).await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        complete,
+        "not every signal arrived in 30 s; health: {:?}; have: {:?}",
+        seen.health,
+        seen.values.keys().collect::<Vec<_>>()
+    );
+    seen
+}
+
 /// `RUST_LOG=shopfloor=debug,opcua=info` shows the client's story in a failing test's output.
 fn log_to_test_output() {
     let _ = tracing_subscriber::fmt()
@@ -257,26 +287,11 @@ async fn every_built_in_type_reads_the_same_subscribed_and_polled() {
         nodes_toml("sub"),
         nodes_toml("poll"),
     ));
-    let (mut rx, metrics, trigger, task) = start(config, dir.path());
-    let mut seen = Seen::default();
+    let (rx, metrics, trigger, task) = start(config, dir.path());
     let all = every_type();
-    let complete = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
-        ["sub", "poll"].iter().all(|m| {
-            all.iter()
-                .all(|(_, signal, ..)| s.last(m, signal).is_some())
-        })
-    })
-    .await;
-    // A few more polls and publications of values that do not change.
-    watch(&mut rx, &mut seen, Duration::from_secs(1), |_| false).await;
-    trigger.fire();
-    let _ = task.await;
-    assert!(
-        complete,
-        "not every signal arrived in 30 s; health: {:?}; have: {:?}",
-        seen.health,
-        seen.values.keys().collect::<Vec<_>>()
-    );
+    // A second more: a few more polls and publications of values that do not change.
+    let seen =
+        every_type_arrives(&["sub", "poll"], rx, trigger, task, Duration::from_secs(1)).await;
     for m in ["sub", "poll"] {
         for (node, signal, _, _, want) in &all {
             assert_eq!(seen.last(m, signal), Some(want), "{m}: {node} as {signal}");
@@ -345,23 +360,8 @@ async fn nodes_mapped_by_a_csv_file_read_the_same_values_as_nodes_mapped_by_toml
         all.len() + 1,
         "every row a node"
     );
-    let (mut rx, _metrics, trigger, task) = start(config, &dir.path().join("pki"));
-    let mut seen = Seen::default();
-    let complete = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
-        ["toml", "csv"].iter().all(|m| {
-            all.iter()
-                .all(|(_, signal, ..)| s.last(m, signal).is_some())
-        })
-    })
-    .await;
-    trigger.fire();
-    let _ = task.await;
-    assert!(
-        complete,
-        "not every signal arrived in 30 s; health: {:?}; have: {:?}",
-        seen.health,
-        seen.values.keys().collect::<Vec<_>>()
-    );
+    let (rx, _metrics, trigger, task) = start(config, &dir.path().join("pki"));
+    let seen = every_type_arrives(&["toml", "csv"], rx, trigger, task, Duration::ZERO).await;
     for (node, signal, _, _, want) in &all {
         assert_eq!(
             seen.last("csv", signal),
