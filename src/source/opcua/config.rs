@@ -1891,6 +1891,40 @@ mod nodes_file_tests {
     }
 
     #[test]
+    fn a_directory_or_a_file_without_line_breaks_stops_with_one_mistake() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        let (_, errors) =
+            nodes_file::read_into(dir.path(), "tags", NODE_COLUMNS, &mut nodes, node_of_row);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("tags line 1: cannot read on: "),
+            "{errors:?}"
+        );
+        let (_, errors) = nodes_file::read_into(
+            Path::new("/dev/zero"),
+            "zero",
+            NODE_COLUMNS,
+            &mut nodes,
+            node_of_row,
+        );
+        assert_eq!(
+            errors,
+            [
+                "zero line 1: a line longer than 64 KiB: not a tag list (one node a line); reading stopped here"
+            ]
+        );
+        let long_quote = format!("node,signal\n\"{}", "ns=2;s=x\n".repeat(200_000));
+        let errors = read(&long_quote).2;
+        assert_eq!(
+            errors,
+            [
+                "tags/lathes.csv line 2: a quoted field opened on this line runs on past 1 MiB: close it with `\"`; reading stopped here"
+            ]
+        );
+    }
+
+    #[test]
     fn many_mistakes_are_counted_beyond_the_first_twenty() {
         let text = format!("node,signal,type\n{}", "ns=2;s=A,a,x\n".repeat(25));
         let errors = read(&text).2;

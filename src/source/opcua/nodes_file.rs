@@ -20,7 +20,7 @@
 //! costs the nodes it makes and a line number each (see [`FileRows`]), which lets every later
 //! check name the file and line of a node. This module knows CSV, not nodes.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::path::Path;
 
 /// The columns a file may have, and how many of the first are required.
@@ -127,6 +127,7 @@ pub(crate) fn read_from<T>(
         line: 0,
         raw: String::new(),
         separator: None,
+        stopped: false,
     };
     let mut text = String::new();
     let mut fields = Vec::new();
@@ -257,7 +258,16 @@ struct Records<R> {
     raw: String,
     /// `,` or `;`, chosen at the first record.
     separator: Option<char>,
+    /// Reading stopped for good (the file could not be read on, or is not a tag list): the
+    /// end of the input from now on.
+    stopped: bool,
 }
+
+/// The longest line and the longest record (a quoted field may span lines) read: a tag list's
+/// are a few hundred bytes; a file without line breaks (`/dev/zero`, a binary named by
+/// mistake) would otherwise be read whole into memory.
+const MAX_LINE: u64 = 64 * 1024;
+const MAX_RECORD: usize = 1024 * 1024;
 
 /// Where a record is in the field being read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -280,8 +290,22 @@ impl<R: BufRead> Records<R> {
     /// Reads one physical line into `raw`; false at the end of the input.
     fn read_line(&mut self) -> Result<bool, (u32, String)> {
         self.raw.clear();
-        match self.input.read_line(&mut self.raw) {
+        if self.stopped {
+            return Ok(false);
+        }
+        match (&mut self.input).take(MAX_LINE).read_line(&mut self.raw) {
             Ok(0) => Ok(false),
+            Ok(n) if n as u64 == MAX_LINE && !self.raw.ends_with('\n') => {
+                self.stopped = true;
+                Err((
+                    self.line + 1,
+                    format!(
+                        "a line longer than {} KiB: not a tag list (one node a line); reading \
+                         stopped here",
+                        MAX_LINE / 1024
+                    ),
+                ))
+            }
             Ok(_) => {
                 self.line += 1;
                 if self.line == 1
@@ -299,7 +323,10 @@ impl<R: BufRead> Records<R> {
                     "not UTF-8 text: save the file as UTF-8 (Excel: Save As, \"CSV UTF-8\")".into(),
                 ))
             }
-            Err(e) => Err((self.line + 1, format!("cannot read on: {e}"))),
+            Err(e) => {
+                self.stopped = true;
+                Err((self.line + 1, format!("cannot read on: {e}")))
+            }
         }
     }
 
@@ -387,6 +414,17 @@ impl<R: BufRead> Records<R> {
                 break;
             }
             // A line break inside a quoted field is part of it.
+            if text.len() > MAX_RECORD {
+                self.stopped = true;
+                return Err((
+                    start,
+                    format!(
+                        "a quoted field opened on this line runs on past {} MiB: close it with \
+                         `\"`; reading stopped here",
+                        MAX_RECORD / (1024 * 1024)
+                    ),
+                ));
+            }
             text.push('\n');
             if !self.read_line()? {
                 return Err((
