@@ -383,6 +383,81 @@ async fn nodes_mapped_by_a_csv_file_read_the_same_values_as_nodes_mapped_by_toml
     assert_eq!(seen.count("csv", "bad"), 0, "a Bad value is not written");
 }
 
+/// `shopfloor run` with a group's nodes in a CSV file: a row added to the file is read on the
+/// next reload (SIGHUP), like a change of the config itself.
+#[test]
+fn a_reload_reads_the_nodes_file_again() {
+    let server = UaServer::start(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("nodes.csv");
+    std::fs::write(&csv, "node,signal,type\nns=2;s=Int32,int32,int\n").unwrap();
+    let out = dir.path().join("out.lp");
+    let path = dir.path().join("shopfloor.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[site]\ncounty = \"t\"\nsector = \"doors\"\nenterprise = \"e\"\n\
+             [agent]\ndata_dir = \"{}\"\n\
+             [[file]]\npath = \"{}\"\n\
+             [web]\nlisten = \"127.0.0.1:{}\"\n\
+             [[machine]]\nid = \"m\"\nkind = \"lathe\"\ncnc = true\n\
+             [[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\
+             [[opcua.group]]\npublishing_interval = \"200ms\"\nnodes_file = \"nodes.csv\"\n",
+            dir.path().join("data").display(),
+            out.display(),
+            free_port(),
+            server.endpoint(),
+        ),
+    )
+    .unwrap();
+    struct Agent(Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start shopfloor run"),
+    );
+    let written = |field: &str| {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if std::fs::read_to_string(&out).is_ok_and(|t| t.contains(field)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert!(
+        written("int32=-123456i"),
+        "the file's first node was not read"
+    );
+    assert!(!written_now(&out, "double="));
+    std::fs::write(
+        &csv,
+        "node,signal,type\nns=2;s=Int32,int32,int\nns=2;s=Double,double,float\n",
+    )
+    .unwrap();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGHUP) };
+    assert!(
+        written("double=2.25"),
+        "the row added was not read after SIGHUP"
+    );
+}
+
+fn written_now(out: &Path, field: &str) -> bool {
+    std::fs::read_to_string(out).is_ok_and(|t| t.contains(field))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_sees_only_session_subscription_and_read_services() {
     let dir = tempfile::tempdir().unwrap();
