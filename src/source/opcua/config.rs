@@ -1626,15 +1626,23 @@ mod nodes_file_tests {
     use std::path::Path;
 
     fn read(text: &str) -> (Vec<OpcuaNode>, FileRows, Vec<String>) {
+        read_bytes(text.as_bytes(), "tags/lathes.csv")
+    }
+
+    /// The mistakes of the file at `path`, named `shown`.
+    fn read_path(path: &Path, shown: &str) -> Vec<String> {
         let mut nodes = Vec::new();
-        let mut rows = FileRows {
-            file: "tags/lathes.csv".into(),
-            ..FileRows::default()
-        };
+        nodes_file::read_into(path, shown, NODE_COLUMNS, &mut nodes, node_of_row).1
+    }
+
+    /// The nodes, rows and mistakes of a file `shown` holding `bytes`.
+    fn read_bytes(bytes: &[u8], shown: &str) -> (Vec<OpcuaNode>, FileRows, Vec<String>) {
+        let mut nodes = Vec::new();
+        let mut rows = FileRows::default();
         let mut errors = Vec::new();
         nodes_file::read_from(
-            text.as_bytes(),
-            "tags/lathes.csv",
+            bytes,
+            shown,
             NODE_COLUMNS,
             &mut nodes,
             &mut rows,
@@ -1773,18 +1781,7 @@ mod nodes_file_tests {
 
     #[test]
     fn text_that_is_not_utf8_is_named() {
-        let mut nodes = Vec::new();
-        let mut rows = FileRows::default();
-        let mut errors = Vec::new();
-        nodes_file::read_from(
-            &b"node,signal\nns=2;s=\xc4\xe3,a\n"[..],
-            "t.csv",
-            NODE_COLUMNS,
-            &mut nodes,
-            &mut rows,
-            &mut errors,
-            node_of_row,
-        );
+        let (_, _, errors) = read_bytes(b"node,signal\nns=2;s=\xc4\xe3,a\n", "t.csv");
         assert_eq!(
             errors,
             [
@@ -1862,18 +1859,7 @@ mod nodes_file_tests {
                 }
                 file.extend_from_slice([&b"\n"[..], b"\r\n", b"\n\n"][next(3)]);
             }
-            let mut nodes = Vec::new();
-            let mut rows = FileRows::default();
-            let mut errors = Vec::new();
-            nodes_file::read_from(
-                &file[..],
-                "f.csv",
-                NODE_COLUMNS,
-                &mut nodes,
-                &mut rows,
-                &mut errors,
-                node_of_row,
-            );
+            let (nodes, rows, errors) = read_bytes(&file, "f.csv");
             assert_eq!(
                 rows.lines.len(),
                 nodes.len(),
@@ -1893,21 +1879,13 @@ mod nodes_file_tests {
     #[test]
     fn a_directory_or_a_file_without_line_breaks_stops_with_one_mistake() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut nodes = Vec::new();
-        let (_, errors) =
-            nodes_file::read_into(dir.path(), "tags", NODE_COLUMNS, &mut nodes, node_of_row);
+        let errors = read_path(dir.path(), "tags");
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(
             errors[0].starts_with("tags line 1: cannot read on: "),
             "{errors:?}"
         );
-        let (_, errors) = nodes_file::read_into(
-            Path::new("/dev/zero"),
-            "zero",
-            NODE_COLUMNS,
-            &mut nodes,
-            node_of_row,
-        );
+        let errors = read_path(Path::new("/dev/zero"), "zero");
         assert_eq!(
             errors,
             [
@@ -1934,14 +1912,7 @@ mod nodes_file_tests {
 
     #[test]
     fn a_missing_file_is_one_clear_mistake() {
-        let mut nodes = Vec::new();
-        let (_, errors) = nodes_file::read_into(
-            Path::new("/nonexistent/tags.csv"),
-            "tags.csv",
-            NODE_COLUMNS,
-            &mut nodes,
-            node_of_row,
-        );
+        let errors = read_path(Path::new("/nonexistent/tags.csv"), "tags.csv");
         assert_eq!(errors.len(), 1);
         assert!(
             errors[0].starts_with("cannot read nodes_file `tags.csv` (/nonexistent/tags.csv): ")
