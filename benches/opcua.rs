@@ -5,6 +5,7 @@
 //! cargo bench --bench opcua                          # 10,000 and 100,000 items
 //! cargo bench --bench opcua -- --items 100000 --seconds 60 --warmup 15
 //! cargo bench --bench opcua -- --items 10000 --python   # the python asyncua server instead
+//! cargo bench --bench opcua -- --items 100000 --write-config /tmp/ua   # the config only
 //! ```
 //!
 //! Three processes share the machine:
@@ -18,7 +19,8 @@
 //!   writes a stats file with how many values it has changed;
 //! - the agent, `shopfloor run` on a generated config: N/1000 lathes `m001` …, one `[[opcua]]`
 //!   endpoint with one subscribed group of 1000 nodes per machine (`r0` … `r999`, type `int`,
-//!   publishing interval 1 s), so the agent opens N/1000 subscriptions of 1000 items (its
+//!   publishing interval 1 s; each group's nodes in a CSV file `nodes/m001.csv` …, its
+//!   `nodes_file`), so the agent opens N/1000 subscriptions of 1000 items (its
 //!   default `max_items_per_subscription`); its output is one `[[file]]`, through the spool,
 //!   and its board is on (the default) so that its `/metrics` can be read;
 //! - this process, which reads /proc and the files.
@@ -77,7 +79,10 @@ fn options() -> Option<Options> {
 }
 
 /// The agent's config: N/1000 lathes, each one subscribed group of 1000 of the server's
-/// variables, a file output and the board on `web_port`.
+/// variables, a file output and the board on `web_port`. Each group's nodes are a CSV tag
+/// list beside the config (`nodes/m001.csv` …, as a commissioning engineer would import
+/// them), written into `dir` here: 100,000 `[[opcua.group.node]]` tables would be 10 MB of
+/// TOML whose parse alone takes some 350 MB.
 fn config(dir: &Path, out: &Path, endpoint: &str, web_port: u16, items: usize) -> String {
     let machines = items / PER_MACHINE;
     let mut c = String::new();
@@ -100,16 +105,18 @@ fn config(dir: &Path, out: &Path, endpoint: &str, web_port: u16, items: usize) -
         c,
         "[[opcua]]\nid = \"bench\"\nendpoint = \"{endpoint}\"\n\n"
     );
+    std::fs::create_dir_all(dir.join("nodes")).expect("make the nodes directory");
     for m in 1..=machines {
-        c.push_str("  [[opcua.group]]\n  publishing_interval = \"1s\"\n");
+        let _ = writeln!(
+            c,
+            "  [[opcua.group]]\n  publishing_interval = \"1s\"\n  nodes_file = \"nodes/m{m:03}.csv\""
+        );
+        let mut csv = String::from("node,signal,type,machine\n");
         for r in 0..PER_MACHINE {
             let i = (m - 1) * PER_MACHINE + r;
-            let _ = writeln!(
-                c,
-                "  [[opcua.group.node]]\n  node = \"ns=2;s=I{i}\"\n  signal = \"r{r}\"\n  \
-                 type = \"int\"\n  machine = \"m{m:03}\""
-            );
+            let _ = writeln!(csv, "ns=2;s=I{i},r{r},int,m{m:03}");
         }
+        std::fs::write(dir.join(format!("nodes/m{m:03}.csv")), csv).expect("write a nodes file");
     }
     c
 }
@@ -302,6 +309,26 @@ fn main() {
         println!("benches/opcua.rs is a benchmark: run it with `cargo bench --bench opcua`");
         return;
     };
+    // `--write-config DIR`: only write the config of the largest workload (and its nodes
+    // files) into DIR, for `shopfloor check -c DIR/bench.toml` under `/usr/bin/time -v`.
+    if let Some(dir) = std::env::args()
+        .skip_while(|a| a != "--write-config")
+        .nth(1)
+    {
+        let dir = PathBuf::from(dir);
+        let items = opts.items.iter().copied().max().unwrap_or(PER_MACHINE);
+        std::fs::create_dir_all(&dir).expect("make the directory");
+        let text = config(
+            &dir,
+            &dir.join("out.lp"),
+            "opc.tcp://127.0.0.1:4840/",
+            0,
+            items,
+        );
+        std::fs::write(dir.join("bench.toml"), text).expect("write the config");
+        println!("{}", dir.join("bench.toml").display());
+        return;
+    }
     let rt = process::runtime();
     let load = process::load_average();
     println!(
@@ -309,7 +336,7 @@ fn main() {
         opts.warmup, opts.seconds, load
     );
     println!(
-        "| items | changes made/s (server) | delivered/s (agent's output) | agent CPU (% of one core) | agent RSS mean / peak (MB) | server CPU (% of one core) | server RSS (MB) | changes dropped by the agent | start-up to first values |"
+        "| items | changes made/s (server) | delivered/s (agent's output) | agent CPU (% of one core) | agent RSS mean / peak (MB) | server CPU (% of one core) | server RSS (MB) | changes overflowed in the server's queues | start-up to first values |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for items in &opts.items {

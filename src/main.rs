@@ -207,6 +207,10 @@ struct ProbeArgs {
     /// listed, their signals belonging to this [[machine]].
     #[arg(long, value_name = "MACHINE", requires = "target")]
     section: Option<String>,
+    /// With --section: write the nodes to this CSV file (a nodes_file, columns node, signal,
+    /// type, index) and name it in the section's group, instead of [[opcua.group.node]] tables.
+    #[arg(long, value_name = "FILE", requires = "section")]
+    csv: Option<PathBuf>,
     /// With a dlt645:// URL: the meter's twelve-digit address, instead of finding it.
     #[arg(long, requires = "target")]
     meter_address: Option<String>,
@@ -1478,7 +1482,14 @@ async fn probe_opcua(url: &str, args: &ProbeArgs) -> Result<()> {
         }
         walk.limit = limit;
     }
-    let outcome = ua::run(&target, &nodes, &walk, args.section.as_deref()).await;
+    let outcome = ua::run(
+        &target,
+        &nodes,
+        &walk,
+        args.section.as_deref(),
+        args.csv.as_deref(),
+    )
+    .await;
     print!("{}", outcome.text);
     match outcome.error {
         Some(e) => Err(anyhow::anyhow!(e)),

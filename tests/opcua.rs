@@ -216,6 +216,36 @@ fn nodes_toml(machine: &str) -> String {
     out
 }
 
+/// Receives until every built-in type's signal arrived for each of `machines` (30 s at most)
+/// and `more` after that, stops the source, and asserts that all arrived.
+async fn every_type_arrives(
+    machines: &[&str],
+    mut rx: mpsc::Receiver<SourceEvent>,
+    trigger: shutdown::Trigger,
+    task: tokio::task::JoinHandle<()>,
+    more: Duration,
+) -> Seen {
+    let mut seen = Seen::default();
+    let all = every_type();
+    let complete = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
+        machines.iter().all(|m| {
+            all.iter()
+                .all(|(_, signal, ..)| s.last(m, signal).is_some())
+        })
+    })
+    .await;
+    watch(&mut rx, &mut seen, more, |_| false).await;
+    trigger.fire();
+    let _ = task.await;
+    assert!(
+        complete,
+        "not every signal arrived in 30 s; health: {:?}; have: {:?}",
+        seen.health,
+        seen.values.keys().collect::<Vec<_>>()
+    );
+    seen
+}
+
 /// `RUST_LOG=shopfloor=debug,opcua=info` shows the client's story in a failing test's output.
 fn log_to_test_output() {
     let _ = tracing_subscriber::fmt()
@@ -257,26 +287,11 @@ async fn every_built_in_type_reads_the_same_subscribed_and_polled() {
         nodes_toml("sub"),
         nodes_toml("poll"),
     ));
-    let (mut rx, metrics, trigger, task) = start(config, dir.path());
-    let mut seen = Seen::default();
+    let (rx, metrics, trigger, task) = start(config, dir.path());
     let all = every_type();
-    let complete = watch(&mut rx, &mut seen, Duration::from_secs(30), |s| {
-        ["sub", "poll"].iter().all(|m| {
-            all.iter()
-                .all(|(_, signal, ..)| s.last(m, signal).is_some())
-        })
-    })
-    .await;
-    // A few more polls and publications of values that do not change.
-    watch(&mut rx, &mut seen, Duration::from_secs(1), |_| false).await;
-    trigger.fire();
-    let _ = task.await;
-    assert!(
-        complete,
-        "not every signal arrived in 30 s; health: {:?}; have: {:?}",
-        seen.health,
-        seen.values.keys().collect::<Vec<_>>()
-    );
+    // A second more: a few more polls and publications of values that do not change.
+    let seen =
+        every_type_arrives(&["sub", "poll"], rx, trigger, task, Duration::from_secs(1)).await;
     for m in ["sub", "poll"] {
         for (node, signal, _, _, want) in &all {
             assert_eq!(seen.last(m, signal), Some(want), "{m}: {node} as {signal}");
@@ -303,6 +318,144 @@ async fn every_built_in_type_reads_the_same_subscribed_and_polled() {
     assert!(metrics.sum("shopfloor_opcua_duplicate_values_total") >= 1);
     assert!(metrics.sum("shopfloor_opcua_bad_values_total") >= 2);
     assert_eq!(seen.health.first().map(|h| h.0.as_str()), Some("up"));
+}
+
+/// The same nodes as [`nodes_toml`], as the rows of a nodes file (CSV), every node id quoted.
+fn nodes_csv(machine: &str) -> String {
+    let mut out = String::from("node,type,signal,index,machine\n");
+    for (node, signal, ty, index, _) in every_type() {
+        let index = index.map(|i| i.to_string()).unwrap_or_default();
+        out.push_str(&format!(
+            "\"nsu=urn:shopfloor:test;s={node}\",{ty},{signal},{index},{machine}\n"
+        ));
+    }
+    out.push_str(&format!("ns=2;s=Bad,,bad,,{machine}\n"));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_mapped_by_a_csv_file_read_the_same_values_as_nodes_mapped_by_toml() {
+    let server = UaServer::start(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    // A whole agent config, read as `shopfloor run` reads it: the CSV file is found beside it.
+    std::fs::create_dir(dir.path().join("tags")).unwrap();
+    std::fs::write(dir.path().join("tags/every-type.csv"), nodes_csv("csv")).unwrap();
+    let text = format!(
+        "[site]\ncounty = \"t\"\nsector = \"doors\"\nenterprise = \"e\"\n\
+         [[machine]]\nid = \"toml\"\nkind = \"lathe\"\ncnc = true\n\
+         [[machine]]\nid = \"csv\"\nkind = \"lathe\"\ncnc = true\n\
+         [[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\n\n\
+         [[opcua.group]]\npublishing_interval = \"200ms\"\n{}\n\
+         [[opcua.group]]\npublishing_interval = \"200ms\"\nnodes_file = \"tags/every-type.csv\"\n",
+        server.endpoint(),
+        nodes_toml("toml"),
+    );
+    let path = dir.path().join("shopfloor.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cfg = shopfloor::agent::config::load(&path).unwrap_or_else(|d| panic!("{d}"));
+    let config = cfg.opcua.remove(0);
+    let all = every_type();
+    assert_eq!(
+        config.groups[1].nodes.len(),
+        all.len() + 1,
+        "every row a node"
+    );
+    let (rx, _metrics, trigger, task) = start(config, &dir.path().join("pki"));
+    let seen = every_type_arrives(&["toml", "csv"], rx, trigger, task, Duration::ZERO).await;
+    for (node, signal, _, _, want) in &all {
+        assert_eq!(
+            seen.last("csv", signal),
+            Some(want),
+            "csv: {node} as {signal}"
+        );
+        assert_eq!(
+            seen.last("csv", signal),
+            seen.last("toml", signal),
+            "{node} as {signal}"
+        );
+        let at = |m: &str| seen.values[&(format!("machine {m}"), signal.to_string())][0].1;
+        assert_eq!(at("csv"), at("toml"), "{signal}: the same source timestamp");
+    }
+    assert_eq!(
+        seen.last("csv", "uncertain_quality"),
+        Some(&Value::Text("uncertain".into()))
+    );
+    assert_eq!(seen.count("csv", "bad"), 0, "a Bad value is not written");
+}
+
+/// `shopfloor run` with a group's nodes in a CSV file: a row added to the file is read on the
+/// next reload (SIGHUP), like a change of the config itself.
+#[test]
+fn a_reload_reads_the_nodes_file_again() {
+    let server = UaServer::start(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("nodes.csv");
+    std::fs::write(&csv, "node,signal,type\nns=2;s=Int32,int32,int\n").unwrap();
+    let out = dir.path().join("out.lp");
+    let path = dir.path().join("shopfloor.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[site]\ncounty = \"t\"\nsector = \"doors\"\nenterprise = \"e\"\n\
+             [agent]\ndata_dir = \"{}\"\n\
+             [[file]]\npath = \"{}\"\n\
+             [web]\nlisten = \"127.0.0.1:{}\"\n\
+             [[machine]]\nid = \"m\"\nkind = \"lathe\"\ncnc = true\n\
+             [[opcua]]\nid = \"asyncua\"\nendpoint = \"{}\"\nmachine = \"m\"\n\
+             [[opcua.group]]\npublishing_interval = \"200ms\"\nnodes_file = \"nodes.csv\"\n",
+            dir.path().join("data").display(),
+            out.display(),
+            free_port(),
+            server.endpoint(),
+        ),
+    )
+    .unwrap();
+    struct Agent(Child);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_shopfloor"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start shopfloor run"),
+    );
+    let written = |field: &str| {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if std::fs::read_to_string(&out).is_ok_and(|t| t.contains(field)) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert!(
+        written("int32=-123456i"),
+        "the file's first node was not read"
+    );
+    assert!(!written_now(&out, "double="));
+    std::fs::write(
+        &csv,
+        "node,signal,type\nns=2;s=Int32,int32,int\nns=2;s=Double,double,float\n",
+    )
+    .unwrap();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGHUP) };
+    assert!(
+        written("double=2.25"),
+        "the row added was not read after SIGHUP"
+    );
+}
+
+fn written_now(out: &Path, field: &str) -> bool {
+    std::fs::read_to_string(out).is_ok_and(|t| t.contains(field))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1386,6 +1539,53 @@ async fn probe_prints_a_ready_section_that_check_accepts_and_the_source_reads() 
     }
     let (ok, _, err) = check_section(dir.path(), section);
     assert!(ok, "check refused the probe's section:\n{err}\n{section}");
+}
+
+/// `--section m1 --csv FILE` writes the nodes as a nodes file and prints a section whose group
+/// names it; `check` accepts the two as they are and plans the same nodes.
+#[test]
+fn probe_writes_the_nodes_as_a_csv_file_that_the_printed_section_names() {
+    let server = UaServer::start(free_port(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("m1.csv");
+    let (ok, out, err) = probe(
+        &[
+            &server.endpoint(),
+            "ns=2;s=Int32",
+            "ns=2;s=Int32Array",
+            "ns=2;s=String",
+            "--section",
+            "m1",
+            "--csv",
+            csv.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}\n{err}");
+    let section = printed_section(&out);
+    assert!(
+        section.contains(&format!("  nodes_file = \"{}\"", csv.display())),
+        "{section}"
+    );
+    assert!(!section.contains("[[opcua.group.node]]"), "{section}");
+    let rows = std::fs::read_to_string(&csv).expect("the probe wrote the nodes file");
+    assert_eq!(
+        rows,
+        "node,signal,type,index\n\
+         \"nsu=urn:shopfloor:test;s=Int32\",int32,int,\n\
+         \"nsu=urn:shopfloor:test;s=Int32Array\",int32_array_0,int,0\n\
+         \"nsu=urn:shopfloor:test;s=Int32Array\",int32_array_1,int,1\n\
+         \"nsu=urn:shopfloor:test;s=Int32Array\",int32_array_2,int,2\n\
+         \"nsu=urn:shopfloor:test;s=String\",string,string,\n"
+    );
+    let (ok, plan, err) = check_section(dir.path(), section);
+    assert!(ok, "check refused the probe's section:\n{err}\n{section}");
+    assert!(
+        plan.contains(
+            "nsu=urn:shopfloor:test;s=Int32Array[2] → machine m1 int32_array_2, an integer"
+        ),
+        "{plan}"
+    );
 }
 
 /// A secured probe's section keeps its security and user, with the password from the

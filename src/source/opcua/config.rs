@@ -41,6 +41,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::node_id::NodeAddress;
+use super::nodes_file::{self, FileRows};
 use crate::config::{Secret, parse_duration};
 use crate::model::SignalType;
 
@@ -210,6 +211,14 @@ pub struct OpcuaGroup {
     /// The nodes.
     #[serde(default, rename = "node")]
     pub nodes: Vec<OpcuaNode>,
+    /// A CSV tag list whose rows are nodes too, after the `node` tables: a path relative to
+    /// the config file's directory (a profile's: to the profile's). See
+    /// `source::opcua::nodes_file` for the columns.
+    #[serde(default)]
+    pub nodes_file: Option<PathBuf>,
+    /// Which of `nodes` came from `nodes_file`, and their lines there (set when it is read).
+    #[serde(skip)]
+    pub file_rows: Option<FileRows>,
 }
 
 impl OpcuaGroup {
@@ -249,12 +258,35 @@ pub struct OpcuaProfile {
 pub fn load_profile(name: &str, dir: Option<&std::path::Path>) -> Result<OpcuaProfile, String> {
     use crate::source::modbus::profile::{ProfileSource, find_in};
     let (source, text) = find_in(name, dir, BUILTIN)?;
-    let file = match source {
+    let file = match &source {
         ProfileSource::File(p) => p.display().to_string(),
         _ => format!("<shipped>/config/profiles/opcua/{name}.toml"),
     };
-    let profile: OpcuaProfile =
+    let mut profile: OpcuaProfile =
         toml::from_str(&text).map_err(|e| format!("profile `{name}` ({file}): {e}"))?;
+    for group in &mut profile.groups {
+        let Some(csv) = group.nodes_file.clone() else {
+            continue;
+        };
+        let ProfileSource::File(path) = &source else {
+            return Err(format!(
+                "profile `{name}` ({file}): a shipped profile has no nodes_file"
+            ));
+        };
+        let dir = path.parent().unwrap_or(std::path::Path::new(""));
+        let shown = csv.display().to_string();
+        let (rows, errors) = nodes_file::read_into(
+            &dir.join(&csv),
+            &shown,
+            NODE_COLUMNS,
+            &mut group.nodes,
+            node_of_row,
+        );
+        if !errors.is_empty() {
+            return Err(format!("profile `{name}` ({file}): {}", errors.join("; ")));
+        }
+        group.file_rows = Some(rows);
+    }
     let owned = profile
         .groups
         .iter()
@@ -503,7 +535,12 @@ impl OpcuaServer {
                 );
             }
         }
-        if self.groups.iter().all(|g| g.nodes.is_empty()) {
+        // (A group with an empty or unread nodes file says so itself.)
+        if self
+            .groups
+            .iter()
+            .all(|g| g.nodes.is_empty() && g.nodes_file.is_none())
+        {
             push(
                 vec![Key("id")],
                 format!("opcua server `{name}` has no [[opcua.group.node]]: it would read nothing"),
@@ -563,10 +600,23 @@ impl OpcuaServer {
                     }
                 }
             }
-            if group.nodes.is_empty() {
+            if group.nodes.is_empty() && group.nodes_file.is_some() {
+                if !group.file_failed() {
+                    push(
+                        at(&[Key("nodes_file")]),
+                        format!(
+                            "opcua server `{name}`: the group's nodes_file has no rows and the \
+                             group no [[opcua.group.node]]"
+                        ),
+                    );
+                }
+            } else if group.nodes.is_empty() {
                 push(
                     at(&[]),
-                    format!("opcua server `{name}`: a group without [[opcua.group.node]]"),
+                    format!(
+                        "opcua server `{name}`: a group without [[opcua.group.node]] or \
+                         nodes_file"
+                    ),
                 );
             }
             for (n, node) in group.nodes.iter().enumerate() {
@@ -635,12 +685,10 @@ impl OpcuaServer {
                     push(
                         at("signal"),
                         format!(
-                            "signal `{}` of {} is already mapped (group {}, node {}): one node per \
-                             signal",
+                            "signal `{}` of {} is already mapped ({}): one node per signal",
                             node.signal,
                             owner_words(&owner),
-                            g0 + 1,
-                            n0 + 1
+                            self.node_place(g0, n0)
                         ),
                     );
                 }
@@ -662,6 +710,145 @@ impl OpcuaServer {
             }
         }
         out
+    }
+}
+
+/// A nodes file's columns: each means what the `[[opcua.group.node]]` key of its name means;
+/// `deadband` is `5` (absolute) or `2%` (percent).
+pub const NODE_COLUMNS: nodes_file::Columns = nodes_file::Columns {
+    names: &[
+        "node", "signal", "type", "index", "deadband", "machine", "meter",
+    ],
+    required: 2,
+};
+
+/// One row of a nodes file (its cells in [`NODE_COLUMNS`] order) as a node, or every mistake
+/// in it with its column's name.
+pub(crate) fn node_of_row(cells: &[Option<&str>]) -> Result<OpcuaNode, nodes_file::RowMistakes> {
+    let mut problems = Vec::new();
+    let mut node = None;
+    let mut signal = None;
+    let mut value_type = SignalType::default();
+    let mut index = None;
+    let mut deadband = None;
+    let mut machine = None;
+    let mut meter = None;
+    for (c, cell) in cells.iter().enumerate() {
+        let name = NODE_COLUMNS.names[c];
+        let Some(cell) = *cell else {
+            if c < NODE_COLUMNS.required {
+                problems.push((name, format!("is empty: every row needs a {name}")));
+            }
+            continue;
+        };
+        match name {
+            "node" => match NodeAddress::parse(cell) {
+                Ok(a) => node = Some(a),
+                Err(e) => problems.push((name, e.to_string())),
+            },
+            "signal" => signal = Some(cell.to_string()),
+            "type" => match cell {
+                "float" => value_type = SignalType::Float,
+                "int" => value_type = SignalType::Int,
+                "bool" => value_type = SignalType::Bool,
+                "string" => value_type = SignalType::String,
+                other => problems.push((
+                    name,
+                    format!("unknown type `{other}` (float, int, bool, string)"),
+                )),
+            },
+            "index" => match cell.parse::<u32>() {
+                Ok(i) => index = Some(i),
+                Err(_) => problems.push((
+                    name,
+                    format!("`{cell}` is not an array element's index (0, 1, 2 …)"),
+                )),
+            },
+            "deadband" => {
+                let (number, percent) = match cell.strip_suffix('%') {
+                    Some(n) => (n.trim_end(), true),
+                    None => (cell, false),
+                };
+                match number.parse::<f64>() {
+                    Ok(x) if percent => deadband = Some(Deadband::Percent(x)),
+                    Ok(x) => deadband = Some(Deadband::Absolute(x)),
+                    Err(_) => problems.push((
+                        name,
+                        format!(
+                            "`{cell}` is not a deadband: write an absolute change (`0.5`) or a \
+                             percentage of the node's EURange (`2%`)"
+                        ),
+                    )),
+                }
+            }
+            "machine" => machine = Some(cell.to_string()),
+            _ => meter = Some(cell.to_string()),
+        }
+    }
+    match (node, signal) {
+        (Some(node), Some(signal)) if problems.is_empty() => Ok(OpcuaNode {
+            node,
+            signal,
+            value_type,
+            index,
+            deadband,
+            machine,
+            meter,
+        }),
+        _ => Err(problems),
+    }
+}
+
+impl OpcuaGroup {
+    /// Whether the group's nodes file was named but could not be read whole (its mistakes are
+    /// reported at `nodes_file`, not again as a group without nodes).
+    pub fn file_failed(&self) -> bool {
+        self.nodes_file.is_some() && self.file_rows.as_ref().is_none_or(|r| r.failed)
+    }
+}
+
+impl OpcuaServer {
+    /// Where node `n` of group `g` is written, for people: `tags/lathes.csv line 12` for a
+    /// row of a nodes file, else `group 1, node 3` (1-based).
+    pub fn node_place(&self, g: usize, n: usize) -> String {
+        match self.file_line(g, n) {
+            Some((file, line)) => format!("{file} line {line}"),
+            None => format!("group {}, node {}", g + 1, n + 1),
+        }
+    }
+
+    /// The nodes file and line of node `n` of group `g`, when it is a row of one.
+    pub fn file_line(&self, g: usize, n: usize) -> Option<(&str, u32)> {
+        let rows = self.groups.get(g)?.file_rows.as_ref()?;
+        Some((rows.file.as_str(), rows.line_of(n)?))
+    }
+
+    /// A problem's path inside a nodes file's row, as the path of the group's `nodes_file` key
+    /// and the words that put the row's file, line and column in front of its message.
+    fn in_nodes_file(&self, path: &[PathSeg]) -> Option<(Vec<PathSeg>, String)> {
+        let [
+            PathSeg::Key("group"),
+            PathSeg::Index(g),
+            PathSeg::Key("node"),
+            PathSeg::Index(n),
+            rest @ ..,
+        ] = path
+        else {
+            return None;
+        };
+        let (file, line) = self.file_line(*g, *n)?;
+        let column = match rest.last() {
+            Some(PathSeg::Key(k)) => format!(", column `{k}`"),
+            _ => String::new(),
+        };
+        Some((
+            vec![
+                PathSeg::Key("group"),
+                PathSeg::Index(*g),
+                PathSeg::Key("nodes_file"),
+            ],
+            format!("{file} line {line}{column}: "),
+        ))
     }
 }
 
@@ -728,6 +915,31 @@ pub(crate) fn check_servers(
     use crate::config::{Seg, key};
     for (i, server) in at.iter().zip(servers.iter_mut()) {
         let base = vec![key("opcua"), Seg::Index(*i)];
+        // Each group's nodes file, beside the config: its rows follow the group's node tables.
+        for (g, group) in server.groups.iter_mut().enumerate() {
+            let Some(csv) = group.nodes_file.clone() else {
+                continue;
+            };
+            let path = checker.dir().map_or_else(|| csv.clone(), |d| d.join(&csv));
+            let (mut rows, errors) = nodes_file::read_into(
+                &path,
+                &csv.display().to_string(),
+                NODE_COLUMNS,
+                &mut group.nodes,
+                node_of_row,
+            );
+            if !errors.is_empty() {
+                rows.failed = true;
+                let mut at = base.clone();
+                at.extend([key("group"), Seg::Index(g), key("nodes_file")]);
+                let at = checker.span_of(root, &at);
+                for e in errors {
+                    checker.push(at.clone(), e);
+                }
+            }
+            group.nodes.shrink_to_fit();
+            group.file_rows = Some(rows);
+        }
         // A profile's groups come first; problems with them are reported at `profile`.
         let mut from_profile = 0;
         if let Some(name) = server.profile.clone() {
@@ -793,7 +1005,18 @@ pub(crate) fn check_servers(
             is_meter: &is_meter,
         };
         for problem in server.check(&register) {
-            let path = relative(&problem.path);
+            // A row of a nodes file is reported at `nodes_file`, its file and line in words.
+            let (path, problem) = match server.in_nodes_file(&problem.path) {
+                Some((path, row)) => (
+                    path,
+                    ConfigProblem {
+                        message: format!("{row}{}", problem.message),
+                        ..problem
+                    },
+                ),
+                None => (problem.path.clone(), problem),
+            };
+            let path = relative(&path);
             let at = span(checker, &path);
             let message = if path == [PathSeg::Key("profile")] {
                 format!(
@@ -808,16 +1031,28 @@ pub(crate) fn check_servers(
         }
         for (g, group) in server.groups.iter().enumerate() {
             for (n, node) in group.nodes.iter().enumerate() {
-                let here = || format!("[[opcua]] `{}` node {}", server.id, node.node);
+                let here = || match server.file_line(g, n) {
+                    Some((file, line)) => {
+                        format!(
+                            "[[opcua]] `{}` node {} ({file} line {line})",
+                            server.id, node.node
+                        )
+                    }
+                    None => format!("[[opcua]] `{}` node {}", server.id, node.node),
+                };
                 if let Some(clash) = checker.signal_type_clash(&node.signal, node.value_type, here)
                 {
-                    let rel = [
+                    let rel = vec![
                         PathSeg::Key("group"),
                         PathSeg::Index(g),
                         PathSeg::Key("node"),
                         PathSeg::Index(n),
                         PathSeg::Key("type"),
                     ];
+                    let (rel, clash) = match server.in_nodes_file(&rel) {
+                        Some((path, row)) => (path, format!("{row}{clash}")),
+                        None => (rel, clash),
+                    };
                     let at = span(checker, &relative(&rel));
                     checker.push(at, clash);
                 }
@@ -1186,6 +1421,177 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
         );
     }
 
+    /// A config in a fresh directory with the files `files` beside it; its problems as
+    /// `line:column: message`, or the config.
+    fn load_with_files(
+        config: &str,
+        files: &[(&str, &str)],
+    ) -> Result<crate::agent::config::Config, Vec<String>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (name, text) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+        let path = dir.path().join("shopfloor.toml");
+        std::fs::write(&path, config).expect("write config");
+        crate::agent::config::load(&path).map_err(|d| {
+            d.problems
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect()
+        })
+    }
+
+    const TWO_LATHES: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n\
+        [[machine]]\nid = \"cnc1\"\nkind = \"lathe\"\ncnc = true\n\
+        [[machine]]\nid = \"cnc2\"\nkind = \"lathe\"\ncnc = true\n";
+
+    #[test]
+    fn a_nodes_file_adds_its_rows_after_the_groups_own_nodes() {
+        let config = format!(
+            "{TWO_LATHES}[[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\n\
+             [[opcua.group]]\nnodes_file = \"tags/lathes.csv\"\n\
+             [[opcua.group.node]]\nnode = \"ns=2;s=Mode\"\nsignal = \"mode\"\ntype = \"string\"\n"
+        );
+        let csv = "node,signal,type,machine,deadband\n\
+                   \"ns=2;s=Spindle,Speed\",spindle_speed,float,,5\n\
+                   ns=2;s=Count,parts,int,cnc2,\n";
+        let cfg = load_with_files(&config, &[("tags/lathes.csv", csv)])
+            .unwrap_or_else(|p| panic!("{p:#?}"));
+        let server = &cfg.opcua[0];
+        let nodes = &server.groups[0].nodes;
+        let got: Vec<(String, &str, Option<Owner<'_>>)> = nodes
+            .iter()
+            .map(|n| (n.node.to_string(), n.signal.as_str(), server.owner(n)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ns=2;s=Mode".into(), "mode", Some(Owner::Machine("cnc1"))),
+                (
+                    "ns=2;s=Spindle,Speed".into(),
+                    "spindle_speed",
+                    Some(Owner::Machine("cnc1"))
+                ),
+                ("ns=2;s=Count".into(), "parts", Some(Owner::Machine("cnc2"))),
+            ]
+        );
+        assert_eq!(nodes[1].deadband, Some(Deadband::Absolute(5.0)));
+        assert_eq!(server.node_place(0, 0), "group 1, node 1");
+        assert_eq!(server.node_place(0, 2), "tags/lathes.csv line 3");
+    }
+
+    #[test]
+    fn the_whole_config_checks_on_a_nodes_files_rows_name_its_file_and_line() {
+        let config = format!(
+            "{TWO_LATHES}[[modbus]]\nid = \"m\"\naddress = \"10.0.0.9:502\"\nmachine = \"cnc2\"\n\
+             [[modbus.field]]\nsignal = \"temp\"\nregister = \"holding\"\naddress = 1\ntype = \"u16\"\n\
+             [[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\n\
+             [[opcua.group]]\nmode = \"poll\"\n\
+             nodes_file = \"tags.csv\"\n\
+             [[opcua.group.node]]\nnode = \"ns=2;s=Mode\"\nsignal = \"mode\"\ntype = \"string\"\n"
+        );
+        let csv = "signal,node,machine,deadband,type\n\
+                   speed,ns=2;s=A,,,\n\
+                   mode,ns=2;s=B,,,string\n\
+                   \n\
+                   speed,ns=2;s=C,,,\n\
+                   x,ns=2;s=D,press9,,\n\
+                   y,ns=2;s=E,,1,\n\
+                   temp,ns=2;s=F,cnc2,,float\n\
+                   z,ns=2;s=G,,,flaot\n";
+        let problems = load_with_files(&config, &[("tags.csv", csv)]).expect_err("refused");
+        // Line 28 of the config is `nodes_file = …`, its value at column 14.
+        let at = "28:14: ";
+        let want = [
+            format!(
+                "{at}tags.csv line 9, column `type`: unknown type `flaot` (float, int, bool, string)"
+            ),
+            format!(
+                "{at}tags.csv line 3, column `signal`: signal `mode` of machine `cnc1` is already mapped (group 1, node 1): one node per signal"
+            ),
+            format!(
+                "{at}tags.csv line 5, column `signal`: signal `speed` of machine `cnc1` is already mapped (tags.csv line 2): one node per signal"
+            ),
+            format!(
+                "{at}tags.csv line 6, column `machine`: `press9` is not a registered [[machine]]"
+            ),
+            format!(
+                "{at}tags.csv line 7, column `deadband`: a deadband is for subscriptions; a polled node is read every poll"
+            ),
+            format!(
+                "{at}tags.csv line 8, column `type`: signal `temp` is a float here but an integer in modbus device `m`: the store keeps one type per field of `signal` across all machines and meters, and refuses the lines of the other type (rename one, or make the types agree: `scale` makes a register a float)"
+            ),
+        ];
+        let mut got = problems.clone();
+        got.sort();
+        let mut want = want.to_vec();
+        want.sort();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_missing_nodes_file_is_a_config_error_at_its_key() {
+        let config = format!(
+            "{TWO_LATHES}[[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\n\
+             [[opcua.group]]\nnodes_file = \"tags/none.csv\"\n"
+        );
+        let problems = load_with_files(&config, &[]).expect_err("refused");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("18:14: cannot read nodes_file `tags/none.csv` (")
+                && problems[0].contains("No such file"),
+            "{problems:?}"
+        );
+        // Header only: the group has no nodes, said at `nodes_file`.
+        let problems = load_with_files(
+            &config.replace("none", "empty"),
+            &[("tags/empty.csv", "node,signal\n")],
+        )
+        .expect_err("refused");
+        assert_eq!(
+            problems,
+            [
+                "18:14: opcua server `plc`: the group's nodes_file has no rows and the group no [[opcua.group.node]]"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_profiles_nodes_file_is_beside_the_profile() {
+        let config = format!(
+            "{TWO_LATHES}[[opcua]]\nid = \"plc\"\nendpoint = \"opc.tcp://h:4840\"\nmachine = \"cnc1\"\nprofile = \"lathe\"\n"
+        );
+        let profile = "description = \"a lathe\"\n[[group]]\nnodes_file = \"lathe.csv\"\n";
+        let cfg = load_with_files(
+            &config,
+            &[
+                ("profiles/lathe.toml", profile),
+                ("profiles/lathe.csv", "node,signal\nns=2;s=S,speed\n"),
+            ],
+        )
+        .unwrap_or_else(|p| panic!("{p:#?}"));
+        assert_eq!(cfg.opcua[0].groups[0].nodes[0].signal, "speed");
+        let problems = load_with_files(
+            &config,
+            &[
+                ("profiles/lathe.toml", profile),
+                (
+                    "profiles/lathe.csv",
+                    "node,signal,machine\nns=2;s=S,speed,cnc2\n",
+                ),
+            ],
+        )
+        .expect_err("refused");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("node `speed` names a machine or meter")),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn endpoints_give_host_and_port() {
         assert_eq!(
@@ -1209,6 +1615,309 @@ endpoint = "opc.tcp://[fe80::1]:4840/UA/Server"
             endpoint_host_port("opc.tcp://")
                 .unwrap_err()
                 .contains("names no host")
+        );
+    }
+}
+
+#[cfg(test)]
+mod nodes_file_tests {
+    //! A nodes file read into nodes: the CSV reader (`nodes_file`) with [`node_of_row`].
+    use super::*;
+    use std::path::Path;
+
+    fn read(text: &str) -> (Vec<OpcuaNode>, FileRows, Vec<String>) {
+        read_bytes(text.as_bytes(), "tags/lathes.csv")
+    }
+
+    /// The mistakes of the file at `path`, named `shown`.
+    fn read_path(path: &Path, shown: &str) -> Vec<String> {
+        let mut nodes = Vec::new();
+        nodes_file::read_into(path, shown, NODE_COLUMNS, &mut nodes, node_of_row).1
+    }
+
+    /// The nodes, rows and mistakes of a file `shown` holding `bytes`.
+    fn read_bytes(bytes: &[u8], shown: &str) -> (Vec<OpcuaNode>, FileRows, Vec<String>) {
+        let mut nodes = Vec::new();
+        let mut rows = FileRows::default();
+        let mut errors = Vec::new();
+        nodes_file::read_from(
+            bytes,
+            shown,
+            NODE_COLUMNS,
+            &mut nodes,
+            &mut rows,
+            &mut errors,
+            node_of_row,
+        );
+        (nodes, rows, errors)
+    }
+
+    #[test]
+    fn a_good_file_gives_its_nodes_in_any_column_order() {
+        let (nodes, rows, errors) = read(
+            "\u{feff}Signal,node,type,index,deadband,machine,meter\r\n\
+             spindle_speed,\"ns=2;s=/Channel/Spindle/actSpeed\",float,,5,lathe01,\r\n\
+             \r\n\
+             axis_load, ns=2;s=load ,int,2,2.5%,,\r\n\
+             power_kw,nsu=urn:meter;i=7,,,,,main\r\n",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(rows.lines, [2, 4, 5]);
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(
+            nodes[0].node.to_string(),
+            "ns=2;s=/Channel/Spindle/actSpeed"
+        );
+        assert_eq!(nodes[0].signal, "spindle_speed");
+        assert_eq!(nodes[0].value_type, SignalType::Float);
+        assert_eq!(nodes[0].deadband, Some(Deadband::Absolute(5.0)));
+        assert_eq!(nodes[0].machine.as_deref(), Some("lathe01"));
+        assert_eq!(nodes[0].meter, None);
+        // Unquoted cells are trimmed.
+        assert_eq!(nodes[1].node.to_string(), "ns=2;s=load");
+        assert_eq!(nodes[1].value_type, SignalType::Int);
+        assert_eq!(nodes[1].index, Some(2));
+        assert_eq!(nodes[1].deadband, Some(Deadband::Percent(2.5)));
+        assert_eq!(nodes[1].machine, None);
+        // Empty cells are keys not given: the default type, no index, no deadband.
+        assert_eq!(nodes[2].value_type, SignalType::Float);
+        assert_eq!(nodes[2].index, None);
+        assert_eq!(nodes[2].meter.as_deref(), Some("main"));
+    }
+
+    #[test]
+    fn quoted_node_ids_keep_separators_quotes_and_line_breaks() {
+        let (nodes, rows, errors) = read(
+            "node,signal\n\
+             \"ns=2;s=a,b\",one\n\
+             \"ns=2;s=say \"\"hi\"\"\" , two\n\
+             \"ns=2;s=two\nlines\",three\n\
+             ns=2;s=x,four\n",
+        );
+        assert_eq!(errors, Vec::<String>::new());
+        let ids: Vec<String> = nodes.iter().map(|n| n.node.to_string()).collect();
+        assert_eq!(
+            ids,
+            [
+                "ns=2;s=a,b",
+                "ns=2;s=say \"hi\"",
+                "ns=2;s=two\nlines",
+                "ns=2;s=x"
+            ]
+        );
+        assert_eq!(nodes[1].signal, "two");
+        // The row after the two-line one starts on line 6.
+        assert_eq!(rows.lines, [2, 3, 4, 6]);
+    }
+
+    #[test]
+    fn semicolons_separate_when_the_header_has_no_comma() {
+        let (nodes, _, errors) = read("node;signal;type\n\"ns=2;s=A\";a;bool\n");
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(nodes[0].node.to_string(), "ns=2;s=A");
+        assert_eq!(nodes[0].value_type, SignalType::Bool);
+    }
+
+    #[test]
+    fn every_bad_row_is_named_by_line_and_column_and_the_good_rows_stay() {
+        let (nodes, rows, errors) = read(
+            "node,signal,type,index,deadband\n\
+             ns=2;s=A,a,flaot,,\n\
+             ns=2;q=B,b,,,\n\
+             ,c,,,\n\
+             ns=2;s=D,,,x,\n\
+             ns=2;s=E,e,,,much\n\
+             ns=2;s=F,f\n\
+             ns=2;s=G,g,int,3,1%\n\
+             ns=2;s=\"H\",h,,,\n\
+             \"ns=2;s=I\"x,i,,,\n\
+             ns=2;s=J,j,,,\n\
+             \"ns=2;s=K,k,,,\n",
+        );
+        let want = [
+            "tags/lathes.csv line 2, column `type`: unknown type `flaot` (float, int, bool, string)",
+            "tags/lathes.csv line 3, column `node`: unknown identifier type `q=`: use `i=` (numeric), `s=` (string), `g=` (GUID) or `b=` (opaque, base64)",
+            "tags/lathes.csv line 4, column `node`: is empty: every row needs a node",
+            "tags/lathes.csv line 5, column `signal`: is empty: every row needs a signal",
+            "tags/lathes.csv line 5, column `index`: `x` is not an array element's index (0, 1, 2 …)",
+            "tags/lathes.csv line 6, column `deadband`: `much` is not a deadband: write an absolute change (`0.5`) or a percentage of the node's EURange (`2%`)",
+            "tags/lathes.csv line 7: 2 fields where the header names 5 columns (a field holding `,` is quoted: \"ns=2;s=a,b\")",
+            "tags/lathes.csv line 9: a `\"` inside a field that does not start with one: quote the whole field and double the quote inside (\"ns=2;s=a\"\"b\")",
+            "tags/lathes.csv line 10: `x` after a quoted field's closing quote: a quote inside a quoted field is written twice (\"ns=2;s=a\"\"b\")",
+            "tags/lathes.csv line 12: a quoted field opened on this line is not closed by the end of the file: close it with `\"`",
+        ];
+        assert_eq!(errors, want);
+        let signals: Vec<&str> = nodes.iter().map(|n| n.signal.as_str()).collect();
+        assert_eq!(signals, ["g", "j"]);
+        assert_eq!(rows.lines, [8, 11]);
+    }
+
+    #[test]
+    fn a_bad_header_stops_the_file() {
+        let one = |text: &str| read(text).2;
+        assert_eq!(
+            one("node,signal,typ\nns=2;s=A,a,int\n"),
+            [
+                "tags/lathes.csv line 1: unknown column `typ` (did you mean `type`?); the columns are node, signal, type, index, deadband, machine, meter"
+            ]
+        );
+        assert_eq!(
+            one("node,type\n"),
+            [
+                "tags/lathes.csv line 1: the header has no column `signal`: the first line names the columns, `node` and `signal` required (e.g. node,signal,type)"
+            ]
+        );
+        assert_eq!(
+            one("node,signal,node\n"),
+            ["tags/lathes.csv line 1: column `node` is named twice"]
+        );
+        assert_eq!(
+            one("\n\n"),
+            [
+                "nodes_file `tags/lathes.csv` is empty: its first line names the columns (node, signal, type, index, deadband, machine, meter; node and signal required)"
+            ]
+        );
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_named() {
+        let (_, _, errors) = read_bytes(b"node,signal\nns=2;s=\xc4\xe3,a\n", "t.csv");
+        assert_eq!(
+            errors,
+            [
+                "t.csv line 2: not UTF-8 text: save the file as UTF-8 (Excel: Save As, \"CSV UTF-8\")"
+            ]
+        );
+    }
+
+    /// Hostile files: any mix of separators, quotes, line ends, a BOM, bytes that are not
+    /// UTF-8 and cell text never panics, and every node comes with the line it starts on.
+    #[test]
+    fn arbitrary_bytes_never_panic_and_every_node_has_its_line() {
+        const PIECES: &[&[u8]] = &[
+            b",",
+            b";",
+            b"\"",
+            b"\"\"",
+            b"\n",
+            b"\r\n",
+            b" ",
+            b"node",
+            b"signal",
+            b"type",
+            b"index",
+            b"deadband",
+            b"machine",
+            b"ns=2;s=",
+            b"i=7",
+            b"a",
+            b"int",
+            b"2%",
+            b"-1",
+            b"\xef\xbb\xbf",
+            b"\xff",
+            b"\xc4\xe3",
+            "运".as_bytes(),
+        ];
+        // A fixed linear congruential generator: the same 20,000 files every run.
+        let mut state: u64 = 0x5eed;
+        let mut next = |n: usize| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) as usize % n
+        };
+        let mut made = 0;
+        for _ in 0..20_000 {
+            let mut file = b"node,signal,type,index,deadband\n".to_vec();
+            if next(8) == 0 {
+                file.clear();
+            }
+            // Rows of likely cells, with a random piece thrown in now and then.
+            const CELLS: [&[&[u8]]; 5] = [
+                &[
+                    b"ns=2;s=a",
+                    b"\"ns=2;s=a,\"\"b\"\"\"",
+                    b"i=7",
+                    b"",
+                    b"ns=2;q=x",
+                ],
+                &[b"a", b"b", b"", b"c d"],
+                &[b"int", b"", b"flaot", b"bool"],
+                &[b"", b"1", b"x"],
+                &[b"", b"2%", b"5", b"much"],
+            ];
+            for _ in 0..next(6) {
+                for (c, choices) in CELLS.iter().enumerate() {
+                    if c > 0 {
+                        file.push(b',');
+                    }
+                    file.extend_from_slice(choices[next(choices.len())]);
+                    if next(10) == 0 {
+                        file.extend_from_slice(PIECES[next(PIECES.len())]);
+                    }
+                }
+                file.extend_from_slice([&b"\n"[..], b"\r\n", b"\n\n"][next(3)]);
+            }
+            let (nodes, rows, errors) = read_bytes(&file, "f.csv");
+            assert_eq!(
+                rows.lines.len(),
+                nodes.len(),
+                "{:?}",
+                String::from_utf8_lossy(&file)
+            );
+            let lines = file.iter().filter(|b| **b == b'\n').count() as u32 + 1;
+            assert!(rows.lines.windows(2).all(|w| w[0] < w[1]));
+            assert!(rows.lines.iter().all(|l| (2..=lines).contains(l)));
+            assert!(errors.len() <= 21);
+            made += nodes.len();
+        }
+        // Some of them hold good rows too, so that the nodes' side is exercised.
+        assert!(made > 100, "{made} nodes");
+    }
+
+    #[test]
+    fn a_directory_or_a_file_without_line_breaks_stops_with_one_mistake() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let errors = read_path(dir.path(), "tags");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("tags line 1: cannot read on: "),
+            "{errors:?}"
+        );
+        let errors = read_path(Path::new("/dev/zero"), "zero");
+        assert_eq!(
+            errors,
+            [
+                "zero line 1: a line longer than 64 KiB: not a tag list (one node a line); reading stopped here"
+            ]
+        );
+        let long_quote = format!("node,signal\n\"{}", "ns=2;s=x\n".repeat(200_000));
+        let errors = read(&long_quote).2;
+        assert_eq!(
+            errors,
+            [
+                "tags/lathes.csv line 2: a quoted field opened on this line runs on past 1 MiB: close it with `\"`; reading stopped here"
+            ]
+        );
+    }
+
+    #[test]
+    fn many_mistakes_are_counted_beyond_the_first_twenty() {
+        let text = format!("node,signal,type\n{}", "ns=2;s=A,a,x\n".repeat(25));
+        let errors = read(&text).2;
+        assert_eq!(errors.len(), 21);
+        assert_eq!(errors[20], "tags/lathes.csv: 5 more mistakes not shown");
+    }
+
+    #[test]
+    fn a_missing_file_is_one_clear_mistake() {
+        let errors = read_path(Path::new("/nonexistent/tags.csv"), "tags.csv");
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with("cannot read nodes_file `tags.csv` (/nonexistent/tags.csv): ")
+                && errors[0].ends_with("the path is relative to the config file's directory"),
+            "{errors:?}"
         );
     }
 }

@@ -65,7 +65,8 @@
 //! # Wiring into the agent
 //!
 //! `[[opcua]]` is a row of the section table (`src/agent/config.rs`, checked by
-//! [`config::check_servers`], which also merges a `profile`'s groups first); the agent starts
+//! [`config::check_servers`], which also merges a `profile`'s groups first and reads each
+//! group's `nodes_file`, a CSV tag list, with [`nodes_file`]); the agent starts
 //! one [`client::run`] task per server; its events go through `queue::EVENTS_FROM_OPCUA`
 //! (policy Block: a data change is the only copy of its value).
 //!
@@ -89,6 +90,7 @@
 pub mod client;
 pub mod config;
 pub mod node_id;
+pub mod nodes_file;
 pub mod probe;
 pub mod subscription;
 pub mod value;

@@ -142,6 +142,7 @@ pub async fn run(
     nodes: &[String],
     walk: &Walk,
     section_for: Option<&str>,
+    csv: Option<&Path>,
 ) -> Outcome {
     let mut text = String::new();
     let addresses = match nodes
@@ -160,9 +161,19 @@ pub async fn run(
     let s = &target.server;
     let pki = s.pki_dir.clone().unwrap_or_default();
     let result = probe(s, &pki, &addresses, walk, &mut text).await;
+    let mut result = result;
     if let (Ok(chosen), Some(machine)) = (&result, section_for) {
+        let (printed, rows) = section(target, machine, chosen, csv);
         text.push('\n');
-        text.push_str(&section(target, machine, chosen));
+        text.push_str(&printed);
+        if let (Some(path), Some(rows)) = (csv, rows)
+            && let Err(e) = std::fs::write(path, rows)
+        {
+            result = Err(format!(
+                "cannot write the nodes file {}: {e}",
+                path.display()
+            ));
+        }
     }
     if target.temporary_pki {
         let _ = std::fs::remove_dir_all(&pki);
@@ -794,8 +805,15 @@ const MAX_ELEMENTS: usize = 32;
 /// A ready `[[opcua]]` section for `chosen`, for machine `machine`: the server's connection
 /// as the probe made it, one subscription group, one node per signal (per element of an
 /// array), the type from the value (else the data type). Nodes that map to no signal are
-/// listed as comments.
-fn section(target: &Target, machine: &str, chosen: &[Chosen]) -> String {
+/// listed as comments. With `csv` a path, the group names it as its `nodes_file` and the nodes
+/// come back as that file's text (a row each, columns node, signal, type, index) instead of
+/// `[[opcua.group.node]]` tables.
+fn section(
+    target: &Target,
+    machine: &str,
+    chosen: &[Chosen],
+    csv: Option<&Path>,
+) -> (String, Option<String>) {
     let s = &target.server;
     let quote = |t: &str| toml::Value::String(t.to_string()).to_string();
     let host = super::config::endpoint_host_port(&s.endpoint)
@@ -837,6 +855,43 @@ fn section(target: &Target, machine: &str, chosen: &[Chosen]) -> String {
         "machine = {}\n\n  [[opcua.group]]\n  publishing_interval = \"1s\"",
         quote(machine)
     );
+    let mut rows = csv.map(|path| {
+        let _ = writeln!(
+            out,
+            "  nodes_file = {}   # its nodes, written by the probe",
+            quote(&path.display().to_string())
+        );
+        String::from("node,signal,type,index\n")
+    });
+    // A node as a table, or as a row of the nodes file (its id always quoted: a
+    // spreadsheet that splits at `;` keeps it whole).
+    let mut node_out = |out: &mut String,
+                        node: &str,
+                        index: Option<usize>,
+                        signal: String,
+                        ty: &str| {
+        match rows.as_mut() {
+            Some(rows) => {
+                let index = index.map(|i| i.to_string()).unwrap_or_default();
+                let _ = writeln!(
+                    rows,
+                    "\"{}\",{signal},{ty},{index}",
+                    node.replace('"', "\"\"")
+                );
+            }
+            None => {
+                let index = index
+                    .map(|i| format!("\n  index = {i}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "\n  [[opcua.group.node]]\n  node = {}{index}\n  signal = {}\n  type = \"{ty}\"",
+                    quote(node),
+                    quote(&signal)
+                );
+            }
+        }
+    };
     let mut used = std::collections::HashSet::new();
     let mut unique = |base: String| -> String {
         let mut name = base.clone();
@@ -870,22 +925,12 @@ fn section(target: &Target, machine: &str, chosen: &[Chosen]) -> String {
             Some(Variant::Array(a)) => Some(a.values.len()),
             _ => None,
         };
-        let node = quote(&c.node.to_string());
+        let node = c.node.to_string();
         match elements {
-            None => {
-                let _ = writeln!(
-                    out,
-                    "\n  [[opcua.group.node]]\n  node = {node}\n  signal = {}\n  type = \"{ty}\"",
-                    quote(&unique(base))
-                );
-            }
+            None => node_out(&mut out, &node, None, unique(base), ty),
             Some(n) => {
                 for i in 0..n.min(MAX_ELEMENTS) {
-                    let _ = writeln!(
-                        out,
-                        "\n  [[opcua.group.node]]\n  node = {node}\n  index = {i}\n  signal = {}\n  type = \"{ty}\"",
-                        quote(&unique(format!("{base}_{i}")))
-                    );
+                    node_out(&mut out, &node, Some(i), unique(format!("{base}_{i}")), ty);
                 }
                 if n > MAX_ELEMENTS {
                     let _ = writeln!(
@@ -898,7 +943,7 @@ fn section(target: &Target, machine: &str, chosen: &[Chosen]) -> String {
             }
         }
     }
-    out
+    (out, rows)
 }
 
 /// A DataType node id, with its name when it is a standard one (`i=6 (Int32)`).
