@@ -268,7 +268,7 @@ fn start(
     let metrics = Metrics::new();
     let (trigger, stop) = shutdown::channel();
     let task = tokio::spawn(client::run(
-        server,
+        &server,
         pki.to_path_buf(),
         tx,
         metrics.clone(),

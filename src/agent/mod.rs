@@ -173,7 +173,7 @@ pub fn polled_sources(
     }
     for server in &config.opcua {
         tasks.push(Box::pin(opcua::client::run(
-            server.clone(),
+            server,
             pki_dir.clone(),
             events_tx.clone(),
             metrics.clone(),

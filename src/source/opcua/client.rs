@@ -220,12 +220,12 @@ enum Ended {
 /// Runs one server until shutdown. `pki_dir` is the certificate store when the config names
 /// none (the agent passes `<data_dir>/opcua/pki`).
 pub fn run(
-    server: OpcuaServer,
+    server: &OpcuaServer,
     pki_dir: PathBuf,
     events: mpsc::Sender<SourceEvent>,
     metrics: Metrics,
     shutdown: Shutdown,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl std::future::Future<Output = ()> + Send + use<> {
     let span = info_span!("opcua", server = %server.id);
     Task::new(server, pki_dir, events, &metrics)
         .run(shutdown)
@@ -283,14 +283,16 @@ fn alive_every(server: &OpcuaServer) -> Duration {
 }
 
 impl Task {
+    /// Builds the task's tables from `config`'s groups, keeping only its other settings.
     fn new(
-        mut server: OpcuaServer,
+        config: &OpcuaServer,
         pki_dir: PathBuf,
         events: mpsc::Sender<SourceEvent>,
         metrics: &Metrics,
     ) -> Task {
-        let alive_every = alive_every(&server);
-        let groups = std::mem::take(&mut server.groups);
+        let alive_every = alive_every(config);
+        let groups = &config.groups;
+        let server = config.settings();
         // One `Arc` per machine or meter and per distinct signal name: a hundred machines of
         // a thousand signals each share 1,000 names, not 100,000 copies.
         let mut names: HashSet<Arc<str>> = HashSet::new();
@@ -307,7 +309,7 @@ impl Task {
         let mut deadbands = HashMap::new();
         let mut subscribed = Vec::new();
         let mut polled = Vec::new();
-        for group in &groups {
+        for group in groups {
             // One monitored item or read per distinct node (and deadband): array elements and
             // several signals of one node share it. Its entries are laid out together.
             let mut by_node: HashMap<(&NodeAddress, DeadbandKey), usize> = HashMap::new();
@@ -365,7 +367,6 @@ impl Task {
                 }),
             }
         }
-        drop(groups);
         entries.shrink_to_fit();
         all_nodes.shrink_to_fit();
         let counters = Counters::new(metrics, &server.id);

@@ -379,6 +379,57 @@ pub struct Register<'a> {
 pub const QUALITY_SUFFIX: &str = "_quality";
 
 impl OpcuaServer {
+    /// A copy of the settings without the node map: what the source's task keeps once it has
+    /// built its own tables from `groups` (a copy of 100,000 nodes would cost some 16 MB at
+    /// start for nothing).
+    pub fn settings(&self) -> OpcuaServer {
+        // Destructured so that a new field cannot be forgotten here.
+        let OpcuaServer {
+            id,
+            endpoint,
+            security_policy,
+            security_mode,
+            username,
+            password,
+            user_certificate,
+            user_private_key,
+            client_certificate,
+            client_private_key,
+            pki_dir,
+            session_timeout,
+            request_timeout,
+            max_items_per_subscription,
+            max_nodes_per_read,
+            max_timestamp_skew,
+            profile,
+            machine,
+            meter,
+            groups: _,
+        } = self;
+        OpcuaServer {
+            id: id.clone(),
+            endpoint: endpoint.clone(),
+            security_policy: *security_policy,
+            security_mode: *security_mode,
+            username: username.clone(),
+            password: password.clone(),
+            user_certificate: user_certificate.clone(),
+            user_private_key: user_private_key.clone(),
+            client_certificate: client_certificate.clone(),
+            client_private_key: client_private_key.clone(),
+            pki_dir: pki_dir.clone(),
+            session_timeout: *session_timeout,
+            request_timeout: *request_timeout,
+            max_items_per_subscription: *max_items_per_subscription,
+            max_nodes_per_read: *max_nodes_per_read,
+            max_timestamp_skew: *max_timestamp_skew,
+            profile: profile.clone(),
+            machine: machine.clone(),
+            meter: meter.clone(),
+            groups: Vec::new(),
+        }
+    }
+
     /// The owner of a node's signal: the node's `machine` or `meter`, else the server's.
     pub fn owner<'a>(&'a self, node: &'a OpcuaNode) -> Option<Owner<'a>> {
         match (&node.machine, &node.meter, &self.machine, &self.meter) {
