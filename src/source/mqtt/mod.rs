@@ -157,6 +157,7 @@ pub struct Broker {
     filters: Vec<String>,
     backoff: Backoff,
     ceiling: usize,
+    pacer: Pacer,
 }
 
 impl std::fmt::Debug for Broker {
@@ -213,6 +214,7 @@ pub fn prepare(
         filters,
         backoff: cfg.connection.backoff(),
         ceiling,
+        pacer: Pacer::new(cfg.inflight_window, cfg.linger),
     })
 }
 
@@ -445,6 +447,7 @@ pub async fn run(
         filters,
         mut backoff,
         ceiling,
+        mut pacer,
     } = broker;
     let span = tracing::info_span!("mqtt", broker = %id);
     let labels = [("broker", &*id)];
@@ -479,7 +482,6 @@ pub async fn run(
     // and not acknowledged (see "Acknowledgements in rounds").
     let mut held: Vec<Message> = Vec::new();
     let mut held_bytes = 0;
-    let mut pacer = Pacer::new();
     // How long the last poll that could not be served from the buffer waited for the socket.
     let mut last_wait = Duration::ZERO;
     // Since when the current connection is up, and whether it has delivered a message: only a
@@ -682,28 +684,36 @@ pub async fn run(
 /// buffer is empty) and its last wait for the socket was a real one (at least [`WAITED`]: it
 /// waited for new messages, not for a round trip through a broker holding messages back behind
 /// its in-flight window), it pauses (holding a message that came alone, or after sending the
-/// acknowledgements of several; see the module documentation), long enough for about [`ROUND_MESSAGES`] messages at the rate of the last second but
-/// at most [`ROUND_MAX`]; the broker holds them meanwhile (in TCP, within its in-flight window:
-/// 20 for Mosquitto's default) and the next polls find them buffered, read in one go, with one
-/// write for their acknowledgements. Under load the buffer never
-/// runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is not
-/// worth its timer. A message waits at most `ROUND_MAX` longer,
-/// against the engine's `BATCH_LINGER` of 250 ms.
+/// acknowledgements of several; see the module documentation), long enough for about
+/// [`ROUND_SHARE`] of the broker's in-flight window (`inflight_window`, default 20: 16
+/// messages) at the rate of the last second, but at most `linger` (default 20 ms); the broker
+/// holds them meanwhile (in TCP, within its in-flight window) and the next polls find them
+/// buffered, read in one go, with one write for their acknowledgements. Under load the buffer
+/// never runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is
+/// not worth its timer. A message waits at most `linger` longer, against the engine's
+/// `BATCH_LINGER` of 250 ms.
 struct Pacer {
     /// Messages counted since `window_start`, and the rate of the last full window.
     window_start: std::time::Instant,
     in_window: u32,
     per_second: f64,
+    /// Messages a round aims at: [`ROUND_SHARE`] of the broker's in-flight window
+    /// (`inflight_window`, 20 by default: 16).
+    round_messages: f64,
+    /// The longest pause (`linger`, 20 ms by default).
+    round_max: Duration,
 }
 
-/// Messages a round aims to collect: most of Mosquitto's default in-flight window of 20
-/// unacknowledged messages, which is all the broker sends before the round's acknowledgements.
+/// The share of the broker's in-flight window (`inflight_window`: Mosquitto's default of 20
+/// unacknowledged messages, which is all the broker sends before the round's acknowledgements)
+/// a round aims to collect.
 /// It must stay below the broker's window: a pause meant for more messages than the window
 /// lets through ends with the socket empty again (the broker waits for the acknowledgements),
 /// so the task pauses again at once, the rate it measures falls, the next pause is longer, and
-/// delivery collapses towards one round per `ROUND_MAX` (seen with a target that grew past 20:
-/// `tests/backpressure.rs` no longer got the spool behind).
-const ROUND_MESSAGES: f64 = 16.0;
+/// delivery collapses towards one round per `linger` (seen with a target that grew past 20:
+/// `tests/backpressure.rs` no longer got the spool behind). Hence `inflight_window` must not
+/// be set above the broker's real window.
+const ROUND_SHARE: f64 = 0.8;
 /// Messages handled before their events go to the engine's queue together and they are
 /// acknowledged, when the client's buffer does not run empty first: one hand-over (and one
 /// wake-up of the engine) per round rather than per message, bounded for a stream that never
@@ -711,8 +721,6 @@ const ROUND_MESSAGES: f64 = 16.0;
 const ROUND_HANDOVER: usize = 64;
 /// ... or when the held messages' payloads reach this many bytes.
 const ROUND_HANDOVER_BYTES: usize = 1 << 20;
-/// The longest pause between rounds.
-const ROUND_MAX: Duration = Duration::from_millis(20);
 /// Pauses shorter than this are not taken.
 const ROUND_MIN: Duration = Duration::from_millis(1);
 /// A poll that took this long waited for the socket: the messages had all been read, and the
@@ -721,11 +729,13 @@ const ROUND_MIN: Duration = Duration::from_millis(1);
 const WAITED: Duration = Duration::from_micros(200);
 
 impl Pacer {
-    fn new() -> Self {
+    fn new(inflight_window: u16, linger: Duration) -> Self {
         Pacer {
             window_start: std::time::Instant::now(),
             in_window: 0,
             per_second: 0.0,
+            round_messages: (f64::from(inflight_window) * ROUND_SHARE).floor().max(1.0),
+            round_max: linger,
         }
     }
 
@@ -745,7 +755,8 @@ impl Pacer {
         if self.per_second <= 0.0 {
             return None;
         }
-        let pause = Duration::from_secs_f64(ROUND_MESSAGES / self.per_second).min(ROUND_MAX);
+        let pause =
+            Duration::from_secs_f64(self.round_messages / self.per_second).min(self.round_max);
         (pause >= ROUND_MIN).then_some(pause)
     }
 }
