@@ -6,6 +6,7 @@
 //! cargo bench --bench mqtt -- 500000       # another count
 //! cargo bench --bench mqtt -- rate 1000 60 # the whole agent at 1000 messages/s for 60 s
 //! cargo bench --bench mqtt -- rate 0 60    # the idle agent's CPU per second
+//! cargo bench --bench mqtt -- rate 1000 60 1000 100ms # with inflight_window and linger
 //! ```
 //!
 //! `rate R S` measures the per-message cost of the whole agent at a steady rate (issue 21: it
@@ -245,7 +246,7 @@ fn put_length(out: &mut Vec<u8>, mut n: usize) {
 }
 
 /// `rate R S`: see the module documentation.
-fn run_at_rate(rate: u64, seconds: u64) {
+fn run_at_rate(rate: u64, seconds: u64, tuning: &str) {
     shopfloor::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -270,7 +271,11 @@ fn run_at_rate(rate: u64, seconds: u64) {
         ])
         .await;
         let data = tempfile::tempdir().expect("temp dir");
-        let mut text = config_text(broker.port());
+        let mut text = config_text(broker.port()).replacen(
+            &format!("client_id = \"{CLIENT_ID}\"\n"),
+            &format!("client_id = \"{CLIENT_ID}\"\n{tuning}"),
+            1,
+        );
         text.push_str(&format!(
             "\n[agent]\ndata_dir = \"{d}\"\n\n[web]\nenabled = false\n\n[[file]]\npath = \"{d}/records.lp\"\n",
             d = data.path().display()
@@ -401,7 +406,13 @@ fn main() {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(default)
         };
-        run_at_rate(number(1, 1000), number(2, 60));
+        // `rate R S W L`: the agent told the broker's window (`inflight_window = W`, the
+        // benchmark's broker has 1000) and `linger = "L"`, for longer rounds at low rates.
+        let tuning = match (args.get(at + 3), args.get(at + 4)) {
+            (Some(w), Some(l)) => format!("inflight_window = {w}\nlinger = \"{l}\"\n"),
+            _ => String::new(),
+        };
+        run_at_rate(number(1, 1000), number(2, 60), &tuning);
         return;
     }
     let count: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200_000);

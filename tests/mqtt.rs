@@ -225,6 +225,34 @@ async fn json_messages_arrive_over_plain_tcp_with_mqtt_3_and_5() {
 }
 
 #[tokio::test]
+async fn with_a_broker_window_of_1000_and_a_long_linger_every_message_arrives_once() {
+    // The agent told that the broker lets 1000 messages through unacknowledged reads in rounds
+    // of up to 800 messages or 300 ms. A trickle of 200 messages, 2 ms apart, makes it pause
+    // (each wait for the socket is one for new messages); each arrives exactly once.
+    let broker = Mosquitto::start_with_config(&["max_inflight_messages 1000"]).await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let section = broker_section(
+        broker.port(),
+        "linger",
+        "inflight_window = 1000\nlinger = \"300ms\"",
+    );
+    let mut agent = Agent::start(data.path(), &section);
+    wait_subscribed(&broker, "agent-linger").await;
+    let client = publisher(broker.port()).await;
+    let all: Vec<i64> = (1..=200).collect();
+    for seq in &all {
+        publish(&client, "cnc01", json(*seq)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    agent.wait_for_seqs("cnc01", &all).await;
+    agent.stop().await;
+    let mut seqs = agent.seqs("cnc01");
+    seqs.sort_unstable();
+    assert_eq!(seqs, all, "every message once");
+    assert_eq!(agent.counter("shopfloor_mqtt_bad_messages_total", ""), 0);
+}
+
+#[tokio::test]
 async fn oversized_and_malformed_payloads_are_counted_and_do_not_stop_the_flow() {
     let broker = Mosquitto::start().await;
     let data = tempfile::tempdir().expect("temp dir");

@@ -53,6 +53,28 @@ fn check_broker(
         &format!("mqtt broker `{name}`"),
         crate::config::SecretOf::Source,
     );
+    if broker.inflight_window < 2 {
+        let span = at(checker, &[key("inflight_window")]);
+        checker.push(
+            span,
+            format!(
+                "mqtt broker `{name}`: inflight_window is {}; give the broker's in-flight window \
+                 for this client (Mosquitto's max_inflight_messages, 20 by default), at least 2",
+                broker.inflight_window
+            ),
+        );
+    }
+    if broker.linger > super::config::MAX_LINGER {
+        let span = at(checker, &[key("linger")]);
+        checker.push(
+            span,
+            format!(
+                "mqtt broker `{name}`: linger is {:?}, more than the 1 s allowed; a message read \
+                 that late holds its acknowledgement back as long",
+                broker.linger
+            ),
+        );
+    }
     if broker.topics.is_empty() {
         let span = at(checker, &[key("id")]);
         checker.push(

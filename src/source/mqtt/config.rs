@@ -36,9 +36,35 @@ pub struct MqttBroker {
     /// shift. Raise it for boxes that replay a buffer after an outage.
     #[serde(default = "default_max_timestamp_skew", deserialize_with = "duration")]
     pub max_timestamp_skew: Duration,
+    /// The number of unacknowledged QoS 1 messages the broker sends this client before it
+    /// waits for acknowledgements (Mosquitto's `max_inflight_messages`, 20 by default). At low
+    /// rates the agent reads in rounds of about four fifths of it (see `source::mqtt`, "Reading
+    /// in rounds"); a value above the broker's real window slows delivery down to about one
+    /// window per `linger`.
+    #[serde(default = "default_inflight_window")]
+    pub inflight_window: u16,
+    /// The longest pause between two rounds at low rates: how much later a message may be read
+    /// so that it is read with others.
+    #[serde(default = "default_linger", deserialize_with = "duration")]
+    pub linger: Duration,
     /// The topic map.
     #[serde(default, rename = "topic")]
     pub topics: Vec<MqttTopic>,
+}
+
+/// `[[mqtt]] inflight_window` when the config gives none: Mosquitto's default.
+pub const DEFAULT_INFLIGHT_WINDOW: u16 = 20;
+/// `[[mqtt]] linger` when the config gives none.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
+/// The longest `linger` the config accepts.
+pub const MAX_LINGER: Duration = Duration::from_secs(1);
+
+fn default_inflight_window() -> u16 {
+    DEFAULT_INFLIGHT_WINDOW
+}
+
+fn default_linger() -> Duration {
+    DEFAULT_LINGER
 }
 
 /// `[[mqtt]] max_packet_size` when the config gives none.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use jiff::{SignedDuration, Timestamp};
 use tracing::{debug, warn};
 
-use super::payload::{self, JsonPath};
+use super::payload::{self, Found, JsonPath, Paths};
 use super::sparkplug::{self, MessageType};
 use super::topic::{Pattern, Template};
 use crate::metrics::Metrics;
@@ -106,8 +106,8 @@ struct Field {
     signal: Template,
     /// The signal name when the template has no capture (nearly always), made once.
     fixed_signal: Option<Arc<str>>,
-    /// JSON path (json format).
-    path: Option<JsonPath>,
+    /// Slot of its JSON path in the mapping's [`Paths`] (json format).
+    slot: Option<usize>,
     /// Metric name (sparkplug format).
     metric: Option<String>,
     value_type: SignalType,
@@ -118,7 +118,10 @@ struct Mapping {
     pattern: Pattern,
     format: PayloadFormat,
     target: TargetTemplate,
-    timestamp: Option<JsonPath>,
+    /// The JSON paths of the fields and the timestamp (json format).
+    paths: Paths,
+    /// Slot of the timestamp's path in `paths`.
+    timestamp: Option<usize>,
     offline_payload: Option<String>,
     fields: Vec<Field>,
 }
@@ -332,11 +335,14 @@ impl Mapper {
                 }
             };
             let mut fields = Vec::with_capacity(topic.fields.len());
+            let mut paths = Paths::default();
             for f in &topic.fields {
                 let signal = Template::parse(&f.signal)?;
-                let (path, metric) = match (topic.format, &f.path) {
-                    (PayloadFormat::Json, Some(p)) => (Some(JsonPath::parse(p)?), None),
-                    (PayloadFormat::Json, None) => (Some(JsonPath::parse(&f.signal)?), None),
+                let (slot, metric) = match (topic.format, &f.path) {
+                    (PayloadFormat::Json, p) => {
+                        let path = JsonPath::parse(p.as_deref().unwrap_or(&f.signal))?;
+                        (Some(paths.add(&path)), None)
+                    }
                     (PayloadFormat::Sparkplug, p) => {
                         (None, Some(p.clone().unwrap_or_else(|| f.signal.clone())))
                     }
@@ -345,7 +351,7 @@ impl Mapper {
                 fields.push(Field {
                     fixed_signal: signal.fixed().map(Arc::from),
                     signal,
-                    path,
+                    slot,
                     metric,
                     value_type: f.value_type,
                 });
@@ -354,11 +360,12 @@ impl Mapper {
                 pattern,
                 format: topic.format,
                 target,
-                timestamp: topic
-                    .timestamp
-                    .as_deref()
-                    .map(JsonPath::parse)
-                    .transpose()?,
+                timestamp: match topic.timestamp.as_deref().map(JsonPath::parse) {
+                    Some(t) if topic.format == PayloadFormat::Json => Some(paths.add(&t?)),
+                    Some(t) => t.map(|_| None)?,
+                    None => None,
+                },
+                paths,
                 offline_payload: topic.offline_payload.as_ref().map(|s| s.trim().to_string()),
                 fields,
             });
@@ -516,17 +523,15 @@ impl Ctx {
         arrival: Timestamp,
         out: &mut Vec<SourceEvent>,
     ) {
-        let doc: serde_json::Value = match serde_json::from_slice(payload) {
-            Ok(doc) => doc,
-            Err(e) => {
-                self.stats
-                    .fault(topic, Fault::Malformed, &format!("not JSON ({e}): dropped"));
-                return;
-            }
-        };
-        let at = match mapping.timestamp.as_ref().and_then(|p| p.get(&doc)) {
-            None | Some(serde_json::Value::Null) => arrival,
-            Some(t) => match payload::timestamp(t) {
+        let mut doc = Vec::new();
+        if let Err(e) = mapping.paths.read(payload, &mut doc) {
+            self.stats
+                .fault(topic, Fault::Malformed, &format!("not JSON ({e}): dropped"));
+            return;
+        }
+        let at = match mapping.timestamp.and_then(|slot| doc[slot].as_ref()) {
+            None | Some(Found::Null) => arrival,
+            Some(t) => match payload::timestamp_of(t) {
                 Ok(at) => at,
                 Err(e) => {
                     self.stats.fault(
@@ -546,11 +551,11 @@ impl Ctx {
             let Some(signal) = signal_name(field, captures) else {
                 continue;
             };
-            match field.path.as_ref().and_then(|p| p.get(&doc)) {
-                None | Some(serde_json::Value::Null) => {
+            match field.slot.and_then(|slot| doc[slot].as_ref()) {
+                None | Some(Found::Null) => {
                     found.fault(Fault::MissingField, format!("no value for `{signal}`"));
                 }
-                Some(j) => match payload::from_json(j) {
+                Some(j) => match payload::from_found(j) {
                     Ok(raw) => found.take(signal, raw, field.value_type, ""),
                     Err(what) => found.fault(
                         Fault::WrongType,

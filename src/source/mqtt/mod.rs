@@ -34,11 +34,13 @@
 //! ## Acknowledgements in rounds
 //!
 //! While connected, the task takes what the client has already read without waiting (one
-//! read from the socket brings many messages). With MQTT 3.1.1 each message's PUBACK is
-//! written, once its events are in the engine's queue, into the connection's write buffer, and
-//! the buffer is sent in one write when the task has caught up, i.e. when the next poll would
-//! wait for the socket: one system call per round instead of one per message, and no turn of
-//! the event loop per acknowledgement. The order is unchanged (a PUBACK still follows its
+//! read from the socket brings many messages), and turns each message into events. When it
+//! has caught up (the next poll would wait for the socket), or after [`ROUND_HANDOVER`]
+//! messages, the round's events go into the engine's queue together (one wake-up of the
+//! engine per round, not per message), and then its messages are acknowledged. With MQTT 3.1.1
+//! each PUBACK is written into the connection's write buffer, and the buffer is sent in one
+//! write when the task has caught up: one system call per round instead of one per message,
+//! and no turn of the event loop per acknowledgement. The order is unchanged (a PUBACK still follows its
 //! events into the engine's queue), so nothing the broker considers delivered is only in the
 //! agent's memory outside that queue; PUBACKs still in the buffer when a connection fails are
 //! simply not sent, and the broker sends those messages again (at least once, as before).
@@ -47,10 +49,14 @@
 //!
 //! ## Reading in rounds at low rates
 //!
-//! When the task has read everything and its last wait for the socket was for new messages
-//! (not a round trip), it pauses before waiting again, about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
+//! When the task's wait for the socket was for new messages (not a round trip), it pauses,
+//! about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
 //! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
-//! (see `Pacer`). Under load the client's buffer never runs empty and there is no pause.
+//! (see `Pacer`): when the wait ended with a single message, it holds that message (neither
+//! handled nor acknowledged) through the pause and handles it with the ones that came
+//! meanwhile; when it ended with several, it handles them, sends their acknowledgements and
+//! pauses before the next wait. Under load the client's buffer never runs empty and there is
+//! no pause.
 //!
 //! ## Never blocking the event loop
 //!
@@ -151,6 +157,7 @@ pub struct Broker {
     filters: Vec<String>,
     backoff: Backoff,
     ceiling: usize,
+    pacer: Pacer,
 }
 
 impl std::fmt::Debug for Broker {
@@ -207,6 +214,7 @@ pub fn prepare(
         filters,
         backoff: cfg.connection.backoff(),
         ceiling,
+        pacer: Pacer::new(cfg.inflight_window, cfg.linger),
     })
 }
 
@@ -353,6 +361,15 @@ impl Session {
         }
     }
 
+    /// Whether the client has read packets that it has not handed out yet (one read from the
+    /// socket decodes up to ten).
+    fn has_buffered(&self) -> bool {
+        match self {
+            Session::V4(_, events) => !events.state.events.is_empty(),
+            Session::V5(_, events) => !events.state.events.is_empty(),
+        }
+    }
+
     /// Sends the acknowledgements written since the last flush, in one write. False when the
     /// connection failed (the broker then sends those messages again).
     async fn flush_acks(&mut self) -> bool {
@@ -430,6 +447,7 @@ pub async fn run(
         filters,
         mut backoff,
         ceiling,
+        mut pacer,
     } = broker;
     let span = tracing::info_span!("mqtt", broker = %id);
     let labels = [("broker", &*id)];
@@ -460,7 +478,10 @@ pub async fn run(
     let mut resubscribe = false;
     let mut up: Option<bool> = None;
     let mut out = Vec::new();
-    let mut pacer = Pacer::new();
+    // Messages of the current round whose events are in `out`, not yet in the engine's queue
+    // and not acknowledged (see "Acknowledgements in rounds").
+    let mut held: Vec<Message> = Vec::new();
+    let mut held_bytes = 0;
     // How long the last poll that could not be served from the buffer waited for the socket.
     let mut last_wait = Duration::ZERO;
     // Since when the current connection is up, and whether it has delivered a message: only a
@@ -480,6 +501,18 @@ pub async fn run(
             Some(_) => break,
             None => None,
         };
+        if !matches!(ready, Some(Ok(Polled::Message(_)))) {
+            // The round so far: its events into the engine's queue, then its acknowledgements
+            // (none when the connection is gone: the broker sends those messages again).
+            if !send_all(&events, &mut out, &mut shutdown).await {
+                break 'run;
+            }
+            if matches!(ready, Some(Err(_))) {
+                held.clear();
+            }
+            unflushed += ack_all(&mut session, &mut held, &ack_failures, &span).await;
+            held_bytes = 0;
+        }
         let polled = match ready {
             Some(polled) => polled,
             None => {
@@ -506,6 +539,22 @@ pub async fn run(
                     _ = shutdown.wait() => break,
                 };
                 last_wait = polled_at.elapsed();
+                // A message that came alone after a real wait starts a round: it is held (not
+                // handled, not acknowledged) while the round's pause lets the next ones arrive,
+                // and handled with them. A burst is handled at once, and the pause comes after
+                // its acknowledgements (above), so that a broker holding messages back behind
+                // its window gets them without delay.
+                if last_wait >= WAITED
+                    && matches!(polled, Ok(Polled::Message(_)))
+                    && !session.has_buffered()
+                    && let Some(pause) = pacer.pause()
+                {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = shutdown.wait() => break 'run,
+                    }
+                    last_wait = Duration::ZERO;
+                }
                 polled
             }
         };
@@ -546,16 +595,16 @@ pub async fn run(
                     backoff.reset();
                 }
                 mapper.handle(&message.topic(), message.payload(), now, &mut out);
-                if !send_all(&events, &mut out, &mut shutdown).await {
-                    break 'run;
-                }
-                if session.ack(&message).await {
-                    unflushed += 1;
-                } else {
-                    ack_failures.fetch_add(1, Ordering::Relaxed);
-                    debug!(parent: &span, "acknowledgement not queued; the broker will send the message again");
-                }
+                held_bytes += message.payload().len();
+                held.push(message);
                 pacer.after_message();
+                if held.len() >= ROUND_HANDOVER || held_bytes >= ROUND_HANDOVER_BYTES {
+                    if !send_all(&events, &mut out, &mut shutdown).await {
+                        break 'run;
+                    }
+                    unflushed += ack_all(&mut session, &mut held, &ack_failures, &span).await;
+                    held_bytes = 0;
+                }
                 continue;
             }
             Ok(Polled::SubAck { refused }) if refused > 0 => warn!(
@@ -634,31 +683,44 @@ pub async fn run(
 /// more than the message's own decoding. So when the task has read everything (the client's
 /// buffer is empty) and its last wait for the socket was a real one (at least [`WAITED`]: it
 /// waited for new messages, not for a round trip through a broker holding messages back behind
-/// its in-flight window), it sends the round's acknowledgements and pauses before waiting
-/// again, long enough for about [`ROUND_MESSAGES`] messages at the rate of the last second but
-/// at most [`ROUND_MAX`]; the broker holds them meanwhile (in TCP, within its in-flight window:
-/// 20 for Mosquitto's default) and the next polls find them buffered, read in one go, with one
-/// write for their acknowledgements. Under load the buffer never
-/// runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is not
-/// worth its timer. A message waits at most `ROUND_MAX` longer,
-/// against the engine's `BATCH_LINGER` of 250 ms.
+/// its in-flight window), it pauses (holding a message that came alone, or after sending the
+/// acknowledgements of several; see the module documentation), long enough for about
+/// [`ROUND_SHARE`] of the broker's in-flight window (`inflight_window`, default 20: 16
+/// messages) at the rate of the last second, but at most `linger` (default 20 ms); the broker
+/// holds them meanwhile (in TCP, within its in-flight window) and the next polls find them
+/// buffered, read in one go, with one write for their acknowledgements. Under load the buffer
+/// never runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is
+/// not worth its timer. A message waits at most `linger` longer, against the engine's
+/// `BATCH_LINGER` of 250 ms.
 struct Pacer {
     /// Messages counted since `window_start`, and the rate of the last full window.
     window_start: std::time::Instant,
     in_window: u32,
     per_second: f64,
+    /// Messages a round aims at: [`ROUND_SHARE`] of the broker's in-flight window
+    /// (`inflight_window`, 20 by default: 16).
+    round_messages: f64,
+    /// The longest pause (`linger`, 20 ms by default).
+    round_max: Duration,
 }
 
-/// Messages a round aims to collect: most of Mosquitto's default in-flight window of 20
-/// unacknowledged messages, which is all the broker sends before the round's acknowledgements.
+/// The share of the broker's in-flight window (`inflight_window`: Mosquitto's default of 20
+/// unacknowledged messages, which is all the broker sends before the round's acknowledgements)
+/// a round aims to collect.
 /// It must stay below the broker's window: a pause meant for more messages than the window
 /// lets through ends with the socket empty again (the broker waits for the acknowledgements),
 /// so the task pauses again at once, the rate it measures falls, the next pause is longer, and
-/// delivery collapses towards one round per `ROUND_MAX` (seen with a target that grew past 20:
-/// `tests/backpressure.rs` no longer got the spool behind).
-const ROUND_MESSAGES: f64 = 16.0;
-/// The longest pause between rounds.
-const ROUND_MAX: Duration = Duration::from_millis(20);
+/// delivery collapses towards one round per `linger` (seen with a target that grew past 20:
+/// `tests/backpressure.rs` no longer got the spool behind). Hence `inflight_window` must not
+/// be set above the broker's real window.
+const ROUND_SHARE: f64 = 0.8;
+/// Messages handled before their events go to the engine's queue together and they are
+/// acknowledged, when the client's buffer does not run empty first: one hand-over (and one
+/// wake-up of the engine) per round rather than per message, bounded for a stream that never
+/// pauses. The engine takes up to this many queued events in one turn.
+const ROUND_HANDOVER: usize = 64;
+/// ... or when the held messages' payloads reach this many bytes.
+const ROUND_HANDOVER_BYTES: usize = 1 << 20;
 /// Pauses shorter than this are not taken.
 const ROUND_MIN: Duration = Duration::from_millis(1);
 /// A poll that took this long waited for the socket: the messages had all been read, and the
@@ -667,11 +729,13 @@ const ROUND_MIN: Duration = Duration::from_millis(1);
 const WAITED: Duration = Duration::from_micros(200);
 
 impl Pacer {
-    fn new() -> Self {
+    fn new(inflight_window: u16, linger: Duration) -> Self {
         Pacer {
             window_start: std::time::Instant::now(),
             in_window: 0,
             per_second: 0.0,
+            round_messages: (f64::from(inflight_window) * ROUND_SHARE).floor().max(1.0),
+            round_max: linger,
         }
     }
 
@@ -691,9 +755,30 @@ impl Pacer {
         if self.per_second <= 0.0 {
             return None;
         }
-        let pause = Duration::from_secs_f64(ROUND_MESSAGES / self.per_second).min(ROUND_MAX);
+        let pause =
+            Duration::from_secs_f64(self.round_messages / self.per_second).min(self.round_max);
         (pause >= ROUND_MIN).then_some(pause)
     }
+}
+
+/// Acknowledges the held messages (their events are in the engine's queue); how many
+/// acknowledgements were written.
+async fn ack_all(
+    session: &mut Session,
+    held: &mut Vec<Message>,
+    ack_failures: &std::sync::atomic::AtomicU64,
+    span: &tracing::Span,
+) -> u64 {
+    let mut written = 0;
+    for message in held.drain(..) {
+        if session.ack(&message).await {
+            written += 1;
+        } else {
+            ack_failures.fetch_add(1, Ordering::Relaxed);
+            debug!(parent: span, "acknowledgement not queued; the broker will send the message again");
+        }
+    }
+    written
 }
 
 /// Sends the events in order, waiting for room (see "When the engine's queue is full"). False

@@ -5,9 +5,11 @@
 //! batch when a field changes type, so a value that cannot be converted exactly is refused here
 //! (and counted by the caller) rather than written as something else.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use jiff::Timestamp;
+use serde::de;
 use serde_json::Value as Json;
 
 use crate::model::SignalType;
@@ -66,6 +68,325 @@ impl JsonPath {
             Step::Key(k) => node.get(k.as_str()),
             Step::Index(i) => node.get(*i),
         })
+    }
+}
+
+/// A JSON value found at a path, as [`Paths::read`] keeps it: a scalar (text borrowed from the
+/// payload where it has no escapes), or only the kind of a container.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found<'a> {
+    Null,
+    Bool(bool),
+    /// A whole number that fits an `i64`.
+    Int(i64),
+    /// Any other number (a fraction, or a whole number past `i64`).
+    Float(f64),
+    Text(Cow<'a, str>),
+    Array,
+    Object,
+}
+
+impl<'a> Found<'a> {
+    /// What a `serde_json::Value` holds, in the same terms.
+    pub fn of(j: &'a Json) -> Found<'a> {
+        match j {
+            Json::Null => Found::Null,
+            Json::Bool(b) => Found::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Found::Int(i),
+                None => Found::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Found::Text(Cow::Borrowed(s)),
+            Json::Array(_) => Found::Array,
+            Json::Object(_) => Found::Object,
+        }
+    }
+}
+
+/// One node of [`Paths`]: the slot of the path that ends here, and the steps that go on.
+#[derive(Debug, Clone, Default)]
+struct PathNode {
+    slot: Option<usize>,
+    keys: Vec<(String, usize)>,
+    indexes: Vec<(usize, usize)>,
+    /// Every slot at or below this node, emptied when a duplicate key enters it again (the
+    /// last of duplicate keys counts, as in a `serde_json::Value`).
+    below: Vec<usize>,
+}
+
+/// The JSON paths of one topic mapping as a tree, so that a payload is read in one pass that
+/// keeps only the values at those paths: no `serde_json::Value` tree (some 25 allocations for
+/// a message of ten fields) per message. Everything else in the payload is still parsed and
+/// checked as JSON (with serde_json's nesting limit of 128), so a payload is malformed exactly
+/// when it is for `serde_json::from_slice`, and a path finds exactly what [`JsonPath::get`]
+/// finds in the parsed document.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    nodes: Vec<PathNode>,
+    slots: usize,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            nodes: vec![PathNode::default()],
+            slots: 0,
+        }
+    }
+}
+
+impl Paths {
+    /// Adds a path; the index of its slot in what [`Paths::read`] fills. The same path twice
+    /// has one slot.
+    pub fn add(&mut self, path: &JsonPath) -> usize {
+        let mut node = 0;
+        let mut trail = vec![0];
+        for step in &path.steps {
+            let next = match step {
+                Step::Key(k) => self.nodes[node]
+                    .keys
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|c| c.1),
+                Step::Index(i) => self.nodes[node]
+                    .indexes
+                    .iter()
+                    .find(|(at, _)| at == i)
+                    .map(|c| c.1),
+            };
+            node = match next {
+                Some(child) => child,
+                None => {
+                    let child = self.nodes.len();
+                    self.nodes.push(PathNode::default());
+                    match step {
+                        Step::Key(k) => self.nodes[node].keys.push((k.clone(), child)),
+                        Step::Index(i) => self.nodes[node].indexes.push((*i, child)),
+                    }
+                    child
+                }
+            };
+            trail.push(node);
+        }
+        if let Some(slot) = self.nodes[node].slot {
+            return slot;
+        }
+        let slot = self.slots;
+        self.slots += 1;
+        self.nodes[node].slot = Some(slot);
+        for n in trail {
+            self.nodes[n].below.push(slot);
+        }
+        slot
+    }
+
+    /// Parses `payload` as JSON and sets `found` (one entry per slot, `None` where the
+    /// document has nothing) to the values at the paths.
+    pub fn read<'p>(
+        &self,
+        payload: &'p [u8],
+        found: &mut Vec<Option<Found<'p>>>,
+    ) -> Result<(), serde_json::Error> {
+        found.clear();
+        found.resize(self.slots, None);
+        let mut de = serde_json::Deserializer::from_slice(payload);
+        de::DeserializeSeed::deserialize(
+            Walk {
+                paths: self,
+                node: 0,
+                found,
+            },
+            &mut de,
+        )?;
+        de.end()
+    }
+}
+
+/// Reads one JSON value at a node of [`Paths`].
+struct Walk<'t, 'f, 'p> {
+    paths: &'t Paths,
+    node: usize,
+    found: &'f mut Vec<Option<Found<'p>>>,
+}
+
+impl<'t, 'f, 'p> Walk<'t, 'f, 'p> {
+    fn at(&self) -> &'t PathNode {
+        &self.paths.nodes[self.node]
+    }
+
+    fn set(self, value: Found<'p>) {
+        if let Some(slot) = self.paths.nodes[self.node].slot {
+            self.found[slot] = Some(value);
+        }
+    }
+
+    fn child(&mut self, node: usize) -> Walk<'t, '_, 'p> {
+        for slot in &self.paths.nodes[node].below {
+            self.found[*slot] = None;
+        }
+        Walk {
+            paths: self.paths,
+            node,
+            found: self.found,
+        }
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.set(Found::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.set(Found::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.set(Found::Int(v));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.set(match i64::try_from(v) {
+            Ok(i) => Found::Int(i),
+            Err(_) => Found::Float(v as f64),
+        });
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.set(Found::Float(v));
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<(), E> {
+        if self.at().slot.is_some() {
+            self.set(Found::Text(Cow::Borrowed(v)));
+        }
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        if self.at().slot.is_some() {
+            self.set(Found::Text(Cow::Owned(v.to_string())));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+        if let Some(slot) = self.at().slot {
+            self.found[slot] = Some(Found::Array);
+        }
+        let mut index = 0;
+        loop {
+            let child = self.at().indexes.iter().find(|(i, _)| *i == index);
+            let more = match child {
+                Some(&(_, node)) => seq.next_element_seed(self.child(node))?.is_some(),
+                None => seq.next_element::<Skip>()?.is_some(),
+            };
+            if !more {
+                return Ok(());
+            }
+            index += 1;
+        }
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        if let Some(slot) = self.at().slot {
+            self.found[slot] = Some(Found::Object);
+        }
+        while let Some(child) = map.next_key_seed(Key(self.at()))? {
+            match child {
+                Some(node) => map.next_value_seed(self.child(node))?,
+                None => map.next_value::<Skip>().map(drop)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A key of an object at a node of [`Paths`]: the node it leads to, if any.
+struct Key<'t>(&'t PathNode);
+
+impl<'de> de::DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.keys.iter().find(|(k, _)| k == v).map(|(_, n)| *n))
+    }
+}
+
+/// A JSON value no path leads into: parsed (through `deserialize_any`, so serde_json's
+/// nesting limit applies as it does to a `Value`) and forgotten, without allocating.
+struct Skip;
+
+impl<'de> de::Deserialize<'de> for Skip {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> de::Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(Skip)
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(Skip)
     }
 }
 
@@ -153,16 +474,19 @@ fn whole(x: f64) -> Option<Value> {
 
 /// A JSON scalar as a value; objects, arrays and null are not values of a signal.
 pub fn from_json(j: &Json) -> Result<Value, String> {
-    match j {
-        Json::Bool(b) => Ok(Value::Bool(*b)),
-        Json::Number(n) => Ok(match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
-        }),
-        Json::String(s) => Ok(Value::Text(s.clone())),
-        Json::Null => Err("null".into()),
-        Json::Array(_) => Err("an array".into()),
-        Json::Object(_) => Err("an object".into()),
+    from_found(&Found::of(j))
+}
+
+/// A scalar found at a path as a value; objects, arrays and null are not values of a signal.
+pub fn from_found(found: &Found<'_>) -> Result<Value, String> {
+    match found {
+        Found::Bool(b) => Ok(Value::Bool(*b)),
+        Found::Int(i) => Ok(Value::Int(*i)),
+        Found::Float(x) => Ok(Value::Float(*x)),
+        Found::Text(s) => Ok(Value::Text(s.to_string())),
+        Found::Null => Err("null".into()),
+        Found::Array => Err("an array".into()),
+        Found::Object => Err("an object".into()),
     }
 }
 
@@ -189,6 +513,11 @@ const MILLIS_FROM: f64 = 1e11;
 /// A timestamp from JSON: epoch seconds or milliseconds (integer or fractional, also written
 /// as text), or RFC 3339 text with an offset (`2024-05-01T08:00:00+08:00`).
 pub fn timestamp(j: &Json) -> Result<Timestamp, String> {
+    timestamp_of(&Found::of(j))
+}
+
+/// [`timestamp`] of a value found at a path.
+pub fn timestamp_of(found: &Found<'_>) -> Result<Timestamp, String> {
     // Whole units and the fraction apart: seconds × 1e9 as one f64 would lose the last few
     // hundred nanoseconds. The fraction is kept to the microsecond, which is what a decimal
     // fraction of a second survives binary floating point with.
@@ -206,15 +535,19 @@ pub fn timestamp(j: &Json) -> Result<Timestamp, String> {
         let nanos = whole as i128 * unit + micros * 1000;
         Timestamp::from_nanosecond(nanos).map_err(|e| format!("{x} is out of range ({e})"))
     };
-    match j {
-        Json::Number(n) => epoch(n.as_f64().unwrap_or(f64::NAN)),
-        Json::String(s) => match s.trim().parse::<f64>() {
+    match found {
+        Found::Int(i) => epoch(*i as f64),
+        Found::Float(x) => epoch(*x),
+        Found::Text(s) => match s.trim().parse::<f64>() {
             Ok(x) => epoch(x),
             Err(_) => s.trim().parse::<Timestamp>().map_err(|e| {
                 format!("{s:?} is neither epoch seconds or milliseconds nor RFC 3339 ({e})")
             }),
         },
-        other => Err(format!("{other} is not a time")),
+        Found::Bool(b) => Err(format!("{b} is not a time")),
+        Found::Null => Err("null is not a time".into()),
+        Found::Array => Err("an array is not a time".into()),
+        Found::Object => Err("an object is not a time".into()),
     }
 }
 
@@ -244,6 +577,66 @@ mod tests {
         for bad in ["", "a..b", "a.", "a[x]", "a[0", "a[0]b"] {
             assert!(JsonPath::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn paths_read_in_one_pass_find_what_a_parsed_document_has() {
+        let texts = [
+            "spindle.rpm",
+            "spindle",
+            "axes[1].temp",
+            "axes[0].name",
+            "alarms[0][1]",
+            "alarms",
+            "[0]",
+            "a.b",
+            "name",
+            "big",
+            "spindle.rpm",
+        ];
+        let mut paths = Paths::default();
+        let parsed: Vec<JsonPath> = texts.iter().map(|t| path(t)).collect();
+        let slots: Vec<usize> = parsed.iter().map(|p| paths.add(p)).collect();
+        assert_eq!(slots[0], slots[10], "one slot for one path");
+        let docs = [
+            r#"{"spindle": {"rpm": 8000, "load": 41.5}, "axes": [{"name": "X", "temp": 31.2},
+                {"name": "Y\u00e9\n", "temp": -30.9}], "alarms": [[7, 9]], "a.b": 1,
+                "a": {"b": true}, "name": null, "big": 18446744073709551615, "x": {"y": [1, {}]}}"#,
+            // Duplicate keys: the last one counts, with all that is below it.
+            r#"{"spindle": {"rpm": 1, "load": 2}, "spindle": {"load": 3}, "name": "a", "name": "b"}"#,
+            r#"{"spindle": 5, "axes": {"1": {"temp": 1}}, "alarms": [1, [2, 3, 4]]}"#,
+            r#"[7, {"a": 1}]"#,
+            r#""text""#,
+            "12.5e3",
+            r#"{"spindle": {"rpm": "8000"}, "axes": [1, {"temp": [], "name": {}}]}"#,
+        ];
+        let mut found = Vec::new();
+        for doc in docs {
+            let value: Json = serde_json::from_str(doc).unwrap();
+            paths.read(doc.as_bytes(), &mut found).unwrap();
+            for (p, slot) in parsed.iter().zip(&slots) {
+                assert_eq!(found[*slot], p.get(&value).map(Found::of), "{p:?} in {doc}");
+            }
+        }
+        // Malformed exactly when serde_json says so, nesting limit included.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let deep_aside = format!(r#"{{"spindle": {{"rpm": 1}}, "x": {deep}}}"#);
+        for bad in [
+            "",
+            "{",
+            r#"{"spindle": }"#,
+            r#"{"a": 1} x"#,
+            "[1,]",
+            "nul",
+            deep.as_str(),
+            deep_aside.as_str(),
+        ] {
+            assert!(serde_json::from_str::<Json>(bad).is_err(), "{bad}");
+            assert!(paths.read(bad.as_bytes(), &mut found).is_err(), "{bad}");
+        }
+        let not_utf8 = b"{\"x\": \"\xff\"}";
+        assert!(serde_json::from_slice::<Json>(not_utf8).is_err());
+        assert!(paths.read(not_utf8, &mut found).is_err());
     }
 
     #[test]
