@@ -40,8 +40,8 @@
 //! The services this task calls are GetEndpoints, OpenSecureChannel, CreateSession,
 //! ActivateSession, Read, CreateSubscription, CreateMonitoredItems, Publish, Republish (for a
 //! message missing from a subscription's sequence), DeleteSubscriptions and CloseSession.
-//! Nothing here writes a value, calls a method or changes the address space; `tests/opcua.rs` records the services the
-//! server receives and fails on any other.
+//! Nothing here writes a value, calls a method or changes the address space;
+//! `tests/opcua.rs` records the services the server receives and fails on any other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -798,14 +798,15 @@ pub(crate) fn node_of_row(cells: &[Option<&str>]) -> Result<OpcuaNode, nodes_fil
                 Err(e) => problems.push((name, e.to_string())),
             },
             "signal" => signal = Some(cell.to_string()),
-            "type" => match cell {
-                "float" => value_type = SignalType::Float,
-                "int" => value_type = SignalType::Int,
-                "bool" => value_type = SignalType::Bool,
-                "string" => value_type = SignalType::String,
-                other => problems.push((
+            // Spelt as the `type` key is (serde's names for `SignalType`).
+            "type" => match SignalType::deserialize(serde::de::value::StrDeserializer::<
+                serde::de::value::Error,
+            >::new(cell))
+            {
+                Ok(t) => value_type = t,
+                Err(_) => problems.push((
                     name,
-                    format!("unknown type `{other}` (float, int, bool, string)"),
+                    format!("unknown type `{cell}` (float, int, bool, string)"),
                 )),
             },
             "index" => match cell.parse::<u32>() {
