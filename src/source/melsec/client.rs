@@ -168,10 +168,10 @@ impl Polled {
             .fields
             .iter()
             .map(|f| {
-                let wanted = match (&f.machine, &f.meter) {
-                    (Some(m), _) => Target::Machine(Arc::from(m.as_str())),
-                    (None, Some(m)) => Target::Meter(Arc::from(m.as_str())),
-                    (None, None) => Target::Meter(Arc::from("")),
+                let wanted = match device.target_of(f) {
+                    Some((true, m)) => Target::Machine(Arc::from(m)),
+                    Some((false, m)) => Target::Meter(Arc::from(m)),
+                    None => Target::Meter(Arc::from("")),
                 };
                 let target = match targets.iter().find(|t| **t == wanted) {
                     Some(t) => t.clone(),
@@ -182,7 +182,7 @@ impl Polled {
                 };
                 Slot {
                     target,
-                    signal: Arc::from(f.signal.as_str()),
+                    signal: f.signal.clone(),
                     ty: f.mc_type(),
                     scale: f.scale,
                     offset: f.offset,

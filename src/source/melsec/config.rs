@@ -17,9 +17,11 @@
 //!
 //! Addresses are written as GX Works shows them, in the family's numbering (`X17` is octal on
 //! an FX5, hexadecimal on a Q); the check parses each with the device's family and keeps the
-//! result in the field, so the planner never parses text again.
+//! result in the field, so the planner never parses text again. A profile's fields are read
+//! and parsed once per numbering, and every device of that profile shares them.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -33,6 +35,7 @@ use crate::config::{
     struct_fields, unknown_meter,
 };
 use crate::model::SignalType;
+use crate::source::modbus::profile::profile_then_own;
 
 /// `[[melsec]]`: one PLC, one TCP connection to its MC protocol port.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,9 +88,11 @@ pub struct MelsecDevice {
     /// The meter that fields without `machine` or `meter` belong to.
     #[serde(default)]
     pub meter: Option<String>,
-    /// The device map.
+    /// The device map: the profile's fields, then the device's own. Devices that use a
+    /// profile (in the same numbering, FX or Q) and add no fields of their own share one list,
+    /// so a hundred presses of one line hold their device map once.
     #[serde(default, rename = "field")]
-    pub fields: Vec<MelsecField>,
+    pub fields: Arc<[MelsecField]>,
 }
 
 /// The MELSEC profiles shipped with Shopfloor: (name, file text).
@@ -251,19 +256,33 @@ impl MelsecDevice {
     pub fn poll_of(&self, field: &MelsecField) -> Duration {
         field.poll.unwrap_or(self.poll)
     }
+
+    /// Whose signal a field is: `(true, machine)` or `(false, meter)`, the field's own, else
+    /// the device's (the check leaves a field without `machine` or `meter` as it is, so that
+    /// devices can share a profile's fields). `None` only for a config that failed its check.
+    pub fn target_of<'a>(&'a self, field: &'a MelsecField) -> Option<(bool, &'a str)> {
+        match (&field.machine, &field.meter, &self.machine, &self.meter) {
+            (Some(m), _, _, _) => Some((true, m)),
+            (None, Some(m), _, _) => Some((false, m)),
+            (None, None, Some(m), _) => Some((true, m)),
+            (None, None, None, Some(m)) => Some((false, m)),
+            (None, None, None, None) => None,
+        }
+    }
 }
 
 /// `[[melsec.field]]`: one signal read from a device of the PLC.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MelsecField {
-    /// The registered machine this signal belongs to (default: the device's).
+    /// The registered machine this signal belongs to (default: the device's, which the check
+    /// leaves to [`MelsecDevice::target_of`] so devices can share a profile's fields).
     #[serde(default)]
     pub machine: Option<String>,
     /// The meter this signal belongs to (default: the device's).
     #[serde(default)]
     pub meter: Option<String>,
-    /// Signal name, the field key in the `signal` line.
-    pub signal: String,
+    /// Signal name, the field key in the `signal` line; shared by every sample of the field.
+    pub signal: Arc<str>,
     /// The device as GX Works writes it: `D100`, `D100.3`, `M10`, `X17`, `ZR1000`, `TN5`, `CN3`.
     pub address: String,
     /// `bool`, `i16`, `u16`, `i32`, `u32`, `f32`, `i64`, `u64`, `f64` or `string`; default
@@ -281,7 +300,8 @@ pub struct MelsecField {
     /// Poll this field at its own interval.
     #[serde(default, deserialize_with = "optional_duration")]
     pub poll: Option<Duration>,
-    /// The parsed address, set by the check with the device's family.
+    /// The parsed address, set by the check with the device's family (once per profile and
+    /// numbering for a profile's fields).
     #[serde(skip)]
     pub parsed: Option<Address>,
 }
@@ -344,6 +364,28 @@ impl crate::config::Section for MelsecDevice {
             [] => struct_fields::<MelsecDevice>(),
             ["field"] => struct_fields::<MelsecField>(),
             _ => &[],
+        }
+    }
+}
+
+/// What is wrong with one field on its own, by key: [`field_rules`]' findings.
+type Findings = Vec<(&'static str, String)>;
+
+/// A profile's fields with their addresses parsed in one numbering, and what is wrong with each
+/// (reported for every device that uses the profile): read once per config and numbering.
+#[derive(Clone)]
+struct ParsedProfile {
+    fields: Arc<[MelsecField]>,
+    findings: Arc<[Findings]>,
+}
+
+impl ParsedProfile {
+    fn parse(profile: MelsecProfile, family: Family) -> ParsedProfile {
+        let mut fields = profile.fields;
+        let findings: Vec<Findings> = fields.iter_mut().map(|f| field_rules(f, family)).collect();
+        ParsedProfile {
+            fields: fields.into(),
+            findings: findings.into(),
         }
     }
 }
@@ -417,21 +459,36 @@ impl Checker<'_> {
     ) {
         let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
         let id = device.id.clone();
+        let family = device.family();
+        // The device's own fields, parsed in its numbering.
+        let mut own: Vec<MelsecField> = device.fields.to_vec();
+        let own_findings: Vec<Findings> = own.iter_mut().map(|f| field_rules(f, family)).collect();
         // A profile's fields come first; problems with them are reported at `profile`.
         let mut from_profile = 0;
+        let mut profile_findings: Arc<[Findings]> = Arc::new([]);
         if let Some(name) = device.profile.clone() {
-            match profile(&name, self.dir()) {
+            // Read and parsed once per config and numbering; every device of the profile gets
+            // the same fields (a reference count, not a copy) unless it adds fields of its own.
+            let memo = format!("melsec profile {name} {family:?}");
+            let parsed = match self.remembered::<ParsedProfile>(&memo) {
+                Some(p) => Ok(p),
+                None => profile(&name, self.dir()).map(|p| ParsedProfile::parse(p, family)),
+            };
+            match parsed {
                 Ok(p) => {
+                    self.remember(memo, p.clone());
                     from_profile = p.fields.len();
-                    let own = std::mem::take(&mut device.fields);
-                    device.fields = p.fields;
-                    device.fields.extend(own);
+                    device.fields = profile_then_own(p.fields, &own);
+                    profile_findings = p.findings;
                 }
                 Err(e) => {
+                    device.fields = own.into();
                     let span = at(self, &[key("profile")]);
                     self.push(span, format!("melsec device `{id}`: {e}"));
                 }
             }
+        } else {
+            device.fields = own.into();
         }
         if !self.claim("device", &id) {
             let span = at(self, &[key("id")]);
@@ -517,32 +574,39 @@ impl Checker<'_> {
                 format!("melsec device `{id}` has no [[melsec.field]]: it would read nothing"),
             );
         }
-        let family = device.family();
         let field_span = |s: &Self, j: usize, k: &str| match j.checked_sub(from_profile) {
             Some(n) => at(s, &[key("field"), Seg::Index(n), key(k)]),
             None => at(s, &[key("profile")]),
         };
         let mut signals = HashSet::new();
-        for (j, field) in device.fields.iter_mut().enumerate() {
-            for (k, message) in field_rules(field, family) {
+        for (j, field) in device.fields.iter().enumerate() {
+            let found = match j.checked_sub(from_profile) {
+                Some(n) => &own_findings[n],
+                None => &profile_findings[j],
+            };
+            for (k, message) in found {
                 let span = field_span(self, j, k);
                 self.push(span, format!("melsec device `{id}`: {message}"));
             }
-            match (&field.machine, &field.meter, &default_target) {
+            // A field without `machine` or `meter` keeps none: it belongs to the device's
+            // (`MelsecDevice::target_of`), so devices of one profile can share its fields.
+            let target = match (&field.machine, &field.meter, &default_target) {
                 (Some(m), None, _) => {
                     if !refs.machines.contains(m.as_str()) {
                         let span = field_span(self, j, "machine");
                         self.push(span, not_registered("field names machine", m));
                     }
+                    format!("machine {m}")
                 }
                 (None, Some(m), _) => {
                     if !refs.meters.contains(m.as_str()) {
                         let span = field_span(self, j, "meter");
                         self.push(span, unknown_meter("field names meter", m));
                     }
+                    format!("meter {m}")
                 }
-                (None, None, Some((true, m))) => field.machine = Some(m.clone()),
-                (None, None, Some((false, m))) => field.meter = Some(m.clone()),
+                (None, None, Some((true, m))) => format!("machine {m}"),
+                (None, None, Some((false, m))) => format!("meter {m}"),
                 _ => {
                     let span = field_span(self, j, "signal");
                     self.push(
@@ -554,11 +618,6 @@ impl Checker<'_> {
                     );
                     continue;
                 }
-            }
-            let target = match (&field.machine, &field.meter) {
-                (Some(m), _) => format!("machine {m}"),
-                (None, Some(m)) => format!("meter {m}"),
-                (None, None) => String::new(),
             };
             if !signals.insert((target.clone(), field.signal.clone())) {
                 let span = field_span(self, j, "signal");
@@ -587,7 +646,7 @@ pub fn end_code_words(code: u16) -> String {
 /// What the PLC's fields deliver (profile merged in), for the check that every signal a
 /// state rule, meter or part counter names comes from somewhere.
 pub(crate) fn deliveries(device: &MelsecDevice, out: &mut crate::config::Deliveries) {
-    for field in &device.fields {
+    for field in device.fields.iter() {
         out.field(
             (field.machine.as_deref(), field.meter.as_deref()),
             (device.machine.as_deref(), device.meter.as_deref()),
@@ -598,6 +657,7 @@ pub(crate) fn deliveries(device: &MelsecDevice, out: &mut crate::config::Deliver
 
 #[cfg(test)]
 mod tests {
+    use super::Family;
     use crate::agent::config::load_str;
 
     const SITE: &str = "[site]\ncounty = \"yk\"\nsector = \"doors\"\nenterprise = \"e1\"\n[[machine]]\nid = \"p1\"\nkind = \"press\"\ncnc = false\n";
@@ -614,12 +674,104 @@ mod tests {
         assert_eq!(d.fields[0].mc_type().name(), "bool");
         assert_eq!(d.fields[1].mc_type().name(), "u16");
         assert_eq!(d.fields[2].mc_type().name(), "u32");
-        assert_eq!(d.fields[2].machine.as_deref(), Some("p1"));
+        // The device's machine is the field's, resolved where it is used, not copied in.
+        assert_eq!(d.fields[2].machine, None);
+        assert_eq!(d.target_of(&d.fields[2]), Some((true, "p1")));
         assert_eq!(d.route(), super::Route::LOCAL);
         // The same text on a Q is hexadecimal: input 23.
         let q = text.replace("\"fx5\"", "\"q\"");
         let cfg = load_str(&q, "t.toml").unwrap_or_else(|d| panic!("{d}"));
         assert_eq!(cfg.melsec[0].fields[0].parsed.unwrap().number, 0x17);
+    }
+
+    #[test]
+    fn devices_of_one_profile_share_its_fields_parsed_once_per_numbering() {
+        let machines: String = (2..=4)
+            .map(|i| format!("[[machine]]\nid = \"p{i}\"\nkind = \"press\"\ncnc = false\n"))
+            .collect();
+        let plc = |id: &str, family: &str, machine: &str, extra: &str| {
+            format!(
+                "[[melsec]]\nid = \"{id}\"\nhost = \"10.0.0.5\"\nport = 5000\nfamily = \"{family}\"\nprofile = \"fx5-press-line\"\nmachine = \"{machine}\"\n{extra}"
+            )
+        };
+        let text = [
+            format!("{SITE}{machines}"),
+            plc("a", "fx5", "p1", ""),
+            plc("b", "fx5", "p2", ""),
+            plc(
+                "c",
+                "fx5",
+                "p3",
+                "field = [{ signal = \"door\", address = \"X17\" }]\n",
+            ),
+            plc("d", "q", "p4", ""),
+        ]
+        .concat();
+        let cfg = load_str(&text, "t.toml").unwrap_or_else(|d| panic!("{d}"));
+        let [a, b, c, d] = &cfg.melsec[..] else {
+            panic!("four devices")
+        };
+        let profile = super::profile("fx5-press-line", None).unwrap().fields;
+        // Two devices of the profile in one numbering hold one list, not a copy each.
+        assert!(std::sync::Arc::ptr_eq(&a.fields, &b.fields));
+        assert_eq!(a.fields.len(), profile.len());
+        assert!(a.fields.iter().all(|f| f.parsed.is_some()));
+        // Each still delivers to its own machine.
+        assert_eq!(a.target_of(&a.fields[0]), Some((true, "p1")));
+        assert_eq!(b.target_of(&b.fields[0]), Some((true, "p2")));
+        // A device with a field of its own gets the profile's fields, then its own.
+        assert!(!std::sync::Arc::ptr_eq(&a.fields, &c.fields));
+        assert_eq!(c.fields.len(), profile.len() + 1);
+        let signals: Vec<&str> = c.fields.iter().map(|f| &*f.signal).collect();
+        let want: Vec<&str> = profile.iter().map(|f| &*f.signal).chain(["door"]).collect();
+        assert_eq!(signals, want);
+        // X17 on an FX is octal: input 15.
+        assert_eq!(c.fields[profile.len()].parsed.unwrap().number, 15);
+        // On a Q the profile is parsed in Q numbering: a list of its own.
+        assert!(!std::sync::Arc::ptr_eq(&a.fields, &d.fields));
+        assert!(
+            d.fields
+                .iter()
+                .all(|f| f.parsed.unwrap().family == Family::Q)
+        );
+        assert!(
+            a.fields
+                .iter()
+                .all(|f| f.parsed.unwrap().family == Family::Fx)
+        );
+    }
+
+    #[test]
+    fn a_profile_field_s_mistake_is_reported_for_every_device_that_uses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("profiles")).unwrap();
+        std::fs::write(
+            dir.path().join("profiles/bad.toml"),
+            "description = \"x\"\n[[field]]\nsignal = \"door\"\naddress = \"X18\"\n",
+        )
+        .unwrap();
+        let plc = |id: &str, family: &str| {
+            format!(
+                "[[melsec]]\nid = \"{id}\"\nhost = \"h\"\nport = 5000\nfamily = \"{family}\"\nprofile = \"bad\"\nmachine = \"p1\"\n"
+            )
+        };
+        let text = [
+            SITE.to_string(),
+            plc("a", "fx5"),
+            plc("b", "fx5"),
+            plc("c", "q"),
+        ]
+        .concat();
+        let path = dir.path().join("shopfloor.toml");
+        std::fs::write(&path, text).unwrap();
+        let d = crate::agent::config::load(&path).unwrap_err();
+        let all = d.to_string();
+        // X18 is no octal number: wrong on both FX5s, right on the Q.
+        assert_eq!(d.problems.len(), 2, "{all}");
+        for id in ["a", "b"] {
+            let needle = format!("melsec device `{id}`: `X18` is not a MELSEC address: X on an FX");
+            assert!(all.contains(&needle), "{needle}: {all}");
+        }
     }
 
     #[test]
