@@ -373,6 +373,33 @@ async fn every_device_code_and_type_reads_right_in_3e_and_4e_frames() {
     // field is missing (not zero), the others read, and the PLC is up, not degraded.
     assert_eq!(q("missing"), None);
     assert!(health::errors_of_kind(&metrics, "exception") >= 2);
+    // The refused field is reported as failing, by name, as the device's machine's, and
+    // counted for itself.
+    let failing: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            SourceEvent::FieldErrors { device, errors, .. } if &**device == "q" => Some(errors),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(!failing.is_empty(), "{events:?}");
+    for e in &failing {
+        assert_eq!((&*e.signal, e.kind), ("missing", "exception"), "{e:?}");
+        assert_eq!(e.target, Target::Machine("q".into()), "{e:?}");
+        assert!(e.error.contains("end code 0xC056"), "{e:?}");
+    }
+    let counted: Vec<_> = metrics
+        .read()
+        .into_iter()
+        .filter(|m| m.name == "shopfloor_field_errors_total")
+        .map(|m| (format!("{:?}", m.labels), m.value))
+        .collect();
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert!(
+        counted[0].0.contains("q.missing") && counted[0].1 as usize == failing.len(),
+        "{counted:?}"
+    );
     let fx = |signal: &str| values.get(&("fx".to_string(), signal.to_string())).cloned();
     // On an FX5, X is octal: X17 is point 15 (set), X27 point 23 (clear); Y40 is point 32.
     assert_eq!((fx("x_17"), fx("x_27"), fx("y")), (yes.clone(), no, yes));

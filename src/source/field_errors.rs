@@ -94,6 +94,36 @@ pub(crate) use field_slot;
 /// of error (`exception`, `short`, `decode`) and the error in words.
 pub type Failed = (usize, &'static str, String);
 
+/// The errors of one poll's failed fields, each counted on its field's counter in `counts`:
+/// the counters of the fields that have failed so far, by field index in order (most fields
+/// never fail, so none is kept for them). `field` gives field `index`'s target and signal.
+pub fn collect_sparse(
+    failed: Vec<Failed>,
+    counts: &mut Vec<(usize, FieldErrorCounts)>,
+    field: impl Fn(usize) -> Option<(Target, Arc<str>)>,
+    metrics: &Metrics,
+    device: &str,
+) -> Vec<FieldError> {
+    failed
+        .into_iter()
+        .filter_map(|(index, kind, error)| {
+            let (target, signal) = field(index)?;
+            let at = match counts.binary_search_by_key(&index, |(i, _)| *i) {
+                Ok(at) => at,
+                Err(at) => {
+                    counts.insert(at, (index, FieldErrorCounts::default()));
+                    at
+                }
+            };
+            Some(
+                counts[at]
+                    .1
+                    .error(metrics, device, (target, signal), kind, error),
+            )
+        })
+        .collect()
+}
+
 /// The errors of one poll's failed fields, each counted on its field's counter.
 pub fn collect<S: FieldSlot>(
     failed: Vec<Failed>,

@@ -26,18 +26,17 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, warn};
 
-use super::address::McType;
-use super::config::MelsecDevice;
+use super::config::{MelsecDevice, MelsecField};
 use super::decode;
 use super::frame::{self, CMD_RANDOM_READ, Framing, McError, Route};
 use super::plan::{self, PollGroup, Read, Request, Slice};
 use crate::metrics::Metrics;
-use crate::model::{FieldError, Sample, SourceEvent, Target};
+use crate::model::{FieldError, Sample, SourceEvent};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
 use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 use crate::source::modbus::health::Health;
-use crate::source::modbus::{backoff, next_tick};
+use crate::source::modbus::{Targets, backoff, next_tick};
 
 /// The counter of poll results dropped at the engine queue's bound (the Modbus source's).
 pub const SOURCE_EVENTS_DROPPED: &str = "shopfloor_source_events_dropped_total";
@@ -106,18 +105,6 @@ fn refuses_everything(code: u16) -> bool {
     matches!(code, 0xC050 | 0xC059 | 0xC05F)
 }
 
-/// One field ready to become samples.
-struct Slot {
-    target: Target,
-    signal: Arc<str>,
-    ty: McType,
-    scale: Option<f64>,
-    offset: Option<f64>,
-    errors: FieldErrorCounts,
-}
-
-field_errors::field_slot!(Slot);
-
 struct Scheduled {
     group: PollGroup,
     next: Instant,
@@ -136,7 +123,13 @@ struct Polled {
     serial: u16,
     timeout: Duration,
     timer: u16,
-    fields: Vec<Slot>,
+    /// The device's fields, shared with its profile and with every other device of it: a
+    /// value's type, scale and offset are read from its field as it is decoded, so a hundred
+    /// PLCs of one 1,000-field profile hold one field list, not a hundred compact copies.
+    fields: Arc<[MelsecField]>,
+    targets: Targets,
+    /// The error counters of the fields that have failed, by field index (most never fail).
+    errors: Vec<(usize, FieldErrorCounts)>,
     groups: Vec<Scheduled>,
     health: Health,
     span: tracing::Span,
@@ -163,33 +156,10 @@ impl Polled {
     ) -> Self {
         let id: Arc<str> = Arc::from(device.id.as_str());
         let span = tracing::info_span!("melsec", device = %id);
-        let mut targets: Vec<Target> = Vec::new();
-        let fields = device
-            .fields
-            .iter()
-            .map(|f| {
-                let wanted = match device.target_of(f) {
-                    Some((true, m)) => Target::Machine(Arc::from(m)),
-                    Some((false, m)) => Target::Meter(Arc::from(m)),
-                    None => Target::Meter(Arc::from("")),
-                };
-                let target = match targets.iter().find(|t| **t == wanted) {
-                    Some(t) => t.clone(),
-                    None => {
-                        targets.push(wanted.clone());
-                        wanted
-                    }
-                };
-                Slot {
-                    target,
-                    signal: f.signal.clone(),
-                    ty: f.mc_type(),
-                    scale: f.scale,
-                    offset: f.offset,
-                    errors: FieldErrorCounts::default(),
-                }
-            })
-            .collect();
+        let default = (device.machine.as_deref().map(|m| (true, m)))
+            .or(device.meter.as_deref().map(|m| (false, m)));
+        let targets =
+            Targets::of_fields(device.fields.iter().map(|f| device.target_of(f)), default);
         let mut first_request = 0;
         let groups = plan::plan(device)
             .into_iter()
@@ -223,7 +193,9 @@ impl Polled {
             timeout: device.timeout,
             timer,
             id,
-            fields,
+            fields: device.fields.clone(),
+            targets,
+            errors: Vec::new(),
             groups,
             span,
             up: None,
@@ -541,7 +513,11 @@ async fn poll_group(
             }
         }
     }
-    let errors = field_errors::collect(failed, &mut p.fields, &p.metrics, &p.id);
+    let field = |index: usize| {
+        let signal = p.fields.get(index)?.signal.clone();
+        Some((p.targets.of(index).clone(), signal))
+    };
+    let errors = field_errors::collect_sparse(failed, &mut p.errors, field, &p.metrics, &p.id);
     Ok((samples, errors))
 }
 
@@ -568,15 +544,17 @@ fn decode_request(
         _ => None,
     };
     for planned in &request.fields {
-        let slot = &p.fields[planned.index];
+        let field = &p.fields[planned.index];
         let value = match planned.at {
             Slice::Point(i) => match points.as_ref().and_then(|pts| pts.get(i)) {
                 Some(b) => Ok(crate::model::Value::Bool(*b)),
                 None => Err(("short", "the point is not in the answer".to_string())),
             },
             Slice::Words { offset, len, bit } => match data.get(offset..offset + len) {
-                Some(bytes) => decode::decode(slot.ty, bytes, bit, slot.scale, slot.offset)
-                    .map_err(|e| ("decode", e.to_string())),
+                Some(bytes) => {
+                    decode::decode(field.mc_type(), bytes, bit, field.scale, field.offset)
+                        .map_err(|e| ("decode", e.to_string()))
+                }
                 None => Err((
                     "short",
                     format!(
@@ -588,14 +566,14 @@ fn decode_request(
         };
         match value {
             Ok(value) => samples.push(Sample {
-                target: slot.target.clone(),
-                signal: slot.signal.clone(),
+                target: p.targets.of(planned.index).clone(),
+                signal: field.signal.clone(),
                 value,
                 at,
             }),
             Err((kind, e)) => {
                 p.health.count_error("decode", 1);
-                debug!(signal = %slot.signal, error = %e, "value skipped");
+                debug!(signal = %field.signal, error = %e, "value skipped");
                 failed.push((planned.index, kind, format!("{request}: {e}")));
             }
         }

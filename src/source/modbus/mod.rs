@@ -38,7 +38,7 @@ use crate::metrics::{Metrics, RateLimited};
 use crate::model::{FieldError, Sample, SourceEvent, Target};
 use crate::queue::LossLog;
 use crate::shutdown::Shutdown;
-use crate::source::field_errors::{Failed, FieldErrorCounts};
+use crate::source::field_errors::{self, Failed, FieldErrorCounts};
 pub use config::Sections;
 use config::{Link, ModbusDevice, ModbusField};
 use health::Health;
@@ -191,6 +191,18 @@ pub struct Targets {
 impl Targets {
     /// The targets of `device`'s fields (the field's own machine or meter, else the device's).
     pub fn new(device: &ModbusDevice) -> Targets {
+        let default = (device.machine.as_deref().map(|m| (true, m)))
+            .or(device.meter.as_deref().map(|m| (false, m)));
+        Targets::of_fields(device.fields.iter().map(|f| device.target_of(f)), default)
+    }
+
+    /// The targets of a device's fields, given in order as `(true, machine)` or `(false, meter)`
+    /// (`None` only in a config that failed its check), and the device's own, `default`, for a
+    /// device without fields. Any polled source's device can use it.
+    pub fn of_fields<'a>(
+        fields: impl Iterator<Item = Option<(bool, &'a str)>> + Clone,
+        default: Option<(bool, &'a str)>,
+    ) -> Targets {
         let make = |target: Option<(bool, &str)>| match target.unwrap_or((false, "")) {
             (true, m) => Target::Machine(Arc::from(m)),
             (false, m) => Target::Meter(Arc::from(m)),
@@ -200,40 +212,21 @@ impl Targets {
                 (Target::Machine(n), (true, m)) | (Target::Meter(n), (false, m)) => &**n == m,
                 _ => false,
             };
-        let first = make(
-            device
-                .fields
-                .first()
-                .and_then(|f| device.target_of(f))
-                .or(device
-                    .machine
-                    .as_deref()
-                    .map(|m| (true, m))
-                    .or(device.meter.as_deref().map(|m| (false, m)))),
-        );
-        if device
-            .fields
-            .iter()
-            .all(|f| same(&first, device.target_of(f)))
-        {
+        let first = make(fields.clone().next().flatten().or(default));
+        if fields.clone().all(|target| same(&first, target)) {
             return Targets {
                 first,
                 each: Box::default(),
             };
         }
         let mut distinct = vec![first.clone()];
-        let each = device
-            .fields
-            .iter()
-            .map(|f| {
-                let target = device.target_of(f);
-                match distinct.iter().find(|t| same(t, target)) {
-                    Some(t) => t.clone(),
-                    None => {
-                        let t = make(target);
-                        distinct.push(t.clone());
-                        t
-                    }
+        let each = fields
+            .map(|target| match distinct.iter().find(|t| same(t, target)) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = make(target);
+                    distinct.push(t.clone());
+                    t
                 }
             })
             .collect();
@@ -701,25 +694,11 @@ async fn poll_group(
 
 /// The errors of one poll's failed fields, each counted on its field's counter.
 fn collect_errors(p: &mut Polled, failed: Vec<Failed>) -> Vec<FieldError> {
-    failed
-        .into_iter()
-        .filter_map(|(index, kind, error)| {
-            let signal = p.fields.get(index)?.signal.clone();
-            let target = p.targets.of(index).clone();
-            let at = match p.errors.binary_search_by_key(&index, |(i, _)| *i) {
-                Ok(at) => at,
-                Err(at) => {
-                    p.errors.insert(at, (index, FieldErrorCounts::default()));
-                    at
-                }
-            };
-            Some(
-                p.errors[at]
-                    .1
-                    .error(&p.metrics, &p.id, (target, signal), kind, error),
-            )
-        })
-        .collect()
+    let field = |index: usize| {
+        let signal = p.fields.get(index)?.signal.clone();
+        Some((p.targets.of(index).clone(), signal))
+    };
+    field_errors::collect_sparse(failed, &mut p.errors, field, &p.metrics, &p.id)
 }
 
 /// A field's error for an exception to its request, with what to look at.
