@@ -460,9 +460,12 @@ impl Checker<'_> {
         let at = |s: &Self, rest: &[Seg]| s.span_of(root, &join(base, rest));
         let id = device.id.clone();
         let family = device.family();
-        // The device's own fields, parsed in its numbering.
-        let mut own: Vec<MelsecField> = device.fields.to_vec();
-        let own_findings: Vec<Findings> = own.iter_mut().map(|f| field_rules(f, family)).collect();
+        // The device's own fields, parsed in its numbering (in place: the list is the device's
+        // alone until a profile is put in front of it).
+        let own_findings: Vec<Findings> = Arc::make_mut(&mut device.fields)
+            .iter_mut()
+            .map(|f| field_rules(f, family))
+            .collect();
         // A profile's fields come first; problems with them are reported at `profile`.
         let mut from_profile = 0;
         let mut profile_findings: Arc<[Findings]> = Arc::new([]);
@@ -478,17 +481,14 @@ impl Checker<'_> {
                 Ok(p) => {
                     self.remember(memo, p.clone());
                     from_profile = p.fields.len();
-                    device.fields = profile_then_own(p.fields, &own);
+                    device.fields = profile_then_own(p.fields, &device.fields);
                     profile_findings = p.findings;
                 }
                 Err(e) => {
-                    device.fields = own.into();
                     let span = at(self, &[key("profile")]);
                     self.push(span, format!("melsec device `{id}`: {e}"));
                 }
             }
-        } else {
-            device.fields = own.into();
         }
         if !self.claim("device", &id) {
             let span = at(self, &[key("id")]);
