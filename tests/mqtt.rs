@@ -123,6 +123,18 @@ impl Agent {
         .await
     }
 
+    /// Waits until the agent has counted `n` connection errors (failed attempts and lost
+    /// connections).
+    async fn wait_for_connection_errors(&self, n: u64) {
+        let errors = || self.counter("shopfloor_mqtt_connection_errors_total", "");
+        eventually(&format!("{n} connection errors"), WAIT, || async {
+            (errors() >= n)
+                .then_some(())
+                .ok_or_else(|| format!("{} errors", errors()))
+        })
+        .await
+    }
+
     fn counter(&self, name: &str, kind: &str) -> u64 {
         self.metrics
             .read()
@@ -306,13 +318,8 @@ async fn a_broker_restart_loses_nothing_with_a_persistent_session() {
     // fails a few attempts. Then start the broker and publish at once: whether these reach the
     // agent's session before or after it is back (within about two seconds), none is lost.
     broker.stop().await;
-    let errors = || agent.counter("shopfloor_mqtt_connection_errors_total", "");
-    eventually("three failed connection attempts", WAIT, || async {
-        (errors() >= 4)
-            .then_some(())
-            .ok_or_else(|| format!("{} errors", errors()))
-    })
-    .await;
+    // The lost connection and three failed attempts.
+    agent.wait_for_connection_errors(4).await;
     broker.restart().await;
     let late = publisher(broker.port()).await;
     for seq in 4..=6 {
@@ -395,13 +402,7 @@ async fn tls_with_a_client_certificate_made_for_the_test() {
     // connection: counted, not sampled after a fixed sleep, which on a loaded machine could end
     // before the first attempt.
     let mut anonymous = Agent::start(data.path(), &section);
-    let errors = || anonymous.counter("shopfloor_mqtt_connection_errors_total", "");
-    eventually("two refused connection attempts", WAIT, || async {
-        (errors() >= 2)
-            .then_some(())
-            .ok_or_else(|| format!("{} errors", errors()))
-    })
-    .await;
+    anonymous.wait_for_connection_errors(2).await;
     assert_eq!(
         anonymous.counter("shopfloor_mqtt_connections_total", ""),
         0,
