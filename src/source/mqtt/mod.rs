@@ -50,13 +50,14 @@
 //! ## Reading in rounds at low rates
 //!
 //! When the task's wait for the socket was for new messages (not a round trip), it pauses,
-//! about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
+//! four fifths of the broker's in-flight window at the last second's rate (the window is
+//! learned, starting from `inflight_window`) and at most `linger` (100 ms), so that at low
 //! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
 //! (see `Pacer`): when the wait ended with a single message, it holds that message (neither
 //! handled nor acknowledged) through the pause and handles it with the ones that came
 //! meanwhile; when it ended with several, it handles them, sends their acknowledgements and
-//! pauses before the next wait. Under load the client's buffer never runs empty and there is
-//! no pause.
+//! pauses before the next wait. During a pause the socket does not wake the runtime (see
+//! `quiet`). Under load the client's buffer never runs empty and there is no pause.
 //!
 //! ## Never blocking the event loop
 //!
@@ -92,6 +93,7 @@ pub mod check;
 pub mod config;
 pub mod mapping;
 pub mod payload;
+mod quiet;
 pub mod sparkplug;
 pub mod topic;
 
@@ -158,6 +160,8 @@ pub struct Broker {
     backoff: Backoff,
     ceiling: usize,
     pacer: Pacer,
+    /// The broker's port, to tell the connection's socket (see `quiet`).
+    port: u16,
 }
 
 impl std::fmt::Debug for Broker {
@@ -215,6 +219,7 @@ pub fn prepare(
         backoff: cfg.connection.backoff(),
         ceiling,
         pacer: Pacer::new(cfg.inflight_window, cfg.linger),
+        port: crate::common::mqtt::host_port(&cfg.connection.address).map_or(0, |h| h.1),
     })
 }
 
@@ -448,6 +453,7 @@ pub async fn run(
         mut backoff,
         ceiling,
         mut pacer,
+        port,
     } = broker;
     let span = tracing::info_span!("mqtt", broker = %id);
     let labels = [("broker", &*id)];
@@ -491,6 +497,10 @@ pub async fn run(
     let mut delivered = false;
     // 3.1.1: the read limit was raised for this connection to read one oversized packet.
     let mut raised = false;
+    // The connection's socket, when it could be told apart (see `quiet`), and the sockets to
+    // the broker's port before the connection attempt.
+    let mut quiet: Option<quiet::Quiet> = None;
+    let mut sockets_before = quiet::Sockets::default();
     'run: loop {
         // While connected, what the client has buffered is taken without waiting. Only when the
         // task has caught up (the next poll would wait for the socket) are the round's
@@ -522,16 +532,19 @@ pub async fn run(
                         debug!(parent: &span, unflushed, "acknowledgements not sent; the broker will send the messages again");
                     }
                     unflushed = 0;
+                    pacer.flushed();
                 }
                 // The last wait was for new messages, not a round trip: a round starts (see
                 // `Pacer`) before waiting again.
                 if last_wait >= WAITED
                     && let Some(pause) = pacer.pause()
                 {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.wait() => break 'run,
+                    if !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await {
+                        break 'run;
                     }
+                }
+                if connected_at.is_none() {
+                    sockets_before = quiet::Sockets::to_port(port);
                 }
                 let polled_at = std::time::Instant::now();
                 let polled = tokio::select! {
@@ -539,6 +552,10 @@ pub async fn run(
                     _ = shutdown.wait() => break,
                 };
                 last_wait = polled_at.elapsed();
+                pacer.waited(
+                    last_wait,
+                    matches!(polled, Ok(Polled::Message(_))) && session.has_buffered(),
+                );
                 // A message that came alone after a real wait starts a round: it is held (not
                 // handled, not acknowledged) while the round's pause lets the next ones arrive,
                 // and handled with them. A burst is handled at once, and the pause comes after
@@ -549,9 +566,8 @@ pub async fn run(
                     && !session.has_buffered()
                     && let Some(pause) = pacer.pause()
                 {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.wait() => break 'run,
+                    if !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await {
+                        break 'run;
                     }
                     last_wait = Duration::ZERO;
                 }
@@ -566,6 +582,8 @@ pub async fn run(
             Ok(Polled::Connected { session_present }) => {
                 connected_at = Some(std::time::Instant::now());
                 delivered = false;
+                quiet = quiet::Sockets::to_port(port).new_since(&sockets_before);
+                debug!(parent: &span, quiet = quiet.is_some(), "connected; pauses quiet when the socket is known");
                 if raised {
                     // This connection reads with the raised limit; the next one is back to the
                     // usual limit.
@@ -617,6 +635,7 @@ pub async fn run(
                 // Acknowledgements still in the lost connection's buffer: the broker sends
                 // those messages again.
                 unflushed = 0;
+                quiet = None;
                 connected.store(0, Ordering::Relaxed);
                 connect_failures.fetch_add(1, Ordering::Relaxed);
                 if connected_at
@@ -685,35 +704,73 @@ pub async fn run(
 /// waited for new messages, not for a round trip through a broker holding messages back behind
 /// its in-flight window), it pauses (holding a message that came alone, or after sending the
 /// acknowledgements of several; see the module documentation), long enough for about
-/// [`ROUND_SHARE`] of the broker's in-flight window (`inflight_window`, default 20: 16
-/// messages) at the rate of the last second, but at most `linger` (default 20 ms); the broker
-/// holds them meanwhile (in TCP, within its in-flight window) and the next polls find them
-/// buffered, read in one go, with one write for their acknowledgements. Under load the buffer
-/// never runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is
-/// not worth its timer. A message waits at most `linger` longer, against the engine's
-/// `BATCH_LINGER` of 250 ms.
+/// [`ROUND_SHARE`] of the broker's in-flight window at the rate of the last second, but at
+/// most `linger` (default 100 ms); the broker holds them meanwhile (in TCP, within its
+/// in-flight window) and the next polls find them buffered, read in one go, with one write for
+/// their acknowledgements. During the pause the socket is kept quiet (see `quiet`). Under load
+/// the buffer never runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`]
+/// a pause is not worth its timer. A message waits at most `linger` longer, against the
+/// engine's `BATCH_LINGER` of 250 ms; the broker keeps it until it is acknowledged, so a crash
+/// meanwhile loses nothing.
+///
+/// ## The broker's window, learned
+///
+/// MQTT 3.1.1 gives no way to ask a broker how many unacknowledged messages it sends before it
+/// waits (Mosquitto's `max_inflight_messages`, 20 by default; EMQX 32; some brokers 1000 or no
+/// limit), and a round aimed past it waits for messages the broker holds back. So the window
+/// starts at `inflight_window` (default 20) and is learned from what the broker does:
+///
+/// - **held back**: when the acknowledgements of a round that followed a pause are sent and
+///   the broker answers within a round trip ([`WAITED`]) with a burst (two messages or more in
+///   one read), it was holding messages back, and its window is the number of messages just
+///   acknowledged. The estimate falls to that at once, and it is the ceiling of the estimate
+///   for [`CEILING_KEPT`];
+/// - **room**: when [`GROW_AFTER`] such rounds in a row reached their target and the broker
+///   then had nothing more (the next wait was a real one), the estimate grows by half, up to
+///   the ceiling, as long as the rounds are sized by the rate rather than by `linger` (past
+///   that a larger window changes nothing).
+///
+/// A wrong guess costs one round trip: too large, the round brings the window's worth, the
+/// acknowledgements release the rest at once and the estimate falls; too small, rounds are
+/// shorter than they could be. Unlike the target that doubled whenever a round brought what it
+/// waited for (tried in the third round: delivery collapsed once it passed a window of 20, as
+/// each pause ended with the socket empty and the measured rate fell), growth stops at the
+/// first sign of a held-back burst, and after one no pause is taken until the backlog is read.
 struct Pacer {
     /// Messages counted since `window_start`, and the rate of the last full window.
     window_start: std::time::Instant,
     in_window: u32,
     per_second: f64,
-    /// Messages a round aims at: [`ROUND_SHARE`] of the broker's in-flight window
-    /// (`inflight_window`, 20 by default: 16).
-    round_messages: f64,
-    /// The longest pause (`linger`, 20 ms by default).
+    /// The broker's in-flight window as learned (starts at `inflight_window`).
+    window: f64,
+    /// The most the window can be, from the last held-back burst, and until when that holds.
+    ceiling: Option<(f64, std::time::Instant)>,
+    /// The longest pause (`linger`, 100 ms by default).
     round_max: Duration,
+    /// Messages read since the last acknowledgements were sent.
+    since_flush: u32,
+    /// A pause came before the messages counted in `since_flush`; whether `linger` bounded it.
+    paused: Option<bool>,
+    /// The round whose acknowledgements were just sent, if it followed a pause and nothing came
+    /// between them and the next wait: its messages and whether `linger` bounded its pause.
+    flushed: Option<(u32, bool)>,
+    /// Rounds in a row that reached their target with the broker holding nothing back.
+    roomy: u32,
 }
 
-/// The share of the broker's in-flight window (`inflight_window`: Mosquitto's default of 20
-/// unacknowledged messages, which is all the broker sends before the round's acknowledgements)
-/// a round aims to collect.
-/// It must stay below the broker's window: a pause meant for more messages than the window
-/// lets through ends with the socket empty again (the broker waits for the acknowledgements),
-/// so the task pauses again at once, the rate it measures falls, the next pause is longer, and
-/// delivery collapses towards one round per `linger` (seen with a target that grew past 20:
-/// `tests/backpressure.rs` no longer got the spool behind). Hence `inflight_window` must not
-/// be set above the broker's real window.
+/// The share of the broker's in-flight window (as learned, see `Pacer`) a round aims to
+/// collect. It must stay below the window: a pause meant for more messages than the window lets
+/// through waits for messages the broker holds back.
 const ROUND_SHARE: f64 = 0.8;
+/// Rounds in a row that reached their target without the broker holding messages back before
+/// the window estimate grows.
+const GROW_AFTER: u32 = 8;
+/// How much the window estimate grows at a time.
+const GROW_BY: f64 = 1.5;
+/// How long a held-back burst caps the window estimate. Brokers do not change their window
+/// while running, but a burst that only looked held back (devices publishing at the same
+/// instant, just after a round's acknowledgements) must not cap it for good.
+const CEILING_KEPT: Duration = Duration::from_secs(600);
 /// Messages handled before their events go to the engine's queue together and they are
 /// acknowledged, when the client's buffer does not run empty first: one hand-over (and one
 /// wake-up of the engine) per round rather than per message, bounded for a stream that never
@@ -734,17 +791,28 @@ impl Pacer {
             window_start: std::time::Instant::now(),
             in_window: 0,
             per_second: 0.0,
-            round_messages: (f64::from(inflight_window) * ROUND_SHARE).floor().max(1.0),
+            window: f64::from(inflight_window.max(2)),
+            ceiling: None,
             round_max: linger,
+            since_flush: 0,
+            paused: None,
+            flushed: None,
+            roomy: 0,
         }
+    }
+
+    /// The messages a round aims at.
+    fn round_messages(&self) -> f64 {
+        (self.window * ROUND_SHARE).floor().max(1.0)
     }
 
     /// Counts a message.
     fn after_message(&mut self) {
         self.in_window += 1;
+        self.since_flush += 1;
     }
 
-    /// The pause to take before waiting for the socket, if any.
+    /// The pause to take before waiting for the socket, if any; taking it starts a round.
     fn pause(&mut self) -> Option<Duration> {
         let window = self.window_start.elapsed();
         if window >= Duration::from_secs(1) {
@@ -752,13 +820,76 @@ impl Pacer {
             self.window_start = std::time::Instant::now();
             self.in_window = 0;
         }
+        // What arrives now arrives during the pause, not in answer to the acknowledgements.
+        self.flushed = None;
         if self.per_second <= 0.0 {
             return None;
         }
-        let pause =
-            Duration::from_secs_f64(self.round_messages / self.per_second).min(self.round_max);
-        (pause >= ROUND_MIN).then_some(pause)
+        let by_rate = Duration::from_secs_f64(self.round_messages() / self.per_second);
+        let pause = by_rate.min(self.round_max);
+        (pause >= ROUND_MIN).then(|| {
+            self.paused = Some(by_rate >= self.round_max);
+            pause
+        })
     }
+
+    /// The acknowledgements of the messages read so far were sent.
+    fn flushed(&mut self) {
+        self.flushed = self
+            .paused
+            .take()
+            .map(|by_linger| (self.since_flush, by_linger));
+        self.since_flush = 0;
+    }
+
+    /// A wait for the socket ended after `wait`, with a `burst` of messages (two or more in one
+    /// read) or not: what it says about the broker's window (see "The broker's window, learned").
+    fn waited(&mut self, wait: Duration, burst: bool) {
+        let Some((messages, by_linger)) = self.flushed.take() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if self.ceiling.is_some_and(|(_, until)| now >= until) {
+            self.ceiling = None;
+        }
+        if wait < WAITED && burst {
+            let held_at = f64::from(messages.max(2));
+            self.window = self.window.min(held_at);
+            self.ceiling = Some((held_at, now + CEILING_KEPT));
+            self.roomy = 0;
+        } else if wait >= WAITED {
+            if f64::from(messages) >= self.round_messages() * ROUND_SHARE && !by_linger {
+                self.roomy += 1;
+            } else {
+                self.roomy = 0;
+            }
+            if self.roomy >= GROW_AFTER {
+                self.roomy = 0;
+                let most = self.ceiling.map_or(f64::from(u16::MAX), |(c, _)| c);
+                self.window = (self.window * GROW_BY).min(most).max(self.window);
+            }
+        }
+    }
+}
+
+/// Pauses for `pause` with the connection's socket quiet (see `quiet`); false when the agent
+/// is shutting down.
+async fn pause_quietly(
+    pause: Duration,
+    mut quiet: Option<&mut quiet::Quiet>,
+    shutdown: &mut Shutdown,
+) -> bool {
+    if let Some(q) = quiet.as_deref_mut() {
+        q.hold();
+    }
+    let slept = tokio::select! {
+        _ = tokio::time::sleep(pause) => true,
+        _ = shutdown.wait() => false,
+    };
+    if let Some(q) = quiet {
+        q.release();
+    }
+    slept
 }
 
 /// Acknowledges the held messages (their events are in the engine's queue); how many
@@ -796,4 +927,128 @@ async fn send_all(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pacer that has measured `rate` messages a second, with the broker's window taken to be
+    /// `window` and `linger` as given.
+    fn pacer(window: u16, linger_ms: u64, rate: f64) -> Pacer {
+        let mut p = Pacer::new(window, Duration::from_millis(linger_ms));
+        p.per_second = rate;
+        p
+    }
+
+    /// One round: a pause, `messages` read, their acknowledgements sent, and the next wait.
+    /// Returns the pause taken.
+    fn round(p: &mut Pacer, messages: u32, wait: Duration, burst: bool) -> Option<Duration> {
+        let pause = p.pause();
+        for _ in 0..messages {
+            p.after_message();
+        }
+        p.flushed();
+        p.waited(wait, burst);
+        pause
+    }
+
+    const REAL_WAIT: Duration = Duration::from_millis(1);
+    const ROUND_TRIP: Duration = Duration::from_micros(80);
+
+    #[test]
+    fn a_round_aims_at_four_fifths_of_the_window_at_the_measured_rate() {
+        // 0.8 × 20 = 16 messages at 1000/s: 16 ms, under the 100 ms linger.
+        let mut p = pacer(20, 100, 1000.0);
+        assert_eq!(p.pause(), Some(Duration::from_millis(16)));
+        // At 100/s the same 16 messages would take 160 ms: the linger bounds it.
+        let mut p = pacer(20, 100, 100.0);
+        assert_eq!(p.pause(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn rounds_that_find_room_grow_the_window_by_half_every_eight_until_the_linger_bounds_them() {
+        let mut p = pacer(20, 100, 1000.0);
+        // Eight rounds of 16 (the target), each followed by a real wait: 20 → 30.
+        for _ in 0..7 {
+            round(&mut p, 16, REAL_WAIT, false);
+        }
+        assert_eq!(p.window, 20.0);
+        round(&mut p, 16, REAL_WAIT, false);
+        assert_eq!(p.window, 30.0);
+        // Target now 0.8 × 30 = 24 messages, 24 ms at 1000/s.
+        assert_eq!(
+            round(&mut p, 24, REAL_WAIT, false),
+            Some(Duration::from_millis(24))
+        );
+        // Rounds short of 0.8 × their target (24 × 0.8 = 19.2) do not count as room.
+        for _ in 0..20 {
+            round(&mut p, 19, REAL_WAIT, false);
+        }
+        assert_eq!(p.window, 30.0);
+        // Keep finding room: 30 → 45 → 67.5 → 101.25 → 151.875; at 151.875 the target is
+        // 121 messages, 121 ms at 1000/s, so the 100 ms linger bounds the pause and growth stops.
+        for _ in 0..200 {
+            let target = p.round_messages() as u32;
+            round(&mut p, target, REAL_WAIT, false);
+        }
+        assert_eq!(p.window, 151.875);
+        assert_eq!(p.pause(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_burst_right_after_the_acknowledgements_sets_the_window_to_the_round_and_caps_it() {
+        let mut p = pacer(1000, 100, 1000.0);
+        // The broker sent 20 during the 100 ms pause, then held the rest back until the
+        // acknowledgements: a burst within a round trip.
+        round(&mut p, 20, ROUND_TRIP, true);
+        assert_eq!(p.window, 20.0);
+        // Target 16: 16 ms at 1000/s.
+        assert_eq!(p.pause(), Some(Duration::from_millis(16)));
+        // Rounds that find room cannot grow it past the 20 seen.
+        for _ in 0..100 {
+            round(&mut p, 16, REAL_WAIT, false);
+        }
+        assert_eq!(p.window, 20.0);
+        // Once the cap is old, growth resumes.
+        p.ceiling = p.ceiling.map(|(c, _)| (c, std::time::Instant::now()));
+        for _ in 0..8 {
+            round(&mut p, 16, REAL_WAIT, false);
+        }
+        assert_eq!(p.window, 30.0);
+    }
+
+    #[test]
+    fn a_single_message_or_a_late_burst_after_the_acknowledgements_says_nothing_of_the_window() {
+        let mut p = pacer(100, 100, 1000.0);
+        // One message within a round trip: a coincidence, not a held-back window.
+        round(&mut p, 80, ROUND_TRIP, false);
+        assert_eq!(p.window, 100.0);
+        // A burst after a real wait: new messages, not held back.
+        round(&mut p, 80, REAL_WAIT, true);
+        assert_eq!(p.window, 100.0);
+    }
+
+    #[test]
+    fn what_arrives_during_a_pause_after_the_acknowledgements_is_not_taken_for_a_held_back_burst() {
+        let mut p = pacer(100, 100, 1000.0);
+        let _ = p.pause();
+        for _ in 0..20 {
+            p.after_message();
+        }
+        p.flushed();
+        // A pause between the acknowledgements and the wait (a round that began with a burst):
+        // the burst found after it came during the pause.
+        let _ = p.pause();
+        p.waited(ROUND_TRIP, true);
+        assert_eq!(p.window, 100.0);
+        // Rounds not preceded by a pause (under load) say nothing either.
+        let mut p = pacer(100, 100, 1000.0);
+        for _ in 0..50 {
+            p.after_message();
+        }
+        p.flushed();
+        p.waited(ROUND_TRIP, true);
+        assert_eq!(p.window, 100.0);
+    }
 }
