@@ -37,7 +37,8 @@
 //! read from the socket brings many messages), and turns each message into events. When it
 //! has caught up (the next poll would wait for the socket), or after [`ROUND_HANDOVER`]
 //! messages, the round's events go into the engine's queue together (one wake-up of the
-//! engine per round, not per message), and then its messages are acknowledged. With MQTT 3.1.1
+//! engine per round, not per message); when it has caught up, or after [`ROUND_ACKS`]
+//! messages or [`ROUND_HANDOVER_BYTES`] of payloads, its messages are acknowledged. With MQTT 3.1.1
 //! each PUBACK is written into the connection's write buffer, and the buffer is sent in one
 //! write when the task has caught up: one system call per round instead of one per message,
 //! and no turn of the event loop per acknowledgement. The order is unchanged (a PUBACK still follows its
@@ -477,6 +478,12 @@ pub async fn run(
         "Acknowledgements that could not be queued; the broker sends those messages again.",
         &labels,
     );
+    let window = metrics.gauge(
+        "shopfloor_mqtt_inflight_window",
+        "The most messages the broker has sent between two rounds of acknowledgements (its in-flight window, or more with brokers that release their queue at once), at least inflight_window; rounds at low rates aim at four fifths of it.",
+        &labels,
+    );
+    window.store(pacer.window as u64, Ordering::Relaxed);
     let mut session = Session::new(options);
     // 3.1.1 acknowledgements written but not yet sent (see "Acknowledgements in rounds").
     let mut unflushed: u64 = 0;
@@ -488,6 +495,8 @@ pub async fn run(
     // and not acknowledged (see "Acknowledgements in rounds").
     let mut held: Vec<Message> = Vec::new();
     let mut held_bytes = 0;
+    // Messages of the round whose events are in `out`, not yet in the engine's queue.
+    let mut unsent = 0;
     // How long the last poll that could not be served from the buffer waited for the socket.
     let mut last_wait = Duration::ZERO;
     // Since when the current connection is up, and whether it has delivered a message: only a
@@ -517,8 +526,13 @@ pub async fn run(
             if !send_all(&events, &mut out, &mut shutdown).await {
                 break 'run;
             }
+            unsent = 0;
             if matches!(ready, Some(Err(_))) {
                 held.clear();
+            }
+            if !held.is_empty() {
+                pacer.acked(held.len());
+                window.store(pacer.window as u64, Ordering::Relaxed);
             }
             unflushed += ack_all(&mut session, &mut held, &ack_failures, &span).await;
             held_bytes = 0;
@@ -532,7 +546,6 @@ pub async fn run(
                         debug!(parent: &span, unflushed, "acknowledgements not sent; the broker will send the messages again");
                     }
                     unflushed = 0;
-                    pacer.flushed();
                 }
                 // The last wait was for new messages, not a round trip: a round starts (see
                 // `Pacer`) before waiting again.
@@ -552,10 +565,7 @@ pub async fn run(
                     _ = shutdown.wait() => break,
                 };
                 last_wait = polled_at.elapsed();
-                pacer.waited(
-                    last_wait,
-                    matches!(polled, Ok(Polled::Message(_))) && session.has_buffered(),
-                );
+
                 // A message that came alone after a real wait starts a round: it is held (not
                 // handled, not acknowledged) while the round's pause lets the next ones arrive,
                 // and handled with them. A burst is handled at once, and the pause comes after
@@ -616,10 +626,17 @@ pub async fn run(
                 held_bytes += message.payload().len();
                 held.push(message);
                 pacer.after_message();
-                if held.len() >= ROUND_HANDOVER || held_bytes >= ROUND_HANDOVER_BYTES {
+                unsent += 1;
+                let ack_now = held.len() >= ROUND_ACKS || held_bytes >= ROUND_HANDOVER_BYTES;
+                if unsent >= ROUND_HANDOVER || ack_now {
                     if !send_all(&events, &mut out, &mut shutdown).await {
                         break 'run;
                     }
+                    unsent = 0;
+                }
+                if ack_now {
+                    pacer.acked(held.len());
+                    window.store(pacer.window as u64, Ordering::Relaxed);
                     unflushed += ack_all(&mut session, &mut held, &ack_failures, &span).await;
                     held_bytes = 0;
                 }
@@ -717,65 +734,66 @@ pub async fn run(
 ///
 /// MQTT 3.1.1 gives no way to ask a broker how many unacknowledged messages it sends before it
 /// waits (Mosquitto's `max_inflight_messages`, 20 by default; EMQX 32; some brokers 1000 or no
-/// limit), and a round aimed past it waits for messages the broker holds back. So the window
-/// starts at `inflight_window` (default 20) and is learned from what the broker does:
+/// limit), and a round aimed past it waits for messages the broker holds back: each round then
+/// brings one window, the rate measured falls, the pauses grow, and delivery collapses towards
+/// one window per `linger` while the broker's queue grows (seen in the third round with a
+/// target that doubled whenever a round brought what it waited for). So the window is never
+/// guessed upwards, only *shown*: the messages read between two rounds of acknowledgements
+/// were all unacknowledged at once (their acknowledgements were not even written when the
+/// broker sent the last of them, whenever the client's own writes flush the buffer), so the
+/// broker's window is at least that many. The estimate
+/// starts at `inflight_window` (default 20) and rises to the largest such round seen.
 ///
-/// - **held back**: when the acknowledgements of a round that followed a pause are sent and
-///   the broker answers within a round trip ([`WAITED`]) with a burst (two messages or more in
-///   one read), it was holding messages back, and its window is the number of messages just
-///   acknowledged. The estimate falls to that at once, and it is the ceiling of the estimate
-///   for [`CEILING_KEPT`];
-/// - **room**: when [`GROW_AFTER`] such rounds in a row reached their target and the broker
-///   then had nothing more (the next wait was a real one), the estimate grows by half, up to
-///   the ceiling, as long as the rounds are sized by the rate rather than by `linger` (past
-///   that a larger window changes nothing).
+/// Some brokers let more through than their window says: Mosquitto 2.0 sends its whole queue
+/// for the client as soon as acknowledgements come (measured: 20 messages, then 180 at once
+/// after their 20 acknowledgements), so what is shown is what the broker delivers between two
+/// rounds of acknowledgements, which is what sizing a round needs. Whatever is shown, a pause
+/// never lets more than [`PAUSE_MESSAGES_MAX`] messages gather at the broker, far inside the
+/// queues brokers keep per client by default.
 ///
-/// A wrong guess costs one round trip: too large, the round brings the window's worth, the
-/// acknowledgements release the rest at once and the estimate falls; too small, rounds are
-/// shorter than they could be. Unlike the target that doubled whenever a round brought what it
-/// waited for (tried in the third round: delivery collapsed once it passed a window of 20, as
-/// each pause ended with the socket empty and the measured rate fell), growth stops at the
-/// first sign of a held-back burst, and after one no pause is taken until the backlog is read.
+/// To give the broker the chance to show more, after [`GROW_AFTER`] rounds that came near
+/// their target (four fifths of it: arrivals are never quite regular), one round pauses for [`PROBE`] times as long (as long as the rate,
+/// not `linger`, sizes the pause). If the broker has room, that round brings more than the
+/// estimate and raises it; if not, the broker holds the rest back until the round's
+/// acknowledgements and sends it at once: one round trip, and the estimate stays. A broker
+/// window smaller than `inflight_window` is still the config's to avoid.
 struct Pacer {
     /// Messages counted since `window_start`, and the rate of the last full window.
     window_start: std::time::Instant,
     in_window: u32,
     per_second: f64,
-    /// The broker's in-flight window as learned (starts at `inflight_window`).
+    /// The broker's in-flight window as far as it has shown it (at least `inflight_window`).
     window: f64,
-    /// The most the window can be, from the last held-back burst, and until when that holds.
-    ceiling: Option<(f64, std::time::Instant)>,
     /// The longest pause (`linger`, 100 ms by default).
     round_max: Duration,
-    /// Messages read since the last acknowledgements were sent.
-    since_flush: u32,
-    /// A pause came before the messages counted in `since_flush`; whether `linger` bounded it.
+    /// A pause came before the messages not yet acknowledged: whether the rate (not
+    /// `linger`) sized it and it was not a probe.
     paused: Option<bool>,
-    /// The round whose acknowledgements were just sent, if it followed a pause and nothing came
-    /// between them and the next wait: its messages and whether `linger` bounded its pause.
-    flushed: Option<(u32, bool)>,
-    /// Rounds in a row that reached their target with the broker holding nothing back.
-    roomy: u32,
+    /// Rounds since the last probe that came near their target (four fifths of it), with
+    /// pauses sized by the rate.
+    full: u32,
 }
 
-/// The share of the broker's in-flight window (as learned, see `Pacer`) a round aims to
-/// collect. It must stay below the window: a pause meant for more messages than the window lets
-/// through waits for messages the broker holds back.
+/// The share of the broker's in-flight window (as shown, see `Pacer`) a round aims to collect.
 const ROUND_SHARE: f64 = 0.8;
-/// Rounds in a row that reached their target without the broker holding messages back before
-/// the window estimate grows.
+/// Rounds near their target before a probe.
 const GROW_AFTER: u32 = 8;
-/// How much the window estimate grows at a time.
-const GROW_BY: f64 = 1.5;
-/// How long a held-back burst caps the window estimate. Brokers do not change their window
-/// while running, but a burst that only looked held back (devices publishing at the same
-/// instant, just after a round's acknowledgements) must not cap it for good.
-const CEILING_KEPT: Duration = Duration::from_secs(600);
-/// Messages handled before their events go to the engine's queue together and they are
-/// acknowledged, when the client's buffer does not run empty first: one hand-over (and one
-/// wake-up of the engine) per round rather than per message, bounded for a stream that never
-/// pauses. The engine takes up to this many queued events in one turn.
+/// How much longer a probe pauses than a round.
+const PROBE: f64 = 2.0;
+/// The most messages a pause lets gather at the broker, at the measured rate: half of the
+/// queue Mosquitto and EMQX keep per client by default (1000 messages beyond the in-flight
+/// window; a broker drops what its queue cannot hold).
+const PAUSE_MESSAGES_MAX: f64 = 500.0;
+/// Messages handled before their events go to the engine's queue together, when the client's
+/// buffer does not run empty first: one hand-over (and one wake-up of the engine) per round
+/// rather than per message, bounded for a stream that never pauses. The engine takes up to
+/// this many queued events in one turn.
 const ROUND_HANDOVER: usize = 64;
+/// Messages handled before they are acknowledged (after their events), when the client's
+/// buffer does not run empty first. Larger than [`ROUND_HANDOVER`] so that a round can show
+/// a broker window of up to this many (see `Pacer`); what bounds it is the memory of the
+/// held messages.
+const ROUND_ACKS: usize = 1024;
 /// ... or when the held messages' payloads reach this many bytes.
 const ROUND_HANDOVER_BYTES: usize = 1 << 20;
 /// Pauses shorter than this are not taken.
@@ -792,12 +810,9 @@ impl Pacer {
             in_window: 0,
             per_second: 0.0,
             window: f64::from(inflight_window.max(2)),
-            ceiling: None,
             round_max: linger,
-            since_flush: 0,
             paused: None,
-            flushed: None,
-            roomy: 0,
+            full: 0,
         }
     }
 
@@ -809,7 +824,6 @@ impl Pacer {
     /// Counts a message.
     fn after_message(&mut self) {
         self.in_window += 1;
-        self.since_flush += 1;
     }
 
     /// The pause to take before waiting for the socket, if any; taking it starts a round.
@@ -820,54 +834,35 @@ impl Pacer {
             self.window_start = std::time::Instant::now();
             self.in_window = 0;
         }
-        // What arrives now arrives during the pause, not in answer to the acknowledgements.
-        self.flushed = None;
         if self.per_second <= 0.0 {
             return None;
         }
         let by_rate = Duration::from_secs_f64(self.round_messages() / self.per_second);
-        let pause = by_rate.min(self.round_max);
+        let probe = self.full >= GROW_AFTER;
+        // However large the window shown, a pause never lets more than [`PAUSE_MESSAGES_MAX`]
+        // gather at the broker.
+        let most = Duration::from_secs_f64(PAUSE_MESSAGES_MAX / self.per_second);
+        let pause = if probe {
+            self.full = 0;
+            by_rate.mul_f64(PROBE)
+        } else {
+            by_rate
+        }
+        .min(self.round_max)
+        .min(most);
         (pause >= ROUND_MIN).then(|| {
-            self.paused = Some(by_rate >= self.round_max);
+            self.paused = Some(!probe && by_rate < self.round_max);
             pause
         })
     }
 
-    /// The acknowledgements of the messages read so far were sent.
-    fn flushed(&mut self) {
-        self.flushed = self
-            .paused
-            .take()
-            .map(|by_linger| (self.since_flush, by_linger));
-        self.since_flush = 0;
-    }
-
-    /// A wait for the socket ended after `wait`, with a `burst` of messages (two or more in one
-    /// read) or not: what it says about the broker's window (see "The broker's window, learned").
-    fn waited(&mut self, wait: Duration, burst: bool) {
-        let Some((messages, by_linger)) = self.flushed.take() else {
-            return;
-        };
-        let now = std::time::Instant::now();
-        if self.ceiling.is_some_and(|(_, until)| now >= until) {
-            self.ceiling = None;
-        }
-        if wait < WAITED && burst {
-            let held_at = f64::from(messages.max(2));
-            self.window = self.window.min(held_at);
-            self.ceiling = Some((held_at, now + CEILING_KEPT));
-            self.roomy = 0;
-        } else if wait >= WAITED {
-            if f64::from(messages) >= self.round_messages() * ROUND_SHARE && !by_linger {
-                self.roomy += 1;
-            } else {
-                self.roomy = 0;
-            }
-            if self.roomy >= GROW_AFTER {
-                self.roomy = 0;
-                let most = self.ceiling.map_or(f64::from(u16::MAX), |(c, _)| c);
-                self.window = (self.window * GROW_BY).min(most).max(self.window);
-            }
+    /// The `messages` read since the last acknowledgements are acknowledged: the broker had
+    /// let them all through unacknowledged, so its window is at least that many.
+    fn acked(&mut self, messages: usize) {
+        let messages = messages as f64;
+        self.window = self.window.max(messages);
+        if self.paused.take() == Some(true) && messages >= self.round_messages() * ROUND_SHARE {
+            self.full += 1;
         }
     }
 }
@@ -933,28 +928,27 @@ async fn send_all(
 mod tests {
     use super::*;
 
-    /// A pacer that has measured `rate` messages a second, with the broker's window taken to be
-    /// `window` and `linger` as given.
+    /// A pacer that has measured `rate` messages a second, told the broker's window is
+    /// `window`, with `linger` as given.
     fn pacer(window: u16, linger_ms: u64, rate: f64) -> Pacer {
         let mut p = Pacer::new(window, Duration::from_millis(linger_ms));
         p.per_second = rate;
         p
     }
 
-    /// One round: a pause, `messages` read, their acknowledgements sent, and the next wait.
-    /// Returns the pause taken.
-    fn round(p: &mut Pacer, messages: u32, wait: Duration, burst: bool) -> Option<Duration> {
-        let pause = p.pause();
+    /// One round: a pause, then as many messages as the broker lets through of those the
+    /// pause waits for at `rate` (at most `broker_window`), and their acknowledgements.
+    /// Returns the pause.
+    fn round(p: &mut Pacer, rate: f64, broker_window: u32) -> Duration {
+        let pause = p.pause().expect("a pause");
+        let arrived = (pause.as_secs_f64() * rate).round() as u32;
+        let messages = arrived.min(broker_window);
         for _ in 0..messages {
             p.after_message();
         }
-        p.flushed();
-        p.waited(wait, burst);
+        p.acked(messages as usize);
         pause
     }
-
-    const REAL_WAIT: Duration = Duration::from_millis(1);
-    const ROUND_TRIP: Duration = Duration::from_micros(80);
 
     #[test]
     fn a_round_aims_at_four_fifths_of_the_window_at_the_measured_rate() {
@@ -967,88 +961,57 @@ mod tests {
     }
 
     #[test]
-    fn rounds_that_find_room_grow_the_window_by_half_every_eight_until_the_linger_bounds_them() {
+    fn the_window_rises_to_what_the_broker_lets_through_and_never_past_it() {
+        // A broker of 1000 at 1000 messages a second, linger 100 ms. Rounds of 16 (16 ms);
+        // after eight full ones a probe waits twice as long, 32 ms, and brings 32: the window
+        // is 32 (target 25: 25 ms).
         let mut p = pacer(20, 100, 1000.0);
-        // Eight rounds of 16 (the target), each followed by a real wait: 20 → 30.
-        for _ in 0..7 {
-            round(&mut p, 16, REAL_WAIT, false);
-        }
-        assert_eq!(p.window, 20.0);
-        round(&mut p, 16, REAL_WAIT, false);
-        assert_eq!(p.window, 30.0);
-        // Target now 0.8 × 30 = 24 messages, 24 ms at 1000/s.
-        assert_eq!(
-            round(&mut p, 24, REAL_WAIT, false),
-            Some(Duration::from_millis(24))
-        );
-        // Rounds short of 0.8 × their target (24 × 0.8 = 19.2) do not count as room.
-        for _ in 0..20 {
-            round(&mut p, 19, REAL_WAIT, false);
-        }
-        assert_eq!(p.window, 30.0);
-        // Keep finding room: 30 → 45 → 67.5 → 101.25 → 151.875; at 151.875 the target is
-        // 121 messages, 121 ms at 1000/s, so the 100 ms linger bounds the pause and growth stops.
-        for _ in 0..200 {
-            let target = p.round_messages() as u32;
-            round(&mut p, target, REAL_WAIT, false);
-        }
-        assert_eq!(p.window, 151.875);
-        assert_eq!(p.pause(), Some(Duration::from_millis(100)));
-    }
-
-    #[test]
-    fn a_burst_right_after_the_acknowledgements_sets_the_window_to_the_round_and_caps_it() {
-        let mut p = pacer(1000, 100, 1000.0);
-        // The broker sent 20 during the 100 ms pause, then held the rest back until the
-        // acknowledgements: a burst within a round trip.
-        round(&mut p, 20, ROUND_TRIP, true);
-        assert_eq!(p.window, 20.0);
-        // Target 16: 16 ms at 1000/s.
-        assert_eq!(p.pause(), Some(Duration::from_millis(16)));
-        // Rounds that find room cannot grow it past the 20 seen.
-        for _ in 0..100 {
-            round(&mut p, 16, REAL_WAIT, false);
-        }
-        assert_eq!(p.window, 20.0);
-        // Once the cap is old, growth resumes.
-        p.ceiling = p.ceiling.map(|(c, _)| (c, std::time::Instant::now()));
         for _ in 0..8 {
-            round(&mut p, 16, REAL_WAIT, false);
+            assert_eq!(round(&mut p, 1000.0, 1000), Duration::from_millis(16));
         }
-        assert_eq!(p.window, 30.0);
+        assert_eq!(p.window, 20.0);
+        assert_eq!(round(&mut p, 1000.0, 1000), Duration::from_millis(32));
+        assert_eq!(p.window, 32.0);
+        assert_eq!(round(&mut p, 1000.0, 1000), Duration::from_millis(25));
+        // Each probe waits twice a round and shows twice the target: 32 → 50 (2 × 25) → 80
+        // (2 × 40) → 100 (2 × 64 = 128 ms, capped at the 100 ms linger, brings 100). From
+        // there a probe brings the linger's 100 again, and rounds aim at 0.8 × 100 = 80: 80 ms.
+        for _ in 0..100 {
+            round(&mut p, 1000.0, 1000);
+        }
+        assert_eq!(p.window, 100.0);
+        assert_eq!(p.pause(), Some(Duration::from_millis(80)));
+
+        // Mosquitto's default window: probes bring 20 and the window stays 20.
+        let mut p = pacer(20, 100, 1000.0);
+        for _ in 0..100 {
+            round(&mut p, 1000.0, 20);
+        }
+        assert_eq!(p.window, 20.0);
     }
 
     #[test]
-    fn a_single_message_or_a_late_burst_after_the_acknowledgements_says_nothing_of_the_window() {
-        let mut p = pacer(100, 100, 1000.0);
-        // One message within a round trip: a coincidence, not a held-back window.
-        round(&mut p, 80, ROUND_TRIP, false);
-        assert_eq!(p.window, 100.0);
-        // A burst after a real wait: new messages, not held back.
-        round(&mut p, 80, REAL_WAIT, true);
-        assert_eq!(p.window, 100.0);
+    fn a_pause_never_lets_more_than_500_messages_gather() {
+        // A window of 2000 shown at 10,000 messages a second: the target of 1600 would take
+        // 160 ms (capped at the 100 ms linger: 1000 messages); 500 messages take 50 ms.
+        let mut p = pacer(2000, 100, 10_000.0);
+        assert_eq!(p.pause(), Some(Duration::from_millis(50)));
     }
 
     #[test]
-    fn what_arrives_during_a_pause_after_the_acknowledgements_is_not_taken_for_a_held_back_burst() {
-        let mut p = pacer(100, 100, 1000.0);
-        let _ = p.pause();
-        for _ in 0..20 {
-            p.after_message();
-        }
-        p.flushed();
-        // A pause between the acknowledgements and the wait (a round that began with a burst):
-        // the burst found after it came during the pause.
-        let _ = p.pause();
-        p.waited(ROUND_TRIP, true);
-        assert_eq!(p.window, 100.0);
-        // Rounds not preceded by a pause (under load) say nothing either.
-        let mut p = pacer(100, 100, 1000.0);
+    fn rounds_short_of_their_target_or_sized_by_the_linger_do_not_lead_to_a_probe() {
+        // 100 messages a second: a target of 16 would take 160 ms, the linger's 100 ms sizes
+        // every round, so there is never a probe and the window stays.
+        let mut p = pacer(20, 100, 100.0);
         for _ in 0..50 {
-            p.after_message();
+            assert_eq!(round(&mut p, 100.0, 1000), Duration::from_millis(100));
         }
-        p.flushed();
-        p.waited(ROUND_TRIP, true);
-        assert_eq!(p.window, 100.0);
+        assert_eq!(p.window, 20.0);
+        // Rounds that bring 12 of 16 (under four fifths) do not lead to a probe.
+        let mut p = pacer(20, 100, 1000.0);
+        for _ in 0..50 {
+            assert_eq!(round(&mut p, 1000.0, 12), Duration::from_millis(16));
+        }
+        assert_eq!(p.window, 20.0);
     }
 }
