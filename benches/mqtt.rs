@@ -342,6 +342,10 @@ fn run_at_rate(rate: u64, seconds: u64, tuning: &str) {
             "lines appended to the spool {appended}, delivered to the file {delivered}; dropped inside the agent {dropped}, dropped by the spool {spool_dropped}"
         );
         println!(
+            "broker window shown to the agent (shopfloor_mqtt_inflight_window): {}",
+            metrics.sum("shopfloor_mqtt_inflight_window")
+        );
+        println!(
             "load average at the start: {}; at the end: {}",
             load0.trim(),
             load1.trim()

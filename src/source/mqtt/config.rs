@@ -39,9 +39,9 @@ pub struct MqttBroker {
     /// The number of unacknowledged QoS 1 messages the broker sends this client before it
     /// waits for acknowledgements (Mosquitto's `max_inflight_messages`, 20 by default), as far
     /// as the agent knows at the start. At low rates the agent reads in rounds of about four
-    /// fifths of it (see `source::mqtt`, "Reading in rounds"), and it learns the broker's real
-    /// window from there: larger after rounds that found room, smaller as soon as the broker
-    /// holds messages back ("The broker's window, learned").
+    /// fifths of it (see `source::mqtt`, "Reading in rounds"), and raises it to what the broker
+    /// shows ("The broker's window, learned"); it is never lowered, so it must not be set above
+    /// the broker's real window.
     #[serde(default = "default_inflight_window")]
     pub inflight_window: u16,
     /// The longest pause between two rounds at low rates: how much later a message may be read

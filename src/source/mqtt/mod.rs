@@ -54,11 +54,13 @@
 //! four fifths of the broker's in-flight window at the last second's rate (the window is
 //! learned, starting from `inflight_window`) and at most `linger` (100 ms), so that at low
 //! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
-//! (see `Pacer`): when the wait ended with a single message, it holds that message (neither
-//! handled nor acknowledged) through the pause and handles it with the ones that came
-//! meanwhile; when it ended with several, it handles them, sends their acknowledgements and
-//! pauses before the next wait. During a pause the socket does not wake the runtime (see
-//! `quiet`). Under load the client's buffer never runs empty and there is no pause.
+//! (see `Pacer`): it handles what the wait brought, sends the acknowledgements, and pauses
+//! before the next wait. Nothing is left unacknowledged during a pause: a broker that queues
+//! new messages while any are unacknowledged (Mosquitto 2.0 with `max_queued_messages 0`
+//! does) would otherwise hold the round back until the pause ended. (Until issue 21's sixth
+//! round a message that came alone was held, unacknowledged, through the pause.) During a
+//! pause the socket does not wake the runtime (see `quiet`). Under load the client's buffer
+//! never runs empty and there is no pause.
 //!
 //! ## Never blocking the event loop
 //!
@@ -367,15 +369,6 @@ impl Session {
         }
     }
 
-    /// Whether the client has read packets that it has not handed out yet (one read from the
-    /// socket decodes up to ten).
-    fn has_buffered(&self) -> bool {
-        match self {
-            Session::V4(_, events) => !events.state.events.is_empty(),
-            Session::V5(_, events) => !events.state.events.is_empty(),
-        }
-    }
-
     /// Sends the acknowledgements written since the last flush, in one write. False when the
     /// connection failed (the broker then sends those messages again).
     async fn flush_acks(&mut self) -> bool {
@@ -566,21 +559,6 @@ pub async fn run(
                 };
                 last_wait = polled_at.elapsed();
 
-                // A message that came alone after a real wait starts a round: it is held (not
-                // handled, not acknowledged) while the round's pause lets the next ones arrive,
-                // and handled with them. A burst is handled at once, and the pause comes after
-                // its acknowledgements (above), so that a broker holding messages back behind
-                // its window gets them without delay.
-                if last_wait >= WAITED
-                    && matches!(polled, Ok(Polled::Message(_)))
-                    && !session.has_buffered()
-                    && let Some(pause) = pacer.pause()
-                {
-                    if !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await {
-                        break 'run;
-                    }
-                    last_wait = Duration::ZERO;
-                }
                 polled
             }
         };
@@ -719,8 +697,8 @@ pub async fn run(
 /// more than the message's own decoding. So when the task has read everything (the client's
 /// buffer is empty) and its last wait for the socket was a real one (at least [`WAITED`]: it
 /// waited for new messages, not for a round trip through a broker holding messages back behind
-/// its in-flight window), it pauses (holding a message that came alone, or after sending the
-/// acknowledgements of several; see the module documentation), long enough for about
+/// its in-flight window), it pauses after sending the acknowledgements of what it read (see
+/// the module documentation), long enough for about
 /// [`ROUND_SHARE`] of the broker's in-flight window at the rate of the last second, but at
 /// most `linger` (default 100 ms); the broker holds them meanwhile (in TCP, within its
 /// in-flight window) and the next polls find them buffered, read in one go, with one write for
@@ -883,6 +861,11 @@ async fn pause_quietly(
     };
     if let Some(q) = quiet {
         q.release();
+        // Lowering the mark makes the kernel report what arrived during the pause, but the
+        // runtime learns it only when it next polls `epoll`: until then the socket looks
+        // empty, and the round would end with the one message held before the pause. A
+        // yield lets the runtime poll `epoll` (without sleeping) before the task reads on.
+        tokio::task::yield_now().await;
     }
     slept
 }
