@@ -258,9 +258,13 @@ fn run_at_rate(rate: u64, seconds: u64, tuning: &str) {
         // packet, four lines a message, which alone holds Mosquitto far below 50k/s) and an
         // in-flight window of 1000 instead of the default 20 unacknowledged QoS 1 messages per
         // client, which caps delivery to the agent at about one window per round trip (some
-        // 9k/s on this machine). Subscriptions stay logged: the wait below looks for the agent's.
+        // 9k/s on this machine). The queue is large, not unlimited: with `max_queued_messages 0`
+        // Mosquitto 2.0.11 queued every new message while any was unacknowledged and released
+        // the queue only on the next PUBACK, so a round's pause brought one message (seen with
+        // strace in issue 21's sixth round). Subscriptions stay logged: the wait below looks for
+        // the agent's.
         let broker = common::Mosquitto::start_with_config(&[
-            "max_queued_messages 0",
+            "max_queued_messages 1000000",
             "max_inflight_messages 1000",
             "log_type none",
             "log_type error",
@@ -340,6 +344,10 @@ fn run_at_rate(rate: u64, seconds: u64, tuning: &str) {
         );
         println!(
             "lines appended to the spool {appended}, delivered to the file {delivered}; dropped inside the agent {dropped}, dropped by the spool {spool_dropped}"
+        );
+        println!(
+            "broker window shown to the agent (shopfloor_mqtt_inflight_window): {}",
+            metrics.sum("shopfloor_mqtt_inflight_window")
         );
         println!(
             "load average at the start: {}; at the end: {}",

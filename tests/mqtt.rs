@@ -269,6 +269,68 @@ async fn with_a_broker_window_of_1000_and_a_long_linger_every_message_arrives_on
     assert_eq!(agent.counter("shopfloor_mqtt_bad_messages_total", ""), 0);
 }
 
+/// Publishes `count` messages of `machine`, `gap` apart, and returns their sequence numbers.
+async fn trickle(client: &AsyncClient, machine: &str, count: i64, gap: Duration) -> Vec<i64> {
+    let all: Vec<i64> = (1..=count).collect();
+    for seq in &all {
+        publish(client, machine, json(*seq)).await;
+        tokio::time::sleep(gap).await;
+    }
+    all
+}
+
+#[tokio::test]
+async fn against_mosquittos_default_window_rounds_and_probes_lose_and_double_nothing() {
+    // Mosquitto's default window is 20 unacknowledged messages and its queue 1000. The
+    // agent's rounds aim at 16, and every ninth round waits twice as long to see whether the
+    // broker lets more through: it sends 20, holds the rest until the round is acknowledged,
+    // then sends what it held. Nothing is lost or doubled, and the window shown is at least 20.
+    let broker = Mosquitto::start().await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let section = broker_section(broker.port(), "probe", "");
+    let mut agent = Agent::start(data.path(), &section);
+    wait_subscribed(&broker, "agent-probe").await;
+    let client = publisher(broker.port()).await;
+    let all = trickle(&client, "cnc01", 1500, Duration::from_millis(2)).await;
+    agent.wait_for_seqs("cnc01", &all).await;
+    let shown = agent.counter("shopfloor_mqtt_inflight_window", "");
+    agent.stop().await;
+    let mut seqs = agent.seqs("cnc01");
+    seqs.sort_unstable();
+    assert_eq!(seqs, all, "every message once");
+    assert!(shown >= 20, "the window shown is {shown}");
+    assert!(
+        !broker.log().contains("dropped"),
+        "the broker dropped messages: {}",
+        broker.log()
+    );
+}
+
+#[tokio::test]
+async fn with_the_default_window_against_a_broker_of_1000_the_agent_learns_more_room() {
+    // The agent starts from Mosquitto's default of 20; this broker lets 1000 through. Rounds
+    // that reach their target with nothing held back grow the estimate by half every eight
+    // rounds, as long as the rate, not the 100 ms linger, sizes them.
+    let broker = Mosquitto::start_with_config(&["max_inflight_messages 1000"]).await;
+    let data = tempfile::tempdir().expect("temp dir");
+    let section = broker_section(broker.port(), "grow", "");
+    let mut agent = Agent::start(data.path(), &section);
+    wait_subscribed(&broker, "agent-grow").await;
+    assert_eq!(agent.counter("shopfloor_mqtt_inflight_window", ""), 20);
+    let client = publisher(broker.port()).await;
+    let all = trickle(&client, "cnc01", 1500, Duration::from_millis(2)).await;
+    agent.wait_for_seqs("cnc01", &all).await;
+    let learned = agent.counter("shopfloor_mqtt_inflight_window", "");
+    agent.stop().await;
+    let mut seqs = agent.seqs("cnc01");
+    seqs.sort_unstable();
+    assert_eq!(seqs, all, "every message once");
+    assert!(
+        learned > 20,
+        "the window learned is {learned}, still the default"
+    );
+}
+
 #[tokio::test]
 async fn oversized_and_malformed_payloads_are_counted_and_do_not_stop_the_flow() {
     let broker = Mosquitto::start().await;

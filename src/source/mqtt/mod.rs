@@ -37,7 +37,8 @@
 //! read from the socket brings many messages), and turns each message into events. When it
 //! has caught up (the next poll would wait for the socket), or after [`ROUND_HANDOVER`]
 //! messages, the round's events go into the engine's queue together (one wake-up of the
-//! engine per round, not per message), and then its messages are acknowledged. With MQTT 3.1.1
+//! engine per round, not per message); when it has caught up, or after [`ROUND_ACKS`]
+//! messages or [`ROUND_HANDOVER_BYTES`] of payloads, its messages are acknowledged. With MQTT 3.1.1
 //! each PUBACK is written into the connection's write buffer, and the buffer is sent in one
 //! write when the task has caught up: one system call per round instead of one per message,
 //! and no turn of the event loop per acknowledgement. The order is unchanged (a PUBACK still follows its
@@ -50,13 +51,16 @@
 //! ## Reading in rounds at low rates
 //!
 //! When the task's wait for the socket was for new messages (not a round trip), it pauses,
-//! about sixteen messages' worth at the last second's rate and at most 20 ms, so that at low
+//! four fifths of the broker's in-flight window at the last second's rate (the window is
+//! learned, starting from `inflight_window`) and at most `linger` (100 ms), so that at low
 //! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
-//! (see `Pacer`): when the wait ended with a single message, it holds that message (neither
-//! handled nor acknowledged) through the pause and handles it with the ones that came
-//! meanwhile; when it ended with several, it handles them, sends their acknowledgements and
-//! pauses before the next wait. Under load the client's buffer never runs empty and there is
-//! no pause.
+//! (see `Pacer`): it handles what the wait brought, sends the acknowledgements, and pauses
+//! before the next wait. Nothing is left unacknowledged during a pause: a broker that queues
+//! new messages while any are unacknowledged (Mosquitto 2.0 with `max_queued_messages 0`
+//! does) would otherwise hold the round back until the pause ended. (Until issue 21's sixth
+//! round a message that came alone was held, unacknowledged, through the pause.) During a
+//! pause the socket does not wake the runtime (see `quiet`). Under load the client's buffer
+//! never runs empty and there is no pause.
 //!
 //! ## Never blocking the event loop
 //!
@@ -92,6 +96,7 @@ pub mod check;
 pub mod config;
 pub mod mapping;
 pub mod payload;
+mod quiet;
 pub mod sparkplug;
 pub mod topic;
 
@@ -158,6 +163,8 @@ pub struct Broker {
     backoff: Backoff,
     ceiling: usize,
     pacer: Pacer,
+    /// The broker's port, to tell the connection's socket (see `quiet`).
+    port: u16,
 }
 
 impl std::fmt::Debug for Broker {
@@ -215,6 +222,7 @@ pub fn prepare(
         backoff: cfg.connection.backoff(),
         ceiling,
         pacer: Pacer::new(cfg.inflight_window, cfg.linger),
+        port: crate::common::mqtt::host_port(&cfg.connection.address).map_or(0, |h| h.1),
     })
 }
 
@@ -361,15 +369,6 @@ impl Session {
         }
     }
 
-    /// Whether the client has read packets that it has not handed out yet (one read from the
-    /// socket decodes up to ten).
-    fn has_buffered(&self) -> bool {
-        match self {
-            Session::V4(_, events) => !events.state.events.is_empty(),
-            Session::V5(_, events) => !events.state.events.is_empty(),
-        }
-    }
-
     /// Sends the acknowledgements written since the last flush, in one write. False when the
     /// connection failed (the broker then sends those messages again).
     async fn flush_acks(&mut self) -> bool {
@@ -448,6 +447,7 @@ pub async fn run(
         mut backoff,
         ceiling,
         mut pacer,
+        port,
     } = broker;
     let span = tracing::info_span!("mqtt", broker = %id);
     let labels = [("broker", &*id)];
@@ -471,6 +471,12 @@ pub async fn run(
         "Acknowledgements that could not be queued; the broker sends those messages again.",
         &labels,
     );
+    let window = metrics.gauge(
+        "shopfloor_mqtt_inflight_window",
+        "The most messages the broker has sent between two rounds of acknowledgements (its in-flight window, or more with brokers that release their queue at once), at least inflight_window; rounds at low rates aim at four fifths of it.",
+        &labels,
+    );
+    window.store(pacer.window as u64, Ordering::Relaxed);
     let mut session = Session::new(options);
     // 3.1.1 acknowledgements written but not yet sent (see "Acknowledgements in rounds").
     let mut unflushed: u64 = 0;
@@ -482,6 +488,8 @@ pub async fn run(
     // and not acknowledged (see "Acknowledgements in rounds").
     let mut held: Vec<Message> = Vec::new();
     let mut held_bytes = 0;
+    // Messages of the round whose events are in `out`, not yet in the engine's queue.
+    let mut unsent = 0;
     // How long the last poll that could not be served from the buffer waited for the socket.
     let mut last_wait = Duration::ZERO;
     // Since when the current connection is up, and whether it has delivered a message: only a
@@ -491,6 +499,10 @@ pub async fn run(
     let mut delivered = false;
     // 3.1.1: the read limit was raised for this connection to read one oversized packet.
     let mut raised = false;
+    // The connection's socket, when it could be told apart (see `quiet`), and the sockets to
+    // the broker's port before the connection attempt.
+    let mut quiet: Option<quiet::Quiet> = None;
+    let mut sockets_before = quiet::Sockets::default();
     'run: loop {
         // While connected, what the client has buffered is taken without waiting. Only when the
         // task has caught up (the next poll would wait for the socket) are the round's
@@ -507,8 +519,13 @@ pub async fn run(
             if !send_all(&events, &mut out, &mut shutdown).await {
                 break 'run;
             }
+            unsent = 0;
             if matches!(ready, Some(Err(_))) {
                 held.clear();
+            }
+            if !held.is_empty() {
+                pacer.acked(held.len());
+                window.store(pacer.window as u64, Ordering::Relaxed);
             }
             unflushed += ack_all(&mut session, &mut held, &ack_failures, &span).await;
             held_bytes = 0;
@@ -528,10 +545,12 @@ pub async fn run(
                 if last_wait >= WAITED
                     && let Some(pause) = pacer.pause()
                 {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.wait() => break 'run,
+                    if !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await {
+                        break 'run;
                     }
+                }
+                if connected_at.is_none() {
+                    sockets_before = quiet::Sockets::to_port(port);
                 }
                 let polled_at = std::time::Instant::now();
                 let polled = tokio::select! {
@@ -539,22 +558,7 @@ pub async fn run(
                     _ = shutdown.wait() => break,
                 };
                 last_wait = polled_at.elapsed();
-                // A message that came alone after a real wait starts a round: it is held (not
-                // handled, not acknowledged) while the round's pause lets the next ones arrive,
-                // and handled with them. A burst is handled at once, and the pause comes after
-                // its acknowledgements (above), so that a broker holding messages back behind
-                // its window gets them without delay.
-                if last_wait >= WAITED
-                    && matches!(polled, Ok(Polled::Message(_)))
-                    && !session.has_buffered()
-                    && let Some(pause) = pacer.pause()
-                {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = shutdown.wait() => break 'run,
-                    }
-                    last_wait = Duration::ZERO;
-                }
+
                 polled
             }
         };
@@ -566,6 +570,8 @@ pub async fn run(
             Ok(Polled::Connected { session_present }) => {
                 connected_at = Some(std::time::Instant::now());
                 delivered = false;
+                quiet = quiet::Sockets::to_port(port).new_since(&sockets_before);
+                debug!(parent: &span, quiet = quiet.is_some(), "connected; pauses quiet when the socket is known");
                 if raised {
                     // This connection reads with the raised limit; the next one is back to the
                     // usual limit.
@@ -598,10 +604,17 @@ pub async fn run(
                 held_bytes += message.payload().len();
                 held.push(message);
                 pacer.after_message();
-                if held.len() >= ROUND_HANDOVER || held_bytes >= ROUND_HANDOVER_BYTES {
+                unsent += 1;
+                let ack_now = held.len() >= ROUND_ACKS || held_bytes >= ROUND_HANDOVER_BYTES;
+                if unsent >= ROUND_HANDOVER || ack_now {
                     if !send_all(&events, &mut out, &mut shutdown).await {
                         break 'run;
                     }
+                    unsent = 0;
+                }
+                if ack_now {
+                    pacer.acked(held.len());
+                    window.store(pacer.window as u64, Ordering::Relaxed);
                     unflushed += ack_all(&mut session, &mut held, &ack_failures, &span).await;
                     held_bytes = 0;
                 }
@@ -617,6 +630,7 @@ pub async fn run(
                 // Acknowledgements still in the lost connection's buffer: the broker sends
                 // those messages again.
                 unflushed = 0;
+                quiet = None;
                 connected.store(0, Ordering::Relaxed);
                 connect_failures.fetch_add(1, Ordering::Relaxed);
                 if connected_at
@@ -683,42 +697,81 @@ pub async fn run(
 /// more than the message's own decoding. So when the task has read everything (the client's
 /// buffer is empty) and its last wait for the socket was a real one (at least [`WAITED`]: it
 /// waited for new messages, not for a round trip through a broker holding messages back behind
-/// its in-flight window), it pauses (holding a message that came alone, or after sending the
-/// acknowledgements of several; see the module documentation), long enough for about
-/// [`ROUND_SHARE`] of the broker's in-flight window (`inflight_window`, default 20: 16
-/// messages) at the rate of the last second, but at most `linger` (default 20 ms); the broker
-/// holds them meanwhile (in TCP, within its in-flight window) and the next polls find them
-/// buffered, read in one go, with one write for their acknowledgements. Under load the buffer
-/// never runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`] a pause is
-/// not worth its timer. A message waits at most `linger` longer, against the engine's
-/// `BATCH_LINGER` of 250 ms.
+/// its in-flight window), it pauses after sending the acknowledgements of what it read (see
+/// the module documentation), long enough for about
+/// [`ROUND_SHARE`] of the broker's in-flight window at the rate of the last second, but at
+/// most `linger` (default 100 ms); the broker holds them meanwhile (in TCP, within its
+/// in-flight window) and the next polls find them buffered, read in one go, with one write for
+/// their acknowledgements. During the pause the socket is kept quiet (see `quiet`). Under load
+/// the buffer never runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`]
+/// a pause is not worth its timer. A message waits at most `linger` longer, against the
+/// engine's `BATCH_LINGER` of 250 ms; the broker keeps it until it is acknowledged, so a crash
+/// meanwhile loses nothing.
+///
+/// ## The broker's window, learned
+///
+/// MQTT 3.1.1 gives no way to ask a broker how many unacknowledged messages it sends before it
+/// waits (Mosquitto's `max_inflight_messages`, 20 by default; EMQX 32; some brokers 1000 or no
+/// limit), and a round aimed past it waits for messages the broker holds back: each round then
+/// brings one window, the rate measured falls, the pauses grow, and delivery collapses towards
+/// one window per `linger` while the broker's queue grows (seen in the third round with a
+/// target that doubled whenever a round brought what it waited for). So the window is never
+/// guessed upwards, only *shown*: the messages read between two rounds of acknowledgements
+/// were all unacknowledged at once (their acknowledgements were not even written when the
+/// broker sent the last of them, whenever the client's own writes flush the buffer), so the
+/// broker's window is at least that many. The estimate
+/// starts at `inflight_window` (default 20) and rises to the largest such round seen.
+///
+/// Some brokers let more through than their window says: Mosquitto 2.0 sends its whole queue
+/// for the client as soon as acknowledgements come (measured: 20 messages, then 180 at once
+/// after their 20 acknowledgements), so what is shown is what the broker delivers between two
+/// rounds of acknowledgements, which is what sizing a round needs. Whatever is shown, a pause
+/// never lets more than [`PAUSE_MESSAGES_MAX`] messages gather at the broker, far inside the
+/// queues brokers keep per client by default.
+///
+/// To give the broker the chance to show more, after [`GROW_AFTER`] rounds that came near
+/// their target (four fifths of it: arrivals are never quite regular), one round pauses for [`PROBE`] times as long (as long as the rate,
+/// not `linger`, sizes the pause). If the broker has room, that round brings more than the
+/// estimate and raises it; if not, the broker holds the rest back until the round's
+/// acknowledgements and sends it at once: one round trip, and the estimate stays. A broker
+/// window smaller than `inflight_window` is still the config's to avoid.
 struct Pacer {
     /// Messages counted since `window_start`, and the rate of the last full window.
     window_start: std::time::Instant,
     in_window: u32,
     per_second: f64,
-    /// Messages a round aims at: [`ROUND_SHARE`] of the broker's in-flight window
-    /// (`inflight_window`, 20 by default: 16).
-    round_messages: f64,
-    /// The longest pause (`linger`, 20 ms by default).
+    /// The broker's in-flight window as far as it has shown it (at least `inflight_window`).
+    window: f64,
+    /// The longest pause (`linger`, 100 ms by default).
     round_max: Duration,
+    /// A pause came before the messages not yet acknowledged: whether the rate (not
+    /// `linger`) sized it and it was not a probe.
+    paused: Option<bool>,
+    /// Rounds since the last probe that came near their target (four fifths of it), with
+    /// pauses sized by the rate.
+    full: u32,
 }
 
-/// The share of the broker's in-flight window (`inflight_window`: Mosquitto's default of 20
-/// unacknowledged messages, which is all the broker sends before the round's acknowledgements)
-/// a round aims to collect.
-/// It must stay below the broker's window: a pause meant for more messages than the window
-/// lets through ends with the socket empty again (the broker waits for the acknowledgements),
-/// so the task pauses again at once, the rate it measures falls, the next pause is longer, and
-/// delivery collapses towards one round per `linger` (seen with a target that grew past 20:
-/// `tests/backpressure.rs` no longer got the spool behind). Hence `inflight_window` must not
-/// be set above the broker's real window.
+/// The share of the broker's in-flight window (as shown, see `Pacer`) a round aims to collect.
 const ROUND_SHARE: f64 = 0.8;
-/// Messages handled before their events go to the engine's queue together and they are
-/// acknowledged, when the client's buffer does not run empty first: one hand-over (and one
-/// wake-up of the engine) per round rather than per message, bounded for a stream that never
-/// pauses. The engine takes up to this many queued events in one turn.
+/// Rounds near their target before a probe.
+const GROW_AFTER: u32 = 8;
+/// How much longer a probe pauses than a round.
+const PROBE: f64 = 2.0;
+/// The most messages a pause lets gather at the broker, at the measured rate: half of the
+/// queue Mosquitto and EMQX keep per client by default (1000 messages beyond the in-flight
+/// window; a broker drops what its queue cannot hold).
+const PAUSE_MESSAGES_MAX: f64 = 500.0;
+/// Messages handled before their events go to the engine's queue together, when the client's
+/// buffer does not run empty first: one hand-over (and one wake-up of the engine) per round
+/// rather than per message, bounded for a stream that never pauses. The engine takes up to
+/// this many queued events in one turn.
 const ROUND_HANDOVER: usize = 64;
+/// Messages handled before they are acknowledged (after their events), when the client's
+/// buffer does not run empty first. Larger than [`ROUND_HANDOVER`] so that a round can show
+/// a broker window of up to this many (see `Pacer`); what bounds it is the memory of the
+/// held messages.
+const ROUND_ACKS: usize = 1024;
 /// ... or when the held messages' payloads reach this many bytes.
 const ROUND_HANDOVER_BYTES: usize = 1 << 20;
 /// Pauses shorter than this are not taken.
@@ -734,9 +787,16 @@ impl Pacer {
             window_start: std::time::Instant::now(),
             in_window: 0,
             per_second: 0.0,
-            round_messages: (f64::from(inflight_window) * ROUND_SHARE).floor().max(1.0),
+            window: f64::from(inflight_window.max(2)),
             round_max: linger,
+            paused: None,
+            full: 0,
         }
+    }
+
+    /// The messages a round aims at.
+    fn round_messages(&self) -> f64 {
+        (self.window * ROUND_SHARE).floor().max(1.0)
     }
 
     /// Counts a message.
@@ -744,7 +804,7 @@ impl Pacer {
         self.in_window += 1;
     }
 
-    /// The pause to take before waiting for the socket, if any.
+    /// The pause to take before waiting for the socket, if any; taking it starts a round.
     fn pause(&mut self) -> Option<Duration> {
         let window = self.window_start.elapsed();
         if window >= Duration::from_secs(1) {
@@ -755,10 +815,59 @@ impl Pacer {
         if self.per_second <= 0.0 {
             return None;
         }
-        let pause =
-            Duration::from_secs_f64(self.round_messages / self.per_second).min(self.round_max);
-        (pause >= ROUND_MIN).then_some(pause)
+        let by_rate = Duration::from_secs_f64(self.round_messages() / self.per_second);
+        let probe = self.full >= GROW_AFTER;
+        // However large the window shown, a pause never lets more than [`PAUSE_MESSAGES_MAX`]
+        // gather at the broker.
+        let most = Duration::from_secs_f64(PAUSE_MESSAGES_MAX / self.per_second);
+        let pause = if probe {
+            self.full = 0;
+            by_rate.mul_f64(PROBE)
+        } else {
+            by_rate
+        }
+        .min(self.round_max)
+        .min(most);
+        (pause >= ROUND_MIN).then(|| {
+            self.paused = Some(!probe && by_rate < self.round_max);
+            pause
+        })
     }
+
+    /// The `messages` read since the last acknowledgements are acknowledged: the broker had
+    /// let them all through unacknowledged, so its window is at least that many.
+    fn acked(&mut self, messages: usize) {
+        let messages = messages as f64;
+        self.window = self.window.max(messages);
+        if self.paused.take() == Some(true) && messages >= self.round_messages() * ROUND_SHARE {
+            self.full += 1;
+        }
+    }
+}
+
+/// Pauses for `pause` with the connection's socket quiet (see `quiet`); false when the agent
+/// is shutting down.
+async fn pause_quietly(
+    pause: Duration,
+    mut quiet: Option<&mut quiet::Quiet>,
+    shutdown: &mut Shutdown,
+) -> bool {
+    if let Some(q) = quiet.as_deref_mut() {
+        q.hold();
+    }
+    let slept = tokio::select! {
+        _ = tokio::time::sleep(pause) => true,
+        _ = shutdown.wait() => false,
+    };
+    if let Some(q) = quiet {
+        q.release();
+        // Lowering the mark makes the kernel report what arrived during the pause, but the
+        // runtime learns it only when it next polls `epoll`: until then the socket looks
+        // empty, and the round would end with the one message held before the pause. A
+        // yield lets the runtime poll `epoll` (without sleeping) before the task reads on.
+        tokio::task::yield_now().await;
+    }
+    slept
 }
 
 /// Acknowledges the held messages (their events are in the engine's queue); how many
@@ -796,4 +905,96 @@ async fn send_all(
         }
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pacer that has measured `rate` messages a second, told the broker's window is
+    /// `window`, with `linger` as given.
+    fn pacer(window: u16, linger_ms: u64, rate: f64) -> Pacer {
+        let mut p = Pacer::new(window, Duration::from_millis(linger_ms));
+        p.per_second = rate;
+        p
+    }
+
+    /// One round: a pause, then as many messages as the broker lets through of those the
+    /// pause waits for at `rate` (at most `broker_window`), and their acknowledgements.
+    /// Returns the pause.
+    fn round(p: &mut Pacer, rate: f64, broker_window: u32) -> Duration {
+        let pause = p.pause().expect("a pause");
+        let arrived = (pause.as_secs_f64() * rate).round() as u32;
+        let messages = arrived.min(broker_window);
+        for _ in 0..messages {
+            p.after_message();
+        }
+        p.acked(messages as usize);
+        pause
+    }
+
+    #[test]
+    fn a_round_aims_at_four_fifths_of_the_window_at_the_measured_rate() {
+        // 0.8 × 20 = 16 messages at 1000/s: 16 ms, under the 100 ms linger.
+        let mut p = pacer(20, 100, 1000.0);
+        assert_eq!(p.pause(), Some(Duration::from_millis(16)));
+        // At 100/s the same 16 messages would take 160 ms: the linger bounds it.
+        let mut p = pacer(20, 100, 100.0);
+        assert_eq!(p.pause(), Some(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn the_window_rises_to_what_the_broker_lets_through_and_never_past_it() {
+        // A broker of 1000 at 1000 messages a second, linger 100 ms. Rounds of 16 (16 ms);
+        // after eight full ones a probe waits twice as long, 32 ms, and brings 32: the window
+        // is 32 (target 25: 25 ms).
+        let mut p = pacer(20, 100, 1000.0);
+        for _ in 0..8 {
+            assert_eq!(round(&mut p, 1000.0, 1000), Duration::from_millis(16));
+        }
+        assert_eq!(p.window, 20.0);
+        assert_eq!(round(&mut p, 1000.0, 1000), Duration::from_millis(32));
+        assert_eq!(p.window, 32.0);
+        assert_eq!(round(&mut p, 1000.0, 1000), Duration::from_millis(25));
+        // Each probe waits twice a round and shows twice the target: 32 → 50 (2 × 25) → 80
+        // (2 × 40) → 100 (2 × 64 = 128 ms, capped at the 100 ms linger, brings 100). From
+        // there a probe brings the linger's 100 again, and rounds aim at 0.8 × 100 = 80: 80 ms.
+        for _ in 0..100 {
+            round(&mut p, 1000.0, 1000);
+        }
+        assert_eq!(p.window, 100.0);
+        assert_eq!(p.pause(), Some(Duration::from_millis(80)));
+
+        // Mosquitto's default window: probes bring 20 and the window stays 20.
+        let mut p = pacer(20, 100, 1000.0);
+        for _ in 0..100 {
+            round(&mut p, 1000.0, 20);
+        }
+        assert_eq!(p.window, 20.0);
+    }
+
+    #[test]
+    fn a_pause_never_lets_more_than_500_messages_gather() {
+        // A window of 2000 shown at 10,000 messages a second: the target of 1600 would take
+        // 160 ms (capped at the 100 ms linger: 1000 messages); 500 messages take 50 ms.
+        let mut p = pacer(2000, 100, 10_000.0);
+        assert_eq!(p.pause(), Some(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn rounds_short_of_their_target_or_sized_by_the_linger_do_not_lead_to_a_probe() {
+        // 100 messages a second: a target of 16 would take 160 ms, the linger's 100 ms sizes
+        // every round, so there is never a probe and the window stays.
+        let mut p = pacer(20, 100, 100.0);
+        for _ in 0..50 {
+            assert_eq!(round(&mut p, 100.0, 1000), Duration::from_millis(100));
+        }
+        assert_eq!(p.window, 20.0);
+        // Rounds that bring 12 of 16 (under four fifths) do not lead to a probe.
+        let mut p = pacer(20, 100, 1000.0);
+        for _ in 0..50 {
+            assert_eq!(round(&mut p, 1000.0, 12), Duration::from_millis(16));
+        }
+        assert_eq!(p.window, 20.0);
+    }
 }
