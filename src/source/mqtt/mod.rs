@@ -544,10 +544,9 @@ pub async fn run(
                 // `Pacer`) before waiting again.
                 if last_wait >= WAITED
                     && let Some(pause) = pacer.pause()
+                    && !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await
                 {
-                    if !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await {
-                        break 'run;
-                    }
+                    break 'run;
                 }
                 if connected_at.is_none() {
                     sockets_before = quiet::Sockets::to_port(port);
