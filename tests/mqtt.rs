@@ -279,6 +279,26 @@ async fn trickle(client: &AsyncClient, machine: &str, count: i64, gap: Duration)
     all
 }
 
+/// Runs an agent with the default `[[mqtt]]` settings against `broker`, publishes 1,500
+/// messages 2 ms apart, checks that every one arrives once, and returns the broker window the
+/// agent showed before and after (`shopfloor_mqtt_inflight_window`).
+async fn window_over_a_trickle(broker: &Mosquitto, id: &str) -> (u64, u64) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let section = broker_section(broker.port(), id, "");
+    let mut agent = Agent::start(data.path(), &section);
+    wait_subscribed(broker, &format!("agent-{id}")).await;
+    let before = agent.counter("shopfloor_mqtt_inflight_window", "");
+    let client = publisher(broker.port()).await;
+    let all = trickle(&client, "cnc01", 1500, Duration::from_millis(2)).await;
+    agent.wait_for_seqs("cnc01", &all).await;
+    let after = agent.counter("shopfloor_mqtt_inflight_window", "");
+    agent.stop().await;
+    let mut seqs = agent.seqs("cnc01");
+    seqs.sort_unstable();
+    assert_eq!(seqs, all, "every message once");
+    (before, after)
+}
+
 #[tokio::test]
 async fn against_mosquittos_default_window_rounds_and_probes_lose_and_double_nothing() {
     // Mosquitto's default window is 20 unacknowledged messages and its queue 1000. The
@@ -286,18 +306,7 @@ async fn against_mosquittos_default_window_rounds_and_probes_lose_and_double_not
     // broker lets more through: it sends 20, holds the rest until the round is acknowledged,
     // then sends what it held. Nothing is lost or doubled, and the window shown is at least 20.
     let broker = Mosquitto::start().await;
-    let data = tempfile::tempdir().expect("temp dir");
-    let section = broker_section(broker.port(), "probe", "");
-    let mut agent = Agent::start(data.path(), &section);
-    wait_subscribed(&broker, "agent-probe").await;
-    let client = publisher(broker.port()).await;
-    let all = trickle(&client, "cnc01", 1500, Duration::from_millis(2)).await;
-    agent.wait_for_seqs("cnc01", &all).await;
-    let shown = agent.counter("shopfloor_mqtt_inflight_window", "");
-    agent.stop().await;
-    let mut seqs = agent.seqs("cnc01");
-    seqs.sort_unstable();
-    assert_eq!(seqs, all, "every message once");
+    let (_, shown) = window_over_a_trickle(&broker, "probe").await;
     assert!(shown >= 20, "the window shown is {shown}");
     assert!(
         !broker.log().contains("dropped"),
@@ -308,27 +317,13 @@ async fn against_mosquittos_default_window_rounds_and_probes_lose_and_double_not
 
 #[tokio::test]
 async fn with_the_default_window_against_a_broker_of_1000_the_agent_learns_more_room() {
-    // The agent starts from Mosquitto's default of 20; this broker lets 1000 through. Rounds
-    // that reach their target with nothing held back grow the estimate by half every eight
-    // rounds, as long as the rate, not the 100 ms linger, sizes them.
+    // The agent starts from Mosquitto's default of 20; this broker lets 1000 through. Every
+    // ninth round near its target waits twice as long, the broker sends all that came
+    // meanwhile, and the window shown rises with it.
     let broker = Mosquitto::start_with_config(&["max_inflight_messages 1000"]).await;
-    let data = tempfile::tempdir().expect("temp dir");
-    let section = broker_section(broker.port(), "grow", "");
-    let mut agent = Agent::start(data.path(), &section);
-    wait_subscribed(&broker, "agent-grow").await;
-    assert_eq!(agent.counter("shopfloor_mqtt_inflight_window", ""), 20);
-    let client = publisher(broker.port()).await;
-    let all = trickle(&client, "cnc01", 1500, Duration::from_millis(2)).await;
-    agent.wait_for_seqs("cnc01", &all).await;
-    let learned = agent.counter("shopfloor_mqtt_inflight_window", "");
-    agent.stop().await;
-    let mut seqs = agent.seqs("cnc01");
-    seqs.sort_unstable();
-    assert_eq!(seqs, all, "every message once");
-    assert!(
-        learned > 20,
-        "the window learned is {learned}, still the default"
-    );
+    let (before, after) = window_over_a_trickle(&broker, "grow").await;
+    assert_eq!(before, 20);
+    assert!(after > 20, "the window shown is {after}, still the default");
 }
 
 #[tokio::test]
