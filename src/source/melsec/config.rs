@@ -261,13 +261,7 @@ impl MelsecDevice {
     /// the device's (the check leaves a field without `machine` or `meter` as it is, so that
     /// devices can share a profile's fields). `None` only for a config that failed its check.
     pub fn target_of<'a>(&'a self, field: &'a MelsecField) -> Option<(bool, &'a str)> {
-        match (&field.machine, &field.meter, &self.machine, &self.meter) {
-            (Some(m), _, _, _) => Some((true, m)),
-            (None, Some(m), _, _) => Some((false, m)),
-            (None, None, Some(m), _) => Some((true, m)),
-            (None, None, None, Some(m)) => Some((false, m)),
-            (None, None, None, None) => None,
-        }
+        crate::source::field_target((&field.machine, &field.meter), (&self.machine, &self.meter))
     }
 }
 

@@ -104,13 +104,7 @@ impl ModbusDevice {
     /// The machine (`true`) or meter (`false`) a field belongs to: its own, else the device's.
     /// `None` only in a config that did not pass the check.
     pub fn target_of<'a>(&'a self, field: &'a ModbusField) -> Option<(bool, &'a str)> {
-        match (&field.machine, &field.meter, &self.machine, &self.meter) {
-            (Some(m), _, _, _) => Some((true, m)),
-            (None, Some(m), _, _) => Some((false, m)),
-            (None, None, Some(m), _) => Some((true, m)),
-            (None, None, None, Some(m)) => Some((false, m)),
-            (None, None, None, None) => None,
-        }
+        crate::source::field_target((&field.machine, &field.meter), (&self.machine, &self.meter))
     }
 }
 

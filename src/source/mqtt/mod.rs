@@ -524,8 +524,7 @@ pub async fn run(
                 held.clear();
             }
             if !held.is_empty() {
-                pacer.acked(held.len());
-                window.store(pacer.window as u64, Ordering::Relaxed);
+                pacer.acked(held.len(), &window);
             }
             unflushed += ack_all(&mut session, &mut held, &ack_failures, &span).await;
             held_bytes = 0;
@@ -612,8 +611,7 @@ pub async fn run(
                     unsent = 0;
                 }
                 if ack_now {
-                    pacer.acked(held.len());
-                    window.store(pacer.window as u64, Ordering::Relaxed);
+                    pacer.acked(held.len(), &window);
                     unflushed += ack_all(&mut session, &mut held, &ack_failures, &span).await;
                     held_bytes = 0;
                 }
@@ -835,9 +833,11 @@ impl Pacer {
 
     /// The `messages` read since the last acknowledgements are acknowledged: the broker had
     /// let them all through unacknowledged, so its window is at least that many.
-    fn acked(&mut self, messages: usize) {
+    /// `shown` is the gauge of the window.
+    fn acked(&mut self, messages: usize, shown: &std::sync::atomic::AtomicU64) {
         let messages = messages as f64;
         self.window = self.window.max(messages);
+        shown.store(self.window as u64, Ordering::Relaxed);
         if self.paused.take() == Some(true) && messages >= self.round_messages() * ROUND_SHARE {
             self.full += 1;
         }
@@ -928,7 +928,7 @@ mod tests {
         for _ in 0..messages {
             p.after_message();
         }
-        p.acked(messages as usize);
+        p.acked(messages as usize, &Default::default());
         pause
     }
 
