@@ -55,7 +55,12 @@
 //! learned, starting from `inflight_window`) and at most `linger` (100 ms), so that at low
 //! rates messages are read, handed over and acknowledged in rounds instead of one wake-up each
 //! (see `Pacer`): it handles what the wait brought, sends the acknowledgements, and pauses
-//! before the next wait. Nothing is left unacknowledged during a pause: a broker that queues
+//! before the next wait. When a pause brought messages, but fewer than the broker's window, the
+//! next pause follows as soon as they are handled and acknowledged, without first waiting for
+//! the socket: at a steady rate each round is then one wake-up for the pause's end and one
+//! write, instead of a second wake-up and write for the message that ended the wait (issue 21,
+//! seventh round; MQTT 3.1.1 only, where the acknowledgements are written before the pause).
+//! Nothing is left unacknowledged during a pause: a broker that queues
 //! new messages while any are unacknowledged (Mosquitto 2.0 with `max_queued_messages 0`
 //! does) would otherwise hold the round back until the pause ended. (Until issue 21's sixth
 //! round a message that came alone was held, unacknowledged, through the pause.) During a
@@ -384,6 +389,14 @@ impl Session {
         }
     }
 
+    /// Whether the round's acknowledgements are on their way to the broker once
+    /// [`Session::flush_acks`] returned: with 3.1.1 they are written to the socket. With MQTT 5
+    /// they are requests the event loop sends only when it is next polled, so a pause right
+    /// after them would hold them back, and with them the broker's next messages.
+    fn acks_sent_before_pause(&self) -> bool {
+        matches!(self, Session::V4(..))
+    }
+
     /// 3.1.1: the largest packet the next connection reads (MQTT 5 announces its limit).
     fn set_read_limit(&mut self, limit: usize, outgoing: usize) {
         if let Session::V4(_, events) = self {
@@ -492,6 +505,8 @@ pub async fn run(
     let mut unsent = 0;
     // How long the last poll that could not be served from the buffer waited for the socket.
     let mut last_wait = Duration::ZERO;
+    // Messages read since the last pause, while the task has not waited for the socket since.
+    let mut since_pause: Option<usize> = None;
     // Since when the current connection is up, and whether it has delivered a message: only a
     // connection that did either, or lasted [`GOOD_CONNECTION`], resets the back-off, so a
     // connection that fails at once every time backs off like a refused one.
@@ -539,13 +554,23 @@ pub async fn run(
                     }
                     unflushed = 0;
                 }
-                // The last wait was for new messages, not a round trip: a round starts (see
-                // `Pacer`) before waiting again.
-                if last_wait >= WAITED
-                    && let Some(pause) = pacer.pause()
-                    && !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await
-                {
-                    break 'run;
+                // The last wait was for new messages, not a round trip, or the last pause
+                // brought a round the broker did not hold back: a round starts (see `Pacer`)
+                // before waiting again.
+                let round_again = since_pause.is_some_and(|n| pacer.straight_again(n))
+                    && session.acks_sent_before_pause();
+                if last_wait >= WAITED || round_again {
+                    match pacer.pause() {
+                        Some(pause) => {
+                            since_pause = Some(0);
+                            if !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await {
+                                break 'run;
+                            }
+                        }
+                        None => since_pause = None,
+                    }
+                } else {
+                    since_pause = None;
                 }
                 if connected_at.is_none() {
                     sockets_before = quiet::Sockets::to_port(port);
@@ -602,6 +627,9 @@ pub async fn run(
                 held_bytes += message.payload().len();
                 held.push(message);
                 pacer.after_message();
+                if let Some(n) = since_pause.as_mut() {
+                    *n += 1;
+                }
                 unsent += 1;
                 let ack_now = held.len() >= ROUND_ACKS || held_bytes >= ROUND_HANDOVER_BYTES;
                 if unsent >= ROUND_HANDOVER || ack_now {
@@ -628,6 +656,7 @@ pub async fn run(
                 // those messages again.
                 unflushed = 0;
                 quiet = None;
+                since_pause = None;
                 connected.store(0, Ordering::Relaxed);
                 connect_failures.fetch_add(1, Ordering::Relaxed);
                 if connected_at
@@ -831,6 +860,17 @@ impl Pacer {
         })
     }
 
+    /// Whether a pause that brought `messages` (and nothing more waits: the task has read
+    /// everything) is followed by the next pause at once, without waiting for the socket
+    /// first. Yes when it brought some, but fewer than the broker's window: the broker did not
+    /// hold any back, so the stream goes on at about the rate measured. Not when it brought
+    /// nothing (the stream paused or stopped: the task waits for the next message, as after
+    /// any wait) or a whole window (the broker may be holding more back: the task waits, and a
+    /// short wait, a round trip, means a backlog to read at once).
+    fn straight_again(&self, messages: usize) -> bool {
+        messages > 0 && (messages as f64) < self.window
+    }
+
     /// The `messages` read since the last acknowledgements are acknowledged: the broker had
     /// let them all through unacknowledged, so its window is at least that many.
     /// `shown` is the gauge of the window.
@@ -859,12 +899,11 @@ async fn pause_quietly(
         _ = shutdown.wait() => false,
     };
     if let Some(q) = quiet {
+        // Lowering the mark makes the kernel report what arrived during the pause; the runtime
+        // learns it when it next polls `epoll`, which it does at once when the task's next
+        // read finds the socket not yet reported readable and waits. (A `yield_now` here made
+        // the runtime also wake its other worker, for nothing: issue 21, seventh round.)
         q.release();
-        // Lowering the mark makes the kernel report what arrived during the pause, but the
-        // runtime learns it only when it next polls `epoll`: until then the socket looks
-        // empty, and the round would end with the one message held before the pause. A
-        // yield lets the runtime poll `epoll` (without sleeping) before the task reads on.
-        tokio::task::yield_now().await;
     }
     slept
 }
@@ -970,6 +1009,20 @@ mod tests {
             round(&mut p, 1000.0, 20);
         }
         assert_eq!(p.window, 20.0);
+    }
+
+    #[test]
+    fn a_pause_is_followed_by_the_next_only_when_it_brought_some_but_not_a_window() {
+        // The window as shown: 20 (the default inflight_window).
+        let p = pacer(20, 100, 1000.0);
+        // 16 of a window of 20: the broker held nothing back, the next pause follows at once.
+        assert!(p.straight_again(16));
+        assert!(p.straight_again(1));
+        // Nothing: the stream paused; the task waits for the next message first.
+        assert!(!p.straight_again(0));
+        // A whole window: the broker may hold more; the task waits (a round trip).
+        assert!(!p.straight_again(20));
+        assert!(!p.straight_again(25));
     }
 
     #[test]
