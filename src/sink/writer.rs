@@ -2,9 +2,10 @@
 //! in batches, bisecting what the store rejects and backing off when it fails (the answer table
 //! is in the module docs of [`crate::sink`]).
 //!
-//! Every spool call runs on the blocking pool, and each trip there wakes two threads and back
-//! (issue 21: at 1,000 messages a second the writer's six or seven trips a second were a
-//! visible share of the agent's wake-ups). So a cycle at a low rate makes three:
+//! Every spool call runs on the blocking pool, and each trip there costs some four wake-ups (a
+//! pool thread woken, then the worker woken back); at 1,000 messages a second the writer's six
+//! or seven trips a second were a visible share of the agent's (issue 21). So a cycle at a low
+//! rate makes two spool calls, three trips with the file output's own write:
 //!
 //! 1. wait, before reading: once the last read took everything that was waiting (the batch
 //!    had no `more`), whatever waits now was appended since, and the spool task's count of
