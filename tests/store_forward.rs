@@ -283,6 +283,97 @@ async fn an_output_that_is_down_does_not_hold_back_another() {
     pipeline.stop().await;
 }
 
+/// The write requests VictoriaMetrics has had on its InfluxDB endpoints (`/api/v2/write`
+/// counts as `/influx/write`), read from its own `/metrics` once they show `rows` rows
+/// inserted (the page lags the writes by up to a few seconds).
+async fn vm_write_requests(vm: &VictoriaMetrics, rows: u64) -> u64 {
+    let http = common::http_client();
+    let url = format!("{}/metrics", vm.url());
+    let what = format!("VictoriaMetrics /metrics to show {rows} rows inserted");
+    common::eventually(&what, Duration::from_secs(30), || async {
+        let text = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        let counter = |prefix: &str| -> Option<u64> {
+            let line = text.lines().find(|l| l.starts_with(prefix))?;
+            line.rsplit(' ').next()?.parse().ok()
+        };
+        match (
+            counter("vm_rows_inserted_total{type=\"influx\"}"),
+            counter("vm_http_requests_total{path=\"/influx/write\""),
+        ) {
+            (Some(inserted), Some(requests)) if inserted >= rows => Ok(requests),
+            (inserted, requests) => Err(format!("rows {inserted:?}, requests {requests:?}")),
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_batch_waits_for_the_flush_interval_and_a_full_one_goes_at_once() {
+    let vm = VictoriaMetrics::start().await;
+    let t0 = Timestamp::now().as_nanosecond();
+    let step = |from: u64, n: u64| -> Vec<String> {
+        (from..from + n)
+            .map(|i| format!("flush,s=a v={i}i {}", t0 + i128::from(i) * 1_000_000))
+            .collect()
+    };
+    // Batches of 100 lines, and an interval no test outlasts: a batch that is not full waits
+    // for it, so whatever arrives meanwhile goes because a batch filled up.
+    let output = format!(
+        "{}\nbatch_lines = 100\nflush_interval = \"1h\"",
+        vm_output("vm", &vm)
+    );
+    let pipeline = Pipeline::start(&[&output], Limits::bytes(1 << 30), |_| {});
+    // The first batch goes at once, however small: 30 lines in one request.
+    pipeline.records.try_send(step(0, 30)).expect("queue");
+    assert_eq!(vm_count(&vm, "flush_v", 30).await, 30);
+    assert_eq!(vm_write_requests(&vm, 30).await, 1);
+    // 60 lines in three steps are fewer than a batch: once they are in the spool, they wait.
+    for from in [30, 50, 70] {
+        pipeline.records.try_send(step(from, 20)).expect("queue");
+    }
+    common::eventually("90 lines in the spool", Duration::from_secs(10), || async {
+        match pipeline.metric("shopfloor_spool_appended_lines_total", None) {
+            90 => Ok(()),
+            n => Err(format!("{n} appended")),
+        }
+    })
+    .await;
+    // A writer that did not wait would have sent them within this second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = pipeline.metric("shopfloor_output_lines_total", Some(("output", "vm")));
+    assert_eq!(
+        sent, 30,
+        "fewer lines than a batch wait for the flush interval"
+    );
+    // With the 40 of a fourth step 100 lines wait, a full batch, which goes at once and in one
+    // request: 2 in all.
+    pipeline.records.try_send(step(90, 40)).expect("queue");
+    assert_eq!(vm_count(&vm, "flush_v", 130).await, 130);
+    assert_eq!(vm_write_requests(&vm, 130).await, 2);
+    pipeline.stop().await;
+
+    // With an interval of a second, a batch that is not full goes once the interval is over:
+    // 10 lines at once (the first batch of this writer), then 10 more a second later.
+    let output = format!(
+        "{}\nbatch_lines = 100\nflush_interval = \"1s\"",
+        vm_output("vm", &vm)
+    );
+    let pipeline = Pipeline::start(&[&output], Limits::bytes(1 << 30), |_| {});
+    pipeline.records.try_send(step(130, 10)).expect("queue");
+    assert_eq!(vm_count(&vm, "flush_v", 140).await, 140);
+    pipeline.records.try_send(step(140, 10)).expect("queue");
+    assert_eq!(vm_count(&vm, "flush_v", 150).await, 150);
+    assert_eq!(vm_write_requests(&vm, 150).await, 4);
+    pipeline.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_line_goes_to_the_dead_letter_file_and_the_rest_is_stored() {
     let influx = Influx1::start().await;

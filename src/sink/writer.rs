@@ -1,6 +1,28 @@
 //! The writer loop: one task per output drains the spool from its own cursor into its store,
 //! in batches, bisecting what the store rejects and backing off when it fails (the answer table
 //! is in the module docs of [`crate::sink`]).
+//!
+//! Every spool call runs on the blocking pool, and each trip there costs some four wake-ups (a
+//! pool thread woken, then the worker woken back); at 1,000 messages a second the writer's six
+//! or seven trips a second were a visible share of the agent's (issue 21). So a cycle at a low
+//! rate makes two spool calls, three trips with the file output's own write:
+//!
+//! 1. wait, before reading: once the last read took everything that was waiting (the batch
+//!    had no `more`), whatever waits now was appended since, and the spool task's count of
+//!    appended lines tells how much at most. With none appended the writer sleeps until the
+//!    spool task appends (or a second passes); then until the flush interval since the
+//!    previous request is over, or a batch's worth of lines was appended;
+//! 2. read the batch (`next_batch`), once;
+//! 3. deliver it (the file output makes its own trip to write and sync);
+//! 4. acknowledge it, reading the backlog gauges after the acknowledgement in the same trip.
+//!
+//! The count of appended lines may include lines the last read already had, so it can end the
+//! wait early, never late; a read that comes early finds a batch that is not full, which waits
+//! out the flush interval (or enough lines) and is read again. While a backlog drains (batches
+//! with `more`) there is no wait, and the backlog is read with the acknowledgement at most once
+//! a second, since counting it reads every row past the cursor. During a long flush interval,
+//! after a failed spool call and through a retry's back-off it is read once a second on its
+//! own, so the gauges keep moving (an outage's backlog is seen growing every second).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -354,14 +376,60 @@ impl Writer {
         });
     }
 
-    /// Reads this output's backlog from the spool (at most once a second unless `now`) and
-    /// publishes it; when it is empty after an outage, logs how much was drained.
-    async fn read_backlog(&mut self, reader: &SharedReader, now: bool) {
-        if !now
-            && self
+    /// Whether the backlog was last read a second ago or more (or never).
+    fn backlog_due(&self) -> bool {
+        self.backlog_read
+            .is_none_or(|t| t.elapsed() >= BACKLOG_EVERY)
+    }
+
+    /// Waits before the next read, after a read that took everything that was waiting
+    /// (`seen`: the spool task's count of appended lines just before it) and its delivery.
+    /// While nothing was appended since, nothing waits: sleeps until the spool task appends
+    /// (or a second passes, then reads anyway). Then, until the flush interval since the
+    /// previous request is over (`due`) or a batch's worth of lines was appended since. The
+    /// read may already have held some lines counted after `seen`, so the count can only end
+    /// the wait early (the read then finds a partial batch and waits on), never late. Through
+    /// a flush interval longer than a second the backlog is still read every second. `false`
+    /// on shutdown.
+    async fn wait_to_read(
+        &mut self,
+        reader: &SharedReader,
+        appended: &mut watch::Receiver<SpoolStats>,
+        shutdown: &mut Shutdown,
+        seen: u64,
+        due: Option<Instant>,
+    ) -> bool {
+        if appended.borrow().appended_lines <= seen {
+            tokio::select! {
+                Ok(_) = appended.wait_for(|s| s.appended_lines > seen) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait() => return false,
+            }
+        }
+        let Some(due) = due else {
+            return true;
+        };
+        let wanted = seen + self.options.batch_lines.max(1) as u64;
+        loop {
+            if Instant::now() >= due || appended.borrow().appended_lines >= wanted {
+                return true;
+            }
+            self.read_backlog(reader, false).await;
+            let until = self
                 .backlog_read
-                .is_some_and(|t| t.elapsed() < BACKLOG_EVERY)
-        {
+                .map_or(due, |t| due.min(t + BACKLOG_EVERY));
+            tokio::select! {
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(until)) => {}
+                Ok(_) = appended.wait_for(|s| s.appended_lines >= wanted) => {}
+                _ = shutdown.wait() => return false,
+            }
+        }
+    }
+
+    /// Reads this output's backlog from the spool (at most once a second unless `now`) and
+    /// publishes it.
+    async fn read_backlog(&mut self, reader: &SharedReader, now: bool) {
+        if !now && !self.backlog_due() {
             return;
         }
         self.backlog_read = Some(Instant::now());
@@ -374,6 +442,12 @@ impl Writer {
         let Ok((lines, oldest_ms)) = backlog else {
             return; // a busy spool: the figures are read again at the next call
         };
+        self.publish_backlog(lines, oldest_ms);
+    }
+
+    /// Publishes the backlog just read (by [`Writer::read_backlog`] or with an
+    /// acknowledgement); when it is empty after an outage, logs how much was drained.
+    fn publish_backlog(&mut self, lines: u64, oldest_ms: Option<i64>) {
         self.caught_up(lines, oldest_ms);
         let now_ms = jiff::Timestamp::now().as_millisecond();
         self.counters.backlog.store(lines, Ordering::Relaxed);
@@ -566,11 +640,24 @@ pub async fn run_writer(
     let mut last_send = Instant::now().checked_sub(flush_interval);
     // A spool that cannot be read or acknowledged (a busy or full disk) fails every second.
     let mut spool_log = crate::metrics::RateLimited::new(Duration::from_secs(60));
+    // Set when the last read took everything that was waiting and that is delivered and
+    // acknowledged (or there was nothing): the spool task's count of appended lines taken just
+    // before that read. Whatever waits now was appended since.
+    let mut read_all: Option<u64> = None;
     'batches: loop {
         if shutdown.is_triggered() {
             break;
         }
-        writer.read_backlog(&reader, false).await;
+        if let Some(seen) = read_all.take() {
+            let due = last_send.map(|t| t + flush_interval);
+            let waited = writer
+                .wait_to_read(&reader, &mut appended, &mut shutdown, seen, due)
+                .await;
+            if !waited {
+                break;
+            }
+        }
+        let seen = appended.borrow().appended_lines;
         let batch_bytes = writer.options.batch_bytes.max(1);
         let batch = match next_batch(
             &reader,
@@ -589,6 +676,7 @@ pub async fn run_writer(
                     _ = tokio::time::sleep(SPOOL_RETRY) => {}
                     _ = shutdown.wait() => break,
                 }
+                writer.read_backlog(&reader, false).await;
                 continue;
             }
         };
@@ -596,16 +684,13 @@ pub async fn run_writer(
             if writer.status.borrow().backlog_lines > 0 || writer.draining.is_some() {
                 writer.read_backlog(&reader, true).await;
             }
-            // Nothing waiting: sleep until the spool task appends (or a second passes).
-            tokio::select! {
-                _ = appended.changed() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.wait() => break,
-            }
+            // Nothing waiting: the next turn sleeps until the spool task appends.
+            read_all = Some(seen);
             continue;
         };
-        // Batching by time: a batch that is not full waits out the flush interval since the
-        // previous request, unless enough lines arrive meanwhile to fill it.
+        // Batching by time, for a read that came early (see `wait_to_read`): a batch that is
+        // not full waits out the flush interval since the previous request, unless enough
+        // lines arrive meanwhile to fill it, and is read again.
         if batch.lines < batch_lines
             && !batch.more
             && let Some(due) = last_send.map(|t| t + flush_interval)
@@ -616,7 +701,7 @@ pub async fn run_writer(
             let fill = appended.wait_for(|s| s.appended_lines >= wanted);
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
-                _ = fill => {}
+                Ok(_) = fill => {}
                 _ = shutdown.wait() => break,
             }
             continue;
@@ -625,15 +710,34 @@ pub async fn run_writer(
         last_send = Some(Instant::now());
         match outcome {
             Outcome::Done => {
-                if let Err(e) = ack(&reader, batch.last_id).await {
-                    // The cursor stays where it was: the batch is sent again (at least once)
-                    // when the spool can be written again, e.g. once a full disk has room.
-                    if let Some(unlogged) = spool_log.due(std::time::Instant::now()) {
-                        error!(parent: &span, error = %e, retry_in = ?SPOOL_RETRY, unlogged, "spool ack failed: the batch will be sent again (logged at most once a minute; `unlogged` failures since the last line)");
+                // The backlog is read in the same trip to the blocking pool: after a batch
+                // that took everything it is only what came during the send (a few rows, cheap
+                // to count); while a backlog drains, once a second (counting reads every row
+                // past the cursor).
+                let with_backlog = !batch.more || writer.backlog_due();
+                if with_backlog {
+                    writer.backlog_read = Some(Instant::now());
+                }
+                match ack(&reader, batch.last_id, with_backlog).await {
+                    Ok(backlog) => {
+                        if let Some((lines, oldest_ms)) = backlog {
+                            writer.publish_backlog(lines, oldest_ms);
+                        }
+                        if !batch.more {
+                            read_all = Some(seen);
+                        }
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(SPOOL_RETRY) => {}
-                        _ = shutdown.wait() => break,
+                    Err(e) => {
+                        // The cursor stays where it was: the batch is sent again (at least
+                        // once) when the spool can be written again, e.g. once a full disk
+                        // has room.
+                        if let Some(unlogged) = spool_log.due(std::time::Instant::now()) {
+                            error!(parent: &span, error = %e, retry_in = ?SPOOL_RETRY, unlogged, "spool ack failed: the batch will be sent again (logged at most once a minute; `unlogged` failures since the last line)");
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(SPOOL_RETRY) => {}
+                            _ = shutdown.wait() => break,
+                        }
                     }
                 }
             }
@@ -718,11 +822,19 @@ async fn next_batch(
     .await
 }
 
-async fn ack(reader: &SharedReader, last_id: i64) -> Result<(), SpoolError> {
+/// Acknowledges a delivered batch and, with `backlog`, reads the output's backlog after it
+/// in the same call on the blocking pool: its lines and oldest append time, or `None` when
+/// not asked for or when it could not be read (it is read again at the next chance).
+async fn ack(
+    reader: &SharedReader,
+    last_id: i64,
+    backlog: bool,
+) -> Result<Option<(u64, Option<i64>)>, SpoolError> {
     let reader = reader.clone();
     blocking(move || {
         let mut reader = reader.lock().unwrap_or_else(|p| p.into_inner());
-        reader.ack(last_id)
+        reader.ack(last_id)?;
+        Ok(if backlog { reader.backlog().ok() } else { None })
     })
     .await
 }
