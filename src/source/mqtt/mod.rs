@@ -250,6 +250,16 @@ impl Message {
             Message::V5(p) => &p.payload,
         }
     }
+    /// About the message's size on the wire: payload, topic, and the 7 bytes a QoS 1
+    /// PUBLISH of up to 16 KB adds (fixed header, remaining length, topic length, packet id;
+    /// MQTT 5's properties are not counted). It sizes the mark that ends a pause.
+    fn wire_bytes(&self) -> usize {
+        let topic = match self {
+            Message::V4(p) => p.topic.len(),
+            Message::V5(p) => p.topic.len(),
+        };
+        self.payload().len() + topic + 7
+    }
 }
 
 /// What one turn of the event loop produced. Moved once per message and never stored, so its
@@ -518,6 +528,8 @@ pub async fn run(
     // the broker's port before the connection attempt.
     let mut quiet: Option<quiet::Quiet> = None;
     let mut sockets_before = quiet::Sockets::default();
+    // What bounds a pause that ends with its bytes (see `quiet`).
+    let alarm = quiet::Alarm::new();
     'run: loop {
         // While connected, what the client has buffered is taken without waiting. Only when the
         // task has caught up (the next poll would wait for the socket) are the round's
@@ -559,26 +571,49 @@ pub async fn run(
                 // before waiting again.
                 let round_again = since_pause.is_some_and(|n| pacer.straight_again(n))
                     && session.acks_sent_before_pause();
-                if last_wait >= WAITED || round_again {
-                    match pacer.pause() {
-                        Some(pause) => {
-                            since_pause = Some(0);
-                            if !pause_quietly(pause, quiet.as_mut(), &mut shutdown).await {
-                                break 'run;
-                            }
-                        }
-                        None => since_pause = None,
-                    }
+                let pause = if last_wait >= WAITED || round_again {
+                    pacer.pause()
                 } else {
-                    since_pause = None;
-                }
+                    None
+                };
+                since_pause = pause.map(|_| 0);
                 if connected_at.is_none() {
                     sockets_before = quiet::Sockets::to_port(port);
                 }
                 let polled_at = std::time::Instant::now();
-                let polled = tokio::select! {
-                    p = session.poll(ceiling) => p,
-                    _ = shutdown.wait() => break,
+                let polled = match (pause, quiet.as_mut(), alarm.as_ref()) {
+                    // The pause ends with the round's bytes, or the alarm (see `quiet`).
+                    (Some(pause), Some(q), Some(alarm)) if alarm.set(pacer.pause_bound(pause)) => {
+                        q.hold_until(pacer.round_bytes(pause));
+                        let polled = tokio::select! {
+                            p = session.poll(ceiling) => Some(p),
+                            _ = alarm.rung() => None,
+                            _ = shutdown.wait() => {
+                                q.release();
+                                break;
+                            }
+                        };
+                        q.release();
+                        alarm.cancel();
+                        match polled {
+                            Some(p) => p,
+                            None => tokio::select! {
+                                p = session.poll(ceiling) => p,
+                                _ = shutdown.wait() => break,
+                            },
+                        }
+                    }
+                    (pause, q, _) => {
+                        if let Some(pause) = pause
+                            && !pause_quietly(pause, q, &mut shutdown).await
+                        {
+                            break 'run;
+                        }
+                        tokio::select! {
+                            p = session.poll(ceiling) => p,
+                            _ = shutdown.wait() => break,
+                        }
+                    }
                 };
                 last_wait = polled_at.elapsed();
 
@@ -625,8 +660,8 @@ pub async fn run(
                 }
                 mapper.handle(&message.topic(), message.payload(), now, &mut out);
                 held_bytes += message.payload().len();
+                pacer.after_message(message.wire_bytes());
                 held.push(message);
-                pacer.after_message();
                 if let Some(n) = since_pause.as_mut() {
                     *n += 1;
                 }
@@ -762,10 +797,13 @@ pub async fn run(
 /// acknowledgements and sends it at once: one round trip, and the estimate stays. A broker
 /// window smaller than `inflight_window` is still the config's to avoid.
 struct Pacer {
-    /// Messages counted since `window_start`, and the rate of the last full window.
+    /// Messages counted since `window_start`, and the rate of the last full window; the
+    /// same for their bytes on the wire.
     window_start: std::time::Instant,
     in_window: u32,
     per_second: f64,
+    bytes_in_window: u64,
+    bytes_per_second: f64,
     /// The broker's in-flight window as far as it has shown it (at least `inflight_window`).
     window: f64,
     /// The longest pause (`linger`, 100 ms by default).
@@ -813,6 +851,8 @@ impl Pacer {
             window_start: std::time::Instant::now(),
             in_window: 0,
             per_second: 0.0,
+            bytes_in_window: 0,
+            bytes_per_second: 0.0,
             window: f64::from(inflight_window.max(2)),
             round_max: linger,
             paused: None,
@@ -825,9 +865,22 @@ impl Pacer {
         (self.window * ROUND_SHARE).floor().max(1.0)
     }
 
-    /// Counts a message.
-    fn after_message(&mut self) {
+    /// Counts a message of `bytes` on the wire.
+    fn after_message(&mut self, bytes: usize) {
         self.in_window += 1;
+        self.bytes_in_window += bytes as u64;
+    }
+
+    /// The bytes a pause of `pause` is expected to bring at the last second's rate: the mark
+    /// that ends it (see `quiet`, "The round's bytes end the pause").
+    fn round_bytes(&self, pause: Duration) -> usize {
+        (pause.as_secs_f64() * self.bytes_per_second) as usize
+    }
+
+    /// How long a pause of `pause` that ends with its bytes may last: half as long again,
+    /// for arrivals that are never quite regular, but at most `linger`.
+    fn pause_bound(&self, pause: Duration) -> Duration {
+        pause.mul_f64(1.5).min(self.round_max).max(pause)
     }
 
     /// The pause to take before waiting for the socket, if any; taking it starts a round.
@@ -835,8 +888,10 @@ impl Pacer {
         let window = self.window_start.elapsed();
         if window >= Duration::from_secs(1) {
             self.per_second = f64::from(self.in_window) / window.as_secs_f64();
+            self.bytes_per_second = self.bytes_in_window as f64 / window.as_secs_f64();
             self.window_start = std::time::Instant::now();
             self.in_window = 0;
+            self.bytes_in_window = 0;
         }
         if self.per_second <= 0.0 {
             return None;
@@ -965,7 +1020,7 @@ mod tests {
         let arrived = (pause.as_secs_f64() * rate).round() as u32;
         let messages = arrived.min(broker_window);
         for _ in 0..messages {
-            p.after_message();
+            p.after_message(200);
         }
         p.acked(messages as usize, &Default::default());
         pause
@@ -1023,6 +1078,28 @@ mod tests {
         // A whole window: the broker may hold more; the task waits (a round trip).
         assert!(!p.straight_again(20));
         assert!(!p.straight_again(25));
+    }
+
+    #[test]
+    fn a_pause_ends_with_its_bytes_or_half_as_long_again_at_most_the_linger() {
+        // 1000 messages of 200 bytes a second: a 16 ms pause brings 16 × 200 = 3200 bytes,
+        // and lasts 16 × 1.5 = 24 ms at most.
+        let mut p = pacer(20, 100, 1000.0);
+        p.bytes_per_second = 200_000.0;
+        let pause = p.pause().unwrap();
+        assert_eq!(pause, Duration::from_millis(16));
+        assert_eq!(p.round_bytes(pause), 3200);
+        assert_eq!(p.pause_bound(pause), Duration::from_millis(24));
+        // An 80 ms round would last 120 ms at most: the linger's 100 ms bounds it; a pause as
+        // long as the linger is not made shorter.
+        assert_eq!(
+            p.pause_bound(Duration::from_millis(80)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            p.pause_bound(Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
     }
 
     #[test]

@@ -30,6 +30,19 @@
 //! PUBACK). So before a pause the socket is also set to acknowledge at once (`TCP_QUICKACK`;
 //! the kernel returns to delaying after the next PUBACKs, hence once per pause).
 //!
+//! ## The round's bytes end the pause
+//!
+//! A pause on a tokio timer costs two wake-ups of a worker: tokio's timer wheel keeps a
+//! deadline more than 64 ms away in a coarser level, and the runtime wakes at the start of
+//! that level's slot to move it down, then again when it is due (seen with strace: an empty
+//! `epoll_wait` return in the middle of nearly every pause). So when the socket is known and
+//! the system has `timerfd`, the mark is set to the bytes the round is expected to bring (the
+//! pause at the last second's rate of bytes): the kernel wakes the task when they are there,
+//! one wake-up, and the read that follows finds the round complete. An [`Alarm`] bounds the
+//! pause (half as long again as expected, at most `linger`), for a stream that slowed down or
+//! a broker that holds messages back; it is cancelled when the socket comes first, and a
+//! cancelled `timerfd` wakes nobody.
+//!
 //! rumqttc does not hand out its socket, so the socket is found by what the task knows: it is
 //! the one socket connected to the broker's port that appeared while the task connected. When
 //! that is not one socket (another connection to the same broker opened at the same moment, a
@@ -37,8 +50,115 @@
 //! quiet. Before each pause the socket's inode is compared with the one found, so a descriptor
 //! number that was closed and reused is never touched.
 
+use std::time::Duration;
+
 /// The receive low-water mark during a pause.
 const MARK: i32 = 512 << 10;
+
+/// A one-shot alarm on a Linux `timerfd`, registered with the runtime's `epoll` like a socket
+/// (see "The round's bytes end the pause"). Unlike a tokio timer, an alarm that is set and
+/// cancelled before it rings costs no wake-up.
+pub struct Alarm {
+    #[cfg(target_os = "linux")]
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl Alarm {
+    /// A new alarm, not set; `None` where there is no `timerfd` (or no runtime to register
+    /// it with), and pauses then end on a tokio timer.
+    #[cfg(target_os = "linux")]
+    pub fn new() -> Option<Alarm> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: timerfd_create has no preconditions and returns a new descriptor or -1.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: the `OwnedFd` is a valid, open descriptor, owned by the `AsyncFd` until it is
+        // dropped, and its `as_raw_fd` always returns that descriptor. (The task that creates
+        // the alarm runs on the agent's runtime, whose I/O driver is enabled: rumqttc needs it.)
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        }
+        .ok()
+        .map(|fd| Alarm { fd })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn new() -> Option<Alarm> {
+        None
+    }
+
+    /// Sets the alarm to ring `after` from now, replacing any earlier setting.
+    #[cfg(target_os = "linux")]
+    pub fn set(&self, after: Duration) -> bool {
+        // A zero setting disarms a timerfd: an alarm due at once rings after a nanosecond.
+        self.set_time(after.max(Duration::from_nanos(1)))
+    }
+
+    /// Disarms the alarm and forgets a ring not waited for (a new setting clears the count of
+    /// expirations the kernel keeps).
+    #[cfg(target_os = "linux")]
+    pub fn cancel(&self) {
+        self.set_time(Duration::ZERO);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn set_time(&self, after: Duration) -> bool {
+        use std::os::fd::AsRawFd;
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let spec = libc::itimerspec {
+            it_interval: zero,
+            it_value: libc::timespec {
+                tv_sec: after.as_secs().min(i32::MAX as u64) as libc::time_t,
+                tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: timerfd_settime reads the itimerspec it is given; the old value is not asked.
+        unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) == 0 }
+    }
+
+    /// Waits until the alarm rings. Returns at once if the runtime cannot watch it, so a pause
+    /// never outlasts its bound.
+    #[cfg(target_os = "linux")]
+    pub async fn rung(&self) {
+        use std::os::fd::AsRawFd;
+        loop {
+            let Ok(mut ready) = self.fd.readable().await else {
+                return;
+            };
+            let mut count = [0u8; 8];
+            // SAFETY: read writes at most 8 bytes into `count`.
+            let read = unsafe { libc::read(self.fd.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+            if read == 8 {
+                return;
+            }
+            // Not due yet (a ring cancelled after the runtime saw it): wait on.
+            ready.clear_ready();
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn set(&self, _after: Duration) -> bool {
+        false
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn cancel(&self) {}
+
+    #[cfg(not(target_os = "linux"))]
+    pub async fn rung(&self) {}
+}
 
 /// Sockets connected to a port: (descriptor, inode) pairs.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -109,8 +229,15 @@ impl Quiet {
     /// Before a pause: the socket stays quiet until [`MARK`] bytes have arrived, and the
     /// kernel acknowledges what arrives at once (see "Acknowledged at once").
     pub fn hold(&mut self) {
+        self.hold_until(MARK as usize);
+    }
+
+    /// Before a pause that ends with the round (see "The round's bytes end the pause"): the
+    /// socket stays quiet until `bytes` have arrived (at least 1, at most [`MARK`]).
+    pub fn hold_until(&mut self, bytes: usize) {
+        let mark = bytes.clamp(1, MARK as usize) as i32;
         if inode_of(self.fd) == Some(self.inode)
-            && set_int(self.fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, MARK)
+            && set_int(self.fd, libc::SOL_SOCKET, libc::SO_RCVLOWAT, mark)
         {
             self.raised = true;
             set_int(self.fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 1);
@@ -209,6 +336,62 @@ mod tests {
             readable(ours.as_raw_fd(), 1000),
             "not readable after release"
         );
+    }
+
+    #[test]
+    fn a_socket_held_until_a_round_s_bytes_wakes_when_they_are_there() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let before = Sockets::to_port(port);
+        let ours = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut quiet = Sockets::to_port(port).new_since(&before).unwrap();
+
+        // A round of 1000 bytes: 600 do not wake the task, 400 more do.
+        quiet.hold_until(1000);
+        peer.write_all(&[0x30; 600]).unwrap();
+        assert!(
+            !readable(ours.as_raw_fd(), 100),
+            "readable before the round"
+        );
+        peer.write_all(&[0x30; 400]).unwrap();
+        assert!(
+            readable(ours.as_raw_fd(), 1000),
+            "not readable with the round"
+        );
+        quiet.release();
+        assert!(!quiet.raised);
+    }
+
+    #[test]
+    fn an_alarm_rings_when_due_and_a_cancelled_one_never() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let alarm = Alarm::new().expect("timerfd");
+            let ms = |n| Duration::from_millis(n);
+            // Set for 50 ms: not rung after 20, rung by 1 s.
+            assert!(alarm.set(ms(50)));
+            assert!(tokio::time::timeout(ms(20), alarm.rung()).await.is_err());
+            assert!(tokio::time::timeout(ms(1000), alarm.rung()).await.is_ok());
+            // Set for 30 ms and cancelled: not rung 200 ms later.
+            assert!(alarm.set(ms(30)));
+            alarm.cancel();
+            assert!(tokio::time::timeout(ms(200), alarm.rung()).await.is_err());
+            // Due, seen by the runtime, then cancelled: the stale readiness does not ring it.
+            assert!(alarm.set(ms(1)));
+            tokio::time::sleep(ms(20)).await;
+            assert!(tokio::time::timeout(ms(0), alarm.rung()).await.is_ok());
+            assert!(alarm.set(ms(1)));
+            tokio::time::sleep(ms(20)).await;
+            alarm.cancel();
+            assert!(tokio::time::timeout(ms(100), alarm.rung()).await.is_err());
+            // Set again, it rings again.
+            assert!(alarm.set(ms(10)));
+            assert!(tokio::time::timeout(ms(1000), alarm.rung()).await.is_ok());
+        });
     }
 
     #[test]
