@@ -291,14 +291,7 @@ async fn vm_write_requests(vm: &VictoriaMetrics, rows: u64) -> u64 {
     let url = format!("{}/metrics", vm.url());
     let what = format!("VictoriaMetrics /metrics to show {rows} rows inserted");
     common::eventually(&what, Duration::from_secs(30), || async {
-        let text = http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
+        let text = common::get_text(&http, &url).await?;
         let counter = |prefix: &str| -> Option<u64> {
             let line = text.lines().find(|l| l.starts_with(prefix))?;
             line.rsplit(' ').next()?.parse().ok()

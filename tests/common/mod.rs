@@ -127,17 +127,22 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_else(|e| panic!("cannot build the test HTTP client: {e}"))
 }
 
-/// GETs `url` and parses the body as JSON; an error says what failed, with the body when it
-/// was not JSON. Made for [`eventually`], which retries on `Err`.
-pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
-    let text = http
-        .get(url)
+/// GETs `url` and returns the body as text; an error says what failed. Made for
+/// [`eventually`], which retries on `Err`.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> Result<String, String> {
+    http.get(url)
         .send()
         .await
         .map_err(|e| e.to_string())?
         .text()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// GETs `url` and parses the body as JSON; an error says what failed, with the body when it
+/// was not JSON. Made for [`eventually`], which retries on `Err`.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
+    let text = get_text(http, url).await?;
     serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
 }
 
