@@ -64,7 +64,8 @@
 //! new messages while any are unacknowledged (Mosquitto 2.0 with `max_queued_messages 0`
 //! does) would otherwise hold the round back until the pause ended. (Until issue 21's sixth
 //! round a message that came alone was held, unacknowledged, through the pause.) During a
-//! pause the socket does not wake the runtime (see `quiet`). Under load the client's buffer
+//! pause the socket does not wake the runtime until the round's bytes are there, and a
+//! `timerfd` alarm, not a tokio timer, bounds it (see `quiet`). Under load the client's buffer
 //! never runs empty and there is no pause.
 //!
 //! ## Never blocking the event loop
@@ -763,8 +764,9 @@ pub async fn run(
 /// [`ROUND_SHARE`] of the broker's in-flight window at the rate of the last second, but at
 /// most `linger` (default 100 ms); the broker holds them meanwhile (in TCP, within its
 /// in-flight window) and the next polls find them buffered, read in one go, with one write for
-/// their acknowledgements. During the pause the socket is kept quiet (see `quiet`). Under load
-/// the buffer never runs empty, so there is no pause and nothing changes; below [`ROUND_MIN`]
+/// their acknowledgements. During the pause the socket is kept quiet until the round's bytes
+/// are there (see `quiet`). Under load the buffer never runs empty, so there is no pause and
+/// nothing changes; below [`ROUND_MIN`]
 /// a pause is not worth its timer. A message waits at most `linger` longer, against the
 /// engine's `BATCH_LINGER` of 250 ms; the broker keeps it until it is acknowledged, so a crash
 /// meanwhile loses nothing.
