@@ -7,6 +7,7 @@
 //! cargo bench --bench mqtt -- rate 1000 60 # the whole agent at 1000 messages/s for 60 s
 //! cargo bench --bench mqtt -- rate 0 60    # the idle agent's CPU per second
 //! cargo bench --bench mqtt -- rate 1000 60 1000 100ms # with inflight_window and linger
+//! cargo bench --bench mqtt -- rate 1000 60 20 100ms 20 # and the broker's window (default 1000)
 //! ```
 //!
 //! `rate R S` measures the per-message cost of the whole agent at a steady rate (issue 21: it
@@ -18,7 +19,8 @@
 //! span, and divided by the messages the source took in that span: CPU-ms per 1000 messages.
 //! It also prints what was delivered to the file and what was dropped inside the agent. The
 //! broker runs with an in-flight window of 1000 (`max_inflight_messages`; Mosquitto's default
-//! of 20 caps delivery to one client near 9k/s here) and without its per-packet debug log.
+//! of 20 caps delivery to one client near 9k/s here; `rate R S W L B` sets it to B) and
+//! without its per-packet debug log.
 //!
 //! Method (results and machine in docs/BENCHMARKS.md, section "MQTT source"):
 //! 1. Start Mosquitto (tests/common) with no limit on queued messages.
@@ -246,7 +248,7 @@ fn put_length(out: &mut Vec<u8>, mut n: usize) {
 }
 
 /// `rate R S`: see the module documentation.
-fn run_at_rate(rate: u64, seconds: u64, tuning: &str) {
+fn run_at_rate(rate: u64, seconds: u64, tuning: &str, broker_window: u64) {
     shopfloor::install_crypto_provider();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -263,9 +265,10 @@ fn run_at_rate(rate: u64, seconds: u64, tuning: &str) {
         // the queue only on the next PUBACK, so a round's pause brought one message (seen with
         // strace in issue 21's sixth round). Subscriptions stay logged: the wait below looks for
         // the agent's.
+        let inflight = format!("max_inflight_messages {broker_window}");
         let broker = common::Mosquitto::start_with_config(&[
             "max_queued_messages 1000000",
-            "max_inflight_messages 1000",
+            &inflight,
             "log_type none",
             "log_type error",
             "log_type warning",
@@ -420,7 +423,9 @@ fn main() {
             (Some(w), Some(l)) => format!("inflight_window = {w}\nlinger = \"{l}\"\n"),
             _ => String::new(),
         };
-        run_at_rate(number(1, 1000), number(2, 60), &tuning);
+        // `rate R S W L B`: the broker's window B instead of 1000 (Mosquitto's default is 20,
+        // what a gateway on a default broker gets).
+        run_at_rate(number(1, 1000), number(2, 60), &tuning, number(5, 1000));
         return;
     }
     let count: u64 = args.iter().find_map(|a| a.parse().ok()).unwrap_or(200_000);
