@@ -40,8 +40,10 @@
 //! pause at the last second's rate of bytes): the kernel wakes the task when they are there,
 //! one wake-up, and the read that follows finds the round complete. An [`Alarm`] bounds the
 //! pause (half as long again as expected, at most `linger`), for a stream that slowed down or
-//! a broker that holds messages back; it is cancelled when the socket comes first, and a
-//! cancelled `timerfd` wakes nobody.
+//! a broker that holds messages back; it is cancelled when the socket comes first. A tokio
+//! timer would not do as the bound: one set for more than 64 ms wakes the runtime at the
+//! start of its wheel slot, which comes before the round's bytes in most pauses; a `timerfd`
+//! wakes it only if it rings.
 //!
 //! rumqttc does not hand out its socket, so the socket is found by what the task knows: it is
 //! the one socket connected to the broker's port that appeared while the task connected. When
@@ -56,8 +58,8 @@ use std::time::Duration;
 const MARK: i32 = 512 << 10;
 
 /// A one-shot alarm on a Linux `timerfd`, registered with the runtime's `epoll` like a socket
-/// (see "The round's bytes end the pause"). Unlike a tokio timer, an alarm that is set and
-/// cancelled before it rings costs no wake-up.
+/// (see "The round's bytes end the pause"). Unlike a tokio timer, it wakes the runtime only
+/// when it rings, never for the timer wheel's cascade.
 pub struct Alarm {
     #[cfg(target_os = "linux")]
     fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
