@@ -582,11 +582,12 @@ pub async fn run(
                     sockets_before = quiet::Sockets::to_port(port);
                 }
                 let polled_at = std::time::Instant::now();
-                let polled = match (pause, quiet.as_mut(), alarm.as_ref()) {
+                // What a pause that ended with its bytes brought; otherwise the task waits.
+                let brought = match (pause, quiet.as_mut(), alarm.as_ref()) {
                     // The pause ends with the round's bytes, or the alarm (see `quiet`).
                     (Some(pause), Some(q), Some(alarm)) if alarm.set(pacer.pause_bound(pause)) => {
                         q.hold_until(pacer.round_bytes(pause));
-                        let polled = tokio::select! {
+                        let brought = tokio::select! {
                             p = session.poll(ceiling) => Some(p),
                             _ = alarm.rung() => None,
                             _ = shutdown.wait() => {
@@ -596,13 +597,7 @@ pub async fn run(
                         };
                         q.release();
                         alarm.cancel();
-                        match polled {
-                            Some(p) => p,
-                            None => tokio::select! {
-                                p = session.poll(ceiling) => p,
-                                _ = shutdown.wait() => break,
-                            },
-                        }
+                        brought
                     }
                     (pause, q, _) => {
                         if let Some(pause) = pause
@@ -610,11 +605,15 @@ pub async fn run(
                         {
                             break 'run;
                         }
-                        tokio::select! {
-                            p = session.poll(ceiling) => p,
-                            _ = shutdown.wait() => break,
-                        }
+                        None
                     }
+                };
+                let polled = match brought {
+                    Some(p) => p,
+                    None => tokio::select! {
+                        p = session.poll(ceiling) => p,
+                        _ = shutdown.wait() => break,
+                    },
                 };
                 last_wait = polled_at.elapsed();
 
