@@ -9,9 +9,9 @@
 //! Housekeeping never stalls an append: it runs on the same connection and thread, between two
 //! append transactions, so the two never wait for each other; its deletes are short
 //! `BEGIN IMMEDIATE` transactions that wait for a writer's acknowledgement (`busy_timeout`)
-//! instead of failing with "database is locked"; and the checkpoint is `PASSIVE`, which copies
-//! what it can without waiting for the writers' readers and never blocks an append (see
-//! `sink::spool`).
+//! instead of failing with "database is locked"; and the sync is an `fdatasync` of the log,
+//! which takes no lock at all (SQLite's own checkpoints, every few MiB of log, are `PASSIVE`:
+//! they copy what they can without waiting for the writers' readers; see `sink::spool`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,9 +106,11 @@ pub fn spawn_spool_task<C: Chunk>(
     std::thread::spawn(move || {
         let mut last_housekeeping = Instant::now();
         let mut last_sync = Instant::now();
-        // The figures at the last checkpoint: an idle spool (nothing appended, trimmed or
-        // expired since) has nothing to sync, and its wake-up costs no checkpoint.
+        // The figures at the last sync: an idle spool (nothing appended, trimmed or expired
+        // since) has nothing to sync, and its wake-up costs no disk sync.
         let mut synced = spool.stats();
+        // With `sync = "full"` SQLite syncs every commit itself.
+        let sync_due = spool.limits().sync == spool::SyncPolicy::Normal;
         // Housekeeping that fails (a busy or full disk) fails at every round.
         let mut housekeeping_log = crate::metrics::RateLimited::new(Duration::from_secs(60));
         let wake = HOUSEKEEPING.min(sync_interval.max(Duration::from_millis(10)));
@@ -183,8 +185,8 @@ pub fn spawn_spool_task<C: Chunk>(
                 }
                 last_housekeeping = Instant::now();
             }
-            if last_sync.elapsed() >= sync_interval && spool.stats() != synced {
-                match spool.checkpoint() {
+            if sync_due && last_sync.elapsed() >= sync_interval && spool.stats() != synced {
+                match spool.sync_log() {
                     Ok(()) => synced = spool.stats(),
                     Err(e) => {
                         if let Some(unlogged) = housekeeping_log.due(Instant::now()) {
