@@ -189,7 +189,20 @@ impl Paths {
     ) -> Result<(), serde_json::Error> {
         found.clear();
         found.resize(self.slots, None);
-        let mut de = serde_json::Deserializer::from_slice(payload);
+        // UTF-8 checked once for the whole payload rather than string by string, as reading
+        // bytes does. A payload that is not UTF-8 is not JSON either way (outside strings
+        // JSON is ASCII); it is read as bytes all the same, for serde_json's own error.
+        match std::str::from_utf8(payload) {
+            Ok(text) => self.read_with(serde_json::Deserializer::from_str(text), found),
+            Err(_) => self.read_with(serde_json::Deserializer::from_slice(payload), found),
+        }
+    }
+
+    fn read_with<'p, R: serde_json::de::Read<'p>>(
+        &self,
+        mut de: serde_json::Deserializer<R>,
+        found: &mut Vec<Option<Found<'p>>>,
+    ) -> Result<(), serde_json::Error> {
         de::DeserializeSeed::deserialize(
             Walk {
                 paths: self,
@@ -637,6 +650,59 @@ mod tests {
         let not_utf8 = b"{\"x\": \"\xff\"}";
         assert!(serde_json::from_slice::<Json>(not_utf8).is_err());
         assert!(paths.read(not_utf8, &mut found).is_err());
+    }
+
+    #[test]
+    fn payloads_read_as_text_find_and_fail_as_read_as_bytes() {
+        let mut paths = Paths::default();
+        for p in ["spindle.rpm", "nc.program", "axes.temps[1]", "a\"b", "é.x", "ts"] {
+            paths.add(&path(p));
+        }
+        let docs: [&[u8]; 17] = [
+            br#"{"ts":1765000000000,"spindle":{"rpm":8042.5},"axes":{"temps":[31.5,30.25]},"nc":{"program":"O0042"}}"#,
+            // Escaped keys and values: the key as decoded is what a path names.
+            br#"{"sp\u0069ndle": {"rpm": 1}, "nc": {"pro\u0067ram": "a\nb\u00e9\"", "x": "\ud83d\ude00"}}"#,
+            r#"{"a\"b": 1, "\u00e9": {"x": "\u00e9"}, "é": {"x": "é"}}"#.as_bytes(),
+            // Duplicate keys, nested arrays, wrong kinds, missing fields.
+            br#"{"spindle": {"rpm": 1}, "spindle": {}, "axes": {"temps": [[1], [2, [3]]]}}"#,
+            br#"{"spindle": [1, 2], "nc": {"program": {"a": [{}]}}, "axes": {"temps": {"1": 2}}}"#,
+            br#"{"ts": null, "spindle": {"rpm": -0.0e-3}, "axes": {"temps": [1, 18446744073709551616]}}"#,
+            b"[]",
+            b"  \"text\"  ",
+            // Not JSON: each fails with the same error both ways.
+            b"",
+            br#"{"spindle": {"rpm": 1e400}}"#,
+            br#"{"nc": {"program": "\ud800"}}"#,
+            br#"{"nc": {"program": "a"#,
+            b"{\"x\": \"tab\tin text\"}",
+            // Not UTF-8: inside a string, in a key, outside any string.
+            b"{\"nc\": {\"program\": \"\xff\"}}",
+            b"{\"\xc3\": 1}",
+            b"{\"ts\": 1, \xe9}",
+            b"{\"ts\": 1} \xff",
+        ];
+        let (mut text, mut bytes) = (Vec::new(), Vec::new());
+        for doc in docs {
+            let as_text = paths.read(doc, &mut text).map_err(|e| e.to_string());
+            bytes.clear();
+            bytes.resize(paths.slots, None);
+            let as_bytes = paths
+                .read_with(serde_json::Deserializer::from_slice(doc), &mut bytes)
+                .map_err(|e| e.to_string());
+            let shown = String::from_utf8_lossy(doc);
+            assert_eq!(as_text, as_bytes, "{shown}");
+            assert_eq!(
+                as_text.is_ok(),
+                serde_json::from_slice::<Json>(doc).is_ok(),
+                "{shown}"
+            );
+            if as_text.is_ok() {
+                assert_eq!(text, bytes, "{shown}");
+            }
+        }
+        // The escapes were decoded into the value found.
+        paths.read(docs[1], &mut text).unwrap();
+        assert!(text.contains(&Some(Found::Text("a\nbé\"".into()))));
     }
 
     #[test]
