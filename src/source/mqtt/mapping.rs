@@ -568,7 +568,9 @@ impl Ctx {
         out: &mut Vec<SourceEvent>,
     ) {
         let mut doc = emptied(std::mem::take(&mut self.found));
-        self.json_found(mapping, topic, captures, target, payload, arrival, &mut doc, out);
+        self.json_found(
+            mapping, topic, captures, target, payload, arrival, &mut doc, out,
+        );
         self.found = emptied(doc);
     }
 
@@ -1362,10 +1364,16 @@ field = [
             ("spBv1.0/shop1/DDATA/edge1/cnc01", &ddata),
             ("plant/cnc01/data", b"{\"parts\": "),
             ("plant/cnc01/data", big.as_bytes()),
-            ("plant/cnc01/data", br#"{"parts": 2.5, "nc": {"program": [1]}}"#),
+            (
+                "plant/cnc01/data",
+                br#"{"parts": 2.5, "nc": {"program": [1]}}"#,
+            ),
             ("plant/cnc02/status", b"offline"),
             ("meters/main/kwh", b"n/a"),
-            ("plant/cnc01/data", br#"{"parts": 3, "ts": "2024-05-01T07:59:00+08:00"}"#),
+            (
+                "plant/cnc01/data",
+                br#"{"parts": 3, "ts": "2024-05-01T07:59:00+08:00"}"#,
+            ),
         ];
         // Twice over, so that the second round meets every topic known.
         for (topic, payload) in messages.iter().chain(&messages) {

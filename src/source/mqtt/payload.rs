@@ -529,27 +529,48 @@ pub fn timestamp(j: &Json) -> Result<Timestamp, String> {
     timestamp_of(&Found::of(j))
 }
 
-/// [`timestamp`] of a value found at a path.
-pub fn timestamp_of(found: &Found<'_>) -> Result<Timestamp, String> {
+/// Epoch numbers from this far from zero are not times (they are past what `f64` holds
+/// exactly, and far past the year 9999 in any unit).
+const EPOCH_LIMIT: f64 = 9.0e15;
+
+/// An epoch number in seconds or milliseconds (see [`MILLIS_FROM`]) as a timestamp.
+fn epoch(x: f64) -> Result<Timestamp, String> {
     // Whole units and the fraction apart: seconds × 1e9 as one f64 would lose the last few
     // hundred nanoseconds. The fraction is kept to the microsecond, which is what a decimal
     // fraction of a second survives binary floating point with.
-    let epoch = |x: f64| -> Result<Timestamp, String> {
-        if !x.is_finite() || x.abs() >= 9.0e15 {
-            return Err(format!("{x} is not a time"));
-        }
-        let unit: i128 = if x.abs() >= MILLIS_FROM {
-            1_000_000
-        } else {
-            1_000_000_000
-        };
-        let whole = x.trunc();
-        let micros = ((x - whole) * (unit / 1000) as f64).round() as i128;
-        let nanos = whole as i128 * unit + micros * 1000;
-        Timestamp::from_nanosecond(nanos).map_err(|e| format!("{x} is out of range ({e})"))
+    if !x.is_finite() || x.abs() >= EPOCH_LIMIT {
+        return Err(format!("{x} is not a time"));
+    }
+    let unit: i128 = if x.abs() >= MILLIS_FROM {
+        1_000_000
+    } else {
+        1_000_000_000
     };
+    let whole = x.trunc();
+    let micros = ((x - whole) * (unit / 1000) as f64).round() as i128;
+    let nanos = whole as i128 * unit + micros * 1000;
+    Timestamp::from_nanosecond(nanos).map_err(|e| format!("{x} is out of range ({e})"))
+}
+
+/// [`epoch`] of a whole number, the common case (`"ts": 1714521600000`), without its 128-bit
+/// arithmetic: the same instant, or else [`epoch`]'s own answer.
+fn epoch_whole(i: i64) -> Result<Timestamp, String> {
+    // Below EPOCH_LIMIT (< 2^53) an i64 is exactly its f64, so the comparisons are epoch's.
+    if i.unsigned_abs() as f64 >= EPOCH_LIMIT {
+        return epoch(i as f64);
+    }
+    let at = if i.unsigned_abs() as f64 >= MILLIS_FROM {
+        Timestamp::from_millisecond(i)
+    } else {
+        Timestamp::from_second(i)
+    };
+    at.or_else(|_| epoch(i as f64))
+}
+
+/// [`timestamp`] of a value found at a path.
+pub fn timestamp_of(found: &Found<'_>) -> Result<Timestamp, String> {
     match found {
-        Found::Int(i) => epoch(*i as f64),
+        Found::Int(i) => epoch_whole(*i),
         Found::Float(x) => epoch(*x),
         Found::Text(s) => match s.trim().parse::<f64>() {
             Ok(x) => epoch(x),
@@ -655,7 +676,14 @@ mod tests {
     #[test]
     fn payloads_read_as_text_find_and_fail_as_read_as_bytes() {
         let mut paths = Paths::default();
-        for p in ["spindle.rpm", "nc.program", "axes.temps[1]", "a\"b", "é.x", "ts"] {
+        for p in [
+            "spindle.rpm",
+            "nc.program",
+            "axes.temps[1]",
+            "a\"b",
+            "é.x",
+            "ts",
+        ] {
             paths.add(&path(p));
         }
         let docs: [&[u8]; 17] = [
@@ -749,6 +777,41 @@ mod tests {
         assert_eq!(from_text("-1.25"), Value::Float(-1.25));
         assert_eq!(from_text("true"), Value::Bool(true));
         assert_eq!(from_text("RUNNING"), Value::Text("RUNNING".into()));
+    }
+
+    #[test]
+    fn whole_epoch_numbers_are_the_instants_of_the_general_conversion() {
+        let (max_s, min_s) = (Timestamp::MAX.as_second(), Timestamp::MIN.as_second());
+        let (max_ms, min_ms) = (
+            Timestamp::MAX.as_millisecond(),
+            Timestamp::MIN.as_millisecond(),
+        );
+        let mut whole = vec![
+            0,
+            1,
+            1_714_521_600,
+            1_714_521_600_000,
+            99_999_999_999,
+            100_000_000_000,
+            8_999_999_999_999_999,
+            9_000_000_000_000_000,
+            9_000_000_000_000_001,
+            i64::MAX,
+            i64::MIN,
+            max_s,
+            min_s,
+            max_ms,
+            min_ms,
+        ];
+        whole.extend(
+            whole
+                .clone()
+                .iter()
+                .flat_map(|i| [i.saturating_add(1), i.saturating_sub(1), i.saturating_neg()]),
+        );
+        for i in whole {
+            assert_eq!(epoch_whole(i), epoch(i as f64), "{i}");
+        }
     }
 
     #[test]
