@@ -13,6 +13,11 @@
 //! [`MAX_TOPIC_LABELS`] distinct topics the rest share the label `(other topics)`. Warnings are
 //! rate-limited per topic and kind: the first at once, then at most one a minute that says how
 //! many were not logged.
+//!
+//! A topic that came to a registered machine or meter is remembered with its mapping and
+//! target, so that the next message on it is not matched against the patterns again (up to
+//! [`MAX_ROUTES`] topics, forgotten all at once at the bound). What a message comes to does not
+//! depend on it: the mappings and the register do not change while the mapper lives.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
