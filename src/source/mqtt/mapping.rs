@@ -498,7 +498,7 @@ impl Mapper {
             }
         };
         if let Some(offline) = &mapping.offline_payload
-            && std::str::from_utf8(payload).is_ok_and(|p| p.trim() == offline)
+            && is_offline(payload, offline)
         {
             out.push(SourceEvent::Offline {
                 target,
@@ -895,6 +895,18 @@ impl Collected {
             out.push(SourceEvent::Samples(self.samples));
         }
     }
+}
+
+/// Whether `payload`, trimmed, is the (trimmed) offline payload `offline`. A payload of another
+/// length that starts and ends with a printable ASCII character (any JSON object or array) is
+/// not, without reading it through: `trim` would leave it as it is.
+fn is_offline(payload: &[u8], offline: &str) -> bool {
+    let untrimmable = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+    if payload.len() != offline.len() && untrimmable(payload.first()) && untrimmable(payload.last())
+    {
+        return false;
+    }
+    std::str::from_utf8(payload).is_ok_and(|p| p.trim() == offline)
 }
 
 /// `found` emptied, on the same allocation (collecting a vector's own values, mapped to a type
@@ -1446,6 +1458,35 @@ field = [{ signal = "{s}", path = "v", type = "int" }]
             assert_eq!(sample(&events), (s.into(), Value::Int(1)));
         }
         assert_eq!(m.routes.len(), 5);
+    }
+
+    #[test]
+    fn the_offline_payload_is_recognised_as_by_trimming_the_text() {
+        let payloads: [&[u8]; 14] = [
+            b"offline",
+            b" offline\n",
+            b"\toffline",
+            b"offline ",
+            "\u{3000}offline".as_bytes(),
+            "offline\u{a0}".as_bytes(),
+            "\u{2003}offline\u{85}".as_bytes(),
+            b"Offline",
+            b"offline!",
+            b"{\"state\": \"offline\"}",
+            b"offlin",
+            b"",
+            b"\xffoffline",
+            b"offline\xff",
+        ];
+        for payload in payloads {
+            let trimmed = std::str::from_utf8(payload).is_ok_and(|p| p.trim() == "offline");
+            assert_eq!(
+                is_offline(payload, "offline"),
+                trimmed,
+                "{:?}",
+                String::from_utf8_lossy(payload)
+            );
+        }
     }
 
     #[test]
