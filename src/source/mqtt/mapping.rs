@@ -13,6 +13,11 @@
 //! [`MAX_TOPIC_LABELS`] distinct topics the rest share the label `(other topics)`. Warnings are
 //! rate-limited per topic and kind: the first at once, then at most one a minute that says how
 //! many were not logged.
+//!
+//! A topic that came to a registered machine or meter is remembered with its mapping and
+//! target, so that the next message on it is not matched against the patterns again (up to
+//! [`MAX_ROUTES`] topics, forgotten all at once at the bound). What a message comes to does not
+//! depend on it: the mappings and the register do not change while the mapper lives.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -48,6 +53,10 @@ pub const MAX_SPARKPLUG_METRICS: usize = 10_000;
 /// Topics are cut to this many bytes in labels and logs: a topic may be 64 KiB long, and up
 /// to [`MAX_TOPIC_LABELS`] of them are kept.
 pub const MAX_TOPIC_TEXT: usize = 200;
+/// Topics whose way (mapping and registered target) the mapper remembers, so that a message on
+/// a known topic is not matched against the patterns again; at the bound they are forgotten
+/// all at once and learnt again. Topics longer than [`MAX_TOPIC_TEXT`] are not remembered.
+pub const MAX_ROUTES: usize = 1000;
 
 /// `topic` cut to [`MAX_TOPIC_TEXT`] bytes (at a character boundary), with `…` when cut.
 fn shown(topic: &str) -> std::borrow::Cow<'_, str> {
@@ -124,6 +133,9 @@ struct Mapping {
     timestamp: Option<usize>,
     offline_payload: Option<String>,
     fields: Vec<Field>,
+    /// Whether a topic's way can be remembered: not Sparkplug (whose messages go by node and
+    /// device), and every signal name fixed, so nothing but the target comes from the topic.
+    routable: bool,
 }
 
 /// What the agent knows of one Sparkplug edge node from its birth certificates.
@@ -290,6 +302,9 @@ impl Stats {
 #[derive(Debug)]
 pub struct Mapper {
     mappings: Vec<Mapping>,
+    /// Topic → (index of its mapping, its registered target), for topics that came to a
+    /// registered target of a [`Mapping::routable`] mapping; at most [`MAX_ROUTES`].
+    routes: HashMap<Box<str>, (usize, Target)>,
     ctx: Ctx,
 }
 
@@ -304,6 +319,9 @@ struct Ctx {
     /// (group, node) → what its births said.
     nodes: HashMap<(String, String), EdgeNode>,
     stats: Stats,
+    /// The room of the values a JSON payload has at the mapping's paths, kept empty between
+    /// messages so that reading one allocates nothing for them.
+    found: Vec<Option<Found<'static>>>,
 }
 
 impl Mapper {
@@ -357,6 +375,8 @@ impl Mapper {
                 });
             }
             mappings.push(Mapping {
+                routable: topic.format != PayloadFormat::Sparkplug
+                    && fields.iter().all(|f| f.fixed_signal.is_some()),
                 pattern,
                 format: topic.format,
                 target,
@@ -372,6 +392,7 @@ impl Mapper {
         }
         Ok(Mapper {
             mappings,
+            routes: HashMap::new(),
             ctx: Ctx {
                 machines,
                 meters,
@@ -380,6 +401,7 @@ impl Mapper {
                     .unwrap_or(SignedDuration::MAX),
                 nodes: HashMap::new(),
                 stats: Stats::new(Arc::from(broker.id.as_str()), metrics),
+                found: Vec::new(),
             },
         })
     }
@@ -405,23 +427,38 @@ impl Mapper {
     ) {
         let ctx = &mut self.ctx;
         ctx.stats.messages.fetch_add(1, Ordering::Relaxed);
-        let levels = topic.bytes().filter(|b| *b == b'/').count() + 1;
-        if levels > MAX_TOPIC_LEVELS {
-            let detail = format!(
-                "topic of {levels} levels ({} bytes), more than {MAX_TOPIC_LEVELS}: dropped",
-                topic.len()
-            );
-            ctx.stats.fault(topic, Fault::Topic, &detail);
-            return;
-        }
-        let Some((mapping, captures)) = self
-            .mappings
-            .iter()
-            .find_map(|m| m.pattern.matches(topic).map(|c| (m, c)))
-        else {
-            ctx.stats.unmapped(topic);
-            return;
+        // A known topic passed the checks below before and leads where it led then: the
+        // mappings and the register do not change.
+        let known = if topic.len() <= MAX_TOPIC_TEXT {
+            self.routes.get(topic).cloned()
+        } else {
+            None
         };
+        let (index, captures) = match &known {
+            Some((index, _)) => (*index, Vec::new()),
+            None => {
+                let levels = topic.bytes().filter(|b| *b == b'/').count() + 1;
+                if levels > MAX_TOPIC_LEVELS {
+                    let detail = format!(
+                        "topic of {levels} levels ({} bytes), more than {MAX_TOPIC_LEVELS}: dropped",
+                        topic.len()
+                    );
+                    ctx.stats.fault(topic, Fault::Topic, &detail);
+                    return;
+                }
+                let Some(found) = self
+                    .mappings
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, m)| m.pattern.matches(topic).map(|c| (i, c)))
+                else {
+                    ctx.stats.unmapped(topic);
+                    return;
+                };
+                found
+            }
+        };
+        let mapping = &self.mappings[index];
         if payload.len() > ctx.max_payload {
             let detail = format!(
                 "payload of {} bytes is larger than max_packet_size ({}): dropped",
@@ -445,11 +482,23 @@ impl Mapper {
             ctx.sparkplug(mapping, topic, &sp, &captures, payload, arrival, out);
             return;
         }
-        let Some(target) = ctx.resolve(mapping, topic, &captures) else {
-            return;
+        let target = match known {
+            Some((_, target)) => target,
+            None => {
+                let Some(target) = ctx.resolve(mapping, topic, &captures) else {
+                    return;
+                };
+                if mapping.routable && topic.len() <= MAX_TOPIC_TEXT {
+                    if self.routes.len() >= MAX_ROUTES {
+                        self.routes.clear();
+                    }
+                    self.routes.insert(topic.into(), (index, target.clone()));
+                }
+                target
+            }
         };
         if let Some(offline) = &mapping.offline_payload
-            && std::str::from_utf8(payload).is_ok_and(|p| p.trim() == offline)
+            && is_offline(payload, offline)
         {
             out.push(SourceEvent::Offline {
                 target,
@@ -523,8 +572,27 @@ impl Ctx {
         arrival: Timestamp,
         out: &mut Vec<SourceEvent>,
     ) {
-        let mut doc = Vec::new();
-        if let Err(e) = mapping.paths.read(payload, &mut doc) {
+        let mut doc = emptied(std::mem::take(&mut self.found));
+        self.json_found(
+            mapping, topic, captures, target, payload, arrival, &mut doc, out,
+        );
+        self.found = emptied(doc);
+    }
+
+    /// [`Ctx::json`] with `doc`, the room for the values at the mapping's paths.
+    #[allow(clippy::too_many_arguments)]
+    fn json_found<'p>(
+        &mut self,
+        mapping: &Mapping,
+        topic: &str,
+        captures: &[(&str, &str)],
+        target: Target,
+        payload: &'p [u8],
+        arrival: Timestamp,
+        doc: &mut Vec<Option<Found<'p>>>,
+        out: &mut Vec<SourceEvent>,
+    ) {
+        if let Err(e) = mapping.paths.read(payload, doc) {
             self.stats
                 .fault(topic, Fault::Malformed, &format!("not JSON ({e}): dropped"));
             return;
@@ -827,6 +895,26 @@ impl Collected {
             out.push(SourceEvent::Samples(self.samples));
         }
     }
+}
+
+/// Whether `payload`, trimmed, is the (trimmed) offline payload `offline`. A payload of another
+/// length that starts and ends with a printable ASCII character (any JSON object or array) is
+/// not, without reading it through: `trim` would leave it as it is.
+fn is_offline(payload: &[u8], offline: &str) -> bool {
+    let untrimmable = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+    if payload.len() != offline.len() && untrimmable(payload.first()) && untrimmable(payload.last())
+    {
+        return false;
+    }
+    std::str::from_utf8(payload).is_ok_and(|p| p.trim() == offline)
+}
+
+/// `found` emptied, on the same allocation (collecting a vector's own values, mapped to a type
+/// of the same size, reuses its room): the values borrowed from one payload go, the room stays
+/// for the next payload.
+fn emptied<'a, 'b>(mut found: Vec<Option<Found<'a>>>) -> Vec<Option<Found<'b>>> {
+    found.clear();
+    found.into_iter().map(|_| None).collect()
 }
 
 fn signal_name(field: &Field, captures: &[(&str, &str)]) -> Option<Arc<str>> {
@@ -1261,6 +1349,144 @@ field = [
         let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
         assert!(handle(&mut m, "plant/cnc01/data", deep.as_bytes()).is_empty());
         assert_eq!(bad(&metrics, "plant/cnc01/data", "malformed"), 1);
+    }
+
+    /// Every counter as (name, labels, value), in order.
+    fn counters(metrics: &Metrics) -> Vec<String> {
+        let mut all: Vec<String> = metrics
+            .read()
+            .iter()
+            .map(|r| format!("{} {:?} {}", r.name, r.labels, r.value))
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn a_known_topic_leads_where_it_led_the_first_time() {
+        // One mapper remembers topics; the other forgets them before every message, so it
+        // matches every topic against the patterns as on its first message.
+        let (mut remembers, metrics_r) = mapper();
+        let (mut forgets, metrics_f) = mapper();
+        let big = format!("{{\"parts\": 1, \"pad\": \"{}\"}}", "x".repeat(2048));
+        let ddata = payload(T_MS, vec![metric(None, Some(10), 0, Raw::Float(1.0))]);
+        let birth = dbirth();
+        let messages: Vec<(&str, &[u8])> = vec![
+            ("plant/cnc01/data", br#"{"parts": 1, "state": {"run": 1}}"#),
+            ("plant/ghost/data", br#"{"parts": 1}"#),
+            ("plant/cnc02/status", b"RUNNING"),
+            ("meters/main/kwh", b"12.5"),
+            ("other/topic", b"1"),
+            ("spBv1.0/shop1/DBIRTH/edge1/cnc01", &birth),
+            ("spBv1.0/shop1/DDATA/edge1/cnc01", &ddata),
+            ("plant/cnc01/data", b"{\"parts\": "),
+            ("plant/cnc01/data", big.as_bytes()),
+            (
+                "plant/cnc01/data",
+                br#"{"parts": 2.5, "nc": {"program": [1]}}"#,
+            ),
+            ("plant/cnc02/status", b"offline"),
+            ("meters/main/kwh", b"n/a"),
+            (
+                "plant/cnc01/data",
+                br#"{"parts": 3, "ts": "2024-05-01T07:59:00+08:00"}"#,
+            ),
+        ];
+        // Twice over, so that the second round meets every topic known.
+        for (topic, payload) in messages.iter().chain(&messages) {
+            forgets.routes.clear();
+            let known = handle(&mut remembers, topic, payload);
+            assert_eq!(known, handle(&mut forgets, topic, payload), "{topic}");
+        }
+        assert_eq!(counters(&metrics_r), counters(&metrics_f));
+        // Remembered: topics that came to a registered target of a JSON or text mapping;
+        // not a machine out of the register, nor Sparkplug, nor a topic no pattern matches.
+        let mut known: Vec<&str> = remembers.routes.keys().map(|t| &**t).collect();
+        known.sort();
+        assert_eq!(
+            known,
+            vec!["meters/main/kwh", "plant/cnc01/data", "plant/cnc02/status"]
+        );
+        // The unregistered machine is counted at each of its messages.
+        assert_eq!(
+            metrics_r.sum("shopfloor_mqtt_unregistered_messages_total"),
+            2
+        );
+    }
+
+    #[test]
+    fn remembered_topics_are_bounded_and_long_or_captured_ones_not_kept() {
+        let broker: MqttBroker = toml::from_str(
+            r#"
+id = "line"
+address = "127.0.0.1:1883"
+
+[[topic]]
+pattern = "line/{machine}/#"
+field = [{ signal = "parts", type = "int" }]
+
+[[topic]]
+pattern = "named/{machine}/{s}"
+field = [{ signal = "{s}", path = "v", type = "int" }]
+"#,
+        )
+        .unwrap();
+        let machines = ["cnc01"].into_iter().map(Arc::from).collect();
+        let mut m = Mapper::new(&broker, machines, HashSet::new(), Metrics::new()).unwrap();
+        let sample = |events: &[SourceEvent]| -> (String, Value) {
+            let [(signal, value, _)] = samples(events).try_into().unwrap();
+            (signal, value)
+        };
+        for i in 0..2 * MAX_ROUTES + 5 {
+            let topic = format!("line/cnc01/x{i}");
+            let events = handle(&mut m, &topic, format!(r#"{{"parts": {i}}}"#).as_bytes());
+            assert_eq!(sample(&events), ("parts".into(), Value::Int(i as i64)));
+            assert!(m.routes.len() <= MAX_ROUTES, "{} at {i}", m.routes.len());
+        }
+        // Forgotten at the bound and learnt again: the last five since the second clearing.
+        assert_eq!(m.routes.len(), 5);
+        // A topic longer than MAX_TOPIC_TEXT: read each time, never kept.
+        let long = format!("line/cnc01/{}", "y".repeat(MAX_TOPIC_TEXT));
+        for parts in [7, 8] {
+            let events = handle(&mut m, &long, format!(r#"{{"parts": {parts}}}"#).as_bytes());
+            assert_eq!(sample(&events), ("parts".into(), Value::Int(parts)));
+        }
+        assert!(!m.routes.contains_key(long.as_str()));
+        // A signal named from the topic: the name is made from each message's own topic.
+        for s in ["a", "b", "a"] {
+            let events = handle(&mut m, &format!("named/cnc01/{s}"), br#"{"v": 1}"#);
+            assert_eq!(sample(&events), (s.into(), Value::Int(1)));
+        }
+        assert_eq!(m.routes.len(), 5);
+    }
+
+    #[test]
+    fn the_offline_payload_is_recognised_as_by_trimming_the_text() {
+        let payloads: [&[u8]; 14] = [
+            b"offline",
+            b" offline\n",
+            b"\toffline",
+            b"offline ",
+            "\u{3000}offline".as_bytes(),
+            "offline\u{a0}".as_bytes(),
+            "\u{2003}offline\u{85}".as_bytes(),
+            b"Offline",
+            b"offline!",
+            b"{\"state\": \"offline\"}",
+            b"offlin",
+            b"",
+            b"\xffoffline",
+            b"offline\xff",
+        ];
+        for payload in payloads {
+            let trimmed = std::str::from_utf8(payload).is_ok_and(|p| p.trim() == "offline");
+            assert_eq!(
+                is_offline(payload, "offline"),
+                trimmed,
+                "{:?}",
+                String::from_utf8_lossy(payload)
+            );
+        }
     }
 
     #[test]

@@ -189,7 +189,20 @@ impl Paths {
     ) -> Result<(), serde_json::Error> {
         found.clear();
         found.resize(self.slots, None);
-        let mut de = serde_json::Deserializer::from_slice(payload);
+        // UTF-8 checked once for the whole payload rather than string by string, as reading
+        // bytes does. A payload that is not UTF-8 is not JSON either way (outside strings
+        // JSON is ASCII); it is read as bytes all the same, for serde_json's own error.
+        match std::str::from_utf8(payload) {
+            Ok(text) => self.read_with(serde_json::Deserializer::from_str(text), found),
+            Err(_) => self.read_with(serde_json::Deserializer::from_slice(payload), found),
+        }
+    }
+
+    fn read_with<'p, R: serde_json::de::Read<'p>>(
+        &self,
+        mut de: serde_json::Deserializer<R>,
+        found: &mut Vec<Option<Found<'p>>>,
+    ) -> Result<(), serde_json::Error> {
         de::DeserializeSeed::deserialize(
             Walk {
                 paths: self,
@@ -516,27 +529,48 @@ pub fn timestamp(j: &Json) -> Result<Timestamp, String> {
     timestamp_of(&Found::of(j))
 }
 
-/// [`timestamp`] of a value found at a path.
-pub fn timestamp_of(found: &Found<'_>) -> Result<Timestamp, String> {
+/// Epoch numbers from this far from zero are not times (they are past what `f64` holds
+/// exactly, and far past the year 9999 in any unit).
+const EPOCH_LIMIT: f64 = 9.0e15;
+
+/// An epoch number in seconds or milliseconds (see [`MILLIS_FROM`]) as a timestamp.
+fn epoch(x: f64) -> Result<Timestamp, String> {
     // Whole units and the fraction apart: seconds × 1e9 as one f64 would lose the last few
     // hundred nanoseconds. The fraction is kept to the microsecond, which is what a decimal
     // fraction of a second survives binary floating point with.
-    let epoch = |x: f64| -> Result<Timestamp, String> {
-        if !x.is_finite() || x.abs() >= 9.0e15 {
-            return Err(format!("{x} is not a time"));
-        }
-        let unit: i128 = if x.abs() >= MILLIS_FROM {
-            1_000_000
-        } else {
-            1_000_000_000
-        };
-        let whole = x.trunc();
-        let micros = ((x - whole) * (unit / 1000) as f64).round() as i128;
-        let nanos = whole as i128 * unit + micros * 1000;
-        Timestamp::from_nanosecond(nanos).map_err(|e| format!("{x} is out of range ({e})"))
+    if !x.is_finite() || x.abs() >= EPOCH_LIMIT {
+        return Err(format!("{x} is not a time"));
+    }
+    let unit: i128 = if x.abs() >= MILLIS_FROM {
+        1_000_000
+    } else {
+        1_000_000_000
     };
+    let whole = x.trunc();
+    let micros = ((x - whole) * (unit / 1000) as f64).round() as i128;
+    let nanos = whole as i128 * unit + micros * 1000;
+    Timestamp::from_nanosecond(nanos).map_err(|e| format!("{x} is out of range ({e})"))
+}
+
+/// [`epoch`] of a whole number, the common case (`"ts": 1714521600000`), without its 128-bit
+/// arithmetic: the same instant, or else [`epoch`]'s own answer.
+fn epoch_whole(i: i64) -> Result<Timestamp, String> {
+    // Below EPOCH_LIMIT (< 2^53) an i64 is exactly its f64, so the comparisons are epoch's.
+    if i.unsigned_abs() as f64 >= EPOCH_LIMIT {
+        return epoch(i as f64);
+    }
+    let at = if i.unsigned_abs() as f64 >= MILLIS_FROM {
+        Timestamp::from_millisecond(i)
+    } else {
+        Timestamp::from_second(i)
+    };
+    at.or_else(|_| epoch(i as f64))
+}
+
+/// [`timestamp`] of a value found at a path.
+pub fn timestamp_of(found: &Found<'_>) -> Result<Timestamp, String> {
     match found {
-        Found::Int(i) => epoch(*i as f64),
+        Found::Int(i) => epoch_whole(*i),
         Found::Float(x) => epoch(*x),
         Found::Text(s) => match s.trim().parse::<f64>() {
             Ok(x) => epoch(x),
@@ -640,6 +674,66 @@ mod tests {
     }
 
     #[test]
+    fn payloads_read_as_text_find_and_fail_as_read_as_bytes() {
+        let mut paths = Paths::default();
+        for p in [
+            "spindle.rpm",
+            "nc.program",
+            "axes.temps[1]",
+            "a\"b",
+            "é.x",
+            "ts",
+        ] {
+            paths.add(&path(p));
+        }
+        let docs: [&[u8]; 17] = [
+            br#"{"ts":1765000000000,"spindle":{"rpm":8042.5},"axes":{"temps":[31.5,30.25]},"nc":{"program":"O0042"}}"#,
+            // Escaped keys and values: the key as decoded is what a path names.
+            br#"{"sp\u0069ndle": {"rpm": 1}, "nc": {"pro\u0067ram": "a\nb\u00e9\"", "x": "\ud83d\ude00"}}"#,
+            r#"{"a\"b": 1, "\u00e9": {"x": "\u00e9"}, "é": {"x": "é"}}"#.as_bytes(),
+            // Duplicate keys, nested arrays, wrong kinds, missing fields.
+            br#"{"spindle": {"rpm": 1}, "spindle": {}, "axes": {"temps": [[1], [2, [3]]]}}"#,
+            br#"{"spindle": [1, 2], "nc": {"program": {"a": [{}]}}, "axes": {"temps": {"1": 2}}}"#,
+            br#"{"ts": null, "spindle": {"rpm": -0.0e-3}, "axes": {"temps": [1, 18446744073709551616]}}"#,
+            b"[]",
+            b"  \"text\"  ",
+            // Not JSON: each fails with the same error both ways.
+            b"",
+            br#"{"spindle": {"rpm": 1e400}}"#,
+            br#"{"nc": {"program": "\ud800"}}"#,
+            br#"{"nc": {"program": "a"#,
+            b"{\"x\": \"tab\tin text\"}",
+            // Not UTF-8: inside a string, in a key, outside any string.
+            b"{\"nc\": {\"program\": \"\xff\"}}",
+            b"{\"\xc3\": 1}",
+            b"{\"ts\": 1, \xe9}",
+            b"{\"ts\": 1} \xff",
+        ];
+        let (mut text, mut bytes) = (Vec::new(), Vec::new());
+        for doc in docs {
+            let as_text = paths.read(doc, &mut text).map_err(|e| e.to_string());
+            bytes.clear();
+            bytes.resize(paths.slots, None);
+            let as_bytes = paths
+                .read_with(serde_json::Deserializer::from_slice(doc), &mut bytes)
+                .map_err(|e| e.to_string());
+            let shown = String::from_utf8_lossy(doc);
+            assert_eq!(as_text, as_bytes, "{shown}");
+            assert_eq!(
+                as_text.is_ok(),
+                serde_json::from_slice::<Json>(doc).is_ok(),
+                "{shown}"
+            );
+            if as_text.is_ok() {
+                assert_eq!(text, bytes, "{shown}");
+            }
+        }
+        // The escapes were decoded into the value found.
+        paths.read(docs[1], &mut text).unwrap();
+        assert!(text.contains(&Some(Found::Text("a\nbé\"".into()))));
+    }
+
+    #[test]
     fn values_convert_to_the_declared_type_only_when_exact() {
         use SignalType::*;
         let ok = |v: Value, t| coerce(v, t).unwrap();
@@ -683,6 +777,41 @@ mod tests {
         assert_eq!(from_text("-1.25"), Value::Float(-1.25));
         assert_eq!(from_text("true"), Value::Bool(true));
         assert_eq!(from_text("RUNNING"), Value::Text("RUNNING".into()));
+    }
+
+    #[test]
+    fn whole_epoch_numbers_are_the_instants_of_the_general_conversion() {
+        let (max_s, min_s) = (Timestamp::MAX.as_second(), Timestamp::MIN.as_second());
+        let (max_ms, min_ms) = (
+            Timestamp::MAX.as_millisecond(),
+            Timestamp::MIN.as_millisecond(),
+        );
+        let mut whole = vec![
+            0,
+            1,
+            1_714_521_600,
+            1_714_521_600_000,
+            99_999_999_999,
+            100_000_000_000,
+            8_999_999_999_999_999,
+            9_000_000_000_000_000,
+            9_000_000_000_000_001,
+            i64::MAX,
+            i64::MIN,
+            max_s,
+            min_s,
+            max_ms,
+            min_ms,
+        ];
+        whole.extend(
+            whole
+                .clone()
+                .iter()
+                .flat_map(|i| [i.saturating_add(1), i.saturating_sub(1), i.saturating_neg()]),
+        );
+        for i in whole {
+            assert_eq!(epoch_whole(i), epoch(i as f64), "{i}");
+        }
     }
 
     #[test]
