@@ -1220,11 +1220,15 @@ pub struct RunOptions {
 pub const BATCH_LINES: usize = 1024;
 
 /// How long a record waits in the engine for its batch to fill before the batch goes anyway.
-/// At 1000 messages a second that is some 250 messages to one spool append instead of one
-/// append each; the writers send once a second at most (`flush_interval`), so the store sees
-/// the records no later than before. What waits here is lost if the process is killed, as is
-/// what waits in the queues: a quarter of a second more.
-pub const BATCH_LINGER: Duration = Duration::from_millis(250);
+/// At 1000 messages a second that is one spool append of some 1000 lines a second instead of
+/// one append a message. Each append is a SQLite commit with its fixed pages, a wake-up of the
+/// spool thread and one of every writer: at 1,000 MQTT messages a second, a second here
+/// instead of 250 ms took about 7 % off the agent's CPU (docs/BENCHMARKS.md, issue 21, eighth
+/// round). A second is the spool's `sync_interval` by default, the most a power cut may cost
+/// anyway, and the writers' `flush_interval`, so a record reaches the store at most about a
+/// second later than at once. What waits here is lost if the process is killed, as is what
+/// waits in the queues; a graceful stop hands it to the spool first.
+pub const BATCH_LINGER: Duration = Duration::from_secs(1);
 
 /// The most events the engine takes from its queue in one turn of its loop: enough to take a
 /// round of MQTT messages at once, few enough that the clock and the board's queries never

@@ -56,8 +56,8 @@ pub struct MqttBroker {
 
 /// `[[mqtt]] inflight_window` when the config gives none: Mosquitto's default.
 pub const DEFAULT_INFLIGHT_WINDOW: u16 = 20;
-/// `[[mqtt]] linger` when the config gives none: well inside the engine's 250 ms batches and
-/// the writers' one-second flush, and long enough for rounds of about 100 messages at 1,000 a
+/// `[[mqtt]] linger` when the config gives none: well inside the engine's one-second batches
+/// and the writers' one-second flush, and long enough for rounds of about 100 messages at 1,000 a
 /// second where the broker's window allows (issue 21).
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(100);
 /// The longest `linger` the config accepts.

@@ -767,8 +767,8 @@ pub async fn run(
 /// are there (see `quiet`). Under load the buffer never runs empty, so there is no pause and
 /// nothing changes; below [`ROUND_MIN`]
 /// a pause is not worth its timer. A message waits at most `linger` longer, against the
-/// engine's `BATCH_LINGER` of 250 ms; the broker keeps it until it is acknowledged, so a crash
-/// meanwhile loses nothing.
+/// engine's `BATCH_LINGER` of a second; the broker keeps it until it is acknowledged, so a
+/// crash meanwhile loses nothing.
 ///
 /// ## The broker's window, learned
 ///
