@@ -107,7 +107,8 @@ impl LineBuilder {
 
     pub fn int(mut self, key: &str, value: i64) -> Self {
         if self.field_key(key) {
-            let _ = write!(self.buf, "{value}i");
+            self.buf.push_str(itoa::Buffer::new().format(value));
+            self.buf.push('i');
         }
         self
     }
@@ -115,16 +116,15 @@ impl LineBuilder {
     /// An unsigned integer field (`7u`).
     pub fn uint(mut self, key: &str, value: u64) -> Self {
         if self.field_key(key) {
-            let _ = write!(self.buf, "{value}u");
+            self.buf.push_str(itoa::Buffer::new().format(value));
+            self.buf.push('u');
         }
         self
     }
 
     pub fn float(mut self, key: &str, value: f64) -> Self {
         if value.is_finite() && self.field_key(key) {
-            // Debug prints the shortest text that parses back to the same f64, and always
-            // with a `.` or an exponent, so a whole float never reads back as an integer.
-            let _ = write!(self.buf, "{value:?}");
+            push_float(&mut self.buf, value);
         }
         self
     }
@@ -180,9 +180,61 @@ impl LineBuilder {
         if self.fields == 0 || !self.valid {
             return None;
         }
-        let _ = write!(self.buf, " {}", precision.timestamp(at));
+        self.buf.push(' ');
+        self.buf
+            .push_str(itoa::Buffer::new().format(precision.timestamp(at)));
         Some(self.buf)
     }
+}
+
+/// Writes a finite float as `{:?}` does: the shortest text that parses back to the same f64,
+/// always with a `.` or an exponent, so a whole float never reads back as an integer.
+///
+/// ryu finds the same shortest digits faster, with two differences, so it writes only where
+/// neither applies and Debug writes the rest:
+/// - Form. Debug writes `ddd.ddd` for ±0 and for 1e-4 <= |x| < 1e16, an exponent (`1e16`,
+///   `5e-5`) outside. ryu is positional when the shortest decimal's magnitude kk (10^(kk-1) <=
+///   value < 10^kk) is in -5 < kk <= 16, so it would write `0.00005`. Inside Debug's range ryu
+///   is always positional: the f64 nearest 1e-4 has the shortest form `0.0001` (kk = -3),
+///   anything larger has kk >= -3, and the largest f64 below 1e16 is 1e16 - 2, shortest form
+///   `9999999999999998` (kk = 16).
+/// - Ties. When two shortest candidates are equally near (1e15 + 0.25 lies halfway between
+///   `…000.2` and `…000.3`), Debug takes the upper one and ryu the even one. Both candidates
+///   lie within the float's rounding interval (half an ulp each way), so they are 10^k apart
+///   with 10^k <= ulp, while a normal float is at least 2^52 ulps: the digits of either
+///   candidate make a number of at least 2^52 - 1, 16 digits. Neither has a trailing zero (it
+///   would have a shorter form). So a text of under 16 significant digits was no tie.
+///
+/// `floats_are_written_as_debug_writes_them` compares the two over the boundaries, ties and
+/// random bit patterns.
+fn push_float(buf: &mut String, value: f64) {
+    let abs = value.abs();
+    if abs == 0.0 || (1e-4..1e16).contains(&abs) {
+        let mut ryu = ryu::Buffer::new();
+        let text = ryu.format_finite(value);
+        if significant_digits(text) < 16 {
+            buf.push_str(text);
+            return;
+        }
+    }
+    let _ = write!(buf, "{value:?}");
+}
+
+/// The digits from the first non-zero one to the last non-zero one.
+fn significant_digits(text: &str) -> usize {
+    let (mut count, mut zeros, mut started) = (0, 0, false);
+    for b in text.bytes() {
+        match b {
+            b'0' if started => zeros += 1,
+            b'1'..=b'9' => {
+                count += zeros + 1;
+                zeros = 0;
+                started = true;
+            }
+            _ => {}
+        }
+    }
+    count
 }
 
 /// `measurement,k1=v1,k2=v2` for tags that repeat on every line of a kind.
@@ -214,7 +266,7 @@ pub fn rescale_timestamps(body: &[u8], precision: Precision) -> Cow<'_, [u8]> {
         match rescaled {
             Some((space, value)) => {
                 out.extend_from_slice(&text[..=space]);
-                let _ = write!(VecWriter(&mut out), "{value}");
+                out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
                 if line.len() > text.len() {
                     out.push(b'\n');
                 }
@@ -223,16 +275,6 @@ pub fn rescale_timestamps(body: &[u8], precision: Precision) -> Cow<'_, [u8]> {
         }
     }
     Cow::Owned(out)
-}
-
-/// `fmt::Write` into a byte vector, to format integers without an intermediate String.
-struct VecWriter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for VecWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 /// Characters a measurement name escapes.
@@ -382,6 +424,127 @@ mod tests {
         // 0.5 s before 1970 is in second -1, not second 0.
         let before = Timestamp::from_nanosecond(-500_000_000).unwrap();
         assert_eq!(Precision::S.timestamp(before), -1);
+    }
+
+    /// The float's text as `float` writes it.
+    fn float_text(x: f64) -> String {
+        let mut buf = String::new();
+        push_float(&mut buf, x);
+        buf
+    }
+
+    #[test]
+    fn floats_are_written_as_debug_writes_them() {
+        let check = |x: f64| {
+            if x.is_finite() {
+                assert_eq!(
+                    float_text(x),
+                    format!("{x:?}"),
+                    "bits {:#018x}",
+                    x.to_bits()
+                );
+            }
+        };
+        let mut edges = vec![
+            0.0,
+            1.0,
+            0.1,
+            0.5,
+            1200.0,
+            8042.5,
+            51.25,
+            29.75,
+            1e-4,
+            1e-5,
+            5e-5,
+            1e15,
+            1e16,
+            1e17,
+            9007199254740992.0,
+            9999999999999998.0,
+            123456789012345680.0,
+            f64::MIN_POSITIVE,
+            f64::MIN_POSITIVE / 3.0,
+            f64::from_bits(1),
+            f64::MAX,
+            f64::EPSILON,
+            1.0 / 3.0,
+            2.0 / 3.0,
+            0.1 + 0.2,
+            // Halfway between two shortest candidates: Debug rounds up, ryu to even.
+            1e15 + 0.25,
+            1e15 + 0.75,
+            2e14 + 0.125,
+        ];
+        for e in -330..=310 {
+            edges.push(10f64.powi(e));
+        }
+        for x in edges.clone() {
+            let (mut up, mut down) = (x, x);
+            for _ in 0..4 {
+                up = up.next_up();
+                down = down.next_down();
+                edges.extend([up, down]);
+            }
+        }
+        // Ties: binades whose floats have 1, 2 or 3 binary fraction digits and 17 decimal ones.
+        for n in 0..20_000u32 {
+            let n = f64::from(n);
+            for j in [1.0, 3.0] {
+                edges.push(1e15 + n + j / 4.0);
+                edges.push(4e15 + n + j / 2.0);
+            }
+            for j in [1.0, 3.0, 5.0, 7.0] {
+                edges.push(6e14 + n + j / 8.0);
+            }
+        }
+        for i in -100_000..=100_000 {
+            edges.push(i as f64);
+            edges.push(i as f64 / 100.0);
+            edges.push(i as f64 * 0.25);
+        }
+        for x in edges {
+            check(x);
+            check(-x);
+        }
+        // Random bit patterns (xorshift64): every exponent, subnormals included.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            check(f64::from_bits(state));
+        }
+        // And random values inside the range ryu writes, where the shortcut matters.
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+            check(10f64.powf(unit * 20.0 - 4.0) * if state & 1 == 0 { 1.0 } else { -1.0 });
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for v in [0, 1, -1, 9, 10, -10, 42, i64::MAX, i64::MIN, 1_700_000_000] {
+            let line = LineBuilder::new("m").int("x", v).finish(ts()).unwrap();
+            assert_eq!(line, format!("m x={v}i 1700000000000000000"));
+        }
+        for v in [0, 7, 10, u64::MAX] {
+            let line = LineBuilder::new("m").uint("x", v).finish(ts()).unwrap();
+            assert_eq!(line, format!("m x={v}u 1700000000000000000"));
+        }
+        for ns in [0, 1, -1, -1_500_000_000, i64::MIN, i64::MAX] {
+            let at = Timestamp::from_nanosecond(i128::from(ns)).unwrap();
+            for p in [Precision::Ns, Precision::Us, Precision::Ms, Precision::S] {
+                let line = LineBuilder::new("m")
+                    .int("x", 1)
+                    .finish_with(at, p)
+                    .unwrap();
+                assert_eq!(line, format!("m x=1i {}", p.timestamp(at)));
+            }
+        }
     }
 
     #[test]
