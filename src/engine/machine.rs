@@ -142,11 +142,10 @@ impl MachineTrack {
         calendar: &Calendar,
         out: &mut Vec<String>,
     ) {
-        let line = group
-            .iter()
-            .fold(LineBuilder::with_prefix(&self.signal_prefix), |b, s| {
-                b.value(&s.signal, &s.value)
-            });
+        let line = group.iter().fold(
+            LineBuilder::with_prefix_for(&self.signal_prefix, group.len()),
+            |b, s| b.value(&s.signal, &s.value),
+        );
         out.extend(line.finish(at));
         let known = self.signals.len();
         for s in group {
