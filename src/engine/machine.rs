@@ -39,6 +39,8 @@ pub(super) struct MachineTrack {
     /// An industrial robot (`kind = "robot"`), counted in the fleet's `machines_robot`.
     pub robot: bool,
     pub rules: Option<StateRules>,
+    /// Where the rules' signals are among `signals`.
+    pub found: state::Found,
     pub parts_signal: Option<Arc<str>>,
     pub good_signal: Option<Arc<str>>,
     pub reject_signal: Option<Arc<str>>,
@@ -106,6 +108,7 @@ impl MachineTrack {
             digital: m.is_digital(),
             robot: m.is_robot(),
             rules: state::rules_for(m, state_rules).cloned(),
+            found: state::Found::default(),
             parts_signal: arc(&m.parts_signal),
             good_signal: arc(&m.good_signal),
             reject_signal: arc(&m.reject_signal),
@@ -179,6 +182,7 @@ impl MachineTrack {
                     signals: &self.signals,
                     at,
                 },
+                &mut self.found,
             ),
             // Without rules the engine can only say the machine delivers data.
             None => State::Idle,
