@@ -47,7 +47,11 @@ impl Precision {
     /// which in nanoseconds covers 1677–2262; jiff's wider range is written as it is and left
     /// to the store to reject.
     pub fn timestamp(self, at: Timestamp) -> i128 {
-        at.as_nanosecond().div_euclid(self.nanos())
+        match self {
+            // The spool's precision, on every line: no 128-bit division by 1.
+            Precision::Ns => at.as_nanosecond(),
+            _ => at.as_nanosecond().div_euclid(self.nanos()),
+        }
     }
 }
 
@@ -148,6 +152,15 @@ impl LineBuilder {
             return self;
         }
         self.buf.push('"');
+        if !value
+            .bytes()
+            .any(|b| matches!(b, b'"' | b'\\' | b'\n' | b'\r'))
+        {
+            // Nothing to escape (all four are ASCII, so no byte of another character is one).
+            self.buf.push_str(value);
+            self.buf.push('"');
+            return self;
+        }
         for c in value.chars() {
             match c {
                 '"' | '\\' => {
@@ -188,8 +201,13 @@ impl LineBuilder {
             return None;
         }
         self.buf.push(' ');
-        self.buf
-            .push_str(itoa::Buffer::new().format(precision.timestamp(at)));
+        let stamp = precision.timestamp(at);
+        let mut digits = itoa::Buffer::new();
+        // 64 bits hold 1677–2262 in nanoseconds; their digits are quicker to find.
+        self.buf.push_str(match i64::try_from(stamp) {
+            Ok(stamp) => digits.format(stamp),
+            Err(_) => digits.format(stamp),
+        });
         Some(self.buf)
     }
 }
@@ -556,8 +574,13 @@ mod tests {
             let line = LineBuilder::new("m").uint("x", v).finish(ts()).unwrap();
             assert_eq!(line, format!("m x={v}u 1700000000000000000"));
         }
-        for ns in [0, 1, -1, -1_500_000_000, i64::MIN, i64::MAX] {
-            let at = Timestamp::from_nanosecond(i128::from(ns)).unwrap();
+        let extremes = [Timestamp::MIN, Timestamp::MAX].map(|t| t.as_nanosecond());
+        for ns in [0, 1, -1, -1_500_000_000, i64::MIN, i64::MAX]
+            .map(i128::from)
+            .into_iter()
+            .chain(extremes)
+        {
+            let at = Timestamp::from_nanosecond(ns).unwrap();
             for p in [Precision::Ns, Precision::Us, Precision::Ms, Precision::S] {
                 let line = LineBuilder::new("m")
                     .int("x", 1)
