@@ -6,7 +6,7 @@ use super::config::Test;
 use super::signals::Signals;
 use crate::config::Machine;
 use crate::engine::config::{Condition, StateRules};
-use crate::model::{State, Value};
+use crate::model::State;
 
 /// Picks the rule set for a machine: one naming the machine beats one naming its kind, which
 /// beats a catch-all naming neither. `None` when no rule set applies.
@@ -85,6 +85,7 @@ mod tests {
     use super::*;
     use crate::engine::config::Rule;
     use crate::engine::config::{Bit, Compare};
+    use crate::model::Value;
     use std::sync::Arc;
     use std::time::Duration;
 
