@@ -112,7 +112,8 @@ pub fn containing(calendar: &Calendar, t: Timestamp) -> Vec<Window> {
 /// shift containing the moment contains `[x, y)`; shifts keep their order (by start, then by
 /// date and configuration order, as `overlapping` sorts them). The category is a function of
 /// the moment alone and is constant between the bounds, so `segments` merges `[x, y)` into one
-/// piece.
+/// piece. The tests below check both, and the accounting through the cache against the
+/// accounting afresh, around every kind of edge, daylight-saving changes included.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Steady {
     pub from: Timestamp,
