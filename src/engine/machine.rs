@@ -10,8 +10,8 @@ use tracing::info;
 use super::calendar::Calendar;
 use super::energy::{Counter, CounterStep};
 use super::signals::Signals;
-use super::timemodel::{Accounting, TimeTotals};
-use super::windows::{self, Window};
+use super::timemodel::{self, TimeTotals};
+use super::windows::{SteadyCache, Window};
 use super::{seconds, state};
 use crate::config::Machine;
 use crate::engine::config::StateRules;
@@ -39,6 +39,8 @@ pub(super) struct MachineTrack {
     /// An industrial robot (`kind = "robot"`), counted in the fleet's `machines_robot`.
     pub robot: bool,
     pub rules: Option<StateRules>,
+    /// Where the rules' signals are among `signals`.
+    pub found: state::Found,
     pub parts_signal: Option<Arc<str>>,
     pub good_signal: Option<Arc<str>>,
     pub reject_signal: Option<Arc<str>>,
@@ -63,6 +65,12 @@ pub(super) struct MachineTrack {
     pub last_heartbeat: Option<Timestamp>,
     /// Time is accounted to windows up to here.
     pub accounted_to: Timestamp,
+    /// The windows and calendar category around the latest accounting, reused while stretches
+    /// to account stay inside.
+    pub steady: SteadyCache,
+    /// The same around the latest sample, apart: samples stamped by a device (or replayed
+    /// from its buffer) can lie in another hour than the accounting.
+    pub steady_samples: SteadyCache,
     pub windows: BTreeMap<Window, TimeTotals>,
     pub parts: Counter,
     pub good: Counter,
@@ -100,6 +108,7 @@ impl MachineTrack {
             digital: m.is_digital(),
             robot: m.is_robot(),
             rules: state::rules_for(m, state_rules).cloned(),
+            found: state::Found::default(),
             parts_signal: arc(&m.parts_signal),
             good_signal: arc(&m.good_signal),
             reject_signal: arc(&m.reject_signal),
@@ -117,6 +126,8 @@ impl MachineTrack {
             last_written: now,
             last_heartbeat: None,
             accounted_to: now,
+            steady: SteadyCache::default(),
+            steady_samples: SteadyCache::default(),
             windows: BTreeMap::new(),
             parts: Counter::default(),
             good: Counter::default(),
@@ -134,11 +145,10 @@ impl MachineTrack {
         calendar: &Calendar,
         out: &mut Vec<String>,
     ) {
-        let line = group
-            .iter()
-            .fold(LineBuilder::with_prefix(&self.signal_prefix), |b, s| {
-                b.value(&s.signal, &s.value)
-            });
+        let line = group.iter().fold(
+            LineBuilder::with_prefix_for(&self.signal_prefix, group.len()),
+            |b, s| b.value(&s.signal, &s.value),
+        );
         out.extend(line.finish(at));
         let known = self.signals.len();
         for s in group {
@@ -154,11 +164,10 @@ impl MachineTrack {
             self.signals.shrink_to_fit();
         }
         self.last_data = Some(self.last_data.map_or(at, |t| t.max(at)));
-        let here = windows::containing(calendar, at);
-        for w in &here {
-            self.windows.entry(w.clone()).or_default().delivered = true;
-        }
-        self.count_parts(at, group, &here);
+        let mut steady = std::mem::take(&mut self.steady_samples);
+        let here = steady.containing(calendar, &self.id, at);
+        self.count_parts(at, group, here);
+        self.steady_samples = steady;
         self.told_offline = false;
         self.derive_state(at, calendar, out);
     }
@@ -173,6 +182,7 @@ impl MachineTrack {
                     signals: &self.signals,
                     at,
                 },
+                &mut self.found,
             ),
             // Without rules the engine can only say the machine delivers data.
             None => State::Idle,
@@ -196,7 +206,8 @@ impl MachineTrack {
         }
     }
 
-    /// Part counters: increments go to the windows containing the reading.
+    /// Marks the windows containing the reading as delivered, and gives them the part
+    /// counters' increments.
     fn count_parts(&mut self, at: Timestamp, group: &[Sample], here: &[Window]) {
         let reading = |name: &Option<Arc<str>>| {
             name.as_ref().and_then(|n| {
@@ -231,6 +242,7 @@ impl MachineTrack {
         let known = self.good_signal.is_some() || self.reject_signal.is_some();
         for w in here {
             let t = self.windows.entry(w.clone()).or_default();
+            t.delivered = true;
             t.parts_total += total.unwrap_or(0);
             t.parts_good += good.unwrap_or(0);
             t.good_known |= known;
@@ -242,19 +254,27 @@ impl MachineTrack {
         if now <= self.accounted_to {
             return;
         }
-        let span = windows::overlapping(calendar, self.accounted_to, now);
-        let acc = Accounting {
-            calendar,
-            windows: &span,
-        };
-        acc.add(
-            &mut self.windows,
-            &self.id,
-            (self.accounted_to, now),
-            self.state,
-            1,
-        );
+        self.account(calendar, (self.accounted_to, now), self.state, 1);
         self.accounted_to = now;
+    }
+
+    /// Gives `stretch` in `state` to the windows (`sign` −1 takes it back).
+    fn account(
+        &mut self,
+        calendar: &Calendar,
+        stretch: (Timestamp, Timestamp),
+        state: State,
+        sign: i64,
+    ) {
+        timemodel::add_cached(
+            &mut self.windows,
+            &mut self.steady,
+            calendar,
+            &self.id,
+            stretch,
+            state,
+            sign,
+        );
     }
 
     /// Writes a state change stamped `at`, when the new state began. That can be earlier than
@@ -274,14 +294,9 @@ impl MachineTrack {
         if at >= self.accounted_to {
             self.account_to(at, calendar);
         } else {
-            let span = windows::overlapping(calendar, at, self.accounted_to);
-            let acc = Accounting {
-                calendar,
-                windows: &span,
-            };
             let stretch = (at, self.accounted_to);
-            acc.add(&mut self.windows, &self.id, stretch, self.state, -1);
-            acc.add(&mut self.windows, &self.id, stretch, to, 1);
+            self.account(calendar, stretch, self.state, -1);
+            self.account(calendar, stretch, to, 1);
         }
         let previous = self.state;
         let previous_s = seconds(at.duration_since(self.since).max(SignedDuration::ZERO));

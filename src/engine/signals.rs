@@ -73,6 +73,21 @@ impl Signals {
         self.by_name.shrink_to_fit();
     }
 
+    /// The latest value of a signal and when it last changed, looked up first at `hint` (where
+    /// it was found before: an entry never moves) and by name only when it is not there; `hint`
+    /// is then set to where it was found.
+    pub fn find(&self, name: &str, hint: &mut Option<u32>) -> Option<(&Value, Option<Timestamp>)> {
+        if let Some(e) = hint.and_then(|i| self.entries.get(i as usize))
+            && *e.name == *name
+        {
+            return Some((&e.value, e.changed));
+        }
+        let index = self.by_name[self.search(name).ok()?];
+        *hint = Some(index);
+        let e = &self.entries[index as usize];
+        Some((&e.value, e.changed))
+    }
+
     /// The latest value of a signal.
     pub fn get(&self, name: &str) -> Option<&Value> {
         let pos = self.search(name).ok()?;
@@ -141,6 +156,28 @@ mod tests {
         assert_eq!(s.changed("parts"), Some(t(2)));
         s.update(&parts, &Value::Int(8), t(3));
         assert_eq!(s.changed("parts"), Some(t(2)), "kept until the next change");
+    }
+
+    #[test]
+    fn find_believes_a_hint_only_when_it_names_the_signal() {
+        let mut s = Signals::default();
+        for (i, name) in ["b", "a", "c"].iter().enumerate() {
+            s.update(&Arc::from(*name), &Value::Int(i as i64), t(0));
+        }
+        s.update(&Arc::from("c"), &Value::Int(5), t(1));
+        let mut hint = None;
+        assert_eq!(s.find("c", &mut hint), Some((&Value::Int(5), Some(t(1)))));
+        assert_eq!(hint, Some(2), "where c arrived");
+        assert_eq!(s.find("c", &mut hint), Some((&Value::Int(5), Some(t(1)))));
+        // A hint at another signal, or past the end, is corrected by a search.
+        for wrong in [Some(0), Some(99)] {
+            let mut hint = wrong;
+            assert_eq!(s.find("a", &mut hint), Some((&Value::Int(1), None)));
+            assert_eq!(hint, Some(1));
+        }
+        let mut hint = None;
+        assert_eq!(s.find("missing", &mut hint), None);
+        assert_eq!(hint, None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::config::Test;
 use super::signals::Signals;
 use crate::config::Machine;
 use crate::engine::config::{Condition, StateRules};
-use crate::model::{State, Value};
+use crate::model::State;
 
 /// Picks the rule set for a machine: one naming the machine beats one naming its kind, which
 /// beats a catch-all naming neither. `None` when no rule set applies.
@@ -23,13 +23,33 @@ pub fn rules_for<'a>(machine: &Machine, sets: &'a [StateRules]) -> Option<&'a St
 /// The state the rules give for these signals: the first rule whose conditions all hold, else
 /// the set's default. A condition on a signal the machine has not sent (or that is text) does
 /// not hold.
-pub fn evaluate(rules: &StateRules, inputs: &Inputs<'_>) -> State {
-    rules
-        .rules
-        .iter()
-        .find(|rule| rule.when.iter().all(|c| holds(c, inputs)))
-        .map_or(rules.default, |rule| rule.state)
+pub fn evaluate(rules: &StateRules, inputs: &Inputs<'_>, found: &mut Found) -> State {
+    // Each condition has its slot in `found`, rule after rule.
+    let mut base = 0;
+    for rule in &rules.rules {
+        let end = base + rule.when.len();
+        if found.0.len() < end {
+            found.0.resize(end, None);
+        }
+        let slots = &mut found.0[base..end];
+        if rule
+            .when
+            .iter()
+            .zip(slots)
+            .all(|(c, slot)| holds(c, inputs, slot))
+        {
+            return rule.state;
+        }
+        base = end;
+    }
+    rules.default
 }
+
+/// Where each condition's signal was found among a machine's signals, one slot per condition
+/// in rule order, so that the rules are evaluated without a search by name (see
+/// [`Signals::find`]). Kept per machine, for one rule set.
+#[derive(Debug, Clone, Default)]
+pub struct Found(Vec<Option<u32>>);
 
 /// What the rules look at: the latest value of each signal and when each last changed, and
 /// the moment of evaluation.
@@ -39,12 +59,15 @@ pub struct Inputs<'a> {
     pub at: Timestamp,
 }
 
-fn holds(condition: &Condition, inputs: &Inputs<'_>) -> bool {
-    let name = condition.signal.as_str();
-    let value = || inputs.signals.get(name).and_then(Value::as_f64);
+fn holds(condition: &Condition, inputs: &Inputs<'_>, hint: &mut Option<u32>) -> bool {
+    let Some((value, changed)) = inputs.signals.find(&condition.signal, hint) else {
+        // A signal the machine has not sent: no condition on it holds.
+        return false;
+    };
+    let value = || value.as_f64();
     match condition.test {
         Test::ChangedWithin(within) => {
-            let Some(changed) = inputs.signals.changed(name) else {
+            let Some(changed) = changed else {
                 return false;
             };
             SignedDuration::try_from(within)
@@ -62,6 +85,7 @@ mod tests {
     use super::*;
     use crate::engine::config::Rule;
     use crate::engine::config::{Bit, Compare};
+    use crate::model::Value;
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -78,7 +102,7 @@ mod tests {
 
     /// Evaluates with no change history, at a fixed moment.
     fn eval(rules: &StateRules, signals: &Signals) -> State {
-        evaluate(rules, &Inputs { signals, at: t(0) })
+        evaluate(rules, &Inputs { signals, at: t(0) }, &mut Found::default())
     }
 
     fn cnc_rules() -> StateRules {
@@ -182,7 +206,10 @@ mod tests {
             ("status", Value::Int(0b1000)),
             ("parts", Value::Int(7)),
         ]);
-        let at = |s: i64, signals: &Signals| evaluate(&rules, &Inputs { signals, at: t(s) });
+        // One `Found` throughout, as a machine keeps it.
+        let mut found = Found::default();
+        let mut at =
+            |s: i64, signals: &Signals| evaluate(&rules, &Inputs { signals, at: t(s) }, &mut found);
         assert_eq!(at(0, &values), State::Setup);
         // Bit 3 clear (0b0111) → no rule → idle; load 96 % is out of range as well.
         values.update(&Arc::from("status"), &Value::Int(0b0111), t(0));

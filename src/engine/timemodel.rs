@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::calendar::{Calendar, Category};
-use super::windows::Window;
+use super::windows::{SteadyCache, Window, overlapping};
 use crate::model::State;
 
 /// Totals of one machine in one window. Durations in nanoseconds, exact.
@@ -69,34 +69,54 @@ impl Accounting<'_> {
         state: State,
         sign: i64,
     ) {
-        account(
-            totals,
-            self.windows,
-            self.calendar,
-            machine,
-            from,
-            to,
-            state,
-            sign,
-        );
+        if to <= from {
+            return;
+        }
+        let segments = self.calendar.segments(machine, from, to);
+        account(totals, self.windows, &segments, (from, to), state, sign);
     }
 }
 
+/// What [`Accounting::add`] with the windows from `windows::overlapping` does, through a
+/// machine's [`SteadyCache`]: a stretch inside the steady stretch around it takes its windows
+/// and its one calendar category from there; any other is computed afresh.
 #[allow(clippy::too_many_arguments)]
-fn account(
+pub fn add_cached(
     totals: &mut BTreeMap<Window, TimeTotals>,
-    windows: &[Window],
+    cache: &mut SteadyCache,
     calendar: &Calendar,
     machine: &str,
-    from: Timestamp,
-    to: Timestamp,
+    (from, to): (Timestamp, Timestamp),
     state: State,
     sign: i64,
 ) {
     if to <= from {
         return;
     }
-    let segments = calendar.segments(machine, from, to);
+    match cache.get(calendar, machine, from, to) {
+        Some(steady) => {
+            let segments = [(from, to, steady.category)];
+            account(totals, &steady.windows, &segments, (from, to), state, sign);
+        }
+        None => {
+            let windows = overlapping(calendar, from, to);
+            let acc = Accounting {
+                calendar,
+                windows: &windows,
+            };
+            acc.add(totals, machine, (from, to), state, sign);
+        }
+    }
+}
+
+fn account(
+    totals: &mut BTreeMap<Window, TimeTotals>,
+    windows: &[Window],
+    segments: &[(Timestamp, Timestamp, Category)],
+    (from, to): (Timestamp, Timestamp),
+    state: State,
+    sign: i64,
+) {
     let index = state_index(state);
     for window in windows {
         let (ws, we) = (window.start.max(from), window.end.min(to));
@@ -104,7 +124,7 @@ fn account(
             continue;
         }
         let t = totals.entry(window.clone()).or_default();
-        for (a, b, category) in &segments {
+        for (a, b, category) in segments {
             let (s, e) = ((*a).max(ws), (*b).min(we));
             if e <= s {
                 continue;
@@ -134,7 +154,7 @@ pub fn nanos(a: Timestamp, b: Timestamp) -> i64 {
 mod tests {
     use super::*;
     use crate::engine::config;
-    use crate::engine::windows::{WindowKind, overlapping};
+    use crate::engine::windows::WindowKind;
     use jiff::civil::{date, time};
     use jiff::tz::TimeZone;
 

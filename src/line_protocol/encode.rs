@@ -47,7 +47,11 @@ impl Precision {
     /// which in nanoseconds covers 1677–2262; jiff's wider range is written as it is and left
     /// to the store to reject.
     pub fn timestamp(self, at: Timestamp) -> i128 {
-        at.as_nanosecond().div_euclid(self.nanos())
+        match self {
+            // The spool's precision, on every line: no 128-bit division by 1.
+            Precision::Ns => at.as_nanosecond(),
+            _ => at.as_nanosecond().div_euclid(self.nanos()),
+        }
     }
 }
 
@@ -74,7 +78,14 @@ impl LineBuilder {
 
     /// Starts from a prefix made by [`tag_prefix`], for tag sets that repeat on every line.
     pub fn with_prefix(prefix: &str) -> Self {
-        let mut buf = String::with_capacity(prefix.len() + 96);
+        Self::with_prefix_for(prefix, 4)
+    }
+
+    /// [`LineBuilder::with_prefix`] with room for about `fields` fields, so that a line of many
+    /// does not grow its buffer on the way.
+    pub fn with_prefix_for(prefix: &str, fields: usize) -> Self {
+        // A field is usually a short name and a number; then the timestamp's 20 characters.
+        let mut buf = String::with_capacity(prefix.len() + 24 * fields.max(4) + 21);
         buf.push_str(prefix);
         let valid = !buf.is_empty() && !buf.starts_with([',', '#']);
         LineBuilder {
@@ -107,7 +118,8 @@ impl LineBuilder {
 
     pub fn int(mut self, key: &str, value: i64) -> Self {
         if self.field_key(key) {
-            let _ = write!(self.buf, "{value}i");
+            self.buf.push_str(itoa::Buffer::new().format(value));
+            self.buf.push('i');
         }
         self
     }
@@ -115,16 +127,15 @@ impl LineBuilder {
     /// An unsigned integer field (`7u`).
     pub fn uint(mut self, key: &str, value: u64) -> Self {
         if self.field_key(key) {
-            let _ = write!(self.buf, "{value}u");
+            self.buf.push_str(itoa::Buffer::new().format(value));
+            self.buf.push('u');
         }
         self
     }
 
     pub fn float(mut self, key: &str, value: f64) -> Self {
         if value.is_finite() && self.field_key(key) {
-            // Debug prints the shortest text that parses back to the same f64, and always
-            // with a `.` or an exponent, so a whole float never reads back as an integer.
-            let _ = write!(self.buf, "{value:?}");
+            push_float(&mut self.buf, value);
         }
         self
     }
@@ -141,6 +152,15 @@ impl LineBuilder {
             return self;
         }
         self.buf.push('"');
+        if !value
+            .bytes()
+            .any(|b| matches!(b, b'"' | b'\\' | b'\n' | b'\r'))
+        {
+            // Nothing to escape (all four are ASCII, so no byte of another character is one).
+            self.buf.push_str(value);
+            self.buf.push('"');
+            return self;
+        }
         for c in value.chars() {
             match c {
                 '"' | '\\' => {
@@ -180,9 +200,66 @@ impl LineBuilder {
         if self.fields == 0 || !self.valid {
             return None;
         }
-        let _ = write!(self.buf, " {}", precision.timestamp(at));
+        self.buf.push(' ');
+        let stamp = precision.timestamp(at);
+        let mut digits = itoa::Buffer::new();
+        // 64 bits hold 1677–2262 in nanoseconds; their digits are quicker to find.
+        self.buf.push_str(match i64::try_from(stamp) {
+            Ok(stamp) => digits.format(stamp),
+            Err(_) => digits.format(stamp),
+        });
         Some(self.buf)
     }
+}
+
+/// Writes a finite float as `{:?}` does: the shortest text that parses back to the same f64,
+/// always with a `.` or an exponent, so a whole float never reads back as an integer.
+///
+/// ryu finds the same shortest digits faster, with two differences, so it writes only where
+/// neither applies and Debug writes the rest:
+/// - Form. Debug writes `ddd.ddd` for ±0 and for 1e-4 <= |x| < 1e16, an exponent (`1e16`,
+///   `5e-5`) outside. ryu is positional when the shortest decimal's magnitude kk (10^(kk-1) <=
+///   value < 10^kk) is in -5 < kk <= 16, so it would write `0.00005`. Inside Debug's range ryu
+///   is always positional: the f64 nearest 1e-4 has the shortest form `0.0001` (kk = -3),
+///   anything larger has kk >= -3, and the largest f64 below 1e16 is 1e16 - 2, shortest form
+///   `9999999999999998` (kk = 16).
+/// - Ties. When two shortest candidates are equally near (1e15 + 0.25 lies halfway between
+///   `…000.2` and `…000.3`), Debug takes the upper one and ryu the even one. Both candidates
+///   lie within the float's rounding interval (half an ulp each way), so they are 10^k apart
+///   with 10^k <= ulp, while a normal float is at least 2^52 ulps: the digits of either
+///   candidate make a number of at least 2^52 - 1, 16 digits. Neither has a trailing zero (it
+///   would have a shorter form). So a text of under 16 significant digits was no tie.
+///
+/// `floats_are_written_as_debug_writes_them` compares the two over the boundaries, ties and
+/// random bit patterns.
+fn push_float(buf: &mut String, value: f64) {
+    let abs = value.abs();
+    if abs == 0.0 || (1e-4..1e16).contains(&abs) {
+        let mut ryu = ryu::Buffer::new();
+        let text = ryu.format_finite(value);
+        if significant_digits(text) < 16 {
+            buf.push_str(text);
+            return;
+        }
+    }
+    let _ = write!(buf, "{value:?}");
+}
+
+/// The digits from the first non-zero one to the last non-zero one.
+fn significant_digits(text: &str) -> usize {
+    let (mut count, mut zeros, mut started) = (0, 0, false);
+    for b in text.bytes() {
+        match b {
+            b'0' if started => zeros += 1,
+            b'1'..=b'9' => {
+                count += zeros + 1;
+                zeros = 0;
+                started = true;
+            }
+            _ => {}
+        }
+    }
+    count
 }
 
 /// `measurement,k1=v1,k2=v2` for tags that repeat on every line of a kind.
@@ -214,7 +291,7 @@ pub fn rescale_timestamps(body: &[u8], precision: Precision) -> Cow<'_, [u8]> {
         match rescaled {
             Some((space, value)) => {
                 out.extend_from_slice(&text[..=space]);
-                let _ = write!(VecWriter(&mut out), "{value}");
+                out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
                 if line.len() > text.len() {
                     out.push(b'\n');
                 }
@@ -223,16 +300,6 @@ pub fn rescale_timestamps(body: &[u8], precision: Precision) -> Cow<'_, [u8]> {
         }
     }
     Cow::Owned(out)
-}
-
-/// `fmt::Write` into a byte vector, to format integers without an intermediate String.
-struct VecWriter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for VecWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 /// Characters a measurement name escapes.
@@ -256,6 +323,20 @@ fn push_tag(buf: &mut String, key: &str, value: &str) {
 
 /// Escapes a measurement, tag key, tag value or field key (see the module documentation).
 fn escape_name(buf: &mut String, text: &str, special: &[char]) {
+    // Nearly every name is printable ASCII without a backslash or a special character of any
+    // element (`,`, `=`, space): nothing in it is escaped, so it is written as it is.
+    if text
+        .bytes()
+        .all(|b| matches!(b, b'!'..=b'~') && !matches!(b, b'\\' | b',' | b'='))
+    {
+        buf.push_str(text);
+    } else {
+        escape_each(buf, text, special);
+    }
+}
+
+/// [`escape_name`] character by character.
+fn escape_each(buf: &mut String, text: &str, special: &[char]) {
     let text = text.trim_end_matches('\\');
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
@@ -382,6 +463,157 @@ mod tests {
         // 0.5 s before 1970 is in second -1, not second 0.
         let before = Timestamp::from_nanosecond(-500_000_000).unwrap();
         assert_eq!(Precision::S.timestamp(before), -1);
+    }
+
+    /// The float's text as `float` writes it.
+    fn float_text(x: f64) -> String {
+        let mut buf = String::new();
+        push_float(&mut buf, x);
+        buf
+    }
+
+    #[test]
+    fn floats_are_written_as_debug_writes_them() {
+        let check = |x: f64| {
+            if x.is_finite() {
+                assert_eq!(
+                    float_text(x),
+                    format!("{x:?}"),
+                    "bits {:#018x}",
+                    x.to_bits()
+                );
+            }
+        };
+        let mut edges = vec![
+            0.0,
+            1.0,
+            0.1,
+            0.5,
+            1200.0,
+            8042.5,
+            51.25,
+            29.75,
+            1e-4,
+            1e-5,
+            5e-5,
+            1e15,
+            1e16,
+            1e17,
+            9007199254740992.0,
+            9999999999999998.0,
+            123456789012345680.0,
+            f64::MIN_POSITIVE,
+            f64::MIN_POSITIVE / 3.0,
+            f64::from_bits(1),
+            f64::MAX,
+            f64::EPSILON,
+            1.0 / 3.0,
+            2.0 / 3.0,
+            0.1 + 0.2,
+            // Halfway between two shortest candidates: Debug rounds up, ryu to even.
+            1e15 + 0.25,
+            1e15 + 0.75,
+            2e14 + 0.125,
+        ];
+        for e in -330..=310 {
+            edges.push(10f64.powi(e));
+        }
+        for x in edges.clone() {
+            let (mut up, mut down) = (x, x);
+            for _ in 0..4 {
+                up = up.next_up();
+                down = down.next_down();
+                edges.extend([up, down]);
+            }
+        }
+        // Ties: binades whose floats have 1, 2 or 3 binary fraction digits and 17 decimal ones.
+        for n in 0..20_000u32 {
+            let n = f64::from(n);
+            for j in [1.0, 3.0] {
+                edges.push(1e15 + n + j / 4.0);
+                edges.push(4e15 + n + j / 2.0);
+            }
+            for j in [1.0, 3.0, 5.0, 7.0] {
+                edges.push(6e14 + n + j / 8.0);
+            }
+        }
+        for i in -100_000..=100_000 {
+            edges.push(i as f64);
+            edges.push(i as f64 / 100.0);
+            edges.push(i as f64 * 0.25);
+        }
+        for x in edges {
+            check(x);
+            check(-x);
+        }
+        // Random bit patterns (xorshift64): every exponent, subnormals included.
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            check(f64::from_bits(state));
+        }
+        // And random values inside the range ryu writes, where the shortcut matters.
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+            check(10f64.powf(unit * 20.0 - 4.0) * if state & 1 == 0 { 1.0 } else { -1.0 });
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for v in [0, 1, -1, 9, 10, -10, 42, i64::MAX, i64::MIN, 1_700_000_000] {
+            let line = LineBuilder::new("m").int("x", v).finish(ts()).unwrap();
+            assert_eq!(line, format!("m x={v}i 1700000000000000000"));
+        }
+        for v in [0, 7, 10, u64::MAX] {
+            let line = LineBuilder::new("m").uint("x", v).finish(ts()).unwrap();
+            assert_eq!(line, format!("m x={v}u 1700000000000000000"));
+        }
+        let extremes = [Timestamp::MIN, Timestamp::MAX].map(|t| t.as_nanosecond());
+        for ns in [0, 1, -1, -1_500_000_000, i64::MIN, i64::MAX]
+            .map(i128::from)
+            .into_iter()
+            .chain(extremes)
+        {
+            let at = Timestamp::from_nanosecond(ns).unwrap();
+            for p in [Precision::Ns, Precision::Us, Precision::Ms, Precision::S] {
+                let line = LineBuilder::new("m")
+                    .int("x", 1)
+                    .finish_with(at, p)
+                    .unwrap();
+                assert_eq!(line, format!("m x=1i {}", p.timestamp(at)));
+            }
+        }
+    }
+
+    #[test]
+    fn names_written_as_they_are_are_those_nothing_in_is_escaped() {
+        // Random names from an alphabet of plain, special, control and non-ASCII characters.
+        let alphabet = [
+            'a', 'Z', '0', '_', '-', '.', '#', '~', '!', ',', '=', ' ', '\\', '\n', '\u{7f}', '温',
+            'é',
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..50_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 7) as usize;
+            let name: String = (0..len)
+                .map(|i| alphabet[((state >> (8 + 6 * i)) % alphabet.len() as u64) as usize])
+                .collect();
+            for special in [MEASUREMENT_SPECIAL, KEY_SPECIAL] {
+                let (mut fast, mut each) = (String::new(), String::new());
+                escape_name(&mut fast, &name, special);
+                escape_each(&mut each, &name, special);
+                assert_eq!(fast, each, "{name:?}");
+            }
+        }
     }
 
     #[test]
