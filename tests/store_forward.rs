@@ -806,7 +806,8 @@ async fn the_agent_killed_with_sigkill_loses_no_point_it_had_spooled() {
     );
     // And before the kill, no hole: polls every 100 ms, so no gap between stored points is
     // longer than 900 ms up to the last second before the kill (records younger than that
-    // may still have been in memory). A lost request would leave a hole of a whole flush
+    // may still have been in memory, in the engine's batch of up to a second: lost ones are
+    // the newest, so they shorten the list and leave no hole inside it). A lost request would leave a hole of a whole flush
     // interval (1 s, about ten polls); 900 ms leaves room for slow polls on a busy machine.
     for (machine, ts) in &stored {
         let before: Vec<i64> = ts
