@@ -240,11 +240,10 @@ async fn at_the_spool_cap_drops_are_counted_and_reported_on_the_board_and_in_met
     const COUNT: u64 = 5_000;
     let broker = Mosquitto::start_with_config(&["max_queued_messages 0"]).await;
     let data = tempfile::tempdir().expect("temp dir");
-    let web_port = common::free_port();
     // Nothing listens on the store's port: the writer fails and retries, the spool fills.
     let store_port = common::free_port();
     let extra = format!(
-        "[web]\nlisten = \"127.0.0.1:{web_port}\"\n\n[spool]\nmax_bytes = 200000\n\n\
+        "[web]\nlisten = \"127.0.0.1:0\"\n\n[spool]\nmax_bytes = 200000\n\n\
          [[influx]]\nname = \"down\"\nurl = \"http://127.0.0.1:{store_port}\"\norg = \"o\"\nbucket = \"b\"\n"
     );
     let text = agent_config(data.path(), broker.port(), &extra);
@@ -253,6 +252,9 @@ async fn at_the_spool_cap_drops_are_counted_and_reported_on_the_board_and_in_met
     let (trigger, shutdown) = shutdown::channel();
     let running = agent::start(&cfg, shutdown).expect("agent starts");
     let metrics = running.metrics.clone();
+    // The board's port is the system's choice: a port found free and bound later can be
+    // taken in between by another test's peer.
+    let board = running.web_addr.expect("board enabled");
     wait_subscribed(&broker, "agent-burst").await;
 
     let t0_ms = jiff::Timestamp::now().as_millisecond() - 60_000;
@@ -269,7 +271,7 @@ async fn at_the_spool_cap_drops_are_counted_and_reported_on_the_board_and_in_met
 
     let http = common::http_client();
     let health = eventually("the board's health", WAIT, || async {
-        let h = common::get_json(&http, &format!("http://127.0.0.1:{web_port}/api/health")).await?;
+        let h = common::get_json(&http, &format!("http://{board}/api/health")).await?;
         let dropped = h["spool_dropped_lines"].as_u64().unwrap_or(0);
         let waiting = h["spool_lines"].as_u64().unwrap_or(0);
         // The spool publishes its figures after each append: wait for the last one.
@@ -292,7 +294,7 @@ async fn at_the_spool_cap_drops_are_counted_and_reported_on_the_board_and_in_met
         "/metrics and the board agree"
     );
     let text = http
-        .get(format!("http://127.0.0.1:{web_port}/metrics"))
+        .get(format!("http://{board}/metrics"))
         .send()
         .await
         .expect("GET /metrics")

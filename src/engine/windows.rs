@@ -261,7 +261,7 @@ fn window_end(kind: WindowKind, start: Timestamp, tz: &TimeZone) -> Option<Times
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::engine::config;
     use jiff::civil::date;
@@ -393,7 +393,9 @@ mod tests {
 
     /// Stretches of days around a month's end, a DST change in Berlin, a month's end in a
     /// half-hour zone, and a daylight-saving change of half an hour.
-    fn cases() -> Vec<(Calendar, Timestamp, Timestamp)> {
+    /// Stretches of days around daylight-saving changes and month ends, in four zones, with a
+    /// busy calendar and a plain one (also used by `timemodel`'s tests).
+    pub(crate) fn cases() -> Vec<(Calendar, Timestamp, Timestamp)> {
         let local = |tz: &str, y, m, d, h| {
             date(y, m, d)
                 .at(h, 0, 0, 0)
@@ -425,7 +427,7 @@ mod tests {
     }
 
     /// A tiny xorshift, for steps of varying length.
-    fn steps(seed: u64) -> impl FnMut(i64) -> i64 {
+    pub(crate) fn steps(seed: u64) -> impl FnMut(i64) -> i64 {
         let mut state = seed;
         move |max| {
             state ^= state << 13;
@@ -487,87 +489,6 @@ mod tests {
                 }
                 assert!(stretches > 100, "{stretches}");
             }
-        }
-    }
-
-    #[test]
-    fn accounting_through_the_cache_equals_accounting_afresh() {
-        use crate::engine::timemodel::{Accounting, TimeTotals, add_cached};
-        use crate::model::State;
-        use std::collections::BTreeMap;
-        let ns = SignedDuration::from_nanos;
-        for (cal, start, end) in cases() {
-            let mut random = steps(0x9E37_79B9_7F4A_7C15);
-            let mut cache = SteadyCache::default();
-            let mut cached: BTreeMap<Window, TimeTotals> = BTreeMap::new();
-            let mut afresh: BTreeMap<Window, TimeTotals> = BTreeMap::new();
-            let direct = |totals: &mut BTreeMap<Window, TimeTotals>, from, to, state, sign| {
-                let windows = overlapping(&cal, from, to);
-                let acc = Accounting {
-                    calendar: &cal,
-                    windows: &windows,
-                };
-                acc.add(totals, "m1", (from, to), state, sign);
-            };
-            // Every edge in the days: of windows (hours, days, months, shifts) and of the
-            // calendar's categories (breaks, maintenance, holidays). Around each, stretches of
-            // a few seconds cross it; between them one long stretch crosses many.
-            let mut edges: Vec<Timestamp> = overlapping(&cal, start, end)
-                .iter()
-                .flat_map(|w| [w.start, w.end])
-                .chain(
-                    cal.segments("m1", start, end)
-                        .iter()
-                        .flat_map(|p| [p.0, p.1]),
-                )
-                .collect();
-            edges.sort();
-            edges.dedup();
-            let mut accounted = start;
-            let mut state = State::Idle;
-            for edge in edges.into_iter().filter(|e| *e > start && *e < end) {
-                let before = edge - ns(random(10_000_000_000));
-                let after = edge + ns(random(10_000_000_000));
-                let mut targets = vec![before.max(accounted)];
-                while *targets.last().unwrap() < after {
-                    let last = *targets.last().unwrap();
-                    targets.push(last + ns(1 + random(3_000_000_000)));
-                }
-                for now in targets {
-                    if now <= accounted {
-                        continue;
-                    }
-                    add_cached(
-                        &mut cached,
-                        &mut cache,
-                        &cal,
-                        "m1",
-                        (accounted, now),
-                        state,
-                        1,
-                    );
-                    direct(&mut afresh, accounted, now, state, 1);
-                    accounted = now;
-                    if random(3) == 0 {
-                        // A change that began earlier than the time accounted: that time is
-                        // moved between states.
-                        let to = State::ALL[random(6) as usize];
-                        let at = now - ns(random(20_000_000_000));
-                        for (s, sign) in [(state, -1), (to, 1)] {
-                            add_cached(&mut cached, &mut cache, &cal, "m1", (at, now), s, sign);
-                            direct(&mut afresh, at, now, s, sign);
-                        }
-                        state = to;
-                    }
-                    // Samples look up the windows of their moment through the same cache.
-                    if random(2) == 0 {
-                        let t = now - ns(random(3_000_000_000));
-                        assert_eq!(cache.containing(&cal, "m1", t), containing(&cal, t));
-                    }
-                }
-            }
-            assert!(cached.len() > 20, "{}", cached.len());
-            assert_eq!(cached, afresh);
         }
     }
 
