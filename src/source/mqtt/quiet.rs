@@ -316,16 +316,23 @@ mod tests {
         unsafe { libc::poll(&mut p, 1, ms) == 1 }
     }
 
-    #[test]
-    fn the_new_socket_to_the_port_is_found_and_kept_quiet_until_released() {
+    /// A connection to a local listener: the agent's end, the peer's end, and the agent's end
+    /// found as the one new socket to the port, as `run` finds it.
+    fn connected() -> (std::net::TcpStream, std::net::TcpStream, Quiet) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let before = Sockets::to_port(port);
         let ours = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
-        let mut quiet = Sockets::to_port(port)
+        let (peer, _) = listener.accept().unwrap();
+        let quiet = Sockets::to_port(port)
             .new_since(&before)
             .expect("one new socket to the port");
+        (ours, peer, quiet)
+    }
+
+    #[test]
+    fn the_new_socket_to_the_port_is_found_and_kept_quiet_until_released() {
+        let (ours, mut peer, mut quiet) = connected();
         assert_eq!(quiet.fd, ours.as_raw_fd());
 
         // Held: what the peer sends (a message's worth) does not make the socket readable.
@@ -342,12 +349,7 @@ mod tests {
 
     #[test]
     fn a_socket_held_until_a_round_s_bytes_wakes_when_they_are_there() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let before = Sockets::to_port(port);
-        let ours = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let (mut peer, _) = listener.accept().unwrap();
-        let mut quiet = Sockets::to_port(port).new_since(&before).unwrap();
+        let (ours, mut peer, mut quiet) = connected();
 
         // A round of 1000 bytes: 600 do not wake the task, 400 more do.
         quiet.hold_until(1000);
@@ -418,16 +420,11 @@ mod tests {
 
     #[test]
     fn a_descriptor_reused_by_another_socket_is_not_touched() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let before = Sockets::to_port(port);
-        let ours = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let mut quiet = Sockets::to_port(port).new_since(&before).unwrap();
+        let (ours, mut peer, mut quiet) = connected();
         // The descriptor now belongs to another socket (a different inode).
         quiet.inode += 1;
         quiet.hold();
         assert!(!quiet.raised);
-        let (mut peer, _) = listener.accept().unwrap();
         peer.write_all(b"x").unwrap();
         assert!(readable(ours.as_raw_fd(), 1000));
     }
